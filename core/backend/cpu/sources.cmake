@@ -1,0 +1,3 @@
+set(TESSERA_CPU_BACKEND_SOURCES
+  cpu/cpu_backend.cc
+)

@@ -1,0 +1,3 @@
+set(TESSERA_CUDA_BACKEND_SOURCES
+  cuda/cuda_backend.cc
+)
