@@ -1,0 +1,32 @@
+// SHA-256 (FIPS 180-4), self-contained so storage/ needs no crypto library. Used for blob digests and
+// API-key hashes; verified against the FIPS/NIST test vectors in tests/storage/sha256_test.cc.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace tessera::storage {
+
+class Sha256 {
+ public:
+  Sha256();
+  void Update(const void* data, size_t size);
+  void Update(std::string_view data) { Update(data.data(), data.size()); }
+  std::array<uint8_t, 32> Finish();  // the object must not be used after Finish
+  std::string FinishHex();           // lowercase hex, 64 characters
+
+ private:
+  void Block(const uint8_t* p);
+  uint32_t h_[8];
+  uint8_t buf_[64];
+  size_t buf_len_ = 0;
+  uint64_t total_bytes_ = 0;
+};
+
+// One-shot helper: lowercase hex sha256 of `data`.
+std::string Sha256Hex(std::string_view data);
+
+}  // namespace tessera::storage
