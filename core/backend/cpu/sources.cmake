@@ -1,3 +1,15 @@
+# CPU backend sources (included from core/backend/CMakeLists.txt; paths relative to core/backend).
 set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_backend.cc
+  cpu/cpu_check.cc
+  cpu/cpu_elementwise.cc
+  cpu/cpu_matmul.cc
+  cpu/cpu_rows.cc
+  cpu/cpu_norm_rope.cc
+  cpu/cpu_attention.cc
+  cpu/cpu_router.cc
+  cpu/cpu_vocab.cc
+  cpu/cpu_optim.cc
 )
+# -fopenmp-simd: honour `#pragma omp simd` (vectorized float reductions) without the OpenMP runtime.
+set_source_files_properties(${TESSERA_CPU_BACKEND_SOURCES} PROPERTIES COMPILE_OPTIONS "-fopenmp-simd")

@@ -1,0 +1,83 @@
+// Private to the CPU backend: the class declaration shared by the per-op-family source files
+// (cpu_backend.cc: memory; cpu_elementwise.cc; cpu_matmul.cc; cpu_rows.cc: gather/scatter/embedding;
+// cpu_norm_rope.cc; cpu_attention.cc; cpu_router.cc; cpu_vocab.cc; cpu_optim.cc).
+//
+// Contract common to every op here: tensors live in host memory (DeviceKind::kCpu); compute ops take
+// kF32 floats and kI32 indices and return INVALID_ARGUMENT (naming the op and the argument) for any
+// other dtype, device, shape, or out-of-range index, before touching any output.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend/backend.h"
+
+namespace tessera::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  DeviceKind device() const override { return DeviceKind::kCpu; }
+  std::string name() const override { return "cpu"; }
+
+  absl::StatusOr<Tensor> Alloc(std::vector<int64_t> shape, DType dtype) override;
+  absl::Status Fill(Tensor& t, float value) override;
+  absl::Status CopyFromHost(const void* src, size_t nbytes, Tensor& dst) override;
+  absl::Status CopyToHost(const Tensor& src, void* dst, size_t nbytes) override;
+  absl::Status Copy(const Tensor& src, Tensor& dst) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  absl::Status Add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  absl::Status Axpy(float alpha, const Tensor& x, Tensor& y) override;
+  absl::Status Scale(Tensor& x, float alpha) override;
+  absl::StatusOr<double> SumSquares(const Tensor& x) override;
+
+  absl::Status Matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                      float alpha, float beta) override;
+  absl::Status GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) override;
+  absl::Status GroupedMatmulInputGrad(const Tensor& dy, absl::Span<const GemmGroup> groups,
+                                      Tensor& dx) override;
+  absl::Status GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy,
+                                       absl::Span<const GemmGroup> groups) override;
+
+  absl::Status GatherRows(const Tensor& src, const Tensor& idx, const Tensor* scale, Tensor& dst) override;
+  absl::Status ScatterAddRows(const Tensor& src, const Tensor& idx, const Tensor* scale,
+                              Tensor& dst) override;
+  absl::Status RowDotGather(const Tensor& a, const Tensor& b, const Tensor& idx, Tensor& out) override;
+
+  absl::Status EmbeddingForward(const Tensor& table, const Tensor& ids, Tensor& out) override;
+  absl::Status EmbeddingBackward(const Tensor& ids, const Tensor& dout, Tensor& dtable) override;
+
+  absl::Status RmsNormForward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
+                              Tensor* rstd) override;
+  absl::Status RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                               const Tensor& dout, Tensor& dx, Tensor* dweight) override;
+
+  absl::Status Rope(Tensor& x, const Tensor& positions, float theta, bool inverse) override;
+
+  absl::Status AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale,
+                                Tensor& out, Tensor* lse) override;
+  absl::Status AttentionBackward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale,
+                                 const Tensor& out, const Tensor& lse, const Tensor& dout,
+                                 Tensor& dq) override;
+
+  absl::Status RouterForward(const Tensor& logits, int k, bool normalize, Tensor& probs,
+                             Tensor& topk_idx, Tensor& topk_w) override;
+  absl::Status RouterBackward(const Tensor& probs, const Tensor& topk_idx, const Tensor& topk_w,
+                              bool normalize, const Tensor& dtopk_w, Tensor& dlogits) override;
+
+  absl::Status SwiGluForward(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  absl::Status SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
+                              Tensor& dup) override;
+
+  absl::Status LogSoftmax(const Tensor& logits, Tensor& out) override;
+  absl::Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& loss,
+                                   Tensor* lse) override;
+  absl::Status CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                    const Tensor& dloss, Tensor& dlogits) override;
+
+  absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
+                     const AdamWParams& p) override;
+};
+
+}  // namespace tessera::cpu

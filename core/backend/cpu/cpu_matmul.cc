@@ -1,0 +1,214 @@
+// CPU dense and grouped (MoE expert) matmuls, all through OpenBLAS cblas_sgemm (row-major).
+//
+// Math:
+//   Matmul:                 c = alpha * op(a) @ op(b) + beta * c   (beta == 0: c's contents ignored)
+//   GroupedMatmul:          y[g]  = x[g] @ W_g^T        x [N,in], W_g [out,in], y [N,out]
+//   GroupedMatmulInputGrad: dx[g] = dy[g] @ W_g         dy [N,out], dx [N,in]
+//   GroupedMatmulWeightGrad dW_g += dy[g]^T @ x[g]      (only groups with weight_grad)
+// Rows outside every group are not touched. Groups must be disjoint, in range, and their weights f32
+// [out,in]; otherwise INVALID_ARGUMENT before anything is written.
+//
+// Threading choice for grouped calls. OpenBLAS (pthreads build) parallelizes one sgemm internally,
+// but it runs a gemm single-threaded whenever m*n*k <= 65536 * GEMM_MULTITHREAD_THRESHOLD (= 262144),
+// and a one-row-block gemm gains little from its threads anyway. Grouped calls in an MoE layer are
+// typically many such small gemms, so:
+//   - "small" groups (m*n*k <= kSmallGemmMnk) run concurrently, one sgemm per group inside ParallelFor;
+//     at this size OpenBLAS keeps each call on the calling thread, so there is no oversubscription;
+//   - "large" groups run one after another, each sgemm using OpenBLAS's own threads.
+// openblas_set_num_threads is never called (it is process-global and would change every other
+// caller's gemms). Weight-grad groups that share a weight_grad tensor run serially (they accumulate
+// into the same memory).
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/backend/cpu/cpu_backend_internal.h"
+#include "core/backend/cpu/cpu_check.h"
+#include "core/util/parallel.h"
+#include "core/util/status_macros.h"
+
+namespace tessera::cpu {
+namespace {
+
+constexpr double kSmallGemmMnk = 65536.0 * 4;
+
+absl::Status CheckGroups(absl::string_view op, absl::Span<const GemmGroup> groups, int64_t n_rows,
+                         int64_t out_features, int64_t in_features, bool need_grad_ptr) {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  ranges.reserve(groups.size());
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const GemmGroup& g = groups[gi];
+    const std::string name = absl::StrCat("groups[", gi, "]");
+    if (g.row_begin < 0 || g.rows < 0 || g.row_begin + g.rows > n_rows) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " rows [", g.row_begin, ", ",
+                                                     g.row_begin + g.rows, ") out of range [0, ", n_rows,
+                                                     ")"));
+    }
+    if (g.weight == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, ".weight is null"));
+    }
+    RETURN_IF_ERROR(CheckF32(op, name + ".weight", *g.weight));
+    RETURN_IF_ERROR(CheckShape(op, name + ".weight", *g.weight, {out_features, in_features}));
+    if (need_grad_ptr && g.weight_grad != nullptr) {
+      RETURN_IF_ERROR(CheckF32(op, name + ".weight_grad", *g.weight_grad));
+      RETURN_IF_ERROR(CheckShape(op, name + ".weight_grad", *g.weight_grad, {out_features, in_features}));
+    }
+    if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": groups overlap at rows [", ranges[i].first,
+                                                     ", ", ranges[i - 1].second, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Runs gemm(group index) for every group with rows > 0 (and accepted by `want`), small ones in
+// parallel and large ones serially (see the file comment).
+template <typename Gemm, typename Want>
+void RunGroups(absl::Span<const GemmGroup> groups, double mn_per_row_times_k, bool allow_parallel,
+               Want want, Gemm gemm) {
+  std::vector<int64_t> small, large;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (groups[i].rows == 0 || !want(groups[i])) continue;
+    const double mnk = static_cast<double>(groups[i].rows) * mn_per_row_times_k;
+    (mnk <= kSmallGemmMnk && allow_parallel ? small : large).push_back(static_cast<int64_t>(i));
+  }
+  if (small.size() == 1) large.push_back(small[0]);
+  else if (!small.empty()) {
+    ParallelFor(static_cast<int64_t>(small.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) gemm(groups[small[i]]);
+    });
+  }
+  for (int64_t i : large) gemm(groups[i]);
+}
+
+}  // namespace
+
+absl::Status CpuBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
+                                float alpha, float beta) {
+  constexpr char kOp[] = "Matmul";
+  RETURN_IF_ERROR(CheckF32(kOp, "a", a));
+  RETURN_IF_ERROR(CheckF32(kOp, "b", b));
+  RETURN_IF_ERROR(CheckF32(kOp, "c", c));
+  for (auto [t, n] : {std::pair<const Tensor*, const char*>{&a, "a"}, {&b, "b"}, {&c, "c"}}) {
+    if (t->rank() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": ", n, " has shape ", ShapeString(t->shape()),
+                                                     ", expected rank 2 (use Flat2D())"));
+    }
+  }
+  const int64_t m = trans_a ? a.dim(1) : a.dim(0);
+  const int64_t k = trans_a ? a.dim(0) : a.dim(1);
+  const int64_t kb = trans_b ? b.dim(1) : b.dim(0);
+  const int64_t n = trans_b ? b.dim(0) : b.dim(1);
+  if (kb != k) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": b has shape ", ShapeString(b.shape()),
+                                                   trans_b ? " (transposed)" : "", ", expected inner dim ", k,
+                                                   " to match a ", ShapeString(a.shape()),
+                                                   trans_a ? " (transposed)" : ""));
+  }
+  RETURN_IF_ERROR(CheckShape(kOp, "c", c, {m, n}));
+  if (m == 0 || n == 0) return absl::OkStatus();
+  float* pc = c.data<float>();
+  if (k == 0) {  // BLAS would do the same; spelled out so an uninitialized c never leaks through.
+    for (int64_t i = 0; i < m * n; ++i) pc[i] = beta == 0.0f ? 0.0f : beta * pc[i];
+    return absl::OkStatus();
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha,
+              a.data<float>(), static_cast<blasint>(a.dim(1)), b.data<float>(),
+              static_cast<blasint>(b.dim(1)), beta, pc, static_cast<blasint>(n));
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) {
+  constexpr char kOp[] = "GroupedMatmul";
+  RETURN_IF_ERROR(CheckF32(kOp, "x", x));
+  RETURN_IF_ERROR(CheckF32(kOp, "y", y));
+  RETURN_IF_ERROR(CheckMatrix(kOp, "x", x, -1, -1));
+  const int64_t n = Rows(x), in = Cols(x);
+  RETURN_IF_ERROR(CheckMatrix(kOp, "y", y, n, -1));
+  const int64_t out = Cols(y);
+  RETURN_IF_ERROR(CheckGroups(kOp, groups, n, out, in, false));
+  if (in == 0) {  // empty inner dimension: y[g] = 0
+    for (const GemmGroup& g : groups) std::fill_n(y.data<float>() + g.row_begin * out, g.rows * out, 0.0f);
+    return absl::OkStatus();
+  }
+  if (out == 0) return absl::OkStatus();
+  const float* px = x.data<float>();
+  float* py = y.data<float>();
+  RunGroups(groups, static_cast<double>(in) * out, true, [](const GemmGroup&) { return true; },
+            [&](const GemmGroup& g) {
+              cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(g.rows),
+                          static_cast<blasint>(out), static_cast<blasint>(in), 1.0f, px + g.row_begin * in,
+                          static_cast<blasint>(in), g.weight->data<float>(), static_cast<blasint>(in), 0.0f,
+                          py + g.row_begin * out, static_cast<blasint>(out));
+            });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<const GemmGroup> groups,
+                                                Tensor& dx) {
+  constexpr char kOp[] = "GroupedMatmulInputGrad";
+  RETURN_IF_ERROR(CheckF32(kOp, "dy", dy));
+  RETURN_IF_ERROR(CheckF32(kOp, "dx", dx));
+  RETURN_IF_ERROR(CheckMatrix(kOp, "dy", dy, -1, -1));
+  const int64_t n = Rows(dy), out = Cols(dy);
+  RETURN_IF_ERROR(CheckMatrix(kOp, "dx", dx, n, -1));
+  const int64_t in = Cols(dx);
+  RETURN_IF_ERROR(CheckGroups(kOp, groups, n, out, in, false));
+  if (in == 0) return absl::OkStatus();
+  if (out == 0) {
+    for (const GemmGroup& g : groups) std::fill_n(dx.data<float>() + g.row_begin * in, g.rows * in, 0.0f);
+    return absl::OkStatus();
+  }
+  const float* pdy = dy.data<float>();
+  float* pdx = dx.data<float>();
+  RunGroups(groups, static_cast<double>(in) * out, true, [](const GemmGroup&) { return true; },
+            [&](const GemmGroup& g) {
+              cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(g.rows),
+                          static_cast<blasint>(in), static_cast<blasint>(out), 1.0f, pdy + g.row_begin * out,
+                          static_cast<blasint>(out), g.weight->data<float>(), static_cast<blasint>(in), 0.0f,
+                          pdx + g.row_begin * in, static_cast<blasint>(in));
+            });
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy,
+                                                 absl::Span<const GemmGroup> groups) {
+  constexpr char kOp[] = "GroupedMatmulWeightGrad";
+  RETURN_IF_ERROR(CheckF32(kOp, "x", x));
+  RETURN_IF_ERROR(CheckF32(kOp, "dy", dy));
+  RETURN_IF_ERROR(CheckMatrix(kOp, "x", x, -1, -1));
+  const int64_t n = Rows(x), in = Cols(x);
+  RETURN_IF_ERROR(CheckMatrix(kOp, "dy", dy, n, -1));
+  const int64_t out = Cols(dy);
+  RETURN_IF_ERROR(CheckGroups(kOp, groups, n, out, in, true));
+  if (in == 0 || out == 0) return absl::OkStatus();
+  // Groups accumulating into overlapping weight_grad memory must not run concurrently.
+  std::vector<const Tensor*> grads;
+  for (const GemmGroup& g : groups) {
+    if (g.weight_grad != nullptr && g.rows > 0) grads.push_back(g.weight_grad);
+  }
+  bool shared = false;
+  for (size_t i = 0; i < grads.size() && !shared; ++i) {
+    for (size_t j = i + 1; j < grads.size() && !shared; ++j) shared = Overlaps(*grads[i], *grads[j]);
+  }
+  const float* px = x.data<float>();
+  const float* pdy = dy.data<float>();
+  RunGroups(groups, static_cast<double>(in) * out, !shared,
+            [](const GemmGroup& g) { return g.weight_grad != nullptr; },
+            [&](const GemmGroup& g) {
+              cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(out),
+                          static_cast<blasint>(in), static_cast<blasint>(g.rows), 1.0f, pdy + g.row_begin * out,
+                          static_cast<blasint>(out), px + g.row_begin * in, static_cast<blasint>(in), 1.0f,
+                          g.weight_grad->data<float>(), static_cast<blasint>(in));
+            });
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::cpu
