@@ -1,0 +1,182 @@
+// Registry schema. All timestamps are unix microseconds. See migrations.h for the rules.
+#include "storage/migrations.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "storage/types.h"
+
+namespace tessera::storage {
+namespace {
+
+// Migration 1: the initial schema.
+constexpr char kMigration1[] = R"sql(
+CREATE TABLE tenants (
+  tenant_id     TEXT PRIMARY KEY,
+  display_name  TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL,
+  live_version  INTEGER NOT NULL DEFAULT 0 CHECK (live_version >= 0),
+  -- seq (in changes) of the promote/rollback that made the current live version; 0 = never moved.
+  live_seq      INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE api_keys (
+  key_id        TEXT PRIMARY KEY,
+  tenant_id     TEXT REFERENCES tenants(tenant_id),
+  role          TEXT NOT NULL CHECK (role IN ('TENANT', 'ADMIN')),
+  secret_sha256 TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL,
+  revoked_at_us INTEGER NOT NULL DEFAULT 0,
+  CHECK ((role = 'ADMIN') = (tenant_id IS NULL))
+);
+CREATE INDEX api_keys_by_tenant ON api_keys(tenant_id);
+
+CREATE TABLE datasets (
+  id            INTEGER PRIMARY KEY,
+  dataset_id    TEXT NOT NULL UNIQUE,
+  tenant_id     TEXT NOT NULL REFERENCES tenants(tenant_id),
+  name          TEXT NOT NULL,
+  format        TEXT NOT NULL,
+  blob_digest   TEXT NOT NULL,
+  size_bytes    INTEGER NOT NULL,
+  num_examples  INTEGER NOT NULL,
+  num_tokens    INTEGER NOT NULL,
+  created_at_us INTEGER NOT NULL
+);
+CREATE INDEX datasets_by_tenant ON datasets(tenant_id, id);
+CREATE INDEX datasets_by_blob ON datasets(blob_digest);
+
+CREATE TABLE jobs (
+  id                    INTEGER PRIMARY KEY,
+  job_id                TEXT NOT NULL UNIQUE,
+  tenant_id             TEXT NOT NULL REFERENCES tenants(tenant_id),
+  spec                  TEXT NOT NULL,
+  training_dataset_id   TEXT NOT NULL,
+  validation_dataset_id TEXT NOT NULL DEFAULT '',
+  idempotency_key       TEXT,
+  state                 TEXT NOT NULL
+      CHECK (state IN ('QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED')),
+  attempts              INTEGER NOT NULL DEFAULT 0,
+  lease_owner           TEXT NOT NULL DEFAULT '',
+  lease_expires_at_us   INTEGER NOT NULL DEFAULT 0,
+  created_at_us         INTEGER NOT NULL,
+  started_at_us         INTEGER NOT NULL DEFAULT 0,
+  finished_at_us        INTEGER NOT NULL DEFAULT 0,
+  error                 TEXT NOT NULL DEFAULT '',
+  result_version        INTEGER,
+  promoted              INTEGER NOT NULL DEFAULT 0,
+  step                  INTEGER NOT NULL DEFAULT 0,
+  max_steps             INTEGER NOT NULL DEFAULT 0,
+  train_loss            REAL NOT NULL DEFAULT 0,
+  val_loss              REAL NOT NULL DEFAULT 0,
+  tokens_per_second     REAL NOT NULL DEFAULT 0,
+  selected_slots        TEXT NOT NULL DEFAULT '',
+  UNIQUE (tenant_id, idempotency_key)
+);
+CREATE INDEX jobs_by_tenant ON jobs(tenant_id, id);
+CREATE INDEX jobs_by_state ON jobs(state, tenant_id, id);
+
+CREATE TABLE job_events (
+  job_id        TEXT NOT NULL REFERENCES jobs(job_id),
+  seq           INTEGER NOT NULL CHECK (seq >= 1),
+  type          TEXT NOT NULL,
+  payload       TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL,
+  PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE versions (
+  tenant_id      TEXT NOT NULL REFERENCES tenants(tenant_id),
+  version        INTEGER NOT NULL CHECK (version >= 1),
+  parent_version INTEGER NOT NULL CHECK (parent_version >= 0 AND parent_version < version),
+  job_id         TEXT NOT NULL DEFAULT '',
+  slots_json     TEXT NOT NULL DEFAULT '',
+  val_loss       REAL,
+  base_val_loss  REAL,
+  blob_digest    TEXT NOT NULL,
+  size_bytes     INTEGER NOT NULL,
+  created_at_us  INTEGER NOT NULL,
+  PRIMARY KEY (tenant_id, version)
+) WITHOUT ROWID;
+CREATE INDEX versions_by_blob ON versions(blob_digest);
+CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions
+  BEGIN SELECT RAISE(ABORT, 'expert versions are immutable'); END;
+CREATE TRIGGER versions_undeletable BEFORE DELETE ON versions
+  BEGIN SELECT RAISE(ABORT, 'expert versions are immutable'); END;
+
+-- The global change feed: publishes and live-pointer moves. Promote/rollback rows are also the live
+-- pointer history; undo_seq is where a plain Rollback from that state returns to
+-- (NULL: nowhere, 0: version 0 with nothing before it, >0: the state made by that change).
+CREATE TABLE changes (
+  seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+  tenant_id     TEXT NOT NULL REFERENCES tenants(tenant_id),
+  kind          TEXT NOT NULL CHECK (kind IN ('publish', 'promote', 'rollback')),
+  version       INTEGER NOT NULL,
+  live_version  INTEGER NOT NULL,
+  previous_live INTEGER NOT NULL,
+  undo_seq      INTEGER,
+  actor         TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL
+);
+CREATE INDEX changes_by_tenant ON changes(tenant_id, kind, seq);
+
+CREATE TABLE audit_log (
+  id            INTEGER PRIMARY KEY AUTOINCREMENT,
+  actor         TEXT NOT NULL,
+  action        TEXT NOT NULL,
+  target        TEXT NOT NULL,
+  detail        TEXT NOT NULL,
+  created_at_us INTEGER NOT NULL
+);
+)sql";
+
+// Migration 2: resumable jobs (checkpoint) and round-robin fairness state for the job queue.
+constexpr char kMigration2[] = R"sql(
+ALTER TABLE jobs ADD COLUMN checkpoint TEXT NOT NULL DEFAULT '';
+CREATE TABLE queue_turns (
+  tenant_id  TEXT PRIMARY KEY REFERENCES tenants(tenant_id),
+  last_claim INTEGER NOT NULL
+);
+CREATE INDEX jobs_running_lease ON jobs(state, lease_expires_at_us);
+)sql";
+
+const std::vector<const char*>& Migrations() {
+  static const std::vector<const char*> kAll = {kMigration1, kMigration2};
+  return kAll;
+}
+
+}  // namespace
+
+int LatestMigration() { return static_cast<int>(Migrations().size()); }
+
+absl::Status Migrate(SqlitePool& pool, int target) {
+  if (target < 0) target = LatestMigration();
+  if (target > LatestMigration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("migrate_to ", target, " is beyond the latest migration ", LatestMigration()));
+  }
+  return pool.Write(false, [&](Conn& c) -> absl::Status {
+    absl::Status s = c.ExecScript(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, applied_at_us INTEGER NOT NULL)");
+    if (!s.ok()) return s;
+    absl::StatusOr<int64_t> current =
+        c.QueryInt("SELECT MAX(version) FROM schema_migrations", 0);
+    if (!current.ok()) return current.status();
+    if (*current > LatestMigration()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("registry schema is at migration ", *current,
+                       ", newer than this binary's latest (", LatestMigration(), ")"));
+    }
+    for (int v = static_cast<int>(*current) + 1; v <= target; ++v) {
+      s = c.ExecScript(Migrations()[v - 1]);
+      if (!s.ok()) return absl::Status(s.code(), absl::StrCat("migration ", v, ": ", s.message()));
+      s = c.Exec("INSERT INTO schema_migrations(version, applied_at_us) VALUES (?1, ?2)",
+                 static_cast<int64_t>(v), NowMicros());
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace tessera::storage

@@ -1,0 +1,309 @@
+// Registry: opening, schema, tenants, API keys, audit and the in-process wait/notify machinery.
+// Datasets, jobs, versions and GC live in registry_<topic>.cc.
+#include "storage/registry.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "storage/sv.h"
+#include "core/util/status_macros.h"
+#include "storage/migrations.h"
+#include "storage/random_id.h"
+#include "storage/registry_internal.h"
+#include "storage/sha256.h"
+#include "storage/sqlite_pool.h"
+
+namespace tessera::storage {
+
+using internal::RequireTenant;
+
+namespace {
+
+constexpr int kKeyIdLength = 12;
+constexpr int kSecretRandomLength = 43;  // 43 base62 characters ~ 256 bits
+constexpr std::string_view kSecretPrefix = "tsk_";
+
+Role ParseRole(const std::string& s) { return s == "ADMIN" ? Role::kAdmin : Role::kTenant; }
+
+ApiKey ReadKey(const Stmt& st) {
+  ApiKey k;
+  k.key_id = st.Text(0);
+  k.tenant_id = st.Text(1);
+  k.role = ParseRole(st.Text(2));
+  k.created_at_us = st.Int(3);
+  k.revoked_at_us = st.Int(4);
+  return k;
+}
+
+constexpr char kKeyColumns[] =
+    "key_id, COALESCE(tenant_id, ''), role, created_at_us, revoked_at_us";
+
+bool ConstantTimeEqual(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+Registry::Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> blobs,
+                   std::unique_ptr<SqlitePool> pool)
+    : data_dir_(std::move(data_dir)),
+      options_(options),
+      blobs_(std::move(blobs)),
+      pool_(std::move(pool)) {}
+
+Registry::~Registry() = default;
+
+absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& data_dir,
+                                                         const Options& options) {
+  if (data_dir.empty()) return absl::InvalidArgumentError("data_dir is empty");
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot create data dir ", data_dir, ": ", ec.message()));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs, BlobStore::Create(data_dir + "/blobs"));
+  ASSIGN_OR_RETURN(std::unique_ptr<SqlitePool> pool,
+                   SqlitePool::Open(data_dir + "/registry.db", options.busy_timeout,
+                                    options.busy_deadline));
+  RETURN_IF_ERROR(Migrate(*pool, options.migrate_to));
+  std::unique_ptr<Registry> r(
+      new Registry(data_dir, options, std::move(blobs), std::move(pool)));
+  const int target = options.migrate_to < 0 ? LatestMigration() : options.migrate_to;
+  if (options.requeue_expired_on_open && target == LatestMigration()) {
+    RETURN_IF_ERROR(r->RequeueExpiredLeases(options.max_job_attempts).status());
+  }
+  return r;
+}
+
+void Registry::NotifyWaiters() {
+  {
+    std::lock_guard<std::mutex> lock(wait_mu_);
+    ++wait_epoch_;
+  }
+  wait_cv_.notify_all();
+}
+
+// ---- Schema -------------------------------------------------------------------------------------
+
+int Registry::LatestSchemaVersion() { return LatestMigration(); }
+
+absl::StatusOr<int> Registry::SchemaVersion() {
+  int64_t v = 0;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(v, c.QueryInt("SELECT MAX(version) FROM schema_migrations", 0));
+    return absl::OkStatus();
+  }));
+  return static_cast<int>(v);
+}
+
+absl::Status Registry::CheckIntegrity() {
+  std::string report;
+  RETURN_IF_ERROR(pool_->Raw([&](Conn& c) -> absl::Status {
+    report.clear();
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("PRAGMA integrity_check"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      if (!report.empty()) report += "; ";
+      report += st.Text(0);
+    }
+    return absl::OkStatus();
+  }));
+  if (report == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("registry integrity_check failed: ", report));
+}
+
+// ---- Tenants ------------------------------------------------------------------------------------
+
+absl::StatusOr<Tenant> Registry::CreateTenant(const std::string& tenant_id,
+                                              const std::string& display_name,
+                                              const std::string& actor) {
+  RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  Tenant t{tenant_id, display_name.empty() ? tenant_id : display_name, NowMicros()};
+  RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t n,
+                     c.QueryInt("SELECT COUNT(*) FROM tenants WHERE tenant_id = ?1", 0, tenant_id));
+    if (n > 0) return absl::AlreadyExistsError(absl::StrCat("tenant '", tenant_id, "' already exists"));
+    RETURN_IF_ERROR(c.Exec(
+        "INSERT INTO tenants(tenant_id, display_name, created_at_us) VALUES (?1, ?2, ?3)",
+        t.tenant_id, t.display_name, t.created_at_us));
+    return internal::AppendAudit(c, actor, "tenant.create", absl::StrCat("tenant/", tenant_id),
+                       absl::StrCat("{\"display_name\":", internal::JsonString(t.display_name), "}"));
+  }));
+  return t;
+}
+
+absl::StatusOr<Tenant> Registry::GetTenant(const std::string& tenant_id) {
+  Tenant t;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT tenant_id, display_name, created_at_us FROM tenants "
+                                        "WHERE tenant_id = ?1",
+                                        tenant_id));
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("tenant '", tenant_id, "' not found"));
+    t = Tenant{st.Text(0), st.Text(1), st.Int(2)};
+    return absl::OkStatus();
+  }));
+  return t;
+}
+
+absl::StatusOr<std::vector<Tenant>> Registry::ListTenants() {
+  std::vector<Tenant> out;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    out.clear();
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT tenant_id, display_name, created_at_us FROM tenants "
+                                        "ORDER BY tenant_id"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      out.push_back(Tenant{st.Text(0), st.Text(1), st.Int(2)});
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+// ---- API keys -----------------------------------------------------------------------------------
+
+absl::StatusOr<IssuedApiKey> Registry::CreateApiKey(Role role, const std::string& tenant_id,
+                                                    const std::string& actor) {
+  if (role == Role::kAdmin && !tenant_id.empty()) {
+    return absl::InvalidArgumentError("an ADMIN key must not name a tenant_id");
+  }
+  if (role == Role::kTenant) RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  ASSIGN_OR_RETURN(std::string key_id, RandomBase62(kKeyIdLength));
+  ASSIGN_OR_RETURN(std::string random, RandomBase62(kSecretRandomLength));
+  IssuedApiKey issued;
+  issued.secret = absl::StrCat(Sv(kSecretPrefix), key_id, "_", random);
+  issued.key = ApiKey{key_id, tenant_id, role, NowMicros(), 0};
+  const std::string hash = Sha256Hex(issued.secret);
+  RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
+    if (role == Role::kTenant) RETURN_IF_ERROR(RequireTenant(c, tenant_id));
+    std::optional<std::string> tenant;
+    if (role == Role::kTenant) tenant = tenant_id;
+    RETURN_IF_ERROR(c.Exec("INSERT INTO api_keys(key_id, tenant_id, role, secret_sha256, "
+                           "created_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+                           key_id, tenant, RoleName(role), hash, issued.key.created_at_us));
+    return internal::AppendAudit(c, actor, "apikey.create", absl::StrCat("apikey/", key_id),
+                       absl::StrCat("{\"role\":\"", Sv(RoleName(role)), "\",\"tenant_id\":",
+                                    internal::JsonString(tenant_id), "}"));
+  }));
+  return issued;
+}
+
+absl::StatusOr<Principal> Registry::AuthenticateKey(const std::string& secret) {
+  const absl::Status denied = absl::UnauthenticatedError("invalid or revoked API key");
+  // Format: tsk_<12 base62>_<43 base62>
+  if (secret.size() != kSecretPrefix.size() + kKeyIdLength + 1 + kSecretRandomLength ||
+      !absl::StartsWith(secret, Sv(kSecretPrefix)) || secret[kSecretPrefix.size() + kKeyIdLength] != '_') {
+    return denied;
+  }
+  const std::string key_id = secret.substr(kSecretPrefix.size(), kKeyIdLength);
+  const std::string hash = Sha256Hex(secret);
+  std::optional<Principal> principal;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    principal.reset();
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT COALESCE(tenant_id, ''), role, secret_sha256, "
+                                        "revoked_at_us FROM api_keys WHERE key_id = ?1",
+                                        key_id));
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row && ConstantTimeEqual(st.Text(2), hash) && st.Int(3) == 0) {
+      principal = Principal{key_id, st.Text(0), ParseRole(st.Text(1))};
+    }
+    return absl::OkStatus();
+  }));
+  if (!principal.has_value()) return denied;
+  return *principal;
+}
+
+absl::Status Registry::RevokeApiKey(const std::string& key_id, const std::string& actor) {
+  return pool_->Write(false, [&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t revoked,
+                     c.QueryInt("SELECT revoked_at_us FROM api_keys WHERE key_id = ?1", -1, key_id));
+    if (revoked < 0) return absl::NotFoundError(absl::StrCat("API key '", key_id, "' not found"));
+    if (revoked > 0) {
+      return absl::FailedPreconditionError(absl::StrCat("API key '", key_id, "' is already revoked"));
+    }
+    RETURN_IF_ERROR(c.Exec("UPDATE api_keys SET revoked_at_us = ?2 WHERE key_id = ?1", key_id,
+                           NowMicros()));
+    return internal::AppendAudit(c, actor, "apikey.revoke", absl::StrCat("apikey/", key_id), "");
+  });
+}
+
+absl::StatusOr<ApiKey> Registry::GetApiKey(const std::string& key_id) {
+  ApiKey k;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare(absl::StrCat("SELECT ", kKeyColumns,
+                                                     " FROM api_keys WHERE key_id = ?1"),
+                                        key_id));
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("API key '", key_id, "' not found"));
+    k = ReadKey(st);
+    return absl::OkStatus();
+  }));
+  return k;
+}
+
+absl::StatusOr<std::vector<ApiKey>> Registry::ListApiKeys(const std::string& tenant_id) {
+  std::vector<ApiKey> out;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    out.clear();
+    ASSIGN_OR_RETURN(Stmt st,
+                     c.Prepare(absl::StrCat("SELECT ", kKeyColumns,
+                                            " FROM api_keys WHERE ?1 = '' OR tenant_id = ?1 "
+                                            "ORDER BY created_at_us, key_id"),
+                               tenant_id));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      out.push_back(ReadKey(st));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<int64_t> Registry::CountActiveAdminKeys() {
+  int64_t n = 0;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(n, c.QueryInt("SELECT COUNT(*) FROM api_keys WHERE role = 'ADMIN' AND "
+                                   "revoked_at_us = 0",
+                                   0));
+    return absl::OkStatus();
+  }));
+  return n;
+}
+
+// ---- Audit --------------------------------------------------------------------------------------
+
+absl::Status Registry::AppendAudit(const std::string& actor, const std::string& action,
+                                   const std::string& target, const std::string& detail) {
+  if (action.empty()) return absl::InvalidArgumentError("audit action is empty");
+  return pool_->Write(false, [&](Conn& c) {
+    return internal::AppendAudit(c, actor, action, target, detail);
+  });
+}
+
+absl::StatusOr<std::vector<AuditEntry>> Registry::ListAudit(int64_t after_id, int limit) {
+  std::vector<AuditEntry> out;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    out.clear();
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT id, actor, action, target, detail, created_at_us "
+                                        "FROM audit_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+                                        after_id, static_cast<int64_t>(limit > 0 ? limit : -1)));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      out.push_back(AuditEntry{st.Int(0), st.Text(1), st.Text(2), st.Text(3), st.Text(4), st.Int(5)});
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+}  // namespace tessera::storage

@@ -1,0 +1,57 @@
+// Registry: garbage collection of unreferenced blobs.
+//
+// Why it is safe against a concurrent publish: a candidate blob is deleted only (1) when no dataset or
+// version row names it, checked inside a write transaction, so it serializes with PublishVersion /
+// CreateDataset, which verify the blob exists inside their own write transactions; and (2) when its last
+// Put (mtime, refreshed by every Put) is older than the grace period, re-checked inside that transaction,
+// so a blob just written for an upcoming publish is left alone. The only remaining race (a Put landing
+// between the re-check and the unlink) makes that publish fail cleanly with FAILED_PRECONDITION: a row
+// can never name a missing blob.
+#include "absl/strings/str_cat.h"
+#include "storage/sv.h"
+#include "core/util/status_macros.h"
+#include "storage/registry.h"
+#include "storage/registry_internal.h"
+
+namespace tessera::storage {
+
+absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
+  if (grace < absl::ZeroDuration()) return absl::InvalidArgumentError("grace must be >= 0");
+  GcStats stats;
+  RETURN_IF_ERROR(blobs_->CollectTemps(grace).status());
+  ASSIGN_OR_RETURN(std::vector<std::string> digests, blobs_->ListDigests());
+  stats.blobs_scanned = static_cast<int64_t>(digests.size());
+  for (const std::string& digest : digests) {
+    bool deleted = false;
+    bool young = false;
+    int64_t size = 0;
+    RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
+      deleted = young = false;
+      ASSIGN_OR_RETURN(int64_t refs,
+                       c.QueryInt("SELECT (SELECT COUNT(*) FROM datasets WHERE blob_digest = ?1) + "
+                                  "(SELECT COUNT(*) FROM versions WHERE blob_digest = ?1)",
+                                  0, digest));
+      if (refs > 0) return absl::OkStatus();
+      absl::StatusOr<absl::Time> written = blobs_->LastWritten(digest);
+      if (absl::IsNotFound(written.status())) return absl::OkStatus();
+      if (!written.ok()) return written.status();
+      if (*written > absl::Now() - grace) {
+        young = true;
+        return absl::OkStatus();
+      }
+      size = blobs_->Size(digest).value_or(0);
+      RETURN_IF_ERROR(blobs_->Delete(digest));
+      deleted = true;
+      return internal::AppendAudit(c, "system", "blob.delete", absl::StrCat("blob/", digest),
+                                   absl::StrCat("{\"size_bytes\":", size, "}"));
+    }));
+    if (deleted) {
+      ++stats.blobs_deleted;
+      stats.bytes_freed += size;
+    }
+    if (young) ++stats.blobs_kept_grace;
+  }
+  return stats;
+}
+
+}  // namespace tessera::storage

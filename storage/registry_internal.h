@@ -1,0 +1,53 @@
+// Helpers shared by the registry_*.cc files (not part of the public API).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "storage/sqlite_pool.h"
+#include "storage/types.h"
+
+namespace tessera::storage::internal {
+
+// `s` as a JSON string literal, quotes included.
+std::string JsonString(std::string_view s);
+
+// "<prefix><16 random base62>", e.g. "ds_..." / "job_...".
+absl::StatusOr<std::string> NewId(std::string_view prefix);
+
+absl::Status AppendAudit(Conn& c, const std::string& actor, std::string_view action,
+                         const std::string& target, const std::string& detail);
+
+// OK if the tenant exists, else NOT_FOUND naming it.
+absl::Status RequireTenant(Conn& c, const std::string& tenant_id);
+
+// Canonical NOT_FOUND messages (never say whether the object exists for another tenant).
+absl::Status JobNotFound(const std::string& job_id);
+absl::Status DatasetNotFound(const std::string& dataset_id);
+absl::Status VersionNotFound(const std::string& tenant_id, int64_t version);
+
+// Column lists and row decoders; a SELECT must list exactly these columns first.
+extern const char kJobColumns[];
+Job ReadJob(const Stmt& st);
+extern const char kDatasetColumns[];
+Dataset ReadDataset(const Stmt& st);
+extern const char kVersionColumns[];  // live is not included: filled by the caller
+ExpertVersion ReadVersion(const Stmt& st);
+extern const char kChangeColumns[];
+Change ReadChange(const Stmt& st);
+
+// Loads one job by id, scoped to tenant_id unless it is empty.
+absl::StatusOr<Job> LoadJob(Conn& c, const std::string& tenant_id, const std::string& job_id);
+
+// Validates and applies a state change of a job (THE place where jobs change state): checks
+// CheckJobTransition, writes state/finished_at/lease fields, and appends a "state" event.
+// `error` is stored when non-empty. Returns the new event's seq.
+absl::StatusOr<int64_t> TransitionJob(Conn& c, const Job& job, JobState to, const std::string& error);
+
+// Appends a job event with seq = last + 1; returns the seq.
+absl::StatusOr<int64_t> AppendEvent(Conn& c, const std::string& job_id, std::string_view type,
+                                    const std::string& payload);
+
+}  // namespace tessera::storage::internal
