@@ -6,6 +6,7 @@
 // whose whole state is one uint64 that checkpoints save and restore.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>

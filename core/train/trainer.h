@@ -1,0 +1,145 @@
+// Trainer: the optimization loop shared by fine-tuning (expert slots) and pretraining (all
+// parameters), over any TrainableLm (trainable.h).
+//
+// One optimizer step (1-based `step`):
+//   1. take batch_size examples from the DataOrder, split into grad_accum_steps micro-batches;
+//   2. per micro-batch: logits = Forward; loss_r = CE(logits_r, target_r) per row; backward of
+//      sum_r loss_r / T, where T counts the targets of the WHOLE step (so accumulation gives exactly
+//      the gradient of the step's mean loss, whatever the micro-batch split);
+//   3. global-norm clipping (grad_clip.h); the step's loss or the gradient norm not finite ->
+//      FAILED_PRECONDITION "... at step N", before any parameter is touched;
+//   4. AdamW (the backend op) with lr from LrSchedule; weight decay only on parameters with
+//      decay == true (matrices), decoupled (lr * wd * param).
+// Every `eval_every` steps and after the last step: validation loss (mean CE over the targets of the
+// validation examples, at most eval_max_examples of them). The validation set is the one given, or a
+// held-out split of the training examples (validation_fraction, chosen by the seed).
+//
+// Determinism: the data order, the split and every op are fixed by the seed, so two runs with the
+// same inputs produce bitwise-identical losses on the CPU backend. A checkpoint (SaveCheckpoint)
+// holds the trainable parameters, AdamW m/v, the step, the data order's state (RNG + position) and the
+// losses so far; RestoreCheckpoint into a fresh Trainer over the same model and data continues
+// exactly as if never stopped.
+//
+// Memory: two optimizer moments per trainable element (frozen weights have no state).
+#pragma once
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/data/tokenized_example.h"
+#include "core/train/data_order.h"
+#include "core/train/lm_batch.h"
+#include "core/train/schedule.h"
+#include "core/train/trainable.h"
+
+namespace tessera::train {
+
+struct TrainerOptions {
+  int64_t max_steps = 100;
+  int64_t batch_size = 16;        // examples per optimizer step
+  int64_t grad_accum_steps = 1;   // micro-batches per step (batch_size is split as evenly as possible)
+  int64_t seq_len = 256;          // examples are truncated to this many tokens
+  double learning_rate = 1e-3;
+  int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.1;      // cosine floor, as a fraction of learning_rate
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double adam_eps = 1e-8;
+  double max_grad_norm = 1.0;     // <= 0: no clipping
+  uint64_t seed = 0;
+  int64_t eval_every = 0;         // 0: validate only after the last step
+  int64_t eval_max_examples = 256;
+  double validation_fraction = 0.1;  // held-out split when no validation set is given
+
+  absl::Status Validate() const;
+};
+
+struct TrainProgress {
+  int64_t step = 0;
+  int64_t max_steps = 0;
+  double loss = 0.0;  // this step's mean training loss
+  double val_loss = std::numeric_limits<double>::quiet_NaN();  // NaN unless validated at this step
+  double learning_rate = 0.0;
+  double grad_norm = 0.0;  // before clipping
+  double tokens_per_second = 0.0;
+  double eta_seconds = 0.0;
+  int64_t tokens_seen = 0;  // input tokens processed by this trainer (across resumes)
+};
+
+struct RunControls {
+  const std::atomic<bool>* cancel = nullptr;  // checked between steps: set -> CANCELLED
+  std::function<void(const TrainProgress&)> on_progress;  // after every step
+  int64_t stop_after_step = 0;  // > 0: return OK after this step (the run can be resumed)
+};
+
+struct TrainResult {
+  int64_t steps = 0;  // optimizer steps done so far (== max_steps when finished)
+  bool finished = false;
+  double final_train_loss = std::numeric_limits<double>::quiet_NaN();
+  double initial_val_loss = std::numeric_limits<double>::quiet_NaN();  // before step 1
+  double final_val_loss = std::numeric_limits<double>::quiet_NaN();
+  double wall_seconds = 0.0;  // of this Run call
+  int64_t tokens = 0;         // input tokens processed in this Run call
+  int64_t trainable_parameters = 0;
+};
+
+class Trainer {
+ public:
+  // `model` must outlive the Trainer. `validation` empty: held out from `train`. INVALID_ARGUMENT for
+  // bad options, an empty training set, or parameters without gradients.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(TrainableLm* model,
+                                                          std::vector<data::TokenizedExample> train,
+                                                          std::vector<data::TokenizedExample> validation,
+                                                          const TrainerOptions& options);
+
+  // Runs steps until max_steps (or stop_after_step / cancellation). May be called again to continue.
+  // Errors: CANCELLED "cancelled after step N"; FAILED_PRECONDITION for non-finite loss/gradient
+  // naming the step (the parameters are left as they were after the previous step).
+  absl::StatusOr<TrainResult> Run(const RunControls& controls = {});
+
+  // Mean CE over the targets of `examples` (no gradients).
+  absl::StatusOr<double> EvaluateLoss(const std::vector<data::TokenizedExample>& examples);
+  absl::StatusOr<double> ValidationLoss() { return EvaluateLoss(validation_); }
+
+  // Crash-safe write of the full training state (safetensors; see the file comment).
+  absl::Status SaveCheckpoint(const std::string& path) const;
+  // FAILED_PRECONDITION when the checkpoint belongs to other options, data or parameters.
+  absl::Status RestoreCheckpoint(const std::string& path);
+
+  int64_t step() const { return step_; }
+  const std::vector<double>& losses() const { return losses_; }   // per step, index = step - 1
+  const std::vector<double>& val_losses() const { return val_losses_; }
+  int64_t trainable_parameters() const;
+  int64_t optimizer_state_bytes() const;
+  const std::vector<data::TokenizedExample>& validation_set() const { return validation_; }
+  const TrainerOptions& options() const { return options_; }
+
+ private:
+  Trainer() = default;
+  absl::StatusOr<double> Step(double* grad_norm, int64_t* tokens);
+  std::string Fingerprint() const;
+
+  TrainableLm* model_ = nullptr;
+  TrainerOptions options_;
+  LrSchedule schedule_;
+  std::vector<data::TokenizedExample> train_, validation_;
+  std::unique_ptr<DataOrder> order_;
+  std::vector<TrainParam> params_;
+  std::vector<Tensor> m_, v_;
+  int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;
+  double initial_val_loss_ = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> losses_;
+  std::vector<double> val_losses_;  // NaN where not validated
+};
+
+}  // namespace tessera::train
