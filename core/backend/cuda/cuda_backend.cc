@@ -1,7 +1,326 @@
-// Placeholder until the CUDA backend lands.
-#include "core/backend/backend.h"
+// The CUDA backend's factory, memory, synchronization and error reporting (ops live in cuda_ops.cc and
+// cuda_matmul.cc; kernels in the .cu files). See cuda_backend_internal.h for the device model.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/backend/cuda/cuda_backend_internal.h"
+#include "core/backend/cuda/cuda_kernels.h"
+#include "core/util/status_macros.h"
+
 namespace tessera {
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int) {
-  return absl::FailedPreconditionError("CUDA backend not implemented yet");
+namespace cuda {
+
+absl::Status CudaStatus(cudaError_t e, absl::string_view what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  const std::string msg = absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
 }
+
+absl::Status CublasStatus(cublasStatus_t s, absl::string_view what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  const std::string msg = absl::StrCat(what, ": ", cublasGetStatusName(s), " (", cublasGetStatusString(s), ")");
+  if (s == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
+  if (s == CUBLAS_STATUS_INVALID_VALUE || s == CUBLAS_STATUS_NOT_SUPPORTED) return absl::InvalidArgumentError(msg);
+  return absl::InternalError(msg);
+}
+
+DeviceContext::~DeviceContext() {
+  if (stream != nullptr) {
+    cudaSetDevice(ordinal);
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  }
+}
+
+// ---- UploadRing -------------------------------------------------------------------------------------
+
+absl::Status UploadRing::Init() {
+  for (Slot& s : slots_) {
+    RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming), "cudaEventCreate"));
+  }
+  return absl::OkStatus();
+}
+
+UploadRing::~UploadRing() {
+  for (Slot& s : slots_) {
+    if (s.done != nullptr) {
+      cudaEventSynchronize(s.done);
+      cudaEventDestroy(s.done);
+    }
+    if (s.host != nullptr) cudaFreeHost(s.host);
+    if (s.dev != nullptr) cudaFreeAsync(s.dev, stream_);
+  }
+}
+
+absl::StatusOr<void*> UploadRing::Upload(const void* host, size_t bytes) {
+  Slot& s = slots_[next_];
+  next_ = (next_ + 1) % kSlots;
+  // The staging buffer is free once the copy that last read it has run.
+  RETURN_IF_ERROR(CudaStatus(cudaEventSynchronize(s.done), "UploadRing: waiting for a staging slot"));
+  if (bytes > s.cap) {
+    size_t cap = s.cap == 0 ? 4096 : s.cap;
+    while (cap < bytes) cap *= 2;
+    if (s.host != nullptr) RETURN_IF_ERROR(CudaStatus(cudaFreeHost(s.host), "cudaFreeHost"));
+    s.host = nullptr;
+    // Stream-ordered: kernels already queued that read the old device buffer finish first.
+    if (s.dev != nullptr) RETURN_IF_ERROR(CudaStatus(cudaFreeAsync(s.dev, stream_), "cudaFreeAsync"));
+    s.dev = nullptr;
+    s.cap = 0;
+    RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&s.host, cap), "UploadRing: cudaMallocHost"));
+    RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&s.dev, cap, stream_), "UploadRing: cudaMallocAsync"));
+    s.cap = cap;
+  }
+  if (bytes == 0) return s.dev;
+  std::memcpy(s.host, host, bytes);
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(s.dev, s.host, bytes, cudaMemcpyHostToDevice, stream_),
+                             "UploadRing: cudaMemcpyAsync"));
+  RETURN_IF_ERROR(CudaStatus(cudaEventRecord(s.done, stream_), "UploadRing: cudaEventRecord"));
+  return s.dev;
+}
+
+// ---- Argument checks --------------------------------------------------------------------------------
+
+absl::Status CheckOnDevice(const Tensor& t, absl::string_view op, absl::string_view arg) {
+  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " is undefined"));
+  if (t.device() != DeviceKind::kCuda) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " is not on the CUDA device: ", t.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFloat(const Tensor& t, absl::string_view op, absl::string_view arg) {
+  RETURN_IF_ERROR(CheckOnDevice(t, op, arg));
+  if (t.dtype() == DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must be a float tensor, got ", t.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckF32(const Tensor& t, absl::string_view op, absl::string_view arg) {
+  RETURN_IF_ERROR(CheckOnDevice(t, op, arg));
+  if (t.dtype() != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must be f32, got ", t.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckI32(const Tensor& t, absl::string_view op, absl::string_view arg) {
+  RETURN_IF_ERROR(CheckOnDevice(t, op, arg));
+  if (t.dtype() != DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must be i32, got ", t.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckNumel(const Tensor& t, int64_t numel, absl::string_view op, absl::string_view arg) {
+  if (t.numel() != numel) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": ", arg, " has ", t.numel(), " elements, expected ", numel, " (", t.DebugString(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Check2D(const Tensor& t, int64_t rows, int64_t cols, absl::string_view op, absl::string_view arg) {
+  const Tensor f = t.Flat2D();
+  if ((rows >= 0 && f.dim(0) != rows) || (cols >= 0 && f.dim(1) != cols)) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " is ", t.DebugString(), ", expected [",
+                                                   rows < 0 ? std::string("*") : std::to_string(rows), ",",
+                                                   cols < 0 ? std::string("*") : std::to_string(cols), "]"));
+  }
+  return absl::OkStatus();
+}
+
+// ---- CudaBackend: lifetime ----------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the (non-sticky) error so later calls start clean
+    return absl::FailedPreconditionError(
+        absl::StrCat("no usable CUDA device: cudaGetDeviceCount failed: ", cudaGetErrorString(e)));
+  }
+  if (count == 0) return absl::FailedPreconditionError("no usable CUDA device: cudaGetDeviceCount returned 0");
+  if (ordinal < 0 || ordinal >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA device ", ordinal, " requested but only ", count, " present"));
+  }
+  std::unique_ptr<CudaBackend> b(new CudaBackend());
+  b->ctx_ = std::make_shared<DeviceContext>();
+  b->ctx_->ordinal = ordinal;
+  RETURN_IF_ERROR(CudaStatus(cudaSetDevice(ordinal), "cudaSetDevice"));
+  cudaDeviceProp prop{};
+  RETURN_IF_ERROR(CudaStatus(cudaGetDeviceProperties(&prop, ordinal), "cudaGetDeviceProperties"));
+  if (prop.major < 8) {
+    return absl::FailedPreconditionError(absl::StrCat("CUDA device ", ordinal, " (", prop.name, ") has compute capability ",
+                                                      prop.major, ".", prop.minor, "; this backend needs 8.0+ (bf16)"));
+  }
+  b->name_ = absl::StrCat("cuda:", ordinal, " (", prop.name, ", sm_", prop.major, prop.minor, ")");
+  // Keep freed blocks in the stream-ordered pool instead of returning them to the driver at every
+  // synchronization: per-op activations are allocated and freed at a high rate.
+  cudaMemPool_t pool = nullptr;
+  RETURN_IF_ERROR(CudaStatus(cudaDeviceGetDefaultMemPool(&pool, ordinal), "cudaDeviceGetDefaultMemPool"));
+  uint64_t threshold = UINT64_MAX;
+  RETURN_IF_ERROR(CudaStatus(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
+                             "cudaMemPoolSetAttribute"));
+  RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&b->ctx_->stream, cudaStreamNonBlocking), "cudaStreamCreate"));
+  RETURN_IF_ERROR(CublasStatus(cublasCreate(&b->cublas_), "cublasCreate"));
+  RETURN_IF_ERROR(CublasStatus(cublasSetStream(b->cublas_, b->stream()), "cublasSetStream"));
+  RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->err_word_, sizeof(int)), "cudaMalloc(error word)"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemset(b->err_word_, 0, sizeof(int)), "cudaMemset(error word)"));
+  RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&b->err_host_, sizeof(int)), "cudaMallocHost"));
+  RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->sumsq_dev_, sizeof(double)), "cudaMalloc(sumsq)"));
+  RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&b->sumsq_host_, sizeof(double)), "cudaMallocHost"));
+  b->uploads_ = std::make_unique<UploadRing>(b->stream());
+  RETURN_IF_ERROR(b->uploads_->Init());
+  if (const char* env = std::getenv("TESSERA_GROUPED_GEMM"); env != nullptr) {
+    const std::string v(env);
+    if (v == "kernel") {
+      b->grouped_impl_ = GroupedGemmImpl::kKernel;
+    } else if (v != "cublas") {
+      return absl::InvalidArgumentError(absl::StrCat("TESSERA_GROUPED_GEMM='", v, "': expected cublas or kernel"));
+    }
+  }
+  return b;
+}
+
+CudaBackend::~CudaBackend() {
+  if (ctx_ == nullptr) return;
+  cudaSetDevice(ctx_->ordinal);
+  if (ctx_->stream != nullptr) cudaStreamSynchronize(ctx_->stream);
+  uploads_.reset();
+  if (cublas_ != nullptr) cublasDestroy(cublas_);
+  if (err_word_ != nullptr) cudaFree(err_word_);
+  if (err_host_ != nullptr) cudaFreeHost(err_host_);
+  if (sumsq_dev_ != nullptr) cudaFree(sumsq_dev_);
+  if (sumsq_host_ != nullptr) cudaFreeHost(sumsq_host_);
+}
+
+absl::Status CudaBackend::Enter() { return CudaStatus(cudaSetDevice(ctx_->ordinal), "cudaSetDevice"); }
+
+absl::Status CudaBackend::SyncAndCheck(absl::string_view what) {
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(err_host_, err_word_, sizeof(int), cudaMemcpyDeviceToHost, stream()),
+                             absl::StrCat(what, ": reading the error word")));
+  RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream()), what));
+  const int bits = *err_host_;
+  if (bits == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(err_word_, 0, sizeof(int), stream()), "resetting the error word"));
+  std::string ops;
+  auto add = [&](int bit, const char* name) {
+    if (bits & bit) absl::StrAppend(&ops, ops.empty() ? "" : ", ", name);
+  };
+  add(cuda_kernels::kErrGatherIndex, "GatherRows idx");
+  add(cuda_kernels::kErrScatterIndex, "ScatterAddRows idx");
+  add(cuda_kernels::kErrRowDotIndex, "RowDotGather idx");
+  add(cuda_kernels::kErrEmbeddingIndex, "Embedding ids");
+  add(cuda_kernels::kErrTargetIndex, "CrossEntropy targets");
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, ": an earlier op got out-of-range index values (", ops, "); the affected rows were skipped"));
+}
+
+// ---- Memory ---------------------------------------------------------------------------------------
+
+absl::StatusOr<Tensor> CudaBackend::Alloc(std::vector<int64_t> shape, DType dtype) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return absl::InvalidArgumentError(absl::StrCat("Alloc: negative dim in ", ShapeString(shape)));
+    n *= d;
+  }
+  RETURN_IF_ERROR(Enter());
+  const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
+  void* p = nullptr;
+  if (bytes > 0) {
+    RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&p, bytes, stream()),
+                               absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape), " (", bytes, " bytes)")));
+  }
+  std::shared_ptr<DeviceContext> ctx = ctx_;
+  std::shared_ptr<void> owner(p, [ctx](void* q) {
+    if (q != nullptr) {
+      cudaSetDevice(ctx->ordinal);
+      cudaFreeAsync(q, ctx->stream);
+    }
+  });
+  return Tensor(std::move(owner), p, std::move(shape), dtype, DeviceKind::kCuda);
+}
+
+absl::Status CudaBackend::Fill(Tensor& t, float value) {
+  RETURN_IF_ERROR(CheckOnDevice(t, "Fill", "t"));
+  RETURN_IF_ERROR(Enter());
+  return CudaStatus(cuda_kernels::Fill(t.raw(), Dt(t), t.numel(), value, t.dtype() == DType::kI32, stream()), "Fill");
+}
+
+absl::Status CudaBackend::CopyFromHost(const void* src, size_t nbytes, Tensor& dst) {
+  RETURN_IF_ERROR(CheckOnDevice(dst, "CopyFromHost", "dst"));
+  if (nbytes != dst.nbytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CopyFromHost: nbytes ", nbytes, " != dst.nbytes() ", dst.nbytes(), " for ", dst.DebugString()));
+  }
+  if (nbytes == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Enter());
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(dst.raw(), src, nbytes, cudaMemcpyHostToDevice, stream()), "CopyFromHost"));
+  // From pageable memory the copy has been staged when cudaMemcpyAsync returns, so the caller may reuse
+  // `src`. From pinned memory it is truly asynchronous: wait, since the contract lets the caller free it.
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, src) == cudaSuccess && attr.type != cudaMemoryTypeUnregistered) {
+    RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream()), "CopyFromHost (pinned source)"));
+  }
+  cudaGetLastError();
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyToHost(const Tensor& src, void* dst, size_t nbytes) {
+  RETURN_IF_ERROR(CheckOnDevice(src, "CopyToHost", "src"));
+  if (nbytes != src.nbytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CopyToHost: nbytes ", nbytes, " != src.nbytes() ", src.nbytes(), " for ", src.DebugString()));
+  }
+  RETURN_IF_ERROR(Enter());
+  if (nbytes > 0) {
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(dst, src.raw(), nbytes, cudaMemcpyDeviceToHost, stream()), "CopyToHost"));
+  }
+  return SyncAndCheck("CopyToHost");
+}
+
+absl::Status CudaBackend::Copy(const Tensor& src, Tensor& dst) {
+  RETURN_IF_ERROR(CheckOnDevice(src, "Copy", "src"));
+  RETURN_IF_ERROR(CheckOnDevice(dst, "Copy", "dst"));
+  RETURN_IF_ERROR(CheckNumel(dst, src.numel(), "Copy", "dst"));
+  RETURN_IF_ERROR(Enter());
+  if (src.dtype() == dst.dtype()) {
+    if (src.nbytes() == 0 || src.raw() == dst.raw()) return absl::OkStatus();
+    return CudaStatus(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, stream()), "Copy");
+  }
+  if (src.dtype() == DType::kI32 || dst.dtype() == DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat("Copy: cannot convert between ", src.DebugString(), " and ",
+                                                   dst.DebugString(), " (only float dtypes convert)"));
+  }
+  return CudaStatus(cuda_kernels::Convert(src.raw(), Dt(src), dst.raw(), Dt(dst), src.numel(), stream()), "Copy");
+}
+
+absl::Status CudaBackend::Synchronize() {
+  RETURN_IF_ERROR(Enter());
+  return SyncAndCheck("Synchronize");
+}
+
+}  // namespace cuda
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device_ordinal) {
+  auto b = cuda::CudaBackend::Create(device_ordinal);
+  if (!b.ok()) return b.status();
+  return std::unique_ptr<Backend>(std::move(*b));
+}
+
+absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl) {
+  auto* cb = dynamic_cast<cuda::CudaBackend*>(&backend);
+  if (cb == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("SetCudaGroupedGemmImpl: backend '", backend.name(), "' is not CUDA"));
+  }
+  cb->set_grouped_gemm_impl(impl);
+  return absl::OkStatus();
+}
+
 }  // namespace tessera

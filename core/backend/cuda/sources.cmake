@@ -1,3 +1,11 @@
+# The CUDA backend: host code (validation, memory, cuBLAS) in .cc files, kernels in one .cu per op family.
 set(TESSERA_CUDA_BACKEND_SOURCES
   cuda/cuda_backend.cc
+  cuda/cuda_ops.cc
+  cuda/cuda_matmul.cc
+  cuda/cuda_elementwise.cu
+  cuda/cuda_rows.cu
+  cuda/cuda_norm_vocab.cu
+  cuda/cuda_attention.cu
+  cuda/cuda_grouped_gemm.cu
 )

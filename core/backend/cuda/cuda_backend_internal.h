@@ -1,0 +1,162 @@
+// Private to the CUDA backend: the class shared by cuda_backend.cc (factory, memory, synchronization,
+// error word, descriptor uploads), cuda_ops.cc (validation + launches of every non-GEMM op) and
+// cuda_matmul.cc (cuBLAS dense GEMM, the two grouped GEMM implementations).
+//
+// Device model: one CUDA stream per backend; every op is enqueued on it and returns without waiting.
+// Tensors are allocated with cudaMallocAsync on that stream and freed with cudaFreeAsync on it, so a
+// tensor's memory is reused only after the work queued before its release; tensors keep the stream
+// alive (through the shared DeviceContext) even if they outlive the backend.
+// Errors: CUDA/cuBLAS failures become INTERNAL (RESOURCE_EXHAUSTED for out-of-memory) at the op that
+// saw them; bad index values found by kernels are reported as INVALID_ARGUMENT by the next
+// Synchronize / CopyToHost / SumSquares.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "core/backend/backend.h"
+#include "core/backend/cuda/cuda_backend.h"
+
+namespace tessera::cuda {
+
+absl::Status CudaStatus(cudaError_t e, absl::string_view what);
+absl::Status CublasStatus(cublasStatus_t s, absl::string_view what);
+
+// Owns the stream; shared by the backend and every tensor it allocated.
+struct DeviceContext {
+  int ordinal = 0;
+  cudaStream_t stream = nullptr;
+  ~DeviceContext();
+};
+
+// Small per-call descriptor arrays (grouped GEMM problems, attention sequences, pointer arrays) go to
+// the device through a ring of pinned staging buffers: host memcpy into slot i, async copy on the
+// compute stream, and an event that says when slot i's staging buffer may be rewritten (kSlots calls later).
+class UploadRing {
+ public:
+  static constexpr int kSlots = 8;
+  explicit UploadRing(cudaStream_t stream) : stream_(stream) {}
+  ~UploadRing();
+  absl::Status Init();
+  // Returns a device pointer holding a copy of host[0, bytes) once the stream reaches this point.
+  absl::StatusOr<void*> Upload(const void* host, size_t bytes);
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    void* dev = nullptr;
+    size_t cap = 0;
+    cudaEvent_t done = nullptr;
+  };
+  cudaStream_t stream_;
+  std::array<Slot, kSlots> slots_{};
+  int next_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int ordinal);
+  ~CudaBackend() override;
+
+  DeviceKind device() const override { return DeviceKind::kCuda; }
+  std::string name() const override { return name_; }
+
+  absl::StatusOr<Tensor> Alloc(std::vector<int64_t> shape, DType dtype) override;
+  absl::Status Fill(Tensor& t, float value) override;
+  absl::Status CopyFromHost(const void* src, size_t nbytes, Tensor& dst) override;
+  absl::Status CopyToHost(const Tensor& src, void* dst, size_t nbytes) override;
+  absl::Status Copy(const Tensor& src, Tensor& dst) override;
+  absl::Status Synchronize() override;
+
+  absl::Status Add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  absl::Status Axpy(float alpha, const Tensor& x, Tensor& y) override;
+  absl::Status Scale(Tensor& x, float alpha) override;
+  absl::StatusOr<double> SumSquares(const Tensor& x) override;
+
+  absl::Status Matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+                      float beta) override;
+  absl::Status GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) override;
+  absl::Status GroupedMatmulInputGrad(const Tensor& dy, absl::Span<const GemmGroup> groups,
+                                      Tensor& dx) override;
+  absl::Status GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy,
+                                       absl::Span<const GemmGroup> groups) override;
+
+  absl::Status GatherRows(const Tensor& src, const Tensor& idx, const Tensor* scale, Tensor& dst) override;
+  absl::Status ScatterAddRows(const Tensor& src, const Tensor& idx, const Tensor* scale, Tensor& dst) override;
+  absl::Status RowDotGather(const Tensor& a, const Tensor& b, const Tensor& idx, Tensor& out) override;
+
+  absl::Status EmbeddingForward(const Tensor& table, const Tensor& ids, Tensor& out) override;
+  absl::Status EmbeddingBackward(const Tensor& ids, const Tensor& dout, Tensor& dtable) override;
+
+  absl::Status RmsNormForward(const Tensor& x, const Tensor& weight, float eps, Tensor& out,
+                              Tensor* rstd) override;
+  absl::Status RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dout,
+                               Tensor& dx, Tensor* dweight) override;
+
+  absl::Status Rope(Tensor& x, const Tensor& positions, float theta, bool inverse) override;
+
+  absl::Status AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale, Tensor& out,
+                                Tensor* lse) override;
+  absl::Status AttentionBackward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale,
+                                 const Tensor& out, const Tensor& lse, const Tensor& dout, Tensor& dq) override;
+
+  absl::Status RouterForward(const Tensor& logits, int k, bool normalize, Tensor& probs, Tensor& topk_idx,
+                             Tensor& topk_w) override;
+  absl::Status RouterBackward(const Tensor& probs, const Tensor& topk_idx, const Tensor& topk_w, bool normalize,
+                              const Tensor& dtopk_w, Tensor& dlogits) override;
+
+  absl::Status SwiGluForward(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  absl::Status SwiGluBackward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
+                              Tensor& dup) override;
+
+  absl::Status LogSoftmax(const Tensor& logits, Tensor& out) override;
+  absl::Status CrossEntropyForward(const Tensor& logits, const Tensor& targets, Tensor& loss,
+                                   Tensor* lse) override;
+  absl::Status CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                    const Tensor& dloss, Tensor& dlogits) override;
+
+  absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override;
+
+  void set_grouped_gemm_impl(GroupedGemmImpl impl) { grouped_impl_ = impl; }
+
+ private:
+  CudaBackend() = default;
+
+  cudaStream_t stream() const { return ctx_->stream; }
+  // Makes this backend's device current for the calling thread (ops may be called from any thread).
+  absl::Status Enter();
+  // Waits for the stream, then turns a set bit of the device error word into INVALID_ARGUMENT.
+  absl::Status SyncAndCheck(absl::string_view what);
+  // One grouped GEMM problem per non-empty group, launched with the selected implementation.
+  enum class GroupedMode { kForward, kInputGrad, kWeightGrad };
+  absl::Status RunGrouped(GroupedMode mode, const Tensor& lhs, const Tensor* x_for_wgrad,
+                          absl::Span<const GemmGroup> groups, Tensor* out, absl::string_view op);
+
+  std::shared_ptr<DeviceContext> ctx_;
+  std::string name_;
+  cublasHandle_t cublas_ = nullptr;
+  int* err_word_ = nullptr;     // device
+  int* err_host_ = nullptr;     // pinned
+  double* sumsq_dev_ = nullptr;
+  double* sumsq_host_ = nullptr;  // pinned
+  std::unique_ptr<UploadRing> uploads_;
+  GroupedGemmImpl grouped_impl_ = GroupedGemmImpl::kCublas;
+};
+
+// Argument checks shared by the op files; each names the op and argument in its INVALID_ARGUMENT.
+absl::Status CheckOnDevice(const Tensor& t, absl::string_view op, absl::string_view arg);
+absl::Status CheckFloat(const Tensor& t, absl::string_view op, absl::string_view arg);  // f32/bf16/f16 on device
+absl::Status CheckF32(const Tensor& t, absl::string_view op, absl::string_view arg);
+absl::Status CheckI32(const Tensor& t, absl::string_view op, absl::string_view arg);
+absl::Status CheckNumel(const Tensor& t, int64_t numel, absl::string_view op, absl::string_view arg);
+// t.Flat2D() must be [rows, cols] (a negative expected value matches anything).
+absl::Status Check2D(const Tensor& t, int64_t rows, int64_t cols, absl::string_view op, absl::string_view arg);
+inline int Dt(const Tensor& t) { return static_cast<int>(t.dtype()); }
+
+}  // namespace tessera::cuda

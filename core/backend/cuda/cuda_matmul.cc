@@ -1,0 +1,252 @@
+// Dense and grouped (MoE expert) matmuls on the CUDA backend.
+//
+// Row-major to cuBLAS: a row-major C[M,N] = opA(A) opB(B) is the column-major C^T[N,M] = opB(B)^T opA(A)^T,
+// so every call passes B as cuBLAS's first operand and A as its second, with m = N, n = M.
+// Precision: fp32 inputs use CUBLAS_COMPUTE_32F (no TF32) so results match the CPU reference; bf16/f16
+// inputs use tensor cores with fp32 accumulation. A and B must share a dtype for cuBLAS; C may be f32 or
+// A's dtype.
+// Grouped GEMM: one row-major problem per non-empty group, all in one launch, either through
+// cublasGemmGroupedBatchedEx (its pointer arrays uploaded per call) or our kernel (cuda_grouped_gemm.cu,
+// problem table uploaded per call); see GroupedGemmImpl in cuda_backend.h.
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/backend/cuda/cuda_backend_internal.h"
+#include "core/backend/cuda/cuda_kernels.h"
+#include "core/util/status_macros.h"
+
+namespace tessera::cuda {
+namespace k = ::tessera::cuda_kernels;
+
+namespace {
+
+cudaDataType_t CudaType(DType t) {
+  switch (t) {
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+  }
+}
+
+cublasOperation_t Op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+absl::Status CheckGemmTypes(DType a, DType b, DType c, absl::string_view op) {
+  if (a != b) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": A and B must share a dtype, got ", DTypeName(a), " and ", DTypeName(b)));
+  }
+  if (c != a && c != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": C must be f32 or ", DTypeName(a), ", got ", DTypeName(c)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIntRange(int64_t v, absl::string_view op, absl::string_view what) {
+  if (v > INT_MAX) return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " ", v, " exceeds the 32-bit cuBLAS limit"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CudaBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+                                 float beta) {
+  RETURN_IF_ERROR(CheckFloat(a, "Matmul", "a"));
+  RETURN_IF_ERROR(CheckFloat(b, "Matmul", "b"));
+  RETURN_IF_ERROR(CheckFloat(c, "Matmul", "c"));
+  if (a.rank() != 2 || b.rank() != 2 || c.rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat("Matmul: a, b, c must be rank 2, got ", a.DebugString(), ", ",
+                                                   b.DebugString(), ", ", c.DebugString()));
+  }
+  const int64_t m = trans_a ? a.dim(1) : a.dim(0), ka = trans_a ? a.dim(0) : a.dim(1);
+  const int64_t kb = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
+  if (ka != kb || c.dim(0) != m || c.dim(1) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("Matmul: shapes do not chain: op(a) [", m, ",", ka, "], op(b) [", kb,
+                                                   ",", n, "], c ", c.DebugString()));
+  }
+  RETURN_IF_ERROR(CheckGemmTypes(a.dtype(), b.dtype(), c.dtype(), "Matmul"));
+  for (int64_t v : {m, n, ka, a.dim(1), b.dim(1)}) RETURN_IF_ERROR(CheckIntRange(v, "Matmul", "dimension"));
+  RETURN_IF_ERROR(Enter());
+  if (m == 0 || n == 0) return absl::OkStatus();
+  if (ka == 0) {  // empty sum: c = beta * c
+    if (beta == 0.0f) return Fill(c, 0.0f);
+    return Scale(c, beta);
+  }
+  return CublasStatus(
+      cublasGemmEx(cublas_, Op(trans_b), Op(trans_a), static_cast<int>(n), static_cast<int>(m), static_cast<int>(ka),
+                   &alpha, b.raw(), CudaType(b.dtype()), static_cast<int>(b.dim(1)), a.raw(), CudaType(a.dtype()),
+                   static_cast<int>(a.dim(1)), &beta, c.raw(), CudaType(c.dtype()), static_cast<int>(n),
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      "Matmul: cublasGemmEx");
+}
+
+// ---- Grouped --------------------------------------------------------------------------------------
+
+absl::Status CudaBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) {
+  return RunGrouped(GroupedMode::kForward, x, nullptr, groups, &y, "GroupedMatmul");
+}
+
+absl::Status CudaBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<const GemmGroup> groups, Tensor& dx) {
+  return RunGrouped(GroupedMode::kInputGrad, dy, nullptr, groups, &dx, "GroupedMatmulInputGrad");
+}
+
+absl::Status CudaBackend::GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy, absl::Span<const GemmGroup> groups) {
+  return RunGrouped(GroupedMode::kWeightGrad, dy, &x, groups, nullptr, "GroupedMatmulWeightGrad");
+}
+
+// lhs is x (forward), dy (input grad) or dy (weight grad, with x_for_wgrad = x).
+absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const Tensor* x_for_wgrad,
+                                     absl::Span<const GemmGroup> groups, Tensor* out, absl::string_view op) {
+  const bool wgrad = mode == GroupedMode::kWeightGrad;
+  RETURN_IF_ERROR(CheckFloat(lhs, op, wgrad || mode == GroupedMode::kInputGrad ? "dy" : "x"));
+  if (wgrad) RETURN_IF_ERROR(CheckFloat(*x_for_wgrad, op, "x"));
+  if (out != nullptr) RETURN_IF_ERROR(CheckFloat(*out, op, mode == GroupedMode::kForward ? "y" : "dx"));
+  const Tensor lhs2 = lhs.Flat2D();
+  const int64_t rows = lhs2.dim(0);
+
+  // Validate every group first (nothing is enqueued on failure).
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  int64_t w_out = -1, w_in = -1;
+  DType w_dtype = DType::kF32, g_dtype = DType::kF32;
+  bool have_w = false, have_g = false;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const GemmGroup& g = groups[i];
+    const std::string arg = absl::StrCat("groups[", i, "]");
+    if (g.rows < 0 || g.row_begin < 0 || g.row_begin + g.rows > rows) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " rows [", g.row_begin, ", ", g.row_begin + g.rows,
+                                                     ") outside [0, ", rows, ")"));
+    }
+    if (g.weight == nullptr) return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight is null"));
+    RETURN_IF_ERROR(CheckFloat(*g.weight, op, arg + ".weight"));
+    if (g.weight->rank() != 2) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight must be [out,in], got ", g.weight->DebugString()));
+    }
+    if (!have_w) {
+      w_out = g.weight->dim(0);
+      w_in = g.weight->dim(1);
+      w_dtype = g.weight->dtype();
+      have_w = true;
+    } else if (g.weight->dim(0) != w_out || g.weight->dim(1) != w_in || g.weight->dtype() != w_dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight ", g.weight->DebugString(),
+                                                     " differs in shape or dtype from groups[0]"));
+    }
+    if (wgrad && g.weight_grad != nullptr) {
+      RETURN_IF_ERROR(CheckFloat(*g.weight_grad, op, arg + ".weight_grad"));
+      if (g.weight_grad->shape() != g.weight->shape()) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight_grad ", g.weight_grad->DebugString(),
+                                                       " must match weight ", g.weight->DebugString()));
+      }
+      if (!have_g) {
+        g_dtype = g.weight_grad->dtype();
+        have_g = true;
+      } else if (g.weight_grad->dtype() != g_dtype) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": every weight_grad must have one dtype"));
+      }
+    }
+    if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": groups overlap at row ", ranges[i].first));
+    }
+  }
+  if (!have_w) return absl::OkStatus();
+  // Shapes of the activations against the weights.
+  const int64_t lhs_cols = mode == GroupedMode::kForward ? w_in : w_out;
+  RETURN_IF_ERROR(Check2D(lhs, rows, lhs_cols, op, mode == GroupedMode::kForward ? "x" : "dy"));
+  if (out != nullptr) {
+    RETURN_IF_ERROR(Check2D(*out, rows, mode == GroupedMode::kForward ? w_out : w_in, op,
+                            mode == GroupedMode::kForward ? "y" : "dx"));
+  }
+  if (wgrad) RETURN_IF_ERROR(Check2D(*x_for_wgrad, rows, w_in, op, "x"));
+  for (int64_t v : {rows, w_in, w_out}) RETURN_IF_ERROR(CheckIntRange(v, op, "dimension"));
+
+  // Row-major problems, see GemmProblem.
+  DType dta, dtb, dtc;
+  std::vector<k::GemmProblem> probs;
+  const size_t lhs_es = DTypeSize(lhs.dtype());
+  for (const GemmGroup& g : groups) {
+    if (g.rows == 0 || (wgrad && g.weight_grad == nullptr)) continue;
+    k::GemmProblem p{};
+    p.alpha = 1.0f;
+    switch (mode) {
+      case GroupedMode::kForward:  // y[g] = x[g] @ W^T: A = x rows, B = W (trans)
+        p.a = static_cast<const char*>(lhs.raw()) + g.row_begin * w_in * lhs_es;
+        p.b = g.weight->raw();
+        p.c = static_cast<char*>(out->raw()) + g.row_begin * w_out * DTypeSize(out->dtype());
+        p.m = g.rows, p.n = w_out, p.k = w_in, p.lda = w_in, p.ldb = w_in, p.ldc = w_out;
+        p.trans_a = 0, p.trans_b = 1, p.beta = 0.0f;
+        break;
+      case GroupedMode::kInputGrad:  // dx[g] = dy[g] @ W
+        p.a = static_cast<const char*>(lhs.raw()) + g.row_begin * w_out * lhs_es;
+        p.b = g.weight->raw();
+        p.c = static_cast<char*>(out->raw()) + g.row_begin * w_in * DTypeSize(out->dtype());
+        p.m = g.rows, p.n = w_in, p.k = w_out, p.lda = w_out, p.ldb = w_in, p.ldc = w_in;
+        p.trans_a = 0, p.trans_b = 0, p.beta = 0.0f;
+        break;
+      case GroupedMode::kWeightGrad:  // dW += dy[g]^T @ x[g]
+        p.a = static_cast<const char*>(lhs.raw()) + g.row_begin * w_out * lhs_es;
+        p.b = static_cast<const char*>(x_for_wgrad->raw()) + g.row_begin * w_in * DTypeSize(x_for_wgrad->dtype());
+        p.c = g.weight_grad->raw();
+        p.m = w_out, p.n = w_in, p.k = g.rows, p.lda = w_out, p.ldb = w_in, p.ldc = w_in;
+        p.trans_a = 1, p.trans_b = 0, p.beta = 1.0f;
+        break;
+    }
+    probs.push_back(p);
+  }
+  switch (mode) {
+    case GroupedMode::kForward: dta = lhs.dtype(), dtb = w_dtype, dtc = out->dtype(); break;
+    case GroupedMode::kInputGrad: dta = lhs.dtype(), dtb = w_dtype, dtc = out->dtype(); break;
+    default: dta = lhs.dtype(), dtb = x_for_wgrad->dtype(), dtc = g_dtype; break;
+  }
+  RETURN_IF_ERROR(Enter());
+  if (probs.empty()) return absl::OkStatus();
+
+  const bool cublas_ok = dta == dtb && (dtc == dta || dtc == DType::kF32);
+  if (grouped_impl_ == GroupedGemmImpl::kCublas && cublas_ok) {
+    // cuBLAS sees each row-major problem as column-major C^T = opB(B)^T opA(A)^T (see the top comment).
+    const int gcount = static_cast<int>(probs.size());
+    std::vector<cublasOperation_t> ta(gcount), tb(gcount);
+    std::vector<int> m(gcount), n(gcount), kk(gcount), lda(gcount), ldb(gcount), ldc(gcount), size(gcount, 1);
+    std::vector<float> alpha(gcount), beta(gcount);
+    std::vector<const void*> ptrs(3 * static_cast<size_t>(gcount));
+    for (int i = 0; i < gcount; ++i) {
+      const k::GemmProblem& p = probs[i];
+      ta[i] = Op(p.trans_b);
+      tb[i] = Op(p.trans_a);
+      m[i] = static_cast<int>(p.n);
+      n[i] = static_cast<int>(p.m);
+      kk[i] = static_cast<int>(p.k);
+      lda[i] = static_cast<int>(p.ldb);
+      ldb[i] = static_cast<int>(p.lda);
+      ldc[i] = static_cast<int>(p.ldc);
+      alpha[i] = p.alpha;
+      beta[i] = p.beta;
+      ptrs[i] = p.b;                 // cuBLAS A array
+      ptrs[gcount + i] = p.a;        // cuBLAS B array
+      ptrs[2 * gcount + i] = p.c;    // cuBLAS C array
+    }
+    ASSIGN_OR_RETURN(void* dev, uploads_->Upload(ptrs.data(), ptrs.size() * sizeof(void*)));
+    const void* const* dptr = static_cast<const void* const*>(dev);
+    return CublasStatus(
+        cublasGemmGroupedBatchedEx(cublas_, ta.data(), tb.data(), m.data(), n.data(), kk.data(), alpha.data(), dptr,
+                                   CudaType(dtb), lda.data(), dptr + gcount, CudaType(dta), ldb.data(), beta.data(),
+                                   const_cast<void* const*>(dptr + 2 * gcount), CudaType(dtc), ldc.data(), gcount,
+                                   size.data(), CUBLAS_COMPUTE_32F),
+        absl::StrCat(op, ": cublasGemmGroupedBatchedEx"));
+  }
+  int64_t tiles = 0;
+  for (k::GemmProblem& p : probs) {
+    p.tile_begin = tiles;
+    tiles += ((p.m + k::kGroupedTileM - 1) / k::kGroupedTileM) * ((p.n + k::kGroupedTileN - 1) / k::kGroupedTileN);
+  }
+  ASSIGN_OR_RETURN(void* dev, uploads_->Upload(probs.data(), probs.size() * sizeof(k::GemmProblem)));
+  return CudaStatus(k::GroupedGemm(static_cast<const k::GemmProblem*>(dev), static_cast<int>(probs.size()), tiles,
+                                   static_cast<int>(dta), static_cast<int>(dtb), static_cast<int>(dtc), stream()),
+                    absl::StrCat(op, ": grouped kernel"));
+}
+
+}  // namespace tessera::cuda
