@@ -1,0 +1,324 @@
+// Parsing and writing of HF config.json for the supported MoE families (see config.h).
+#include "core/model/config.h"
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/util/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::Status Missing(std::string_view field) {
+  return absl::InvalidArgumentError(absl::StrCat("config.json: missing required field '", std::string(field), "'"));
+}
+absl::Status BadType(std::string_view field, std::string_view want) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("config.json: field '", std::string(field), "' must be ", std::string(want)));
+}
+absl::Status Unsupported(std::string_view field, std::string_view why) {
+  return absl::UnimplementedError(
+      absl::StrCat("config.json: unsupported field '", std::string(field), "': ", std::string(why)));
+}
+
+bool Present(const Json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
+
+absl::StatusOr<int64_t> GetInt(const Json& j, const char* key) {
+  if (!Present(j, key)) return Missing(key);
+  const Json& v = j[key];
+  if (!v.is_number_integer()) return BadType(key, "an integer");
+  return v.get<int64_t>();
+}
+absl::StatusOr<int64_t> GetIntOr(const Json& j, const char* key, int64_t def) {
+  if (!Present(j, key)) return def;
+  return GetInt(j, key);
+}
+absl::StatusOr<double> GetNumberOr(const Json& j, const char* key, double def) {
+  if (!Present(j, key)) return def;
+  if (!j[key].is_number()) return BadType(key, "a number");
+  return j[key].get<double>();
+}
+absl::StatusOr<bool> GetBoolOr(const Json& j, const char* key, bool def) {
+  if (!Present(j, key)) return def;
+  if (!j[key].is_boolean()) return BadType(key, "a boolean");
+  return j[key].get<bool>();
+}
+
+// A rope_scaling / rope_parameters object is fine only when it asks for the default rotation.
+absl::Status CheckRopeObject(const Json& j, const char* key) {
+  if (!Present(j, key)) return absl::OkStatus();
+  const Json& r = j[key];
+  if (!r.is_object()) return BadType(key, "an object or null");
+  for (const char* type_key : {"rope_type", "type"}) {
+    if (r.contains(type_key) && !r[type_key].is_null() && r[type_key] != "default") {
+      return Unsupported(key, absl::StrCat("only the default RoPE is supported, got ",
+                                           r[type_key].dump()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* ModelFamilyName(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kMixtral: return "mixtral";
+    case ModelFamily::kQwen3Moe: return "qwen3_moe";
+    case ModelFamily::kOlmoe: return "olmoe";
+  }
+  return "?";
+}
+
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
+  Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("config.json: not a JSON object");
+  }
+  if (!Present(j, "model_type")) return Missing("model_type");
+  if (!j["model_type"].is_string()) return BadType("model_type", "a string");
+  const std::string type = j["model_type"].get<std::string>();
+  ModelConfig c;
+  if (type == "mixtral") {
+    c.family = ModelFamily::kMixtral;
+  } else if (type == "qwen3_moe") {
+    c.family = ModelFamily::kQwen3Moe;
+  } else if (type == "olmoe") {
+    c.family = ModelFamily::kOlmoe;
+  } else {
+    return Unsupported("model_type", absl::StrCat("'", type, "' (supported: mixtral, qwen3_moe, olmoe)"));
+  }
+
+  ASSIGN_OR_RETURN(c.hidden_size, GetInt(j, "hidden_size"));
+  ASSIGN_OR_RETURN(c.num_layers, GetInt(j, "num_hidden_layers"));
+  ASSIGN_OR_RETURN(c.num_heads, GetInt(j, "num_attention_heads"));
+  ASSIGN_OR_RETURN(c.num_kv_heads, GetIntOr(j, "num_key_value_heads", c.num_heads));
+  ASSIGN_OR_RETURN(c.vocab_size, GetInt(j, "vocab_size"));
+  ASSIGN_OR_RETURN(c.top_k, GetInt(j, "num_experts_per_tok"));
+  ASSIGN_OR_RETURN(c.max_position_embeddings, GetIntOr(j, "max_position_embeddings", 4096));
+  if (c.num_heads <= 0) return absl::InvalidArgumentError("config.json: 'num_attention_heads' must be > 0");
+  ASSIGN_OR_RETURN(c.head_dim, GetIntOr(j, "head_dim", c.hidden_size / c.num_heads));
+  ASSIGN_OR_RETURN(double eps, GetNumberOr(j, "rms_norm_eps", 1e-6));
+  c.rms_norm_eps = static_cast<float>(eps);
+  RETURN_IF_ERROR(CheckRopeObject(j, "rope_scaling"));
+  RETURN_IF_ERROR(CheckRopeObject(j, "rope_parameters"));
+  double theta = 10000.0;
+  if (Present(j, "rope_theta")) {
+    ASSIGN_OR_RETURN(theta, GetNumberOr(j, "rope_theta", theta));
+  } else if (Present(j, "rope_parameters") && Present(j["rope_parameters"], "rope_theta")) {
+    ASSIGN_OR_RETURN(theta, GetNumberOr(j["rope_parameters"], "rope_theta", theta));
+  }
+  c.rope_theta = static_cast<float>(theta);
+  ASSIGN_OR_RETURN(c.tie_word_embeddings, GetBoolOr(j, "tie_word_embeddings", false));
+
+  if (Present(j, "hidden_act") && j["hidden_act"] != "silu") {
+    return Unsupported("hidden_act", absl::StrCat("only silu, got ", j["hidden_act"].dump()));
+  }
+  ASSIGN_OR_RETURN(bool attention_bias, GetBoolOr(j, "attention_bias", false));
+  if (attention_bias) return Unsupported("attention_bias", "biases in q/k/v/o projections");
+
+  switch (c.family) {
+    case ModelFamily::kMixtral: {
+      ASSIGN_OR_RETURN(c.num_experts, GetInt(j, "num_local_experts"));
+      ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "intermediate_size"));
+      c.norm_topk_prob = true;  // Mixtral always renormalizes the top-k weights.
+      c.qk_norm = QkNorm::kNone;
+      if (Present(j, "sliding_window")) {
+        return Unsupported("sliding_window", "sliding-window attention (set it to null)");
+      }
+      break;
+    }
+    case ModelFamily::kQwen3Moe: {
+      ASSIGN_OR_RETURN(c.num_experts, GetInt(j, "num_experts"));
+      ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "moe_intermediate_size"));
+      ASSIGN_OR_RETURN(c.norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
+      c.qk_norm = QkNorm::kPerHead;
+      ASSIGN_OR_RETURN(bool sliding, GetBoolOr(j, "use_sliding_window", false));
+      if (sliding) return Unsupported("use_sliding_window", "sliding-window attention");
+      ASSIGN_OR_RETURN(int64_t step, GetIntOr(j, "decoder_sparse_step", 1));
+      if (step != 1) return Unsupported("decoder_sparse_step", "dense MLP layers (must be 1)");
+      if (Present(j, "mlp_only_layers")) {
+        if (!j["mlp_only_layers"].is_array()) return BadType("mlp_only_layers", "a list");
+        if (!j["mlp_only_layers"].empty()) {
+          return Unsupported("mlp_only_layers", "dense MLP layers (must be empty)");
+        }
+      }
+      if (Present(j, "shared_expert_intermediate_size")) {
+        ASSIGN_OR_RETURN(int64_t shared, GetInt(j, "shared_expert_intermediate_size"));
+        if (shared != 0) return Unsupported("shared_expert_intermediate_size", "shared experts");
+      }
+      break;
+    }
+    case ModelFamily::kOlmoe: {
+      ASSIGN_OR_RETURN(c.num_experts, GetInt(j, "num_experts"));
+      ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "intermediate_size"));
+      ASSIGN_OR_RETURN(c.norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
+      c.qk_norm = QkNorm::kFull;
+      if (Present(j, "clip_qkv")) return Unsupported("clip_qkv", "q/k/v clipping (set it to null)");
+      break;
+    }
+  }
+  RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
+  std::string file = path;
+  std::ifstream probe(file + "/config.json");
+  if (probe.good()) file += "/config.json";
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open config file '", file, "'"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto c = FromJson(ss.str());
+  if (!c.ok()) {
+    return absl::Status(c.status().code(), absl::StrCat(file, ": ", c.status().message()));
+  }
+  return c;
+}
+
+absl::Status ModelConfig::Validate() const {
+  auto positive = [](int64_t v, const char* name) -> absl::Status {
+    if (v <= 0) return absl::InvalidArgumentError(absl::StrCat("config: '", name, "' must be > 0, got ", v));
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(positive(hidden_size, "hidden_size"));
+  RETURN_IF_ERROR(positive(num_layers, "num_hidden_layers"));
+  RETURN_IF_ERROR(positive(num_heads, "num_attention_heads"));
+  RETURN_IF_ERROR(positive(num_kv_heads, "num_key_value_heads"));
+  RETURN_IF_ERROR(positive(head_dim, "head_dim"));
+  RETURN_IF_ERROR(positive(num_experts, family == ModelFamily::kMixtral ? "num_local_experts" : "num_experts"));
+  RETURN_IF_ERROR(positive(top_k, "num_experts_per_tok"));
+  RETURN_IF_ERROR(positive(expert_dim, family == ModelFamily::kQwen3Moe ? "moe_intermediate_size"
+                                                                         : "intermediate_size"));
+  RETURN_IF_ERROR(positive(vocab_size, "vocab_size"));
+  RETURN_IF_ERROR(positive(max_position_embeddings, "max_position_embeddings"));
+  if (num_heads % num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: 'num_key_value_heads' (", num_kv_heads, ") must divide 'num_attention_heads' (", num_heads, ")"));
+  }
+  if (head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config: 'head_dim' must be even for RoPE, got ", head_dim));
+  }
+  if (top_k > num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat("config: 'num_experts_per_tok' (", top_k,
+                                                   ") exceeds the number of experts (", num_experts, ")"));
+  }
+  if (!(rms_norm_eps > 0.0f)) return absl::InvalidArgumentError("config: 'rms_norm_eps' must be > 0");
+  if (!(rope_theta > 0.0f)) return absl::InvalidArgumentError("config: 'rope_theta' must be > 0");
+  return absl::OkStatus();
+}
+
+std::string ModelConfig::ToJson() const {
+  Json j;
+  j["model_type"] = ModelFamilyName(family);
+  switch (family) {
+    case ModelFamily::kMixtral:
+      j["architectures"] = {"MixtralForCausalLM"};
+      j["num_local_experts"] = num_experts;
+      j["intermediate_size"] = expert_dim;
+      j["sliding_window"] = nullptr;
+      j["router_jitter_noise"] = 0.0;
+      break;
+    case ModelFamily::kQwen3Moe:
+      j["architectures"] = {"Qwen3MoeForCausalLM"};
+      j["num_experts"] = num_experts;
+      j["moe_intermediate_size"] = expert_dim;
+      j["intermediate_size"] = expert_dim;  // unused: every layer is sparse
+      j["norm_topk_prob"] = norm_topk_prob;
+      j["decoder_sparse_step"] = 1;
+      j["mlp_only_layers"] = Json::array();
+      j["use_sliding_window"] = false;
+      j["sliding_window"] = nullptr;
+      j["attention_bias"] = false;
+      break;
+    case ModelFamily::kOlmoe:
+      j["architectures"] = {"OlmoeForCausalLM"};
+      j["num_experts"] = num_experts;
+      j["intermediate_size"] = expert_dim;
+      j["norm_topk_prob"] = norm_topk_prob;
+      j["clip_qkv"] = nullptr;
+      j["attention_bias"] = false;
+      break;
+  }
+  j["hidden_size"] = hidden_size;
+  j["num_hidden_layers"] = num_layers;
+  j["num_attention_heads"] = num_heads;
+  j["num_key_value_heads"] = num_kv_heads;
+  j["head_dim"] = head_dim;
+  j["num_experts_per_tok"] = top_k;
+  j["vocab_size"] = vocab_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = static_cast<double>(rms_norm_eps);
+  j["rope_theta"] = static_cast<double>(rope_theta);
+  j["rope_scaling"] = nullptr;
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  j["hidden_act"] = "silu";
+  j["torch_dtype"] = "float32";
+  j["output_router_logits"] = false;
+  return j.dump(2) + "\n";
+}
+
+ModelConfig ModelConfig::BuiltinTiny() {
+  ModelConfig c;
+  c.family = ModelFamily::kQwen3Moe;
+  c.hidden_size = 192;
+  c.num_layers = 4;
+  c.num_heads = 6;
+  c.num_kv_heads = 2;
+  c.head_dim = 32;
+  c.num_experts = 16;
+  c.top_k = 4;
+  c.expert_dim = 96;
+  c.vocab_size = 264;  // 259 byte-tokenizer ids, padded to a multiple of 8
+  c.max_position_embeddings = 2048;
+  c.norm_topk_prob = true;
+  c.tie_word_embeddings = true;
+  c.rms_norm_eps = 1e-6f;
+  c.rope_theta = 10000.0f;
+  c.qk_norm = QkNorm::kPerHead;
+  return c;
+}
+
+ModelConfig ModelConfig::BuiltinSmall() {
+  ModelConfig c;
+  c.family = ModelFamily::kQwen3Moe;
+  c.hidden_size = 1024;
+  c.num_layers = 8;
+  c.num_heads = 16;
+  c.num_kv_heads = 4;
+  c.head_dim = 64;
+  c.num_experts = 32;
+  c.top_k = 4;
+  c.expert_dim = 512;
+  c.vocab_size = 32000;
+  c.max_position_embeddings = 4096;
+  c.norm_topk_prob = true;
+  c.tie_word_embeddings = false;
+  c.rms_norm_eps = 1e-6f;
+  c.rope_theta = 1000000.0f;
+  c.qk_norm = QkNorm::kPerHead;
+  return c;
+}
+
+absl::StatusOr<ModelConfig> ModelConfig::Builtin(std::string_view name) {
+  if (name == "builtin:tiny") return BuiltinTiny();
+  if (name == "builtin:small") return BuiltinSmall();
+  return absl::NotFoundError(absl::StrCat("unknown builtin model '", std::string(name), "'"));
+}
+
+int64_t ModelConfig::NumParameters() const {
+  const int64_t d = hidden_size;
+  int64_t qk_norm_params = 0;
+  if (qk_norm == QkNorm::kPerHead) qk_norm_params = 2 * head_dim;
+  if (qk_norm == QkNorm::kFull) qk_norm_params = q_dim() + kv_dim();
+  const int64_t per_layer = 2 * d + d * q_dim() * 2 + d * kv_dim() * 2 + qk_norm_params +
+                            num_experts * d + num_experts * ExpertParameters();
+  return vocab_size * d * (tie_word_embeddings ? 1 : 2) + d + num_layers * per_layer;
+}
+
+}  // namespace tessera

@@ -1,0 +1,41 @@
+// KvCache (see kv_cache.h).
+#include "core/model/kv_cache.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/util/status_macros.h"
+
+namespace tessera {
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const ModelConfig& config, int64_t capacity,
+                                                         Backend* backend) {
+  if (backend == nullptr) return absl::InvalidArgumentError("KvCache: backend is null");
+  if (capacity <= 0) return absl::InvalidArgumentError(absl::StrCat("KvCache: capacity must be > 0, got ", capacity));
+  RETURN_IF_ERROR(config.Validate());
+  std::unique_ptr<KvCache> c(new KvCache());
+  c->capacity_ = capacity;
+  c->num_layers_ = config.num_layers;
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    ASSIGN_OR_RETURN(Tensor k, backend->Alloc({capacity, config.num_kv_heads, config.head_dim}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor v, backend->Alloc({capacity, config.num_kv_heads, config.head_dim}, DType::kF32));
+    c->k_.push_back(std::move(k));
+    c->v_.push_back(std::move(v));
+  }
+  return c;
+}
+
+int64_t KvCache::bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < k_.size(); ++i) n += k_[i].nbytes() + v_[i].nbytes();
+  return n;
+}
+
+absl::Status KvCache::Truncate(int64_t new_length) {
+  if (new_length < 0 || new_length > length_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache::Truncate: new_length ", new_length, " not in [0, ", length_, "]"));
+  }
+  length_ = new_length;
+  return absl::OkStatus();
+}
+
+}  // namespace tessera

@@ -1,0 +1,380 @@
+// Model::Create and the forward pass (see model.h for the call list and contracts).
+#include "core/model/model.h"
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "core/model/hf_names.h"
+#include "core/model/model_internal.h"
+#include "core/model/moe_plan.h"
+#include "core/util/status_macros.h"
+
+namespace tessera {
+
+void RoutingStats::Init(int64_t layers, int64_t experts) {
+  num_layers = layers;
+  num_experts = experts;
+  tokens = 0;
+  tokens_routed.assign(layers * experts, 0);
+  overlay_tokens.assign(layers * experts, 0);
+  gate_weight_sum.assign(layers * experts, 0.0);
+  entropy_sum.assign(layers, 0.0);
+}
+
+void RoutingStats::Merge(const RoutingStats& o) {
+  if (num_layers == 0 && num_experts == 0) Init(o.num_layers, o.num_experts);
+  tokens += o.tokens;
+  for (size_t i = 0; i < tokens_routed.size() && i < o.tokens_routed.size(); ++i) {
+    tokens_routed[i] += o.tokens_routed[i];
+    overlay_tokens[i] += o.overlay_tokens[i];
+    gate_weight_sum[i] += o.gate_weight_sum[i];
+  }
+  for (size_t i = 0; i < entropy_sum.size() && i < o.entropy_sum.size(); ++i) entropy_sum[i] += o.entropy_sum[i];
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, ModelWeights weights,
+                                                     Backend* backend) {
+  if (backend == nullptr) return absl::InvalidArgumentError("Model::Create: backend is null");
+  RETURN_IF_ERROR(config.Validate());
+  if (static_cast<int64_t>(weights.layers.size()) != config.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("Model::Create: weights have ", weights.layers.size(),
+                                                   " layers, config has ", config.num_layers));
+  }
+  for (const LayerWeights& l : weights.layers) {
+    if (static_cast<int64_t>(l.experts.size()) != config.num_experts) {
+      return absl::InvalidArgumentError("Model::Create: weights' expert count does not match the config");
+    }
+  }
+  ASSIGN_OR_RETURN(ModelWeights expected, ModelWeights::Allocate(config, backend));
+  std::vector<NamedParam> want = expected.Parameters(config);
+  std::vector<NamedParam> have = weights.Parameters(config);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const Tensor& t = *have[i].tensor;
+    if (!t.defined() || t.shape() != want[i].tensor->shape() || t.dtype() != DType::kF32 ||
+        t.device() != backend->device()) {
+      return absl::InvalidArgumentError(absl::StrCat("Model::Create: tensor '", want[i].name, "' must be f32",
+                                                     ShapeString(want[i].tensor->shape()), " on ",
+                                                     DeviceName(backend->device()), ", got ",
+                                                     t.defined() ? t.DebugString() : "undefined"));
+    }
+  }
+  if (!weights.lm_head.defined()) return absl::InvalidArgumentError("Model::Create: lm_head undefined");
+  std::unique_ptr<Model> m(new Model());
+  m->config_ = config;
+  m->weights_ = std::move(weights);
+  m->backend_ = backend;
+  return m;
+}
+
+absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> batch,
+                                             const ForwardOptions& options) const {
+  const ModelConfig& c = config_;
+  Backend* be = backend_;
+  if (batch.empty()) return absl::InvalidArgumentError("Forward: empty batch");
+  if (options.save_activations && options.logits != LogitsMode::kAll) {
+    return absl::InvalidArgumentError("Forward: save_activations requires logits == kAll");
+  }
+  // ---- Validate and lay out the batch --------------------------------------------------------
+  const int64_t num_seqs = static_cast<int64_t>(batch.size());
+  ForwardResult result;
+  std::vector<int32_t> ids, positions;
+  std::vector<const ExpertOverlay*> token_overlay;
+  std::set<const KvCache*> caches;
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const SequenceInput& in = batch[s];
+    const int64_t n = static_cast<int64_t>(in.tokens.size());
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, " has no tokens"));
+    int64_t start = 0;
+    if (in.cache != nullptr) {
+      if (options.save_activations) {
+        return absl::InvalidArgumentError("Forward: save_activations does not support KV caches");
+      }
+      if (!caches.insert(in.cache).second) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, " reuses a KV cache"));
+      }
+      if (in.cache->num_layers_ != c.num_layers) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, "'s KV cache has the wrong layout"));
+      }
+      start = in.cache->length();
+      if (start + n > in.cache->capacity()) {
+        return absl::ResourceExhaustedError(absl::StrCat("Forward: sequence ", s, " needs ", start + n,
+                                                         " KV cache positions, capacity is ",
+                                                         in.cache->capacity()));
+      }
+    }
+    if (in.overlay != nullptr && !(in.overlay->config() == c)) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, "'s overlay was built for another config"));
+    }
+    result.seq_row_begin.push_back(static_cast<int64_t>(ids.size()));
+    result.seq_len.push_back(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t t = in.tokens[i];
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, " token ", i, " = ", t,
+                                                       " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+      ids.push_back(t);
+      positions.push_back(static_cast<int32_t>(start + i));
+      token_overlay.push_back(in.overlay);
+    }
+  }
+  const int64_t n_tok = static_cast<int64_t>(ids.size());
+  const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t k = c.top_k, e_count = c.num_experts, f = c.expert_dim;
+  const bool save = options.save_activations;
+
+  std::shared_ptr<Activations> act;
+  if (save) {
+    act = std::make_shared<Activations>();
+    act->num_tokens = n_tok;
+    act->seq_begin = result.seq_row_begin;
+    act->seq_len = result.seq_len;
+    for (const SequenceInput& in : batch) act->seq_overlay.push_back(in.overlay);
+    act->layers.resize(c.num_layers);
+  }
+  if (options.collect_routing) {
+    result.routing.resize(num_seqs);
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      result.routing[s].Init(c.num_layers, e_count);
+      result.routing[s].tokens = result.seq_len[s];
+    }
+  }
+  std::vector<int64_t> token_seq(n_tok);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    for (int64_t i = 0; i < result.seq_len[s]; ++i) token_seq[result.seq_row_begin[s] + i] = s;
+  }
+
+  ASSIGN_OR_RETURN(Tensor ids_t, be->FromHost(ids, {n_tok}));
+  ASSIGN_OR_RETURN(Tensor pos_t, be->FromHost(positions, {n_tok}));
+  ASSIGN_OR_RETURN(Tensor h, be->Alloc({n_tok, d}, DType::kF32));
+  RETURN_IF_ERROR(be->EmbeddingForward(weights_.embed, ids_t, h));
+  if (save) {
+    act->ids = ids_t;
+    act->positions = pos_t;
+  }
+  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    // ---- Attention block ----------------------------------------------------------------------
+    ASSIGN_OR_RETURN(Tensor xn1, be->Alloc({n_tok, d}, DType::kF32));
+    Tensor rstd1;
+    if (save) { ASSIGN_OR_RETURN(rstd1, be->Alloc({n_tok}, DType::kF32)); }
+    RETURN_IF_ERROR(be->RmsNormForward(h, w.input_norm, c.rms_norm_eps, xn1, save ? &rstd1 : nullptr));
+    ASSIGN_OR_RETURN(Tensor q, be->Alloc({n_tok, c.q_dim()}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor kk, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor vv, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+    RETURN_IF_ERROR(be->Matmul(xn1, false, w.q_proj, true, q));
+    RETURN_IF_ERROR(be->Matmul(xn1, false, w.k_proj, true, kk));
+    RETURN_IF_ERROR(be->Matmul(xn1, false, w.v_proj, true, vv));
+    Tensor q_pre, k_pre, q_rstd, k_rstd;
+    if (c.qk_norm != QkNorm::kNone) {
+      q_pre = q;
+      k_pre = kk;
+      ASSIGN_OR_RETURN(q, be->Alloc({n_tok, c.q_dim()}, DType::kF32));
+      ASSIGN_OR_RETURN(kk, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+      const bool per_head = c.qk_norm == QkNorm::kPerHead;
+      const int64_t q_rows = per_head ? n_tok * nh : n_tok;
+      const int64_t k_rows = per_head ? n_tok * nkv : n_tok;
+      if (save) {
+        ASSIGN_OR_RETURN(q_rstd, be->Alloc({q_rows}, DType::kF32));
+        ASSIGN_OR_RETURN(k_rstd, be->Alloc({k_rows}, DType::kF32));
+      }
+      const int64_t q_cols = c.q_dim() * n_tok / q_rows, k_cols = c.kv_dim() * n_tok / k_rows;
+      Tensor qo = q.Reshape({q_rows, q_cols}), ko = kk.Reshape({k_rows, k_cols});
+      RETURN_IF_ERROR(be->RmsNormForward(q_pre.Reshape({q_rows, q_cols}), w.q_norm, c.rms_norm_eps, qo,
+                                         save ? &q_rstd : nullptr));
+      RETURN_IF_ERROR(be->RmsNormForward(k_pre.Reshape({k_rows, k_cols}), w.k_norm, c.rms_norm_eps, ko,
+                                         save ? &k_rstd : nullptr));
+    }
+    Tensor q3 = q.Reshape({n_tok, nh, hd});
+    Tensor k3 = kk.Reshape({n_tok, nkv, hd});
+    Tensor v3 = vv.Reshape({n_tok, nkv, hd});
+    RETURN_IF_ERROR(be->Rope(q3, pos_t, c.rope_theta, false));
+    RETURN_IF_ERROR(be->Rope(k3, pos_t, c.rope_theta, false));
+    std::vector<Tensor> kv_views;
+    kv_views.reserve(2 * num_seqs);
+    std::vector<AttentionSeq> seqs(num_seqs);
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      const int64_t b = result.seq_row_begin[s], n = result.seq_len[s];
+      AttentionSeq& as = seqs[s];
+      as.q_begin = b;
+      as.q_len = n;
+      KvCache* cache = batch[s].cache;
+      if (cache != nullptr) {
+        const int64_t start = cache->length();
+        Tensor kdst = cache->mutable_k(l).Rows(start, n);
+        Tensor vdst = cache->mutable_v(l).Rows(start, n);
+        RETURN_IF_ERROR(be->Copy(k3.Rows(b, n), kdst));
+        RETURN_IF_ERROR(be->Copy(v3.Rows(b, n), vdst));
+        as.kv_len = start + n;
+        as.k = &cache->k(l);
+        as.v = &cache->v(l);
+      } else {
+        kv_views.push_back(k3.Rows(b, n));
+        as.k = &kv_views.back();
+        kv_views.push_back(v3.Rows(b, n));
+        as.v = &kv_views.back();
+        as.kv_len = n;
+      }
+    }
+    ASSIGN_OR_RETURN(Tensor attn, be->Alloc({n_tok, nh, hd}, DType::kF32));
+    Tensor lse;
+    if (save) { ASSIGN_OR_RETURN(lse, be->Alloc({n_tok, nh}, DType::kF32)); }
+    RETURN_IF_ERROR(be->AttentionForward(q3, seqs, attn_scale, attn, save ? &lse : nullptr));
+    ASSIGN_OR_RETURN(Tensor o, be->Alloc({n_tok, d}, DType::kF32));
+    RETURN_IF_ERROR(be->Matmul(attn.Reshape({n_tok, c.q_dim()}), false, w.o_proj, true, o));
+    Tensor h_mid = h;
+    if (save) { ASSIGN_OR_RETURN(h_mid, be->Alloc({n_tok, d}, DType::kF32)); }
+    RETURN_IF_ERROR(be->Add(h, o, h_mid));
+
+    // ---- MoE block --------------------------------------------------------------------------------
+    ASSIGN_OR_RETURN(Tensor xn2, be->Alloc({n_tok, d}, DType::kF32));
+    Tensor rstd2;
+    if (save) { ASSIGN_OR_RETURN(rstd2, be->Alloc({n_tok}, DType::kF32)); }
+    RETURN_IF_ERROR(be->RmsNormForward(h_mid, w.post_norm, c.rms_norm_eps, xn2, save ? &rstd2 : nullptr));
+    ASSIGN_OR_RETURN(Tensor rlogits, be->Alloc({n_tok, e_count}, DType::kF32));
+    RETURN_IF_ERROR(be->Matmul(xn2, false, w.router, true, rlogits));
+    ASSIGN_OR_RETURN(Tensor probs, be->Alloc({n_tok, e_count}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor topk_idx, be->Alloc({n_tok, k}, DType::kI32));
+    ASSIGN_OR_RETURN(Tensor topk_w, be->Alloc({n_tok, k}, DType::kF32));
+    RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
+    ASSIGN_OR_RETURN(std::vector<int32_t> idx_h, be->ToHostI32(topk_idx));
+    ASSIGN_OR_RETURN(std::vector<float> w_h, be->ToHostF32(topk_w));
+    ASSIGN_OR_RETURN(MoePlan plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
+    result.groups_per_layer.push_back(static_cast<int64_t>(plan.groups.size()));
+    int64_t overlay_groups = 0;
+    for (const MoeGroup& g : plan.groups) overlay_groups += g.overlay != nullptr ? 1 : 0;
+    result.overlay_groups_per_layer.push_back(overlay_groups);
+
+    if (options.collect_routing) {
+      ASSIGN_OR_RETURN(std::vector<float> p_h, be->ToHostF32(probs));
+      for (int64_t t = 0; t < n_tok; ++t) {
+        RoutingStats& rs = result.routing[token_seq[t]];
+        double ent = 0.0;
+        for (int64_t e = 0; e < e_count; ++e) {
+          const double p = p_h[t * e_count + e];
+          if (p > 0.0) ent -= p * std::log(p);
+        }
+        rs.entropy_sum[l] += ent;
+      }
+      for (const MoeGroup& g : plan.groups) {
+        for (int64_t i = g.row_begin; i < g.row_begin + g.rows; ++i) {
+          RoutingStats& rs = result.routing[token_seq[plan.token[i]]];
+          const int64_t slot = l * e_count + g.expert;
+          rs.tokens_routed[slot] += 1;
+          if (g.overlay != nullptr) rs.overlay_tokens[slot] += 1;
+          rs.gate_weight_sum[slot] += plan.weight[i];
+        }
+      }
+    }
+
+    const int64_t m = n_tok * k;
+    ASSIGN_OR_RETURN(Tensor xg, be->Alloc({m, d}, DType::kF32));
+    RETURN_IF_ERROR(be->GatherRows(xn2, plan.token_idx, nullptr, xg));
+    ASSIGN_OR_RETURN(Tensor g, be->Alloc({m, f}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor u, be->Alloc({m, f}, DType::kF32));
+    RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(0), g));
+    RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(1), u));
+    ASSIGN_OR_RETURN(Tensor a, be->Alloc({m, f}, DType::kF32));
+    RETURN_IF_ERROR(be->SwiGluForward(g, u, a));
+    ASSIGN_OR_RETURN(Tensor y, be->Alloc({m, d}, DType::kF32));
+    RETURN_IF_ERROR(be->GroupedMatmul(a, plan.GemmGroups(2), y));
+    Tensor h_out = h_mid;
+    if (save) {
+      ASSIGN_OR_RETURN(h_out, be->Alloc({n_tok, d}, DType::kF32));
+      RETURN_IF_ERROR(be->Copy(h_mid, h_out));
+    }
+    RETURN_IF_ERROR(be->ScatterAddRows(y, plan.token_idx, &plan.gate_w, h_out));
+
+    if (save) {
+      LayerActivations& la = act->layers[l];
+      la.h_in = h;
+      la.xn1 = xn1;
+      la.rstd1 = rstd1;
+      la.q_pre = q_pre;
+      la.k_pre = k_pre;
+      la.q_rstd = q_rstd;
+      la.k_rstd = k_rstd;
+      la.q = q3;
+      la.k = k3;
+      la.v = v3;
+      la.attn = attn;
+      la.lse = lse;
+      la.h_mid = h_mid;
+      la.xn2 = xn2;
+      la.rstd2 = rstd2;
+      la.probs = probs;
+      la.topk_idx = topk_idx;
+      la.topk_w = topk_w;
+      la.plan = std::move(plan);
+      la.xg = xg;
+      la.g = g;
+      la.u = u;
+      la.act = a;
+      la.y = y;
+    }
+    h = h_out;
+  }
+
+  // ---- Final norm and LM head ----------------------------------------------------------------------
+  if (options.logits != LogitsMode::kNone) {
+    Tensor rows = h;
+    int64_t n_rows = n_tok;
+    if (options.logits == LogitsMode::kLast) {
+      std::vector<int32_t> last(num_seqs);
+      for (int64_t s = 0; s < num_seqs; ++s) {
+        last[s] = static_cast<int32_t>(result.seq_row_begin[s] + result.seq_len[s] - 1);
+      }
+      ASSIGN_OR_RETURN(Tensor last_t, be->FromHost(last, {num_seqs}));
+      ASSIGN_OR_RETURN(rows, be->Alloc({num_seqs, d}, DType::kF32));
+      RETURN_IF_ERROR(be->GatherRows(h, last_t, nullptr, rows));
+      n_rows = num_seqs;
+    }
+    ASSIGN_OR_RETURN(Tensor hf, be->Alloc({n_rows, d}, DType::kF32));
+    Tensor rstd_f;
+    if (save) { ASSIGN_OR_RETURN(rstd_f, be->Alloc({n_rows}, DType::kF32)); }
+    RETURN_IF_ERROR(be->RmsNormForward(rows, weights_.final_norm, c.rms_norm_eps, hf, save ? &rstd_f : nullptr));
+    ASSIGN_OR_RETURN(result.logits, be->Alloc({n_rows, c.vocab_size}, DType::kF32));
+    RETURN_IF_ERROR(be->Matmul(hf, false, weights_.lm_head, true, result.logits));
+    if (save) {
+      act->h_final = rows;
+      act->rstd_final = rstd_f;
+      act->hf = hf;
+      act->logits = result.logits;
+    }
+  }
+
+  // Only now that everything succeeded do the caches advance.
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    if (batch[s].cache != nullptr) batch[s].cache->set_length(batch[s].cache->length() + result.seq_len[s]);
+  }
+  result.activations = std::move(act);
+  return result;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> Model::ScoreTokens(absl::Span<const SequenceInput> batch,
+                                                                   std::vector<RoutingStats>* routing) const {
+  ForwardOptions opt;
+  opt.logits = LogitsMode::kAll;
+  opt.collect_routing = routing != nullptr;
+  ASSIGN_OR_RETURN(ForwardResult fr, Forward(batch, opt));
+  const int64_t n = fr.logits.dim(0);
+  std::vector<int32_t> targets(n, -1);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (int64_t i = 0; i + 1 < fr.seq_len[s]; ++i) targets[fr.seq_row_begin[s] + i] = batch[s].tokens[i + 1];
+  }
+  ASSIGN_OR_RETURN(Tensor tgt, backend_->FromHost(targets, {n}));
+  ASSIGN_OR_RETURN(Tensor loss, backend_->Alloc({n}, DType::kF32));
+  RETURN_IF_ERROR(backend_->CrossEntropyForward(fr.logits, tgt, loss, nullptr));
+  ASSIGN_OR_RETURN(std::vector<float> loss_h, backend_->ToHostF32(loss));
+  std::vector<std::vector<float>> out(batch.size());
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (int64_t i = 0; i + 1 < fr.seq_len[s]; ++i) out[s].push_back(-loss_h[fr.seq_row_begin[s] + i]);
+  }
+  if (routing != nullptr) *routing = std::move(fr.routing);
+  return out;
+}
+
+}  // namespace tessera

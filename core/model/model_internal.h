@@ -1,0 +1,37 @@
+// Private to core/model: what Forward saves for Backward.
+#pragma once
+
+#include <vector>
+
+#include "core/backend/backend.h"
+#include "core/model/moe_plan.h"
+#include "core/model/overlay.h"
+
+namespace tessera {
+
+struct LayerActivations {
+  Tensor h_in;            // [N, D] residual stream entering the layer
+  Tensor xn1, rstd1;      // input_layernorm output [N, D] and rstd [N]
+  Tensor q_pre, k_pre;    // projections before q/k norm [N, H*hd], [N, KVH*hd] (only with q/k norm)
+  Tensor q_rstd, k_rstd;  // q/k norm rstd ([N*H]/[N*KVH] per-head, [N] full)
+  Tensor q, k, v;         // attention inputs after norm + RoPE: [N, H, hd], [N, KVH, hd], [N, KVH, hd]
+  Tensor attn, lse;       // attention output [N, H, hd] and log-sum-exp [N, H]
+  Tensor h_mid;           // [N, D] after the attention residual
+  Tensor xn2, rstd2;      // post_attention_layernorm output and rstd
+  Tensor probs, topk_idx, topk_w;  // router: [N, E], [N, k], [N, k]
+  MoePlan plan;
+  Tensor xg, g, u, act, y;  // [M, D] gathered input, [M, F] gate/up/SwiGLU, [M, D] expert outputs
+};
+
+struct Activations {
+  int64_t num_tokens = 0;
+  Tensor ids;                         // [N] i32
+  Tensor positions;                   // [N] i32
+  std::vector<int64_t> seq_begin, seq_len;
+  std::vector<const ExpertOverlay*> seq_overlay;
+  std::vector<LayerActivations> layers;
+  Tensor h_final, rstd_final, hf;     // final norm input/rstd/output
+  Tensor logits;                      // [N, V]
+};
+
+}  // namespace tessera

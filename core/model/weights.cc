@@ -1,0 +1,184 @@
+// ModelWeights: allocation, HF checkpoint loading, seeded random init, saving (see weights.h).
+#include "core/model/weights.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/io/checkpoint.h"
+#include "core/io/safetensors.h"
+#include "core/model/hf_names.h"
+#include "core/util/parallel.h"
+#include "core/util/status_macros.h"
+
+namespace tessera {
+namespace {
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Counter-based N(0,1): element i of stream `stream` does not depend on any other element, so the
+// fill can run in parallel and stays deterministic.
+float NormalAt(uint64_t stream, uint64_t i) {
+  const uint64_t a = SplitMix64(stream ^ SplitMix64(2 * i));
+  const uint64_t b = SplitMix64(stream ^ SplitMix64(2 * i + 1));
+  const double u1 = (static_cast<double>(a >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+  const double u2 = static_cast<double>(b >> 11) * (1.0 / 9007199254740992.0);
+  return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+}
+
+}  // namespace
+
+std::vector<int64_t> ExpertPartShape(const ModelConfig& c, int part) {
+  if (part == 2) return {c.hidden_size, c.expert_dim};
+  return {c.expert_dim, c.hidden_size};
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::Allocate(const ModelConfig& c, Backend* backend) {
+  RETURN_IF_ERROR(c.Validate());
+  if (backend == nullptr) return absl::InvalidArgumentError("ModelWeights: backend is null");
+  ModelWeights w;
+  const int64_t d = c.hidden_size;
+  ASSIGN_OR_RETURN(w.embed, backend->Alloc({c.vocab_size, d}, DType::kF32));
+  ASSIGN_OR_RETURN(w.final_norm, backend->Alloc({d}, DType::kF32));
+  if (c.tie_word_embeddings) {
+    w.lm_head = w.embed;
+  } else {
+    ASSIGN_OR_RETURN(w.lm_head, backend->Alloc({c.vocab_size, d}, DType::kF32));
+  }
+  w.layers.resize(c.num_layers);
+  for (LayerWeights& l : w.layers) {
+    ASSIGN_OR_RETURN(l.input_norm, backend->Alloc({d}, DType::kF32));
+    ASSIGN_OR_RETURN(l.q_proj, backend->Alloc({c.q_dim(), d}, DType::kF32));
+    ASSIGN_OR_RETURN(l.k_proj, backend->Alloc({c.kv_dim(), d}, DType::kF32));
+    ASSIGN_OR_RETURN(l.v_proj, backend->Alloc({c.kv_dim(), d}, DType::kF32));
+    ASSIGN_OR_RETURN(l.o_proj, backend->Alloc({d, c.q_dim()}, DType::kF32));
+    if (c.qk_norm == QkNorm::kPerHead) {
+      ASSIGN_OR_RETURN(l.q_norm, backend->Alloc({c.head_dim}, DType::kF32));
+      ASSIGN_OR_RETURN(l.k_norm, backend->Alloc({c.head_dim}, DType::kF32));
+    } else if (c.qk_norm == QkNorm::kFull) {
+      ASSIGN_OR_RETURN(l.q_norm, backend->Alloc({c.q_dim()}, DType::kF32));
+      ASSIGN_OR_RETURN(l.k_norm, backend->Alloc({c.kv_dim()}, DType::kF32));
+    }
+    ASSIGN_OR_RETURN(l.post_norm, backend->Alloc({d}, DType::kF32));
+    ASSIGN_OR_RETURN(l.router, backend->Alloc({c.num_experts, d}, DType::kF32));
+    l.experts.resize(c.num_experts);
+    for (ExpertWeights& e : l.experts) {
+      ASSIGN_OR_RETURN(e.gate, backend->Alloc(ExpertPartShape(c, 0), DType::kF32));
+      ASSIGN_OR_RETURN(e.up, backend->Alloc(ExpertPartShape(c, 1), DType::kF32));
+      ASSIGN_OR_RETURN(e.down, backend->Alloc(ExpertPartShape(c, 2), DType::kF32));
+    }
+  }
+  return w;
+}
+
+std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {
+  using hf::LayerTensor;
+  std::vector<NamedParam> out;
+  out.push_back({hf::EmbedName(), &embed});
+  for (int64_t i = 0; i < static_cast<int64_t>(layers.size()); ++i) {
+    LayerWeights& l = layers[i];
+    auto name = [&](LayerTensor t) { return hf::LayerTensorName(c.family, i, t); };
+    out.push_back({name(LayerTensor::kInputNorm), &l.input_norm});
+    out.push_back({name(LayerTensor::kQProj), &l.q_proj});
+    out.push_back({name(LayerTensor::kKProj), &l.k_proj});
+    out.push_back({name(LayerTensor::kVProj), &l.v_proj});
+    out.push_back({name(LayerTensor::kOProj), &l.o_proj});
+    if (c.qk_norm != QkNorm::kNone) {
+      out.push_back({name(LayerTensor::kQNorm), &l.q_norm});
+      out.push_back({name(LayerTensor::kKNorm), &l.k_norm});
+    }
+    out.push_back({name(LayerTensor::kPostNorm), &l.post_norm});
+    out.push_back({name(LayerTensor::kRouter), &l.router});
+    for (int64_t e = 0; e < static_cast<int64_t>(l.experts.size()); ++e) {
+      out.push_back({hf::ExpertName(c.family, i, e, hf::ExpertPart::kGate), &l.experts[e].gate});
+      out.push_back({hf::ExpertName(c.family, i, e, hf::ExpertPart::kUp), &l.experts[e].up});
+      out.push_back({hf::ExpertName(c.family, i, e, hf::ExpertPart::kDown), &l.experts[e].down});
+    }
+  }
+  out.push_back({hf::FinalNormName(), &final_norm});
+  if (!c.tie_word_embeddings) out.push_back({hf::LmHeadName(), &lm_head});
+  return out;
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::Load(const ModelConfig& c, const io::Checkpoint& ckpt,
+                                                Backend* backend) {
+  ASSIGN_OR_RETURN(ModelWeights w, Allocate(c, backend));
+  std::vector<float> host;
+  for (const NamedParam& p : w.Parameters(c)) {
+    host.resize(p.tensor->numel());
+    if (ckpt.Find(p.name) == nullptr) {
+      return absl::NotFoundError(absl::StrCat("checkpoint is missing tensor '", p.name, "'"));
+    }
+    RETURN_IF_ERROR(ckpt.ReadF32Into(p.name, p.tensor->shape(), host.data()));
+    RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), *p.tensor));
+  }
+  return w;
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::LoadFromPath(const ModelConfig& c, const std::string& path,
+                                                        Backend* backend) {
+  ASSIGN_OR_RETURN(auto ckpt, io::Checkpoint::Open(path));
+  return Load(c, *ckpt, backend);
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::RandomInit(const ModelConfig& c, uint64_t seed,
+                                                      Backend* backend) {
+  ASSIGN_OR_RETURN(ModelWeights w, Allocate(c, backend));
+  const float std_dev = 0.02f;
+  const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(c.num_layers));
+  std::vector<float> host;
+  uint64_t index = 0;
+  for (const NamedParam& p : w.Parameters(c)) {
+    ++index;
+    host.resize(p.tensor->numel());
+    const bool is_norm = p.tensor->rank() == 1;
+    if (is_norm) {
+      std::fill(host.begin(), host.end(), 1.0f);
+    } else {
+      const bool is_out = p.name.find("o_proj") != std::string::npos ||
+                          p.name.find("down_proj") != std::string::npos ||
+                          p.name.find(".w2.") != std::string::npos;
+      const float s = std_dev * (is_out ? out_scale : 1.0f);
+      // The stream depends on the seed and the parameter's name only: adding parameters elsewhere
+      // does not change this one's values.
+      uint64_t stream = SplitMix64(seed);
+      for (char ch : p.name) stream = SplitMix64(stream ^ static_cast<uint8_t>(ch));
+      float* data = host.data();
+      ParallelFor(static_cast<int64_t>(host.size()), 1 << 14, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) data[i] = s * NormalAt(stream, static_cast<uint64_t>(i));
+      });
+    }
+    RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), *p.tensor));
+  }
+  (void)index;
+  return w;
+}
+
+absl::Status ModelWeights::Save(const ModelConfig& c, Backend* backend, const std::string& path,
+                                const std::map<std::string, std::string>& metadata) const {
+  ModelWeights& self = const_cast<ModelWeights&>(*this);  // Parameters() hands out mutable pointers
+  std::vector<NamedParam> params = self.Parameters(c);
+  std::vector<std::vector<float>> host(params.size());
+  std::vector<io::HostTensor> tensors;
+  for (size_t i = 0; i < params.size(); ++i) {
+    ASSIGN_OR_RETURN(host[i], backend->ToHostF32(*params[i].tensor));
+    tensors.push_back({params[i].name, DType::kF32, params[i].tensor->shape(), host[i].data()});
+  }
+  return io::WriteSafetensorsFile(path, tensors, metadata);
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::Clone(const ModelConfig& c, Backend* backend) const {
+  ASSIGN_OR_RETURN(ModelWeights out, Allocate(c, backend));
+  ModelWeights& self = const_cast<ModelWeights&>(*this);
+  std::vector<NamedParam> src = self.Parameters(c);
+  std::vector<NamedParam> dst = out.Parameters(c);
+  for (size_t i = 0; i < src.size(); ++i) RETURN_IF_ERROR(backend->Copy(*src[i].tensor, *dst[i].tensor));
+  return out;
+}
+
+}  // namespace tessera

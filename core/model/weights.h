@@ -1,0 +1,88 @@
+// ModelWeights: every parameter of the decoder, as tensors on one backend, in HF layouts
+// (nn.Linear weights are [out_features, in_features]).
+//
+// Memory contract: tensors are shared-owner handles (core/tensor/tensor.h). When
+// tie_word_embeddings is set, `lm_head` is the same tensor as `embed` (one allocation), and it is
+// listed once (as the embedding) by Parameters(). Copying a ModelWeights copies handles, not data.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/backend/backend.h"
+#include "core/model/config.h"
+
+namespace tessera {
+
+namespace io {
+class Checkpoint;
+}  // namespace io
+
+// One expert's SwiGLU weights: down(silu(gate x) * up x).
+struct ExpertWeights {
+  Tensor gate;  // [F, D]
+  Tensor up;    // [F, D]
+  Tensor down;  // [D, F]
+};
+
+struct LayerWeights {
+  Tensor input_norm;  // [D]
+  Tensor q_proj;      // [H*hd, D]
+  Tensor k_proj;      // [KVH*hd, D]
+  Tensor v_proj;      // [KVH*hd, D]
+  Tensor o_proj;      // [D, H*hd]
+  Tensor q_norm;      // [hd] (per-head) or [H*hd] (full); undefined without q/k norm
+  Tensor k_norm;      // [hd] or [KVH*hd]; undefined without q/k norm
+  Tensor post_norm;   // [D]
+  Tensor router;      // [E, D]
+  std::vector<ExpertWeights> experts;  // E entries
+};
+
+// A parameter with its HF name; `tensor` points into the ModelWeights it came from.
+struct NamedParam {
+  std::string name;
+  Tensor* tensor = nullptr;
+};
+
+// Shapes of a slot's expert tensors: gate/up [F, D], down [D, F].
+std::vector<int64_t> ExpertPartShape(const ModelConfig& config, int part /*0 gate,1 up,2 down*/);
+
+struct ModelWeights {
+  Tensor embed;       // [V, D]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [D]
+  Tensor lm_head;     // [V, D]; same tensor as `embed` when tied
+
+  // Allocates every tensor of `config` (uninitialized contents) on `backend`.
+  static absl::StatusOr<ModelWeights> Allocate(const ModelConfig& config, Backend* backend);
+  // Reads every tensor by its HF name, converting to f32. A missing tensor is NOT_FOUND naming it;
+  // a shape mismatch INVALID_ARGUMENT naming the tensor and both shapes. With tied embeddings a
+  // stored lm_head.weight is ignored (HF does the same).
+  static absl::StatusOr<ModelWeights> Load(const ModelConfig& config, const io::Checkpoint& ckpt,
+                                           Backend* backend);
+  // io::Checkpoint::Open(path) then Load.
+  static absl::StatusOr<ModelWeights> LoadFromPath(const ModelConfig& config, const std::string& path,
+                                                   Backend* backend);
+  // Deterministic random init for `seed` (HF-style: linear/embedding weights ~ N(0, 0.02^2), scaled
+  // down by 1/sqrt(2 * layers) for o_proj and expert down projections; norm weights 1).
+  static absl::StatusOr<ModelWeights> RandomInit(const ModelConfig& config, uint64_t seed,
+                                                 Backend* backend);
+
+  // Every parameter with its HF name, in a fixed order (embed, per layer..., final norm, lm_head
+  // unless tied). Pointers stay valid as long as this object is not moved.
+  std::vector<NamedParam> Parameters(const ModelConfig& config);
+
+  // Writes `path` (model.safetensors layout, f32, HF names) with `metadata`.
+  absl::Status Save(const ModelConfig& config, Backend* backend, const std::string& path,
+                    const std::map<std::string, std::string>& metadata = {}) const;
+
+  // A deep copy on the same backend (e.g. the trainer's full fine-tune starting point).
+  absl::StatusOr<ModelWeights> Clone(const ModelConfig& config, Backend* backend) const;
+};
+
+}  // namespace tessera
