@@ -1,0 +1,43 @@
+// tessera.v1.Admin: tenants, API keys, versions and live pointers, runtime status, jobs across tenants.
+// ADMIN keys only (a TENANT key -> PERMISSION_DENIED). Mutations are audited by the registry in the same
+// transaction as the change.
+#pragma once
+
+#include "services/service_env.h"
+#include "tessera/v1/admin.grpc.pb.h"
+
+namespace tessera::services {
+
+class AdminService final : public v1::Admin::CallbackService {
+ public:
+  explicit AdminService(const ServiceEnv& env) : env_(env) {}
+  grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* ctx,
+                                         const v1::CreateTenantRequest* req,
+                                         v1::CreateTenantResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx, const v1::ListTenantsRequest* req,
+                                        v1::ListTenantsResponse* resp) override;
+  grpc::ServerUnaryReactor* IssueApiKey(grpc::CallbackServerContext* ctx, const v1::IssueApiKeyRequest* req,
+                                        v1::IssueApiKeyResponse* resp) override;
+  grpc::ServerUnaryReactor* RevokeApiKey(grpc::CallbackServerContext* ctx,
+                                         const v1::RevokeApiKeyRequest* req,
+                                         v1::RevokeApiKeyResponse* resp) override;
+  grpc::ServerUnaryReactor* ListVersions(grpc::CallbackServerContext* ctx,
+                                         const v1::ListVersionsRequest* req,
+                                         v1::ListVersionsResponse* resp) override;
+  grpc::ServerUnaryReactor* Promote(grpc::CallbackServerContext* ctx, const v1::PromoteRequest* req,
+                                    v1::LiveVersionResponse* resp) override;
+  grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* ctx, const v1::RollbackRequest* req,
+                                     v1::LiveVersionResponse* resp) override;
+  grpc::ServerUnaryReactor* GetRuntimeStatus(grpc::CallbackServerContext* ctx,
+                                             const v1::GetRuntimeStatusRequest* req,
+                                             v1::RuntimeStatus* resp) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
+                                     v1::ListJobsResponse* resp) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx, const v1::CancelJobRequest* req,
+                                      v1::Job* resp) override;
+
+ private:
+  const ServiceEnv& env_;
+};
+
+}  // namespace tessera::services

@@ -1,0 +1,102 @@
+// InferenceEngine: what the Inference and Admin services need from the model runtime. The server owns
+// one; the real implementation wraps core/runtime (backbone on the device, expert table of resident
+// tenant versions, continuous batching). Services never touch tensors.
+//
+// Version semantics: `version` nullopt = the tenant's live version as the engine serves it (the last
+// ServeLive, or the registry's live pointer for a tenant not seen before); 0 = the base experts; N = the
+// tenant's version N (NOT_FOUND if the tenant has no such version). Every result names the version
+// that actually served it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "services/backbone_info.h"
+
+namespace tessera::services {
+
+struct GenerateParams {
+  std::string prompt;
+  int max_tokens = 64;
+  float temperature = 0;  // 0 = greedy
+  int top_k = 0;          // 0 = off
+  float top_p = 1;        // 1 = off
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  bool return_routing = false;
+};
+
+enum class FinishReason { kLength, kStop, kEos };
+
+struct LayerRoutingStats {
+  int layer = 0;
+  std::vector<int64_t> expert_tokens;  // index = expert
+  std::vector<int> overlay_experts;    // experts of this layer served by the tenant's overlay
+  double entropy = 0;
+};
+
+struct GenerateOutput {
+  std::string text;
+  FinishReason finish_reason = FinishReason::kLength;
+  int64_t version = 0;
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  std::vector<LayerRoutingStats> routing;  // with return_routing
+};
+
+struct ScoreOutput {
+  double total_logprob = 0;
+  int64_t num_tokens = 0;
+  double perplexity = 0;
+  int64_t version = 0;
+  std::vector<LayerRoutingStats> routing;
+};
+
+struct ResidentVersionInfo {
+  std::string tenant_id;
+  int64_t version = 0;
+  int64_t bytes = 0;
+  std::string sha256;
+};
+
+struct EngineStatus {
+  std::vector<ResidentVersionInfo> resident;
+  int64_t resident_bytes = 0;
+  int64_t resident_bytes_limit = 0;
+  int64_t pending_requests = 0;  // waiting for a batch slot
+  int64_t active_requests = 0;   // in the running batch
+  double tokens_generated = 0;   // since start (for tokens/s)
+};
+
+class InferenceEngine {
+ public:
+  virtual ~InferenceEngine() = default;
+
+  virtual BackboneInfo Backbone() const = 0;
+
+  // Called with each piece of newly produced text (already stop-string safe: text that might become a
+  // stop string is held back until it cannot). Returning false aborts the generation (client gone):
+  // the call then returns CANCELLED.
+  using DeltaCallback = std::function<bool(std::string_view delta)>;
+  virtual absl::StatusOr<GenerateOutput> Generate(const std::string& tenant_id,
+                                                  std::optional<int64_t> version,
+                                                  const GenerateParams& params,
+                                                  const DeltaCallback& on_delta) = 0;
+
+  virtual absl::StatusOr<ScoreOutput> Score(const std::string& tenant_id, std::optional<int64_t> version,
+                                            std::string_view text, bool return_routing) = 0;
+
+  // Makes `version` (0 = base) the tenant's live version in the runtime. Returns only when every request
+  // that starts afterwards is served by it; requests in flight finish on the version they started with.
+  virtual absl::Status ServeLive(const std::string& tenant_id, int64_t version) = 0;
+
+  virtual EngineStatus Status() = 0;
+};
+
+}  // namespace tessera::services

@@ -1,0 +1,185 @@
+#include "services/inference_service.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace tessera::services {
+namespace {
+
+constexpr size_t kMaxPromptBytes = 64 << 10;
+constexpr int kMaxStops = 16;
+constexpr int kDefaultMaxTokens = 64;
+
+absl::Status EngineAvailable(const ServiceEnv& env) {
+  if (env.engine == nullptr) {
+    return absl::UnavailableError("inference is not available on this server (no model runtime loaded)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GenerateParams> ParamsFromProto(const ServiceEnv& env, const v1::GenerateRequest& r) {
+  GenerateParams p;
+  if (r.prompt().empty()) return absl::InvalidArgumentError("prompt is required");
+  if (r.prompt().size() > kMaxPromptBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt: at most ", kMaxPromptBytes, " bytes, got ", r.prompt().size()));
+  }
+  p.prompt = r.prompt();
+  if (r.max_tokens() < 0 || r.max_tokens() > env.max_generate_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be in [0, ", env.max_generate_tokens,
+                                                   "] (0 = default ", kDefaultMaxTokens, "), got ",
+                                                   r.max_tokens()));
+  }
+  p.max_tokens = r.max_tokens() == 0 ? kDefaultMaxTokens : r.max_tokens();
+  if (!std::isfinite(r.temperature()) || r.temperature() < 0 || r.temperature() > 10) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature: must be in [0, 10] (0 = greedy), got ", r.temperature()));
+  }
+  p.temperature = r.temperature();
+  if (r.top_k() < 0) return absl::InvalidArgumentError(absl::StrCat("top_k: must be >= 0, got ", r.top_k()));
+  p.top_k = r.top_k();
+  if (!std::isfinite(r.top_p()) || r.top_p() < 0 || r.top_p() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p: must be in [0, 1], got ", r.top_p()));
+  }
+  p.top_p = r.top_p() == 0 ? 1.0f : r.top_p();
+  p.seed = r.seed();
+  if (r.stop_size() > kMaxStops) {
+    return absl::InvalidArgumentError(absl::StrCat("stop: at most ", kMaxStops, " strings, got ", r.stop_size()));
+  }
+  for (int i = 0; i < r.stop_size(); ++i) {
+    if (r.stop(i).empty()) return absl::InvalidArgumentError(absl::StrCat("stop[", i, "]: must not be empty"));
+    p.stop.push_back(r.stop(i));
+  }
+  p.return_routing = r.return_routing();
+  return p;
+}
+
+absl::StatusOr<std::optional<int64_t>> VersionFromProto(bool has, int64_t v) {
+  if (!has) return std::optional<int64_t>();
+  if (v < 0) return absl::InvalidArgumentError(absl::StrCat("version: must be >= 0 (0 = base), got ", v));
+  return std::optional<int64_t>(v);
+}
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return v1::LENGTH;
+    case FinishReason::kStop: return v1::STOP;
+    case FinishReason::kEos: return v1::EOS;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void RoutingToProto(const std::vector<LayerRoutingStats>& in, v1::Routing* out) {
+  for (const LayerRoutingStats& l : in) {
+    v1::LayerRouting* p = out->add_layers();
+    p->set_layer(l.layer);
+    for (int64_t n : l.expert_tokens) p->add_expert_tokens(n);
+    for (int e : l.overlay_experts) p->add_overlay_experts(e);
+    p->set_entropy(l.entropy);
+  }
+}
+
+void CountTokens(const ServiceEnv& env, const std::string& tenant, const GenerateOutput& out) {
+  env.metrics->Add("tessera_generated_tokens_total", {{"tenant", tenant}}, out.completion_tokens);
+  env.metrics->Add("tessera_prompt_tokens_total", {{"tenant", tenant}}, out.prompt_tokens);
+  for (const LayerRoutingStats& l : out.routing) {
+    for (size_t e = 0; e < l.expert_tokens.size(); ++e) {
+      if (l.expert_tokens[e] == 0) continue;
+      env.metrics->Add("tessera_expert_routed_tokens_total",
+                       {{"tenant", tenant}, {"layer", std::to_string(l.layer)}, {"expert", std::to_string(e)}},
+                       static_cast<double>(l.expert_tokens[e]));
+    }
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* ctx,
+                                                     const v1::GenerateRequest* req,
+                                                     v1::GenerateResponse* resp) {
+  const ServiceEnv& env = env_;
+  return RunOnPool(env_, ctx, "Inference/Generate", [&env, ctx, req, resp]() -> absl::Status {
+    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    if (!p.ok()) return p.status();
+    absl::StatusOr<GenerateParams> params = ParamsFromProto(env, *req);
+    if (!params.ok()) return params.status();
+    absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
+    if (!version.ok()) return version.status();
+    if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+    absl::StatusOr<GenerateOutput> out = env.engine->Generate(
+        req->tenant_id(), *version, *params, [ctx](std::string_view) { return !ctx->IsCancelled(); });
+    if (!out.ok()) return out.status();
+    resp->set_text(out->text);
+    resp->set_finish_reason(ToProto(out->finish_reason));
+    resp->set_expert_version(out->version);
+    resp->mutable_usage()->set_prompt_tokens(out->prompt_tokens);
+    resp->mutable_usage()->set_completion_tokens(out->completion_tokens);
+    if (params->return_routing) RoutingToProto(out->routing, resp->mutable_routing());
+    CountTokens(env, req->tenant_id(), *out);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
+    grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
+  const ServiceEnv& env = env_;
+  return new ThreadedWriter<v1::GenerateChunk>(
+      env_, "Inference/GenerateStream",
+      [&env, ctx, req](ThreadedWriter<v1::GenerateChunk>* w) -> absl::Status {
+        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+        if (!p.ok()) return p.status();
+        absl::StatusOr<GenerateParams> params = ParamsFromProto(env, *req);
+        if (!params.ok()) return params.status();
+        absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
+        if (!version.ok()) return version.status();
+        if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+        // Deltas arrive before the engine knows the version only in name: it is fixed at admission, so
+        // the final chunk's expert_version is the one that served every delta.
+        absl::StatusOr<GenerateOutput> out = env.engine->Generate(
+            req->tenant_id(), *version, *params, [w](std::string_view delta) {
+              if (delta.empty()) return !w->cancelled();
+              v1::GenerateChunk chunk;
+              chunk.set_text(std::string(delta));
+              return w->Write(chunk);
+            });
+        if (!out.ok()) return out.status();
+        v1::GenerateChunk last;
+        last.set_finish_reason(ToProto(out->finish_reason));
+        last.set_expert_version(out->version);
+        last.mutable_usage()->set_prompt_tokens(out->prompt_tokens);
+        last.mutable_usage()->set_completion_tokens(out->completion_tokens);
+        if (params->return_routing) RoutingToProto(out->routing, last.mutable_routing());
+        CountTokens(env, req->tenant_id(), *out);
+        if (!w->Write(last)) return absl::CancelledError("the client went away");
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* ctx,
+                                                  const v1::ScoreRequest* req, v1::ScoreResponse* resp) {
+  const ServiceEnv& env = env_;
+  return RunOnPool(env_, ctx, "Inference/Score", [&env, ctx, req, resp]() -> absl::Status {
+    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    if (!p.ok()) return p.status();
+    if (req->text().empty()) return absl::InvalidArgumentError("text is required");
+    if (req->text().size() > kMaxPromptBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("text: at most ", kMaxPromptBytes, " bytes, got ", req->text().size()));
+    }
+    absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
+    if (!version.ok()) return version.status();
+    if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+    absl::StatusOr<ScoreOutput> out =
+        env.engine->Score(req->tenant_id(), *version, req->text(), req->return_routing());
+    if (!out.ok()) return out.status();
+    resp->set_total_logprob(out->total_logprob);
+    resp->set_num_tokens(out->num_tokens);
+    resp->set_perplexity(out->perplexity);
+    resp->set_expert_version(out->version);
+    if (req->return_routing()) RoutingToProto(out->routing, resp->mutable_routing());
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace tessera::services

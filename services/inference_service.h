@@ -1,0 +1,26 @@
+// tessera.v1.Inference: Generate, GenerateStream and Score, delegated to the InferenceEngine (the
+// runtime). Handlers authorize, validate the request (INVALID_ARGUMENT naming the field) and translate;
+// generation runs on the work pool / the stream's own thread, never on gRPC's callback threads.
+// Without an engine every RPC answers UNAVAILABLE saying so.
+#pragma once
+
+#include "services/service_env.h"
+#include "tessera/v1/inference.grpc.pb.h"
+
+namespace tessera::services {
+
+class InferenceService final : public v1::Inference::CallbackService {
+ public:
+  explicit InferenceService(const ServiceEnv& env) : env_(env) {}
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+                                     v1::GenerateResponse* resp) override;
+  grpc::ServerWriteReactor<v1::GenerateChunk>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                              const v1::GenerateRequest* req) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* ctx, const v1::ScoreRequest* req,
+                                  v1::ScoreResponse* resp) override;
+
+ private:
+  const ServiceEnv& env_;
+};
+
+}  // namespace tessera::services

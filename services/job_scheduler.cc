@@ -1,0 +1,333 @@
+#include "services/job_scheduler.h"
+
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "services/convert.h"
+#include "services/log.h"
+#include "storage/random_id.h"
+
+namespace tessera::services {
+
+// The JobContext of one running job: reporting goes to the registry (job row + events).
+class JobScheduler::Context : public JobContext {
+ public:
+  Context(JobScheduler* s, storage::Job job, JobSpec spec)
+      : s_(s), job_(std::move(job)), spec_(std::move(spec)), start_(absl::Now()) {}
+
+  const storage::Job& job() const override { return job_; }
+  const JobSpec& spec() const override { return spec_; }
+  bool ShouldStop() override { return lost_.load() || s_->stopping_.load(); }
+  bool lost() const { return lost_.load(); }
+  void MarkLost() { lost_.store(true); }
+
+  absl::StatusOr<std::string> ReadDataset(const std::string& dataset_id) override {
+    absl::StatusOr<storage::Dataset> d = s_->registry_->GetDataset(job_.tenant_id, dataset_id);
+    if (!d.ok()) return d.status();
+    return s_->registry_->blobs().Get(d->sha256);
+  }
+  absl::StatusOr<std::string> ReadVersionWeights(int64_t version) override {
+    absl::StatusOr<storage::ExpertVersion> v = s_->registry_->GetVersion(job_.tenant_id, version);
+    if (!v.ok()) return v.status();
+    return s_->registry_->blobs().Get(v->sha256);
+  }
+  void ReportSelection(const std::vector<SlotId>& slots, const std::vector<double>& scores) override {
+    storage::JobUpdate u;
+    u.selected_slots = SlotsToJson(slots);
+    Update(u);
+    Append("selection", SelectionEventJson(slots, scores));
+  }
+  void ReportProgress(const storage::JobProgress& p) override {
+    storage::JobUpdate u;
+    u.progress = p;
+    Update(u);
+    double eta = 0;
+    if (p.step > 0 && p.max_steps > p.step) {
+      double per_step = absl::ToDoubleSeconds(absl::Now() - start_) / (p.step - first_step_);
+      eta = per_step * (p.max_steps - p.step);
+    }
+    Append("progress", ProgressEventJson(p, eta));
+    s_->metrics_->Set("tessera_job_step", {{"job_id", job_.job_id}, {"tenant", job_.tenant_id}},
+                      static_cast<double>(p.step));
+    s_->metrics_->Set("tessera_job_train_loss", {{"job_id", job_.job_id}, {"tenant", job_.tenant_id}},
+                      p.train_loss);
+  }
+  void ReportEval(int64_t step, double val_loss, double base_val_loss) override {
+    Append("eval", EvalEventJson(step, val_loss, base_val_loss));
+  }
+  void Log(const std::string& message) override { Append("log", LogEventJson(message)); }
+
+  absl::Status SaveCheckpoint(std::string_view bytes) override {
+    absl::StatusOr<std::string> digest = s_->registry_->blobs().Put(bytes);
+    if (!digest.ok()) return digest.status();
+    storage::JobUpdate u;
+    u.checkpoint = *digest;
+    return s_->registry_->UpdateRunningJob(job_.job_id, s_->options_.worker_id, u);
+  }
+  absl::StatusOr<std::optional<std::string>> LoadCheckpoint() override {
+    if (job_.checkpoint.empty()) return std::optional<std::string>();
+    absl::StatusOr<std::string> bytes = s_->registry_->blobs().Get(job_.checkpoint);
+    if (!bytes.ok()) return bytes.status();
+    return std::optional<std::string>(*std::move(bytes));
+  }
+
+  // The first step reported in this attempt (a resumed job starts past 0): the ETA's origin.
+  void SetFirstStep(int64_t step) { first_step_ = step; }
+
+ private:
+  void Update(const storage::JobUpdate& u) {
+    absl::Status s = s_->registry_->UpdateRunningJob(job_.job_id, s_->options_.worker_id, u);
+    if (s.code() == absl::StatusCode::kFailedPrecondition) MarkLost();
+  }
+  void Append(const std::string& type, const std::string& payload) {
+    absl::StatusOr<int64_t> seq = s_->registry_->AppendJobEvent(job_.job_id, type, payload);
+    if (!seq.ok()) {
+      LogWarn("could not append job event", {{"job_id", job_.job_id}, {"error", seq.status().ToString()}});
+    }
+  }
+
+  JobScheduler* s_;
+  storage::Job job_;
+  JobSpec spec_;
+  absl::Time start_;
+  int64_t first_step_ = 0;
+  std::atomic<bool> lost_{false};
+};
+
+JobScheduler::JobScheduler(storage::Registry* registry, JobRunner* runner, LiveControl* live,
+                           Metrics* metrics, Options options)
+    : registry_(registry), runner_(runner), live_(live), metrics_(metrics), options_(std::move(options)) {
+  if (options_.worker_id.empty()) {
+    absl::StatusOr<std::string> r = storage::RandomBase62(8);
+    options_.worker_id = absl::StrCat("server-", getpid(), "-", r.ok() ? *r : "x");
+  }
+  if (options_.max_concurrent_jobs < 1) options_.max_concurrent_jobs = 1;
+  metrics_->Describe("tessera_job_step", "gauge", "Current step of each running job.");
+  metrics_->Describe("tessera_job_train_loss", "gauge", "Latest training loss of each running job.");
+  metrics_->Describe("tessera_jobs_finished_total", "counter", "Jobs finished by this server, by state.");
+}
+
+JobScheduler::~JobScheduler() { Stop(); }
+
+void JobScheduler::Start() {
+  dispatcher_ = std::thread([this] { DispatchLoop(); });
+}
+
+void JobScheduler::Wake() {
+  std::lock_guard<std::mutex> lock(mu_);
+  wake_ = true;
+  cv_.notify_all();
+}
+
+void JobScheduler::Stop() {
+  if (stopping_.exchange(true)) return;
+  Wake();
+  if (dispatcher_.joinable()) dispatcher_.join();
+  std::map<std::string, Worker> workers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers.swap(workers_);
+  }
+  for (auto& [id, w] : workers) {
+    if (w.thread.joinable()) w.thread.join();
+  }
+}
+
+std::vector<std::string> JobScheduler::RunningJobIds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, w] : workers_) {
+    if (!w.done->load()) ids.push_back(id);
+  }
+  return ids;
+}
+
+void JobScheduler::ReapFinished() {
+  std::vector<std::thread> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      if (it->second.done->load()) {
+        done.push_back(std::move(it->second.thread));
+        it = workers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& t : done) t.join();
+}
+
+void JobScheduler::DispatchLoop() {
+  absl::Time next_requeue = absl::InfinitePast();
+  while (!stopping_.load()) {
+    ReapFinished();
+    if (absl::Now() >= next_requeue) {
+      absl::StatusOr<int64_t> n = registry_->RequeueExpiredLeases();
+      if (n.ok() && *n > 0) LogInfo("requeued jobs with expired leases", {{"count", *n}});
+      next_requeue = absl::Now() + options_.lease / 2;
+    }
+    size_t running;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running = workers_.size();
+    }
+    bool claimed = false;
+    if (running < static_cast<size_t>(options_.max_concurrent_jobs)) {
+      absl::StatusOr<std::optional<storage::Job>> job =
+          registry_->ClaimNextJob(options_.worker_id, options_.lease);
+      if (!job.ok()) {
+        LogError("claiming a job failed", {{"error", job.status().ToString()}});
+      } else if (job->has_value()) {
+        claimed = true;
+        storage::Job j = **job;
+        LogInfo("job claimed", {{"job_id", j.job_id}, {"tenant_id", j.tenant_id}, {"attempt", j.attempts}});
+        auto done = std::make_shared<std::atomic<bool>>(false);
+        std::lock_guard<std::mutex> lock(mu_);
+        Worker& w = workers_[j.job_id];
+        w.done = done;
+        w.thread = std::thread([this, j, done] {
+          RunJob(j);
+          done->store(true);
+          Wake();
+        });
+      }
+    }
+    if (claimed) continue;  // maybe more capacity and more work
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.poll_interval), [this] { return wake_; });
+    wake_ = false;
+  }
+}
+
+void JobScheduler::Finish(Context& ctx, const storage::JobResult& result) {
+  absl::StatusOr<storage::Job> j = registry_->FinishJob(ctx.job().job_id, options_.worker_id, result);
+  if (!j.ok()) {
+    LogWarn("could not finish job (cancelled or lease lost?)",
+            {{"job_id", ctx.job().job_id}, {"error", j.status().ToString()}});
+    return;
+  }
+  metrics_->Add("tessera_jobs_finished_total", {{"state", std::string(storage::JobStateName(j->state))}});
+  LogInfo("job finished", {{"job_id", j->job_id}, {"tenant_id", j->tenant_id},
+                           {"state", std::string(storage::JobStateName(j->state))}, {"error", j->error}});
+}
+
+void JobScheduler::RunJob(storage::Job job) {
+  absl::StatusOr<JobSpec> spec = JobSpec::FromJson(job.spec);
+  Context ctx(this, job, spec.ok() ? *spec : JobSpec());
+  ctx.SetFirstStep(job.progress.step);
+  if (!spec.ok()) {
+    storage::JobResult r;
+    r.state = storage::JobState::kFailed;
+    r.error = absl::StrCat("the stored job specification is unreadable: ", spec.status().message());
+    Finish(ctx, r);
+    return;
+  }
+
+  // Lease heartbeat, independent of how long a training step takes.
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  bool hb_stop = false;
+  std::thread heartbeat([&] {
+    std::unique_lock<std::mutex> lock(hb_mu);
+    while (!hb_cv.wait_for(lock, absl::ToChronoMilliseconds(options_.heartbeat_interval),
+                           [&] { return hb_stop; })) {
+      absl::Status s = registry_->Heartbeat(job.job_id, options_.worker_id, options_.lease);
+      if (s.code() == absl::StatusCode::kFailedPrecondition || s.code() == absl::StatusCode::kNotFound) {
+        ctx.MarkLost();
+      }
+    }
+  });
+  auto stop_heartbeat = [&] {
+    {
+      std::lock_guard<std::mutex> lock(hb_mu);
+      hb_stop = true;
+    }
+    hb_cv.notify_all();
+    heartbeat.join();
+  };
+
+  absl::StatusOr<JobOutput> out = runner_->Run(ctx);
+  if (ctx.lost()) {
+    stop_heartbeat();
+    LogInfo("job stopped: cancelled or lease lost", {{"job_id", job.job_id}});
+    return;
+  }
+  if (stopping_.load() && !out.ok()) {
+    // Server shutdown interrupted it: expire the lease now so the next start requeues it at once.
+    stop_heartbeat();
+    absl::Status s = registry_->Heartbeat(job.job_id, options_.worker_id, absl::ZeroDuration());
+    LogInfo("job interrupted by shutdown; lease released for resumption",
+            {{"job_id", job.job_id}, {"release", s.ToString()}});
+    return;
+  }
+  if (!out.ok()) {
+    stop_heartbeat();
+    storage::JobResult r;
+    r.state = storage::JobState::kFailed;
+    r.error = std::string(out.status().message());
+    if (r.error.empty()) r.error = out.status().ToString();
+    Finish(ctx, r);
+    return;
+  }
+
+  // Publish: blob first, then the version row.
+  storage::JobResult result;
+  absl::StatusOr<std::string> digest = registry_->blobs().Put(out->weights);
+  absl::StatusOr<storage::ExpertVersion> version =
+      digest.ok() ? absl::StatusOr<storage::ExpertVersion>(absl::UnknownError("unset")) : digest.status();
+  if (digest.ok()) {
+    storage::NewVersion nv;
+    nv.tenant_id = job.tenant_id;
+    nv.parent_version = ctx.spec().base_version;
+    nv.job_id = job.job_id;
+    nv.slots_json = SlotsToJson(out->slots);
+    nv.val_loss = out->val_loss;
+    nv.base_val_loss = out->base_val_loss;
+    nv.blob_digest = *digest;
+    version = registry_->PublishVersion(nv, "system");
+  }
+  if (!version.ok()) {
+    stop_heartbeat();
+    storage::JobResult r;
+    r.state = storage::JobState::kFailed;
+    r.error = absl::StrCat("publishing the trained version failed: ", version.status().message());
+    Finish(ctx, r);
+    return;
+  }
+  result.state = storage::JobState::kSucceeded;
+  result.result_version = version->version;
+
+  std::string reason = "auto_promote not requested";
+  if (ctx.spec().auto_promote) {
+    absl::StatusOr<int64_t> live = registry_->GetLive(job.tenant_id);
+    absl::StatusOr<double> live_loss = absl::UnknownError("unset");
+    if (live.ok()) {
+      live_loss = *live == ctx.spec().base_version ? absl::StatusOr<double>(out->base_val_loss)
+                                                   : runner_->EvaluateVersion(ctx, *live);
+    }
+    if (!live.ok() || !live_loss.ok()) {
+      reason = absl::StrCat("not promoted: could not evaluate the live version: ",
+                            (!live.ok() ? live.status() : live_loss.status()).message());
+    } else if (out->val_loss < *live_loss) {
+      absl::StatusOr<storage::LiveMove> move = live_->Promote(job.tenant_id, version->version, "system");
+      if (move.ok()) {
+        result.promoted = true;
+        reason = absl::StrCat("validation loss ", out->val_loss, " beats live version ", *live, "'s ",
+                              *live_loss);
+      } else {
+        reason = absl::StrCat("not promoted: ", move.status().message());
+      }
+    } else {
+      reason = absl::StrCat("not promoted: validation loss ", out->val_loss,
+                            " does not beat live version ", *live, "'s ", *live_loss);
+    }
+  }
+  absl::StatusOr<int64_t> seq = registry_->AppendJobEvent(
+      job.job_id, "version", VersionEventJson(version->version, result.promoted, reason));
+  (void)seq;
+  stop_heartbeat();
+  Finish(ctx, result);
+}
+
+}  // namespace tessera::services

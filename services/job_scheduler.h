@@ -1,0 +1,80 @@
+// JobScheduler: runs fine-tuning jobs from the registry's durable queue.
+//
+// A dispatcher thread claims QUEUED jobs (Registry::ClaimNextJob: fair across tenants) while fewer than
+// max_concurrent_jobs run, and gives each to a worker thread that calls the JobRunner. While a job runs,
+// a heartbeat renews its lease; if the renewal is refused (the job was cancelled, or its lease expired
+// and it was requeued elsewhere) the runner is told to stop and nothing more is written for it.
+// Expired leases of crashed workers are requeued periodically (RequeueExpiredLeases), and a requeued
+// job resumes from its checkpoint. On success the worker stores the weights (blob first), publishes the
+// version row, promotes it through LiveControl when auto_promote is set and its validation loss beats
+// the live version's on the same data, appends a "version" event and finishes the job.
+//
+// Stop(): no new claims; running jobs are interrupted and their leases released (expired at once), so the
+// next server on the same data dir requeues them at start and they resume from their last checkpoint.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "services/job_runner.h"
+#include "services/live_control.h"
+#include "services/metrics.h"
+#include "storage/registry.h"
+
+namespace tessera::services {
+
+class JobScheduler {
+ public:
+  struct Options {
+    int max_concurrent_jobs = 1;
+    absl::Duration lease = absl::Seconds(30);
+    absl::Duration heartbeat_interval = absl::Seconds(5);
+    absl::Duration poll_interval = absl::Milliseconds(500);
+    std::string worker_id;  // empty: "server-<pid>-<random>"
+  };
+
+  JobScheduler(storage::Registry* registry, JobRunner* runner, LiveControl* live, Metrics* metrics,
+               Options options);
+  ~JobScheduler();
+
+  void Start();
+  void Stop();
+  // Wakes the dispatcher (a job was queued).
+  void Wake();
+
+  std::vector<std::string> RunningJobIds();
+  const std::string& worker_id() const { return options_.worker_id; }
+
+ private:
+  class Context;
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  void DispatchLoop();
+  void RunJob(storage::Job job);
+  void Finish(Context& ctx, const storage::JobResult& result);
+  void ReapFinished();
+
+  storage::Registry* registry_;
+  JobRunner* runner_;
+  LiveControl* live_;
+  Metrics* metrics_;
+  Options options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool wake_ = false;
+  std::atomic<bool> stopping_{false};
+  std::thread dispatcher_;
+  std::map<std::string, Worker> workers_;  // job_id -> worker
+};
+
+}  // namespace tessera::services

@@ -1,0 +1,79 @@
+// JobSpec: a fine-tuning job's accepted request with every default filled in. It is what the registry
+// stores (as JSON, in Job.spec) and what the job runner executes, so a job means the same thing after a
+// server restart or an upgrade that changes defaults.
+//
+// Validation (ValidateAndFill) checks every field against fixed ranges and the backbone's shape and
+// returns INVALID_ARGUMENT whose message starts with the field's name as clients spell it, e.g.
+// "hyperparameters.seq_len: must be in [8, 512], got 4096".
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "services/backbone_info.h"
+
+namespace tessera::services {
+
+struct SlotId {
+  int layer = 0;
+  int expert = 0;
+  bool operator==(const SlotId&) const = default;
+  bool operator<(const SlotId& o) const {
+    return layer != o.layer ? layer < o.layer : expert < o.expert;
+  }
+};
+
+// The request as sent (unset optionals take defaults).
+struct JobRequest {
+  std::string training_dataset_id;
+  std::string validation_dataset_id;
+  std::optional<int64_t> max_steps;
+  std::optional<int64_t> batch_size;
+  std::optional<int64_t> seq_len;
+  std::optional<double> learning_rate;
+  std::optional<int64_t> warmup_steps;
+  std::optional<double> weight_decay;
+  std::optional<uint64_t> seed;
+  enum class Selection { kUnset, kAuto, kExplicit } selection = Selection::kUnset;
+  double relevance_threshold = 0;  // auto; 0 = default
+  int64_t max_experts = 0;         // auto; 0 = default
+  std::vector<SlotId> slots;       // explicit
+  std::optional<int64_t> base_version;
+  bool auto_promote = false;
+  std::string idempotency_key;
+};
+
+struct JobSpec {
+  int64_t max_steps = 200;
+  int64_t batch_size = 8;
+  int64_t seq_len = 128;
+  double learning_rate = 1e-3;
+  int64_t warmup_steps = 10;
+  double weight_decay = 0.0;
+  uint64_t seed = 0;
+  bool auto_select = true;
+  double relevance_threshold = 0.5;
+  int64_t max_experts = 4;
+  std::vector<SlotId> slots;  // explicit selection
+  int64_t base_version = 0;   // resolved (the live version when the request left it unset)
+  bool auto_promote = false;
+
+  std::string ToJson() const;
+  static absl::StatusOr<JobSpec> FromJson(const std::string& json);
+};
+
+// Checks `request` (datasets' existence and base_version are checked by the caller against the
+// registry) and fills defaults. `live_version` is used when base_version is unset.
+absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& request, const BackboneInfo& backbone,
+                                        int64_t live_version);
+
+// Slots as stored in the registry (Job.selected_slots, ExpertVersion.slots_json):
+// [{"layer":0,"expert":3},...]. Parsing accepts that form and [[0,3],...].
+std::string SlotsToJson(const std::vector<SlotId>& slots);
+absl::StatusOr<std::vector<SlotId>> SlotsFromJson(const std::string& json);
+
+}  // namespace tessera::services

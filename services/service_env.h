@@ -1,0 +1,156 @@
+// ServiceEnv: what every gRPC service handler shares (owned by TesseraServer), plus the helpers that
+// finish a call: record its metrics (requests and latency per RPC and code), log failures, and map
+// absl::Status to grpc::Status.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "services/auth.h"
+#include "services/backbone_info.h"
+#include "services/inference_engine.h"
+#include "services/live_control.h"
+#include "services/metrics.h"
+#include "services/status_util.h"
+#include "services/work_pool.h"
+#include "storage/registry.h"
+
+namespace tessera::services {
+
+class JobScheduler;
+
+// Validates a whole dataset upload and counts it with the backbone's tokenizer.
+struct DatasetStats {
+  int64_t num_examples = 0;
+  int64_t num_tokens = 0;
+};
+using DatasetValidator = std::function<absl::StatusOr<DatasetStats>(std::string_view bytes)>;
+
+struct ServiceEnv {
+  storage::Registry* registry = nullptr;
+  Authenticator* auth = nullptr;
+  Metrics* metrics = nullptr;
+  WorkPool* pool = nullptr;
+  LiveControl* live = nullptr;
+  InferenceEngine* engine = nullptr;    // null: the server runs without inference (UNAVAILABLE)
+  JobScheduler* scheduler = nullptr;    // null: jobs queue but are not run here
+  DatasetValidator validate_dataset;
+  BackboneInfo backbone;
+  int64_t max_dataset_bytes = 64 << 20;
+  int64_t max_generate_tokens = 1024;
+  absl::Time started_at;
+  std::string server_version;
+  std::atomic<bool>* shutting_down = nullptr;
+};
+
+// Records one finished call: tessera_rpc_requests_total{method,code} and tessera_rpc_latency_seconds.
+void RecordCall(const ServiceEnv& env, std::string_view method, absl::Time start, const absl::Status& s);
+
+// Finishes a unary call with `s` (OK or an error), recording it.
+inline grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                             std::string_view method, absl::Time start,
+                                             const absl::Status& s) {
+  RecordCall(env, method, start, s);
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpcStatus(s));
+  return r;
+}
+
+// Runs `work` (returning absl::Status; it fills the response) on the work pool and finishes the call
+// from there. For handlers that may block for long.
+template <typename Work>
+grpc::ServerUnaryReactor* RunOnPool(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                    std::string_view method, Work work) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  absl::Time start = absl::Now();
+  const ServiceEnv* e = &env;
+  std::string m(method);
+  env.pool->Submit([e, r, m, start, work = std::move(work)]() mutable {
+    absl::Status s = work();
+    RecordCall(*e, m, start, s);
+    r->Finish(ToGrpcStatus(s));
+  });
+  return r;
+}
+
+// A server-streaming reactor whose body runs on its own thread and writes synchronously:
+// Write() blocks until the message is sent and returns false once the client is gone. The body's
+// returned status finishes the call. Used for WatchJob and GenerateStream.
+template <typename Message>
+class ThreadedWriter : public grpc::ServerWriteReactor<Message> {
+ public:
+  using Body = std::function<absl::Status(ThreadedWriter*)>;
+
+  ThreadedWriter(const ServiceEnv& env, std::string method, Body body)
+      : env_(env), method_(std::move(method)), start_(absl::Now()) {
+    // Held until thread_ is assigned, so OnDone never sees an unassigned thread_.
+    std::lock_guard<std::mutex> lock(mu_);
+    thread_ = std::thread([this, body = std::move(body)] {
+      { std::lock_guard<std::mutex> wait_for_constructor(mu_); }
+      absl::Status s = body(this);
+      if (cancelled()) s = absl::CancelledError("the client cancelled the call");
+      RecordCall(env_, method_, start_, s);
+      this->Finish(ToGrpcStatus(s));
+    });
+  }
+
+  bool Write(const Message& m) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cancelled_) return false;
+    write_pending_ = true;
+    write_ok_ = false;
+    this->StartWrite(&m);
+    cv_.wait(lock, [this] { return !write_pending_; });
+    return write_ok_ && !cancelled_;
+  }
+  bool cancelled() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    write_pending_ = false;
+    write_ok_ = ok;
+    if (!ok) cancelled_ = true;
+    cv_.notify_all();
+  }
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
+  void OnDone() override {
+    // Finish() was the body thread's last use of `this`; it may run OnDone inline.
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+    delete this;
+  }
+
+ private:
+  const ServiceEnv& env_;
+  std::string method_;
+  absl::Time start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool write_pending_ = false;
+  bool write_ok_ = false;
+  bool cancelled_ = false;
+  std::thread thread_;
+};
+
+}  // namespace tessera::services

@@ -1,0 +1,31 @@
+#include "services/status_util.h"
+
+namespace tessera::services {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl::StatusCode and grpc::StatusCode share the canonical numbering (0..16).
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(status.code())),
+                      std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(static_cast<int>(status.error_code())),
+                      status.error_message());
+}
+
+void SetTimestamp(int64_t unix_micros, google::protobuf::Timestamp* out) {
+  if (unix_micros == 0) {
+    out->Clear();
+    return;
+  }
+  out->set_seconds(unix_micros / 1000000);
+  out->set_nanos(static_cast<int32_t>((unix_micros % 1000000) * 1000));
+}
+
+int64_t TimestampMicros(const google::protobuf::Timestamp& ts) {
+  return ts.seconds() * 1000000 + ts.nanos() / 1000;
+}
+
+}  // namespace tessera::services

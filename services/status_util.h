@@ -1,0 +1,20 @@
+// Conversions at the gRPC boundary: absl::Status <-> grpc::Status (canonical codes map 1:1, the message
+// is kept verbatim) and unix microseconds <-> google.protobuf.Timestamp.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "grpcpp/support/status.h"
+
+namespace tessera::services {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// 0 ("not set" in storage) leaves the timestamp cleared.
+void SetTimestamp(int64_t unix_micros, google::protobuf::Timestamp* out);
+int64_t TimestampMicros(const google::protobuf::Timestamp& ts);
+
+}  // namespace tessera::services
