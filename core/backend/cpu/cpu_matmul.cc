@@ -15,6 +15,10 @@
 //   - "small" groups (m*n*k <= kSmallGemmMnk) run concurrently, one sgemm per group inside ParallelFor;
 //     at this size OpenBLAS keeps each call on the calling thread, so there is no oversubscription;
 //   - "large" groups run one after another, each sgemm using OpenBLAS's own threads.
+// Measured (2 shared cores, OpenBLAS 0.3.21, 16 groups of in=256 out=128): 1-row groups take 41 us
+// concurrently vs 74-83 us serially; 4-row groups are equal within noise (47-51 us); from m*n*k
+// ~5e5 up, serial calls with OpenBLAS threads are as fast or faster (e.g. 32 groups of 64x1024x512:
+// 32.5 ms serial vs 33.3 ms concurrent), and concurrent calls of that size would oversubscribe.
 // openblas_set_num_threads is never called (it is process-global and would change every other
 // caller's gemms). Weight-grad groups that share a weight_grad tensor run serially (they accumulate
 // into the same memory).

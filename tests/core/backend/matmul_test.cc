@@ -193,3 +193,27 @@ TEST_P(MatmulTest, GroupedRejectsBadGroups) {
 
 }  // namespace
 }  // namespace tessera::testing
+
+namespace tessera::testing {
+namespace {
+
+// Two groups accumulating into one weight-grad tensor (the same expert used by two row ranges).
+TEST_P(MatmulTest, WeightGradGroupsSharingOneGradient) {
+  const int64_t n = 40, in = 9, out = 6;
+  std::vector<double> x = RandomValues(n * in, 1), dy = RandomValues(n * out, 2), w = RandomValues(out * in, 3);
+  Tensor tw = Up(w, {out, in}), dw = Up(std::vector<double>(out * in, 0.0), {out, in});
+  std::vector<GemmGroup> groups = {{0, 2, &tw, &dw}, {5, 3, &tw, &dw}, {10, 30, &tw, &dw}};
+  ASSERT_TRUE(be().GroupedMatmulWeightGrad(Up(x, {n, in}), Up(dy, {n, out}), groups).ok());
+  std::vector<double> want(out * in, 0.0);
+  for (const GemmGroup& g : groups) {
+    for (int64_t r = g.row_begin; r < g.row_begin + g.rows; ++r) {
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t k = 0; k < in; ++k) want[o * in + k] += dy[r * out + o] * x[r * in + k];
+      }
+    }
+  }
+  ExpectClose(Down(dw), want, MatTol(n), 1e-5, "shared weight grad");
+}
+
+}  // namespace
+}  // namespace tessera::testing

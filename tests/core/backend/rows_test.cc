@@ -136,3 +136,30 @@ TEST_P(RowsTest, OutOfRangeIndicesAreRejected) {
 
 }  // namespace
 }  // namespace tessera::testing
+
+namespace tessera::testing {
+namespace {
+
+// Accumulating ops with many repeated indices give bitwise identical results on every call. The CPU
+// backend guarantees this (training runs are reproducible bit for bit); a device backend may use
+// atomics, so it is only required of "cpu".
+TEST_P(RowsTest, ScatterAddIsDeterministic) {
+  if (GetParam() != "cpu") GTEST_SKIP() << "bitwise determinism is a CPU backend guarantee";
+  const int64_t n = 5, m = 4000, d = 129;
+  std::vector<double> src = RandomValues(m * d, 1);
+  Tensor tsrc = Up(src, {m, d}), idx = UpI(RandomInts(m, 2, 0, n), {m});
+  std::vector<float> first;
+  for (int rep = 0; rep < 3; ++rep) {
+    Tensor dst = Up(std::vector<double>(n * d, 0.0), {n, d});
+    ASSERT_TRUE(be().ScatterAddRows(tsrc, idx, nullptr, dst).ok());
+    Tensor dtable = Up(std::vector<double>(n * d, 0.0), {n, d});
+    ASSERT_TRUE(be().EmbeddingBackward(idx, tsrc, dtable).ok());
+    std::vector<float> got = Down(dst);
+    EXPECT_EQ(got, Down(dtable));
+    if (rep == 0) first = got;
+    EXPECT_EQ(got, first) << "repetition " << rep;
+  }
+}
+
+}  // namespace
+}  // namespace tessera::testing
