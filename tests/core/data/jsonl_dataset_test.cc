@@ -1,0 +1,101 @@
+#include "core/data/jsonl_dataset.h"
+
+#include "core/tokenizer/byte_tokenizer.h"
+#include "gtest/gtest.h"
+
+namespace tessera::data {
+namespace {
+
+const ByteTokenizer kTok;
+
+absl::Status ErrorOf(std::string_view jsonl, const DatasetLimits& limits = {}) {
+  return ParseJsonlDataset(jsonl, kTok, limits).status();
+}
+
+void ExpectLineError(std::string_view jsonl, int line, std::string_view reason_part) {
+  absl::Status st = ErrorOf(jsonl);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << jsonl;
+  std::string msg(st.message());
+  EXPECT_EQ(msg.rfind("line " + std::to_string(line) + ": ", 0), 0u) << msg;
+  EXPECT_NE(msg.find(reason_part), std::string::npos) << msg;
+}
+
+TEST(JsonlDatasetTest, PromptCompletionMasksTheCompletionAndEos) {
+  auto ds = ParseJsonlDataset("{\"prompt\":\"ab\",\"completion\":\"cd\"}\n", kTok);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->examples.size(), 1u);
+  const auto& e = ds->examples[0];
+  EXPECT_EQ(e.tokens, (std::vector<int32_t>{256, 'a', 'b', 'c', 'd', 257}));
+  EXPECT_EQ(e.loss_mask, (std::vector<uint8_t>{0, 0, 0, 1, 1, 1}));
+  EXPECT_EQ(e.prompt_tokens, 3);
+  EXPECT_EQ(ds->num_tokens, 6);
+  EXPECT_EQ(ds->num_loss_tokens, 3);
+  EXPECT_EQ(ds->num_prompt_completion, 1);
+}
+
+TEST(JsonlDatasetTest, TextTrainsOnEveryTokenAfterBos) {
+  auto ds = ParseJsonlDataset("{\"text\":\"hi\"}\r\n\n  \n{\"text\":\"\\u00e9\"}", kTok);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->examples.size(), 2u);
+  EXPECT_EQ(ds->examples[0].tokens, (std::vector<int32_t>{256, 'h', 'i', 257}));
+  EXPECT_EQ(ds->examples[0].loss_mask, (std::vector<uint8_t>{0, 1, 1, 1}));
+  EXPECT_EQ(ds->examples[1].tokens, (std::vector<int32_t>{256, 0xc3, 0xa9, 257}));  // UTF-8 bytes
+  EXPECT_EQ(ds->num_text, 2);
+}
+
+TEST(JsonlDatasetTest, ErrorsNameTheLineAndTheReason) {
+  const std::string ok = "{\"text\":\"fine\"}\n";
+  ExpectLineError(ok + "{\"text\": \"unterminated}\n", 2, "invalid JSON");
+  ExpectLineError(ok + ok + "[1,2]\n", 3, "expected a JSON object");
+  ExpectLineError("{\"prompt\":\"p\"}\n", 1, "missing field \"completion\"");
+  ExpectLineError("{\"completion\":\"c\"}\n", 1, "missing field \"prompt\"");
+  ExpectLineError("{}\n", 1, "missing field");
+  ExpectLineError(ok + "\n{\"text\":5}\n", 3, "\"text\" must be a string");
+  ExpectLineError("{\"prompt\":\"p\",\"completion\":null}", 1, "\"completion\" must be a string");
+  ExpectLineError("{\"text\":\"a\",\"prompt\":\"b\",\"completion\":\"c\"}", 1, "cannot be combined");
+  ExpectLineError("{\"txt\":\"a\"}", 1, "unknown field \"txt\"");
+  ExpectLineError("{\"text\":\"\"}", 1, "\"text\" is empty");
+  ExpectLineError("{\"prompt\":\"a\",\"completion\":\"\"}", 1, "\"completion\" is empty");
+  ExpectLineError("{\"text\":\"a\"} trailing", 1, "invalid JSON");
+  ExpectLineError(std::string("{\"text\":\"\xff\xfe\"}"), 1, "invalid JSON");  // not UTF-8
+}
+
+TEST(JsonlDatasetTest, Limits) {
+  DatasetLimits limits;
+  limits.max_tokens_per_example = 5;
+  auto st = ErrorOf("{\"text\":\"ab\"}\n{\"text\":\"abcd\"}\n", limits);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("line 2: example has 6 tokens"), std::string_view::npos) << st;
+  limits = {};
+  limits.max_examples = 1;
+  EXPECT_EQ(ErrorOf("{\"text\":\"a\"}\n{\"text\":\"b\"}\n", limits).code(),
+            absl::StatusCode::kResourceExhausted);
+  limits = {};
+  limits.max_bytes = 4;
+  EXPECT_EQ(ErrorOf("{\"text\":\"a\"}", limits).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrorOf("\n\n").code(), absl::StatusCode::kInvalidArgument);  // no examples
+}
+
+TEST(JsonlDatasetTest, WritersRoundTripThroughTheParser) {
+  auto task = Task::Create("cipher", 3);
+  ASSERT_TRUE(task.ok());
+  auto examples = task->Generate(1, 20);
+  examples.push_back({"quote \" and \\ and\nnewline", "tab\tdone"});
+  std::string jsonl = ExamplesToJsonl(examples);
+  auto ds = ParseJsonlDataset(jsonl, kTok);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->examples.size(), examples.size());
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const auto& t = ds->examples[i].tokens;
+    std::string prompt(t.begin() + 1, t.begin() + ds->examples[i].prompt_tokens);
+    std::string completion(t.begin() + ds->examples[i].prompt_tokens, t.end() - 1);
+    EXPECT_EQ(prompt, examples[i].prompt);
+    EXPECT_EQ(completion, examples[i].completion);
+  }
+  auto texts = ParseJsonlDataset(TextsToJsonl({"one", "two\nlines"}), kTok);
+  ASSERT_TRUE(texts.ok());
+  EXPECT_EQ(texts->num_text, 2);
+}
+
+}  // namespace
+}  // namespace tessera::data
