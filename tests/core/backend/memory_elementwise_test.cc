@@ -120,7 +120,8 @@ TEST_P(ElementwiseTest, AddAxpyScaleSumSquares) {
     ASSERT_TRUE(ss.ok());
     double ref = 0.0;
     for (double v : b) ref += v * v;
-    EXPECT_NEAR(*ss, ref, 1e-9 * ref + 1e-12) << "SumSquares n=" << n;
+    // 1e-6 relative: enough for global-norm clipping; lets a device accumulate partial sums in float.
+    EXPECT_NEAR(*ss, ref, 1e-6 * ref + 1e-12) << "SumSquares n=" << n;
   }
 }
 
