@@ -99,6 +99,16 @@ std::vector<BadCase> Corpus() {
       {"metadata not an object", RawSafetensors("{\"__metadata__\":[\"x\"]}", ""), "__metadata__"},
       {"metadata value not a string", RawSafetensors("{\"__metadata__\":{\"steps\":3}}", ""),
        "__metadata__ value for 'steps'"},
+      {"deeply nested JSON", RawSafetensors(std::string(200000, '[') + std::string(200000, ']'), ""),
+       "expected an object"},
+      {"shape beyond int64", one("{\"dtype\":\"F32\",\"shape\":[99999999999999999999999],"
+                                 "\"data_offsets\":[0,4]}", Floats(1)),
+       "not a non-negative integer"},
+      {"shape 1e400 (number overflow)",
+       one("{\"dtype\":\"F32\",\"shape\":[1e400],\"data_offsets\":[0,4]}", Floats(1)), "not valid JSON"},
+      {"offset beyond uint64", one("{\"dtype\":\"F32\",\"shape\":[1],"
+                                   "\"data_offsets\":[0,184467440737095516160]}", Floats(1)),
+       "data_offsets"},
       {"empty tensor name",
        RawSafetensors("{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", Floats(1)),
        "empty tensor name"},
