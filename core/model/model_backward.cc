@@ -1,0 +1,310 @@
+// Model::Backward: reverse of the forward call list (model.h), llm.c style.
+//
+// Activation gradients flow through every layer: LM head, final norm, and per layer (top to bottom)
+// the MoE (experts through the grouped GEMMs, the gate-weight path dL/dw_i = <dh[token], y_i> into
+// RouterBackward and the router matmul), post-attention norm, o_proj, attention (with dK/dV), inverse
+// RoPE, q/k norm, q/k/v projections, input norm, and finally the embedding. Weight gradients are
+// computed only for the trainable set; in slots mode the pass stops below the lowest trainable layer
+// (nothing beneath it can influence those gradients).
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/model/hf_names.h"
+#include "core/model/model.h"
+#include "core/model/model_internal.h"
+#include "core/util/status_macros.h"
+
+namespace tessera {
+
+absl::StatusOr<Gradients> Gradients::Create(const ModelConfig& config, const TrainableSet& trainable,
+                                            Backend* backend) {
+  if (backend == nullptr) return absl::InvalidArgumentError("Gradients: backend is null");
+  Gradients g;
+  g.trainable = trainable;
+  if (trainable.all_parameters) {
+    ASSIGN_OR_RETURN(g.full, ModelWeights::Allocate(config, backend));
+  } else {
+    if (trainable.slots.empty()) return absl::InvalidArgumentError("Gradients: no trainable slots");
+    for (SlotId s : trainable.slots) {
+      RETURN_IF_ERROR(ValidateSlot(config, s));
+      if (g.slots.count(s) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("Gradients: slot ", s.ToString(), " listed twice"));
+      }
+      ExpertWeights w;
+      ASSIGN_OR_RETURN(w.gate, backend->Alloc(ExpertPartShape(config, 0), DType::kF32));
+      ASSIGN_OR_RETURN(w.up, backend->Alloc(ExpertPartShape(config, 1), DType::kF32));
+      ASSIGN_OR_RETURN(w.down, backend->Alloc(ExpertPartShape(config, 2), DType::kF32));
+      g.slots[s] = std::move(w);
+    }
+  }
+  RETURN_IF_ERROR(g.Zero(backend));
+  return g;
+}
+
+std::vector<NamedParam> Gradients::Named(const ModelConfig& config) {
+  if (trainable.all_parameters) return full.Parameters(config);
+  std::vector<NamedParam> out;
+  for (auto& [s, w] : slots) {
+    out.push_back({hf::ExpertName(config.family, s.layer, s.expert, hf::ExpertPart::kGate), &w.gate});
+    out.push_back({hf::ExpertName(config.family, s.layer, s.expert, hf::ExpertPart::kUp), &w.up});
+    out.push_back({hf::ExpertName(config.family, s.layer, s.expert, hf::ExpertPart::kDown), &w.down});
+  }
+  return out;
+}
+
+absl::Status Gradients::Zero(Backend* backend) {
+  auto zero = [&](Tensor& t) { return t.defined() ? backend->Fill(t, 0.0f) : absl::OkStatus(); };
+  if (trainable.all_parameters) {
+    RETURN_IF_ERROR(zero(full.embed));
+    RETURN_IF_ERROR(zero(full.final_norm));
+    RETURN_IF_ERROR(zero(full.lm_head));
+    for (LayerWeights& l : full.layers) {
+      for (Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
+                        &l.post_norm, &l.router}) {
+        RETURN_IF_ERROR(zero(*t));
+      }
+      for (ExpertWeights& e : l.experts) {
+        RETURN_IF_ERROR(zero(e.gate));
+        RETURN_IF_ERROR(zero(e.up));
+        RETURN_IF_ERROR(zero(e.down));
+      }
+    }
+  }
+  for (auto& [s, w] : slots) {
+    RETURN_IF_ERROR(zero(w.gate));
+    RETURN_IF_ERROR(zero(w.up));
+    RETURN_IF_ERROR(zero(w.down));
+  }
+  return absl::OkStatus();
+}
+
+int64_t Gradients::NumElements() const {
+  int64_t n = 0;
+  Gradients& self = const_cast<Gradients&>(*this);
+  if (trainable.all_parameters) {
+    // Parameters() needs a config only for names and the q/k norm / tie layout; count tensors directly.
+    n += full.embed.numel() + full.final_norm.numel();
+    if (full.lm_head.defined() && full.lm_head.raw() != full.embed.raw()) n += full.lm_head.numel();
+    for (const LayerWeights& l : full.layers) {
+      for (const Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
+                              &l.post_norm, &l.router}) {
+        if (t->defined()) n += t->numel();
+      }
+      for (const ExpertWeights& e : l.experts) n += e.gate.numel() + e.up.numel() + e.down.numel();
+    }
+  }
+  for (auto& [s, w] : self.slots) n += w.gate.numel() + w.up.numel() + w.down.numel();
+  return n;
+}
+
+absl::StatusOr<double> Model::Backward(const ForwardResult& forward, const LossTargets& targets,
+                                       Gradients* grads) const {
+  if (forward.activations == nullptr || !forward.logits.defined()) {
+    return absl::FailedPreconditionError("Backward: the forward did not save activations");
+  }
+  const int64_t n = forward.logits.dim(0);
+  if (static_cast<int64_t>(targets.targets.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("Backward: targets has ", targets.targets.size(),
+                                                   " entries, the forward has ", n, " rows"));
+  }
+  int64_t count = 0;
+  for (int32_t t : targets.targets) {
+    if (t >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("Backward: target ", t, " outside the vocabulary"));
+    }
+    count += t >= 0 ? 1 : 0;
+  }
+  if (count == 0) return absl::InvalidArgumentError("Backward: no supervised rows (all targets < 0)");
+  Backend* be = backend_;
+  std::vector<int32_t> tv(targets.targets.begin(), targets.targets.end());
+  ASSIGN_OR_RETURN(Tensor tgt, be->FromHost(tv, {n}));
+  ASSIGN_OR_RETURN(Tensor loss, be->Alloc({n}, DType::kF32));
+  ASSIGN_OR_RETURN(Tensor lse, be->Alloc({n}, DType::kF32));
+  RETURN_IF_ERROR(be->CrossEntropyForward(forward.logits, tgt, loss, &lse));
+  ASSIGN_OR_RETURN(std::vector<float> loss_h, be->ToHostF32(loss));
+  double total = 0.0;
+  for (float x : loss_h) total += x;
+  ASSIGN_OR_RETURN(Tensor dloss, be->Alloc({n}, DType::kF32));
+  RETURN_IF_ERROR(be->Fill(dloss, static_cast<float>(1.0 / static_cast<double>(count))));
+  ASSIGN_OR_RETURN(Tensor dlogits, be->Alloc({n, config_.vocab_size}, DType::kF32));
+  RETURN_IF_ERROR(be->CrossEntropyBackward(forward.logits, tgt, lse, dloss, dlogits));
+  RETURN_IF_ERROR(BackwardFromLogits(forward, dlogits, grads));
+  return total / static_cast<double>(count);
+}
+
+absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tensor& dlogits,
+                                       Gradients* grads) const {
+  const ModelConfig& c = config_;
+  Backend* be = backend_;
+  if (grads == nullptr) return absl::InvalidArgumentError("Backward: grads is null");
+  if (forward.activations == nullptr) {
+    return absl::FailedPreconditionError("Backward: the forward did not save activations");
+  }
+  const Activations& act = *forward.activations;
+  const int64_t n_tok = act.num_tokens;
+  const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
+  const int64_t e_count = c.num_experts, k = c.top_k, f = c.expert_dim;
+  if (dlogits.shape() != std::vector<int64_t>{n_tok, c.vocab_size}) {
+    return absl::InvalidArgumentError(absl::StrCat("Backward: dlogits must be ",
+                                                   ShapeString({n_tok, c.vocab_size}), ", got ",
+                                                   ShapeString(dlogits.shape())));
+  }
+  const bool all = grads->trainable.all_parameters;
+  if (all) {
+    if (static_cast<int64_t>(grads->full.layers.size()) != c.num_layers) {
+      return absl::InvalidArgumentError("Backward: gradients were created for another config");
+    }
+    for (const ExpertOverlay* o : act.seq_overlay) {
+      if (o != nullptr) {
+        return absl::FailedPreconditionError(
+            "Backward: all-parameters training does not support sequences with overlays");
+      }
+    }
+  }
+  // Slot gradient table and the lowest layer that needs gradients.
+  std::vector<ExpertWeights*> slot_grad(c.num_layers * e_count, nullptr);
+  int64_t stop_layer = 0;
+  if (!all) {
+    stop_layer = c.num_layers;
+    for (auto& [s, w] : grads->slots) {
+      RETURN_IF_ERROR(ValidateSlot(c, s));
+      slot_grad[s.layer * e_count + s.expert] = &w;
+      stop_layer = std::min<int64_t>(stop_layer, s.layer);
+    }
+    if (stop_layer == c.num_layers) return absl::InvalidArgumentError("Backward: no trainable slots");
+  }
+  ModelWeights* gw = all ? &grads->full : nullptr;
+
+  // ---- LM head and final norm ----------------------------------------------------------------------
+  if (all) RETURN_IF_ERROR(be->Matmul(dlogits, true, act.hf, false, gw->lm_head, 1.0f, 1.0f));
+  ASSIGN_OR_RETURN(Tensor dhf, be->Alloc({n_tok, d}, DType::kF32));
+  RETURN_IF_ERROR(be->Matmul(dlogits, false, weights_.lm_head, false, dhf));
+  ASSIGN_OR_RETURN(Tensor dh, be->Alloc({n_tok, d}, DType::kF32));
+  RETURN_IF_ERROR(be->RmsNormBackward(act.h_final, weights_.final_norm, act.rstd_final, dhf, dh,
+                                      all ? &gw->final_norm : nullptr));
+  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t num_seqs = static_cast<int64_t>(act.seq_begin.size());
+
+  for (int64_t l = c.num_layers - 1; l >= stop_layer; --l) {
+    const LayerActivations& la = act.layers[l];
+    const LayerWeights& w = weights_.layers[l];
+    LayerWeights* lg = all ? &gw->layers[l] : nullptr;
+    const MoePlan& plan = la.plan;
+    const int64_t m = n_tok * k;
+
+    // ---- MoE: h_out = h_mid + sum_i w_i * y_i scattered to token rows ---------------------------------
+    ASSIGN_OR_RETURN(Tensor dy, be->Alloc({m, d}, DType::kF32));
+    RETURN_IF_ERROR(be->GatherRows(dh, plan.token_idx, &plan.gate_w, dy));
+    ASSIGN_OR_RETURN(Tensor dgw_sorted, be->Alloc({m}, DType::kF32));
+    RETURN_IF_ERROR(be->RowDotGather(la.y, dh, plan.token_idx, dgw_sorted));
+
+    std::vector<GemmGroup> gate_groups = plan.GemmGroups(0), up_groups = plan.GemmGroups(1),
+                           down_groups = plan.GemmGroups(2);
+    bool any_weight_grad = false;
+    for (size_t i = 0; i < plan.groups.size(); ++i) {
+      const MoeGroup& g = plan.groups[i];
+      ExpertWeights* target = all ? &lg->experts[g.expert] : slot_grad[l * e_count + g.expert];
+      if (target == nullptr) continue;
+      any_weight_grad = true;
+      gate_groups[i].weight_grad = &target->gate;
+      up_groups[i].weight_grad = &target->up;
+      down_groups[i].weight_grad = &target->down;
+    }
+    ASSIGN_OR_RETURN(Tensor dact, be->Alloc({m, f}, DType::kF32));
+    RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dy, down_groups, dact));
+    if (any_weight_grad) RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.act, dy, down_groups));
+    ASSIGN_OR_RETURN(Tensor dg, be->Alloc({m, f}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor du, be->Alloc({m, f}, DType::kF32));
+    RETURN_IF_ERROR(be->SwiGluBackward(la.g, la.u, dact, dg, du));
+    if (any_weight_grad) {
+      RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, dg, gate_groups));
+      RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, du, up_groups));
+    }
+    if (l == stop_layer && !all) break;  // nothing below contributes to the trainable slots
+
+    ASSIGN_OR_RETURN(Tensor dxg, be->Alloc({m, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dxg_up, be->Alloc({m, d}, DType::kF32));
+    RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dg, gate_groups, dxg));
+    RETURN_IF_ERROR(be->GroupedMatmulInputGrad(du, up_groups, dxg_up));
+    RETURN_IF_ERROR(be->Add(dxg, dxg_up, dxg));
+    ASSIGN_OR_RETURN(Tensor dxn2, be->Zeros({n_tok, d}));
+    RETURN_IF_ERROR(be->ScatterAddRows(dxg, plan.token_idx, nullptr, dxn2));
+
+    // Router: dL/dtopk_w back to the [N, k] layout, then through top-k renorm + softmax + matmul.
+    ASSIGN_OR_RETURN(std::vector<float> dgw_h, be->ToHostF32(dgw_sorted));
+    std::vector<float> dtopk_h(m);
+    for (int64_t i = 0; i < m; ++i) dtopk_h[plan.source[i]] = dgw_h[i];
+    ASSIGN_OR_RETURN(Tensor dtopk_w, be->FromHost(dtopk_h, {n_tok, k}));
+    ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, DType::kF32));
+    RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
+    RETURN_IF_ERROR(be->Matmul(dlr, false, w.router, false, dxn2, 1.0f, 1.0f));
+    if (all) RETURN_IF_ERROR(be->Matmul(dlr, true, la.xn2, false, lg->router, 1.0f, 1.0f));
+
+    ASSIGN_OR_RETURN(Tensor tmp, be->Alloc({n_tok, d}, DType::kF32));
+    RETURN_IF_ERROR(be->RmsNormBackward(la.h_mid, w.post_norm, la.rstd2, dxn2, tmp, all ? &lg->post_norm : nullptr));
+    RETURN_IF_ERROR(be->Add(dh, tmp, dh));  // dh is now dL/dh_mid
+
+    // ---- Attention: h_mid = h_in + o_proj(attn) ----------------------------------------------------
+    const Tensor attn2d = la.attn.Reshape({n_tok, c.q_dim()});
+    if (all) RETURN_IF_ERROR(be->Matmul(dh, true, attn2d, false, lg->o_proj, 1.0f, 1.0f));
+    ASSIGN_OR_RETURN(Tensor dattn, be->Alloc({n_tok, nh, hd}, DType::kF32));
+    Tensor dattn2d = dattn.Reshape({n_tok, c.q_dim()});
+    RETURN_IF_ERROR(be->Matmul(dh, false, w.o_proj, false, dattn2d));
+    ASSIGN_OR_RETURN(Tensor dk, be->Zeros({n_tok, nkv, hd}));
+    ASSIGN_OR_RETURN(Tensor dv, be->Zeros({n_tok, nkv, hd}));
+    std::vector<Tensor> views;
+    views.reserve(4 * num_seqs);
+    std::vector<AttentionSeq> seqs(num_seqs);
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      const int64_t b = act.seq_begin[s], n = act.seq_len[s];
+      AttentionSeq& as = seqs[s];
+      as.q_begin = b;
+      as.q_len = n;
+      as.kv_len = n;
+      views.push_back(la.k.Rows(b, n));
+      as.k = &views.back();
+      views.push_back(la.v.Rows(b, n));
+      as.v = &views.back();
+      views.push_back(dk.Rows(b, n));
+      as.dk = &views.back();
+      views.push_back(dv.Rows(b, n));
+      as.dv = &views.back();
+    }
+    ASSIGN_OR_RETURN(Tensor dq, be->Alloc({n_tok, nh, hd}, DType::kF32));
+    RETURN_IF_ERROR(be->AttentionBackward(la.q, seqs, attn_scale, la.attn, la.lse, dattn, dq));
+    RETURN_IF_ERROR(be->Rope(dq, act.positions, c.rope_theta, true));
+    RETURN_IF_ERROR(be->Rope(dk, act.positions, c.rope_theta, true));
+    Tensor dq2 = dq.Reshape({n_tok, c.q_dim()}), dk2 = dk.Reshape({n_tok, c.kv_dim()});
+    if (c.qk_norm != QkNorm::kNone) {
+      const bool per_head = c.qk_norm == QkNorm::kPerHead;
+      const int64_t q_rows = per_head ? n_tok * nh : n_tok, k_rows = per_head ? n_tok * nkv : n_tok;
+      const int64_t q_cols = c.q_dim() * n_tok / q_rows, k_cols = c.kv_dim() * n_tok / k_rows;
+      ASSIGN_OR_RETURN(Tensor dq_pre, be->Alloc({n_tok, c.q_dim()}, DType::kF32));
+      ASSIGN_OR_RETURN(Tensor dk_pre, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+      Tensor dqp = dq_pre.Reshape({q_rows, q_cols}), dkp = dk_pre.Reshape({k_rows, k_cols});
+      RETURN_IF_ERROR(be->RmsNormBackward(la.q_pre.Reshape({q_rows, q_cols}), w.q_norm, la.q_rstd,
+                                          dq2.Reshape({q_rows, q_cols}), dqp, all ? &lg->q_norm : nullptr));
+      RETURN_IF_ERROR(be->RmsNormBackward(la.k_pre.Reshape({k_rows, k_cols}), w.k_norm, la.k_rstd,
+                                          dk2.Reshape({k_rows, k_cols}), dkp, all ? &lg->k_norm : nullptr));
+      dq2 = dq_pre;
+      dk2 = dk_pre;
+    }
+    Tensor dv2 = dv.Reshape({n_tok, c.kv_dim()});
+    ASSIGN_OR_RETURN(Tensor dxn1, be->Alloc({n_tok, d}, DType::kF32));
+    RETURN_IF_ERROR(be->Matmul(dq2, false, w.q_proj, false, dxn1));
+    RETURN_IF_ERROR(be->Matmul(dk2, false, w.k_proj, false, dxn1, 1.0f, 1.0f));
+    RETURN_IF_ERROR(be->Matmul(dv2, false, w.v_proj, false, dxn1, 1.0f, 1.0f));
+    if (all) {
+      RETURN_IF_ERROR(be->Matmul(dq2, true, la.xn1, false, lg->q_proj, 1.0f, 1.0f));
+      RETURN_IF_ERROR(be->Matmul(dk2, true, la.xn1, false, lg->k_proj, 1.0f, 1.0f));
+      RETURN_IF_ERROR(be->Matmul(dv2, true, la.xn1, false, lg->v_proj, 1.0f, 1.0f));
+    }
+    RETURN_IF_ERROR(be->RmsNormBackward(la.h_in, w.input_norm, la.rstd1, dxn1, tmp, all ? &lg->input_norm : nullptr));
+    RETURN_IF_ERROR(be->Add(dh, tmp, dh));  // dh is now dL/dh_in
+  }
+  if (all) RETURN_IF_ERROR(be->EmbeddingBackward(act.ids, dh, gw->embed));
+  return absl::OkStatus();
+}
+
+}  // namespace tessera
