@@ -1,0 +1,75 @@
+#include "core/train/backbone.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/train/sha256.h"
+#include "core/util/status_macros.h"
+
+namespace tessera::train {
+namespace fs = std::filesystem;
+
+std::vector<std::string> DefaultBackboneSearchPath() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("TESSERA_BACKBONE_PATH"); env != nullptr && *env != '\0') {
+    for (absl::string_view p : absl::StrSplit(env, ':', absl::SkipEmpty())) out.emplace_back(p);
+  }
+#ifdef TESSERA_DEFAULT_BACKBONE_DIR
+  out.emplace_back(TESSERA_DEFAULT_BACKBONE_DIR);
+#endif
+  return out;
+}
+
+namespace {
+
+absl::StatusOr<BackboneFiles> FilesIn(const fs::path& dir) {
+  BackboneFiles f;
+  f.dir = dir.string();
+  f.config_path = (dir / "config.json").string();
+  if (!fs::exists(f.config_path)) {
+    return absl::NotFoundError(absl::StrCat(f.config_path, " does not exist"));
+  }
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json"}) {
+    if (fs::exists(dir / name)) {
+      f.weights_path = (dir / name).string();
+      return f;
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no model.safetensors in ", f.dir));
+}
+
+}  // namespace
+
+absl::StatusOr<BackboneFiles> LocateBackbone(std::string_view spec,
+                                             const std::vector<std::string>& search_path) {
+  constexpr std::string_view kBuiltin = "builtin:";
+  if (spec.substr(0, kBuiltin.size()) != kBuiltin) return FilesIn(fs::path(std::string(spec)));
+  const std::string dir_name = absl::StrCat("builtin-", std::string(spec.substr(kBuiltin.size())));
+  std::vector<std::string> dirs = search_path;
+  for (std::string& d : DefaultBackboneSearchPath()) dirs.push_back(std::move(d));
+  std::vector<std::string> tried;
+  for (const std::string& d : dirs) {
+    fs::path candidate = fs::path(d) / dir_name;
+    tried.push_back(candidate.string());
+    auto files = FilesIn(candidate);
+    if (files.ok()) return files;
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "backbone ", std::string(spec), " not found (tried: ", absl::StrJoin(tried, ", "),
+      "); make it with: tessera-pretrain --out <dir>/", dir_name));
+}
+
+absl::StatusOr<Backbone> LoadBackbone(std::string_view spec, Backend* backend,
+                                      const std::vector<std::string>& search_path) {
+  Backbone b;
+  ASSIGN_OR_RETURN(b.files, LocateBackbone(spec, search_path));
+  ASSIGN_OR_RETURN(b.config, ModelConfig::FromFile(b.files.config_path));
+  ASSIGN_OR_RETURN(b.weights, ModelWeights::LoadFromPath(b.config, b.files.weights_path, backend));
+  ASSIGN_OR_RETURN(b.sha256, Sha256FileHex(b.files.weights_path));
+  return b;
+}
+
+}  // namespace tessera::train
