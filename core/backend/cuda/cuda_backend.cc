@@ -15,6 +15,9 @@ namespace cuda {
 
 absl::Status CudaStatus(cudaError_t e, absl::string_view what) {
   if (e == cudaSuccess) return absl::OkStatus();
+  // Clear the runtime's last-error slot so a non-sticky failure (e.g. one failed allocation) is not
+  // reported again by the next kernel launch's cudaGetLastError().
+  cudaGetLastError();
   const std::string msg = absl::StrCat(what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
   if (e == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(msg);
   return absl::InternalError(msg);
@@ -22,6 +25,7 @@ absl::Status CudaStatus(cudaError_t e, absl::string_view what) {
 
 absl::Status CublasStatus(cublasStatus_t s, absl::string_view what) {
   if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  cudaGetLastError();  // as in CudaStatus
   const std::string msg = absl::StrCat(what, ": ", cublasGetStatusName(s), " (", cublasGetStatusString(s), ")");
   if (s == CUBLAS_STATUS_ALLOC_FAILED) return absl::ResourceExhaustedError(msg);
   if (s == CUBLAS_STATUS_INVALID_VALUE || s == CUBLAS_STATUS_NOT_SUPPORTED) return absl::InvalidArgumentError(msg);
