@@ -315,7 +315,8 @@ TEST_F(JobQueueTest, ExpiredLeasesAreRequeuedThenFailed) {
   EXPECT_EQ(reg_->GetJob("acme", live).value().state, JobState::kRunning);
 
   std::vector<std::string> states;
-  for (const JobEvent& e : reg_->ListJobEvents("acme", id, 0).value()) states.push_back(e.payload);
+  const std::vector<JobEvent> events = reg_->ListJobEvents("acme", id, 0).value();
+  for (const JobEvent& e : events) states.push_back(e.payload);
   EXPECT_EQ(states.size(), 7u);  // QUEUED, (RUNNING, QUEUED) x2, RUNNING, FAILED
 }
 
