@@ -105,7 +105,9 @@ std::string Metrics::Render() {
       double cumulative = 0;
       for (size_t i = 0; i < buckets_.size(); ++i) {
         cumulative += h.counts[i];
-        out += name + "_bucket" + WithLe(labels, FormatValue(buckets_[i])) + " " +
+        char le[32];
+        std::snprintf(le, sizeof(le), "%g", buckets_[i]);
+        out += name + "_bucket" + WithLe(labels, le) + " " +
                FormatValue(cumulative) + "\n";
       }
       out += name + "_bucket" + WithLe(labels, "+Inf") + " " + FormatValue(h.count) + "\n";

@@ -1,0 +1,251 @@
+// tessera-admin: the operator's command-line client of tessera.v1.Admin. See --help.
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "services/cli/cli_common.h"
+#include "tessera/v1/admin.grpc.pb.h"
+
+namespace tessera::cli {
+namespace {
+
+constexpr char kUsage[] = R"(tessera-admin: operate a Tessera server (needs an ADMIN key).
+
+Usage: tessera-admin [--server HOST:PORT] [--json] [--key-file FILE] COMMAND ...
+
+The admin key is read from $TESSERA_ADMIN_KEY, or from --key-file FILE (e.g. DATA_DIR/admin.key).
+
+Commands:
+  tenants create TENANT [--display-name NAME]   create a tenant; prints its first API key (once)
+  tenants list
+  keys issue --tenant T                         a new API key for tenant T (printed once)
+  keys revoke KEY_ID
+  versions list --tenant T                      T's expert versions, newest first (* = live)
+  promote --tenant T --version N                make version N live (0 = base); returns once served
+  rollback --tenant T [--to N]                  back to the previously live version (or to N);
+                                                prints which version is live now
+  jobs list [--tenant T] [--page-size N] [--page-token TOKEN]
+  jobs cancel JOB_ID
+  status                                        backbone, device, resident versions, queues
+
+Global options:
+  --server HOST:PORT   default 127.0.0.1:7070
+  --json               machine-readable output (the response message as JSON)
+  --help               this text
+Exit status: 0 on success; 1 when the server refused or failed the call; 2 for usage errors.
+)";
+
+struct Ctx {
+  Args args;
+  std::string key;
+  std::unique_ptr<v1::Admin::Stub> stub;
+  bool json = false;
+};
+
+std::optional<CliError> NeedTenant(const Args& a, std::string* tenant) {
+  *tenant = a.Get("--tenant");
+  if (tenant->empty()) return UsageError("--tenant T is required");
+  return std::nullopt;
+}
+
+void PrintVersions(const v1::ListVersionsResponse& r, const std::string& tenant) {
+  std::printf("tenant %s: live version %lld%s\n", tenant.c_str(), static_cast<long long>(r.live_version()),
+              r.live_version() == 0 ? " (base experts)" : "");
+  if (r.versions().empty()) {
+    std::printf("no versions yet\n");
+    return;
+  }
+  std::printf("%-3s %-8s %-7s %-10s %-10s %-7s %-22s %s\n", "", "VERSION", "PARENT", "VAL_LOSS", "BASE_LOSS",
+              "SLOTS", "CREATED", "JOB");
+  for (const v1::ExpertVersion& v : r.versions()) {
+    std::printf("%-3s %-8lld %-7lld %-10.4f %-10.4f %-7d %-22s %s\n", v.live() ? "*" : "",
+                static_cast<long long>(v.version()), static_cast<long long>(v.parent_version()),
+                v.metrics().val_loss(), v.metrics().base_val_loss(), v.slots_size(),
+                FormatTime(v.created_at().seconds()).c_str(), v.job_id().c_str());
+  }
+}
+
+void PrintJobs(const v1::ListJobsResponse& r) {
+  std::printf("%-26s %-16s %-10s %-12s %-10s %-8s %s\n", "JOB", "TENANT", "STATE", "STEP", "LOSS", "VERSION",
+              "CREATED");
+  for (const v1::Job& j : r.jobs()) {
+    std::string step = absl::StrCat(j.progress().step(), "/", j.progress().max_steps());
+    std::string version = j.has_result_version() ? absl::StrCat(j.result_version(), j.promoted() ? "*" : "") : "-";
+    std::printf("%-26s %-16s %-10s %-12s %-10.4f %-8s %s\n", j.job_id().c_str(), j.tenant_id().c_str(),
+                v1::JobState_Name(j.state()).c_str(), step.c_str(), j.progress().train_loss(), version.c_str(),
+                FormatTime(j.created_at().seconds()).c_str());
+  }
+  if (!r.next_page_token().empty()) std::printf("next page: --page-token %s\n", r.next_page_token().c_str());
+}
+
+std::optional<CliError> Run(Ctx& c) {
+  const std::vector<std::string>& p = c.args.positional();
+  std::string cmd = p.empty() ? "" : p[0];
+  std::string sub = p.size() > 1 ? p[1] : "";
+  auto ctx = MakeContext(c.key, /*deadline_seconds=*/300);
+  grpc::Status st;
+  if (cmd == "tenants" && sub == "create") {
+    if (auto e = c.args.OnlyFlags({"--display-name"})) return e;
+    if (p.size() != 3) return UsageError("usage: tessera-admin tenants create TENANT [--display-name NAME]");
+    v1::CreateTenantRequest req;
+    req.set_tenant_id(p[2]);
+    req.set_display_name(c.args.Get("--display-name", p[2]));
+    v1::CreateTenantResponse resp;
+    if (!(st = c.stub->CreateTenant(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("created tenant %s\nAPI key (shown once): %s\nkey id: %s\n", resp.tenant().tenant_id().c_str(),
+                resp.api_key().secret().c_str(), resp.api_key().key_id().c_str());
+  } else if (cmd == "tenants" && sub == "list") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    v1::ListTenantsResponse resp;
+    if (!(st = c.stub->ListTenants(ctx.get(), {}, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("%-24s %-6s %-22s %s\n", "TENANT", "LIVE", "CREATED", "DISPLAY NAME");
+    for (const v1::Tenant& t : resp.tenants()) {
+      std::printf("%-24s %-6lld %-22s %s\n", t.tenant_id().c_str(), static_cast<long long>(t.live_version()),
+                  FormatTime(t.created_at().seconds()).c_str(), t.display_name().c_str());
+    }
+  } else if (cmd == "keys" && sub == "issue") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    v1::IssueApiKeyRequest req;
+    std::string tenant;
+    if (auto e = NeedTenant(c.args, &tenant)) return e;
+    req.set_tenant_id(tenant);
+    v1::IssueApiKeyResponse resp;
+    if (!(st = c.stub->IssueApiKey(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("API key for %s (shown once): %s\nkey id: %s\n", tenant.c_str(), resp.api_key().secret().c_str(),
+                resp.api_key().key_id().c_str());
+  } else if (cmd == "keys" && sub == "revoke") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    if (p.size() != 3) return UsageError("usage: tessera-admin keys revoke KEY_ID");
+    v1::RevokeApiKeyRequest req;
+    req.set_key_id(p[2]);
+    v1::RevokeApiKeyResponse resp;
+    if (!(st = c.stub->RevokeApiKey(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("revoked key %s\n", resp.api_key().key_id().c_str());
+  } else if (cmd == "versions" && sub == "list") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    v1::ListVersionsRequest req;
+    std::string tenant;
+    if (auto e = NeedTenant(c.args, &tenant)) return e;
+    req.set_tenant_id(tenant);
+    v1::ListVersionsResponse resp;
+    if (!(st = c.stub->ListVersions(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    PrintVersions(resp, tenant);
+  } else if (cmd == "promote" || cmd == "rollback") {
+    std::string tenant;
+    if (auto e = NeedTenant(c.args, &tenant)) return e;
+    v1::LiveVersionResponse resp;
+    if (p.size() != 1) return UsageError("usage: tessera-admin " + cmd + " --tenant T " +
+                                         (cmd == "promote" ? "--version N" : "[--to N]"));
+    if (cmd == "promote") {
+      if (auto e = c.args.OnlyFlags({"--version"})) return e;
+      int64_t version = -1;
+      if (auto e = c.args.GetInt("--version", &version)) return e;
+      if (!c.args.Has("--version")) return UsageError("--version N is required");
+      v1::PromoteRequest req;
+      req.set_tenant_id(tenant);
+      req.set_version(version);
+      if (!(st = c.stub->Promote(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    } else {
+      if (auto e = c.args.OnlyFlags({"--to"})) return e;
+      v1::RollbackRequest req;
+      req.set_tenant_id(tenant);
+      if (c.args.Has("--to")) {
+        int64_t to = 0;
+        if (auto e = c.args.GetInt("--to", &to)) return e;
+        req.set_to_version(to);
+      }
+      if (!(st = c.stub->Rollback(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    }
+    if (c.json) return PrintJson(resp), std::nullopt;
+    if (resp.changed()) {
+      std::printf("tenant %s: live version is now %lld (was %lld)\n", tenant.c_str(),
+                  static_cast<long long>(resp.live_version()), static_cast<long long>(resp.previous_version()));
+    } else {
+      std::printf("tenant %s: live version is now %lld (unchanged)\n", tenant.c_str(),
+                  static_cast<long long>(resp.live_version()));
+    }
+  } else if (cmd == "jobs" && sub == "list") {
+    if (auto e = c.args.OnlyFlags({"--page-size", "--page-token"})) return e;
+    v1::ListJobsRequest req;
+    req.set_tenant_id(c.args.Get("--tenant"));
+    int64_t page_size = 0;
+    if (auto e = c.args.GetInt("--page-size", &page_size)) return e;
+    req.set_page_size(static_cast<int32_t>(page_size));
+    req.set_page_token(c.args.Get("--page-token"));
+    v1::ListJobsResponse resp;
+    if (!(st = c.stub->ListJobs(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    PrintJobs(resp);
+  } else if (cmd == "jobs" && sub == "cancel") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    if (p.size() != 3) return UsageError("usage: tessera-admin jobs cancel JOB_ID");
+    v1::CancelJobRequest req;
+    req.set_job_id(p[2]);
+    v1::Job resp;
+    if (!(st = c.stub->CancelJob(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("job %s: %s\n", resp.job_id().c_str(), v1::JobState_Name(resp.state()).c_str());
+  } else if (cmd == "status") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    v1::RuntimeStatus resp;
+    if (!(st = c.stub->GetRuntimeStatus(ctx.get(), {}, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    const v1::BackboneInfo& b = resp.backbone();
+    std::printf("server:    %s (up since %s)\n", resp.server_version().c_str(),
+                FormatTime(resp.started_at().seconds()).c_str());
+    std::printf("backbone:  %s (%s), %lld parameters (%lld in experts), %d layers x %d experts, top-%d\n",
+                b.name().c_str(), b.architecture().c_str(), static_cast<long long>(b.total_parameters()),
+                static_cast<long long>(b.expert_parameters()), b.num_layers(), b.num_experts(),
+                b.experts_per_token());
+    if (!b.sha256().empty()) std::printf("weights:   sha256 %s\n", b.sha256().c_str());
+    std::printf("device:    %s\n", resp.device().c_str());
+    std::printf("inference: %s   training: %s\n", resp.inference_available() ? "available" : "NOT AVAILABLE",
+                resp.training_available() ? "available" : "NOT AVAILABLE");
+    std::printf("jobs:      %lld queued, %lld running\n", static_cast<long long>(resp.queues().jobs_queued()),
+                static_cast<long long>(resp.jobs_running()));
+    std::printf("requests:  %lld waiting for a batch slot\n",
+                static_cast<long long>(resp.queues().inference_pending()));
+    std::printf("resident:  %d versions, %lld bytes (limit %lld)\n", resp.resident_versions_size(),
+                static_cast<long long>(resp.resident_bytes()), static_cast<long long>(resp.resident_bytes_limit()));
+    for (const v1::ResidentVersion& r : resp.resident_versions()) {
+      std::printf("  %s v%lld  %lld bytes  %s\n", r.tenant_id().c_str(), static_cast<long long>(r.version()),
+                  static_cast<long long>(r.bytes()), r.sha256().substr(0, 12).c_str());
+    }
+  } else {
+    return UsageError(cmd.empty() ? "missing command (see --help)"
+                                  : "unknown command \"" + cmd + (sub.empty() ? "" : " " + sub) + "\" (see --help)");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+}  // namespace tessera::cli
+
+int main(int argc, char** argv) {
+  using namespace tessera::cli;
+  Ctx c;
+  if (auto e = Args::Parse(argc, argv, {"--json", "--help"}, &c.args)) {
+    std::fprintf(stderr, "tessera-admin: %s\n", e->message.c_str());
+    return e->exit_code;
+  }
+  if (c.args.Has("--help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  c.json = c.args.Has("--json");
+  std::optional<CliError> err = LoadKey(c.args, "TESSERA_ADMIN_KEY", &c.key);
+  if (!err) {
+    c.stub = tessera::v1::Admin::NewStub(MakeChannel(c.args));
+    err = Run(c);
+  }
+  if (err) {
+    std::fprintf(stderr, "tessera-admin: %s\n", err->message.c_str());
+    return err->exit_code;
+  }
+  return 0;
+}

@@ -1,0 +1,454 @@
+// tessera: a tenant's command-line client (datasets, fine-tuning jobs, generation, versions). See --help.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "services/cli/cli_common.h"
+#include "tessera/v1/datasets.grpc.pb.h"
+#include "tessera/v1/experts.grpc.pb.h"
+#include "tessera/v1/fine_tuning.grpc.pb.h"
+#include "tessera/v1/inference.grpc.pb.h"
+
+namespace tessera::cli {
+namespace {
+
+constexpr char kUsage[] = R"(tessera: use a Tessera server as a tenant.
+
+Usage: tessera [--server HOST:PORT] [--tenant T] [--json] COMMAND ...
+
+The API key is read from $TESSERA_API_KEY (or --key-file FILE); the tenant from --tenant or
+$TESSERA_TENANT.
+
+Commands:
+  datasets upload FILE [--name NAME]         upload a JSONL dataset ({"text":...} or
+                                             {"prompt":...,"completion":...} per line)
+  datasets list
+  jobs create --dataset DS [options]         start a fine-tuning job; options:
+      --validation-dataset DS  --max-steps N  --batch-size N  --seq-len N  --learning-rate X
+      --warmup-steps N  --weight-decay X  --seed N  --base-version N  --auto-promote
+      --slots L.E,L.E,...  (explicit expert slots)  or  --relevance-threshold X --max-experts N (auto)
+      --idempotency-key KEY  --watch (then follow it like jobs watch)
+  jobs get JOB_ID
+  jobs list [--page-size N] [--page-token TOKEN]
+  jobs watch JOB_ID                          live progress (step, loss, ETA) until the job finishes;
+                                             exit status 0 only if it SUCCEEDED
+  jobs cancel JOB_ID
+  generate PROMPT [--max-tokens N] [--temperature X] [--top-k N] [--top-p X] [--seed N]
+                  [--stop S]... [--version N] [--stream] [--routing]
+  score TEXT [--version N] [--routing]
+  versions list                              your expert versions, newest first (* = live)
+
+Global options:
+  --server HOST:PORT   default 127.0.0.1:7070
+  --json               machine-readable output (the response message(s) as JSON, one per line)
+  --help               this text
+Exit status: 0 on success; 1 when the server refused or failed the call (or a watched job did not
+succeed); 2 for usage errors.
+)";
+
+struct Ctx {
+  Args args;
+  std::string key;
+  std::string tenant;
+  std::shared_ptr<grpc::Channel> channel;
+  bool json = false;
+};
+
+std::string Eta(double seconds) {
+  if (seconds <= 0 || !std::isfinite(seconds)) return "-";
+  int64_t s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return absl::StrCat(s / 3600, "h", (s % 3600) / 60, "m");
+  if (s >= 60) return absl::StrCat(s / 60, "m", s % 60, "s");
+  return absl::StrCat(s, "s");
+}
+
+std::string SlotsText(const google::protobuf::RepeatedPtrField<v1::Slot>& slots) {
+  std::string out;
+  for (const v1::Slot& s : slots) absl::StrAppend(&out, out.empty() ? "" : ",", "L", s.layer(), ".E", s.expert());
+  return out.empty() ? "-" : out;
+}
+
+void PrintJob(const v1::Job& j) {
+  std::printf("job %s  tenant %s  state %s\n", j.job_id().c_str(), j.tenant_id().c_str(),
+              v1::JobState_Name(j.state()).c_str());
+  std::printf("  created %s  started %s  finished %s\n", FormatTime(j.created_at().seconds()).c_str(),
+              FormatTime(j.started_at().seconds()).c_str(), FormatTime(j.finished_at().seconds()).c_str());
+  std::printf("  progress step %lld/%lld  train_loss %.4f  val_loss %.4f  %.0f tok/s\n",
+              static_cast<long long>(j.progress().step()), static_cast<long long>(j.progress().max_steps()),
+              j.progress().train_loss(), j.progress().val_loss(), j.progress().tokens_per_second());
+  std::printf("  dataset %s  base_version %lld  auto_promote %s  slots %s\n", j.training_dataset_id().c_str(),
+              static_cast<long long>(j.base_version()), j.auto_promote() ? "yes" : "no",
+              SlotsText(j.selected_slots()).c_str());
+  if (j.has_result_version()) {
+    std::printf("  result version %lld%s\n", static_cast<long long>(j.result_version()),
+                j.promoted() ? " (promoted: live)" : "");
+  }
+  if (!j.error().empty()) std::printf("  error: %s\n", j.error().c_str());
+}
+
+std::optional<CliError> Watch(Ctx& c, const std::string& job_id) {
+  auto stub = v1::FineTuning::NewStub(c.channel);
+  auto ctx = MakeContext(c.key, /*deadline_seconds=*/0);
+  v1::WatchJobRequest req;
+  req.set_tenant_id(c.tenant);
+  req.set_job_id(job_id);
+  auto reader = stub->WatchJob(ctx.get(), req);
+  v1::JobEvent e;
+  v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
+  std::string last_error;
+  while (reader->Read(&e)) {
+    if (c.json) {
+      PrintJson(e);
+    } else if (e.has_state()) {
+      std::printf("[%s] state %s%s\n", FormatTime(e.created_at().seconds()).c_str(),
+                  v1::JobState_Name(e.state().state()).c_str(),
+                  e.state().message().empty() ? "" : (": " + e.state().message()).c_str());
+    } else if (e.has_selection()) {
+      std::printf("experts selected: %s\n", SlotsText(e.selection().slots()).c_str());
+    } else if (e.has_progress()) {
+      const v1::JobProgress& p = e.progress();
+      std::printf("step %lld/%lld  loss %.4f%s  %.0f tok/s  ETA %s\n", static_cast<long long>(p.step()),
+                  static_cast<long long>(p.max_steps()), p.train_loss(),
+                  p.val_loss() > 0 ? absl::StrCat("  val ", absl::SixDigits(p.val_loss())).c_str() : "",
+                  p.tokens_per_second(), Eta(e.eta_seconds()).c_str());
+    } else if (e.has_eval()) {
+      std::printf("eval at step %lld: val_loss %.4f (base %.4f)\n", static_cast<long long>(e.eval().step()),
+                  e.eval().val_loss(), e.eval().base_val_loss());
+    } else if (e.has_version()) {
+      std::printf("published version %lld%s: %s\n", static_cast<long long>(e.version().version()),
+                  e.version().promoted() ? " (now live)" : "", e.version().reason().c_str());
+    } else if (!e.log().empty()) {
+      std::printf("%s\n", e.log().c_str());
+    }
+    std::fflush(stdout);
+    if (e.has_state()) {
+      last = e.state().state();
+      last_error = e.state().message();
+    }
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) return RpcError(st);
+  if (last != v1::SUCCEEDED) {
+    return CliError{1, absl::StrCat("job ", job_id, " ended ", v1::JobState_Name(last),
+                                    last_error.empty() ? "" : ": " + last_error)};
+  }
+  return std::nullopt;
+}
+
+std::optional<CliError> ParseSlots(const std::string& text, v1::ExplicitSelection* out) {
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    std::string s(part);
+    int layer = 0, expert = 0;
+    size_t dot = s.find('.');
+    std::string l = dot == std::string::npos ? "" : s.substr(0, dot);
+    std::string e = dot == std::string::npos ? "" : s.substr(dot + 1);
+    if (!l.empty() && (l[0] == 'L' || l[0] == 'l')) l = l.substr(1);
+    if (!e.empty() && (e[0] == 'E' || e[0] == 'e')) e = e.substr(1);
+    if (!absl::SimpleAtoi(l, &layer) || !absl::SimpleAtoi(e, &expert)) {
+      return UsageError("--slots: expected LAYER.EXPERT pairs like 0.3,1.7 (or L0.E3), got \"" + s + "\"");
+    }
+    v1::Slot* slot = out->add_slots();
+    slot->set_layer(layer);
+    slot->set_expert(expert);
+  }
+  return std::nullopt;
+}
+
+std::optional<CliError> CreateJob(Ctx& c) {
+  const Args& a = c.args;
+  if (auto e = a.OnlyFlags({"--dataset", "--validation-dataset", "--max-steps", "--batch-size", "--seq-len",
+                            "--learning-rate", "--warmup-steps", "--weight-decay", "--seed", "--base-version",
+                            "--auto-promote", "--slots", "--relevance-threshold", "--max-experts",
+                            "--idempotency-key", "--watch"})) {
+    return e;
+  }
+  v1::CreateJobRequest req;
+  req.set_tenant_id(c.tenant);
+  req.set_training_dataset_id(a.Get("--dataset"));
+  if (req.training_dataset_id().empty()) return UsageError("--dataset DS is required");
+  req.set_validation_dataset_id(a.Get("--validation-dataset"));
+  v1::Hyperparameters* h = req.mutable_hyperparameters();
+  int64_t i = 0;
+  double d = 0;
+  if (auto e = a.GetInt("--max-steps", &i)) return e;
+  if (a.Has("--max-steps")) h->set_max_steps(i);
+  if (auto e = a.GetInt("--batch-size", &i)) return e;
+  if (a.Has("--batch-size")) h->set_batch_size(static_cast<int32_t>(i));
+  if (auto e = a.GetInt("--seq-len", &i)) return e;
+  if (a.Has("--seq-len")) h->set_seq_len(static_cast<int32_t>(i));
+  if (auto e = a.GetDouble("--learning-rate", &d)) return e;
+  if (a.Has("--learning-rate")) h->set_learning_rate(d);
+  if (auto e = a.GetInt("--warmup-steps", &i)) return e;
+  if (a.Has("--warmup-steps")) h->set_warmup_steps(i);
+  if (auto e = a.GetDouble("--weight-decay", &d)) return e;
+  if (a.Has("--weight-decay")) h->set_weight_decay(d);
+  if (auto e = a.GetInt("--seed", &i)) return e;
+  if (a.Has("--seed")) h->set_seed(static_cast<uint64_t>(i));
+  if (a.Has("--slots")) {
+    if (a.Has("--relevance-threshold") || a.Has("--max-experts")) {
+      return UsageError("--slots (explicit) cannot be combined with --relevance-threshold/--max-experts (auto)");
+    }
+    if (auto e = ParseSlots(a.Get("--slots"), req.mutable_expert_selection()->mutable_explicit_())) return e;
+  } else {
+    v1::AutoSelection* au = req.mutable_expert_selection()->mutable_auto_();
+    if (auto e = a.GetDouble("--relevance-threshold", &d)) return e;
+    if (a.Has("--relevance-threshold")) au->set_relevance_threshold(d);
+    if (auto e = a.GetInt("--max-experts", &i)) return e;
+    if (a.Has("--max-experts")) au->set_max_experts(static_cast<int32_t>(i));
+  }
+  if (auto e = a.GetInt("--base-version", &i)) return e;
+  if (a.Has("--base-version")) req.set_base_version(i);
+  req.set_auto_promote(a.Has("--auto-promote"));
+  req.set_idempotency_key(a.Get("--idempotency-key"));
+  auto stub = v1::FineTuning::NewStub(c.channel);
+  auto ctx = MakeContext(c.key);
+  v1::Job job;
+  grpc::Status st = stub->CreateJob(ctx.get(), req, &job);
+  if (!st.ok()) return RpcError(st);
+  if (c.json) {
+    PrintJson(job);
+  } else {
+    std::printf("job %s %s\n", job.job_id().c_str(), v1::JobState_Name(job.state()).c_str());
+  }
+  std::fflush(stdout);
+  if (a.Has("--watch")) return Watch(c, job.job_id());
+  return std::nullopt;
+}
+
+std::optional<CliError> Run(Ctx& c) {
+  const std::vector<std::string>& p = c.args.positional();
+  std::string cmd = p.empty() ? "" : p[0];
+  std::string sub = p.size() > 1 ? p[1] : "";
+  grpc::Status st;
+  if (cmd == "datasets" && sub == "upload") {
+    if (auto e = c.args.OnlyFlags({"--name"})) return e;
+    if (p.size() != 3) return UsageError("usage: tessera datasets upload FILE [--name NAME]");
+    std::ifstream in(p[2], std::ios::binary);
+    if (!in) return UsageError("cannot read " + p[2]);
+    std::string name = c.args.Get("--name");
+    if (name.empty()) name = p[2].substr(p[2].find_last_of('/') + 1);
+    auto stub = v1::Datasets::NewStub(c.channel);
+    auto ctx = MakeContext(c.key, 600);
+    v1::Dataset resp;
+    auto writer = stub->UploadDataset(ctx.get(), &resp);
+    v1::UploadDatasetRequest first;
+    first.set_tenant_id(c.tenant);
+    first.set_name(name);
+    first.set_format("jsonl");
+    bool ok = writer->Write(first);
+    std::string buf(1 << 20, '\0');
+    while (ok && in) {
+      in.read(buf.data(), buf.size());
+      std::streamsize n = in.gcount();
+      if (n <= 0) break;
+      v1::UploadDatasetRequest chunk;
+      chunk.set_chunk(buf.data(), n);
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    if (!(st = writer->Finish()).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("dataset %s  \"%s\"  %lld examples  %lld tokens  %lld bytes  sha256 %s\n", resp.dataset_id().c_str(),
+                resp.name().c_str(), static_cast<long long>(resp.num_examples()),
+                static_cast<long long>(resp.num_tokens()), static_cast<long long>(resp.size_bytes()),
+                resp.sha256().c_str());
+  } else if (cmd == "datasets" && sub == "list") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    auto stub = v1::Datasets::NewStub(c.channel);
+    auto ctx = MakeContext(c.key);
+    v1::ListDatasetsRequest req;
+    req.set_tenant_id(c.tenant);
+    v1::ListDatasetsResponse resp;
+    if (!(st = stub->ListDatasets(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("%-26s %-24s %-10s %-10s %s\n", "DATASET", "NAME", "EXAMPLES", "TOKENS", "CREATED");
+    for (const v1::Dataset& d : resp.datasets()) {
+      std::printf("%-26s %-24s %-10lld %-10lld %s\n", d.dataset_id().c_str(), d.name().c_str(),
+                  static_cast<long long>(d.num_examples()), static_cast<long long>(d.num_tokens()),
+                  FormatTime(d.created_at().seconds()).c_str());
+    }
+  } else if (cmd == "jobs" && sub == "create") {
+    return CreateJob(c);
+  } else if (cmd == "jobs" && (sub == "get" || sub == "cancel" || sub == "watch")) {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    if (p.size() != 3) return UsageError("usage: tessera jobs " + sub + " JOB_ID");
+    if (sub == "watch") return Watch(c, p[2]);
+    auto stub = v1::FineTuning::NewStub(c.channel);
+    auto ctx = MakeContext(c.key);
+    v1::Job job;
+    if (sub == "get") {
+      v1::GetJobRequest req;
+      req.set_tenant_id(c.tenant);
+      req.set_job_id(p[2]);
+      st = stub->GetJob(ctx.get(), req, &job);
+    } else {
+      v1::CancelJobRequest req;
+      req.set_tenant_id(c.tenant);
+      req.set_job_id(p[2]);
+      st = stub->CancelJob(ctx.get(), req, &job);
+    }
+    if (!st.ok()) return RpcError(st);
+    if (c.json) return PrintJson(job), std::nullopt;
+    PrintJob(job);
+  } else if (cmd == "jobs" && sub == "list") {
+    if (auto e = c.args.OnlyFlags({"--page-size", "--page-token"})) return e;
+    auto stub = v1::FineTuning::NewStub(c.channel);
+    auto ctx = MakeContext(c.key);
+    v1::ListJobsRequest req;
+    req.set_tenant_id(c.tenant);
+    int64_t n = 0;
+    if (auto e = c.args.GetInt("--page-size", &n)) return e;
+    req.set_page_size(static_cast<int32_t>(n));
+    req.set_page_token(c.args.Get("--page-token"));
+    v1::ListJobsResponse resp;
+    if (!(st = stub->ListJobs(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("%-26s %-10s %-12s %-10s %-8s %s\n", "JOB", "STATE", "STEP", "LOSS", "VERSION", "CREATED");
+    for (const v1::Job& j : resp.jobs()) {
+      std::string step = absl::StrCat(j.progress().step(), "/", j.progress().max_steps());
+      std::string version =
+          j.has_result_version() ? absl::StrCat(j.result_version(), j.promoted() ? "*" : "") : "-";
+      std::printf("%-26s %-10s %-12s %-10.4f %-8s %s\n", j.job_id().c_str(), v1::JobState_Name(j.state()).c_str(),
+                  step.c_str(), j.progress().train_loss(), version.c_str(),
+                  FormatTime(j.created_at().seconds()).c_str());
+    }
+    if (!resp.next_page_token().empty()) std::printf("next page: --page-token %s\n", resp.next_page_token().c_str());
+  } else if (cmd == "generate") {
+    if (auto e = c.args.OnlyFlags({"--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--stop",
+                                   "--version", "--stream", "--routing"})) {
+      return e;
+    }
+    if (p.size() != 2) return UsageError("usage: tessera generate PROMPT [options] (quote the prompt)");
+    v1::GenerateRequest req;
+    req.set_tenant_id(c.tenant);
+    req.set_prompt(p[1]);
+    int64_t i = 0;
+    double d = 0;
+    if (auto e = c.args.GetInt("--max-tokens", &i)) return e;
+    if (c.args.Has("--max-tokens")) req.set_max_tokens(static_cast<int32_t>(i));
+    if (auto e = c.args.GetDouble("--temperature", &d)) return e;
+    if (c.args.Has("--temperature")) req.set_temperature(static_cast<float>(d));
+    if (auto e = c.args.GetInt("--top-k", &i)) return e;
+    if (c.args.Has("--top-k")) req.set_top_k(static_cast<int32_t>(i));
+    if (auto e = c.args.GetDouble("--top-p", &d)) return e;
+    if (c.args.Has("--top-p")) req.set_top_p(static_cast<float>(d));
+    if (auto e = c.args.GetInt("--seed", &i)) return e;
+    if (c.args.Has("--seed")) req.set_seed(static_cast<uint64_t>(i));
+    for (const std::string& s : c.args.GetAll("--stop")) req.add_stop(s);
+    if (auto e = c.args.GetInt("--version", &i)) return e;
+    if (c.args.Has("--version")) req.set_version(i);
+    req.set_return_routing(c.args.Has("--routing"));
+    auto stub = v1::Inference::NewStub(c.channel);
+    auto ctx = MakeContext(c.key, 600);
+    if (c.args.Has("--stream")) {
+      auto reader = stub->GenerateStream(ctx.get(), req);
+      v1::GenerateChunk chunk;
+      v1::GenerateChunk last;
+      while (reader->Read(&chunk)) {
+        if (c.json) {
+          PrintJson(chunk);
+        } else {
+          std::fputs(chunk.text().c_str(), stdout);
+          std::fflush(stdout);
+        }
+        if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = chunk;
+      }
+      if (!(st = reader->Finish()).ok()) return RpcError(st);
+      if (!c.json) {
+        std::printf("\n[finish %s, version %lld, %d+%d tokens]\n", v1::FinishReason_Name(last.finish_reason()).c_str(),
+                    static_cast<long long>(last.expert_version()), last.usage().prompt_tokens(),
+                    last.usage().completion_tokens());
+      }
+    } else {
+      v1::GenerateResponse resp;
+      if (!(st = stub->Generate(ctx.get(), req, &resp)).ok()) return RpcError(st);
+      if (c.json) return PrintJson(resp), std::nullopt;
+      std::printf("%s\n[finish %s, version %lld, %d+%d tokens]\n", resp.text().c_str(),
+                  v1::FinishReason_Name(resp.finish_reason()).c_str(), static_cast<long long>(resp.expert_version()),
+                  resp.usage().prompt_tokens(), resp.usage().completion_tokens());
+      for (const v1::LayerRouting& l : resp.routing().layers()) {
+        std::string counts;
+        for (int64_t n : l.expert_tokens()) absl::StrAppend(&counts, counts.empty() ? "" : " ", n);
+        std::printf("layer %d: entropy %.3f  tokens per expert [%s]  overlay experts %d\n", l.layer(), l.entropy(),
+                    counts.c_str(), l.overlay_experts_size());
+      }
+    }
+  } else if (cmd == "score") {
+    if (auto e = c.args.OnlyFlags({"--version", "--routing"})) return e;
+    if (p.size() != 2) return UsageError("usage: tessera score TEXT [--version N] [--routing]");
+    v1::ScoreRequest req;
+    req.set_tenant_id(c.tenant);
+    req.set_text(p[1]);
+    int64_t i = 0;
+    if (auto e = c.args.GetInt("--version", &i)) return e;
+    if (c.args.Has("--version")) req.set_version(i);
+    req.set_return_routing(c.args.Has("--routing"));
+    auto stub = v1::Inference::NewStub(c.channel);
+    auto ctx = MakeContext(c.key, 600);
+    v1::ScoreResponse resp;
+    if (!(st = stub->Score(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("total_logprob %.4f  tokens %lld  perplexity %.4f  version %lld\n", resp.total_logprob(),
+                static_cast<long long>(resp.num_tokens()), resp.perplexity(),
+                static_cast<long long>(resp.expert_version()));
+  } else if (cmd == "versions" && sub == "list") {
+    if (auto e = c.args.OnlyFlags({})) return e;
+    auto stub = v1::Experts::NewStub(c.channel);
+    auto ctx = MakeContext(c.key);
+    v1::ListVersionsRequest req;
+    req.set_tenant_id(c.tenant);
+    v1::ListVersionsResponse resp;
+    if (!(st = stub->ListVersions(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("live version %lld%s\n", static_cast<long long>(resp.live_version()),
+                resp.live_version() == 0 ? " (base experts)" : "");
+    for (const v1::ExpertVersion& v : resp.versions()) {
+      std::printf("%s v%lld  parent %lld  val_loss %.4f (base %.4f)  slots %s  job %s\n", v.live() ? "*" : " ",
+                  static_cast<long long>(v.version()), static_cast<long long>(v.parent_version()),
+                  v.metrics().val_loss(), v.metrics().base_val_loss(), SlotsText(v.slots()).c_str(),
+                  v.job_id().c_str());
+    }
+  } else {
+    return UsageError(cmd.empty() ? "missing command (see --help)"
+                                  : "unknown command \"" + cmd + (sub.empty() ? "" : " " + sub) + "\" (see --help)");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+}  // namespace tessera::cli
+
+int main(int argc, char** argv) {
+  using namespace tessera::cli;
+  Ctx c;
+  if (auto e = Args::Parse(argc, argv, {"--json", "--help", "--auto-promote", "--watch", "--stream", "--routing"},
+                           &c.args)) {
+    std::fprintf(stderr, "tessera: %s\n", e->message.c_str());
+    return e->exit_code;
+  }
+  if (c.args.Has("--help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  c.json = c.args.Has("--json");
+  std::optional<CliError> err = LoadKey(c.args, "TESSERA_API_KEY", &c.key);
+  if (!err) {
+    c.tenant = c.args.Get("--tenant");
+    if (c.tenant.empty() && std::getenv("TESSERA_TENANT") != nullptr) c.tenant = std::getenv("TESSERA_TENANT");
+    if (c.tenant.empty()) err = UsageError("no tenant: pass --tenant T or set TESSERA_TENANT");
+  }
+  if (!err) {
+    c.channel = MakeChannel(c.args);
+    err = Run(c);
+  }
+  if (err) {
+    std::fprintf(stderr, "tessera: %s\n", err->message.c_str());
+    return err->exit_code;
+  }
+  return 0;
+}

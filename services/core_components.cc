@@ -1,0 +1,62 @@
+#include "services/core_components.h"
+
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/data/jsonl_dataset.h"
+#include "core/model/config.h"
+#include "core/tokenizer/byte_tokenizer.h"
+
+namespace tessera::services {
+
+DatasetValidator MakeByteJsonlValidator(int64_t max_tokens_per_example) {
+  auto tokenizer = std::make_shared<ByteTokenizer>();
+  return [tokenizer, max_tokens_per_example](std::string_view bytes) -> absl::StatusOr<DatasetStats> {
+    data::DatasetLimits limits;
+    limits.max_bytes = bytes.size() + 1;  // the server's own size limit applied while streaming
+    limits.max_tokens_per_example = max_tokens_per_example;
+    absl::StatusOr<data::ParsedDataset> parsed = data::ParseJsonlDataset(bytes, *tokenizer, limits);
+    if (!parsed.ok()) return parsed.status();
+    DatasetStats stats;
+    stats.num_examples = static_cast<int64_t>(parsed->examples.size());
+    stats.num_tokens = parsed->num_tokens;
+    return stats;
+  };
+}
+
+absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) {
+  if (options.device != "cpu" && options.device != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device: expected cpu or cuda, got \"", options.device, "\""));
+  }
+  absl::StatusOr<ModelConfig> config = absl::StartsWith(options.backbone, "builtin:")
+                                           ? ModelConfig::Builtin(options.backbone)
+                                           : ModelConfig::FromFile(options.backbone);
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat("--backbone ", options.backbone, ": ", config.status().message()));
+  }
+  // Only the byte-level vocabulary is supported for now (builtin backbones): an HF tokenizer.json
+  // is not read yet, and counting tokens with the wrong tokenizer would be a lie.
+  if (config->vocab_size < ByteTokenizer::kVocabSize || config->vocab_size > 512) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--backbone ", options.backbone, ": vocabulary of ", config->vocab_size,
+        " tokens needs an HF tokenizer, which this server does not load yet (use builtin:tiny)"));
+  }
+  ServerComponents c;
+  BackboneInfo& b = c.backbone;
+  b.name = options.backbone;
+  b.architecture = ModelFamilyName(config->family);
+  b.total_parameters = config->NumParameters();
+  b.expert_parameters = config->ExpertParameters() * config->num_layers * config->num_experts;
+  b.num_layers = static_cast<int>(config->num_layers);
+  b.num_experts = static_cast<int>(config->num_experts);
+  b.experts_per_token = static_cast<int>(config->top_k);
+  b.max_seq_len = static_cast<int>(config->max_position_embeddings);
+  b.device = options.device;
+  c.validate_dataset = MakeByteJsonlValidator(std::min<int64_t>(2048, config->max_position_embeddings));
+  return c;
+}
+
+}  // namespace tessera::services

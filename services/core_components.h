@@ -1,0 +1,24 @@
+// The server's bridge to core/: describes the backbone named on the command line and builds the
+// dataset validator from its tokenizer (core/data's JSONL parser: line-numbered errors). The engine and
+// job runner factories are filled here too once the runtime and trainer provide them.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "services/server.h"
+
+namespace tessera::services {
+
+struct CoreOptions {
+  std::string backbone = "builtin:tiny";  // or a path to an HF model directory
+  std::string device = "cpu";             // "cpu" | "cuda"
+};
+
+// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone or --device when they are unusable.
+absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options);
+
+// The JSONL validator over the byte-level tokenizer (exposed for tests).
+DatasetValidator MakeByteJsonlValidator(int64_t max_tokens_per_example);
+
+}  // namespace tessera::services

@@ -1,0 +1,116 @@
+// TesseraServer: one process serving every tessera.v1 service (plus reflection and grpc.health.v1),
+// the job scheduler and the metrics endpoint, over one registry (data_dir).
+//
+// Start() opens (creating) the registry, bootstraps an ADMIN key when the registry has none (written to
+// data_dir/admin.key, mode 0600; the secret is also returned once in bootstrap()), builds the engine and
+// the job runner through the given factories (either may be absent: the server then says so through
+// UNAVAILABLE and GetRuntimeStatus), binds the port and starts serving. Shutdown() stops cleanly: no new
+// claims, running jobs interrupted with their leases released for resumption, streams ended, in-flight
+// unary calls finished.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "services/auth.h"
+#include "services/inference_engine.h"
+#include "services/job_runner.h"
+#include "services/job_scheduler.h"
+#include "services/live_control.h"
+#include "services/metrics.h"
+#include "services/metrics_http.h"
+#include "services/service_env.h"
+#include "services/work_pool.h"
+#include "storage/registry.h"
+
+namespace tessera::services {
+
+class AdminService;
+class DatasetsService;
+class ExpertsService;
+class FineTuningService;
+class InferenceService;
+
+struct ServerOptions {
+  std::string data_dir;
+  std::string listen = "127.0.0.1:7070";  // port 0: pick a free one (see port())
+  std::string metrics_listen;             // empty: no metrics endpoint
+  int max_concurrent_jobs = 1;
+  int64_t max_dataset_bytes = 64 << 20;
+  absl::Duration job_lease = absl::Seconds(30);
+  absl::Duration job_heartbeat = absl::Seconds(5);
+  int work_threads = 16;
+  bool run_jobs = true;  // false: jobs are accepted and queued but never claimed by this process
+  storage::Registry::Options registry;
+};
+
+// What the server is built from besides the registry. The factories receive the opened registry.
+struct ServerComponents {
+  BackboneInfo backbone;
+  DatasetValidator validate_dataset;
+  std::function<absl::StatusOr<std::unique_ptr<InferenceEngine>>(storage::Registry*)> make_engine;
+  std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
+};
+
+struct BootstrapInfo {
+  bool created_admin_key = false;
+  std::string admin_key_path;  // data_dir/admin.key
+  std::string admin_key;       // the secret, only when created now
+};
+
+class TesseraServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<TesseraServer>> Start(const ServerOptions& options,
+                                                              ServerComponents components);
+  ~TesseraServer();
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+  const BootstrapInfo& bootstrap() const { return bootstrap_; }
+  storage::Registry& registry() { return *registry_; }
+  Metrics& metrics() { return metrics_; }
+
+  void Shutdown();
+  // Blocks until Shutdown() is called from another thread.
+  void Wait();
+
+ private:
+  TesseraServer() = default;
+  absl::Status Bootstrap();
+  void RegisterMetrics();
+
+  ServerOptions options_;
+  BootstrapInfo bootstrap_;
+  std::atomic<bool> shutting_down_{false};
+  Metrics metrics_;
+  std::unique_ptr<storage::Registry> registry_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<WorkPool> pool_;
+  std::unique_ptr<InferenceEngine> engine_;
+  std::unique_ptr<JobRunner> runner_;
+  std::unique_ptr<LiveControl> live_;
+  std::unique_ptr<JobScheduler> scheduler_;
+  ServiceEnv env_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<DatasetsService> datasets_;
+  std::unique_ptr<ExpertsService> experts_;
+  std::unique_ptr<FineTuningService> fine_tuning_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  int port_ = 0;
+  std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  bool done_ = false;
+};
+
+// Ends the calls' RecordCall metrics family names, for tests and dashboards.
+inline constexpr char kRequestsMetric[] = "tessera_rpc_requests_total";
+inline constexpr char kLatencyMetric[] = "tessera_rpc_latency_seconds";
+
+}  // namespace tessera::services

@@ -1,0 +1,140 @@
+// tessera-server: the Tessera gRPC server. See --help.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "services/core_components.h"
+#include "services/log.h"
+#include "services/server.h"
+
+namespace {
+
+constexpr char kUsage[] = R"(tessera-server: serves the Tessera API (tessera.v1) over gRPC.
+
+Usage: tessera-server --data-dir DIR [options]
+
+Required:
+  --data-dir DIR              registry (SQLite) and blob store live here; created if missing. On a data
+                              dir without an admin key, one is created, written to DIR/admin.key
+                              (mode 0600) and printed once on stdout.
+Options:
+  --listen HOST:PORT          gRPC address (default 127.0.0.1:7070; port 0 picks a free port, printed)
+  --backbone builtin:tiny|PATH  the frozen backbone (default builtin:tiny)
+  --device cpu|cuda           where the model runs (default cpu)
+  --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
+  --max-concurrent-jobs N     fine-tuning jobs run at once (default 1)
+  --max-dataset-bytes N       upload size limit (default 67108864)
+  --job-lease-seconds S       a running job's lease; a crashed server's jobs are requeued after it
+                              (default 30)
+  --no-jobs                   accept and queue jobs but do not run them in this process
+  --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
+  --help                      this text
+
+Reflection and grpc.health.v1.Health are enabled. SIGINT/SIGTERM stop the server cleanly (running jobs
+are interrupted and resume from their last checkpoint at the next start).
+)";
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "tessera-server: %s\n", msg.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace tessera::services;
+  ServerOptions options;
+  CoreOptions core;
+  int64_t lease_seconds = 30;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_inline = false;
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_inline = true;
+    }
+    auto next = [&](std::string* out) -> bool {
+      if (has_inline) {
+        *out = value;
+        return true;
+      }
+      if (i + 1 >= argc) return false;
+      *out = argv[++i];
+      return true;
+    };
+    auto next_int = [&](int64_t* out, int64_t lo) -> bool {
+      std::string v;
+      return next(&v) && absl::SimpleAtoi(v, out) && *out >= lo;
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (arg == "--data-dir") {
+      if (!next(&options.data_dir)) return Fail("--data-dir needs a value");
+    } else if (arg == "--listen") {
+      if (!next(&options.listen)) return Fail("--listen needs HOST:PORT");
+    } else if (arg == "--backbone") {
+      if (!next(&core.backbone)) return Fail("--backbone needs builtin:tiny or a path");
+    } else if (arg == "--device") {
+      if (!next(&core.device)) return Fail("--device needs cpu or cuda");
+    } else if (arg == "--metrics-listen") {
+      if (!next(&options.metrics_listen)) return Fail("--metrics-listen needs HOST:PORT");
+    } else if (arg == "--max-concurrent-jobs") {
+      int64_t n;
+      if (!next_int(&n, 1)) return Fail("--max-concurrent-jobs needs an integer >= 1");
+      options.max_concurrent_jobs = static_cast<int>(n);
+    } else if (arg == "--max-dataset-bytes") {
+      if (!next_int(&options.max_dataset_bytes, 1)) return Fail("--max-dataset-bytes needs an integer >= 1");
+    } else if (arg == "--job-lease-seconds") {
+      if (!next_int(&lease_seconds, 1)) return Fail("--job-lease-seconds needs an integer >= 1");
+    } else if (arg == "--no-jobs") {
+      options.run_jobs = false;
+    } else if (arg == "--log-level") {
+      std::string v;
+      LogLevel level;
+      if (!next(&v) || !ParseLogLevel(v, &level)) return Fail("--log-level needs debug|info|warn|error");
+      SetLogLevel(level);
+    } else {
+      return Fail(absl::StrCat("unknown argument \"", argv[i], "\" (see --help)"));
+    }
+  }
+  if (options.data_dir.empty()) return Fail("--data-dir is required (see --help)");
+  options.job_lease = absl::Seconds(lease_seconds);
+  options.job_heartbeat = std::max(absl::Seconds(lease_seconds) / 6, absl::Milliseconds(200));
+
+  // Signals are taken synchronously by this thread (blocked before any other thread starts).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<ServerComponents> components = MakeCoreComponents(core);
+  if (!components.ok()) return Fail(std::string(components.status().message()));
+  absl::StatusOr<std::unique_ptr<TesseraServer>> server =
+      TesseraServer::Start(options, *std::move(components));
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+  const BootstrapInfo& boot = (*server)->bootstrap();
+  if (boot.created_admin_key) {
+    std::printf("admin key (shown once; also in %s): %s\n", boot.admin_key_path.c_str(),
+                boot.admin_key.c_str());
+  }
+  std::printf("tessera-server listening on port %d", (*server)->port());
+  if ((*server)->metrics_port() != 0) std::printf(", metrics on port %d", (*server)->metrics_port());
+  std::printf("\n");
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  LogInfo("signal received", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  (*server)->Shutdown();
+  server->reset();
+  return 0;
+}
