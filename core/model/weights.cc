@@ -2,6 +2,7 @@
 #include "core/model/weights.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -21,14 +22,26 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Counter-based N(0,1): element i of stream `stream` does not depend on any other element, so the
-// fill can run in parallel and stays deterministic.
-float NormalAt(uint64_t stream, uint64_t i) {
-  const uint64_t a = SplitMix64(stream ^ SplitMix64(2 * i));
-  const uint64_t b = SplitMix64(stream ^ SplitMix64(2 * i + 1));
-  const double u1 = (static_cast<double>(a >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-  const double u2 = static_cast<double>(b >> 11) * (1.0 / 9007199254740992.0);
-  return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+// N(0,1) values for elements [begin, end) of stream `stream`. Elements come in blocks of 4096, each
+// block seeded from (stream, block index) and filled by a xorshift generator with Box-Muller pairs, so
+// any element's value depends only on (stream, its index): the fill can be split across threads in
+// any way and stays deterministic.
+constexpr int64_t kNormalBlock = 4096;
+void FillNormalBlock(uint64_t stream, int64_t block, float* out, int64_t count) {
+  uint64_t x = SplitMix64(stream ^ SplitMix64(static_cast<uint64_t>(block) + 1)) | 1;
+  auto next = [&x]() {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int64_t i = 0; i < count; i += 2) {
+    const double u1 = (static_cast<double>(next() >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+    const double u2 = static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0);
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    out[i] = static_cast<float>(r * std::cos(6.283185307179586 * u2));
+    if (i + 1 < count) out[i + 1] = static_cast<float>(r * std::sin(6.283185307179586 * u2));
+  }
 }
 
 }  // namespace
@@ -132,9 +145,7 @@ absl::StatusOr<ModelWeights> ModelWeights::RandomInit(const ModelConfig& c, uint
   const float std_dev = 0.02f;
   const float out_scale = 1.0f / std::sqrt(2.0f * static_cast<float>(c.num_layers));
   std::vector<float> host;
-  uint64_t index = 0;
   for (const NamedParam& p : w.Parameters(c)) {
-    ++index;
     host.resize(p.tensor->numel());
     const bool is_norm = p.tensor->rank() == 1;
     if (is_norm) {
@@ -149,13 +160,19 @@ absl::StatusOr<ModelWeights> ModelWeights::RandomInit(const ModelConfig& c, uint
       uint64_t stream = SplitMix64(seed);
       for (char ch : p.name) stream = SplitMix64(stream ^ static_cast<uint8_t>(ch));
       float* data = host.data();
-      ParallelFor(static_cast<int64_t>(host.size()), 1 << 14, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) data[i] = s * NormalAt(stream, static_cast<uint64_t>(i));
+      const int64_t total = static_cast<int64_t>(host.size());
+      const int64_t blocks = (total + kNormalBlock - 1) / kNormalBlock;
+      ParallelFor(blocks, 4, [&](int64_t b, int64_t e) {
+        for (int64_t blk = b; blk < e; ++blk) {
+          float* out = data + blk * kNormalBlock;
+          const int64_t count = std::min(kNormalBlock, total - blk * kNormalBlock);
+          FillNormalBlock(stream, blk, out, count);
+          for (int64_t i = 0; i < count; ++i) out[i] *= s;
+        }
       });
     }
     RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), *p.tensor));
   }
-  (void)index;
   return w;
 }
 
