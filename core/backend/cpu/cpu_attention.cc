@@ -12,13 +12,24 @@
 // ranges of different seqs must be disjoint. Forward writes only the out/lse rows of the sequences;
 // backward overwrites all of dq (rows outside every sequence get 0, their true gradient).
 //
-// Threading: forward parallelizes over (query row, head) pairs, all independent. Backward
-// parallelizes over (sequence, kv head): the query heads sharing a kv head run in the same task, so
-// every dk/dv row is written by exactly one thread. When different sequences' dk/dv overlap in
-// memory, sequences run one after another (parallel over kv heads only).
+// Two kernels compute the same math. Sequences with q_len >= kBlockedMinQ (prefill, training) use a
+// blocked, flash-attention style kernel: query blocks of Bq rows against key blocks of kBk = 64 keys,
+// the block products (S = Q K^T, O += P V; backward dV += P^T dO, dP = dO V^T, dQ += dS K,
+// dK += dS^T Q) done by cblas_sgemm and the forward softmax kept online (running max and sum per row).
+// Bq is chosen so that Bq * kBk * head_dim <= 262144, the size up to which OpenBLAS runs a gemm on the
+// calling thread; the gemms therefore run inside our ParallelFor workers without nested threading.
+// Short query runs (decode) use a per-row kernel (dot products over the keys), which avoids gemm call
+// overhead for one or a few rows.
+//
+// Threading: forward parallelizes over (sequence, head, query block or row), all independent.
+// Backward parallelizes over (sequence, kv head): the query heads sharing a kv head run in the same
+// task, so every dk/dv row is written by exactly one thread. When different sequences' dk/dv overlap
+// in memory, sequences run one after another (parallel over kv heads only).
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include <cblas.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
@@ -86,6 +97,191 @@ absl::Status CheckQ(absl::string_view op, absl::string_view arg, const Tensor& t
   return absl::OkStatus();
 }
 
+constexpr int64_t kBlockedMinQ = 16;  // q_len from which a sequence uses the blocked kernel
+constexpr int64_t kBk = 64;           // keys per block
+constexpr double kSingleThreadGemmMnk = 262144.0;
+
+int64_t QueryBlock(int64_t hd) {
+  return std::clamp<int64_t>(static_cast<int64_t>(kSingleThreadGemmMnk / static_cast<double>(kBk * hd)), 1, 64);
+}
+
+// Row-major C[m,n] = alpha * op(A) op(B) + beta * C with explicit leading dimensions.
+inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
+}
+
+// Shapes and pointers of one (sequence, query head) pair.
+struct HeadView {
+  int64_t hd, qstride, kstride, offset;  // offset: absolute position of query 0 = kv_len - q_len
+  const float* q;    // row 0 of this head in the sequence
+  const float* k;    // key 0 of this head's kv head
+  const float* v;
+  HeadView(const AttentionSeq& seq, const float* pq, int64_t h, int64_t hd_, int64_t head)
+      : hd(hd_), qstride(h * hd_), kstride(seq.k->dim(1) * hd_), offset(seq.kv_len - seq.q_len) {
+    const int64_t g = head / (h / seq.k->dim(1));
+    q = pq + (seq.q_begin * h + head) * hd;
+    k = seq.k->data<float>() + g * hd;
+    v = seq.v->data<float>() + g * hd;
+  }
+};
+
+struct Scratch {
+  std::vector<float> s, dp, acc, m, l, d;
+  Scratch(int64_t max_kv, int64_t hd) {
+    const int64_t bq = QueryBlock(hd);
+    s.resize(std::max(bq * kBk, max_kv));
+    dp.resize(bq * kBk);
+    acc.resize(bq * hd);
+    m.resize(bq);
+    l.resize(bq);
+    d.resize(bq);
+  }
+};
+
+// Forward of query row i (per-row kernel): two-pass softmax over its keys.
+void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse, Scratch& sc) {
+  const int64_t keys = hv.offset + i + 1, hd = hv.hd;
+  const float* qv = hv.q + i * hv.qstride;
+  float* scores = sc.s.data();
+  float m = -INFINITY;
+  for (int64_t j = 0; j < keys; ++j) {
+    scores[j] = scale * Dot(qv, hv.k + j * hv.kstride, hd);
+    m = std::max(m, scores[j]);
+  }
+  float* acc = sc.acc.data();
+  std::fill_n(acc, hd, 0.0f);
+  float l = 0.0f;
+  for (int64_t j = 0; j < keys; ++j) {
+    const float p = std::exp(scores[j] - m);
+    l += p;
+    AxpyRow(p, hv.v + j * hv.kstride, acc, hd);
+  }
+  const float inv = 1.0f / l;
+  for (int64_t d = 0; d < hd; ++d) o[d] = acc[d] * inv;
+  if (lse) *lse = m + std::log(l);
+}
+
+// Forward of query rows [i0, i1) (blocked kernel, online softmax over key blocks). `o`/`lse` point at
+// row i0 of this head (strides qstride and h).
+void ForwardBlock(const HeadView& hv, int64_t i0, int64_t i1, float scale, float* o, float* lse, int64_t h,
+                  Scratch& sc) {
+  const int64_t bq = i1 - i0, hd = hv.hd, nk = hv.offset + i1;
+  float* S = sc.s.data();
+  float* acc = sc.acc.data();
+  float* m = sc.m.data();
+  float* l = sc.l.data();
+  std::fill_n(acc, bq * hd, 0.0f);
+  std::fill_n(m, bq, -INFINITY);
+  std::fill_n(l, bq, 0.0f);
+  const float* q0 = hv.q + i0 * hv.qstride;
+  for (int64_t j0 = 0; j0 < nk; j0 += kBk) {
+    const int64_t bk = std::min(kBk, nk - j0);
+    Gemm(false, true, bq, bk, hd, scale, q0, hv.qstride, hv.k + j0 * hv.kstride, hv.kstride, 0.0f, S, bk);
+    for (int64_t b = 0; b < bq; ++b) {
+      float* row = S + b * bk;
+      // Keys of this block that row b may see (causal): j0 + j <= offset + i0 + b.
+      const int64_t valid = std::clamp<int64_t>(hv.offset + i0 + b + 1 - j0, 0, bk);
+      if (valid == 0) {
+        std::fill_n(row, bk, 0.0f);
+        continue;
+      }
+      const float m_new = std::max(m[b], MaxOf(row, valid));
+      const float corr = std::exp(m[b] - m_new);  // 0 on the first block (m = -inf)
+      float sum = 0.0f;
+      for (int64_t j = 0; j < valid; ++j) {
+        row[j] = std::exp(row[j] - m_new);
+        sum += row[j];
+      }
+      std::fill(row + valid, row + bk, 0.0f);
+      l[b] = l[b] * corr + sum;
+      m[b] = m_new;
+      if (corr != 1.0f) {
+        float* a = acc + b * hd;
+        for (int64_t d = 0; d < hd; ++d) a[d] *= corr;
+      }
+    }
+    Gemm(false, false, bq, hd, bk, 1.0f, S, bk, hv.v + j0 * hv.kstride, hv.kstride, 1.0f, acc, hd);
+  }
+  for (int64_t b = 0; b < bq; ++b) {
+    const float inv = 1.0f / l[b];
+    float* orow = o + b * hv.qstride;
+    for (int64_t d = 0; d < hd; ++d) orow[d] = acc[b * hd + d] * inv;
+    if (lse) lse[b * h] = m[b] + std::log(l[b]);
+  }
+}
+
+// Gradient pointers of one (sequence, query head) pair, at row 0 / key 0 like HeadView.
+struct GradView {
+  const float* o;
+  const float* dout;
+  const float* lse;  // stride h
+  float* dq;
+  float* dk;
+  float* dv;
+};
+
+// Backward of query row i (per-row kernel).
+void BackwardRow(const HeadView& hv, const GradView& gv, int64_t i, int64_t h, float scale, Scratch& sc) {
+  const int64_t keys = hv.offset + i + 1, hd = hv.hd, off = i * hv.qstride;
+  const float* qv = hv.q + off;
+  const float* dov = gv.dout + off;
+  const float l = gv.lse[i * h];
+  const float dsum = Dot(dov, gv.o + off, hd);
+  float* acc = sc.acc.data();
+  std::fill_n(acc, hd, 0.0f);
+  for (int64_t j = 0; j < keys; ++j) {
+    const float* kj = hv.k + j * hv.kstride;
+    const float p = std::exp(scale * Dot(qv, kj, hd) - l);
+    AxpyRow(p, dov, gv.dv + j * hv.kstride, hd);
+    const float ds = p * (Dot(dov, hv.v + j * hv.kstride, hd) - dsum);
+    AxpyRow(ds, kj, acc, hd);
+    AxpyRow(scale * ds, qv, gv.dk + j * hv.kstride, hd);
+  }
+  float* dqv = gv.dq + off;
+  for (int64_t d = 0; d < hd; ++d) dqv[d] = scale * acc[d];
+}
+
+// Backward of query rows [i0, i1) (blocked kernel).
+void BackwardBlock(const HeadView& hv, const GradView& gv, int64_t i0, int64_t i1, int64_t h, float scale,
+                   Scratch& sc) {
+  const int64_t bq = i1 - i0, hd = hv.hd, nk = hv.offset + i1, qs = hv.qstride, ks = hv.kstride;
+  const float* q0 = hv.q + i0 * qs;
+  const float* do0 = gv.dout + i0 * qs;
+  float* dq0 = gv.dq + i0 * qs;
+  float* P = sc.s.data();
+  float* dS = sc.dp.data();
+  float* D = sc.d.data();
+  for (int64_t b = 0; b < bq; ++b) {
+    D[b] = Dot(do0 + b * qs, gv.o + (i0 + b) * qs, hd);
+    std::fill_n(dq0 + b * qs, hd, 0.0f);
+  }
+  for (int64_t j0 = 0; j0 < nk; j0 += kBk) {
+    const int64_t bk = std::min(kBk, nk - j0);
+    const float* kb = hv.k + j0 * ks;
+    const float* vb = hv.v + j0 * ks;
+    Gemm(false, true, bq, bk, hd, scale, q0, qs, kb, ks, 0.0f, P, bk);
+    for (int64_t b = 0; b < bq; ++b) {
+      float* row = P + b * bk;
+      const int64_t valid = std::clamp<int64_t>(hv.offset + i0 + b + 1 - j0, 0, bk);
+      const float l = gv.lse[(i0 + b) * h];
+      for (int64_t j = 0; j < valid; ++j) row[j] = std::exp(row[j] - l);
+      std::fill(row + valid, row + bk, 0.0f);
+    }
+    Gemm(true, false, bk, hd, bq, 1.0f, P, bk, do0, qs, 1.0f, gv.dv + j0 * ks, ks);  // dV += P^T dO
+    Gemm(false, true, bq, bk, hd, 1.0f, do0, qs, vb, ks, 0.0f, dS, bk);              // dP = dO V^T
+    for (int64_t b = 0; b < bq; ++b) {
+      float* __restrict dr = dS + b * bk;
+      const float* __restrict pr = P + b * bk;
+      for (int64_t j = 0; j < bk; ++j) dr[j] = pr[j] * (dr[j] - D[b]);
+    }
+    Gemm(false, false, bq, hd, bk, scale, dS, bk, kb, ks, 1.0f, dq0, qs);             // dQ += dS K
+    Gemm(true, false, bk, hd, bq, scale, dS, bk, q0, qs, 1.0f, gv.dk + j0 * ks, ks);  // dK += dS^T Q
+  }
+}
+
 }  // namespace
 
 absl::Status CpuBackend::AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale,
@@ -101,50 +297,42 @@ absl::Status CpuBackend::AttentionForward(const Tensor& q, absl::Span<const Atte
   }
   RETURN_IF_ERROR(CheckSeqs(kOp, q, seqs, false));
   if (Overlaps(q, out)) return absl::InvalidArgumentError("AttentionForward: out overlaps q");
+  if (hd == 0) return absl::OkStatus();
 
-  // Items are (sequence, query row, head), numbered seq by seq.
-  std::vector<int64_t> first(seqs.size() + 1, 0);
+  // Work items: (sequence, head, query rows [i0, i1)); a block for blocked sequences, one row otherwise.
+  struct Item {
+    int64_t seq, head, i0, i1;
+  };
+  std::vector<Item> items;
   int64_t max_kv = 0;
+  const int64_t bq = QueryBlock(hd);
   for (size_t s = 0; s < seqs.size(); ++s) {
-    first[s + 1] = first[s] + seqs[s].q_len * h;
     max_kv = std::max(max_kv, seqs[s].kv_len);
+    const int64_t step = seqs[s].q_len >= kBlockedMinQ ? bq : 1;
+    for (int64_t head = 0; head < h; ++head) {
+      for (int64_t i0 = 0; i0 < seqs[s].q_len; i0 += step) {
+        items.push_back({static_cast<int64_t>(s), head, i0, std::min(seqs[s].q_len, i0 + step)});
+      }
+    }
   }
   const float* pq = q.data<float>();
   float* po = out.data<float>();
   float* pl = lse ? lse->data<float>() : nullptr;
-  const int64_t items = first.back();
-  const int64_t avg_kv = items == 0 ? 1 : std::max<int64_t>(1, max_kv / 2);
-  ParallelFor(items, GrainFor(2 * avg_kv * hd), [&](int64_t b, int64_t e) {
-    std::vector<float> scores(max_kv), acc(hd);
-    size_t s = std::upper_bound(first.begin(), first.end(), b) - first.begin() - 1;
+  const int64_t avg_work = std::max<int64_t>(1, max_kv * hd);
+  ParallelFor(static_cast<int64_t>(items.size()), GrainFor(avg_work, 16384), [&](int64_t b, int64_t e) {
+    Scratch sc(max_kv, hd);
     for (int64_t it = b; it < e; ++it) {
-      while (it >= first[s + 1]) ++s;
-      const AttentionSeq& seq = seqs[s];
-      const int64_t local = it - first[s];
-      const int64_t i = local / h, head = local % h;
-      const int64_t kvh = seq.k->dim(1), g = head / (h / kvh);
-      const int64_t keys = seq.kv_len - seq.q_len + i + 1;
-      const int64_t row = seq.q_begin + i;
-      const float* qv = pq + (row * h + head) * hd;
-      const float* pk = seq.k->data<float>() + g * hd;
-      const float* pv = seq.v->data<float>() + g * hd;
-      const int64_t stride = kvh * hd;
-      float m = -INFINITY;
-      for (int64_t j = 0; j < keys; ++j) {
-        scores[j] = scale * Dot(qv, pk + j * stride, hd);
-        m = std::max(m, scores[j]);
+      const Item& item = items[it];
+      const AttentionSeq& seq = seqs[item.seq];
+      const HeadView hv(seq, pq, h, hd, item.head);
+      const int64_t row0 = seq.q_begin + item.i0;
+      float* o = po + (row0 * h + item.head) * hd;
+      float* l = pl ? pl + row0 * h + item.head : nullptr;
+      if (seq.q_len >= kBlockedMinQ) {
+        ForwardBlock(hv, item.i0, item.i1, scale, o, l, h, sc);
+      } else {
+        ForwardRow(hv, item.i0, scale, o, l, sc);
       }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float l = 0.0f;
-      for (int64_t j = 0; j < keys; ++j) {
-        const float p = std::exp(scores[j] - m);
-        l += p;
-        AxpyRow(p, pv + j * stride, acc.data(), hd);
-      }
-      float* ov = po + (row * h + head) * hd;
-      const float inv = 1.0f / l;
-      for (int64_t d = 0; d < hd; ++d) ov[d] = acc[d] * inv;
-      if (pl) pl[row * h + head] = m + std::log(l);
     }
   });
   return absl::OkStatus();
@@ -168,6 +356,7 @@ absl::Status CpuBackend::AttentionBackward(const Tensor& q, absl::Span<const Att
     if (Overlaps(*t, dq)) return absl::InvalidArgumentError("AttentionBackward: dq overlaps an input");
   }
   const int64_t nq = q.dim(0), h = q.dim(1), hd = q.dim(2);
+  if (hd == 0) return absl::OkStatus();
   const float* pq = q.data<float>();
   const float* po = out.data<float>();
   const float* pl = lse.data<float>();
@@ -180,32 +369,24 @@ absl::Status CpuBackend::AttentionBackward(const Tensor& q, absl::Span<const Att
   for (int64_t r = 0; r < nq; ++r) {
     if (!covered[r]) std::fill_n(pdq + r * h * hd, h * hd, 0.0f);
   }
+  int64_t max_kv = 0;
+  for (const AttentionSeq& s : seqs) max_kv = std::max(max_kv, s.kv_len);
+  const int64_t bq = QueryBlock(hd);
 
-  auto run = [&](const AttentionSeq& seq, int64_t g) {
-    const int64_t kvh = seq.k->dim(1), group = h / kvh, stride = kvh * hd;
-    const float* pk = seq.k->data<float>() + g * hd;
-    const float* pv = seq.v->data<float>() + g * hd;
-    float* pdk = seq.dk->data<float>() + g * hd;
-    float* pdv = seq.dv->data<float>() + g * hd;
-    std::vector<float> acc(hd);
+  // All query heads of kv head g of one sequence.
+  auto run = [&](const AttentionSeq& seq, int64_t g, Scratch& sc) {
+    const int64_t kvh = seq.k->dim(1), group = h / kvh;
     for (int64_t head = g * group; head < (g + 1) * group; ++head) {
-      for (int64_t i = 0; i < seq.q_len; ++i) {
-        const int64_t row = seq.q_begin + i, off = (row * h + head) * hd;
-        const int64_t keys = seq.kv_len - seq.q_len + i + 1;
-        const float* qv = pq + off;
-        const float* dov = pdo + off;
-        const float l = pl[row * h + head];
-        const float dsum = Dot(dov, po + off, hd);
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j = 0; j < keys; ++j) {
-          const float p = std::exp(scale * Dot(qv, pk + j * stride, hd) - l);
-          AxpyRow(p, dov, pdv + j * stride, hd);
-          const float ds = p * (Dot(dov, pv + j * stride, hd) - dsum);
-          AxpyRow(ds, pk + j * stride, acc.data(), hd);
-          AxpyRow(scale * ds, qv, pdk + j * stride, hd);
+      const HeadView hv(seq, pq, h, hd, head);
+      const int64_t off = (seq.q_begin * h + head) * hd;
+      const GradView gv{po + off, pdo + off, pl + seq.q_begin * h + head, pdq + off,
+                        seq.dk->data<float>() + g * hd, seq.dv->data<float>() + g * hd};
+      if (seq.q_len >= kBlockedMinQ) {
+        for (int64_t i0 = 0; i0 < seq.q_len; i0 += bq) {
+          BackwardBlock(hv, gv, i0, std::min(seq.q_len, i0 + bq), h, scale, sc);
         }
-        float* dqv = pdq + off;
-        for (int64_t d = 0; d < hd; ++d) dqv[d] = scale * acc[d];
+      } else {
+        for (int64_t i = 0; i < seq.q_len; ++i) BackwardRow(hv, gv, i, h, scale, sc);
       }
     }
   };
@@ -220,7 +401,8 @@ absl::Status CpuBackend::AttentionBackward(const Tensor& q, absl::Span<const Att
   if (shared) {
     for (const AttentionSeq& seq : seqs) {
       ParallelFor(seq.k->dim(1), 1, [&](int64_t b, int64_t e) {
-        for (int64_t g = b; g < e; ++g) run(seq, g);
+        Scratch sc(max_kv, hd);
+        for (int64_t g = b; g < e; ++g) run(seq, g, sc);
       });
     }
     return absl::OkStatus();
@@ -231,7 +413,8 @@ absl::Status CpuBackend::AttentionBackward(const Tensor& q, absl::Span<const Att
     for (int64_t g = 0; g < seqs[s].k->dim(1); ++g) items.emplace_back(static_cast<int64_t>(s), g);
   }
   ParallelFor(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) run(seqs[items[i].first], items[i].second);
+    Scratch sc(max_kv, hd);
+    for (int64_t i = b; i < e; ++i) run(seqs[items[i].first], items[i].second, sc);
   });
   return absl::OkStatus();
 }

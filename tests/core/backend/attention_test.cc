@@ -120,6 +120,9 @@ TEST_P(AttentionTest, ForwardMatchesReference) {
   problems.push_back(MakeProblem(7, 4, 1, 5, {7}, {{0, 7, 7, 0}}, 4));
   // Larger: two sequences sharing one cache tensor, head_dim 64.
   problems.push_back(MakeProblem(98, 8, 2, 64, {130}, {{0, 65, 65, 0}, {65, 33, 130, 0}}, 5));
+  // Wide heads (smaller query blocks in a blocked kernel), prefill continuing a cache.
+  problems.push_back(MakeProblem(40, 2, 1, 128, {90}, {{0, 40, 90, 0}}, 6));
+  problems.push_back(MakeProblem(37, 4, 2, 256, {37}, {{0, 37, 37, 0}}, 7));
   for (size_t pi = 0; pi < problems.size(); ++pi) {
     const Problem& p = problems[pi];
     AttentionRunner run(this, be(), p);
@@ -146,6 +149,10 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   problems.push_back(MakeProblem(8, 4, 2, 4, {6, 4}, {{0, 3, 5, 0}, {3, 4, 4, 1}}, 11));
   // Two sequences accumulating into the same cache gradient, MQA, odd head_dim.
   problems.push_back(MakeProblem(10, 3, 1, 3, {6, 4}, {{0, 3, 5, 0}, {3, 4, 4, 1}, {7, 2, 6, 0}}, 12));
+  // Long sequences (several query and key blocks if a backend blocks by 64), with and without a
+  // shared cache, q_len < kv_len, an idle row.
+  problems.push_back(MakeProblem(88, 2, 1, 2, {90, 20}, {{0, 70, 85, 0}, {70, 17, 20, 1}}, 13));
+  problems.push_back(MakeProblem(91, 2, 2, 2, {90, 20}, {{0, 70, 85, 0}, {70, 17, 20, 1}, {88, 3, 6, 0}}, 14));
   for (size_t pi = 0; pi < problems.size(); ++pi) {
     const Problem& p = problems[pi];
     const std::string tag = " problem " + std::to_string(pi);
