@@ -1,0 +1,63 @@
+// Request: the state of one Generate call shared by its caller's thread and the scheduler thread.
+// Internal to core/runtime.
+//
+// Ownership: a shared_ptr held by the caller (until Generate returns) and by the scheduler (while
+// queued or active). Fields under "scheduler only" are touched only by the scheduler thread once the
+// request is queued; the hand-off fields are guarded by `mu`.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/model/kv_cache.h"
+#include "core/model/model.h"
+#include "core/runtime/expert_table.h"
+#include "core/runtime/runtime.h"
+#include "core/sampling/sampler.h"
+#include "core/sampling/stop_matcher.h"
+
+namespace tessera::runtime {
+
+struct Request {
+  Request(const SamplingParams& sampling, std::vector<std::string> stops)
+      : sampler(sampling), stop(std::move(stops)) {}
+
+  // Fixed when queued.
+  std::string tenant;
+  int64_t version = 0;
+  std::string sha256;
+  std::shared_ptr<const ExpertTable::Snapshot> table;  // the table it started with
+  std::shared_ptr<const ExpertOverlay> overlay;        // kept alive until the request ends
+  std::vector<int32_t> prompt;
+  int max_tokens = 0;
+  bool collect_routing = false;
+  bool streaming = false;  // the caller wants deltas
+
+  // Scheduler only.
+  Sampler sampler;
+  StopMatcher stop;
+  KvCache* cache = nullptr;
+  bool prefilled = false;
+  bool finished = false;
+  int32_t last_token = 0;
+  std::vector<int32_t> tokens;
+  size_t emitted = 0;  // bytes of stop.output() already handed to `pending_delta`
+  RoutingStats routing;
+
+  // Hand-off between the threads.
+  std::atomic<bool> cancelled{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string pending_delta;
+  bool done = false;
+  absl::Status status;
+  GenerateResult result;
+};
+
+}  // namespace tessera::runtime

@@ -1,0 +1,274 @@
+// Runtime: creation, version resolution, SetLive, Generate's caller side, Score, Status, Shutdown
+// (see runtime.h). The scheduler thread is in scheduler.cc.
+#include "core/runtime/runtime.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/runtime/request.h"
+#include "core/sampling/sampler.h"
+#include "core/util/status_macros.h"
+
+namespace tessera::runtime {
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kEos: return "eos";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, const Tokenizer* tokenizer,
+                                                         VersionSource* source, RuntimeOptions options) {
+  if (model == nullptr) return absl::InvalidArgumentError("Runtime: model is null");
+  if (tokenizer == nullptr) return absl::InvalidArgumentError("Runtime: tokenizer is null");
+  if (source == nullptr) return absl::InvalidArgumentError("Runtime: version source is null");
+  const ModelConfig& c = model->config();
+  if (tokenizer->vocab_size() > c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("Runtime: the tokenizer's vocabulary (", tokenizer->vocab_size(),
+                                                   ") is larger than the model's (", c.vocab_size, ")"));
+  }
+  if (options.max_batch < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("Runtime: max_batch must be >= 1, got ", options.max_batch));
+  }
+  if (options.kv_capacity < 2 || options.kv_capacity > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("Runtime: kv_capacity must be in [2, ", c.max_position_embeddings,
+                                                   "] (the model's context), got ", options.kv_capacity));
+  }
+  if (options.max_queue < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("Runtime: max_queue must be >= 1, got ", options.max_queue));
+  }
+  if (options.overlay_cache_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Runtime: overlay_cache_bytes must be >= 0, got ", options.overlay_cache_bytes));
+  }
+  if (options.max_prefill_tokens_per_step < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("Runtime: max_prefill_tokens_per_step must be >= 1, got ",
+                                                   options.max_prefill_tokens_per_step));
+  }
+  std::unique_ptr<Runtime> rt(new Runtime(model, tokenizer, source, options));
+  ASSIGN_OR_RETURN(rt->kv_pool_,
+                   KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend()));
+  rt->scheduler_ = std::thread([r = rt.get()] { r->SchedulerLoop(); });
+  return rt;
+}
+
+Runtime::Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* source, RuntimeOptions options)
+    : model_(model),
+      tokenizer_(tokenizer),
+      source_(source),
+      options_(options),
+      cache_(model->config(), model->backend(), source, options.overlay_cache_bytes) {}
+
+Runtime::~Runtime() { Shutdown(); }
+
+void Runtime::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (scheduler_.joinable()) scheduler_.join();
+  // The scheduler failed its active requests on the way out; nothing is admitted any more.
+  std::deque<std::shared_ptr<Request>> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(queue_);
+  }
+  for (auto& r : left) Finish(*r, absl::UnavailableError("the runtime is shutting down"));
+}
+
+absl::StatusOr<std::shared_ptr<const ExpertOverlay>> Runtime::OverlayFor(const std::string& tenant,
+                                                                        int64_t version) {
+  return cache_.Acquire(tenant, version);
+}
+
+absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, std::optional<int64_t> version) {
+  if (tenant.empty()) return absl::InvalidArgumentError("tenant_id is empty");
+  Resolved r;
+  r.table = table_.Current();
+  if (version.has_value()) {
+    if (*version < 0) return absl::InvalidArgumentError(absl::StrCat("version must be >= 0, got ", *version));
+    r.version = *version;
+  } else if (auto it = r.table->find(tenant); it != r.table->end()) {
+    r.version = it->second.version;
+  } else {
+    // First request for a tenant the runtime has not been told about: follow the registry's pointer.
+    ASSIGN_OR_RETURN(const int64_t live, source_->LiveVersion(tenant));
+    if (live < 0) return absl::InternalError(absl::StrCat("version source: live version ", live, " is negative"));
+    std::shared_ptr<const ExpertOverlay> overlay;
+    if (live > 0) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, live)); }
+    const std::string sha = overlay ? overlay->digest() : "";
+    LiveEntry now;
+    {
+      std::lock_guard<std::mutex> lock(publish_mu_);
+      now = table_.SetIfAbsent(tenant, LiveEntry{live, sha});
+      if (now.version == live) cache_.MarkLive(tenant, live);
+    }
+    r.table = table_.Current();
+    r.version = now.version;
+    if (now.version == live) {
+      r.overlay = std::move(overlay);
+      r.sha256 = sha;
+      return r;
+    }
+  }
+  if (r.version > 0) {
+    ASSIGN_OR_RETURN(r.overlay, OverlayFor(tenant, r.version));
+    r.sha256 = r.overlay->digest();
+  }
+  return r;
+}
+
+absl::Status Runtime::SetLive(const std::string& tenant, int64_t version) {
+  if (tenant.empty()) return absl::InvalidArgumentError("SetLive: tenant_id is empty");
+  if (version < 0) return absl::InvalidArgumentError(absl::StrCat("SetLive: version must be >= 0, got ", version));
+  std::lock_guard<std::mutex> order(set_live_mu_);
+  // Load first (fresh buffers, this thread), publish second: the swap itself is one pointer store.
+  std::shared_ptr<const ExpertOverlay> overlay;
+  if (version > 0) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, version)); }
+  std::lock_guard<std::mutex> lock(publish_mu_);
+  table_.Set(tenant, LiveEntry{version, overlay ? overlay->digest() : ""});
+  cache_.MarkLive(tenant, version);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Runtime::LiveVersion(const std::string& tenant) {
+  ASSIGN_OR_RETURN(Resolved r, Resolve(tenant, std::nullopt));
+  return r.version;
+}
+
+void Runtime::ForgetTenant(const std::string& tenant) {
+  std::lock_guard<std::mutex> order(set_live_mu_);
+  std::lock_guard<std::mutex> lock(publish_mu_);
+  table_.Erase(tenant);
+  cache_.ForgetTenant(tenant);
+}
+
+std::vector<int32_t> Runtime::PromptTokens(std::string_view text) const {
+  std::vector<int32_t> ids = tokenizer_->Encode(text);
+  ids.insert(ids.begin(), tokenizer_->bos_id());
+  return ids;
+}
+
+absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std::optional<int64_t> version,
+                                                 const GenerateParams& params, const DeltaCallback& on_delta) {
+  if (params.max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 1, got ", params.max_tokens));
+  }
+  SamplingParams sampling;
+  sampling.temperature = params.temperature;
+  sampling.top_k = params.top_k;
+  sampling.top_p = params.top_p;
+  sampling.seed = params.seed;
+  RETURN_IF_ERROR(Sampler::Validate(sampling));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the runtime is shutting down");
+  }
+  ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
+  std::vector<int32_t> prompt = PromptTokens(params.prompt);
+  if (static_cast<int64_t>(prompt.size()) > options_.kv_capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt is ", prompt.size(),
+                                                   " tokens (with BOS), longer than the context of ",
+                                                   options_.kv_capacity));
+  }
+  auto r = std::make_shared<Request>(sampling, params.stop);
+  r->tenant = tenant;
+  r->version = res.version;
+  r->sha256 = res.sha256;
+  r->table = std::move(res.table);
+  r->overlay = std::move(res.overlay);
+  r->prompt = std::move(prompt);
+  r->max_tokens = params.max_tokens;
+  r->collect_routing = params.return_routing || options_.always_collect_routing;
+  r->streaming = static_cast<bool>(on_delta);
+  if (r->collect_routing) r->routing.Init(model_->config().num_layers, model_->config().num_experts);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the runtime is shutting down");
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
+      return absl::UnavailableError(absl::StrCat("the server is overloaded: ", queue_.size(),
+                                                 " requests are waiting; retry later"));
+    }
+    queue_.push_back(r);
+  }
+  cv_.notify_all();
+
+  for (;;) {
+    std::string delta;
+    bool done = false;
+    {
+      std::unique_lock<std::mutex> lock(r->mu);
+      r->cv.wait(lock, [&] { return r->done || !r->pending_delta.empty(); });
+      delta.swap(r->pending_delta);
+      done = r->done;
+    }
+    if (!delta.empty() && on_delta && !on_delta(delta)) {
+      r->cancelled.store(true);
+      cv_.notify_all();
+      return absl::CancelledError("generation cancelled by the caller");
+    }
+    if (done) break;
+  }
+  if (!r->status.ok()) return r->status;
+  return std::move(r->result);
+}
+
+absl::StatusOr<ScoreResult> Runtime::Score(const std::string& tenant, std::optional<int64_t> version,
+                                           std::string_view text, bool return_routing) {
+  if (text.empty()) return absl::InvalidArgumentError("text is empty: nothing to score");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the runtime is shutting down");
+  }
+  ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
+  std::vector<int32_t> tokens = PromptTokens(text);
+  if (static_cast<int64_t>(tokens.size()) > options_.kv_capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("text is ", tokens.size(),
+                                                   " tokens (with BOS), longer than the context of ",
+                                                   options_.kv_capacity));
+  }
+  const bool want_routing = return_routing || options_.always_collect_routing;
+  SequenceInput in{tokens, res.overlay.get(), nullptr};
+  std::vector<RoutingStats> routing;
+  absl::StatusOr<std::vector<std::vector<float>>> lp;
+  {
+    std::lock_guard<std::mutex> lock(model_mu_);
+    lp = model_->ScoreTokens(absl::MakeConstSpan(&in, 1), want_routing ? &routing : nullptr);
+  }
+  if (!lp.ok()) return lp.status();
+  ScoreResult out;
+  for (float x : (*lp)[0]) out.total_logprob += static_cast<double>(x);
+  out.num_tokens = static_cast<int64_t>((*lp)[0].size());
+  out.perplexity = std::exp(-out.total_logprob / static_cast<double>(out.num_tokens));
+  out.version = res.version;
+  out.sha256 = res.sha256;
+  if (want_routing && !routing.empty()) out.routing = SummarizeRouting(routing[0]);
+  return out;
+}
+
+RuntimeStatus Runtime::Status() {
+  RuntimeStatus s;
+  OverlayCacheStats cs = cache_.Stats();
+  s.resident = std::move(cs.resident);
+  s.resident_bytes = cs.resident_bytes;
+  s.held_bytes = cs.held_bytes;
+  s.resident_bytes_limit = cs.capacity_bytes;
+  s.overlay_loads = cs.loads;
+  s.overlay_evictions = cs.evictions;
+  for (const auto& [tenant, entry] : *table_.Current()) s.live[tenant] = entry.version;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.pending_requests = static_cast<int64_t>(queue_.size());
+  }
+  s.active_requests = active_count_.load();
+  s.tokens_generated = tokens_generated_.load();
+  s.steps = steps_.load();
+  s.kv_cache_bytes = kv_pool_ ? kv_pool_->bytes() : 0;
+  return s;
+}
+
+}  // namespace tessera::runtime

@@ -1,0 +1,217 @@
+// Runtime: serves Generate and Score for many tenants on one frozen backbone, with continuous
+// batching, per-tenant expert overlays and hot swap of live versions.
+//
+// Pieces (each in its own file): ExpertTable (tenant -> live version, published by RCU),
+// OverlayCache (resident versions, bounded by bytes, LRU), KvCachePool (KV caches allocated once),
+// and the scheduler (scheduler.cc): one thread that repeatedly runs one Model::Forward over every
+// active request — prompts of requests that just joined (prefill) and the last token of the others
+// (decode) in the same batch, each with its own KV cache and its own tenant's overlay — samples each
+// request's next token, and lets finished requests leave and waiting ones join before the next step.
+//
+// Request lifecycle (Generate, on the caller's thread):
+//   resolve the version: pinned, or the table's live entry, or (tenant not seen yet) the source's
+//   live pointer -> acquire its overlay from the cache (loading it here, off the decode loop) ->
+//   tokenize (BOS + prompt) -> enqueue (queue full: UNAVAILABLE) -> wait for deltas / completion.
+// The request keeps the table snapshot and its overlay's shared_ptr until it finishes, so a SetLive
+// or an eviction meanwhile never changes what serves it.
+//
+// Generation rules (the same as tessera::Generate in core/model/generate.h, the single-request
+// reference): prompt = BOS + tokenizer.Encode(prompt). Ids the tokenizer cannot produce (rows beyond
+// its vocabulary, PAD, BOS) get -inf logits; the request's own Sampler (seeded by params.seed) picks
+// the token; EOS ends with kEos (not part of the output, not counted); each other token is counted,
+// its bytes fed to a StopMatcher (stop seen: kStop, output cut before it); max_tokens reached or the
+// KV cache full: kLength.
+// Determinism: a request's tokens and routing depend only on (tenant version, prompt, params), not on
+// what else is in the batch: Model::Forward computes each sequence independently, the prompt is
+// always prefilled in one piece, and sampling uses per-request RNG state.
+//
+// Streaming: text is handed to on_delta on the caller's thread (never the scheduler's, so a slow
+// client cannot stall the batch), only once the StopMatcher says it cannot become part of a stop
+// string and (until the end) without a trailing incomplete UTF-8 character. on_delta returning false
+// cancels: the request leaves the batch at the next step and Generate returns CANCELLED.
+//
+// Model calls (the scheduler's steps and Score) are serialized by one mutex: backends share one
+// device stream, and on 2 cores overlapping them gains nothing.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/model/model.h"
+#include "core/runtime/expert_table.h"
+#include "core/runtime/kv_cache_pool.h"
+#include "core/runtime/overlay_cache.h"
+#include "core/runtime/routing.h"
+#include "core/runtime/version_source.h"
+#include "core/tokenizer/tokenizer.h"
+
+namespace tessera::runtime {
+
+struct RuntimeOptions {
+  int max_batch = 16;              // sequences in one step (= KV caches in the pool)
+  int64_t kv_capacity = 1024;      // positions per request (prompt + completion); <= max_position_embeddings
+  int max_queue = 256;             // waiting requests; one more -> UNAVAILABLE
+  int64_t overlay_cache_bytes = int64_t{256} << 20;
+  // Prompt tokens admitted into one step (at least one request is always admitted): bounds how long
+  // a step with new prompts stalls the decodes running beside them.
+  int64_t max_prefill_tokens_per_step = 4096;
+  // Fill GenerateResult/ScoreResult::routing for every request, not only those asking (for metrics).
+  bool always_collect_routing = false;
+};
+
+struct GenerateParams {
+  std::string prompt;
+  int max_tokens = 64;  // >= 1
+  float temperature = 0;  // 0 = greedy
+  int top_k = 0;          // 0 = off
+  float top_p = 1;        // 1 = off
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  bool return_routing = false;
+};
+
+enum class FinishReason { kLength, kStop, kEos };
+const char* FinishReasonName(FinishReason r);  // "length", "stop", "eos"
+
+struct GenerateResult {
+  std::string text;
+  FinishReason finish_reason = FinishReason::kLength;
+  int64_t version = 0;      // the version that served it (0 = base)
+  std::string sha256;       // its content digest ("" for base)
+  int prompt_tokens = 0;    // including BOS
+  int completion_tokens = 0;
+  std::vector<int32_t> tokens;        // generated ids (no EOS)
+  std::vector<LayerRouting> routing;  // with return_routing
+};
+
+struct ScoreResult {
+  double total_logprob = 0;  // sum of log p(byte_i | BOS, bytes < i)
+  int64_t num_tokens = 0;    // scored tokens (the text's tokens; BOS is context only)
+  double perplexity = 0;     // exp(-total_logprob / num_tokens)
+  int64_t version = 0;
+  std::string sha256;
+  std::vector<LayerRouting> routing;  // over BOS + the text's tokens
+};
+
+struct RuntimeStatus {
+  std::vector<ResidentOverlay> resident;  // most recently used first
+  int64_t resident_bytes = 0;
+  int64_t held_bytes = 0;  // evicted overlays still held by requests
+  int64_t resident_bytes_limit = 0;
+  std::map<std::string, int64_t> live;  // tenant -> version served by default
+  int64_t pending_requests = 0;  // queued, waiting for a batch slot
+  int64_t active_requests = 0;   // in the running batch
+  int64_t tokens_generated = 0;  // since start
+  int64_t steps = 0;             // forward steps run
+  int64_t overlay_loads = 0;
+  int64_t overlay_evictions = 0;
+  int64_t kv_cache_bytes = 0;
+};
+
+struct Request;  // scheduler state of one Generate (request.h)
+
+class Runtime {
+ public:
+  // `model`, `tokenizer` and `source` are not owned and must outlive the runtime. Allocates the KV
+  // cache pool and starts the scheduler thread. INVALID_ARGUMENT naming the option for a bad option
+  // (or a tokenizer whose vocabulary exceeds the model's).
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(const Model* model, const Tokenizer* tokenizer,
+                                                         VersionSource* source, RuntimeOptions options);
+  ~Runtime();  // Shutdown()
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  using DeltaCallback = std::function<bool(std::string_view delta)>;
+  // `version`: nullopt = the tenant's live version (see file comment); 0 = base; N = pinned.
+  // Errors: INVALID_ARGUMENT (tenant empty, bad params, prompt longer than kv_capacity - naming the
+  // field), NOT_FOUND (unknown tenant or version, from the source), UNAVAILABLE (queue full or
+  // shutting down), CANCELLED (on_delta returned false).
+  absl::StatusOr<GenerateResult> Generate(const std::string& tenant, std::optional<int64_t> version,
+                                          const GenerateParams& params, const DeltaCallback& on_delta = nullptr);
+
+  // Log-likelihood of BOS + text under the tenant's version, outside the batch (Model::ScoreTokens).
+  // INVALID_ARGUMENT for empty text or more than kv_capacity tokens.
+  absl::StatusOr<ScoreResult> Score(const std::string& tenant, std::optional<int64_t> version,
+                                    std::string_view text, bool return_routing);
+
+  // Makes `version` (0 = base) the tenant's live version: loads it into the overlay cache (fresh
+  // buffers, on this thread; decoding continues meanwhile), then publishes a new table. When it returns
+  // OK, every request that starts afterwards is served by `version`; requests already started finish
+  // on theirs. On error (NOT_FOUND, parse error) nothing changes.
+  absl::Status SetLive(const std::string& tenant, int64_t version);
+
+  // The version a request for `tenant` without a pin would be served by now (resolving a tenant not
+  // seen yet through the source, like Generate).
+  absl::StatusOr<int64_t> LiveVersion(const std::string& tenant);
+
+  // Drops everything known about the tenant (live entry, resident versions): for tenant deletion, so
+  // a re-created tenant's versions are loaded afresh. Requests in flight finish normally.
+  void ForgetTenant(const std::string& tenant);
+
+  RuntimeStatus Status();
+
+  // Stops accepting requests, fails the queued and running ones with UNAVAILABLE, joins the scheduler.
+  // Idempotent.
+  void Shutdown();
+
+  const RuntimeOptions& options() const { return options_; }
+  const Model& model() const { return *model_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+
+ private:
+  struct Resolved {
+    int64_t version = 0;
+    std::string sha256;
+    std::shared_ptr<const ExpertOverlay> overlay;  // null for version 0
+    std::shared_ptr<const ExpertTable::Snapshot> table;
+  };
+
+  Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* source, RuntimeOptions options);
+  absl::StatusOr<Resolved> Resolve(const std::string& tenant, std::optional<int64_t> version);
+  absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayFor(const std::string& tenant, int64_t version);
+  std::vector<int32_t> PromptTokens(std::string_view text) const;
+
+  // scheduler.cc
+  void SchedulerLoop();
+  void Step(std::vector<std::shared_ptr<Request>>& active);
+  void Complete(Request& r, FinishReason reason);  // result + final delta, then Finish(OK)
+  void EmitDelta(Request& r, bool final);
+  void Finish(Request& r, absl::Status status);
+
+  const Model* model_;
+  const Tokenizer* tokenizer_;
+  VersionSource* source_;
+  const RuntimeOptions options_;
+
+  ExpertTable table_;
+  OverlayCache cache_;
+  std::unique_ptr<KvCachePool> kv_pool_;
+  std::mutex set_live_mu_;  // orders SetLive calls (each publishes what it loaded)
+  std::mutex publish_mu_;   // keeps table publication and the cache's live marks in the same order
+  std::mutex model_mu_;     // one model call at a time (see file comment)
+
+  std::mutex mu_;  // guards queue_ and stopping_
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Request>> queue_;
+  bool stopping_ = false;
+  std::thread scheduler_;
+
+  std::atomic<int64_t> active_count_{0};
+  std::atomic<int64_t> tokens_generated_{0};
+  std::atomic<int64_t> steps_{0};
+};
+
+}  // namespace tessera::runtime

@@ -1,0 +1,171 @@
+// The scheduler thread: continuous batching over the active requests (see runtime.h).
+//
+// Each iteration: admit queued requests (FIFO) while a batch slot (and so a pooled KV cache) is free
+// and the step's prefill budget allows (the first one always), drop cancelled ones, run ONE
+// Model::Forward over every active request (a joining request contributes its whole prompt, the others
+// their last sampled token), then sample each request's next token and retire the finished ones.
+// Everything a request computes lives in its own KV cache, sampler and stop matcher, so its output
+// does not depend on who shares the step.
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "core/runtime/request.h"
+#include "core/runtime/runtime.h"
+#include "core/tokenizer/utf8.h"
+
+namespace tessera::runtime {
+
+void Runtime::SchedulerLoop() {
+  std::vector<std::shared_ptr<Request>> active;
+  for (;;) {
+    std::vector<std::shared_ptr<Request>> dropped;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active.empty(); });
+      if (stopping_) break;
+      int64_t budget = options_.max_prefill_tokens_per_step;
+      bool admitted = false;
+      while (!queue_.empty() && static_cast<int>(active.size()) < options_.max_batch) {
+        std::shared_ptr<Request> r = queue_.front();
+        if (r->cancelled.load()) {
+          queue_.pop_front();
+          dropped.push_back(std::move(r));
+          continue;
+        }
+        const int64_t n = static_cast<int64_t>(r->prompt.size());
+        if (admitted && n > budget) break;
+        queue_.pop_front();
+        budget -= n;
+        admitted = true;
+        r->cache = kv_pool_->Acquire();  // never null: the pool has max_batch caches
+        active.push_back(std::move(r));
+      }
+    }
+    for (auto& r : dropped) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
+    for (auto& r : active) {
+      if (r->cancelled.load()) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
+    }
+    std::erase_if(active, [](const std::shared_ptr<Request>& r) { return r->finished; });
+    active_count_.store(static_cast<int64_t>(active.size()));
+    if (active.empty()) continue;
+    Step(active);
+    std::erase_if(active, [](const std::shared_ptr<Request>& r) { return r->finished; });
+    active_count_.store(static_cast<int64_t>(active.size()));
+  }
+  for (auto& r : active) Finish(*r, absl::UnavailableError("the runtime is shutting down"));
+  active_count_.store(0);
+}
+
+void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
+  const ModelConfig& c = model_->config();
+  std::vector<SequenceInput> batch;
+  batch.reserve(active.size());
+  ForwardOptions opt;
+  opt.logits = LogitsMode::kLast;
+  for (const auto& r : active) {
+    absl::Span<const int32_t> tokens =
+        r->prefilled ? absl::MakeConstSpan(&r->last_token, 1) : absl::MakeConstSpan(r->prompt);
+    batch.push_back(SequenceInput{tokens, r->overlay.get(), r->cache});
+    opt.collect_routing = opt.collect_routing || r->collect_routing;
+  }
+  absl::StatusOr<ForwardResult> fr;
+  absl::StatusOr<std::vector<float>> logits;
+  {
+    std::lock_guard<std::mutex> lock(model_mu_);
+    fr = model_->Forward(batch, opt);
+    if (fr.ok()) logits = model_->backend()->ToHostF32(fr->logits);
+  }
+  steps_.fetch_add(1);
+  if (fr.ok() && !logits.ok()) fr = logits.status();
+  if (!fr.ok()) {
+    const absl::Status failed(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
+    for (auto& r : active) Finish(*r, failed);
+    return;
+  }
+  const int64_t vocab = c.vocab_size;
+  const int64_t producible = std::min<int64_t>(vocab, tokenizer_->vocab_size());
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (size_t i = 0; i < active.size(); ++i) {
+    Request& r = *active[i];
+    if (r.collect_routing) r.routing.Merge(fr->routing[i]);
+    r.prefilled = true;
+    float* row = logits->data() + static_cast<int64_t>(i) * vocab;
+    // Ids the tokenizer cannot produce are never sampled (as in tessera::Generate).
+    for (int64_t j = producible; j < vocab; ++j) row[j] = neg_inf;
+    for (int32_t special : {tokenizer_->pad_id(), tokenizer_->bos_id()}) {
+      if (special >= 0 && special < vocab && special != tokenizer_->eos_id()) row[special] = neg_inf;
+    }
+    const int32_t token = r.sampler.Sample(absl::MakeConstSpan(row, vocab));
+    if (token < 0) {
+      Finish(r, absl::InternalError("sampler returned no token"));
+      continue;
+    }
+    if (token == tokenizer_->eos_id()) {
+      Complete(r, FinishReason::kEos);
+      continue;
+    }
+    r.tokens.push_back(token);
+    tokens_generated_.fetch_add(1);
+    r.stop.Feed(tokenizer_->DecodeToken(token));
+    if (r.stop.stopped()) {
+      Complete(r, FinishReason::kStop);
+    } else if (static_cast<int64_t>(r.tokens.size()) >= r.max_tokens ||
+               r.cache->length() >= r.cache->capacity()) {
+      Complete(r, FinishReason::kLength);
+    } else {
+      r.last_token = token;
+      EmitDelta(r, /*final=*/false);
+    }
+  }
+}
+
+void Runtime::EmitDelta(Request& r, bool final) {
+  if (!r.streaming) return;
+  const std::string& text = r.stop.text();
+  size_t limit = final ? r.stop.keep_bytes() : r.stop.safe_bytes();
+  if (limit <= r.emitted) return;
+  if (!final) {
+    // Hold back a trailing incomplete UTF-8 character until its remaining bytes arrive.
+    limit = r.emitted + Utf8CompletePrefixLength(std::string_view(text).substr(r.emitted, limit - r.emitted));
+    if (limit == r.emitted) return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    r.pending_delta.append(text, r.emitted, limit - r.emitted);
+  }
+  r.emitted = limit;
+  r.cv.notify_all();
+}
+
+void Runtime::Complete(Request& r, FinishReason reason) {
+  GenerateResult& out = r.result;  // read by the caller only after Finish publishes `done`
+  out.text = std::string(r.stop.output());
+  out.finish_reason = reason;
+  out.version = r.version;
+  out.sha256 = r.sha256;
+  out.prompt_tokens = static_cast<int>(r.prompt.size());
+  out.completion_tokens = static_cast<int>(r.tokens.size());
+  out.tokens = r.tokens;
+  if (r.collect_routing) out.routing = SummarizeRouting(r.routing);
+  EmitDelta(r, /*final=*/true);
+  Finish(r, absl::OkStatus());
+}
+
+void Runtime::Finish(Request& r, absl::Status status) {
+  if (r.finished) return;
+  r.finished = true;
+  kv_pool_->Release(r.cache);
+  r.cache = nullptr;
+  // The request no longer needs its version: let evicted buffers and old tables go.
+  r.overlay.reset();
+  r.table.reset();
+  {
+    std::lock_guard<std::mutex> lock(r.mu);
+    r.status = std::move(status);
+    r.done = true;
+  }
+  r.cv.notify_all();
+}
+
+}  // namespace tessera::runtime
