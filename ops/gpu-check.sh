@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs every GPU test binary and benchmark of a bundle made by ops/gpu-bundle.sh, on a machine with an
+# NVIDIA GPU (CUDA 13 runtime + cuBLAS and driver >= 580 installed there), and prints a table.
+# Exit status: 0 when every test passed and every benchmark ran; non-zero otherwise (including tests
+# that skipped because no GPU was usable, and libraries that could not be found).
+#
+# How a future session runs it (no GPU needed to build):
+#   1. here:   ops/gpu-bundle.sh                    -> ./gpu-bundle (git-ignored, < 64 MiB)
+#   2. device tool, one call (the bundle travels as a carried ignored path):
+#        run(command="cd gpu-bundle && ./gpu-check.sh --out $OUT", carry=["gpu-bundle"], timeout_s=600)
+#      add --peer to also run the PyTorch/transformers peer (ops/bench/torch_peer.py; PyTorch 2.11 and
+#      transformers 5.x are on the GPU image); --quick runs only the tests.
+#   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.
+#
+#   ./gpu-check.sh [--out DIR] [--peer] [--quick] [--peer-args "..."]
+#   Logs: DIR/<name>.log for every step, DIR/summary.txt (the table). DIR defaults to ./results.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUTDIR="$HERE/results"
+RUN_PEER=0
+QUICK=0
+PEER_ARGS=${TESSERA_PEER_ARGS:-"--reps 3"}
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --out) OUTDIR=$2; shift 2 ;;
+    --peer) RUN_PEER=1; shift ;;
+    --quick) QUICK=1; shift ;;
+    --peer-args) PEER_ARGS=$2; shift 2 ;;
+    *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUTDIR"
+
+# Our libraries first; then the CUDA 13 runtime libraries, which the bundle does not carry.
+if [[ ! -d "$HERE/lib" && -f "$HERE/lib.tar.xz" ]]; then tar -C "$HERE" -xJf "$HERE/lib.tar.xz"; fi
+LIBPATH="$HERE/lib"
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+  [[ -d "$d" ]] && LIBPATH="$LIBPATH:$d"
+done
+if ! ls /usr/local/cuda/lib64/libcublasLt.so.13 >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q 'libcublasLt.so.13'; then
+  # PyTorch's cu13 wheels ship cuBLAS and the runtime (nvidia/cu13/lib or nvidia/cublas/lib).
+  PYLIB=$(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+dirs = set()
+for sp in site.getsitepackages():
+    for pat in ("nvidia/*/lib", "nvidia/cu13/lib"):
+        for d in glob.glob(os.path.join(sp, pat)):
+            if glob.glob(os.path.join(d, "libcublas*.so.13")) or glob.glob(os.path.join(d, "libcudart.so.13")):
+                dirs.add(d)
+print(":".join(sorted(dirs)))
+PY
+)
+  [[ -n "$PYLIB" ]] && LIBPATH="$LIBPATH:$PYLIB"
+fi
+export LD_LIBRARY_PATH="$LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TESSERA_SOURCE_DIR="$HERE"
+
+echo "== gpu-check $(cat "$HERE/BUILD_INFO" 2>/dev/null | tr '\n' ' ')"
+echo "== nvidia-smi"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
+  --format=csv 2>&1 | tee "$OUTDIR/nvidia-smi.txt"
+HAVE_GPU=0
+nvidia-smi -L >/dev/null 2>&1 && HAVE_GPU=1
+
+FAIL=0
+ROWS=()
+# Seconds since $1 (from `date +%s%N`), one decimal, without bc (not on every image).
+elapsed() { local d=$(( ($(date +%s%N) - $1) / 100000000 )); echo "$((d / 10)).$((d % 10))"; }
+row() { ROWS+=("$(printf '%-34s %-6s %8s  %s' "$1" "$2" "$3" "$4")"); }
+
+# Unresolved libraries make every binary fail in confusing ways: report them first.
+for f in "$HERE"/bin/*; do
+  missing=$(ldd "$f" 2>&1 | grep 'not found' | awk '{print $1}' | tr '\n' ' ')
+  if [[ -n "$missing" ]]; then
+    row "$(basename "$f") (libraries)" FAIL - "missing: $missing"
+    FAIL=1
+  fi
+done
+
+for f in "$HERE"/bin/*_test; do
+  [[ -x "$f" ]] || continue
+  name=$(basename "$f")
+  log="$OUTDIR/$name.log"
+  t0=$(date +%s%N)
+  "$f" --gtest_color=no >"$log" 2>&1
+  rc=$?
+  secs=$(elapsed "$t0")
+  passed=$(grep -c '^\[       OK \]' "$log")
+  failed=$(grep -c '^\[  FAILED  \].*(.*ms)' "$log")
+  skipped=$(grep -c '^\[  SKIPPED \].*(.*ms)' "$log")
+  status=PASS
+  if (( rc != 0 || failed > 0 )); then status=FAIL; FAIL=1;
+  elif (( passed == 0 && skipped > 0 )); then status=SKIP; (( HAVE_GPU )) && FAIL=1; fi
+  detail="passed=$passed failed=$failed skipped=$skipped rc=$rc"
+  (( skipped > 0 )) && detail="$detail ($(grep -m1 -o 'no CUDA device:.*' "$log" | cut -c1-80))"
+  row "$name" "$status" "$secs" "$detail"
+  (( failed > 0 )) && grep '^\[  FAILED  \].*(.*ms)' "$log" | head -20 | sed 's/^/    /'
+done
+
+if (( ! QUICK )); then
+  for f in "$HERE"/bin/bench_gpu_*; do
+    [[ -x "$f" ]] || continue
+    name=$(basename "$f")
+    log="$OUTDIR/$name.log"
+    t0=$(date +%s%N)
+    "$f" >"$log" 2>&1
+    rc=$?
+    secs=$(elapsed "$t0")
+    last=$(tail -1 "$log")
+    status=PASS
+    if (( rc != 0 )); then status=FAIL; FAIL=1; fi
+    if grep -q '^SKIP' "$log"; then status=SKIP; (( HAVE_GPU )) && FAIL=1; fi
+    row "$name" "$status" "$secs" "$last"
+    grep -E '^(device|check|grouped) ' "$log" | sed 's/^/    /'
+  done
+  if (( RUN_PEER )); then
+    log="$OUTDIR/torch_peer.log"
+    t0=$(date +%s%N)
+    PYTHONUNBUFFERED=1 python3 "$HERE/bench/torch_peer.py" $PEER_ARGS --json-out "$OUTDIR/torch_peer.json" >"$log" 2>&1
+    rc=$?
+    secs=$(elapsed "$t0")
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; }
+    row "torch_peer.py" "$status" "$secs" "$(grep '^peer_summary' "$log" | tail -1)"
+    grep '^peer ' "$log" | sed 's/^/    /'
+    (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
+  fi
+fi
+
+{
+  echo
+  printf '%-34s %-6s %8s  %s\n' "step" "status" "seconds" "result"
+  for r in "${ROWS[@]}"; do echo "$r"; done
+  echo "gpu-check: $([[ $FAIL == 0 ]] && echo OK || echo FAILED)"
+} | tee "$OUTDIR/summary.txt"
+exit $FAIL
