@@ -76,6 +76,7 @@ const char* SafetensorsDTypeName(DType dtype) {
 }
 
 absl::Status ConvertToF32(DType dtype, const uint8_t* src, size_t count, float* dst) {
+  if (count == 0 && dtype != DType::kI32) return absl::OkStatus();  // dst may be null
   switch (dtype) {
     case DType::kF32:
       std::memcpy(dst, src, count * sizeof(float));
