@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "storage/random_id.h"
 #include "storage/sha256.h"
 #include "tests/storage/temp_dir.h"
 
@@ -43,6 +45,24 @@ TEST(Sha256Test, IncrementalEqualsOneShotAtEveryBoundary) {
       EXPECT_EQ(h.FinishHex(), Sha256Hex(part)) << "len=" << len << " split=" << split;
     }
   }
+}
+
+TEST(RandomIdTest, Base62OfRequestedLengthAndDistinct) {
+  std::set<std::string> seen;
+  std::set<char> chars;
+  for (int i = 0; i < 200; ++i) {
+    auto r = RandomBase62(16);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->size(), 16u);
+    for (char c : *r) {
+      EXPECT_TRUE((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) << c;
+      chars.insert(c);
+    }
+    EXPECT_TRUE(seen.insert(*r).second);
+  }
+  EXPECT_GT(chars.size(), 55u);  // 3200 draws cover (nearly) the whole alphabet
+  EXPECT_EQ(RandomBase62(0).value(), "");
+  EXPECT_EQ(RandomBase62(300).value().size(), 300u);
 }
 
 class BlobStoreTest : public ::testing::Test {
