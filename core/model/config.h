@@ -63,7 +63,7 @@ struct ModelConfig {
   absl::Status Validate() const;
 
   // builtin:tiny: qwen3_moe family, byte vocabulary (259 ids padded to 264 rows), hidden 192, 4 layers,
-  // 6/2 heads of 32, 16 experts of width 96, top-4, tied embeddings: ~3.2M parameters.
+  // 6/2 heads of 32, 16 experts of width 96, top-4, tied embeddings: ~4.0M parameters.
   static ModelConfig BuiltinTiny();
   // The bench's 'small' config: hidden 1024, 8 layers, 16/4 heads of 64, 32 experts of 512, top-4,
   // vocab 32000 (untied).
