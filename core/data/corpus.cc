@@ -84,12 +84,16 @@ std::string Records(Rng& rng) {
 }
 
 std::string Words(Rng& rng) {
-  // Half of the inputs are exactly five letters: the length tenant tasks use.
-  std::string w = rng.Bernoulli(0.5) ? RandomLetters(rng, 5) : Word(rng);
+  // Most inputs are exactly five random letters: the shape tenant tasks use.
+  std::string w = rng.Bernoulli(0.6) ? RandomLetters(rng, 5) : Word(rng);
   std::string out = w;
   const char* op;
-  switch (rng.Uniform(5)) {
+  switch (rng.Uniform(6)) {
     case 0: op = "copy"; break;
+    case 5:
+      op = "mirror";
+      for (char& c : out) c = static_cast<char>('z' - (c - 'a'));
+      break;
     case 1:
       op = "upper";
       for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -106,7 +110,7 @@ std::string Words(Rng& rng) {
 
 std::string Prose(Rng& rng) {
   std::string s;
-  int n = rng.Range(1, 2);
+  const int n = 1;
   for (int i = 0; i < n; ++i) {
     if (i) s += " ";
     absl::StrAppend(&s, "The ", rng.Pick(kColors), " ", rng.Pick(kNouns), " ", rng.Pick(kVerbs),
@@ -169,7 +173,7 @@ std::string GenerateDocument(Domain domain, Rng& rng) {
 
 std::vector<std::string> GenerateGeneralCorpus(uint64_t seed, int64_t num_docs) {
   // Cumulative weights in percent, in kAllDomains order.
-  constexpr int kCumulative[] = {15, 30, 45, 75, 90, 100};
+  constexpr int kCumulative[] = {12, 24, 36, 76, 88, 100};
   Rng rng(DeriveSeed(seed, 0x636f72707573ull));
   std::vector<std::string> docs;
   docs.reserve(num_docs);

@@ -5,7 +5,8 @@
 //   arithmetic  "17+25=42", "83-19=64", "7*8=56"
 //   dates       "date us(2023-04-05)=04/05/2023" between ISO, US, EU, long and short formats
 //   records     "rec{name=alice,age=34,city=lima}.age=34"
-//   words       "upper(hello)=HELLO", "reverse(...)", "sort(...)", "copy(...)", "shift(...)" (a -> b)
+//   words       "upper(hello)=HELLO", "reverse(...)", "sort(...)", "copy(...)", "shift(...)" (a -> b),
+//               "mirror(...)" (a <-> z); 60% of inputs are five random letters
 //   prose       templated English sentences
 //   code        small Python/C-like snippets
 // The word transformations teach the backbone the "op(input)=output" pattern with copying from the
@@ -36,7 +37,7 @@ Date RandomDate(Rng& rng);                          // 1990-01-01 .. 2039-12-28
 std::string FormatIsoDate(const Date& d);           // 2023-04-05
 
 // The general pretraining mixture: `num_docs` documents drawn with fixed domain weights
-// (words 30%, arithmetic 15%, dates 15%, records 15%, prose 15%, code 10%).
+// (words 40%, arithmetic 12%, dates 12%, records 12%, prose 12%, code 12%).
 std::vector<std::string> GenerateGeneralCorpus(uint64_t seed, int64_t num_docs);
 
 }  // namespace tessera::data

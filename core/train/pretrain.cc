@@ -14,17 +14,17 @@ namespace tessera::train {
 
 PretrainOptions DefaultPretrainOptions() {
   PretrainOptions o;
-  o.trainer.max_steps = 1200;
+  o.trainer.max_steps = 1500;
   o.trainer.batch_size = 32;
   o.trainer.seq_len = 96;
-  o.trainer.learning_rate = 3e-3;
+  o.trainer.learning_rate = 4e-3;
   o.trainer.warmup_steps = 60;
   o.trainer.min_lr_ratio = 0.1;
   o.trainer.weight_decay = 0.01;
   o.trainer.beta2 = 0.98;
   o.trainer.max_grad_norm = 1.0;
-  o.trainer.eval_every = 200;
-  o.trainer.eval_max_examples = 256;
+  o.trainer.eval_every = 250;
+  o.trainer.eval_max_examples = 128;
   o.trainer.seed = 7;
   return o;
 }

@@ -1,0 +1,207 @@
+// Expert-only fine-tuning on a small random MoE model: only the chosen slots change, the backbone and
+// other tenants' overlays are bitwise untouched, the artifact holds exactly the overlay's slots, and a
+// checkpointed, interrupted run resumes to the same losses. Also full-parameter training.
+#include "core/train/finetune.h"
+
+#include <atomic>
+#include <filesystem>
+
+#include "core/data/rng.h"
+#include "core/io/safetensors.h"
+#include "core/train/artifact.h"
+#include "core/train/model_trainable.h"
+#include "gtest/gtest.h"
+#include "tests/core/train/test_models.h"
+
+namespace tessera::train {
+namespace {
+
+using testing::SmallMoeConfig;
+
+// prompt [30, a, b, 31] -> completion [p(a), p(b), 31]: loss on the completion only.
+std::vector<data::TokenizedExample> PermutationData(int n, uint64_t seed) {
+  data::Rng rng(seed);
+  std::vector<data::TokenizedExample> out;
+  for (int i = 0; i < n; ++i) {
+    int a = static_cast<int>(rng.Uniform(30)), b = static_cast<int>(rng.Uniform(30));
+    data::TokenizedExample e;
+    e.tokens = {30, a, b, 31, (7 * a + 3) % 30, (7 * b + 3) % 30, 31};
+    e.loss_mask = {0, 0, 0, 0, 1, 1, 1};
+    e.prompt_tokens = 4;
+    out.push_back(e);
+  }
+  return out;
+}
+
+std::vector<float> AllWeights(Backend* be, const Model& m) {
+  std::vector<float> out;
+  ModelWeights w = m.weights();
+  for (const NamedParam& p : w.Parameters(m.config())) {
+    auto v = *be->ToHostF32(*p.tensor);
+    out.insert(out.end(), v.begin(), v.end());
+  }
+  return out;
+}
+
+std::vector<float> ProbeLogits(const Model& m, const ExpertOverlay* overlay) {
+  std::vector<int32_t> toks = {30, 4, 9, 31, 1, 2, 3, 17, 22, 8};
+  SequenceInput in{absl::MakeConstSpan(toks), overlay, nullptr};
+  ForwardOptions o;
+  o.logits = LogitsMode::kAll;
+  auto r = m.Forward({&in, 1}, o);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return *m.backend()->ToHostF32(r->logits);
+}
+
+TrainerOptions FtOptions() {
+  TrainerOptions o;
+  o.max_steps = 24;
+  o.batch_size = 16;
+  o.learning_rate = 1e-2;
+  o.warmup_steps = 2;
+  o.seed = 3;
+  o.eval_every = 8;
+  return o;
+}
+
+TEST(FineTuneTest, OnlyTheSlotsChangeAndEverythingElseIsBitwiseUnchanged) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  // Another tenant's overlay, made before the fine-tune.
+  auto other = *ExpertOverlay::CopyOfBase(c, model->weights(), std::vector<SlotId>{{0, 1}, {1, 5}},
+                                          be.get());
+  ASSERT_TRUE(be->Scale(const_cast<Tensor&>(other->Find({0, 1})->up), 1.5f).ok());
+  const auto base_weights = AllWeights(be.get(), *model);
+  const auto base_logits = ProbeLogits(*model, nullptr);
+  const auto other_logits = ProbeLogits(*model, other.get());
+
+  FineTuneOptions o;
+  o.trainer = FtOptions();
+  o.auto_select = false;
+  o.explicit_slots = {{1, 2}, {0, 5}, {1, 6}};
+  auto r = FineTuneExperts(*model, "abc123", PermutationData(300, 1), {}, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->trained_slots, (std::vector<SlotId>{{0, 5}, {1, 2}, {1, 6}}));
+  EXPECT_LT(r->train.final_val_loss, r->train.initial_val_loss - 0.05);
+  EXPECT_EQ(r->trainable_parameters, 3 * c.ExpertParameters());
+  EXPECT_EQ(r->optimizer_state_bytes, 2 * 4 * 3 * c.ExpertParameters());
+
+  // The backbone and the other tenant are bitwise unchanged; the new overlay differs from the base.
+  EXPECT_EQ(AllWeights(be.get(), *model), base_weights);
+  EXPECT_EQ(ProbeLogits(*model, nullptr), base_logits);
+  EXPECT_EQ(ProbeLogits(*model, other.get()), other_logits);
+  EXPECT_NE(ProbeLogits(*model, r->overlay.get()), base_logits);
+  auto base_gate = *be->ToHostF32(model->weights().layers[1].experts[2].gate);
+  EXPECT_NE(*be->ToHostF32(r->overlay->Find({1, 2})->gate), base_gate);
+
+  // The artifact: exactly the trained slots, HF names, metadata.
+  auto file = io::SafetensorsFile::FromBytes(r->artifact);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->size(), 9u);
+  EXPECT_NE((*file)->Find("model.layers.1.mlp.experts.2.gate_proj.weight"), nullptr);
+  EXPECT_NE((*file)->Find("model.layers.0.mlp.experts.5.down_proj.weight"), nullptr);
+  const auto& meta = (*file)->metadata();
+  EXPECT_EQ(meta.at("slots"), "L0.E5,L1.E2,L1.E6");
+  EXPECT_EQ(meta.at("trained_slots"), "L0.E5,L1.E2,L1.E6");
+  EXPECT_EQ(meta.at("backbone_sha256"), "abc123");
+  EXPECT_EQ(meta.at("steps"), "24");
+  EXPECT_EQ(meta.at("seed"), "3");
+  EXPECT_NE(meta.at("metrics").find("val_loss"), std::string::npos);
+  auto reloaded = ExpertOverlay::FromSafetensors(c, r->artifact, be.get());
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(ProbeLogits(*model, reloaded->get()), ProbeLogits(*model, r->overlay.get()));
+}
+
+TEST(FineTuneTest, FrozenWeightsGetNoGradientBuffers) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  auto overlay = *MakeTrainingOverlay(*model, {{0, 0}, {1, 3}}, nullptr);
+  auto t = ModelTrainable::ForExperts(model.get(), overlay, {{0, 0}, {1, 3}});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->Parameters().size(), 6u);
+  EXPECT_EQ((*t)->gradient_bytes(), 2 * c.ExpertParameters() * 4);
+  // A trainable slot the overlay does not hold, or out of range, is refused.
+  EXPECT_EQ(ModelTrainable::ForExperts(model.get(), overlay, {{0, 1}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeTrainingOverlay(*model, {{0, 8}}, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FineTuneTest, ContinuingFromABaseVersionCarriesItsSlots) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  FineTuneOptions o;
+  o.trainer = FtOptions();
+  o.trainer.max_steps = 4;
+  o.auto_select = false;
+  o.explicit_slots = {{0, 1}, {1, 1}};
+  auto v1 = FineTuneExperts(*model, "sha", PermutationData(100, 1), {}, o);
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  const auto v1_logits = ProbeLogits(*model, v1->overlay.get());
+  o.explicit_slots = {{1, 1}, {1, 4}};
+  auto v2 = FineTuneExperts(*model, "sha", PermutationData(100, 2), {}, o, v1->overlay);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->overlay->SlotIds(), (std::vector<SlotId>{{0, 1}, {1, 1}, {1, 4}}));
+  // Carried slot: v1's weights; the continued slot started from v1's and moved; v1 itself unchanged.
+  EXPECT_EQ(*be->ToHostF32(v2->overlay->Find({0, 1})->up), *be->ToHostF32(v1->overlay->Find({0, 1})->up));
+  EXPECT_NE(*be->ToHostF32(v2->overlay->Find({1, 1})->up), *be->ToHostF32(v1->overlay->Find({1, 1})->up));
+  EXPECT_EQ(ProbeLogits(*model, v1->overlay.get()), v1_logits);
+  auto file = *io::SafetensorsFile::FromBytes(v2->artifact);
+  EXPECT_EQ(file->metadata().at("slots"), "L0.E1,L1.E1,L1.E4");
+  EXPECT_EQ(file->metadata().at("trained_slots"), "L1.E1,L1.E4");
+}
+
+TEST(FineTuneTest, CancelledRunResumesFromItsCheckpointToTheSameLosses) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  FineTuneOptions o;
+  o.trainer = FtOptions();
+  o.trainer.max_steps = 12;
+  o.auto_select = false;
+  o.explicit_slots = {{0, 3}, {1, 0}};
+  auto data = PermutationData(100, 4);
+  auto full = FineTuneExperts(*model, "sha", data, {}, o);
+  ASSERT_TRUE(full.ok());
+
+  o.checkpoint_path = (std::filesystem::temp_directory_path() /
+                       ("ft_ckpt_" + std::to_string(::getpid()))).string();
+  o.checkpoint_every = 4;
+  std::atomic<bool> cancel{false};
+  RunControls rc;
+  rc.cancel = &cancel;
+  rc.on_progress = [&](const TrainProgress& p) {
+    if (p.step == 6) cancel = true;
+  };
+  auto first = FineTuneExperts(*model, "sha", data, {}, o, nullptr, rc);
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kCancelled);
+  auto resumed = FineTuneExperts(*model, "sha", data, {}, o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->losses, full->losses);
+  EXPECT_EQ(ProbeLogits(*model, resumed->overlay.get()), ProbeLogits(*model, full->overlay.get()));
+  std::filesystem::remove(o.checkpoint_path);
+}
+
+TEST(FineTuneTest, FullParameterTrainingReducesLoss) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  auto t = ModelTrainable::ForAllParameters(model.get());
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->Parameters().size(), model->mutable_weights().Parameters(c).size());
+  TrainerOptions o = FtOptions();
+  o.max_steps = 40;
+  o.learning_rate = 5e-3;
+  auto trainer = Trainer::Create(t->get(), PermutationData(300, 1), {}, o);
+  ASSERT_TRUE(trainer.ok());
+  auto r = (*trainer)->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(r->final_val_loss, 0.8 * r->initial_val_loss);
+  EXPECT_EQ(r->trainable_parameters, c.NumParameters());
+}
+
+}  // namespace
+}  // namespace tessera::train
