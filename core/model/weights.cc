@@ -9,6 +9,7 @@
 #include "core/io/checkpoint.h"
 #include "core/io/safetensors.h"
 #include "core/model/hf_names.h"
+#include "core/model/overlay.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 
@@ -187,6 +188,18 @@ absl::Status ModelWeights::Save(const ModelConfig& c, Backend* backend, const st
     tensors.push_back({params[i].name, DType::kF32, params[i].tensor->shape(), host[i].data()});
   }
   return io::WriteSafetensorsFile(path, tensors, metadata);
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::MergedWith(const ModelConfig& c, const ExpertOverlay& overlay) const {
+  if (!(overlay.config() == c)) {
+    return absl::InvalidArgumentError("MergedWith: the overlay was built for another config");
+  }
+  if (static_cast<int64_t>(layers.size()) != c.num_layers) {
+    return absl::InvalidArgumentError("MergedWith: weights do not match the config");
+  }
+  ModelWeights out = *this;
+  for (const auto& [slot, w] : overlay.slots()) out.layers[slot.layer].experts[slot.expert] = w;
+  return out;
 }
 
 absl::StatusOr<ModelWeights> ModelWeights::Clone(const ModelConfig& c, Backend* backend) const {

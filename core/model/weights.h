@@ -19,6 +19,8 @@
 
 namespace tessera {
 
+class ExpertOverlay;
+
 namespace io {
 class Checkpoint;
 }  // namespace io
@@ -80,6 +82,11 @@ struct ModelWeights {
   // Writes `path` (model.safetensors layout, f32, HF names) with `metadata`.
   absl::Status Save(const ModelConfig& config, Backend* backend, const std::string& path,
                     const std::map<std::string, std::string>& metadata = {}) const;
+
+  // The backbone with `overlay`'s slots in place of the base experts, sharing every tensor (no copy):
+  // Save() of the result is the tenant's version as a plain HF checkpoint. The overlay must have been
+  // built for the same config (INVALID_ARGUMENT otherwise).
+  absl::StatusOr<ModelWeights> MergedWith(const ModelConfig& config, const ExpertOverlay& overlay) const;
 
   // A deep copy on the same backend (e.g. the trainer's full fine-tune starting point).
   absl::StatusOr<ModelWeights> Clone(const ModelConfig& config, Backend* backend) const;

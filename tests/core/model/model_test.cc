@@ -526,6 +526,22 @@ TEST_F(QwenModel, OverlaySerializeRoundTrip) {
   EXPECT_EQ((*named)->digest(), "sha256:abc");
 }
 
+TEST_F(QwenModel, MergedCheckpointEqualsOverlayRun) {
+  auto ov = RandomOverlay({{0, 4}, {1, 1}}, 12);
+  auto merged = model_->weights().MergedWith(config_, *ov);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  const std::string path = TempPath("merged.safetensors");
+  ASSERT_TRUE(merged->Save(config_, be_.get(), path).ok());
+  auto loaded = ModelWeights::LoadFromPath(config_, path, be_.get());
+  ASSERT_TRUE(loaded.ok());
+  auto merged_model = Model::Create(config_, *loaded, be_.get()).value();
+  std::vector<int32_t> a = testing::RandomTokens(7, config_.vocab_size, 4);
+  SequenceInput with_overlay[1] = {{a, ov.get(), nullptr}};
+  SequenceInput plain[1] = {{a, nullptr, nullptr}};
+  EXPECT_EQ(Logits(*model_->Forward(with_overlay)), Logits(*merged_model->Forward(plain)));
+  std::filesystem::remove(path);
+}
+
 TEST_F(QwenModel, CopyOfBaseEqualsBase) {
   auto ov = ExpertOverlay::CopyOfBase(config_, model_->weights(), std::vector<SlotId>{{1, 2}}, be_.get());
   ASSERT_TRUE(ov.ok()) << ov.status();
