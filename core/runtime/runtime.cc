@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
                                                    options.max_prefill_tokens_per_step));
   }
   std::unique_ptr<Runtime> rt(new Runtime(model, tokenizer, source, options));
+  rt->paused_ = options.start_paused;
   ASSIGN_OR_RETURN(rt->kv_pool_,
                    KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend()));
   rt->scheduler_ = std::thread([r = rt.get()] { r->SchedulerLoop(); });
@@ -78,6 +79,19 @@ void Runtime::Shutdown() {
     left.swap(queue_);
   }
   for (auto& r : left) Finish(*r, absl::UnavailableError("the runtime is shutting down"));
+}
+
+void Runtime::Pause() {
+  std::lock_guard<std::mutex> lock(mu_);
+  paused_ = true;
+}
+
+void Runtime::Resume() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = false;
+  }
+  cv_.notify_all();
 }
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> Runtime::OverlayFor(const std::string& tenant,
@@ -267,6 +281,8 @@ RuntimeStatus Runtime::Status() {
   s.active_requests = active_count_.load();
   s.tokens_generated = tokens_generated_.load();
   s.steps = steps_.load();
+  s.batched_sequences = batched_sequences_.load();
+  s.max_batch_seen = max_batch_seen_.load();
   s.kv_cache_bytes = kv_pool_ ? kv_pool_->bytes() : 0;
   return s;
 }

@@ -70,6 +70,9 @@ struct RuntimeOptions {
   int64_t max_prefill_tokens_per_step = 4096;
   // Fill GenerateResult/ScoreResult::routing for every request, not only those asking (for metrics).
   bool always_collect_routing = false;
+  // The scheduler admits nothing until Resume() (staged start-up; tests use it to fix a batch's
+  // composition).
+  bool start_paused = false;
 };
 
 struct GenerateParams {
@@ -116,6 +119,8 @@ struct RuntimeStatus {
   int64_t active_requests = 0;   // in the running batch
   int64_t tokens_generated = 0;  // since start
   int64_t steps = 0;             // forward steps run
+  int64_t batched_sequences = 0; // sum over steps of the sequences in the step (/ steps = mean batch)
+  int64_t max_batch_seen = 0;    // largest step so far
   int64_t overlay_loads = 0;
   int64_t overlay_evictions = 0;
   int64_t kv_cache_bytes = 0;
@@ -163,6 +168,11 @@ class Runtime {
 
   RuntimeStatus Status();
 
+  // Pause: the scheduler finishes its current step and then runs nothing (requests queue up, active
+  // ones wait) until Resume().
+  void Pause();
+  void Resume();
+
   // Stops accepting requests, fails the queued and running ones with UNAVAILABLE, joins the scheduler.
   // Idempotent.
   void Shutdown();
@@ -207,11 +217,14 @@ class Runtime {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Request>> queue_;
   bool stopping_ = false;
+  bool paused_ = false;
   std::thread scheduler_;
 
   std::atomic<int64_t> active_count_{0};
   std::atomic<int64_t> tokens_generated_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> batched_sequences_{0};
+  std::atomic<int64_t> max_batch_seen_{0};
 };
 
 }  // namespace tessera::runtime

@@ -22,7 +22,7 @@ void Runtime::SchedulerLoop() {
     std::vector<std::shared_ptr<Request>> dropped;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active.empty(); });
+      cv_.wait(lock, [&] { return stopping_ || (!paused_ && (!queue_.empty() || !active.empty())); });
       if (stopping_) break;
       int64_t budget = options_.max_prefill_tokens_per_step;
       bool admitted = false;
@@ -77,6 +77,9 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     if (fr.ok()) logits = model_->backend()->ToHostF32(fr->logits);
   }
   steps_.fetch_add(1);
+  const int64_t n = static_cast<int64_t>(active.size());
+  batched_sequences_.fetch_add(n);
+  if (n > max_batch_seen_.load()) max_batch_seen_.store(n);  // only this thread writes it
   if (fr.ok() && !logits.ok()) fr = logits.status();
   if (!fr.ok()) {
     const absl::Status failed(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
