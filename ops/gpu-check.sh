@@ -6,26 +6,39 @@
 #
 # How a future session runs it (no GPU needed to build):
 #   1. here:   ops/gpu-bundle.sh                    -> ./gpu-bundle (git-ignored, < 64 MiB)
-#   2. device tool, one call (the bundle travels as a carried ignored path):
+#   2. device tool (the bundle travels as a carried ignored path; each call <= 10 minutes):
+#      call A, tests + grouped GEMM bench (~1-3 min):
 #        run(command="cd gpu-bundle && ./gpu-check.sh --out $OUT", carry=["gpu-bundle"], timeout_s=600)
-#      add --peer to also run the PyTorch/transformers peer (ops/bench/torch_peer.py; PyTorch 2.11 and
-#      transformers 5.x are on the GPU image); --quick runs only the tests.
+#      call B, grouped bench + PyTorch peer + Tessera end-to-end (several minutes; the peer needs the
+#      image's PyTorch 2.11 / transformers 5.x):
+#        run(command="cd gpu-bundle && ./gpu-check.sh --out $OUT --no-tests --peer --e2e",
+#            carry=["gpu-bundle"], timeout_s=600)
+#      (add --e2e-args "--config=builtin:small" and --peer-args "--hidden 1024 ..." for a quicker smoke run)
 #   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.
 #
-#   ./gpu-check.sh [--out DIR] [--peer] [--quick] [--peer-args "..."]
+#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
+#     --quick: tests only.  --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e last, fed with
+#     the peer's JSON and bench_gpu_grouped_gemm's grouped_vs_dense (its last line is the issue's
+#     `train_speedup=... decode_speedup=... tenants64_ratio=... grouped_vs_dense=...`).
 #   Logs: DIR/<name>.log for every step, DIR/summary.txt (the table). DIR defaults to ./results.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUTDIR="$HERE/results"
 RUN_PEER=0
+RUN_E2E=0
+RUN_TESTS=1
 QUICK=0
 PEER_ARGS=${TESSERA_PEER_ARGS:-"--reps 3"}
+E2E_ARGS=${TESSERA_E2E_ARGS:-""}
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) OUTDIR=$2; shift 2 ;;
     --peer) RUN_PEER=1; shift ;;
     --quick) QUICK=1; shift ;;
+    --no-tests) RUN_TESTS=0; shift ;;
+    --e2e) RUN_E2E=1; shift ;;
     --peer-args) PEER_ARGS=$2; shift 2 ;;
+    --e2e-args) E2E_ARGS=$2; shift 2 ;;
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -79,6 +92,7 @@ done
 
 for f in "$HERE"/bin/*_test; do
   [[ -x "$f" ]] || continue
+  (( RUN_TESTS )) || break
   name=$(basename "$f")
   log="$OUTDIR/$name.log"
   t0=$(date +%s%N)
@@ -101,6 +115,7 @@ if (( ! QUICK )); then
   for f in "$HERE"/bin/bench_gpu_*; do
     [[ -x "$f" ]] || continue
     name=$(basename "$f")
+    [[ "$name" == bench_gpu_e2e ]] && continue  # runs last, after the peer
     log="$OUTDIR/$name.log"
     t0=$(date +%s%N)
     "$f" >"$log" 2>&1
@@ -123,6 +138,22 @@ if (( ! QUICK )); then
     (( rc != 0 )) && { status=FAIL; FAIL=1; }
     row "torch_peer.py" "$status" "$secs" "$(grep '^peer_summary' "$log" | tail -1)"
     grep '^peer ' "$log" | sed 's/^/    /'
+    (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
+  fi
+  if (( RUN_E2E )) && [[ -x "$HERE/bin/bench_gpu_e2e" ]]; then
+    log="$OUTDIR/bench_gpu_e2e.log"
+    gvd=$(grep -h '^grouped_vs_dense=' "$OUTDIR/bench_gpu_grouped_gemm.log" 2>/dev/null | tail -1 | cut -d= -f2)
+    peer_json=""
+    [[ -f "$OUTDIR/torch_peer.json" ]] && peer_json="--peer-json=$OUTDIR/torch_peer.json"
+    t0=$(date +%s%N)
+    "$HERE/bin/bench_gpu_e2e" $peer_json --grouped-vs-dense="${gvd:-0}" $E2E_ARGS >"$log" 2>&1
+    rc=$?
+    secs=$(elapsed "$t0")
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; }
+    if grep -q '^SKIP' "$log"; then status=SKIP; (( HAVE_GPU )) && FAIL=1; fi
+    row "bench_gpu_e2e" "$status" "$secs" "$(tail -1 "$log")"
+    grep '^e2e ' "$log" | sed 's/^/    /'
     (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
   fi
 fi

@@ -94,6 +94,38 @@ def build_model(args, torch, transformers):
     return model.cuda().eval(), impl_used
 
 
+def save_per_expert(model, args, torch):
+    """Writes config.json + model.safetensors with one tensor per expert part
+    (model.layers.L.mlp.experts.E.{gate,up,down}_proj.weight), the layout Tessera's loader reads, whether
+    this transformers version stores experts fused ([E, 2F, D] gate_up_proj / [E, D, F] down_proj) or not."""
+    import os
+    from safetensors.torch import save_file
+
+    os.makedirs(args.save_dir, exist_ok=True)
+    model.config.to_json_file(os.path.join(args.save_dir, "config.json"))
+    E, F, D = args.experts, args.expert_width, args.hidden
+    out = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().to(torch.bfloat16).contiguous().cpu()
+        if name.endswith("mlp.experts.gate_up_proj") or name.endswith("mlp.experts.down_proj"):
+            prefix = name.rsplit(".", 1)[0]
+            for e in range(E):
+                w = t[e]
+                if name.endswith("gate_up_proj"):
+                    if w.shape == (D, 2 * F):  # stored as [in, out]
+                        w = w.t()
+                    gate, up = w[:F], w[F:]
+                    out[f"{prefix}.{e}.gate_proj.weight"] = gate.contiguous()
+                    out[f"{prefix}.{e}.up_proj.weight"] = up.contiguous()
+                else:
+                    if w.shape == (F, D):
+                        w = w.t()
+                    out[f"{prefix}.{e}.down_proj.weight"] = w.contiguous()
+        else:
+            out[name] = t
+    save_file(out, os.path.join(args.save_dir, "model.safetensors"), metadata={"format": "pt"})
+
+
 def cuda_ms(torch, fn, reps):
     """Median milliseconds of fn() over reps runs, timed with CUDA events after one warm-up run."""
     fn()
@@ -155,7 +187,7 @@ def main():
     print(f"peer device={torch.cuda.get_device_name(0).replace(' ', '_')} torch={torch.__version__} "
           f"transformers={transformers.__version__} experts_impl={impl} params={nparams}", flush=True)
     if args.save_dir:
-        model.save_pretrained(args.save_dir, safe_serialization=True)
+        save_per_expert(model, args, torch)
         print(f"peer saved weights to {args.save_dir}", flush=True)
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
                "transformers": transformers.__version__, "experts_impl": impl}

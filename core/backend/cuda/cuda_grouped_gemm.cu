@@ -108,7 +108,7 @@ constexpr int kPadA = kWmmaBK + 8;  // row pitch in bf16 elements (multiple of 8
 constexpr int kPadB = BN + 8;
 constexpr int kPadC = BN + 4;
 
-__global__ void __launch_bounds__(kWmmaThreads)
+__global__ void __launch_bounds__(kWmmaThreads, 4)
 GroupedGemmWmmaKernel(const GemmProblem* problems, int num_problems, int dtc) {
   using namespace nvcuda;
   __shared__ __align__(128) __nv_bfloat16 As[BM][kPadA];
@@ -130,7 +130,8 @@ GroupedGemmWmmaKernel(const GemmProblem* problems, int num_problems, int dtc) {
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   }
   for (int64_t k0 = 0; k0 < p.k; k0 += kWmmaBK) {
-#pragma unroll
+    // Partly unrolled: full unrolling of the 16 loads with 64-bit addressing needs > 255 registers.
+#pragma unroll 4
     for (int q = 0; q < (BM * kWmmaBK) / kWmmaThreads; ++q) {
       const int e = t + kWmmaThreads * q;
       {

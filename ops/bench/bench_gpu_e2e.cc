@@ -1,0 +1,333 @@
+// GPU end-to-end benchmark of Tessera's model on the CUDA backend, the C++ side of the comparison with
+// ops/bench/torch_peer.py (issue 6, "Against the peer").
+//
+// Model: Qwen3-MoE-style (default hidden 2048, 16 layers, 32/4 heads of 128, 64 experts top-8, expert
+// width 768, vocab 151936), random weights (ModelWeights::RandomInit) or --weights=DIR (an HF folder, e.g.
+// the one torch_peer.py --save-dir writes, so both sides hold identical weights). Tessera's model keeps
+// f32 weights and activations today, so this compares Tessera-f32 against transformers-bf16.
+// Measures (median of --reps, each region bracketed by Synchronize()):
+//   prefill  : --batch sequences of --prompt tokens into fresh KV caches, one Forward  -> tokens/s
+//   decode   : --new-tokens steps of one token for every sequence                     -> tokens/s
+//   train    : Forward(save_activations) + Backward + AdamW on ~10% of the expert slots, trained
+//              through one overlay (CopyOfBase), --train-batch x --train-seq tokens     -> tokens/s
+//   tenants  : decode throughput of --tenant-batch sequences where sequence i carries tenant i % T's
+//              overlay (each tenant owns 2 different slots per 8 layers), T in 1, 8, 64, 256
+// Output lines: `e2e <what> key=value ...`; the last line is exactly
+//   train_speedup=<x> decode_speedup=<x> tenants64_ratio=<x> grouped_vs_dense=<x>
+// where the speedups divide by the peer's numbers from --peer-json (torch_peer.py --json-out) and
+// grouped_vs_dense is passed in from bench_gpu_grouped_gemm (--grouped-vs-dense=); a missing input gives 0.
+// Without a CUDA device it prints `SKIP: ...` and exits 0.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backend/backend.h"
+#include "core/model/config.h"
+#include "core/model/kv_cache.h"
+#include "core/model/model.h"
+#include "core/model/overlay.h"
+#include "core/model/weights.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+struct Args {
+  std::string config = "qwen3-moe-2048";  // or builtin:small / builtin:tiny / a config.json path
+  std::string weights;
+  std::string peer_json;
+  double grouped_vs_dense = 0.0;
+  int64_t batch = 8, prompt = 512, new_tokens = 128;
+  int64_t train_batch = 8, train_seq = 512;
+  int64_t tenant_batch = 64, tenant_prompt = 128, tenant_steps = 16;
+  double trainable_fraction = 0.10;
+  int reps = 3;
+  bool skip_train = false, skip_tenants = false;
+};
+
+[[noreturn]] void Die(const char* what, const absl::Status& s) {
+  std::fprintf(stderr, "FAILED %s: %s\n", what, std::string(s.message()).c_str());
+  std::exit(1);
+}
+#define CHECK_OK(expr)                        \
+  do {                                        \
+    const absl::Status s_ = (expr);           \
+    if (!s_.ok()) Die(#expr, s_);             \
+  } while (0)
+template <typename T>
+T Must(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) Die(what, v.status());
+  return std::move(*v);
+}
+
+ModelConfig BigConfig() {
+  ModelConfig c;
+  c.family = ModelFamily::kQwen3Moe;
+  c.hidden_size = 2048;
+  c.num_layers = 16;
+  c.num_heads = 32;
+  c.num_kv_heads = 4;
+  c.head_dim = 128;
+  c.num_experts = 64;
+  c.top_k = 8;
+  c.expert_dim = 768;
+  c.vocab_size = 151936;
+  c.max_position_embeddings = 4096;
+  c.norm_topk_prob = true;
+  c.tie_word_embeddings = false;
+  c.rms_norm_eps = 1e-6f;
+  c.rope_theta = 1e6f;
+  c.qk_norm = QkNorm::kPerHead;
+  return c;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double TimeMs(Backend& b, int reps, const std::function<void()>& fn) {
+  fn();  // warm-up
+  CHECK_OK(b.Synchronize());
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    CHECK_OK(b.Synchronize());
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return Median(t);
+}
+
+std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> v(n);
+  for (int32_t& x : v) x = d(rng);
+  return v;
+}
+
+// Prefill `prompts` into fresh caches, then `steps` decode steps; returns {prefill_ms, decode_ms}.
+std::pair<double, double> PrefillDecode(const Model& model, Backend& b, const std::vector<std::vector<int32_t>>& prompts,
+                                        const std::vector<const ExpertOverlay*>& overlays, int64_t steps,
+                                        std::vector<std::unique_ptr<KvCache>>& caches, std::mt19937& rng) {
+  const size_t n = prompts.size();
+  for (auto& c : caches) c->Reset();
+  std::vector<SequenceInput> batch(n);
+  for (size_t i = 0; i < n; ++i) batch[i] = SequenceInput{prompts[i], overlays[i], caches[i].get()};
+  CHECK_OK(b.Synchronize());
+  auto t0 = std::chrono::steady_clock::now();
+  Must(model.Forward(batch), "prefill Forward");
+  CHECK_OK(b.Synchronize());
+  const double prefill = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<std::vector<int32_t>> next(n, std::vector<int32_t>(1));
+  const int64_t vocab = model.config().vocab_size;
+  t0 = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < steps; ++s) {
+    for (size_t i = 0; i < n; ++i) {
+      next[i][0] = RandomTokens(1, vocab, rng)[0];
+      batch[i].tokens = next[i];
+    }
+    Must(model.Forward(batch), "decode Forward");
+  }
+  CHECK_OK(b.Synchronize());
+  const double decode = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return {prefill, decode};
+}
+
+double PeerNumber(const std::string& path, const char* section) {
+  if (path.empty()) return 0.0;
+  std::ifstream f(path);
+  if (!f) return 0.0;
+  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.contains(section)) return 0.0;
+  return j[section].value("tokens_per_s", 0.0);
+}
+
+int Run(const Args& a) {
+  auto made = MakeCudaBackend(0);
+  if (!made.ok()) {
+    std::printf("SKIP: no CUDA device: %s\n", std::string(made.status().message()).c_str());
+    return 0;
+  }
+  Backend& b = **made;
+  ModelConfig config = a.config == "qwen3-moe-2048"
+                           ? BigConfig()
+                           : (a.config.rfind("builtin:", 0) == 0 ? Must(ModelConfig::Builtin(a.config), "config")
+                                                                 : Must(ModelConfig::FromFile(a.config), "config"));
+  CHECK_OK(config.Validate());
+  auto t0 = std::chrono::steady_clock::now();
+  ModelWeights weights = a.weights.empty() ? Must(ModelWeights::RandomInit(config, 1234, &b), "RandomInit")
+                                           : Must(ModelWeights::LoadFromPath(config, a.weights, &b), "LoadFromPath");
+  std::unique_ptr<Model> model = Must(Model::Create(config, std::move(weights), &b), "Model::Create");
+  CHECK_OK(b.Synchronize());
+  std::printf("e2e device=%s config=%s params=%lld weights=%s load_s=%.1f dtype=f32\n", b.name().c_str(),
+              a.config.c_str(), static_cast<long long>(config.NumParameters()),
+              a.weights.empty() ? "random" : a.weights.c_str(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::fflush(stdout);
+  std::mt19937 rng(99);
+
+  // ---- prefill / decode ----
+  std::vector<std::unique_ptr<KvCache>> caches;
+  for (int64_t i = 0; i < a.batch; ++i) {
+    caches.push_back(Must(KvCache::Create(config, a.prompt + a.new_tokens + 1, &b), "KvCache::Create"));
+  }
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t i = 0; i < a.batch; ++i) prompts.push_back(RandomTokens(a.prompt, config.vocab_size, rng));
+  std::vector<const ExpertOverlay*> no_overlay(a.batch, nullptr);
+  PrefillDecode(*model, b, prompts, no_overlay, 2, caches, rng);  // warm-up
+  std::vector<double> pre, dec;
+  for (int r = 0; r < a.reps; ++r) {
+    auto [p, d] = PrefillDecode(*model, b, prompts, no_overlay, a.new_tokens, caches, rng);
+    pre.push_back(p);
+    dec.push_back(d);
+  }
+  const double prefill_tps = a.batch * a.prompt / (Median(pre) * 1e-3);
+  const double decode_tps = a.batch * a.new_tokens / (Median(dec) * 1e-3);
+  std::printf("e2e prefill batch=%lld prompt=%lld ms=%.2f tokens_per_s=%.1f\n", static_cast<long long>(a.batch),
+              static_cast<long long>(a.prompt), Median(pre), prefill_tps);
+  std::printf("e2e decode batch=%lld new_tokens=%lld ms=%.2f tokens_per_s=%.1f\n", static_cast<long long>(a.batch),
+              static_cast<long long>(a.new_tokens), Median(dec), decode_tps);
+  std::fflush(stdout);
+  caches.clear();
+
+  // ---- training step on ~10% of the expert slots ----
+  double train_tps = 0.0;
+  if (!a.skip_train) {
+    const int64_t total = config.num_layers * config.num_experts;
+    std::vector<int64_t> order(total);
+    for (int64_t i = 0; i < total; ++i) order[i] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    std::vector<SlotId> slots;
+    for (int64_t i = 0; i < std::max<int64_t>(1, static_cast<int64_t>(total * a.trainable_fraction)); ++i) {
+      slots.push_back(SlotId{static_cast<int32_t>(order[i] / config.num_experts),
+                             static_cast<int32_t>(order[i] % config.num_experts)});
+    }
+    std::sort(slots.begin(), slots.end());
+    auto overlay = Must(ExpertOverlay::CopyOfBase(config, model->weights(), slots, &b), "CopyOfBase");
+    Gradients grads = Must(Gradients::Create(config, TrainableSet::Slots(slots), &b), "Gradients::Create");
+    // AdamW state per trainable tensor; the overlay's tensors are shared handles, updated in place.
+    struct Trained {
+      Tensor param, grad, m, v;
+    };
+    std::vector<Trained> trained;
+    for (const auto& [slot, w] : overlay->slots()) {
+      const ExpertWeights& g = grads.slots.at(slot);
+      for (auto [p, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
+        trained.push_back(Trained{p, gr, Must(b.Zeros(p.shape()), "Zeros"), Must(b.Zeros(p.shape()), "Zeros")});
+      }
+    }
+    std::vector<std::vector<int32_t>> seqs;
+    for (int64_t i = 0; i < a.train_batch; ++i) seqs.push_back(RandomTokens(a.train_seq, config.vocab_size, rng));
+    std::vector<SequenceInput> batch;
+    std::vector<int32_t> targets;
+    for (const auto& s : seqs) {
+      batch.push_back(SequenceInput{s, overlay.get(), nullptr});
+      for (size_t t = 0; t < s.size(); ++t) targets.push_back(t + 1 < s.size() ? s[t + 1] : -1);
+    }
+    ForwardOptions fo;
+    fo.logits = LogitsMode::kAll;
+    fo.save_activations = true;
+    int64_t step = 0;
+    const double ms = TimeMs(b, a.reps, [&] {
+      ForwardResult fr = Must(model->Forward(batch, fo), "train Forward");
+      Must(model->Backward(fr, LossTargets{targets}, &grads), "Backward");
+      AdamWParams p;
+      p.lr = 1e-5f;
+      p.step = ++step;
+      for (Trained& t : trained) CHECK_OK(b.AdamW(t.param, t.grad, t.m, t.v, p));
+      CHECK_OK(grads.Zero(&b));
+    });
+    train_tps = a.train_batch * a.train_seq / (ms * 1e-3);
+    std::printf("e2e train batch=%lld seq=%lld trainable_slots=%zu/%lld step_ms=%.2f tokens_per_s=%.1f\n",
+                static_cast<long long>(a.train_batch), static_cast<long long>(a.train_seq), slots.size(),
+                static_cast<long long>(total), ms, train_tps);
+    std::fflush(stdout);
+  }
+
+  // ---- mixed tenants ----
+  double tenants_ratio = 0.0;
+  if (!a.skip_tenants) {
+    std::vector<std::unique_ptr<KvCache>> tc;
+    for (int64_t i = 0; i < a.tenant_batch; ++i) {
+      tc.push_back(Must(KvCache::Create(config, a.tenant_prompt + a.tenant_steps + 1, &b), "KvCache::Create"));
+    }
+    std::vector<std::vector<int32_t>> tp;
+    for (int64_t i = 0; i < a.tenant_batch; ++i) tp.push_back(RandomTokens(a.tenant_prompt, config.vocab_size, rng));
+    std::map<int, double> tps;
+    for (int tenants : {1, 8, 64, 256}) {
+      std::vector<std::shared_ptr<const ExpertOverlay>> ovs;
+      std::uniform_int_distribution<int32_t> pick_e(0, static_cast<int32_t>(config.num_experts - 1));
+      for (int t = 0; t < tenants; ++t) {
+        std::vector<SlotId> s;
+        for (int32_t l = 0; l < config.num_layers; l += 8) {
+          for (int k = 0; k < 2; ++k) s.push_back(SlotId{l, pick_e(rng)});
+        }
+        std::sort(s.begin(), s.end());
+        s.erase(std::unique(s.begin(), s.end()), s.end());
+        ovs.push_back(Must(ExpertOverlay::CopyOfBase(config, model->weights(), s, &b), "CopyOfBase"));
+      }
+      std::vector<const ExpertOverlay*> per_seq(a.tenant_batch);
+      for (int64_t i = 0; i < a.tenant_batch; ++i) per_seq[i] = ovs[i % tenants].get();
+      PrefillDecode(*model, b, tp, per_seq, 2, tc, rng);  // warm-up
+      std::vector<double> d;
+      for (int r = 0; r < a.reps; ++r) d.push_back(PrefillDecode(*model, b, tp, per_seq, a.tenant_steps, tc, rng).second);
+      tps[tenants] = a.tenant_batch * a.tenant_steps / (Median(d) * 1e-3);
+      std::printf("e2e tenants=%d batch=%lld decode_tokens_per_s=%.1f\n", tenants,
+                  static_cast<long long>(a.tenant_batch), tps[tenants]);
+      std::fflush(stdout);
+    }
+    tenants_ratio = tps[1] > 0 ? tps[64] / tps[1] : 0.0;
+  }
+
+  const double peer_train = PeerNumber(a.peer_json, "train"), peer_decode = PeerNumber(a.peer_json, "decode");
+  const double peer_prefill = PeerNumber(a.peer_json, "prefill");
+  std::printf("e2e peer train_tokens_per_s=%.1f prefill_tokens_per_s=%.1f decode_tokens_per_s=%.1f (from %s)\n",
+              peer_train, peer_prefill, peer_decode, a.peer_json.empty() ? "none" : a.peer_json.c_str());
+  std::printf("train_speedup=%.3f decode_speedup=%.3f tenants64_ratio=%.3f grouped_vs_dense=%.3f\n",
+              peer_train > 0 ? train_tps / peer_train : 0.0, peer_decode > 0 ? decode_tps / peer_decode : 0.0,
+              tenants_ratio, a.grouped_vs_dense);
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) {
+  tessera::Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto val = [&](const char* key) -> const char* {
+      const size_t n = std::strlen(key);
+      return arg.compare(0, n, key) == 0 ? argv[i] + n : nullptr;
+    };
+    if (const char* v = val("--config=")) a.config = v;
+    else if (const char* v = val("--weights=")) a.weights = v;
+    else if (const char* v = val("--peer-json=")) a.peer_json = v;
+    else if (const char* v = val("--grouped-vs-dense=")) a.grouped_vs_dense = std::atof(v);
+    else if (const char* v = val("--batch=")) a.batch = std::atoll(v);
+    else if (const char* v = val("--prompt=")) a.prompt = std::atoll(v);
+    else if (const char* v = val("--new-tokens=")) a.new_tokens = std::atoll(v);
+    else if (const char* v = val("--train-batch=")) a.train_batch = std::atoll(v);
+    else if (const char* v = val("--train-seq=")) a.train_seq = std::atoll(v);
+    else if (const char* v = val("--tenant-batch=")) a.tenant_batch = std::atoll(v);
+    else if (const char* v = val("--reps=")) a.reps = std::atoi(v);
+    else if (arg == "--skip-train") a.skip_train = true;
+    else if (arg == "--skip-tenants") a.skip_tenants = true;
+    else {
+      std::fprintf(stderr, "unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  return tessera::Run(a);
+}
