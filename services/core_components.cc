@@ -7,6 +7,9 @@
 #include "core/data/jsonl_dataset.h"
 #include "core/model/config.h"
 #include "core/tokenizer/byte_tokenizer.h"
+#include "services/model_engine.h"
+#include "services/model_host.h"
+#include "services/train_runner.h"
 
 namespace tessera::services {
 
@@ -30,9 +33,11 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     return absl::InvalidArgumentError(
         absl::StrCat("--device: expected cpu or cuda, got \"", options.device, "\""));
   }
-  absl::StatusOr<ModelConfig> config = absl::StartsWith(options.backbone, "builtin:")
-                                           ? ModelConfig::Builtin(options.backbone)
-                                           : ModelConfig::FromFile(options.backbone);
+  absl::StatusOr<ModelConfig> config =
+      absl::StartsWith(options.backbone, "builtin:") ? ModelConfig::Builtin(options.backbone)
+      : absl::StartsWith(options.backbone, "random:")
+          ? ModelConfig::Builtin(absl::StrCat("builtin:", options.backbone.substr(7)))
+          : ModelConfig::FromFile(options.backbone);
   if (!config.ok()) {
     return absl::Status(config.status().code(),
                         absl::StrCat("--backbone ", options.backbone, ": ", config.status().message()));
@@ -45,16 +50,21 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
         " tokens needs an HF tokenizer, which this server does not load yet (use builtin:tiny)"));
   }
   ServerComponents c;
-  BackboneInfo& b = c.backbone;
-  b.name = options.backbone;
-  b.architecture = ModelFamilyName(config->family);
-  b.total_parameters = config->NumParameters();
-  b.expert_parameters = config->ExpertParameters() * config->num_layers * config->num_experts;
-  b.num_layers = static_cast<int>(config->num_layers);
-  b.num_experts = static_cast<int>(config->num_experts);
-  b.experts_per_token = static_cast<int>(config->top_k);
-  b.max_seq_len = static_cast<int>(config->max_position_embeddings);
-  b.device = options.device;
+  c.backbone = DescribeConfig(options.backbone, *config, options.device);
+  if (options.inference) {
+    c.make_engine = [options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+      absl::StatusOr<std::unique_ptr<LoadedModel>> m = LoadModel(options.backbone, options.device);
+      if (!m.ok()) return m.status();
+      return std::unique_ptr<InferenceEngine>(
+          std::make_unique<ModelEngine>(registry, *std::move(m), options.expert_cache_bytes));
+    };
+  }
+  if (options.training) {
+    c.make_runner = [options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+      return std::unique_ptr<JobRunner>(
+          std::make_unique<CoreJobRunner>(options.backbone, options.device, registry->data_dir() + "/work"));
+    };
+  }
   c.validate_dataset = MakeByteJsonlValidator(std::min<int64_t>(2048, config->max_position_embeddings));
   return c;
 }

@@ -1,6 +1,6 @@
 // The server's bridge to core/: describes the backbone named on the command line and builds the
-// dataset validator from its tokenizer (core/data's JSONL parser: line-numbered errors). The engine and
-// job runner factories are filled here too once the runtime and trainer provide them.
+// dataset validator from its tokenizer (core/data's JSONL parser: line-numbered errors), and the
+// factories of the InferenceEngine (ModelEngine) and the JobRunner (CoreJobRunner).
 #pragma once
 
 #include <string>
@@ -11,8 +11,11 @@
 namespace tessera::services {
 
 struct CoreOptions {
-  std::string backbone = "builtin:tiny";  // or a path to an HF model directory
+  std::string backbone = "builtin:tiny";  // or a path to an HF model directory, or random:tiny
   std::string device = "cpu";             // "cpu" | "cuda"
+  int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
+  bool inference = true;                  // build the InferenceEngine
+  bool training = true;                   // build the JobRunner
 };
 
 // Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone or --device when they are unusable.

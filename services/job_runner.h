@@ -57,6 +57,8 @@ class JobRunner {
   // Validation loss of the tenant's `version` (0 = base) on the same validation data Run used; the
   // scheduler asks for it when the live version differs from the job's base (auto_promote's rule).
   virtual absl::StatusOr<double> EvaluateVersion(JobContext& ctx, int64_t version) = 0;
+  // The scheduler is done with the job (after Run and any EvaluateVersion): drop per-job state.
+  virtual void Release(const std::string& job_id) { (void)job_id; }
 };
 
 }  // namespace tessera::services

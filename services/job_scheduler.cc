@@ -213,6 +213,11 @@ void JobScheduler::Finish(Context& ctx, const storage::JobResult& result) {
 }
 
 void JobScheduler::RunJob(storage::Job job) {
+  struct ReleaseOnExit {
+    JobRunner* runner;
+    std::string job_id;
+    ~ReleaseOnExit() { runner->Release(job_id); }
+  } release{runner_, job.job_id};
   absl::StatusOr<JobSpec> spec = JobSpec::FromJson(job.spec);
   Context ctx(this, job, spec.ok() ? *spec : JobSpec());
   ctx.SetFirstStep(job.progress.step);

@@ -127,6 +127,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     absl::StatusOr<std::unique_ptr<InferenceEngine>> e = components.make_engine(s->registry_.get());
     if (!e.ok()) return e.status();
     s->engine_ = *std::move(e);
+    components.backbone = s->engine_->Backbone();  // with the loaded weights' digest
   }
   if (components.make_runner && options.run_jobs) {
     absl::StatusOr<std::unique_ptr<JobRunner>> r = components.make_runner(s->registry_.get());

@@ -24,7 +24,9 @@ Required:
                               (mode 0600) and printed once on stdout.
 Options:
   --listen HOST:PORT          gRPC address (default 127.0.0.1:7070; port 0 picks a free port, printed)
-  --backbone builtin:tiny|PATH  the frozen backbone (default builtin:tiny)
+  --backbone builtin:tiny|PATH  the frozen backbone (default builtin:tiny; its checkpoint is made by
+                              tessera-pretrain). random:tiny = the same architecture with fixed random
+                              weights (untrained: for tests and smoke runs)
   --device cpu|cuda           where the model runs (default cpu)
   --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
   --max-concurrent-jobs N     fine-tuning jobs run at once (default 1)
@@ -32,6 +34,8 @@ Options:
   --job-lease-seconds S       a running job's lease; a crashed server's jobs are requeued after it
                               (default 30)
   --no-jobs                   accept and queue jobs but do not run them in this process
+  --no-inference              do not load the model for serving (Inference answers UNAVAILABLE)
+  --expert-cache-bytes N      device memory for resident tenant versions (default 268435456)
   --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
   --help                      this text
 
@@ -96,6 +100,11 @@ int main(int argc, char** argv) {
       if (!next_int(&lease_seconds, 1)) return Fail("--job-lease-seconds needs an integer >= 1");
     } else if (arg == "--no-jobs") {
       options.run_jobs = false;
+      core.training = false;
+    } else if (arg == "--no-inference") {
+      core.inference = false;
+    } else if (arg == "--expert-cache-bytes") {
+      if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
     } else if (arg == "--log-level") {
       std::string v;
       LogLevel level;

@@ -1,0 +1,277 @@
+#include "services/train_runner.h"
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "core/data/jsonl_dataset.h"
+#include "core/model/overlay.h"
+#include "core/tokenizer/byte_tokenizer.h"
+#include "core/train/artifact.h"
+#include "core/train/expert_selection.h"
+#include "core/train/model_trainable.h"
+#include "core/train/trainer.h"
+
+namespace tessera::services {
+namespace {
+
+absl::StatusOr<std::vector<data::TokenizedExample>> ParseDataset(JobContext& ctx, const std::string& id,
+                                                                 const char* field) {
+  absl::StatusOr<std::string> bytes = ctx.ReadDataset(id);
+  if (!bytes.ok()) return absl::Status(bytes.status().code(), absl::StrCat(field, " ", id, ": ", bytes.status().message()));
+  ByteTokenizer tokenizer;
+  absl::StatusOr<data::ParsedDataset> parsed = data::ParseJsonlDataset(*bytes, tokenizer);
+  if (!parsed.ok()) return absl::Status(parsed.status().code(), absl::StrCat(field, " ", id, ": ", parsed.status().message()));
+  return std::move(parsed->examples);
+}
+
+absl::Status WriteFile(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InternalError(absl::StrCat("cannot read ", path));
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::vector<tessera::SlotId> ToCore(const std::vector<services::SlotId>& slots) {
+  std::vector<tessera::SlotId> out;
+  for (const auto& s : slots) out.push_back({s.layer, s.expert});
+  return out;
+}
+std::vector<services::SlotId> FromCore(const std::vector<tessera::SlotId>& slots) {
+  std::vector<services::SlotId> out;
+  for (const auto& s : slots) out.push_back({s.layer, s.expert});
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<double> MeanTargetLoss(const Model& model, const ExpertOverlay* overlay,
+                                      const std::vector<data::TokenizedExample>& examples, int64_t seq_len,
+                                      int64_t max_examples) {
+  double sum = 0;
+  int64_t count = 0;
+  const int64_t n = std::min<int64_t>(max_examples, examples.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const data::TokenizedExample& ex = examples[i];
+    int64_t len = std::min<int64_t>(seq_len, ex.tokens.size());
+    if (len < 2) continue;
+    SequenceInput seq;
+    seq.tokens = absl::MakeConstSpan(ex.tokens.data(), len);
+    seq.overlay = overlay;
+    absl::StatusOr<std::vector<std::vector<float>>> lp = model.ScoreTokens(absl::MakeConstSpan(&seq, 1));
+    if (!lp.ok()) return lp.status();
+    for (int64_t t = 0; t + 1 < len; ++t) {
+      if (ex.loss_mask[t + 1]) {
+        sum -= (*lp)[0][t];
+        ++count;
+      }
+    }
+  }
+  if (count == 0) return absl::FailedPreconditionError("the validation data has no target tokens within seq_len");
+  return sum / count;
+}
+
+absl::StatusOr<JobOutput> CoreJobRunner::Run(JobContext& ctx) {
+  const JobSpec& spec = ctx.spec();
+  const storage::Job& job = ctx.job();
+  auto state = std::make_shared<JobState>();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_[job.job_id] = state;
+  }
+  absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = LoadModel(backbone_spec_, device_);
+  if (!loaded.ok()) return loaded.status();
+  state->model = *std::move(loaded);
+  const Model& model = *state->model->model;
+  const ModelConfig& config = model.config();
+  Backend* backend = state->model->backend.get();
+  state->seq_len = spec.seq_len;
+
+  absl::StatusOr<std::vector<data::TokenizedExample>> train = ParseDataset(ctx, job.training_dataset_id, "training dataset");
+  if (!train.ok()) return train.status();
+  std::vector<data::TokenizedExample> validation;
+  if (!job.validation_dataset_id.empty()) {
+    absl::StatusOr<std::vector<data::TokenizedExample>> v = ParseDataset(ctx, job.validation_dataset_id, "validation dataset");
+    if (!v.ok()) return v.status();
+    validation = *std::move(v);
+  }
+
+  // The starting point (kept pristine for base_val_loss) and a fresh copy of it to train from.
+  std::shared_ptr<const ExpertOverlay> base_overlay;
+  std::map<tessera::SlotId, ExpertWeights> working;
+  if (spec.base_version > 0) {
+    absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(spec.base_version);
+    if (!bytes.ok()) return bytes.status();
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> b = ExpertOverlay::FromSafetensors(config, *bytes, backend);
+    if (!b.ok()) return b.status();
+    base_overlay = *b;
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> copy = ExpertOverlay::FromSafetensors(config, *bytes, backend);
+    if (!copy.ok()) return copy.status();
+    working = (*copy)->slots();
+  }
+
+  // Expert selection (a retry reuses the first attempt's slots).
+  std::vector<tessera::SlotId> selected;
+  absl::StatusOr<std::vector<services::SlotId>> recorded = SlotsFromJson(job.selected_slots);
+  if (recorded.ok() && !recorded->empty()) {
+    selected = ToCore(*recorded);
+    ctx.Log(absl::StrCat("resuming attempt ", job.attempts, " with the recorded slots"));
+  } else if (spec.auto_select) {
+    train::SelectionOptions so;
+    so.threshold = spec.relevance_threshold;
+    so.max_experts = spec.max_experts;
+    absl::StatusOr<train::ExpertSelection> sel = train::SelectExpertsAuto(model, *train, so, base_overlay.get());
+    if (!sel.ok()) return sel.status();
+    selected = sel->slots;
+    std::vector<double> scores;
+    for (const tessera::SlotId& s : selected) {
+      for (const train::SlotScore& sc : sel->scores) {
+        if (sc.slot == s) scores.push_back(sc.score);
+      }
+    }
+    ctx.ReportSelection(FromCore(selected), scores);
+  } else {
+    selected = ToCore(spec.slots);
+    if (absl::Status s = train::ValidateExplicitSlots(config, selected); !s.ok()) return s;
+    ctx.ReportSelection(FromCore(selected), {});
+  }
+  if (selected.empty()) return absl::FailedPreconditionError("expert selection chose no slots");
+  std::vector<tessera::SlotId> fresh;
+  for (const tessera::SlotId& s : selected) {
+    if (working.count(s) == 0) fresh.push_back(s);
+  }
+  if (!fresh.empty()) {
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> c = ExpertOverlay::CopyOfBase(config, model.weights(), fresh, backend);
+    if (!c.ok()) return c.status();
+    for (const auto& [slot, w] : (*c)->slots()) working[slot] = w;
+  }
+  absl::StatusOr<std::shared_ptr<const ExpertOverlay>> overlay = ExpertOverlay::FromWeights(config, working, backend);
+  if (!overlay.ok()) return overlay.status();
+
+  absl::StatusOr<std::unique_ptr<train::ModelTrainable>> trainable =
+      train::ModelTrainable::ForExperts(&model, *overlay, selected);
+  if (!trainable.ok()) return trainable.status();
+  train::TrainerOptions to;
+  to.max_steps = spec.max_steps;
+  to.batch_size = spec.batch_size;
+  to.seq_len = spec.seq_len;
+  to.learning_rate = spec.learning_rate;
+  to.warmup_steps = spec.warmup_steps;
+  to.weight_decay = spec.weight_decay;
+  to.seed = spec.seed;
+  to.eval_every = std::max<int64_t>(1, spec.max_steps / 5);
+  absl::StatusOr<std::unique_ptr<train::Trainer>> trainer =
+      train::Trainer::Create(trainable->get(), *train, validation, to);
+  if (!trainer.ok()) return trainer.status();
+  state->validation = (*trainer)->validation_set();
+
+  std::filesystem::create_directories(work_dir_);
+  const std::string ckpt_path = absl::StrCat(work_dir_, "/", job.job_id, ".ckpt");
+  absl::StatusOr<std::optional<std::string>> resume = ctx.LoadCheckpoint();
+  if (resume.ok() && resume->has_value()) {
+    if (absl::Status s = WriteFile(ckpt_path, **resume); !s.ok()) return s;
+    absl::Status s = (*trainer)->RestoreCheckpoint(ckpt_path);
+    if (s.ok()) {
+      ctx.Log(absl::StrCat("resumed from the checkpoint at step ", (*trainer)->step()));
+    } else {
+      ctx.Log(absl::StrCat("checkpoint not usable (", s.message(), "); starting over"));
+    }
+  }
+
+  absl::StatusOr<double> base_loss = MeanTargetLoss(model, base_overlay.get(), state->validation, spec.seq_len);
+  if (!base_loss.ok()) return base_loss.status();
+
+  std::atomic<bool> cancel{false};
+  double last_val = 0;
+  train::RunControls controls;
+  controls.cancel = &cancel;
+  controls.on_progress = [&](const train::TrainProgress& p) {
+    if (!std::isnan(p.val_loss)) {
+      last_val = p.val_loss;
+      ctx.ReportEval(p.step, p.val_loss, *base_loss);
+    }
+    storage::JobProgress jp;
+    jp.step = p.step;
+    jp.max_steps = p.max_steps;
+    jp.train_loss = p.loss;
+    jp.val_loss = last_val;
+    jp.tokens_per_second = p.tokens_per_second;
+    ctx.ReportProgress(jp);
+    if (ctx.ShouldStop()) cancel.store(true);
+  };
+  const int64_t ckpt_every = std::max<int64_t>(10, spec.max_steps / 4);
+  absl::StatusOr<train::TrainResult> result;
+  do {
+    controls.stop_after_step = std::min(spec.max_steps, ((*trainer)->step() / ckpt_every + 1) * ckpt_every);
+    result = (*trainer)->Run(controls);
+    if (!result.ok()) {
+      std::filesystem::remove(ckpt_path);
+      return result.status();
+    }
+    if (!result->finished) {
+      if (absl::Status s = (*trainer)->SaveCheckpoint(ckpt_path); s.ok()) {
+        absl::StatusOr<std::string> bytes = ReadFile(ckpt_path);
+        if (bytes.ok()) (void)ctx.SaveCheckpoint(*bytes);
+      }
+    }
+  } while (!result->finished);
+  std::filesystem::remove(ckpt_path);
+
+  absl::StatusOr<double> val_loss = MeanTargetLoss(model, overlay->get(), state->validation, spec.seq_len);
+  if (!val_loss.ok()) return val_loss.status();
+  train::ArtifactInfo info;
+  info.trained_slots = selected;
+  info.backbone_sha256 = state->model->info.sha256;
+  info.steps = (*trainer)->step();
+  info.seed = spec.seed;
+  info.metrics = {{"val_loss", *val_loss}, {"base_val_loss", *base_loss},
+                  {"train_loss", result->final_train_loss}};
+  info.extra = {{"job_id", job.job_id}, {"tenant_id", job.tenant_id}};
+  absl::StatusOr<std::string> blob = train::SerializeExpertArtifact(**overlay, info);
+  if (!blob.ok()) return blob.status();
+  JobOutput out;
+  out.weights = *std::move(blob);
+  out.slots = FromCore((*overlay)->SlotIds());
+  out.val_loss = *val_loss;
+  out.base_val_loss = *base_loss;
+  return out;
+}
+
+absl::StatusOr<double> CoreJobRunner::EvaluateVersion(JobContext& ctx, int64_t version) {
+  std::shared_ptr<JobState> state;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(ctx.job().job_id);
+    if (it == jobs_.end() || !it->second->model) {
+      return absl::FailedPreconditionError("EvaluateVersion needs a finished Run of the same job");
+    }
+    state = it->second;
+  }
+  std::shared_ptr<const ExpertOverlay> overlay;
+  if (version > 0) {
+    absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(version);
+    if (!bytes.ok()) return bytes.status();
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> o =
+        ExpertOverlay::FromSafetensors(state->model->model->config(), *bytes, state->model->backend.get());
+    if (!o.ok()) return o.status();
+    overlay = *o;
+  }
+  return MeanTargetLoss(*state->model->model, overlay.get(), state->validation, state->seq_len);
+}
+
+void CoreJobRunner::Release(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  jobs_.erase(job_id);
+}
+
+}  // namespace tessera::services

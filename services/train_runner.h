@@ -1,0 +1,58 @@
+// CoreJobRunner: the JobRunner over core/train. For each job, on its own copy of the backbone (so jobs
+// never share a backend with serving or with each other):
+//   1. parse the training (and optional validation) dataset with the backbone's tokenizer;
+//   2. the starting point: the job's base version's overlay (0 = none, the base experts);
+//   3. expert selection: auto (SelectExpertsAuto with relevance_threshold / max_experts, through the
+//      starting overlay) or the explicit slots; on a retry, the slots recorded by the first attempt;
+//   4. a working overlay = the base version's slots (carried, frozen) + the selected slots (trainable,
+//      initialised from the base version where it has them, else from the base experts);
+//   5. Trainer with the job's hyperparameters, in segments between checkpoints (saved to the blob store
+//      through JobContext; a retry restores the last one and continues exactly), reporting progress;
+//   6. the result: the overlay serialized as an expert artifact (safetensors, HF names), with val_loss
+//      and base_val_loss measured by one function (mean CE over the validation targets) so they and
+//      EvaluateVersion's numbers are comparable for auto_promote.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/data/tokenized_example.h"
+#include "services/job_runner.h"
+#include "services/model_host.h"
+#include "storage/registry.h"
+
+namespace tessera::services {
+
+class CoreJobRunner final : public JobRunner {
+ public:
+  // `work_dir` holds temporary checkpoint files.
+  CoreJobRunner(std::string backbone_spec, std::string device, std::string work_dir)
+      : backbone_spec_(std::move(backbone_spec)), device_(std::move(device)), work_dir_(std::move(work_dir)) {}
+
+  absl::StatusOr<JobOutput> Run(JobContext& ctx) override;
+  absl::StatusOr<double> EvaluateVersion(JobContext& ctx, int64_t version) override;
+  void Release(const std::string& job_id) override;
+
+ private:
+  struct JobState {
+    std::unique_ptr<LoadedModel> model;
+    std::vector<data::TokenizedExample> validation;
+    int64_t seq_len = 0;
+  };
+  std::string backbone_spec_;
+  std::string device_;
+  std::string work_dir_;
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<JobState>> jobs_;
+};
+
+// Mean cross-entropy (nats) over the target tokens (loss_mask) of `examples` (each truncated to
+// `seq_len`, at most `max_examples`) under `overlay` (nullptr = base experts).
+absl::StatusOr<double> MeanTargetLoss(const Model& model, const ExpertOverlay* overlay,
+                                      const std::vector<data::TokenizedExample>& examples, int64_t seq_len,
+                                      int64_t max_examples = 256);
+
+}  // namespace tessera::services
