@@ -155,16 +155,28 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
   }
   const float attn_scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
+  // Without save_activations every layer reuses the same intermediate buffers (same shapes per
+  // layer), so a forward allocates them once; with it, each layer's intermediates are kept.
+  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kProbs, kTopI, kTopW, kXg, kG, kU, kAct, kY, kSlots };
+  std::vector<Tensor> scratch(kSlots);
+  auto buffer = [&](Slot slot, std::vector<int64_t> shape, DType dtype = DType::kF32) -> absl::StatusOr<Tensor> {
+    Tensor& cached = scratch[slot];
+    if (!save && cached.defined() && cached.shape() == shape && cached.dtype() == dtype) return cached;
+    ASSIGN_OR_RETURN(Tensor t, be->Alloc(std::move(shape), dtype));
+    if (!save) cached = t;
+    return t;
+  };
+
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // ---- Attention block ----------------------------------------------------------------------
-    ASSIGN_OR_RETURN(Tensor xn1, be->Alloc({n_tok, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor xn1, buffer(kXn1, {n_tok, d}));
     Tensor rstd1;
     if (save) { ASSIGN_OR_RETURN(rstd1, be->Alloc({n_tok}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(h, w.input_norm, c.rms_norm_eps, xn1, save ? &rstd1 : nullptr));
-    ASSIGN_OR_RETURN(Tensor q, be->Alloc({n_tok, c.q_dim()}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor kk, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor vv, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor q, buffer(kQ, {n_tok, c.q_dim()}));
+    ASSIGN_OR_RETURN(Tensor kk, buffer(kK, {n_tok, c.kv_dim()}));
+    ASSIGN_OR_RETURN(Tensor vv, buffer(kV, {n_tok, c.kv_dim()}));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.q_proj, true, q));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.k_proj, true, kk));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.v_proj, true, vv));
@@ -172,8 +184,8 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     if (c.qk_norm != QkNorm::kNone) {
       q_pre = q;
       k_pre = kk;
-      ASSIGN_OR_RETURN(q, be->Alloc({n_tok, c.q_dim()}, DType::kF32));
-      ASSIGN_OR_RETURN(kk, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+      ASSIGN_OR_RETURN(q, buffer(kQn, {n_tok, c.q_dim()}));
+      ASSIGN_OR_RETURN(kk, buffer(kKn, {n_tok, c.kv_dim()}));
       const bool per_head = c.qk_norm == QkNorm::kPerHead;
       const int64_t q_rows = per_head ? n_tok * nh : n_tok;
       const int64_t k_rows = per_head ? n_tok * nkv : n_tok;
@@ -219,26 +231,26 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
         as.kv_len = n;
       }
     }
-    ASSIGN_OR_RETURN(Tensor attn, be->Alloc({n_tok, nh, hd}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor attn, buffer(kAttn, {n_tok, nh, hd}));
     Tensor lse;
     if (save) { ASSIGN_OR_RETURN(lse, be->Alloc({n_tok, nh}, DType::kF32)); }
     RETURN_IF_ERROR(be->AttentionForward(q3, seqs, attn_scale, attn, save ? &lse : nullptr));
-    ASSIGN_OR_RETURN(Tensor o, be->Alloc({n_tok, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor o, buffer(kO, {n_tok, d}));
     RETURN_IF_ERROR(be->Matmul(attn.Reshape({n_tok, c.q_dim()}), false, w.o_proj, true, o));
     Tensor h_mid = h;
     if (save) { ASSIGN_OR_RETURN(h_mid, be->Alloc({n_tok, d}, DType::kF32)); }
     RETURN_IF_ERROR(be->Add(h, o, h_mid));
 
     // ---- MoE block --------------------------------------------------------------------------------
-    ASSIGN_OR_RETURN(Tensor xn2, be->Alloc({n_tok, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor xn2, buffer(kXn2, {n_tok, d}));
     Tensor rstd2;
     if (save) { ASSIGN_OR_RETURN(rstd2, be->Alloc({n_tok}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(h_mid, w.post_norm, c.rms_norm_eps, xn2, save ? &rstd2 : nullptr));
-    ASSIGN_OR_RETURN(Tensor rlogits, be->Alloc({n_tok, e_count}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor rlogits, buffer(kRl, {n_tok, e_count}));
     RETURN_IF_ERROR(be->Matmul(xn2, false, w.router, true, rlogits));
-    ASSIGN_OR_RETURN(Tensor probs, be->Alloc({n_tok, e_count}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor topk_idx, be->Alloc({n_tok, k}, DType::kI32));
-    ASSIGN_OR_RETURN(Tensor topk_w, be->Alloc({n_tok, k}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor probs, buffer(kProbs, {n_tok, e_count}));
+    ASSIGN_OR_RETURN(Tensor topk_idx, buffer(kTopI, {n_tok, k}, DType::kI32));
+    ASSIGN_OR_RETURN(Tensor topk_w, buffer(kTopW, {n_tok, k}));
     RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
     ASSIGN_OR_RETURN(std::vector<int32_t> idx_h, be->ToHostI32(topk_idx));
     ASSIGN_OR_RETURN(std::vector<float> w_h, be->ToHostF32(topk_w));
@@ -271,15 +283,15 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     }
 
     const int64_t m = n_tok * k;
-    ASSIGN_OR_RETURN(Tensor xg, be->Alloc({m, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor xg, buffer(kXg, {m, d}));
     RETURN_IF_ERROR(be->GatherRows(xn2, plan.token_idx, nullptr, xg));
-    ASSIGN_OR_RETURN(Tensor g, be->Alloc({m, f}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor u, be->Alloc({m, f}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor g, buffer(kG, {m, f}));
+    ASSIGN_OR_RETURN(Tensor u, buffer(kU, {m, f}));
     RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(0), g));
     RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(1), u));
-    ASSIGN_OR_RETURN(Tensor a, be->Alloc({m, f}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor a, buffer(kAct, {m, f}));
     RETURN_IF_ERROR(be->SwiGluForward(g, u, a));
-    ASSIGN_OR_RETURN(Tensor y, be->Alloc({m, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor y, buffer(kY, {m, d}));
     RETURN_IF_ERROR(be->GroupedMatmul(a, plan.GemmGroups(2), y));
     Tensor h_out = h_mid;
     if (save) {
