@@ -9,6 +9,7 @@
 //   - everything the child reported as committed (through a pipe, after the call returned) is there;
 //   - no job is left RUNNING once its lease has expired (requeued at open).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -274,15 +275,25 @@ TEST(CrashTest, SigkillAtRandomMomentsNeverCorrupts) {
       ChildLoop(dir.path(), fds[1], seed);
     }
     ::close(fds[1]);
-    // Mostly short delays (a kill lands during open, migration checks, or the first operations), some
-    // longer ones so the child is deep in its loop.
-    const int delay_us = (round % 4 == 0) ? static_cast<int>(rng() % 3000)
-                                          : static_cast<int>(2000 + rng() % 120000);
-    ::usleep(delay_us);
+    // One round in four kills within 3 ms of the fork (during open / migration checks / requeue); the
+    // others first wait until the child has committed something, then kill it 0-40 ms later, deep in
+    // its loop. (Waiting on progress rather than on a fixed delay keeps this independent of speed.)
+    std::string reports;
+    if (round % 4 == 0) {
+      ::usleep(static_cast<useconds_t>(rng() % 3000));
+    } else {
+      pollfd p{fds[0], POLLIN, 0};
+      if (::poll(&p, 1, 30000) > 0) {
+        char buf[4096];
+        const ssize_t r = ::read(fds[0], buf, sizeof(buf));
+        if (r > 0) reports.append(buf, static_cast<size_t>(r));
+      }
+      ::usleep(static_cast<useconds_t>(rng() % 40000));
+    }
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    const std::string reports = DrainPipe(fds[0]);
+    reports += DrainPipe(fds[0]);
     ::close(fds[0]);
     // The child must have died from our signal, never from an error of its own.
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
@@ -309,8 +320,8 @@ TEST(CrashTest, SigkillAtRandomMomentsNeverCorrupts) {
               kKills, kills_mid_work, static_cast<long long>(versions_seen),
               committed.versions.size(), committed.moves.size(), committed.datasets.size(),
               static_cast<long long>(gc->blobs_deleted));
-  EXPECT_GT(kills_mid_work, kKills / 2);  // the kills really interrupted work in progress
-  EXPECT_GT(versions_seen, 50);
+  EXPECT_GE(kills_mid_work, kKills * 3 / 4);  // the kills really interrupted work in progress
+  EXPECT_GT(versions_seen, 20);
 }
 
 }  // namespace
