@@ -11,7 +11,9 @@
 //   object is NOT_FOUND and error text never reveals that it exists. Where documented, an EMPTY tenant_id
 //   means "any tenant" (admin scope) -- callers must only pass "" for ADMIN principals.
 // - Every mutating method takes `actor` (API key id, or "system") and appends an audit entry in the same
-//   transaction.
+//   transaction. Exception: the high-frequency worker calls (ClaimNextJob, Heartbeat, UpdateRunningJob,
+//   AppendJobEvent) are recorded in the job's event log instead; FinishJob is audited with the worker
+//   id as actor, lease expiry with actor "system".
 // - Thread-safe; several processes may open the same data_dir at once (SQLite WAL + file locks).
 //
 // Durability: commits that publish a version or move a live pointer run with synchronous=FULL; other
@@ -184,7 +186,8 @@ class Registry {
   // if the blob is absent; NOT_FOUND for an unknown tenant, parent version or job (of that tenant).
   // size_bytes is taken from the blob. Appends a publish change (synchronous=FULL commit).
   absl::StatusOr<ExpertVersion> PublishVersion(const NewVersion& version, const std::string& actor);
-  // version >= 1; NOT_FOUND if the tenant has no such version.
+  // version >= 1 (INVALID_ARGUMENT otherwise: 0 is the base, not a stored version); NOT_FOUND if the
+  // tenant (or this tenant's version) does not exist.
   absl::StatusOr<ExpertVersion> GetVersion(const std::string& tenant_id, int64_t version);
   // Newest first.
   absl::StatusOr<std::vector<ExpertVersion>> ListVersions(const std::string& tenant_id);
