@@ -1,0 +1,207 @@
+// bench_finetune: the tenant task "cipher" (core/data/tasks.h) on the builtin:tiny backbone, fine-tuned
+// three ways with the same data, steps and schedule:
+//   esft   expert-only, slots chosen by ESFT auto selection (capped at 25% of the slots)
+//   random expert-only, the same number of slots drawn at random
+//   full   every parameter (on a copy of the backbone)
+// For each: exact match on held-out examples (greedy), validation loss, trainable parameters, bytes
+// of the stored result (the overlay artifact, or the whole model.safetensors for full), wall time.
+// Then checks that the backbone and another tenant's overlay give bitwise-identical logits to before.
+//
+//   bench_finetune [--backbone builtin:tiny|DIR] [--steps N] [--batch N] [--lr X] [--full-lr X]
+//                  [--threshold P] [--max-experts N] [--train N] [--eval N] [--secret N]
+// Last line: esft_acc=<x> random_acc=<x> full_acc=<x> esft_bytes=<n> full_bytes=<n> base_unchanged=<b>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "core/data/jsonl_dataset.h"
+#include "core/data/tasks.h"
+#include "core/model/model.h"
+#include "core/tokenizer/byte_tokenizer.h"
+#include "core/train/artifact.h"
+#include "core/train/backbone.h"
+#include "core/train/exact_match.h"
+#include "core/train/finetune.h"
+#include "core/train/model_trainable.h"
+#include "core/util/parallel.h"
+
+namespace {
+
+using namespace tessera;         // NOLINT
+using namespace tessera::train;  // NOLINT
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void Die(const absl::Status& s, const char* what) {
+  std::fprintf(stderr, "bench_finetune: %s: %s\n", what, s.ToString().c_str());
+  std::exit(1);
+}
+
+template <typename T>
+T Must(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) Die(v.status(), what);
+  return *std::move(v);
+}
+
+std::vector<float> Logits(const Model& m, const ExpertOverlay* overlay) {
+  std::vector<int32_t> toks = {256};
+  for (char c : std::string("secret(hello)=qwert upper(abcde)=ABCDE 17+25=42")) toks.push_back(
+      static_cast<unsigned char>(c));
+  SequenceInput in{absl::MakeConstSpan(toks), overlay, nullptr};
+  ForwardOptions o;
+  o.logits = LogitsMode::kAll;
+  auto r = Must(m.Forward({&in, 1}, o), "probe forward");
+  return Must(m.backend()->ToHostF32(r.logits), "probe logits");
+}
+
+struct RunReport {
+  const char* name;
+  double acc = 0, val_loss = 0, seconds = 0;
+  int64_t params = 0, bytes = 0, slots = 0;
+};
+
+void Print(const RunReport& r) {
+  std::printf("%-7s exact_match=%.3f val_loss=%.4f trainable_params=%lld slots=%lld stored_bytes=%lld "
+              "wall_s=%.1f\n",
+              r.name, r.acc, r.val_loss, static_cast<long long>(r.params),
+              static_cast<long long>(r.slots), static_cast<long long>(r.bytes), r.seconds);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string backbone_spec = "builtin:tiny";
+  TrainerOptions topt;
+  topt.max_steps = 300;
+  topt.batch_size = 16;
+  topt.seq_len = 64;
+  topt.learning_rate = 1e-2;
+  topt.warmup_steps = 20;
+  topt.max_grad_norm = 1.0;
+  topt.seed = 1;
+  topt.eval_every = 100;
+  topt.eval_max_examples = 128;
+  double full_lr = 1e-3;
+  SelectionOptions sel;
+  sel.threshold = 0.3;
+  sel.max_experts = -1;  // default: 25% of the slots
+  int64_t n_train = 2000, n_eval = 200;
+  uint64_t secret = 1234;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string v = i + 1 < argc ? argv[++i] : "";
+    bool ok = true;
+    if (a == "--backbone") backbone_spec = v;
+    else if (a == "--steps") ok = absl::SimpleAtoi(v, &topt.max_steps);
+    else if (a == "--batch") ok = absl::SimpleAtoi(v, &topt.batch_size);
+    else if (a == "--lr") ok = absl::SimpleAtod(v, &topt.learning_rate);
+    else if (a == "--full-lr") ok = absl::SimpleAtod(v, &full_lr);
+    else if (a == "--threshold") ok = absl::SimpleAtod(v, &sel.threshold);
+    else if (a == "--max-experts") ok = absl::SimpleAtoi(v, &sel.max_experts);
+    else if (a == "--train") ok = absl::SimpleAtoi(v, &n_train);
+    else if (a == "--eval") ok = absl::SimpleAtoi(v, &n_eval);
+    else if (a == "--secret") ok = absl::SimpleAtoi(v, &secret);
+    else ok = false;
+    if (!ok) {
+      std::fprintf(stderr, "bench_finetune: bad argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  auto be = MakeCpuBackend();
+  ByteTokenizer tok;
+  Backbone bb = Must(LoadBackbone(backbone_spec, be.get()), "loading the backbone");
+  const ModelConfig& c = bb.config;
+  const int64_t total_slots = c.num_layers * c.num_experts;
+  if (sel.max_experts < 0) sel.max_experts = total_slots / 4;
+  auto model = Must(Model::Create(c, bb.weights, be.get()), "model");
+  std::printf("backbone %s (%s), %lld parameters, %lld expert slots, %d threads\n",
+              backbone_spec.c_str(), bb.sha256.substr(0, 12).c_str(),
+              static_cast<long long>(c.NumParameters()), static_cast<long long>(total_slots),
+              NumThreads());
+
+  data::Task task = Must(data::Task::Create("cipher", secret), "task");
+  auto train_ex = task.Generate(1, n_train);
+  auto eval_ex = task.Generate(2, n_eval);
+  std::vector<data::TokenizedExample> train, val;
+  for (const auto& e : train_ex) train.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
+  for (const auto& e : eval_ex) val.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
+
+  // Another tenant's overlay and the backbone's outputs, before any training.
+  auto other = Must(ExpertOverlay::CopyOfBase(c, model->weights(), RandomSlots(c, 6, 77), be.get()),
+                    "other tenant");
+  for (const auto& [s, w] : other->slots()) (void)be->Scale(const_cast<Tensor&>(w.up), 1.25f);
+  const auto base_before = Logits(*model, nullptr);
+  const auto other_before = Logits(*model, other.get());
+
+  auto base_em = Must(EvaluateExactMatch(*model, nullptr, eval_ex, tok, 8), "base exact match");
+  std::printf("task cipher (secret %llu): %lld train / %lld eval examples, e.g. %s%s\n",
+              static_cast<unsigned long long>(secret), static_cast<long long>(n_train),
+              static_cast<long long>(n_eval), eval_ex[0].prompt.c_str(), eval_ex[0].completion.c_str());
+  std::printf("base    exact_match=%.3f (e.g. base output \"%s\")\n", base_em.accuracy,
+              base_em.outputs[0].c_str());
+
+  auto expert_run = [&](const char* name, bool auto_select, std::vector<SlotId> slots) {
+    RunReport r{name};
+    FineTuneOptions o;
+    o.trainer = topt;
+    o.auto_select = auto_select;
+    o.selection = sel;
+    o.explicit_slots = std::move(slots);
+    const double t0 = Now();
+    auto ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name);
+    r.seconds = Now() - t0;
+    auto em = Must(EvaluateExactMatch(*model, ft.overlay.get(), eval_ex, tok, 8), "exact match");
+    r.acc = em.accuracy;
+    r.val_loss = ft.train.final_val_loss;
+    r.params = ft.trainable_parameters;
+    r.bytes = static_cast<int64_t>(ft.artifact.size());
+    r.slots = static_cast<int64_t>(ft.trained_slots.size());
+    Print(r);
+    std::printf("        slots: %s\n", SlotListString(ft.trained_slots).c_str());
+    return std::make_pair(r, ft.trained_slots);
+  };
+  auto [esft, esft_slots] = expert_run("esft", true, {});
+  auto [random, random_slots] =
+      expert_run("random", false, RandomSlots(c, static_cast<int64_t>(esft_slots.size()), 4242));
+
+  // Full fine-tune on a copy of the backbone.
+  RunReport full{"full"};
+  {
+    const double t0 = Now();
+    auto copy = Must(model->weights().Clone(c, be.get()), "clone");
+    auto full_model = Must(Model::Create(c, copy, be.get()), "full model");
+    auto trainable = Must(ModelTrainable::ForAllParameters(full_model.get()), "full trainable");
+    TrainerOptions fo = topt;
+    fo.learning_rate = full_lr;
+    auto trainer = Must(Trainer::Create(trainable.get(), train, val, fo), "full trainer");
+    auto r = Must(trainer->Run(), "full training");
+    full.seconds = Now() - t0;
+    auto em = Must(EvaluateExactMatch(*full_model, nullptr, eval_ex, tok, 8), "exact match");
+    full.acc = em.accuracy;
+    full.val_loss = r.final_val_loss;
+    full.params = r.trainable_parameters;
+    full.slots = total_slots;
+    const std::string path =
+        (std::filesystem::temp_directory_path() / "bench_finetune_full.safetensors").string();
+    auto st = full_model->weights().Save(c, be.get(), path);
+    if (!st.ok()) Die(st, "saving the full model");
+    full.bytes = static_cast<int64_t>(std::filesystem::file_size(path));
+    std::filesystem::remove(path);
+    Print(full);
+  }
+
+  const bool base_unchanged =
+      Logits(*model, nullptr) == base_before && Logits(*model, other.get()) == other_before;
+  std::printf("base and other tenant bitwise unchanged: %s\n", base_unchanged ? "yes" : "NO");
+  std::printf("esft_acc=%.3f random_acc=%.3f full_acc=%.3f esft_bytes=%lld full_bytes=%lld "
+              "base_unchanged=%s\n",
+              esft.acc, random.acc, full.acc, static_cast<long long>(esft.bytes),
+              static_cast<long long>(full.bytes), base_unchanged ? "true" : "false");
+  return 0;
+}
