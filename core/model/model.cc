@@ -37,29 +37,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
                                                      Backend* backend) {
   if (backend == nullptr) return absl::InvalidArgumentError("Model::Create: backend is null");
   RETURN_IF_ERROR(config.Validate());
-  if (static_cast<int64_t>(weights.layers.size()) != config.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("Model::Create: weights have ", weights.layers.size(),
-                                                   " layers, config has ", config.num_layers));
-  }
-  for (const LayerWeights& l : weights.layers) {
-    if (static_cast<int64_t>(l.experts.size()) != config.num_experts) {
-      return absl::InvalidArgumentError("Model::Create: weights' expert count does not match the config");
-    }
-  }
-  ASSIGN_OR_RETURN(ModelWeights expected, ModelWeights::Allocate(config, backend));
-  std::vector<NamedParam> want = expected.Parameters(config);
-  std::vector<NamedParam> have = weights.Parameters(config);
-  for (size_t i = 0; i < want.size(); ++i) {
-    const Tensor& t = *have[i].tensor;
-    if (!t.defined() || t.shape() != want[i].tensor->shape() || t.dtype() != DType::kF32 ||
-        t.device() != backend->device()) {
-      return absl::InvalidArgumentError(absl::StrCat("Model::Create: tensor '", want[i].name, "' must be f32",
-                                                     ShapeString(want[i].tensor->shape()), " on ",
-                                                     DeviceName(backend->device()), ", got ",
-                                                     t.defined() ? t.DebugString() : "undefined"));
-    }
-  }
-  if (!weights.lm_head.defined()) return absl::InvalidArgumentError("Model::Create: lm_head undefined");
+  absl::Status shapes = weights.CheckShapes(config, backend->device());
+  if (!shapes.ok()) return absl::InvalidArgumentError(absl::StrCat("Model::Create: ", shapes.message()));
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
   m->weights_ = std::move(weights);

@@ -52,42 +52,79 @@ std::vector<int64_t> ExpertPartShape(const ModelConfig& c, int part) {
   return {c.expert_dim, c.hidden_size};
 }
 
-absl::StatusOr<ModelWeights> ModelWeights::Allocate(const ModelConfig& c, Backend* backend) {
+namespace {
+
+// Builds every tensor of `c` with `make(shape)` (allocation, or shape-only placeholders).
+absl::StatusOr<ModelWeights> BuildWeights(const ModelConfig& c,
+                                          const std::function<absl::StatusOr<Tensor>(std::vector<int64_t>)>& make) {
   RETURN_IF_ERROR(c.Validate());
-  if (backend == nullptr) return absl::InvalidArgumentError("ModelWeights: backend is null");
   ModelWeights w;
   const int64_t d = c.hidden_size;
-  ASSIGN_OR_RETURN(w.embed, backend->Alloc({c.vocab_size, d}, DType::kF32));
-  ASSIGN_OR_RETURN(w.final_norm, backend->Alloc({d}, DType::kF32));
+  ASSIGN_OR_RETURN(w.embed, make({c.vocab_size, d}));
+  ASSIGN_OR_RETURN(w.final_norm, make({d}));
   if (c.tie_word_embeddings) {
     w.lm_head = w.embed;
   } else {
-    ASSIGN_OR_RETURN(w.lm_head, backend->Alloc({c.vocab_size, d}, DType::kF32));
+    ASSIGN_OR_RETURN(w.lm_head, make({c.vocab_size, d}));
   }
   w.layers.resize(c.num_layers);
   for (LayerWeights& l : w.layers) {
-    ASSIGN_OR_RETURN(l.input_norm, backend->Alloc({d}, DType::kF32));
-    ASSIGN_OR_RETURN(l.q_proj, backend->Alloc({c.q_dim(), d}, DType::kF32));
-    ASSIGN_OR_RETURN(l.k_proj, backend->Alloc({c.kv_dim(), d}, DType::kF32));
-    ASSIGN_OR_RETURN(l.v_proj, backend->Alloc({c.kv_dim(), d}, DType::kF32));
-    ASSIGN_OR_RETURN(l.o_proj, backend->Alloc({d, c.q_dim()}, DType::kF32));
+    ASSIGN_OR_RETURN(l.input_norm, make({d}));
+    ASSIGN_OR_RETURN(l.q_proj, make({c.q_dim(), d}));
+    ASSIGN_OR_RETURN(l.k_proj, make({c.kv_dim(), d}));
+    ASSIGN_OR_RETURN(l.v_proj, make({c.kv_dim(), d}));
+    ASSIGN_OR_RETURN(l.o_proj, make({d, c.q_dim()}));
     if (c.qk_norm == QkNorm::kPerHead) {
-      ASSIGN_OR_RETURN(l.q_norm, backend->Alloc({c.head_dim}, DType::kF32));
-      ASSIGN_OR_RETURN(l.k_norm, backend->Alloc({c.head_dim}, DType::kF32));
+      ASSIGN_OR_RETURN(l.q_norm, make({c.head_dim}));
+      ASSIGN_OR_RETURN(l.k_norm, make({c.head_dim}));
     } else if (c.qk_norm == QkNorm::kFull) {
-      ASSIGN_OR_RETURN(l.q_norm, backend->Alloc({c.q_dim()}, DType::kF32));
-      ASSIGN_OR_RETURN(l.k_norm, backend->Alloc({c.kv_dim()}, DType::kF32));
+      ASSIGN_OR_RETURN(l.q_norm, make({c.q_dim()}));
+      ASSIGN_OR_RETURN(l.k_norm, make({c.kv_dim()}));
     }
-    ASSIGN_OR_RETURN(l.post_norm, backend->Alloc({d}, DType::kF32));
-    ASSIGN_OR_RETURN(l.router, backend->Alloc({c.num_experts, d}, DType::kF32));
+    ASSIGN_OR_RETURN(l.post_norm, make({d}));
+    ASSIGN_OR_RETURN(l.router, make({c.num_experts, d}));
     l.experts.resize(c.num_experts);
     for (ExpertWeights& e : l.experts) {
-      ASSIGN_OR_RETURN(e.gate, backend->Alloc(ExpertPartShape(c, 0), DType::kF32));
-      ASSIGN_OR_RETURN(e.up, backend->Alloc(ExpertPartShape(c, 1), DType::kF32));
-      ASSIGN_OR_RETURN(e.down, backend->Alloc(ExpertPartShape(c, 2), DType::kF32));
+      ASSIGN_OR_RETURN(e.gate, make(ExpertPartShape(c, 0)));
+      ASSIGN_OR_RETURN(e.up, make(ExpertPartShape(c, 1)));
+      ASSIGN_OR_RETURN(e.down, make(ExpertPartShape(c, 2)));
     }
   }
   return w;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelWeights> ModelWeights::Allocate(const ModelConfig& c, Backend* backend) {
+  if (backend == nullptr) return absl::InvalidArgumentError("ModelWeights: backend is null");
+  return BuildWeights(c, [backend](std::vector<int64_t> shape) { return backend->Alloc(std::move(shape), DType::kF32); });
+}
+
+absl::Status ModelWeights::CheckShapes(const ModelConfig& c, DeviceKind device) const {
+  if (static_cast<int64_t>(layers.size()) != c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("weights have ", layers.size(), " layers, config has ", c.num_layers));
+  }
+  for (const LayerWeights& l : layers) {
+    if (static_cast<int64_t>(l.experts.size()) != c.num_experts) {
+      return absl::InvalidArgumentError("weights' expert count does not match the config");
+    }
+  }
+  ASSIGN_OR_RETURN(ModelWeights want, BuildWeights(c, [](std::vector<int64_t> shape) -> absl::StatusOr<Tensor> {
+    return Tensor(nullptr, nullptr, std::move(shape), DType::kF32, DeviceKind::kCpu);
+  }));
+  std::vector<NamedParam> expected = want.Parameters(c);
+  std::vector<NamedParam> have = const_cast<ModelWeights&>(*this).Parameters(c);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const Tensor& t = *have[i].tensor;
+    if (!t.defined() || t.shape() != expected[i].tensor->shape() || t.dtype() != DType::kF32 || t.device() != device) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", expected[i].name, "' must be f32",
+                                                     ShapeString(expected[i].tensor->shape()), " on ",
+                                                     DeviceName(device), ", got ",
+                                                     t.defined() ? t.DebugString() : "undefined"));
+    }
+  }
+  if (!lm_head.defined()) return absl::InvalidArgumentError("lm_head is undefined");
+  return absl::OkStatus();
 }
 
 std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {

@@ -62,6 +62,9 @@ struct ModelWeights {
 
   // Allocates every tensor of `config` (uninitialized contents) on `backend`.
   static absl::StatusOr<ModelWeights> Allocate(const ModelConfig& config, Backend* backend);
+  // OK when every tensor exists with the config's shape, f32, on `device` (INVALID_ARGUMENT naming
+  // the tensor otherwise). Allocates nothing.
+  absl::Status CheckShapes(const ModelConfig& config, DeviceKind device) const;
   // Reads every tensor by its HF name, converting to f32. A missing tensor is NOT_FOUND naming it;
   // a shape mismatch INVALID_ARGUMENT naming the tensor and both shapes. With tied embeddings a
   // stored lm_head.weight is ignored (HF does the same).
