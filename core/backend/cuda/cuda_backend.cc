@@ -138,6 +138,13 @@ absl::Status Check2D(const Tensor& t, int64_t rows, int64_t cols, absl::string_v
   return absl::OkStatus();
 }
 
+bool Overlaps(const Tensor& a, const Tensor& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const char* a0 = static_cast<const char*>(a.raw());
+  const char* b0 = static_cast<const char*>(b.raw());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
 // ---- CudaBackend: lifetime ----------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
@@ -178,9 +185,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
   RETURN_IF_ERROR(CudaStatus(cudaMemset(b->err_word_, 0, sizeof(int)), "cudaMemset(error word)"));
   RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&b->err_host_, sizeof(int)), "cudaMallocHost"));
   RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->sumsq_dev_, sizeof(double)), "cudaMalloc(sumsq)"));
+  RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->check_word_, sizeof(int)), "cudaMalloc(check word)"));
   RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&b->sumsq_host_, sizeof(double)), "cudaMallocHost"));
   b->uploads_ = std::make_unique<UploadRing>(b->stream());
   RETURN_IF_ERROR(b->uploads_->Init());
+  if (const char* env = std::getenv("TESSERA_CUDA_EAGER_INDEX_CHECKS"); env != nullptr) {
+    b->eager_index_checks_ = std::string(env) != "0";
+  }
   if (const char* env = std::getenv("TESSERA_GROUPED_GEMM"); env != nullptr) {
     const std::string v(env);
     if (v == "kernel") {
@@ -201,6 +212,7 @@ CudaBackend::~CudaBackend() {
   if (err_word_ != nullptr) cudaFree(err_word_);
   if (err_host_ != nullptr) cudaFreeHost(err_host_);
   if (sumsq_dev_ != nullptr) cudaFree(sumsq_dev_);
+  if (check_word_ != nullptr) cudaFree(check_word_);
   if (sumsq_host_ != nullptr) cudaFreeHost(sumsq_host_);
 }
 
@@ -224,6 +236,19 @@ absl::Status CudaBackend::SyncAndCheck(absl::string_view what) {
   add(cuda_kernels::kErrTargetIndex, "CrossEntropy targets");
   return absl::InvalidArgumentError(absl::StrCat(
       what, ": an earlier op got out-of-range index values (", ops, "); the affected rows were skipped"));
+}
+
+absl::Status CudaBackend::CheckIndexRange(const Tensor& idx, int32_t lo, int32_t hi, absl::string_view op,
+                                          absl::string_view arg) {
+  if (!eager_index_checks_ || idx.numel() == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(check_word_, 0, sizeof(int), stream()), op));
+  RETURN_IF_ERROR(CudaStatus(cuda_kernels::CheckIndices(idx.data<int32_t>(), idx.numel(), lo, hi, check_word_, stream()), op));
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(err_host_, check_word_, sizeof(int), cudaMemcpyDeviceToHost, stream()), op));
+  RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream()), op));
+  if (*err_host_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " has values outside [", lo, ", ", hi, ")"));
+  }
+  return absl::OkStatus();
 }
 
 // ---- Memory ---------------------------------------------------------------------------------------
@@ -302,6 +327,7 @@ absl::Status CudaBackend::Copy(const Tensor& src, Tensor& dst) {
     return absl::InvalidArgumentError(absl::StrCat("Copy: cannot convert between ", src.DebugString(), " and ",
                                                    dst.DebugString(), " (only float dtypes convert)"));
   }
+  if (Overlaps(src, dst)) return absl::InvalidArgumentError("Copy: converting src and dst must not overlap");
   return CudaStatus(cuda_kernels::Convert(src.raw(), Dt(src), dst.raw(), Dt(dst), src.numel(), stream()), "Copy");
 }
 
@@ -324,6 +350,15 @@ absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl) {
     return absl::InvalidArgumentError(absl::StrCat("SetCudaGroupedGemmImpl: backend '", backend.name(), "' is not CUDA"));
   }
   cb->set_grouped_gemm_impl(impl);
+  return absl::OkStatus();
+}
+
+absl::Status SetCudaEagerIndexChecks(Backend& backend, bool on) {
+  auto* cb = dynamic_cast<cuda::CudaBackend*>(&backend);
+  if (cb == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("SetCudaEagerIndexChecks: backend '", backend.name(), "' is not CUDA"));
+  }
+  cb->set_eager_index_checks(on);
   return absl::OkStatus();
 }
 

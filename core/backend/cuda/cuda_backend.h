@@ -15,4 +15,11 @@ enum class GroupedGemmImpl { kCublas, kKernel };
 // INVALID_ARGUMENT when `backend` is not a CUDA backend.
 absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl);
 
+// Index tensors (gather/scatter/embedding ids, router top-k indices, cross-entropy targets) are range-
+// checked before each op by default, so a bad index is INVALID_ARGUMENT from that op, as on the CPU;
+// that costs a stream synchronization per such op. With checks off (or env
+// TESSERA_CUDA_EAGER_INDEX_CHECKS=0) ops stay asynchronous, kernels skip bad rows and the next
+// Synchronize/CopyToHost/SumSquares reports INVALID_ARGUMENT naming the op instead.
+absl::Status SetCudaEagerIndexChecks(Backend& backend, bool on);
+
 }  // namespace tessera

@@ -22,6 +22,7 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_backend.h"
+#include "core/backend/cuda/cuda_kernels.h"
 
 namespace tessera::cuda {
 
@@ -124,6 +125,7 @@ class CudaBackend final : public Backend {
   absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override;
 
   void set_grouped_gemm_impl(GroupedGemmImpl impl) { grouped_impl_ = impl; }
+  void set_eager_index_checks(bool on) { eager_index_checks_ = on; }
 
  private:
   CudaBackend() = default;
@@ -133,10 +135,18 @@ class CudaBackend final : public Backend {
   absl::Status Enter();
   // Waits for the stream, then turns a set bit of the device error word into INVALID_ARGUMENT.
   absl::Status SyncAndCheck(absl::string_view what);
+  // With eager index checks (the default): INVALID_ARGUMENT naming op/arg unless every idx value is in
+  // [lo, hi). Costs one tiny kernel and a stream synchronization; without eager checks it returns OK and
+  // the kernels' error word reports bad indices at the next synchronization instead.
+  absl::Status CheckIndexRange(const Tensor& idx, int32_t lo, int32_t hi, absl::string_view op,
+                               absl::string_view arg);
   // One grouped GEMM problem per non-empty group, launched with the selected implementation.
   enum class GroupedMode { kForward, kInputGrad, kWeightGrad };
   absl::Status RunGrouped(GroupedMode mode, const Tensor& lhs, const Tensor* x_for_wgrad,
                           absl::Span<const GemmGroup> groups, Tensor* out, absl::string_view op);
+  // One launch of the selected grouped implementation over `problems` (which must not share outputs).
+  absl::Status LaunchGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dta, DType dtb, DType dtc,
+                             absl::string_view op);
 
   std::shared_ptr<DeviceContext> ctx_;
   std::string name_;
@@ -147,6 +157,8 @@ class CudaBackend final : public Backend {
   double* sumsq_host_ = nullptr;  // pinned
   std::unique_ptr<UploadRing> uploads_;
   GroupedGemmImpl grouped_impl_ = GroupedGemmImpl::kCublas;
+  bool eager_index_checks_ = true;
+  int* check_word_ = nullptr;  // device, for CheckIndexRange
 };
 
 // Argument checks shared by the op files; each names the op and argument in its INVALID_ARGUMENT.
@@ -158,5 +170,7 @@ absl::Status CheckNumel(const Tensor& t, int64_t numel, absl::string_view op, ab
 // t.Flat2D() must be [rows, cols] (a negative expected value matches anything).
 absl::Status Check2D(const Tensor& t, int64_t rows, int64_t cols, absl::string_view op, absl::string_view arg);
 inline int Dt(const Tensor& t) { return static_cast<int>(t.dtype()); }
+// True when the two tensors' byte ranges intersect (the CPU backend's rule for forbidden aliasing).
+bool Overlaps(const Tensor& a, const Tensor& b);
 
 }  // namespace tessera::cuda

@@ -204,6 +204,29 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
   }
   RETURN_IF_ERROR(Enter());
   if (probs.empty()) return absl::OkStatus();
+  // Weight gradients may be shared between groups (one slot served by several weights accumulates into
+  // one gradient). Problems of one launch run concurrently and would race on a shared C, so then each
+  // problem gets its own launch (stream order serializes them).
+  bool shared_c = false;
+  if (wgrad) {
+    std::vector<std::pair<const char*, const char*>> c_ranges;
+    const size_t c_bytes = static_cast<size_t>(w_out * w_in) * DTypeSize(g_dtype);
+    for (const k::GemmProblem& p : probs) c_ranges.emplace_back(static_cast<const char*>(p.c), static_cast<const char*>(p.c) + c_bytes);
+    std::sort(c_ranges.begin(), c_ranges.end());
+    for (size_t i = 1; i < c_ranges.size() && !shared_c; ++i) shared_c = c_ranges[i].first < c_ranges[i - 1].second;
+  }
+  if (shared_c) {
+    for (const k::GemmProblem& p : probs) {
+      RETURN_IF_ERROR(LaunchGrouped({&p, 1}, dta, dtb, dtc, op));
+    }
+    return absl::OkStatus();
+  }
+  return LaunchGrouped(probs, dta, dtb, dtc, op);
+}
+
+absl::Status CudaBackend::LaunchGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dta, DType dtb,
+                                        DType dtc, absl::string_view op) {
+  std::vector<k::GemmProblem> probs(problems.begin(), problems.end());
 
   const bool cublas_ok = dta == dtb && (dtc == dta || dtc == DType::kF32);
   if (grouped_impl_ == GroupedGemmImpl::kCublas && cublas_ok) {

@@ -2,6 +2,8 @@
 // argument, before anything is enqueued), then one or two kernel launches on the backend's stream.
 // Dtypes: float tensors may be f32, bf16 or f16 independently of each other (kernels compute in fp32);
 // the tensors backend.h calls f32 (rstd, lse, topk_w, gather scales, AdamW m and v) must be f32.
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -72,6 +74,8 @@ absl::Status CudaBackend::GatherRows(const Tensor& src, const Tensor& idx, const
     RETURN_IF_ERROR(CheckNumel(*scale, m, "GatherRows", "scale"));
   }
   RETURN_IF_ERROR(Enter());
+  if (Overlaps(src, dst)) return absl::InvalidArgumentError("GatherRows: dst must not overlap src");
+  RETURN_IF_ERROR(CheckIndexRange(idx, 0, static_cast<int32_t>(std::min<int64_t>(s2.dim(0), INT32_MAX)), "GatherRows", "idx"));
   return CudaStatus(k::GatherRows(src.raw(), Dt(src), s2.dim(0), idx.data<int32_t>(), OptF32(scale), dst.raw(),
                                   Dt(dst), m, d, k::kErrGatherIndex, err_word_, stream()),
                     "GatherRows");
@@ -89,6 +93,8 @@ absl::Status CudaBackend::ScatterAddRows(const Tensor& src, const Tensor& idx, c
     RETURN_IF_ERROR(CheckNumel(*scale, m, "ScatterAddRows", "scale"));
   }
   RETURN_IF_ERROR(Enter());
+  if (Overlaps(src, dst)) return absl::InvalidArgumentError("ScatterAddRows: dst must not overlap src");
+  RETURN_IF_ERROR(CheckIndexRange(idx, 0, static_cast<int32_t>(std::min<int64_t>(d2.dim(0), INT32_MAX)), "ScatterAddRows", "idx"));
   return CudaStatus(k::ScatterAddRows(src.raw(), Dt(src), idx.data<int32_t>(), OptF32(scale), dst.raw(), Dt(dst),
                                       d2.dim(0), m, d, k::kErrScatterIndex, err_word_, stream()),
                     "ScatterAddRows");
@@ -104,6 +110,7 @@ absl::Status CudaBackend::RowDotGather(const Tensor& a, const Tensor& b, const T
   RETURN_IF_ERROR(Check2D(a, m, d, "RowDotGather", "a"));
   RETURN_IF_ERROR(CheckNumel(out, m, "RowDotGather", "out"));
   RETURN_IF_ERROR(Enter());
+  RETURN_IF_ERROR(CheckIndexRange(idx, 0, static_cast<int32_t>(std::min<int64_t>(b2.dim(0), INT32_MAX)), "RowDotGather", "idx"));
   return CudaStatus(k::RowDotGather(a.raw(), Dt(a), b.raw(), Dt(b), b2.dim(0), idx.data<int32_t>(), out.raw(),
                                     Dt(out), m, d, err_word_, stream()),
                     "RowDotGather");
@@ -119,6 +126,7 @@ absl::Status CudaBackend::EmbeddingForward(const Tensor& table, const Tensor& id
   const int64_t n = ids.numel(), d = table.dim(1);
   RETURN_IF_ERROR(Check2D(out, n, d, "EmbeddingForward", "out"));
   RETURN_IF_ERROR(Enter());
+  RETURN_IF_ERROR(CheckIndexRange(ids, 0, static_cast<int32_t>(std::min<int64_t>(table.dim(0), INT32_MAX)), "EmbeddingForward", "ids"));
   return CudaStatus(k::GatherRows(table.raw(), Dt(table), table.dim(0), ids.data<int32_t>(), nullptr, out.raw(),
                                   Dt(out), n, d, k::kErrEmbeddingIndex, err_word_, stream()),
                     "EmbeddingForward");
@@ -134,6 +142,7 @@ absl::Status CudaBackend::EmbeddingBackward(const Tensor& ids, const Tensor& dou
   const int64_t n = ids.numel(), d = dtable.dim(1);
   RETURN_IF_ERROR(Check2D(dout, n, d, "EmbeddingBackward", "dout"));
   RETURN_IF_ERROR(Enter());
+  RETURN_IF_ERROR(CheckIndexRange(ids, 0, static_cast<int32_t>(std::min<int64_t>(dtable.dim(0), INT32_MAX)), "EmbeddingBackward", "ids"));
   return CudaStatus(k::ScatterAddRows(dout.raw(), Dt(dout), ids.data<int32_t>(), nullptr, dtable.raw(), Dt(dtable),
                                       dtable.dim(0), n, d, k::kErrEmbeddingIndex, err_word_, stream()),
                     "EmbeddingBackward");
@@ -176,6 +185,9 @@ absl::Status CudaBackend::RmsNormBackward(const Tensor& x, const Tensor& weight,
   if (dweight != nullptr) {
     RETURN_IF_ERROR(CheckFloat(*dweight, "RmsNormBackward", "dweight"));
     RETURN_IF_ERROR(CheckNumel(*dweight, d, "RmsNormBackward", "dweight"));
+  }
+  if (dweight != nullptr && Overlaps(*dweight, dx)) {
+    return absl::InvalidArgumentError("RmsNormBackward: dweight overlaps dx");
   }
   RETURN_IF_ERROR(Enter());
   return CudaStatus(k::RmsNormBackward(x.raw(), Dt(x), weight.raw(), Dt(weight), rstd.data<float>(), dout.raw(),
@@ -257,6 +269,9 @@ absl::StatusOr<AttnLaunch> PrepareAttention(absl::string_view op, const Tensor& 
       row_seq[i] = static_cast<int32_t>(s);
     }
     if (backward) {
+      if (S.dk != nullptr && S.dv != nullptr && Overlaps(*S.dk, *S.dv)) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".dk overlaps .dv"));
+      }
       for (const Tensor* g : {S.dk, S.dv}) {
         if (g == nullptr) continue;
         RETURN_IF_ERROR(CheckFloat(*g, op, arg + ".dk/.dv"));
@@ -299,6 +314,7 @@ absl::Status CudaBackend::AttentionForward(const Tensor& q, absl::Span<const Att
     RETURN_IF_ERROR(CheckF32(*lse, "AttentionForward", "lse"));
     RETURN_IF_ERROR(CheckNumel(*lse, q.rank() == 3 ? q.dim(0) * q.dim(1) : -1, "AttentionForward", "lse"));
   }
+  if (Overlaps(q, out)) return absl::InvalidArgumentError("AttentionForward: out overlaps q");
   RETURN_IF_ERROR(Enter());
   if (seqs.empty() || q.numel() == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionForward", q, seqs, false, *uploads_));
@@ -319,6 +335,9 @@ absl::Status CudaBackend::AttentionBackward(const Tensor& q, absl::Span<const At
                                                    out.DebugString(), ", ", dout.DebugString(), ", ", dq.DebugString()));
   }
   RETURN_IF_ERROR(CheckNumel(lse, q.rank() == 3 ? q.dim(0) * q.dim(1) : -1, "AttentionBackward", "lse"));
+  for (const Tensor* t : {&q, &out, &lse, &dout}) {
+    if (Overlaps(*t, dq)) return absl::InvalidArgumentError("AttentionBackward: dq overlaps an input");
+  }
   RETURN_IF_ERROR(Enter());
   if (seqs.empty() || q.numel() == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionBackward", q, seqs, true, *uploads_));
@@ -368,6 +387,8 @@ absl::Status CudaBackend::RouterBackward(const Tensor& probs, const Tensor& topk
   RETURN_IF_ERROR(Check2D(dtopk_w, n, topk, "RouterBackward", "dtopk_w"));
   RETURN_IF_ERROR(Check2D(dlogits, n, e, "RouterBackward", "dlogits"));
   RETURN_IF_ERROR(Enter());
+  if (Overlaps(probs, dlogits)) return absl::InvalidArgumentError("RouterBackward: dlogits overlaps probs");
+  RETURN_IF_ERROR(CheckIndexRange(topk_idx, 0, static_cast<int32_t>(e), "RouterBackward", "topk_idx"));
   return CudaStatus(k::RouterBackward(probs.raw(), Dt(probs), topk_idx.data<int32_t>(), topk_w.data<float>(), normalize,
                                       dtopk_w.data<float>(), dlogits.raw(), Dt(dlogits), n, static_cast<int>(e),
                                       static_cast<int>(topk), stream()),
@@ -430,6 +451,7 @@ absl::Status CudaBackend::CrossEntropyForward(const Tensor& logits, const Tensor
     RETURN_IF_ERROR(CheckNumel(*lse, n, "CrossEntropyForward", "lse"));
   }
   RETURN_IF_ERROR(Enter());
+  RETURN_IF_ERROR(CheckIndexRange(targets, INT32_MIN, static_cast<int32_t>(std::min<int64_t>(v, INT32_MAX)), "CrossEntropyForward", "targets"));
   return CudaStatus(k::CrossEntropyForward(logits.raw(), Dt(logits), targets.data<int32_t>(), loss.raw(), Dt(loss),
                                            lse == nullptr ? nullptr : lse->data<float>(), n, v, err_word_, stream()),
                     "CrossEntropyForward");
@@ -449,6 +471,7 @@ absl::Status CudaBackend::CrossEntropyBackward(const Tensor& logits, const Tenso
   RETURN_IF_ERROR(CheckNumel(dloss, n, "CrossEntropyBackward", "dloss"));
   RETURN_IF_ERROR(Check2D(dlogits, n, v, "CrossEntropyBackward", "dlogits"));
   RETURN_IF_ERROR(Enter());
+  RETURN_IF_ERROR(CheckIndexRange(targets, INT32_MIN, static_cast<int32_t>(std::min<int64_t>(v, INT32_MAX)), "CrossEntropyBackward", "targets"));
   return CudaStatus(k::CrossEntropyBackward(logits.raw(), Dt(logits), targets.data<int32_t>(), lse.data<float>(),
                                             dloss.raw(), Dt(dloss), dlogits.raw(), Dt(dlogits), n, v, stream()),
                     "CrossEntropyBackward");

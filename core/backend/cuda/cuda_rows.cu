@@ -64,6 +64,12 @@ __global__ void RowDotGatherKernel(const void* a, int dta, const void* b, int dt
   }
 }
 
+__global__ void CheckIndicesKernel(const int32_t* idx, int64_t n, int32_t lo, int32_t hi, int* flag) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    if (idx[i] < lo || idx[i] >= hi) *flag = 1;
+  }
+}
+
 constexpr int kRouterWarps = 4;
 
 // One warp per row. p_e = exp(l_e - max) / sum is recomputed where needed (E is small: tens to hundreds).
@@ -158,6 +164,14 @@ __global__ void RouterBackwardKernel(const void* probs, int dtp, const int32_t* 
 }
 
 }  // namespace
+
+cudaError_t CheckIndices(const int32_t* idx, int64_t n, int32_t lo, int32_t hi, int* flag, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  unsigned blocks = GridFor(n, 256);
+  if (blocks > 256) blocks = 256;
+  CheckIndicesKernel<<<blocks, 256, 0, stream>>>(idx, n, lo, hi, flag);
+  return cudaGetLastError();
+}
 
 cudaError_t GatherRows(const void* src, int dts, int64_t n_src, const int32_t* idx, const float* scale,
                        void* dst, int dtd, int64_t m, int64_t d, int err_bit, int* err, cudaStream_t stream) {

@@ -102,6 +102,23 @@ INSTANTIATE_TEST_SUITE_P(DtypesAndImpls, GroupedParity,
                                            std::make_pair(DType::kBF16, GroupedGemmImpl::kKernel)),
                          GroupedName);
 
+TEST_F(CudaParityTest, GroupedWeightGradSharedBetweenGroupsAccumulatesBoth) {
+  // Two groups (e.g. one slot served by its base and an overlay weight) add into one gradient.
+  const int64_t rows = 90, in = 40, out = 24;
+  Pair x = BothRand({rows, in}), dy = BothRand({rows, out}), w1 = BothRand({out, in}), w2 = BothRand({out, in});
+  for (GroupedGemmImpl impl : {GroupedGemmImpl::kCublas, GroupedGemmImpl::kKernel}) {
+#if TESSERA_HAVE_CUDA
+    ASSERT_OK(SetCudaGroupedGemmImpl(*gpu_, impl));
+#endif
+    Pair g = BothRand({out, in});
+    std::vector<GemmGroup> gc = {GemmGroup{0, 50, &w1.c, &g.c}, GemmGroup{50, 40, &w2.c, &g.c}};
+    std::vector<GemmGroup> gg = {GemmGroup{0, 50, &w1.g, &g.g}, GemmGroup{50, 40, &w2.g, &g.g}};
+    ASSERT_OK(cpu_->GroupedMatmulWeightGrad(x.c, dy.c, gc));
+    ASSERT_OK(gpu_->GroupedMatmulWeightGrad(x.g, dy.g, gg));
+    Compare(g, DType::kF32, impl == GroupedGemmImpl::kCublas ? "shared wgrad cublas" : "shared wgrad kernel");
+  }
+}
+
 TEST_F(CudaParityTest, GroupedRejectsOverlappingGroups) {
   Pair x = BothRand({10, 8}), y = BothRand({10, 4}), w = BothRand({4, 8});
   std::vector<GemmGroup> g = {GemmGroup{0, 6, &w.g, nullptr}, GemmGroup{5, 3, &w.g, nullptr}};

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/cuda/cuda_backend.h"
 #include "tests/core/backend_cuda/cuda_test_util.h"
 
 namespace tessera::testing_cuda {
@@ -266,7 +267,25 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, OpsParity, ::testing::Values(DType::kF32, DType
 
 // ---- Error reporting -----------------------------------------------------------------------------------
 
-TEST_F(CudaParityTest, OutOfRangeIndexIsReportedAtSynchronize) {
+TEST_F(CudaParityTest, OutOfRangeIndexIsRejectedByTheOp) {
+  Pair src = BothRand({4, 8});
+  Pair idx = BothI({0, 7, 1}, {3});
+  auto dst = gpu_->Zeros({3, 8});
+  ASSERT_TRUE(dst.ok());
+  EXPECT_EQ(gpu_->GatherRows(src.g, idx.g, nullptr, *dst).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->EmbeddingBackward(idx.g, *dst, src.g).code(), absl::StatusCode::kInvalidArgument);
+  Pair targets = BothI({0, -1, 9}, {3});
+  auto loss = gpu_->Zeros({3});
+  ASSERT_TRUE(loss.ok());
+  EXPECT_EQ(gpu_->CrossEntropyForward(src.g.Rows(0, 3), targets.g, *loss, nullptr).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(gpu_->Synchronize().ok());
+}
+
+TEST_F(CudaParityTest, OutOfRangeIndexIsReportedAtSynchronizeWithoutEagerChecks) {
+#if TESSERA_HAVE_CUDA
+  ASSERT_OK(SetCudaEagerIndexChecks(*gpu_, false));
+#endif
   Pair src = BothRand({4, 8});
   Pair idx = BothI({0, 7, 1}, {3});
   auto dst = gpu_->Zeros({3, 8});
