@@ -7,6 +7,8 @@
 // so a blob just written for an upcoming publish is left alone. The only remaining race (a Put landing
 // between the re-check and the unlink) makes that publish fail cleanly with FAILED_PRECONDITION: a row
 // can never name a missing blob.
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "storage/sv.h"
 #include "core/util/status_macros.h"
@@ -21,7 +23,21 @@ absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
   RETURN_IF_ERROR(blobs_->CollectTemps(grace).status());
   ASSIGN_OR_RETURN(std::vector<std::string> digests, blobs_->ListDigests());
   stats.blobs_scanned = static_cast<int64_t>(digests.size());
+  // Cheap pre-filter in one read transaction; each candidate is re-checked under the write lock below.
+  std::set<std::string> referenced;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    referenced.clear();
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT blob_digest FROM datasets UNION "
+                                        "SELECT blob_digest FROM versions"));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      referenced.insert(st.Text(0));
+    }
+    return absl::OkStatus();
+  }));
   for (const std::string& digest : digests) {
+    if (referenced.count(digest)) continue;
     bool deleted = false;
     bool young = false;
     int64_t size = 0;
