@@ -7,7 +7,7 @@
 #include "core/data/jsonl_dataset.h"
 #include "core/model/config.h"
 #include "core/tokenizer/byte_tokenizer.h"
-#include "services/model_engine.h"
+#include "services/runtime_engine.h"
 #include "services/model_host.h"
 #include "services/train_runner.h"
 
@@ -55,8 +55,12 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     c.make_engine = [options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
       absl::StatusOr<std::unique_ptr<LoadedModel>> m = LoadModel(options.backbone, options.device);
       if (!m.ok()) return m.status();
-      return std::unique_ptr<InferenceEngine>(
-          std::make_unique<ModelEngine>(registry, *std::move(m), options.expert_cache_bytes));
+      runtime::RuntimeOptions ro;
+      ro.overlay_cache_bytes = options.expert_cache_bytes;
+      ro.max_batch = options.max_batch;
+      absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), ro);
+      if (!e.ok()) return e.status();
+      return std::unique_ptr<InferenceEngine>(*std::move(e));
     };
   }
   if (options.training) {

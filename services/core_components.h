@@ -1,6 +1,6 @@
 // The server's bridge to core/: describes the backbone named on the command line and builds the
 // dataset validator from its tokenizer (core/data's JSONL parser: line-numbered errors), and the
-// factories of the InferenceEngine (ModelEngine) and the JobRunner (CoreJobRunner).
+// factories of the InferenceEngine (RuntimeEngine over core/runtime) and the JobRunner (CoreJobRunner).
 #pragma once
 
 #include <string>
@@ -14,6 +14,7 @@ struct CoreOptions {
   std::string backbone = "builtin:tiny";  // or a path to an HF model directory, or random:tiny
   std::string device = "cpu";             // "cpu" | "cuda"
   int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
+  int max_batch = 16;                     // sequences per decode step (continuous batching)
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner
 };

@@ -36,6 +36,7 @@ Options:
   --no-jobs                   accept and queue jobs but do not run them in this process
   --no-inference              do not load the model for serving (Inference answers UNAVAILABLE)
   --expert-cache-bytes N      device memory for resident tenant versions (default 268435456)
+  --max-batch N               sequences per decode step of the continuous batch (default 16)
   --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
   --help                      this text
 
@@ -103,6 +104,10 @@ int main(int argc, char** argv) {
       core.training = false;
     } else if (arg == "--no-inference") {
       core.inference = false;
+    } else if (arg == "--max-batch") {
+      int64_t n;
+      if (!next_int(&n, 1)) return Fail("--max-batch needs an integer >= 1");
+      core.max_batch = static_cast<int>(n);
     } else if (arg == "--expert-cache-bytes") {
       if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
     } else if (arg == "--log-level") {

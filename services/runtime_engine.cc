@@ -1,0 +1,104 @@
+#include "services/runtime_engine.h"
+
+#include "core/tokenizer/byte_tokenizer.h"
+
+namespace tessera::services {
+namespace {
+
+std::vector<LayerRoutingStats> Convert(const std::vector<runtime::LayerRouting>& in) {
+  std::vector<LayerRoutingStats> out;
+  out.reserve(in.size());
+  for (const runtime::LayerRouting& l : in) {
+    out.push_back({l.layer, l.expert_tokens, l.overlay_experts, l.entropy});
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> RegistryVersionSource::LiveVersion(const std::string& tenant) {
+  return registry_->GetLive(tenant);
+}
+
+absl::StatusOr<runtime::VersionBlob> RegistryVersionSource::LoadVersion(const std::string& tenant,
+                                                                        int64_t version) {
+  absl::StatusOr<storage::ExpertVersion> v = registry_->GetVersion(tenant, version);
+  if (!v.ok()) return v.status();
+  absl::StatusOr<std::string> bytes = registry_->blobs().Get(v->sha256);  // verifies the digest
+  if (!bytes.ok()) return bytes.status();
+  return runtime::VersionBlob{*std::move(bytes), v->sha256};
+}
+
+absl::StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(storage::Registry* registry,
+                                                                     std::unique_ptr<LoadedModel> model,
+                                                                     const runtime::RuntimeOptions& options) {
+  std::unique_ptr<RuntimeEngine> e(new RuntimeEngine());
+  e->model_ = std::move(model);
+  e->tokenizer_ = std::make_unique<ByteTokenizer>();
+  e->source_ = std::make_unique<RegistryVersionSource>(registry);
+  runtime::RuntimeOptions o = options;
+  o.kv_capacity = std::min<int64_t>(o.kv_capacity, e->model_->model->config().max_position_embeddings);
+  absl::StatusOr<std::unique_ptr<runtime::Runtime>> rt =
+      runtime::Runtime::Create(e->model_->model.get(), e->tokenizer_.get(), e->source_.get(), o);
+  if (!rt.ok()) return rt.status();
+  e->runtime_ = *std::move(rt);
+  return e;
+}
+
+RuntimeEngine::~RuntimeEngine() { runtime_.reset(); }
+
+absl::StatusOr<GenerateOutput> RuntimeEngine::Generate(const std::string& tenant_id, std::optional<int64_t> version,
+                                                       const GenerateParams& params, const DeltaCallback& on_delta) {
+  runtime::GenerateParams p;
+  p.prompt = params.prompt;
+  p.max_tokens = params.max_tokens;
+  p.temperature = params.temperature;
+  p.top_k = params.top_k;
+  p.top_p = params.top_p;
+  p.seed = params.seed;
+  p.stop = params.stop;
+  p.return_routing = params.return_routing;
+  absl::StatusOr<runtime::GenerateResult> r = runtime_->Generate(tenant_id, version, p, on_delta);
+  if (!r.ok()) return r.status();
+  GenerateOutput out;
+  out.text = std::move(r->text);
+  out.finish_reason = r->finish_reason == runtime::FinishReason::kEos    ? FinishReason::kEos
+                      : r->finish_reason == runtime::FinishReason::kStop ? FinishReason::kStop
+                                                                         : FinishReason::kLength;
+  out.version = r->version;
+  out.prompt_tokens = r->prompt_tokens;
+  out.completion_tokens = r->completion_tokens;
+  out.routing = Convert(r->routing);
+  return out;
+}
+
+absl::StatusOr<ScoreOutput> RuntimeEngine::Score(const std::string& tenant_id, std::optional<int64_t> version,
+                                                 std::string_view text, bool return_routing) {
+  absl::StatusOr<runtime::ScoreResult> r = runtime_->Score(tenant_id, version, text, return_routing);
+  if (!r.ok()) return r.status();
+  ScoreOutput out;
+  out.total_logprob = r->total_logprob;
+  out.num_tokens = r->num_tokens;
+  out.perplexity = r->perplexity;
+  out.version = r->version;
+  out.routing = Convert(r->routing);
+  return out;
+}
+
+absl::Status RuntimeEngine::ServeLive(const std::string& tenant_id, int64_t version) {
+  return runtime_->SetLive(tenant_id, version);
+}
+
+EngineStatus RuntimeEngine::Status() {
+  runtime::RuntimeStatus rs = runtime_->Status();
+  EngineStatus s;
+  for (const runtime::ResidentOverlay& r : rs.resident) s.resident.push_back({r.tenant, r.version, r.bytes, r.sha256});
+  s.resident_bytes = rs.resident_bytes;
+  s.resident_bytes_limit = rs.resident_bytes_limit;
+  s.pending_requests = rs.pending_requests;
+  s.active_requests = rs.active_requests;
+  s.tokens_generated = static_cast<double>(rs.tokens_generated);
+  return s;
+}
+
+}  // namespace tessera::services

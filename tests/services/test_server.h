@@ -1,0 +1,76 @@
+// A real TesseraServer for tests: a fresh registry in a temp dir, 127.0.0.1 port 0, optionally the
+// random:tiny model (inference + training), and helpers to call it with a given API key.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "grpcpp/grpcpp.h"
+#include "services/core_components.h"
+#include "services/server.h"
+#include "tessera/v1/admin.grpc.pb.h"
+#include "tessera/v1/datasets.grpc.pb.h"
+#include "tessera/v1/experts.grpc.pb.h"
+#include "tessera/v1/fine_tuning.grpc.pb.h"
+#include "tessera/v1/inference.grpc.pb.h"
+
+namespace tessera::services::testing {
+
+struct TestServerOptions {
+  bool model = false;     // load random:tiny for inference
+  bool training = false;  // run jobs (needs nothing else: the runner loads its own model)
+  std::string data_dir;   // empty: a fresh temp dir
+  int64_t max_dataset_bytes = 1 << 20;
+  absl::Duration job_lease = absl::Seconds(30);
+  absl::Duration job_heartbeat = absl::Seconds(1);
+  int max_concurrent_jobs = 1;
+};
+
+class TestServer {
+ public:
+  explicit TestServer(TestServerOptions options = {});
+  ~TestServer();
+
+  void Restart();  // Shutdown and start again on the same data dir
+  void Stop();
+
+  const std::string& data_dir() const { return options_.data_dir; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  TesseraServer& server() { return *server_; }
+  storage::Registry& registry() { return server_->registry(); }
+  const std::string& admin_key() const { return admin_key_; }
+
+  std::unique_ptr<v1::Admin::Stub> Admin();
+  std::unique_ptr<v1::Datasets::Stub> Datasets();
+  std::unique_ptr<v1::Experts::Stub> Experts();
+  std::unique_ptr<v1::FineTuning::Stub> FineTuning();
+  std::unique_ptr<v1::Inference::Stub> Inference();
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+
+  // Creates a tenant through the Admin API and returns its first API key.
+  std::string CreateTenant(const std::string& tenant_id);
+  // Uploads JSONL bytes as tenant's dataset; returns the status and fills `out`.
+  grpc::Status Upload(const std::string& key, const std::string& tenant_id, const std::string& name,
+                      const std::string& bytes, v1::Dataset* out, size_t chunk = 1000);
+
+ private:
+  void Start();
+  TestServerOptions options_;
+  bool own_dir_ = false;
+  std::unique_ptr<TesseraServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::string admin_key_;
+};
+
+// A context with `authorization: Bearer <key>` (no metadata when key is empty) and a 60 s deadline.
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key);
+
+// n lines of {"prompt": "add(a,b)=", "completion": "<a+b>"} (deterministic).
+std::string AdditionJsonl(int n, int seed = 1);
+
+// Publishes a version for `tenant` directly in the registry: the base experts of `slots`, each scaled
+// by `scale` (so its outputs differ from the base's), as a safetensors blob. Returns the version.
+int64_t PublishScaledVersion(storage::Registry& registry, const std::string& tenant,
+                             const std::vector<std::pair<int, int>>& slots, float scale);
+
+}  // namespace tessera::services::testing
