@@ -126,10 +126,14 @@ absl::StatusOr<std::string> BlobStore::Commit(const std::string& tmp_path,
 absl::StatusOr<std::string> BlobStore::Put(std::string_view bytes) {
   const std::string digest = Sha256Hex(bytes);
   const std::string final_path = absl::StrCat(root_, "/", digest.substr(0, 2), "/", digest);
-  // Already stored: refresh mtime so the GC grace period restarts. ENOENT (a concurrent GC removed it
-  // just now) falls through to a normal write.
-  if (::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0) == 0) return digest;
-  if (errno != ENOENT) return ErrnoStatus("utimensat", final_path);
+  // Already stored (with the right size; a damaged copy is simply replaced below): refresh mtime so the
+  // GC grace period restarts. ENOENT (a concurrent GC removed it just now) falls through to a write.
+  struct stat st;
+  if (::stat(final_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<size_t>(st.st_size) == bytes.size()) {
+    if (::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0) == 0) return digest;
+    if (errno != ENOENT) return ErrnoStatus("utimensat", final_path);
+  }
 
   absl::StatusOr<std::string> rnd = RandomBase62(16);
   if (!rnd.ok()) return rnd.status();

@@ -139,6 +139,15 @@ TEST_F(BlobStoreTest, CorruptionIsDataLoss) {
   EXPECT_NE(store_->Get(*d).status().message().find(*d), std::string::npos);
 }
 
+TEST_F(BlobStoreTest, PutRepairsATruncatedCopy) {
+  auto d = store_->Put("complete content");
+  ASSERT_TRUE(d.ok());
+  std::ofstream(store_->Path(*d).value(), std::ios::binary | std::ios::trunc) << "compl";
+  EXPECT_EQ(store_->Verify(*d).code(), absl::StatusCode::kDataLoss);
+  ASSERT_EQ(store_->Put("complete content").value(), *d);
+  EXPECT_EQ(store_->Get(*d).value(), "complete content");
+}
+
 TEST_F(BlobStoreTest, MissingAndMalformedDigests) {
   const std::string absent = Sha256Hex("never stored");
   EXPECT_EQ(store_->Get(absent).status().code(), absl::StatusCode::kNotFound);
