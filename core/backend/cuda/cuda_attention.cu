@@ -10,6 +10,7 @@
 // the output accumulator; head_dim / 32 values per lane, head_dim <= 256), and the four partial states are
 // merged through shared memory at the end. Backward uses the same split and adds into dk / dv with
 // atomics (many query rows touch each key row), so dk / dv summation order is not deterministic.
+// Rows outside every sequence: the forward leaves out/lse alone; the backward writes dq = 0 there.
 // Memory contract: each block reads its q row once and streams the key/value rows it attends to (K and V
 // are re-read by every query row and head that uses them; L2 absorbs part of that). `seqs` and `row_seq`
 // are device arrays uploaded by the host for this call.
@@ -113,7 +114,11 @@ AttentionBackwardKernel(const void* q, int dtq, const AttnSeqDesc* seqs, const i
   const int64_t i = blockIdx.x;
   const int h = blockIdx.y;
   RowInfo info;
-  if (!GetRow(seqs, row_seq, i, h, heads, kv_heads, &info)) return;
+  if (!GetRow(seqs, row_seq, i, h, heads, kv_heads, &info)) {
+    // A row outside every sequence has zero gradient (dq overwrites).
+    for (int c = threadIdx.x; c < head_dim; c += blockDim.x) St(dq, dtdq, (i * heads + h) * head_dim + c, 0.0f);
+    return;
+  }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t qbase = (i * heads + h) * head_dim;
   float qv[kPerLane], dov[kPerLane], dqv[kPerLane];

@@ -1,5 +1,6 @@
 // The CUDA backend's factory, memory, synchronization and error reporting (ops live in cuda_ops.cc and
 // cuda_matmul.cc; kernels in the .cu files). See cuda_backend_internal.h for the device model.
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -122,8 +123,12 @@ absl::Status CheckI32(const Tensor& t, absl::string_view op, absl::string_view a
 
 absl::Status CheckNumel(const Tensor& t, int64_t numel, absl::string_view op, absl::string_view arg) {
   if (t.numel() != numel) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": ", arg, " has ", t.numel(), " elements, expected ", numel, " (", t.DebugString(), ")"));
+    if (t.rank() <= 1) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " has shape ", ShapeString(t.shape()),
+                                                     ", expected [", numel, "]"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " has shape ", ShapeString(t.shape()), " (",
+                                                   t.numel(), " elements), expected ", numel, " elements"));
   }
   return absl::OkStatus();
 }
@@ -241,14 +246,19 @@ absl::Status CudaBackend::SyncAndCheck(absl::string_view what) {
 absl::Status CudaBackend::CheckIndexRange(const Tensor& idx, int32_t lo, int32_t hi, absl::string_view op,
                                           absl::string_view arg) {
   if (!eager_index_checks_ || idx.numel() == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(check_word_, 0, sizeof(int), stream()), op));
+  // 0x7f bytes: 2139062143, above any position of an index tensor we accept (numel < 2^31).
+  constexpr int kNone = 0x7f7f7f7f;
+  if (idx.numel() >= kNone) return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " is too long"));
+  RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(check_word_, 0x7f, sizeof(int), stream()), op));
   RETURN_IF_ERROR(CudaStatus(cuda_kernels::CheckIndices(idx.data<int32_t>(), idx.numel(), lo, hi, check_word_, stream()), op));
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(err_host_, check_word_, sizeof(int), cudaMemcpyDeviceToHost, stream()), op));
   RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream()), op));
-  if (*err_host_ != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " has values outside [", lo, ", ", hi, ")"));
-  }
-  return absl::OkStatus();
+  const int pos = *err_host_;
+  if (pos == kNone) return absl::OkStatus();
+  int32_t value = 0;
+  RETURN_IF_ERROR(CudaStatus(cudaMemcpy(&value, idx.data<int32_t>() + pos, sizeof(int32_t), cudaMemcpyDeviceToHost), op));
+  return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, "[", pos, "] = ", value, " is outside [",
+                                                 lo == INT32_MIN ? std::string("-inf") : std::to_string(lo), ", ", hi, ")"));
 }
 
 // ---- Memory ---------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ cudaError_t AdamW(void* param, int dtp, const void* grad, int dtg, float* m, flo
                   cudaStream_t stream);
 
 // ---- cuda_rows.cu: gather / scatter / embedding / router ----------------------------------------------
-// Sets *flag to 1 when some idx[i] is outside [lo, hi) (flag zeroed by the caller).
+// *flag = min(*flag, i) for every idx[i] outside [lo, hi) (the caller presets *flag above any i).
 cudaError_t CheckIndices(const int32_t* idx, int64_t n, int32_t lo, int32_t hi, int* flag, cudaStream_t stream);
 cudaError_t GatherRows(const void* src, int dts, int64_t n_src, const int32_t* idx, const float* scale,
                        void* dst, int dtd, int64_t m, int64_t d, int err_bit, int* err, cudaStream_t stream);

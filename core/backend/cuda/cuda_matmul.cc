@@ -62,9 +62,13 @@ absl::Status CudaBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b,
   }
   const int64_t m = trans_a ? a.dim(1) : a.dim(0), ka = trans_a ? a.dim(0) : a.dim(1);
   const int64_t kb = trans_b ? b.dim(1) : b.dim(0), n = trans_b ? b.dim(0) : b.dim(1);
-  if (ka != kb || c.dim(0) != m || c.dim(1) != n) {
-    return absl::InvalidArgumentError(absl::StrCat("Matmul: shapes do not chain: op(a) [", m, ",", ka, "], op(b) [", kb,
-                                                   ",", n, "], c ", c.DebugString()));
+  if (ka != kb) {
+    return absl::InvalidArgumentError(absl::StrCat("Matmul: inner dims differ: op(a) is [", m, ",", ka, "] but op(b) is [",
+                                                   kb, ",", n, "] (b ", b.DebugString(), ")"));
+  }
+  if (c.dim(0) != m || c.dim(1) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("Matmul: c has shape ", ShapeString(c.shape()), ", expected [", m,
+                                                   ",", n, "]"));
   }
   RETURN_IF_ERROR(CheckGemmTypes(a.dtype(), b.dtype(), c.dtype(), "Matmul"));
   for (int64_t v : {m, n, ka, a.dim(1), b.dim(1)}) RETURN_IF_ERROR(CheckIntRange(v, "Matmul", "dimension"));
@@ -106,9 +110,28 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
   const Tensor lhs2 = lhs.Flat2D();
   const int64_t rows = lhs2.dim(0);
 
-  // Validate every group first (nothing is enqueued on failure).
+  // The activations fix the expert shape [w_out, w_in]; then every group is checked against it (nothing
+  // is enqueued on failure).
+  int64_t w_out = 0, w_in = 0;
+  switch (mode) {
+    case GroupedMode::kForward:
+      w_in = lhs2.dim(1);
+      RETURN_IF_ERROR(Check2D(*out, rows, -1, op, "y"));
+      w_out = out->Flat2D().dim(1);
+      break;
+    case GroupedMode::kInputGrad:
+      w_out = lhs2.dim(1);
+      RETURN_IF_ERROR(Check2D(*out, rows, -1, op, "dx"));
+      w_in = out->Flat2D().dim(1);
+      break;
+    case GroupedMode::kWeightGrad:
+      w_out = lhs2.dim(1);
+      RETURN_IF_ERROR(Check2D(*x_for_wgrad, rows, -1, op, "x"));
+      w_in = x_for_wgrad->Flat2D().dim(1);
+      break;
+  }
+  const std::vector<int64_t> w_shape = {w_out, w_in};
   std::vector<std::pair<int64_t, int64_t>> ranges;
-  int64_t w_out = -1, w_in = -1;
   DType w_dtype = DType::kF32, g_dtype = DType::kF32;
   bool have_w = false, have_g = false;
   for (size_t i = 0; i < groups.size(); ++i) {
@@ -120,23 +143,23 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
     }
     if (g.weight == nullptr) return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight is null"));
     RETURN_IF_ERROR(CheckFloat(*g.weight, op, arg + ".weight"));
-    if (g.weight->rank() != 2) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight must be [out,in], got ", g.weight->DebugString()));
+    if (g.weight->shape() != w_shape) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight has shape ", ShapeString(g.weight->shape()),
+                                                     ", expected ", ShapeString(w_shape)));
     }
     if (!have_w) {
-      w_out = g.weight->dim(0);
-      w_in = g.weight->dim(1);
       w_dtype = g.weight->dtype();
       have_w = true;
-    } else if (g.weight->dim(0) != w_out || g.weight->dim(1) != w_in || g.weight->dtype() != w_dtype) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight ", g.weight->DebugString(),
-                                                     " differs in shape or dtype from groups[0]"));
+    } else if (g.weight->dtype() != w_dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight is ", DTypeName(g.weight->dtype()),
+                                                     ", groups[0].weight is ", DTypeName(w_dtype)));
     }
     if (wgrad && g.weight_grad != nullptr) {
       RETURN_IF_ERROR(CheckFloat(*g.weight_grad, op, arg + ".weight_grad"));
-      if (g.weight_grad->shape() != g.weight->shape()) {
-        return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight_grad ", g.weight_grad->DebugString(),
-                                                       " must match weight ", g.weight->DebugString()));
+      if (g.weight_grad->shape() != w_shape) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".weight_grad has shape ",
+                                                       ShapeString(g.weight_grad->shape()), ", expected ",
+                                                       ShapeString(w_shape)));
       }
       if (!have_g) {
         g_dtype = g.weight_grad->dtype();
@@ -154,14 +177,6 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
     }
   }
   if (!have_w) return absl::OkStatus();
-  // Shapes of the activations against the weights.
-  const int64_t lhs_cols = mode == GroupedMode::kForward ? w_in : w_out;
-  RETURN_IF_ERROR(Check2D(lhs, rows, lhs_cols, op, mode == GroupedMode::kForward ? "x" : "dy"));
-  if (out != nullptr) {
-    RETURN_IF_ERROR(Check2D(*out, rows, mode == GroupedMode::kForward ? w_out : w_in, op,
-                            mode == GroupedMode::kForward ? "y" : "dx"));
-  }
-  if (wgrad) RETURN_IF_ERROR(Check2D(*x_for_wgrad, rows, w_in, op, "x"));
   for (int64_t v : {rows, w_in, w_out}) RETURN_IF_ERROR(CheckIntRange(v, op, "dimension"));
 
   // Row-major problems, see GemmProblem.

@@ -339,7 +339,8 @@ absl::Status CudaBackend::AttentionBackward(const Tensor& q, absl::Span<const At
     if (Overlaps(*t, dq)) return absl::InvalidArgumentError("AttentionBackward: dq overlaps an input");
   }
   RETURN_IF_ERROR(Enter());
-  if (seqs.empty() || q.numel() == 0) return absl::OkStatus();
+  if (q.numel() == 0) return absl::OkStatus();
+  if (seqs.empty()) return Fill(dq, 0.0f);  // every row is outside every sequence
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionBackward", q, seqs, true, *uploads_));
   return CudaStatus(k::AttentionBackward(q.raw(), Dt(q), L.seqs, L.row_seq, L.dtkv, L.dtdkv, q.dim(0),
                                          static_cast<int>(q.dim(1)), L.kv_heads, static_cast<int>(q.dim(2)), scale,

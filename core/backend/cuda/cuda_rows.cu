@@ -66,7 +66,7 @@ __global__ void RowDotGatherKernel(const void* a, int dta, const void* b, int dt
 
 __global__ void CheckIndicesKernel(const int32_t* idx, int64_t n, int32_t lo, int32_t hi, int* flag) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    if (idx[i] < lo || idx[i] >= hi) *flag = 1;
+    if (idx[i] < lo || idx[i] >= hi) atomicMin(flag, static_cast<int>(i));
   }
 }
 
