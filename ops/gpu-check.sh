@@ -131,7 +131,8 @@ if (( ! QUICK )); then
   if (( RUN_PEER )); then
     log="$OUTDIR/torch_peer.log"
     t0=$(date +%s%N)
-    PYTHONUNBUFFERED=1 python3 "$HERE/bench/torch_peer.py" $PEER_ARGS --json-out "$OUTDIR/torch_peer.json" >"$log" 2>&1
+    # Without our LD_LIBRARY_PATH: PyTorch brings its own libraries and must not pick up ours.
+    env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 "$HERE/bench/torch_peer.py" $PEER_ARGS --json-out "$OUTDIR/torch_peer.json" >"$log" 2>&1
     rc=$?
     secs=$(elapsed "$t0")
     status=PASS
