@@ -60,6 +60,15 @@
 
 namespace tessera::runtime {
 
+// What one scheduler step ran (for metrics: batch sizes, prefill vs decode tokens).
+struct StepInfo {
+  int64_t step = 0;               // 1-based
+  int64_t sequences = 0;          // requests in the batch
+  int64_t prefill_sequences = 0;  // of those, joining with their prompt
+  int64_t tokens = 0;             // tokens run through the model
+  bool ok = true;                 // false: the forward failed (its requests got the error)
+};
+
 struct RuntimeOptions {
   int max_batch = 16;              // sequences in one step (= KV caches in the pool)
   int64_t kv_capacity = 1024;      // positions per request (prompt + completion); <= max_position_embeddings
@@ -73,6 +82,9 @@ struct RuntimeOptions {
   // The scheduler admits nothing until Resume() (staged start-up; tests use it to fix a batch's
   // composition).
   bool start_paused = false;
+  // Called on the scheduler thread after every step. Must be quick and must not call Generate (the
+  // scheduler would wait on itself); Pause() is allowed (tests use it to stop at an exact step).
+  std::function<void(const StepInfo&)> on_step;
 };
 
 struct GenerateParams {

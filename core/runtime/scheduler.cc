@@ -63,7 +63,11 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   batch.reserve(active.size());
   ForwardOptions opt;
   opt.logits = LogitsMode::kLast;
+  StepInfo info;
+  info.sequences = static_cast<int64_t>(active.size());
   for (const auto& r : active) {
+    info.prefill_sequences += r->prefilled ? 0 : 1;
+    info.tokens += r->prefilled ? 1 : static_cast<int64_t>(r->prompt.size());
     absl::Span<const int32_t> tokens =
         r->prefilled ? absl::MakeConstSpan(&r->last_token, 1) : absl::MakeConstSpan(r->prompt);
     batch.push_back(SequenceInput{tokens, r->overlay.get(), r->cache});
@@ -76,7 +80,7 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     fr = model_->Forward(batch, opt);
     if (fr.ok()) logits = model_->backend()->ToHostF32(fr->logits);
   }
-  steps_.fetch_add(1);
+  info.step = steps_.fetch_add(1) + 1;
   const int64_t n = static_cast<int64_t>(active.size());
   batched_sequences_.fetch_add(n);
   if (n > max_batch_seen_.load()) max_batch_seen_.store(n);  // only this thread writes it
@@ -84,6 +88,8 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   if (!fr.ok()) {
     const absl::Status failed(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
     for (auto& r : active) Finish(*r, failed);
+    info.ok = false;
+    if (options_.on_step) options_.on_step(info);
     return;
   }
   const int64_t vocab = c.vocab_size;
@@ -121,6 +127,7 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
       EmitDelta(r, /*final=*/false);
     }
   }
+  if (options_.on_step) options_.on_step(info);
 }
 
 void Runtime::EmitDelta(Request& r, bool final) {

@@ -133,7 +133,17 @@ TEST(RuntimeTest, MixedTenantBatchEqualsSingleRequestsSeededSampling) {
 
 TEST(RuntimeTest, RequestsJoinAndLeaveBetweenSteps) {
   World w;
-  auto rt = w.MakeRuntime(Options(4));  // fewer slots than requests: some wait for others to leave
+  // Fewer slots than requests, three waves arriving while others decode (the scheduler is paused
+  // after steps 3 and 8 so each wave arrives at a known step), different lengths: requests leave at
+  // different steps and waiting ones take their slots.
+  RuntimeOptions o = Options(4);
+  o.start_paused = true;
+  std::atomic<Runtime*> self{nullptr};
+  o.on_step = [&](const StepInfo& info) {
+    if (info.step == 3 || info.step == 8) self.load()->Pause();
+  };
+  auto rt = w.MakeRuntime(o);
+  self.store(rt.get());
   std::vector<Job> jobs;
   const char* tenants[] = {"acme", "beta", "delta", "gamma"};
   for (int i = 0; i < 10; ++i) {
@@ -144,21 +154,30 @@ TEST(RuntimeTest, RequestsJoinAndLeaveBetweenSteps) {
   }
   std::vector<absl::StatusOr<GenerateResult>> results(jobs.size(), absl::UnknownError("not run"));
   std::vector<std::thread> threads;
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    threads.emplace_back([&, i] { results[i] = rt->Generate(jobs[i].tenant, jobs[i].version, jobs[i].params); });
-    std::this_thread::sleep_for(2ms);  // staggered arrivals
-  }
+  auto wave = [&](size_t begin, size_t end, int64_t resume_after_steps) {
+    WaitFor([&] { return rt->Status().steps == resume_after_steps; });
+    const int64_t waiting = rt->Status().pending_requests;  // earlier arrivals still without a slot
+    for (size_t i = begin; i < end; ++i) {
+      threads.emplace_back([&, i] { results[i] = rt->Generate(jobs[i].tenant, jobs[i].version, jobs[i].params); });
+    }
+    WaitFor([&] { return rt->Status().pending_requests == waiting + static_cast<int64_t>(end - begin); });
+    rt->Resume();
+  };
+  wave(0, 4, 0);
+  wave(4, 7, 3);
+  wave(7, 10, 8);
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < jobs.size(); ++i) ExpectMatchesReference(w, jobs[i], results[i]);
   RuntimeStatus s = rt->Status();
-  EXPECT_GE(s.max_batch_seen, 2);
-  EXPECT_LE(s.max_batch_seen, 4);
+  EXPECT_EQ(s.max_batch_seen, 4);
   EXPECT_EQ(s.active_requests, 0);
   int64_t tokens = 0;
   for (auto& r : results) tokens += r->completion_tokens;
   EXPECT_EQ(s.tokens_generated, tokens);
-  // Batching saved steps: fewer steps than one per token of every request.
-  EXPECT_LT(s.steps, tokens);
+  // A request is in one step per token it samples (an EOS is sampled but not counted as a token).
+  EXPECT_GE(s.batched_sequences, tokens);
+  EXPECT_LE(s.batched_sequences, tokens + static_cast<int64_t>(jobs.size()));
+  EXPECT_LT(s.steps, tokens / 2);
 }
 
 TEST(RuntimeTest, LiveVersionFollowsSourceThenSetLive) {
@@ -323,15 +342,23 @@ TEST(RuntimeTest, QueueFullIsUnavailable) {
 
 TEST(RuntimeTest, CancellationFromCallbackFreesTheSlot) {
   World w;
-  auto rt = w.MakeRuntime(Options(2));
-  GenerateParams p = Params("cancel me", 60);
-  for (int i = 0; i < 4; ++i) {  // more cancellations than slots: each one returns its KV cache
+  RuntimeOptions o = Options(1);  // one slot: a leaked KV cache would stall every later request
+  o.kv_capacity = w.config.max_position_embeddings;
+  auto rt = w.MakeRuntime(o);
+  GenerateParams p = Params("cancel me", 240);
+  for (int i = 0; i < 3; ++i) {
     int calls = 0;
-    auto r = rt->Generate("acme", 1, p, [&](std::string_view) { return ++calls < 2; });
+    auto r = rt->Generate("acme", 1, p, [&](std::string_view) {
+      ++calls;
+      return false;
+    });
     EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
-    EXPECT_EQ(calls, 2);
+    EXPECT_EQ(calls, 1);
   }
-  WaitFor([&] { return rt->Status().active_requests == 0; });
+  WaitFor([&] { return rt->Status().active_requests == 0 && rt->Status().pending_requests == 0; });
+  // The cancelled requests left the batch instead of running to max_tokens.
+  EXPECT_LT(rt->Status().tokens_generated, 3 * p.max_tokens);
+  p.max_tokens = 12;
   auto ok = rt->Generate("acme", 1, p);
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->text, w.Ref("acme", 1, p, kCapacity).text);
