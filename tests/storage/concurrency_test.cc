@@ -384,5 +384,36 @@ TEST_F(ConcurrencyTest, LockHeldPastTheDeadlineIsUnavailable) {
   EXPECT_EQ(reg_->GetLive("acme").value(), 0);
 }
 
+TEST(ConcurrentOpenTest, ProcessesCreatingTheSameFreshDataDir) {
+  testing::TempDir dir;
+  const std::string data_dir = dir.path() + "/fresh";
+  constexpr int kProcesses = 6;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < kProcesses; ++p) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto reg = Registry::Open(data_dir);
+      if (!reg.ok()) {
+        std::fprintf(stderr, "open: %s\n", reg.status().ToString().c_str());
+        _exit(2);
+      }
+      if (!(*reg)->CreateTenant(absl::StrCat("t", p), "", "proc").ok()) _exit(3);
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  for (pid_t pid : pids) {
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  }
+  auto reg = Registry::Open(data_dir);
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  EXPECT_EQ((*reg)->SchemaVersion().value(), Registry::LatestSchemaVersion());
+  EXPECT_EQ((*reg)->ListTenants().value().size(), static_cast<size_t>(kProcesses));
+  EXPECT_OK((*reg)->CheckIntegrity());
+}
+
 }  // namespace
 }  // namespace tessera::storage
