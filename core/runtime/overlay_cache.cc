@@ -6,8 +6,8 @@
 namespace tessera::runtime {
 
 OverlayCache::OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source,
-                           int64_t capacity_bytes)
-    : config_(config), backend_(backend), source_(source), capacity_bytes_(capacity_bytes) {}
+                           int64_t capacity_bytes, std::mutex* device_mu)
+    : config_(config), backend_(backend), source_(source), capacity_bytes_(capacity_bytes), device_mu_(device_mu) {}
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const std::string& tenant,
                                                                           int64_t version) {
@@ -47,6 +47,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
   Result result = [&]() -> Result {
     absl::StatusOr<VersionBlob> blob = source_->LoadVersion(tenant, version);
     if (!blob.ok()) return blob.status();
+    std::lock_guard<std::mutex> device(*device_mu_);
     return ExpertOverlay::FromSafetensors(config_, std::move(blob->safetensors_bytes), backend_,
                                           std::move(blob->sha256));
   }();

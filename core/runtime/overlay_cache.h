@@ -20,6 +20,10 @@
 // different content); loads that were in flight for it are not admitted.
 //
 // Thread-safety: every method is thread-safe. The VersionSource is called without the lock held.
+// Building an overlay uploads its tensors through the backend; backends are not safe for concurrent
+// use (the CUDA one shares a stream and an upload ring), so that upload runs under `device_mu` — the
+// runtime's model-call mutex — interleaving between decode steps. Reading the blob (disk, registry)
+// happens outside it.
 #pragma once
 
 #include <cstdint>
@@ -61,12 +65,14 @@ struct OverlayCacheStats {
 
 class OverlayCache {
  public:
-  // `backend` receives the overlays' buffers; `source` must outlive the cache.
-  OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source, int64_t capacity_bytes);
+  // `backend` receives the overlays' buffers; `source` and `device_mu` must outlive the cache.
+  OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source, int64_t capacity_bytes,
+               std::mutex* device_mu);
 
   // The overlay of (tenant, version >= 1): resident, re-admitted, or loaded. Errors of the source pass
   // through (NOT_FOUND for a missing version); a blob that does not parse as an overlay of this
-  // model gives its parse error (INVALID_ARGUMENT). Failed loads are not cached.
+  // model gives the parser's error (DATA_LOSS for a damaged file, INVALID_ARGUMENT naming the tensor
+  // for a wrong name or shape). Failed loads are not cached.
   absl::StatusOr<std::shared_ptr<const ExpertOverlay>> Acquire(const std::string& tenant, int64_t version);
 
   // Records that `version` is the tenant's live version (0 = base: none live), for eviction priority.
@@ -101,6 +107,7 @@ class OverlayCache {
   Backend* const backend_;
   VersionSource* const source_;
   const int64_t capacity_bytes_;
+  std::mutex* const device_mu_;
 
   std::mutex mu_;
   std::map<Key, Entry> entries_;

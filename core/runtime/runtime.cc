@@ -50,8 +50,11 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   }
   std::unique_ptr<Runtime> rt(new Runtime(model, tokenizer, source, options));
   rt->paused_ = options.start_paused;
-  ASSIGN_OR_RETURN(rt->kv_pool_,
-                   KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend()));
+  {
+    std::lock_guard<std::mutex> lock(*rt->device_mu_);
+    ASSIGN_OR_RETURN(rt->kv_pool_,
+                     KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend()));
+  }
   rt->scheduler_ = std::thread([r = rt.get()] { r->SchedulerLoop(); });
   return rt;
 }
@@ -61,7 +64,8 @@ Runtime::Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* 
       tokenizer_(tokenizer),
       source_(source),
       options_(options),
-      cache_(model->config(), model->backend(), source, options.overlay_cache_bytes) {}
+      device_mu_(options.device_mutex != nullptr ? options.device_mutex : &own_device_mu_),
+      cache_(model->config(), model->backend(), source, options.overlay_cache_bytes, device_mu_) {}
 
 Runtime::~Runtime() { Shutdown(); }
 
@@ -250,7 +254,7 @@ absl::StatusOr<ScoreResult> Runtime::Score(const std::string& tenant, std::optio
   std::vector<RoutingStats> routing;
   absl::StatusOr<std::vector<std::vector<float>>> lp;
   {
-    std::lock_guard<std::mutex> lock(model_mu_);
+    std::lock_guard<std::mutex> lock(*device_mu_);
     lp = model_->ScoreTokens(absl::MakeConstSpan(&in, 1), want_routing ? &routing : nullptr);
   }
   if (!lp.ok()) return lp.status();

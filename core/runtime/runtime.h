@@ -30,8 +30,13 @@
 // string and (until the end) without a trailing incomplete UTF-8 character. on_delta returning false
 // cancels: the request leaves the batch at the next step and Generate returns CANCELLED.
 //
-// Model calls (the scheduler's steps and Score) are serialized by one mutex: backends share one
-// device stream, and on 2 cores overlapping them gains nothing.
+// Backend use is serialized by one mutex (the scheduler's steps, Score, and overlay uploads): backends
+// are not safe for concurrent calls (the CUDA one shares a stream and an upload ring), and on 2 cores
+// overlapping them would gain nothing. Other users of the same backend (a trainer) pass the same mutex
+// in RuntimeOptions::device_mutex.
+//
+// Lifetime: the runtime must outlive every Generate/Score/SetLive call in flight (Shutdown first
+// makes pending calls return, then destroy).
 #pragma once
 
 #include <atomic>
@@ -85,6 +90,9 @@ struct RuntimeOptions {
   // Called on the scheduler thread after every step. Must be quick and must not call Generate (the
   // scheduler would wait on itself); Pause() is allowed (tests use it to stop at an exact step).
   std::function<void(const StepInfo&)> on_step;
+  // Serializes every backend call the runtime makes; share it with anything else using the same
+  // backend concurrently. nullptr = the runtime's own. Must outlive the runtime.
+  std::mutex* device_mutex = nullptr;
 };
 
 struct GenerateParams {
@@ -218,12 +226,13 @@ class Runtime {
   VersionSource* source_;
   const RuntimeOptions options_;
 
+  std::mutex set_live_mu_;  // orders SetLive calls (each publishes what it loaded)
+  std::mutex publish_mu_;   // keeps table publication and the cache's live marks in the same order
+  std::mutex own_device_mu_;
+  std::mutex* device_mu_;   // options_.device_mutex or own_device_mu_ (see file comment)
   ExpertTable table_;
   OverlayCache cache_;
   std::unique_ptr<KvCachePool> kv_pool_;
-  std::mutex set_live_mu_;  // orders SetLive calls (each publishes what it loaded)
-  std::mutex publish_mu_;   // keeps table publication and the cache's live marks in the same order
-  std::mutex model_mu_;     // one model call at a time (see file comment)
 
   std::mutex mu_;  // guards queue_ and stopping_
   std::condition_variable cv_;

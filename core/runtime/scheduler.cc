@@ -76,7 +76,7 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   absl::StatusOr<ForwardResult> fr;
   absl::StatusOr<std::vector<float>> logits;
   {
-    std::lock_guard<std::mutex> lock(model_mu_);
+    std::lock_guard<std::mutex> lock(*device_mu_);
     fr = model_->Forward(batch, opt);
     if (fr.ok()) logits = model_->backend()->ToHostF32(fr->logits);
   }

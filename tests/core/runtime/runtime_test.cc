@@ -485,5 +485,106 @@ TEST(RuntimeTest, ForgetTenantDropsItsState) {
   EXPECT_EQ(r->text, w.Ref("acme", 1, p, kCapacity).text);
 }
 
+TEST(OverlayCacheTest, ConcurrentMissesShareOneLoad) {
+  World w;
+  std::mutex device_mu;
+  OverlayCache cache(w.config, w.be.get(), &w.source, int64_t{1} << 30, &device_mu);
+  std::atomic<int> entered{0};
+  w.source.before_load = [&] {
+    entered.fetch_add(1);
+    std::this_thread::sleep_for(50ms);  // keep the load in flight while the others arrive
+  };
+  std::vector<std::shared_ptr<const ExpertOverlay>> got(6);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&, i] { got[i] = cache.Acquire("acme", 1).value(); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(w.source.loads(), 1);
+  for (int i = 1; i < 6; ++i) EXPECT_EQ(got[i].get(), got[0].get());
+  EXPECT_EQ(got[0]->digest(), w.versions.at({"acme", 1}).blob.sha256);
+  OverlayCacheStats s = cache.Stats();
+  EXPECT_EQ(s.loads, 1);
+  EXPECT_EQ(s.resident_bytes, got[0]->bytes());
+}
+
+TEST(OverlayCacheTest, OversizedBadAndMissingVersions) {
+  World w;
+  std::mutex device_mu;
+  OverlayCache cache(w.config, w.be.get(), &w.source, /*capacity_bytes=*/1000, &device_mu);
+  // Larger than the whole budget: served, then not kept resident (held by the caller only).
+  auto big = cache.Acquire("acme", 1);
+  ASSERT_TRUE(big.ok());
+  OverlayCacheStats s = cache.Stats();
+  EXPECT_TRUE(s.resident.empty());
+  EXPECT_EQ(s.resident_bytes, 0);
+  EXPECT_EQ(s.held_bytes, (*big)->bytes());
+  big->reset();
+  EXPECT_EQ(cache.Stats().held_bytes, 0);
+  // A blob that is not a safetensors file: the reader's DATA_LOSS; failures are not cached.
+  w.source.Put("acme", 3, VersionBlob{"definitely not safetensors", "abc"});
+  const int loads = w.source.loads();
+  EXPECT_EQ(cache.Acquire("acme", 3).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(cache.Acquire("acme", 3).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(w.source.loads(), loads + 2);
+  // An overlay of another model's shape: INVALID_ARGUMENT naming the tensor.
+  ModelConfig other = w.config;
+  other.expert_dim = 16;
+  w.source.Put("acme", 5, testing::MakeVersion(other, w.be.get(), {{0, 0}}, 5).blob);
+  auto wrong = cache.Acquire("acme", 5);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.status().message().find("experts.0"), std::string::npos) << wrong.status();
+  EXPECT_EQ(cache.Acquire("acme", 4).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cache.Acquire("acme", 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ExpertTableTest, SnapshotsAreImmutableAndSetIfAbsentKeepsTheWinner) {
+  ExpertTable table;
+  auto before = table.Current();
+  EXPECT_TRUE(before->empty());
+  table.Set("acme", {2, "sha2"});
+  EXPECT_TRUE(before->empty());  // a reader's snapshot never changes
+  EXPECT_EQ(table.Current()->at("acme"), (LiveEntry{2, "sha2"}));
+  EXPECT_EQ(table.SetIfAbsent("acme", {1, "sha1"}), (LiveEntry{2, "sha2"}));
+  EXPECT_EQ(table.SetIfAbsent("beta", {1, "b1"}), (LiveEntry{1, "b1"}));
+  table.Erase("acme");
+  EXPECT_EQ(table.Current()->count("acme"), 0u);
+  EXPECT_EQ(table.generation(), 4u);
+}
+
+TEST(RuntimeTest, SharedDeviceMutexAndStepHook) {
+  World w;
+  std::mutex device_mu;
+  std::vector<StepInfo> steps;
+  RuntimeOptions o = Options();
+  o.device_mutex = &device_mu;
+  o.on_step = [&](const StepInfo& info) { steps.push_back(info); };
+  auto rt = w.MakeRuntime(o);
+  GenerateParams p = Params("hook", 5);
+  auto r = rt->Generate("beta", 1, p);
+  ASSERT_TRUE(r.ok());
+  rt->Shutdown();  // joins the scheduler: `steps` is complete
+  const size_t n = static_cast<size_t>(r->completion_tokens) + (r->finish_reason == FinishReason::kEos ? 1 : 0);
+  ASSERT_EQ(steps.size(), n);
+  EXPECT_EQ(steps[0].prefill_sequences, 1);
+  EXPECT_EQ(steps[0].tokens, r->prompt_tokens);
+  for (size_t i = 1; i < steps.size(); ++i) {
+    EXPECT_EQ(steps[i].step, static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(steps[i].tokens, 1);
+    EXPECT_TRUE(steps[i].ok);
+  }
+  // While someone else holds the device, the runtime cannot step (nor Score).
+  auto rt2 = w.MakeRuntime(o);
+  std::unique_lock<std::mutex> hold(device_mu);
+  absl::StatusOr<GenerateResult> blocked = absl::UnknownError("not run");
+  std::thread t([&] { blocked = rt2->Generate("beta", 1, p); });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(rt2->Status().steps, 0);
+  hold.unlock();
+  t.join();
+  ASSERT_TRUE(blocked.ok());
+  EXPECT_EQ(blocked->text, r->text);
+}
+
 }  // namespace
 }  // namespace tessera::runtime

@@ -57,6 +57,7 @@ class MemorySource : public VersionSource {
   }
   absl::StatusOr<VersionBlob> LoadVersion(const std::string& tenant, int64_t version) override {
     loads_.fetch_add(1);
+    if (before_load) before_load();
     std::lock_guard<std::mutex> lock(mu_);
     auto it = blobs_.find({tenant, version});
     if (it == blobs_.end()) {
@@ -74,6 +75,7 @@ class MemorySource : public VersionSource {
     live_.emplace(tenant, 0);
   }
   int loads() const { return loads_.load(); }
+  std::function<void()> before_load;  // runs at the start of every LoadVersion (set before use)
 
  private:
   std::mutex mu_;
