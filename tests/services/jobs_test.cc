@@ -1,0 +1,325 @@
+// The FineTuning service and the scheduler: request validation naming each field, idempotency,
+// pagination, cancel, WatchJob (replay + live + end), a real training run on random:tiny with
+// auto-promotion, and durability across restarts (a queued job survives; a job RUNNING under a dead
+// worker is requeued and finishes).
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/services/test_server.h"
+
+namespace tessera::services::testing {
+namespace {
+
+v1::CreateJobRequest BaseRequest(const std::string& dataset_id) {
+  v1::CreateJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_training_dataset_id(dataset_id);
+  req.mutable_hyperparameters()->set_max_steps(4);
+  req.mutable_hyperparameters()->set_batch_size(4);
+  req.mutable_hyperparameters()->set_seq_len(32);
+  return req;
+}
+
+std::vector<v1::JobEvent> WatchAll(TestServer& server, const std::string& key, const std::string& job_id,
+                                   grpc::Status* status, int64_t after_seq = 0) {
+  auto stub = server.FineTuning();
+  auto ctx = Ctx(key);
+  v1::WatchJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_job_id(job_id);
+  req.set_after_seq(after_seq);
+  auto reader = stub->WatchJob(ctx.get(), req);
+  std::vector<v1::JobEvent> events;
+  v1::JobEvent e;
+  while (reader->Read(&e)) events.push_back(e);
+  *status = reader->Finish();
+  return events;
+}
+
+TEST(JobsTest, CreateJobValidatesEveryField) {
+  TestServer server;
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(8), &ds).ok());
+  auto ft = server.FineTuning();
+  struct Case {
+    std::function<void(v1::CreateJobRequest*)> mutate;
+    grpc::StatusCode code;
+    std::string field;
+  };
+  std::vector<Case> cases = {
+      {[](auto* r) { r->set_training_dataset_id(""); }, grpc::StatusCode::INVALID_ARGUMENT, "training_dataset_id"},
+      {[](auto* r) { r->set_training_dataset_id("ds_nope"); }, grpc::StatusCode::NOT_FOUND, "training_dataset_id"},
+      {[](auto* r) { r->set_validation_dataset_id("ds_nope"); }, grpc::StatusCode::NOT_FOUND, "validation_dataset_id"},
+      {[](auto* r) { r->mutable_hyperparameters()->set_max_steps(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "hyperparameters.max_steps"},
+      {[](auto* r) { r->mutable_hyperparameters()->set_batch_size(-1); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "hyperparameters.batch_size"},
+      {[](auto* r) { r->mutable_hyperparameters()->set_seq_len(100000); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "hyperparameters.seq_len"},
+      {[](auto* r) { r->mutable_hyperparameters()->set_learning_rate(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "hyperparameters.learning_rate"},
+      {[](auto* r) { r->mutable_hyperparameters()->set_warmup_steps(5); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "hyperparameters.warmup_steps"},
+      {[](auto* r) { r->mutable_hyperparameters()->set_weight_decay(2); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "hyperparameters.weight_decay"},
+      {[](auto* r) { r->mutable_expert_selection()->mutable_auto_()->set_relevance_threshold(1.5); },
+       grpc::StatusCode::INVALID_ARGUMENT, "expert_selection.auto.relevance_threshold"},
+      {[](auto* r) { r->mutable_expert_selection()->mutable_auto_()->set_max_experts(-2); },
+       grpc::StatusCode::INVALID_ARGUMENT, "expert_selection.auto.max_experts"},
+      {[](auto* r) { r->mutable_expert_selection()->mutable_explicit_(); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "expert_selection.explicit.slots"},
+      {[](auto* r) {
+         auto* s = r->mutable_expert_selection()->mutable_explicit_()->add_slots();
+         s->set_layer(9);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "slots[0].layer"},
+      {[](auto* r) {
+         auto* e = r->mutable_expert_selection()->mutable_explicit_();
+         e->add_slots()->set_expert(3);
+         e->add_slots()->set_expert(3);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "slots[1]"},
+      {[](auto* r) { r->set_base_version(3); }, grpc::StatusCode::NOT_FOUND, "base_version"},
+      {[](auto* r) { r->set_base_version(-3); }, grpc::StatusCode::INVALID_ARGUMENT, "base_version"},
+      {[](auto* r) { r->set_idempotency_key("has space"); }, grpc::StatusCode::INVALID_ARGUMENT, "idempotency_key"},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
+    cases[i].mutate(&req);
+    v1::Job job;
+    grpc::Status st = ft->CreateJob(Ctx(key).get(), req, &job);
+    EXPECT_EQ(st.error_code(), cases[i].code) << "case " << i << ": " << st.error_message();
+    EXPECT_NE(st.error_message().find(cases[i].field), std::string::npos)
+        << "case " << i << ": " << st.error_message();
+  }
+  v1::ListJobsRequest l;
+  l.set_tenant_id("acme");
+  v1::ListJobsResponse list;
+  ASSERT_TRUE(ft->ListJobs(Ctx(key).get(), l, &list).ok());
+  EXPECT_EQ(list.jobs_size(), 0);  // nothing was queued by a bad request
+}
+
+TEST(JobsTest, CreateGetListCancelIdempotency) {
+  TestServer server;
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(8), &ds).ok());
+  auto ft = server.FineTuning();
+
+  v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
+  req.set_idempotency_key("run-1");
+  req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(5);
+  v1::Job a, b;
+  ASSERT_TRUE(ft->CreateJob(Ctx(key).get(), req, &a).ok());
+  EXPECT_EQ(a.state(), v1::QUEUED);
+  EXPECT_EQ(a.job_id().rfind("job_", 0), 0u);
+  EXPECT_EQ(a.hyperparameters().max_steps(), 4);
+  EXPECT_EQ(a.hyperparameters().learning_rate(), 1e-3);  // default filled in
+  EXPECT_TRUE(a.expert_selection().has_explicit_());
+  EXPECT_EQ(a.progress().max_steps(), 4);
+  EXPECT_EQ(a.base_version(), 0);
+  ASSERT_TRUE(ft->CreateJob(Ctx(key).get(), req, &b).ok());
+  EXPECT_EQ(a.job_id(), b.job_id());
+
+  // Pagination: 5 jobs, pages of 2, newest first, no duplicates.
+  for (int i = 0; i < 4; ++i) {
+    v1::CreateJobRequest r = BaseRequest(ds.dataset_id());
+    v1::Job j;
+    ASSERT_TRUE(ft->CreateJob(Ctx(key).get(), r, &j).ok());
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListJobsRequest l;
+    l.set_tenant_id("acme");
+    l.set_page_size(2);
+    l.set_page_token(token);
+    v1::ListJobsResponse page;
+    ASSERT_TRUE(ft->ListJobs(Ctx(key).get(), l, &page).ok());
+    for (const v1::Job& j : page.jobs()) seen.push_back(j.job_id());
+    token = page.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen.back(), a.job_id());  // the oldest comes last
+  v1::ListJobsRequest bad;
+  bad.set_tenant_id("acme");
+  bad.set_page_token("%%%garbage");
+  v1::ListJobsResponse page;
+  EXPECT_EQ(ft->ListJobs(Ctx(key).get(), bad, &page).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id(a.job_id());
+  v1::Job got;
+  ASSERT_TRUE(ft->GetJob(Ctx(key).get(), g, &got).ok());
+  EXPECT_EQ(got.idempotency_key(), "run-1");
+  g.set_job_id("job_missing");
+  EXPECT_EQ(ft->GetJob(Ctx(key).get(), g, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  v1::CancelJobRequest c;
+  c.set_tenant_id("acme");
+  c.set_job_id(a.job_id());
+  ASSERT_TRUE(ft->CancelJob(Ctx(key).get(), c, &got).ok());
+  EXPECT_EQ(got.state(), v1::CANCELLED);
+  EXPECT_TRUE(got.has_finished_at());
+  grpc::Status st = ft->CancelJob(Ctx(key).get(), c, &got);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("CANCELLED"), std::string::npos) << st.error_message();
+
+  // WatchJob on a finished job replays its events and ends.
+  std::vector<v1::JobEvent> events = WatchAll(server, key, a.job_id(), &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].seq(), 1);
+  EXPECT_EQ(events[0].state().state(), v1::QUEUED);
+  EXPECT_EQ(events[1].state().state(), v1::CANCELLED);
+  events = WatchAll(server, key, a.job_id(), &st, /*after_seq=*/1);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].seq(), 2);
+}
+
+TEST(JobsTest, WatchStreamsLiveEventsUntilTheJobEnds) {
+  TestServer server;
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(8), &ds).ok());
+  v1::Job job;
+  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), BaseRequest(ds.dataset_id()), &job).ok());
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_TRUE(server.registry().AppendJobEvent(job.job_id(), "log", "{\"message\":\"hello\"}").ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    v1::CancelJobRequest c;
+    c.set_tenant_id("acme");
+    c.set_job_id(job.job_id());
+    v1::Job j;
+    EXPECT_TRUE(server.FineTuning()->CancelJob(Ctx(key).get(), c, &j).ok());
+  });
+  grpc::Status st;
+  std::vector<v1::JobEvent> events = WatchAll(server, key, job.job_id(), &st);
+  canceller.join();
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[1].log(), "hello");
+  EXPECT_EQ(events[2].state().state(), v1::CANCELLED);
+}
+
+TEST(JobsTest, TrainingRunPublishesAndAutoPromotes) {
+  TestServerOptions o;
+  o.training = true;
+  o.model = true;
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(32), &ds).ok());
+  v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
+  req.mutable_hyperparameters()->set_max_steps(6);
+  req.mutable_hyperparameters()->set_learning_rate(0.01);
+  req.mutable_hyperparameters()->set_warmup_steps(1);
+  req.mutable_expert_selection()->mutable_auto_()->set_max_experts(2);
+  req.set_auto_promote(true);
+  v1::Job job;
+  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &job).ok());
+  grpc::Status st;
+  std::vector<v1::JobEvent> events = WatchAll(server, key, job.job_id(), &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_FALSE(events.empty());
+  int progress = 0, selection = 0, version_events = 0, evals = 0;
+  for (const v1::JobEvent& e : events) {
+    progress += e.has_progress();
+    selection += e.has_selection();
+    version_events += e.has_version();
+    evals += e.has_eval();
+  }
+  EXPECT_EQ(progress, 6);
+  EXPECT_EQ(selection, 1);
+  EXPECT_GE(evals, 1);
+  EXPECT_EQ(version_events, 1);
+  EXPECT_EQ(events.back().state().state(), v1::SUCCEEDED) << events.back().state().message();
+
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id(job.job_id());
+  ASSERT_TRUE(server.FineTuning()->GetJob(Ctx(key).get(), g, &job).ok());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED);
+  ASSERT_TRUE(job.has_result_version());
+  EXPECT_EQ(job.result_version(), 1);
+  EXPECT_EQ(job.progress().step(), 6);
+  EXPECT_GE(job.selected_slots_size(), 1);
+  EXPECT_LE(job.selected_slots_size(), 2);
+
+  v1::GetVersionRequest vreq;
+  vreq.set_tenant_id("acme");
+  vreq.set_version(1);
+  v1::ExpertVersion v;
+  ASSERT_TRUE(server.Experts()->GetVersion(Ctx(key).get(), vreq, &v).ok());
+  EXPECT_EQ(v.job_id(), job.job_id());
+  EXPECT_EQ(v.slots_size(), job.selected_slots_size());
+  EXPECT_GT(v.metrics().base_val_loss(), 0);
+  // Promoted iff validation loss beat the live (base) version's on the same data.
+  EXPECT_EQ(job.promoted(), v.metrics().val_loss() < v.metrics().base_val_loss());
+  EXPECT_EQ(v.live(), job.promoted());
+  if (job.promoted()) {
+    v1::GenerateRequest gen;
+    gen.set_tenant_id("acme");
+    gen.set_prompt("add(1,2)=");
+    gen.set_max_tokens(3);
+    v1::GenerateResponse out;
+    ASSERT_TRUE(server.Inference()->Generate(Ctx(key).get(), gen, &out).ok());
+    EXPECT_EQ(out.expert_version(), 1);
+  }
+}
+
+TEST(JobsTest, QueuedJobSurvivesRestartAndRunningJobOfDeadWorkerIsRequeued) {
+  TestServerOptions o;
+  o.training = false;  // jobs queue but are not run
+  o.job_lease = absl::Seconds(1);
+  auto server = std::make_unique<TestServer>(o);
+  std::string key = server->CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server->Upload(key, "acme", "d", AdditionJsonl(16), &ds).ok());
+  v1::Job queued, running;
+  ASSERT_TRUE(server->FineTuning()->CreateJob(Ctx(key).get(), BaseRequest(ds.dataset_id()), &queued).ok());
+  ASSERT_TRUE(server->FineTuning()->CreateJob(Ctx(key).get(), BaseRequest(ds.dataset_id()), &running).ok());
+  // A worker that claims one job and dies (never heartbeats): the oldest is claimed first.
+  absl::StatusOr<std::optional<storage::Job>> claimed =
+      server->registry().ClaimNextJob("dead-worker", absl::Milliseconds(500));
+  ASSERT_TRUE(claimed.ok() && claimed->has_value());
+  std::string dead_job = (*claimed)->job_id;
+  std::string other_job = dead_job == queued.job_id() ? running.job_id() : queued.job_id();
+
+  // Restart without running jobs: nothing is lost.
+  server->Restart();
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id(other_job);
+  v1::Job got;
+  ASSERT_TRUE(server->FineTuning()->GetJob(Ctx(key).get(), g, &got).ok());
+  EXPECT_EQ(got.state(), v1::QUEUED);
+  std::string data_dir = server->data_dir();
+
+  // Restart with the scheduler: the dead worker's job is requeued (lease expired) and both finish.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  o.training = true;
+  o.data_dir = data_dir;
+  server->Stop();
+  TestServer live(o);
+  for (const std::string& id : {other_job, dead_job}) {
+    g.set_job_id(id);
+    grpc::Status st;
+    std::vector<v1::JobEvent> events = WatchAll(live, key, id, &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(live.FineTuning()->GetJob(Ctx(key).get(), g, &got).ok());
+    EXPECT_EQ(got.state(), v1::SUCCEEDED) << id << ": " << got.error();
+    if (id == dead_job) {
+      EXPECT_EQ(got.attempts(), 2);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tessera::services::testing
