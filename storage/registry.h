@@ -14,7 +14,8 @@
 //   transaction. Exception: the high-frequency worker calls (ClaimNextJob, Heartbeat, UpdateRunningJob,
 //   AppendJobEvent) are recorded in the job's event log instead; FinishJob is audited with the worker
 //   id as actor, lease expiry with actor "system".
-// - Thread-safe; several processes may open the same data_dir at once (SQLite WAL + file locks).
+// - Thread-safe; several processes may open the same data_dir at once (SQLite WAL + file locks). A
+//   Registry must not be used across fork(): a child process opens its own.
 //
 // Durability: commits that publish a version or move a live pointer run with synchronous=FULL; other
 // commits use synchronous=NORMAL (WAL: atomic and consistent after a crash, possibly losing the last

@@ -11,7 +11,7 @@
 namespace tessera::storage {
 namespace {
 
-constexpr size_t kMaxIdle = 16;
+constexpr size_t kMaxIdle = 64;  // enough for a gRPC thread pool; extra ones are closed on release
 
 bool IsBusy(const absl::Status& s) { return absl::IsAborted(s); }
 
