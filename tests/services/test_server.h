@@ -26,6 +26,12 @@ struct TestServerOptions {
   int max_concurrent_jobs = 1;
 };
 
+inline TestServerOptions WithModel() {
+  TestServerOptions o;
+  o.model = true;
+  return o;
+}
+
 class TestServer {
  public:
   explicit TestServer(TestServerOptions options = {});
