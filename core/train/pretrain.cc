@@ -2,9 +2,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 
 #include "core/data/corpus.h"
 #include "core/data/jsonl_dataset.h"
+#include "core/io/file_util.h"
+#include "core/io/safetensors.h"
 #include "core/model/model.h"
 #include "core/tokenizer/byte_tokenizer.h"
 #include "core/train/model_trainable.h"
@@ -14,7 +17,7 @@ namespace tessera::train {
 
 PretrainOptions DefaultPretrainOptions() {
   PretrainOptions o;
-  o.trainer.max_steps = 1500;
+  o.trainer.max_steps = 1200;
   o.trainer.batch_size = 32;
   o.trainer.seq_len = 96;
   o.trainer.learning_rate = 4e-3;
@@ -27,6 +30,30 @@ PretrainOptions DefaultPretrainOptions() {
   o.trainer.eval_max_examples = 128;
   o.trainer.seed = 7;
   return o;
+}
+
+absl::Status SaveBackbone(const ModelConfig& config, ModelWeights& weights, Backend* backend,
+                          const std::string& dir, const std::map<std::string, std::string>& metadata,
+                          bool bf16) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError("cannot create " + dir + ": " + ec.message());
+  RETURN_IF_ERROR(io::WriteFileAtomically(dir + "/config.json", config.ToJson()));
+  std::vector<NamedParam> params = weights.Parameters(config);
+  std::vector<std::vector<float>> f32(params.size());
+  std::vector<std::vector<uint16_t>> b16(params.size());
+  std::vector<io::HostTensor> tensors;
+  for (size_t i = 0; i < params.size(); ++i) {
+    ASSIGN_OR_RETURN(f32[i], backend->ToHostF32(*params[i].tensor));
+    if (bf16) {
+      b16[i].resize(f32[i].size());
+      for (size_t j = 0; j < f32[i].size(); ++j) b16[i][j] = F32ToBf16(f32[i][j]);
+      tensors.push_back({params[i].name, DType::kBF16, params[i].tensor->shape(), b16[i].data()});
+    } else {
+      tensors.push_back({params[i].name, DType::kF32, params[i].tensor->shape(), f32[i].data()});
+    }
+  }
+  return io::WriteSafetensorsFile(dir + "/model.safetensors", tensors, metadata);
 }
 
 absl::StatusOr<PretrainResult> Pretrain(const PretrainOptions& options, Backend* backend,

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -35,6 +36,12 @@ struct PretrainResult {
 };
 
 PretrainOptions DefaultPretrainOptions();
+
+// Writes `dir`/config.json and `dir`/model.safetensors (HF names; bf16 storage when `bf16`, which
+// halves the shipped file; loading widens to f32). Crash-safe writes.
+absl::Status SaveBackbone(const ModelConfig& config, ModelWeights& weights, Backend* backend,
+                          const std::string& dir, const std::map<std::string, std::string>& metadata,
+                          bool bf16);
 
 absl::StatusOr<PretrainResult> Pretrain(const PretrainOptions& options, Backend* backend,
                                         const std::function<void(const TrainProgress&)>& on_progress);

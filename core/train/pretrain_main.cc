@@ -2,7 +2,8 @@
 // on the synthetic general corpus. See pretrain.h for what it trains on; the shipped checkpoint in
 // ops/backbones/builtin-tiny was made by this command (its README gives the exact invocation).
 //
-//   tessera-pretrain --out DIR [--steps N] [--max-seconds S] [--seed N] [--batch N] [--lr X]
+//   tessera-pretrain --out DIR [--steps N] [--max-seconds S] [--seed N] [--batch N] [--lr X] [--f32]
+// Weights are stored as bf16 unless --f32.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include "core/io/file_util.h"
 #include "core/model/model.h"
 #include "core/tokenizer/byte_tokenizer.h"
+#include "core/train/backbone.h"
 #include "core/train/exact_match.h"
 #include "core/train/pretrain.h"
 #include "core/util/parallel.h"
@@ -26,7 +28,7 @@ namespace {
 int Usage() {
   std::fprintf(stderr,
                "usage: tessera-pretrain --out DIR [--steps N] [--max-seconds S] [--seed N] "
-               "[--batch N] [--lr X] [--docs N]\n");
+               "[--batch N] [--lr X] [--docs N] [--f32]\n");
   return 2;
 }
 
@@ -53,6 +55,7 @@ std::vector<tessera::data::Example> WordProbes() {
 int main(int argc, char** argv) {
   tessera::train::PretrainOptions opt = tessera::train::DefaultPretrainOptions();
   std::string out_dir;
+  bool f32 = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -64,6 +67,7 @@ int main(int argc, char** argv) {
     else if (a == "--batch") ok = absl::SimpleAtoi(next(), &opt.trainer.batch_size);
     else if (a == "--lr") ok = absl::SimpleAtod(next(), &opt.trainer.learning_rate);
     else if (a == "--docs") ok = absl::SimpleAtoi(next(), &opt.num_docs);
+    else if (a == "--f32") f32 = true;
     else return Usage();
     if (!ok) return Usage();
   }
@@ -88,30 +92,30 @@ int main(int argc, char** argv) {
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  auto model = tessera::Model::Create(opt.config, result->weights, backend.get());
-  tessera::ByteTokenizer tok;
-  double probe_acc = 0.0;
-  if (model.ok()) {
-    auto em = tessera::train::EvaluateExactMatch(**model, nullptr, WordProbes(), tok, 8);
-    if (em.ok()) probe_acc = em->accuracy;
-  }
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  auto st = tessera::io::WriteFileAtomically(out_dir + "/config.json", opt.config.ToJson());
-  if (st.ok()) {
-    st = result->weights.Save(
-        opt.config, backend.get(), out_dir + "/model.safetensors",
-        {{"format", "pt"},
-         {"tessera_made_by", "tessera-pretrain"},
-         {"tessera_steps", absl::StrCat(result->train.steps)},
-         {"tessera_init_seed", absl::StrCat(opt.init_seed)},
-         {"tessera_corpus_seed", absl::StrCat(opt.corpus_seed)},
-         {"tessera_final_train_loss", absl::StrCat(result->train.final_train_loss)},
-         {"tessera_final_val_loss", absl::StrCat(result->train.final_val_loss)}});
-  }
+  auto st = tessera::train::SaveBackbone(
+      opt.config, result->weights, backend.get(), out_dir,
+      {{"format", "pt"},
+       {"tessera_made_by", "tessera-pretrain"},
+       {"tessera_steps", absl::StrCat(result->train.steps)},
+       {"tessera_init_seed", absl::StrCat(opt.init_seed)},
+       {"tessera_corpus_seed", absl::StrCat(opt.corpus_seed)},
+       {"tessera_final_train_loss", absl::StrCat(result->train.final_train_loss)},
+       {"tessera_final_val_loss", absl::StrCat(result->train.final_val_loss)}},
+      /*bf16=*/!f32);
   if (!st.ok()) {
     std::fprintf(stderr, "tessera-pretrain: %s\n", st.ToString().c_str());
     return 1;
+  }
+  // Probe what was written (bf16-rounded weights), not the in-memory f32 ones.
+  double probe_acc = -1.0;
+  auto loaded = tessera::train::LoadBackbone(out_dir, backend.get());
+  if (loaded.ok()) {
+    auto model = tessera::Model::Create(loaded->config, loaded->weights, backend.get());
+    tessera::ByteTokenizer tok;
+    if (model.ok()) {
+      auto em = tessera::train::EvaluateExactMatch(**model, nullptr, WordProbes(), tok, 8);
+      if (em.ok()) probe_acc = em->accuracy;
+    }
   }
   std::printf("done: %lld steps in %.1fs, final train loss %.4f, val loss %.4f, word-probe exact "
               "match %.2f -> %s\n",

@@ -4,11 +4,12 @@
 // slots, chosen by ESFT auto selection; and the backbone's and another tenant's outputs are bitwise
 // unchanged afterwards.
 //
-// Budget and threshold: bench_finetune shows the full claim (>= 80% in <= 5 minutes). Here the
-// fine-tune is cut to kSteps steps so the test stays within about half a minute on 2 cores; with
-// that budget the slots reach well above kMinAccuracy on held-out strings in our runs, while a base
-// model that merely copies, shifts or upper-cases the input scores 0 (the cipher is a derangement
-// avoiding those), so passing kMinAccuracy requires having learned the secret mapping.
+// Budget and threshold: bench_finetune shows the full claim (>= 80% within 5 minutes). Here the
+// fine-tune is cut to kSteps = 60 steps of 16 examples (~6 s on one core) and must still reach 80%
+// exact match on 100 held-out strings; our runs reach 0.97 with 5 auto-selected slots (of 64). The
+// base scores 0: the cipher is a derangement that also avoids the corpus' shift(), so neither copying,
+// shifting nor upper-casing the input gets a letter right, and passing requires the secret mapping.
+#include <cstdio>
 #include <filesystem>
 
 #include "core/data/jsonl_dataset.h"
@@ -23,8 +24,8 @@
 namespace tessera::train {
 namespace {
 
-constexpr int64_t kSteps = 120;
-constexpr double kMinAccuracy = 0.5;
+constexpr int64_t kSteps = 60;
+constexpr double kMinAccuracy = 0.8;
 
 std::vector<float> Logits(const Model& m, const ExpertOverlay* overlay) {
   std::vector<int32_t> toks = {256};
@@ -82,6 +83,9 @@ TEST(BuiltinTinyFineTuneTest, ExpertOnlyFineTuneLearnsATaskTheBaseCannotDo) {
 
   auto em = EvaluateExactMatch(**model, ft->overlay.get(), eval_ex, tok, 8);
   ASSERT_TRUE(em.ok()) << em.status();
+  std::printf("base exact match %.2f; after %lld steps on %zu slots: %.2f (val loss %.4f -> %.4f)\n",
+              base_em->accuracy, static_cast<long long>(kSteps), ft->trained_slots.size(),
+              em->accuracy, ft->train.initial_val_loss, ft->train.final_val_loss);
   EXPECT_GE(em->accuracy, kMinAccuracy) << "e.g. " << eval_ex[0].prompt << " -> " << em->outputs[0]
                                         << " (want " << eval_ex[0].completion << ")";
   EXPECT_EQ(Logits(**model, nullptr), base_before);
