@@ -1,0 +1,264 @@
+// The real tessera, tessera-admin and tessera-server binaries against a real server: --help, exit
+// codes, one-line errors on stderr, --json, and the main flows (tenants, keys, datasets, jobs with
+// live watch, generate, score, versions, promote/rollback printing the live version).
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/services/test_server.h"
+
+namespace tessera::services::testing {
+namespace {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string BinaryDir() {
+  const char* env = std::getenv("TESSERA_BINARY_DIR");
+  return absl::StrCat(env != nullptr ? env : TESSERA_DEFAULT_BINARY_DIR, "/services");
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string Quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    TestServerOptions o;
+    o.model = true;
+    o.training = true;
+    server_ = new TestServer(o);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+
+  // Runs `binary args...` with `env` ("NAME=value" pairs) and captures both streams.
+  CliResult Run(const std::string& binary, const std::vector<std::string>& args,
+                const std::vector<std::string>& env = {}) {
+    std::string dir = server_->data_dir();
+    std::string cmd = "env -u TESSERA_API_KEY -u TESSERA_ADMIN_KEY -u TESSERA_TENANT";
+    for (const std::string& e : env) absl::StrAppend(&cmd, " ", Quote(e));
+    absl::StrAppend(&cmd, " ", Quote(absl::StrCat(BinaryDir(), "/", binary)));
+    for (const std::string& a : args) absl::StrAppend(&cmd, " ", Quote(a));
+    absl::StrAppend(&cmd, " >", dir, "/cli.out 2>", dir, "/cli.err");
+    int rc = std::system(cmd.c_str());
+    CliResult r;
+    r.exit_code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    r.out = ReadAll(dir + "/cli.out");
+    r.err = ReadAll(dir + "/cli.err");
+    return r;
+  }
+  std::vector<std::string> Admin(std::vector<std::string> args) {
+    std::vector<std::string> all = {"--server", server_->address(), "--key-file", server_->data_dir() + "/admin.key"};
+    all.insert(all.end(), args.begin(), args.end());
+    return all;
+  }
+  std::vector<std::string> Tenant(std::vector<std::string> args) {
+    std::vector<std::string> all = {"--server", server_->address(), "--tenant", "acme"};
+    all.insert(all.end(), args.begin(), args.end());
+    return all;
+  }
+  std::string KeyEnv() { return "TESSERA_API_KEY=" + acme_key_; }
+  static std::string OneLine(const std::string& s) {
+    EXPECT_FALSE(s.empty());
+    EXPECT_EQ(std::count(s.begin(), s.end(), '\n'), 1) << s;
+    return s;
+  }
+
+  void EnsureTenant() {
+    if (!acme_key_.empty()) return;
+    CliResult r = Run("tessera-admin", Admin({"--json", "tenants", "create", "acme", "--display-name", "ACME"}));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    nlohmann::json j = nlohmann::json::parse(r.out);
+    acme_key_ = j["api_key"]["secret"].get<std::string>();
+    ASSERT_FALSE(acme_key_.empty());
+  }
+  std::string UploadDataset() {
+    std::string path = server_->data_dir() + "/add.jsonl";
+    std::ofstream(path) << AdditionJsonl(24);
+    CliResult r = Run("tessera", Tenant({"--json", "datasets", "upload", path, "--name", "add"}), {KeyEnv()});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["dataset_id"].get<std::string>();
+  }
+
+  static TestServer* server_;
+  static std::string acme_key_;
+};
+TestServer* CliTest::server_ = nullptr;
+std::string CliTest::acme_key_;
+
+TEST_F(CliTest, HelpAndUsageErrors) {
+  for (const char* bin : {"tessera", "tessera-admin", "tessera-server"}) {
+    CliResult r = Run(bin, {"--help"});
+    EXPECT_EQ(r.exit_code, 0) << bin;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << bin;
+    EXPECT_NE(r.out.find("--server"), std::string::npos + (std::string(bin) == "tessera-server")) << bin;
+  }
+  EXPECT_NE(Run("tessera-server", {"--help"}).out.find("--data-dir"), std::string::npos);
+  EXPECT_NE(Run("tessera-admin", {"--help"}).out.find("rollback --tenant T"), std::string::npos);
+  EXPECT_NE(Run("tessera", {"--help"}).out.find("jobs watch"), std::string::npos);
+
+  CliResult r = Run("tessera-admin", {"--server", server_->address(), "tenants", "list"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("TESSERA_ADMIN_KEY"), std::string::npos);
+  r = Run("tessera", {"--server", server_->address(), "datasets", "list"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("TESSERA_API_KEY"), std::string::npos);
+  r = Run("tessera-admin", Admin({"frobnicate"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("unknown command"), std::string::npos);
+  r = Run("tessera-admin", Admin({"promote", "--tenant", "acme", "--version", "x"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("--version"), std::string::npos);
+  r = Run("tessera-server", {"--bogus"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("--bogus"), std::string::npos);
+  r = Run("tessera-server", {"--listen", "127.0.0.1:0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("--data-dir"), std::string::npos);
+  // Nothing listening there: exit 1, one line.
+  r = Run("tessera-admin", {"--server", "127.0.0.1:1", "--key-file", server_->data_dir() + "/admin.key", "status"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("UNAVAILABLE"), std::string::npos);
+}
+
+TEST_F(CliTest, AdminTenantsKeysAndStatus) {
+  EnsureTenant();
+  CliResult r = Run("tessera-admin", Admin({"tenants", "list"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("acme"), std::string::npos);
+  r = Run("tessera-admin", Admin({"tenants", "create", "acme"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("ALREADY_EXISTS"), std::string::npos);
+
+  r = Run("tessera-admin", Admin({"--json", "keys", "issue", "--tenant", "acme"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json key = nlohmann::json::parse(r.out);
+  std::string secret = key["api_key"]["secret"], key_id = key["api_key"]["key_id"];
+  r = Run("tessera", Tenant({"datasets", "list"}), {"TESSERA_API_KEY=" + secret});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run("tessera-admin", Admin({"keys", "revoke", key_id}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Run("tessera", Tenant({"datasets", "list"}), {"TESSERA_API_KEY=" + secret});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("UNAUTHENTICATED"), std::string::npos);
+
+  r = Run("tessera-admin", Admin({"status"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("random:tiny"), std::string::npos);
+  EXPECT_NE(r.out.find("inference: available"), std::string::npos);
+  r = Run("tessera-admin", Admin({"--json", "status"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["backbone"]["num_experts"], 16);
+  // A tenant key on the admin CLI.
+  r = Run("tessera-admin", {"--server", server_->address(), "tenants", "list"}, {"TESSERA_ADMIN_KEY=" + acme_key_});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("PERMISSION_DENIED"), std::string::npos);
+}
+
+TEST_F(CliTest, DatasetsJobsWatchGenerateAndRollback) {
+  EnsureTenant();
+  std::string ds = UploadDataset();
+  std::string bad = server_->data_dir() + "/bad.jsonl";
+  std::ofstream(bad) << "{\"text\": \"fine\"}\n{\"prompt\": \"no completion\"}\n";
+  CliResult r = Run("tessera", Tenant({"datasets", "upload", bad}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("INVALID_ARGUMENT: line 2"), std::string::npos) << r.err;
+
+  r = Run("tessera", Tenant({"jobs", "create", "--dataset", ds, "--seq-len", "99999"}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("hyperparameters.seq_len"), std::string::npos);
+
+  // A real (tiny) training run, followed live.
+  r = Run("tessera", Tenant({"jobs", "create", "--dataset", ds, "--max-steps", "3", "--batch-size", "4", "--seq-len",
+                             "32", "--slots", "0.1,L2.E3", "--watch"}),
+          {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("step 1/3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ETA"), std::string::npos);
+  EXPECT_NE(r.out.find("experts selected: L0.E1,L2.E3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("published version 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("state SUCCEEDED"), std::string::npos);
+  std::string job_id = std::vector<std::string>(absl::StrSplit(r.out, ' '))[1];
+
+  r = Run("tessera", Tenant({"--json", "jobs", "get", job_id}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json job = nlohmann::json::parse(r.out);
+  EXPECT_EQ(job["state"], "SUCCEEDED");
+  EXPECT_EQ(job["result_version"], "1");  // int64 in proto JSON is a string
+  r = Run("tessera", Tenant({"jobs", "list"}), {KeyEnv()});
+  EXPECT_NE(r.out.find(job_id), std::string::npos);
+  r = Run("tessera", Tenant({"jobs", "cancel", job_id}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("FAILED_PRECONDITION"), std::string::npos);
+
+  r = Run("tessera", Tenant({"versions", "list"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("v1"), std::string::npos);
+
+  r = Run("tessera-admin", Admin({"promote", "--tenant", "acme", "--version", "1"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("live version is now 1"), std::string::npos) << r.out;
+  r = Run("tessera", Tenant({"--json", "generate", "add(1,2)=", "--max-tokens", "4"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["expert_version"], "1");
+  r = Run("tessera", Tenant({"generate", "add(1,2)=", "--max-tokens", "4", "--stream"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("version 1"), std::string::npos);
+  r = Run("tessera", Tenant({"score", "add(1,2)=3"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("perplexity"), std::string::npos);
+
+  r = Run("tessera-admin", Admin({"rollback", "--tenant", "acme"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("live version is now 0 (was 1)"), std::string::npos) << r.out;
+  r = Run("tessera", Tenant({"--json", "generate", "add(1,2)=", "--max-tokens", "4"}), {KeyEnv()});
+  EXPECT_EQ(nlohmann::json::parse(r.out)["expert_version"], "0");
+  r = Run("tessera-admin", Admin({"rollback", "--tenant", "acme"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("FAILED_PRECONDITION"), std::string::npos);
+  r = Run("tessera-admin", Admin({"versions", "list", "--tenant", "acme"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("live version 0"), std::string::npos);
+  r = Run("tessera-admin", Admin({"jobs", "list"}));
+  EXPECT_NE(r.out.find(job_id), std::string::npos);
+}
+
+TEST_F(CliTest, WatchOfACancelledJobFails) {
+  EnsureTenant();
+  std::string ds = UploadDataset();
+  // Queue a long job behind nothing, cancel it via the admin CLI, then watch it.
+  CliResult r = Run("tessera", Tenant({"--json", "jobs", "create", "--dataset", ds, "--max-steps", "100000",
+                                       "--warmup-steps", "0"}),
+                    {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string job_id = nlohmann::json::parse(r.out)["job_id"];
+  r = Run("tessera-admin", Admin({"jobs", "cancel", job_id}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("CANCELLED"), std::string::npos);
+  r = Run("tessera", Tenant({"jobs", "watch", job_id}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("CANCELLED"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace tessera::services::testing
