@@ -1,0 +1,820 @@
+// bench_serve: a gRPC load generator for tessera-server, through the public tessera.v1 API only.
+//
+// Measures, against a real server on loopback:
+//   1. Generate requests/s and p50/p99 latency with 1, 8 and 64 tenants mixed in one load (request i
+//      goes to tenant i mod n), each tenant served by its own live expert version, from K client
+//      threads (one channel each), greedy, small max_tokens. Every response's expert_version is
+//      checked against the tenant's live version.
+//   2. promote->served: Admin.Promote's own latency, and the time from Promote returning to the first
+//      Generate response that reports the new expert_version (the contract says the very first request
+//      after the return is served by it, so this is one small Generate; a stale answer is a violation).
+//   3. FineTuning.GetJob calls/s from concurrent clients.
+//
+// Setup is done through the API as a client would: Admin.CreateTenant (each tenant gets its own key),
+// Datasets.UploadDataset of a small JSONL set, FineTuning.CreateJob with explicit slots and a few steps
+// (auto_promote), then Admin.Promote of the job's result when auto-promotion declined it (its
+// validation loss did not beat the base on a 2-step run). Nothing is written behind the server's back.
+//
+// By default the bench starts its own tessera-server (127.0.0.1, a free port, a temporary data dir)
+// and stops it on every exit path (normal end, failure, SIGINT/SIGTERM; the child also gets SIGTERM
+// through PR_SET_PDEATHSIG if this process dies). With --server HOST:PORT --admin-key-file F it targets
+// a running server instead (it then creates tenants named <prefix>-<i>; use a fresh --tenant-prefix).
+//
+// Any failed RPC, failed job or wrongly versioned response ends the run with exit status 1 and a
+// one-line reason on stderr. The last stdout line is exactly
+//   gen_rps_1=<x> gen_rps_64=<x> ratio=<x> swap_p50_ms=<x> getjob_rps=<x>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "grpcpp/grpcpp.h"
+#include "tessera/v1/admin.grpc.pb.h"
+#include "tessera/v1/datasets.grpc.pb.h"
+#include "tessera/v1/experts.grpc.pb.h"
+#include "tessera/v1/fine_tuning.grpc.pb.h"
+#include "tessera/v1/inference.grpc.pb.h"
+
+namespace {
+
+namespace v1 = tessera::v1;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kUsage[] = R"(bench_serve: load generator for tessera-server (tessera.v1 over gRPC).
+
+Usage: bench_serve [options]
+
+Server (default: start one):
+  --server-bin PATH        tessera-server to start (default: next to this binary in the build tree,
+                           ../../services/tessera-server, or ./tessera-server beside it)
+  --backbone SPEC          backbone for the started server (default random:tiny: the builtin:tiny
+                           architecture with fixed random weights; timings do not depend on weights)
+  --device cpu|cuda        device for the started server (default cpu)
+  --max-concurrent-jobs N  setup fine-tuning jobs run at once (default 2)
+  --keep-data-dir          do not delete the temporary data dir (its path is printed)
+  --server HOST:PORT       target a running server instead (needs --admin-key-file)
+  --admin-key-file FILE    the ADMIN key for --server
+  --tenant-prefix P        tenant ids are P-<i> (default bench)
+
+Load:
+  --tenants LIST           tenant counts of the Generate phases (default 1,8,64; must include 1 and 64
+                           for the final line's ratio)
+  --threads K              concurrent client threads, one channel each (default 8)
+  --requests N             timed Generate requests per phase (default 192)
+  --duration S             cap on each timed phase, seconds (default 25)
+  --max-tokens N           Generate max_tokens (default 16; greedy)
+  --flips N                promote flips for promote->served (default 20)
+  --getjob-requests N      GetJob calls (default 20000)
+  --getjob-duration S      cap on the GetJob phase, seconds (default 8)
+  --train-steps N          steps of each setup fine-tune job (default 2)
+  --setup-timeout S        cap on tenant setup (jobs), seconds (default 600)
+  --help                   this text
+
+Exit status 0 when every request succeeded and was served by the expected version, 1 otherwise.
+)";
+
+// ---------------------------------------------------------------------------------------------------
+// The server child and cleanup on every exit path.
+
+std::atomic<pid_t> g_server_pid{0};
+std::string g_temp_root;  // removed at exit unless --keep-data-dir
+bool g_keep_dir = false;
+
+void StopServer() {
+  pid_t pid = g_server_pid.exchange(0);
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  // A clean shutdown finishes in well under 10 s; after that it is killed.
+  for (int i = 0; i < 200; ++i) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) return;
+    ::usleep(50 * 1000);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+void Cleanup() {
+  StopServer();
+  if (!g_temp_root.empty()) {
+    if (g_keep_dir) {
+      std::fprintf(stderr, "bench_serve: kept %s\n", g_temp_root.c_str());
+    } else {
+      std::error_code ec;
+      std::filesystem::remove_all(g_temp_root, ec);
+    }
+    g_temp_root.clear();
+  }
+}
+
+void OnSignal(int sig) {
+  // Only async-signal-safe calls: stop the child, then leave.
+  pid_t pid = g_server_pid.load();
+  if (pid > 0) {
+    ::kill(pid, SIGTERM);
+    for (int i = 0; i < 200; ++i) {
+      if (::waitpid(pid, nullptr, WNOHANG) == pid) break;
+      ::usleep(50 * 1000);
+    }
+    ::kill(pid, SIGKILL);
+  }
+  const char msg[] = "bench_serve: interrupted; server stopped\n";
+  ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  (void)ignored;
+  ::_exit(128 + sig);
+}
+
+[[noreturn]] void Die(const std::string& msg) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "bench_serve: FAILED: %s\n", msg.c_str());
+  if (!g_temp_root.empty() && g_server_pid.load() > 0) {
+    // The server's last log lines usually say why.
+    std::ifstream log(g_temp_root + "/server.log");
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(log, l);) lines.push_back(l);
+    size_t from = lines.size() > 5 ? lines.size() - 5 : 0;
+    for (size_t i = from; i < lines.size(); ++i) std::fprintf(stderr, "  server.log: %s\n", lines[i].c_str());
+  }
+  Cleanup();
+  std::exit(1);
+}
+
+std::string StatusText(const grpc::Status& s) {
+  return absl::StrCat("code ", static_cast<int>(s.error_code()), " (", s.error_message(), ")");
+}
+
+void Check(const grpc::Status& s, const std::string& what) {
+  if (!s.ok()) Die(absl::StrCat(what, ": ", StatusText(s)));
+}
+
+std::string SelfDir() {
+  std::error_code ec;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : self.parent_path().string();
+}
+
+std::string FindServerBin(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  std::string dir = SelfDir();
+  for (const std::string& c : {dir + "/../../services/tessera-server", dir + "/tessera-server"}) {
+    if (::access(c.c_str(), X_OK) == 0) return std::filesystem::weakly_canonical(c).string();
+  }
+  Die(absl::StrCat("tessera-server not found next to ", dir,
+                   " (build the tessera-server target, or pass --server-bin PATH)"));
+}
+
+// Starts tessera-server on 127.0.0.1:0 and returns its port (read from its stdout banner).
+int StartServer(const std::string& bin, const std::string& data_dir, const std::vector<std::string>& extra) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) Die(absl::StrCat("pipe: ", std::strerror(errno)));
+  std::string log_path = g_temp_root + "/server.log";
+  std::vector<std::string> args = {bin, "--data-dir", data_dir, "--listen", "127.0.0.1:0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) Die(absl::StrCat("fork: ", std::strerror(errno)));
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (log < 0 || ::dup2(out[1], STDOUT_FILENO) < 0 || ::dup2(log, STDERR_FILENO) < 0) ::_exit(127);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  g_server_pid = pid;
+  ::close(out[1]);
+  // Read the banner "tessera-server listening on port N" (the admin key line may come first).
+  std::string buf;
+  auto deadline = Clock::now() + std::chrono::seconds(120);
+  while (Clock::now() < deadline) {
+    size_t nl;
+    while ((nl = buf.find('\n')) != std::string::npos) {
+      std::string line = buf.substr(0, nl);
+      buf.erase(0, nl + 1);
+      constexpr std::string_view kBanner = "listening on port ";
+      if (size_t at = line.find(kBanner); at != std::string::npos) {
+        int port = 0;
+        std::string rest = line.substr(at + kBanner.size());
+        rest = rest.substr(0, rest.find_first_not_of("0123456789"));
+        // The read end stays open (never read again) so a later stdout line cannot SIGPIPE the server.
+        if (absl::SimpleAtoi(rest, &port) && port > 0) return port;
+      }
+    }
+    char chunk[512];
+    pollfd pfd{out[0], POLLIN, 0};
+    ssize_t n = 0;
+    if (::poll(&pfd, 1, 200) > 0) n = ::read(out[0], chunk, sizeof(chunk));
+    if (n > 0) {
+      buf.append(chunk, n);
+      continue;
+    }
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      g_server_pid = 0;
+      std::ifstream log(log_path);
+      std::string all((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      Die(absl::StrCat("tessera-server exited during startup (status ", status, "): ", all));
+    }
+    if (n < 0 && errno != EINTR) Die(absl::StrCat("reading the server's stdout: ", std::strerror(errno)));
+    if (n == 0) ::usleep(20 * 1000);
+  }
+  Die("tessera-server did not print its port within 120 s");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Clients.
+
+std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  // A connection of its own per client thread (gRPC would otherwise share one subchannel).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+void Prepare(grpc::ClientContext* ctx, const std::string& key, int seconds = 120) {
+  ctx->AddMetadata("authorization", "Bearer " + key);
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+}
+
+struct Tenant {
+  std::string id;
+  std::string key;
+  std::string dataset_id;
+  std::string job_id;
+  int64_t live = 0;  // the version Generate must report
+};
+
+double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * v.size()));
+  return v[std::clamp<size_t>(rank, 1, v.size()) - 1];
+}
+
+std::string Dataset(int n, int seed) {
+  // Addition examples as prompt/completion pairs, deterministic per tenant.
+  std::string out;
+  uint64_t s = 0x9e3779b97f4a7c15ull * (seed + 1);
+  for (int i = 0; i < n; ++i) {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    int a = static_cast<int>(s % 100), b = static_cast<int>((s >> 20) % 100);
+    absl::StrAppend(&out, "{\"prompt\": \"add(", a, ",", b, ")=\", \"completion\": \"", a + b, "\"}\n");
+  }
+  return out;
+}
+
+struct Options {
+  std::string server, admin_key_file, server_bin, backbone = "random:tiny", device = "cpu";
+  std::string prefix = "bench";
+  bool keep = false;
+  int max_jobs = 2;
+  std::vector<int> tenants = {1, 8, 64};
+  int threads = 8, requests = 192, duration_s = 25, max_tokens = 16, flips = 20;
+  int getjob_requests = 20000, getjob_duration_s = 8, train_steps = 2, setup_timeout_s = 600;
+};
+
+Options ParseFlags(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    bool inline_value = false;
+    if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+      inline_value = true;
+    }
+    auto str = [&]() -> std::string {
+      if (inline_value) return value;
+      if (i + 1 >= argc) Die(absl::StrCat(arg, " needs a value"));
+      return argv[++i];
+    };
+    auto num = [&](int lo) -> int {
+      std::string v = str();
+      int n = 0;
+      if (!absl::SimpleAtoi(v, &n) || n < lo) Die(absl::StrCat(arg, ": expected an integer >= ", lo, ", got \"", v, "\""));
+      return n;
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (arg == "--server") {
+      o.server = str();
+    } else if (arg == "--admin-key-file") {
+      o.admin_key_file = str();
+    } else if (arg == "--server-bin") {
+      o.server_bin = str();
+    } else if (arg == "--backbone") {
+      o.backbone = str();
+    } else if (arg == "--device") {
+      o.device = str();
+    } else if (arg == "--max-concurrent-jobs") {
+      o.max_jobs = num(1);
+    } else if (arg == "--keep-data-dir") {
+      o.keep = true;
+    } else if (arg == "--tenant-prefix") {
+      o.prefix = str();
+    } else if (arg == "--tenants") {
+      o.tenants.clear();
+      for (absl::string_view part : absl::StrSplit(str(), ',')) {
+        int n = 0;
+        if (!absl::SimpleAtoi(part, &n) || n < 1) Die(absl::StrCat("--tenants: bad count \"", part, "\""));
+        o.tenants.push_back(n);
+      }
+    } else if (arg == "--threads") {
+      o.threads = num(1);
+    } else if (arg == "--requests") {
+      o.requests = num(1);
+    } else if (arg == "--duration") {
+      o.duration_s = num(1);
+    } else if (arg == "--max-tokens") {
+      o.max_tokens = num(1);
+    } else if (arg == "--flips") {
+      o.flips = num(1);
+    } else if (arg == "--getjob-requests") {
+      o.getjob_requests = num(1);
+    } else if (arg == "--getjob-duration") {
+      o.getjob_duration_s = num(1);
+    } else if (arg == "--train-steps") {
+      o.train_steps = num(1);
+    } else if (arg == "--setup-timeout") {
+      o.setup_timeout_s = num(1);
+    } else {
+      Die(absl::StrCat("unknown argument \"", argv[i], "\" (see --help)"));
+    }
+  }
+  if (!o.server.empty() && o.admin_key_file.empty()) Die("--server needs --admin-key-file");
+  return o;
+}
+
+std::string ReadKey(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) Die(absl::StrCat("cannot read the admin key file ", path));
+  std::string key;
+  std::getline(in, key);
+  key = std::string(absl::StripAsciiWhitespace(key));
+  if (key.empty()) Die(absl::StrCat("the admin key file ", path, " is empty"));
+  return key;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Setup: tenants, datasets, fine-tune jobs, live versions.
+
+void SetupTenants(const Options& o, const std::string& target, const std::string& admin_key,
+                  const v1::BackboneInfo& backbone, std::vector<Tenant>* tenants) {
+  auto channel = NewChannel(target);
+  auto admin = v1::Admin::NewStub(channel);
+  auto datasets = v1::Datasets::NewStub(channel);
+  auto ft = v1::FineTuning::NewStub(channel);
+  const int layers = std::max(1, backbone.num_layers()), experts = std::max(1, backbone.num_experts());
+  for (size_t i = 0; i < tenants->size(); ++i) {
+    Tenant& t = (*tenants)[i];
+    {
+      grpc::ClientContext ctx;
+      Prepare(&ctx, admin_key);
+      v1::CreateTenantRequest req;
+      req.set_tenant_id(t.id);
+      req.set_display_name(absl::StrCat("bench tenant ", i));
+      v1::CreateTenantResponse resp;
+      Check(admin->CreateTenant(&ctx, req, &resp), "Admin.CreateTenant " + t.id);
+      t.key = resp.api_key().secret();
+      if (t.key.empty()) Die("Admin.CreateTenant returned no api_key.secret for " + t.id);
+    }
+    {
+      grpc::ClientContext ctx;
+      Prepare(&ctx, t.key);
+      v1::Dataset ds;
+      auto writer = datasets->UploadDataset(&ctx, &ds);
+      v1::UploadDatasetRequest first;
+      first.set_tenant_id(t.id);
+      first.set_name("bench");
+      first.set_format("jsonl");
+      v1::UploadDatasetRequest body;
+      body.set_chunk(Dataset(32, static_cast<int>(i)));
+      if (!writer->Write(first) || !writer->Write(body)) {
+        // The server ended the stream early; Finish carries its status.
+      }
+      writer->WritesDone();
+      Check(writer->Finish(), "Datasets.UploadDataset for " + t.id);
+      t.dataset_id = ds.dataset_id();
+    }
+    {
+      grpc::ClientContext ctx;
+      Prepare(&ctx, t.key);
+      v1::CreateJobRequest req;
+      req.set_tenant_id(t.id);
+      req.set_training_dataset_id(t.dataset_id);
+      auto* hp = req.mutable_hyperparameters();
+      hp->set_max_steps(o.train_steps);
+      hp->set_batch_size(4);
+      hp->set_seq_len(32);
+      hp->set_learning_rate(0.01);
+      hp->set_warmup_steps(0);
+      hp->set_seed(i);
+      // Two slots per tenant, spread over layers and experts, so tenants' overlays differ.
+      auto* sel = req.mutable_expert_selection()->mutable_explicit_();
+      int l0 = static_cast<int>(i % layers), e0 = static_cast<int>(i % experts);
+      int l1 = static_cast<int>((i + 1) % layers), e1 = static_cast<int>((i * 7 + 3) % experts);
+      if (l1 == l0 && e1 == e0) e1 = (e0 + 1) % experts;
+      auto* s0 = sel->add_slots();
+      s0->set_layer(l0);
+      s0->set_expert(e0);
+      if (!(l1 == l0 && e1 == e0)) {
+        auto* s1 = sel->add_slots();
+        s1->set_layer(l1);
+        s1->set_expert(e1);
+      }
+      req.set_auto_promote(true);
+      req.set_idempotency_key(absl::StrCat("bench-setup-", t.id));
+      v1::Job job;
+      Check(ft->CreateJob(&ctx, req, &job), "FineTuning.CreateJob for " + t.id);
+      t.job_id = job.job_id();
+    }
+  }
+  // Wait for every job; a version auto-promotion declined is promoted explicitly.
+  auto deadline = Clock::now() + std::chrono::seconds(o.setup_timeout_s);
+  size_t done = 0;
+  std::vector<bool> finished(tenants->size(), false);
+  auto last_report = Clock::now();
+  while (done < tenants->size()) {
+    if (Clock::now() > deadline) {
+      Die(absl::StrCat("setup: only ", done, " of ", tenants->size(), " fine-tune jobs finished within ",
+                       o.setup_timeout_s, " s (--setup-timeout)"));
+    }
+    for (size_t i = 0; i < tenants->size(); ++i) {
+      if (finished[i]) continue;
+      Tenant& t = (*tenants)[i];
+      grpc::ClientContext ctx;
+      Prepare(&ctx, t.key);
+      v1::GetJobRequest req;
+      req.set_tenant_id(t.id);
+      req.set_job_id(t.job_id);
+      v1::Job job;
+      Check(ft->GetJob(&ctx, req, &job), "FineTuning.GetJob " + t.job_id);
+      if (job.state() == v1::FAILED || job.state() == v1::CANCELLED) {
+        Die(absl::StrCat("setup job ", t.job_id, " of ", t.id, " ended ", v1::JobState_Name(job.state()), ": ",
+                         job.error()));
+      }
+      if (job.state() != v1::SUCCEEDED) continue;
+      if (!job.has_result_version()) Die(absl::StrCat("job ", t.job_id, " SUCCEEDED without result_version"));
+      if (!job.promoted()) {
+        grpc::ClientContext pctx;
+        Prepare(&pctx, admin_key);
+        v1::PromoteRequest p;
+        p.set_tenant_id(t.id);
+        p.set_version(job.result_version());
+        v1::LiveVersionResponse r;
+        Check(admin->Promote(&pctx, p, &r), "Admin.Promote " + t.id);
+      }
+      t.live = job.result_version();
+      finished[i] = true;
+      ++done;
+    }
+    if (Clock::now() - last_report > std::chrono::seconds(10)) {
+      std::printf("  setup: %zu/%zu fine-tune jobs done\n", done, tenants->size());
+      std::fflush(stdout);
+      last_report = Clock::now();
+    }
+    if (done < tenants->size()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Phases.
+
+struct PhaseResult {
+  int tenants = 0;
+  int64_t requests = 0;
+  int64_t tokens = 0;
+  double seconds = 0, rps = 0, tok_s = 0, p50 = 0, p99 = 0;
+};
+
+const char* kPrompts[] = {"add(12,34)=", "add(7,58)=", "add(40,40)=", "add(3,91)="};
+
+// Runs `total` Generate requests (or until the cap) from `threads` clients over tenants[0, n).
+PhaseResult RunGenerate(const Options& o, const std::string& target, const std::vector<Tenant>& tenants, int n,
+                        int total, int cap_s) {
+  std::atomic<int64_t> next{0};
+  std::mutex mu;
+  std::string first_error;
+  std::vector<double> latencies;
+  std::atomic<int64_t> tokens{0};
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::seconds(cap_s);
+  std::vector<std::thread> workers;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int w = 0; w < o.threads; ++w) channels.push_back(NewChannel(target));
+  for (int w = 0; w < o.threads; ++w) {
+    workers.emplace_back([&, w] {
+      auto stub = v1::Inference::NewStub(channels[w]);
+      std::vector<double> mine;
+      while (true) {
+        int64_t i = next.fetch_add(1);
+        if (i >= total || Clock::now() > deadline) break;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          if (!first_error.empty()) break;
+        }
+        const Tenant& t = tenants[i % n];
+        v1::GenerateRequest req;
+        req.set_tenant_id(t.id);
+        req.set_prompt(kPrompts[i % 4]);
+        req.set_max_tokens(o.max_tokens);
+        req.set_temperature(0);
+        v1::GenerateResponse resp;
+        grpc::ClientContext ctx;
+        Prepare(&ctx, t.key);
+        auto t0 = Clock::now();
+        grpc::Status s = stub->Generate(&ctx, req, &resp);
+        double ms = Millis(Clock::now() - t0);
+        std::string err;
+        if (!s.ok()) {
+          err = absl::StrCat("Inference.Generate for ", t.id, ": ", StatusText(s));
+        } else if (resp.expert_version() != t.live) {
+          err = absl::StrCat("Inference.Generate for ", t.id, " was served by version ", resp.expert_version(),
+                             ", but its live version is ", t.live);
+        }
+        if (!err.empty()) {
+          std::lock_guard<std::mutex> l(mu);
+          if (first_error.empty()) first_error = err;
+          break;
+        }
+        tokens += resp.usage().completion_tokens();
+        mine.push_back(ms);
+      }
+      std::lock_guard<std::mutex> l(mu);
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (!first_error.empty()) Die(first_error);
+  PhaseResult r;
+  r.tenants = n;
+  r.requests = static_cast<int64_t>(latencies.size());
+  r.tokens = tokens.load();
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.rps = r.requests / r.seconds;
+  r.tok_s = r.tokens / r.seconds;
+  r.p50 = Percentile(latencies, 50);
+  r.p99 = Percentile(latencies, 99);
+  return r;
+}
+
+struct SwapResult {
+  int64_t trained = 0;  // flipped between this version and the base
+  std::vector<double> promote_ms, served_ms;
+  int64_t stale = 0;  // responses after Promote returned that still reported the old version
+};
+
+SwapResult RunSwaps(const Options& o, const std::string& target, const std::string& admin_key, Tenant& t) {
+  auto channel = NewChannel(target);
+  auto admin = v1::Admin::NewStub(channel);
+  auto inference = v1::Inference::NewStub(NewChannel(target));
+  const int64_t trained = t.live;
+  SwapResult r;
+  r.trained = trained;
+  for (int f = 0; f < o.flips; ++f) {
+    const int64_t to = (t.live == trained) ? 0 : trained;  // alternate the trained version and the base
+    grpc::ClientContext pctx;
+    Prepare(&pctx, admin_key);
+    v1::PromoteRequest p;
+    p.set_tenant_id(t.id);
+    p.set_version(to);
+    v1::LiveVersionResponse lr;
+    auto t0 = Clock::now();
+    Check(admin->Promote(&pctx, p, &lr), absl::StrCat("Admin.Promote ", t.id, " to ", to));
+    auto t1 = Clock::now();
+    if (lr.live_version() != to) {
+      Die(absl::StrCat("Admin.Promote ", t.id, " to ", to, " returned live_version ", lr.live_version()));
+    }
+    t.live = to;
+    r.promote_ms.push_back(Millis(t1 - t0));
+    for (int attempt = 0;; ++attempt) {
+      if (attempt == 100) Die(absl::StrCat("version ", to, " of ", t.id, " not served 100 requests after Promote"));
+      grpc::ClientContext ctx;
+      Prepare(&ctx, t.key);
+      v1::GenerateRequest req;
+      req.set_tenant_id(t.id);
+      req.set_prompt(kPrompts[f % 4]);
+      req.set_max_tokens(1);
+      v1::GenerateResponse resp;
+      Check(inference->Generate(&ctx, req, &resp), "Inference.Generate after Promote for " + t.id);
+      if (resp.expert_version() == to) {
+        r.served_ms.push_back(Millis(Clock::now() - t1));
+        break;
+      }
+      ++r.stale;
+    }
+  }
+  return r;
+}
+
+struct GetJobResult {
+  int64_t calls = 0;
+  double seconds = 0, rps = 0, p50 = 0, p99 = 0;
+};
+
+GetJobResult RunGetJob(const Options& o, const std::string& target, const std::vector<Tenant>& tenants) {
+  std::atomic<int64_t> next{0};
+  std::mutex mu;
+  std::string first_error;
+  std::vector<double> latencies;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int w = 0; w < o.threads; ++w) channels.push_back(NewChannel(target));
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::seconds(o.getjob_duration_s);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < o.threads; ++w) {
+    workers.emplace_back([&, w] {
+      auto stub = v1::FineTuning::NewStub(channels[w]);
+      std::vector<double> mine;
+      mine.reserve(o.getjob_requests / o.threads + 1);
+      while (true) {
+        int64_t i = next.fetch_add(1);
+        if (i >= o.getjob_requests || Clock::now() > deadline) break;
+        const Tenant& t = tenants[i % tenants.size()];
+        v1::GetJobRequest req;
+        req.set_tenant_id(t.id);
+        req.set_job_id(t.job_id);
+        v1::Job job;
+        grpc::ClientContext ctx;
+        Prepare(&ctx, t.key, 30);
+        auto t0 = Clock::now();
+        grpc::Status s = stub->GetJob(&ctx, req, &job);
+        mine.push_back(Millis(Clock::now() - t0));
+        std::string err;
+        if (!s.ok()) err = absl::StrCat("FineTuning.GetJob ", t.job_id, ": ", StatusText(s));
+        else if (job.job_id() != t.job_id) err = absl::StrCat("FineTuning.GetJob returned job ", job.job_id());
+        if (!err.empty()) {
+          std::lock_guard<std::mutex> l(mu);
+          if (first_error.empty()) first_error = err;
+          break;
+        }
+      }
+      std::lock_guard<std::mutex> l(mu);
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (!first_error.empty()) Die(first_error);
+  GetJobResult r;
+  r.calls = static_cast<int64_t>(latencies.size());
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.rps = r.calls / r.seconds;
+  r.p50 = Percentile(latencies, 50);
+  r.p99 = Percentile(latencies, 99);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  std::atexit(Cleanup);
+
+  Options o = ParseFlags(argc, argv);
+  const int max_tenants = *std::max_element(o.tenants.begin(), o.tenants.end());
+  const auto bench_start = Clock::now();
+
+  std::string target, admin_key;
+  if (o.server.empty()) {
+    std::string bin = FindServerBin(o.server_bin);
+    char tmpl[] = "/tmp/bench_serve.XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) Die(absl::StrCat("mkdtemp: ", std::strerror(errno)));
+    g_temp_root = tmpl;
+    g_keep_dir = o.keep;
+    std::string data_dir = g_temp_root + "/data";
+    int port = StartServer(bin, data_dir,
+                           {"--backbone", o.backbone, "--device", o.device, "--max-concurrent-jobs",
+                            std::to_string(o.max_jobs)});
+    target = absl::StrCat("127.0.0.1:", port);
+    admin_key = ReadKey(data_dir + "/admin.key");
+    std::printf("bench_serve: started %s on %s (data dir %s, backbone %s, device %s)\n", bin.c_str(),
+                target.c_str(), data_dir.c_str(), o.backbone.c_str(), o.device.c_str());
+  } else {
+    target = o.server;
+    admin_key = ReadKey(o.admin_key_file);
+    std::printf("bench_serve: targeting %s\n", target.c_str());
+  }
+
+  // The server must be up and serve inference and training.
+  v1::RuntimeStatus status;
+  {
+    auto admin = v1::Admin::NewStub(NewChannel(target));
+    grpc::Status s;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      grpc::ClientContext ctx;
+      Prepare(&ctx, admin_key, 10);
+      s = admin->GetRuntimeStatus(&ctx, v1::GetRuntimeStatusRequest(), &status);
+      if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    Check(s, "Admin.GetRuntimeStatus");
+    if (!status.inference_available()) Die("the server runs without inference (Inference answers UNAVAILABLE)");
+    if (!status.training_available()) Die("the server runs without a job runner (setup needs fine-tune jobs)");
+  }
+  std::printf("bench_serve: backbone %s (%s, %d layers x %d experts, top-%d), device %s, %d client threads\n",
+              status.backbone().name().c_str(), status.backbone().architecture().c_str(),
+              status.backbone().num_layers(), status.backbone().num_experts(),
+              status.backbone().experts_per_token(), status.device().c_str(), o.threads);
+
+  std::vector<Tenant> tenants(max_tenants);
+  for (int i = 0; i < max_tenants; ++i) tenants[i].id = absl::StrCat(o.prefix, "-", i);
+  auto setup_start = Clock::now();
+  std::printf("bench_serve: setup: %d tenants, each a %d-step fine-tune job (explicit slots, auto_promote)\n",
+              max_tenants, o.train_steps);
+  std::fflush(stdout);
+  SetupTenants(o, target, admin_key, status.backbone(), &tenants);
+  double setup_s = std::chrono::duration<double>(Clock::now() - setup_start).count();
+  std::printf("bench_serve: setup done in %.1f s; every tenant has its own live version\n", setup_s);
+
+  // Warm-up (untimed): one request per tenant, which also checks every tenant serves its version.
+  RunGenerate(o, target, tenants, max_tenants, std::max(max_tenants, o.threads), 120);
+
+  std::vector<PhaseResult> phases;
+  for (int n : o.tenants) {
+    RunGenerate(o, target, tenants, n, o.threads, 60);  // re-warm this mix (untimed)
+    phases.push_back(RunGenerate(o, target, tenants, n, o.requests, o.duration_s));
+    const PhaseResult& r = phases.back();
+    std::printf("  generate: %2d tenant(s): %lld requests in %.1f s\n", n, static_cast<long long>(r.requests),
+                r.seconds);
+    std::fflush(stdout);
+  }
+
+  SwapResult swap = RunSwaps(o, target, admin_key, tenants[0]);
+  GetJobResult getjob = RunGetJob(o, target, tenants);
+
+  std::printf("\nGenerate (greedy, max_tokens=%d, %d client threads; request i -> tenant i mod n)\n",
+              o.max_tokens, o.threads);
+  std::printf("  %-8s %9s %9s %10s %10s %10s %10s\n", "tenants", "requests", "seconds", "req/s", "tok/s",
+              "p50 ms", "p99 ms");
+  for (const PhaseResult& r : phases) {
+    std::printf("  %-8d %9lld %9.2f %10.2f %10.1f %10.1f %10.1f\n", r.tenants, static_cast<long long>(r.requests),
+                r.seconds, r.rps, r.tok_s, r.p50, r.p99);
+  }
+  std::printf("\nPromote -> served (%d flips of %s between version %lld and the base, idle server)\n", o.flips,
+              tenants[0].id.c_str(), static_cast<long long>(swap.trained));
+  std::printf("  Admin.Promote latency      p50 %8.2f ms   p99 %8.2f ms\n", Percentile(swap.promote_ms, 50),
+              Percentile(swap.promote_ms, 99));
+  std::printf("  return -> first new-version Generate (max_tokens=1)   p50 %8.2f ms   p99 %8.2f ms\n",
+              Percentile(swap.served_ms, 50), Percentile(swap.served_ms, 99));
+  std::printf("  stale responses after Promote returned: %lld\n", static_cast<long long>(swap.stale));
+  std::printf("\nGetJob (%d client threads over %zu tenants' jobs)\n", o.threads, tenants.size());
+  std::printf("  %lld calls in %.2f s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms\n",
+              static_cast<long long>(getjob.calls), getjob.seconds, getjob.rps, getjob.p50, getjob.p99);
+  std::printf("\nTotal %.1f s (setup %.1f s)\n\n", std::chrono::duration<double>(Clock::now() - bench_start).count(),
+              setup_s);
+
+  auto rps_for = [&](int n) -> double {
+    for (const PhaseResult& r : phases) {
+      if (r.tenants == n) return r.rps;
+    }
+    return 0;
+  };
+  double rps1 = rps_for(1), rps64 = rps_for(64);
+  std::printf("gen_rps_1=%.2f gen_rps_64=%.2f ratio=%.3f swap_p50_ms=%.2f getjob_rps=%.0f\n", rps1, rps64,
+              rps1 > 0 ? rps64 / rps1 : 0.0, Percentile(swap.served_ms, 50), getjob.rps);
+  std::fflush(stdout);
+  if (swap.stale > 0) {
+    Die(absl::StrCat(swap.stale, " Generate responses started after Admin.Promote returned were served by the ",
+                     "previous version (API.md: every request that starts after the call returns is served by it)"));
+  }
+  Cleanup();
+  return 0;
+}
