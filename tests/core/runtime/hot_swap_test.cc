@@ -117,20 +117,24 @@ TEST(HotSwapTest, FlipsUnderLoadNeverFailAndServeTheNewVersion) {
   });
 
   for (int flip = 1; flip <= kFlips; ++flip) {
-    std::this_thread::sleep_for(4ms);
+    // Before each flip, wait until at least two requests ran entirely between the previous flip's
+    // return and this one: those must be served by exactly the previous flip's version.
+    const int exact_before = exact.load();
+    WaitFor([&] { return exact.load() >= exact_before + 2 || failures.load() > 0; });
     started.store(flip);
     absl::Status s = rt->SetLive("acme", version_after(flip));
     if (!s.ok()) fail(s.ToString());
     returned.store(flip);
   }
-  std::this_thread::sleep_for(4ms);
+  const int exact_before = exact.load();
+  WaitFor([&] { return exact.load() >= exact_before + 2 || failures.load() > 0; });
   stop.store(true);
   for (auto& t : clients) t.join();
 
   for (const std::string& m : messages) ADD_FAILURE() << m;
   EXPECT_EQ(failures.load(), 0);
   EXPECT_GE(requests.load(), 8 * 3);
-  EXPECT_GT(exact.load(), 0);
+  EXPECT_GE(exact.load(), 2 * (kFlips + 1));
   EXPECT_GT(pinned.load(), 0);
   RuntimeStatus st = rt->Status();
   EXPECT_EQ(st.live.at("acme"), version_after(kFlips));
