@@ -23,7 +23,11 @@
 // KV cache full: kLength.
 // Determinism: a request's tokens and routing depend only on (tenant version, prompt, params), not on
 // what else is in the batch: Model::Forward computes each sequence independently, the prompt is
-// always prefilled in one piece, and sampling uses per-request RNG state.
+// always prefilled in one piece, and sampling uses per-request RNG state. Caveat: "independently"
+// holds up to float summation order inside BLAS, which can vary with the batch's shape (~1e-6
+// relative), so the reported routing entropy may differ in its last digits, and a token or expert
+// choice could only flip where two candidates tie within that noise (not observed in the tests,
+// which compare batched and solo runs token for token).
 //
 // Streaming: text is handed to on_delta on the caller's thread (never the scheduler's, so a slow
 // client cannot stall the batch), only once the StopMatcher says it cannot become part of a stop
