@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "nlohmann/json.hpp"
 #include "services/cli/cli_common.h"
 #include "tessera/v1/datasets.grpc.pb.h"
 #include "tessera/v1/experts.grpc.pb.h"
@@ -41,6 +42,8 @@ Commands:
   generate PROMPT [--max-tokens N] [--temperature X] [--top-k N] [--top-p X] [--seed N]
                   [--stop S]... [--version N] [--stream] [--routing]
   score TEXT [--version N] [--routing]
+  eval FILE [--version N] [--max-tokens N]   exact-match accuracy on a prompt/completion JSONL file
+                                             (greedy generation, one request per line)
   versions list                              your expert versions, newest first (* = live)
 
 Global options:
@@ -396,6 +399,46 @@ std::optional<CliError> Run(Ctx& c) {
     std::printf("total_logprob %.4f  tokens %lld  perplexity %.4f  version %lld\n", resp.total_logprob(),
                 static_cast<long long>(resp.num_tokens()), resp.perplexity(),
                 static_cast<long long>(resp.expert_version()));
+  } else if (cmd == "eval") {
+    if (auto e = c.args.OnlyFlags({"--version", "--max-tokens"})) return e;
+    if (p.size() != 2) return UsageError("usage: tessera eval FILE [--version N] [--max-tokens N]");
+    std::ifstream in(p[1]);
+    if (!in) return UsageError("cannot read " + p[1]);
+    int64_t version = -1, max_tokens = 32;
+    if (auto e = c.args.GetInt("--version", &version)) return e;
+    if (auto e = c.args.GetInt("--max-tokens", &max_tokens)) return e;
+    auto stub = v1::Inference::NewStub(c.channel);
+    int64_t total = 0, correct = 0, served_by = -1;
+    std::string line;
+    for (int64_t line_no = 1; std::getline(in, line); ++line_no) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object() || !j.contains("prompt") || !j.contains("completion") || !j["prompt"].is_string() ||
+          !j["completion"].is_string()) {
+        return UsageError(absl::StrCat(p[1], ": line ", line_no, ": expected {\"prompt\": ..., \"completion\": ...}"));
+      }
+      v1::GenerateRequest req;
+      req.set_tenant_id(c.tenant);
+      req.set_prompt(j["prompt"].get<std::string>());
+      req.set_max_tokens(static_cast<int32_t>(max_tokens));
+      if (version >= 0) req.set_version(version);
+      auto ctx = MakeContext(c.key, 600);
+      v1::GenerateResponse resp;
+      if (!(st = stub->Generate(ctx.get(), req, &resp)).ok()) return RpcError(st);
+      ++total;
+      bool ok = resp.finish_reason() == v1::EOS && resp.text() == j["completion"].get<std::string>();
+      correct += ok;
+      served_by = resp.expert_version();
+    }
+    if (total == 0) return UsageError(p[1] + " has no examples");
+    if (c.json) {
+      std::printf("%s\n", nlohmann::json{{"correct", correct}, {"total", total},
+                                         {"accuracy", static_cast<double>(correct) / total},
+                                         {"expert_version", served_by}}.dump().c_str());
+    } else {
+      std::printf("accuracy %lld/%lld (%.1f%%) served by version %lld\n", static_cast<long long>(correct),
+                  static_cast<long long>(total), 100.0 * correct / total, static_cast<long long>(served_by));
+    }
   } else if (cmd == "versions" && sub == "list") {
     if (auto e = c.args.OnlyFlags({})) return e;
     auto stub = v1::Experts::NewStub(c.channel);
