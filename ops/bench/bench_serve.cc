@@ -86,10 +86,14 @@ Load:
   --tenants LIST           tenant counts of the Generate phases (default 1,8,64; must include 1 and 64
                            for the final line's ratio)
   --threads K              concurrent client threads, one channel each (default 8)
-  --requests N             timed Generate requests per phase (default 192)
-  --duration S             cap on each timed phase, seconds (default 25)
+  --requests N             timed Generate requests per tenant count (default 2000)
+  --duration S             cap on the timed Generate time per tenant count, seconds (default 20)
+  --rounds R               split each tenant count's requests over R interleaved rounds
+                           (1,8,64,1,8,64,...) so drift in machine load hits all counts alike (default 2)
   --max-tokens N           Generate max_tokens (default 16; greedy)
   --flips N                promote flips for promote->served (default 20)
+  --swap-load-threads N    client threads generating for the other tenants during the flips
+                           (default 0: an idle server, so the number is the swap path alone)
   --getjob-requests N      GetJob calls (default 20000)
   --getjob-duration S      cap on the GetJob phase, seconds (default 8)
   --train-steps N          steps of each setup fine-tune job (default 2)
@@ -105,6 +109,7 @@ Exit status 0 when every request succeeded and was served by the expected versio
 std::atomic<pid_t> g_server_pid{0};
 std::string g_temp_root;  // removed at exit unless --keep-data-dir
 bool g_keep_dir = false;
+std::atomic<bool> g_interrupted{false};  // set by the signal thread; failures after it are its doing
 
 void StopServer() {
   pid_t pid = g_server_pid.exchange(0);
@@ -121,6 +126,8 @@ void StopServer() {
 }
 
 void Cleanup() {
+  static std::mutex mu;  // the signal thread and the main thread may both get here
+  std::lock_guard<std::mutex> lock(mu);
   StopServer();
   if (!g_temp_root.empty()) {
     if (g_keep_dir) {
@@ -133,27 +140,39 @@ void Cleanup() {
   }
 }
 
-void OnSignal(int sig) {
-  // Only async-signal-safe calls: stop the child, then leave.
-  pid_t pid = g_server_pid.load();
-  if (pid > 0) {
-    ::kill(pid, SIGTERM);
-    for (int i = 0; i < 200; ++i) {
-      if (::waitpid(pid, nullptr, WNOHANG) == pid) break;
-      ::usleep(50 * 1000);
-    }
-    ::kill(pid, SIGKILL);
-  }
-  const char msg[] = "bench_serve: interrupted; server stopped\n";
-  ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-  (void)ignored;
-  ::_exit(128 + sig);
+// SIGINT/SIGTERM are blocked in every thread and taken here, so the full cleanup (stop the server,
+// remove the temporary dir) runs as ordinary code, not in a signal handler.
+void StartSignalThread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    g_interrupted = true;
+    std::fprintf(stderr, "bench_serve: interrupted (%s); stopping the server\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    Cleanup();
+    std::_Exit(128 + sig);
+  }).detach();
 }
 
 [[noreturn]] void Die(const std::string& msg) {
+  // Requests fail once the signal thread has stopped the server; it reports and exits.
+  while (g_interrupted.load()) std::this_thread::sleep_for(std::chrono::seconds(1));
   std::fflush(stdout);
   std::fprintf(stderr, "bench_serve: FAILED: %s\n", msg.c_str());
-  if (!g_temp_root.empty() && g_server_pid.load() > 0) {
+  if (pid_t pid = g_server_pid.load(); pid > 0) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      g_server_pid = 0;
+      std::fprintf(stderr, "bench_serve: tessera-server had died (%s %d)\n",
+                   WIFSIGNALED(status) ? "signal" : "exit status",
+                   WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    }
+  }
+  if (!g_temp_root.empty()) {
     // The server's last log lines usually say why.
     std::ifstream log(g_temp_root + "/server.log");
     std::vector<std::string> lines;
@@ -180,7 +199,10 @@ std::string SelfDir() {
 }
 
 std::string FindServerBin(const std::string& flag) {
-  if (!flag.empty()) return flag;
+  if (!flag.empty()) {
+    if (::access(flag.c_str(), X_OK) != 0) Die(absl::StrCat("--server-bin ", flag, ": not an executable file"));
+    return flag;
+  }
   std::string dir = SelfDir();
   for (const std::string& c : {dir + "/../../services/tessera-server", dir + "/tessera-server"}) {
     if (::access(c.c_str(), X_OK) == 0) return std::filesystem::weakly_canonical(c).string();
@@ -203,6 +225,9 @@ int StartServer(const std::string& bin, const std::string& data_dir, const std::
   pid_t pid = ::fork();
   if (pid < 0) Die(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the bench's blocked SIGINT/SIGTERM are not the server's
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(127);
     int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -242,7 +267,10 @@ int StartServer(const std::string& bin, const std::string& data_dir, const std::
       g_server_pid = 0;
       std::ifstream log(log_path);
       std::string all((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-      Die(absl::StrCat("tessera-server exited during startup (status ", status, "): ", all));
+      Die(absl::StrCat("tessera-server exited during startup (",
+                       WIFEXITED(status) ? absl::StrCat("exit status ", WEXITSTATUS(status))
+                                         : absl::StrCat("signal ", WTERMSIG(status)),
+                       "): ", absl::StripAsciiWhitespace(all)));
     }
     if (n < 0 && errno != EINTR) Die(absl::StrCat("reading the server's stdout: ", std::strerror(errno)));
     if (n == 0) ::usleep(20 * 1000);
@@ -301,7 +329,8 @@ struct Options {
   bool keep = false;
   int max_jobs = 2;
   std::vector<int> tenants = {1, 8, 64};
-  int threads = 8, requests = 192, duration_s = 25, max_tokens = 16, flips = 20;
+  int threads = 8, requests = 2000, duration_s = 20, rounds = 2, max_tokens = 16, flips = 20;
+  int swap_load_threads = 0;
   int getjob_requests = 20000, getjob_duration_s = 8, train_steps = 2, setup_timeout_s = 600;
 };
 
@@ -358,12 +387,16 @@ Options ParseFlags(int argc, char** argv) {
       o.requests = num(1);
     } else if (arg == "--duration") {
       o.duration_s = num(1);
+    } else if (arg == "--rounds") {
+      o.rounds = num(1);
     } else if (arg == "--max-tokens") {
       o.max_tokens = num(1);
     } else if (arg == "--flips") {
       o.flips = num(1);
     } else if (arg == "--getjob-requests") {
       o.getjob_requests = num(1);
+    } else if (arg == "--swap-load-threads") {
+      o.swap_load_threads = num(0);
     } else if (arg == "--getjob-duration") {
       o.getjob_duration_s = num(1);
     } else if (arg == "--train-steps") {
@@ -515,6 +548,7 @@ void SetupTenants(const Options& o, const std::string& target, const std::string
 
 struct PhaseResult {
   int tenants = 0;
+  std::vector<double> latencies_ms;
   int64_t requests = 0;
   int64_t tokens = 0;
   double seconds = 0, rps = 0, tok_s = 0, p50 = 0, p99 = 0;
@@ -588,7 +622,21 @@ PhaseResult RunGenerate(const Options& o, const std::string& target, const std::
   r.tok_s = r.tokens / r.seconds;
   r.p50 = Percentile(latencies, 50);
   r.p99 = Percentile(latencies, 99);
+  r.latencies_ms = std::move(latencies);
   return r;
+}
+
+// Folds one round into a tenant count's running total.
+void Accumulate(const PhaseResult& round, PhaseResult* total) {
+  total->tenants = round.tenants;
+  total->requests += round.requests;
+  total->tokens += round.tokens;
+  total->seconds += round.seconds;
+  total->latencies_ms.insert(total->latencies_ms.end(), round.latencies_ms.begin(), round.latencies_ms.end());
+  total->rps = total->requests / total->seconds;
+  total->tok_s = total->tokens / total->seconds;
+  total->p50 = Percentile(total->latencies_ms, 50);
+  total->p99 = Percentile(total->latencies_ms, 99);
 }
 
 struct SwapResult {
@@ -701,11 +749,7 @@ GetJobResult RunGetJob(const Options& o, const std::string& target, const std::v
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa {};
-  sa.sa_handler = OnSignal;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
+  StartSignalThread();
   std::atexit(Cleanup);
 
   Options o = ParseFlags(argc, argv);
@@ -767,17 +811,59 @@ int main(int argc, char** argv) {
   // Warm-up (untimed): one request per tenant, which also checks every tenant serves its version.
   RunGenerate(o, target, tenants, max_tenants, std::max(max_tenants, o.threads), 120);
 
-  std::vector<PhaseResult> phases;
-  for (int n : o.tenants) {
-    RunGenerate(o, target, tenants, n, o.threads, 60);  // re-warm this mix (untimed)
-    phases.push_back(RunGenerate(o, target, tenants, n, o.requests, o.duration_s));
-    const PhaseResult& r = phases.back();
-    std::printf("  generate: %2d tenant(s): %lld requests in %.1f s\n", n, static_cast<long long>(r.requests),
-                r.seconds);
-    std::fflush(stdout);
+  std::vector<PhaseResult> phases(o.tenants.size());
+  for (int round = 0; round < o.rounds; ++round) {
+    for (size_t k = 0; k < o.tenants.size(); ++k) {
+      const int n = o.tenants[k];
+      const int requests = o.requests / o.rounds + (round < o.requests % o.rounds ? 1 : 0);
+      const int cap_s = std::max(1, o.duration_s / o.rounds);
+      RunGenerate(o, target, tenants, n, o.threads, 60);  // re-warm this mix (untimed)
+      PhaseResult r = RunGenerate(o, target, tenants, n, requests, cap_s);
+      std::printf("  generate round %d: %2d tenant(s): %lld requests in %.1f s (%.1f req/s)\n", round + 1, n,
+                  static_cast<long long>(r.requests), r.seconds, r.rps);
+      std::fflush(stdout);
+      Accumulate(r, &phases[k]);
+    }
   }
 
-  SwapResult swap = RunSwaps(o, target, admin_key, tenants[0]);
+  SwapResult swap;
+  {
+    // Optional background Generate load on the other tenants while tenant 0 flips.
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    std::string load_error;
+    std::vector<std::thread> load;
+    for (int w = 0; w < o.swap_load_threads && tenants.size() > 1; ++w) {
+      load.emplace_back([&, w] {
+        auto stub = v1::Inference::NewStub(NewChannel(target));
+        for (size_t i = w; !stop.load(); ++i) {
+          const Tenant& t = tenants[1 + i % (tenants.size() - 1)];
+          v1::GenerateRequest req;
+          req.set_tenant_id(t.id);
+          req.set_prompt(kPrompts[i % 4]);
+          req.set_max_tokens(o.max_tokens);
+          v1::GenerateResponse resp;
+          grpc::ClientContext ctx;
+          Prepare(&ctx, t.key);
+          grpc::Status st = stub->Generate(&ctx, req, &resp);
+          if (!st.ok() || resp.expert_version() != t.live) {
+            std::lock_guard<std::mutex> l(mu);
+            if (load_error.empty()) {
+              load_error = st.ok() ? absl::StrCat("Inference.Generate for ", t.id, " served by version ",
+                                                  resp.expert_version(), ", live is ", t.live)
+                                   : absl::StrCat("Inference.Generate for ", t.id, ": ", StatusText(st));
+            }
+            return;
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.swap_load_threads > 0 ? 500 : 0));
+    swap = RunSwaps(o, target, admin_key, tenants[0]);
+    stop = true;
+    for (auto& t : load) t.join();
+    if (!load_error.empty()) Die("during the flips: " + load_error);
+  }
   GetJobResult getjob = RunGetJob(o, target, tenants);
 
   std::printf("\nGenerate (greedy, max_tokens=%d, %d client threads; request i -> tenant i mod n)\n",
@@ -788,8 +874,10 @@ int main(int argc, char** argv) {
     std::printf("  %-8d %9lld %9.2f %10.2f %10.1f %10.1f %10.1f\n", r.tenants, static_cast<long long>(r.requests),
                 r.seconds, r.rps, r.tok_s, r.p50, r.p99);
   }
-  std::printf("\nPromote -> served (%d flips of %s between version %lld and the base, idle server)\n", o.flips,
-              tenants[0].id.c_str(), static_cast<long long>(swap.trained));
+  std::printf("\nPromote -> served (%d flips of %s between version %lld and the base, %s)\n", o.flips,
+              tenants[0].id.c_str(), static_cast<long long>(swap.trained),
+              o.swap_load_threads > 0 ? absl::StrCat(o.swap_load_threads, " threads generating for other tenants").c_str()
+                                      : "idle server");
   std::printf("  Admin.Promote latency      p50 %8.2f ms   p99 %8.2f ms\n", Percentile(swap.promote_ms, 50),
               Percentile(swap.promote_ms, 99));
   std::printf("  return -> first new-version Generate (max_tokens=1)   p50 %8.2f ms   p99 %8.2f ms\n",
