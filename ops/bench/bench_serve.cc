@@ -89,7 +89,7 @@ Load:
   --requests N             timed Generate requests per tenant count (default 2000)
   --duration S             cap on the timed Generate time per tenant count, seconds (default 20)
   --rounds R               split each tenant count's requests over R interleaved rounds
-                           (1,8,64,1,8,64,...) so drift in machine load hits all counts alike (default 2)
+                           (1,8,64,1,8,64,...) so drift in machine load hits all counts alike (default 4)
   --max-tokens N           Generate max_tokens (default 16; greedy)
   --flips N                promote flips for promote->served (default 20)
   --swap-load-threads N    client threads generating for the other tenants during the flips
@@ -329,7 +329,7 @@ struct Options {
   bool keep = false;
   int max_jobs = 2;
   std::vector<int> tenants = {1, 8, 64};
-  int threads = 8, requests = 2000, duration_s = 20, rounds = 2, max_tokens = 16, flips = 20;
+  int threads = 8, requests = 2000, duration_s = 20, rounds = 4, max_tokens = 16, flips = 20;
   int swap_load_threads = 0;
   int getjob_requests = 20000, getjob_duration_s = 8, train_steps = 2, setup_timeout_s = 600;
 };
