@@ -39,6 +39,7 @@ void TestServer::Start() {
   so.max_concurrent_jobs = options_.max_concurrent_jobs;
   so.work_threads = 24;
   so.run_jobs = options_.training;
+  if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   CoreOptions co;
   co.backbone = "random:tiny";
   co.inference = options_.model;

@@ -24,6 +24,7 @@ struct TestServerOptions {
   absl::Duration job_lease = absl::Seconds(30);
   absl::Duration job_heartbeat = absl::Seconds(1);
   int max_concurrent_jobs = 1;
+  bool metrics = false;  // serve /metrics on 127.0.0.1:0 (see server().metrics_port())
 };
 
 inline TestServerOptions WithModel() {

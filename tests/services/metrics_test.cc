@@ -1,0 +1,96 @@
+// Observability: the Prometheus endpoint over HTTP (per-RPC request counts by code, latency
+// histograms, jobs by state, queue depth), 404 for other paths, and the JobSpec JSON round trip the
+// registry stores.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "services/job_spec.h"
+#include "tests/services/test_server.h"
+
+namespace tessera::services::testing {
+namespace {
+
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+  EXPECT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, n);
+  close(fd);
+  return out;
+}
+
+TEST(MetricsTest, PrometheusEndpointReportsRpcsAndJobs) {
+  TestServerOptions o;
+  o.metrics = true;
+  TestServer server(o);
+  ASSERT_GT(server.server().metrics_port(), 0);
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(4), &ds).ok());
+  v1::CreateJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_training_dataset_id(ds.dataset_id());
+  v1::Job job;
+  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &job).ok());
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id("job_missing");
+  EXPECT_FALSE(server.FineTuning()->GetJob(Ctx(key).get(), g, &job).ok());
+
+  std::string page = HttpGet(server.server().metrics_port(), "/metrics");
+  EXPECT_EQ(page.rfind("HTTP/1.0 200 OK", 0), 0u) << page.substr(0, 100);
+  EXPECT_NE(page.find("text/plain; version=0.0.4"), std::string::npos);
+  for (const std::string& line : {
+           std::string("tessera_rpc_requests_total{method=\"Admin/CreateTenant\",code=\"OK\"} 1"),
+           std::string("tessera_rpc_requests_total{method=\"Datasets/UploadDataset\",code=\"OK\"} 1"),
+           std::string("tessera_rpc_requests_total{method=\"FineTuning/GetJob\",code=\"NOT_FOUND\"} 1"),
+           std::string("tessera_rpc_latency_seconds_count{method=\"FineTuning/CreateJob\"} 1"),
+           std::string("tessera_rpc_latency_seconds_bucket{method=\"FineTuning/CreateJob\",le=\"+Inf\"} 1"),
+           std::string("tessera_jobs{state=\"QUEUED\"} 1"),
+           std::string("tessera_job_queue_depth 1"),
+           std::string("tessera_up 1"),
+           std::string("# TYPE tessera_rpc_latency_seconds histogram"),
+       }) {
+    EXPECT_NE(page.find(line), std::string::npos) << "missing: " << line << "\n" << page;
+  }
+  std::string other = HttpGet(server.server().metrics_port(), "/secret");
+  EXPECT_EQ(other.rfind("HTTP/1.0 404", 0), 0u);
+}
+
+TEST(JobSpecTest, JsonRoundTripAndDefaults) {
+  BackboneInfo b;
+  b.num_layers = 4;
+  b.num_experts = 16;
+  b.max_seq_len = 256;
+  JobRequest r;
+  r.training_dataset_id = "ds_x";
+  r.selection = JobRequest::Selection::kExplicit;
+  r.slots = {{3, 1}, {0, 2}};
+  r.learning_rate = 0.02;
+  absl::StatusOr<JobSpec> s = ValidateAndFill(r, b, /*live_version=*/5);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->base_version, 5);  // default: the live version
+  EXPECT_EQ(s->seq_len, 128);
+  EXPECT_EQ(s->slots.front().layer, 0);  // sorted
+  absl::StatusOr<JobSpec> back = JobSpec::FromJson(s->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), s->ToJson());
+  EXPECT_FALSE(back->auto_select);
+  EXPECT_EQ(back->learning_rate, 0.02);
+  r.seq_len = 512;  // beyond this backbone's context
+  EXPECT_EQ(ValidateAndFill(r, b, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(JobSpec::FromJson("not json").ok());
+}
+
+}  // namespace
+}  // namespace tessera::services::testing
