@@ -52,6 +52,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
@@ -89,7 +90,7 @@ Load:
   --requests N             timed Generate requests per tenant count (default 2000)
   --duration S             cap on the timed Generate time per tenant count, seconds (default 20)
   --rounds R               split each tenant count's requests over R interleaved rounds
-                           (1,8,64,1,8,64,...) so drift in machine load hits all counts alike (default 4)
+                           (1,8,64,1,8,64,...) so drift in machine load hits all counts alike (default 8)
   --max-tokens N           Generate max_tokens (default 16; greedy)
   --flips N                promote flips for promote->served (default 20)
   --swap-load-threads N    client threads generating for the other tenants during the flips
@@ -329,7 +330,7 @@ struct Options {
   bool keep = false;
   int max_jobs = 2;
   std::vector<int> tenants = {1, 8, 64};
-  int threads = 8, requests = 2000, duration_s = 20, rounds = 4, max_tokens = 16, flips = 20;
+  int threads = 8, requests = 2000, duration_s = 20, rounds = 8, max_tokens = 16, flips = 20;
   int swap_load_threads = 0;
   int getjob_requests = 20000, getjob_duration_s = 8, train_steps = 2, setup_timeout_s = 600;
 };
@@ -552,7 +553,24 @@ struct PhaseResult {
   int64_t requests = 0;
   int64_t tokens = 0;
   double seconds = 0, rps = 0, tok_s = 0, p50 = 0, p99 = 0;
+  double server_cpu_s = -1;  // the started server's user+system CPU time over the phase (-1: unknown)
 };
+
+// User+system CPU seconds of the started server so far (-1 when the bench did not start it). On a
+// shared machine this is steadier than wall time: other processes' load changes it much less.
+double ServerCpuSeconds() {
+  pid_t pid = g_server_pid.load();
+  if (pid <= 0) return -1;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::vector<std::string> f = absl::StrSplit(stat.substr(paren + 2), ' ');
+  // After "pid (comm) ": state is field 3, utime field 14, stime field 15 (1-based over the whole line).
+  int64_t utime = 0, stime = 0;
+  if (f.size() < 13 || !absl::SimpleAtoi(f[11], &utime) || !absl::SimpleAtoi(f[12], &stime)) return -1;
+  return static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
+}
 
 const char* kPrompts[] = {"add(12,34)=", "add(7,58)=", "add(40,40)=", "add(3,91)="};
 
@@ -564,6 +582,7 @@ PhaseResult RunGenerate(const Options& o, const std::string& target, const std::
   std::string first_error;
   std::vector<double> latencies;
   std::atomic<int64_t> tokens{0};
+  const double cpu0 = ServerCpuSeconds();
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::seconds(cap_s);
   std::vector<std::thread> workers;
@@ -618,6 +637,7 @@ PhaseResult RunGenerate(const Options& o, const std::string& target, const std::
   r.requests = static_cast<int64_t>(latencies.size());
   r.tokens = tokens.load();
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (double cpu1 = ServerCpuSeconds(); cpu0 >= 0 && cpu1 >= 0) r.server_cpu_s = cpu1 - cpu0;
   r.rps = r.requests / r.seconds;
   r.tok_s = r.tokens / r.seconds;
   r.p50 = Percentile(latencies, 50);
@@ -632,6 +652,7 @@ void Accumulate(const PhaseResult& round, PhaseResult* total) {
   total->requests += round.requests;
   total->tokens += round.tokens;
   total->seconds += round.seconds;
+  total->server_cpu_s = round.server_cpu_s < 0 ? -1 : std::max(0.0, total->server_cpu_s) + round.server_cpu_s;
   total->latencies_ms.insert(total->latencies_ms.end(), round.latencies_ms.begin(), round.latencies_ms.end());
   total->rps = total->requests / total->seconds;
   total->tok_s = total->tokens / total->seconds;
@@ -868,11 +889,13 @@ int main(int argc, char** argv) {
 
   std::printf("\nGenerate (greedy, max_tokens=%d, %d client threads; request i -> tenant i mod n)\n",
               o.max_tokens, o.threads);
-  std::printf("  %-8s %9s %9s %10s %10s %10s %10s\n", "tenants", "requests", "seconds", "req/s", "tok/s",
-              "p50 ms", "p99 ms");
+  std::printf("  %-8s %9s %9s %10s %10s %10s %10s %14s\n", "tenants", "requests", "seconds", "req/s", "tok/s",
+              "p50 ms", "p99 ms", "srv CPU ms/req");
   for (const PhaseResult& r : phases) {
-    std::printf("  %-8d %9lld %9.2f %10.2f %10.1f %10.1f %10.1f\n", r.tenants, static_cast<long long>(r.requests),
-                r.seconds, r.rps, r.tok_s, r.p50, r.p99);
+    std::string cpu = r.server_cpu_s >= 0 && r.requests > 0
+                          ? absl::StrFormat("%.2f", 1000 * r.server_cpu_s / r.requests) : std::string("-");
+    std::printf("  %-8d %9lld %9.2f %10.2f %10.1f %10.1f %10.1f %14s\n", r.tenants,
+                static_cast<long long>(r.requests), r.seconds, r.rps, r.tok_s, r.p50, r.p99, cpu.c_str());
   }
   std::printf("\nPromote -> served (%d flips of %s between version %lld and the base, %s)\n", o.flips,
               tenants[0].id.c_str(), static_cast<long long>(swap.trained),
