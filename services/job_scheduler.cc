@@ -261,7 +261,8 @@ void JobScheduler::RunJob(storage::Job job) {
   if (stopping_.load() && !out.ok()) {
     // Server shutdown interrupted it: expire the lease now so the next start requeues it at once.
     stop_heartbeat();
-    absl::Status s = registry_->Heartbeat(job.job_id, options_.worker_id, absl::ZeroDuration());
+    // (A lease must be positive: one microsecond is already expired when the next server opens.)
+    absl::Status s = registry_->Heartbeat(job.job_id, options_.worker_id, absl::Microseconds(1));
     LogInfo("job interrupted by shutdown; lease released for resumption",
             {{"job_id", job.job_id}, {"release", s.ToString()}});
     return;

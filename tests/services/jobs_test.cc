@@ -323,3 +323,56 @@ TEST(JobsTest, QueuedJobSurvivesRestartAndRunningJobOfDeadWorkerIsRequeued) {
 
 }  // namespace
 }  // namespace tessera::services::testing
+
+namespace tessera::services::testing {
+namespace {
+
+TEST(JobsRestartTest, RunningJobResumesFromItsCheckpointAfterAGracefulRestart) {
+  TestServerOptions o;
+  o.training = true;
+  auto server = std::make_unique<TestServer>(o);
+  std::string key = server->CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server->Upload(key, "acme", "d", AdditionJsonl(32), &ds).ok());
+  v1::CreateJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_training_dataset_id(ds.dataset_id());
+  req.mutable_hyperparameters()->set_max_steps(60);  // checkpoints every 15 steps
+  req.mutable_hyperparameters()->set_batch_size(4);
+  req.mutable_hyperparameters()->set_seq_len(32);
+  req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(2);
+  v1::Job job;
+  ASSERT_TRUE(server->FineTuning()->CreateJob(Ctx(key).get(), req, &job).ok());
+  // Wait until a checkpoint exists, then restart mid-run.
+  absl::Time deadline = absl::Now() + absl::Seconds(120);
+  for (;;) {
+    absl::StatusOr<storage::Job> j = server->registry().GetJob("acme", job.job_id());
+    ASSERT_TRUE(j.ok());
+    ASSERT_NE(j->state, storage::JobState::kSucceeded) << "finished before the restart; make it longer";
+    if (!j->checkpoint.empty() && j->progress.step > 15) break;
+    ASSERT_LT(absl::Now(), deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  server->Restart();
+  grpc::Status st;
+  std::vector<v1::JobEvent> events = WatchAll(*server, key, job.job_id(), &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id(job.job_id());
+  ASSERT_TRUE(server->FineTuning()->GetJob(Ctx(key).get(), g, &job).ok());
+  EXPECT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+  EXPECT_EQ(job.attempts(), 2);
+  EXPECT_EQ(job.progress().step(), 60);
+  bool resumed = false;
+  int64_t first_step_after_resume = 0;
+  for (const v1::JobEvent& e : events) {
+    if (e.log().find("resumed from the checkpoint at step") != std::string::npos) resumed = true;
+    if (resumed && e.has_progress() && first_step_after_resume == 0) first_step_after_resume = e.progress().step();
+  }
+  EXPECT_TRUE(resumed);
+  EXPECT_GT(first_step_after_resume, 15);  // continued, not restarted from step 1
+}
+
+}  // namespace
+}  // namespace tessera::services::testing
