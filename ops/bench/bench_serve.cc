@@ -712,6 +712,7 @@ SwapResult RunSwaps(const Options& o, const std::string& target, const std::stri
 struct GetJobResult {
   int64_t calls = 0;
   double seconds = 0, rps = 0, p50 = 0, p99 = 0;
+  double server_cpu_s = -1;
 };
 
 GetJobResult RunGetJob(const Options& o, const std::string& target, const std::vector<Tenant>& tenants) {
@@ -721,6 +722,7 @@ GetJobResult RunGetJob(const Options& o, const std::string& target, const std::v
   std::vector<double> latencies;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int w = 0; w < o.threads; ++w) channels.push_back(NewChannel(target));
+  const double cpu0 = ServerCpuSeconds();
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::seconds(o.getjob_duration_s);
   std::vector<std::thread> workers;
@@ -760,6 +762,7 @@ GetJobResult RunGetJob(const Options& o, const std::string& target, const std::v
   GetJobResult r;
   r.calls = static_cast<int64_t>(latencies.size());
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (double cpu1 = ServerCpuSeconds(); cpu0 >= 0 && cpu1 >= 0) r.server_cpu_s = cpu1 - cpu0;
   r.rps = r.calls / r.seconds;
   r.p50 = Percentile(latencies, 50);
   r.p99 = Percentile(latencies, 99);
@@ -907,8 +910,12 @@ int main(int argc, char** argv) {
               Percentile(swap.served_ms, 50), Percentile(swap.served_ms, 99));
   std::printf("  stale responses after Promote returned: %lld\n", static_cast<long long>(swap.stale));
   std::printf("\nGetJob (%d client threads over %zu tenants' jobs)\n", o.threads, tenants.size());
-  std::printf("  %lld calls in %.2f s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms\n",
-              static_cast<long long>(getjob.calls), getjob.seconds, getjob.rps, getjob.p50, getjob.p99);
+  std::printf("  %lld calls in %.2f s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms", static_cast<long long>(getjob.calls),
+              getjob.seconds, getjob.rps, getjob.p50, getjob.p99);
+  if (getjob.server_cpu_s >= 0 && getjob.calls > 0) {
+    std::printf(", server CPU %.0f us/call", 1e6 * getjob.server_cpu_s / getjob.calls);
+  }
+  std::printf("\n");
   std::printf("\nTotal %.1f s (setup %.1f s)\n\n", std::chrono::duration<double>(Clock::now() - bench_start).count(),
               setup_s);
 
