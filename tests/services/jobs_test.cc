@@ -376,3 +376,63 @@ TEST(JobsRestartTest, RunningJobResumesFromItsCheckpointAfterAGracefulRestart) {
 
 }  // namespace
 }  // namespace tessera::services::testing
+
+namespace tessera::services::testing {
+namespace {
+
+TEST(JobsCancelTest, CancellingARunningJobStopsItAndFreesTheWorker) {
+  TestServerOptions o;
+  o.training = true;
+  o.job_heartbeat = absl::Milliseconds(200);
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(16), &ds).ok());
+  v1::CreateJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_training_dataset_id(ds.dataset_id());
+  req.mutable_hyperparameters()->set_max_steps(100000);
+  req.mutable_hyperparameters()->set_batch_size(2);
+  req.mutable_hyperparameters()->set_seq_len(16);
+  req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(1);
+  v1::Job long_job;
+  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &long_job).ok());
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (;;) {
+    absl::StatusOr<storage::Job> j = server.registry().GetJob("acme", long_job.job_id());
+    ASSERT_TRUE(j.ok());
+    if (j->progress.step >= 2) break;
+    ASSERT_LT(absl::Now(), deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  v1::CancelJobRequest c;
+  c.set_tenant_id("acme");
+  c.set_job_id(long_job.job_id());
+  v1::Job cancelled;
+  ASSERT_TRUE(server.FineTuning()->CancelJob(Ctx(key).get(), c, &cancelled).ok());
+  EXPECT_EQ(cancelled.state(), v1::CANCELLED);
+
+  // The single worker slot frees up: a short job queued now runs to completion.
+  req.mutable_hyperparameters()->set_max_steps(2);
+  v1::Job short_job;
+  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &short_job).ok());
+  grpc::Status st;
+  std::vector<v1::JobEvent> events = WatchAll(server, key, short_job.job_id(), &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state().state(), v1::SUCCEEDED);
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id(long_job.job_id());
+  v1::Job after;
+  ASSERT_TRUE(server.FineTuning()->GetJob(Ctx(key).get(), g, &after).ok());
+  EXPECT_EQ(after.state(), v1::CANCELLED);
+  EXPECT_FALSE(after.has_result_version());
+  absl::StatusOr<std::vector<storage::ExpertVersion>> versions = server.registry().ListVersions("acme");
+  ASSERT_TRUE(versions.ok());
+  ASSERT_EQ(versions->size(), 1u);  // only the short job's
+  EXPECT_EQ((*versions)[0].job_id, short_job.job_id());
+}
+
+}  // namespace
+}  // namespace tessera::services::testing
