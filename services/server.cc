@@ -119,7 +119,6 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
                         absl::StrCat("opening the registry in ", options.data_dir, ": ", reg.status().message()));
   }
   s->registry_ = *std::move(reg);
-  if (absl::Status st = s->Bootstrap(); !st.ok()) return st;
 
   s->auth_ = std::make_unique<Authenticator>(s->registry_.get());
   s->pool_ = std::make_unique<WorkPool>(options.work_threads);
@@ -197,6 +196,11 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
       return m.status();
     }
     s->metrics_http_ = *std::move(m);
+  }
+  // Last, so a start that fails (bad --device, port in use) does not create a key nobody saw.
+  if (absl::Status st = s->Bootstrap(); !st.ok()) {
+    s->Shutdown();
+    return st;
   }
   if (s->scheduler_) s->scheduler_->Start();
   LogInfo("serving", {{"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},

@@ -1,10 +1,10 @@
 // TesseraServer: one process serving every tessera.v1 service (plus reflection and grpc.health.v1),
 // the job scheduler and the metrics endpoint, over one registry (data_dir).
 //
-// Start() opens (creating) the registry, bootstraps an ADMIN key when the registry has none (written to
-// data_dir/admin.key, mode 0600; the secret is also returned once in bootstrap()), builds the engine and
-// the job runner through the given factories (either may be absent: the server then says so through
-// UNAVAILABLE and GetRuntimeStatus), binds the port and starts serving. Shutdown() stops cleanly: no new
+// Start() opens (creating) the registry, builds the engine and the job runner through the given
+// factories (either may be absent: the server then says so through UNAVAILABLE and GetRuntimeStatus),
+// binds the port, and then bootstraps an ADMIN key when the registry has none (written to
+// data_dir/admin.key, mode 0600; the secret is also returned once in bootstrap()). Shutdown() stops cleanly: no new
 // claims, running jobs interrupted with their leases released for resumption, streams ended, in-flight
 // unary calls finished.
 #pragma once
