@@ -58,6 +58,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       runtime::RuntimeOptions ro;
       ro.overlay_cache_bytes = options.expert_cache_bytes;
       ro.max_batch = options.max_batch;
+      ro.always_collect_routing = true;  // per-tenant expert utilization metrics for every request
       absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), ro);
       if (!e.ok()) return e.status();
       return std::unique_ptr<InferenceEngine>(*std::move(e));

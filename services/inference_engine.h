@@ -72,6 +72,9 @@ struct EngineStatus {
   int64_t pending_requests = 0;  // waiting for a batch slot
   int64_t active_requests = 0;   // in the running batch
   double tokens_generated = 0;   // since start (for tokens/s)
+  int64_t steps = 0;             // batched forward steps run
+  int64_t batched_sequences = 0; // sum over steps of the sequences in each step (/ steps = mean batch)
+  int64_t max_batch_seen = 0;
 };
 
 class InferenceEngine {

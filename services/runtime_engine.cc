@@ -98,6 +98,9 @@ EngineStatus RuntimeEngine::Status() {
   s.pending_requests = rs.pending_requests;
   s.active_requests = rs.active_requests;
   s.tokens_generated = static_cast<double>(rs.tokens_generated);
+  s.steps = rs.steps;
+  s.batched_sequences = rs.batched_sequences;
+  s.max_batch_seen = rs.max_batch_seen;
   return s;
 }
 

@@ -67,6 +67,30 @@ TEST(MetricsTest, PrometheusEndpointReportsRpcsAndJobs) {
   EXPECT_EQ(other.rfind("HTTP/1.0 404", 0), 0u);
 }
 
+TEST(MetricsTest, InferenceReportsTokensBatchesAndExpertUtilizationPerTenant) {
+  TestServerOptions o = WithModel();
+  o.metrics = true;
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  v1::GenerateRequest r;
+  r.set_tenant_id("acme");
+  r.set_prompt("hello");
+  r.set_max_tokens(4);
+  v1::GenerateResponse out;
+  ASSERT_TRUE(server.Inference()->Generate(Ctx(key).get(), r, &out).ok());
+  EXPECT_EQ(out.routing().layers_size(), 0);  // routing only when asked for
+  std::string page = HttpGet(server.server().metrics_port(), "/metrics");
+  for (const std::string& needle : {
+           std::string("tessera_generated_tokens_total{tenant=\"acme\"} ") +
+               std::to_string(out.usage().completion_tokens()),
+           std::string("tessera_expert_routed_tokens_total{tenant=\"acme\",layer=\"0\",expert=\""),
+           std::string("tessera_runtime_steps_total "),
+           std::string("tessera_runtime_max_batch_size 1"),
+       }) {
+    EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;
+  }
+}
+
 TEST(JobSpecTest, JsonRoundTripAndDefaults) {
   BackboneInfo b;
   b.num_layers = 4;
