@@ -9,6 +9,10 @@
 //      Generate response that reports the new expert_version (the contract says the very first request
 //      after the return is served by it, so this is one small Generate; a stale answer is a violation).
 //   3. FineTuning.GetJob calls/s from concurrent clients.
+// Each tenant count's requests are split over interleaved rounds (1,8,64,1,8,64,...) so drift in a
+// shared machine's load hits every count alike. When the bench started the server it also reports the
+// server's CPU time per request (from /proc/<pid>/stat), which other processes' load disturbs far less
+// than wall-clock throughput.
 //
 // Setup is done through the API as a client would: Admin.CreateTenant (each tenant gets its own key),
 // Datasets.UploadDataset of a small JSONL set, FineTuning.CreateJob with explicit slots and a few steps
@@ -409,6 +413,7 @@ Options ParseFlags(int argc, char** argv) {
     }
   }
   if (!o.server.empty() && o.admin_key_file.empty()) Die("--server needs --admin-key-file");
+  o.rounds = std::min(o.rounds, o.requests);  // every round runs at least one request
   return o;
 }
 
