@@ -1,4 +1,5 @@
-// CPU dense and grouped (MoE expert) matmuls, all through OpenBLAS cblas_sgemm (row-major).
+// CPU dense and grouped (MoE expert) matmuls: OpenBLAS cblas_sgemm (row-major), except for few-row
+// products, which go to the direct kernels of cpu_small_gemm.h (see "Small-M path" below).
 //
 // Math:
 //   Matmul:                 c = alpha * op(a) @ op(b) + beta * c   (beta == 0: c's contents ignored)
@@ -22,6 +23,14 @@
 // openblas_set_num_threads is never called (it is process-global and would change every other
 // caller's gemms). Weight-grad groups that share a weight_grad tensor run serially (they accumulate
 // into the same memory).
+//
+// Small-M path. sgemm packs both operands before computing; with 1-8 rows of A that packing of B
+// (sgemm_incopy, ~26% of decode time) and the per-call setup cost more than the product itself.
+// Matmul with !trans_a and m <= kSmallM, and grouped forward / input-grad groups with rows <= kSmallM,
+// use the direct kernels instead (no packing, B streamed once per 4 rows). Work is split into
+// (group, column range) items run with ParallelFor, so many tiny groups (multi-tenant batches: one
+// group per (slot, overlay)) share the threads, and one big few-row product (LM head, decode) is split
+// over its columns. Thresholds measured with ops/bench/bench_small_gemm (see its header).
 #include <cblas.h>
 
 #include <algorithm>
@@ -30,6 +39,8 @@
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
+#include "core/backend/cpu/cpu_kernels.h"
+#include "core/backend/cpu/cpu_small_gemm.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 
@@ -37,6 +48,47 @@ namespace tessera::cpu {
 namespace {
 
 constexpr double kSmallGemmMnk = 65536.0 * 4;
+// Largest row count (of op(a), or of a group) that takes the direct kernels.
+constexpr int64_t kSmallM = 8;
+// Multiply-adds per ParallelFor chunk of direct-kernel work: below ~this a thread hand-off costs more
+// than it saves.
+constexpr int64_t kDirectChunkMacs = 1 << 16;
+// Column blocks handed to threads are multiples of these (whole kernel tiles: NT tiles are 8/6/4/3
+// outputs wide, NN tiles 64/48/32/24 columns).
+constexpr int64_t kAlignNT = 24;
+constexpr int64_t kAlignNN = 64;
+
+// One unit of direct-kernel work: columns [j0, j1) of rows [row_begin, row_begin + rows).
+struct DirectItem {
+  int64_t row_begin, rows, j0, j1;
+  const float* b;  // the group's weight
+};
+
+// Appends items covering a rows x n product (inner dim k) whose columns may be split.
+void AddDirectItems(int64_t row_begin, int64_t rows, int64_t n, int64_t k, int64_t align, const float* b,
+                    std::vector<DirectItem>& items) {
+  const int64_t per_col = std::max<int64_t>(1, rows * k);
+  int64_t cols = std::max<int64_t>(align, kDirectChunkMacs / per_col);
+  cols = (cols + align - 1) / align * align;
+  for (int64_t j = 0; j < n; j += cols) items.push_back({row_begin, rows, j, std::min(n, j + cols), b});
+}
+
+// Runs run(item) over all items, in parallel when there is more than one chunk of work.
+template <typename Run>
+void RunDirectItems(const std::vector<DirectItem>& items, int64_t k, Run run) {
+  if (items.empty()) return;
+  int64_t macs = 0;
+  for (const DirectItem& it : items) macs += it.rows * (it.j1 - it.j0) * k;
+  const int64_t avg = std::max<int64_t>(1, macs / static_cast<int64_t>(items.size()));
+  const int64_t grain = std::max<int64_t>(1, kDirectChunkMacs / avg);
+  if (static_cast<int64_t>(items.size()) <= grain) {
+    for (const DirectItem& it : items) run(it);
+    return;
+  }
+  ParallelFor(static_cast<int64_t>(items.size()), grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) run(items[i]);
+  });
+}
 
 absl::Status CheckGroups(absl::string_view op, absl::Span<const GemmGroup> groups, int64_t n_rows,
                          int64_t out_features, int64_t in_features, bool need_grad_ptr) {
@@ -122,6 +174,21 @@ absl::Status CpuBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, 
     for (int64_t i = 0; i < m * n; ++i) pc[i] = beta == 0.0f ? 0.0f : beta * pc[i];
     return absl::OkStatus();
   }
+  if (!trans_a && m <= kSmallM) {
+    const float* pa = a.data<float>();
+    const float* pb = b.data<float>();
+    const int64_t ldb = b.dim(1);
+    std::vector<DirectItem> items;
+    AddDirectItems(0, m, n, k, trans_b ? kAlignNT : kAlignNN, pb, items);
+    RunDirectItems(items, k, [&](const DirectItem& it) {
+      if (trans_b) {
+        SmallGemmNT(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0 * ldb, ldb, beta, pc + it.j0, n);
+      } else {
+        SmallGemmNN(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0, ldb, beta, pc + it.j0, n);
+      }
+    });
+    return absl::OkStatus();
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha,
               a.data<float>(), static_cast<blasint>(a.dim(1)), b.data<float>(),
@@ -145,7 +212,18 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
   if (out == 0) return absl::OkStatus();
   const float* px = x.data<float>();
   float* py = y.data<float>();
-  RunGroups(groups, static_cast<double>(in) * out, true, [](const GemmGroup&) { return true; },
+  std::vector<DirectItem> items;
+  for (const GemmGroup& g : groups) {
+    if (g.rows > 0 && g.rows <= kSmallM) {
+      AddDirectItems(g.row_begin, g.rows, out, in, kAlignNT, g.weight->data<float>(), items);
+    }
+  }
+  RunDirectItems(items, in, [&](const DirectItem& it) {
+    SmallGemmNT(it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in, in, it.b + it.j0 * in, in, 0.0f,
+                py + it.row_begin * out + it.j0, out);
+  });
+  RunGroups(groups, static_cast<double>(in) * out, true,
+            [](const GemmGroup& g) { return g.rows > kSmallM; },
             [&](const GemmGroup& g) {
               cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(g.rows),
                           static_cast<blasint>(out), static_cast<blasint>(in), 1.0f, px + g.row_begin * in,
@@ -172,7 +250,18 @@ absl::Status CpuBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<con
   }
   const float* pdy = dy.data<float>();
   float* pdx = dx.data<float>();
-  RunGroups(groups, static_cast<double>(in) * out, true, [](const GemmGroup&) { return true; },
+  std::vector<DirectItem> items;
+  for (const GemmGroup& g : groups) {
+    if (g.rows > 0 && g.rows <= kSmallM) {
+      AddDirectItems(g.row_begin, g.rows, in, out, kAlignNN, g.weight->data<float>(), items);
+    }
+  }
+  RunDirectItems(items, out, [&](const DirectItem& it) {
+    SmallGemmNN(it.rows, it.j1 - it.j0, out, 1.0f, pdy + it.row_begin * out, out, it.b + it.j0, in, 0.0f,
+                pdx + it.row_begin * in + it.j0, in);
+  });
+  RunGroups(groups, static_cast<double>(in) * out, true,
+            [](const GemmGroup& g) { return g.rows > kSmallM; },
             [&](const GemmGroup& g) {
               cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(g.rows),
                           static_cast<blasint>(in), static_cast<blasint>(out), 1.0f, pdy + g.row_begin * out,

@@ -4,6 +4,7 @@ set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_check.cc
   cpu/cpu_elementwise.cc
   cpu/cpu_matmul.cc
+  cpu/cpu_small_gemm.cc
   cpu/cpu_rows.cc
   cpu/cpu_norm_rope.cc
   cpu/cpu_attention.cc

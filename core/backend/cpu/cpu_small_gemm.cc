@@ -1,0 +1,200 @@
+// Direct small-M GEMM kernels (see cpu_small_gemm.h for the math and the beta contract).
+//
+// Tiling. NT: a tile of R rows of a times O rows of b keeps R*O 8-lane accumulators (R*O + 2 <= 16
+// ymm registers) and reads each b row once per R-row block; one horizontal sum per output at the end.
+// NN: a tile of R rows of c times 8*V columns keeps R*V accumulators; for each k it broadcasts a[r,k]
+// and streams row k of b (contiguous), so b is read once per R-row block. Tiles are chosen so that
+// every tile has >= 8 independent FMA chains where the shape allows (FMA latency 4, 2 per cycle).
+#include "core/backend/cpu/cpu_small_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "core/backend/cpu/cpu_kernels.h"
+
+namespace tessera::cpu {
+namespace {
+
+inline float Finish(float acc, float alpha, float beta, const float* c) {
+  return beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
+}
+
+// ---- Portable fallback ------------------------------------------------------------------------------
+
+void NtPortable(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                int64_t ldb, float beta, float* c, int64_t ldc) {
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      float* cj = c + r * ldc + j;
+      *cj = Finish(Dot(a + r * lda, b + j * ldb, k), alpha, beta, cj);
+    }
+  }
+}
+
+void NnPortable(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                int64_t ldb, float beta, float* c, int64_t ldc) {
+  for (int64_t r = 0; r < m; ++r) {
+    float* cr = c + r * ldc;
+    if (beta == 0.0f) {
+      std::fill_n(cr, n, 0.0f);
+    } else if (beta != 1.0f) {
+      for (int64_t j = 0; j < n; ++j) cr[j] *= beta;
+    }
+    for (int64_t p = 0; p < k; ++p) AxpyRow(alpha * a[r * lda + p], b + p * ldb, cr, n);
+  }
+}
+
+// ---- AVX2 + FMA -------------------------------------------------------------------------------------
+
+#define TESSERA_AVX2 __attribute__((target("avx2,fma")))
+
+TESSERA_AVX2 inline float HSum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  return _mm_cvtss_f32(_mm_add_ss(s, sh));
+}
+
+// c[0:R, 0:O] from rows a[0:R] and b[0:O].
+template <int R, int O>
+TESSERA_AVX2 inline void NtTile(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                                int64_t ldb, float beta, float* c, int64_t ldc) {
+  __m256 acc[R][O];
+  for (int r = 0; r < R; ++r) {
+    for (int o = 0; o < O; ++o) acc[r][o] = _mm256_setzero_ps();
+  }
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_loadu_ps(a + r * lda + p);
+      for (int o = 0; o < O; ++o) {
+        acc[r][o] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + o * ldb + p), acc[r][o]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int o = 0; o < O; ++o) {
+      float s = HSum(acc[r][o]);
+      for (int64_t q = p; q < k; ++q) s += a[r * lda + q] * b[o * ldb + q];
+      float* cj = c + r * ldc + o;
+      *cj = Finish(s, alpha, beta, cj);
+    }
+  }
+}
+
+template <int R, int O>
+TESSERA_AVX2 void NtRows(int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                         int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + O <= n; j += O) NtTile<R, O>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+  for (; j < n; ++j) NtTile<R, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+}
+
+TESSERA_AVX2 void NtAvx2(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                         const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) NtRows<4, 3>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
+  switch (m - r) {
+    case 3: NtRows<3, 4>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    case 2: NtRows<2, 6>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    case 1: NtRows<1, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    default: break;
+  }
+}
+
+// c[0:R, 0:8V] over all k.
+template <int R, int V>
+TESSERA_AVX2 inline void NnTile(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                                int64_t ldb, float beta, float* c, int64_t ldc) {
+  __m256 acc[R][V];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
+  for (int64_t p = 0; p < k; ++p) {
+    const float* bp = b + p * ldb;
+    for (int r = 0; r < R; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r * lda + p);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8 * v), acc[r][v]);
+    }
+  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) {
+      float* cv = c + r * ldc + 8 * v;
+      __m256 out = _mm256_mul_ps(va, acc[r][v]);
+      if (beta != 0.0f) out = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cv), out);
+      _mm256_storeu_ps(cv, out);
+    }
+  }
+}
+
+// Fewer than 8 trailing columns: plain loops (each c element accumulates over k).
+template <int R>
+TESSERA_AVX2 void NnTail(int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                         int64_t ldb, float beta, float* c, int64_t ldc) {
+  for (int r = 0; r < R; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      float s = 0.0f;
+      for (int64_t p = 0; p < k; ++p) s += a[r * lda + p] * b[p * ldb + j];
+      float* cj = c + r * ldc + j;
+      *cj = Finish(s, alpha, beta, cj);
+    }
+  }
+}
+
+template <int R, int V>
+TESSERA_AVX2 void NnRows(int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                         int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 8 * V <= n; j += 8 * V) NnTile<R, V>(k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+  for (; j + 8 <= n; j += 8) NnTile<R, 1>(k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+  if (j < n) NnTail<R>(n - j, k, alpha, a, lda, b + j, ldb, beta, c + j, ldc);
+}
+
+TESSERA_AVX2 void NnAvx2(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                         const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) NnRows<4, 3>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
+  switch (m - r) {
+    case 3: NnRows<3, 4>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    case 2: NnRows<2, 6>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    case 1: NnRows<1, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    default: break;
+  }
+}
+
+#undef TESSERA_AVX2
+
+bool DetectAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+}  // namespace
+
+bool SmallGemmVectorized() {
+  static const bool has = DetectAvx2();
+  return has;
+}
+
+void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                 int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (SmallGemmVectorized()) {
+    NtAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    NtPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                 int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (SmallGemmVectorized()) {
+    NnAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    NnPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+}  // namespace tessera::cpu

@@ -1,0 +1,26 @@
+// Direct (pack-free) single-threaded GEMM kernels for matrices with few rows: decode steps and MoE
+// expert groups of 1-8 tokens, where OpenBLAS's packing and per-call overhead dominate the useful work.
+//
+// Math (row-major; lda/ldb/ldc are row strides in floats):
+//   SmallGemmNT: c[m,n] = alpha * a[m,k] @ b[n,k]^T + beta * c   (b in nn.Linear layout [out,in]:
+//                each output is a contiguous dot product of a row of a and a row of b)
+//   SmallGemmNN: c[m,n] = alpha * a[m,k] @ b[k,n]   + beta * c   (axpy-style: rows of b are streamed
+//                once and accumulated into register tiles of c)
+// BLAS beta semantics: beta == 0 means c is write-only (its prior contents, even NaN, are ignored).
+// Register-tiled AVX2+FMA code is chosen at run time when the CPU has it (the build sets no -march);
+// otherwise a portable loop is used. Callers parallelize by splitting columns (pass b/c offset by j0).
+#pragma once
+
+#include <cstdint>
+
+namespace tessera::cpu {
+
+void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// Whether the vectorized (AVX2+FMA) kernels are in use on this CPU.
+bool SmallGemmVectorized();
+
+}  // namespace tessera::cpu
