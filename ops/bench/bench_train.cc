@@ -12,6 +12,9 @@
 // this bench creates under the build directory (pip install torch transformers) when none has torch.
 //
 //   bench_train [--threads N] [--batch B] [--seq S] [--steps N] [--configs tiny,small] [--python P]
+//               [--no-peer]
+// Memory note: the peer's 'small' run holds fused expert gradients and AdamW state for every layer with
+// a trainable slot (~15 GB RSS observed); run it on a machine with room for that.
 // Last line (small config):
 //   tessera_tok_s=<x> torch_tok_s=<x> speedup=<x> tessera_rss_mb=<x> torch_rss_mb=<x>
 #include <sys/resource.h>
@@ -110,7 +113,10 @@ std::string RunAndFind(const std::string& cmd, const std::string& prefix) {
   char buf[4096];
   while (std::fgets(buf, sizeof(buf), p) != nullptr) {
     std::string line(buf);
-    if (line.rfind(prefix, 0) == 0 || line.rfind("#", 0) == 0) std::printf("  %s", line.c_str());
+    if (line.rfind(prefix, 0) == 0 || line.rfind("#", 0) == 0) {
+      std::printf("  %s", line.c_str());
+      std::fflush(stdout);
+    }
     if (line.rfind(prefix, 0) == 0) found = line;
   }
   pclose(p);
@@ -158,6 +164,7 @@ std::string FindPython(const std::string& given) {
 int main(int argc, char** argv) {
   int64_t threads = 2, batch = 4, seq = 128, steps = 3;
   std::string configs = "tiny,small", python;
+  bool no_peer = false;
   if (argc > 1 && std::string(argv[1]) == "--child") {
     if (argc != 7) return 2;
     int64_t b = 0, s = 0, n = 0;
@@ -176,13 +183,14 @@ int main(int argc, char** argv) {
     else if (a == "--steps") ok = absl::SimpleAtoi(v, &steps);
     else if (a == "--configs") configs = v;
     else if (a == "--python") python = v;
+    else if (a == "--no-peer") { no_peer = true; --i; }
     else ok = false;
     if (!ok) {
       std::fprintf(stderr, "bench_train: bad argument %s\n", a.c_str());
       return 2;
     }
   }
-  python = FindPython(python);
+  if (!no_peer) python = FindPython(python);
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   const std::string peer = std::string(TESSERA_SOURCE_DIR) + "/ops/bench/torch_train_peer.py";
   const std::string env = absl::StrCat("TESSERA_NUM_THREADS=", threads, " OPENBLAS_NUM_THREADS=", threads,
@@ -221,8 +229,9 @@ int main(int argc, char** argv) {
     const int64_t total = c.num_layers * c.num_experts;
     const auto slots = RandomSlots(c, std::max<int64_t>(1, (total + 5) / 10), 2026);
     const std::string slot_list = SlotListString(slots);
-    std::printf("[%s] %lld parameters, %zu/%lld expert slots trainable\n", name.c_str(),
-                static_cast<long long>(c.NumParameters()), slots.size(), static_cast<long long>(total));
+    std::printf("[%s] %lld parameters, %zu/%lld expert slots trainable: %s\n", name.c_str(),
+                static_cast<long long>(c.NumParameters()), slots.size(), static_cast<long long>(total),
+                slot_list.c_str());
     std::fflush(stdout);
     const std::string t_line = RunAndFind(
         absl::StrCat(env, self, " --child ", dir, " ", slot_list, " ", batch, " ", seq, " ", steps), "tessera ");
