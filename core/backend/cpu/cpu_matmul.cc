@@ -24,13 +24,17 @@
 // caller's gemms). Weight-grad groups that share a weight_grad tensor run serially (they accumulate
 // into the same memory).
 //
-// Small-M path. sgemm packs both operands before computing; with 1-8 rows of A that packing of B
-// (sgemm_incopy, ~26% of decode time) and the per-call setup cost more than the product itself.
-// Matmul with !trans_a and m <= kSmallM, and grouped forward / input-grad groups with rows <= kSmallM,
-// use the direct kernels instead (no packing, B streamed once per 4 rows). Work is split into
-// (group, column range) items run with ParallelFor, so many tiny groups (multi-tenant batches: one
-// group per (slot, overlay)) share the threads, and one big few-row product (LM head, decode) is split
-// over its columns. Thresholds measured with ops/bench/bench_small_gemm (see its header).
+// Small-M path. Above m*n*k = 262144 OpenBLAS packs B (sgemm_incopy, ~26% of decode time) and hands
+// the gemm to its threads; with 1-8 rows of A that costs far more than the product itself (small
+// config, bench_small_gemm: y = x W^T 1024x1024 at m=1..8: 920-940 us sgemm vs 75-180 us direct;
+// LM head 32000x1024 at m=1: 55 ms vs 10 ms; 8 expert groups of 1-3 rows, 512x1024: 4.9 ms vs 0.7 ms).
+// So products with few rows that OpenBLAS would thread use the direct kernels (no packing, B streamed
+// once per 4 rows of A), split into (group, column range) items run with ParallelFor: a big few-row
+// product (LM head) is split over its columns, many small groups share the threads. Below that size
+// OpenBLAS runs single-threaded through its small-matrix kernels, which measured as fast as or faster
+// than the direct kernels (builtin:tiny shapes, 192x96 at 1-3 rows: ~0.7-1 us per call either way),
+// so those stay on sgemm. The dx = dy W (NN) direct kernel streams B rows with a stride; it wins only
+// up to 4 rows and a moderate inner dim (at m=4, k=32000 it lost 0.75x), hence its tighter limits.
 #include <cblas.h>
 
 #include <algorithm>
@@ -48,8 +52,18 @@ namespace tessera::cpu {
 namespace {
 
 constexpr double kSmallGemmMnk = 65536.0 * 4;
-// Largest row count (of op(a), or of a group) that takes the direct kernels.
+// Largest row count (of op(a), or of a group) that takes the direct kernels: NT (y = x W^T) and NN.
 constexpr int64_t kSmallM = 8;
+constexpr int64_t kSmallMNN = 4;
+constexpr int64_t kMaxInnerNN = 4096;
+
+// Whether an m x n x k product goes to the direct kernels (see the file comment).
+bool UseDirectNT(int64_t m, int64_t n, int64_t k) {
+  return m <= kSmallM && static_cast<double>(m) * n * k > kSmallGemmMnk;
+}
+bool UseDirectNN(int64_t m, int64_t n, int64_t k) {
+  return m <= kSmallMNN && k <= kMaxInnerNN && static_cast<double>(m) * n * k > kSmallGemmMnk;
+}
 // Multiply-adds per ParallelFor chunk of direct-kernel work: below ~this a thread hand-off costs more
 // than it saves.
 constexpr int64_t kDirectChunkMacs = 1 << 16;
@@ -174,7 +188,7 @@ absl::Status CpuBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, 
     for (int64_t i = 0; i < m * n; ++i) pc[i] = beta == 0.0f ? 0.0f : beta * pc[i];
     return absl::OkStatus();
   }
-  if (!trans_a && m <= kSmallM) {
+  if (!trans_a && (trans_b ? UseDirectNT(m, n, k) : UseDirectNN(m, n, k))) {
     const float* pa = a.data<float>();
     const float* pb = b.data<float>();
     const int64_t ldb = b.dim(1);
@@ -214,7 +228,7 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
   float* py = y.data<float>();
   std::vector<DirectItem> items;
   for (const GemmGroup& g : groups) {
-    if (g.rows > 0 && g.rows <= kSmallM) {
+    if (g.rows > 0 && UseDirectNT(g.rows, out, in)) {
       AddDirectItems(g.row_begin, g.rows, out, in, kAlignNT, g.weight->data<float>(), items);
     }
   }
@@ -223,7 +237,7 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
                 py + it.row_begin * out + it.j0, out);
   });
   RunGroups(groups, static_cast<double>(in) * out, true,
-            [](const GemmGroup& g) { return g.rows > kSmallM; },
+            [&](const GemmGroup& g) { return !UseDirectNT(g.rows, out, in); },
             [&](const GemmGroup& g) {
               cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(g.rows),
                           static_cast<blasint>(out), static_cast<blasint>(in), 1.0f, px + g.row_begin * in,
@@ -252,7 +266,7 @@ absl::Status CpuBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<con
   float* pdx = dx.data<float>();
   std::vector<DirectItem> items;
   for (const GemmGroup& g : groups) {
-    if (g.rows > 0 && g.rows <= kSmallM) {
+    if (g.rows > 0 && UseDirectNN(g.rows, in, out)) {
       AddDirectItems(g.row_begin, g.rows, in, out, kAlignNN, g.weight->data<float>(), items);
     }
   }
@@ -261,7 +275,7 @@ absl::Status CpuBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<con
                 pdx + it.row_begin * in + it.j0, in);
   });
   RunGroups(groups, static_cast<double>(in) * out, true,
-            [](const GemmGroup& g) { return g.rows > kSmallM; },
+            [&](const GemmGroup& g) { return !UseDirectNN(g.rows, in, out); },
             [&](const GemmGroup& g) {
               cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(g.rows),
                           static_cast<blasint>(in), static_cast<blasint>(out), 1.0f, pdy + g.row_begin * out,

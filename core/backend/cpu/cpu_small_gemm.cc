@@ -167,21 +167,104 @@ TESSERA_AVX2 void NnAvx2(int64_t m, int64_t n, int64_t k, float alpha, const flo
 
 #undef TESSERA_AVX2
 
-bool DetectAvx2() {
+// ---- AVX-512 (NT only: the forward/decode path; 16 lanes halve the FMAs of small, cache-resident
+// products, and the k tail is a masked load instead of a scalar loop) ------------------------------
+
+#define TESSERA_AVX512 __attribute__((target("avx512f,fma")))
+// GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* placeholders.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+TESSERA_AVX512 inline float HSum512(__m512 v) {
+  const __m512 t = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m256 s8 = _mm512_castps512_ps256(t);
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, s);
+  return _mm_cvtss_f32(_mm_add_ss(s, sh));
+}
+
+// c[0:R, 0:O]; a rows are loaded once per k step and reused for all O rows of b.
+template <int R, int O>
+TESSERA_AVX512 inline void NtTile512(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                                     int64_t ldb, float beta, float* c, int64_t ldc) {
+  __m512 acc[R][O];
+  for (int r = 0; r < R; ++r) {
+    for (int o = 0; o < O; ++o) acc[r][o] = _mm512_setzero_ps();
+  }
+  int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    __m512 av[R];
+    for (int r = 0; r < R; ++r) av[r] = _mm512_loadu_ps(a + r * lda + p);
+    for (int o = 0; o < O; ++o) {
+      const __m512 bv = _mm512_loadu_ps(b + o * ldb + p);
+      for (int r = 0; r < R; ++r) acc[r][o] = _mm512_fmadd_ps(av[r], bv, acc[r][o]);
+    }
+  }
+  if (p < k) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (k - p)) - 1u);
+    __m512 av[R];
+    for (int r = 0; r < R; ++r) av[r] = _mm512_maskz_loadu_ps(mask, a + r * lda + p);
+    for (int o = 0; o < O; ++o) {
+      const __m512 bv = _mm512_maskz_loadu_ps(mask, b + o * ldb + p);
+      for (int r = 0; r < R; ++r) acc[r][o] = _mm512_fmadd_ps(av[r], bv, acc[r][o]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int o = 0; o < O; ++o) {
+      float* cj = c + r * ldc + o;
+      *cj = Finish(HSum512(acc[r][o]), alpha, beta, cj);
+    }
+  }
+}
+
+template <int R, int O>
+TESSERA_AVX512 void NtRows512(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                              const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + O <= n; j += O) NtTile512<R, O>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+  for (; j < n; ++j) NtTile512<R, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+}
+
+TESSERA_AVX512 void NtAvx512(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) NtRows512<4, 6>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
+  switch (m - r) {
+    case 3: NtRows512<3, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    case 2: NtRows512<2, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    case 1: NtRows512<1, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
+    default: break;
+  }
+}
+
+#pragma GCC diagnostic pop
+#undef TESSERA_AVX512
+
+enum class Isa { kPortable, kAvx2, kAvx512 };
+
+Isa DetectIsa() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::kPortable;
+  return __builtin_cpu_supports("avx512f") ? Isa::kAvx512 : Isa::kAvx2;
+}
+
+Isa CpuIsa() {
+  static const Isa isa = DetectIsa();
+  return isa;
 }
 
 }  // namespace
 
-bool SmallGemmVectorized() {
-  static const bool has = DetectAvx2();
-  return has;
-}
+bool SmallGemmVectorized() { return CpuIsa() != Isa::kPortable; }
 
 void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                  int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (SmallGemmVectorized()) {
+  if (CpuIsa() == Isa::kAvx512) {
+    NtAvx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else if (CpuIsa() == Isa::kAvx2) {
     NtAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   } else {
     NtPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

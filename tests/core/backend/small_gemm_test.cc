@@ -18,8 +18,9 @@ double Tol(int64_t k) { return 1e-6 * static_cast<double>(k) + 1e-6; }
 
 TEST_P(SmallGemmTest, MatmulFewRowsAllTransBAlphaBeta) {
   struct Shape { int64_t n, k; };
-  // Odd n and k exercise every tile tail; (1000, 300) is large enough to be split over threads.
-  for (Shape s : {Shape{1, 1}, Shape{7, 5}, Shape{29, 37}, Shape{131, 203}, Shape{1000, 300}}) {
+  // Odd n and k exercise every tile tail. The CPU backend sends products of up to 8 rows (4 without
+  // trans_b) with m*n*k > 262144 to its direct kernels: the last two shapes, split over threads.
+  for (Shape s : {Shape{1, 1}, Shape{7, 5}, Shape{29, 37}, Shape{1001, 301}, Shape{263, 1037}}) {
     for (int64_t m = 1; m <= 9; ++m) {
       for (int tb = 0; tb < 2; ++tb) {
         for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}}) {
@@ -75,7 +76,9 @@ std::vector<GroupedCase> GroupedCases() {
   std::vector<int64_t> many;
   for (int i = 0; i < 40; ++i) many.push_back(1 + (i * 7) % 8);
   std::vector<int64_t> mixed = {3, 0, 20, 1, 2, 8, 9, 5};
-  return {{37, 29, many}, {192, 96, many}, {301, 517, mixed}, {5, 3, {1, 2, 3, 4}}};
+  // 613 x 517 > 262144 per row: the CPU backend's direct kernels (next to sgemm for the 9/20-row ones).
+  return {{37, 29, many}, {192, 96, many}, {613, 517, {1, 2, 3, 1, 8, 4, 5, 6, 7, 2, 3, 1}},
+          {613, 517, mixed}, {5, 3, {1, 2, 3, 4}}};
 }
 
 TEST_P(SmallGemmTest, GroupedMatmulSmallGroups) {
