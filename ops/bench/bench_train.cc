@@ -175,7 +175,12 @@ int main(int argc, char** argv) {
     return Child(argv[2], argv[3], b, s, n);
   }
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i], v = i + 1 < argc ? argv[++i] : "";
+    std::string a = argv[i];
+    if (a == "--no-peer") {
+      no_peer = true;
+      continue;
+    }
+    std::string v = i + 1 < argc ? argv[++i] : "";
     bool ok = true;
     if (a == "--threads") ok = absl::SimpleAtoi(v, &threads);
     else if (a == "--batch") ok = absl::SimpleAtoi(v, &batch);
@@ -183,7 +188,6 @@ int main(int argc, char** argv) {
     else if (a == "--steps") ok = absl::SimpleAtoi(v, &steps);
     else if (a == "--configs") configs = v;
     else if (a == "--python") python = v;
-    else if (a == "--no-peer") { no_peer = true; --i; }
     else ok = false;
     if (!ok) {
       std::fprintf(stderr, "bench_train: bad argument %s\n", a.c_str());
