@@ -66,7 +66,7 @@ bool UseDirectNN(int64_t m, int64_t n, int64_t k) {
 }
 // Multiply-adds per ParallelFor chunk of direct-kernel work: below ~this a thread hand-off costs more
 // than it saves.
-constexpr int64_t kDirectChunkMacs = 1 << 16;
+constexpr int64_t kDirectChunkMacs = 1 << 19;
 // Column blocks handed to threads are multiples of these (whole kernel tiles: NT tiles are 8/6/4/3
 // outputs wide, NN tiles 64/48/32/24 columns).
 constexpr int64_t kAlignNT = 24;
