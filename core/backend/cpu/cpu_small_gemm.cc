@@ -279,41 +279,49 @@ TESSERA_AVX512 void NtAvx512(int64_t m, int64_t n, int64_t k, float alpha, const
 #pragma GCC diagnostic pop
 #undef TESSERA_AVX512
 
-enum class Isa { kPortable, kAvx2, kAvx512 };
-
-Isa DetectIsa() {
+SmallGemmIsa DetectIsa() {
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::kPortable;
-  return __builtin_cpu_supports("avx512f") ? Isa::kAvx512 : Isa::kAvx2;
-}
-
-Isa CpuIsa() {
-  static const Isa isa = DetectIsa();
-  return isa;
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return SmallGemmIsa::kPortable;
+  return __builtin_cpu_supports("avx512f") ? SmallGemmIsa::kAvx512 : SmallGemmIsa::kAvx2;
 }
 
 }  // namespace
 
-bool SmallGemmVectorized() { return CpuIsa() != Isa::kPortable; }
+SmallGemmIsa SmallGemmBestIsa() {
+  static const SmallGemmIsa isa = DetectIsa();
+  return isa;
+}
+
+bool SmallGemmSupports(SmallGemmIsa isa) {
+  return static_cast<int>(isa) <= static_cast<int>(SmallGemmBestIsa());
+}
+
+void SmallGemmNTWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  switch (isa) {
+    case SmallGemmIsa::kAvx512: NtAvx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+    case SmallGemmIsa::kAvx2: NtAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+    case SmallGemmIsa::kPortable: NtPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+  }
+}
+
+void SmallGemmNNWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (isa == SmallGemmIsa::kPortable) {
+    NnPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    NnAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
 
 void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                  int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (CpuIsa() == Isa::kAvx512) {
-    NtAvx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else if (CpuIsa() == Isa::kAvx2) {
-    NtAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else {
-    NtPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
+  SmallGemmNTWithIsa(SmallGemmBestIsa(), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                  int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (SmallGemmVectorized()) {
-    NnAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else {
-    NnPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
+  SmallGemmNNWithIsa(SmallGemmBestIsa(), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace tessera::cpu

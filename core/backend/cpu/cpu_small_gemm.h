@@ -20,7 +20,17 @@ void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, i
 void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// Whether the vectorized (AVX2+FMA) kernels are in use on this CPU.
-bool SmallGemmVectorized();
+// Instruction sets of the kernels. The CPU's best one is picked once at first use; NN has no
+// AVX-512 variant (it uses AVX2 there).
+enum class SmallGemmIsa { kPortable, kAvx2, kAvx512 };
+SmallGemmIsa SmallGemmBestIsa();
+bool SmallGemmSupports(SmallGemmIsa isa);
+
+// The same products with the kernels of `isa` (which this CPU must support): lets tests check every
+// variant the machine can run, not just the one dispatch picks.
+void SmallGemmNTWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void SmallGemmNNWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 }  // namespace tessera::cpu

@@ -3,9 +3,12 @@
 // the grouped expert matmuls with many groups of 1..8 rows next to large groups, at odd dimensions
 // (kernel tails) and at sizes that split columns across threads, against double reference loops.
 // Runs on every available backend (the contract is the backend's, whichever path serves it).
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
+#include "core/backend/cpu/cpu_small_gemm.h"
 #include "tests/core/backend/backend_test_util.h"
 
 namespace tessera::testing {
@@ -164,6 +167,58 @@ TEST_P(SmallGemmTest, GroupedMatmulWeightGradSmallGroups) {
       }
       ExpectClose(Down(gt[gi]), want, Tol(g.rows) + 1e-6, 1e-5,
                   "GroupedMatmulWeightGrad group " + std::to_string(gi));
+    }
+  }
+}
+
+// Every kernel variant this CPU can run (portable, AVX2, AVX-512), called directly: the backend only
+// reaches the best one, and only above its size threshold. Strided operands (ld > width), every row
+// count 1..9 (tile blocks of 1-4 and their combinations), odd n and k (vector and tile tails), and
+// beta == 0 over a NaN-filled c (it must be ignored, as in BLAS).
+TEST(SmallGemmKernelTest, EveryIsaMatchesReference) {
+  using cpu::SmallGemmIsa;
+  struct Shape { int64_t n, k; };
+  for (SmallGemmIsa isa : {SmallGemmIsa::kPortable, SmallGemmIsa::kAvx2, SmallGemmIsa::kAvx512}) {
+    if (!cpu::SmallGemmSupports(isa)) continue;
+    for (Shape s : {Shape{1, 1}, Shape{9, 17}, Shape{31, 45}, Shape{100, 192}, Shape{67, 133}}) {
+      for (int64_t m = 1; m <= 9; ++m) {
+        for (int nt = 0; nt < 2; ++nt) {
+          for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f}, {-0.5f, 0.75f}}) {
+            const int64_t lda = s.k + 3, ldc = s.n + 5;
+            const int64_t ldb = nt ? s.k + 2 : s.n + 2;  // NT: b is [n, k]; NN: b is [k, n]
+            std::vector<float> a = ToF32(RandomValues(m * lda, 1 + m));
+            std::vector<float> b = ToF32(RandomValues((nt ? s.n : s.k) * ldb, 2 + s.n));
+            std::vector<float> c0 = ToF32(RandomValues(m * ldc, 3));
+            std::vector<float> c = c0;
+            if (beta == 0.0f) std::fill(c.begin(), c.end(), std::nanf(""));
+            (nt ? cpu::SmallGemmNTWithIsa : cpu::SmallGemmNNWithIsa)(isa, m, s.n, s.k, alpha, a.data(), lda,
+                                                                     b.data(), ldb, beta, c.data(), ldc);
+            std::vector<float> got;
+            std::vector<double> want;
+            for (int64_t i = 0; i < m; ++i) {
+              for (int64_t j = 0; j < s.n; ++j) {
+                double acc = 0;
+                for (int64_t p = 0; p < s.k; ++p) {
+                  acc += static_cast<double>(a[i * lda + p]) * (nt ? b[j * ldb + p] : b[p * ldb + j]);
+                }
+                want.push_back(alpha * acc + (beta == 0.0f ? 0.0 : beta * static_cast<double>(c0[i * ldc + j])));
+                got.push_back(c[i * ldc + j]);
+              }
+            }
+            ExpectClose(got, want, Tol(s.k) * 2, 1e-5,
+                        "isa=" + std::to_string(static_cast<int>(isa)) + " nt=" + std::to_string(nt) +
+                            " m=" + std::to_string(m) + " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
+            // Padding columns of c (between n and ldc) are not written.
+            for (int64_t i = 0; i < m; ++i) {
+              for (int64_t j = s.n; j < ldc; ++j) {
+                const float before = beta == 0.0f ? std::nanf("") : c0[i * ldc + j];
+                ASSERT_TRUE(std::isnan(before) ? std::isnan(c[i * ldc + j]) : c[i * ldc + j] == before)
+                    << "isa=" << static_cast<int>(isa) << " wrote padding at row " << i << " col " << j;
+              }
+            }
+          }
+        }
+      }
     }
   }
 }
