@@ -43,7 +43,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
-#include "core/backend/cpu/cpu_kernels.h"
 #include "core/backend/cpu/cpu_small_gemm.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
@@ -67,8 +66,8 @@ bool UseDirectNN(int64_t m, int64_t n, int64_t k) {
 // Multiply-adds per ParallelFor chunk of direct-kernel work: below ~this a thread hand-off costs more
 // than it saves.
 constexpr int64_t kDirectChunkMacs = 1 << 19;
-// Column blocks handed to threads are multiples of these (whole kernel tiles: NT tiles are 8/6/4/3
-// outputs wide, NN tiles 64/48/32/24 columns).
+// Column blocks handed to threads are multiples of these (whole kernel tiles: NT tiles are 8 outputs
+// wide (AVX-512) or 8/6/4/3 (AVX2), NN tiles 64/48/32/24 columns).
 constexpr int64_t kAlignNT = 24;
 constexpr int64_t kAlignNN = 64;
 
@@ -104,26 +103,35 @@ void RunDirectItems(const std::vector<DirectItem>& items, int64_t k, Run run) {
   });
 }
 
+// Checks one group tensor; the argument name is only built when the check fails (a multi-tenant
+// batch has one group per (slot, overlay), and this runs for every group on every call).
+absl::Status CheckGroupTensor(absl::string_view op, size_t gi, absl::string_view field, const Tensor& t,
+                              int64_t out_features, int64_t in_features) {
+  if (CheckF32(op, field, t).ok() && CheckShape(op, field, t, {out_features, in_features}).ok()) {
+    return absl::OkStatus();
+  }
+  const std::string name = absl::StrCat("groups[", gi, "].", field);
+  RETURN_IF_ERROR(CheckF32(op, name, t));
+  return CheckShape(op, name, t, {out_features, in_features});
+}
+
 absl::Status CheckGroups(absl::string_view op, absl::Span<const GemmGroup> groups, int64_t n_rows,
                          int64_t out_features, int64_t in_features, bool need_grad_ptr) {
   std::vector<std::pair<int64_t, int64_t>> ranges;
   ranges.reserve(groups.size());
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     const GemmGroup& g = groups[gi];
-    const std::string name = absl::StrCat("groups[", gi, "]");
     if (g.row_begin < 0 || g.rows < 0 || g.row_begin + g.rows > n_rows) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " rows [", g.row_begin, ", ",
+      return absl::InvalidArgumentError(absl::StrCat(op, ": groups[", gi, "] rows [", g.row_begin, ", ",
                                                      g.row_begin + g.rows, ") out of range [0, ", n_rows,
                                                      ")"));
     }
     if (g.weight == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, ".weight is null"));
+      return absl::InvalidArgumentError(absl::StrCat(op, ": groups[", gi, "].weight is null"));
     }
-    RETURN_IF_ERROR(CheckF32(op, name + ".weight", *g.weight));
-    RETURN_IF_ERROR(CheckShape(op, name + ".weight", *g.weight, {out_features, in_features}));
+    RETURN_IF_ERROR(CheckGroupTensor(op, gi, "weight", *g.weight, out_features, in_features));
     if (need_grad_ptr && g.weight_grad != nullptr) {
-      RETURN_IF_ERROR(CheckF32(op, name + ".weight_grad", *g.weight_grad));
-      RETURN_IF_ERROR(CheckShape(op, name + ".weight_grad", *g.weight_grad, {out_features, in_features}));
+      RETURN_IF_ERROR(CheckGroupTensor(op, gi, "weight_grad", *g.weight_grad, out_features, in_features));
     }
     if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
   }
