@@ -4,7 +4,8 @@
 //   random expert-only, the same number of slots drawn at random
 //   full   every parameter (on a copy of the backbone)
 // For each: exact match on held-out examples (greedy), validation loss, trainable parameters, bytes
-// of the stored result (the overlay artifact, or the whole model.safetensors for full), wall time.
+// of the stored result (the overlay artifact, or the whole model.safetensors for full), bytes of
+// gradient + AdamW state (frozen weights have none, so this grows with the trainable set), wall time.
 // Then checks that the backbone and another tenant's overlay give bitwise-identical logits to before.
 //
 //   bench_finetune [--backbone builtin:tiny|DIR] [--steps N] [--batch N] [--lr X] [--full-lr X]
@@ -62,14 +63,15 @@ std::vector<float> Logits(const Model& m, const ExpertOverlay* overlay) {
 struct RunReport {
   const char* name;
   double acc = 0, val_loss = 0, seconds = 0;
-  int64_t params = 0, bytes = 0, slots = 0;
+  int64_t params = 0, bytes = 0, slots = 0, opt_bytes = 0;
 };
 
 void Print(const RunReport& r) {
   std::printf("%-7s exact_match=%.3f val_loss=%.4f trainable_params=%lld slots=%lld stored_bytes=%lld "
-              "wall_s=%.1f\n",
+              "grad+adam_bytes=%lld wall_s=%.1f\n",
               r.name, r.acc, r.val_loss, static_cast<long long>(r.params),
-              static_cast<long long>(r.slots), static_cast<long long>(r.bytes), r.seconds);
+              static_cast<long long>(r.slots), static_cast<long long>(r.bytes),
+              static_cast<long long>(r.opt_bytes), r.seconds);
   std::fflush(stdout);
 }
 
@@ -160,6 +162,7 @@ int main(int argc, char** argv) {
     r.acc = em.accuracy;
     r.val_loss = ft.train.final_val_loss;
     r.params = ft.trainable_parameters;
+    r.opt_bytes = 4 * ft.trainable_parameters + ft.optimizer_state_bytes;  // gradients + m + v
     r.bytes = static_cast<int64_t>(ft.artifact.size());
     r.slots = static_cast<int64_t>(ft.trained_slots.size());
     Print(r);
@@ -186,6 +189,7 @@ int main(int argc, char** argv) {
     full.acc = em.accuracy;
     full.val_loss = r.final_val_loss;
     full.params = r.trainable_parameters;
+    full.opt_bytes = 4 * r.trainable_parameters + trainer->optimizer_state_bytes();
     full.slots = total_slots;
     const std::string path =
         (std::filesystem::temp_directory_path() / "bench_finetune_full.safetensors").string();
