@@ -9,7 +9,9 @@
 // Auto selection measures routing with `base_version` applied (the router is frozen either way, but
 // this keeps the measurement on the model the tenant actually runs).
 // Checkpoints: with checkpoint_path set, the training state is saved every checkpoint_every steps
-// (and on cancellation), and an existing checkpoint there is resumed from.
+// (and on cancellation), and an existing checkpoint there is resumed from (one made with other
+// options or data is refused: FAILED_PRECONDITION). It is left in place on success; the caller deletes
+// it once the artifact is published.
 #pragma once
 
 #include <memory>
