@@ -73,6 +73,8 @@ absl::Status CancelJobFor(const ServiceEnv& env, const std::string& tenant_id, c
   if (job_id.empty()) return absl::InvalidArgumentError("job_id is required");
   absl::StatusOr<storage::Job> job = env.registry->CancelJob(tenant_id, job_id, actor);
   if (!job.ok()) return job.status();
+  // A job running in this process stops now rather than at its next heartbeat.
+  if (env.scheduler != nullptr) env.scheduler->NotifyCancelled(job_id);
   LogInfo("job cancelled", {{"job_id", job_id}, {"actor", actor}});
   ToProto(*job, resp);
   return absl::OkStatus();

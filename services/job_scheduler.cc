@@ -12,13 +12,15 @@ namespace tessera::services {
 // The JobContext of one running job: reporting goes to the registry (job row + events).
 class JobScheduler::Context : public JobContext {
  public:
-  Context(JobScheduler* s, storage::Job job, JobSpec spec)
-      : s_(s), job_(std::move(job)), spec_(std::move(spec)), start_(absl::Now()) {}
+  Context(JobScheduler* s, storage::Job job, JobSpec spec, std::shared_ptr<std::atomic<bool>> cancelled)
+      : s_(s), job_(std::move(job)), spec_(std::move(spec)), start_(absl::Now()),
+        cancelled_(std::move(cancelled)) {}
 
   const storage::Job& job() const override { return job_; }
   const JobSpec& spec() const override { return spec_; }
-  bool ShouldStop() override { return lost_.load() || s_->stopping_.load(); }
-  bool lost() const { return lost_.load(); }
+  bool ShouldStop() override { return lost() || s_->stopping_.load(); }
+  // A local cancel is a lost job too: the registry row is already CANCELLED, so nothing is written.
+  bool lost() const { return lost_.load() || cancelled_->load(); }
   void MarkLost() { lost_.store(true); }
 
   absl::StatusOr<std::string> ReadDataset(const std::string& dataset_id) override {
@@ -92,6 +94,7 @@ class JobScheduler::Context : public JobContext {
   absl::Time start_;
   int64_t first_step_ = 0;
   std::atomic<bool> lost_{false};
+  std::shared_ptr<std::atomic<bool>> cancelled_;
 };
 
 JobScheduler::JobScheduler(storage::Registry* registry, JobRunner* runner, LiveControl* live,
@@ -131,6 +134,14 @@ void JobScheduler::Stop() {
   for (auto& [id, w] : workers) {
     if (w.thread.joinable()) w.thread.join();
   }
+}
+
+void JobScheduler::NotifyCancelled(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(job_id);
+  if (it == workers_.end() || it->second.done->load()) return;
+  it->second.cancelled->store(true);
+  LogInfo("running job cancelled: stopping its runner", {{"job_id", job_id}});
 }
 
 std::vector<std::string> JobScheduler::RunningJobIds() {
@@ -183,11 +194,13 @@ void JobScheduler::DispatchLoop() {
         storage::Job j = **job;
         LogInfo("job claimed", {{"job_id", j.job_id}, {"tenant_id", j.tenant_id}, {"attempt", j.attempts}});
         auto done = std::make_shared<std::atomic<bool>>(false);
+        auto cancelled = std::make_shared<std::atomic<bool>>(false);
         std::lock_guard<std::mutex> lock(mu_);
         Worker& w = workers_[j.job_id];
         w.done = done;
-        w.thread = std::thread([this, j, done] {
-          RunJob(j);
+        w.cancelled = cancelled;
+        w.thread = std::thread([this, j, done, cancelled] {
+          RunJob(j, cancelled);
           done->store(true);
           Wake();
         });
@@ -212,14 +225,14 @@ void JobScheduler::Finish(Context& ctx, const storage::JobResult& result) {
                            {"state", std::string(storage::JobStateName(j->state))}, {"error", j->error}});
 }
 
-void JobScheduler::RunJob(storage::Job job) {
+void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> cancelled) {
   struct ReleaseOnExit {
     JobRunner* runner;
     std::string job_id;
     ~ReleaseOnExit() { runner->Release(job_id); }
   } release{runner_, job.job_id};
   absl::StatusOr<JobSpec> spec = JobSpec::FromJson(job.spec);
-  Context ctx(this, job, spec.ok() ? *spec : JobSpec());
+  Context ctx(this, job, spec.ok() ? *spec : JobSpec(), std::move(cancelled));
   ctx.SetFirstStep(job.progress.step);
   if (!spec.ok()) {
     storage::JobResult r;

@@ -9,6 +9,10 @@
 // version row, promotes it through LiveControl when auto_promote is set and its validation loss beats
 // the live version's on the same data, appends a "version" event and finishes the job.
 //
+// Cancellation: a cancel made through this process (FineTuning/Admin CancelJob) calls NotifyCancelled,
+// which stops the job's runner at its next step instead of at the next heartbeat (up to lease/6 later);
+// a cancel made by another process is still learnt from the refused heartbeat.
+//
 // Stop(): no new claims; running jobs are interrupted and their leases released (expired at once), so the
 // next server on the same data dir requeues them at start and they resume from their last checkpoint.
 #pragma once
@@ -48,6 +52,9 @@ class JobScheduler {
   void Stop();
   // Wakes the dispatcher (a job was queued).
   void Wake();
+  // The registry already marked `job_id` CANCELLED: if it runs here, its runner stops at its next step
+  // and nothing more is written for it. No-op for jobs not running in this process.
+  void NotifyCancelled(const std::string& job_id);
 
   std::vector<std::string> RunningJobIds();
   const std::string& worker_id() const { return options_.worker_id; }
@@ -57,9 +64,10 @@ class JobScheduler {
   struct Worker {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
+    std::shared_ptr<std::atomic<bool>> cancelled;  // set by NotifyCancelled, read by the job's Context
   };
   void DispatchLoop();
-  void RunJob(storage::Job job);
+  void RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> cancelled);
   void Finish(Context& ctx, const storage::JobResult& result);
   void ReapFinished();
 

@@ -22,6 +22,23 @@ absl::Status LiveControl::Sync(const std::string& tenant_id, int64_t live) {
     return absl::Status(s.code(), absl::StrCat("the live pointer moved to version ", live,
                                                " but the runtime could not load it: ", s.message()));
   }
+  std::lock_guard<std::mutex> lock(served_mu_);
+  served_[tenant_id] = live;
+  return absl::OkStatus();
+}
+
+absl::Status LiveControl::Resync(const std::string& tenant_id) {
+  if (engine_ == nullptr) return absl::OkStatus();
+  std::lock_guard<std::mutex> lock(TenantMutex(tenant_id));
+  absl::StatusOr<int64_t> live = registry_->GetLive(tenant_id);
+  if (!live.ok()) return live.status();
+  {
+    std::lock_guard<std::mutex> served(served_mu_);
+    auto it = served_.find(tenant_id);
+    if (it != served_.end() && it->second == *live) return absl::OkStatus();
+  }
+  if (absl::Status s = Sync(tenant_id, *live); !s.ok()) return s;
+  LogInfo("live version followed from the registry", {{"tenant_id", tenant_id}, {"to", *live}});
   return absl::OkStatus();
 }
 

@@ -2,6 +2,11 @@
 // The one path for Admin.Promote, Admin.Rollback and the scheduler's auto-promotion, so "the call
 // returned" always means "the runtime serves it". Calls for one tenant are serialized, so the runtime
 // applies moves in the registry's order.
+//
+// Resync is the LiveFollower's path for moves made by another process: under the same per-tenant lock
+// it reads the tenant's live pointer from the registry *now* and serves that, so a follower applying a
+// change late can never put back an older version over a newer one (it always applies the newest), and
+// it never interleaves with a Promote/Rollback of this process.
 #pragma once
 
 #include <map>
@@ -26,6 +31,9 @@ class LiveControl {
                                             const std::string& actor);
   absl::StatusOr<storage::LiveMove> Rollback(const std::string& tenant_id,
                                              std::optional<int64_t> to_version, const std::string& actor);
+  // Makes the runtime serve the tenant's current registry live version; a no-op when this process
+  // already made the runtime serve exactly that version.
+  absl::Status Resync(const std::string& tenant_id);
 
  private:
   std::mutex& TenantMutex(const std::string& tenant_id);
@@ -35,6 +43,9 @@ class LiveControl {
   InferenceEngine* engine_;
   std::mutex map_mu_;
   std::map<std::string, std::unique_ptr<std::mutex>> tenant_mu_;
+  // The version the runtime was last told to serve per tenant (only written under the tenant's mutex).
+  std::mutex served_mu_;
+  std::map<std::string, int64_t> served_;
 };
 
 }  // namespace tessera::services

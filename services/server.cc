@@ -129,6 +129,10 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
                         absl::StrCat("opening the registry in ", options.data_dir, ": ", reg.status().message()));
   }
   s->registry_ = *std::move(reg);
+  // Read before the engine exists: every move after this point reaches the runtime through the
+  // follower; anything older the runtime resolves from the registry when it first sees the tenant.
+  absl::StatusOr<int64_t> start_seq = s->registry_->ChangeSequence();
+  if (!start_seq.ok()) return start_seq.status();
 
   s->auth_ = std::make_unique<Authenticator>(s->registry_.get());
   s->pool_ = std::make_unique<WorkPool>(options.work_threads);
@@ -144,6 +148,13 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     s->runner_ = *std::move(r);
   }
   s->live_ = std::make_unique<LiveControl>(s->registry_.get(), s->engine_.get());
+  if (s->engine_) {
+    LiveFollower::Options fo;
+    fo.poll = options.live_follow_poll;
+    s->follower_ = std::make_unique<LiveFollower>(s->registry_.get(), s->live_.get(), *start_seq, fo);
+  }
+  s->gc_ = std::make_unique<BlobGc>(s->registry_.get(), &s->metrics_,
+                                    BlobGc::Options{options.gc_interval, options.gc_grace});
   if (s->runner_) {
     JobScheduler::Options so;
     so.max_concurrent_jobs = options.max_concurrent_jobs;
@@ -213,9 +224,12 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     return st;
   }
   if (s->scheduler_) s->scheduler_->Start();
+  if (s->follower_) s->follower_->Start();
+  s->gc_->Start();
   LogInfo("serving", {{"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
                       {"metrics_port", s->metrics_port()}, {"backbone", env.backbone.name},
-                      {"inference", s->engine_ != nullptr}, {"training", s->scheduler_ != nullptr}});
+                      {"inference", s->engine_ != nullptr}, {"training", s->scheduler_ != nullptr},
+                      {"gc_interval_s", absl::ToDoubleSeconds(options.gc_interval)}});
   return s;
 }
 
@@ -225,6 +239,8 @@ void TesseraServer::Shutdown() {
   if (server_) {
     if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
   }
+  if (follower_) follower_->Stop();
+  if (gc_) gc_->Stop();
   if (scheduler_) scheduler_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (pool_) pool_->Shutdown();

@@ -7,6 +7,10 @@
 // data_dir/admin.key, mode 0600; the secret is also returned once in bootstrap()). Shutdown() stops cleanly: no new
 // claims, running jobs interrupted with their leases released for resumption, streams ended, in-flight
 // unary calls finished.
+//
+// Background work besides the scheduler: a LiveFollower (when there is an engine) serves live-pointer
+// moves that other processes make in the registry, following the change feed from the sequence the
+// registry had when this server opened it; a BlobGc deletes unreferenced blobs every gc_interval.
 #pragma once
 
 #include <atomic>
@@ -20,8 +24,10 @@
 #include "services/auth.h"
 #include "services/inference_engine.h"
 #include "services/job_runner.h"
+#include "services/blob_gc.h"
 #include "services/job_scheduler.h"
 #include "services/live_control.h"
+#include "services/live_follower.h"
 #include "services/metrics.h"
 #include "services/metrics_http.h"
 #include "services/service_env.h"
@@ -46,6 +52,9 @@ struct ServerOptions {
   absl::Duration job_heartbeat = absl::Seconds(5);
   int work_threads = 16;
   bool run_jobs = true;  // false: jobs are accepted and queued but never claimed by this process
+  absl::Duration gc_interval = absl::Minutes(5);  // <= 0: no periodic blob GC
+  absl::Duration gc_grace = absl::Minutes(10);    // unreferenced blobs younger than this are kept
+  absl::Duration live_follow_poll = absl::Milliseconds(250);  // longest wait per change-feed round
   storage::Registry::Options registry;
 };
 
@@ -74,6 +83,9 @@ class TesseraServer {
   const BootstrapInfo& bootstrap() const { return bootstrap_; }
   storage::Registry& registry() { return *registry_; }
   Metrics& metrics() { return metrics_; }
+  // Null when the server has no engine (nothing to keep in step).
+  LiveFollower* live_follower() { return follower_.get(); }
+  BlobGc& blob_gc() { return *gc_; }
 
   void Shutdown();
   // Blocks until Shutdown() is called from another thread.
@@ -95,6 +107,8 @@ class TesseraServer {
   std::unique_ptr<JobRunner> runner_;
   std::unique_ptr<LiveControl> live_;
   std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<LiveFollower> follower_;
+  std::unique_ptr<BlobGc> gc_;
   ServiceEnv env_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<DatasetsService> datasets_;

@@ -37,6 +37,9 @@ Options:
   --no-inference              do not load the model for serving (Inference answers UNAVAILABLE)
   --expert-cache-bytes N      device memory for resident tenant versions (default 268435456)
   --max-batch N               sequences per decode step of the continuous batch (default 16)
+  --gc-interval-seconds S     delete unreferenced blobs (superseded checkpoints, deleted datasets) every
+                              S seconds (default 300; 0 disables)
+  --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600)
   --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
   --help                      this text
 
@@ -110,6 +113,14 @@ int main(int argc, char** argv) {
       core.max_batch = static_cast<int>(n);
     } else if (arg == "--expert-cache-bytes") {
       if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
+    } else if (arg == "--gc-interval-seconds") {
+      int64_t n;
+      if (!next_int(&n, 0)) return Fail("--gc-interval-seconds needs an integer >= 0 (0 disables)");
+      options.gc_interval = absl::Seconds(n);
+    } else if (arg == "--gc-grace-seconds") {
+      int64_t n;
+      if (!next_int(&n, 0)) return Fail("--gc-grace-seconds needs an integer >= 0");
+      options.gc_grace = absl::Seconds(n);
     } else if (arg == "--log-level") {
       std::string v;
       LogLevel level;

@@ -38,7 +38,10 @@ void TestServer::Start() {
   so.job_heartbeat = options_.job_heartbeat;
   so.max_concurrent_jobs = options_.max_concurrent_jobs;
   so.work_threads = 24;
-  so.run_jobs = options_.training;
+  so.run_jobs = options_.training || options_.make_runner != nullptr;
+  so.gc_interval = options_.gc_interval;
+  so.gc_grace = options_.gc_grace;
+  so.live_follow_poll = options_.live_follow_poll;
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   CoreOptions co;
   co.backbone = "random:tiny";
@@ -46,6 +49,7 @@ void TestServer::Start() {
   co.training = options_.training;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);
   ASSERT_TRUE(c.ok()) << c.status();
+  if (options_.make_runner) c->make_runner = options_.make_runner;
   absl::StatusOr<std::unique_ptr<TesseraServer>> s = TesseraServer::Start(so, *std::move(c));
   ASSERT_TRUE(s.ok()) << s.status();
   server_ = *std::move(s);

@@ -2,6 +2,7 @@
 // random:tiny model (inference + training), and helpers to call it with a given API key.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,11 @@ struct TestServerOptions {
   absl::Duration job_heartbeat = absl::Seconds(1);
   int max_concurrent_jobs = 1;
   bool metrics = false;  // serve /metrics on 127.0.0.1:0 (see server().metrics_port())
+  absl::Duration gc_interval = absl::ZeroDuration();  // periodic blob GC off unless a test asks
+  absl::Duration gc_grace = absl::Minutes(10);
+  absl::Duration live_follow_poll = absl::Milliseconds(250);
+  // Set: jobs run on this runner instead of the real trainer (for scheduler behaviour tests).
+  std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
 };
 
 inline TestServerOptions WithModel() {

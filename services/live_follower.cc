@@ -1,0 +1,89 @@
+#include "services/live_follower.h"
+
+#include <vector>
+
+#include "services/log.h"
+
+namespace tessera::services {
+
+LiveFollower::LiveFollower(storage::Registry* registry, LiveControl* live, int64_t from_seq,
+                           Options options)
+    : registry_(registry), live_(live), options_(options), cursor_(from_seq) {
+  if (options_.batch < 1) options_.batch = 1;
+  if (options_.poll <= absl::ZeroDuration()) options_.poll = absl::Milliseconds(250);
+}
+
+LiveFollower::~LiveFollower() { Stop(); }
+
+void LiveFollower::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void LiveFollower::Stop() {
+  stopping_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status LiveFollower::CatchUp() {
+  std::lock_guard<std::mutex> lock(catch_up_mu_);
+  // Tenants in the order of their first move in this round; each Resync reads the registry's current
+  // pointer, so applying a tenant once per round covers all of its moves in the round.
+  std::vector<std::string> order;
+  std::set<std::string> seen;
+  absl::Status feed = absl::OkStatus();
+  for (;;) {
+    absl::StatusOr<std::vector<storage::Change>> changes =
+        registry_->ListChangesSince(cursor_.load(), options_.batch);
+    if (!changes.ok()) {
+      feed = changes.status();
+      break;
+    }
+    for (const storage::Change& c : *changes) {
+      // A publish never moves a live pointer.
+      if (c.kind != storage::ChangeKind::kPublish && seen.insert(c.tenant_id).second) {
+        order.push_back(c.tenant_id);
+      }
+    }
+    if (!changes->empty()) cursor_.store(changes->back().seq);
+    if (static_cast<int>(changes->size()) < options_.batch) break;
+  }
+  if (absl::Now() >= next_retry_) {
+    for (const std::string& t : retry_) {
+      if (seen.insert(t).second) order.push_back(t);
+    }
+  }
+  bool failed = false;
+  for (const std::string& tenant : order) {
+    absl::Status s = live_->Resync(tenant);
+    if (s.ok()) {
+      retry_.erase(tenant);
+      continue;
+    }
+    retry_.insert(tenant);
+    failed = true;
+    LogError("could not follow a live-pointer move", {{"tenant_id", tenant}, {"error", s.ToString()}});
+  }
+  if (failed) next_retry_ = absl::Now() + options_.retry_interval;
+  retry_pending_.store(!retry_.empty());
+  return feed;
+}
+
+void LiveFollower::Loop() {
+  absl::Time next_error_log = absl::InfinitePast();
+  while (!stopping_.load()) {
+    absl::StatusOr<bool> changed = registry_->WaitForChange(cursor_.load(), options_.poll);
+    if (stopping_.load()) break;
+    absl::Status s = changed.ok() ? absl::OkStatus() : changed.status();
+    if (s.ok() && (*changed || retry_pending_.load())) s = CatchUp();
+    if (!s.ok()) {
+      // A feed error (database busy or unreadable) is retried next round; log it at most every 30 s.
+      if (absl::Now() >= next_error_log) {
+        LogError("reading the registry's change feed failed", {{"error", s.ToString()}});
+        next_error_log = absl::Now() + absl::Seconds(30);
+      }
+      if (!changed.ok()) absl::SleepFor(options_.poll);
+    }
+  }
+}
+
+}  // namespace tessera::services
