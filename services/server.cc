@@ -88,8 +88,11 @@ void TesseraServer::RegisterMetrics() {
   metrics_.Describe("tessera_runtime_batched_sequences_total", "counter",
                     "Sequences summed over steps (divided by steps = mean batch size).");
   metrics_.Describe("tessera_runtime_max_batch_size", "gauge", "Largest batch seen in one step.");
+  metrics_.Describe("tessera_live_follow_sequence", "gauge",
+                    "Registry change sequence up to which live-pointer moves are served (vs. the registry's).");
   metrics_.AddCollector([this](Metrics& m) {
     m.Set("tessera_up", {}, shutting_down_.load() ? 0 : 1);
+    if (follower_) m.Set("tessera_live_follow_sequence", {}, static_cast<double>(follower_->cursor()));
     for (storage::JobState st : {storage::JobState::kQueued, storage::JobState::kRunning,
                                  storage::JobState::kSucceeded, storage::JobState::kFailed,
                                  storage::JobState::kCancelled}) {

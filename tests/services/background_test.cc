@@ -87,6 +87,9 @@ TEST(LiveFollowerServerTest, MovesByAnotherProcessReachTheRunningServer) {
                       absl::Seconds(20)));
   EXPECT_EQ(*server.registry().GetLive("acme"), 1);
   EXPECT_EQ(ServedVersion(server, key, "acme"), 1);
+  EXPECT_NE(server.server().metrics().Render().find("tessera_live_follow_sequence " +
+                                                    std::to_string(*final_seq)),
+            std::string::npos);
 }
 
 // Records what the follower asks the runtime to serve; fails the first `fail_first` calls.
