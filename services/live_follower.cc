@@ -81,7 +81,8 @@ void LiveFollower::Loop() {
         LogError("reading the registry's change feed failed", {{"error", s.ToString()}});
         next_error_log = absl::Now() + absl::Seconds(30);
       }
-      if (!changed.ok()) absl::SleepFor(options_.poll);
+      // Back off either way: a feed that keeps failing must not become a busy loop.
+      absl::SleepFor(options_.poll);
     }
   }
 }

@@ -39,7 +39,9 @@ Options:
   --max-batch N               sequences per decode step of the continuous batch (default 16)
   --gc-interval-seconds S     delete unreferenced blobs (superseded checkpoints, deleted datasets) every
                               S seconds (default 300; 0 disables)
-  --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600)
+  --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600; it must
+                              exceed the time from writing a blob to publishing it, or such a publish
+                              fails)
   --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
   --help                      this text
 
