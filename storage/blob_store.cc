@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "storage/sv.h"
 #include "storage/random_id.h"
-#include "storage/sha256.h"
+#include "core/util/sha256.h"
 
 namespace tessera::storage {
 namespace {

@@ -12,7 +12,7 @@
 #include "storage/migrations.h"
 #include "storage/random_id.h"
 #include "storage/registry_internal.h"
-#include "storage/sha256.h"
+#include "core/util/sha256.h"
 #include "storage/sqlite_pool.h"
 
 namespace tessera::storage {

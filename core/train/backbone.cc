@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "core/train/sha256.h"
+#include "core/util/sha256.h"
 #include "core/util/status_macros.h"
 
 namespace tessera::train {

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
-#include "storage/sha256.h"
+#include "core/util/sha256.h"
 #include "tests/storage/registry_test_util.h"
 
 namespace tessera::storage {

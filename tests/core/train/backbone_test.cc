@@ -4,7 +4,7 @@
 
 #include "core/io/file_util.h"
 #include "core/train/artifact.h"
-#include "core/train/sha256.h"
+#include "core/util/sha256.h"
 #include "gtest/gtest.h"
 #include "tests/core/train/test_models.h"
 

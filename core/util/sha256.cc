@@ -1,10 +1,14 @@
 // SHA-256 per FIPS 180-4: 64-byte blocks, 64 rounds, big-endian length padding.
-#include "storage/sha256.h"
+#include "core/util/sha256.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 
-namespace tessera::storage {
+#include "absl/strings/str_cat.h"
+
+namespace tessera {
 namespace {
 
 constexpr uint32_t kK[64] = {
@@ -118,4 +122,15 @@ std::string Sha256Hex(std::string_view data) {
   return h.FinishHex();
 }
 
-}  // namespace tessera::storage
+absl::StatusOr<std::string> Sha256FileHex(const std::string& path) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  Sha256 s;
+  uint8_t buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f.get())) > 0) s.Update(buf, n);
+  if (std::ferror(f.get())) return absl::DataLossError(absl::StrCat("error reading ", path));
+  return s.FinishHex();
+}
+
+}  // namespace tessera

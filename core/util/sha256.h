@@ -1,5 +1,6 @@
-// SHA-256 (FIPS 180-4), self-contained so storage/ needs no crypto library. Used for blob digests and
-// API-key hashes; verified against the FIPS/NIST test vectors in tests/storage/sha256_test.cc.
+// SHA-256 (FIPS 180-4), self-contained so no crypto library is needed. One implementation for the whole
+// tree: storage/ uses it for blob digests and API-key hashes, core/ for the backbone digest recorded in
+// every trained artifact. Verified against the FIPS/NIST vectors in tests/core/util/sha256_test.cc.
 #pragma once
 
 #include <array>
@@ -8,7 +9,9 @@
 #include <string>
 #include <string_view>
 
-namespace tessera::storage {
+#include "absl/status/statusor.h"
+
+namespace tessera {
 
 class Sha256 {
  public:
@@ -29,4 +32,7 @@ class Sha256 {
 // One-shot helper: lowercase hex sha256 of `data`.
 std::string Sha256Hex(std::string_view data);
 
-}  // namespace tessera::storage
+// Streaming sha256 of a file: NOT_FOUND if it cannot be opened, DATA_LOSS on a read error.
+absl::StatusOr<std::string> Sha256FileHex(const std::string& path);
+
+}  // namespace tessera
