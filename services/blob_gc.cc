@@ -1,16 +1,10 @@
 #include "services/blob_gc.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "services/log.h"
 
 namespace tessera::services {
@@ -46,37 +40,8 @@ void BlobGc::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::Status BlobGc::ProtectCheckpoints() {
-  std::string token;
-  do {
-    absl::StatusOr<storage::JobPage> page = registry_->ListJobs("", 1000, token);
-    if (!page.ok()) return page.status();
-    for (const storage::Job& j : page->jobs) {
-      if (j.checkpoint.empty() ||
-          (j.state != storage::JobState::kQueued && j.state != storage::JobState::kRunning)) {
-        continue;
-      }
-      absl::StatusOr<std::string> path = registry_->blobs().Path(j.checkpoint);
-      if (!path.ok()) return path.status();
-      // nullptr times = now. A checkpoint already gone (ENOENT) is the job's problem, not the GC's.
-      if (::utimensat(AT_FDCWD, path->c_str(), nullptr, 0) != 0 && errno != ENOENT) {
-        return absl::InternalError(absl::StrCat("refreshing checkpoint blob ", j.checkpoint, " of job ",
-                                                j.job_id, ": ", std::strerror(errno)));
-      }
-    }
-    token = page->next_page_token;
-  } while (!token.empty());
-  return absl::OkStatus();
-}
-
 absl::StatusOr<storage::GcStats> BlobGc::RunOnce() {
   std::lock_guard<std::mutex> run(run_mu_);
-  absl::Status protect = ProtectCheckpoints();
-  if (!protect.ok()) {
-    // Collecting now could delete a checkpoint a job still needs: skip this round.
-    metrics_->Add("tessera_gc_runs_total", {{"result", "error"}});
-    return absl::Status(protect.code(), absl::StrCat("blob GC skipped: ", protect.message()));
-  }
   // Listing before and after names what went, for the log (the registry reports only counts).
   absl::StatusOr<std::vector<std::string>> before = registry_->blobs().ListDigests();
   absl::StatusOr<storage::GcStats> stats = registry_->CollectGarbage(options_.grace);

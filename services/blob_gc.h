@@ -5,12 +5,8 @@
 // its blob was written. Every `interval` the collector deletes unreferenced blobs older than `grace`
 // (the grace period is what keeps a blob written for a publish still in progress) and logs what it
 // removed; each deletion is also in the audit log ("blob.delete").
-//
-// Why it touches checkpoints first: the registry counts only dataset and version rows as references,
-// but the checkpoint of a QUEUED or RUNNING job (a requeued job resumes from it) must survive however
-// long the job waits or trains between checkpoints. Before each collection the checkpoint blobs of all
-// unfinished jobs (of every process on this data dir) get their mtime refreshed, which is what the
-// grace period counts from, so they are "young" for this round.
+// The checkpoint of a QUEUED or RUNNING job (a requeued job resumes from it) is a reference in the
+// registry's eyes, so it survives however long the job waits or trains between checkpoints.
 #pragma once
 
 #include <atomic>
@@ -39,12 +35,10 @@ class BlobGc {
   void Start();
   void Stop();
 
-  // One collection: protects unfinished jobs' checkpoints, collects, logs and counts what went.
+  // One collection: collects, logs and counts what went.
   absl::StatusOr<storage::GcStats> RunOnce();
 
  private:
-  absl::Status ProtectCheckpoints();
-
   storage::Registry* registry_;
   Metrics* metrics_;
   Options options_;

@@ -22,8 +22,8 @@
 // moments on power loss). A blob is always written (and fsync'ed) before the row naming it is committed,
 // and PublishVersion/CreateDataset refuse a digest whose blob is absent, so no row ever lacks its blob.
 //
-// Blob garbage collection (CollectGarbage) deletes blobs referenced by no dataset/version row and whose
-// last Put is older than a grace period. Safe against a concurrent publish because (1) BlobStore::Put
+// Blob garbage collection (CollectGarbage) deletes blobs referenced by no dataset/version row and no
+// unfinished (QUEUED/RUNNING) job's checkpoint, and whose last Put is older than a grace period. Safe against a concurrent publish because (1) BlobStore::Put
 // refreshes the blob's mtime, so a blob being published is young, and (2) each deletion happens inside a
 // write transaction that re-checks the references, so it serializes with PublishVersion/CreateDataset
 // (which check the blob exists inside their own write transaction).
@@ -224,7 +224,8 @@ class Registry {
   absl::StatusOr<std::vector<AuditEntry>> ListAudit(int64_t after_id, int limit = 0);
 
   // ---- Blob garbage collection ----------------------------------------------------------------
-  // Deletes blobs referenced by no dataset or version row whose last Put is older than `grace`, and
+  // Deletes blobs referenced by no dataset or version row nor by the checkpoint of a QUEUED/RUNNING job,
+  // whose last Put is older than `grace`, and
   // temp files older than `grace`. See the top comment for why this is safe against a concurrent publish.
   absl::StatusOr<GcStats> CollectGarbage(absl::Duration grace = absl::Minutes(10));
 

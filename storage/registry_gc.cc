@@ -1,7 +1,10 @@
 // Registry: garbage collection of unreferenced blobs.
 //
-// Why it is safe against a concurrent publish: a candidate blob is deleted only (1) when no dataset or
-// version row names it, checked inside a write transaction, so it serializes with PublishVersion /
+// References: a blob is referenced when a dataset or version row names it, or when it is the checkpoint
+// of an unfinished (QUEUED or RUNNING) job, which a requeued job resumes from however long it waits.
+//
+// Why it is safe against a concurrent publish: a candidate blob is deleted only (1) when nothing
+// references it, checked inside a write transaction, so it serializes with PublishVersion /
 // CreateDataset, which verify the blob exists inside their own write transactions; and (2) when its last
 // Put (mtime, refreshed by every Put) is older than the grace period, re-checked inside that transaction,
 // so a blob just written for an upcoming publish is left alone. The only remaining race (a Put landing
@@ -28,7 +31,9 @@ absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
   RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
     referenced.clear();
     ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT blob_digest FROM datasets UNION "
-                                        "SELECT blob_digest FROM versions"));
+                                        "SELECT blob_digest FROM versions UNION "
+                                        "SELECT checkpoint FROM jobs WHERE state IN ('QUEUED', 'RUNNING') "
+                                        "AND checkpoint != ''"));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
@@ -45,7 +50,9 @@ absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
       deleted = young = false;
       ASSIGN_OR_RETURN(int64_t refs,
                        c.QueryInt("SELECT (SELECT COUNT(*) FROM datasets WHERE blob_digest = ?1) + "
-                                  "(SELECT COUNT(*) FROM versions WHERE blob_digest = ?1)",
+                                  "(SELECT COUNT(*) FROM versions WHERE blob_digest = ?1) + "
+                                  "(SELECT COUNT(*) FROM jobs WHERE checkpoint = ?1 AND "
+                                  "state IN ('QUEUED', 'RUNNING'))",
                                   0, digest));
       if (refs > 0) return absl::OkStatus();
       absl::StatusOr<absl::Time> written = blobs_->LastWritten(digest);

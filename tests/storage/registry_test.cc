@@ -619,6 +619,32 @@ TEST_F(RegistryTest, GarbageCollectionDeletesOnlyOldUnreferencedBlobs) {
   EXPECT_CODE(reg_->CollectGarbage(absl::Seconds(-1)), kInvalidArgument);
 }
 
+TEST_F(RegistryTest, GarbageCollectionKeepsCheckpointsOfUnfinishedJobsOnly) {
+  MakeTenant("acme");
+  const std::string ds = MakeDataset("acme");
+  const std::string job = MakeJob("acme", ds);
+  auto claimed = reg_->ClaimNextJob("w1", absl::Minutes(5));
+  ASSERT_TRUE(claimed.ok() && claimed->has_value()) << claimed.status();
+  const std::string old_ckpt = PutBlob("checkpoint at step 10");
+  const std::string new_ckpt = PutBlob("checkpoint at step 20");
+  JobUpdate u;
+  u.checkpoint = old_ckpt;
+  ASSERT_OK(reg_->UpdateRunningJob(job, "w1", u));
+  u.checkpoint = new_ckpt;  // supersedes the old one
+  ASSERT_OK(reg_->UpdateRunningJob(job, "w1", u));
+  for (const std::string& d : {old_ckpt, new_ckpt}) AgeBlob(reg_->blobs(), d);
+
+  // However old, the running job's current checkpoint is a reference; the superseded one is not.
+  EXPECT_EQ(reg_->CollectGarbage(absl::Minutes(10)).value().blobs_deleted, 1);
+  EXPECT_FALSE(reg_->blobs().Exists(old_ckpt).value());
+  EXPECT_TRUE(reg_->blobs().Verify(new_ckpt).ok());
+
+  // Once the job has ended (here: cancelled) nothing resumes from it: collectable.
+  ASSERT_OK(reg_->CancelJob("acme", job, "k").status());
+  EXPECT_EQ(reg_->CollectGarbage(absl::Minutes(10)).value().blobs_deleted, 1);
+  EXPECT_FALSE(reg_->blobs().Exists(new_ckpt).value());
+}
+
 TEST_F(RegistryTest, RePutOfCollectableBlobProtectsItAndPublishAfterDeleteFails) {
   MakeTenant("acme");
   const std::string blob = PutBlob("will be published");
