@@ -12,7 +12,8 @@
 // both alike); per round the median of `iters` calls; reported: the best round's microseconds per
 // call for each, and sgemm/direct (> 1: the direct path is faster).
 //
-// Usage: bench_small_gemm [--filter SUBSTR] [--rounds N] [--iters N] [--only sgemm|direct]
+// Usage: bench_small_gemm [--filter SUBSTR[$]] [--rounds N] [--iters N] [--only sgemm|direct]
+//   --filter: run the cases whose name contains SUBSTR (ending in '$': whose name ends with it).
 //   --only runs one variant once per iteration without timing rounds (for valgrind --tool=callgrind).
 #include <cblas.h>
 
@@ -58,6 +59,15 @@ struct Options {
   int iters = 30;
   std::string only;
 };
+
+bool Matches(const std::string& name, const std::string& filter) {
+  if (filter.empty()) return true;
+  if (filter.back() == '$') {
+    const std::string tail = filter.substr(0, filter.size() - 1);
+    return name.size() >= tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  }
+  return name.find(filter) != std::string::npos;
+}
 
 double MedianUs(const std::function<void()>& fn, int iters) {
   std::vector<double> t(iters);
@@ -145,14 +155,15 @@ int Main(int argc, char** argv) {
         {"lm_head", {md.vocab, md.hidden}}};
     for (const auto& [lname, dims] : linears) {
       const auto [out, in] = dims;
-      Tensor w = RandomTensor(*be, {out, in}, 1);
+      Tensor w;  // created at the first case that passes the filter
       for (int64_t m : {1, 2, 4, 8, 16}) {
         for (bool tb : {true, false}) {
           // tb: y[m,out] = x[m,in] W^T; !tb: dx[m,in] = dy[m,out] W.
           const int64_t k = tb ? in : out, n = tb ? out : in;
           const std::string name = std::string(md.name) + " " + lname + (tb ? " xW^T" : " dyW ") + " m=" +
                                    std::to_string(m);
-          if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
+          if (!Matches(name, o.filter)) continue;
+          if (!w.defined()) w = RandomTensor(*be, {out, in}, 1);
           auto a = std::make_shared<Tensor>(RandomTensor(*be, {m, k}, 2));
           auto c = std::make_shared<Tensor>(*be->Alloc({m, n}, DType::kF32));
           Case cs{name,
@@ -174,6 +185,8 @@ int Main(int argc, char** argv) {
       if (std::string(md.name) == "small" && ng > 32) continue;  // weights would exceed the caches anyway
       for (int dir = 0; dir < 2; ++dir) {
         const int64_t out = dir == 0 ? md.expert : md.hidden, in = dir == 0 ? md.hidden : md.expert;
+        const bool any = o.filter.empty() || o.filter.find("grouped") != std::string::npos;
+        if (!any) continue;
         auto weights = std::make_shared<std::vector<Tensor>>();
         for (int64_t i = 0; i < std::min<int64_t>(ng, 32); ++i) {
           weights->push_back(RandomTensor(*be, {out, in}, 10 + static_cast<uint32_t>(i)));
@@ -193,7 +206,7 @@ int Main(int argc, char** argv) {
           const std::string name = std::string(md.name) + (dir == 0 ? " grouped_up " : " grouped_down ") +
                                    (grad ? "igrad" : "fwd  ") + " G=" + std::to_string(ng) + " rows=" +
                                    std::to_string(rows);
-          if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
+          if (!Matches(name, o.filter)) continue;
           Case cs;
           cs.name = name;
           if (!grad) {
