@@ -1,7 +1,8 @@
 // Direct small-M GEMM kernels (see cpu_small_gemm.h for the math and the beta contract).
 //
-// Tiling. NT: a tile of R rows of a times O rows of b keeps R*O 8-lane accumulators (R*O + 2 <= 16
-// ymm registers) and reads each b row once per R-row block; one horizontal sum per output at the end.
+// Tiling. NT (AVX2): a tile of R rows of a times O rows of b keeps R*O 8-lane accumulators (R*O + 2 <=
+// 16 ymm registers) and reads each b row once per R-row block; one horizontal sum per output at the
+// end. NT (AVX-512): R <= 3 rows x 8 outputs, reduced jointly (see the AVX-512 section).
 // NN: a tile of R rows of c times 8*V columns keeps R*V accumulators; for each k it broadcasts a[r,k]
 // and streams row k of b (contiguous), so b is read once per R-row block. Tiles are chosen so that
 // every tile has >= 8 independent FMA chains where the shape allows (FMA latency 4, 2 per cycle).

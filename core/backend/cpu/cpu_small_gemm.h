@@ -7,8 +7,9 @@
 //   SmallGemmNN: c[m,n] = alpha * a[m,k] @ b[k,n]   + beta * c   (axpy-style: rows of b are streamed
 //                once and accumulated into register tiles of c)
 // BLAS beta semantics: beta == 0 means c is write-only (its prior contents, even NaN, are ignored).
-// Register-tiled AVX2+FMA code is chosen at run time when the CPU has it (the build sets no -march);
-// otherwise a portable loop is used. Callers parallelize by splitting columns (pass b/c offset by j0).
+// Register-tiled AVX-512 (NT) / AVX2+FMA code is chosen at run time by what the CPU has (the build sets
+// no -march); otherwise a portable loop is used. Results differ from sgemm only by float summation
+// order. Callers parallelize by splitting columns (pass b/c offset by j0).
 #pragma once
 
 #include <cstdint>
