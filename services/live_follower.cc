@@ -31,9 +31,11 @@ absl::Status LiveFollower::CatchUp() {
   std::vector<std::string> order;
   std::set<std::string> seen;
   absl::Status feed = absl::OkStatus();
+  // The cursor (what cursor() and the gauge report) moves only once this round's moves are applied,
+  // so "cursor >= seq" means the runtime serves what the registry said at seq or later.
+  int64_t seq = cursor_.load();
   for (;;) {
-    absl::StatusOr<std::vector<storage::Change>> changes =
-        registry_->ListChangesSince(cursor_.load(), options_.batch);
+    absl::StatusOr<std::vector<storage::Change>> changes = registry_->ListChangesSince(seq, options_.batch);
     if (!changes.ok()) {
       feed = changes.status();
       break;
@@ -44,7 +46,7 @@ absl::Status LiveFollower::CatchUp() {
         order.push_back(c.tenant_id);
       }
     }
-    if (!changes->empty()) cursor_.store(changes->back().seq);
+    if (!changes->empty()) seq = changes->back().seq;
     if (static_cast<int>(changes->size()) < options_.batch) break;
   }
   if (absl::Now() >= next_retry_) {
@@ -65,6 +67,7 @@ absl::Status LiveFollower::CatchUp() {
   }
   if (failed) next_retry_ = absl::Now() + options_.retry_interval;
   retry_pending_.store(!retry_.empty());
+  cursor_.store(seq);  // failed tenants are in retry_, so moving past their changes loses nothing
   return feed;
 }
 

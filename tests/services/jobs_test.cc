@@ -306,6 +306,9 @@ TEST(JobsTest, QueuedJobSurvivesRestartAndRunningJobOfDeadWorkerIsRequeued) {
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
   o.training = true;
   o.data_dir = data_dir;
+  // The live worker's own lease is generous: a loaded machine must not expire it mid-run (only the
+  // dead worker's 500 ms lease is meant to expire here).
+  o.job_lease = absl::Seconds(30);
   server->Stop();
   TestServer live(o);
   for (const std::string& id : {other_job, dead_job}) {
