@@ -217,8 +217,7 @@ std::optional<CliError> Run(Ctx& c) {
                   static_cast<long long>(r.bytes()), r.sha256().substr(0, 12).c_str());
     }
   } else {
-    return UsageError(cmd.empty() ? "missing command (see --help)"
-                                  : "unknown command \"" + cmd + (sub.empty() ? "" : " " + sub) + "\" (see --help)");
+    return UnknownCommand(cmd, sub);
   }
   return std::nullopt;
 }

@@ -117,6 +117,11 @@ CliError RpcError(const grpc::Status& status) {
 
 CliError UsageError(const std::string& message) { return CliError{2, message}; }
 
+CliError UnknownCommand(const std::string& cmd, const std::string& sub) {
+  if (cmd.empty()) return UsageError("missing command (see --help)");
+  return UsageError("unknown command \"" + cmd + (sub.empty() ? "" : " " + sub) + "\" (see --help)");
+}
+
 void PrintJson(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;

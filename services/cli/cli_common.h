@@ -56,6 +56,8 @@ std::optional<CliError> LoadKey(const Args& args, const char* env_var, std::stri
 // "CODE: message" for a failed call (code name as in the API, e.g. NOT_FOUND).
 CliError RpcError(const grpc::Status& status);
 CliError UsageError(const std::string& message);
+// The usage error for a missing or unrecognised COMMAND [SUBCOMMAND].
+CliError UnknownCommand(const std::string& cmd, const std::string& sub);
 
 // The message as JSON (proto field names, defaults included) on stdout.
 void PrintJson(const google::protobuf::Message& m);

@@ -457,8 +457,7 @@ std::optional<CliError> Run(Ctx& c) {
                   v.job_id().c_str());
     }
   } else {
-    return UsageError(cmd.empty() ? "missing command (see --help)"
-                                  : "unknown command \"" + cmd + (sub.empty() ? "" : " " + sub) + "\" (see --help)");
+    return UnknownCommand(cmd, sub);
   }
   return std::nullopt;
 }
