@@ -16,6 +16,7 @@
 #include "core/model/model.h"
 #include "core/model/overlay.h"
 #include "gtest/gtest.h"
+#include "tests/core/model/random_overlay.h"
 #include "nlohmann/json.hpp"
 #include "tests/core/model/reference_model.h"
 
@@ -171,21 +172,7 @@ class ModelFixture : public ::testing::TestWithParam<ModelFamily> {
 
   // An overlay on `slots` whose weights are fresh random values.
   std::shared_ptr<const ExpertOverlay> RandomOverlay(std::vector<SlotId> slots, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> u(-0.3f, 0.3f);
-    std::map<SlotId, ExpertWeights> m;
-    for (SlotId s : slots) {
-      ExpertWeights w;
-      for (int p = 0; p < 3; ++p) {
-        std::vector<int64_t> shape = ExpertPartShape(config_, p);
-        std::vector<float> v(shape[0] * shape[1]);
-        for (float& x : v) x = u(rng);
-        Tensor t = be_->FromHost(v, shape).value();
-        (p == 0 ? w.gate : p == 1 ? w.up : w.down) = t;
-      }
-      m[s] = w;
-    }
-    auto o = ExpertOverlay::FromWeights(config_, std::move(m), be_.get());
+    auto o = tessera::RandomOverlay(config_, be_.get(), slots, seed);
     EXPECT_TRUE(o.ok()) << o.status();
     return *o;
   }

@@ -28,6 +28,7 @@
 #include "core/sampling/sampler.h"
 #include "core/sampling/stop_matcher.h"
 #include "core/tokenizer/byte_tokenizer.h"
+#include "tests/core/model/random_overlay.h"
 
 namespace tessera::runtime::testing {
 
@@ -94,21 +95,7 @@ struct TestVersion {
 // version visibly changes the text). The blob's sha256 is the overlay's computed content digest.
 inline TestVersion MakeVersion(const ModelConfig& config, Backend* be, const std::vector<SlotId>& slots,
                                uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
-  std::map<SlotId, ExpertWeights> m;
-  for (SlotId s : slots) {
-    ExpertWeights w;
-    for (int p = 0; p < 3; ++p) {
-      std::vector<int64_t> shape = ExpertPartShape(config, p);
-      std::vector<float> v(shape[0] * shape[1]);
-      for (float& x : v) x = u(rng);
-      Tensor t = be->FromHost(v, shape).value();
-      (p == 0 ? w.gate : p == 1 ? w.up : w.down) = t;
-    }
-    m[s] = w;
-  }
-  std::shared_ptr<const ExpertOverlay> built = ExpertOverlay::FromWeights(config, std::move(m), be).value();
+  std::shared_ptr<const ExpertOverlay> built = RandomOverlay(config, be, slots, seed).value();
   TestVersion v;
   v.blob.safetensors_bytes = built->Serialize().value();
   v.overlay = ExpertOverlay::FromSafetensors(config, v.blob.safetensors_bytes, be).value();
