@@ -197,6 +197,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
   if (const char* env = std::getenv("TESSERA_CUDA_EAGER_INDEX_CHECKS"); env != nullptr) {
     b->eager_index_checks_ = std::string(env) != "0";
   }
+  if (const char* env = std::getenv("TESSERA_CUDA_TF32"); env != nullptr) {
+    b->allow_tf32_ = std::string(env) == "1";
+  }
   if (const char* env = std::getenv("TESSERA_GROUPED_GEMM"); env != nullptr) {
     const std::string v(env);
     if (v == "kernel") {
@@ -354,21 +357,34 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device_ordinal) {
   return std::unique_ptr<Backend>(std::move(*b));
 }
 
-absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl) {
+namespace {
+
+// The CUDA backend behind `backend`, or INVALID_ARGUMENT naming the setter `fn`.
+absl::StatusOr<cuda::CudaBackend*> AsCuda(Backend& backend, const char* fn) {
   auto* cb = dynamic_cast<cuda::CudaBackend*>(&backend);
   if (cb == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("SetCudaGroupedGemmImpl: backend '", backend.name(), "' is not CUDA"));
+    return absl::InvalidArgumentError(absl::StrCat(fn, ": backend '", backend.name(), "' is not CUDA"));
   }
+  return cb;
+}
+
+}  // namespace
+
+absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl) {
+  ASSIGN_OR_RETURN(cuda::CudaBackend * cb, AsCuda(backend, "SetCudaGroupedGemmImpl"));
   cb->set_grouped_gemm_impl(impl);
   return absl::OkStatus();
 }
 
 absl::Status SetCudaEagerIndexChecks(Backend& backend, bool on) {
-  auto* cb = dynamic_cast<cuda::CudaBackend*>(&backend);
-  if (cb == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("SetCudaEagerIndexChecks: backend '", backend.name(), "' is not CUDA"));
-  }
+  ASSIGN_OR_RETURN(cuda::CudaBackend * cb, AsCuda(backend, "SetCudaEagerIndexChecks"));
   cb->set_eager_index_checks(on);
+  return absl::OkStatus();
+}
+
+absl::Status SetCudaAllowTf32(Backend& backend, bool on) {
+  ASSIGN_OR_RETURN(cuda::CudaBackend * cb, AsCuda(backend, "SetCudaAllowTf32"));
+  cb->set_allow_tf32(on);
   return absl::OkStatus();
 }
 

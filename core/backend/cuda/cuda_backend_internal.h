@@ -126,6 +126,7 @@ class CudaBackend final : public Backend {
 
   void set_grouped_gemm_impl(GroupedGemmImpl impl) { grouped_impl_ = impl; }
   void set_eager_index_checks(bool on) { eager_index_checks_ = on; }
+  void set_allow_tf32(bool on) { allow_tf32_ = on; }
 
  private:
   CudaBackend() = default;
@@ -144,6 +145,11 @@ class CudaBackend final : public Backend {
   enum class GroupedMode { kForward, kInputGrad, kWeightGrad };
   absl::Status RunGrouped(GroupedMode mode, const Tensor& lhs, const Tensor* x_for_wgrad,
                           absl::Span<const GemmGroup> groups, Tensor* out, absl::string_view op);
+  // cuBLAS's grouped API over `problems`, equal shapes batched; UNIMPLEMENTED for unsupported types.
+  absl::Status CublasGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dtab, DType dtc,
+                             absl::string_view op);
+  // CUBLAS_COMPUTE_32F, or its TF32 variant for f32 inputs when allow_tf32_.
+  cublasComputeType_t ComputeType(DType a) const;
   // One launch of the selected grouped implementation over `problems` (which must not share outputs).
   absl::Status LaunchGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dta, DType dtb, DType dtc,
                              absl::string_view op);
@@ -158,6 +164,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<UploadRing> uploads_;
   GroupedGemmImpl grouped_impl_ = GroupedGemmImpl::kCublas;
   bool eager_index_checks_ = true;
+  bool allow_tf32_ = false;  // f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32)
   int* check_word_ = nullptr;  // device, for CheckIndexRange
 };
 

@@ -2,14 +2,21 @@
 //
 // Row-major to cuBLAS: a row-major C[M,N] = opA(A) opB(B) is the column-major C^T[N,M] = opB(B)^T opA(A)^T,
 // so every call passes B as cuBLAS's first operand and A as its second, with m = N, n = M.
-// Precision: fp32 inputs use CUBLAS_COMPUTE_32F (no TF32) so results match the CPU reference; bf16/f16
-// inputs use tensor cores with fp32 accumulation. A and B must share a dtype for cuBLAS; C may be f32 or
+// Precision: fp32 inputs use CUBLAS_COMPUTE_32F (no TF32) so results match the CPU reference, unless
+// SetCudaAllowTf32 chose TF32 tensor cores; bf16/f16 inputs use tensor cores with fp32 accumulation. A and B must share a dtype for cuBLAS; C may be f32 or
 // A's dtype.
 // Grouped GEMM: one row-major problem per non-empty group, all in one launch, either through
 // cublasGemmGroupedBatchedEx (its pointer arrays uploaded per call) or our kernel (cuda_grouped_gemm.cu,
-// problem table uploaded per call); see GroupedGemmImpl in cuda_backend.h.
+// problem table uploaded per call); see GroupedGemmImpl in cuda_backend.h. Problems of one shape share
+// one cuBLAS group (group_size > 1). Measured on an H100 (ops/bench/RESULTS.md): cuBLAS's grouped path
+// reaches ~0.35 of a dense GEMM of the same FLOPs at MoE shapes; cutting every expert into equal 128-row
+// chunks so they all batch as one shape did not change that, so it was removed again. Type combinations
+// the grouped API refuses (bf16 inputs into f32 weight gradients: CUBLAS_STATUS_NOT_SUPPORTED on CUDA
+// 13.0) run as one cublasGemmEx per problem.
 #include <algorithm>
 #include <climits>
+#include <map>
+#include <tuple>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -33,6 +40,17 @@ cudaDataType_t CudaType(DType t) {
 }
 
 cublasOperation_t Op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+// One cuBLAS group: problems that share every scalar argument (see LaunchGrouped).
+struct ShapeKey {
+  int ta, tb;
+  int64_t m, n, k, lda, ldb, ldc;
+  float alpha, beta;
+  bool operator<(const ShapeKey& o) const {
+    return std::tie(ta, tb, m, n, k, lda, ldb, ldc, alpha, beta) <
+           std::tie(o.ta, o.tb, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.alpha, o.beta);
+  }
+};
 
 absl::Status CheckGemmTypes(DType a, DType b, DType c, absl::string_view op) {
   if (a != b) {
@@ -82,7 +100,7 @@ absl::Status CudaBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b,
       cublasGemmEx(cublas_, Op(trans_b), Op(trans_a), static_cast<int>(n), static_cast<int>(m), static_cast<int>(ka),
                    &alpha, b.raw(), CudaType(b.dtype()), static_cast<int>(b.dim(1)), a.raw(), CudaType(a.dtype()),
                    static_cast<int>(a.dim(1)), &beta, c.raw(), CudaType(c.dtype()), static_cast<int>(n),
-                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                   ComputeType(a.dtype()), CUBLAS_GEMM_DEFAULT),
       "Matmul: cublasGemmEx");
 }
 
@@ -239,42 +257,76 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
   return LaunchGrouped(probs, dta, dtb, dtc, op);
 }
 
+cublasComputeType_t CudaBackend::ComputeType(DType a) const {
+  return a == DType::kF32 && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
+// cuBLAS sees each row-major problem as column-major C^T = opB(B)^T opA(A)^T (see the top comment).
+// Problems with equal scalar arguments share one group. UNIMPLEMENTED when cuBLAS does not support the
+// type combination in its grouped API (nothing was enqueued then).
+absl::Status CudaBackend::CublasGrouped(absl::Span<const k::GemmProblem> probs, DType dtab, DType dtc,
+                                        absl::string_view op) {
+  std::map<ShapeKey, std::vector<const k::GemmProblem*>> by_shape;
+  for (const k::GemmProblem& p : probs) {
+    by_shape[ShapeKey{p.trans_a, p.trans_b, p.m, p.n, p.k, p.lda, p.ldb, p.ldc, p.alpha, p.beta}].push_back(&p);
+  }
+  const int gcount = static_cast<int>(by_shape.size());
+  const size_t total = probs.size();
+  std::vector<cublasOperation_t> ta, tb;
+  std::vector<int> m, n, kk, lda, ldb, ldc, size;
+  std::vector<float> alpha, beta;
+  std::vector<const void*> ptrs(3 * total);
+  size_t i = 0;
+  for (const auto& [key, members] : by_shape) {
+    ta.push_back(Op(key.tb));
+    tb.push_back(Op(key.ta));
+    m.push_back(static_cast<int>(key.n));
+    n.push_back(static_cast<int>(key.m));
+    kk.push_back(static_cast<int>(key.k));
+    lda.push_back(static_cast<int>(key.ldb));
+    ldb.push_back(static_cast<int>(key.lda));
+    ldc.push_back(static_cast<int>(key.ldc));
+    alpha.push_back(key.alpha);
+    beta.push_back(key.beta);
+    size.push_back(static_cast<int>(members.size()));
+    for (const k::GemmProblem* p : members) {
+      ptrs[i] = p->b;              // cuBLAS A array
+      ptrs[total + i] = p->a;      // cuBLAS B array
+      ptrs[2 * total + i] = p->c;  // cuBLAS C array
+      ++i;
+    }
+  }
+  ASSIGN_OR_RETURN(void* dev, uploads_->Upload(ptrs.data(), ptrs.size() * sizeof(void*)));
+  const void* const* dptr = static_cast<const void* const*>(dev);
+  const cublasStatus_t st = cublasGemmGroupedBatchedEx(
+      cublas_, ta.data(), tb.data(), m.data(), n.data(), kk.data(), alpha.data(), dptr, CudaType(dtab), lda.data(),
+      dptr + total, CudaType(dtab), ldb.data(), beta.data(), const_cast<void* const*>(dptr + 2 * total), CudaType(dtc),
+      ldc.data(), gcount, size.data(), ComputeType(dtab));
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    return absl::UnimplementedError(absl::StrCat(op, ": cublasGemmGroupedBatchedEx does not support ", DTypeName(dtab),
+                                                 " inputs with ", DTypeName(dtc), " output"));
+  }
+  return CublasStatus(st, absl::StrCat(op, ": cublasGemmGroupedBatchedEx"));
+}
+
 absl::Status CudaBackend::LaunchGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dta, DType dtb,
                                         DType dtc, absl::string_view op) {
   std::vector<k::GemmProblem> probs(problems.begin(), problems.end());
 
   const bool cublas_ok = dta == dtb && (dtc == dta || dtc == DType::kF32);
   if (grouped_impl_ == GroupedGemmImpl::kCublas && cublas_ok) {
-    // cuBLAS sees each row-major problem as column-major C^T = opB(B)^T opA(A)^T (see the top comment).
-    const int gcount = static_cast<int>(probs.size());
-    std::vector<cublasOperation_t> ta(gcount), tb(gcount);
-    std::vector<int> m(gcount), n(gcount), kk(gcount), lda(gcount), ldb(gcount), ldc(gcount), size(gcount, 1);
-    std::vector<float> alpha(gcount), beta(gcount);
-    std::vector<const void*> ptrs(3 * static_cast<size_t>(gcount));
-    for (int i = 0; i < gcount; ++i) {
-      const k::GemmProblem& p = probs[i];
-      ta[i] = Op(p.trans_b);
-      tb[i] = Op(p.trans_a);
-      m[i] = static_cast<int>(p.n);
-      n[i] = static_cast<int>(p.m);
-      kk[i] = static_cast<int>(p.k);
-      lda[i] = static_cast<int>(p.ldb);
-      ldb[i] = static_cast<int>(p.lda);
-      ldc[i] = static_cast<int>(p.ldc);
-      alpha[i] = p.alpha;
-      beta[i] = p.beta;
-      ptrs[i] = p.b;                 // cuBLAS A array
-      ptrs[gcount + i] = p.a;        // cuBLAS B array
-      ptrs[2 * gcount + i] = p.c;    // cuBLAS C array
+    absl::Status grouped = CublasGrouped(probs, dta, dtc, op);
+    if (grouped.code() != absl::StatusCode::kUnimplemented) return grouped;
+    // The grouped API refuses this type combination: one cublasGemmEx per problem, same stream.
+    for (const k::GemmProblem& p : probs) {
+      RETURN_IF_ERROR(CublasStatus(
+          cublasGemmEx(cublas_, Op(p.trans_b), Op(p.trans_a), static_cast<int>(p.n), static_cast<int>(p.m),
+                       static_cast<int>(p.k), &p.alpha, p.b, CudaType(dtb), static_cast<int>(p.ldb), p.a, CudaType(dta),
+                       static_cast<int>(p.lda), &p.beta, p.c, CudaType(dtc), static_cast<int>(p.ldc), ComputeType(dta),
+                       CUBLAS_GEMM_DEFAULT),
+          absl::StrCat(op, ": cublasGemmEx")));
     }
-    ASSIGN_OR_RETURN(void* dev, uploads_->Upload(ptrs.data(), ptrs.size() * sizeof(void*)));
-    const void* const* dptr = static_cast<const void* const*>(dev);
-    return CublasStatus(
-        cublasGemmGroupedBatchedEx(cublas_, ta.data(), tb.data(), m.data(), n.data(), kk.data(), alpha.data(), dptr,
-                                   CudaType(dtb), lda.data(), dptr + gcount, CudaType(dta), ldb.data(), beta.data(),
-                                   const_cast<void* const*>(dptr + 2 * gcount), CudaType(dtc), ldc.data(), gcount,
-                                   size.data(), CUBLAS_COMPUTE_32F),
-        absl::StrCat(op, ": cublasGemmGroupedBatchedEx"));
+    return absl::OkStatus();
   }
   int64_t tiles = 0;
   for (k::GemmProblem& p : probs) {

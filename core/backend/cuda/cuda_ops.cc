@@ -269,11 +269,14 @@ absl::StatusOr<AttnLaunch> PrepareAttention(absl::string_view op, const Tensor& 
       row_seq[i] = static_cast<int32_t>(s);
     }
     if (backward) {
-      if (S.dk != nullptr && S.dv != nullptr && Overlaps(*S.dk, *S.dv)) {
+      // Same contract as the CPU backend: backward needs both gradient outputs.
+      if (S.dk == nullptr || S.dv == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".dk/.dv is null"));
+      }
+      if (Overlaps(*S.dk, *S.dv)) {
         return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".dk overlaps .dv"));
       }
       for (const Tensor* g : {S.dk, S.dv}) {
-        if (g == nullptr) continue;
         RETURN_IF_ERROR(CheckFloat(*g, op, arg + ".dk/.dv"));
         if (g->shape() != S.k->shape()) {
           return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".dk/.dv ", g->DebugString(), " must match k ",
@@ -288,8 +291,8 @@ absl::StatusOr<AttnLaunch> PrepareAttention(absl::string_view op, const Tensor& 
       }
     }
     descs.push_back(k::AttnSeqDesc{S.q_begin, S.q_len, S.kv_len, S.k->raw(), S.v->raw(),
-                                   backward && S.dk != nullptr ? const_cast<void*>(S.dk->raw()) : nullptr,
-                                   backward && S.dv != nullptr ? const_cast<void*>(S.dv->raw()) : nullptr});
+                                   backward ? const_cast<void*>(S.dk->raw()) : nullptr,
+                                   backward ? const_cast<void*>(S.dv->raw()) : nullptr});
   }
   const size_t desc_bytes = descs.size() * sizeof(k::AttnSeqDesc);
   const size_t row_off = (desc_bytes + 15) / 16 * 16;

@@ -6,9 +6,15 @@
 // by one, each time the largest entry strictly after the previous one in that order, so it needs no list
 // of chosen experts and works for any k <= E.
 // Memory contract: one thread block (gather/scatter/dot) or one warp (router) per row; rows are read
-// with consecutive threads on consecutive elements (coalesced). Scatter-add uses atomics on the output
-// (indices may repeat), so its summation order is not deterministic. Bad indices skip the row and set
-// a bit of the error word.
+// with consecutive threads on consecutive elements (coalesced). Bad indices skip the row and set a bit
+// of the error word.
+// Scatter-add is deterministic, and sums in the CPU reference's order: the (idx[i], i) pairs are radix
+// sorted (CUB, stable) so each destination row's sources are one run in increasing i, and the block at
+// the start of each run adds them into the row in that order with no atomics. Atomics made the MoE
+// unpermute (a token's k expert outputs) sum in a different order on every run, so the same query could
+// give a different log-probability twice in a row (found by the isolation step of the demo on an H100).
+#include <cub/device/device_radix_sort.cuh>
+
 #include "core/backend/cuda/cuda_device_util.cuh"
 #include "core/backend/cuda/cuda_kernels.h"
 
@@ -34,17 +40,32 @@ __global__ void GatherRowsKernel(const void* src, int dts, int64_t n_src, const 
   }
 }
 
-__global__ void ScatterAddRowsKernel(const void* src, int dts, const int32_t* idx, const float* scale,
-                                     void* dst, int dtd, int64_t n_dst, int64_t m, int64_t d, int err_bit,
-                                     int* err) {
-  for (int64_t i = blockIdx.x; i < m; i += gridDim.x) {
-    const int32_t j = idx[i];
+__global__ void IotaKernel(int32_t* v, int64_t m) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < m;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    v[i] = static_cast<int32_t>(i);
+  }
+}
+
+// One block per sorted position p; only the first position of each run of equal keys does the run.
+__global__ void ScatterAddSortedKernel(const void* src, int dts, const int32_t* keys, const int32_t* rows,
+                                       const float* scale, void* dst, int dtd, int64_t n_dst, int64_t m, int64_t d,
+                                       int err_bit, int* err) {
+  for (int64_t p = blockIdx.x; p < m; p += gridDim.x) {
+    const int32_t j = keys[p];
+    if (p > 0 && keys[p - 1] == j) continue;  // not the start of a run (uniform across the block)
     if (j < 0 || j >= n_dst) {
       if (threadIdx.x == 0) atomicOr(err, err_bit);
       continue;
     }
-    const float s = scale != nullptr ? scale[i] : 1.0f;
-    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) AtomicAddTo(dst, dtd, j * d + c, s * Ld(src, dts, i * d + c));
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      float acc = Ld(dst, dtd, j * d + c);
+      for (int64_t q = p; q < m && keys[q] == j; ++q) {
+        const int32_t i = rows[q];
+        acc += (scale != nullptr ? scale[i] : 1.0f) * Ld(src, dts, i * d + c);
+      }
+      St(dst, dtd, j * d + c, acc);
+    }
   }
 }
 
@@ -184,9 +205,35 @@ cudaError_t GatherRows(const void* src, int dts, int64_t n_src, const int32_t* i
 cudaError_t ScatterAddRows(const void* src, int dts, const int32_t* idx, const float* scale, void* dst, int dtd,
                            int64_t n_dst, int64_t m, int64_t d, int err_bit, int* err, cudaStream_t stream) {
   if (m == 0 || d == 0) return cudaSuccess;
-  ScatterAddRowsKernel<<<RowBlocks(m), RowThreads(d), 0, stream>>>(src, dts, idx, scale, dst, dtd, n_dst, m, d,
-                                                                 err_bit, err);
-  return cudaGetLastError();
+  if (m > INT32_MAX) return cudaErrorInvalidValue;
+  const int n = static_cast<int>(m);
+  size_t sort_bytes = 0;
+  cudaError_t e = cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, idx, static_cast<int32_t*>(nullptr),
+                                                  static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+                                                  n, 0, 32, stream);
+  if (e != cudaSuccess) return e;
+  // Scratch, stream-ordered: rows in, sorted keys, sorted rows, CUB's temporary storage.
+  const size_t ints = static_cast<size_t>(m) * sizeof(int32_t), ints_aligned = (ints + 255) / 256 * 256;
+  void* scratch = nullptr;
+  e = cudaMallocAsync(&scratch, 3 * ints_aligned + sort_bytes, stream);
+  if (e != cudaSuccess) return e;
+  char* base = static_cast<char*>(scratch);
+  int32_t* rows_in = reinterpret_cast<int32_t*>(base);
+  int32_t* keys = reinterpret_cast<int32_t*>(base + ints_aligned);
+  int32_t* rows = reinterpret_cast<int32_t*>(base + 2 * ints_aligned);
+  void* sort_tmp = base + 3 * ints_aligned;
+  IotaKernel<<<GridFor(m, 256), 256, 0, stream>>>(rows_in, m);
+  e = cudaGetLastError();
+  if (e == cudaSuccess) {
+    e = cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, idx, keys, rows_in, rows, n, 0, 32, stream);
+  }
+  if (e == cudaSuccess) {
+    ScatterAddSortedKernel<<<RowBlocks(m), RowThreads(d), 0, stream>>>(src, dts, keys, rows, scale, dst, dtd, n_dst,
+                                                                       m, d, err_bit, err);
+    e = cudaGetLastError();
+  }
+  const cudaError_t f = cudaFreeAsync(scratch, stream);
+  return e != cudaSuccess ? e : f;
 }
 
 cudaError_t RowDotGather(const void* a, int dta, const void* b, int dtb, int64_t n_b, const int32_t* idx,

@@ -56,12 +56,13 @@ TEST_P(GroupedParity, ForwardInputGradWeightGrad) {
 #else
   GTEST_SKIP() << "no CUDA device: this build has no CUDA backend";  // SetUp already skipped; for the linker
 #endif
-  const int64_t rows = 150, in = 80, out = 72;
-  // Gaps (rows 7..9, 149) stay untouched; group 1 is empty; group 3 spans several 64-row tiles.
+  const int64_t rows = 642, in = 80, out = 72;
+  // Gaps (rows 7..9, 149, 579) stay untouched; group 1 is empty; groups 3-5 span several 64-row tiles
+  // with ragged ends; groups 2 and 6 have one shape and share one cuBLAS group (cuda_matmul.cc).
   struct G {
     int64_t begin, rows;
   };
-  const std::vector<G> layout = {{0, 7}, {7, 0}, {10, 60}, {70, 79}};
+  const std::vector<G> layout = {{0, 7}, {7, 0}, {10, 60}, {70, 79}, {150, 129}, {279, 300}, {580, 60}};
   std::vector<Pair> w, dw;
   for (size_t i = 0; i < layout.size(); ++i) {
     w.push_back(BothRand({out, in}, dt));
@@ -117,6 +118,25 @@ TEST_F(CudaParityTest, GroupedWeightGradSharedBetweenGroupsAccumulatesBoth) {
     ASSERT_OK(gpu_->GroupedMatmulWeightGrad(x.g, dy.g, gg));
     Compare(g, DType::kF32, impl == GroupedGemmImpl::kCublas ? "shared wgrad cublas" : "shared wgrad kernel");
   }
+}
+
+TEST_F(CudaParityTest, Tf32MatmulsStayWithinBf16Tolerance) {
+#if TESSERA_HAVE_CUDA
+  // SetCudaAllowTf32: f32 inputs rounded to TF32's 10-bit mantissa, fp32 accumulation.
+  ASSERT_OK(SetCudaAllowTf32(*gpu_, true));
+  Pair a = BothRand({96, 160}), b = BothRand({72, 160}), c = BothRand({96, 72});
+  ASSERT_OK(cpu_->Matmul(a.c, false, b.c, true, c.c));
+  ASSERT_OK(gpu_->Matmul(a.g, false, b.g, true, c.g));
+  Compare(c, DType::kBF16, "Matmul with TF32");
+  Pair w0 = BothRand({72, 160}), w1 = BothRand({72, 160}), y = BothRand({96, 72});
+  std::vector<GemmGroup> gc = {GemmGroup{0, 40, &w0.c, nullptr}, GemmGroup{40, 56, &w1.c, nullptr}};
+  std::vector<GemmGroup> gg = {GemmGroup{0, 40, &w0.g, nullptr}, GemmGroup{40, 56, &w1.g, nullptr}};
+  ASSERT_OK(cpu_->GroupedMatmul(a.c, gc, y.c));
+  ASSERT_OK(gpu_->GroupedMatmul(a.g, gg, y.g));
+  Compare(y, DType::kBF16, "GroupedMatmul with TF32");
+  ASSERT_OK(SetCudaAllowTf32(*gpu_, false));
+  EXPECT_EQ(SetCudaAllowTf32(*cpu_, true).code(), absl::StatusCode::kInvalidArgument);
+#endif
 }
 
 TEST_F(CudaParityTest, GroupedRejectsOverlappingGroups) {

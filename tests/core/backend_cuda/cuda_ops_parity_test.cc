@@ -1,4 +1,5 @@
 // Parity of every non-GEMM op, forward and backward, CPU (f32 reference) vs CUDA (f32 and bf16 storage).
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -88,6 +89,33 @@ TEST_P(OpsParity, GatherScatterRowDot) {
   ASSERT_OK(cpu_->RowDotGather(a.c, src.c, id.c, out.c));
   ASSERT_OK(gpu_->RowDotGather(a.g, src.g, id.g, out.g));
   Compare(out, dt(), "RowDotGather");
+}
+
+TEST_F(CudaParityTest, ScatterAddRowsIsDeterministicAndInCpuOrder) {
+  // 4096 rows into 16 destinations (256 each, in shuffled order): with atomics the summation order
+  // changed from run to run; now every run gives the same bits, and the CPU's order (increasing i).
+  const int64_t n = 16, m = 4096, d = 96;
+  std::vector<int32_t> idx(m);
+  for (int64_t i = 0; i < m; ++i) idx[i] = static_cast<int32_t>(i % n);
+  std::shuffle(idx.begin(), idx.end(), rng_);
+  Pair id = BothI(idx, {m});
+  Pair scale = Both(Rand(m), {m});
+  Pair src = Both(Rand(m * d, -100.0f, 100.0f), {m, d});  // large terms: order changes the rounding
+  const std::vector<float> init = Rand(n * d);
+  std::vector<float> first;
+  for (int run = 0; run < 3; ++run) {
+    Pair acc = Both(init, {n, d});
+    ASSERT_OK(gpu_->ScatterAddRows(src.g, id.g, &scale.g, acc.g));
+    const std::vector<float> got = Get(*gpu_, acc.g);
+    if (run == 0) {
+      first = got;
+      ASSERT_OK(cpu_->ScatterAddRows(src.c, id.c, &scale.c, acc.c));
+      Compare(acc, DType::kF32, "ScatterAddRows with many repeats");
+    } else {
+      ASSERT_EQ(got.size(), first.size());
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], first[i]) << "run " << run << " element " << i;
+    }
+  }
 }
 
 TEST_P(OpsParity, Embedding) {
