@@ -49,6 +49,24 @@ absl::StatusOr<bool> GetBoolOr(const Json& j, const char* key, bool def) {
   return j[key].get<bool>();
 }
 
+// The expert count. transformers names it per family (Mixtral: num_local_experts; Qwen3-MoE, OLMoE:
+// num_experts) but maps both names onto one attribute, and save_pretrained may write either (5.17 wrote
+// Qwen3-MoE's as num_local_experts): accept both, `preferred` first; both present must agree.
+absl::StatusOr<int64_t> GetExpertCount(const Json& j, const char* preferred) {
+  const char* other = std::string(preferred) == "num_experts" ? "num_local_experts" : "num_experts";
+  if (!Present(j, preferred) && !Present(j, other)) return Missing(preferred);
+  if (!Present(j, preferred)) return GetInt(j, other);
+  ASSIGN_OR_RETURN(int64_t n, GetInt(j, preferred));
+  if (Present(j, other)) {
+    ASSIGN_OR_RETURN(int64_t m, GetInt(j, other));
+    if (m != n) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: '", preferred, "' (", n, ") and '", other, "' (", m,
+                                                     ") disagree"));
+    }
+  }
+  return n;
+}
+
 // A rope_scaling / rope_parameters object is fine only when it asks for the default rotation.
 absl::Status CheckRopeObject(const Json& j, const char* key) {
   if (!Present(j, key)) return absl::OkStatus();
@@ -123,7 +141,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
 
   switch (c.family) {
     case ModelFamily::kMixtral: {
-      ASSIGN_OR_RETURN(c.num_experts, GetInt(j, "num_local_experts"));
+      ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, "num_local_experts"));
       ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "intermediate_size"));
       c.norm_topk_prob = true;  // Mixtral always renormalizes the top-k weights.
       c.qk_norm = QkNorm::kNone;
@@ -133,7 +151,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
       break;
     }
     case ModelFamily::kQwen3Moe: {
-      ASSIGN_OR_RETURN(c.num_experts, GetInt(j, "num_experts"));
+      ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, "num_experts"));
       ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "moe_intermediate_size"));
       ASSIGN_OR_RETURN(c.norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
       c.qk_norm = QkNorm::kPerHead;
@@ -154,7 +172,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
       break;
     }
     case ModelFamily::kOlmoe: {
-      ASSIGN_OR_RETURN(c.num_experts, GetInt(j, "num_experts"));
+      ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, "num_experts"));
       ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "intermediate_size"));
       ASSIGN_OR_RETURN(c.norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
       c.qk_norm = QkNorm::kFull;

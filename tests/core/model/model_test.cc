@@ -60,6 +60,24 @@ TEST(ConfigTest, ParsesQwen3Moe) {
   EXPECT_EQ(c->max_position_embeddings, 512);
 }
 
+TEST(ConfigTest, ExpertCountUnderEitherTransformersName) {
+  // transformers maps num_experts and num_local_experts onto one attribute; 5.17's save_pretrained
+  // wrote a Qwen3-MoE config with num_local_experts only.
+  nlohmann::json j = nlohmann::json::parse(Qwen3Json());
+  j.erase("num_experts");
+  j["num_local_experts"] = 8;
+  auto c = ModelConfig::FromJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_experts, 8);
+  j["num_experts"] = 8;  // both, agreeing
+  ASSERT_TRUE(ModelConfig::FromJson(j.dump()).ok());
+  j["num_experts"] = 6;  // both, disagreeing
+  auto bad = ModelConfig::FromJson(j.dump());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(bad.status().message()).find("disagree"), std::string::npos) << bad.status();
+}
+
 TEST(ConfigTest, ParsesMixtralAndDefaultsHeadDim) {
   auto c = ModelConfig::FromJson(R"({"model_type":"mixtral","hidden_size":64,"num_hidden_layers":2,
     "num_attention_heads":8,"num_key_value_heads":2,"num_local_experts":4,"num_experts_per_tok":2,
