@@ -8,6 +8,8 @@
 #
 # Layout of the bundle:
 #   bin/            the test binaries (*_test) and GPU benchmarks (bench_gpu_*), stripped
+#   services/       tessera-server, tessera-admin, tessera, tessera-datagen (for gpu-check.sh --demo)
+#   demo-run.sh, backbones/builtin-tiny   the product demo and the backbone it serves
 #   lib.tar.xz      shared libraries the binaries need that a bare GPU machine lacks (see below);
 #                   gpu-check.sh unpacks it into lib/ (xz keeps the folder under the device tool's 64 MiB)
 #   tests/fixtures  test fixtures (TESSERA_SOURCE_DIR points at the bundle)
@@ -37,7 +39,7 @@ GEN=()
 command -v ninja >/dev/null && [[ ! -f "$BUILD/CMakeCache.txt" || -f "$BUILD/build.ninja" ]] && GEN=(-G Ninja)
 cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 # GPU test binaries and benchmarks; only the targets that exist in this checkout.
-WANT=(core_backend_cuda_test core_backend_test ${TESSERA_GPU_EXTRA_TARGETS:-})
+WANT=(core_backend_cuda_test core_model_cuda_test core_backend_test ${TESSERA_GPU_EXTRA_TARGETS:-})
 AVAILABLE=$(cmake --build "$BUILD" --target help | sed -n 's/^\([A-Za-z0-9_]*\): .*/\1/p')
 if ! echo "$AVAILABLE" | grep -q '^bench_gpu_'; then
   # The bench_gpu_* targets exist only when CMake found nvcc (TESSERA_HAVE_CUDA).
@@ -48,11 +50,18 @@ TARGETS=()
 for t in "${WANT[@]}" $(echo "$AVAILABLE" | grep '^bench_gpu_' || true); do
   if echo "$AVAILABLE" | grep -qx "$t"; then TARGETS+=("$t"); else echo "gpu-bundle: no target $t here, skipped" >&2; fi
 done
-echo "gpu-bundle: building ${TARGETS[*]} in $BUILD (-j$JOBS)"
-cmake --build "$BUILD" --target "${TARGETS[@]}" -j "$JOBS"
+SERVICES=(tessera-server tessera-admin tessera tessera-datagen)
+echo "gpu-bundle: building ${TARGETS[*]} ${SERVICES[*]} in $BUILD (-j$JOBS)"
+cmake --build "$BUILD" --target "${TARGETS[@]}" "${SERVICES[@]}" -j "$JOBS"
 
 rm -rf "$BUNDLE"
-mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/bench" "$BUNDLE/tests"
+mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/bench" "$BUNDLE/tests" "$BUNDLE/services" "$BUNDLE/backbones"
+for t in "${SERVICES[@]}"; do
+  cp "$BUILD/services/$t" "$BUNDLE/services/$t"
+  strip --strip-unneeded "$BUNDLE/services/$t" 2>/dev/null || true
+done
+cp -r ops/backbones/builtin-tiny "$BUNDLE/backbones/"
+cp ops/demo-run.sh "$BUNDLE/demo-run.sh"
 for t in "${TARGETS[@]}"; do
   f=$(find "$BUILD" -type f -name "$t" -perm -u+x | head -1)
   [[ -n "$f" ]] || { echo "gpu-bundle: built $t but cannot find its binary" >&2; exit 1; }
@@ -61,7 +70,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 SKIP_RE='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libstdc\+\+\.so|libgcc_s\.so|libcuda\.so|libcudart\.so|libcublas\.so|libcublasLt\.so|libnvidia)'
-for f in "$BUNDLE"/bin/*; do
+for f in "$BUNDLE"/bin/* "$BUNDLE"/services/*; do
   ldd "$f" | awk '/=> \// {print $1, $3}' | while read -r name path; do
     if [[ "$name" =~ $SKIP_RE ]]; then continue; fi
     [[ -f "$BUNDLE/lib/$name" ]] || cp -L "$path" "$BUNDLE/lib/$name"
@@ -82,7 +91,7 @@ chmod +x "$BUNDLE/gpu-check.sh"
   echo "commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "nvcc=$(/usr/local/cuda/bin/nvcc --version 2>/dev/null | tail -1)"
-  echo "targets=${TARGETS[*]}"
+  echo "targets=${TARGETS[*]} ${SERVICES[*]}"
 } > "$BUNDLE/BUILD_INFO"
 
 SIZE=$(du -sb "$BUNDLE" | cut -f1)

@@ -6,18 +6,21 @@
 #
 # How a future session runs it (no GPU needed to build):
 #   1. here:   ops/gpu-bundle.sh                    -> ./gpu-bundle (git-ignored, < 64 MiB)
-#   2. device tool (the bundle travels as a carried ignored path; each call <= 10 minutes):
-#      call A, tests + grouped GEMM bench (~1-3 min):
-#        run(command="cd gpu-bundle && ./gpu-check.sh --out $OUT", carry=["gpu-bundle"], timeout_s=600)
-#      call B, grouped bench + PyTorch peer + Tessera end-to-end (several minutes; the peer needs the
-#      image's PyTorch 2.11 / transformers 5.x):
-#        run(command="cd gpu-bundle && ./gpu-check.sh --out $OUT --no-tests --peer --e2e",
-#            carry=["gpu-bundle"], timeout_s=600)
-#      (add --e2e-args "--config=builtin:small" and --peer-args "--hidden 1024 ..." for a quicker smoke run)
+#   2. device tool (the bundle travels as a carried ignored path; one call, ~6 min on an H100; $OUT
+#      brings back at most 8 files, so the logs come back as one tarball):
+#        run(command="cd gpu-bundle && ./gpu-check.sh --out /tmp/r/d --demo --logits --peer --e2e --e2e-args --tf32;
+#                     tar -czf $OUT/logs.tgz -C /tmp r", carry=["gpu-bundle"], timeout_s=560)
+#      (the peer needs the image's PyTorch 2.11 / transformers 5.x; --e2e-args "--config=builtin:small"
+#      and --peer-args "--hidden 1024 ..." make a quicker smoke run)
 #   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.
 #
-#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
-#     --quick: tests only.  --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e last, fed with
+#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--demo] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
+#     --demo: the product demo (demo-run.sh: tessera-server --device cuda, two tenants fine-tune and are
+#     served, isolation, rollback) with the bundle's services/ and backbones/builtin-tiny.
+#     --quick: tests only.  --logits: transformers writes a small Qwen3-MoE (hidden 1024, 4 layers, 16
+#     experts top-4, width 384) as safetensors plus its logits in bf16 and in f32; Tessera loads the
+#     same files and compares its logits (f32 reference: rel L2 <= 1e-3; bf16 reference: <= 5e-2).
+#     --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e last, fed with
 #     the peer's JSON and bench_gpu_grouped_gemm's grouped_vs_dense (its last line is the issue's
 #     `train_speedup=... decode_speedup=... tenants64_ratio=... grouped_vs_dense=...`).
 #   Logs: DIR/<name>.log for every step, DIR/summary.txt (the table). DIR defaults to ./results.
@@ -25,6 +28,8 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUTDIR="$HERE/results"
 RUN_PEER=0
+RUN_LOGITS=0
+RUN_DEMO=0
 RUN_E2E=0
 RUN_TESTS=1
 QUICK=0
@@ -34,6 +39,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) OUTDIR=$2; shift 2 ;;
     --peer) RUN_PEER=1; shift ;;
+    --logits) RUN_LOGITS=1; shift ;;
+    --demo) RUN_DEMO=1; shift ;;
     --quick) QUICK=1; shift ;;
     --no-tests) RUN_TESTS=0; shift ;;
     --e2e) RUN_E2E=1; shift ;;
@@ -128,6 +135,42 @@ if (( ! QUICK )); then
     row "$name" "$status" "$secs" "$last"
     grep -E '^(device|check|grouped) ' "$log" | sed 's/^/    /'
   done
+  if (( RUN_DEMO )); then
+    log="$OUTDIR/demo_cuda.log"
+    t0=$(date +%s%N)
+    TESSERA_BACKBONE_PATH="$HERE/backbones" DEMO_DEVICE=cuda bash "$HERE/demo-run.sh" "$HERE" >"$log" 2>&1
+    rc=$?
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; tail -25 "$log" | sed 's/^/    /'; }
+    row "demo (tessera-server --device cuda)" "$status" "$(elapsed "$t0")" "rc=$rc"
+    (( rc == 0 )) && sed -n '/Summary/,$p' "$log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /' | head -30
+  fi
+  if (( RUN_LOGITS )); then
+    wdir="$OUTDIR/logits-model"
+    log="$OUTDIR/logits_peer.log"
+    t0=$(date +%s%N)
+    env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 "$HERE/bench/torch_peer.py" --hidden 1024 --layers 4 --experts 16 \
+      --topk 4 --expert-width 384 --heads 8 --kv-heads 2 --head-dim 128 --vocab 32000 --skip-train --skip-generate \
+      --save-dir "$wdir" --logits-out "$wdir/logits_bf16.f32" --logits-f32-out "$wdir/logits_f32.f32" >"$log" 2>&1
+    rc=$?
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; tail -20 "$log" | sed 's/^/    /'; }
+    row "logits: transformers writes" "$status" "$(elapsed "$t0")" "$(grep -m1 '^peer device' "$log" | cut -c1-90)"
+    if (( rc == 0 )); then
+      for ref in f32:1e-3 bf16:5e-2; do
+        name=${ref%%:*} tol=${ref##*:}
+        log="$OUTDIR/logits_$name.log"
+        t0=$(date +%s%N)
+        "$HERE/bin/bench_gpu_e2e" --config="$wdir/config.json" --weights="$wdir" --logits-ref="$wdir/logits_$name.f32" \
+          --logits-tol="$tol" --logits-only >"$log" 2>&1
+        rc=$?
+        status=PASS
+        (( rc != 0 )) && { status=FAIL; FAIL=1; tail -5 "$log" | sed 's/^/    /'; }
+        row "logits vs transformers-$name" "$status" "$(elapsed "$t0")" "$(grep '^e2e logits' "$log" | cut -c12-)"
+      done
+    fi
+    rm -rf "$wdir"
+  fi
   if (( RUN_PEER )); then
     log="$OUTDIR/torch_peer.log"
     t0=$(date +%s%N)

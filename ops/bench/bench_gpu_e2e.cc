@@ -12,12 +12,18 @@
 //              through one overlay (CopyOfBase), --train-batch x --train-seq tokens     -> tokens/s
 //   tenants  : decode throughput of --tenant-batch sequences where sequence i carries tenant i % T's
 //              overlay (each tenant owns 2 different slots per 8 layers), T in 1, 8, 64, 256
+// Options: --tf32 runs Tessera's f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32); --logits-ref=FILE
+// compares Tessera's logits for the token ids (i * 7919) % vocab, i < 64, with the float32 [64, vocab]
+// file torch_peer.py --logits-out wrote from the same weights (--weights=), printing
+//   e2e logits rel_l2=<x> max_abs=<x> ref_max_abs=<x> argmax_agree=<k>/64 ok=<0|1>
+// (ok: relative L2 <= --logits-tol, default 2e-2; exit 1 when not ok); --logits-only stops there.
 // Output lines: `e2e <what> key=value ...`; the last line is exactly
 //   train_speedup=<x> decode_speedup=<x> tenants64_ratio=<x> grouped_vs_dense=<x>
 // where the speedups divide by the peer's numbers from --peer-json (torch_peer.py --json-out) and
 // grouped_vs_dense is passed in from bench_gpu_grouped_gemm (--grouped-vs-dense=); a missing input gives 0.
 // Without a CUDA device it prints `SKIP: ...` and exits 0.
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -47,6 +53,10 @@ struct Args {
   std::string config = "qwen3-moe-2048";  // or builtin:small / builtin:tiny / a config.json path
   std::string weights;
   std::string peer_json;
+  std::string logits_ref;
+  bool logits_only = false;
+  double logits_tol = 2e-2;
+  bool tf32 = false;
   double grouped_vs_dense = 0.0;
   int64_t batch = 8, prompt = 512, new_tokens = 128;
   int64_t train_batch = 8, train_seq = 512;
@@ -154,6 +164,54 @@ double PeerNumber(const std::string& path, const char* section) {
   return j[section].value("tokens_per_s", 0.0);
 }
 
+// Logits of one sequence (i * 7919) % vocab, i < 64 (torch_peer.py --logits-out's ids) against the
+// reference file; prints the `e2e logits` line and returns whether they agree within bf16 tolerance.
+bool CompareLogits(const Model& model, Backend& b, const std::string& path, double tol) {
+  const int64_t n = 64, vocab = model.config().vocab_size;
+  std::vector<float> ref(static_cast<size_t>(n * vocab));
+  std::ifstream f(path, std::ios::binary);
+  if (!f.read(reinterpret_cast<char*>(ref.data()), static_cast<std::streamsize>(ref.size() * sizeof(float)))) {
+    std::fprintf(stderr, "FAILED reading %s: expected %lld float32 values ([64, vocab])\n", path.c_str(),
+                 static_cast<long long>(ref.size()));
+    return false;
+  }
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 7919) % vocab);
+  ForwardOptions fo;
+  fo.logits = LogitsMode::kAll;
+  ForwardResult fr = Must(model.Forward({SequenceInput{ids, nullptr, nullptr}}, fo), "logits Forward");
+  if (fr.logits.dtype() != DType::kF32 || fr.logits.numel() != n * vocab) {
+    std::fprintf(stderr, "FAILED logits: got %s, expected f32 [64, %lld]\n", fr.logits.DebugString().c_str(),
+                 static_cast<long long>(vocab));
+    return false;
+  }
+  std::vector<float> got(ref.size());
+  CHECK_OK(b.CopyToHost(fr.logits, got.data(), got.size() * sizeof(float)));
+  double num = 0, den = 0, max_abs = 0, ref_max = 0;
+  int argmax_agree = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* r = ref.data() + i * vocab;
+    const float* g = got.data() + i * vocab;
+    int64_t ar = 0, ag = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      const double d = static_cast<double>(g[v]) - r[v];
+      num += d * d;
+      den += static_cast<double>(r[v]) * r[v];
+      max_abs = std::max(max_abs, std::abs(d));
+      ref_max = std::max(ref_max, static_cast<double>(std::abs(r[v])));
+      if (r[v] > r[ar]) ar = v;
+      if (g[v] > g[ag]) ag = v;
+    }
+    argmax_agree += ar == ag;
+  }
+  const double rel = std::sqrt(num / std::max(den, 1e-30));
+  const bool ok = rel <= tol;
+  std::printf("e2e logits rel_l2=%.3e max_abs=%.3e ref_max_abs=%.3e argmax_agree=%d/%lld ok=%d\n", rel, max_abs, ref_max,
+              argmax_agree, static_cast<long long>(n), tol, ok ? 1 : 0);
+  std::fflush(stdout);
+  return ok;
+}
+
 int Run(const Args& a) {
   auto made = MakeCudaBackend(0);
   if (!made.ok()) {
@@ -164,6 +222,7 @@ int Run(const Args& a) {
   // The model's index tensors come from its own routing plan: skip the per-op synchronizing range checks
   // (bad indices would still be reported at the next synchronization).
   CHECK_OK(SetCudaEagerIndexChecks(b, false));
+  CHECK_OK(SetCudaAllowTf32(b, a.tf32));
   ModelConfig config = a.config == "qwen3-moe-2048"
                            ? BigConfig()
                            : (a.config.rfind("builtin:", 0) == 0 ? Must(ModelConfig::Builtin(a.config), "config")
@@ -174,11 +233,16 @@ int Run(const Args& a) {
                                            : Must(ModelWeights::LoadFromPath(config, a.weights, &b), "LoadFromPath");
   std::unique_ptr<Model> model = Must(Model::Create(config, std::move(weights), &b), "Model::Create");
   CHECK_OK(b.Synchronize());
-  std::printf("e2e device=%s config=%s params=%lld weights=%s load_s=%.1f dtype=f32\n", b.name().c_str(),
+  std::printf("e2e device=%s config=%s params=%lld weights=%s load_s=%.1f dtype=%s\n", b.name().c_str(),
               a.config.c_str(), static_cast<long long>(config.NumParameters()),
               a.weights.empty() ? "random" : a.weights.c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), a.tf32 ? "f32+tf32" : "f32");
   std::fflush(stdout);
+  if (!a.logits_ref.empty()) {
+    const bool ok = CompareLogits(*model, b, a.logits_ref, a.logits_tol);
+    if (!ok) return 1;
+    if (a.logits_only) return 0;
+  }
   std::mt19937 rng(99);
 
   // ---- prefill / decode ----
@@ -318,6 +382,10 @@ int main(int argc, char** argv) {
     if (const char* v = val("--config=")) a.config = v;
     else if (const char* v = val("--weights=")) a.weights = v;
     else if (const char* v = val("--peer-json=")) a.peer_json = v;
+    else if (const char* v = val("--logits-ref=")) a.logits_ref = v;
+    else if (arg == "--logits-only") a.logits_only = true;
+    else if (const char* v = val("--logits-tol=")) a.logits_tol = std::atof(v);
+    else if (arg == "--tf32") a.tf32 = true;
     else if (const char* v = val("--grouped-vs-dense=")) a.grouped_vs_dense = std::atof(v);
     else if (const char* v = val("--batch=")) a.batch = std::atoll(v);
     else if (const char* v = val("--prompt=")) a.prompt = std::atoll(v);

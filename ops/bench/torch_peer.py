@@ -20,7 +20,9 @@ per-expert modules (transformers 4.x) only the trainable experts get requires_gr
 
 Identical weights: --save-dir writes the randomly initialized model (safetensors, save_pretrained) for
 Tessera to load; --load-dir loads weights written by Tessera instead. --logits-out writes the logits of a
-fixed token sequence (float32 raw, [64, vocab]) so the two sides can be compared within bf16 tolerance.
+fixed token sequence (float32 raw, [64, vocab]) so the two sides can be compared within bf16 tolerance;
+--logits-f32-out also writes them from the same weights computed in float32 (Tessera's f32 path must match
+that one closely).
 Timing: CUDA events around each region, warm-up first, median of --reps repetitions.
 """
 import argparse
@@ -53,6 +55,7 @@ def parse_args():
     p.add_argument("--save-dir", default="")
     p.add_argument("--load-dir", default="")
     p.add_argument("--logits-out", default="")
+    p.add_argument("--logits-f32-out", default="", help="also write the logits of the same model run in float32")
     p.add_argument("--json-out", default="")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-generate", action="store_true")
@@ -101,6 +104,12 @@ def save_per_expert(model, args, torch):
     import os
     from safetensors.torch import save_file
 
+    if args.hidden in (args.expert_width, 2 * args.expert_width):
+        # The orientation of the fused expert tensors is read from their shapes below; with hidden equal
+        # to the expert width or twice it both orientations have the same shape and the split would be
+        # silently wrong (seen: hidden 1024 with width 512 gave transposed experts).
+        sys.exit(f"--save-dir: hidden {args.hidden} must differ from the expert width {args.expert_width} "
+                 f"and from twice it, so the expert tensors' layout can be told from their shapes")
     os.makedirs(args.save_dir, exist_ok=True)
     model.config.to_json_file(os.path.join(args.save_dir, "config.json"))
     E, F, D = args.experts, args.expert_width, args.hidden
@@ -109,6 +118,8 @@ def save_per_expert(model, args, torch):
         t = t.detach().to(torch.bfloat16).contiguous().cpu()
         if name.endswith("mlp.experts.gate_up_proj") or name.endswith("mlp.experts.down_proj"):
             prefix = name.rsplit(".", 1)[0]
+            if ".layers.0." in name:
+                print(f"peer experts_layout {name.rsplit('.', 1)[1]}={list(t.shape)}", flush=True)
             for e in range(E):
                 w = t[e]
                 if name.endswith("gate_up_proj"):
@@ -199,6 +210,13 @@ def main():
             logits = model(input_ids=ids).logits[0].float().cpu().numpy()
         logits.tofile(args.logits_out)
         print(f"peer logits shape={list(logits.shape)} file={args.logits_out}", flush=True)
+        if args.logits_f32_out:
+            # Same bf16-rounded weights, float32 arithmetic: the tight reference for Tessera's f32 path.
+            model.float()
+            with torch.no_grad():
+                model(input_ids=ids).logits[0].float().cpu().numpy().tofile(args.logits_f32_out)
+            model.to(torch.bfloat16)
+            print(f"peer logits_f32 file={args.logits_f32_out}", flush=True)
 
     if not args.skip_train:
         params, ntrain, total = setup_trainable(args, model, torch)
