@@ -194,6 +194,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
   RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&b->sumsq_host_, sizeof(double)), "cudaMallocHost"));
   b->uploads_ = std::make_unique<UploadRing>(b->stream());
   RETURN_IF_ERROR(b->uploads_->Init());
+  // TESSERA_CUDA_STAGED_COPY=0 keeps large uploads on the compute stream (for comparison benchmarks).
+  if (const char* env = std::getenv("TESSERA_CUDA_STAGED_COPY"); env == nullptr || std::string(env) != "0") {
+    b->staged_ = std::make_unique<StagedCopier>(b->stream());
+    RETURN_IF_ERROR(b->staged_->Init());
+  }
   if (const char* env = std::getenv("TESSERA_CUDA_EAGER_INDEX_CHECKS"); env != nullptr) {
     b->eager_index_checks_ = std::string(env) != "0";
   }
@@ -216,6 +221,7 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(ctx_->ordinal);
   if (ctx_->stream != nullptr) cudaStreamSynchronize(ctx_->stream);
   uploads_.reset();
+  staged_.reset();
   if (cublas_ != nullptr) cublasDestroy(cublas_);
   if (err_word_ != nullptr) cudaFree(err_word_);
   if (err_host_ != nullptr) cudaFreeHost(err_host_);
@@ -303,14 +309,17 @@ absl::Status CudaBackend::CopyFromHost(const void* src, size_t nbytes, Tensor& d
   }
   if (nbytes == 0) return absl::OkStatus();
   RETURN_IF_ERROR(Enter());
+  cudaPointerAttributes attr{};
+  const bool pinned = cudaPointerGetAttributes(&attr, src) == cudaSuccess && attr.type != cudaMemoryTypeUnregistered;
+  cudaGetLastError();  // cudaPointerGetAttributes may leave an error for unregistered memory
+  if (!pinned && staged_ != nullptr && nbytes >= StagedCopier::kMinBytes) {
+    // Large loads (overlays, checkpoints): own pinned staging on the copy stream, see cuda_staged_copy.h.
+    return staged_->Copy(dst.raw(), src, nbytes);
+  }
   RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(dst.raw(), src, nbytes, cudaMemcpyHostToDevice, stream()), "CopyFromHost"));
   // From pageable memory the copy has been staged when cudaMemcpyAsync returns, so the caller may reuse
   // `src`. From pinned memory it is truly asynchronous: wait, since the contract lets the caller free it.
-  cudaPointerAttributes attr{};
-  if (cudaPointerGetAttributes(&attr, src) == cudaSuccess && attr.type != cudaMemoryTypeUnregistered) {
-    RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream()), "CopyFromHost (pinned source)"));
-  }
-  cudaGetLastError();
+  if (pinned) RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(stream()), "CopyFromHost (pinned source)"));
   return absl::OkStatus();
 }
 

@@ -14,15 +14,16 @@
 #include <array>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "absl/strings/string_view.h"
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_backend.h"
 #include "core/backend/cuda/cuda_kernels.h"
+#include "core/backend/cuda/cuda_staged_copy.h"
 
 namespace tessera::cuda {
 
@@ -162,6 +163,7 @@ class CudaBackend final : public Backend {
   double* sumsq_dev_ = nullptr;
   double* sumsq_host_ = nullptr;  // pinned
   std::unique_ptr<UploadRing> uploads_;
+  std::unique_ptr<StagedCopier> staged_;  // large pageable CopyFromHost (cuda_staged_copy.h)
   GroupedGemmImpl grouped_impl_ = GroupedGemmImpl::kCublas;
   bool eager_index_checks_ = true;
   bool allow_tf32_ = false;  // f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32)

@@ -91,6 +91,25 @@ TEST_P(OpsParity, GatherScatterRowDot) {
   Compare(out, dt(), "RowDotGather");
 }
 
+TEST_F(CudaParityTest, LargeUploadsAreStagedOrderedAndLeaveTheHostBufferFree) {
+  // CopyFromHost of >= 1 MiB goes through pinned staging on a copy stream (cuda_staged_copy.h): sizes of
+  // exactly one chunk, several chunks with a ragged tail, and a view at an offset into a larger tensor.
+  for (const int64_t floats : {int64_t{1} << 20, (int64_t{9} << 20) / 4 + 3, int64_t{300000}}) {
+    std::vector<float> host = Rand(static_cast<size_t>(floats), -1000.0f, 1000.0f);
+    const std::vector<float> want = host;
+    Tensor big = Make(*gpu_, std::vector<float>(static_cast<size_t>(floats + 64), 7.0f), {floats + 64});
+    Tensor view = big.Rows(32, floats);
+    ASSERT_OK(gpu_->CopyFromHost(host.data(), host.size() * sizeof(float), view));
+    std::fill(host.begin(), host.end(), -1.0f);  // the contract: the source may be reused at once
+    ASSERT_OK(gpu_->Scale(view, 2.0f));            // queued on the compute stream right after the copy
+    const std::vector<float> got = Get(*gpu_, big);
+    for (int64_t i = 0; i < floats + 64; ++i) {
+      const float expect = i < 32 || i >= floats + 32 ? 7.0f : 2.0f * want[i - 32];
+      ASSERT_EQ(got[i], expect) << "floats=" << floats << " element " << i;
+    }
+  }
+}
+
 TEST_F(CudaParityTest, ScatterAddRowsIsDeterministicAndInCpuOrder) {
   // 4096 rows into 16 destinations (256 each, in shuffled order): with atomics the summation order
   // changed from run to run; now every run gives the same bits, and the CPU's order (increasing i).
