@@ -1,6 +1,8 @@
 #include "services/core_components.h"
 
 #include <memory>
+#include <mutex>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -51,9 +53,22 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
   }
   ServerComponents c;
   c.backbone = DescribeConfig(options.backbone, *config, options.device);
+  // One backbone load per process, on first use, shared by the engine and every training job.
+  struct OnceBackbone {
+    std::mutex mu;
+    std::optional<absl::StatusOr<std::shared_ptr<const SharedBackbone>>> loaded;
+  };
+  auto once = std::make_shared<OnceBackbone>();
+  auto backbone = [once, options]() -> absl::StatusOr<std::shared_ptr<const SharedBackbone>> {
+    std::lock_guard<std::mutex> lock(once->mu);
+    if (!once->loaded.has_value()) once->loaded = LoadSharedBackbone(options.backbone, options.device);
+    return *once->loaded;
+  };
   if (options.inference) {
-    c.make_engine = [options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
-      absl::StatusOr<std::unique_ptr<LoadedModel>> m = LoadModel(options.backbone, options.device);
+    c.make_engine = [backbone, options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+      absl::StatusOr<std::shared_ptr<const SharedBackbone>> b = backbone();
+      if (!b.ok()) return b.status();
+      absl::StatusOr<std::unique_ptr<LoadedModel>> m = ModelOn(*std::move(b));
       if (!m.ok()) return m.status();
       runtime::RuntimeOptions ro;
       ro.overlay_cache_bytes = options.expert_cache_bytes;
@@ -65,9 +80,8 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     };
   }
   if (options.training) {
-    c.make_runner = [options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
-      return std::unique_ptr<JobRunner>(
-          std::make_unique<CoreJobRunner>(options.backbone, options.device, registry->data_dir() + "/work"));
+    c.make_runner = [backbone](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+      return std::unique_ptr<JobRunner>(std::make_unique<CoreJobRunner>(backbone, registry->data_dir() + "/work"));
     };
   }
   c.validate_dataset = MakeByteJsonlValidator(std::min<int64_t>(2048, config->max_position_embeddings));

@@ -22,36 +22,68 @@ BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, 
   return b;
 }
 
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device) {
-  auto m = std::make_unique<LoadedModel>();
+namespace {
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeDeviceBackend(const std::string& device) {
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(device);
   if (!backend.ok()) {
     return absl::Status(backend.status().code(), absl::StrCat("--device ", device, ": ", backend.status().message()));
   }
-  m->backend = *std::move(backend);
-  ModelConfig config;
-  ModelWeights weights;
+  return backend;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
+                                                                         const std::string& device) {
+  // The loading backend only allocates and uploads; the tensors keep its device context alive.
+  absl::StatusOr<std::unique_ptr<Backend>> loader = MakeDeviceBackend(device);
+  if (!loader.ok()) return loader.status();
+  auto b = std::make_shared<SharedBackbone>();
+  b->spec = spec;
+  b->device = device;
   std::string sha256;
   if (absl::StartsWith(spec, "random:")) {
     absl::StatusOr<ModelConfig> c = ModelConfig::Builtin(absl::StrCat("builtin:", spec.substr(7)));
     if (!c.ok()) return absl::NotFoundError(absl::StrCat("--backbone ", spec, ": ", c.status().message()));
-    config = *c;
-    absl::StatusOr<ModelWeights> w = ModelWeights::RandomInit(config, kRandomBackboneSeed, m->backend.get());
+    b->config = *c;
+    absl::StatusOr<ModelWeights> w = ModelWeights::RandomInit(b->config, kRandomBackboneSeed, loader->get());
     if (!w.ok()) return w.status();
-    weights = *std::move(w);
+    b->weights = *std::move(w);
   } else {
-    absl::StatusOr<train::Backbone> b = train::LoadBackbone(spec, m->backend.get());
-    if (!b.ok()) return absl::Status(b.status().code(), absl::StrCat("--backbone ", spec, ": ", b.status().message()));
-    config = b->config;
-    weights = std::move(b->weights);
-    sha256 = b->sha256;
+    absl::StatusOr<train::Backbone> loaded = train::LoadBackbone(spec, loader->get());
+    if (!loaded.ok()) {
+      return absl::Status(loaded.status().code(), absl::StrCat("--backbone ", spec, ": ", loaded.status().message()));
+    }
+    b->config = loaded->config;
+    b->weights = std::move(loaded->weights);
+    sha256 = loaded->sha256;
   }
-  absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(config, std::move(weights), m->backend.get());
+  // Other backends (streams) read these weights from now on: the uploads must have landed.
+  if (absl::Status s = (*loader)->Synchronize(); !s.ok()) return s;
+  b->info = DescribeConfig(spec, b->config, device);
+  b->info.sha256 = sha256;
+  return std::shared_ptr<const SharedBackbone>(std::move(b));
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone) {
+  auto m = std::make_unique<LoadedModel>();
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeDeviceBackend(backbone->device);
+  if (!backend.ok()) return backend.status();
+  m->backend = *std::move(backend);
+  // ModelWeights holds tensor handles: this copies handles, not weights.
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Create(backbone->config, backbone->weights, m->backend.get());
   if (!model.ok()) return model.status();
   m->model = *std::move(model);
-  m->info = DescribeConfig(spec, config, device);
-  m->info.sha256 = sha256;
+  m->info = backbone->info;
+  m->backbone = std::move(backbone);
   return m;
+}
+
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device) {
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> b = LoadSharedBackbone(spec, device);
+  if (!b.ok()) return b.status();
+  return ModelOn(*std::move(b));
 }
 
 }  // namespace tessera::services

@@ -14,13 +14,32 @@
 
 namespace tessera::services {
 
+// The frozen backbone, loaded once per server process and shared read-only by the inference engine
+// and every training job (training only writes overlay copies). Each of those computes on a backend of
+// its own (on CUDA: its own stream), over these same weight tensors.
+struct SharedBackbone {
+  std::string spec;
+  std::string device;
+  ModelConfig config;
+  ModelWeights weights;  // complete on the device before this is returned (the loader synchronized)
+  BackboneInfo info;
+};
+
+// `device`: "cpu" or "cuda". Errors name --backbone / --device.
+absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
+                                                                         const std::string& device);
+
 struct LoadedModel {
+  std::shared_ptr<const SharedBackbone> backbone;  // first: its weights outlive the model below
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Model> model;
   BackboneInfo info;
 };
 
-// `device`: "cpu" or "cuda". Errors name --backbone / --device.
+// A model over the shared weights with a fresh backend of the backbone's device.
+absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone);
+
+// LoadSharedBackbone + ModelOn: a backbone of its own (tests, tools).
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device);
 
 // The BackboneInfo of a config (no weights loaded).

@@ -89,7 +89,10 @@ absl::StatusOr<JobOutput> CoreJobRunner::Run(JobContext& ctx) {
     std::lock_guard<std::mutex> lock(mu_);
     jobs_[job.job_id] = state;
   }
-  absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = LoadModel(backbone_spec_, device_);
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> backbone = backbone_();
+  if (!backbone.ok()) return backbone.status();
+  // A backend (stream) of the job's own over the shared backbone weights: serving keeps its own.
+  absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone));
   if (!loaded.ok()) return loaded.status();
   state->model = *std::move(loaded);
   const Model& model = *state->model->model;

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <functional>
 #include <vector>
 
 #include "core/data/tokenized_example.h"
@@ -28,9 +29,13 @@ namespace tessera::services {
 
 class CoreJobRunner final : public JobRunner {
  public:
+  // The backbone every job trains on, loaded once and shared (the server passes the one its inference
+  // engine serves; see SharedBackbone). Called at each job's start; its error fails that job.
+  using BackboneProvider = std::function<absl::StatusOr<std::shared_ptr<const SharedBackbone>>()>;
+
   // `work_dir` holds temporary checkpoint files.
-  CoreJobRunner(std::string backbone_spec, std::string device, std::string work_dir)
-      : backbone_spec_(std::move(backbone_spec)), device_(std::move(device)), work_dir_(std::move(work_dir)) {}
+  CoreJobRunner(BackboneProvider backbone, std::string work_dir)
+      : backbone_(std::move(backbone)), work_dir_(std::move(work_dir)) {}
 
   absl::StatusOr<JobOutput> Run(JobContext& ctx) override;
   absl::StatusOr<double> EvaluateVersion(JobContext& ctx, int64_t version) override;
@@ -42,8 +47,7 @@ class CoreJobRunner final : public JobRunner {
     std::vector<data::TokenizedExample> validation;
     int64_t seq_len = 0;
   };
-  std::string backbone_spec_;
-  std::string device_;
+  BackboneProvider backbone_;
   std::string work_dir_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<JobState>> jobs_;
