@@ -50,6 +50,18 @@ absl::StatusOr<std::vector<float>> Backend::ToHostF32(const Tensor& t) {
   return out;
 }
 
+absl::Status Backend::CopyMany(absl::Span<const CopyPair> pairs) {
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (pairs[i].src == nullptr || pairs[i].dst == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("CopyMany: pairs[", i, "] has a null tensor"));
+    }
+    if (absl::Status s = Copy(*pairs[i].src, *pairs[i].dst); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("CopyMany: pairs[", i, "]: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<int32_t>> Backend::ToHostI32(const Tensor& t) {
   if (t.dtype() != DType::kI32) {
     return absl::InvalidArgumentError(absl::StrCat("ToHostI32: not an i32 tensor: ", t.DebugString()));

@@ -36,6 +36,12 @@ struct GemmGroup {
   Tensor* weight_grad = nullptr;  // same shape as weight; only GroupedMatmulWeightGrad uses it
 };
 
+// One copy of a batched CopyMany.
+struct CopyPair {
+  const Tensor* src = nullptr;
+  Tensor* dst = nullptr;
+};
+
 // One sequence of a batched causal attention call. Query rows [q_begin, q_begin + q_len) of `q` belong
 // to this sequence; they are its LAST q_len positions, i.e. query i sits at absolute position
 // kv_len - q_len + i and attends to keys/values [0, kv_len - q_len + i] (causal). `k`/`v` hold at least
@@ -78,6 +84,9 @@ class Backend {
   // dst = src for tensors of this backend with equal numel; converts between float dtypes.
   virtual absl::Status Copy(const Tensor& src, Tensor& dst) = 0;
   virtual absl::Status Synchronize() = 0;
+  // Copy(*p.src, *p.dst) for every pair, as if in order (e.g. the KV-cache append of every sequence of a
+  // batch). INVALID_ARGUMENT names pairs[i]. Devices run pairs whose tensors do not overlap as one launch.
+  virtual absl::Status CopyMany(absl::Span<const CopyPair> pairs);
 
   // Convenience (non-virtual): Alloc + Fill(0); Alloc + CopyFromHost of f32/i32 host vectors.
   absl::StatusOr<Tensor> Zeros(std::vector<int64_t> shape, DType dtype = DType::kF32);

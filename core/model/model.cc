@@ -185,7 +185,8 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     RETURN_IF_ERROR(be->Rope(q3, pos_t, c.rope_theta, false));
     RETURN_IF_ERROR(be->Rope(k3, pos_t, c.rope_theta, false));
     std::vector<Tensor> kv_views;
-    kv_views.reserve(2 * num_seqs);
+    kv_views.reserve(4 * num_seqs);  // never reallocates: AttentionSeq and CopyPair point into it
+    std::vector<CopyPair> kv_appends;  // this step's keys/values into each sequence's cache, one launch
     std::vector<AttentionSeq> seqs(num_seqs);
     for (int64_t s = 0; s < num_seqs; ++s) {
       const int64_t b = result.seq_row_begin[s], n = result.seq_len[s];
@@ -195,10 +196,12 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       KvCache* cache = batch[s].cache;
       if (cache != nullptr) {
         const int64_t start = cache->length();
-        Tensor kdst = cache->mutable_k(l).Rows(start, n);
-        Tensor vdst = cache->mutable_v(l).Rows(start, n);
-        RETURN_IF_ERROR(be->Copy(k3.Rows(b, n), kdst));
-        RETURN_IF_ERROR(be->Copy(v3.Rows(b, n), vdst));
+        kv_views.push_back(k3.Rows(b, n));
+        kv_views.push_back(cache->mutable_k(l).Rows(start, n));
+        kv_appends.push_back(CopyPair{&kv_views[kv_views.size() - 2], &kv_views.back()});
+        kv_views.push_back(v3.Rows(b, n));
+        kv_views.push_back(cache->mutable_v(l).Rows(start, n));
+        kv_appends.push_back(CopyPair{&kv_views[kv_views.size() - 2], &kv_views.back()});
         as.kv_len = start + n;
         as.k = &cache->k(l);
         as.v = &cache->v(l);
@@ -210,6 +213,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
         as.kv_len = n;
       }
     }
+    RETURN_IF_ERROR(be->CopyMany(kv_appends));
     ASSIGN_OR_RETURN(Tensor attn, buffer(kAttn, {n_tok, nh, hd}));
     Tensor lse;
     if (save) { ASSIGN_OR_RETURN(lse, be->Alloc({n_tok, nh}, DType::kF32)); }

@@ -1,9 +1,11 @@
 // The CUDA backend's factory, memory, synchronization and error reporting (ops live in cuda_ops.cc and
 // cuda_matmul.cc; kernels in the .cu files). See cuda_backend_internal.h for the device model.
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -351,6 +353,52 @@ absl::Status CudaBackend::Copy(const Tensor& src, Tensor& dst) {
   }
   if (Overlaps(src, dst)) return absl::InvalidArgumentError("Copy: converting src and dst must not overlap");
   return CudaStatus(cuda_kernels::Convert(src.raw(), Dt(src), dst.raw(), Dt(dst), src.numel(), stream()), "Copy");
+}
+
+// One launch for the whole batch. Pairs whose byte ranges overlap (any src/dst with any dst) would race
+// inside the launch, so then the pairs run one by one, in order (the interface's definition).
+absl::Status CudaBackend::CopyMany(absl::Span<const CopyPair> pairs) {
+  std::vector<cuda_kernels::CopyDesc> desc;
+  desc.reserve(pairs.size());
+  int64_t max_n = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const CopyPair& p = pairs[i];
+    const std::string arg = absl::StrCat("pairs[", i, "]");
+    if (p.src == nullptr || p.dst == nullptr) return absl::InvalidArgumentError(absl::StrCat("CopyMany: ", arg, " has a null tensor"));
+    RETURN_IF_ERROR(CheckOnDevice(*p.src, "CopyMany", arg + ".src"));
+    RETURN_IF_ERROR(CheckOnDevice(*p.dst, "CopyMany", arg + ".dst"));
+    RETURN_IF_ERROR(CheckNumel(*p.dst, p.src->numel(), "CopyMany", arg + ".dst"));
+    if (p.src->dtype() != p.dst->dtype() && (p.src->dtype() == DType::kI32 || p.dst->dtype() == DType::kI32)) {
+      return absl::InvalidArgumentError(absl::StrCat("CopyMany: ", arg, " cannot convert between ",
+                                                     p.src->DebugString(), " and ", p.dst->DebugString()));
+    }
+    if (p.src->numel() == 0) continue;
+    desc.push_back(cuda_kernels::CopyDesc{p.src->raw(), p.dst->raw(), p.src->numel(), Dt(*p.src), Dt(*p.dst)});
+    max_n = std::max(max_n, p.src->numel());
+  }
+  // Overlap test in O(n log n): the dst ranges sorted must be disjoint, and no src may meet one of them.
+  using Range = std::pair<uintptr_t, uintptr_t>;
+  auto range = [](const cuda_kernels::CopyDesc& d, bool dst) {
+    const uintptr_t b = reinterpret_cast<uintptr_t>(dst ? d.dst : d.src);
+    return Range{b, b + static_cast<uintptr_t>(d.n) * DTypeSize(static_cast<DType>(dst ? d.dtd : d.dts))};
+  };
+  std::vector<Range> dsts;
+  for (const auto& d : desc) dsts.push_back(range(d, true));
+  std::sort(dsts.begin(), dsts.end());
+  bool overlap = desc.size() > 65535;  // also the kernel's grid limit
+  for (size_t i = 1; i < dsts.size() && !overlap; ++i) overlap = dsts[i].first < dsts[i - 1].second;
+  for (size_t i = 0; i < desc.size() && !overlap; ++i) {
+    const Range r = range(desc[i], false);
+    auto it = std::lower_bound(dsts.begin(), dsts.end(), Range{r.second, 0});  // first dst starting at/after r's end
+    overlap = it != dsts.begin() && std::prev(it)->second > r.first;
+  }
+  if (overlap) return Backend::CopyMany(pairs);
+  RETURN_IF_ERROR(Enter());
+  if (desc.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(void* dev, uploads_->Upload(desc.data(), desc.size() * sizeof(cuda_kernels::CopyDesc)));
+  return CudaStatus(cuda_kernels::CopyMany(static_cast<const cuda_kernels::CopyDesc*>(dev), static_cast<int>(desc.size()),
+                                           max_n, stream()),
+                    "CopyMany");
 }
 
 absl::Status CudaBackend::Synchronize() {

@@ -74,6 +74,7 @@ class CudaBackend final : public Backend {
   absl::Status CopyFromHost(const void* src, size_t nbytes, Tensor& dst) override;
   absl::Status CopyToHost(const Tensor& src, void* dst, size_t nbytes) override;
   absl::Status Copy(const Tensor& src, Tensor& dst) override;
+  absl::Status CopyMany(absl::Span<const CopyPair> pairs) override;
   absl::Status Synchronize() override;
 
   absl::Status Add(const Tensor& a, const Tensor& b, Tensor& out) override;

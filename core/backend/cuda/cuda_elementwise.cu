@@ -24,6 +24,14 @@ __global__ void FillKernel(void* x, int dt, int64_t n, float value, bool is_i32)
   }
 }
 
+__global__ void CopyManyKernel(const CopyDesc* desc) {
+  const CopyDesc c = desc[blockIdx.y];
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < c.n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    St(c.dst, c.dtd, i, Ld(c.src, c.dts, i));
+  }
+}
+
 __global__ void ConvertKernel(const void* src, int dts, void* dst, int dtd, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     St(dst, dtd, i, Ld(src, dts, i));
@@ -104,6 +112,15 @@ __global__ void AdamWKernel(void* param, int dtp, const void* grad, int dtg, flo
 cudaError_t Fill(void* x, int dt, int64_t n, float value, bool is_i32, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   FillKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(x, dt, n, value, is_i32);
+  return cudaGetLastError();
+}
+
+cudaError_t CopyMany(const CopyDesc* desc_dev, int count, int64_t max_n, cudaStream_t stream) {
+  if (count == 0 || max_n == 0) return cudaSuccess;
+  if (count > 65535) return cudaErrorInvalidValue;  // gridDim.y; the caller splits larger batches
+  unsigned x = GridFor(max_n, kThreads);
+  if (x > 64) x = 64;
+  CopyManyKernel<<<dim3(x, static_cast<unsigned>(count)), kThreads, 0, stream>>>(desc_dev);
   return cudaGetLastError();
 }
 

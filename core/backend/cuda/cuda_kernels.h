@@ -30,6 +30,14 @@ enum : int {
 // ---- cuda_elementwise.cu ----------------------------------------------------------------------------
 cudaError_t Fill(void* x, int dt_or_i32, int64_t n, float value, bool is_i32, cudaStream_t stream);
 cudaError_t Convert(const void* src, int dt_src, void* dst, int dt_dst, int64_t n, cudaStream_t stream);
+// Many copies (with dtype conversion) in one launch: desc[i] copies n elements src -> dst.
+struct CopyDesc {
+  const void* src;
+  void* dst;
+  int64_t n;
+  int dts, dtd;
+};
+cudaError_t CopyMany(const CopyDesc* desc_dev, int count, int64_t max_n, cudaStream_t stream);
 cudaError_t Add(const void* a, int dta, const void* b, int dtb, void* out, int dto, int64_t n,
                 cudaStream_t stream);
 cudaError_t Axpy(float alpha, const void* x, int dtx, void* y, int dty, int64_t n, cudaStream_t stream);

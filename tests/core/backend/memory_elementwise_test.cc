@@ -72,6 +72,39 @@ TEST_P(MemoryTest, CopyConvertsBetweenFloatDtypes) {
   ExpectClose(Down(dst), vals, 0, 0, "copy");
 }
 
+TEST_P(MemoryTest, CopyManyCopiesEveryPairIntoViews) {
+  // The KV-cache append: rows of one batch tensor into row ranges of several per-sequence caches,
+  // one pair converting to bf16; an empty pair; then overlapping pairs, which must act in order.
+  Tensor batch = Up(std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {6, 2});
+  Tensor cache_a = Up(std::vector<float>(8, -1.0f), {4, 2});
+  Tensor cache_b = Up(std::vector<float>(6, -1.0f), {3, 2});
+  absl::StatusOr<Tensor> cache_c = be().Alloc({2, 2}, DType::kBF16);
+  ASSERT_TRUE(cache_c.ok());
+  ASSERT_TRUE(be().Fill(*cache_c, -1.0f).ok());
+  Tensor src0 = batch.Rows(0, 2), src1 = batch.Rows(2, 3), src2 = batch.Rows(5, 1), none = batch.Rows(0, 0);
+  Tensor dst0 = cache_a.Rows(1, 2), dst1 = cache_b.Rows(0, 3), dst2 = cache_c->Rows(1, 1), dst_none = cache_a.Rows(4, 0);
+  std::vector<CopyPair> pairs = {{&src0, &dst0}, {&src1, &dst1}, {&src2, &dst2}, {&none, &dst_none}};
+  ASSERT_TRUE(be().CopyMany(pairs).ok());
+  EXPECT_EQ(Down(cache_a), (std::vector<float>{-1, -1, 1, 2, 3, 4, -1, -1}));
+  EXPECT_EQ(Down(cache_b), (std::vector<float>{5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(Down(*cache_c), (std::vector<float>{-1, -1, 11, 12}));
+
+  // Pair 1 reads what pair 0 wrote: the pairs act as sequential copies, in order.
+  Tensor t = Up(std::vector<float>{1, 2, 3, 4}, {4, 1});
+  Tensor r01 = t.Rows(0, 1), r1 = t.Rows(1, 1), r2 = t.Rows(2, 1);
+  std::vector<CopyPair> chain = {{&r01, &r1}, {&r1, &r2}};
+  ASSERT_TRUE(be().CopyMany(chain).ok());
+  EXPECT_EQ(Down(t), (std::vector<float>{1, 1, 1, 4}));
+
+  Tensor wrong = Garbage({3});
+  std::vector<CopyPair> bad = {{&src0, &dst0}, {&src1, &wrong}};
+  absl::Status s = be().CopyMany(bad);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find("pairs[1]"), std::string::npos) << s;
+  std::vector<CopyPair> null_pair = {{&src0, nullptr}};
+  EXPECT_EQ(be().CopyMany(null_pair).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_P(MemoryTest, RejectsBadArguments) {
   Tensor a = Up(std::vector<float>(6, 1.0f), {2, 3});
   Tensor b = Garbage({5});
