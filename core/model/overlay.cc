@@ -62,9 +62,16 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
             absl::StrCat("overlay: slot ", slot.ToString(), " lacks tensor '", name, "'"));
       }
       const std::vector<int64_t> shape = ExpertPartShape(config, p);
-      host.resize(static_cast<size_t>(shape[0] * shape[1]));
-      RETURN_IF_ERROR(file->ReadF32Into(name, shape, host.data()));
       ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(shape, DType::kF32));
+      const io::TensorInfo* info = file->Find(name);
+      if (info != nullptr && info->dtype == DType::kF32 && info->shape == shape) {
+        // Stored as f32 (what the trainer writes): upload straight from the blob, no host copy.
+        ASSIGN_OR_RETURN(absl::Span<const uint8_t> raw, file->RawBytes(name));
+        RETURN_IF_ERROR(backend->CopyFromHost(raw.data(), raw.size(), Part(w, p)));
+        continue;
+      }
+      host.resize(static_cast<size_t>(shape[0] * shape[1]));
+      RETURN_IF_ERROR(file->ReadF32Into(name, shape, host.data()));  // converts; names a wrong shape
       RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), Part(w, p)));
     }
     slots.emplace(slot, std::move(w));
