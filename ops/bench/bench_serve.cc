@@ -9,6 +9,9 @@
 //      Generate response that reports the new expert_version (the contract says the very first request
 //      after the return is served by it, so this is one small Generate; a stale answer is a violation).
 //   3. FineTuning.GetJob calls/s from concurrent clients.
+//   4. (with --train-load-steps N) serving while a fine-tune job trains on the same server/device:
+//      Generate latency (p50/p99/max) during the job against the same load without it, and the job's
+//      step time, so "no serving stall longer than one training step" can be read off.
 // Each tenant count's requests are split over interleaved rounds (1,8,64,1,8,64,...) so drift in a
 // shared machine's load hits every count alike. When the bench started the server it also reports the
 // server's CPU time per request (from /proc/<pid>/stat), which other processes' load disturbs far less
@@ -102,6 +105,9 @@ Load:
   --getjob-requests N      GetJob calls (default 20000)
   --getjob-duration S      cap on the GetJob phase, seconds (default 8)
   --train-steps N          steps of each setup fine-tune job (default 2)
+  --train-load-steps N     phase 4: a fine-tune job of N steps (batch 16 x 64 tokens) for tenant 0,
+                           and 10 s of Generate load over up to 8 tenants while it runs, compared with
+                           the same load without it (default 0: skip the phase)
   --setup-timeout S        cap on tenant setup (jobs), seconds (default 600)
   --help                   this text
 
@@ -337,6 +343,7 @@ struct Options {
   int threads = 8, requests = 2000, duration_s = 20, rounds = 8, max_tokens = 16, flips = 20;
   int swap_load_threads = 0;
   int getjob_requests = 20000, getjob_duration_s = 8, train_steps = 2, setup_timeout_s = 600;
+  int train_load_steps = 0;
 };
 
 Options ParseFlags(int argc, char** argv) {
@@ -408,6 +415,8 @@ Options ParseFlags(int argc, char** argv) {
       o.train_steps = num(1);
     } else if (arg == "--setup-timeout") {
       o.setup_timeout_s = num(1);
+    } else if (arg == "--train-load-steps") {
+      o.train_load_steps = num(0);
     } else {
       Die(absl::StrCat("unknown argument \"", argv[i], "\" (see --help)"));
     }
@@ -776,6 +785,91 @@ GetJobResult RunGetJob(const Options& o, const std::string& target, const std::v
 
 }  // namespace
 
+// Phase 4: Generate load while a fine-tune job trains, against the same load without it.
+struct TrainLoadResult {
+  PhaseResult idle, training;
+  double step_ms = 0;      // the job's training step time while the load ran (from its progress)
+  int64_t steps_during = 0;
+  double max_idle_ms = 0, max_training_ms = 0;
+};
+
+v1::Job GetJobOf(v1::FineTuning::Stub* ft, const Tenant& t, const std::string& job_id) {
+  grpc::ClientContext ctx;
+  Prepare(&ctx, t.key);
+  v1::GetJobRequest req;
+  req.set_tenant_id(t.id);
+  req.set_job_id(job_id);
+  v1::Job job;
+  Check(ft->GetJob(&ctx, req, &job), "FineTuning.GetJob " + job_id);
+  return job;
+}
+
+TrainLoadResult RunTrainLoad(const Options& o, const std::string& target, const std::vector<Tenant>& tenants) {
+  const int n = static_cast<int>(std::min<size_t>(8, tenants.size()));
+  const int kSeconds = 10, kBatch = 16, kSeqLen = 64;
+  TrainLoadResult r;
+  RunGenerate(o, target, tenants, n, o.threads, 60);  // warm
+  r.idle = RunGenerate(o, target, tenants, n, 1 << 30, kSeconds);
+
+  auto ft = v1::FineTuning::NewStub(NewChannel(target));
+  const Tenant& t = tenants[0];
+  v1::Job job;
+  {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, t.key);
+    v1::CreateJobRequest req;
+    req.set_tenant_id(t.id);
+    req.set_training_dataset_id(t.dataset_id);
+    auto* hp = req.mutable_hyperparameters();
+    hp->set_max_steps(o.train_load_steps);
+    hp->set_batch_size(kBatch);
+    hp->set_seq_len(kSeqLen);
+    hp->set_learning_rate(0.001);
+    hp->set_warmup_steps(0);
+    auto* slot = req.mutable_expert_selection()->mutable_explicit_()->add_slots();
+    slot->set_layer(0);
+    slot->set_expert(0);
+    req.set_auto_promote(false);  // the live versions the load checks must not move
+    req.set_idempotency_key(absl::StrCat("bench-train-load-", ::getpid()));
+    Check(ft->CreateJob(&ctx, req, &job), "FineTuning.CreateJob (train load)");
+  }
+  // Wait until it trains (past its first step), so the load meets steady training.
+  const auto wait_deadline = Clock::now() + std::chrono::seconds(120);
+  v1::Job before;
+  while (true) {
+    before = GetJobOf(ft.get(), t, job.job_id());
+    if (before.state() == v1::RUNNING && before.progress().step() >= 1) break;
+    if (before.state() != v1::QUEUED && before.state() != v1::RUNNING) {
+      Die(absl::StrCat("train-load job ended ", v1::JobState_Name(before.state()), " before the load: ", before.error()));
+    }
+    if (Clock::now() > wait_deadline) Die("train-load job did not start training within 120 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const auto t0 = Clock::now();
+  r.training = RunGenerate(o, target, tenants, n, 1 << 30, kSeconds);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  v1::Job after = GetJobOf(ft.get(), t, job.job_id());
+  r.steps_during = after.progress().step() - before.progress().step();
+  if (after.state() != v1::RUNNING) {
+    std::printf("  note: the train-load job was %s at the end of the load (use more --train-load-steps)\n",
+                v1::JobState_Name(after.state()).c_str());
+  }
+  r.step_ms = r.steps_during > 0 ? 1000.0 * secs / r.steps_during : 0;
+  {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, t.key);
+    v1::CancelJobRequest req;
+    req.set_tenant_id(t.id);
+    req.set_job_id(job.job_id());
+    v1::Job cancelled;
+    grpc::Status st = ft->CancelJob(&ctx, req, &cancelled);
+    if (!st.ok() && st.error_code() != grpc::StatusCode::FAILED_PRECONDITION) Check(st, "FineTuning.CancelJob");
+  }
+  for (double ms : r.idle.latencies_ms) r.max_idle_ms = std::max(r.max_idle_ms, ms);
+  for (double ms : r.training.latencies_ms) r.max_training_ms = std::max(r.max_training_ms, ms);
+  return r;
+}
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   StartSignalThread();
@@ -894,6 +988,8 @@ int main(int argc, char** argv) {
     if (!load_error.empty()) Die("during the flips: " + load_error);
   }
   GetJobResult getjob = RunGetJob(o, target, tenants);
+  std::optional<TrainLoadResult> train_load;
+  if (o.train_load_steps > 0) train_load = RunTrainLoad(o, target, tenants);
 
   std::printf("\nGenerate (greedy, max_tokens=%d, %d client threads; request i -> tenant i mod n)\n",
               o.max_tokens, o.threads);
@@ -921,6 +1017,21 @@ int main(int argc, char** argv) {
     std::printf(", server CPU %.0f us/call", 1e6 * getjob.server_cpu_s / getjob.calls);
   }
   std::printf("\n");
+  if (train_load) {
+    const TrainLoadResult& tl = *train_load;
+    std::printf("\nServing while a fine-tune job trains (%d tenants' Generate load, 10 s each)\n",
+                tl.training.tenants);
+    std::printf("  without the job: %.1f req/s, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", tl.idle.rps, tl.idle.p50,
+                tl.idle.p99, tl.max_idle_ms);
+    std::printf("  with the job:    %.1f req/s, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", tl.training.rps,
+                tl.training.p50, tl.training.p99, tl.max_training_ms);
+    std::printf("  job: %lld steps during the load, %.1f ms per step (batch 16 x 64 tokens)\n",
+                static_cast<long long>(tl.steps_during), tl.step_ms);
+    std::printf("serve_during_train idle_p99_ms=%.2f train_p99_ms=%.2f train_max_ms=%.2f stall_max_ms=%.2f "
+                "train_step_ms=%.2f\n",
+                tl.idle.p99, tl.training.p99, tl.max_training_ms, std::max(0.0, tl.max_training_ms - tl.idle.p50),
+                tl.step_ms);
+  }
   std::printf("\nTotal %.1f s (setup %.1f s)\n\n", std::chrono::duration<double>(Clock::now() - bench_start).count(),
               setup_s);
 
