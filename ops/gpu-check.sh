@@ -14,7 +14,9 @@
 #      and --peer-args "--hidden 1024 ..." make a quicker smoke run)
 #   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.
 #
-#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--demo] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
+#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--serve] [--demo] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
+#     --serve: bench_serve against tessera-server --device cuda (builtin:tiny), with phase 4 (serving
+#     while a fine-tune job trains): its `serve_during_train` and last lines.
 #     --demo: the product demo (demo-run.sh: tessera-server --device cuda, two tenants fine-tune and are
 #     served, isolation, rollback) with the bundle's services/ and backbones/builtin-tiny.
 #     --quick: tests only.  --logits: transformers writes a small Qwen3-MoE (hidden 1024, 4 layers, 16
@@ -30,6 +32,7 @@ OUTDIR="$HERE/results"
 RUN_PEER=0
 RUN_LOGITS=0
 RUN_DEMO=0
+RUN_SERVE=0
 RUN_E2E=0
 RUN_TESTS=1
 QUICK=0
@@ -41,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --peer) RUN_PEER=1; shift ;;
     --logits) RUN_LOGITS=1; shift ;;
     --demo) RUN_DEMO=1; shift ;;
+    --serve) RUN_SERVE=1; shift ;;
     --quick) QUICK=1; shift ;;
     --no-tests) RUN_TESTS=0; shift ;;
     --e2e) RUN_E2E=1; shift ;;
@@ -135,6 +139,17 @@ if (( ! QUICK )); then
     row "$name" "$status" "$secs" "$last"
     grep -E '^(device|check|grouped) ' "$log" | sed 's/^/    /'
   done
+  if (( RUN_SERVE )); then
+    log="$OUTDIR/bench_serve_cuda.log"
+    t0=$(date +%s%N)
+    TESSERA_BACKBONE_PATH="$HERE/backbones" "$HERE/bin/bench_serve" --server-bin "$HERE/services/tessera-server" \
+      --device cuda --backbone builtin:tiny --train-load-steps 3000 >"$log" 2>&1
+    rc=$?
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; tail -15 "$log" | sed 's/^/    /'; }
+    row "bench_serve (--device cuda)" "$status" "$(elapsed "$t0")" "$(tail -1 "$log")"
+    grep -E '^serve_during_train|^  (1|8|64) |without the job|with the job|job: ' "$log" | sed 's/^/    /'
+  fi
   if (( RUN_DEMO )); then
     log="$OUTDIR/demo_cuda.log"
     t0=$(date +%s%N)
