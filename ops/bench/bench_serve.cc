@@ -439,6 +439,20 @@ std::string ReadKey(const std::string& path) {
 // ---------------------------------------------------------------------------------------------------
 // Setup: tenants, datasets, fine-tune jobs, live versions.
 
+// A fine-tune job request of `steps` steps on the tenant's bench dataset (slots are the caller's).
+v1::CreateJobRequest JobRequest(const Tenant& t, int steps, int batch, int seq_len, double lr) {
+  v1::CreateJobRequest req;
+  req.set_tenant_id(t.id);
+  req.set_training_dataset_id(t.dataset_id);
+  auto* hp = req.mutable_hyperparameters();
+  hp->set_max_steps(steps);
+  hp->set_batch_size(batch);
+  hp->set_seq_len(seq_len);
+  hp->set_learning_rate(lr);
+  hp->set_warmup_steps(0);
+  return req;
+}
+
 void SetupTenants(const Options& o, const std::string& target, const std::string& admin_key,
                   const v1::BackboneInfo& backbone, std::vector<Tenant>* tenants) {
   auto channel = NewChannel(target);
@@ -480,16 +494,8 @@ void SetupTenants(const Options& o, const std::string& target, const std::string
     {
       grpc::ClientContext ctx;
       Prepare(&ctx, t.key);
-      v1::CreateJobRequest req;
-      req.set_tenant_id(t.id);
-      req.set_training_dataset_id(t.dataset_id);
-      auto* hp = req.mutable_hyperparameters();
-      hp->set_max_steps(o.train_steps);
-      hp->set_batch_size(4);
-      hp->set_seq_len(32);
-      hp->set_learning_rate(0.01);
-      hp->set_warmup_steps(0);
-      hp->set_seed(i);
+      v1::CreateJobRequest req = JobRequest(t, o.train_steps, 4, 32, 0.01);
+      req.mutable_hyperparameters()->set_seed(i);
       // Two slots per tenant, spread over layers and experts, so tenants' overlays differ.
       auto* sel = req.mutable_expert_selection()->mutable_explicit_();
       int l0 = static_cast<int>(i % layers), e0 = static_cast<int>(i % experts);
@@ -817,15 +823,7 @@ TrainLoadResult RunTrainLoad(const Options& o, const std::string& target, const 
   {
     grpc::ClientContext ctx;
     Prepare(&ctx, t.key);
-    v1::CreateJobRequest req;
-    req.set_tenant_id(t.id);
-    req.set_training_dataset_id(t.dataset_id);
-    auto* hp = req.mutable_hyperparameters();
-    hp->set_max_steps(o.train_load_steps);
-    hp->set_batch_size(kBatch);
-    hp->set_seq_len(kSeqLen);
-    hp->set_learning_rate(0.001);
-    hp->set_warmup_steps(0);
+    v1::CreateJobRequest req = JobRequest(t, o.train_load_steps, kBatch, kSeqLen, 0.001);
     auto* slot = req.mutable_expert_selection()->mutable_explicit_()->add_slots();
     slot->set_layer(0);
     slot->set_expert(0);
