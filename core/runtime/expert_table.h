@@ -1,8 +1,10 @@
 // ExpertTable: which version each tenant is served by default, published by read-copy-update.
 //
 // The table is an immutable snapshot {tenant -> (live version, its sha256)}; a writer copies the
-// current map, changes its copy and publishes it with one atomic pointer store, so readers never lock
-// or wait. A request reads the snapshot once when it starts and keeps the shared_ptr until it is
+// current map, changes its copy and publishes it with one pointer swap; readers only copy that pointer
+// (under a mutex held for the copy alone: libstdc++ 12's std::atomic<std::shared_ptr> unlocks its
+// load with relaxed ordering, which ThreadSanitizer reports as a race with the next store). A request
+// reads the snapshot once when it starts and keeps the shared_ptr until it is
 // done, so it is served by the version it started with whatever is published meanwhile; the old
 // snapshot is freed when its last reader drops it.
 //
@@ -33,8 +35,11 @@ class ExpertTable {
 
   ExpertTable();
 
-  // The current snapshot (never null). Lock-free for readers.
-  std::shared_ptr<const Snapshot> Current() const { return current_.load(std::memory_order_acquire); }
+  // The current snapshot (never null). Readers never wait for a writer's copy-modify step.
+  std::shared_ptr<const Snapshot> Current() const {
+    std::lock_guard<std::mutex> lock(ptr_mu_);
+    return current_;
+  }
 
   // Publishes a copy with `tenant` -> `entry`. Returns the new snapshot.
   std::shared_ptr<const Snapshot> Set(const std::string& tenant, const LiveEntry& entry);
@@ -47,7 +52,10 @@ class ExpertTable {
   uint64_t generation() const { return generation_.load(); }
 
  private:
-  std::atomic<std::shared_ptr<const Snapshot>> current_;
+  void Publish(std::shared_ptr<const Snapshot> next);
+
+  mutable std::mutex ptr_mu_;  // guards current_ (the pointer only, held for a copy or a swap)
+  std::shared_ptr<const Snapshot> current_;
   std::mutex write_mu_;  // serializes writers' copy-modify-publish
   std::atomic<uint64_t> generation_{1};
 };
