@@ -14,7 +14,32 @@
 namespace tessera::testing {
 namespace {
 
-using SmallGemmTest = BackendTest;
+// Groups of every size 1..8 (many of them, as in a multi-tenant batch), an empty group, one large
+// group (sgemm path), and gap rows that must stay untouched.
+struct GroupedCase {
+  int64_t in, out;
+  std::vector<int64_t> sizes;  // rows per group; a gap row follows every 5th group
+};
+
+struct GroupedProblem {
+  int64_t n = 0;
+  std::vector<std::vector<double>> w;
+  std::vector<GemmGroup> groups;
+};
+
+class SmallGemmTest : public BackendTest {
+ protected:
+  // Uploads p's weights ([out, in] each) and points p's groups at them; keep the result alive.
+  std::vector<Tensor> UploadWeights(GroupedProblem& p, const GroupedCase& gc) {
+    std::vector<Tensor> wt;
+    wt.reserve(p.w.size());
+    for (size_t i = 0; i < p.w.size(); ++i) {
+      wt.push_back(Up(p.w[i], {gc.out, gc.in}));
+      p.groups[i].weight = &wt.back();
+    }
+    return wt;
+  }
+};
 TESSERA_INSTANTIATE_BACKEND_TEST(SmallGemmTest);
 
 double Tol(int64_t k) { return 1e-6 * static_cast<double>(k) + 1e-6; }
@@ -51,19 +76,6 @@ TEST_P(SmallGemmTest, MatmulFewRowsAllTransBAlphaBeta) {
   }
 }
 
-// Groups of every size 1..8 (many of them, as in a multi-tenant batch), an empty group, one large
-// group (sgemm path), and gap rows that must stay untouched.
-struct GroupedCase {
-  int64_t in, out;
-  std::vector<int64_t> sizes;  // rows per group; a gap row follows every 5th group
-};
-
-struct GroupedProblem {
-  int64_t n = 0;
-  std::vector<std::vector<double>> w;
-  std::vector<GemmGroup> groups;
-};
-
 GroupedProblem MakeProblem(const GroupedCase& gc) {
   GroupedProblem p;
   for (size_t i = 0; i < gc.sizes.size(); ++i) {
@@ -87,12 +99,7 @@ std::vector<GroupedCase> GroupedCases() {
 TEST_P(SmallGemmTest, GroupedMatmulSmallGroups) {
   for (const GroupedCase& gc : GroupedCases()) {
     GroupedProblem p = MakeProblem(gc);
-    std::vector<Tensor> wt;
-    wt.reserve(p.w.size());
-    for (size_t i = 0; i < p.w.size(); ++i) {
-      wt.push_back(Up(p.w[i], {gc.out, gc.in}));
-      p.groups[i].weight = &wt.back();
-    }
+    const std::vector<Tensor> wt = UploadWeights(p, gc);
     std::vector<double> x = RandomValues(p.n * gc.in, 5), y0 = RandomValues(p.n * gc.out, 6);
     Tensor xt = Up(x, {p.n, gc.in}), yt = Up(y0, {p.n, gc.out});
     ASSERT_TRUE(be().GroupedMatmul(xt, p.groups, yt).ok());
@@ -114,12 +121,7 @@ TEST_P(SmallGemmTest, GroupedMatmulSmallGroups) {
 TEST_P(SmallGemmTest, GroupedMatmulInputGradSmallGroups) {
   for (const GroupedCase& gc : GroupedCases()) {
     GroupedProblem p = MakeProblem(gc);
-    std::vector<Tensor> wt;
-    wt.reserve(p.w.size());
-    for (size_t i = 0; i < p.w.size(); ++i) {
-      wt.push_back(Up(p.w[i], {gc.out, gc.in}));
-      p.groups[i].weight = &wt.back();
-    }
+    const std::vector<Tensor> wt = UploadWeights(p, gc);
     std::vector<double> dy = RandomValues(p.n * gc.out, 8), dx0 = RandomValues(p.n * gc.in, 9);
     Tensor dyt = Up(dy, {p.n, gc.out}), dxt = Up(dx0, {p.n, gc.in});
     ASSERT_TRUE(be().GroupedMatmulInputGrad(dyt, p.groups, dxt).ok());
@@ -141,15 +143,13 @@ TEST_P(SmallGemmTest, GroupedMatmulInputGradSmallGroups) {
 TEST_P(SmallGemmTest, GroupedMatmulWeightGradSmallGroups) {
   for (const GroupedCase& gc : GroupedCases()) {
     GroupedProblem p = MakeProblem(gc);
-    std::vector<Tensor> wt, gt;
-    wt.reserve(p.w.size());
+    const std::vector<Tensor> wt = UploadWeights(p, gc);
+    std::vector<Tensor> gt;
     gt.reserve(p.w.size());
     std::vector<std::vector<double>> g0;
     for (size_t i = 0; i < p.w.size(); ++i) {
-      wt.push_back(Up(p.w[i], {gc.out, gc.in}));
       g0.push_back(RandomValues(gc.out * gc.in, 300 + i));
       gt.push_back(Up(g0.back(), {gc.out, gc.in}));
-      p.groups[i].weight = &wt.back();
       p.groups[i].weight_grad = &gt.back();
     }
     std::vector<double> x = RandomValues(p.n * gc.in, 10), dy = RandomValues(p.n * gc.out, 11);
