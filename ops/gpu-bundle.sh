@@ -39,7 +39,8 @@ GEN=()
 command -v ninja >/dev/null && [[ ! -f "$BUILD/CMakeCache.txt" || -f "$BUILD/build.ninja" ]] && GEN=(-G Ninja)
 cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 # GPU test binaries and benchmarks; only the targets that exist in this checkout.
-WANT=(core_backend_cuda_test core_model_cuda_test core_backend_test bench_serve ${TESSERA_GPU_EXTRA_TARGETS:-})
+WANT=(core_backend_cuda_test core_model_cuda_test core_backend_test services_model_host_test bench_serve
+      ${TESSERA_GPU_EXTRA_TARGETS:-})
 AVAILABLE=$(cmake --build "$BUILD" --target help | sed -n 's/^\([A-Za-z0-9_]*\): .*/\1/p')
 if ! echo "$AVAILABLE" | grep -q '^bench_gpu_'; then
   # The bench_gpu_* targets exist only when CMake found nvcc (TESSERA_HAVE_CUDA).

@@ -14,14 +14,16 @@
 #      and --peer-args "--hidden 1024 ..." make a quicker smoke run)
 #   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.
 #
-#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--serve] [--demo] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
+#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--serve] [--demo] [--demo-bf16] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
 #     --serve: bench_serve against tessera-server --device cuda (builtin:tiny), with phase 4 (serving
 #     while a fine-tune job trains): its `serve_during_train` and last lines.
 #     --demo: the product demo (demo-run.sh: tessera-server --device cuda, two tenants fine-tune and are
 #     served, isolation, rollback) with the bundle's services/ and backbones/builtin-tiny.
+#     --demo-bf16: the same demo with --dtype bf16 (bf16 weights, overlays and KV caches; f32 masters).
 #     --quick: tests only.  --logits: transformers writes a small Qwen3-MoE (hidden 1024, 4 layers, 16
 #     experts top-4, width 384) as safetensors plus its logits in bf16 and in f32; Tessera loads the
-#     same files and compares its logits (f32 reference: rel L2 <= 1e-3; bf16 reference: <= 5e-2).
+#     same files and compares its logits (f32 reference: rel L2 <= 1e-3; bf16 reference: <= 5e-2; and
+#     Tessera with bf16 weights (--bf16) against the bf16 reference: <= 5e-2).
 #     --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e last, fed with
 #     the peer's JSON and bench_gpu_grouped_gemm's grouped_vs_dense (its last line is the issue's
 #     `train_speedup=... decode_speedup=... tenants64_ratio=... grouped_vs_dense=...`).
@@ -32,6 +34,7 @@ OUTDIR="$HERE/results"
 RUN_PEER=0
 RUN_LOGITS=0
 RUN_DEMO=0
+RUN_DEMO_BF16=0
 RUN_SERVE=0
 RUN_E2E=0
 RUN_TESTS=1
@@ -44,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     --peer) RUN_PEER=1; shift ;;
     --logits) RUN_LOGITS=1; shift ;;
     --demo) RUN_DEMO=1; shift ;;
+    --demo-bf16) RUN_DEMO_BF16=1; shift ;;
     --serve) RUN_SERVE=1; shift ;;
     --quick) QUICK=1; shift ;;
     --no-tests) RUN_TESTS=0; shift ;;
@@ -53,6 +57,10 @@ while [[ $# -gt 0 ]]; do
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
+if (( QUICK && (RUN_SERVE || RUN_DEMO || RUN_DEMO_BF16 || RUN_LOGITS || RUN_PEER || RUN_E2E) )); then
+  echo "gpu-check: --quick runs the tests only; drop it to run --serve/--demo/--logits/--peer/--e2e" >&2
+  exit 2
+fi
 mkdir -p "$OUTDIR"
 
 # Our libraries first; then the CUDA 13 runtime libraries, which the bundle does not carry.
@@ -150,16 +158,19 @@ if (( ! QUICK )); then
     row "bench_serve (--device cuda)" "$status" "$(elapsed "$t0")" "$(tail -1 "$log")"
     grep -E '^serve_during_train|^  (1|8|64) |without the job|with the job|job: ' "$log" | sed 's/^/    /'
   fi
-  if (( RUN_DEMO )); then
-    log="$OUTDIR/demo_cuda.log"
+  demo_dtypes=()
+  (( RUN_DEMO )) && demo_dtypes+=(f32)
+  (( RUN_DEMO_BF16 )) && demo_dtypes+=(bf16)
+  for dt in "${demo_dtypes[@]}"; do
+    log="$OUTDIR/demo_cuda_$dt.log"
     t0=$(date +%s%N)
-    TESSERA_BACKBONE_PATH="$HERE/backbones" DEMO_DEVICE=cuda bash "$HERE/demo-run.sh" "$HERE" >"$log" 2>&1
+    TESSERA_BACKBONE_PATH="$HERE/backbones" DEMO_DEVICE=cuda DEMO_DTYPE=$dt bash "$HERE/demo-run.sh" "$HERE" >"$log" 2>&1
     rc=$?
     status=PASS
     (( rc != 0 )) && { status=FAIL; FAIL=1; tail -25 "$log" | sed 's/^/    /'; }
-    row "demo (tessera-server --device cuda)" "$status" "$(elapsed "$t0")" "rc=$rc"
+    row "demo (--device cuda --dtype $dt)" "$status" "$(elapsed "$t0")" "rc=$rc"
     (( rc == 0 )) && sed -n '/Summary/,$p' "$log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /' | head -30
-  fi
+  done
   if (( RUN_LOGITS )); then
     wdir="$OUTDIR/logits-model"
     log="$OUTDIR/logits_peer.log"
@@ -172,16 +183,19 @@ if (( ! QUICK )); then
     (( rc != 0 )) && { status=FAIL; FAIL=1; tail -20 "$log" | sed 's/^/    /'; }
     row "logits: transformers writes" "$status" "$(elapsed "$t0")" "$(grep -m1 '^peer device' "$log" | cut -c1-90)"
     if (( rc == 0 )); then
-      for ref in f32:1e-3 bf16:5e-2; do
-        name=${ref%%:*} tol=${ref##*:}
-        log="$OUTDIR/logits_$name.log"
+      # Tessera-f32 vs transformers-f32 and -bf16; Tessera-bf16 (--bf16 weights) vs transformers-bf16.
+      for ref in f32:1e-3:f32 bf16:5e-2:f32 bf16:5e-2:bf16; do
+        IFS=: read -r name tol ours <<<"$ref"
+        flag=""
+        [[ $ours == bf16 ]] && flag=--bf16
+        log="$OUTDIR/logits_${ours}_vs_$name.log"
         t0=$(date +%s%N)
         "$HERE/bin/bench_gpu_e2e" --config="$wdir/config.json" --weights="$wdir" --logits-ref="$wdir/logits_$name.f32" \
-          --logits-tol="$tol" --logits-only >"$log" 2>&1
+          --logits-tol="$tol" --logits-only $flag >"$log" 2>&1
         rc=$?
         status=PASS
         (( rc != 0 )) && { status=FAIL; FAIL=1; tail -5 "$log" | sed 's/^/    /'; }
-        row "logits vs transformers-$name" "$status" "$(elapsed "$t0")" "$(grep '^e2e logits' "$log" | cut -c12-)"
+        row "logits $ours vs transformers-$name" "$status" "$(elapsed "$t0")" "$(grep '^e2e logits' "$log" | cut -c12-)"
       done
     fi
     rm -rf "$wdir"

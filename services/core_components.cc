@@ -35,6 +35,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     return absl::InvalidArgumentError(
         absl::StrCat("--device: expected cpu or cuda, got \"", options.device, "\""));
   }
+  if (absl::Status s = ValidateDtype(options.device, options.dtype); !s.ok()) return s;
   absl::StatusOr<ModelConfig> config =
       absl::StartsWith(options.backbone, "builtin:") ? ModelConfig::Builtin(options.backbone)
       : absl::StartsWith(options.backbone, "random:")
@@ -61,7 +62,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
   auto once = std::make_shared<OnceBackbone>();
   auto backbone = [once, options]() -> absl::StatusOr<std::shared_ptr<const SharedBackbone>> {
     std::lock_guard<std::mutex> lock(once->mu);
-    if (!once->loaded.has_value()) once->loaded = LoadSharedBackbone(options.backbone, options.device);
+    if (!once->loaded.has_value()) once->loaded = LoadSharedBackbone(options.backbone, options.device, options.dtype);
     return *once->loaded;
   };
   if (options.inference) {

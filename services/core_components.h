@@ -13,13 +13,14 @@ namespace tessera::services {
 struct CoreOptions {
   std::string backbone = "builtin:tiny";  // or a path to an HF model directory, or random:tiny
   std::string device = "cpu";             // "cpu" | "cuda"
+  std::string dtype = "f32";              // "f32" | "bf16" (cuda only): the backbone's weight matrices
   int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
   int max_batch = 16;                     // sequences per decode step (continuous batching)
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner
 };
 
-// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone or --device when they are unusable.
+// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device or --dtype when they are unusable.
 absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options);
 
 // The JSONL validator over the byte-level tokenizer (exposed for tests).

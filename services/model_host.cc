@@ -34,14 +34,28 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeDeviceBackend(const std::string& de
 
 }  // namespace
 
+absl::Status ValidateDtype(const std::string& device, const std::string& dtype) {
+  if (dtype != "f32" && dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype: expected f32 or bf16, got \"", dtype, "\""));
+  }
+  if (dtype == "bf16" && !absl::StartsWith(device, "cuda")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype bf16 needs --device cuda (the ", device, " backend computes in f32)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
-                                                                         const std::string& device) {
+                                                                         const std::string& device,
+                                                                         const std::string& dtype) {
+  if (absl::Status s = ValidateDtype(device, dtype); !s.ok()) return s;
   // The loading backend only allocates and uploads; the tensors keep its device context alive.
   absl::StatusOr<std::unique_ptr<Backend>> loader = MakeDeviceBackend(device);
   if (!loader.ok()) return loader.status();
   auto b = std::make_shared<SharedBackbone>();
   b->spec = spec;
   b->device = device;
+  b->dtype = dtype;
   std::string sha256;
   if (absl::StartsWith(spec, "random:")) {
     absl::StatusOr<ModelConfig> c = ModelConfig::Builtin(absl::StrCat("builtin:", spec.substr(7)));
@@ -58,6 +72,12 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
     b->config = loaded->config;
     b->weights = std::move(loaded->weights);
     sha256 = loaded->sha256;
+  }
+  if (dtype == "bf16") {
+    // Converted on the device; the f32 originals are freed when the last handle (this one) goes.
+    absl::StatusOr<ModelWeights> converted = b->weights.WithMatrixDtype(b->config, DType::kBF16, loader->get());
+    if (!converted.ok()) return converted.status();
+    b->weights = *std::move(converted);
   }
   // Other backends (streams) read these weights from now on: the uploads must have landed.
   if (absl::Status s = (*loader)->Synchronize(); !s.ok()) return s;
@@ -80,8 +100,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const Share
   return m;
 }
 
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device) {
-  absl::StatusOr<std::shared_ptr<const SharedBackbone>> b = LoadSharedBackbone(spec, device);
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device,
+                                                       const std::string& dtype) {
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> b = LoadSharedBackbone(spec, device, dtype);
   if (!b.ok()) return b.status();
   return ModelOn(*std::move(b));
 }

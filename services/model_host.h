@@ -20,14 +20,20 @@ namespace tessera::services {
 struct SharedBackbone {
   std::string spec;
   std::string device;
+  std::string dtype;     // "f32" or "bf16" (weights.matrix_dtype())
   ModelConfig config;
   ModelWeights weights;  // complete on the device before this is returned (the loader synchronized)
   BackboneInfo info;
 };
 
-// `device`: "cpu" or "cuda". Errors name --backbone / --device.
+// `device`: "cpu" or "cuda". `dtype`: "f32", or "bf16" (CUDA only): the weight matrices are converted
+// after loading, and everything built on them (KV caches, tenant overlays, training copies with f32
+// masters) follows. Errors name --backbone / --device / --dtype.
 absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
-                                                                         const std::string& device);
+                                                                         const std::string& device,
+                                                                         const std::string& dtype = "f32");
+// INVALID_ARGUMENT naming --dtype unless `dtype` is "f32", or "bf16" with device "cuda".
+absl::Status ValidateDtype(const std::string& device, const std::string& dtype);
 
 struct LoadedModel {
   std::shared_ptr<const SharedBackbone> backbone;  // first: its weights outlive the model below
@@ -40,7 +46,8 @@ struct LoadedModel {
 absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone);
 
 // LoadSharedBackbone + ModelOn: a backbone of its own (tests, tools).
-absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device);
+absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device,
+                                                       const std::string& dtype = "f32");
 
 // The BackboneInfo of a config (no weights loaded).
 BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, const std::string& device);

@@ -28,6 +28,10 @@ Options:
                               tessera-pretrain). random:tiny = the same architecture with fixed random
                               weights (untrained: for tests and smoke runs)
   --device cpu|cuda           where the model runs (default cpu)
+  --dtype f32|bf16            precision of the backbone's weight matrices (default f32). bf16 (needs
+                              --device cuda) halves weight and KV-cache memory and runs every GEMM on
+                              tensor cores; tenant versions are served in bf16 and trained through f32
+                              master copies, and the versions a job writes hold bf16-representable values
   --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
   --max-concurrent-jobs N     fine-tuning jobs run at once (default 1)
   --max-dataset-bytes N       upload size limit (default 67108864)
@@ -94,6 +98,8 @@ int main(int argc, char** argv) {
       if (!next(&core.backbone)) return Fail("--backbone needs builtin:tiny or a path");
     } else if (arg == "--device") {
       if (!next(&core.device)) return Fail("--device needs cpu or cuda");
+    } else if (arg == "--dtype") {
+      if (!next(&core.dtype)) return Fail("--dtype needs f32 or bf16");
     } else if (arg == "--metrics-listen") {
       if (!next(&options.metrics_listen)) return Fail("--metrics-listen needs HOST:PORT");
     } else if (arg == "--max-concurrent-jobs") {

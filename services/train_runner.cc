@@ -115,10 +115,12 @@ absl::StatusOr<JobOutput> CoreJobRunner::Run(JobContext& ctx) {
   if (spec.base_version > 0) {
     absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(spec.base_version);
     if (!bytes.ok()) return bytes.status();
-    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> b = ExpertOverlay::FromSafetensors(config, *bytes, backend);
+    const DType dtype = model.weights().matrix_dtype();
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> b = ExpertOverlay::FromSafetensors(config, *bytes, backend, "", dtype);
     if (!b.ok()) return b.status();
     base_overlay = *b;
-    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> copy = ExpertOverlay::FromSafetensors(config, *bytes, backend);
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> copy =
+        ExpertOverlay::FromSafetensors(config, *bytes, backend, "", dtype);
     if (!copy.ok()) return copy.status();
     working = (*copy)->slots();
   }
@@ -265,7 +267,8 @@ absl::StatusOr<double> CoreJobRunner::EvaluateVersion(JobContext& ctx, int64_t v
     absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(version);
     if (!bytes.ok()) return bytes.status();
     absl::StatusOr<std::shared_ptr<const ExpertOverlay>> o =
-        ExpertOverlay::FromSafetensors(state->model->model->config(), *bytes, state->model->backend.get());
+        ExpertOverlay::FromSafetensors(state->model->model->config(), *bytes, state->model->backend.get(), "",
+                                       state->model->model->weights().matrix_dtype());
     if (!o.ok()) return o.status();
     overlay = *o;
   }

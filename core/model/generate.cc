@@ -36,7 +36,8 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, const Tokenizer& tok
   }
   ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(req.sampling));
   const int64_t capacity = std::min<int64_t>(prompt_len + req.max_tokens, c.max_position_embeddings);
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, KvCache::Create(c, capacity, be));
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                   KvCache::Create(c, capacity, be, model.weights().matrix_dtype()));
 
   GenerateResult out;
   out.prompt_tokens = prompt_len;

@@ -7,16 +7,19 @@
 namespace tessera {
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const ModelConfig& config, int64_t capacity,
-                                                         Backend* backend) {
+                                                         Backend* backend, DType dtype) {
   if (backend == nullptr) return absl::InvalidArgumentError("KvCache: backend is null");
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCache: dtype must be f32 or bf16, got ", DTypeName(dtype)));
+  }
   if (capacity <= 0) return absl::InvalidArgumentError(absl::StrCat("KvCache: capacity must be > 0, got ", capacity));
   RETURN_IF_ERROR(config.Validate());
   std::unique_ptr<KvCache> c(new KvCache());
   c->capacity_ = capacity;
   c->num_layers_ = config.num_layers;
   for (int64_t l = 0; l < config.num_layers; ++l) {
-    ASSIGN_OR_RETURN(Tensor k, backend->Alloc({capacity, config.num_kv_heads, config.head_dim}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor v, backend->Alloc({capacity, config.num_kv_heads, config.head_dim}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor k, backend->Alloc({capacity, config.num_kv_heads, config.head_dim}, dtype));
+    ASSIGN_OR_RETURN(Tensor v, backend->Alloc({capacity, config.num_kv_heads, config.head_dim}, dtype));
     c->k_.push_back(std::move(k));
     c->v_.push_back(std::move(v));
   }

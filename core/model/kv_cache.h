@@ -1,8 +1,8 @@
 // KvCache: one sequence's keys and values for every layer, for incremental decoding.
 //
 // Memory contract: Create() allocates, on the model's backend, K and V of [capacity, KVH, head_dim]
-// f32 per layer up front (2 * layers * capacity * KVH * head_dim * 4 bytes; see bytes()); nothing is
-// allocated later. Positions [0, length()) hold valid keys/values (post-RoPE, post-norm).
+// per layer up front in `dtype` (f32, or bf16 on the CUDA backend: 2 * layers * capacity * KVH *
+// head_dim * sizeof(dtype) bytes; see bytes()); nothing is allocated later. Positions [0, length()) hold valid keys/values (post-RoPE, post-norm).
 //
 // Model::Forward appends a sequence's new tokens at position length() and advances length() only
 // when the whole forward succeeds; a forward that would exceed capacity() fails with
@@ -24,7 +24,8 @@ namespace tessera {
 class KvCache {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const ModelConfig& config, int64_t capacity,
-                                                         Backend* backend);
+                                                         Backend* backend, DType dtype = DType::kF32);
+  DType dtype() const { return k_.empty() ? DType::kF32 : k_[0].dtype(); }
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }

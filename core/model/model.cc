@@ -37,7 +37,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
                                                      Backend* backend) {
   if (backend == nullptr) return absl::InvalidArgumentError("Model::Create: backend is null");
   RETURN_IF_ERROR(config.Validate());
-  absl::Status shapes = weights.CheckShapes(config, backend->device());
+  const DType mdt = weights.matrix_dtype();
+  if (mdt != DType::kF32 && mdt != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("Model::Create: weight matrices must be f32 or bf16, got ",
+                                                   DTypeName(mdt)));
+  }
+  if (mdt != DType::kF32 && backend->device() == DeviceKind::kCpu) {
+    return absl::InvalidArgumentError(absl::StrCat("Model::Create: ", DTypeName(mdt),
+                                                   " weights need the CUDA backend (the CPU backend computes in f32)"));
+  }
+  absl::Status shapes = weights.CheckShapes(config, backend->device(), mdt);
   if (!shapes.ok()) return absl::InvalidArgumentError(absl::StrCat("Model::Create: ", shapes.message()));
   std::unique_ptr<Model> m(new Model());
   m->config_ = config;
@@ -54,6 +63,10 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
   if (options.save_activations && options.logits != LogitsMode::kAll) {
     return absl::InvalidArgumentError("Forward: save_activations requires logits == kAll");
   }
+  // Precision: activations that feed a GEMM are in the weights' matrix dtype `cdt` (cuBLAS needs both
+  // operands in one dtype; bf16 runs on tensor cores with fp32 accumulation); the residual stream h,
+  // router logits/probabilities, norm statistics and logits stay f32. With f32 weights all are f32.
+  const DType cdt = weights_.matrix_dtype();
   // ---- Validate and lay out the batch --------------------------------------------------------
   const int64_t num_seqs = static_cast<int64_t>(batch.size());
   ForwardResult result;
@@ -84,6 +97,11 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     }
     if (in.overlay != nullptr && !(in.overlay->config() == c)) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, "'s overlay was built for another config"));
+    }
+    if (in.overlay != nullptr && !in.overlay->slots().empty() && in.overlay->dtype() != cdt) {
+      return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, "'s overlay is ",
+                                                     DTypeName(in.overlay->dtype()), ", the model's weights are ",
+                                                     DTypeName(cdt)));
     }
     result.seq_row_begin.push_back(static_cast<int64_t>(ids.size()));
     result.seq_len.push_back(n);
@@ -149,13 +167,13 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // ---- Attention block ----------------------------------------------------------------------
-    ASSIGN_OR_RETURN(Tensor xn1, buffer(kXn1, {n_tok, d}));
+    ASSIGN_OR_RETURN(Tensor xn1, buffer(kXn1, {n_tok, d}, cdt));
     Tensor rstd1;
     if (save) { ASSIGN_OR_RETURN(rstd1, be->Alloc({n_tok}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(h, w.input_norm, c.rms_norm_eps, xn1, save ? &rstd1 : nullptr));
-    ASSIGN_OR_RETURN(Tensor q, buffer(kQ, {n_tok, c.q_dim()}));
-    ASSIGN_OR_RETURN(Tensor kk, buffer(kK, {n_tok, c.kv_dim()}));
-    ASSIGN_OR_RETURN(Tensor vv, buffer(kV, {n_tok, c.kv_dim()}));
+    ASSIGN_OR_RETURN(Tensor q, buffer(kQ, {n_tok, c.q_dim()}, cdt));
+    ASSIGN_OR_RETURN(Tensor kk, buffer(kK, {n_tok, c.kv_dim()}, cdt));
+    ASSIGN_OR_RETURN(Tensor vv, buffer(kV, {n_tok, c.kv_dim()}, cdt));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.q_proj, true, q));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.k_proj, true, kk));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.v_proj, true, vv));
@@ -163,8 +181,8 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     if (c.qk_norm != QkNorm::kNone) {
       q_pre = q;
       k_pre = kk;
-      ASSIGN_OR_RETURN(q, buffer(kQn, {n_tok, c.q_dim()}));
-      ASSIGN_OR_RETURN(kk, buffer(kKn, {n_tok, c.kv_dim()}));
+      ASSIGN_OR_RETURN(q, buffer(kQn, {n_tok, c.q_dim()}, cdt));
+      ASSIGN_OR_RETURN(kk, buffer(kKn, {n_tok, c.kv_dim()}, cdt));
       const bool per_head = c.qk_norm == QkNorm::kPerHead;
       const int64_t q_rows = per_head ? n_tok * nh : n_tok;
       const int64_t k_rows = per_head ? n_tok * nkv : n_tok;
@@ -214,7 +232,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       }
     }
     RETURN_IF_ERROR(be->CopyMany(kv_appends));
-    ASSIGN_OR_RETURN(Tensor attn, buffer(kAttn, {n_tok, nh, hd}));
+    ASSIGN_OR_RETURN(Tensor attn, buffer(kAttn, {n_tok, nh, hd}, cdt));
     Tensor lse;
     if (save) { ASSIGN_OR_RETURN(lse, be->Alloc({n_tok, nh}, DType::kF32)); }
     RETURN_IF_ERROR(be->AttentionForward(q3, seqs, attn_scale, attn, save ? &lse : nullptr));
@@ -225,7 +243,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     RETURN_IF_ERROR(be->Add(h, o, h_mid));
 
     // ---- MoE block --------------------------------------------------------------------------------
-    ASSIGN_OR_RETURN(Tensor xn2, buffer(kXn2, {n_tok, d}));
+    ASSIGN_OR_RETURN(Tensor xn2, buffer(kXn2, {n_tok, d}, cdt));
     Tensor rstd2;
     if (save) { ASSIGN_OR_RETURN(rstd2, be->Alloc({n_tok}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(h_mid, w.post_norm, c.rms_norm_eps, xn2, save ? &rstd2 : nullptr));
@@ -266,15 +284,15 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     }
 
     const int64_t m = n_tok * k;
-    ASSIGN_OR_RETURN(Tensor xg, buffer(kXg, {m, d}));
+    ASSIGN_OR_RETURN(Tensor xg, buffer(kXg, {m, d}, cdt));
     RETURN_IF_ERROR(be->GatherRows(xn2, plan.token_idx, nullptr, xg));
-    ASSIGN_OR_RETURN(Tensor g, buffer(kG, {m, f}));
-    ASSIGN_OR_RETURN(Tensor u, buffer(kU, {m, f}));
+    ASSIGN_OR_RETURN(Tensor g, buffer(kG, {m, f}, cdt));
+    ASSIGN_OR_RETURN(Tensor u, buffer(kU, {m, f}, cdt));
     RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(0), g));
     RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(1), u));
-    ASSIGN_OR_RETURN(Tensor a, buffer(kAct, {m, f}));
+    ASSIGN_OR_RETURN(Tensor a, buffer(kAct, {m, f}, cdt));
     RETURN_IF_ERROR(be->SwiGluForward(g, u, a));
-    ASSIGN_OR_RETURN(Tensor y, buffer(kY, {m, d}));
+    ASSIGN_OR_RETURN(Tensor y, buffer(kY, {m, d}, cdt));
     RETURN_IF_ERROR(be->GroupedMatmul(a, plan.GemmGroups(2), y));
     Tensor h_out = h_mid;
     if (save) {
@@ -327,7 +345,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       RETURN_IF_ERROR(be->GatherRows(h, last_t, nullptr, rows));
       n_rows = num_seqs;
     }
-    ASSIGN_OR_RETURN(Tensor hf, be->Alloc({n_rows, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor hf, be->Alloc({n_rows, d}, cdt));
     Tensor rstd_f;
     if (save) { ASSIGN_OR_RETURN(rstd_f, be->Alloc({n_rows}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(rows, weights_.final_norm, c.rms_norm_eps, hf, save ? &rstd_f : nullptr));

@@ -175,11 +175,21 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     if (stop_layer == c.num_layers) return absl::InvalidArgumentError("Backward: no trainable slots");
   }
   ModelWeights* gw = all ? &grads->full : nullptr;
+  // Precision (as in Forward): GEMM operands in the weights' matrix dtype `cdt`; the residual-stream
+  // gradient dh, norm/attention key-value gradients and every weight gradient accumulate in f32.
+  const DType cdt = weights_.matrix_dtype();
+  auto as_cdt = [&](const Tensor& t) -> absl::StatusOr<Tensor> {
+    if (t.dtype() == cdt) return t;
+    ASSIGN_OR_RETURN(Tensor out, be->Alloc(t.shape(), cdt));
+    RETURN_IF_ERROR(be->Copy(t, out));
+    return out;
+  };
 
   // ---- LM head and final norm ----------------------------------------------------------------------
-  if (all) RETURN_IF_ERROR(be->Matmul(dlogits, true, act.hf, false, gw->lm_head, 1.0f, 1.0f));
+  ASSIGN_OR_RETURN(const Tensor dlogits_c, as_cdt(dlogits));
+  if (all) RETURN_IF_ERROR(be->Matmul(dlogits_c, true, act.hf, false, gw->lm_head, 1.0f, 1.0f));
   ASSIGN_OR_RETURN(Tensor dhf, be->Alloc({n_tok, d}, DType::kF32));
-  RETURN_IF_ERROR(be->Matmul(dlogits, false, weights_.lm_head, false, dhf));
+  RETURN_IF_ERROR(be->Matmul(dlogits_c, false, weights_.lm_head, false, dhf));
   ASSIGN_OR_RETURN(Tensor dh, be->Alloc({n_tok, d}, DType::kF32));
   RETURN_IF_ERROR(be->RmsNormBackward(act.h_final, weights_.final_norm, act.rstd_final, dhf, dh,
                                       all ? &gw->final_norm : nullptr));
@@ -194,7 +204,7 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     const int64_t m = n_tok * k;
 
     // ---- MoE: h_out = h_mid + sum_i w_i * y_i scattered to token rows ---------------------------------
-    ASSIGN_OR_RETURN(Tensor dy, be->Alloc({m, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dy, be->Alloc({m, d}, cdt));
     RETURN_IF_ERROR(be->GatherRows(dh, plan.token_idx, &plan.gate_w, dy));
     ASSIGN_OR_RETURN(Tensor dgw_sorted, be->Alloc({m}, DType::kF32));
     RETURN_IF_ERROR(be->RowDotGather(la.y, dh, plan.token_idx, dgw_sorted));
@@ -211,11 +221,11 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       up_groups[i].weight_grad = &target->up;
       down_groups[i].weight_grad = &target->down;
     }
-    ASSIGN_OR_RETURN(Tensor dact, be->Alloc({m, f}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dact, be->Alloc({m, f}, cdt));
     RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dy, down_groups, dact));
     if (any_weight_grad) RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.act, dy, down_groups));
-    ASSIGN_OR_RETURN(Tensor dg, be->Alloc({m, f}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor du, be->Alloc({m, f}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dg, be->Alloc({m, f}, cdt));
+    ASSIGN_OR_RETURN(Tensor du, be->Alloc({m, f}, cdt));
     RETURN_IF_ERROR(be->SwiGluBackward(la.g, la.u, dact, dg, du));
     if (any_weight_grad) {
       RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, dg, gate_groups));
@@ -223,8 +233,8 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     }
     if (l == stop_layer && !all) break;  // nothing below contributes to the trainable slots
 
-    ASSIGN_OR_RETURN(Tensor dxg, be->Alloc({m, d}, DType::kF32));
-    ASSIGN_OR_RETURN(Tensor dxg_up, be->Alloc({m, d}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dxg, be->Alloc({m, d}, cdt));
+    ASSIGN_OR_RETURN(Tensor dxg_up, be->Alloc({m, d}, cdt));
     RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dg, gate_groups, dxg));
     RETURN_IF_ERROR(be->GroupedMatmulInputGrad(du, up_groups, dxg_up));
     RETURN_IF_ERROR(be->Add(dxg, dxg_up, dxg));
@@ -236,7 +246,7 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     std::vector<float> dtopk_h(m);
     for (int64_t i = 0; i < m; ++i) dtopk_h[plan.source[i]] = dgw_h[i];
     ASSIGN_OR_RETURN(Tensor dtopk_w, be->FromHost(dtopk_h, {n_tok, k}));
-    ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, cdt));
     RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
     RETURN_IF_ERROR(be->Matmul(dlr, false, w.router, false, dxn2, 1.0f, 1.0f));
     if (all) RETURN_IF_ERROR(be->Matmul(dlr, true, la.xn2, false, lg->router, 1.0f, 1.0f));
@@ -247,10 +257,11 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
 
     // ---- Attention: h_mid = h_in + o_proj(attn) ----------------------------------------------------
     const Tensor attn2d = la.attn.Reshape({n_tok, c.q_dim()});
-    if (all) RETURN_IF_ERROR(be->Matmul(dh, true, attn2d, false, lg->o_proj, 1.0f, 1.0f));
-    ASSIGN_OR_RETURN(Tensor dattn, be->Alloc({n_tok, nh, hd}, DType::kF32));
+    ASSIGN_OR_RETURN(const Tensor dh_c, as_cdt(dh));
+    if (all) RETURN_IF_ERROR(be->Matmul(dh_c, true, attn2d, false, lg->o_proj, 1.0f, 1.0f));
+    ASSIGN_OR_RETURN(Tensor dattn, be->Alloc({n_tok, nh, hd}, cdt));
     Tensor dattn2d = dattn.Reshape({n_tok, c.q_dim()});
-    RETURN_IF_ERROR(be->Matmul(dh, false, w.o_proj, false, dattn2d));
+    RETURN_IF_ERROR(be->Matmul(dh_c, false, w.o_proj, false, dattn2d));
     ASSIGN_OR_RETURN(Tensor dk, be->Zeros({n_tok, nkv, hd}));
     ASSIGN_OR_RETURN(Tensor dv, be->Zeros({n_tok, nkv, hd}));
     std::vector<Tensor> views;
@@ -271,7 +282,7 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       views.push_back(dv.Rows(b, n));
       as.dv = &views.back();
     }
-    ASSIGN_OR_RETURN(Tensor dq, be->Alloc({n_tok, nh, hd}, DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dq, be->Alloc({n_tok, nh, hd}, cdt));
     RETURN_IF_ERROR(be->AttentionBackward(la.q, seqs, attn_scale, la.attn, la.lse, dattn, dq));
     RETURN_IF_ERROR(be->Rope(dq, act.positions, c.rope_theta, true));
     RETURN_IF_ERROR(be->Rope(dk, act.positions, c.rope_theta, true));
@@ -280,8 +291,8 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       const bool per_head = c.qk_norm == QkNorm::kPerHead;
       const int64_t q_rows = per_head ? n_tok * nh : n_tok, k_rows = per_head ? n_tok * nkv : n_tok;
       const int64_t q_cols = c.q_dim() * n_tok / q_rows, k_cols = c.kv_dim() * n_tok / k_rows;
-      ASSIGN_OR_RETURN(Tensor dq_pre, be->Alloc({n_tok, c.q_dim()}, DType::kF32));
-      ASSIGN_OR_RETURN(Tensor dk_pre, be->Alloc({n_tok, c.kv_dim()}, DType::kF32));
+      ASSIGN_OR_RETURN(Tensor dq_pre, be->Alloc({n_tok, c.q_dim()}, cdt));
+      ASSIGN_OR_RETURN(Tensor dk_pre, be->Alloc({n_tok, c.kv_dim()}, cdt));
       Tensor dqp = dq_pre.Reshape({q_rows, q_cols}), dkp = dk_pre.Reshape({k_rows, k_cols});
       RETURN_IF_ERROR(be->RmsNormBackward(la.q_pre.Reshape({q_rows, q_cols}), w.q_norm, la.q_rstd,
                                           dq2.Reshape({q_rows, q_cols}), dqp, all ? &lg->q_norm : nullptr));
@@ -290,7 +301,8 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       dq2 = dq_pre;
       dk2 = dk_pre;
     }
-    Tensor dv2 = dv.Reshape({n_tok, c.kv_dim()});
+    ASSIGN_OR_RETURN(dk2, as_cdt(dk2));
+    ASSIGN_OR_RETURN(const Tensor dv2, as_cdt(dv.Reshape({n_tok, c.kv_dim()})));
     ASSIGN_OR_RETURN(Tensor dxn1, be->Alloc({n_tok, d}, DType::kF32));
     RETURN_IF_ERROR(be->Matmul(dq2, false, w.q_proj, false, dxn1));
     RETURN_IF_ERROR(be->Matmul(dk2, false, w.k_proj, false, dxn1, 1.0f, 1.0f));

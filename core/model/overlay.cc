@@ -32,8 +32,11 @@ absl::Status ValidateSlot(const ModelConfig& config, SlotId slot) {
 }
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetensors(
-    const ModelConfig& config, std::string bytes, Backend* backend, std::string digest) {
+    const ModelConfig& config, std::string bytes, Backend* backend, std::string digest, DType dtype) {
   if (backend == nullptr) return absl::InvalidArgumentError("ExpertOverlay: backend is null");
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("overlay: dtype must be f32 or bf16, got ", DTypeName(dtype)));
+  }
   ASSIGN_OR_RETURN(auto file, io::SafetensorsFile::FromBytes(std::move(bytes), "overlay"));
   if (file->size() == 0) return absl::InvalidArgumentError("overlay: the blob holds no tensors");
   std::map<SlotId, std::array<bool, 3>> seen;
@@ -53,6 +56,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
   }
   std::map<SlotId, ExpertWeights> slots;
   std::vector<float> host;
+  Tensor staging;  // f32 on the device, converted into each bf16 tensor
   for (const auto& [slot, parts] : seen) {
     ExpertWeights w;
     for (int p = 0; p < 3; ++p) {
@@ -62,17 +66,23 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
             absl::StrCat("overlay: slot ", slot.ToString(), " lacks tensor '", name, "'"));
       }
       const std::vector<int64_t> shape = ExpertPartShape(config, p);
-      ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(shape, DType::kF32));
+      ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(shape, dtype));
+      // Uploads f32 values: into the tensor itself, or (bf16) into staging and converted on the device.
+      if (dtype != DType::kF32 && !(staging.defined() && staging.shape() == shape)) {
+        ASSIGN_OR_RETURN(staging, backend->Alloc(shape, DType::kF32));
+      }
+      Tensor& f32_dst = dtype == DType::kF32 ? Part(w, p) : staging;
       const io::TensorInfo* info = file->Find(name);
       if (info != nullptr && info->dtype == DType::kF32 && info->shape == shape) {
         // Stored as f32 (what the trainer writes): upload straight from the blob, no host copy.
         ASSIGN_OR_RETURN(absl::Span<const uint8_t> raw, file->RawBytes(name));
-        RETURN_IF_ERROR(backend->CopyFromHost(raw.data(), raw.size(), Part(w, p)));
-        continue;
+        RETURN_IF_ERROR(backend->CopyFromHost(raw.data(), raw.size(), f32_dst));
+      } else {
+        host.resize(static_cast<size_t>(shape[0] * shape[1]));
+        RETURN_IF_ERROR(file->ReadF32Into(name, shape, host.data()));  // converts; names a wrong shape
+        RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), f32_dst));
       }
-      host.resize(static_cast<size_t>(shape[0] * shape[1]));
-      RETURN_IF_ERROR(file->ReadF32Into(name, shape, host.data()));  // converts; names a wrong shape
-      RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), Part(w, p)));
+      if (dtype != DType::kF32) RETURN_IF_ERROR(backend->Copy(staging, Part(w, p)));
     }
     slots.emplace(slot, std::move(w));
   }
@@ -83,15 +93,19 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromWeights(
     const ModelConfig& config, std::map<SlotId, ExpertWeights> slots, Backend* backend,
     std::string digest) {
   if (backend == nullptr) return absl::InvalidArgumentError("ExpertOverlay: backend is null");
+  // Every tensor must share the first one's dtype (f32 or bf16).
+  DType dtype = DType::kF32;
+  if (!slots.empty() && slots.begin()->second.gate.defined()) dtype = slots.begin()->second.gate.dtype();
+  if (dtype != DType::kBF16) dtype = DType::kF32;
   for (const auto& [slot, w] : slots) {
     RETURN_IF_ERROR(ValidateSlot(config, slot));
     for (int p = 0; p < 3; ++p) {
       const Tensor& t = Part(w, p);
       const std::string name = hf::ExpertName(config.family, slot.layer, slot.expert, kParts[p]);
-      if (!t.defined() || t.shape() != ExpertPartShape(config, p) || t.dtype() != DType::kF32 ||
+      if (!t.defined() || t.shape() != ExpertPartShape(config, p) || t.dtype() != dtype ||
           t.device() != backend->device()) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "overlay: tensor '", name, "' must be f32", ShapeString(ExpertPartShape(config, p)), " on ",
+            "overlay: tensor '", name, "' must be ", DTypeName(dtype), ShapeString(ExpertPartShape(config, p)), " on ",
             DeviceName(backend->device()), ", got ", t.defined() ? t.DebugString() : "undefined"));
       }
     }
@@ -100,6 +114,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromWeights(
   o->config_ = config;
   o->backend_ = backend;
   o->slots_ = std::move(slots);
+  o->dtype_ = dtype;
   if (digest.empty()) {
     ASSIGN_OR_RETURN(digest, o->ComputeDigest());
   }
@@ -120,7 +135,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::CopyOfBase(
     const ExpertWeights& src = base.layers[s.layer].experts[s.expert];
     ExpertWeights w;
     for (int p = 0; p < 3; ++p) {
-      ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(ExpertPartShape(config, p), DType::kF32));
+      ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(ExpertPartShape(config, p), base.matrix_dtype()));
       RETURN_IF_ERROR(backend->Copy(Part(src, p), Part(w, p)));
     }
     slots[s] = std::move(w);

@@ -13,6 +13,10 @@
 // Serialized form: a safetensors blob holding exactly the overlay's slots, three tensors per slot
 // under the family's HF expert names (hf_names.h), f32; so merging it into the backbone's
 // model.safetensors gives a plain HF checkpoint.
+//
+// Precision: an overlay's tensors are all of one dtype(), f32 or bf16; a model serves an overlay only
+// in its own matrix dtype (ModelWeights::matrix_dtype()). The digest and the serialized blob are of
+// the f32 values (exact for bf16), so a bf16 copy of a blob keeps its registry identity.
 #pragma once
 
 #include <array>
@@ -48,13 +52,17 @@ class ExpertOverlay {
   // Parses and validates a safetensors blob: every tensor must be an expert tensor of the config's
   // family with the slot in range and the right shape, and every slot must have all three parts.
   // Errors (INVALID_ARGUMENT / the safetensors reader's) name the tensor. `digest` empty = computed.
+  // The tensors are stored on the backend as `dtype` (f32 or bf16; bf16 rounds to nearest even).
   static absl::StatusOr<std::shared_ptr<const ExpertOverlay>> FromSafetensors(
-      const ModelConfig& config, std::string bytes, Backend* backend, std::string digest = "");
-  // Wraps existing tensors (shared, not copied); validates slots and shapes.
+      const ModelConfig& config, std::string bytes, Backend* backend, std::string digest = "",
+      DType dtype = DType::kF32);
+  // Wraps existing tensors (shared, not copied); validates slots, shapes and that every tensor has
+  // the same dtype (f32 or bf16).
   static absl::StatusOr<std::shared_ptr<const ExpertOverlay>> FromWeights(
       const ModelConfig& config, std::map<SlotId, ExpertWeights> slots, Backend* backend,
       std::string digest = "");
-  // Deep copies of the base experts for `slots` (the starting point of a fine-tune).
+  // Deep copies of the base experts for `slots` (the starting point of a fine-tune), in the base's
+  // matrix dtype.
   static absl::StatusOr<std::shared_ptr<const ExpertOverlay>> CopyOfBase(
       const ModelConfig& config, const ModelWeights& base, absl::Span<const SlotId> slots,
       Backend* backend);
@@ -69,6 +77,7 @@ class ExpertOverlay {
   std::vector<SlotId> SlotIds() const;
   const std::string& digest() const { return digest_; }
   int64_t bytes() const;  // bytes of the slots' tensors
+  DType dtype() const { return dtype_; }
   const ModelConfig& config() const { return config_; }
 
  private:
@@ -79,6 +88,7 @@ class ExpertOverlay {
   Backend* backend_ = nullptr;
   std::map<SlotId, ExpertWeights> slots_;
   std::string digest_;
+  DType dtype_ = DType::kF32;
 };
 
 }  // namespace tessera

@@ -100,7 +100,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Allocate(const ModelConfig& c, Backen
   return BuildWeights(c, [backend](std::vector<int64_t> shape) { return backend->Alloc(std::move(shape), DType::kF32); });
 }
 
-absl::Status ModelWeights::CheckShapes(const ModelConfig& c, DeviceKind device) const {
+absl::Status ModelWeights::CheckShapes(const ModelConfig& c, DeviceKind device, DType matrix_dtype) const {
   if (static_cast<int64_t>(layers.size()) != c.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("weights have ", layers.size(), " layers, config has ", c.num_layers));
   }
@@ -116,8 +116,10 @@ absl::Status ModelWeights::CheckShapes(const ModelConfig& c, DeviceKind device) 
   std::vector<NamedParam> have = const_cast<ModelWeights&>(*this).Parameters(c);
   for (size_t i = 0; i < expected.size(); ++i) {
     const Tensor& t = *have[i].tensor;
-    if (!t.defined() || t.shape() != expected[i].tensor->shape() || t.dtype() != DType::kF32 || t.device() != device) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", expected[i].name, "' must be f32",
+    const DType want_dtype = expected[i].tensor->rank() == 2 ? matrix_dtype : DType::kF32;
+    if (!t.defined() || t.shape() != expected[i].tensor->shape() || t.dtype() != want_dtype || t.device() != device) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", expected[i].name, "' must be ",
+                                                     DTypeName(want_dtype),
                                                      ShapeString(expected[i].tensor->shape()), " on ",
                                                      DeviceName(device), ", got ",
                                                      t.defined() ? t.DebugString() : "undefined"));
@@ -236,6 +238,28 @@ absl::StatusOr<ModelWeights> ModelWeights::MergedWith(const ModelConfig& c, cons
   }
   ModelWeights out = *this;
   for (const auto& [slot, w] : overlay.slots()) out.layers[slot.layer].experts[slot.expert] = w;
+  return out;
+}
+
+absl::StatusOr<ModelWeights> ModelWeights::WithMatrixDtype(const ModelConfig& c, DType dtype,
+                                                           Backend* backend) const {
+  if (backend == nullptr) return absl::InvalidArgumentError("WithMatrixDtype: backend is null");
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("WithMatrixDtype: weight matrices may be f32 or bf16, not ",
+                                                   DTypeName(dtype)));
+  }
+  if (static_cast<int64_t>(layers.size()) != c.num_layers) {
+    return absl::InvalidArgumentError("WithMatrixDtype: weights do not match the config");
+  }
+  ModelWeights out = *this;  // shares every handle; the matrices are replaced below
+  for (NamedParam& p : out.Parameters(c)) {
+    Tensor& t = *p.tensor;
+    if (t.rank() != 2 || t.dtype() == dtype) continue;
+    ASSIGN_OR_RETURN(Tensor converted, backend->Alloc(t.shape(), dtype));
+    RETURN_IF_ERROR(backend->Copy(t, converted));
+    t = std::move(converted);
+  }
+  if (c.tie_word_embeddings) out.lm_head = out.embed;
   return out;
 }
 

@@ -1,6 +1,10 @@
 // ModelWeights: every parameter of the decoder, as tensors on one backend, in HF layouts
 // (nn.Linear weights are [out_features, in_features]).
 //
+// Precision: the weight matrices (every rank-2 tensor: embedding, projections, router, experts, LM
+// head) share one dtype, matrix_dtype(): f32 (loading, training, the CPU backend) or bf16 (the CUDA
+// backend's tensor-core path, WithMatrixDtype). Norm weights (rank 1) are always f32.
+//
 // Memory contract: tensors are shared-owner handles (core/tensor/tensor.h). When
 // tie_word_embeddings is set, `lm_head` is the same tensor as `embed` (one allocation), and it is
 // listed once (as the embedding) by Parameters(). Copying a ModelWeights copies handles, not data.
@@ -62,9 +66,16 @@ struct ModelWeights {
 
   // Allocates every tensor of `config` (uninitialized contents) on `backend`.
   static absl::StatusOr<ModelWeights> Allocate(const ModelConfig& config, Backend* backend);
-  // OK when every tensor exists with the config's shape, f32, on `device` (INVALID_ARGUMENT naming
-  // the tensor otherwise). Allocates nothing.
-  absl::Status CheckShapes(const ModelConfig& config, DeviceKind device) const;
+  // OK when every tensor exists with the config's shape on `device`, matrices in `matrix_dtype` and
+  // norm weights in f32 (INVALID_ARGUMENT naming the tensor otherwise). Allocates nothing.
+  absl::Status CheckShapes(const ModelConfig& config, DeviceKind device,
+                           DType matrix_dtype = DType::kF32) const;
+  // The dtype of the weight matrices (the embedding's); f32 when empty.
+  DType matrix_dtype() const { return embed.defined() ? embed.dtype() : DType::kF32; }
+  // A copy whose matrices are `dtype` (f32 or bf16), converted on `backend` (f32 -> bf16 rounds to
+  // nearest even); norm weights and matrices already in `dtype` are shared handles, not copies. The
+  // tie between embed and lm_head is kept. INVALID_ARGUMENT for another dtype.
+  absl::StatusOr<ModelWeights> WithMatrixDtype(const ModelConfig& config, DType dtype, Backend* backend) const;
   // Reads every tensor by its HF name, converting to f32. A missing tensor is NOT_FOUND naming it;
   // a shape mismatch INVALID_ARGUMENT naming the tensor and both shapes. With tied embeddings a
   // stored lm_head.weight is ignored (HF does the same).
@@ -91,7 +102,7 @@ struct ModelWeights {
   // built for the same config (INVALID_ARGUMENT otherwise).
   absl::StatusOr<ModelWeights> MergedWith(const ModelConfig& config, const ExpertOverlay& overlay) const;
 
-  // A deep copy on the same backend (e.g. the trainer's full fine-tune starting point).
+  // A deep f32 copy on the same backend (e.g. the trainer's full fine-tune starting point).
   absl::StatusOr<ModelWeights> Clone(const ModelConfig& config, Backend* backend) const;
 };
 

@@ -7,12 +7,12 @@
 namespace tessera::runtime {
 
 absl::StatusOr<std::unique_ptr<KvCachePool>> KvCachePool::Create(const ModelConfig& config, int64_t count,
-                                                                 int64_t capacity, Backend* backend) {
+                                                                 int64_t capacity, Backend* backend, DType dtype) {
   if (count < 1) return absl::InvalidArgumentError(absl::StrCat("KvCachePool: count must be >= 1, got ", count));
   std::unique_ptr<KvCachePool> pool(new KvCachePool());
   pool->capacity_ = capacity;
   for (int64_t i = 0; i < count; ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> c, KvCache::Create(config, capacity, backend));
+    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> c, KvCache::Create(config, capacity, backend, dtype));
     pool->free_.push_back(c.get());
     pool->all_.push_back(std::move(c));
   }

@@ -22,8 +22,10 @@ namespace tessera::runtime {
 
 class KvCachePool {
  public:
+  // `dtype`: the caches' (KvCache::Create), normally the model's matrix dtype.
   static absl::StatusOr<std::unique_ptr<KvCachePool>> Create(const ModelConfig& config, int64_t count,
-                                                             int64_t capacity, Backend* backend);
+                                                             int64_t capacity, Backend* backend,
+                                                             DType dtype = DType::kF32);
 
   // A free cache with length 0, or nullptr when all are in use.
   KvCache* Acquire();

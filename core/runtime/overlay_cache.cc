@@ -6,8 +6,13 @@
 namespace tessera::runtime {
 
 OverlayCache::OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source,
-                           int64_t capacity_bytes, std::mutex* device_mu)
-    : config_(config), backend_(backend), source_(source), capacity_bytes_(capacity_bytes), device_mu_(device_mu) {}
+                           int64_t capacity_bytes, std::mutex* device_mu, DType dtype)
+    : config_(config),
+      backend_(backend),
+      source_(source),
+      capacity_bytes_(capacity_bytes),
+      device_mu_(device_mu),
+      dtype_(dtype) {}
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const std::string& tenant,
                                                                           int64_t version) {
@@ -49,7 +54,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
     if (!blob.ok()) return blob.status();
     std::lock_guard<std::mutex> device(*device_mu_);
     return ExpertOverlay::FromSafetensors(config_, std::move(blob->safetensors_bytes), backend_,
-                                          std::move(blob->sha256));
+                                          std::move(blob->sha256), dtype_);
   }();
   {
     std::lock_guard<std::mutex> lock(mu_);

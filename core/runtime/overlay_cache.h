@@ -65,9 +65,10 @@ struct OverlayCacheStats {
 
 class OverlayCache {
  public:
-  // `backend` receives the overlays' buffers; `source` and `device_mu` must outlive the cache.
+  // `backend` receives the overlays' buffers, in `dtype` (the model's matrix dtype); `source` and
+  // `device_mu` must outlive the cache.
   OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source, int64_t capacity_bytes,
-               std::mutex* device_mu);
+               std::mutex* device_mu, DType dtype = DType::kF32);
 
   // The overlay of (tenant, version >= 1): resident, re-admitted, or loaded. Errors of the source pass
   // through (NOT_FOUND for a missing version); a blob that does not parse as an overlay of this
@@ -108,6 +109,7 @@ class OverlayCache {
   VersionSource* const source_;
   const int64_t capacity_bytes_;
   std::mutex* const device_mu_;
+  const DType dtype_;
 
   std::mutex mu_;
   std::map<Key, Entry> entries_;

@@ -53,7 +53,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   {
     std::lock_guard<std::mutex> lock(*rt->device_mu_);
     ASSIGN_OR_RETURN(rt->kv_pool_,
-                     KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend()));
+                     KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend(),
+                                         model->weights().matrix_dtype()));
   }
   rt->scheduler_ = std::thread([r = rt.get()] { r->SchedulerLoop(); });
   return rt;
@@ -65,7 +66,8 @@ Runtime::Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* 
       source_(source),
       options_(options),
       device_mu_(options.device_mutex != nullptr ? options.device_mutex : &own_device_mu_),
-      cache_(model->config(), model->backend(), source, options.overlay_cache_bytes, device_mu_) {}
+      cache_(model->config(), model->backend(), source, options.overlay_cache_bytes, device_mu_,
+             model->weights().matrix_dtype()) {}
 
 Runtime::~Runtime() { Shutdown(); }
 

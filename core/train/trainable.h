@@ -31,7 +31,7 @@ namespace tessera::train {
 
 struct TrainParam {
   std::string name;  // unique, stable (HF tensor name where there is one)
-  Tensor value;      // f32, on backend()
+  Tensor value;      // f32 or bf16 (the model's weights), on backend(); the trainer updates it in place
   Tensor grad;       // f32, same shape
   bool decay = true; // AdamW weight decay applies (false for norms and 1-D gains)
 };

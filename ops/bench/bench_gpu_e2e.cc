@@ -3,8 +3,10 @@
 //
 // Model: Qwen3-MoE-style (default hidden 2048, 16 layers, 32/4 heads of 128, 64 experts top-8, expert
 // width 768, vocab 151936), random weights (ModelWeights::RandomInit) or --weights=DIR (an HF folder, e.g.
-// the one torch_peer.py --save-dir writes, so both sides hold identical weights). Tessera's model keeps
-// f32 weights and activations today, so this compares Tessera-f32 against transformers-bf16.
+// the one torch_peer.py --save-dir writes, so both sides hold identical weights). Tessera runs f32
+// weights and activations by default; --bf16 converts the weight matrices to bf16 (the model's tensor-core
+// path: bf16 GEMM operands and KV caches, f32 residual stream and statistics; training updates f32 master
+// copies of the trained slots and writes them back as bf16), the same precision as the bf16 peer.
 // Measures (median of --reps, each region bracketed by Synchronize()):
 //   prefill  : --batch sequences of --prompt tokens into fresh KV caches, one Forward  -> tokens/s
 //   decode   : --new-tokens steps of one token for every sequence                     -> tokens/s
@@ -14,7 +16,7 @@
 //              copy through the backend's pinned staging), as the runtime's overlay cache does -> GB/s
 //   tenants  : decode throughput of --tenant-batch sequences where sequence i carries tenant i % T's
 //              overlay (each tenant owns 2 different slots per 8 layers), T in 1, 8, 64, 256
-// Options: --tf32 runs Tessera's f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32); --logits-ref=FILE
+// Options: --bf16 as above; --tf32 runs Tessera's f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32); --logits-ref=FILE
 // compares Tessera's logits for the token ids (i * 7919) % vocab, i < 64, with the float32 [64, vocab]
 // file torch_peer.py --logits-out wrote from the same weights (--weights=), printing
 //   e2e logits rel_l2=<x> max_abs=<x> ref_max_abs=<x> argmax_agree=<k>/64 ok=<0|1>
@@ -57,6 +59,7 @@ struct Args {
   std::string peer_json;
   std::string logits_ref;
   bool logits_only = false;
+  bool bf16 = false;
   double logits_tol = 2e-2;
   bool tf32 = false;
   double grouped_vs_dense = 0.0;
@@ -233,12 +236,14 @@ int Run(const Args& a) {
   auto t0 = std::chrono::steady_clock::now();
   ModelWeights weights = a.weights.empty() ? Must(ModelWeights::RandomInit(config, 1234, &b), "RandomInit")
                                            : Must(ModelWeights::LoadFromPath(config, a.weights, &b), "LoadFromPath");
+  if (a.bf16) weights = Must(weights.WithMatrixDtype(config, DType::kBF16, &b), "WithMatrixDtype");
   std::unique_ptr<Model> model = Must(Model::Create(config, std::move(weights), &b), "Model::Create");
+  const DType mdt = model->weights().matrix_dtype();
   CHECK_OK(b.Synchronize());
   std::printf("e2e device=%s config=%s params=%lld weights=%s load_s=%.1f dtype=%s\n", b.name().c_str(),
               a.config.c_str(), static_cast<long long>(config.NumParameters()),
               a.weights.empty() ? "random" : a.weights.c_str(),
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), a.tf32 ? "f32+tf32" : "f32");
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), a.bf16 ? "bf16" : a.tf32 ? "f32+tf32" : "f32");
   std::fflush(stdout);
   if (!a.logits_ref.empty()) {
     const bool ok = CompareLogits(*model, b, a.logits_ref, a.logits_tol);
@@ -250,7 +255,7 @@ int Run(const Args& a) {
   // ---- prefill / decode ----
   std::vector<std::unique_ptr<KvCache>> caches;
   for (int64_t i = 0; i < a.batch; ++i) {
-    caches.push_back(Must(KvCache::Create(config, a.prompt + a.new_tokens + 1, &b), "KvCache::Create"));
+    caches.push_back(Must(KvCache::Create(config, a.prompt + a.new_tokens + 1, &b, mdt), "KvCache::Create"));
   }
   std::vector<std::vector<int32_t>> prompts;
   for (int64_t i = 0; i < a.batch; ++i) prompts.push_back(RandomTokens(a.prompt, config.vocab_size, rng));
@@ -286,15 +291,21 @@ int Run(const Args& a) {
     std::sort(slots.begin(), slots.end());
     auto overlay = Must(ExpertOverlay::CopyOfBase(config, model->weights(), slots, &b), "CopyOfBase");
     Gradients grads = Must(Gradients::Create(config, TrainableSet::Slots(slots), &b), "Gradients::Create");
-    // AdamW state per trainable tensor; the overlay's tensors are shared handles, updated in place.
+    // AdamW state per trainable tensor; the overlay's tensors are shared handles, updated in place. With
+    // bf16 weights AdamW updates an f32 master copy, which is then written back into the bf16 tensor.
     struct Trained {
-      Tensor param, grad, m, v;
+      Tensor param, master, grad, m, v;
     };
     std::vector<Trained> trained;
     for (const auto& [slot, w] : overlay->slots()) {
       const ExpertWeights& g = grads.slots.at(slot);
       for (auto [p, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
-        trained.push_back(Trained{p, gr, Must(b.Zeros(p.shape()), "Zeros"), Must(b.Zeros(p.shape()), "Zeros")});
+        Tensor master = p;
+        if (p.dtype() != DType::kF32) {
+          master = Must(b.Alloc(p.shape(), DType::kF32), "Alloc");
+          CHECK_OK(b.Copy(p, master));
+        }
+        trained.push_back(Trained{p, master, gr, Must(b.Zeros(p.shape()), "Zeros"), Must(b.Zeros(p.shape()), "Zeros")});
       }
     }
     std::vector<std::vector<int32_t>> seqs;
@@ -315,7 +326,10 @@ int Run(const Args& a) {
       AdamWParams p;
       p.lr = 1e-5f;
       p.step = ++step;
-      for (Trained& t : trained) CHECK_OK(b.AdamW(t.param, t.grad, t.m, t.v, p));
+      for (Trained& t : trained) {
+        CHECK_OK(b.AdamW(t.master, t.grad, t.m, t.v, p));
+        if (t.master.raw() != t.param.raw()) CHECK_OK(b.Copy(t.master, t.param));
+      }
       CHECK_OK(grads.Zero(&b));
     });
     train_tps = a.train_batch * a.train_seq / (ms * 1e-3);
@@ -333,7 +347,7 @@ int Run(const Args& a) {
     auto ov = Must(ExpertOverlay::CopyOfBase(config, model->weights(), s, &b), "CopyOfBase");
     const std::string bytes = Must(ov->Serialize(), "Serialize");
     const double ms = TimeMs(b, a.reps, [&] {
-      Must(ExpertOverlay::FromSafetensors(config, bytes, &b, ov->digest()), "FromSafetensors");
+      Must(ExpertOverlay::FromSafetensors(config, bytes, &b, ov->digest(), mdt), "FromSafetensors");
     });
     std::printf("e2e overlay_load slots=%zu mb=%.1f ms=%.2f gb_per_s=%.2f\n", s.size(), bytes.size() / 1e6, ms,
                 bytes.size() / 1e6 / ms);
@@ -345,7 +359,7 @@ int Run(const Args& a) {
   if (!a.skip_tenants) {
     std::vector<std::unique_ptr<KvCache>> tc;
     for (int64_t i = 0; i < a.tenant_batch; ++i) {
-      tc.push_back(Must(KvCache::Create(config, a.tenant_prompt + a.tenant_steps + 1, &b), "KvCache::Create"));
+      tc.push_back(Must(KvCache::Create(config, a.tenant_prompt + a.tenant_steps + 1, &b, mdt), "KvCache::Create"));
     }
     std::vector<std::vector<int32_t>> tp;
     for (int64_t i = 0; i < a.tenant_batch; ++i) tp.push_back(RandomTokens(a.tenant_prompt, config.vocab_size, rng));
@@ -403,6 +417,7 @@ int main(int argc, char** argv) {
     else if (arg == "--logits-only") a.logits_only = true;
     else if (const char* v = val("--logits-tol=")) a.logits_tol = std::atof(v);
     else if (arg == "--tf32") a.tf32 = true;
+    else if (arg == "--bf16") a.bf16 = true;
     else if (const char* v = val("--grouped-vs-dense=")) a.grouped_vs_dense = std::atof(v);
     else if (const char* v = val("--batch=")) a.batch = std::atoll(v);
     else if (const char* v = val("--prompt=")) a.prompt = std::atoll(v);

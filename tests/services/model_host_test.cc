@@ -3,6 +3,7 @@
 // model that loaded the backbone itself, and keep the weights alive after the backbone handle is gone.
 #include "services/model_host.h"
 
+#include <cmath>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -52,6 +53,47 @@ TEST(ModelHostTest, ErrorsNameTheFlag) {
   ASSERT_FALSE(bad_backbone.ok());
   EXPECT_EQ(bad_backbone.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(std::string(bad_backbone.status().message()).find("--backbone random:huge"), std::string::npos);
+}
+
+TEST(ModelHostTest, Bf16IsRefusedOffCudaNamingTheFlag) {
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> cpu_bf16 = LoadSharedBackbone("random:tiny", "cpu", "bf16");
+  ASSERT_FALSE(cpu_bf16.ok());
+  EXPECT_EQ(cpu_bf16.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(cpu_bf16.status().message()).find("--dtype bf16 needs --device cuda"), std::string::npos)
+      << cpu_bf16.status();
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> f16 = LoadSharedBackbone("random:tiny", "cpu", "f16");
+  ASSERT_FALSE(f16.ok());
+  EXPECT_NE(std::string(f16.status().message()).find("--dtype: expected f32 or bf16"), std::string::npos) << f16.status();
+  EXPECT_TRUE(ValidateDtype("cuda", "bf16").ok());
+  EXPECT_TRUE(ValidateDtype("cpu", "f32").ok());
+}
+
+// On a GPU: the bf16 backbone holds bf16 matrices (half the bytes), models over it make bf16 KV caches
+// implicitly through the runtime, and it scores text like the f32 backbone within bf16 precision.
+TEST(ModelHostTest, Bf16BackboneOnCudaScoresLikeF32) {
+  if (absl::StatusOr<std::unique_ptr<Backend>> probe = MakeCudaBackend(); !probe.ok()) {
+    GTEST_SKIP() << "no CUDA device: " << probe.status();
+  }
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> b16 = LoadSharedBackbone("random:tiny", "cuda", "bf16");
+  ASSERT_TRUE(b16.ok()) << b16.status();
+  EXPECT_EQ((*b16)->dtype, "bf16");
+  EXPECT_EQ((*b16)->weights.matrix_dtype(), DType::kBF16);
+  EXPECT_EQ((*b16)->weights.layers[0].input_norm.dtype(), DType::kF32);
+  absl::StatusOr<std::unique_ptr<LoadedModel>> m16 = ModelOn(*b16);
+  absl::StatusOr<std::unique_ptr<LoadedModel>> m32 = LoadModel("random:tiny", "cpu");
+  ASSERT_TRUE(m16.ok() && m32.ok());
+  EXPECT_EQ((*b16)->weights.layers[1].experts[0].up.nbytes() * 2, (*m32)->model->weights().layers[1].experts[0].up.nbytes());
+  const std::vector<int32_t> tokens = {257, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 33};
+  auto mean_logprob = [&](const LoadedModel& m) {
+    absl::StatusOr<std::vector<std::vector<float>>> lp = m.model->ScoreTokens({SequenceInput{tokens, nullptr, nullptr}});
+    EXPECT_TRUE(lp.ok()) << lp.status();
+    double sum = 0;
+    for (float x : (*lp)[0]) sum += x;
+    return sum / static_cast<double>((*lp)[0].size());
+  };
+  const double want = mean_logprob(**m32), got = mean_logprob(**m16);
+  EXPECT_TRUE(std::isfinite(got));
+  EXPECT_NEAR(got, want, 0.02 * std::fabs(want)) << "bf16 " << got << " vs f32 " << want;
 }
 
 }  // namespace

@@ -5,7 +5,15 @@
 //   3. a fine-tuning step on two overlay slots: the loss, every slot gradient, and the logits after one
 //      AdamW update of the trained copies.
 // f32 everywhere, so the tolerance is summation order only (1e-4 relative; the routing is identical
-// unless two router logits tie within that, which these seeds do not). Skips without a GPU.
+// unless two router logits tie within that, which these seeds do not).
+// bf16: the CUDA model with bf16 weight matrices (its tensor-core path) against the CPU's f32 model on
+// the same bf16-rounded weights, so the difference is the bf16 rounding of activations only (2e-2 on
+// logits, 5e-2 on gradients, which sum over many rounded products). The router weights are scaled up
+// for this comparison so that no token's top-k choice sits within bf16 rounding of a tie (a flipped
+// expert is a different function, not a precision error). The AdamW step is not compared in bf16 (its
+// first step moves each weight by ~lr * sign(g), so gradients near 0 flip); instead the bf16 model must
+// lower its training loss over a few steps. Skips without a GPU.
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,6 +32,9 @@ namespace tessera::testing_cuda {
 namespace {
 
 constexpr double kTol = 1e-4;
+constexpr double kBf16LogitTol = 2e-2;
+constexpr double kBf16GradTol = 5e-2;
+constexpr float kBf16RouterScale = 30.0f;
 
 #define ASSERT_OK(expr)                          \
   do {                                           \
@@ -44,22 +55,37 @@ struct ModelRun {
   std::map<std::string, std::vector<float>> grads;  // "L.E.part"
 };
 
-ModelRun RunOn(Backend& b, const ModelConfig& c, const std::vector<std::vector<int32_t>>& prompts,
-          const std::vector<int32_t>& next, const std::vector<std::vector<int32_t>>& train_seqs) {
+// How one run holds its weights: f32 as initialized; f32 holding bf16-rounded values (the CPU
+// reference of a bf16 run); or bf16 (the CUDA tensor-core path).
+enum class Weights { kF32, kBf16Rounded, kBf16 };
+
+// The overlay `o` re-made in `dtype` (through its f32 safetensors form; f32 -> bf16 rounds).
+std::shared_ptr<const ExpertOverlay> InDtype(const ModelConfig& c, const ExpertOverlay& o, Backend& b, DType dtype) {
+  return Must(ExpertOverlay::FromSafetensors(c, Must(o.Serialize()), &b, "", dtype));
+}
+
+ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const std::vector<std::vector<int32_t>>& prompts,
+               const std::vector<int32_t>& next, const std::vector<std::vector<int32_t>>& train_seqs) {
   ModelRun r;
-  std::unique_ptr<Model> model = Must(Model::Create(c, Must(ModelWeights::RandomInit(c, 77, &b)), &b));
+  ModelWeights weights = Must(ModelWeights::RandomInit(c, 77, &b));
   const std::vector<SlotId> tenant_slots = {{0, 1}, {1, 3}};
   std::shared_ptr<const ExpertOverlay> tenant = Must(RandomOverlay(c, &b, tenant_slots, 5));
-  auto host = [&b](const Tensor& t) {
-    std::vector<float> v(t.numel());
-    const absl::Status s = b.CopyToHost(t, v.data(), v.size() * sizeof(float));
-    EXPECT_TRUE(s.ok()) << s;
-    return v;
-  };
+  if (mode != Weights::kF32) {
+    for (LayerWeights& l : weights.layers) EXPECT_TRUE(b.Scale(l.router, kBf16RouterScale).ok());
+    weights = Must(weights.WithMatrixDtype(c, DType::kBF16, &b));
+    tenant = InDtype(c, *tenant, b, DType::kBF16);
+    if (mode == Weights::kBf16Rounded) {
+      weights = Must(weights.WithMatrixDtype(c, DType::kF32, &b));
+      tenant = InDtype(c, *tenant, b, DType::kF32);
+    }
+  }
+  const DType mdt = weights.matrix_dtype();
+  std::unique_ptr<Model> model = Must(Model::Create(c, std::move(weights), &b));
+  auto host = [&b](const Tensor& t) { return Must(b.ToHostF32(t)); };
 
   // 1-2. Prefill into caches, then one decode step each.
   std::vector<std::unique_ptr<KvCache>> caches;
-  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(Must(KvCache::Create(c, 32, &b)));
+  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(Must(KvCache::Create(c, 32, &b, mdt)));
   std::vector<SequenceInput> batch = {SequenceInput{prompts[0], tenant.get(), caches[0].get()},
                                       SequenceInput{prompts[1], nullptr, caches[1].get()}};
   ForwardOptions all;
@@ -103,6 +129,54 @@ ModelRun RunOn(Backend& b, const ModelConfig& c, const std::vector<std::vector<i
   return r;
 }
 
+// Mean training loss of `seqs` after each of `steps` AdamW steps on `slots` (bf16 weights on `b`,
+// trained through f32 master copies of the slots, as a mixed-precision trainer does).
+std::vector<double> TrainLosses(Backend& b, const ModelConfig& c, const std::vector<std::vector<int32_t>>& seqs,
+                                int steps) {
+  ModelWeights w32 = Must(ModelWeights::RandomInit(c, 77, &b));
+  std::unique_ptr<Model> model = Must(Model::Create(c, Must(w32.WithMatrixDtype(c, DType::kBF16, &b)), &b));
+  const std::vector<SlotId> slots = {{0, 0}, {0, 2}, {1, 1}, {1, 3}};
+  std::shared_ptr<const ExpertOverlay> copy = Must(ExpertOverlay::CopyOfBase(c, model->weights(), slots, &b));
+  EXPECT_EQ(copy->dtype(), DType::kBF16);
+  Gradients grads = Must(Gradients::Create(c, TrainableSet::Slots(slots), &b));
+  struct Trained {
+    Tensor param, master, grad, m, v;
+  };
+  std::vector<Trained> trained;
+  for (const auto& [slot, w] : copy->slots()) {
+    const ExpertWeights& g = grads.slots.at(slot);
+    for (auto [param, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
+      Trained t{param, Must(b.Alloc(param.shape(), DType::kF32)), gr, Must(b.Zeros(param.shape())),
+                Must(b.Zeros(param.shape()))};
+      EXPECT_TRUE(b.Copy(param, t.master).ok());
+      trained.push_back(t);
+    }
+  }
+  std::vector<SequenceInput> tb;
+  std::vector<int32_t> targets;
+  for (const auto& s : seqs) {
+    tb.push_back(SequenceInput{s, copy.get(), nullptr});
+    for (size_t t = 0; t < s.size(); ++t) targets.push_back(t + 1 < s.size() ? s[t + 1] : -1);
+  }
+  ForwardOptions save;
+  save.logits = LogitsMode::kAll;
+  save.save_activations = true;
+  std::vector<double> losses;
+  for (int step = 1; step <= steps; ++step) {
+    EXPECT_TRUE(grads.Zero(&b).ok());
+    ForwardResult fr = Must(model->Forward(tb, save));
+    losses.push_back(Must(model->Backward(fr, LossTargets{targets}, &grads)));
+    AdamWParams p;
+    p.lr = 3e-2f;
+    p.step = step;
+    for (Trained& t : trained) {
+      EXPECT_TRUE(b.AdamW(t.master, t.grad, t.m, t.v, p).ok());
+      EXPECT_TRUE(b.Copy(t.master, t.param).ok());  // the bf16 weights the model serves
+    }
+  }
+  return losses;
+}
+
 class CudaModelParity : public CudaParityTest, public ::testing::WithParamInterface<ModelFamily> {};
 
 TEST_P(CudaModelParity, ForwardDecodeBackwardAndTrainingStepMatchCpu) {
@@ -110,8 +184,8 @@ TEST_P(CudaModelParity, ForwardDecodeBackwardAndTrainingStepMatchCpu) {
   const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
   const std::vector<int32_t> next = {23, 8};
   const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
-  const ModelRun want = RunOn(*cpu_, c, prompts, next, train);
-  const ModelRun got = RunOn(*gpu_, c, prompts, next, train);
+  const ModelRun want = RunOn(*cpu_, c, Weights::kF32, prompts, next, train);
+  const ModelRun got = RunOn(*gpu_, c, Weights::kF32, prompts, next, train);
   const std::string fam = ModelFamilyName(GetParam());
   ExpectClose(got.prefill_logits, want.prefill_logits, kTol, fam + " prefill logits");
   ExpectClose(got.decode_logits, want.decode_logits, kTol, fam + " decode logits");
@@ -119,6 +193,31 @@ TEST_P(CudaModelParity, ForwardDecodeBackwardAndTrainingStepMatchCpu) {
   ASSERT_EQ(got.grads.size(), want.grads.size());
   for (const auto& [name, g] : want.grads) ExpectClose(got.grads.at(name), g, kTol, fam + " grad " + name);
   ExpectClose(got.step_logits, want.step_logits, kTol, fam + " logits after one AdamW step");
+}
+
+TEST_P(CudaModelParity, Bf16WeightsMatchCpuOnTheSameRoundedWeights) {
+  const ModelConfig c = testing::SmallConfig(GetParam());
+  const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
+  const std::vector<int32_t> next = {23, 8};
+  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
+  const ModelRun want = RunOn(*cpu_, c, Weights::kBf16Rounded, prompts, next, train);
+  const ModelRun got = RunOn(*gpu_, c, Weights::kBf16, prompts, next, train);
+  const std::string fam = ModelFamilyName(GetParam());
+  ExpectClose(got.prefill_logits, want.prefill_logits, kBf16LogitTol, fam + " bf16 prefill logits");
+  ExpectClose(got.decode_logits, want.decode_logits, kBf16LogitTol, fam + " bf16 decode logits (bf16 KV cache)");
+  EXPECT_NEAR(got.loss, want.loss, kBf16LogitTol * want.loss) << fam;
+  ASSERT_EQ(got.grads.size(), want.grads.size());
+  for (const auto& [name, g] : want.grads) ExpectClose(got.grads.at(name), g, kBf16GradTol, fam + " bf16 grad " + name);
+}
+
+TEST_P(CudaModelParity, Bf16TrainingThroughF32MastersLowersTheLoss) {
+  const ModelConfig c = testing::SmallConfig(GetParam());
+  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
+  const std::vector<double> losses = TrainLosses(*gpu_, c, train, 6);
+  ASSERT_EQ(losses.size(), 6u);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
+  EXPECT_LT(losses.back(), losses.front() * 0.97) << ModelFamilyName(GetParam()) << ": first " << losses.front()
+                                                  << ", last " << losses.back();
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaModelParity,

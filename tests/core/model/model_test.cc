@@ -596,5 +596,85 @@ TEST_F(QwenModel, BadOverlaysAreRejected) {
   EXPECT_FALSE(ExpertOverlay::FromSafetensors(config_, io::SerializeSafetensors({}).value(), be_.get()).ok());
 }
 
+
+// ---------------------------------------------------------------------------------------------------
+// bf16 weight matrices (served by the CUDA backend; here: conversion, identity and the CPU's refusal)
+
+TEST_F(QwenModel, WithMatrixDtypeConvertsMatricesAndSharesNorms) {
+  auto bf = model_->weights().WithMatrixDtype(config_, DType::kBF16, be_.get());
+  ASSERT_TRUE(bf.ok()) << bf.status();
+  EXPECT_EQ(bf->matrix_dtype(), DType::kBF16);
+  EXPECT_TRUE(bf->CheckShapes(config_, DeviceKind::kCpu, DType::kBF16).ok());
+  EXPECT_FALSE(bf->CheckShapes(config_, DeviceKind::kCpu, DType::kF32).ok());
+  const LayerWeights& l0 = bf->layers[0];
+  EXPECT_EQ(l0.q_proj.dtype(), DType::kBF16);
+  EXPECT_EQ(l0.router.dtype(), DType::kBF16);
+  EXPECT_EQ(l0.experts[3].down.dtype(), DType::kBF16);
+  EXPECT_EQ(l0.input_norm.dtype(), DType::kF32);
+  EXPECT_EQ(l0.input_norm.raw(), model_->weights().layers[0].input_norm.raw());  // shared, not copied
+  // Every matrix holds the f32 values rounded to bf16: within 2^-8 relative, and not all exact.
+  std::vector<float> want = be_->ToHostF32(model_->weights().layers[1].experts[2].gate).value();
+  std::vector<float> got = be_->ToHostF32(bf->layers[1].experts[2].gate).value();
+  ASSERT_EQ(got.size(), want.size());
+  int64_t changed = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_LE(std::fabs(got[i] - want[i]), std::fabs(want[i]) * (1.0 / 256) + 1e-30) << i;
+    changed += got[i] != want[i];
+  }
+  EXPECT_GT(changed, 0);
+  // Back to f32 keeps the rounded values; converting to f32 again shares every tensor.
+  auto back = bf->WithMatrixDtype(config_, DType::kF32, be_.get());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(be_->ToHostF32(back->layers[1].experts[2].gate).value(), got);
+  auto same = back->WithMatrixDtype(config_, DType::kF32, be_.get());
+  EXPECT_EQ(same->layers[1].experts[2].gate.raw(), back->layers[1].experts[2].gate.raw());
+  EXPECT_EQ(model_->weights().WithMatrixDtype(config_, DType::kI32, be_.get()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Bf16Weights, TiedEmbeddingStaysTied) {
+  const ModelConfig c = SmallConfig(ModelFamily::kOlmoe);
+  ASSERT_TRUE(c.tie_word_embeddings);
+  auto be = MakeCpuBackend();
+  auto w = ModelWeights::RandomInit(c, 3, be.get()).value().WithMatrixDtype(c, DType::kBF16, be.get());
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->lm_head.raw(), w->embed.raw());
+  EXPECT_EQ(w->lm_head.dtype(), DType::kBF16);
+}
+
+TEST_F(QwenModel, CpuBackendRefusesBf16WeightsAndForeignDtypeOverlays) {
+  auto bf = model_->weights().WithMatrixDtype(config_, DType::kBF16, be_.get());
+  ASSERT_TRUE(bf.ok());
+  auto m = Model::Create(config_, *bf, be_.get());
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(m.status().message()).find("CUDA"), std::string::npos) << m.status();
+  // A bf16 overlay in front of the f32 model is refused by name, not silently converted.
+  auto ov = RandomOverlay({{0, 3}}, 3);
+  auto ov16 = ExpertOverlay::FromSafetensors(config_, ov->Serialize().value(), be_.get(), "", DType::kBF16);
+  ASSERT_TRUE(ov16.ok()) << ov16.status();
+  EXPECT_EQ((*ov16)->dtype(), DType::kBF16);
+  EXPECT_EQ((*ov16)->bytes() * 2, ov->bytes());
+  std::vector<int32_t> a = testing::RandomTokens(4, config_.vocab_size, 5);
+  SequenceInput batch[1] = {{a, ov16->get(), nullptr}};
+  auto r = model_->Forward(batch);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(r.status().message()).find("bf16"), std::string::npos) << r.status();
+  // Its serialized form is the bf16-rounded f32 values: reloading it as f32 and as bf16 agree.
+  auto again = ExpertOverlay::FromSafetensors(config_, (*ov16)->Serialize().value(), be_.get());
+  ASSERT_TRUE(again.ok());
+  const SlotId s{0, 3};
+  EXPECT_EQ(be_->ToHostF32((*again)->Find(s)->up).value(), be_->ToHostF32((*ov16)->Find(s)->up).value());
+  EXPECT_EQ((*again)->digest(), (*ov16)->digest());
+  // Mixed dtypes inside one overlay are refused.
+  std::map<SlotId, ExpertWeights> mixed = {{s, *(*ov16)->Find(s)}};
+  mixed[s].down = ov->Find(s)->down;
+  EXPECT_EQ(ExpertOverlay::FromWeights(config_, mixed, be_.get()).status().code(), absl::StatusCode::kInvalidArgument);
+  // A bf16 KV cache takes half the bytes.
+  EXPECT_EQ(KvCache::Create(config_, 8, be_.get(), DType::kBF16).value()->bytes() * 2,
+            KvCache::Create(config_, 8, be_.get()).value()->bytes());
+  EXPECT_FALSE(KvCache::Create(config_, 8, be_.get(), DType::kI32).ok());
+}
+
 }  // namespace
 }  // namespace tessera

@@ -1,5 +1,7 @@
 // TinyLm: a two-matrix language model for trainer tests (logits = embed[token] @ out^T), with an
-// exact backward. Small enough that the trainer's mechanics are tested in milliseconds.
+// exact backward. Small enough that the trainer's mechanics are tested in milliseconds. With
+// param_dtype = bf16 its weights are stored in bf16 (as a GPU model's are) and read as f32 copies, so
+// the trainer's mixed-precision path runs on the CPU backend too.
 #pragma once
 
 #include <vector>
@@ -13,13 +15,16 @@ namespace tessera::train::testing {
 
 class TinyLm : public TrainableLm {
  public:
-  TinyLm(Backend* be, int64_t vocab, int64_t dim, uint64_t seed) : be_(be), vocab_(vocab) {
+  TinyLm(Backend* be, int64_t vocab, int64_t dim, uint64_t seed, DType param_dtype = DType::kF32)
+      : be_(be), vocab_(vocab) {
     data::Rng rng(seed);
     std::vector<float> e(vocab * dim), o(vocab * dim);
     for (float& x : e) x = static_cast<float>(rng.Double() - 0.5);
     for (float& x : o) x = static_cast<float>(rng.Double() - 0.5);
-    embed_ = *be->FromHost(e, {vocab, dim});
-    out_ = *be->FromHost(o, {vocab, dim});
+    embed_ = *be->Alloc({vocab, dim}, param_dtype);
+    out_ = *be->Alloc({vocab, dim}, param_dtype);
+    (void)be->Copy(*be->FromHost(e, {vocab, dim}), embed_);
+    (void)be->Copy(*be->FromHost(o, {vocab, dim}), out_);
     dembed_ = *be->Zeros({vocab, dim});
     dout_ = *be->Zeros({vocab, dim});
   }
@@ -31,16 +36,19 @@ class TinyLm : public TrainableLm {
     const int64_t n = static_cast<int64_t>(flat.size());
     ASSIGN_OR_RETURN(ids_, be_->FromHost(flat, {n}));
     ASSIGN_OR_RETURN(h_, be_->Alloc({n, embed_.dim(1)}, DType::kF32));
-    RETURN_IF_ERROR(be_->EmbeddingForward(embed_, ids_, h_));
+    ASSIGN_OR_RETURN(Tensor embed, AsF32(embed_));
+    RETURN_IF_ERROR(be_->EmbeddingForward(embed, ids_, h_));
     ASSIGN_OR_RETURN(Tensor logits, be_->Alloc({n, vocab_}, DType::kF32));
-    RETURN_IF_ERROR(be_->Matmul(h_, false, out_, true, logits));
+    ASSIGN_OR_RETURN(Tensor out, AsF32(out_));
+    RETURN_IF_ERROR(be_->Matmul(h_, false, out, true, logits));
     if (poison_) RETURN_IF_ERROR(be_->Fill(logits, std::numeric_limits<float>::quiet_NaN()));
     return logits;
   }
   absl::Status Backward(const Tensor& dlogits) override {
     RETURN_IF_ERROR(be_->Matmul(dlogits, true, h_, false, dout_, 1.0f, 1.0f));
     ASSIGN_OR_RETURN(Tensor dh, be_->Alloc(h_.shape(), DType::kF32));
-    RETURN_IF_ERROR(be_->Matmul(dlogits, false, out_, false, dh));
+    ASSIGN_OR_RETURN(Tensor out, AsF32(out_));
+    RETURN_IF_ERROR(be_->Matmul(dlogits, false, out, false, dh));
     return be_->EmbeddingBackward(ids_, dh, dembed_);
   }
   std::vector<TrainParam> Parameters() override {
@@ -55,6 +63,13 @@ class TinyLm : public TrainableLm {
   }
 
  private:
+  absl::StatusOr<Tensor> AsF32(const Tensor& t) {
+    if (t.dtype() == DType::kF32) return t;
+    ASSIGN_OR_RETURN(Tensor f, be_->Alloc(t.shape(), DType::kF32));
+    RETURN_IF_ERROR(be_->Copy(t, f));
+    return f;
+  }
+
   Backend* be_;
   int64_t vocab_;
   Tensor embed_, out_, dembed_, dout_, ids_, h_;

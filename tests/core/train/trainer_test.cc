@@ -261,5 +261,55 @@ TEST(TrainerTest, RejectsBadOptions) {
             absl::StatusCode::kInvalidArgument);
 }
 
+
+// bf16 weights train through f32 master copies: a step far below one bf16 ulp (2^-9 at 0.5) still moves
+// the weights once enough of them accumulate, which in-place bf16 updates could never do; the state
+// round-trips through a checkpoint exactly.
+TEST(TrainerTest, Bf16ParametersAccumulateSubUlpUpdatesInF32Masters) {
+  auto be = MakeCpuBackend();
+  auto data = RuleData(60, 16, 4);
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 24;
+  o.learning_rate = 2e-4;  // Adam's step ~ lr: 1/10 of a bf16 ulp near 0.5
+  o.warmup_steps = 0;
+  o.weight_decay = 0.0;
+  TinyLm lm(be.get(), 16, 8, 1, DType::kBF16);
+  const std::vector<float> before = lm.Values();
+  auto t = Trainer::Create(&lm, data, {}, o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->optimizer_state_bytes(), 2 * 3 * 16 * 8 * 4);  // m, v and the f32 master per weight
+  auto r = (*t)->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const TrainParam& p : lm.Parameters()) EXPECT_EQ(p.value.dtype(), DType::kBF16) << p.name;
+  const std::vector<float> after = lm.Values();
+  // Weights with |w| >= 0.25 have a bf16 half-ulp >= 2^-11 ~ 4.9e-4 > lr: an update applied to the bf16
+  // value itself would round back every step. Through the masters, most of them move.
+  int64_t large = 0, moved = 0;
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_LE(std::fabs(after[i] - before[i]), 24 * 2e-4 * 1.5 + std::fabs(before[i]) / 256) << i;
+    if (std::fabs(before[i]) < 0.25f) continue;
+    ++large;
+    moved += after[i] != before[i];
+  }
+  ASSERT_GT(large, 20);
+  EXPECT_GT(moved, large / 4) << moved << " of " << large;
+
+  // Resume from a checkpoint taken midway equals the uninterrupted run, bit for bit (the masters are saved).
+  const std::string path = TempPath("bf16_ckpt");
+  TinyLm first(be.get(), 16, 8, 1, DType::kBF16);
+  auto t1 = Trainer::Create(&first, data, {}, o);
+  RunControls c;
+  c.stop_after_step = 11;
+  ASSERT_TRUE((*t1)->Run(c).ok());
+  ASSERT_TRUE((*t1)->SaveCheckpoint(path).ok());
+  TinyLm second(be.get(), 16, 8, 1, DType::kBF16);
+  auto t2 = Trainer::Create(&second, data, {}, o);
+  ASSERT_TRUE((*t2)->RestoreCheckpoint(path).ok());
+  ASSERT_TRUE((*t2)->Run().ok());
+  EXPECT_EQ(second.Values(), after);
+  EXPECT_EQ((*t2)->losses(), (*t)->losses());
+  std::filesystem::remove(path);
+}
+
 }  // namespace
 }  // namespace tessera::train
