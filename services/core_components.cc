@@ -35,7 +35,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     return absl::InvalidArgumentError(
         absl::StrCat("--device: expected cpu or cuda, got \"", options.device, "\""));
   }
-  if (absl::Status s = ValidateDtype(options.device, options.dtype); !s.ok()) return s;
+  if (absl::Status s = ValidateDtype(options.dtype); !s.ok()) return s;
   absl::StatusOr<ModelConfig> config =
       absl::StartsWith(options.backbone, "builtin:") ? ModelConfig::Builtin(options.backbone)
       : absl::StartsWith(options.backbone, "random:")

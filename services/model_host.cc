@@ -34,13 +34,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeDeviceBackend(const std::string& de
 
 }  // namespace
 
-absl::Status ValidateDtype(const std::string& device, const std::string& dtype) {
+absl::Status ValidateDtype(const std::string& dtype) {
   if (dtype != "f32" && dtype != "bf16") {
     return absl::InvalidArgumentError(absl::StrCat("--dtype: expected f32 or bf16, got \"", dtype, "\""));
-  }
-  if (dtype == "bf16" && !absl::StartsWith(device, "cuda")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--dtype bf16 needs --device cuda (the ", device, " backend computes in f32)"));
   }
   return absl::OkStatus();
 }
@@ -48,7 +44,7 @@ absl::Status ValidateDtype(const std::string& device, const std::string& dtype) 
 absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
                                                                          const std::string& device,
                                                                          const std::string& dtype) {
-  if (absl::Status s = ValidateDtype(device, dtype); !s.ok()) return s;
+  if (absl::Status s = ValidateDtype(dtype); !s.ok()) return s;
   // The loading backend only allocates and uploads; the tensors keep its device context alive.
   absl::StatusOr<std::unique_ptr<Backend>> loader = MakeDeviceBackend(device);
   if (!loader.ok()) return loader.status();

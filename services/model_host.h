@@ -26,14 +26,14 @@ struct SharedBackbone {
   BackboneInfo info;
 };
 
-// `device`: "cpu" or "cuda". `dtype`: "f32", or "bf16" (CUDA only): the weight matrices are converted
-// after loading, and everything built on them (KV caches, tenant overlays, training copies with f32
-// masters) follows. Errors name --backbone / --device / --dtype.
+// `device`: "cpu" or "cuda". `dtype`: "f32" or "bf16": the weight matrices are converted after loading,
+// and everything built on them (KV caches, tenant overlays, training copies with f32 masters) follows.
+// Errors name --backbone / --device / --dtype.
 absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
                                                                          const std::string& device,
                                                                          const std::string& dtype = "f32");
-// INVALID_ARGUMENT naming --dtype unless `dtype` is "f32", or "bf16" with device "cuda".
-absl::Status ValidateDtype(const std::string& device, const std::string& dtype);
+// INVALID_ARGUMENT naming --dtype unless `dtype` is "f32" or "bf16".
+absl::Status ValidateDtype(const std::string& dtype);
 
 struct LoadedModel {
   std::shared_ptr<const SharedBackbone> backbone;  // first: its weights outlive the model below

@@ -28,10 +28,11 @@ Options:
                               tessera-pretrain). random:tiny = the same architecture with fixed random
                               weights (untrained: for tests and smoke runs)
   --device cpu|cuda           where the model runs (default cpu)
-  --dtype f32|bf16            precision of the backbone's weight matrices (default f32). bf16 (needs
-                              --device cuda) halves weight and KV-cache memory and runs every GEMM on
-                              tensor cores; tenant versions are served in bf16 and trained through f32
-                              master copies, and the versions a job writes hold bf16-representable values
+  --dtype f32|bf16            precision of the backbone's weight matrices (default f32). bf16 halves
+                              weight and KV-cache memory and, on cuda, runs every GEMM on tensor cores;
+                              tenant versions are served in bf16 and trained through f32 master copies,
+                              and the versions a job writes hold bf16-representable values. On cpu, bf16
+                              is the reference path (widened per op): slower than f32
   --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
   --max-concurrent-jobs N     fine-tuning jobs run at once (default 1)
   --max-dataset-bytes N       upload size limit (default 67108864)

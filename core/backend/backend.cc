@@ -7,6 +7,17 @@
 
 namespace tessera {
 
+absl::Status CheckMatmulDtypes(DType a, DType b, DType c, absl::string_view op) {
+  if (a != b) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": A and B must share a dtype, got ", DTypeName(a), " and ",
+                                                   DTypeName(b)));
+  }
+  if (c != a && c != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": C must be f32 or ", DTypeName(a), ", got ", DTypeName(c)));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Tensor> Backend::Zeros(std::vector<int64_t> shape, DType dtype) {
   ASSIGN_OR_RETURN(Tensor t, Alloc(std::move(shape), dtype));
   RETURN_IF_ERROR(Fill(t, 0.0f));

@@ -4,8 +4,12 @@
 //
 // Conventions for every op below:
 //  - Tensors are dense row-major (see core/tensor/tensor.h) and live on this backend's device.
-//  - Float tensors are kF32 unless an op says otherwise (the CUDA backend may also accept kBF16 where
-//    its documentation says so). Index tensors are kI32.
+//  - Float tensors may be stored as kF32, kBF16 or kF16, independently per argument, on every backend:
+//    ops widen to fp32, compute in fp32 and round once when they store (bf16: to nearest even). The
+//    exceptions are statistics and optimizer state that the op names f32 (rstd, lse, topk_w, gather
+//    scales, dtopk_w, AdamW m and v), and the matmul rule CheckMatmulDtypes states (A and B share a
+//    dtype; C is f32 or theirs), which is what tensor cores need. The CPU backend computes f32 kernels
+//    on f32 stand-ins of narrower arguments (cpu/cpu_narrow_storage.h). Index tensors are kI32.
 //  - "[N,D]" means rank 2 with those dims; ops taking "[N,D]" accept any rank whose trailing dim is D
 //    and whose leading dims multiply to N (use Tensor::Flat2D()).
 //  - Outputs are overwritten unless the op says "accumulates" (+=). Gradients of weights accumulate,
@@ -202,6 +206,10 @@ class Backend {
   virtual absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                              const AdamWParams& p) = 0;
 };
+
+// The dtype rule of every matmul (Matmul and the grouped ones): A and B share a dtype; C is f32 or A's
+// dtype. INVALID_ARGUMENT naming `op` otherwise; every backend checks it before computing.
+absl::Status CheckMatmulDtypes(DType a, DType b, DType c, absl::string_view op);
 
 // The CPU backend (always available).
 std::unique_ptr<Backend> MakeCpuBackend();

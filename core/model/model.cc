@@ -42,10 +42,6 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
     return absl::InvalidArgumentError(absl::StrCat("Model::Create: weight matrices must be f32 or bf16, got ",
                                                    DTypeName(mdt)));
   }
-  if (mdt != DType::kF32 && backend->device() == DeviceKind::kCpu) {
-    return absl::InvalidArgumentError(absl::StrCat("Model::Create: ", DTypeName(mdt),
-                                                   " weights need the CUDA backend (the CPU backend computes in f32)"));
-  }
   absl::Status shapes = weights.CheckShapes(config, backend->device(), mdt);
   if (!shapes.ok()) return absl::InvalidArgumentError(absl::StrCat("Model::Create: ", shapes.message()));
   std::unique_ptr<Model> m(new Model());

@@ -19,10 +19,11 @@
 // both, which is what continuous batching needs). A sequence's result does not depend on the other
 // sequences in the batch (up to float summation order inside BLAS: within 1e-5).
 //
-// Precision: with bf16 weight matrices (ModelWeights::WithMatrixDtype; CUDA backend only) every GEMM
-// runs bf16 x bf16 on tensor cores with fp32 accumulation; the residual stream, norms' statistics,
-// router probabilities, logits and all gradients that accumulate stay f32 (see model.cc). Overlays
-// must be in the same dtype as the weights; KV caches may be either (bf16 halves their memory).
+// Precision: with bf16 weight matrices (ModelWeights::WithMatrixDtype) every GEMM takes bf16 operands
+// (on CUDA: tensor cores with fp32 accumulation; on the CPU: the f32 kernels on widened copies, the
+// reference) and the activations feeding GEMMs are stored in bf16; the residual stream, norms'
+// statistics, router probabilities, logits and all gradients that accumulate stay f32 (see model.cc).
+// Overlays must be in the same dtype as the weights; KV caches may be either (bf16 halves their memory).
 //
 // Thread-safety: Forward/Backward are const and may run concurrently if the backend allows it; they
 // mutate only the KV caches passed in (each cache must be used by one call at a time).

@@ -16,7 +16,8 @@
 //              copy through the backend's pinned staging), as the runtime's overlay cache does -> GB/s
 //   tenants  : decode throughput of --tenant-batch sequences where sequence i carries tenant i % T's
 //              overlay (each tenant owns 2 different slots per 8 layers), T in 1, 8, 64, 256
-// Options: --bf16 as above; --tf32 runs Tessera's f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32); --logits-ref=FILE
+// Options: --device=cpu (a smoke test of this program without a GPU); --bf16 as above; --profile adds, after the timed runs, a per-op breakdown (ProfilingBackend:
+// each op waits for the device) of a prefill, 4 decode steps and a training step; --tf32 runs Tessera's f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32); --logits-ref=FILE
 // compares Tessera's logits for the token ids (i * 7919) % vocab, i < 64, with the float32 [64, vocab]
 // file torch_peer.py --logits-out wrote from the same weights (--weights=), printing
 //   e2e logits rel_l2=<x> max_abs=<x> ref_max_abs=<x> argmax_agree=<k>/64 ok=<0|1>
@@ -43,6 +44,7 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_backend.h"
+#include "core/backend/profiling_backend.h"
 #include "core/model/config.h"
 #include "core/model/kv_cache.h"
 #include "core/model/model.h"
@@ -60,6 +62,8 @@ struct Args {
   std::string logits_ref;
   bool logits_only = false;
   bool bf16 = false;
+  bool profile = false;
+  std::string device = "cuda";
   double logits_tol = 2e-2;
   bool tf32 = false;
   double grouped_vs_dense = 0.0;
@@ -133,18 +137,25 @@ std::vector<int32_t> RandomTokens(int64_t n, int64_t vocab, std::mt19937& rng) {
 }
 
 // Prefill `prompts` into fresh caches, then `steps` decode steps; returns {prefill_ms, decode_ms}.
+// With `profile`, that backend's op table covers the prefill (profile[0]) / decode steps (profile[1]).
 std::pair<double, double> PrefillDecode(const Model& model, Backend& b, const std::vector<std::vector<int32_t>>& prompts,
                                         const std::vector<const ExpertOverlay*>& overlays, int64_t steps,
-                                        std::vector<std::unique_ptr<KvCache>>& caches, std::mt19937& rng) {
+                                        std::vector<std::unique_ptr<KvCache>>& caches, std::mt19937& rng,
+                                        ProfilingBackend* profile = nullptr, std::string* reports = nullptr) {
   const size_t n = prompts.size();
   for (auto& c : caches) c->Reset();
   std::vector<SequenceInput> batch(n);
   for (size_t i = 0; i < n; ++i) batch[i] = SequenceInput{prompts[i], overlays[i], caches[i].get()};
   CHECK_OK(b.Synchronize());
+  if (profile != nullptr) profile->set_enabled(true);
   auto t0 = std::chrono::steady_clock::now();
   Must(model.Forward(batch), "prefill Forward");
   CHECK_OK(b.Synchronize());
   const double prefill = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (profile != nullptr) {
+    reports[0] = profile->Report(prefill * 1e-3);
+    profile->Reset();
+  }
   std::vector<std::vector<int32_t>> next(n, std::vector<int32_t>(1));
   const int64_t vocab = model.config().vocab_size;
   t0 = std::chrono::steady_clock::now();
@@ -157,6 +168,11 @@ std::pair<double, double> PrefillDecode(const Model& model, Backend& b, const st
   }
   CHECK_OK(b.Synchronize());
   const double decode = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (profile != nullptr) {
+    reports[1] = profile->Report(decode * 1e-3);
+    profile->Reset();
+    profile->set_enabled(false);
+  }
   return {prefill, decode};
 }
 
@@ -218,16 +234,23 @@ bool CompareLogits(const Model& model, Backend& b, const std::string& path, doub
 }
 
 int Run(const Args& a) {
-  auto made = MakeCudaBackend(0);
+  // --device=cpu runs the same program on the CPU backend: a smoke test of this benchmark's own code
+  // (bf16, training through masters, --profile) on a machine without a GPU; its numbers mean nothing.
+  auto made = a.device == "cpu" ? absl::StatusOr<std::unique_ptr<Backend>>(MakeCpuBackend()) : MakeCudaBackend(0);
   if (!made.ok()) {
     std::printf("SKIP: no CUDA device: %s\n", std::string(made.status().message()).c_str());
     return 0;
   }
-  Backend& b = **made;
+  Backend& dev = **made;
+  // Everything below runs through `b`, a ProfilingBackend over the device: disabled (a pass-through)
+  // except in the --profile runs, which come after the timed ones.
+  ProfilingBackend b(&dev);
   // The model's index tensors come from its own routing plan: skip the per-op synchronizing range checks
   // (bad indices would still be reported at the next synchronization).
-  CHECK_OK(SetCudaEagerIndexChecks(b, false));
-  CHECK_OK(SetCudaAllowTf32(b, a.tf32));
+  if (a.device != "cpu") {
+    CHECK_OK(SetCudaEagerIndexChecks(dev, false));
+    CHECK_OK(SetCudaAllowTf32(dev, a.tf32));
+  }
   ModelConfig config = a.config == "qwen3-moe-2048"
                            ? BigConfig()
                            : (a.config.rfind("builtin:", 0) == 0 ? Must(ModelConfig::Builtin(a.config), "config")
@@ -273,6 +296,12 @@ int Run(const Args& a) {
               static_cast<long long>(a.prompt), Median(pre), prefill_tps);
   std::printf("e2e decode batch=%lld new_tokens=%lld ms=%.2f tokens_per_s=%.1f\n", static_cast<long long>(a.batch),
               static_cast<long long>(a.new_tokens), Median(dec), decode_tps);
+  if (a.profile) {
+    std::string reports[2];
+    const auto [p, d] = PrefillDecode(*model, b, prompts, no_overlay, 4, caches, rng, &b, reports);
+    std::printf("e2e profile prefill (ops serialized: each op waits for the device) wall_ms=%.2f\n%s", p, reports[0].c_str());
+    std::printf("e2e profile decode 4 steps (ops serialized) wall_ms=%.2f\n%s", d, reports[1].c_str());
+  }
   std::fflush(stdout);
   caches.clear();
 
@@ -320,7 +349,7 @@ int Run(const Args& a) {
     fo.logits = LogitsMode::kAll;
     fo.save_activations = true;
     int64_t step = 0;
-    const double ms = TimeMs(b, a.reps, [&] {
+    auto train_step = [&] {
       ForwardResult fr = Must(model->Forward(batch, fo), "train Forward");
       Must(model->Backward(fr, LossTargets{targets}, &grads), "Backward");
       AdamWParams p;
@@ -331,7 +360,19 @@ int Run(const Args& a) {
         if (t.master.raw() != t.param.raw()) CHECK_OK(b.Copy(t.master, t.param));
       }
       CHECK_OK(grads.Zero(&b));
-    });
+    };
+    const double ms = TimeMs(b, a.reps, train_step);
+    if (a.profile) {
+      CHECK_OK(b.Synchronize());
+      b.set_enabled(true);
+      const auto t0 = std::chrono::steady_clock::now();
+      train_step();
+      CHECK_OK(b.Synchronize());
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      b.set_enabled(false);
+      std::printf("e2e profile train step (ops serialized) wall_ms=%.2f\n%s", wall * 1e3, b.Report(wall).c_str());
+      b.Reset();
+    }
     train_tps = a.train_batch * a.train_seq / (ms * 1e-3);
     std::printf("e2e train batch=%lld seq=%lld trainable_slots=%zu/%lld step_ms=%.2f tokens_per_s=%.1f\n",
                 static_cast<long long>(a.train_batch), static_cast<long long>(a.train_seq), slots.size(),
@@ -418,6 +459,8 @@ int main(int argc, char** argv) {
     else if (const char* v = val("--logits-tol=")) a.logits_tol = std::atof(v);
     else if (arg == "--tf32") a.tf32 = true;
     else if (arg == "--bf16") a.bf16 = true;
+    else if (arg == "--profile") a.profile = true;
+    else if (const char* v = val("--device=")) a.device = v;
     else if (const char* v = val("--grouped-vs-dense=")) a.grouped_vs_dense = std::atof(v);
     else if (const char* v = val("--batch=")) a.batch = std::atoll(v);
     else if (const char* v = val("--prompt=")) a.prompt = std::atoll(v);

@@ -208,10 +208,15 @@ TEST(JobsTest, WatchStreamsLiveEventsUntilTheJobEnds) {
   EXPECT_EQ(events[2].state().state(), v1::CANCELLED);
 }
 
-TEST(JobsTest, TrainingRunPublishesAndAutoPromotes) {
+// The whole path (selection, training, evaluation, publishing, promotion, serving) with the backbone in
+// f32 and in bf16 (bf16 overlays and KV caches, training through f32 master copies).
+class JobsDtypeTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(JobsDtypeTest, TrainingRunPublishesAndAutoPromotes) {
   TestServerOptions o;
   o.training = true;
   o.model = true;
+  o.dtype = GetParam();
   TestServer server(o);
   std::string key = server.CreateTenant("acme");
   v1::Dataset ds;
@@ -273,6 +278,9 @@ TEST(JobsTest, TrainingRunPublishesAndAutoPromotes) {
     EXPECT_EQ(out.expert_version(), 1);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, JobsDtypeTest, ::testing::Values("f32", "bf16"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 TEST(JobsTest, QueuedJobSurvivesRestartAndRunningJobOfDeadWorkerIsRequeued) {
   TestServerOptions o;

@@ -45,6 +45,7 @@ void TestServer::Start() {
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   CoreOptions co;
   co.backbone = "random:tiny";
+  co.dtype = options_.dtype;
   co.inference = options_.model;
   co.training = options_.training;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);

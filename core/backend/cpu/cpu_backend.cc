@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
+#include "core/backend/cpu/cpu_narrow_storage.h"
 #include "core/backend/cpu/cpu_check.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
@@ -147,6 +148,9 @@ absl::Status CpuBackend::Copy(const Tensor& src, Tensor& dst) {
 
 }  // namespace cpu
 
-std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<cpu::CpuBackend>(); }
+// The f32 kernels behind the narrow-storage stage (cpu_narrow_storage.h): bf16/f16 tensors work on every op.
+std::unique_ptr<Backend> MakeCpuBackend() {
+  return std::make_unique<cpu::NarrowStorageBackend>(std::make_unique<cpu::CpuBackend>());
+}
 
 }  // namespace tessera

@@ -11,6 +11,7 @@ set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_router.cc
   cpu/cpu_vocab.cc
   cpu/cpu_optim.cc
+  cpu/cpu_narrow_storage.cc
 )
 # -fopenmp-simd: honour `#pragma omp simd` (vectorized float reductions) without the OpenMP runtime.
 set_source_files_properties(${TESSERA_CPU_BACKEND_SOURCES} PROPERTIES COMPILE_OPTIONS "-fopenmp-simd")

@@ -52,16 +52,6 @@ struct ShapeKey {
   }
 };
 
-absl::Status CheckGemmTypes(DType a, DType b, DType c, absl::string_view op) {
-  if (a != b) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": A and B must share a dtype, got ", DTypeName(a), " and ", DTypeName(b)));
-  }
-  if (c != a && c != DType::kF32) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": C must be f32 or ", DTypeName(a), ", got ", DTypeName(c)));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CheckIntRange(int64_t v, absl::string_view op, absl::string_view what) {
   if (v > INT_MAX) return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " ", v, " exceeds the 32-bit cuBLAS limit"));
   return absl::OkStatus();
@@ -88,7 +78,7 @@ absl::Status CudaBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b,
     return absl::InvalidArgumentError(absl::StrCat("Matmul: c has shape ", ShapeString(c.shape()), ", expected [", m,
                                                    ",", n, "]"));
   }
-  RETURN_IF_ERROR(CheckGemmTypes(a.dtype(), b.dtype(), c.dtype(), "Matmul"));
+  RETURN_IF_ERROR(CheckMatmulDtypes(a.dtype(), b.dtype(), c.dtype(), "Matmul"));
   for (int64_t v : {m, n, ka, a.dim(1), b.dim(1)}) RETURN_IF_ERROR(CheckIntRange(v, "Matmul", "dimension"));
   RETURN_IF_ERROR(Enter());
   if (m == 0 || n == 0) return absl::OkStatus();
@@ -235,6 +225,7 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
     case GroupedMode::kInputGrad: dta = lhs.dtype(), dtb = w_dtype, dtc = out->dtype(); break;
     default: dta = lhs.dtype(), dtb = x_for_wgrad->dtype(), dtc = g_dtype; break;
   }
+  RETURN_IF_ERROR(CheckMatmulDtypes(dta, dtb, dtc, op));
   RETURN_IF_ERROR(Enter());
   if (probs.empty()) return absl::OkStatus();
   // Weight gradients may be shared between groups (one slot served by several weights accumulates into

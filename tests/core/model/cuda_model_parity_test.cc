@@ -25,7 +25,7 @@
 #include "core/model/overlay.h"
 #include "core/model/weights.h"
 #include "tests/core/backend_cuda/cuda_test_util.h"
-#include "tests/core/model/random_overlay.h"
+#include "tests/core/model/model_runs.h"
 #include "tests/core/model/reference_model.h"
 
 namespace tessera::testing_cuda {
@@ -34,7 +34,6 @@ namespace {
 constexpr double kTol = 1e-4;
 constexpr double kBf16LogitTol = 2e-2;
 constexpr double kBf16GradTol = 5e-2;
-constexpr float kBf16RouterScale = 30.0f;
 
 #define ASSERT_OK(expr)                          \
   do {                                           \
@@ -42,140 +41,12 @@ constexpr float kBf16RouterScale = 30.0f;
     ASSERT_TRUE(s_.ok()) << #expr << ": " << s_; \
   } while (0)
 
-template <typename T>
-T Must(absl::StatusOr<T> v) {
-  EXPECT_TRUE(v.ok()) << v.status();
-  return std::move(*v);
-}
-
-// Everything one backend computes, copied to the host for comparison.
-struct ModelRun {
-  std::vector<float> prefill_logits, decode_logits, step_logits;
-  double loss = 0.0;
-  std::map<std::string, std::vector<float>> grads;  // "L.E.part"
-};
-
-// How one run holds its weights: f32 as initialized; f32 holding bf16-rounded values (the CPU
-// reference of a bf16 run); or bf16 (the CUDA tensor-core path).
-enum class Weights { kF32, kBf16Rounded, kBf16 };
-
-// The overlay `o` re-made in `dtype` (through its f32 safetensors form; f32 -> bf16 rounds).
-std::shared_ptr<const ExpertOverlay> InDtype(const ModelConfig& c, const ExpertOverlay& o, Backend& b, DType dtype) {
-  return Must(ExpertOverlay::FromSafetensors(c, Must(o.Serialize()), &b, "", dtype));
-}
-
-ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const std::vector<std::vector<int32_t>>& prompts,
-               const std::vector<int32_t>& next, const std::vector<std::vector<int32_t>>& train_seqs) {
-  ModelRun r;
-  ModelWeights weights = Must(ModelWeights::RandomInit(c, 77, &b));
-  const std::vector<SlotId> tenant_slots = {{0, 1}, {1, 3}};
-  std::shared_ptr<const ExpertOverlay> tenant = Must(RandomOverlay(c, &b, tenant_slots, 5));
-  if (mode != Weights::kF32) {
-    for (LayerWeights& l : weights.layers) EXPECT_TRUE(b.Scale(l.router, kBf16RouterScale).ok());
-    weights = Must(weights.WithMatrixDtype(c, DType::kBF16, &b));
-    tenant = InDtype(c, *tenant, b, DType::kBF16);
-    if (mode == Weights::kBf16Rounded) {
-      weights = Must(weights.WithMatrixDtype(c, DType::kF32, &b));
-      tenant = InDtype(c, *tenant, b, DType::kF32);
-    }
-  }
-  const DType mdt = weights.matrix_dtype();
-  std::unique_ptr<Model> model = Must(Model::Create(c, std::move(weights), &b));
-  auto host = [&b](const Tensor& t) { return Must(b.ToHostF32(t)); };
-
-  // 1-2. Prefill into caches, then one decode step each.
-  std::vector<std::unique_ptr<KvCache>> caches;
-  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(Must(KvCache::Create(c, 32, &b, mdt)));
-  std::vector<SequenceInput> batch = {SequenceInput{prompts[0], tenant.get(), caches[0].get()},
-                                      SequenceInput{prompts[1], nullptr, caches[1].get()}};
-  ForwardOptions all;
-  all.logits = LogitsMode::kAll;
-  r.prefill_logits = host(Must(model->Forward(batch, all)).logits);
-  std::vector<std::vector<int32_t>> one = {{next[0]}, {next[1]}};
-  batch[0].tokens = one[0];
-  batch[1].tokens = one[1];
-  r.decode_logits = host(Must(model->Forward(batch)).logits);
-
-  // 3. One fine-tuning step of the trainable copies of two slots.
-  const std::vector<SlotId> train_slots = {{0, 2}, {1, 3}};
-  std::shared_ptr<const ExpertOverlay> copy = Must(ExpertOverlay::CopyOfBase(c, model->weights(), train_slots, &b));
-  Gradients grads = Must(Gradients::Create(c, TrainableSet::Slots(train_slots), &b));
-  std::vector<SequenceInput> tb;
-  std::vector<int32_t> targets;
-  for (const auto& s : train_seqs) {
-    tb.push_back(SequenceInput{s, copy.get(), nullptr});
-    for (size_t t = 0; t < s.size(); ++t) targets.push_back(t + 1 < s.size() ? s[t + 1] : -1);
-  }
-  ForwardOptions save = all;
-  save.save_activations = true;
-  ForwardResult fr = Must(model->Forward(tb, save));
-  r.loss = Must(model->Backward(fr, LossTargets{targets}, &grads));
-  AdamWParams p;
-  p.lr = 1e-2f;
-  p.step = 1;
-  for (const auto& [slot, w] : copy->slots()) {
-    const ExpertWeights& g = grads.slots.at(slot);
-    const std::string key = std::to_string(slot.layer) + "." + std::to_string(slot.expert);
-    r.grads[key + ".gate"] = host(g.gate);
-    r.grads[key + ".up"] = host(g.up);
-    r.grads[key + ".down"] = host(g.down);
-    for (auto [param, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
-      Tensor m = Must(b.Zeros(param.shape())), v = Must(b.Zeros(param.shape()));
-      const absl::Status s = b.AdamW(param, gr, m, v, p);  // the copy's tensors are updated in place
-      EXPECT_TRUE(s.ok()) << s;
-    }
-  }
-  r.step_logits = host(Must(model->Forward(tb, all)).logits);
-  return r;
-}
-
-// Mean training loss of `seqs` after each of `steps` AdamW steps on `slots` (bf16 weights on `b`,
-// trained through f32 master copies of the slots, as a mixed-precision trainer does).
-std::vector<double> TrainLosses(Backend& b, const ModelConfig& c, const std::vector<std::vector<int32_t>>& seqs,
-                                int steps) {
-  ModelWeights w32 = Must(ModelWeights::RandomInit(c, 77, &b));
-  std::unique_ptr<Model> model = Must(Model::Create(c, Must(w32.WithMatrixDtype(c, DType::kBF16, &b)), &b));
-  const std::vector<SlotId> slots = {{0, 0}, {0, 2}, {1, 1}, {1, 3}};
-  std::shared_ptr<const ExpertOverlay> copy = Must(ExpertOverlay::CopyOfBase(c, model->weights(), slots, &b));
-  EXPECT_EQ(copy->dtype(), DType::kBF16);
-  Gradients grads = Must(Gradients::Create(c, TrainableSet::Slots(slots), &b));
-  struct Trained {
-    Tensor param, master, grad, m, v;
-  };
-  std::vector<Trained> trained;
-  for (const auto& [slot, w] : copy->slots()) {
-    const ExpertWeights& g = grads.slots.at(slot);
-    for (auto [param, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
-      Trained t{param, Must(b.Alloc(param.shape(), DType::kF32)), gr, Must(b.Zeros(param.shape())),
-                Must(b.Zeros(param.shape()))};
-      EXPECT_TRUE(b.Copy(param, t.master).ok());
-      trained.push_back(t);
-    }
-  }
-  std::vector<SequenceInput> tb;
-  std::vector<int32_t> targets;
-  for (const auto& s : seqs) {
-    tb.push_back(SequenceInput{s, copy.get(), nullptr});
-    for (size_t t = 0; t < s.size(); ++t) targets.push_back(t + 1 < s.size() ? s[t + 1] : -1);
-  }
-  ForwardOptions save;
-  save.logits = LogitsMode::kAll;
-  save.save_activations = true;
-  std::vector<double> losses;
-  for (int step = 1; step <= steps; ++step) {
-    EXPECT_TRUE(grads.Zero(&b).ok());
-    ForwardResult fr = Must(model->Forward(tb, save));
-    losses.push_back(Must(model->Backward(fr, LossTargets{targets}, &grads)));
-    AdamWParams p;
-    p.lr = 3e-2f;
-    p.step = step;
-    for (Trained& t : trained) {
-      EXPECT_TRUE(b.AdamW(t.master, t.grad, t.m, t.v, p).ok());
-      EXPECT_TRUE(b.Copy(t.master, t.param).ok());  // the bf16 weights the model serves
-    }
-  }
-  return losses;
-}
+using testing::InDtype;
+using testing::ModelRun;
+using testing::Must;
+using testing::RunOn;
+using testing::TrainLosses;
+using testing::Weights;
 
 class CudaModelParity : public CudaParityTest, public ::testing::WithParamInterface<ModelFamily> {};
 
