@@ -75,6 +75,9 @@ struct EngineStatus {
   int64_t steps = 0;             // batched forward steps run
   int64_t batched_sequences = 0; // sum over steps of the sequences in each step (/ steps = mean batch)
   int64_t max_batch_seen = 0;
+  int64_t overlay_pool_slabs = 0;           // preallocated expert-slot slabs for tenant versions
+  int64_t overlay_pool_slabs_in_use = 0;
+  int64_t overlay_pool_overflow_slots = 0;  // slots loaded outside the full pool
 };
 
 class InferenceEngine {

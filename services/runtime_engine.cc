@@ -101,6 +101,9 @@ EngineStatus RuntimeEngine::Status() {
   s.steps = rs.steps;
   s.batched_sequences = rs.batched_sequences;
   s.max_batch_seen = rs.max_batch_seen;
+  s.overlay_pool_slabs = rs.overlay_pool_slabs;
+  s.overlay_pool_slabs_in_use = rs.overlay_pool_slabs_in_use;
+  s.overlay_pool_overflow_slots = rs.overlay_pool_overflow_slots;
   return s;
 }
 

@@ -88,6 +88,10 @@ void TesseraServer::RegisterMetrics() {
   metrics_.Describe("tessera_runtime_batched_sequences_total", "counter",
                     "Sequences summed over steps (divided by steps = mean batch size).");
   metrics_.Describe("tessera_runtime_max_batch_size", "gauge", "Largest batch seen in one step.");
+  metrics_.Describe("tessera_overlay_pool_slabs", "gauge",
+                    "Preallocated expert-slot slabs for tenant versions (state=total|in_use).");
+  metrics_.Describe("tessera_overlay_pool_overflow_slots_total", "counter",
+                    "Tenant-version slots loaded outside the full slab pool (raise --expert-cache-bytes).");
   metrics_.Describe("tessera_live_follow_sequence", "gauge",
                     "Registry change sequence up to which live-pointer moves are served (vs. the registry's).");
   metrics_.AddCollector([this](Metrics& m) {
@@ -117,6 +121,9 @@ void TesseraServer::RegisterMetrics() {
       m.Set("tessera_runtime_steps_total", {}, static_cast<double>(es.steps));
       m.Set("tessera_runtime_batched_sequences_total", {}, static_cast<double>(es.batched_sequences));
       m.Set("tessera_runtime_max_batch_size", {}, static_cast<double>(es.max_batch_seen));
+      m.Set("tessera_overlay_pool_slabs", {{"state", "total"}}, static_cast<double>(es.overlay_pool_slabs));
+      m.Set("tessera_overlay_pool_slabs", {{"state", "in_use"}}, static_cast<double>(es.overlay_pool_slabs_in_use));
+      m.Set("tessera_overlay_pool_overflow_slots_total", {}, static_cast<double>(es.overlay_pool_overflow_slots));
     }
   });
 }

@@ -32,7 +32,8 @@ absl::Status ValidateSlot(const ModelConfig& config, SlotId slot) {
 }
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetensors(
-    const ModelConfig& config, std::string bytes, Backend* backend, std::string digest, DType dtype) {
+    const ModelConfig& config, std::string bytes, Backend* backend, std::string digest, DType dtype,
+    const SlotAllocator& allocate_slot) {
   if (backend == nullptr) return absl::InvalidArgumentError("ExpertOverlay: backend is null");
   if (dtype != DType::kF32 && dtype != DType::kBF16) {
     return absl::InvalidArgumentError(absl::StrCat("overlay: dtype must be f32 or bf16, got ", DTypeName(dtype)));
@@ -58,15 +59,29 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
   std::vector<float> host;
   Tensor staging;  // f32 on the device, converted into each bf16 tensor
   for (const auto& [slot, parts] : seen) {
+    for (int p = 0; p < 3; ++p) {
+      if (!parts[p]) {
+        return absl::InvalidArgumentError(absl::StrCat("overlay: slot ", slot.ToString(), " lacks tensor '",
+                                                       hf::ExpertName(config.family, slot.layer, slot.expert, kParts[p]), "'"));
+      }
+    }
+  }
+  for (const auto& [slot, parts] : seen) {
     ExpertWeights w;
+    if (allocate_slot) {
+      ASSIGN_OR_RETURN(w, allocate_slot());
+      for (int p = 0; p < 3; ++p) {
+        const Tensor& t = Part(w, p);
+        if (t.shape() != ExpertPartShape(config, p) || t.dtype() != dtype || t.device() != backend->device()) {
+          return absl::InternalError(absl::StrCat("overlay: the slot allocator returned ", t.DebugString(), " for a ",
+                                                  DTypeName(dtype), ShapeString(ExpertPartShape(config, p)), " part"));
+        }
+      }
+    }
     for (int p = 0; p < 3; ++p) {
       const std::string name = hf::ExpertName(config.family, slot.layer, slot.expert, kParts[p]);
-      if (!parts[p]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("overlay: slot ", slot.ToString(), " lacks tensor '", name, "'"));
-      }
       const std::vector<int64_t> shape = ExpertPartShape(config, p);
-      ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(shape, dtype));
+      if (!allocate_slot) { ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(shape, dtype)); }
       // Uploads f32 values: into the tensor itself, or (bf16) into staging and converted on the device.
       if (dtype != DType::kF32 && !(staging.defined() && staging.shape() == shape)) {
         ASSIGN_OR_RETURN(staging, backend->Alloc(shape, DType::kF32));

@@ -21,6 +21,7 @@
 
 #include <array>
 #include <compare>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -47,6 +48,11 @@ struct SlotId {
 // OUT_OF_RANGE-style check shared by everything taking slots: INVALID_ARGUMENT naming the slot.
 absl::Status ValidateSlot(const ModelConfig& config, SlotId slot);
 
+// Where FromSafetensors puts a slot's three tensors (shapes ExpertPartShape, the overlay's dtype, on
+// the backend's device; contents are overwritten). Unset: fresh backend allocations. The runtime passes
+// its preallocated slab pool here (core/runtime/overlay_slab_pool.h).
+using SlotAllocator = std::function<absl::StatusOr<ExpertWeights>()>;
+
 class ExpertOverlay {
  public:
   // Parses and validates a safetensors blob: every tensor must be an expert tensor of the config's
@@ -55,7 +61,7 @@ class ExpertOverlay {
   // The tensors are stored on the backend as `dtype` (f32 or bf16; bf16 rounds to nearest even).
   static absl::StatusOr<std::shared_ptr<const ExpertOverlay>> FromSafetensors(
       const ModelConfig& config, std::string bytes, Backend* backend, std::string digest = "",
-      DType dtype = DType::kF32);
+      DType dtype = DType::kF32, const SlotAllocator& allocate_slot = nullptr);
   // Wraps existing tensors (shared, not copied); validates slots, shapes and that every tensor has
   // the same dtype (f32 or bf16).
   static absl::StatusOr<std::shared_ptr<const ExpertOverlay>> FromWeights(

@@ -52,9 +52,29 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
   Result result = [&]() -> Result {
     absl::StatusOr<VersionBlob> blob = source_->LoadVersion(tenant, version);
     if (!blob.ok()) return blob.status();
+    std::shared_ptr<OverlaySlabPool> pool;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pool = pool_;
+    }
+    SlotAllocator allocate;
+    if (pool != nullptr) {
+      allocate = [this, pool]() -> absl::StatusOr<ExpertWeights> {
+        absl::StatusOr<ExpertWeights> w = pool->Acquire();
+        if (w.ok() || w.status().code() != absl::StatusCode::kResourceExhausted) return w;
+        pool_overflow_slots_.fetch_add(1);
+        ExpertWeights fresh;
+        for (int p = 0; p < 3; ++p) {
+          absl::StatusOr<Tensor> t = backend_->Alloc(ExpertPartShape(config_, p), dtype_);
+          if (!t.ok()) return t.status();
+          (p == 0 ? fresh.gate : p == 1 ? fresh.up : fresh.down) = *std::move(t);
+        }
+        return fresh;
+      };
+    }
     std::lock_guard<std::mutex> device(*device_mu_);
     return ExpertOverlay::FromSafetensors(config_, std::move(blob->safetensors_bytes), backend_,
-                                          std::move(blob->sha256), dtype_);
+                                          std::move(blob->sha256), dtype_, allocate);
   }();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -142,6 +162,11 @@ void OverlayCache::ForgetTenant(const std::string& tenant) {
   }
 }
 
+void OverlayCache::UseSlabPool(std::shared_ptr<OverlaySlabPool> pool) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pool_ = std::move(pool);
+}
+
 OverlayCacheStats OverlayCache::Stats() {
   std::lock_guard<std::mutex> lock(mu_);
   PruneHeldLocked();
@@ -157,6 +182,11 @@ OverlayCacheStats OverlayCache::Stats() {
   s.hits = hits_;
   s.readmissions = readmissions_;
   s.evictions = evictions_;
+  if (pool_ != nullptr) {
+    s.pool_slabs = pool_->slabs();
+    s.pool_slabs_in_use = pool_->slabs_in_use();
+  }
+  s.pool_overflow_slots = pool_overflow_slots_.load();
   return s;
 }
 

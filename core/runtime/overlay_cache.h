@@ -16,6 +16,11 @@
 // Device memory used by overlays = resident_bytes + held_bytes. A held overlay asked for again is
 // re-admitted from memory (no reload, no second copy).
 //
+// Slab pool (UseSlabPool): loaded overlays are placed in a preallocated OverlaySlabPool, one slab per
+// slot; an overlay's slabs return to the pool when it is freed (evicted and no longer held). When every
+// slab is out (more overlays held by in-flight requests than the pool was sized for), a slot falls back
+// to a fresh allocation rather than failing the request; `pool_overflow_slots` counts those.
+//
 // Tenant deletion: ForgetTenant drops the tenant's entries (a re-created tenant's version N is
 // different content); loads that were in flight for it are not admitted.
 //
@@ -26,6 +31,7 @@
 // happens outside it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <future>
 #include <list>
@@ -40,6 +46,7 @@
 #include "core/backend/backend.h"
 #include "core/model/config.h"
 #include "core/model/overlay.h"
+#include "core/runtime/overlay_slab_pool.h"
 #include "core/runtime/version_source.h"
 
 namespace tessera::runtime {
@@ -61,6 +68,9 @@ struct OverlayCacheStats {
   int64_t hits = 0;             // acquisitions served from residency
   int64_t readmissions = 0;     // evicted overlays re-admitted while still held
   int64_t evictions = 0;
+  int64_t pool_slabs = 0;           // 0: no slab pool
+  int64_t pool_slabs_in_use = 0;
+  int64_t pool_overflow_slots = 0;  // slots allocated outside the pool because it was full
 };
 
 class OverlayCache {
@@ -79,6 +89,9 @@ class OverlayCache {
   // Records that `version` is the tenant's live version (0 = base: none live), for eviction priority.
   void MarkLive(const std::string& tenant, int64_t version);
   void ForgetTenant(const std::string& tenant);
+
+  // Places every later load in `pool` (call before serving starts).
+  void UseSlabPool(std::shared_ptr<OverlaySlabPool> pool);
 
   OverlayCacheStats Stats();
   int64_t capacity_bytes() const { return capacity_bytes_; }
@@ -120,6 +133,8 @@ class OverlayCache {
   std::map<std::string, uint64_t> tenant_epoch_;       // bumped by ForgetTenant
   int64_t resident_bytes_ = 0;
   int64_t loads_ = 0, hits_ = 0, readmissions_ = 0, evictions_ = 0;
+  std::shared_ptr<OverlaySlabPool> pool_;
+  std::atomic<int64_t> pool_overflow_slots_{0};
 };
 
 }  // namespace tessera::runtime

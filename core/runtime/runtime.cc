@@ -55,6 +55,13 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
     ASSIGN_OR_RETURN(rt->kv_pool_,
                      KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend(),
                                          model->weights().matrix_dtype()));
+    if (options.overlay_slab_pool) {
+      const DType dtype = model->weights().matrix_dtype();
+      const int64_t slab = OverlaySlabPool::SlotBytes(c, dtype);
+      const int64_t slabs = (options.overlay_cache_bytes + slab - 1) / slab + options.max_batch;
+      ASSIGN_OR_RETURN(std::unique_ptr<OverlaySlabPool> pool, OverlaySlabPool::Create(c, dtype, slabs, model->backend()));
+      rt->cache_.UseSlabPool(std::move(pool));
+    }
   }
   rt->scheduler_ = std::thread([r = rt.get()] { r->SchedulerLoop(); });
   return rt;
@@ -279,6 +286,9 @@ RuntimeStatus Runtime::Status() {
   s.resident_bytes_limit = cs.capacity_bytes;
   s.overlay_loads = cs.loads;
   s.overlay_evictions = cs.evictions;
+  s.overlay_pool_slabs = cs.pool_slabs;
+  s.overlay_pool_slabs_in_use = cs.pool_slabs_in_use;
+  s.overlay_pool_overflow_slots = cs.pool_overflow_slots;
   for (const auto& [tenant, entry] : *table_.Current()) s.live[tenant] = entry.version;
   {
     std::lock_guard<std::mutex> lock(mu_);

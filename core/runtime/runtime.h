@@ -83,6 +83,10 @@ struct RuntimeOptions {
   int64_t kv_capacity = 1024;      // positions per request (prompt + completion); <= max_position_embeddings
   int max_queue = 256;             // waiting requests; one more -> UNAVAILABLE
   int64_t overlay_cache_bytes = int64_t{256} << 20;
+  // Tenant overlays live in a slab pool allocated at start-up (OverlaySlabPool): one slab per expert slot,
+  // enough for overlay_cache_bytes plus `max_batch` slots of headroom for overlays that in-flight requests
+  // still hold after eviction. false: every load allocates from the backend.
+  bool overlay_slab_pool = true;
   // Prompt tokens admitted into one step (at least one request is always admitted): bounds how long
   // a step with new prompts stalls the decodes running beside them.
   int64_t max_prefill_tokens_per_step = 4096;
@@ -148,6 +152,9 @@ struct RuntimeStatus {
   int64_t overlay_loads = 0;
   int64_t overlay_evictions = 0;
   int64_t kv_cache_bytes = 0;
+  int64_t overlay_pool_slabs = 0;           // preallocated overlay slabs (0: no pool)
+  int64_t overlay_pool_slabs_in_use = 0;
+  int64_t overlay_pool_overflow_slots = 0;  // slots loaded outside the pool because it was full
 };
 
 struct Request;  // scheduler state of one Generate (request.h)

@@ -86,9 +86,15 @@ TEST(MetricsTest, InferenceReportsTokensBatchesAndExpertUtilizationPerTenant) {
            std::string("tessera_expert_routed_tokens_total{tenant=\"acme\",layer=\"0\",expert=\""),
            std::string("tessera_runtime_steps_total "),
            std::string("tessera_runtime_max_batch_size 1"),
+           std::string("tessera_overlay_pool_slabs{state=\"in_use\"} 0"),  // acme has no version yet
+           std::string("tessera_overlay_pool_overflow_slots_total 0"),
        }) {
     EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;
   }
+  // The pool holds --expert-cache-bytes (default 256 MiB) of slots plus one per batch slot.
+  const size_t at = page.find("tessera_overlay_pool_slabs{state=\"total\"} ");
+  ASSERT_NE(at, std::string::npos) << page;
+  EXPECT_GT(std::stod(page.substr(at + std::string("tessera_overlay_pool_slabs{state=\"total\"} ").size())), 16.0);
 }
 
 TEST(JobSpecTest, JsonRoundTripAndDefaults) {
