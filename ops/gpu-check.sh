@@ -6,10 +6,11 @@
 #
 # How a future session runs it (no GPU needed to build):
 #   1. here:   ops/gpu-bundle.sh                    -> ./gpu-bundle (git-ignored, < 64 MiB)
-#   2. device tool (the bundle travels as a carried ignored path; one call, ~6 min on an H100; $OUT
-#      brings back at most 8 files, so the logs come back as one tarball):
-#        run(command="cd gpu-bundle && ./gpu-check.sh --out /tmp/r/d --demo --logits --peer --e2e --e2e-args --tf32;
-#                     tar -czf $OUT/logs.tgz -C /tmp r", carry=["gpu-bundle"], timeout_s=560)
+#   2. device tool, ONE call with everything (a session may get only one: see ops/bench/RESULTS.md);
+#      `timeout` keeps the tarball if the run is cut off, and $OUT brings back at most 8 files:
+#        run(command="cd gpu-bundle && timeout 540 ./gpu-check.sh --out /tmp/r/d --demo-bf16 --serve --logits --peer
+#                     --e2e --e2e-args '--bf16 --profile'; tar -czf $OUT/logs.tgz -C /tmp r",
+#            carry=["gpu-bundle"], timeout_s=590)
 #      (the peer needs the image's PyTorch 2.11 / transformers 5.x; --e2e-args "--config=builtin:small"
 #      and --peer-args "--hidden 1024 ..." make a quicker smoke run)
 #   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.

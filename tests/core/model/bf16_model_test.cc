@@ -23,31 +23,16 @@ class Bf16Model : public ::testing::TestWithParam<ModelFamily> {};
 
 TEST_P(Bf16Model, MatchesF32OnTheSameRoundedWeights) {
   const ModelConfig c = SmallConfig(GetParam());
-  const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
-  const std::vector<int32_t> next = {23, 8};
-  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  const ModelRun want = RunOn(*cpu, c, Weights::kBf16Rounded, prompts, next, train);
-  const ModelRun got = RunOn(*cpu, c, Weights::kBf16, prompts, next, train);
-  const std::string fam = ModelFamilyName(GetParam());
-  using testing_cuda::ExpectClose;
-  ExpectClose(got.prefill_logits, want.prefill_logits, kBf16LogitTol, fam + " bf16 prefill logits");
-  ExpectClose(got.decode_logits, want.decode_logits, kBf16LogitTol, fam + " bf16 decode logits (bf16 KV cache)");
-  EXPECT_NEAR(got.loss, want.loss, kBf16LogitTol * want.loss) << fam;
-  ASSERT_EQ(got.grads.size(), want.grads.size());
-  for (const auto& [name, g] : want.grads) ExpectClose(got.grads.at(name), g, kBf16GradTol, fam + " bf16 grad " + name);
+  const ModelRun want = RunOn(*cpu, c, Weights::kBf16Rounded);
+  const ModelRun got = RunOn(*cpu, c, Weights::kBf16);
+  ExpectRunsClose(got, want, kBf16LogitTol, kBf16GradTol, std::string(ModelFamilyName(GetParam())) + " bf16");
   EXPECT_NE(got.prefill_logits, want.prefill_logits) << "the bf16 run must actually round its activations";
 }
 
 TEST_P(Bf16Model, TrainingThroughF32MastersLowersTheLoss) {
-  const ModelConfig c = SmallConfig(GetParam());
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
-  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
-  const std::vector<double> losses = TrainLosses(*cpu, c, train, 6);
-  ASSERT_EQ(losses.size(), 6u);
-  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
-  EXPECT_LT(losses.back(), losses.front() * 0.97) << ModelFamilyName(GetParam()) << ": first " << losses.front()
-                                                  << ", last " << losses.back();
+  ExpectLossFalls(TrainLosses(*cpu, SmallConfig(GetParam()), RunInputs{}.train, 6), ModelFamilyName(GetParam()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Bf16Model,

@@ -41,7 +41,8 @@ constexpr double kBf16GradTol = 5e-2;
     ASSERT_TRUE(s_.ok()) << #expr << ": " << s_; \
   } while (0)
 
-using testing::InDtype;
+using testing::ExpectLossFalls;
+using testing::ExpectRunsClose;
 using testing::ModelRun;
 using testing::Must;
 using testing::RunOn;
@@ -52,43 +53,23 @@ class CudaModelParity : public CudaParityTest, public ::testing::WithParamInterf
 
 TEST_P(CudaModelParity, ForwardDecodeBackwardAndTrainingStepMatchCpu) {
   const ModelConfig c = testing::SmallConfig(GetParam());
-  const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
-  const std::vector<int32_t> next = {23, 8};
-  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
-  const ModelRun want = RunOn(*cpu_, c, Weights::kF32, prompts, next, train);
-  const ModelRun got = RunOn(*gpu_, c, Weights::kF32, prompts, next, train);
+  const ModelRun want = RunOn(*cpu_, c, Weights::kF32);
+  const ModelRun got = RunOn(*gpu_, c, Weights::kF32);
   const std::string fam = ModelFamilyName(GetParam());
-  ExpectClose(got.prefill_logits, want.prefill_logits, kTol, fam + " prefill logits");
-  ExpectClose(got.decode_logits, want.decode_logits, kTol, fam + " decode logits");
-  EXPECT_NEAR(got.loss, want.loss, kTol * want.loss) << fam;
-  ASSERT_EQ(got.grads.size(), want.grads.size());
-  for (const auto& [name, g] : want.grads) ExpectClose(got.grads.at(name), g, kTol, fam + " grad " + name);
+  ExpectRunsClose(got, want, kTol, kTol, fam);
   ExpectClose(got.step_logits, want.step_logits, kTol, fam + " logits after one AdamW step");
 }
 
 TEST_P(CudaModelParity, Bf16WeightsMatchCpuOnTheSameRoundedWeights) {
   const ModelConfig c = testing::SmallConfig(GetParam());
-  const std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
-  const std::vector<int32_t> next = {23, 8};
-  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
-  const ModelRun want = RunOn(*cpu_, c, Weights::kBf16Rounded, prompts, next, train);
-  const ModelRun got = RunOn(*gpu_, c, Weights::kBf16, prompts, next, train);
-  const std::string fam = ModelFamilyName(GetParam());
-  ExpectClose(got.prefill_logits, want.prefill_logits, kBf16LogitTol, fam + " bf16 prefill logits");
-  ExpectClose(got.decode_logits, want.decode_logits, kBf16LogitTol, fam + " bf16 decode logits (bf16 KV cache)");
-  EXPECT_NEAR(got.loss, want.loss, kBf16LogitTol * want.loss) << fam;
-  ASSERT_EQ(got.grads.size(), want.grads.size());
-  for (const auto& [name, g] : want.grads) ExpectClose(got.grads.at(name), g, kBf16GradTol, fam + " bf16 grad " + name);
+  const ModelRun want = RunOn(*cpu_, c, Weights::kBf16Rounded);
+  const ModelRun got = RunOn(*gpu_, c, Weights::kBf16);
+  ExpectRunsClose(got, want, kBf16LogitTol, kBf16GradTol, std::string(ModelFamilyName(GetParam())) + " bf16");
 }
 
 TEST_P(CudaModelParity, Bf16TrainingThroughF32MastersLowersTheLoss) {
   const ModelConfig c = testing::SmallConfig(GetParam());
-  const std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
-  const std::vector<double> losses = TrainLosses(*gpu_, c, train, 6);
-  ASSERT_EQ(losses.size(), 6u);
-  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
-  EXPECT_LT(losses.back(), losses.front() * 0.97) << ModelFamilyName(GetParam()) << ": first " << losses.front()
-                                                  << ", last " << losses.back();
+  ExpectLossFalls(TrainLosses(*gpu_, c, testing::RunInputs{}.train, 6), ModelFamilyName(GetParam()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaModelParity,

@@ -15,6 +15,7 @@
 #include "core/model/overlay.h"
 #include "core/model/weights.h"
 #include "gtest/gtest.h"
+#include "tests/core/backend_cuda/cuda_test_util.h"
 #include "tests/core/model/random_overlay.h"
 
 namespace tessera::testing {
@@ -45,8 +46,18 @@ inline std::shared_ptr<const ExpertOverlay> InDtype(const ModelConfig& c, const 
   return Must(ExpertOverlay::FromSafetensors(c, Must(o.Serialize()), &b, "", dtype));
 }
 
-inline ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const std::vector<std::vector<int32_t>>& prompts,
-               const std::vector<int32_t>& next, const std::vector<std::vector<int32_t>>& train_seqs) {
+// What every parity run feeds the model: two prompts (the first with a tenant overlay), one decode token
+// each, and two training sequences.
+struct RunInputs {
+  std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
+  std::vector<int32_t> next = {23, 8};
+  std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
+};
+
+inline ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const RunInputs& in = {}) {
+  const std::vector<std::vector<int32_t>>& prompts = in.prompts;
+  const std::vector<int32_t>& next = in.next;
+  const std::vector<std::vector<int32_t>>& train_seqs = in.train;
   ModelRun r;
   ModelWeights weights = Must(ModelWeights::RandomInit(c, 77, &b));
   const std::vector<SlotId> tenant_slots = {{0, 1}, {1, 3}};
@@ -156,6 +167,24 @@ inline std::vector<double> TrainLosses(Backend& b, const ModelConfig& c, const s
     }
   }
   return losses;
+}
+
+// `got` against `want`: prefill and decode logits and the loss within logit_tol, every slot gradient
+// within grad_tol (testing_cuda::ExpectClose: relative L2 plus an elementwise bound).
+inline void ExpectRunsClose(const ModelRun& got, const ModelRun& want, double logit_tol, double grad_tol,
+                            const std::string& what) {
+  testing_cuda::ExpectClose(got.prefill_logits, want.prefill_logits, logit_tol, what + " prefill logits");
+  testing_cuda::ExpectClose(got.decode_logits, want.decode_logits, logit_tol, what + " decode logits");
+  EXPECT_NEAR(got.loss, want.loss, logit_tol * want.loss) << what;
+  ASSERT_EQ(got.grads.size(), want.grads.size()) << what;
+  for (const auto& [name, g] : want.grads) testing_cuda::ExpectClose(got.grads.at(name), g, grad_tol, what + " grad " + name);
+}
+
+// TrainLosses' 6 steps: finite, and the last at least 3% below the first.
+inline void ExpectLossFalls(const std::vector<double>& losses, const std::string& what) {
+  ASSERT_EQ(losses.size(), 6u) << what;
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l)) << what;
+  EXPECT_LT(losses.back(), losses.front() * 0.97) << what << ": first " << losses.front() << ", last " << losses.back();
 }
 
 }  // namespace tessera::testing
