@@ -69,7 +69,9 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     c.make_engine = [backbone, options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
       absl::StatusOr<std::shared_ptr<const SharedBackbone>> b = backbone();
       if (!b.ok()) return b.status();
-      absl::StatusOr<std::unique_ptr<LoadedModel>> m = ModelOn(*std::move(b));
+      BackendOptions serving;
+      serving.high_priority = true;  // ahead of training jobs' kernels on a shared GPU
+      absl::StatusOr<std::unique_ptr<LoadedModel>> m = ModelOn(*std::move(b), serving);
       if (!m.ok()) return m.status();
       runtime::RuntimeOptions ro;
       ro.overlay_cache_bytes = options.expert_cache_bytes;

@@ -24,8 +24,9 @@ BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, 
 
 namespace {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeDeviceBackend(const std::string& device) {
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(device);
+absl::StatusOr<std::unique_ptr<Backend>> MakeDeviceBackend(const std::string& device,
+                                                           const BackendOptions& options = {}) {
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(device, options);
   if (!backend.ok()) {
     return absl::Status(backend.status().code(), absl::StrCat("--device ", device, ": ", backend.status().message()));
   }
@@ -82,9 +83,10 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
   return std::shared_ptr<const SharedBackbone>(std::move(b));
 }
 
-absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone) {
+absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone,
+                                                     const BackendOptions& options) {
   auto m = std::make_unique<LoadedModel>();
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeDeviceBackend(backbone->device);
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeDeviceBackend(backbone->device, options);
   if (!backend.ok()) return backend.status();
   m->backend = *std::move(backend);
   // ModelWeights holds tensor handles: this copies handles, not weights.

@@ -42,8 +42,11 @@ struct LoadedModel {
   BackboneInfo info;
 };
 
-// A model over the shared weights with a fresh backend of the backbone's device.
-absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone);
+// A model over the shared weights with a fresh backend of the backbone's device. The inference engine
+// asks for a high-priority backend (on CUDA: the highest stream priority), so serving steps are
+// scheduled ahead of a training job's queued kernels.
+absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const SharedBackbone> backbone,
+                                                     const BackendOptions& options = {});
 
 // LoadSharedBackbone + ModelOn: a backbone of its own (tests, tools).
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device,

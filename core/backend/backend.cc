@@ -82,15 +82,15 @@ absl::StatusOr<std::vector<int32_t>> Backend::ToHostI32(const Tensor& t) {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& spec) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& spec, const BackendOptions& options) {
   if (spec == "cpu") return MakeCpuBackend();
-  if (spec == "cuda") return MakeCudaBackend(0);
+  if (spec == "cuda") return MakeCudaBackend(0, options);
   if (absl::StartsWith(spec, "cuda:")) {
     int ordinal = 0;
     if (!absl::SimpleAtoi(spec.substr(5), &ordinal) || ordinal < 0) {
       return absl::InvalidArgumentError(absl::StrCat("bad device '", spec, "': expected cuda:N"));
     }
-    return MakeCudaBackend(ordinal);
+    return MakeCudaBackend(ordinal, options);
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown device '", spec, "': expected cpu, cuda or cuda:N"));
 }

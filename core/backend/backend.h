@@ -214,11 +214,20 @@ absl::Status CheckMatmulDtypes(DType a, DType b, DType c, absl::string_view op);
 // The CPU backend (always available).
 std::unique_ptr<Backend> MakeCpuBackend();
 
+// How a backend shares its device with others in the process.
+struct BackendOptions {
+  // CUDA: the backend's stream gets the device's highest priority, so when the GPU is shared (serving
+  // and training jobs each compute on a backend of their own), the block scheduler starts this
+  // stream's kernels ahead of queued lower-priority work: a serving step waits for the training
+  // kernels already running, not for the rest of a training step. CPU: no effect (one shared thread pool).
+  bool high_priority = false;
+};
+
 // The CUDA backend on `device_ordinal`. FAILED_PRECONDITION (with the reason) when the build has no
 // CUDA support or no usable GPU is present; callers and tests use that to skip.
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device_ordinal = 0);
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device_ordinal = 0, const BackendOptions& options = {});
 
 // "cpu" or "cuda" / "cuda:N".
-absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& spec);
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& spec, const BackendOptions& options = {});
 
 }  // namespace tessera

@@ -3,7 +3,7 @@
 
 namespace tessera {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int, const BackendOptions&) {
   return absl::FailedPreconditionError("this build of Tessera has no CUDA backend (nvcc was not found at configure time)");
 }
 

@@ -154,7 +154,7 @@ bool Overlaps(const Tensor& a, const Tensor& b) {
 
 // ---- CudaBackend: lifetime ----------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, const BackendOptions& options) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess) {
@@ -185,7 +185,14 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal) {
   uint64_t threshold = UINT64_MAX;
   RETURN_IF_ERROR(CudaStatus(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold),
                              "cudaMemPoolSetAttribute"));
-  RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&b->ctx_->stream, cudaStreamNonBlocking), "cudaStreamCreate"));
+  // Stream priority: numerically lower is higher; `greatest` is the highest the device offers.
+  int least_priority = 0, greatest_priority = 0;
+  RETURN_IF_ERROR(CudaStatus(cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority),
+                             "cudaDeviceGetStreamPriorityRange"));
+  RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithPriority(&b->ctx_->stream, cudaStreamNonBlocking,
+                                                          options.high_priority ? greatest_priority : least_priority),
+                             "cudaStreamCreateWithPriority"));
+  if (options.high_priority) absl::StrAppend(&b->name_, " [high-priority stream]");
   RETURN_IF_ERROR(CublasStatus(cublasCreate(&b->cublas_), "cublasCreate"));
   RETURN_IF_ERROR(CublasStatus(cublasSetStream(b->cublas_, b->stream()), "cublasSetStream"));
   RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->err_word_, sizeof(int)), "cudaMalloc(error word)"));
@@ -408,8 +415,8 @@ absl::Status CudaBackend::Synchronize() {
 
 }  // namespace cuda
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device_ordinal) {
-  auto b = cuda::CudaBackend::Create(device_ordinal);
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device_ordinal, const BackendOptions& options) {
+  auto b = cuda::CudaBackend::Create(device_ordinal, options);
   if (!b.ok()) return b.status();
   return std::unique_ptr<Backend>(std::move(*b));
 }

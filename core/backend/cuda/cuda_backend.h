@@ -9,7 +9,8 @@ namespace tessera {
 
 // How GroupedMatmul* run their groups in one launch. Both are kept until they are measured on a GPU
 // (ops/bench/bench_gpu_grouped_gemm); the default comes from env TESSERA_GROUPED_GEMM ("cublas" or
-// "kernel"), else kCublas. Problems whose A and B dtypes differ always use kKernel (cuBLAS needs equal types).
+// "kernel"), else kCublas. Both follow CheckMatmulDtypes (A and B share a dtype; C is f32 or theirs); weight
+// gradients in f32 from bf16 operands, which cuBLAS's grouped API refuses, run one cublasGemmEx per group.
 enum class GroupedGemmImpl { kCublas, kKernel };
 
 // INVALID_ARGUMENT when `backend` is not a CUDA backend.

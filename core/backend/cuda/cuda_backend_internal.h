@@ -63,7 +63,7 @@ class UploadRing {
 
 class CudaBackend final : public Backend {
  public:
-  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int ordinal);
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(int ordinal, const BackendOptions& options = {});
   ~CudaBackend() override;
 
   DeviceKind device() const override { return DeviceKind::kCuda; }

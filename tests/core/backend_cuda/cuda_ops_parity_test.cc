@@ -110,6 +110,24 @@ TEST_F(CudaParityTest, LargeUploadsAreStagedOrderedAndLeaveTheHostBufferFree) {
   }
 }
 
+// A high-priority backend (the serving one) computes the same as the default one, beside it: both
+// streams run on one device at once, each over the other's tensors once synchronized.
+TEST_F(CudaParityTest, HighPriorityBackendComputesLikeTheDefaultOne) {
+  BackendOptions o;
+  o.high_priority = true;
+  absl::StatusOr<std::unique_ptr<Backend>> hi = MakeCudaBackend(0, o);
+  ASSERT_TRUE(hi.ok()) << hi.status();
+  EXPECT_NE((*hi)->name().find("high-priority"), std::string::npos) << (*hi)->name();
+  const std::vector<float> a = Rand(64 * 48), b = Rand(32 * 48);
+  Tensor a_hi = Make(**hi, a, {64, 48}), b_hi = Make(**hi, b, {32, 48});
+  Tensor c_hi = Make(**hi, std::vector<float>(64 * 32, 0.0f), {64, 32});
+  Tensor a_lo = Make(*gpu_, a, {64, 48}), b_lo = Make(*gpu_, b, {32, 48});
+  Tensor c_lo = Make(*gpu_, std::vector<float>(64 * 32, 0.0f), {64, 32});
+  ASSERT_OK((*hi)->Matmul(a_hi, false, b_hi, true, c_hi));
+  ASSERT_OK(gpu_->Matmul(a_lo, false, b_lo, true, c_lo));
+  EXPECT_EQ(Get(**hi, c_hi), Get(*gpu_, c_lo));
+}
+
 TEST_F(CudaParityTest, ScatterAddRowsIsDeterministicAndInCpuOrder) {
   // 4096 rows into 16 destinations (256 each, in shuffled order): with atomics the summation order
   // changed from run to run; now every run gives the same bits, and the CPU's order (increasing i).
