@@ -2,6 +2,7 @@
 #include "core/model/model.h"
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,51 @@
 #include "core/util/status_macros.h"
 
 namespace tessera {
+namespace {
+
+// Router outputs as views of one i32 buffer (see Forward): top-k indices [N, k] i32, top-k weights
+// [N, k] f32, probabilities [N, E] f32, each part starting at a 64-word (256-byte) boundary.
+struct RouterOutputs {
+  Tensor all, topk_idx, topk_w, probs;
+  int64_t w_at = 0, p_at = 0;  // word offsets of the weights and the probabilities
+};
+
+int64_t RoundUp64(int64_t words) { return (words + 63) / 64 * 64; }
+
+int64_t RouterBufferWords(int64_t n, int64_t k, int64_t e) { return 2 * RoundUp64(n * k) + n * e; }
+
+absl::StatusOr<RouterOutputs> RouterBuffer(absl::StatusOr<Tensor> buf, int64_t n, int64_t k, int64_t e) {
+  if (!buf.ok()) return buf.status();
+  RouterOutputs r;
+  r.all = *std::move(buf);
+  r.w_at = RoundUp64(n * k);
+  r.p_at = 2 * r.w_at;
+  int32_t* base = r.all.data<int32_t>();
+  const DeviceKind dev = r.all.device();
+  r.topk_idx = Tensor(r.all.owner(), base, {n, k}, DType::kI32, dev);
+  r.topk_w = Tensor(r.all.owner(), base + r.w_at, {n, k}, DType::kF32, dev);
+  r.probs = Tensor(r.all.owner(), base + r.p_at, {n, e}, DType::kF32, dev);
+  return r;
+}
+
+// One device-to-host transfer of the indices and weights (and the probabilities when asked).
+absl::Status ReadRouterOutputs(Backend* be, const RouterOutputs& r, bool with_probs, std::vector<int32_t>* idx,
+                               std::vector<float>* w, std::vector<float>* probs) {
+  const int64_t nk = r.topk_idx.numel();
+  const int64_t words = with_probs ? r.p_at + r.probs.numel() : r.w_at + nk;
+  std::vector<int32_t> host(static_cast<size_t>(words));
+  RETURN_IF_ERROR(be->CopyToHost(r.all.Rows(0, words), host.data(), host.size() * sizeof(int32_t)));
+  idx->assign(host.begin(), host.begin() + nk);
+  w->resize(static_cast<size_t>(nk));
+  std::memcpy(w->data(), host.data() + r.w_at, static_cast<size_t>(nk) * sizeof(float));
+  if (with_probs) {
+    probs->resize(static_cast<size_t>(r.probs.numel()));
+    std::memcpy(probs->data(), host.data() + r.p_at, probs->size() * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 void RoutingStats::Init(int64_t layers, int64_t experts) {
   num_layers = layers;
@@ -150,7 +196,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
 
   // Without save_activations every layer reuses the same intermediate buffers (same shapes per
   // layer), so a forward allocates them once; with it, each layer's intermediates are kept.
-  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kProbs, kTopI, kTopW, kXg, kG, kU, kAct, kY, kSlots };
+  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kRoute, kXg, kG, kU, kAct, kY, kSlots };
   std::vector<Tensor> scratch(kSlots);
   auto buffer = [&](Slot slot, std::vector<int64_t> shape, DType dtype = DType::kF32) -> absl::StatusOr<Tensor> {
     Tensor& cached = scratch[slot];
@@ -245,12 +291,18 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     RETURN_IF_ERROR(be->RmsNormForward(h_mid, w.post_norm, c.rms_norm_eps, xn2, save ? &rstd2 : nullptr));
     ASSIGN_OR_RETURN(Tensor rlogits, buffer(kRl, {n_tok, e_count}));
     RETURN_IF_ERROR(be->Matmul(xn2, false, w.router, true, rlogits));
-    ASSIGN_OR_RETURN(Tensor probs, buffer(kProbs, {n_tok, e_count}));
-    ASSIGN_OR_RETURN(Tensor topk_idx, buffer(kTopI, {n_tok, k}, DType::kI32));
-    ASSIGN_OR_RETURN(Tensor topk_w, buffer(kTopW, {n_tok, k}));
+    // The router's outputs share one buffer [top-k indices | top-k weights | probabilities], so the host
+    // reads what the plan needs (and, when collecting routing, the probabilities) in ONE transfer per layer:
+    // on a GPU each read-back drains the stream. Parts start at 256-byte boundaries.
+    ASSIGN_OR_RETURN(RouterOutputs route, RouterBuffer(buffer(kRoute, {RouterBufferWords(n_tok, k, e_count)}, DType::kI32),
+                                                       n_tok, k, e_count));
+    Tensor& probs = route.probs;
+    Tensor& topk_idx = route.topk_idx;
+    Tensor& topk_w = route.topk_w;
     RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
-    ASSIGN_OR_RETURN(std::vector<int32_t> idx_h, be->ToHostI32(topk_idx));
-    ASSIGN_OR_RETURN(std::vector<float> w_h, be->ToHostF32(topk_w));
+    std::vector<int32_t> idx_h;
+    std::vector<float> w_h, p_h;
+    RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
     ASSIGN_OR_RETURN(MoePlan plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
     result.groups_per_layer.push_back(static_cast<int64_t>(plan.groups.size()));
     int64_t overlay_groups = 0;
@@ -258,7 +310,6 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     result.overlay_groups_per_layer.push_back(overlay_groups);
 
     if (options.collect_routing) {
-      ASSIGN_OR_RETURN(std::vector<float> p_h, be->ToHostF32(probs));
       for (int64_t t = 0; t < n_tok; ++t) {
         RoutingStats& rs = result.routing[token_seq[t]];
         double ent = 0.0;
