@@ -81,6 +81,17 @@ class Staging {
   std::deque<Entry> entries_;        // stable addresses (Stage returns pointers into it)
 };
 
+// The groups with stand-ins: weights as inputs and, for the weight-gradient op, weight gradients as
+// (accumulating) outputs (the other ops ignore them).
+absl::StatusOr<std::vector<GemmGroup>> StageGroups(Staging& st, absl::Span<const GemmGroup> groups, bool grads) {
+  std::vector<GemmGroup> out(groups.begin(), groups.end());
+  for (GemmGroup& g : out) {
+    if (g.weight != nullptr) { ASSIGN_OR_RETURN(g.weight, st.In(*g.weight)); }
+    if (grads && g.weight_grad != nullptr) { ASSIGN_OR_RETURN(g.weight_grad, st.Out(*g.weight_grad)); }
+  }
+  return out;
+}
+
 // The kernels' "must not overlap" rules, checked on the arguments themselves: the stand-ins of narrow
 // arguments never overlap, so the kernels cannot see it.
 absl::Status Disjoint(const Tensor& a, const Tensor& b, absl::string_view message) {
@@ -143,10 +154,7 @@ absl::Status NarrowStorageBackend::Matmul(const Tensor& a, bool trans_a, const T
 absl::Status NarrowStorageBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) {
   RETURN_IF_ERROR(CheckGroupedDtypes(x.dtype(), y.dtype(), groups, "GroupedMatmul"));
   Staging st(*k_, "GroupedMatmul");
-  std::vector<GemmGroup> g2(groups.begin(), groups.end());
-  for (GemmGroup& g : g2) {
-    if (g.weight != nullptr) { ASSIGN_OR_RETURN(g.weight, st.In(*g.weight)); }
-  }
+  ASSIGN_OR_RETURN(std::vector<GemmGroup> g2, StageGroups(st, groups, /*grads=*/false));
   ASSIGN_OR_RETURN(const Tensor* x2, st.In(x));
   ASSIGN_OR_RETURN(Tensor * y2, st.Out(y));
   RETURN_IF_ERROR(k_->GroupedMatmul(*x2, g2, *y2));
@@ -157,10 +165,7 @@ absl::Status NarrowStorageBackend::GroupedMatmulInputGrad(const Tensor& dy, absl
                                                           Tensor& dx) {
   RETURN_IF_ERROR(CheckGroupedDtypes(dy.dtype(), dx.dtype(), groups, "GroupedMatmulInputGrad"));
   Staging st(*k_, "GroupedMatmulInputGrad");
-  std::vector<GemmGroup> g2(groups.begin(), groups.end());
-  for (GemmGroup& g : g2) {
-    if (g.weight != nullptr) { ASSIGN_OR_RETURN(g.weight, st.In(*g.weight)); }
-  }
+  ASSIGN_OR_RETURN(std::vector<GemmGroup> g2, StageGroups(st, groups, /*grads=*/false));
   ASSIGN_OR_RETURN(const Tensor* dy2, st.In(dy));
   ASSIGN_OR_RETURN(Tensor * dx2, st.Out(dx));
   RETURN_IF_ERROR(k_->GroupedMatmulInputGrad(*dy2, g2, *dx2));
@@ -175,11 +180,7 @@ absl::Status NarrowStorageBackend::GroupedMatmulWeightGrad(const Tensor& x, cons
     }
   }
   Staging st(*k_, "GroupedMatmulWeightGrad");
-  std::vector<GemmGroup> g2(groups.begin(), groups.end());
-  for (GemmGroup& g : g2) {
-    if (g.weight != nullptr) { ASSIGN_OR_RETURN(g.weight, st.In(*g.weight)); }  // fixes the shape
-    if (g.weight_grad != nullptr) { ASSIGN_OR_RETURN(g.weight_grad, st.Out(*g.weight_grad)); }
-  }
+  ASSIGN_OR_RETURN(std::vector<GemmGroup> g2, StageGroups(st, groups, /*grads=*/true));  // weights fix the shapes
   ASSIGN_OR_RETURN(const Tensor* x2, st.In(x));
   ASSIGN_OR_RETURN(const Tensor* dy2, st.In(dy));
   RETURN_IF_ERROR(k_->GroupedMatmulWeightGrad(*x2, *dy2, g2));
