@@ -25,7 +25,6 @@ class KvCache {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const ModelConfig& config, int64_t capacity,
                                                          Backend* backend, DType dtype = DType::kF32);
-  DType dtype() const { return k_.empty() ? DType::kF32 : k_[0].dtype(); }
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }

@@ -14,28 +14,24 @@
 namespace tessera {
 namespace {
 
-// Router outputs as views of one i32 buffer (see Forward): top-k indices [N, k] i32, top-k weights
-// [N, k] f32, probabilities [N, E] f32, each part starting at a 64-word (256-byte) boundary.
+// Router outputs as views of one word buffer (AlignWords / WordView in model_internal.h): top-k
+// indices [N, k] i32, top-k weights [N, k] f32, probabilities [N, E] f32.
 struct RouterOutputs {
   Tensor all, topk_idx, topk_w, probs;
   int64_t w_at = 0, p_at = 0;  // word offsets of the weights and the probabilities
 };
 
-int64_t RoundUp64(int64_t words) { return (words + 63) / 64 * 64; }
-
-int64_t RouterBufferWords(int64_t n, int64_t k, int64_t e) { return 2 * RoundUp64(n * k) + n * e; }
+int64_t RouterBufferWords(int64_t n, int64_t k, int64_t e) { return 2 * AlignWords(n * k) + n * e; }
 
 absl::StatusOr<RouterOutputs> RouterBuffer(absl::StatusOr<Tensor> buf, int64_t n, int64_t k, int64_t e) {
   if (!buf.ok()) return buf.status();
   RouterOutputs r;
   r.all = *std::move(buf);
-  r.w_at = RoundUp64(n * k);
+  r.w_at = AlignWords(n * k);
   r.p_at = 2 * r.w_at;
-  int32_t* base = r.all.data<int32_t>();
-  const DeviceKind dev = r.all.device();
-  r.topk_idx = Tensor(r.all.owner(), base, {n, k}, DType::kI32, dev);
-  r.topk_w = Tensor(r.all.owner(), base + r.w_at, {n, k}, DType::kF32, dev);
-  r.probs = Tensor(r.all.owner(), base + r.p_at, {n, e}, DType::kF32, dev);
+  r.topk_idx = WordView(r.all, 0, {n, k}, DType::kI32);
+  r.topk_w = WordView(r.all, r.w_at, {n, k}, DType::kF32);
+  r.probs = WordView(r.all, r.p_at, {n, e}, DType::kF32);
   return r;
 }
 

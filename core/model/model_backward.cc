@@ -31,11 +31,7 @@ absl::StatusOr<Gradients> Gradients::Create(const ModelConfig& config, const Tra
       if (g.slots.count(s) != 0) {
         return absl::InvalidArgumentError(absl::StrCat("Gradients: slot ", s.ToString(), " listed twice"));
       }
-      ExpertWeights w;
-      ASSIGN_OR_RETURN(w.gate, backend->Alloc(ExpertPartShape(config, 0), DType::kF32));
-      ASSIGN_OR_RETURN(w.up, backend->Alloc(ExpertPartShape(config, 1), DType::kF32));
-      ASSIGN_OR_RETURN(w.down, backend->Alloc(ExpertPartShape(config, 2), DType::kF32));
-      g.slots[s] = std::move(w);
+      ASSIGN_OR_RETURN(g.slots[s], AllocateExpertWeights(config, DType::kF32, backend));
     }
   }
   RETURN_IF_ERROR(g.Zero(backend));

@@ -9,6 +9,14 @@
 
 namespace tessera {
 
+// Small arrays that cross between host and device together (router outputs, the routing plan) share one
+// buffer of 4-byte words, so they move in one transfer; each part starts at a 64-word (256-byte) boundary.
+inline int64_t AlignWords(int64_t words) { return (words + 63) / 64 * 64; }
+// The part of word buffer `buf` (kI32) starting at word `at`, as `shape` of `dtype` (kI32 or kF32).
+inline Tensor WordView(const Tensor& buf, int64_t at, std::vector<int64_t> shape, DType dtype) {
+  return Tensor(buf.owner(), const_cast<int32_t*>(buf.data<int32_t>()) + at, std::move(shape), dtype, buf.device());
+}
+
 struct LayerActivations {
   Tensor h_in;            // [N, D] residual stream entering the layer
   Tensor xn1, rstd1;      // input_layernorm output [N, D] and rstd [N]

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "core/model/model_internal.h"
 #include "core/util/status_macros.h"
 
 namespace tessera {
@@ -87,16 +88,14 @@ absl::StatusOr<MoePlan> BuildMoePlan(int64_t layer, int64_t num_experts, int64_t
     }
     plan.groups.back().rows++;
   }
-  // One upload for both arrays: an i32 buffer [token rows | gate weights (f32 bits)], the weights at a
-  // 256-byte boundary.
-  const int64_t w_at = (m + 63) / 64 * 64;
+  // One upload for both arrays: a word buffer [token rows | gate weights (f32 bits)] (model_internal.h).
+  const int64_t w_at = AlignWords(m);
   std::vector<int32_t> host(static_cast<size_t>(w_at + m), 0);
   std::copy(plan.token.begin(), plan.token.end(), host.begin());
   std::memcpy(host.data() + w_at, plan.weight.data(), static_cast<size_t>(m) * sizeof(float));
   ASSIGN_OR_RETURN(Tensor both, backend->FromHost(host, {w_at + m}));
-  int32_t* base_ptr = both.data<int32_t>();
-  plan.token_idx = Tensor(both.owner(), base_ptr, {m}, DType::kI32, both.device());
-  plan.gate_w = Tensor(both.owner(), base_ptr + w_at, {m}, DType::kF32, both.device());
+  plan.token_idx = WordView(both, 0, {m}, DType::kI32);
+  plan.gate_w = WordView(both, w_at, {m}, DType::kF32);
   return plan;
 }
 

@@ -57,7 +57,8 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
   }
   std::map<SlotId, ExpertWeights> slots;
   std::vector<float> host;
-  Tensor staging;  // f32 on the device, converted into each bf16 tensor
+  Tensor staging;  // bf16: f32 on the device (one part's elements; all three parts have F*D), converted per part
+  if (dtype != DType::kF32) { ASSIGN_OR_RETURN(staging, backend->Alloc({config.expert_dim * config.hidden_size}, DType::kF32)); }
   for (const auto& [slot, parts] : seen) {
     for (int p = 0; p < 3; ++p) {
       if (!parts[p]) {
@@ -67,9 +68,9 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
     }
   }
   for (const auto& [slot, parts] : seen) {
-    ExpertWeights w;
+    ASSIGN_OR_RETURN(ExpertWeights w,
+                     allocate_slot ? allocate_slot() : AllocateExpertWeights(config, dtype, backend));
     if (allocate_slot) {
-      ASSIGN_OR_RETURN(w, allocate_slot());
       for (int p = 0; p < 3; ++p) {
         const Tensor& t = Part(w, p);
         if (t.shape() != ExpertPartShape(config, p) || t.dtype() != dtype || t.device() != backend->device()) {
@@ -81,12 +82,8 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
     for (int p = 0; p < 3; ++p) {
       const std::string name = hf::ExpertName(config.family, slot.layer, slot.expert, kParts[p]);
       const std::vector<int64_t> shape = ExpertPartShape(config, p);
-      if (!allocate_slot) { ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(shape, dtype)); }
       // Uploads f32 values: into the tensor itself, or (bf16) into staging and converted on the device.
-      if (dtype != DType::kF32 && !(staging.defined() && staging.shape() == shape)) {
-        ASSIGN_OR_RETURN(staging, backend->Alloc(shape, DType::kF32));
-      }
-      Tensor& f32_dst = dtype == DType::kF32 ? Part(w, p) : staging;
+      Tensor f32_dst = dtype == DType::kF32 ? Part(w, p) : staging.Reshape(shape);
       const io::TensorInfo* info = file->Find(name);
       if (info != nullptr && info->dtype == DType::kF32 && info->shape == shape) {
         // Stored as f32 (what the trainer writes): upload straight from the blob, no host copy.
@@ -97,7 +94,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::FromSafetens
         RETURN_IF_ERROR(file->ReadF32Into(name, shape, host.data()));  // converts; names a wrong shape
         RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), f32_dst));
       }
-      if (dtype != DType::kF32) RETURN_IF_ERROR(backend->Copy(staging, Part(w, p)));
+      if (dtype != DType::kF32) RETURN_IF_ERROR(backend->Copy(f32_dst, Part(w, p)));
     }
     slots.emplace(slot, std::move(w));
   }
@@ -148,11 +145,8 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> ExpertOverlay::CopyOfBase(
       return absl::InvalidArgumentError("overlay: base weights do not match the config");
     }
     const ExpertWeights& src = base.layers[s.layer].experts[s.expert];
-    ExpertWeights w;
-    for (int p = 0; p < 3; ++p) {
-      ASSIGN_OR_RETURN(Part(w, p), backend->Alloc(ExpertPartShape(config, p), base.matrix_dtype()));
-      RETURN_IF_ERROR(backend->Copy(Part(src, p), Part(w, p)));
-    }
+    ASSIGN_OR_RETURN(ExpertWeights w, AllocateExpertWeights(config, base.matrix_dtype(), backend));
+    for (int p = 0; p < 3; ++p) RETURN_IF_ERROR(backend->Copy(Part(src, p), Part(w, p)));
     slots[s] = std::move(w);
   }
   return FromWeights(config, std::move(slots), backend);

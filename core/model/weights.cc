@@ -52,6 +52,14 @@ std::vector<int64_t> ExpertPartShape(const ModelConfig& c, int part) {
   return {c.expert_dim, c.hidden_size};
 }
 
+absl::StatusOr<ExpertWeights> AllocateExpertWeights(const ModelConfig& c, DType dtype, Backend* backend) {
+  ExpertWeights w;
+  ASSIGN_OR_RETURN(w.gate, backend->Alloc(ExpertPartShape(c, 0), dtype));
+  ASSIGN_OR_RETURN(w.up, backend->Alloc(ExpertPartShape(c, 1), dtype));
+  ASSIGN_OR_RETURN(w.down, backend->Alloc(ExpertPartShape(c, 2), dtype));
+  return w;
+}
+
 namespace {
 
 // Builds every tensor of `c` with `make(shape)` (allocation, or shape-only placeholders).

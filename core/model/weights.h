@@ -58,6 +58,9 @@ struct NamedParam {
 // Shapes of a slot's expert tensors: gate/up [F, D], down [D, F].
 std::vector<int64_t> ExpertPartShape(const ModelConfig& config, int part /*0 gate,1 up,2 down*/);
 
+// One slot's three tensors in `dtype` on `backend`, uninitialized.
+absl::StatusOr<ExpertWeights> AllocateExpertWeights(const ModelConfig& config, DType dtype, Backend* backend);
+
 struct ModelWeights {
   Tensor embed;       // [V, D]
   std::vector<LayerWeights> layers;

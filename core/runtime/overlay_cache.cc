@@ -63,13 +63,7 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
         absl::StatusOr<ExpertWeights> w = pool->Acquire();
         if (w.ok() || w.status().code() != absl::StatusCode::kResourceExhausted) return w;
         pool_overflow_slots_.fetch_add(1);
-        ExpertWeights fresh;
-        for (int p = 0; p < 3; ++p) {
-          absl::StatusOr<Tensor> t = backend_->Alloc(ExpertPartShape(config_, p), dtype_);
-          if (!t.ok()) return t.status();
-          (p == 0 ? fresh.gate : p == 1 ? fresh.up : fresh.down) = *std::move(t);
-        }
-        return fresh;
+        return AllocateExpertWeights(config_, dtype_, backend_);
       };
     }
     std::lock_guard<std::mutex> device(*device_mu_);

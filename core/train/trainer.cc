@@ -136,16 +136,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     if (!p.grad.defined() || p.grad.numel() != p.value.numel()) {
       return absl::InvalidArgumentError(absl::StrCat("parameter ", p.name, " has no matching gradient"));
     }
-    ASSIGN_OR_RETURN(Tensor m, be.Zeros(p.value.shape()));
-    ASSIGN_OR_RETURN(Tensor v, be.Zeros(p.value.shape()));
-    t->m_.push_back(std::move(m));
-    t->v_.push_back(std::move(v));
-    Tensor master;
-    if (p.value.dtype() != DType::kF32) {
-      ASSIGN_OR_RETURN(master, be.Alloc(p.value.shape(), DType::kF32));
-      RETURN_IF_ERROR(be.Copy(p.value, master));
-    }
-    t->master_.push_back(std::move(master));
+    ASSIGN_OR_RETURN(AdamWState s, AdamWState::Create(be, p.value));
+    t->opt_.push_back(std::move(s));
   }
   return t;
 }
@@ -158,9 +150,7 @@ int64_t Trainer::trainable_parameters() const {
 
 int64_t Trainer::optimizer_state_bytes() const {
   int64_t n = 0;
-  for (size_t i = 0; i < m_.size(); ++i) {
-    n += m_[i].nbytes() + v_[i].nbytes() + (master_[i].defined() ? master_[i].nbytes() : 0);
-  }
+  for (const AdamWState& s : opt_) n += s.bytes();
   return n;
 }
 
@@ -246,12 +236,7 @@ absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
   ap.step = step;
   for (size_t i = 0; i < params_.size(); ++i) {
     ap.weight_decay = params_[i].decay ? static_cast<float>(options_.weight_decay) : 0.0f;
-    if (master_[i].defined()) {
-      RETURN_IF_ERROR(be.AdamW(master_[i], params_[i].grad, m_[i], v_[i], ap));
-      RETURN_IF_ERROR(be.Copy(master_[i], params_[i].value));
-    } else {
-      RETURN_IF_ERROR(be.AdamW(params_[i].value, params_[i].grad, m_[i], v_[i], ap));
-    }
+    RETURN_IF_ERROR(opt_[i].Step(be, params_[i].value, params_[i].grad, ap));
   }
   step_ = step;
   return loss;
@@ -344,7 +329,7 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
   host.reserve(params_.size() * 3);
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::pair<const char*, const Tensor*> parts[] = {
-        {"param/", master_[i].defined() ? &master_[i] : &params_[i].value}, {"adam_m/", &m_[i]}, {"adam_v/", &v_[i]}};
+        {"param/", &opt_[i].Weights(params_[i].value)}, {"adam_m/", &opt_[i].m}, {"adam_v/", &opt_[i].v}};
     for (const auto& [prefix, t] : parts) {
       ASSIGN_OR_RETURN(std::vector<float> values, be.ToHostF32(*t));
       host.push_back(std::move(values));
@@ -420,12 +405,12 @@ absl::Status Trainer::RestoreCheckpoint(const std::string& path) {
   }
   Backend& be = model_->backend();
   for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor* dst[] = {master_[i].defined() ? &master_[i] : &params_[i].value, &m_[i], &v_[i]};
+    Tensor* dst[] = {&opt_[i].Weights(params_[i].value), &opt_[i].m, &opt_[i].v};
     for (int j = 0; j < 3; ++j) {
       const auto& src = values[i * 3 + j];
       RETURN_IF_ERROR(be.CopyFromHost(src.data(), src.size() * sizeof(float), *dst[j]));
     }
-    if (master_[i].defined()) RETURN_IF_ERROR(be.Copy(master_[i], params_[i].value));
+    RETURN_IF_ERROR(opt_[i].SyncParam(be, params_[i].value));
   }
   step_ = step;
   tokens_seen_ = tokens;

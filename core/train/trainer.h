@@ -38,6 +38,7 @@
 #include "core/train/data_order.h"
 #include "core/train/lm_batch.h"
 #include "core/train/schedule.h"
+#include "core/train/adamw_state.h"
 #include "core/train/trainable.h"
 
 namespace tessera::train {
@@ -134,11 +135,7 @@ class Trainer {
   std::vector<data::TokenizedExample> train_, validation_;
   std::unique_ptr<DataOrder> order_;
   std::vector<TrainParam> params_;
-  std::vector<Tensor> m_, v_;
-  // Mixed precision: for a parameter whose value is not f32 (bf16 weights on the GPU), AdamW updates
-  // this f32 master copy and the value receives its rounding after every step, so updates smaller than
-  // one bf16 ulp still accumulate. Undefined for f32 parameters (AdamW updates the value directly).
-  std::vector<Tensor> master_;
+  std::vector<AdamWState> opt_;  // per parameter (with an f32 master for bf16 parameters)
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   double initial_val_loss_ = std::numeric_limits<double>::quiet_NaN();

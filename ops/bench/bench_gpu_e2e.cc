@@ -50,6 +50,7 @@
 #include "core/model/model.h"
 #include "core/model/overlay.h"
 #include "core/model/weights.h"
+#include "core/train/adamw_state.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -320,21 +321,17 @@ int Run(const Args& a) {
     std::sort(slots.begin(), slots.end());
     auto overlay = Must(ExpertOverlay::CopyOfBase(config, model->weights(), slots, &b), "CopyOfBase");
     Gradients grads = Must(Gradients::Create(config, TrainableSet::Slots(slots), &b), "Gradients::Create");
-    // AdamW state per trainable tensor; the overlay's tensors are shared handles, updated in place. With
-    // bf16 weights AdamW updates an f32 master copy, which is then written back into the bf16 tensor.
+    // AdamW state per trainable tensor (train::AdamWState: an f32 master for bf16 weights); the overlay's
+    // tensors are shared handles, updated in place.
     struct Trained {
-      Tensor param, master, grad, m, v;
+      Tensor param, grad;
+      train::AdamWState opt;
     };
     std::vector<Trained> trained;
     for (const auto& [slot, w] : overlay->slots()) {
       const ExpertWeights& g = grads.slots.at(slot);
       for (auto [p, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
-        Tensor master = p;
-        if (p.dtype() != DType::kF32) {
-          master = Must(b.Alloc(p.shape(), DType::kF32), "Alloc");
-          CHECK_OK(b.Copy(p, master));
-        }
-        trained.push_back(Trained{p, master, gr, Must(b.Zeros(p.shape()), "Zeros"), Must(b.Zeros(p.shape()), "Zeros")});
+        trained.push_back(Trained{p, gr, Must(train::AdamWState::Create(b, p), "AdamWState::Create")});
       }
     }
     std::vector<std::vector<int32_t>> seqs;
@@ -355,10 +352,7 @@ int Run(const Args& a) {
       AdamWParams p;
       p.lr = 1e-5f;
       p.step = ++step;
-      for (Trained& t : trained) {
-        CHECK_OK(b.AdamW(t.master, t.grad, t.m, t.v, p));
-        if (t.master.raw() != t.param.raw()) CHECK_OK(b.Copy(t.master, t.param));
-      }
+      for (Trained& t : trained) CHECK_OK(t.opt.Step(b, t.param, t.grad, p));
       CHECK_OK(grads.Zero(&b));
     };
     const double ms = TimeMs(b, a.reps, train_step);

@@ -304,8 +304,8 @@ absl::Status CudaBackend::LaunchGrouped(absl::Span<const cuda_kernels::GemmProbl
                                         DType dtc, absl::string_view op) {
   std::vector<k::GemmProblem> probs(problems.begin(), problems.end());
 
-  const bool cublas_ok = dta == dtb && (dtc == dta || dtc == DType::kF32);
-  if (grouped_impl_ == GroupedGemmImpl::kCublas && cublas_ok) {
+  // RunGrouped checked CheckMatmulDtypes, which is also what cuBLAS needs.
+  if (grouped_impl_ == GroupedGemmImpl::kCublas) {
     absl::Status grouped = CublasGrouped(probs, dta, dtc, op);
     if (grouped.code() != absl::StatusCode::kUnimplemented) return grouped;
     // The grouped API refuses this type combination: one cublasGemmEx per problem, same stream.

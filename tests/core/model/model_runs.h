@@ -14,6 +14,7 @@
 #include "core/model/model.h"
 #include "core/model/overlay.h"
 #include "core/model/weights.h"
+#include "core/train/adamw_state.h"
 #include "gtest/gtest.h"
 #include "tests/core/backend_cuda/cuda_test_util.h"
 #include "tests/core/model/random_overlay.h"
@@ -132,16 +133,14 @@ inline std::vector<double> TrainLosses(Backend& b, const ModelConfig& c, const s
   EXPECT_EQ(copy->dtype(), DType::kBF16);
   Gradients grads = Must(Gradients::Create(c, TrainableSet::Slots(slots), &b));
   struct Trained {
-    Tensor param, master, grad, m, v;
+    Tensor param, grad;
+    train::AdamWState opt;  // with an f32 master: the parameters are bf16
   };
   std::vector<Trained> trained;
   for (const auto& [slot, w] : copy->slots()) {
     const ExpertWeights& g = grads.slots.at(slot);
     for (auto [param, gr] : {std::pair{w.gate, g.gate}, std::pair{w.up, g.up}, std::pair{w.down, g.down}}) {
-      Trained t{param, Must(b.Alloc(param.shape(), DType::kF32)), gr, Must(b.Zeros(param.shape())),
-                Must(b.Zeros(param.shape()))};
-      EXPECT_TRUE(b.Copy(param, t.master).ok());
-      trained.push_back(t);
+      trained.push_back(Trained{param, gr, Must(train::AdamWState::Create(b, param))});
     }
   }
   std::vector<SequenceInput> tb;
@@ -161,10 +160,7 @@ inline std::vector<double> TrainLosses(Backend& b, const ModelConfig& c, const s
     AdamWParams p;
     p.lr = 3e-2f;
     p.step = step;
-    for (Trained& t : trained) {
-      EXPECT_TRUE(b.AdamW(t.master, t.grad, t.m, t.v, p).ok());
-      EXPECT_TRUE(b.Copy(t.master, t.param).ok());  // the bf16 weights the model serves
-    }
+    for (Trained& t : trained) EXPECT_TRUE(t.opt.Step(b, t.param, t.grad, p).ok());
   }
   return losses;
 }

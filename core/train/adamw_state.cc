@@ -1,0 +1,28 @@
+// AdamWState (see adamw_state.h).
+#include "core/train/adamw_state.h"
+
+#include "core/util/status_macros.h"
+
+namespace tessera::train {
+
+absl::StatusOr<AdamWState> AdamWState::Create(Backend& be, const Tensor& param) {
+  AdamWState s;
+  ASSIGN_OR_RETURN(s.m, be.Zeros(param.shape()));
+  ASSIGN_OR_RETURN(s.v, be.Zeros(param.shape()));
+  if (param.dtype() != DType::kF32) {
+    ASSIGN_OR_RETURN(s.master, be.Alloc(param.shape(), DType::kF32));
+    RETURN_IF_ERROR(be.Copy(param, s.master));
+  }
+  return s;
+}
+
+absl::Status AdamWState::Step(Backend& be, Tensor& param, const Tensor& grad, const AdamWParams& p) {
+  RETURN_IF_ERROR(be.AdamW(Weights(param), grad, m, v, p));
+  return SyncParam(be, param);
+}
+
+absl::Status AdamWState::SyncParam(Backend& be, Tensor& param) {
+  return master.defined() ? be.Copy(master, param) : absl::OkStatus();
+}
+
+}  // namespace tessera::train
