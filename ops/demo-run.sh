@@ -3,8 +3,8 @@
 # a server on a fresh data dir, two tenants with their own synthetic tasks, a fine-tune each with live
 # progress, before/after exact-match accuracy, isolation (one tenant's new version leaves the other's
 # answers unchanged), a rollback with the next query served by the previous version, and a summary.
-# Tunables (environment): DEMO_STEPS (default 120), DEMO_DEVICE (cpu), DEMO_DTYPE (f32; bf16 needs
-# DEMO_DEVICE=cuda), DEMO_BACKBONE (builtin:tiny).
+# Tunables (environment): DEMO_STEPS (default 120), DEMO_DEVICE (cpu), DEMO_DTYPE (f32 or bf16),
+# DEMO_BACKBONE (builtin:tiny), DEMO_DECODE_ROUTING (host or device: tessera-server --decode-routing).
 set -euo pipefail
 
 BUILD=$(cd "${1:-build}" && pwd)
@@ -13,6 +13,7 @@ STEPS=${DEMO_STEPS:-120}
 DEVICE=${DEMO_DEVICE:-cpu}
 DTYPE=${DEMO_DTYPE:-f32}
 BACKBONE=${DEMO_BACKBONE:-builtin:tiny}
+ROUTING=${DEMO_DECODE_ROUTING:-host}
 for b in tessera-server tessera-admin tessera tessera-datagen; do
   [[ -x "$BIN/$b" ]] || { echo "demo: $BIN/$b not built (run ops/build.sh)" >&2; exit 1; }
 done
@@ -29,8 +30,9 @@ trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 field() { grep -o "\"$1\":\"\\{0,1\\}[^\",}]*" | head -1 | sed 's/.*:"\{0,1\}//'; }  # tiny JSON getter
 
-say "Starting tessera-server ($BACKBONE on $DEVICE, $DTYPE) on a fresh data dir: $WORK/data"
+say "Starting tessera-server ($BACKBONE on $DEVICE, $DTYPE, decode routing: $ROUTING) on a fresh data dir: $WORK/data"
 "$BIN/tessera-server" --data-dir "$WORK/data" --listen 127.0.0.1:0 --backbone "$BACKBONE" --device "$DEVICE" --dtype "$DTYPE" \
+  --decode-routing "$ROUTING" \
   --metrics-listen 127.0.0.1:0 --max-concurrent-jobs 1 >"$WORK/server.out" 2>"$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do

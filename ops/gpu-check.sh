@@ -15,12 +15,13 @@
 #      and --peer-args "--hidden 1024 ..." make a quicker smoke run)
 #   3. copy the printed table and the numbers into ops/bench/RESULTS.md with the command and the device.
 #
-#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--serve] [--demo] [--demo-bf16] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
+#   ./gpu-check.sh [--out DIR] [--no-tests] [--quick] [--serve] [--demo] [--demo-bf16] [--demo-device-routing] [--logits] [--peer] [--e2e] [--peer-args "..."] [--e2e-args "..."]
 #     --serve: bench_serve against tessera-server --device cuda (builtin:tiny), with phase 4 (serving
 #     while a fine-tune job trains): its `serve_during_train` and last lines.
 #     --demo: the product demo (demo-run.sh: tessera-server --device cuda, two tenants fine-tune and are
 #     served, isolation, rollback) with the bundle's services/ and backbones/builtin-tiny.
 #     --demo-bf16: the same demo with --dtype bf16 (bf16 weights, overlays and KV caches; f32 masters).
+#     --demo-device-routing: the bf16 demo with --decode-routing device (MoE grouping on the GPU).
 #     --quick: tests only.  --logits: transformers writes a small Qwen3-MoE (hidden 1024, 4 layers, 16
 #     experts top-4, width 384) as safetensors plus its logits in bf16 and in f32; Tessera loads the
 #     same files and compares its logits (f32 reference: rel L2 <= 1e-3; bf16 reference: <= 5e-2; and
@@ -36,6 +37,7 @@ RUN_PEER=0
 RUN_LOGITS=0
 RUN_DEMO=0
 RUN_DEMO_BF16=0
+RUN_DEMO_ROUTING=0
 RUN_SERVE=0
 RUN_E2E=0
 RUN_TESTS=1
@@ -49,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --logits) RUN_LOGITS=1; shift ;;
     --demo) RUN_DEMO=1; shift ;;
     --demo-bf16) RUN_DEMO_BF16=1; shift ;;
+    --demo-device-routing) RUN_DEMO_ROUTING=1; shift ;;
     --serve) RUN_SERVE=1; shift ;;
     --quick) QUICK=1; shift ;;
     --no-tests) RUN_TESTS=0; shift ;;
@@ -58,7 +61,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "gpu-check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-if (( QUICK && (RUN_SERVE || RUN_DEMO || RUN_DEMO_BF16 || RUN_LOGITS || RUN_PEER || RUN_E2E) )); then
+if (( QUICK && (RUN_SERVE || RUN_DEMO || RUN_DEMO_BF16 || RUN_DEMO_ROUTING || RUN_LOGITS || RUN_PEER || RUN_E2E) )); then
   echo "gpu-check: --quick runs the tests only; drop it to run --serve/--demo/--logits/--peer/--e2e" >&2
   exit 2
 fi
@@ -159,17 +162,21 @@ if (( ! QUICK )); then
     row "bench_serve (--device cuda)" "$status" "$(elapsed "$t0")" "$(tail -1 "$log")"
     grep -E '^serve_during_train|^  (1|8|64) |without the job|with the job|job: ' "$log" | sed 's/^/    /'
   fi
-  demo_dtypes=()
-  (( RUN_DEMO )) && demo_dtypes+=(f32)
-  (( RUN_DEMO_BF16 )) && demo_dtypes+=(bf16)
-  for dt in "${demo_dtypes[@]}"; do
-    log="$OUTDIR/demo_cuda_$dt.log"
+  demos=()  # dtype:decode-routing
+  (( RUN_DEMO )) && demos+=(f32:host)
+  (( RUN_DEMO_BF16 )) && demos+=(bf16:host)
+  (( RUN_DEMO_ROUTING )) && demos+=(bf16:device)
+  for demo in "${demos[@]}"; do
+    dt=${demo%%:*}
+    routing=${demo##*:}
+    log="$OUTDIR/demo_cuda_${dt}_${routing}.log"
     t0=$(date +%s%N)
-    TESSERA_BACKBONE_PATH="$HERE/backbones" DEMO_DEVICE=cuda DEMO_DTYPE=$dt bash "$HERE/demo-run.sh" "$HERE" >"$log" 2>&1
+    TESSERA_BACKBONE_PATH="$HERE/backbones" DEMO_DEVICE=cuda DEMO_DTYPE=$dt DEMO_DECODE_ROUTING=$routing \
+      bash "$HERE/demo-run.sh" "$HERE" >"$log" 2>&1
     rc=$?
     status=PASS
     (( rc != 0 )) && { status=FAIL; FAIL=1; tail -25 "$log" | sed 's/^/    /'; }
-    row "demo (--device cuda --dtype $dt)" "$status" "$(elapsed "$t0")" "rc=$rc"
+    row "demo (cuda --dtype $dt --decode-routing $routing)" "$status" "$(elapsed "$t0")" "rc=$rc"
     (( rc == 0 )) && sed -n '/Summary/,$p' "$log" | sed 's/\x1b\[[0-9;]*m//g; s/^/    /' | head -30
   done
   if (( RUN_LOGITS )); then

@@ -36,6 +36,10 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
         absl::StrCat("--device: expected cpu or cuda, got \"", options.device, "\""));
   }
   if (absl::Status s = ValidateDtype(options.dtype); !s.ok()) return s;
+  if (options.decode_routing != "host" && options.decode_routing != "device") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--decode-routing: expected host or device, got \"", options.decode_routing, "\""));
+  }
   absl::StatusOr<ModelConfig> config =
       absl::StartsWith(options.backbone, "builtin:") ? ModelConfig::Builtin(options.backbone)
       : absl::StartsWith(options.backbone, "random:")
@@ -71,12 +75,16 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       if (!b.ok()) return b.status();
       BackendOptions serving;
       serving.high_priority = true;  // ahead of training jobs' kernels on a shared GPU
+      // The model validates token ids on the host and makes every other index itself: no synchronizing
+      // range check per gather/scatter (a bad index would still fail the step at its read-back).
+      serving.eager_index_checks = false;
       absl::StatusOr<std::unique_ptr<LoadedModel>> m = ModelOn(*std::move(b), serving);
       if (!m.ok()) return m.status();
       runtime::RuntimeOptions ro;
       ro.overlay_cache_bytes = options.expert_cache_bytes;
       ro.max_batch = options.max_batch;
       ro.always_collect_routing = true;  // per-tenant expert utilization metrics for every request
+      ro.decode_routing = options.decode_routing == "device" ? MoeRouting::kOnDevice : MoeRouting::kHostPlan;
       absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), ro);
       if (!e.ok()) return e.status();
       return std::unique_ptr<InferenceEngine>(*std::move(e));

@@ -16,11 +16,13 @@ struct CoreOptions {
   std::string dtype = "f32";              // "f32" | "bf16": the backbone's weight matrices
   int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
   int max_batch = 16;                     // sequences per decode step (continuous batching)
+  std::string decode_routing = "host";    // "host" | "device": MoE grouping of decode steps (RuntimeOptions)
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner
 };
 
-// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device or --dtype when they are unusable.
+// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device, --dtype or --decode-routing when they
+// are unusable.
 absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options);
 
 // The JSONL validator over the byte-level tokenizer (exposed for tests).

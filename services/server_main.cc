@@ -42,6 +42,11 @@ Options:
   --no-inference              do not load the model for serving (Inference answers UNAVAILABLE)
   --expert-cache-bytes N      device memory for resident tenant versions (default 268435456)
   --max-batch N               sequences per decode step of the continuous batch (default 16)
+  --decode-routing host|device  how decode steps group tokens by expert (default host): host copies each
+                              layer's router choices to the host to plan the grouped GEMM; device plans
+                              on the device (no per-layer round trip; on cuda it has passed its tests on
+                              the CPU only so far, hence not the default). The same results (bitwise
+                              on cpu; on cuda up to float summation order)
   --gc-interval-seconds S     delete unreferenced blobs (superseded checkpoints, deleted datasets) every
                               S seconds (default 300; 0 disables)
   --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600; it must
@@ -101,6 +106,8 @@ int main(int argc, char** argv) {
       if (!next(&core.device)) return Fail("--device needs cpu or cuda");
     } else if (arg == "--dtype") {
       if (!next(&core.dtype)) return Fail("--dtype needs f32 or bf16");
+    } else if (arg == "--decode-routing") {
+      if (!next(&core.decode_routing)) return Fail("--decode-routing needs host or device");
     } else if (arg == "--metrics-listen") {
       if (!next(&options.metrics_listen)) return Fail("--metrics-listen needs HOST:PORT");
     } else if (arg == "--max-concurrent-jobs") {

@@ -73,6 +73,117 @@ absl::Status Backend::CopyMany(absl::Span<const CopyPair> pairs) {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status ExpectI32(const Tensor& t, absl::string_view op, absl::string_view arg) {
+  if (!t.defined() || t.dtype() != DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must be an i32 tensor, got ", t.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Generic MoeSortAssignments: through the host (the reference the CUDA kernels are tested against).
+absl::Status Backend::MoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w, const Tensor& token_rank,
+                                         const Tensor& weight_table, Tensor& token_idx, Tensor& gate_w,
+                                         Tensor& offsets) {
+  constexpr absl::string_view kOp = "MoeSortAssignments";
+  RETURN_IF_ERROR(ExpectI32(topk_idx, kOp, "topk_idx"));
+  RETURN_IF_ERROR(ExpectI32(token_rank, kOp, "token_rank"));
+  RETURN_IF_ERROR(ExpectI32(weight_table, kOp, "weight_table"));
+  RETURN_IF_ERROR(ExpectI32(token_idx, kOp, "token_idx"));
+  RETURN_IF_ERROR(ExpectI32(offsets, kOp, "offsets"));
+  if (topk_idx.rank() != 2 || weight_table.rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_idx and weight_table must be rank 2, got ",
+                                                   topk_idx.DebugString(), " and ", weight_table.DebugString()));
+  }
+  const int64_t n = topk_idx.dim(0), k = topk_idx.dim(1), m = n * k;
+  const int64_t ranks = weight_table.dim(0), experts = weight_table.dim(1), sets = offsets.numel() - 1;
+  if (!topk_w.defined() || topk_w.dtype() != DType::kF32 || topk_w.numel() != m) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_w must be f32 with ", m, " elements, got ",
+                                                   topk_w.DebugString()));
+  }
+  if (!gate_w.defined() || gate_w.dtype() != DType::kF32 || gate_w.numel() != m) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": gate_w must be f32 with ", m, " elements, got ",
+                                                   gate_w.DebugString()));
+  }
+  if (token_rank.numel() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": token_rank must have ", n, " elements, got ",
+                                                   token_rank.DebugString()));
+  }
+  if (token_idx.numel() != m) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": token_idx must have ", m, " elements, got ",
+                                                   token_idx.DebugString()));
+  }
+  if (sets < 0) return absl::InvalidArgumentError(absl::StrCat(kOp, ": offsets is empty"));
+  ASSIGN_OR_RETURN(std::vector<int32_t> idx, ToHostI32(topk_idx));
+  ASSIGN_OR_RETURN(std::vector<float> w, ToHostF32(topk_w));
+  ASSIGN_OR_RETURN(std::vector<int32_t> rank, ToHostI32(token_rank));
+  ASSIGN_OR_RETURN(std::vector<int32_t> table, ToHostI32(weight_table));
+  std::vector<int32_t> set(m);
+  for (int64_t a = 0; a < m; ++a) {
+    const int64_t t = a / k;
+    if (rank[t] < 0 || rank[t] >= ranks) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": token_rank[", t, "] = ", rank[t], " is outside [0, ",
+                                                     ranks, ")"));
+    }
+    if (idx[a] < 0 || idx[a] >= experts) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_idx[", a, "] = ", idx[a], " is outside [0, ",
+                                                     experts, ")"));
+    }
+    set[a] = table[rank[t] * experts + idx[a]];
+    if (set[a] < 0 || set[a] >= sets) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": weight_table[", rank[t], ", ", idx[a], "] = ", set[a],
+                                                     " is outside [0, ", sets, ")"));
+    }
+  }
+  // Counting sort by set: stable, so ties keep the assignment order.
+  std::vector<int32_t> off(sets + 1, 0);
+  for (int64_t a = 0; a < m; ++a) ++off[set[a] + 1];
+  for (int64_t s = 0; s < sets; ++s) off[s + 1] += off[s];
+  std::vector<int32_t> next(off.begin(), off.end() - 1), rows(m);
+  std::vector<float> gw(m);
+  for (int64_t a = 0; a < m; ++a) {
+    const int32_t i = next[set[a]]++;
+    rows[i] = static_cast<int32_t>(a / k);
+    gw[i] = w[a];
+  }
+  RETURN_IF_ERROR(CopyFromHost(rows.data(), rows.size() * sizeof(int32_t), token_idx));
+  RETURN_IF_ERROR(CopyFromHost(gw.data(), gw.size() * sizeof(float), gate_w));
+  return CopyFromHost(off.data(), off.size() * sizeof(int32_t), offsets);
+}
+
+// Generic GroupedMatmulByOffsets: reads the offsets to the host and runs GroupedMatmul.
+absl::Status Backend::GroupedMatmulByOffsets(const Tensor& x, absl::Span<const Tensor* const> weights,
+                                             const Tensor& offsets, Tensor& y) {
+  constexpr absl::string_view kOp = "GroupedMatmulByOffsets";
+  RETURN_IF_ERROR(ExpectI32(offsets, kOp, "offsets"));
+  if (offsets.numel() != static_cast<int64_t>(weights.size()) + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": offsets must have weights.size() + 1 = ",
+                                                   weights.size() + 1, " elements, got ", offsets.DebugString()));
+  }
+  if (!x.defined() || !y.defined()) return absl::InvalidArgumentError(absl::StrCat(kOp, ": x or y is undefined"));
+  if (!weights.empty() && weights[0] != nullptr) {
+    RETURN_IF_ERROR(CheckMatmulDtypes(x.dtype(), weights[0]->dtype(), y.dtype(), kOp));
+  }
+  const int64_t m = x.Flat2D().dim(0);
+  ASSIGN_OR_RETURN(std::vector<int32_t> off, ToHostI32(offsets));
+  std::vector<GemmGroup> groups;
+  for (size_t w = 0; w < weights.size(); ++w) {
+    if (weights[w] == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": weights[", w, "] is null"));
+    }
+    if (off[w] < 0 || off[w + 1] < off[w] || off[w + 1] > m) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": offsets[", w, "..", w + 1, "] = ", off[w], "..",
+                                                     off[w + 1], " is not a row range of [0, ", m, "]"));
+    }
+    if (off[w + 1] > off[w]) groups.push_back({off[w], off[w + 1] - off[w], weights[w], nullptr});
+  }
+  if (groups.empty()) return absl::OkStatus();
+  return GroupedMatmul(x, groups, y);
+}
+
 absl::StatusOr<std::vector<int32_t>> Backend::ToHostI32(const Tensor& t) {
   if (t.dtype() != DType::kI32) {
     return absl::InvalidArgumentError(absl::StrCat("ToHostI32: not an i32 tensor: ", t.DebugString()));

@@ -126,6 +126,29 @@ class Backend {
   virtual absl::Status GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy,
                                                absl::Span<const GemmGroup> groups) = 0;
 
+  // ---- Device-side MoE routing (a forward with no host round trip per layer) ------------------------
+  // The host-planned path (core/model/moe_plan.h) copies the router's top-k to the host to build the
+  // groups, which drains a GPU's stream once per layer. These two ops keep the grouping on the device.
+  // Both have a generic implementation here (through the host: the reference); CUDA overrides them.
+  //
+  // Sorts the M = N*k assignments a = t*k + j (token t, choice j) by the weight set each uses,
+  //   set(a) = weight_table[token_rank[t], topk_idx[a]]
+  // stably (ties keep a's order), and writes for the assignment at sorted position i:
+  //   token_idx[i] = t,  gate_w[i] = topk_w[a];  offsets[w] = the first position whose set is >= w.
+  // So set w's assignments are positions [offsets[w], offsets[w+1]), offsets[W] = M.
+  //   topk_idx: [N, k] i32 in [0, E); topk_w: [N, k] f32; token_rank: [N] i32 in [0, R);
+  //   weight_table: [R, E] i32 in [0, W); token_idx: [M] i32; gate_w: [M] f32; offsets: [W + 1] i32.
+  // Out-of-range values: INVALID_ARGUMENT (devices report it at the next synchronization, like indices).
+  virtual absl::Status MoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w, const Tensor& token_rank,
+                                          const Tensor& weight_table, Tensor& token_idx, Tensor& gate_w,
+                                          Tensor& offsets);
+  // GroupedMatmul with the groups' row ranges on the device: for every w in [0, W),
+  //   y[offsets[w] : offsets[w+1]] = x[offsets[w] : offsets[w+1]] @ weights[w]^T
+  // x: [M, in]; y: [M, out]; weights: W tensors [out, in] of one dtype (CheckMatmulDtypes with x, y);
+  // offsets: [W + 1] i32, nondecreasing, in [0, M]. Rows outside [offsets[0], offsets[W]) are untouched.
+  virtual absl::Status GroupedMatmulByOffsets(const Tensor& x, absl::Span<const Tensor* const> weights,
+                                              const Tensor& offsets, Tensor& y);
+
   // ---- Row gather / scatter (MoE token permute / unpermute) -----------------------------------------
   // dst[i] = scale[i] * src[idx[i]]     src: [N, D], idx: [M] i32 in [0, N), dst: [M, D];
   // `scale` ([M] f32) may be nullptr for 1.
@@ -221,6 +244,11 @@ struct BackendOptions {
   // stream's kernels ahead of queued lower-priority work: a serving step waits for the training
   // kernels already running, not for the rest of a training step. CPU: no effect (one shared thread pool).
   bool high_priority = false;
+  // CUDA: range-check index tensors before each op that reads them, so a bad index is INVALID_ARGUMENT from
+  // that op (a stream synchronization per such op; see SetCudaEagerIndexChecks). false for callers whose
+  // indices are produced or validated on the host already (the model's forward): kernels still skip bad
+  // rows and the next synchronization reports them. CPU: always eager.
+  bool eager_index_checks = true;
 };
 
 // The CUDA backend on `device_ordinal`. FAILED_PRECONDITION (with the reason) when the build has no

@@ -79,6 +79,17 @@ absl::Status ProfilingBackend::Matmul(const Tensor& a, bool trans_a, const Tenso
 absl::Status ProfilingBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) {
   return Timed("GroupedMatmul", [&] { return inner_->GroupedMatmul(x, groups, y); });
 }
+absl::Status ProfilingBackend::GroupedMatmulByOffsets(const Tensor& x, absl::Span<const Tensor* const> weights,
+                                                      const Tensor& offsets, Tensor& y) {
+  return Timed("GroupedMatmulByOffsets", [&] { return inner_->GroupedMatmulByOffsets(x, weights, offsets, y); });
+}
+absl::Status ProfilingBackend::MoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w,
+                                                  const Tensor& token_rank, const Tensor& weight_table,
+                                                  Tensor& token_idx, Tensor& gate_w, Tensor& offsets) {
+  return Timed("MoeSortAssignments", [&] {
+    return inner_->MoeSortAssignments(topk_idx, topk_w, token_rank, weight_table, token_idx, gate_w, offsets);
+  });
+}
 absl::Status ProfilingBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<const GemmGroup> groups, Tensor& dx) {
   return Timed("GroupedMatmulInputGrad", [&] { return inner_->GroupedMatmulInputGrad(dy, groups, dx); });
 }

@@ -55,6 +55,11 @@ class ProfilingBackend final : public Backend {
   absl::Status Matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
                       float beta) override;
   absl::Status GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) override;
+  absl::Status GroupedMatmulByOffsets(const Tensor& x, absl::Span<const Tensor* const> weights,
+                                      const Tensor& offsets, Tensor& y) override;
+  absl::Status MoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w, const Tensor& token_rank,
+                                  const Tensor& weight_table, Tensor& token_idx, Tensor& gate_w,
+                                  Tensor& offsets) override;
   absl::Status GroupedMatmulInputGrad(const Tensor& dy, absl::Span<const GemmGroup> groups, Tensor& dx) override;
   absl::Status GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy, absl::Span<const GemmGroup> groups) override;
   absl::Status GatherRows(const Tensor& src, const Tensor& idx, const Tensor* scale, Tensor& dst) override;

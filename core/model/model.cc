@@ -35,21 +35,56 @@ absl::StatusOr<RouterOutputs> RouterBuffer(absl::StatusOr<Tensor> buf, int64_t n
   return r;
 }
 
+// The router outputs' parts from a host copy of their word buffer (`words` starts at r.all's first word).
+void UnpackRouterOutputs(const int32_t* words, const RouterOutputs& r, bool with_probs, std::vector<int32_t>* idx,
+                         std::vector<float>* w, std::vector<float>* probs) {
+  const int64_t nk = r.topk_idx.numel();
+  idx->assign(words, words + nk);
+  w->resize(static_cast<size_t>(nk));
+  std::memcpy(w->data(), words + r.w_at, static_cast<size_t>(nk) * sizeof(float));
+  if (with_probs) {
+    probs->resize(static_cast<size_t>(r.probs.numel()));
+    std::memcpy(probs->data(), words + r.p_at, probs->size() * sizeof(float));
+  }
+}
+
 // One device-to-host transfer of the indices and weights (and the probabilities when asked).
 absl::Status ReadRouterOutputs(Backend* be, const RouterOutputs& r, bool with_probs, std::vector<int32_t>* idx,
                                std::vector<float>* w, std::vector<float>* probs) {
-  const int64_t nk = r.topk_idx.numel();
-  const int64_t words = with_probs ? r.p_at + r.probs.numel() : r.w_at + nk;
+  const int64_t words = with_probs ? r.p_at + r.probs.numel() : r.w_at + r.topk_idx.numel();
   std::vector<int32_t> host(static_cast<size_t>(words));
   RETURN_IF_ERROR(be->CopyToHost(r.all.Rows(0, words), host.data(), host.size() * sizeof(int32_t)));
-  idx->assign(host.begin(), host.begin() + nk);
-  w->resize(static_cast<size_t>(nk));
-  std::memcpy(w->data(), host.data() + r.w_at, static_cast<size_t>(nk) * sizeof(float));
-  if (with_probs) {
-    probs->resize(static_cast<size_t>(r.probs.numel()));
-    std::memcpy(probs->data(), host.data() + r.p_at, probs->size() * sizeof(float));
-  }
+  UnpackRouterOutputs(host.data(), r, with_probs, idx, w, probs);
   return absl::OkStatus();
+}
+
+// Adds layer l's routing to the result: its group counts and, when `probs` is given ([N, E] on the host),
+// each sequence's routing statistics.
+void RecordLayerRouting(int64_t l, int64_t e_count, const MoePlan& plan, const std::vector<float>* probs,
+                        const std::vector<int64_t>& token_seq, ForwardResult& result) {
+  result.groups_per_layer.push_back(static_cast<int64_t>(plan.groups.size()));
+  int64_t overlay_groups = 0;
+  for (const MoeGroup& g : plan.groups) overlay_groups += g.overlay != nullptr ? 1 : 0;
+  result.overlay_groups_per_layer.push_back(overlay_groups);
+  if (probs == nullptr) return;
+  for (size_t t = 0; t < token_seq.size(); ++t) {
+    RoutingStats& rs = result.routing[token_seq[t]];
+    double ent = 0.0;
+    for (int64_t e = 0; e < e_count; ++e) {
+      const double p = (*probs)[t * e_count + e];
+      if (p > 0.0) ent -= p * std::log(p);
+    }
+    rs.entropy_sum[l] += ent;
+  }
+  for (const MoeGroup& g : plan.groups) {
+    for (int64_t i = g.row_begin; i < g.row_begin + g.rows; ++i) {
+      RoutingStats& rs = result.routing[token_seq[plan.token[i]]];
+      const int64_t slot = l * e_count + g.expert;
+      rs.tokens_routed[slot] += 1;
+      if (g.overlay != nullptr) rs.overlay_tokens[slot] += 1;
+      rs.gate_weight_sum[slot] += plan.weight[i];
+    }
+  }
 }
 
 }  // namespace
@@ -100,6 +135,10 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
   if (batch.empty()) return absl::InvalidArgumentError("Forward: empty batch");
   if (options.save_activations && options.logits != LogitsMode::kAll) {
     return absl::InvalidArgumentError("Forward: save_activations requires logits == kAll");
+  }
+  const bool device_routing = options.moe_routing == MoeRouting::kOnDevice;
+  if (options.save_activations && device_routing) {
+    return absl::InvalidArgumentError("Forward: save_activations requires MoeRouting::kHostPlan (Backward reads the plan)");
   }
   // Precision: activations that feed a GEMM are in the weights' matrix dtype `cdt` (cuBLAS needs both
   // operands in one dtype; bf16 runs on tensor cores with fp32 accumulation); the residual stream h,
@@ -192,7 +231,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
 
   // Without save_activations every layer reuses the same intermediate buffers (same shapes per
   // layer), so a forward allocates them once; with it, each layer's intermediates are kept.
-  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kRoute, kXg, kG, kU, kAct, kY, kSlots };
+  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kRoute, kSorted, kXg, kG, kU, kAct, kY, kSlots };
   std::vector<Tensor> scratch(kSlots);
   auto buffer = [&](Slot slot, std::vector<int64_t> shape, DType dtype = DType::kF32) -> absl::StatusOr<Tensor> {
     Tensor& cached = scratch[slot];
@@ -201,6 +240,16 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     if (!save) cached = t;
     return t;
   };
+
+  // Device routing: the weight-set tables (one upload per forward) and one router buffer per layer, read
+  // back together after the last layer.
+  MoeDeviceTables tables;
+  Tensor route_all;
+  const int64_t route_words = RouterBufferWords(n_tok, k, e_count);
+  if (device_routing) {
+    ASSIGN_OR_RETURN(tables, BuildMoeDeviceTables(c.num_layers, e_count, weights_, token_overlay, be));
+    ASSIGN_OR_RETURN(route_all, be->Alloc({c.num_layers * route_words}, DType::kI32));
+  }
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
@@ -288,61 +337,62 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     ASSIGN_OR_RETURN(Tensor rlogits, buffer(kRl, {n_tok, e_count}));
     RETURN_IF_ERROR(be->Matmul(xn2, false, w.router, true, rlogits));
     // The router's outputs share one buffer [top-k indices | top-k weights | probabilities], so the host
-    // reads what the plan needs (and, when collecting routing, the probabilities) in ONE transfer per layer:
-    // on a GPU each read-back drains the stream. Parts start at 256-byte boundaries.
-    ASSIGN_OR_RETURN(RouterOutputs route, RouterBuffer(buffer(kRoute, {RouterBufferWords(n_tok, k, e_count)}, DType::kI32),
-                                                       n_tok, k, e_count));
+    // reads what the plan needs (and, when collecting routing, the probabilities) in ONE transfer per layer
+    // (host plan) or per forward (device routing): on a GPU each read-back drains the stream. Parts start
+    // at 256-byte boundaries.
+    ASSIGN_OR_RETURN(RouterOutputs route,
+                     RouterBuffer(device_routing ? absl::StatusOr<Tensor>(WordView(route_all, l * route_words,
+                                                                                   {route_words}, DType::kI32))
+                                                 : buffer(kRoute, {route_words}, DType::kI32),
+                                  n_tok, k, e_count));
     Tensor& probs = route.probs;
     Tensor& topk_idx = route.topk_idx;
     Tensor& topk_w = route.topk_w;
     RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
-    std::vector<int32_t> idx_h;
-    std::vector<float> w_h, p_h;
-    RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
-    ASSIGN_OR_RETURN(MoePlan plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
-    result.groups_per_layer.push_back(static_cast<int64_t>(plan.groups.size()));
-    int64_t overlay_groups = 0;
-    for (const MoeGroup& g : plan.groups) overlay_groups += g.overlay != nullptr ? 1 : 0;
-    result.overlay_groups_per_layer.push_back(overlay_groups);
 
-    if (options.collect_routing) {
-      for (int64_t t = 0; t < n_tok; ++t) {
-        RoutingStats& rs = result.routing[token_seq[t]];
-        double ent = 0.0;
-        for (int64_t e = 0; e < e_count; ++e) {
-          const double p = p_h[t * e_count + e];
-          if (p > 0.0) ent -= p * std::log(p);
-        }
-        rs.entropy_sum[l] += ent;
-      }
-      for (const MoeGroup& g : plan.groups) {
-        for (int64_t i = g.row_begin; i < g.row_begin + g.rows; ++i) {
-          RoutingStats& rs = result.routing[token_seq[plan.token[i]]];
-          const int64_t slot = l * e_count + g.expert;
-          rs.tokens_routed[slot] += 1;
-          if (g.overlay != nullptr) rs.overlay_tokens[slot] += 1;
-          rs.gate_weight_sum[slot] += plan.weight[i];
-        }
-      }
-    }
-
+    // Group the M = N * k assignments by weight: token_idx/gate_w give each sorted row's token and gate.
     const int64_t m = n_tok * k;
+    MoePlan plan;  // host plan only
+    Tensor token_idx, gate_w, offsets;
+    if (!device_routing) {
+      std::vector<int32_t> idx_h;
+      std::vector<float> w_h, p_h;
+      RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
+      ASSIGN_OR_RETURN(plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
+      RecordLayerRouting(l, e_count, plan, options.collect_routing ? &p_h : nullptr, token_seq, result);
+      token_idx = plan.token_idx;
+      gate_w = plan.gate_w;
+    } else {
+      const MoeDeviceTables::Layer& tl = tables.layers[l];
+      const int64_t sets = static_cast<int64_t>(tl.part[0].size());
+      ASSIGN_OR_RETURN(Tensor sorted, buffer(kSorted, {2 * AlignWords(m) + sets + 1}, DType::kI32));
+      token_idx = WordView(sorted, 0, {m}, DType::kI32);
+      gate_w = WordView(sorted, AlignWords(m), {m}, DType::kF32);
+      offsets = WordView(sorted, 2 * AlignWords(m), {sets + 1}, DType::kI32);
+      RETURN_IF_ERROR(be->MoeSortAssignments(topk_idx, topk_w, tables.token_rank, tl.weight_table, token_idx, gate_w,
+                                             offsets));
+    }
+    // Experts: gather -> gate & up -> SwiGLU -> down, over the groups.
+    auto grouped = [&](const Tensor& x_in, int part, Tensor& out) {
+      return device_routing ? be->GroupedMatmulByOffsets(x_in, tables.layers[l].part[part], offsets, out)
+                            : be->GroupedMatmul(x_in, plan.GemmGroups(part), out);
+    };
     ASSIGN_OR_RETURN(Tensor xg, buffer(kXg, {m, d}, cdt));
-    RETURN_IF_ERROR(be->GatherRows(xn2, plan.token_idx, nullptr, xg));
+    RETURN_IF_ERROR(be->GatherRows(xn2, token_idx, nullptr, xg));
     ASSIGN_OR_RETURN(Tensor g, buffer(kG, {m, f}, cdt));
     ASSIGN_OR_RETURN(Tensor u, buffer(kU, {m, f}, cdt));
-    RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(0), g));
-    RETURN_IF_ERROR(be->GroupedMatmul(xg, plan.GemmGroups(1), u));
+    RETURN_IF_ERROR(grouped(xg, 0, g));
+    RETURN_IF_ERROR(grouped(xg, 1, u));
     ASSIGN_OR_RETURN(Tensor a, buffer(kAct, {m, f}, cdt));
     RETURN_IF_ERROR(be->SwiGluForward(g, u, a));
     ASSIGN_OR_RETURN(Tensor y, buffer(kY, {m, d}, cdt));
-    RETURN_IF_ERROR(be->GroupedMatmul(a, plan.GemmGroups(2), y));
+    RETURN_IF_ERROR(grouped(a, 2, y));
     Tensor h_out = h_mid;
     if (save) {
       ASSIGN_OR_RETURN(h_out, be->Alloc({n_tok, d}, DType::kF32));
       RETURN_IF_ERROR(be->Copy(h_mid, h_out));
     }
-    RETURN_IF_ERROR(be->ScatterAddRows(y, plan.token_idx, &plan.gate_w, h_out));
+    RETURN_IF_ERROR(be->ScatterAddRows(y, token_idx, &gate_w, h_out));
 
     if (save) {
       LayerActivations& la = act->layers[l];
@@ -399,6 +449,24 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       act->rstd_final = rstd_f;
       act->hf = hf;
       act->logits = result.logits;
+    }
+  }
+
+  // Device routing: every layer's router outputs in one transfer (after the LM head is queued, so the
+  // device is busy while the host waits), then the same host planning as the host path, for the group
+  // counts and routing statistics only.
+  if (device_routing) {
+    const bool with_probs = options.collect_routing;
+    std::vector<int32_t> host(static_cast<size_t>(route_all.numel()));
+    RETURN_IF_ERROR(be->CopyToHost(route_all, host.data(), host.size() * sizeof(int32_t)));
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      ASSIGN_OR_RETURN(RouterOutputs route, RouterBuffer(WordView(route_all, l * route_words, {route_words}, DType::kI32),
+                                                         n_tok, k, e_count));
+      std::vector<int32_t> idx_h;
+      std::vector<float> w_h, p_h;
+      UnpackRouterOutputs(host.data() + l * route_words, route, with_probs, &idx_h, &w_h, &p_h);
+      ASSIGN_OR_RETURN(MoePlan plan, PlanMoeAssignments(l, e_count, k, weights_, idx_h, w_h, token_overlay));
+      RecordLayerRouting(l, e_count, plan, with_probs ? &p_h : nullptr, token_seq, result);
     }
   }
 

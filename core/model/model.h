@@ -11,7 +11,8 @@
 // weight it uses: its sequence's overlay slot when present, else the base expert; assignments sorted
 // by (expert, overlay) so each distinct weight is one contiguous group) -> GatherRows ->
 // GroupedMatmul gate & up -> SwiGLU -> GroupedMatmul down -> ScatterAddRows(weighted) into h. So a
-// batch mixing tenants costs one grouped GEMM over (slot, overlay) groups actually used.
+// batch mixing tenants costs one grouped GEMM over (slot, overlay) groups actually used. With
+// MoeRouting::kOnDevice the plan is formed on the device instead (same groups, same order).
 //
 // Batches: a batch is a list of sequences; each has its own tokens, overlay (nullptr = base) and KV
 // cache (nullptr = a standalone sequence starting at position 0). With a cache, the tokens are
@@ -57,12 +58,26 @@ enum class LogitsMode {
   kNone,  // no LM head (e.g. expert selection needs only routing statistics)
 };
 
+// How the MoE layers find each assignment's weights. Both form the same groups in the same order, so
+// they compute the same function (bitwise on the CPU).
+enum class MoeRouting {
+  // Each layer's top-k is copied to the host, which plans the groups (MoePlan). Any batch size; the
+  // only form save_activations (Backward) accepts. On a GPU each layer's read-back drains the stream.
+  kHostPlan,
+  // The groups are formed on the device (MoeSortAssignments + GroupedMatmulByOffsets, moe_plan.h's
+  // MoeDeviceTables): no host round trip until the forward's end, where the routing statistics and
+  // group counts are read back in one transfer. Inference only; the CUDA kernels target small batches
+  // (decode steps), the host plan with cuBLAS's grouped GEMM stays the faster choice for prefill.
+  kOnDevice,
+};
+
 struct ForwardOptions {
   LogitsMode logits = LogitsMode::kLast;
   bool collect_routing = false;   // fill ForwardResult::routing
   // Keep every intermediate needed by Backward (memory ~ tokens * (layers * (8D + 3kF + ...))).
   // Requires logits == kAll and no KV caches in the batch.
   bool save_activations = false;
+  MoeRouting moe_routing = MoeRouting::kHostPlan;
 };
 
 // Routing statistics of one sequence; arrays are [layer * num_experts + expert].

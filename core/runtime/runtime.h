@@ -92,6 +92,10 @@ struct RuntimeOptions {
   int64_t max_prefill_tokens_per_step = 4096;
   // Fill GenerateResult/ScoreResult::routing for every request, not only those asking (for metrics).
   bool always_collect_routing = false;
+  // How steps with no prompt in them (decode only: one token per sequence) group the MoE assignments.
+  // kOnDevice skips the per-layer top-k read-back (model.h); steps with prompts always use the host plan,
+  // whose cuBLAS grouped GEMM suits large batches.
+  MoeRouting decode_routing = MoeRouting::kHostPlan;
   // The scheduler admits nothing until Resume() (staged start-up; tests use it to fix a batch's
   // composition).
   bool start_paused = false;

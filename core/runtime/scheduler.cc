@@ -73,6 +73,7 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     batch.push_back(SequenceInput{tokens, r->overlay.get(), r->cache});
     opt.collect_routing = opt.collect_routing || r->collect_routing;
   }
+  if (info.prefill_sequences == 0) opt.moe_routing = options_.decode_routing;
   absl::StatusOr<ForwardResult> fr;
   absl::StatusOr<std::vector<float>> logits;
   {

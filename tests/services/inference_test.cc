@@ -71,6 +71,46 @@ TEST_F(InferenceTest, GenerateServesLiveOrPinnedVersionDeterministically) {
   EXPECT_EQ(a.expert_version(), 0);
 }
 
+// tessera-server --decode-routing device: the same text and routing as the host plan, for the base and a
+// tenant version (the CPU computes both groupings bitwise alike).
+TEST(InferenceRoutingTest, DeviceDecodeRoutingServesTheSameTextAndRouting) {
+  std::vector<std::vector<std::string>> served;
+  for (const char* routing : {"host", "device"}) {
+    TestServerOptions o = WithModel();
+    o.decode_routing = routing;
+    TestServer server(o);
+    const std::string key = server.CreateTenant("acme");
+    const int64_t v1 = PublishScaledVersion(server.registry(), "acme", {{0, 0}, {1, 1}, {2, 2}, {3, 3}}, 3.0f);
+    served.emplace_back();
+    for (int64_t version : {int64_t{0}, v1}) {
+      for (const char* prompt : {"add(2,3)=", "the quick brown fox", "x"}) {
+        v1::GenerateRequest r;
+        r.set_tenant_id("acme");
+        r.set_prompt(prompt);
+        r.set_max_tokens(12);
+        r.set_version(version);
+        r.set_return_routing(true);
+        v1::GenerateResponse out;
+        grpc::Status st = server.Inference()->Generate(Ctx(key).get(), r, &out);
+        ASSERT_TRUE(st.ok()) << routing << ": " << st.error_message();
+        ASSERT_EQ(out.expert_version(), version);
+        served.back().push_back(out.text() + "|" + out.routing().SerializeAsString());
+      }
+    }
+  }
+  EXPECT_EQ(served[1], served[0]);
+}
+
+TEST(InferenceRoutingTest, UnknownDecodeRoutingIsRefusedNamingTheFlag) {
+  CoreOptions co;
+  co.backbone = "random:tiny";
+  co.decode_routing = "gpu";
+  absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(c.status().message()).find("--decode-routing"), std::string::npos) << c.status();
+}
+
 TEST_F(InferenceTest, StreamMatchesUnaryAndScoreIsConsistent) {
   auto inf = server_.Inference();
   v1::GenerateRequest r = Req("hello");

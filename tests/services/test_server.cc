@@ -46,6 +46,7 @@ void TestServer::Start() {
   CoreOptions co;
   co.backbone = "random:tiny";
   co.dtype = options_.dtype;
+  co.decode_routing = options_.decode_routing;
   co.inference = options_.model;
   co.training = options_.training;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);

@@ -21,6 +21,7 @@ struct TestServerOptions {
   bool model = false;     // load random:tiny for inference
   bool training = false;  // run jobs (needs nothing else: the runner loads its own model)
   std::string dtype = "f32";  // the backbone's weight matrices (tessera-server --dtype)
+  std::string decode_routing = "host";  // tessera-server --decode-routing
   std::string data_dir;   // empty: a fresh temp dir
   int64_t max_dataset_bytes = 1 << 20;
   absl::Duration job_lease = absl::Seconds(30);

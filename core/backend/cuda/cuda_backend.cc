@@ -201,6 +201,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, co
   RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->sumsq_dev_, sizeof(double)), "cudaMalloc(sumsq)"));
   RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->check_word_, sizeof(int)), "cudaMalloc(check word)"));
   RETURN_IF_ERROR(CudaStatus(cudaMallocHost(&b->sumsq_host_, sizeof(double)), "cudaMallocHost"));
+  b->eager_index_checks_ = options.eager_index_checks;
   b->uploads_ = std::make_unique<UploadRing>(b->stream());
   RETURN_IF_ERROR(b->uploads_->Init());
   // TESSERA_CUDA_STAGED_COPY=0 keeps large uploads on the compute stream (for comparison benchmarks).

@@ -3,7 +3,8 @@
 //   1. a mixed batch (one sequence with a tenant overlay, one without) prefilled into KV caches: logits;
 //   2. one decode step of each sequence from those caches: logits;
 //   3. a fine-tuning step on two overlay slots: the loss, every slot gradient, and the logits after one
-//      AdamW update of the trained copies.
+//      AdamW update of the trained copies;
+// and the inference forwards again with MoeRouting::kOnDevice (the grouping done by the GPU's kernels).
 // f32 everywhere, so the tolerance is summation order only (1e-4 relative; the routing is identical
 // unless two router logits tie within that, which these seeds do not).
 // bf16: the CUDA model with bf16 weight matrices (its tensor-core path) against the CPU's f32 model on
@@ -65,6 +66,22 @@ TEST_P(CudaModelParity, Bf16WeightsMatchCpuOnTheSameRoundedWeights) {
   const ModelRun want = RunOn(*cpu_, c, Weights::kBf16Rounded);
   const ModelRun got = RunOn(*gpu_, c, Weights::kBf16);
   ExpectRunsClose(got, want, kBf16LogitTol, kBf16GradTol, std::string(ModelFamilyName(GetParam())) + " bf16");
+}
+
+// MoeRouting::kOnDevice: the grouping on the GPU (MoeSortAssignments, GroupedMatmulByOffsets) against the
+// CPU's host plan, f32 and bf16.
+TEST_P(CudaModelParity, DeviceRoutingMatchesCpuHostPlan) {
+  const ModelConfig c = testing::SmallConfig(GetParam());
+  testing::RunInputs on_device;
+  on_device.routing = MoeRouting::kOnDevice;
+  const std::string fam = ModelFamilyName(GetParam());
+  const ModelRun want = RunOn(*cpu_, c, Weights::kF32);
+  const ModelRun got = RunOn(*gpu_, c, Weights::kF32, on_device);
+  ExpectRunsClose(got, want, kTol, kTol, fam + " device routing");
+  ExpectClose(got.step_logits, want.step_logits, kTol, fam + " device routing, logits after one AdamW step");
+  const ModelRun want16 = RunOn(*cpu_, c, Weights::kBf16Rounded);
+  const ModelRun got16 = RunOn(*gpu_, c, Weights::kBf16, on_device);
+  ExpectRunsClose(got16, want16, kBf16LogitTol, kBf16GradTol, fam + " bf16 device routing");
 }
 
 TEST_P(CudaModelParity, Bf16TrainingThroughF32MastersLowersTheLoss) {

@@ -53,6 +53,9 @@ struct RunInputs {
   std::vector<std::vector<int32_t>> prompts = {{3, 14, 15, 9, 2, 6, 5}, {35, 8, 9, 7, 9}};
   std::vector<int32_t> next = {23, 8};
   std::vector<std::vector<int32_t>> train = {{1, 4, 1, 5, 9, 2, 6, 5, 3}, {2, 7, 1, 8, 2, 8}};
+  // How the inference forwards (prefill, decode, the logits after the step) group the MoE assignments;
+  // the training forward always uses the host plan (Backward needs it).
+  MoeRouting routing = MoeRouting::kHostPlan;
 };
 
 inline ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const RunInputs& in = {}) {
@@ -83,11 +86,14 @@ inline ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const RunI
                                       SequenceInput{prompts[1], nullptr, caches[1].get()}};
   ForwardOptions all;
   all.logits = LogitsMode::kAll;
+  all.moe_routing = in.routing;
+  ForwardOptions last;
+  last.moe_routing = in.routing;
   r.prefill_logits = host(Must(model->Forward(batch, all)).logits);
   std::vector<std::vector<int32_t>> one = {{next[0]}, {next[1]}};
   batch[0].tokens = one[0];
   batch[1].tokens = one[1];
-  r.decode_logits = host(Must(model->Forward(batch)).logits);
+  r.decode_logits = host(Must(model->Forward(batch, last)).logits);
 
   // 3. One fine-tuning step of the trainable copies of two slots.
   const std::vector<SlotId> train_slots = {{0, 2}, {1, 3}};
@@ -101,6 +107,7 @@ inline ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const RunI
   }
   ForwardOptions save = all;
   save.save_activations = true;
+  save.moe_routing = MoeRouting::kHostPlan;
   ForwardResult fr = Must(model->Forward(tb, save));
   r.loss = Must(model->Backward(fr, LossTargets{targets}, &grads));
   AdamWParams p;

@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "core/backend/profiling_backend.h"
 #include "tests/core/runtime/runtime_test_util.h"
 
 namespace tessera::runtime {
@@ -114,6 +116,34 @@ TEST(RuntimeTest, MixedTenantBatchEqualsSingleRequestsGreedy) {
   // All eight ran in one step (and the tenants' outputs differ, so overlays were really applied).
   EXPECT_EQ(rt->Status().max_batch_seen, 8);
   EXPECT_NE(results[0]->text, results[6]->text);
+}
+
+// Decode steps grouped on the device (RuntimeOptions::decode_routing): the same tokens and routing as the
+// host-planned single requests, with decode-only steps actually taken.
+TEST(RuntimeTest, DeviceDecodeRoutingEqualsSingleRequests) {
+  World w;
+  RuntimeOptions o = Options();
+  o.start_paused = true;
+  o.decode_routing = MoeRouting::kOnDevice;
+  std::atomic<int64_t> decode_only_steps{0};
+  o.on_step = [&](const StepInfo& info) {
+    if (info.prefill_sequences == 0 && info.ok) decode_only_steps.fetch_add(1);
+  };
+  // The same model over a ProfilingBackend, whose op table shows which grouping each step used.
+  ProfilingBackend counted(w.be.get());
+  counted.set_enabled(true);
+  auto model = Model::Create(w.config, w.model->weights(), &counted).value();
+  auto rt = Runtime::Create(model.get(), &w.tokenizer, &w.source, o).value();
+  std::vector<Job> jobs = MixedJobs(0.0f);
+  auto results = RunConcurrently(*rt, jobs, /*paused_start=*/true);
+  for (size_t i = 0; i < jobs.size(); ++i) ExpectMatchesReference(w, jobs[i], results[i]);
+  EXPECT_GT(decode_only_steps.load(), 5);
+  const auto ops = counted.Table();
+  const int64_t layers = w.config.num_layers;
+  ASSERT_TRUE(ops.count("MoeSortAssignments")) << "decode steps did not route on the device";
+  EXPECT_EQ(ops.at("MoeSortAssignments").calls, decode_only_steps.load() * layers);
+  EXPECT_EQ(ops.at("GroupedMatmulByOffsets").calls, 3 * decode_only_steps.load() * layers);
+  ASSERT_TRUE(ops.count("GroupedMatmul")) << "prefill steps should use the host plan";
 }
 
 TEST(RuntimeTest, MixedTenantBatchEqualsSingleRequestsSeededSampling) {
