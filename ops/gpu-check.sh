@@ -8,7 +8,7 @@
 #   1. here:   ops/gpu-bundle.sh                    -> ./gpu-bundle (git-ignored, < 64 MiB)
 #   2. device tool, ONE call with everything (a session may get only one: see ops/bench/RESULTS.md);
 #      `timeout` keeps the tarball if the run is cut off, and $OUT brings back at most 8 files:
-#        run(command="cd gpu-bundle && timeout 540 ./gpu-check.sh --out /tmp/r/d --demo-bf16 --serve --logits --peer
+#        run(command="cd gpu-bundle && timeout 540 ./gpu-check.sh --out /tmp/r/d --demo-bf16 --demo-device-routing --serve --logits --peer
 #                     --e2e --e2e-args '--bf16 --profile'; tar -czf $OUT/logs.tgz -C /tmp r",
 #            carry=["gpu-bundle"], timeout_s=590)
 #      (the peer needs the image's PyTorch 2.11 / transformers 5.x; --e2e-args "--config=builtin:small"

@@ -5,7 +5,11 @@
 // For each routing (uniform, skewed) and each op (forward of the gate/up and down projections, input
 // grad, weight grad) it times the grouped call and the dense Matmul with the same total FLOPs, and prints
 //   grouped op=<op> routing=<r> impl=<cublas|kernel> ms=<median> tflops=<x> dense_tflops=<x> ratio=<x>
-// then, last, `grouped_vs_dense=<best forward ratio>` (the goal: >= 0.6).
+// then the decode shapes (8 and 64 tokens: a few rows per expert, memory-bound): the forward through
+// cuBLAS's grouped call (host-side groups) against GroupedMatmulByOffsets (device-side offsets, the
+// kernel device routing uses), as the expert weights' bytes read per second:
+//   decode op=<op> tokens=<n> impl=<cublas_grouped|by_offsets> ms=<median> weight_gb_per_s=<x> agree=<x>
+// and, last, `grouped_vs_dense=<best forward ratio>` (the goal: >= 0.6).
 // It also checks the two implementations agree (relative L2 difference printed as `agree=`), so a wrong
 // kernel cannot look fast. Without a CUDA device it prints `SKIP: ...` and exits 0.
 //
@@ -98,6 +102,54 @@ std::vector<int64_t> RowsPerExpert(int64_t slots, bool skewed, std::mt19937& rng
   return rows;
 }
 
+// Decode shapes: `tokens` x top-8 routed rows spread uniformly over the experts; the up and down forward
+// through both grouped implementations that take a routing decision from different places.
+void DecodeShapes(Backend& b, int64_t tokens, const std::vector<Tensor>& w_up, const std::vector<Tensor>& w_down,
+                  std::mt19937& rng) {
+  const int64_t slots = tokens * kTopK;
+  const std::vector<int64_t> rows = RowsPerExpert(slots, false, rng);
+  Tensor x = RandomBf16(b, {slots, kHidden}, rng, 1.0f), h = RandomBf16(b, {slots, kWidth}, rng, 1.0f);
+  std::vector<GemmGroup> up, down;
+  std::vector<int32_t> offsets = {0};
+  std::vector<const Tensor*> up_w, down_w;
+  int64_t begin = 0, used = 0;
+  for (int64_t e = 0; e < kExperts; ++e) {
+    if (rows[e] > 0) {
+      up.push_back(GemmGroup{begin, rows[e], &w_up[e], nullptr});
+      down.push_back(GemmGroup{begin, rows[e], &w_down[e], nullptr});
+      ++used;
+    }
+    begin += rows[e];
+    offsets.push_back(static_cast<int32_t>(begin));
+    up_w.push_back(&w_up[e]);
+    down_w.push_back(&w_down[e]);
+  }
+  Tensor off = Must(b.FromHost(offsets, {kExperts + 1}), "FromHost");
+  const double weight_bytes = static_cast<double>(used) * kHidden * kWidth * 2.0;  // bf16, one projection
+  struct Case {
+    const char* op;
+    const Tensor* in;
+    const std::vector<GemmGroup>* groups;
+    const std::vector<const Tensor*>* weights;
+    int64_t out_dim;
+  };
+  for (const Case& c : {Case{"up_fwd", &x, &up, &up_w, kWidth}, Case{"down_fwd", &h, &down, &down_w, kHidden}}) {
+    Tensor y_cublas = Must(b.Alloc({slots, c.out_dim}, DType::kBF16), "Alloc");
+    Tensor y_offsets = Must(b.Alloc({slots, c.out_dim}, DType::kBF16), "Alloc");
+    CHECK_OK(SetCudaGroupedGemmImpl(b, GroupedGemmImpl::kCublas));
+    CHECK_OK(b.GroupedMatmul(*c.in, *c.groups, y_cublas));
+    CHECK_OK(b.GroupedMatmulByOffsets(*c.in, *c.weights, off, y_offsets));
+    const double agree = RelDiff(b, y_offsets, y_cublas);
+    const double ms_cublas = MedianMs(b, [&] { CHECK_OK(b.GroupedMatmul(*c.in, *c.groups, y_cublas)); });
+    const double ms_offsets = MedianMs(b, [&] { CHECK_OK(b.GroupedMatmulByOffsets(*c.in, *c.weights, off, y_offsets)); });
+    for (auto [impl, ms] : {std::pair{"cublas_grouped", ms_cublas}, std::pair{"by_offsets", ms_offsets}}) {
+      std::printf("decode op=%s tokens=%lld groups=%lld impl=%s ms=%.4f weight_gb_per_s=%.0f agree=%.2e\n", c.op,
+                  static_cast<long long>(tokens), static_cast<long long>(used), impl, ms,
+                  weight_bytes / (ms * 1e-3) / 1e9, agree);
+    }
+  }
+}
+
 int Run(int64_t tokens) {
   auto made = MakeCudaBackend(0);
   if (!made.ok()) {
@@ -177,6 +229,7 @@ int Run(int64_t tokens) {
       }
     }
   }
+  for (int64_t decode_tokens : {int64_t{8}, int64_t{64}}) DecodeShapes(b, decode_tokens, w_up, w_down, rng);
   std::printf("grouped_vs_dense=%.3f\n", best_fwd_ratio);
   return 0;
 }
