@@ -69,6 +69,7 @@ mkdir -p "$OUTDIR"
 
 # Our libraries first; then the CUDA 13 runtime libraries, which the bundle does not carry.
 if [[ ! -d "$HERE/lib" && -f "$HERE/lib.tar.xz" ]]; then tar -C "$HERE" -xJf "$HERE/lib.tar.xz"; fi
+if [[ ! -d "$HERE/bin" && -f "$HERE/bin.tar.xz" ]]; then tar -C "$HERE" -xJf "$HERE/bin.tar.xz"; fi
 LIBPATH="$HERE/lib"
 for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
   [[ -d "$d" ]] && LIBPATH="$LIBPATH:$d"

@@ -258,6 +258,8 @@ absl::Status CudaBackend::SyncAndCheck(absl::string_view what) {
   add(cuda_kernels::kErrRowDotIndex, "RowDotGather idx");
   add(cuda_kernels::kErrEmbeddingIndex, "Embedding ids");
   add(cuda_kernels::kErrTargetIndex, "CrossEntropy targets");
+  add(cuda_kernels::kErrMoeSortValue, "MoeSortAssignments topk_idx/token_rank/weight_table");
+  add(cuda_kernels::kErrMoeOffsets, "GroupedMatmulByOffsets offsets");
   return absl::InvalidArgumentError(absl::StrCat(
       what, ": an earlier op got out-of-range index values (", ops, "); the affected rows were skipped"));
 }

@@ -1,6 +1,7 @@
 // Private to the CUDA backend: the class shared by cuda_backend.cc (factory, memory, synchronization,
-// error word, descriptor uploads), cuda_ops.cc (validation + launches of every non-GEMM op) and
-// cuda_matmul.cc (cuBLAS dense GEMM, the two grouped GEMM implementations).
+// error word, descriptor uploads), cuda_ops.cc (validation + launches of every non-GEMM op),
+// cuda_matmul.cc (cuBLAS dense GEMM, the two grouped GEMM implementations) and cuda_moe_routing.cc
+// (device-side MoE grouping).
 //
 // Device model: one CUDA stream per backend; every op is enqueued on it and returns without waiting.
 // Tensors are allocated with cudaMallocAsync on that stream and freed with cudaFreeAsync on it, so a
@@ -42,7 +43,11 @@ struct DeviceContext {
 // compute stream, and an event that says when slot i's staging buffer may be rewritten (kSlots calls later).
 class UploadRing {
  public:
-  static constexpr int kSlots = 8;
+  // Each Upload waits until the copy that last used its slot has run, so kSlots bounds how many uploads
+  // the host may queue ahead of the device: a 16-layer decode step with device routing uploads ~5 small
+  // tables per layer (KV append, attention, three grouped GEMMs), and the whole step should queue
+  // without the host waiting. Slots grow on demand from 4 KiB.
+  static constexpr int kSlots = 128;
   explicit UploadRing(cudaStream_t stream) : stream_(stream) {}
   ~UploadRing();
   absl::Status Init();
@@ -89,6 +94,14 @@ class CudaBackend final : public Backend {
                                       Tensor& dx) override;
   absl::Status GroupedMatmulWeightGrad(const Tensor& x, const Tensor& dy,
                                        absl::Span<const GemmGroup> groups) override;
+
+  // Device-side MoE routing (cuda_moe_routing.cc): no host synchronization; bad device values set a bit
+  // of the error word.
+  absl::Status MoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w, const Tensor& token_rank,
+                                  const Tensor& weight_table, Tensor& token_idx, Tensor& gate_w,
+                                  Tensor& offsets) override;
+  absl::Status GroupedMatmulByOffsets(const Tensor& x, absl::Span<const Tensor* const> weights, const Tensor& offsets,
+                                      Tensor& y) override;
 
   absl::Status GatherRows(const Tensor& src, const Tensor& idx, const Tensor* scale, Tensor& dst) override;
   absl::Status ScatterAddRows(const Tensor& src, const Tensor& idx, const Tensor* scale, Tensor& dst) override;

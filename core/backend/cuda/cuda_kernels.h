@@ -25,6 +25,8 @@ enum : int {
   kErrRowDotIndex = 1 << 2,
   kErrEmbeddingIndex = 1 << 3,
   kErrTargetIndex = 1 << 4,
+  kErrMoeSortValue = 1 << 5,  // MoeSortAssignments: a topk_idx, token_rank or weight_table value out of range
+  kErrMoeOffsets = 1 << 6,    // GroupedMatmulByOffsets: offsets[w..w+1] not a row range of [0, M]
 };
 
 // ---- cuda_elementwise.cu ----------------------------------------------------------------------------
@@ -126,5 +128,22 @@ inline constexpr int kGroupedTileN = 64;
 // tile count is the last problem's tile_begin + its tiles (computed by the caller with the tile sizes above).
 cudaError_t GroupedGemm(const GemmProblem* problems, int num_problems, int64_t total_tiles, int dta, int dtb,
                         int dtc, cudaStream_t stream);
+
+// ---- cuda_moe_routing.cu: device-side MoE grouping (backend.h's MoeSortAssignments, GroupedMatmulByOffsets) --
+// Sorts the m = n*k assignments by weight set (stable); writes token_idx[m], gate_w[m] and offsets[sets + 1].
+// Assignments with an out-of-range expert, rank or table entry set kErrMoeSortValue and sort after every
+// set (offsets[sets] counts only the valid ones). Needs m <= INT32_MAX and 0 <= sets < INT32_MAX.
+cudaError_t MoeSortAssignments(const int32_t* topk_idx, const float* topk_w, const int32_t* token_rank,
+                               const int32_t* weight_table, int64_t n, int64_t k, int64_t ranks, int64_t experts,
+                               int32_t sets, int32_t* token_idx, float* gate_w, int32_t* offsets, int* err,
+                               cudaStream_t stream);
+// y[offsets[w] : offsets[w+1]] = x[offsets[w] : offsets[w+1]] @ weights[w]^T for w in [0, sets), a GEMV-style
+// kernel for small groups (decode). x: [m, in] of dtype dtx; `weights`: a device array of `sets` pointers to
+// [out, in] matrices of dtx; y: [m, out] of dtype dty. vec: x and every weight are 16-byte aligned and
+// in * dtype size is a multiple of 16 (16-byte loads). A set whose offsets are not a row range of [0, m]
+// is skipped and sets kErrMoeOffsets.
+cudaError_t GroupedMatmulByOffsets(const void* x, int dtx, const void* const* weights, const int32_t* offsets,
+                                   int32_t sets, int64_t m, int64_t in, int64_t out, void* y, int dty, bool vec,
+                                   int* err, cudaStream_t stream);
 
 }  // namespace tessera::cuda_kernels
