@@ -91,8 +91,12 @@ absl::StatusOr<JobOutput> CoreJobRunner::Run(JobContext& ctx) {
   }
   absl::StatusOr<std::shared_ptr<const SharedBackbone>> backbone = backbone_();
   if (!backbone.ok()) return backbone.status();
-  // A backend (stream) of the job's own over the shared backbone weights: serving keeps its own.
-  absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone));
+  // A backend (stream) of the job's own over the shared backbone weights: serving keeps its own. Token ids
+  // and targets come from the tokenizer (checked against the vocabulary by Forward), every other index
+  // from the model's routing: no synchronizing range check per gather/scatter (see BackendOptions).
+  BackendOptions job_backend;
+  job_backend.eager_index_checks = false;
+  absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone), job_backend);
   if (!loaded.ok()) return loaded.status();
   state->model = *std::move(loaded);
   const Model& model = *state->model->model;
