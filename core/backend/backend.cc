@@ -1,5 +1,7 @@
 #include "core/backend/backend.h"
 
+#include <climits>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
@@ -75,48 +77,67 @@ absl::Status Backend::CopyMany(absl::Span<const CopyPair> pairs) {
 
 namespace {
 
-absl::Status ExpectI32(const Tensor& t, absl::string_view op, absl::string_view arg) {
-  if (!t.defined() || t.dtype() != DType::kI32) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must be an i32 tensor, got ", t.DebugString()));
+absl::Status ExpectDtype(const Tensor& t, DType dtype, absl::string_view op, absl::string_view arg) {
+  if (!t.defined() || t.dtype() != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must be an ", DTypeName(dtype), " tensor, got ",
+                                                   t.DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ExpectNumel(const Tensor& t, int64_t numel, absl::string_view op, absl::string_view arg) {
+  if (t.numel() != numel) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " must have ", numel, " elements, got ",
+                                                   t.DebugString()));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
+absl::StatusOr<MoeSortDims> CheckMoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w,
+                                                    const Tensor& token_rank, const Tensor& weight_table,
+                                                    const Tensor& token_idx, const Tensor& gate_w,
+                                                    const Tensor& offsets) {
+  constexpr absl::string_view kOp = "MoeSortAssignments";
+  RETURN_IF_ERROR(ExpectDtype(topk_idx, DType::kI32, kOp, "topk_idx"));
+  RETURN_IF_ERROR(ExpectDtype(topk_w, DType::kF32, kOp, "topk_w"));
+  RETURN_IF_ERROR(ExpectDtype(token_rank, DType::kI32, kOp, "token_rank"));
+  RETURN_IF_ERROR(ExpectDtype(weight_table, DType::kI32, kOp, "weight_table"));
+  RETURN_IF_ERROR(ExpectDtype(token_idx, DType::kI32, kOp, "token_idx"));
+  RETURN_IF_ERROR(ExpectDtype(gate_w, DType::kF32, kOp, "gate_w"));
+  RETURN_IF_ERROR(ExpectDtype(offsets, DType::kI32, kOp, "offsets"));
+  if (topk_idx.rank() != 2 || weight_table.rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_idx and weight_table must be rank 2, got ",
+                                                   topk_idx.DebugString(), " and ", weight_table.DebugString()));
+  }
+  MoeSortDims d;
+  d.n = topk_idx.dim(0);
+  d.k = topk_idx.dim(1);
+  d.ranks = weight_table.dim(0);
+  d.experts = weight_table.dim(1);
+  d.sets = offsets.numel() - 1;
+  const int64_t m = d.n * d.k;
+  RETURN_IF_ERROR(ExpectNumel(topk_w, m, kOp, "topk_w"));
+  RETURN_IF_ERROR(ExpectNumel(token_rank, d.n, kOp, "token_rank"));
+  RETURN_IF_ERROR(ExpectNumel(token_idx, m, kOp, "token_idx"));
+  RETURN_IF_ERROR(ExpectNumel(gate_w, m, kOp, "gate_w"));
+  if (d.sets < 0) return absl::InvalidArgumentError(absl::StrCat(kOp, ": offsets must have W + 1 >= 1 elements"));
+  if (m > INT32_MAX || d.sets >= INT32_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": ", m, " assignments or ", d.sets,
+                                                   " weight sets exceed the i32 index range"));
+  }
+  return d;
+}
+
 // Generic MoeSortAssignments: through the host (the reference the CUDA kernels are tested against).
 absl::Status Backend::MoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w, const Tensor& token_rank,
                                          const Tensor& weight_table, Tensor& token_idx, Tensor& gate_w,
                                          Tensor& offsets) {
   constexpr absl::string_view kOp = "MoeSortAssignments";
-  RETURN_IF_ERROR(ExpectI32(topk_idx, kOp, "topk_idx"));
-  RETURN_IF_ERROR(ExpectI32(token_rank, kOp, "token_rank"));
-  RETURN_IF_ERROR(ExpectI32(weight_table, kOp, "weight_table"));
-  RETURN_IF_ERROR(ExpectI32(token_idx, kOp, "token_idx"));
-  RETURN_IF_ERROR(ExpectI32(offsets, kOp, "offsets"));
-  if (topk_idx.rank() != 2 || weight_table.rank() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_idx and weight_table must be rank 2, got ",
-                                                   topk_idx.DebugString(), " and ", weight_table.DebugString()));
-  }
-  const int64_t n = topk_idx.dim(0), k = topk_idx.dim(1), m = n * k;
-  const int64_t ranks = weight_table.dim(0), experts = weight_table.dim(1), sets = offsets.numel() - 1;
-  if (!topk_w.defined() || topk_w.dtype() != DType::kF32 || topk_w.numel() != m) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_w must be f32 with ", m, " elements, got ",
-                                                   topk_w.DebugString()));
-  }
-  if (!gate_w.defined() || gate_w.dtype() != DType::kF32 || gate_w.numel() != m) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": gate_w must be f32 with ", m, " elements, got ",
-                                                   gate_w.DebugString()));
-  }
-  if (token_rank.numel() != n) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": token_rank must have ", n, " elements, got ",
-                                                   token_rank.DebugString()));
-  }
-  if (token_idx.numel() != m) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": token_idx must have ", m, " elements, got ",
-                                                   token_idx.DebugString()));
-  }
-  if (sets < 0) return absl::InvalidArgumentError(absl::StrCat(kOp, ": offsets is empty"));
+  ASSIGN_OR_RETURN(const MoeSortDims dims,
+                   CheckMoeSortAssignments(topk_idx, topk_w, token_rank, weight_table, token_idx, gate_w, offsets));
+  const int64_t k = dims.k, m = dims.n * dims.k, ranks = dims.ranks, experts = dims.experts, sets = dims.sets;
   ASSIGN_OR_RETURN(std::vector<int32_t> idx, ToHostI32(topk_idx));
   ASSIGN_OR_RETURN(std::vector<float> w, ToHostF32(topk_w));
   ASSIGN_OR_RETURN(std::vector<int32_t> rank, ToHostI32(token_rank));
@@ -158,7 +179,7 @@ absl::Status Backend::MoeSortAssignments(const Tensor& topk_idx, const Tensor& t
 absl::Status Backend::GroupedMatmulByOffsets(const Tensor& x, absl::Span<const Tensor* const> weights,
                                              const Tensor& offsets, Tensor& y) {
   constexpr absl::string_view kOp = "GroupedMatmulByOffsets";
-  RETURN_IF_ERROR(ExpectI32(offsets, kOp, "offsets"));
+  RETURN_IF_ERROR(ExpectDtype(offsets, DType::kI32, kOp, "offsets"));
   if (offsets.numel() != static_cast<int64_t>(weights.size()) + 1) {
     return absl::InvalidArgumentError(absl::StrCat(kOp, ": offsets must have weights.size() + 1 = ",
                                                    weights.size() + 1, " elements, got ", offsets.DebugString()));

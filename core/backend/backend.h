@@ -234,6 +234,16 @@ class Backend {
 // dtype. INVALID_ARGUMENT naming `op` otherwise; every backend checks it before computing.
 absl::Status CheckMatmulDtypes(DType a, DType b, DType c, absl::string_view op);
 
+// The checks every backend makes of a MoeSortAssignments call before touching values (dtypes, ranks,
+// element counts; INVALID_ARGUMENT naming the argument), and the dimensions they imply.
+struct MoeSortDims {
+  int64_t n = 0, k = 0, ranks = 0, experts = 0, sets = 0;  // N, k, R, E, W
+};
+absl::StatusOr<MoeSortDims> CheckMoeSortAssignments(const Tensor& topk_idx, const Tensor& topk_w,
+                                                    const Tensor& token_rank, const Tensor& weight_table,
+                                                    const Tensor& token_idx, const Tensor& gate_w,
+                                                    const Tensor& offsets);
+
 // The CPU backend (always available).
 std::unique_ptr<Backend> MakeCpuBackend();
 

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -35,37 +36,12 @@ absl::Status CudaBackend::MoeSortAssignments(const Tensor& topk_idx, const Tenso
                                              const Tensor& weight_table, Tensor& token_idx, Tensor& gate_w,
                                              Tensor& offsets) {
   constexpr absl::string_view kOp = "MoeSortAssignments";
-  RETURN_IF_ERROR(CheckI32(topk_idx, kOp, "topk_idx"));
-  RETURN_IF_ERROR(CheckF32(topk_w, kOp, "topk_w"));
-  RETURN_IF_ERROR(CheckI32(token_rank, kOp, "token_rank"));
-  RETURN_IF_ERROR(CheckI32(weight_table, kOp, "weight_table"));
-  RETURN_IF_ERROR(CheckI32(token_idx, kOp, "token_idx"));
-  RETURN_IF_ERROR(CheckF32(gate_w, kOp, "gate_w"));
-  RETURN_IF_ERROR(CheckI32(offsets, kOp, "offsets"));
-  if (topk_idx.rank() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": topk_idx must be [N,k] (rank 2), got ", topk_idx.DebugString()));
-  }
-  if (weight_table.rank() != 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kOp, ": weight_table must be [R,E] (rank 2), got ", weight_table.DebugString()));
-  }
-  const int64_t n = topk_idx.dim(0), kk = topk_idx.dim(1), m = n * kk;
-  const int64_t ranks = weight_table.dim(0), experts = weight_table.dim(1);
-  RETURN_IF_ERROR(CheckNumel(topk_w, m, kOp, "topk_w"));
-  RETURN_IF_ERROR(CheckNumel(token_rank, n, kOp, "token_rank"));
-  RETURN_IF_ERROR(CheckNumel(token_idx, m, kOp, "token_idx"));
-  RETURN_IF_ERROR(CheckNumel(gate_w, m, kOp, "gate_w"));
-  if (offsets.numel() < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kOp, ": offsets must have W + 1 >= 1 elements, got ", offsets.DebugString()));
-  }
-  const int64_t sets = offsets.numel() - 1;
-  if (m > INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": ", m, " assignments exceed the i32 index limit"));
-  }
-  if (sets >= INT32_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": ", sets, " weight sets exceed the i32 limit"));
-  }
+  const std::pair<const Tensor*, const char*> args[] = {
+      {&topk_idx, "topk_idx"},   {&topk_w, "topk_w"}, {&token_rank, "token_rank"}, {&weight_table, "weight_table"},
+      {&token_idx, "token_idx"}, {&gate_w, "gate_w"}, {&offsets, "offsets"}};
+  for (const auto& [t, arg] : args) RETURN_IF_ERROR(CheckOnDevice(*t, kOp, arg));
+  ASSIGN_OR_RETURN(const MoeSortDims d,
+                   CheckMoeSortAssignments(topk_idx, topk_w, token_rank, weight_table, token_idx, gate_w, offsets));
   // The outputs are written while topk_w is read (a permutation: not in place), and must not share memory.
   if (Overlaps(token_idx, topk_w) || Overlaps(gate_w, topk_w) || Overlaps(offsets, topk_w)) {
     return absl::InvalidArgumentError(absl::StrCat(kOp, ": token_idx, gate_w and offsets must not overlap topk_w"));
@@ -75,8 +51,8 @@ absl::Status CudaBackend::MoeSortAssignments(const Tensor& topk_idx, const Tenso
   }
   RETURN_IF_ERROR(Enter());
   return CudaStatus(k::MoeSortAssignments(topk_idx.data<int32_t>(), topk_w.data<float>(), token_rank.data<int32_t>(),
-                                          weight_table.data<int32_t>(), n, kk, ranks, experts,
-                                          static_cast<int32_t>(sets), static_cast<int32_t*>(token_idx.raw()),
+                                          weight_table.data<int32_t>(), d.n, d.k, d.ranks, d.experts,
+                                          static_cast<int32_t>(d.sets), static_cast<int32_t*>(token_idx.raw()),
                                           static_cast<float*>(gate_w.raw()), static_cast<int32_t*>(offsets.raw()),
                                           err_word_, stream()),
                     kOp);
