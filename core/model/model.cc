@@ -58,13 +58,52 @@ absl::Status ReadRouterOutputs(Backend* be, const RouterOutputs& r, bool with_pr
   return absl::OkStatus();
 }
 
-// Adds layer l's routing to the result: its group counts and, when `probs` is given ([N, E] on the host),
-// each sequence's routing statistics.
-void RecordLayerRouting(int64_t l, int64_t e_count, const MoePlan& plan, const std::vector<float>* probs,
-                        const std::vector<int64_t>& token_seq, ForwardResult& result) {
-  result.groups_per_layer.push_back(static_cast<int64_t>(plan.groups.size()));
-  int64_t overlay_groups = 0;
-  for (const MoeGroup& g : plan.groups) overlay_groups += g.overlay != nullptr ? 1 : 0;
+// One layer's routing as the statistics see it: assignment a = t * k + j chose expert idx[a] with gate
+// weight w[a] and was served by weight set set_of[a] in [0, set_is_overlay.size()).
+struct LayerAssignments {
+  const std::vector<int32_t>* idx = nullptr;
+  const std::vector<float>* w = nullptr;
+  std::vector<int32_t> set_of;
+  const std::vector<uint8_t>* set_is_overlay = nullptr;
+};
+
+// The host plan's groups as sets: group g of `plan` is set g.
+LayerAssignments FromPlan(const MoePlan& plan, const std::vector<int32_t>& idx, const std::vector<float>& w,
+                          std::vector<uint8_t>* set_is_overlay) {
+  LayerAssignments la{&idx, &w, std::vector<int32_t>(idx.size()), set_is_overlay};
+  set_is_overlay->clear();
+  for (size_t g = 0; g < plan.groups.size(); ++g) {
+    const MoeGroup& grp = plan.groups[g];
+    set_is_overlay->push_back(grp.overlay != nullptr ? 1 : 0);
+    for (int64_t i = grp.row_begin; i < grp.row_begin + grp.rows; ++i) la.set_of[plan.source[i]] = static_cast<int32_t>(g);
+  }
+  return la;
+}
+
+// The device tables' sets (no sort: what the device computed, read from its tables on the host).
+LayerAssignments FromTables(const MoeDeviceTables& tables, int64_t l, int64_t e_count, int64_t k,
+                            const std::vector<int32_t>& idx, const std::vector<float>& w) {
+  const MoeDeviceTables::Layer& tl = tables.layers[l];
+  LayerAssignments la{&idx, &w, std::vector<int32_t>(idx.size()), &tl.set_is_overlay};
+  for (size_t a = 0; a < idx.size(); ++a) {
+    la.set_of[a] = tl.weight_table_host[tables.token_rank_host[a / k] * e_count + idx[a]];
+  }
+  return la;
+}
+
+// Adds layer l's routing to the result: its group counts (distinct sets used) and, when `probs` is given
+// ([N, E] on the host), each sequence's routing statistics, accumulated in assignment order.
+void RecordLayerRouting(int64_t l, int64_t e_count, int64_t k, const LayerAssignments& la,
+                        const std::vector<float>* probs, const std::vector<int64_t>& token_seq, ForwardResult& result) {
+  std::vector<uint8_t> used(la.set_is_overlay->size(), 0);
+  int64_t groups = 0, overlay_groups = 0;
+  for (int32_t s : la.set_of) {
+    if (used[s]) continue;
+    used[s] = 1;
+    ++groups;
+    overlay_groups += (*la.set_is_overlay)[s];
+  }
+  result.groups_per_layer.push_back(groups);
   result.overlay_groups_per_layer.push_back(overlay_groups);
   if (probs == nullptr) return;
   for (size_t t = 0; t < token_seq.size(); ++t) {
@@ -76,14 +115,12 @@ void RecordLayerRouting(int64_t l, int64_t e_count, const MoePlan& plan, const s
     }
     rs.entropy_sum[l] += ent;
   }
-  for (const MoeGroup& g : plan.groups) {
-    for (int64_t i = g.row_begin; i < g.row_begin + g.rows; ++i) {
-      RoutingStats& rs = result.routing[token_seq[plan.token[i]]];
-      const int64_t slot = l * e_count + g.expert;
-      rs.tokens_routed[slot] += 1;
-      if (g.overlay != nullptr) rs.overlay_tokens[slot] += 1;
-      rs.gate_weight_sum[slot] += plan.weight[i];
-    }
+  for (size_t a = 0; a < la.set_of.size(); ++a) {
+    RoutingStats& rs = result.routing[token_seq[a / k]];
+    const int64_t slot = l * e_count + (*la.idx)[a];
+    rs.tokens_routed[slot] += 1;
+    if ((*la.set_is_overlay)[la.set_of[a]]) rs.overlay_tokens[slot] += 1;
+    rs.gate_weight_sum[slot] += (*la.w)[a];
   }
 }
 
@@ -359,7 +396,9 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       std::vector<float> w_h, p_h;
       RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
       ASSIGN_OR_RETURN(plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
-      RecordLayerRouting(l, e_count, plan, options.collect_routing ? &p_h : nullptr, token_seq, result);
+      std::vector<uint8_t> set_is_overlay;
+      RecordLayerRouting(l, e_count, k, FromPlan(plan, idx_h, w_h, &set_is_overlay),
+                         options.collect_routing ? &p_h : nullptr, token_seq, result);
       token_idx = plan.token_idx;
       gate_w = plan.gate_w;
     } else {
@@ -453,8 +492,8 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
   }
 
   // Device routing: every layer's router outputs in one transfer (after the LM head is queued, so the
-  // device is busy while the host waits), then the same host planning as the host path, for the group
-  // counts and routing statistics only.
+  // device is busy while the host waits); the group counts and routing statistics come from the host
+  // copies of the tables the device grouped with (no sort).
   if (device_routing) {
     const bool with_probs = options.collect_routing;
     std::vector<int32_t> host(static_cast<size_t>(route_all.numel()));
@@ -465,8 +504,8 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       std::vector<int32_t> idx_h;
       std::vector<float> w_h, p_h;
       UnpackRouterOutputs(host.data() + l * route_words, route, with_probs, &idx_h, &w_h, &p_h);
-      ASSIGN_OR_RETURN(MoePlan plan, PlanMoeAssignments(l, e_count, k, weights_, idx_h, w_h, token_overlay));
-      RecordLayerRouting(l, e_count, plan, with_probs ? &p_h : nullptr, token_seq, result);
+      RecordLayerRouting(l, e_count, k, FromTables(tables, l, e_count, k, idx_h, w_h), with_probs ? &p_h : nullptr,
+                         token_seq, result);
     }
   }
 

@@ -1,4 +1,4 @@
-// PlanMoeAssignments, BuildMoePlan and BuildMoeDeviceTables (see moe_plan.h).
+// BuildMoePlan and BuildMoeDeviceTables (see moe_plan.h).
 #include "core/model/moe_plan.h"
 
 #include <algorithm>
@@ -48,15 +48,7 @@ std::vector<const ExpertWeights*> OverlaySlots(const OverlayRanks& ranks, int64_
 
 const Tensor* Part(const ExpertWeights& w, int part) { return part == 0 ? &w.gate : part == 1 ? &w.up : &w.down; }
 
-}  // namespace
-
-std::vector<GemmGroup> MoePlan::GemmGroups(int part) const {
-  std::vector<GemmGroup> out;
-  out.reserve(groups.size());
-  for (const MoeGroup& g : groups) out.push_back({g.row_begin, g.rows, Part(*g.weights, part), nullptr});
-  return out;
-}
-
+// The plan on the host (token_idx/gate_w undefined).
 absl::StatusOr<MoePlan> PlanMoeAssignments(int64_t layer, int64_t num_experts, int64_t k, const ModelWeights& base,
                                            absl::Span<const int32_t> topk_idx, absl::Span<const float> topk_w,
                                            absl::Span<const ExpertOverlay* const> token_overlay) {
@@ -108,6 +100,15 @@ absl::StatusOr<MoePlan> PlanMoeAssignments(int64_t layer, int64_t num_experts, i
   return plan;
 }
 
+}  // namespace
+
+std::vector<GemmGroup> MoePlan::GemmGroups(int part) const {
+  std::vector<GemmGroup> out;
+  out.reserve(groups.size());
+  for (const MoeGroup& g : groups) out.push_back({g.row_begin, g.rows, Part(*g.weights, part), nullptr});
+  return out;
+}
+
 absl::StatusOr<MoePlan> BuildMoePlan(int64_t layer, int64_t num_experts, int64_t k, const ModelWeights& base,
                                      absl::Span<const int32_t> topk_idx, absl::Span<const float> topk_w,
                                      absl::Span<const ExpertOverlay* const> token_overlay, Backend* backend) {
@@ -136,6 +137,7 @@ absl::StatusOr<MoeDeviceTables> BuildMoeDeviceTables(int64_t num_layers, int64_t
   const int64_t layer_at = AlignWords(n), layer_stride = AlignWords(table_words);
   std::vector<int32_t> host(static_cast<size_t>(layer_at + num_layers * layer_stride), 0);
   std::copy(ranks.rank_of_token.begin(), ranks.rank_of_token.end(), host.begin());
+  out.token_rank_host = ranks.rank_of_token;
   out.layers.resize(num_layers);
   for (int64_t l = 0; l < num_layers; ++l) {
     const std::vector<const ExpertWeights*> overlay_slot = OverlaySlots(ranks, l, num_experts);
@@ -145,6 +147,7 @@ absl::StatusOr<MoeDeviceTables> BuildMoeDeviceTables(int64_t num_layers, int64_t
     for (int64_t e = 0; e < num_experts; ++e) {
       const int32_t base_set = static_cast<int32_t>(layer.part[0].size());
       for (int p = 0; p < 3; ++p) layer.part[p].push_back(Part(base.layers[l].experts[e], p));
+      layer.set_is_overlay.push_back(0);
       for (int64_t r = 0; r < out.ranks; ++r) {
         const ExpertWeights* ov = r == 0 ? nullptr : overlay_slot[(r - 1) * num_experts + e];
         if (ov == nullptr) {
@@ -153,8 +156,10 @@ absl::StatusOr<MoeDeviceTables> BuildMoeDeviceTables(int64_t num_layers, int64_t
         }
         table[r * num_experts + e] = static_cast<int32_t>(layer.part[0].size());
         for (int p = 0; p < 3; ++p) layer.part[p].push_back(Part(*ov, p));
+        layer.set_is_overlay.push_back(1);
       }
     }
+    layer.weight_table_host.assign(table, table + table_words);
   }
   ASSIGN_OR_RETURN(Tensor all, backend->FromHost(host, {static_cast<int64_t>(host.size())}));
   out.token_rank = WordView(all, 0, {n}, DType::kI32);

@@ -46,21 +46,20 @@ struct MoePlan {
   std::vector<GemmGroup> GemmGroups(int part) const;
 };
 
-// topk_idx/topk_w: the router's host copies ([N * k]); token_overlay: [N] each token's overlay.
-// The plan on the host only (token_idx/gate_w undefined): routing statistics, or the upload below.
-absl::StatusOr<MoePlan> PlanMoeAssignments(int64_t layer, int64_t num_experts, int64_t k, const ModelWeights& base,
-                                           absl::Span<const int32_t> topk_idx, absl::Span<const float> topk_w,
-                                           absl::Span<const ExpertOverlay* const> token_overlay);
-// PlanMoeAssignments, then token_idx and gate_w uploaded to `backend` in one transfer.
+// topk_idx/topk_w: the router's host copies ([N * k]); token_overlay: [N] each token's overlay. The plan
+// is made on the host, then its token_idx and gate_w are uploaded to `backend` in one transfer.
 absl::StatusOr<MoePlan> BuildMoePlan(int64_t layer, int64_t num_experts, int64_t k, const ModelWeights& base,
                                      absl::Span<const int32_t> topk_idx, absl::Span<const float> topk_w,
                                      absl::Span<const ExpertOverlay* const> token_overlay, Backend* backend);
 
 struct MoeDeviceTables {
-  int64_t ranks = 0;  // R: 1 (base) + distinct overlays in the batch
-  Tensor token_rank;  // [N] i32 on the backend: each token's overlay rank
+  int64_t ranks = 0;                   // R: 1 (base) + distinct overlays in the batch
+  Tensor token_rank;                   // [N] i32 on the backend: each token's overlay rank
+  std::vector<int32_t> token_rank_host;  // the same on the host
   struct Layer {
     Tensor weight_table;                             // [R, E] i32 on the backend: set id of (rank, expert)
+    std::vector<int32_t> weight_table_host;          // the same on the host
+    std::vector<uint8_t> set_is_overlay;             // [W]: 1 for an overlay's slot, 0 for a base expert
     std::array<std::vector<const Tensor*>, 3> part;  // per part (gate, up, down): the W sets' weights
   };
   std::vector<Layer> layers;
