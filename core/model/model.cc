@@ -282,7 +282,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
   // back together after the last layer.
   MoeDeviceTables tables;
   Tensor route_all;
-  const int64_t route_words = RouterBufferWords(n_tok, k, e_count);
+  const int64_t route_words = AlignWords(RouterBufferWords(n_tok, k, e_count));  // slices stay 256-byte aligned
   if (device_routing) {
     ASSIGN_OR_RETURN(tables, BuildMoeDeviceTables(c.num_layers, e_count, weights_, token_overlay, be));
     ASSIGN_OR_RETURN(route_all, be->Alloc({c.num_layers * route_words}, DType::kI32));
