@@ -29,6 +29,11 @@
 #     --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e last, fed with
 #     the peer's JSON and bench_gpu_grouped_gemm's grouped_vs_dense (its last line is the issue's
 #     `train_speedup=... decode_speedup=... tenants64_ratio=... grouped_vs_dense=...`).
+#   Benchmarks: every bin/bench_gpu_* but bench_gpu_e2e, after the tests. bench_gpu_attention (first of
+#     them) times both CUDA attention implementations and checks the tiled tensor-core kernels against
+#     the row-wise ones; when it fails, times out (120 s) or its last line lacks `tiled_ok=1`, every later
+#     step (the other benchmarks, --serve, the demos, --logits, --e2e) runs with
+#     TESSERA_CUDA_ATTENTION=rowwise, and the summary says so in a `TESSERA_CUDA_ATTENTION` row.
 #   Logs: DIR/<name>.log for every step, DIR/summary.txt (the table). DIR defaults to ./results.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -142,7 +147,12 @@ if (( ! QUICK )); then
     [[ "$name" == bench_gpu_e2e ]] && continue  # runs last, after the peer
     log="$OUTDIR/$name.log"
     t0=$(date +%s%N)
-    "$f" >"$log" 2>&1
+    if [[ "$name" == bench_gpu_attention ]] && command -v timeout >/dev/null; then
+      # Its tiled kernels are new: a hung kernel must not take the rest of the run with it.
+      timeout -k 10 120 "$f" >"$log" 2>&1
+    else
+      "$f" >"$log" 2>&1
+    fi
     rc=$?
     secs=$(elapsed "$t0")
     last=$(tail -1 "$log")
@@ -150,7 +160,18 @@ if (( ! QUICK )); then
     if (( rc != 0 )); then status=FAIL; FAIL=1; fi
     if grep -q '^SKIP' "$log"; then status=SKIP; (( HAVE_GPU )) && FAIL=1; fi
     row "$name" "$status" "$secs" "$last"
-    grep -E '^(device|check|grouped) ' "$log" | sed 's/^/    /'
+    grep -E '^(device|check|grouped|attn|note|FAILED) ' "$log" | sed 's/^/    /'
+    if [[ "$name" == bench_gpu_attention ]] && { (( rc != 0 )) || [[ "$last" != *tiled_ok=1* ]]; }; then
+      # The tiled attention kernels failed their check (or the benchmark did not finish): every later
+      # step's CUDA backends (read at creation) use the row-wise kernels instead.
+      export TESSERA_CUDA_ATTENTION=rowwise
+      why="rc=$rc"
+      (( rc == 124 || rc == 137 )) && why="$why (timed out)"
+      [[ "$last" == *tiled_ok=0* ]] && why="$why, tiled_ok=0"
+      [[ "$last" != *tiled_ok=* ]] && why="$why, no tiled_ok line"
+      echo "    bench_gpu_attention: $why -> TESSERA_CUDA_ATTENTION=rowwise for every later step"
+      row "TESSERA_CUDA_ATTENTION" NOTE - "=rowwise for every later step: bench_gpu_attention $why"
+    fi
   done
   if (( RUN_SERVE )); then
     log="$OUTDIR/bench_serve_cuda.log"

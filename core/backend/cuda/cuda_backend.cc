@@ -215,6 +215,14 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, co
   if (const char* env = std::getenv("TESSERA_CUDA_TF32"); env != nullptr) {
     b->allow_tf32_ = std::string(env) == "1";
   }
+  if (const char* env = std::getenv("TESSERA_CUDA_ATTENTION"); env != nullptr) {
+    const std::string v(env);
+    if (v == "rowwise") {
+      b->attention_impl_ = AttentionImpl::kRowwise;
+    } else if (v != "tiled") {
+      return absl::InvalidArgumentError(absl::StrCat("TESSERA_CUDA_ATTENTION='", v, "': expected tiled or rowwise"));
+    }
+  }
   if (const char* env = std::getenv("TESSERA_GROUPED_GEMM"); env != nullptr) {
     const std::string v(env);
     if (v == "kernel") {
@@ -452,6 +460,12 @@ absl::Status SetCudaEagerIndexChecks(Backend& backend, bool on) {
 absl::Status SetCudaAllowTf32(Backend& backend, bool on) {
   ASSIGN_OR_RETURN(cuda::CudaBackend * cb, AsCuda(backend, "SetCudaAllowTf32"));
   cb->set_allow_tf32(on);
+  return absl::OkStatus();
+}
+
+absl::Status SetCudaAttentionImpl(Backend& backend, AttentionImpl impl) {
+  ASSIGN_OR_RETURN(cuda::CudaBackend * cb, AsCuda(backend, "SetCudaAttentionImpl"));
+  cb->set_attention_impl(impl);
   return absl::OkStatus();
 }
 

@@ -29,4 +29,13 @@ absl::Status SetCudaEagerIndexChecks(Backend& backend, bool on);
 // bf16/f16 GEMMs are unaffected (they always use tensor cores).
 absl::Status SetCudaAllowTf32(Backend& backend, bool on);
 
+// Which kernels run AttentionForward/Backward where both could: kTiled (the default), the tensor-core
+// FlashAttention-style kernels of cuda_attention_tiled.cu, serve bf16 q/k/v (and bf16 dout) with head_dim
+// 64 or 128 when some sequence brings at least kTiledAttentionMinQueries queries (prefill, training);
+// kRowwise, one block per (query row, head), serves every other call (f32, decode steps, other head dims)
+// and, when selected, all of them. Env TESSERA_CUDA_ATTENTION ("tiled" or "rowwise") at creation.
+enum class AttentionImpl { kRowwise, kTiled };
+inline constexpr int64_t kTiledAttentionMinQueries = 16;
+absl::Status SetCudaAttentionImpl(Backend& backend, AttentionImpl impl);
+
 }  // namespace tessera

@@ -142,6 +142,7 @@ class CudaBackend final : public Backend {
   void set_grouped_gemm_impl(GroupedGemmImpl impl) { grouped_impl_ = impl; }
   void set_eager_index_checks(bool on) { eager_index_checks_ = on; }
   void set_allow_tf32(bool on) { allow_tf32_ = on; }
+  void set_attention_impl(AttentionImpl impl) { attention_impl_ = impl; }
 
  private:
   CudaBackend() = default;
@@ -181,6 +182,7 @@ class CudaBackend final : public Backend {
   GroupedGemmImpl grouped_impl_ = GroupedGemmImpl::kCublas;
   bool eager_index_checks_ = true;
   bool allow_tf32_ = false;  // f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32)
+  AttentionImpl attention_impl_ = AttentionImpl::kTiled;
   int* check_word_ = nullptr;  // device, for CheckIndexRange
 };
 

@@ -109,6 +109,31 @@ cudaError_t AttentionBackward(const void* q, int dtq, const AttnSeqDesc* seqs, c
                               float scale, const void* out, int dto, const float* lse, const void* dout,
                               int dtdo, void* dq, int dtdq, cudaStream_t stream);
 
+// ---- cuda_attention_tiled.cu ------------------------------------------------------------------------
+// Tensor-core (WMMA bf16) FlashAttention-style kernels for the same op, used for bf16 q/k/v/dout with
+// head_dim 64 or 128 (TiledAttentionSupports) when queries come in runs (prefill, training). A tile is
+// 64 consecutive rows of one sequence: `offset` is its first query row (forward, dq) or key row (dk/dv)
+// counted from the sequence's start. Pointers (q, k, v, dout rows) must be 16-byte aligned.
+struct AttnTile {
+  int32_t seq;
+  int32_t offset;
+};
+inline constexpr int kAttnTileRows = 64;
+bool TiledAttentionSupports(int head_dim);
+// out/lse of every row of every tile (rows in no tile are left alone).
+cudaError_t TiledAttentionForward(const void* q, const AttnSeqDesc* seqs, const AttnTile* q_tiles, int64_t num_q_tiles,
+                                  int heads, int kv_heads, int head_dim, float scale, void* out, int dto, float* lse,
+                                  cudaStream_t stream);
+// dk/dv (per sequence, accumulate) from key tiles, then dq (overwrites the rows of the query tiles only).
+// `dvec` = AttentionRowDots of (out, dout).
+cudaError_t TiledAttentionBackward(const void* q, const AttnSeqDesc* seqs, const AttnTile* q_tiles,
+                                   int64_t num_q_tiles, const AttnTile* k_tiles, int64_t num_k_tiles, int heads,
+                                   int kv_heads, int head_dim, float scale, const float* lse, const float* dvec,
+                                   const void* dout, int dtdkv, void* dq, int dtdq, cudaStream_t stream);
+// d[i * heads + h] = dout[i, h, :] . out[i, h, :] where row_seq[i] >= 0, else 0. d: [nq * heads] f32.
+cudaError_t AttentionRowDots(const void* out, int dto, const void* dout, int dtdo, const int32_t* row_seq, int64_t nq,
+                             int heads, int head_dim, float* d, cudaStream_t stream);
+
 // ---- cuda_grouped_gemm.cu ----------------------------------------------------------------------------
 // One row-major problem C[M,N] = alpha * opA(A)[M,K] @ opB(B)[K,N] + beta * C, where
 // opA(A)(m,k) = trans_a ? A[k*lda + m] : A[m*lda + k] and opB(B)(k,n) = trans_b ? B[n*ldb + k] : B[k*ldb + n].

@@ -4,8 +4,10 @@
 // the tensors backend.h calls f32 (rstd, lse, topk_w, gather scales, AdamW m and v) must be f32.
 #include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -305,6 +307,60 @@ absl::StatusOr<AttnLaunch> PrepareAttention(absl::string_view op, const Tensor& 
   return L;
 }
 
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether the tiled kernels can run this call (see AttentionImpl): bf16 everywhere they read with 16-byte
+// loads, a supported head_dim, and some sequence with a run of at least kTiledAttentionMinQueries queries
+// (a batch of decode steps stays on the row-wise kernel, which reads each K/V row once per query anyway).
+bool TiledAttentionFits(const Tensor& q, absl::Span<const AttentionSeq> seqs, const AttnLaunch& L, const Tensor* dout) {
+  constexpr int kBf16 = static_cast<int>(DType::kBF16);
+  if (Dt(q) != kBf16 || L.dtkv != kBf16 || !Aligned16(q.raw())) return false;
+  if (dout != nullptr && (Dt(*dout) != kBf16 || !Aligned16(dout->raw()))) return false;
+  if (!k::TiledAttentionSupports(static_cast<int>(q.dim(2)))) return false;
+  int64_t longest = 0;
+  for (const AttentionSeq& S : seqs) {
+    if (!Aligned16(S.k->raw()) || !Aligned16(S.v->raw())) return false;
+    if (S.kv_len > std::numeric_limits<int32_t>::max()) return false;  // AttnTile offsets are int32
+    longest = std::max(longest, S.q_len);
+  }
+  return longest >= kTiledAttentionMinQueries;
+}
+
+struct AttnTiles {
+  const k::AttnTile* q_tiles = nullptr;  // 64-query tiles of every sequence
+  int64_t num_q = 0;
+  const k::AttnTile* k_tiles = nullptr;  // 64-key tiles over [0, kv_len) of every sequence (backward only)
+  int64_t num_k = 0;
+  int64_t covered_rows = 0;  // query rows in some sequence
+};
+
+absl::StatusOr<AttnTiles> UploadAttentionTiles(absl::Span<const AttentionSeq> seqs, bool with_key_tiles,
+                                               UploadRing& uploads) {
+  std::vector<k::AttnTile> tiles;
+  AttnTiles T;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    T.covered_rows += seqs[s].q_len;
+    for (int64_t o = 0; o < seqs[s].q_len; o += k::kAttnTileRows) {
+      tiles.push_back({static_cast<int32_t>(s), static_cast<int32_t>(o)});
+    }
+  }
+  T.num_q = static_cast<int64_t>(tiles.size());
+  if (with_key_tiles) {
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      if (seqs[s].q_len == 0) continue;  // no query sees its keys
+      for (int64_t o = 0; o < seqs[s].kv_len; o += k::kAttnTileRows) {
+        tiles.push_back({static_cast<int32_t>(s), static_cast<int32_t>(o)});
+      }
+    }
+  }
+  T.num_k = static_cast<int64_t>(tiles.size()) - T.num_q;
+  if (tiles.empty()) return T;
+  ASSIGN_OR_RETURN(void* dev, uploads.Upload(tiles.data(), tiles.size() * sizeof(k::AttnTile)));
+  T.q_tiles = static_cast<const k::AttnTile*>(dev);
+  T.k_tiles = T.q_tiles + T.num_q;
+  return T;
+}
+
 }  // namespace
 
 absl::Status CudaBackend::AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale,
@@ -321,6 +377,13 @@ absl::Status CudaBackend::AttentionForward(const Tensor& q, absl::Span<const Att
   RETURN_IF_ERROR(Enter());
   if (seqs.empty() || q.numel() == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionForward", q, seqs, false, *uploads_));
+  if (attention_impl_ == AttentionImpl::kTiled && TiledAttentionFits(q, seqs, L, nullptr)) {
+    ASSIGN_OR_RETURN(AttnTiles T, UploadAttentionTiles(seqs, false, *uploads_));
+    return CudaStatus(k::TiledAttentionForward(q.raw(), L.seqs, T.q_tiles, T.num_q, static_cast<int>(q.dim(1)),
+                                               L.kv_heads, static_cast<int>(q.dim(2)), scale, out.raw(), Dt(out),
+                                               lse == nullptr ? nullptr : lse->data<float>(), stream()),
+                      "AttentionForward (tiled)");
+  }
   return CudaStatus(k::AttentionForward(q.raw(), Dt(q), L.seqs, L.row_seq, L.dtkv, q.dim(0), static_cast<int>(q.dim(1)),
                                         L.kv_heads, static_cast<int>(q.dim(2)), scale, out.raw(), Dt(out),
                                         lse == nullptr ? nullptr : lse->data<float>(), stream()),
@@ -345,6 +408,21 @@ absl::Status CudaBackend::AttentionBackward(const Tensor& q, absl::Span<const At
   if (q.numel() == 0) return absl::OkStatus();
   if (seqs.empty()) return Fill(dq, 0.0f);  // every row is outside every sequence
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionBackward", q, seqs, true, *uploads_));
+  if (attention_impl_ == AttentionImpl::kTiled && TiledAttentionFits(q, seqs, L, &dout)) {
+    const int64_t nq = q.dim(0), heads = q.dim(1);
+    ASSIGN_OR_RETURN(AttnTiles T, UploadAttentionTiles(seqs, true, *uploads_));
+    if (T.covered_rows < nq) RETURN_IF_ERROR(Fill(dq, 0.0f));  // the dq kernel writes covered rows only
+    ASSIGN_OR_RETURN(Tensor dvec, Alloc({nq, heads}, DType::kF32));  // freed in stream order
+    RETURN_IF_ERROR(CudaStatus(k::AttentionRowDots(out.raw(), Dt(out), dout.raw(), Dt(dout), L.row_seq, nq,
+                                                   static_cast<int>(heads), static_cast<int>(q.dim(2)),
+                                                   dvec.data<float>(), stream()),
+                               "AttentionBackward (row dots)"));
+    return CudaStatus(k::TiledAttentionBackward(q.raw(), L.seqs, T.q_tiles, T.num_q, T.k_tiles, T.num_k,
+                                                static_cast<int>(heads), L.kv_heads, static_cast<int>(q.dim(2)),
+                                                scale, lse.data<float>(), dvec.data<float>(), dout.raw(), L.dtdkv,
+                                                dq.raw(), Dt(dq), stream()),
+                      "AttentionBackward (tiled)");
+  }
   return CudaStatus(k::AttentionBackward(q.raw(), Dt(q), L.seqs, L.row_seq, L.dtkv, L.dtdkv, q.dim(0),
                                          static_cast<int>(q.dim(1)), L.kv_heads, static_cast<int>(q.dim(2)), scale,
                                          out.raw(), Dt(out), lse.data<float>(), dout.raw(), Dt(dout), dq.raw(), Dt(dq),

@@ -9,6 +9,7 @@ set(TESSERA_CUDA_BACKEND_SOURCES
   cuda/cuda_rows.cu
   cuda/cuda_norm_vocab.cu
   cuda/cuda_attention.cu
+  cuda/cuda_attention_tiled.cu
   cuda/cuda_grouped_gemm.cu
   cuda/cuda_moe_routing.cu
 )

@@ -242,6 +242,68 @@ TEST_P(OpsParity, AttentionWithCacheAndGqa) {
   }
 }
 
+// Prefill/training shapes, where bf16 calls take the tiled tensor-core kernels (cuda_attention_tiled.cu):
+// a 150-query sequence (two full 64-row tiles and a partial one), a 37-query prefill continuing a
+// 63-row cache prefix, and a decode step reading the same cache (its dk/dv accumulate into the same
+// gradient tensor as the prefill's), with two idle query rows. Both implementations are checked against
+// the CPU; in bf16 the two must also differ somewhere, which shows the tiled kernels really ran.
+TEST_P(OpsParity, AttentionTiledPrefillShapes) {
+  const int64_t heads = 8, kvh = 2, nq = 190;
+  for (int64_t hd : {64, 128}) {
+    const std::string tag = " hd=" + std::to_string(hd);
+    Pair q = Both(Rand(nq * heads * hd, -3, 3), {nq, heads, hd}, dt());
+    Pair ka = Both(Rand(150 * kvh * hd, -3, 3), {150, kvh, hd}, dt()), va = BothRand({150, kvh, hd}, dt());
+    Pair kc = Both(Rand(128 * kvh * hd, -3, 3), {128, kvh, hd}, dt()), vc = BothRand({128, kvh, hd}, dt());
+    Pair dout = BothRand({nq, heads, hd}, dt());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    auto seqs = [&](bool gpu, Pair* dka, Pair* dva, Pair* dkc, Pair* dvc) {
+      auto pick = [gpu](Pair& p) { return gpu ? &p.g : &p.c; };
+      auto pick_grad = [gpu](Pair* p) -> Tensor* { return p == nullptr ? nullptr : (gpu ? &p->g : &p->c); };
+      return std::vector<AttentionSeq>{
+          {0, 150, 150, pick(ka), pick(va), pick_grad(dka), pick_grad(dva)},
+          {152, 37, 100, pick(kc), pick(vc), pick_grad(dkc), pick_grad(dvc)},
+          {189, 1, 20, pick(kc), pick(vc), pick_grad(dkc), pick_grad(dvc)},
+      };
+    };
+    Pair out = BothRand({nq, heads, hd}, dt()), lse = BothRand({nq, heads});
+    ASSERT_OK(cpu_->AttentionForward(q.c, seqs(false, nullptr, nullptr, nullptr, nullptr), scale, out.c, &lse.c));
+    std::vector<std::vector<float>> outs;
+    for (AttentionImpl impl : {AttentionImpl::kTiled, AttentionImpl::kRowwise}) {
+      const std::string itag = tag + (impl == AttentionImpl::kTiled ? " tiled" : " rowwise");
+      ASSERT_OK(SetCudaAttentionImpl(*gpu_, impl));
+      Pair o = out, l = lse;  // CPU results shared; fresh GPU outputs start from the same values
+      o.g = Make(*gpu_, Get(*cpu_, out.c), {nq, heads, hd}, dt());
+      l.g = Make(*gpu_, Get(*cpu_, lse.c), {nq, heads});
+      ASSERT_OK(gpu_->AttentionForward(q.g, seqs(true, nullptr, nullptr, nullptr, nullptr), scale, o.g, &l.g));
+      // Idle rows 150, 151 keep their initial values on both sides, so the whole tensors are compared.
+      Compare(o, dt(), "AttentionForward out" + itag);
+      Compare(l, DType::kF32, "AttentionForward lse" + itag, dt() == DType::kF32 ? 0 : 1e-3);
+      outs.push_back(Get(*gpu_, o.g));
+
+      // Backward from the CPU's forward results on both sides.
+      Pair out_ref = Both(Get(*cpu_, out.c), {nq, heads, hd}, dt());
+      Pair lse_ref = Both(Get(*cpu_, lse.c), {nq, heads});
+      Pair dq = BothRand({nq, heads, hd}, dt());
+      Pair dka = BothRand({150, kvh, hd}), dva = BothRand({150, kvh, hd});
+      Pair dkc = BothRand({128, kvh, hd}), dvc = BothRand({128, kvh, hd});
+      ASSERT_OK(cpu_->AttentionBackward(q.c, seqs(false, &dka, &dva, &dkc, &dvc), scale, out_ref.c, lse_ref.c,
+                                        dout.c, dq.c));
+      ASSERT_OK(gpu_->AttentionBackward(q.g, seqs(true, &dka, &dva, &dkc, &dvc), scale, out_ref.g, lse_ref.g,
+                                        dout.g, dq.g));
+      Compare(dq, dt(), "AttentionBackward dq (idle rows zero)" + itag);
+      Compare(dka, dt(), "AttentionBackward dk" + itag);
+      Compare(dva, dt(), "AttentionBackward dv" + itag);
+      Compare(dkc, dt(), "AttentionBackward dk (cache shared by two sequences)" + itag);
+      Compare(dvc, dt(), "AttentionBackward dv (cache shared by two sequences)" + itag);
+    }
+    ASSERT_OK(SetCudaAttentionImpl(*gpu_, AttentionImpl::kTiled));
+    if (dt() == DType::kBF16) {
+      EXPECT_NE(outs[0], outs[1]) << "bf16 prefill attention gave bitwise the row-wise result: the tiled kernels did "
+                                     "not run" << tag;
+    }
+  }
+}
+
 TEST_P(OpsParity, Router) {
   for (bool normalize : {false, true}) {
     for (int64_t e : {8, 64, 100}) {
