@@ -1,0 +1,420 @@
+// Device code of the tiled attention kernels (launchers: cuda_attention_tiled.cu). Kept in a header so
+// tests/core/backend_cuda/tiled_attention_emulation_test.cc can run these same kernel bodies on the host
+// (threads for lanes, barriers for __syncthreads, a scalar WMMA) where no GPU is present.
+//
+// Causal GQA attention on tensor cores, forward and backward, for bf16 q/k/v (and bf16 dout) with fp32
+// softmax statistics and accumulation: the FlashAttention-2 schedule on WMMA 16x16x16 bf16 tiles.
+//
+// Math (same as cuda_attention.cu): query i of a sequence sits at absolute position
+// a_i = kv_len - q_len + i and sees keys j <= a_i; s_ij = scale * q_i . k_j; out_i = sum_j p_ij v_j with
+// p_ij = exp(s_ij - lse_i); backward with D_i = dout_i . out_i:
+//   ds_ij = p_ij (dout_i . v_j - D_i);  dq_i = scale sum_j ds_ij k_j;  dk_j += scale sum_i ds_ij q_i;
+//   dv_j += sum_i p_ij dout_i  (dk/dv summed over the query heads of kv head j's group).
+//
+// Why: the row-wise kernel runs one block per (query row, head), so every query row re-reads all the
+// keys and values it attends to (a 512-token training sequence reads each K/V row ~256 times per head),
+// and its backward adds into dk/dv with one atomic per element per (query, key) pair. Here a block owns
+// 64 query rows (forward, dq) or 64 key rows (dk/dv), K/V/Q/dO tiles are read once per block into shared
+// memory, the products run on tensor cores, and dk/dv are accumulated in registers over every query
+// tile and every head of the group, then added to memory once (atomically: two sequences may share a
+// cache gradient).
+//
+// Kernel shapes: 128 threads = 4 warps; warp w owns rows [16w, 16w + 16) of the block's 64-row tile.
+// Softmax/mask work is SIMT on fp32 score tiles in shared memory: lane l handles row l / 2, columns
+// [32 (l % 2), 32 (l % 2) + 32). Probabilities (and ds) are rounded to bf16 for the second product, as
+// every FlashAttention does; statistics (max, sum, lse, D) stay fp32.
+// Memory contract: q, k, v, dout rows are 16-byte aligned bf16 with head_dim in {64, 128} (the host
+// checks, see TiledAttentionSupports); rows past kv_len / q_len are never read (tiles are zero-filled
+// there). Forward writes out/lse of its rows only; the dq kernel overwrites dq of its rows only (the
+// host zeroes rows outside every sequence); dk/dv accumulate. Dynamic shared memory: ~110 KB (forward),
+// ~123 KB (dk/dv), ~114 KB (dq) at head_dim 128.
+#pragma once
+
+#include <mma.h>
+
+#include "core/backend/cuda/cuda_device_util.cuh"
+#include "core/backend/cuda/cuda_kernels.h"
+
+// An unnamed namespace: each including file (the .cu, the host emulation test) gets its own copies, so
+// the emulation's host-compiled instantiations can never be linked in place of the device build's.
+namespace tessera::cuda_kernels::tiled_attention {
+namespace {
+
+using namespace nvcuda;
+using bf16 = __nv_bfloat16;
+
+constexpr int kTile = kAttnTileRows;  // query rows of a forward / dq block; key rows of a dk/dv block (and the step)
+constexpr int kWarpRows = 16;  // rows per warp: one WMMA tile
+constexpr int kWarps = kTile / kWarpRows;
+constexpr int kThreads = kWarps * 32;
+constexpr int kSPitch = kTile + 4;  // fp32 score tile row pitch (floats)
+constexpr int kPPitch = kTile + 8;  // bf16 probability tile row pitch (elements)
+
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
+using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
+using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
+using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// Shared-memory sizes (bytes) for head_dim D. Every size is a multiple of 128, so regions carved one
+// after another keep WMMA's 32-byte pointer alignment; pitches keep it for every 16-row / 16-column step.
+template <int D>
+struct Layout {
+  static constexpr int kPitch = D + 8;                                  // bf16 Q/K/V/dO tile row pitch
+  static constexpr int kTileBytes = kTile * kPitch * 2;                 // one [64][D+8] bf16 tile
+  static constexpr int kScoreBytes = kWarps * kWarpRows * kSPitch * 4;  // [4 warps][16][68] f32
+  static constexpr int kProbBytes = kWarps * kWarpRows * kPPitch * 2;   // [4][16][72] bf16
+  static constexpr int kOPitch = D + 4;
+  static constexpr int kOBytes = kWarps * kWarpRows * kOPitch * 4;      // [4][16][D+4] f32
+  static constexpr int kForwardBytes = 3 * kTileBytes + kScoreBytes + kProbBytes + kOBytes;
+  static constexpr int kKvBytes = 4 * kTileBytes + 2 * kScoreBytes + 2 * kProbBytes + 2 * kTile * 4;
+  static constexpr int kDqBytes = 4 * kTileBytes + 2 * kScoreBytes + kProbBytes;
+  static_assert(kTileBytes % 128 == 0 && kScoreBytes % 128 == 0 && kProbBytes % 128 == 0 && kOBytes % 128 == 0);
+};
+
+// Rows of a 64-row tile that exist when `left` rows remain.
+__device__ __forceinline__ int TileRows(int64_t left) { return left < kTile ? static_cast<int>(left) : kTile; }
+
+// dst[r][0, D) = src row (row0 + r) at column offset col (element (row, col + c) at src[row * stride + col + c])
+// for r < rows; zeros for rows in [rows, 64). 16-byte loads (D % 8 == 0, rows 16-byte aligned).
+template <int D>
+__device__ __forceinline__ void LoadTile(bf16* dst, const void* src, int64_t row0, int rows, int64_t stride,
+                                         int64_t col) {
+  constexpr int kChunks = D / 8;
+  const bf16* s = static_cast<const bf16*>(src);
+  for (int e = threadIdx.x; e < kTile * kChunks; e += kThreads) {
+    const int r = e / kChunks, c = e % kChunks;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r < rows) v = *reinterpret_cast<const uint4*>(s + (row0 + r) * stride + col + c * 8);
+    *reinterpret_cast<uint4*>(dst + r * Layout<D>::kPitch + c * 8) = v;
+  }
+}
+
+// out[16][64] (pitch kSPitch) = A[16 rows of a, D] . B[64 rows of b, D]^T for a warp: a/b are bf16 tiles
+// with pitch P; b is read as a column-major [D][64] matrix, i.e. transposed for free.
+template <int D>
+__device__ __forceinline__ void WarpScores(const bf16* a, const bf16* b, float* out) {
+  constexpr int P = Layout<D>::kPitch;
+#pragma unroll
+  for (int n = 0; n < kTile / 16; ++n) {
+    FragAcc acc;
+    wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      FragA fa;
+      FragBCol fb;
+      wmma::load_matrix_sync(fa, a + kk * 16, P);
+      wmma::load_matrix_sync(fb, b + n * 16 * P + kk * 16, P);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(out + n * 16, acc, kSPitch, wmma::mem_row_major);
+  }
+}
+
+// acc[n] += A[16][64] (bf16, pitch kPPitch) . B[64][D] (bf16 tile, pitch P) for the D / 16 column blocks.
+template <int D>
+__device__ __forceinline__ void WarpAccumulate(const bf16* a, const bf16* b, FragAcc (&acc)[D / 16]) {
+  constexpr int P = Layout<D>::kPitch;
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    FragA fa;
+    wmma::load_matrix_sync(fa, a + kk * 16, kPPitch);
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      FragBRow fb;
+      wmma::load_matrix_sync(fb, b + kk * 16 * P + n * 16, P);
+      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    }
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles, int heads, int kv_heads,
+                   float scale, void* out, int dto, float* lse) {
+  using L = Layout<D>;
+  constexpr int P = L::kPitch;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + L::kTileBytes);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
+  float* Ss = reinterpret_cast<float*>(smem + 3 * L::kTileBytes);
+  bf16* Ps = reinterpret_cast<bf16*>(smem + 3 * L::kTileBytes + L::kScoreBytes);
+  float* Os = reinterpret_cast<float*>(smem + 3 * L::kTileBytes + L::kScoreBytes + L::kProbBytes);
+
+  const AttnTile tile = tiles[blockIdx.x];
+  const AttnSeqDesc sq = seqs[tile.seq];
+  const int h = blockIdx.y, g = h / (heads / kv_heads);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t base = sq.kv_len - sq.q_len, q0 = tile.offset;
+  const int rows = TileRows(sq.q_len - q0);
+  const int64_t nkeys = base + q0 + rows;  // keys seen by the tile's last query
+
+  const int r = lane >> 1, col0 = (lane & 1) * (kTile / 2), dcol0 = (lane & 1) * (D / 2);
+  const int row_local = warp * kWarpRows + r;
+  const bool valid = row_local < rows;
+  const int64_t pos = base + q0 + row_local;
+  float* s_w = Ss + warp * kWarpRows * kSPitch;
+  bf16* p_w = Ps + warp * kWarpRows * kPPitch;
+  float* o_w = Os + warp * kWarpRows * L::kOPitch;
+
+  LoadTile<D>(Qs, q, sq.q_begin + q0, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
+#pragma unroll 8
+  for (int c = 0; c < D / 2; ++c) o_w[r * L::kOPitch + dcol0 + c] = 0.0f;
+  __syncthreads();
+  FragA qa[D / 16];  // this warp's 16 query rows, kept for every key tile
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) wmma::load_matrix_sync(qa[kk], Qs + warp * kWarpRows * P + kk * 16, P);
+
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t k0 = 0; k0 < nkeys; k0 += kTile) {
+    const int krows = TileRows(sq.kv_len - k0);
+    __syncthreads();  // every warp is done with the previous K/V tile
+    LoadTile<D>(Ks, sq.k, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
+    LoadTile<D>(Vs, sq.v, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
+    __syncthreads();
+
+    // S = Q K^T (16 x 64 per warp).
+#pragma unroll
+    for (int n = 0; n < kTile / 16; ++n) {
+      FragAcc acc;
+      wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        FragBCol fb;
+        wmma::load_matrix_sync(fb, Ks + n * 16 * P + kk * 16, P);
+        wmma::mma_sync(acc, qa[kk], fb, acc);
+      }
+      wmma::store_matrix_sync(s_w + n * 16, acc, kSPitch, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax of row r over its 32 columns (the other half is the neighbouring lane).
+    float x[kTile / 2];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kTile / 2; ++c) {
+      const int64_t j = k0 + col0 + c;
+      x[c] = (valid && j <= pos) ? s_w[r * kSPitch + col0 + c] * scale : -INFINITY;
+      mx = fmaxf(mx, x[c]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float m_new = fmaxf(m, mx);
+    // m_new == -inf only for rows that saw no key yet (rows past the tile's end): nothing to rescale.
+    const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
+    float sum = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kTile / 2; ++c) {
+      const float p = x[c] == -INFINITY ? 0.0f : expf(x[c] - m_new);
+      sum += p;
+      p_w[r * kPPitch + col0 + c] = __float2bfloat16_rn(p);
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l = l * corr + sum;
+    m = m_new;
+#pragma unroll 8
+    for (int c = 0; c < D / 2; ++c) o_w[r * L::kOPitch + dcol0 + c] *= corr;
+    __syncwarp();
+
+    // O += P V, through the fp32 O tile in shared memory (WMMA fragments have no row-wise scaling).
+    FragA pa[kTile / 16];
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) wmma::load_matrix_sync(pa[kk], p_w + kk * 16, kPPitch);
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      FragAcc acc;
+      wmma::load_matrix_sync(acc, o_w + n * 16, L::kOPitch, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kTile / 16; ++kk) {
+        FragBRow fb;
+        wmma::load_matrix_sync(fb, Vs + kk * 16 * P + n * 16, P);
+        wmma::mma_sync(acc, pa[kk], fb, acc);
+      }
+      wmma::store_matrix_sync(o_w + n * 16, acc, L::kOPitch, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+
+  if (valid) {
+    const int64_t row = sq.q_begin + q0 + row_local;
+    const float inv = 1.0f / l;
+    const int64_t obase = (row * heads + h) * D + dcol0;
+    for (int c = 0; c < D / 2; ++c) St(out, dto, obase + c, o_w[r * L::kOPitch + dcol0 + c] * inv);
+    if (lse != nullptr && (lane & 1) == 0) lse[row * heads + h] = m + logf(l);
+  }
+}
+
+// Adds scale * acc (this warp's 16 rows x D) into a [rows, heads_or_kvh, D] tensor at rows row0 + r
+// (r < rows_valid), column block (head * D); or stores it when !accumulate. `scratch` is the warp's
+// 16 x kSPitch fp32 score tile.
+template <int D>
+__device__ __forceinline__ void WarpWriteRows(const FragAcc (&acc)[D / 16], float* scratch, void* dst, int dt,
+                                              int64_t row0, int rows_valid, int64_t stride, int64_t col,
+                                              float scale, bool accumulate) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) {
+    wmma::store_matrix_sync(scratch, acc[n], kSPitch, wmma::mem_row_major);
+    __syncwarp();
+    for (int e = lane; e < 16 * 16; e += 32) {
+      const int rr = e / 16, cc = e % 16;
+      if (rr >= rows_valid) continue;
+      const int64_t i = (row0 + rr) * stride + col + n * 16 + cc;
+      const float v = scale * scratch[rr * kSPitch + cc];
+      if (accumulate) {
+        AtomicAddTo(dst, dt, i, v);
+      } else {
+        St(dst, dt, i, v);
+      }
+    }
+    __syncwarp();
+  }
+}
+
+// dk/dv of one 64-key tile of kv head g: over every query head of the group and every query tile that
+// sees these keys.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+TiledBackwardKvKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles, int heads, int kv_heads,
+                      float scale, const float* lse, const float* dvec, const bf16* dout, int dtdkv) {
+  using L = Layout<D>;
+  constexpr int P = L::kPitch;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* dOs = reinterpret_cast<bf16*>(smem + L::kTileBytes);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * L::kTileBytes);
+  float* St_ = reinterpret_cast<float*>(smem + 4 * L::kTileBytes);               // S^T  [warp][16 keys][64 queries]
+  float* dPt = reinterpret_cast<float*>(smem + 4 * L::kTileBytes + L::kScoreBytes);  // dP^T
+  bf16* Pt = reinterpret_cast<bf16*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes);
+  bf16* dSt = reinterpret_cast<bf16*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes + L::kProbBytes);
+  float* lse_s = reinterpret_cast<float*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes + 2 * L::kProbBytes);
+  float* d_s = lse_s + kTile;
+
+  const AttnTile tile = tiles[blockIdx.x];
+  const AttnSeqDesc sq = seqs[tile.seq];
+  const int g = blockIdx.y, group = heads / kv_heads;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t base = sq.kv_len - sq.q_len, k0 = tile.offset;
+  const int krows = TileRows(sq.kv_len - k0);
+  const int r = lane >> 1, col0 = (lane & 1) * (kTile / 2);
+  const int key_local = warp * kWarpRows + r;
+  const int64_t j = k0 + key_local;
+  float* s_w = St_ + warp * kWarpRows * kSPitch;
+  float* dp_w = dPt + warp * kWarpRows * kSPitch;
+  bf16* p_w = Pt + warp * kWarpRows * kPPitch;
+  bf16* ds_w = dSt + warp * kWarpRows * kPPitch;
+
+  LoadTile<D>(Ks, sq.k, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
+  LoadTile<D>(Vs, sq.v, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
+
+  FragAcc dk[D / 16], dv[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) {
+    wmma::fill_fragment(dk[n], 0.0f);
+    wmma::fill_fragment(dv[n], 0.0f);
+  }
+  // The first query that sees key k0 (every key < kv_len is seen by the last query).
+  const int64_t q_first = k0 > base ? k0 - base : 0;
+  for (int hh = 0; hh < group; ++hh) {
+    const int h = g * group + hh;
+    for (int64_t qt = q_first; qt < sq.q_len; qt += kTile) {
+      const int rows = TileRows(sq.q_len - qt);
+      __syncthreads();  // the previous query tile is consumed (and, first time, K/V are loaded)
+      LoadTile<D>(Qs, q, sq.q_begin + qt, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
+      LoadTile<D>(dOs, dout, sq.q_begin + qt, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
+      for (int t = threadIdx.x; t < kTile; t += kThreads) {
+        const int64_t idx = (sq.q_begin + qt + t) * heads + h;
+        lse_s[t] = t < rows ? lse[idx] : 0.0f;
+        d_s[t] = t < rows ? dvec[idx] : 0.0f;
+      }
+      __syncthreads();
+
+      WarpScores<D>(Ks + warp * kWarpRows * P, Qs, s_w);   // S^T = K Q^T
+      WarpScores<D>(Vs + warp * kWarpRows * P, dOs, dp_w);  // dP^T = V dO^T
+      __syncwarp();
+#pragma unroll 8
+      for (int c = 0; c < kTile / 2; ++c) {
+        const int col = col0 + c;
+        const bool ok = col < rows && key_local < krows && j <= base + qt + col;
+        const float p = ok ? expf(s_w[r * kSPitch + col] * scale - lse_s[col]) : 0.0f;
+        const float ds = p * (dp_w[r * kSPitch + col] - d_s[col]);
+        p_w[r * kPPitch + col] = __float2bfloat16_rn(p);
+        ds_w[r * kPPitch + col] = __float2bfloat16_rn(ds);
+      }
+      __syncwarp();
+      WarpAccumulate<D>(p_w, dOs, dv);   // dV += P^T dO
+      WarpAccumulate<D>(ds_w, Qs, dk);   // dK += dS^T Q
+    }
+  }
+  const int rows_valid = krows - warp * kWarpRows;  // may be <= 0: nothing to write
+  WarpWriteRows<D>(dk, s_w, sq.dk, dtdkv, k0 + warp * kWarpRows, rows_valid, static_cast<int64_t>(kv_heads) * D,
+                   static_cast<int64_t>(g) * D, scale, true);
+  WarpWriteRows<D>(dv, s_w, sq.dv, dtdkv, k0 + warp * kWarpRows, rows_valid, static_cast<int64_t>(kv_heads) * D,
+                   static_cast<int64_t>(g) * D, 1.0f, true);
+}
+
+// dq of one 64-query tile of head h: over every key tile its queries see.
+template <int D>
+__global__ void __launch_bounds__(kThreads)
+TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles, int heads, int kv_heads,
+                     float scale, const float* lse, const float* dvec, const bf16* dout, void* dq, int dtdq) {
+  using L = Layout<D>;
+  constexpr int P = L::kPitch;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem);
+  bf16* dOs = reinterpret_cast<bf16*>(smem + L::kTileBytes);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * L::kTileBytes);
+  float* Ss = reinterpret_cast<float*>(smem + 4 * L::kTileBytes);
+  float* dPs = reinterpret_cast<float*>(smem + 4 * L::kTileBytes + L::kScoreBytes);
+  bf16* dSs = reinterpret_cast<bf16*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes);
+
+  const AttnTile tile = tiles[blockIdx.x];
+  const AttnSeqDesc sq = seqs[tile.seq];
+  const int h = blockIdx.y, g = h / (heads / kv_heads);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t base = sq.kv_len - sq.q_len, q0 = tile.offset;
+  const int rows = TileRows(sq.q_len - q0);
+  const int64_t nkeys = base + q0 + rows;
+  const int r = lane >> 1, col0 = (lane & 1) * (kTile / 2);
+  const int row_local = warp * kWarpRows + r;
+  const bool valid = row_local < rows;
+  const int64_t pos = base + q0 + row_local;
+  const int64_t stat = (sq.q_begin + q0 + row_local) * heads + h;
+  const float row_lse = valid ? lse[stat] : 0.0f, row_d = valid ? dvec[stat] : 0.0f;
+  float* s_w = Ss + warp * kWarpRows * kSPitch;
+  float* dp_w = dPs + warp * kWarpRows * kSPitch;
+  bf16* ds_w = dSs + warp * kWarpRows * kPPitch;
+
+  LoadTile<D>(Qs, q, sq.q_begin + q0, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
+  LoadTile<D>(dOs, dout, sq.q_begin + q0, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
+  FragAcc acc[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
+
+  for (int64_t k0 = 0; k0 < nkeys; k0 += kTile) {
+    const int krows = TileRows(sq.kv_len - k0);
+    __syncthreads();  // the previous K/V tile is consumed (and, first time, Q/dO are loaded)
+    LoadTile<D>(Ks, sq.k, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
+    LoadTile<D>(Vs, sq.v, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
+    __syncthreads();
+
+    WarpScores<D>(Qs + warp * kWarpRows * P, Ks, s_w);    // S = Q K^T
+    WarpScores<D>(dOs + warp * kWarpRows * P, Vs, dp_w);  // dP = dO V^T
+    __syncwarp();
+#pragma unroll 8
+    for (int c = 0; c < kTile / 2; ++c) {
+      const int col = col0 + c;
+      const bool ok = valid && k0 + col <= pos;
+      const float p = ok ? expf(s_w[r * kSPitch + col] * scale - row_lse) : 0.0f;
+      ds_w[r * kPPitch + col] = __float2bfloat16_rn(p * (dp_w[r * kSPitch + col] - row_d));
+    }
+    __syncwarp();
+    WarpAccumulate<D>(ds_w, Ks, acc);  // dQ += dS K
+  }
+  WarpWriteRows<D>(acc, s_w, dq, dtdq, sq.q_begin + q0 + warp * kWarpRows, rows - warp * kWarpRows,
+                   static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D, scale, false);
+}
+
+}  // namespace
+}  // namespace tessera::cuda_kernels::tiled_attention

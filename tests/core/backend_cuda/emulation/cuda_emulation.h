@@ -1,0 +1,107 @@
+// Runs CUDA kernel bodies on the host, for tests on machines without a GPU: each block's threads are
+// host threads (one block at a time), __syncthreads / __syncwarp are barriers, __shfl_xor_sync goes
+// through a per-warp exchange array, atomics are std::atomic_ref / a mutex, and nvcuda::wmma is the
+// scalar stand-in in emulation/mma.h (which shadows CUDA's header through the include path).
+//
+// What it checks: a kernel's indexing, masking, tiling, barrier placement (a missing barrier shows up as
+// a wrong result, not reliably) and the numbers it computes, from the same source the GPU build compiles.
+// What it does not: timing, memory coalescing, register/shared-memory limits, or the GPU's own rounding
+// and accumulation order (bf16 products are exact in fp32 on both; sums may differ in order).
+//
+// Include this before any kernel header. Kernels declare `extern __shared__ unsigned char smem[]`; the
+// test defines that array (in the kernels' namespace) once, shared by the running block's threads.
+#pragma once
+
+#define __launch_bounds__(...)
+
+#include <atomic>
+#include <barrier>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace cuda_emulation {
+
+constexpr int kMaxWarps = 32;
+
+struct BlockState {
+  explicit BlockState(int threads) : block(threads) {
+    for (int w = 0; w < (threads + 31) / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
+  }
+  std::barrier<> block;
+  std::vector<std::unique_ptr<std::barrier<>>> warps;
+  float exchange[kMaxWarps][32] = {};
+};
+
+inline thread_local BlockState* current_block = nullptr;
+inline std::mutex atomic_mutex;
+
+}  // namespace cuda_emulation
+
+inline thread_local uint3 threadIdx;
+inline thread_local uint3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+
+inline void __syncthreads() { cuda_emulation::current_block->block.arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  cuda_emulation::current_block->warps[threadIdx.x / 32]->arrive_and_wait();
+}
+inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
+  float* x = cuda_emulation::current_block->exchange[threadIdx.x / 32];
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  x[lane] = v;
+  __syncwarp();
+  const float r = x[lane ^ lane_mask];
+  __syncwarp();
+  return r;
+}
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
+  std::lock_guard<std::mutex> lock(cuda_emulation::atomic_mutex);
+  const __nv_bfloat16 old = *p;
+  *p = __float2bfloat16_rn(__bfloat162float(old) + __bfloat162float(v));
+  return old;
+}
+inline __half atomicAdd(__half* p, __half v) {
+  std::lock_guard<std::mutex> lock(cuda_emulation::atomic_mutex);
+  const __half old = *p;
+  *p = __float2half_rn(__half2float(old) + __half2float(v));
+  return old;
+}
+
+namespace cuda_emulation {
+
+// Runs body() as every thread of every block of `grid` (blocks one after another, `threads` host
+// threads each), with threadIdx / blockIdx / blockDim / gridDim set per thread.
+inline void Launch(dim3 grid, unsigned threads, const std::function<void()>& body) {
+  for (unsigned bz = 0; bz < grid.z; ++bz) {
+    for (unsigned by = 0; by < grid.y; ++by) {
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        BlockState state(static_cast<int>(threads));
+        std::vector<std::thread> pool;
+        pool.reserve(threads);
+        for (unsigned t = 0; t < threads; ++t) {
+          pool.emplace_back([&, t] {
+            current_block = &state;
+            threadIdx = uint3{t, 0, 0};
+            blockIdx = uint3{bx, by, bz};
+            blockDim = dim3(threads, 1, 1);
+            gridDim = grid;
+            body();
+          });
+        }
+        for (std::thread& th : pool) th.join();
+      }
+    }
+  }
+}
+
+}  // namespace cuda_emulation
