@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <barrier>
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -64,6 +65,11 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   return r;
 }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
+// The read-only-cache load is a plain load here (the kernels use it on 8- and 16-byte vectors).
+inline uint2 __ldg(const uint2* p) { return *p; }
+inline uint4 __ldg(const uint4* p) { return *p; }
 inline __nv_bfloat16 atomicAdd(__nv_bfloat16* p, __nv_bfloat16 v) {
   std::lock_guard<std::mutex> lock(cuda_emulation::atomic_mutex);
   const __nv_bfloat16 old = *p;
@@ -80,11 +86,13 @@ inline __half atomicAdd(__half* p, __half v) {
 namespace cuda_emulation {
 
 // Runs body() as every thread of every block of `grid` (blocks one after another, `threads` host
-// threads each), with threadIdx / blockIdx / blockDim / gridDim set per thread.
+// threads each), with threadIdx / blockIdx / blockDim / gridDim set per thread. Blocks run in reverse
+// index order: a GPU promises no order, and a kernel whose blocks overwrite each other's output shows
+// it here by leaving the lower-index block's (wrong) values in place.
 inline void Launch(dim3 grid, unsigned threads, const std::function<void()>& body) {
-  for (unsigned bz = 0; bz < grid.z; ++bz) {
-    for (unsigned by = 0; by < grid.y; ++by) {
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
+  for (unsigned bz = grid.z; bz-- > 0;) {
+    for (unsigned by = grid.y; by-- > 0;) {
+      for (unsigned bx = grid.x; bx-- > 0;) {
         BlockState state(static_cast<int>(threads));
         std::vector<std::thread> pool;
         pool.reserve(threads);
