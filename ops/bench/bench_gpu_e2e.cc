@@ -507,10 +507,42 @@ int Run(const Args& a) {
 }  // namespace
 }  // namespace tessera
 
+namespace {
+
+constexpr char kUsage[] = R"(usage: bench_gpu_e2e [options]
+Tessera's model on the CUDA backend: prefill, decode (host plan vs device MoE routing), a training step
+on ~10% of the expert slots, an overlay load, and mixed-tenant decode; compared with torch_peer.py's
+numbers. The last line is `train_speedup=<x> decode_speedup=<x> tenants64_ratio=<x> grouped_vs_dense=<x>`.
+Prints `SKIP: ...` and exits 0 without a CUDA device (unless --device=cpu).
+  --config=FILE          HF config.json (default: the Qwen3-MoE-style config of issue 6)
+  --weights=DIR          HF safetensors folder (default: random weights)
+  --bf16                 bf16 weight matrices, KV caches and GEMM operands (f32 otherwise)
+  --tf32                 f32 GEMMs on TF32 tensor cores
+  --device=cpu           run on the CPU backend (a smoke test of this program)
+  --profile              per-op breakdown of a prefill, 4 decode steps and a training step
+  --decode-routing=R     host, device or both (default both: checked against each other, faster counted)
+  --batch=N --prompt=N --new-tokens=N        prefill/decode shape (default 8, 512, 128)
+  --train-batch=N --train-seq=N              training step shape (default 8, 512)
+  --tenant-batch=N       sequences in the mixed-tenant decode runs (default 64)
+  --reps=N               repetitions per measurement, median reported (default 3)
+  --skip-train --skip-tenants                leave those phases out
+  --peer-json=FILE       torch_peer.py --json-out numbers for the speedups
+  --grouped-vs-dense=X   bench_gpu_grouped_gemm's ratio, echoed on the last line
+  --logits-ref=FILE      compare logits with torch_peer.py --logits-out (exit 1 when off)
+  --logits-tol=X         relative L2 tolerance for --logits-ref (default 2e-2)
+  --logits-only          stop after the logits check
+)";
+
+}  // namespace
+
 int main(int argc, char** argv) {
   tessera::Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
     auto val = [&](const char* key) -> const char* {
       const size_t n = std::strlen(key);
       return arg.compare(0, n, key) == 0 ? argv[i] + n : nullptr;
