@@ -28,6 +28,7 @@
 #include "core/train/finetune.h"
 #include "core/train/model_trainable.h"
 #include "core/util/parallel.h"
+#include "ops/bench/bench_check.h"
 
 namespace {
 
@@ -38,16 +39,8 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-void Die(const absl::Status& s, const char* what) {
-  std::fprintf(stderr, "bench_finetune: %s: %s\n", what, s.ToString().c_str());
-  std::exit(1);
-}
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) Die(v.status(), what);
-  return *std::move(v);
-}
+using bench::Die;
+using bench::Must;
 
 std::vector<float> Logits(const Model& m, const ExpertOverlay* overlay) {
   std::vector<int32_t> toks = {256};
@@ -194,7 +187,7 @@ int main(int argc, char** argv) {
     const std::string path =
         (std::filesystem::temp_directory_path() / "bench_finetune_full.safetensors").string();
     auto st = full_model->weights().Save(c, be.get(), path);
-    if (!st.ok()) Die(st, "saving the full model");
+    if (!st.ok()) Die("saving the full model", st);
     full.bytes = static_cast<int64_t>(std::filesystem::file_size(path));
     std::filesystem::remove(path);
     Print(full);

@@ -41,29 +41,14 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_backend.h"
+#include "ops/bench/bench_check.h"
 
 namespace tessera {
 namespace {
 
 constexpr double kTolerance = 3e-2;
 
-#define CHECK_OK(expr)                                                                    \
-  do {                                                                                    \
-    const absl::Status s_ = (expr);                                                       \
-    if (!s_.ok()) {                                                                       \
-      std::fprintf(stderr, "FAILED %s: %s\n", #expr, std::string(s_.message()).c_str()); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "FAILED %s: %s\n", what, std::string(v.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(*v);
-}
+using bench::Must;
 
 // A failed call of the tiled implementation (or the Synchronize after it, where a kernel fault shows up)
 // is a failed check: the last line says so and the exit status is 3, so the GPU run falls back to the

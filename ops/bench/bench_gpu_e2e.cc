@@ -57,6 +57,7 @@
 #include "core/model/weights.h"
 #include "core/train/adamw_state.h"
 #include "nlohmann/json.hpp"
+#include "ops/bench/bench_check.h"
 
 namespace tessera {
 namespace {
@@ -82,20 +83,8 @@ struct Args {
   std::string decode_routing = "both";  // host | device | both
 };
 
-[[noreturn]] void Die(const char* what, const absl::Status& s) {
-  std::fprintf(stderr, "FAILED %s: %s\n", what, std::string(s.message()).c_str());
-  std::exit(1);
-}
-#define CHECK_OK(expr)                        \
-  do {                                        \
-    const absl::Status s_ = (expr);           \
-    if (!s_.ok()) Die(#expr, s_);             \
-  } while (0)
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) Die(what, v.status());
-  return std::move(*v);
-}
+using bench::Die;
+using bench::Must;
 
 ModelConfig BigConfig() {
   ModelConfig c;

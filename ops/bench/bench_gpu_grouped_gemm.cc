@@ -29,29 +29,14 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_backend.h"
+#include "ops/bench/bench_check.h"
 
 namespace tessera {
 namespace {
 
 constexpr int64_t kHidden = 2048, kWidth = 768, kExperts = 64, kTopK = 8;
 
-#define CHECK_OK(expr)                                                                    \
-  do {                                                                                    \
-    const absl::Status s_ = (expr);                                                       \
-    if (!s_.ok()) {                                                                       \
-      std::fprintf(stderr, "FAILED %s: %s\n", #expr, std::string(s_.message()).c_str()); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
-
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::fprintf(stderr, "FAILED %s: %s\n", what, std::string(v.status().message()).c_str());
-    std::exit(1);
-  }
-  return std::move(*v);
-}
+using bench::Must;
 
 Tensor RandomBf16(Backend& b, std::vector<int64_t> shape, std::mt19937& rng, float scale) {
   Tensor f32 = Must(b.Alloc(shape, DType::kF32), "Alloc");

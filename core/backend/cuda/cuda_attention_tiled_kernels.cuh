@@ -71,6 +71,17 @@ struct Layout {
   static_assert(kTileBytes % 128 == 0 && kScoreBytes % 128 == 0 && kProbBytes % 128 == 0 && kOBytes % 128 == 0);
 };
 
+// Hands out consecutive regions of the dynamic shared memory, in the order of the Layout sizes.
+struct SharedCarver {
+  unsigned char* next;
+  template <typename T>
+  __device__ __forceinline__ T* Take(int bytes) {
+    T* r = reinterpret_cast<T*>(next);
+    next += bytes;
+    return r;
+  }
+};
+
 // Rows of a 64-row tile that exist when `left` rows remain.
 __device__ __forceinline__ int TileRows(int64_t left) { return left < kTile ? static_cast<int>(left) : kTile; }
 
@@ -89,10 +100,54 @@ __device__ __forceinline__ void LoadTile(bf16* dst, const void* src, int64_t row
   }
 }
 
-// out[16][64] (pitch kSPitch) = A[16 rows of a, D] . B[64 rows of b, D]^T for a warp: a/b are bf16 tiles
-// with pitch P; b is read as a column-major [D][64] matrix, i.e. transposed for free.
+// Where a query-tile block (forward, dq: blockIdx = (tile, head)) and one of its lanes stand. Lane l of
+// warp w handles query row 16 w + l / 2 of the tile and score columns [col0, col0 + 32).
+struct QueryTileLane {
+  AttnSeqDesc sq;
+  int h, g;          // query head, its KV head
+  int lane, warp;
+  int64_t base;      // kv_len - q_len: absolute position of the sequence's first query
+  int64_t q0;        // the tile's first query within the sequence
+  int rows;          // queries in the tile (<= 64)
+  int64_t nkeys;     // keys seen by the tile's last query
+  int r, col0;       // this lane's row within its warp's 16, and its half of the 64 score columns
+  int row_local;     // this lane's row within the tile
+  bool valid;        // row_local < rows
+  int64_t pos;       // its absolute position: it sees keys [0, pos]
+};
+
+__device__ __forceinline__ QueryTileLane LocateQueryTile(const AttnSeqDesc* seqs, const AttnTile* tiles, int heads,
+                                                         int kv_heads) {
+  QueryTileLane t;
+  const AttnTile tile = tiles[blockIdx.x];
+  t.sq = seqs[tile.seq];
+  t.h = blockIdx.y;
+  t.g = t.h / (heads / kv_heads);
+  t.lane = threadIdx.x & 31;
+  t.warp = threadIdx.x >> 5;
+  t.base = t.sq.kv_len - t.sq.q_len;
+  t.q0 = tile.offset;
+  t.rows = TileRows(t.sq.q_len - t.q0);
+  t.nkeys = t.base + t.q0 + t.rows;
+  t.r = t.lane >> 1;
+  t.col0 = (t.lane & 1) * (kTile / 2);
+  t.row_local = t.warp * kWarpRows + t.r;
+  t.valid = t.row_local < t.rows;
+  t.pos = t.base + t.q0 + t.row_local;
+  return t;
+}
+
+// A warp's 16 rows x D of a bf16 tile (pitch P), as the A operand of D / 16 products.
 template <int D>
-__device__ __forceinline__ void WarpScores(const bf16* a, const bf16* b, float* out) {
+__device__ __forceinline__ void LoadRowFragments(const bf16* a, FragA (&fa)[D / 16]) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) wmma::load_matrix_sync(fa[kk], a + kk * 16, Layout<D>::kPitch);
+}
+
+// out[16][64] (pitch kSPitch) = A[16, D] . B[64 rows of b, D]^T for a warp: `a` from LoadRowFragments;
+// b is a bf16 tile with pitch P read as a column-major [D][64] matrix, i.e. transposed for free.
+template <int D>
+__device__ __forceinline__ void WarpScores(const FragA (&a)[D / 16], const bf16* b, float* out) {
   constexpr int P = Layout<D>::kPitch;
 #pragma unroll
   for (int n = 0; n < kTile / 16; ++n) {
@@ -100,11 +155,9 @@ __device__ __forceinline__ void WarpScores(const bf16* a, const bf16* b, float* 
     wmma::fill_fragment(acc, 0.0f);
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      FragA fa;
       FragBCol fb;
-      wmma::load_matrix_sync(fa, a + kk * 16, P);
       wmma::load_matrix_sync(fb, b + n * 16 * P + kk * 16, P);
-      wmma::mma_sync(acc, fa, fb, acc);
+      wmma::mma_sync(acc, a[kk], fb, acc);
     }
     wmma::store_matrix_sync(out + n * 16, acc, kSPitch, wmma::mem_row_major);
   }
@@ -134,25 +187,21 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
   using L = Layout<D>;
   constexpr int P = L::kPitch;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + L::kTileBytes);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
-  float* Ss = reinterpret_cast<float*>(smem + 3 * L::kTileBytes);
-  bf16* Ps = reinterpret_cast<bf16*>(smem + 3 * L::kTileBytes + L::kScoreBytes);
-  float* Os = reinterpret_cast<float*>(smem + 3 * L::kTileBytes + L::kScoreBytes + L::kProbBytes);
+  SharedCarver carve{smem};  // kForwardBytes
+  bf16* Qs = carve.Take<bf16>(L::kTileBytes);
+  bf16* Ks = carve.Take<bf16>(L::kTileBytes);
+  bf16* Vs = carve.Take<bf16>(L::kTileBytes);
+  float* Ss = carve.Take<float>(L::kScoreBytes);
+  bf16* Ps = carve.Take<bf16>(L::kProbBytes);
+  float* Os = carve.Take<float>(L::kOBytes);
 
-  const AttnTile tile = tiles[blockIdx.x];
-  const AttnSeqDesc sq = seqs[tile.seq];
-  const int h = blockIdx.y, g = h / (heads / kv_heads);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t base = sq.kv_len - sq.q_len, q0 = tile.offset;
-  const int rows = TileRows(sq.q_len - q0);
-  const int64_t nkeys = base + q0 + rows;  // keys seen by the tile's last query
-
-  const int r = lane >> 1, col0 = (lane & 1) * (kTile / 2), dcol0 = (lane & 1) * (D / 2);
-  const int row_local = warp * kWarpRows + r;
-  const bool valid = row_local < rows;
-  const int64_t pos = base + q0 + row_local;
+  const QueryTileLane t = LocateQueryTile(seqs, tiles, heads, kv_heads);
+  const AttnSeqDesc& sq = t.sq;
+  const int h = t.h, g = t.g, lane = t.lane, warp = t.warp, rows = t.rows, r = t.r, col0 = t.col0;
+  const int row_local = t.row_local;
+  const bool valid = t.valid;
+  const int64_t q0 = t.q0, nkeys = t.nkeys, pos = t.pos;
+  const int dcol0 = (lane & 1) * (D / 2);  // this lane's half of the output row
   float* s_w = Ss + warp * kWarpRows * kSPitch;
   bf16* p_w = Ps + warp * kWarpRows * kPPitch;
   float* o_w = Os + warp * kWarpRows * L::kOPitch;
@@ -162,8 +211,7 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
   for (int c = 0; c < D / 2; ++c) o_w[r * L::kOPitch + dcol0 + c] = 0.0f;
   __syncthreads();
   FragA qa[D / 16];  // this warp's 16 query rows, kept for every key tile
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) wmma::load_matrix_sync(qa[kk], Qs + warp * kWarpRows * P + kk * 16, P);
+  LoadRowFragments<D>(Qs + warp * kWarpRows * P, qa);
 
   float m = -INFINITY, l = 0.0f;
   for (int64_t k0 = 0; k0 < nkeys; k0 += kTile) {
@@ -173,19 +221,7 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
     LoadTile<D>(Vs, sq.v, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
     __syncthreads();
 
-    // S = Q K^T (16 x 64 per warp).
-#pragma unroll
-    for (int n = 0; n < kTile / 16; ++n) {
-      FragAcc acc;
-      wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        FragBCol fb;
-        wmma::load_matrix_sync(fb, Ks + n * 16 * P + kk * 16, P);
-        wmma::mma_sync(acc, qa[kk], fb, acc);
-      }
-      wmma::store_matrix_sync(s_w + n * 16, acc, kSPitch, wmma::mem_row_major);
-    }
+    WarpScores<D>(qa, Ks, s_w);  // S = Q K^T (16 x 64 per warp)
     __syncwarp();
 
     // Online softmax of row r over its 32 columns (the other half is the neighbouring lane).
@@ -279,16 +315,17 @@ TiledBackwardKvKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* ti
   using L = Layout<D>;
   constexpr int P = L::kPitch;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + L::kTileBytes);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * L::kTileBytes);
-  float* St_ = reinterpret_cast<float*>(smem + 4 * L::kTileBytes);               // S^T  [warp][16 keys][64 queries]
-  float* dPt = reinterpret_cast<float*>(smem + 4 * L::kTileBytes + L::kScoreBytes);  // dP^T
-  bf16* Pt = reinterpret_cast<bf16*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes);
-  bf16* dSt = reinterpret_cast<bf16*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes + L::kProbBytes);
-  float* lse_s = reinterpret_cast<float*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes + 2 * L::kProbBytes);
-  float* d_s = lse_s + kTile;
+  SharedCarver carve{smem};  // kKvBytes
+  bf16* Qs = carve.Take<bf16>(L::kTileBytes);
+  bf16* dOs = carve.Take<bf16>(L::kTileBytes);
+  bf16* Ks = carve.Take<bf16>(L::kTileBytes);
+  bf16* Vs = carve.Take<bf16>(L::kTileBytes);
+  float* St_ = carve.Take<float>(L::kScoreBytes);  // S^T  [warp][16 keys][64 queries]
+  float* dPt = carve.Take<float>(L::kScoreBytes);  // dP^T
+  bf16* Pt = carve.Take<bf16>(L::kProbBytes);
+  bf16* dSt = carve.Take<bf16>(L::kProbBytes);
+  float* lse_s = carve.Take<float>(kTile * 4);
+  float* d_s = carve.Take<float>(kTile * 4);
 
   const AttnTile tile = tiles[blockIdx.x];
   const AttnSeqDesc sq = seqs[tile.seq];
@@ -329,8 +366,13 @@ TiledBackwardKvKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* ti
       }
       __syncthreads();
 
-      WarpScores<D>(Ks + warp * kWarpRows * P, Qs, s_w);   // S^T = K Q^T
-      WarpScores<D>(Vs + warp * kWarpRows * P, dOs, dp_w);  // dP^T = V dO^T
+      {
+        FragA rows[D / 16];  // reloaded per query tile: dk/dv already hold 2 x D / 2 registers
+        LoadRowFragments<D>(Ks + warp * kWarpRows * P, rows);
+        WarpScores<D>(rows, Qs, s_w);  // S^T = K Q^T
+        LoadRowFragments<D>(Vs + warp * kWarpRows * P, rows);
+        WarpScores<D>(rows, dOs, dp_w);  // dP^T = V dO^T
+      }
       __syncwarp();
 #pragma unroll 8
       for (int c = 0; c < kTile / 2; ++c) {
@@ -361,25 +403,21 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
   using L = Layout<D>;
   constexpr int P = L::kPitch;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + L::kTileBytes);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * L::kTileBytes);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * L::kTileBytes);
-  float* Ss = reinterpret_cast<float*>(smem + 4 * L::kTileBytes);
-  float* dPs = reinterpret_cast<float*>(smem + 4 * L::kTileBytes + L::kScoreBytes);
-  bf16* dSs = reinterpret_cast<bf16*>(smem + 4 * L::kTileBytes + 2 * L::kScoreBytes);
+  SharedCarver carve{smem};  // kDqBytes
+  bf16* Qs = carve.Take<bf16>(L::kTileBytes);
+  bf16* dOs = carve.Take<bf16>(L::kTileBytes);
+  bf16* Ks = carve.Take<bf16>(L::kTileBytes);
+  bf16* Vs = carve.Take<bf16>(L::kTileBytes);
+  float* Ss = carve.Take<float>(L::kScoreBytes);
+  float* dPs = carve.Take<float>(L::kScoreBytes);
+  bf16* dSs = carve.Take<bf16>(L::kProbBytes);
 
-  const AttnTile tile = tiles[blockIdx.x];
-  const AttnSeqDesc sq = seqs[tile.seq];
-  const int h = blockIdx.y, g = h / (heads / kv_heads);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t base = sq.kv_len - sq.q_len, q0 = tile.offset;
-  const int rows = TileRows(sq.q_len - q0);
-  const int64_t nkeys = base + q0 + rows;
-  const int r = lane >> 1, col0 = (lane & 1) * (kTile / 2);
-  const int row_local = warp * kWarpRows + r;
-  const bool valid = row_local < rows;
-  const int64_t pos = base + q0 + row_local;
+  const QueryTileLane t = LocateQueryTile(seqs, tiles, heads, kv_heads);
+  const AttnSeqDesc& sq = t.sq;
+  const int h = t.h, g = t.g, warp = t.warp, rows = t.rows, r = t.r, col0 = t.col0;
+  const int row_local = t.row_local;
+  const bool valid = t.valid;
+  const int64_t q0 = t.q0, nkeys = t.nkeys, pos = t.pos;
   const int64_t stat = (sq.q_begin + q0 + row_local) * heads + h;
   const float row_lse = valid ? lse[stat] : 0.0f, row_d = valid ? dvec[stat] : 0.0f;
   float* s_w = Ss + warp * kWarpRows * kSPitch;
@@ -388,19 +426,23 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
 
   LoadTile<D>(Qs, q, sq.q_begin + q0, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
   LoadTile<D>(dOs, dout, sq.q_begin + q0, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
+  __syncthreads();
+  FragA qa[D / 16], doa[D / 16];  // this warp's 16 query rows of Q and dO, kept for every key tile
+  LoadRowFragments<D>(Qs + warp * kWarpRows * P, qa);
+  LoadRowFragments<D>(dOs + warp * kWarpRows * P, doa);
   FragAcc acc[D / 16];
 #pragma unroll
   for (int n = 0; n < D / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
 
   for (int64_t k0 = 0; k0 < nkeys; k0 += kTile) {
     const int krows = TileRows(sq.kv_len - k0);
-    __syncthreads();  // the previous K/V tile is consumed (and, first time, Q/dO are loaded)
+    __syncthreads();  // every warp is done with the previous K/V tile
     LoadTile<D>(Ks, sq.k, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
     LoadTile<D>(Vs, sq.v, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
     __syncthreads();
 
-    WarpScores<D>(Qs + warp * kWarpRows * P, Ks, s_w);    // S = Q K^T
-    WarpScores<D>(dOs + warp * kWarpRows * P, Vs, dp_w);  // dP = dO V^T
+    WarpScores<D>(qa, Ks, s_w);    // S = Q K^T
+    WarpScores<D>(doa, Vs, dp_w);  // dP = dO V^T
     __syncwarp();
 #pragma unroll 8
     for (int c = 0; c < kTile / 2; ++c) {
