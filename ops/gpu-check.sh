@@ -26,9 +26,11 @@
 #     experts top-4, width 384) as safetensors plus its logits in bf16 and in f32; Tessera loads the
 #     same files and compares its logits (f32 reference: rel L2 <= 1e-3; bf16 reference: <= 5e-2; and
 #     Tessera with bf16 weights (--bf16) against the bf16 reference: <= 5e-2).
-#     --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e last, fed with
+#     --peer: run bench/torch_peer.py.  --e2e: run bin/bench_gpu_e2e after the peer, fed with
 #     the peer's JSON and bench_gpu_grouped_gemm's grouped_vs_dense (its last line is the issue's
 #     `train_speedup=... decode_speedup=... tenants64_ratio=... grouped_vs_dense=...`).
+#   Order: tests, benchmarks, --peer, --e2e, then --serve, the demos, --logits: a run cut off by its
+#     `timeout` keeps the headline numbers, and the summary (printed on TERM too) ends with a KILLED row.
 #   Benchmarks: every bin/bench_gpu_* but bench_gpu_e2e, after the tests. bench_gpu_attention (first of
 #     them) times both CUDA attention implementations and checks the tiled tensor-core kernels against
 #     the row-wise ones; when it fails, times out (120 s) or its last line lacks `tiled_ok=1`, every later
@@ -36,6 +38,17 @@
 #     TESSERA_CUDA_ATTENTION=rowwise, and the summary says so in a `TESSERA_CUDA_ATTENTION` row.
 #   Logs: DIR/<name>.log for every step, DIR/summary.txt (the table). DIR defaults to ./results.
 set -uo pipefail
+# The table of every step so far, also into $OUTDIR/summary.txt. A run cut off by `timeout` (TERM to the
+# whole process group) still writes the table of what finished, with a last row saying where it stopped.
+PrintSummary() {
+  {
+    echo
+    printf '%-34s %-6s %8s  %s\n' "step" "status" "seconds" "result"
+    for r in "${ROWS[@]}"; do echo "$r"; done
+    echo "gpu-check: $([[ $FAIL == 0 ]] && echo OK || echo FAILED)"
+  } | tee "$OUTDIR/summary.txt"
+}
+trap 'FAIL=1; ROWS+=("$(printf "%-34s %-6s %8s  %s" "(cut off)" KILLED - "a signal stopped the run here")"); PrintSummary; exit 124' TERM INT
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUTDIR="$HERE/results"
 RUN_PEER=0
@@ -173,6 +186,36 @@ if (( ! QUICK )); then
       row "TESSERA_CUDA_ATTENTION" NOTE - "=rowwise for every later step: bench_gpu_attention $why"
     fi
   done
+  if (( RUN_PEER )); then
+    log="$OUTDIR/torch_peer.log"
+    t0=$(date +%s%N)
+    # Without our LD_LIBRARY_PATH: PyTorch brings its own libraries and must not pick up ours.
+    env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 "$HERE/bench/torch_peer.py" $PEER_ARGS --json-out "$OUTDIR/torch_peer.json" >"$log" 2>&1
+    rc=$?
+    secs=$(elapsed "$t0")
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; }
+    row "torch_peer.py" "$status" "$secs" "$(grep '^peer_summary' "$log" | tail -1)"
+    grep '^peer ' "$log" | sed 's/^/    /'
+    (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
+  fi
+  if (( RUN_E2E )) && [[ -x "$HERE/bin/bench_gpu_e2e" ]]; then
+    log="$OUTDIR/bench_gpu_e2e.log"
+    gvd=$(grep -h '^grouped_vs_dense=' "$OUTDIR/bench_gpu_grouped_gemm.log" 2>/dev/null | tail -1 | cut -d= -f2)
+    peer_json=""
+    [[ -f "$OUTDIR/torch_peer.json" ]] && peer_json="--peer-json=$OUTDIR/torch_peer.json"
+    t0=$(date +%s%N)
+    "$HERE/bin/bench_gpu_e2e" $peer_json --grouped-vs-dense="${gvd:-0}" $E2E_ARGS >"$log" 2>&1
+    rc=$?
+    secs=$(elapsed "$t0")
+    status=PASS
+    (( rc != 0 )) && { status=FAIL; FAIL=1; }
+    if grep -q '^SKIP' "$log"; then status=SKIP; (( HAVE_GPU )) && FAIL=1; fi
+    row "bench_gpu_e2e" "$status" "$secs" "$(tail -1 "$log")"
+    grep '^e2e ' "$log" | sed 's/^/    /'
+    (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
+  fi
+  # The product checks after the headline numbers: if a run is cut off, the peer and e2e numbers exist.
   if (( RUN_SERVE )); then
     log="$OUTDIR/bench_serve_cuda.log"
     t0=$(date +%s%N)
@@ -230,41 +273,7 @@ if (( ! QUICK )); then
     fi
     rm -rf "$wdir"
   fi
-  if (( RUN_PEER )); then
-    log="$OUTDIR/torch_peer.log"
-    t0=$(date +%s%N)
-    # Without our LD_LIBRARY_PATH: PyTorch brings its own libraries and must not pick up ours.
-    env -u LD_LIBRARY_PATH PYTHONUNBUFFERED=1 python3 "$HERE/bench/torch_peer.py" $PEER_ARGS --json-out "$OUTDIR/torch_peer.json" >"$log" 2>&1
-    rc=$?
-    secs=$(elapsed "$t0")
-    status=PASS
-    (( rc != 0 )) && { status=FAIL; FAIL=1; }
-    row "torch_peer.py" "$status" "$secs" "$(grep '^peer_summary' "$log" | tail -1)"
-    grep '^peer ' "$log" | sed 's/^/    /'
-    (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
-  fi
-  if (( RUN_E2E )) && [[ -x "$HERE/bin/bench_gpu_e2e" ]]; then
-    log="$OUTDIR/bench_gpu_e2e.log"
-    gvd=$(grep -h '^grouped_vs_dense=' "$OUTDIR/bench_gpu_grouped_gemm.log" 2>/dev/null | tail -1 | cut -d= -f2)
-    peer_json=""
-    [[ -f "$OUTDIR/torch_peer.json" ]] && peer_json="--peer-json=$OUTDIR/torch_peer.json"
-    t0=$(date +%s%N)
-    "$HERE/bin/bench_gpu_e2e" $peer_json --grouped-vs-dense="${gvd:-0}" $E2E_ARGS >"$log" 2>&1
-    rc=$?
-    secs=$(elapsed "$t0")
-    status=PASS
-    (( rc != 0 )) && { status=FAIL; FAIL=1; }
-    if grep -q '^SKIP' "$log"; then status=SKIP; (( HAVE_GPU )) && FAIL=1; fi
-    row "bench_gpu_e2e" "$status" "$secs" "$(tail -1 "$log")"
-    grep '^e2e ' "$log" | sed 's/^/    /'
-    (( rc != 0 )) && tail -20 "$log" | sed 's/^/    /'
-  fi
 fi
 
-{
-  echo
-  printf '%-34s %-6s %8s  %s\n' "step" "status" "seconds" "result"
-  for r in "${ROWS[@]}"; do echo "$r"; done
-  echo "gpu-check: $([[ $FAIL == 0 ]] && echo OK || echo FAILED)"
-} | tee "$OUTDIR/summary.txt"
+PrintSummary
 exit $FAIL
