@@ -1,5 +1,7 @@
 // Launchers of the tiled attention kernels (cuda_attention_tiled_kernels.cuh has the math, the schedule
 // and the memory contract).
+#include <algorithm>
+
 #include "core/backend/cuda/cuda_attention_tiled_kernels.cuh"
 
 namespace tessera::cuda_kernels {
@@ -45,6 +47,11 @@ cudaError_t LaunchTiled(Kernel kernel, int smem_bytes, int64_t num_tiles, int he
 }  // namespace
 
 bool TiledAttentionSupports(int head_dim) { return head_dim == 64 || head_dim == 128; }
+
+int TiledAttentionSharedBytes() {
+  using L = Layout<128>;
+  return std::max({L::kForwardBytes, L::kKvBytes, L::kDqBytes});
+}
 
 cudaError_t TiledAttentionForward(const void* q, const AttnSeqDesc* seqs, const AttnTile* q_tiles, int64_t num_q_tiles,
                                   int heads, int kv_heads, int head_dim, float scale, void* out, int dto, float* lse,

@@ -178,6 +178,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, co
                                                       prop.major, ".", prop.minor, "; this backend needs 8.0+ (bf16)"));
   }
   b->name_ = absl::StrCat("cuda:", ordinal, " (", prop.name, ", sm_", prop.major, prop.minor, ")");
+  // The tiled attention kernels need more shared memory per block than pre-Hopper GPUs grant.
+  b->tiled_attention_available_ =
+      prop.sharedMemPerBlockOptin >= static_cast<size_t>(cuda_kernels::TiledAttentionSharedBytes());
   // Keep freed blocks in the stream-ordered pool instead of returning them to the driver at every
   // synchronization: per-op activations are allocated and freed at a high rate.
   cudaMemPool_t pool = nullptr;

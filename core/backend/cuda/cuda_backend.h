@@ -33,7 +33,8 @@ absl::Status SetCudaAllowTf32(Backend& backend, bool on);
 // FlashAttention-style kernels of cuda_attention_tiled.cu, serve bf16 q/k/v (and bf16 dout) with head_dim
 // 64 or 128 when some sequence brings at least kTiledAttentionMinQueries queries (prefill, training);
 // kRowwise, one block per (query row, head), serves every other call (f32, decode steps, other head dims)
-// and, when selected, all of them. Env TESSERA_CUDA_ATTENTION ("tiled" or "rowwise") at creation.
+// and, when selected, all of them. Env TESSERA_CUDA_ATTENTION ("tiled" or "rowwise") at creation. A device
+// that cannot give a block the tiled kernels' ~123 KB of shared memory (pre-Hopper) always runs row-wise.
 enum class AttentionImpl { kRowwise, kTiled };
 inline constexpr int64_t kTiledAttentionMinQueries = 16;
 absl::Status SetCudaAttentionImpl(Backend& backend, AttentionImpl impl);

@@ -183,6 +183,7 @@ class CudaBackend final : public Backend {
   bool eager_index_checks_ = true;
   bool allow_tf32_ = false;  // f32 GEMMs on TF32 tensor cores (SetCudaAllowTf32)
   AttentionImpl attention_impl_ = AttentionImpl::kTiled;
+  bool tiled_attention_available_ = false;  // the device grants the tiled kernels' shared memory
   int* check_word_ = nullptr;  // device, for CheckIndexRange
 };
 

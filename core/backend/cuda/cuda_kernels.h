@@ -120,6 +120,9 @@ struct AttnTile {
 };
 inline constexpr int kAttnTileRows = 64;
 bool TiledAttentionSupports(int head_dim);
+// The most dynamic shared memory one of these kernels asks for (head_dim 128); a device that cannot give
+// a block this much runs the row-wise kernels.
+int TiledAttentionSharedBytes();
 // out/lse of every row of every tile (rows in no tile are left alone).
 cudaError_t TiledAttentionForward(const void* q, const AttnSeqDesc* seqs, const AttnTile* q_tiles, int64_t num_q_tiles,
                                   int heads, int kv_heads, int head_dim, float scale, void* out, int dto, float* lse,

@@ -377,7 +377,8 @@ absl::Status CudaBackend::AttentionForward(const Tensor& q, absl::Span<const Att
   RETURN_IF_ERROR(Enter());
   if (seqs.empty() || q.numel() == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionForward", q, seqs, false, *uploads_));
-  if (attention_impl_ == AttentionImpl::kTiled && TiledAttentionFits(q, seqs, L, nullptr)) {
+  if (attention_impl_ == AttentionImpl::kTiled && tiled_attention_available_ &&
+      TiledAttentionFits(q, seqs, L, nullptr)) {
     ASSIGN_OR_RETURN(AttnTiles T, UploadAttentionTiles(seqs, false, *uploads_));
     return CudaStatus(k::TiledAttentionForward(q.raw(), L.seqs, T.q_tiles, T.num_q, static_cast<int>(q.dim(1)),
                                                L.kv_heads, static_cast<int>(q.dim(2)), scale, out.raw(), Dt(out),
@@ -408,7 +409,8 @@ absl::Status CudaBackend::AttentionBackward(const Tensor& q, absl::Span<const At
   if (q.numel() == 0) return absl::OkStatus();
   if (seqs.empty()) return Fill(dq, 0.0f);  // every row is outside every sequence
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionBackward", q, seqs, true, *uploads_));
-  if (attention_impl_ == AttentionImpl::kTiled && TiledAttentionFits(q, seqs, L, &dout)) {
+  if (attention_impl_ == AttentionImpl::kTiled && tiled_attention_available_ &&
+      TiledAttentionFits(q, seqs, L, &dout)) {
     const int64_t nq = q.dim(0), heads = q.dim(1);
     ASSIGN_OR_RETURN(AttnTiles T, UploadAttentionTiles(seqs, true, *uploads_));
     if (T.covered_rows < nq) RETURN_IF_ERROR(Fill(dq, 0.0f));  // the dq kernel writes covered rows only
