@@ -230,8 +230,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, co
     const std::string v(env);
     if (v == "kernel") {
       b->grouped_impl_ = GroupedGemmImpl::kKernel;
+    } else if (v == "chunks") {
+      b->grouped_impl_ = GroupedGemmImpl::kCublasChunks;
     } else if (v != "cublas") {
-      return absl::InvalidArgumentError(absl::StrCat("TESSERA_GROUPED_GEMM='", v, "': expected cublas or kernel"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("TESSERA_GROUPED_GEMM='", v, "': expected cublas, kernel or chunks"));
     }
   }
   return b;

@@ -7,11 +7,20 @@
 
 namespace tessera {
 
-// How GroupedMatmul* run their groups in one launch. Both are kept until they are measured on a GPU
-// (ops/bench/bench_gpu_grouped_gemm); the default comes from env TESSERA_GROUPED_GEMM ("cublas" or
-// "kernel"), else kCublas. Both follow CheckMatmulDtypes (A and B share a dtype; C is f32 or theirs); weight
-// gradients in f32 from bf16 operands, which cuBLAS's grouped API refuses, run one cublasGemmEx per group.
-enum class GroupedGemmImpl { kCublas, kKernel };
+// How GroupedMatmul* run their groups in one launch. All are kept until they are measured on a GPU
+// (ops/bench/bench_gpu_grouped_gemm); the default comes from env TESSERA_GROUPED_GEMM ("cublas", "kernel"
+// or "chunks"), else kCublas. All follow CheckMatmulDtypes (A and B share a dtype; C is f32 or theirs);
+// weight gradients in f32 from bf16 operands, which cuBLAS's grouped API refuses, run one cublasGemmEx
+// per group.
+//  - kCublas: cublasGemmGroupedBatchedEx, problems of equal shape in one group.
+//  - kKernel: our WMMA grouped kernel (cuda_grouped_gemm.cu).
+//  - kCublasChunks: forward and input-grad problems cut into full chunks of kGroupedChunkRows rows, all of
+//    one shape, in one cublasGemmBatchedEx, and the remainders through kCublas (weight gradients, whose rows
+//    are the reduction, go through kCublas whole). Written after the grouped API measured 0.34-0.40 of a
+//    dense GEMM on an H100, in case the classic batched API runs equal shapes faster
+//    (ops/bench/bench_gpu_batched_gemm asks exactly that); not yet run on a GPU.
+enum class GroupedGemmImpl { kCublas, kKernel, kCublasChunks };
+inline constexpr int64_t kGroupedChunkRows = 256;
 
 // INVALID_ARGUMENT when `backend` is not a CUDA backend.
 absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl);

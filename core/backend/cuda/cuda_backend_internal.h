@@ -164,6 +164,10 @@ class CudaBackend final : public Backend {
   // cuBLAS's grouped API over `problems`, equal shapes batched; UNIMPLEMENTED for unsupported types.
   absl::Status CublasGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dtab, DType dtc,
                              absl::string_view op);
+  // cublasGemmBatchedEx once per distinct shape of `problems`; UNIMPLEMENTED (nothing enqueued) for
+  // unsupported types.
+  absl::Status CublasBatched(absl::Span<const cuda_kernels::GemmProblem> problems, DType dtab, DType dtc,
+                             absl::string_view op);
   // CUBLAS_COMPUTE_32F, or its TF32 variant for f32 inputs when allow_tf32_.
   cublasComputeType_t ComputeType(DType a) const;
   // One launch of the selected grouped implementation over `problems` (which must not share outputs).

@@ -10,7 +10,8 @@
 // problem table uploaded per call); see GroupedGemmImpl in cuda_backend.h. Problems of one shape share
 // one cuBLAS group (group_size > 1). Measured on an H100 (ops/bench/RESULTS.md): cuBLAS's grouped path
 // reaches ~0.35 of a dense GEMM of the same FLOPs at MoE shapes; cutting every expert into equal 128-row
-// chunks so they all batch as one shape did not change that, so it was removed again. Type combinations
+// chunks so they all batch as one shape in the grouped API did not change that. kCublasChunks sends such
+// full chunks through the classic cublasGemmBatchedEx instead (not yet measured). Type combinations
 // the grouped API refuses (bf16 inputs into f32 weight gradients: CUBLAS_STATUS_NOT_SUPPORTED on CUDA
 // 13.0) run as one cublasGemmEx per problem.
 #include <algorithm>
@@ -51,6 +52,41 @@ struct ShapeKey {
            std::tie(o.ta, o.tb, o.m, o.n, o.k, o.lda, o.ldb, o.ldc, o.alpha, o.beta);
   }
 };
+
+// Equal-shape problems of one cuBLAS call, keyed by every scalar argument.
+std::map<ShapeKey, std::vector<const k::GemmProblem*>> ByShape(absl::Span<const k::GemmProblem> probs) {
+  std::map<ShapeKey, std::vector<const k::GemmProblem*>> by_shape;
+  for (const k::GemmProblem& p : probs) {
+    by_shape[ShapeKey{p.trans_a, p.trans_b, p.m, p.n, p.k, p.lda, p.ldb, p.ldc, p.alpha, p.beta}].push_back(&p);
+  }
+  return by_shape;
+}
+
+// kCublasChunks: problems whose M rows are rows of A and C (trans_a == 0: forward, input grad) become
+// floor(M / rows) problems of exactly `rows` rows plus one of the remainder; the others stay whole.
+struct RowChunks {
+  std::vector<k::GemmProblem> full;  // every one has m == rows
+  std::vector<k::GemmProblem> rest;  // remainders and whole problems
+};
+RowChunks SplitIntoRowChunks(absl::Span<const k::GemmProblem> probs, int64_t rows, size_t a_size, size_t c_size) {
+  RowChunks out;
+  for (const k::GemmProblem& p : probs) {
+    if (p.trans_a != 0 || p.m < rows) {
+      out.rest.push_back(p);
+      continue;
+    }
+    const int64_t chunks = p.m / rows;
+    for (int64_t i = 0; i <= chunks; ++i) {
+      k::GemmProblem c = p;
+      c.m = i < chunks ? rows : p.m - chunks * rows;
+      if (c.m == 0) break;
+      c.a = static_cast<const char*>(p.a) + i * rows * p.lda * static_cast<int64_t>(a_size);
+      c.c = static_cast<char*>(p.c) + i * rows * p.ldc * static_cast<int64_t>(c_size);
+      (i < chunks ? out.full : out.rest).push_back(c);
+    }
+  }
+  return out;
+}
 
 absl::Status CheckIntRange(int64_t v, absl::string_view op, absl::string_view what) {
   if (v > INT_MAX) return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " ", v, " exceeds the 32-bit cuBLAS limit"));
@@ -257,10 +293,7 @@ cublasComputeType_t CudaBackend::ComputeType(DType a) const {
 // type combination in its grouped API (nothing was enqueued then).
 absl::Status CudaBackend::CublasGrouped(absl::Span<const k::GemmProblem> probs, DType dtab, DType dtc,
                                         absl::string_view op) {
-  std::map<ShapeKey, std::vector<const k::GemmProblem*>> by_shape;
-  for (const k::GemmProblem& p : probs) {
-    by_shape[ShapeKey{p.trans_a, p.trans_b, p.m, p.n, p.k, p.lda, p.ldb, p.ldc, p.alpha, p.beta}].push_back(&p);
-  }
+  const std::map<ShapeKey, std::vector<const k::GemmProblem*>> by_shape = ByShape(probs);
   const int gcount = static_cast<int>(by_shape.size());
   const size_t total = probs.size();
   std::vector<cublasOperation_t> ta, tb;
@@ -300,12 +333,52 @@ absl::Status CudaBackend::CublasGrouped(absl::Span<const k::GemmProblem> probs, 
   return CublasStatus(st, absl::StrCat(op, ": cublasGemmGroupedBatchedEx"));
 }
 
+absl::Status CudaBackend::CublasBatched(absl::Span<const k::GemmProblem> probs, DType dtab, DType dtc,
+                                        absl::string_view op) {
+  for (const auto& [key, members] : ByShape(probs)) {
+    const size_t count = members.size();
+    std::vector<const void*> ptrs(3 * count);
+    for (size_t i = 0; i < count; ++i) {
+      ptrs[i] = members[i]->b;              // cuBLAS A array
+      ptrs[count + i] = members[i]->a;      // cuBLAS B array
+      ptrs[2 * count + i] = members[i]->c;  // cuBLAS C array
+    }
+    ASSIGN_OR_RETURN(void* dev, uploads_->Upload(ptrs.data(), ptrs.size() * sizeof(void*)));
+    const void* const* dptr = static_cast<const void* const*>(dev);
+    const cublasStatus_t st = cublasGemmBatchedEx(
+        cublas_, Op(key.tb), Op(key.ta), static_cast<int>(key.n), static_cast<int>(key.m), static_cast<int>(key.k),
+        &key.alpha, dptr, CudaType(dtab), static_cast<int>(key.ldb), dptr + count, CudaType(dtab),
+        static_cast<int>(key.lda), &key.beta, const_cast<void* const*>(dptr + 2 * count), CudaType(dtc),
+        static_cast<int>(key.ldc), static_cast<int>(count), ComputeType(dtab), CUBLAS_GEMM_DEFAULT);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+      // Only possible for the first shape: every shape of one call has the same types.
+      return absl::UnimplementedError(absl::StrCat(op, ": cublasGemmBatchedEx does not support ", DTypeName(dtab),
+                                                   " inputs with ", DTypeName(dtc), " output"));
+    }
+    RETURN_IF_ERROR(CublasStatus(st, absl::StrCat(op, ": cublasGemmBatchedEx")));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CudaBackend::LaunchGrouped(absl::Span<const cuda_kernels::GemmProblem> problems, DType dta, DType dtb,
                                         DType dtc, absl::string_view op) {
   std::vector<k::GemmProblem> probs(problems.begin(), problems.end());
 
+  if (grouped_impl_ == GroupedGemmImpl::kCublasChunks) {
+    RowChunks chunks = SplitIntoRowChunks(probs, kGroupedChunkRows, DTypeSize(dta), DTypeSize(dtc));
+    if (!chunks.full.empty()) {
+      const absl::Status batched = CublasBatched(chunks.full, dta, dtc, op);
+      if (batched.code() == absl::StatusCode::kUnimplemented) {
+        chunks.rest.insert(chunks.rest.end(), chunks.full.begin(), chunks.full.end());
+      } else {
+        RETURN_IF_ERROR(batched);
+      }
+    }
+    probs = std::move(chunks.rest);
+    if (probs.empty()) return absl::OkStatus();
+  }
   // RunGrouped checked CheckMatmulDtypes, which is also what cuBLAS needs.
-  if (grouped_impl_ == GroupedGemmImpl::kCublas) {
+  if (grouped_impl_ == GroupedGemmImpl::kCublas || grouped_impl_ == GroupedGemmImpl::kCublasChunks) {
     absl::Status grouped = CublasGrouped(probs, dta, dtc, op);
     if (grouped.code() != absl::StatusCode::kUnimplemented) return grouped;
     // The grouped API refuses this type combination: one cublasGemmEx per problem, same stream.

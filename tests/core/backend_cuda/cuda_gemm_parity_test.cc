@@ -45,6 +45,15 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, MatmulParity,
                                            std::make_pair(DType::kBF16, DType::kBF16)),
                          PairName);
 
+std::string ImplName(GroupedGemmImpl impl) {
+  switch (impl) {
+    case GroupedGemmImpl::kCublas: return "cublas";
+    case GroupedGemmImpl::kKernel: return "kernel";
+    case GroupedGemmImpl::kCublasChunks: return "chunks";
+  }
+  return "?";
+}
+
 // (activation/weight dtype, grouped implementation)
 class GroupedParity : public CudaParityTest,
                       public ::testing::WithParamInterface<std::pair<DType, GroupedGemmImpl>> {};
@@ -58,7 +67,8 @@ TEST_P(GroupedParity, ForwardInputGradWeightGrad) {
 #endif
   const int64_t rows = 642, in = 80, out = 72;
   // Gaps (rows 7..9, 149, 579) stay untouched; group 1 is empty; groups 3-5 span several 64-row tiles
-  // with ragged ends; groups 2 and 6 have one shape and share one cuBLAS group (cuda_matmul.cc).
+  // with ragged ends; groups 2 and 6 have one shape and share one cuBLAS group (cuda_matmul.cc); group 5
+  // (300 rows) is one full kGroupedChunkRows chunk plus a remainder for kCublasChunks.
   struct G {
     int64_t begin, rows;
   };
@@ -76,7 +86,7 @@ TEST_P(GroupedParity, ForwardInputGradWeightGrad) {
     g[0].weight_grad = nullptr;  // a frozen expert: no gradient
     return g;
   };
-  const std::string tag = std::string(DTypeName(dt)) + (impl == GroupedGemmImpl::kCublas ? " cublas" : " kernel");
+  const std::string tag = std::string(DTypeName(dt)) + " " + ImplName(impl);
   Pair x = BothRand({rows, in}, dt), y = BothRand({rows, out}, dt);
   ASSERT_OK(cpu_->GroupedMatmul(x.c, groups(false), y.c));
   ASSERT_OK(gpu_->GroupedMatmul(x.g, groups(true), y.g));
@@ -93,21 +103,23 @@ TEST_P(GroupedParity, ForwardInputGradWeightGrad) {
 }
 
 std::string GroupedName(const ::testing::TestParamInfo<std::pair<DType, GroupedGemmImpl>>& info) {
-  return std::string(DTypeName(info.param.first)) + (info.param.second == GroupedGemmImpl::kCublas ? "_cublas" : "_kernel");
+  return std::string(DTypeName(info.param.first)) + "_" + ImplName(info.param.second);
 }
 
 INSTANTIATE_TEST_SUITE_P(DtypesAndImpls, GroupedParity,
                          ::testing::Values(std::make_pair(DType::kF32, GroupedGemmImpl::kCublas),
                                            std::make_pair(DType::kF32, GroupedGemmImpl::kKernel),
+                                           std::make_pair(DType::kF32, GroupedGemmImpl::kCublasChunks),
                                            std::make_pair(DType::kBF16, GroupedGemmImpl::kCublas),
-                                           std::make_pair(DType::kBF16, GroupedGemmImpl::kKernel)),
+                                           std::make_pair(DType::kBF16, GroupedGemmImpl::kKernel),
+                                           std::make_pair(DType::kBF16, GroupedGemmImpl::kCublasChunks)),
                          GroupedName);
 
 TEST_F(CudaParityTest, GroupedWeightGradSharedBetweenGroupsAccumulatesBoth) {
   // Two groups (e.g. one slot served by its base and an overlay weight) add into one gradient.
   const int64_t rows = 90, in = 40, out = 24;
   Pair x = BothRand({rows, in}), dy = BothRand({rows, out}), w1 = BothRand({out, in}), w2 = BothRand({out, in});
-  for (GroupedGemmImpl impl : {GroupedGemmImpl::kCublas, GroupedGemmImpl::kKernel}) {
+  for (GroupedGemmImpl impl : {GroupedGemmImpl::kCublas, GroupedGemmImpl::kKernel, GroupedGemmImpl::kCublasChunks}) {
 #if TESSERA_HAVE_CUDA
     ASSERT_OK(SetCudaGroupedGemmImpl(*gpu_, impl));
 #endif
@@ -116,7 +128,7 @@ TEST_F(CudaParityTest, GroupedWeightGradSharedBetweenGroupsAccumulatesBoth) {
     std::vector<GemmGroup> gg = {GemmGroup{0, 50, &w1.g, &g.g}, GemmGroup{50, 40, &w2.g, &g.g}};
     ASSERT_OK(cpu_->GroupedMatmulWeightGrad(x.c, dy.c, gc));
     ASSERT_OK(gpu_->GroupedMatmulWeightGrad(x.g, dy.g, gg));
-    Compare(g, DType::kF32, impl == GroupedGemmImpl::kCublas ? "shared wgrad cublas" : "shared wgrad kernel");
+    Compare(g, DType::kF32, "shared wgrad " + ImplName(impl));
   }
 }
 
