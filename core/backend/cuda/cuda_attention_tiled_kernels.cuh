@@ -186,7 +186,7 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
                    float scale, void* out, int dto, float* lse) {
   using L = Layout<D>;
   constexpr int P = L::kPitch;
-  extern __shared__ __align__(128) unsigned char smem[];
+  TESSERA_DYNAMIC_SHARED(smem);
   SharedCarver carve{smem};  // kForwardBytes
   bf16* Qs = carve.Take<bf16>(L::kTileBytes);
   bf16* Ks = carve.Take<bf16>(L::kTileBytes);
@@ -314,7 +314,7 @@ TiledBackwardKvKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* ti
                       float scale, const float* lse, const float* dvec, const bf16* dout, int dtdkv) {
   using L = Layout<D>;
   constexpr int P = L::kPitch;
-  extern __shared__ __align__(128) unsigned char smem[];
+  TESSERA_DYNAMIC_SHARED(smem);
   SharedCarver carve{smem};  // kKvBytes
   bf16* Qs = carve.Take<bf16>(L::kTileBytes);
   bf16* dOs = carve.Take<bf16>(L::kTileBytes);
@@ -402,7 +402,7 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
                      float scale, const float* lse, const float* dvec, const bf16* dout, void* dq, int dtdq) {
   using L = Layout<D>;
   constexpr int P = L::kPitch;
-  extern __shared__ __align__(128) unsigned char smem[];
+  TESSERA_DYNAMIC_SHARED(smem);
   SharedCarver carve{smem};  // kDqBytes
   bf16* Qs = carve.Take<bf16>(L::kTileBytes);
   bf16* dOs = carve.Take<bf16>(L::kTileBytes);

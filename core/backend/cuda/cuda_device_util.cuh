@@ -13,6 +13,12 @@
 
 #include "core/tensor/tensor.h"
 
+// A kernel's dynamic shared memory (the launch's third <<<>>> argument) as `unsigned char name[]`. The
+// host emulation of kernels (tests/core/backend_cuda/emulation) defines this first, as its block's buffer.
+#ifndef TESSERA_DYNAMIC_SHARED
+#define TESSERA_DYNAMIC_SHARED(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
 namespace tessera::cuda_kernels {
 
 inline constexpr int kF32 = static_cast<int>(DType::kF32);

@@ -19,14 +19,6 @@
 #include "core/backend/cuda/cuda_attention_tiled_kernels.cuh"
 #include "gtest/gtest.h"
 
-namespace tessera::cuda_kernels::tiled_attention {
-namespace {
-// The kernels' `extern __shared__ unsigned char smem[]` (declared in the header's unnamed namespace): one
-// block runs at a time.
-alignas(128) unsigned char smem[256 * 1024];
-}  // namespace
-}  // namespace tessera::cuda_kernels::tiled_attention
-
 namespace tessera::testing {
 namespace {
 

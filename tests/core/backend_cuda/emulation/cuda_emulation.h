@@ -8,8 +8,9 @@
 // What it does not: timing, memory coalescing, register/shared-memory limits, or the GPU's own rounding
 // and accumulation order (bf16 products are exact in fp32 on both; sums may differ in order).
 //
-// Include this before any kernel header. Kernels declare `extern __shared__ unsigned char smem[]`; the
-// test defines that array (in the kernels' namespace) once, shared by the running block's threads.
+// Include this before any kernel header. Shared memory: `__shared__` becomes `static` (blocks run one at a
+// time, so a function's static array is its block's), and TESSERA_DYNAMIC_SHARED (cuda_device_util.cuh)
+// names one block-wide buffer of kDynamicSharedBytes.
 #pragma once
 
 #define __launch_bounds__(...)
@@ -28,9 +29,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#undef __shared__
+#define __shared__ static
+
 namespace cuda_emulation {
 
 constexpr int kMaxWarps = 32;
+constexpr size_t kDynamicSharedBytes = 256 * 1024;
+alignas(128) inline unsigned char dynamic_shared[kDynamicSharedBytes];
 
 struct BlockState {
   explicit BlockState(int threads) : block(threads) {
@@ -42,6 +48,13 @@ struct BlockState {
 };
 
 inline thread_local BlockState* current_block = nullptr;
+
+}  // namespace cuda_emulation
+
+#define TESSERA_DYNAMIC_SHARED(name) unsigned char* name = ::cuda_emulation::dynamic_shared
+
+namespace cuda_emulation {
+
 inline std::mutex atomic_mutex;
 
 }  // namespace cuda_emulation
