@@ -18,6 +18,9 @@
 #include <atomic>
 #include <barrier>
 #include <bit>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -44,7 +47,7 @@ struct BlockState {
   }
   std::barrier<> block;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
-  float exchange[kMaxWarps][32] = {};
+  uint64_t exchange[kMaxWarps][32] = {};  // one 8-byte slot per lane for the warp shuffles
 };
 
 inline thread_local BlockState* current_block = nullptr;
@@ -68,17 +71,33 @@ inline void __syncthreads() { cuda_emulation::current_block->block.arrive_and_wa
 inline void __syncwarp(unsigned = 0xffffffffu) {
   cuda_emulation::current_block->warps[threadIdx.x / 32]->arrive_and_wait();
 }
-inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
-  float* x = cuda_emulation::current_block->exchange[threadIdx.x / 32];
+// Lane i gets lane (i ^ lane_mask)'s v, for 4- and 8-byte values (float, int, double).
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+  static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable_v<T>);
+  uint64_t* x = cuda_emulation::current_block->exchange[threadIdx.x / 32];
   const int lane = static_cast<int>(threadIdx.x & 31);
-  x[lane] = v;
+  std::memcpy(&x[lane], &v, sizeof(T));
   __syncwarp();
-  const float r = x[lane ^ lane_mask];
+  T r;
+  std::memcpy(&r, &x[lane ^ lane_mask], sizeof(T));
   __syncwarp();
   return r;
 }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+inline double atomicAdd(double* p, double v) { return std::atomic_ref<double>(*p).fetch_add(v); }
 inline int atomicOr(int* p, int v) { return std::atomic_ref<int>(*p).fetch_or(v); }
+inline int atomicMin(int* p, int v) {
+  std::atomic_ref<int> a(*p);
+  int old = a.load();
+  while (v < old && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+// The GPU's rsqrtf is approximate (2 ulp); here it is exact, as the CPU backend computes it.
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// CUDA's integer min for 64-bit operands.
+inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
 // The read-only-cache load is a plain load here (the kernels use it on 8- and 16-byte vectors).
 inline uint2 __ldg(const uint2* p) { return *p; }
