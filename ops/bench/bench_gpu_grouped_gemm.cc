@@ -36,15 +36,6 @@
 namespace tessera {
 namespace {
 
-const char* ImplName(GroupedGemmImpl impl) {
-  switch (impl) {
-    case GroupedGemmImpl::kCublas: return "cublas";
-    case GroupedGemmImpl::kKernel: return "kernel";
-    case GroupedGemmImpl::kCublasChunks: return "chunks";
-  }
-  return "?";
-}
-
 constexpr int64_t kHidden = 2048, kWidth = 768, kExperts = 64, kTopK = 8;
 
 using bench::Must;
@@ -225,7 +216,7 @@ int Run(int64_t tokens) {
         const double tflops = flops / (ms * 1e-3) / 1e12;
         const double ratio = tflops / dense_tflops;
         std::printf("grouped op=%s routing=%s impl=%s ms=%.4f tflops=%.1f dense_tflops=%.1f ratio=%.3f\n", op.name,
-                    routing, ImplName(impl), ms, tflops, dense_tflops, ratio);
+                    routing, GroupedGemmImplName(impl), ms, tflops, dense_tflops, ratio);
         const bool counts = impl != GroupedGemmImpl::kCublasChunks || chunks_ok;
         if (std::strstr(op.name, "_fwd") != nullptr && !skewed && counts) best_fwd_ratio = std::max(best_fwd_ratio, ratio);
       }

@@ -21,6 +21,15 @@ namespace tessera {
 //    (ops/bench/bench_gpu_batched_gemm asks exactly that); not yet run on a GPU.
 enum class GroupedGemmImpl { kCublas, kKernel, kCublasChunks };
 inline constexpr int64_t kGroupedChunkRows = 256;
+// "cublas", "kernel" or "chunks" (the TESSERA_GROUPED_GEMM spelling).
+inline const char* GroupedGemmImplName(GroupedGemmImpl impl) {
+  switch (impl) {
+    case GroupedGemmImpl::kCublas: return "cublas";
+    case GroupedGemmImpl::kKernel: return "kernel";
+    case GroupedGemmImpl::kCublasChunks: return "chunks";
+  }
+  return "?";
+}
 
 // INVALID_ARGUMENT when `backend` is not a CUDA backend.
 absl::Status SetCudaGroupedGemmImpl(Backend& backend, GroupedGemmImpl impl);

@@ -45,15 +45,6 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, MatmulParity,
                                            std::make_pair(DType::kBF16, DType::kBF16)),
                          PairName);
 
-std::string ImplName(GroupedGemmImpl impl) {
-  switch (impl) {
-    case GroupedGemmImpl::kCublas: return "cublas";
-    case GroupedGemmImpl::kKernel: return "kernel";
-    case GroupedGemmImpl::kCublasChunks: return "chunks";
-  }
-  return "?";
-}
-
 // (activation/weight dtype, grouped implementation)
 class GroupedParity : public CudaParityTest,
                       public ::testing::WithParamInterface<std::pair<DType, GroupedGemmImpl>> {};
@@ -86,7 +77,7 @@ TEST_P(GroupedParity, ForwardInputGradWeightGrad) {
     g[0].weight_grad = nullptr;  // a frozen expert: no gradient
     return g;
   };
-  const std::string tag = std::string(DTypeName(dt)) + " " + ImplName(impl);
+  const std::string tag = std::string(DTypeName(dt)) + " " + GroupedGemmImplName(impl);
   Pair x = BothRand({rows, in}, dt), y = BothRand({rows, out}, dt);
   ASSERT_OK(cpu_->GroupedMatmul(x.c, groups(false), y.c));
   ASSERT_OK(gpu_->GroupedMatmul(x.g, groups(true), y.g));
@@ -103,7 +94,7 @@ TEST_P(GroupedParity, ForwardInputGradWeightGrad) {
 }
 
 std::string GroupedName(const ::testing::TestParamInfo<std::pair<DType, GroupedGemmImpl>>& info) {
-  return std::string(DTypeName(info.param.first)) + "_" + ImplName(info.param.second);
+  return std::string(DTypeName(info.param.first)) + "_" + GroupedGemmImplName(info.param.second);
 }
 
 INSTANTIATE_TEST_SUITE_P(DtypesAndImpls, GroupedParity,
@@ -128,7 +119,7 @@ TEST_F(CudaParityTest, GroupedWeightGradSharedBetweenGroupsAccumulatesBoth) {
     std::vector<GemmGroup> gg = {GemmGroup{0, 50, &w1.g, &g.g}, GemmGroup{50, 40, &w2.g, &g.g}};
     ASSERT_OK(cpu_->GroupedMatmulWeightGrad(x.c, dy.c, gc));
     ASSERT_OK(gpu_->GroupedMatmulWeightGrad(x.g, dy.g, gg));
-    Compare(g, DType::kF32, "shared wgrad " + ImplName(impl));
+    Compare(g, DType::kF32, std::string("shared wgrad ") + GroupedGemmImplName(impl));
   }
 }
 
