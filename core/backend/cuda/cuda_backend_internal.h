@@ -23,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_backend.h"
+#include "core/backend/cuda/cuda_grouped_problems.h"
 #include "core/backend/cuda/cuda_kernels.h"
 #include "core/backend/cuda/cuda_staged_copy.h"
 
@@ -158,7 +159,7 @@ class CudaBackend final : public Backend {
   absl::Status CheckIndexRange(const Tensor& idx, int32_t lo, int32_t hi, absl::string_view op,
                                absl::string_view arg);
   // One grouped GEMM problem per non-empty group, launched with the selected implementation.
-  enum class GroupedMode { kForward, kInputGrad, kWeightGrad };
+  using GroupedMode = cuda_kernels::GroupedMode;
   absl::Status RunGrouped(GroupedMode mode, const Tensor& lhs, const Tensor* x_for_wgrad,
                           absl::Span<const GemmGroup> groups, Tensor* out, absl::string_view op);
   // cuBLAS's grouped API over `problems`, equal shapes batched; UNIMPLEMENTED for unsupported types.

@@ -62,32 +62,6 @@ std::map<ShapeKey, std::vector<const k::GemmProblem*>> ByShape(absl::Span<const 
   return by_shape;
 }
 
-// kCublasChunks: problems whose M rows are rows of A and C (trans_a == 0: forward, input grad) become
-// floor(M / rows) problems of exactly `rows` rows plus one of the remainder; the others stay whole.
-struct RowChunks {
-  std::vector<k::GemmProblem> full;  // every one has m == rows
-  std::vector<k::GemmProblem> rest;  // remainders and whole problems
-};
-RowChunks SplitIntoRowChunks(absl::Span<const k::GemmProblem> probs, int64_t rows, size_t a_size, size_t c_size) {
-  RowChunks out;
-  for (const k::GemmProblem& p : probs) {
-    if (p.trans_a != 0 || p.m < rows) {
-      out.rest.push_back(p);
-      continue;
-    }
-    const int64_t chunks = p.m / rows;
-    for (int64_t i = 0; i <= chunks; ++i) {
-      k::GemmProblem c = p;
-      c.m = i < chunks ? rows : p.m - chunks * rows;
-      if (c.m == 0) break;
-      c.a = static_cast<const char*>(p.a) + i * rows * p.lda * static_cast<int64_t>(a_size);
-      c.c = static_cast<char*>(p.c) + i * rows * p.ldc * static_cast<int64_t>(c_size);
-      (i < chunks ? out.full : out.rest).push_back(c);
-    }
-  }
-  return out;
-}
-
 absl::Status CheckIntRange(int64_t v, absl::string_view op, absl::string_view what) {
   if (v > INT_MAX) return absl::InvalidArgumentError(absl::StrCat(op, ": ", what, " ", v, " exceeds the 32-bit cuBLAS limit"));
   return absl::OkStatus();
@@ -225,37 +199,23 @@ absl::Status CudaBackend::RunGrouped(GroupedMode mode, const Tensor& lhs, const 
 
   // Row-major problems, see GemmProblem.
   DType dta, dtb, dtc;
-  std::vector<k::GemmProblem> probs;
-  const size_t lhs_es = DTypeSize(lhs.dtype());
+  std::vector<k::GroupedOperand> operands;
+  operands.reserve(groups.size());
   for (const GemmGroup& g : groups) {
-    if (g.rows == 0 || (wgrad && g.weight_grad == nullptr)) continue;
-    k::GemmProblem p{};
-    p.alpha = 1.0f;
-    switch (mode) {
-      case GroupedMode::kForward:  // y[g] = x[g] @ W^T: A = x rows, B = W (trans)
-        p.a = static_cast<const char*>(lhs.raw()) + g.row_begin * w_in * lhs_es;
-        p.b = g.weight->raw();
-        p.c = static_cast<char*>(out->raw()) + g.row_begin * w_out * DTypeSize(out->dtype());
-        p.m = g.rows, p.n = w_out, p.k = w_in, p.lda = w_in, p.ldb = w_in, p.ldc = w_out;
-        p.trans_a = 0, p.trans_b = 1, p.beta = 0.0f;
-        break;
-      case GroupedMode::kInputGrad:  // dx[g] = dy[g] @ W
-        p.a = static_cast<const char*>(lhs.raw()) + g.row_begin * w_out * lhs_es;
-        p.b = g.weight->raw();
-        p.c = static_cast<char*>(out->raw()) + g.row_begin * w_in * DTypeSize(out->dtype());
-        p.m = g.rows, p.n = w_in, p.k = w_out, p.lda = w_out, p.ldb = w_in, p.ldc = w_in;
-        p.trans_a = 0, p.trans_b = 0, p.beta = 0.0f;
-        break;
-      case GroupedMode::kWeightGrad:  // dW += dy[g]^T @ x[g]
-        p.a = static_cast<const char*>(lhs.raw()) + g.row_begin * w_out * lhs_es;
-        p.b = static_cast<const char*>(x_for_wgrad->raw()) + g.row_begin * w_in * DTypeSize(x_for_wgrad->dtype());
-        p.c = g.weight_grad->raw();
-        p.m = w_out, p.n = w_in, p.k = g.rows, p.lda = w_out, p.ldb = w_in, p.ldc = w_in;
-        p.trans_a = 1, p.trans_b = 0, p.beta = 1.0f;
-        break;
-    }
-    probs.push_back(p);
+    void* grad = g.weight_grad == nullptr ? nullptr : g.weight_grad->raw();
+    operands.push_back({g.row_begin, g.rows, g.weight->raw(), grad});
   }
+  k::GroupedActivations act;
+  act.lhs = lhs.raw();
+  act.lhs_size = DTypeSize(lhs.dtype());
+  if (wgrad) {
+    act.x = x_for_wgrad->raw();
+    act.x_size = DTypeSize(x_for_wgrad->dtype());
+  } else {
+    act.out = out->raw();
+    act.out_size = DTypeSize(out->dtype());
+  }
+  std::vector<k::GemmProblem> probs = k::GroupedProblems(mode, act, w_out, w_in, operands);
   switch (mode) {
     case GroupedMode::kForward: dta = lhs.dtype(), dtb = w_dtype, dtc = out->dtype(); break;
     case GroupedMode::kInputGrad: dta = lhs.dtype(), dtb = w_dtype, dtc = out->dtype(); break;
@@ -365,7 +325,7 @@ absl::Status CudaBackend::LaunchGrouped(absl::Span<const cuda_kernels::GemmProbl
   std::vector<k::GemmProblem> probs(problems.begin(), problems.end());
 
   if (grouped_impl_ == GroupedGemmImpl::kCublasChunks) {
-    RowChunks chunks = SplitIntoRowChunks(probs, kGroupedChunkRows, DTypeSize(dta), DTypeSize(dtc));
+    k::RowChunks chunks = k::SplitIntoRowChunks(probs, kGroupedChunkRows, DTypeSize(dta), DTypeSize(dtc));
     if (!chunks.full.empty()) {
       const absl::Status batched = CublasBatched(chunks.full, dta, dtc, op);
       if (batched.code() == absl::StatusCode::kUnimplemented) {
@@ -392,11 +352,7 @@ absl::Status CudaBackend::LaunchGrouped(absl::Span<const cuda_kernels::GemmProbl
     }
     return absl::OkStatus();
   }
-  int64_t tiles = 0;
-  for (k::GemmProblem& p : probs) {
-    p.tile_begin = tiles;
-    tiles += ((p.m + k::kGroupedTileM - 1) / k::kGroupedTileM) * ((p.n + k::kGroupedTileN - 1) / k::kGroupedTileN);
-  }
+  const int64_t tiles = k::AssignGroupedTiles(probs);
   ASSIGN_OR_RETURN(void* dev, uploads_->Upload(probs.data(), probs.size() * sizeof(k::GemmProblem)));
   return CudaStatus(k::GroupedGemm(static_cast<const k::GemmProblem*>(dev), static_cast<int>(probs.size()), tiles,
                                    static_cast<int>(dta), static_cast<int>(dtb), static_cast<int>(dtc), stream()),

@@ -3,6 +3,7 @@ set(TESSERA_CUDA_BACKEND_SOURCES
   cuda/cuda_backend.cc
   cuda/cuda_ops.cc
   cuda/cuda_matmul.cc
+  cuda/cuda_grouped_problems.cc
   cuda/cuda_moe_routing.cc
   cuda/cuda_staged_copy.cc
   cuda/cuda_elementwise.cu

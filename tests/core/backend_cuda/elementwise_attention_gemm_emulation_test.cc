@@ -47,6 +47,7 @@
 #include "core/backend/cuda/cuda_attention_kernels.cuh"
 #include "core/backend/cuda/cuda_elementwise_kernels.cuh"
 #include "core/backend/cuda/cuda_grouped_gemm_kernels.cuh"
+#include "core/backend/cuda/cuda_grouped_problems.h"
 #include "gtest/gtest.h"
 
 namespace tessera::testing {
@@ -521,7 +522,7 @@ TEST(RowwiseAttentionEmulation, Bf16HeadDim64GqaMatchesCpuBackend) {
 
 // ---- Grouped GEMM -------------------------------------------------------------------------------------
 
-enum class Mode { kForward, kInputGrad, kWeightGrad };
+using Mode = cuda_kernels::GroupedMode;
 
 const char* ModeName(Mode m) {
   return m == Mode::kForward ? "forward" : m == Mode::kInputGrad ? "input grad" : "weight grad";
@@ -531,50 +532,37 @@ struct Group {
   int64_t row_begin, rows;
 };
 
-// The problem table of one grouped call, as CudaBackend::RunGrouped / LaunchGrouped build it: one problem
-// per non-empty group, tile_begin the prefix sum of 64x64 tiles. lhs: x (forward) or dy; rhs: the weights
-// (forward, input grad) or x (weight grad); out: y, dx, or the weight gradients. Returns the tile count.
+// The problem table of one grouped call, built by the backend's own code (cuda_grouped_problems.h, as
+// CudaBackend::RunGrouped does), optionally cut into `chunk_rows`-row chunks as GroupedGemmImpl::
+// kCublasChunks does (here every chunk goes to the kernel). lhs: x (forward) or dy; out: y or dx;
+// wgrads: the weight gradients. Returns the tile count.
 int64_t BuildProblems(Mode mode, const std::vector<Group>& groups, int64_t w_out, int64_t w_in, HostArray& lhs,
                       std::vector<HostArray>& weights, HostArray* x_for_wgrad, HostArray* out,
-                      std::vector<HostArray>* wgrads, std::vector<GemmProblem>& probs) {
-  const size_t lhs_es = DTypeSize(lhs.dt);
+                      std::vector<HostArray>* wgrads, int64_t chunk_rows, std::vector<GemmProblem>& probs) {
+  std::vector<cuda_kernels::GroupedOperand> operands;
   for (size_t i = 0; i < groups.size(); ++i) {
-    const Group& g = groups[i];
-    if (g.rows == 0) continue;
-    GemmProblem p{};
-    p.alpha = 1.0f;
-    switch (mode) {
-      case Mode::kForward:  // y[g] = x[g] @ W^T
-        p.a = static_cast<const char*>(lhs.data()) + g.row_begin * w_in * lhs_es;
-        p.b = weights[i].data();
-        p.c = static_cast<char*>(out->data()) + g.row_begin * w_out * DTypeSize(out->dt);
-        p.m = g.rows, p.n = w_out, p.k = w_in, p.lda = w_in, p.ldb = w_in, p.ldc = w_out;
-        p.trans_a = 0, p.trans_b = 1, p.beta = 0.0f;
-        break;
-      case Mode::kInputGrad:  // dx[g] = dy[g] @ W
-        p.a = static_cast<const char*>(lhs.data()) + g.row_begin * w_out * lhs_es;
-        p.b = weights[i].data();
-        p.c = static_cast<char*>(out->data()) + g.row_begin * w_in * DTypeSize(out->dt);
-        p.m = g.rows, p.n = w_in, p.k = w_out, p.lda = w_out, p.ldb = w_in, p.ldc = w_in;
-        p.trans_a = 0, p.trans_b = 0, p.beta = 0.0f;
-        break;
-      case Mode::kWeightGrad:  // dW += dy[g]^T @ x[g]
-        p.a = static_cast<const char*>(lhs.data()) + g.row_begin * w_out * lhs_es;
-        p.b = static_cast<const char*>(x_for_wgrad->data()) + g.row_begin * w_in * DTypeSize(x_for_wgrad->dt);
-        p.c = (*wgrads)[i].data();
-        p.m = w_out, p.n = w_in, p.k = g.rows, p.lda = w_out, p.ldb = w_in, p.ldc = w_in;
-        p.trans_a = 1, p.trans_b = 0, p.beta = 1.0f;
-        break;
-    }
-    probs.push_back(p);
+    operands.push_back({groups[i].row_begin, groups[i].rows, weights[i].data(), (*wgrads)[i].data()});
   }
-  int64_t tiles = 0;
-  for (GemmProblem& p : probs) {
-    p.tile_begin = tiles;
-    tiles += ((p.m + cuda_kernels::kGroupedTileM - 1) / cuda_kernels::kGroupedTileM) *
-             ((p.n + cuda_kernels::kGroupedTileN - 1) / cuda_kernels::kGroupedTileN);
+  cuda_kernels::GroupedActivations act;
+  act.lhs = lhs.data();
+  act.lhs_size = DTypeSize(lhs.dt);
+  if (mode == Mode::kWeightGrad) {
+    act.x = x_for_wgrad->data();
+    act.x_size = DTypeSize(x_for_wgrad->dt);
+  } else {
+    act.out = out->data();
+    act.out_size = DTypeSize(out->dt);
   }
-  return tiles;
+  probs = cuda_kernels::GroupedProblems(mode, act, w_out, w_in, operands);
+  if (chunk_rows > 0) {
+    const size_t c_size = mode == Mode::kWeightGrad ? DTypeSize((*wgrads)[0].dt) : DTypeSize(out->dt);
+    cuda_kernels::RowChunks chunks = cuda_kernels::SplitIntoRowChunks(probs, chunk_rows, DTypeSize(lhs.dt), c_size);
+    EXPECT_EQ(chunks.full.empty(), mode == Mode::kWeightGrad) << "the test's groups must make full chunks";
+    for (const GemmProblem& p : chunks.full) EXPECT_EQ(p.m, chunk_rows);
+    probs = chunks.full;
+    probs.insert(probs.end(), chunks.rest.begin(), chunks.rest.end());
+  }
+  return cuda_kernels::AssignGroupedTiles(probs);
 }
 
 // GroupedGemm's dispatch: the WMMA body for bf16 A and B, the SIMT body otherwise.
@@ -594,8 +582,9 @@ void LaunchGroupedGemm(const std::vector<GemmProblem>& probs, int64_t tiles, DTy
 // x [N, 48], 4 groups: rows [3, 73) (two tile rows), an empty group, [73, 78) (5 rows), [80, 180) (two
 // tile rows); rows 0-2 and 78-79 are in no group. Weights [72, 48]: two tile columns forward (the second
 // partial), K = 48 / 72 / group rows, none a multiple of the WMMA body's 32-wide K step.
-void CheckGroupedGemm(Mode mode, DType dt_ab, DType dt_c) {
-  SCOPED_TRACE(std::string(ModeName(mode)) + ", A/B " + Name(dt_ab) + ", C " + Name(dt_c));
+void CheckGroupedGemm(Mode mode, DType dt_ab, DType dt_c, int64_t chunk_rows = 0) {
+  SCOPED_TRACE(std::string(ModeName(mode)) + ", A/B " + Name(dt_ab) + ", C " + Name(dt_c) +
+               (chunk_rows > 0 ? ", " + std::to_string(chunk_rows) + "-row chunks" : ""));
   const int64_t n_rows = 180, w_in = 48, w_out = 72;
   const std::vector<Group> groups = {{3, 70}, {73, 0}, {73, 5}, {80, 100}};
   std::mt19937 rng(23 + static_cast<int>(mode));
@@ -629,8 +618,8 @@ void CheckGroupedGemm(Mode mode, DType dt_ab, DType dt_c) {
   }
 
   std::vector<GemmProblem> probs;
-  const int64_t tiles = BuildProblems(mode, groups, w_out, w_in, lhs, weights, &x, &out, &wgrads, probs);
-  if (mode == Mode::kForward) {
+  const int64_t tiles = BuildProblems(mode, groups, w_out, w_in, lhs, weights, &x, &out, &wgrads, chunk_rows, probs);
+  if (mode == Mode::kForward && chunk_rows == 0) {
     // A problem with no tiles between two others (cuda_matmul.cc drops empty groups, but the kernel's
     // problem search promises to skip such problems): no block may pick it.
     GemmProblem empty = probs[1];
@@ -662,6 +651,15 @@ TEST(GroupedGemmEmulation, SimtF32MatchesCpuBackend) {
 TEST(GroupedGemmEmulation, WmmaBf16MatchesCpuBackend) {
   for (Mode mode : {Mode::kForward, Mode::kInputGrad, Mode::kWeightGrad}) CheckGroupedGemm(mode, DType::kBF16, DType::kF32);
   CheckGroupedGemm(Mode::kWeightGrad, DType::kBF16, DType::kBF16);
+}
+
+// The kCublasChunks schedule's tables (full 32-row chunks, then remainders; weight grads stay whole) give
+// the same results: its pointer arithmetic is checked here, the cuBLAS calls on a GPU.
+TEST(GroupedGemmEmulation, RowChunkTablesMatchCpuBackend) {
+  for (Mode mode : {Mode::kForward, Mode::kInputGrad, Mode::kWeightGrad}) {
+    CheckGroupedGemm(mode, DType::kF32, DType::kF32, 32);
+    CheckGroupedGemm(mode, DType::kBF16, DType::kBF16, 32);
+  }
 }
 
 }  // namespace
