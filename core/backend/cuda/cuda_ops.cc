@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/backend/cuda/cuda_attention_tiles.h"
 #include "core/backend/cuda/cuda_backend_internal.h"
 #include "core/backend/cuda/cuda_kernels.h"
 #include "core/util/status_macros.h"
@@ -336,26 +337,15 @@ struct AttnTiles {
 
 absl::StatusOr<AttnTiles> UploadAttentionTiles(absl::Span<const AttentionSeq> seqs, bool with_key_tiles,
                                                UploadRing& uploads) {
-  std::vector<k::AttnTile> tiles;
+  std::vector<k::AttnSeqLengths> lengths;
+  for (const AttentionSeq& S : seqs) lengths.push_back({S.q_len, S.kv_len});
+  const k::AttnTilePlan plan = k::PlanAttentionTiles(lengths, with_key_tiles);
   AttnTiles T;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    T.covered_rows += seqs[s].q_len;
-    for (int64_t o = 0; o < seqs[s].q_len; o += k::kAttnTileRows) {
-      tiles.push_back({static_cast<int32_t>(s), static_cast<int32_t>(o)});
-    }
-  }
-  T.num_q = static_cast<int64_t>(tiles.size());
-  if (with_key_tiles) {
-    for (size_t s = 0; s < seqs.size(); ++s) {
-      if (seqs[s].q_len == 0) continue;  // no query sees its keys
-      for (int64_t o = 0; o < seqs[s].kv_len; o += k::kAttnTileRows) {
-        tiles.push_back({static_cast<int32_t>(s), static_cast<int32_t>(o)});
-      }
-    }
-  }
-  T.num_k = static_cast<int64_t>(tiles.size()) - T.num_q;
-  if (tiles.empty()) return T;
-  ASSIGN_OR_RETURN(void* dev, uploads.Upload(tiles.data(), tiles.size() * sizeof(k::AttnTile)));
+  T.covered_rows = plan.covered_rows;
+  T.num_q = plan.num_q;
+  T.num_k = static_cast<int64_t>(plan.tiles.size()) - plan.num_q;
+  if (plan.tiles.empty()) return T;
+  ASSIGN_OR_RETURN(void* dev, uploads.Upload(plan.tiles.data(), plan.tiles.size() * sizeof(k::AttnTile)));
   T.q_tiles = static_cast<const k::AttnTile*>(dev);
   T.k_tiles = T.q_tiles + T.num_q;
   return T;

@@ -610,7 +610,9 @@ void CheckGroupedGemm(Mode mode, DType dt_ab, DType dt_c, int64_t chunk_rows = 0
     tdw.push_back(Upload(*be, wgrads[g], {w_out, w_in}));
   }
   std::vector<GemmGroup> gg_groups;
-  for (size_t g = 0; g < groups.size(); ++g) gg_groups.push_back({groups[g].row_begin, groups[g].rows, &tw[g], &tdw[g]});
+  for (size_t g = 0; g < groups.size(); ++g) {
+    gg_groups.push_back({groups[g].row_begin, groups[g].rows, &tw[g], &tdw[g]});
+  }
   switch (mode) {
     case Mode::kForward: ASSERT_TRUE(be->GroupedMatmul(tlhs, gg_groups, tout).ok()); break;
     case Mode::kInputGrad: ASSERT_TRUE(be->GroupedMatmulInputGrad(tlhs, gg_groups, tout).ok()); break;
@@ -644,12 +646,16 @@ void CheckGroupedGemm(Mode mode, DType dt_ab, DType dt_c, int64_t chunk_rows = 0
 }
 
 TEST(GroupedGemmEmulation, SimtF32MatchesCpuBackend) {
-  for (Mode mode : {Mode::kForward, Mode::kInputGrad, Mode::kWeightGrad}) CheckGroupedGemm(mode, DType::kF32, DType::kF32);
+  for (Mode mode : {Mode::kForward, Mode::kInputGrad, Mode::kWeightGrad}) {
+    CheckGroupedGemm(mode, DType::kF32, DType::kF32);
+  }
 }
 
 // bf16 C: the weight gradient (beta = 1 reads the bf16 C; the store rounds once).
 TEST(GroupedGemmEmulation, WmmaBf16MatchesCpuBackend) {
-  for (Mode mode : {Mode::kForward, Mode::kInputGrad, Mode::kWeightGrad}) CheckGroupedGemm(mode, DType::kBF16, DType::kF32);
+  for (Mode mode : {Mode::kForward, Mode::kInputGrad, Mode::kWeightGrad}) {
+    CheckGroupedGemm(mode, DType::kBF16, DType::kF32);
+  }
   CheckGroupedGemm(Mode::kWeightGrad, DType::kBF16, DType::kBF16);
 }
 

@@ -18,6 +18,7 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_attention_tiled_kernels.cuh"
+#include "core/backend/cuda/cuda_attention_tiles.h"
 #include "gtest/gtest.h"
 
 namespace tessera::testing {
@@ -62,20 +63,10 @@ std::vector<float> ToHost(Backend& cpu, const Tensor& t) {
   return v;
 }
 
-// 64-row tiles of every sequence's queries (q) or of its keys [0, kv_len) (k), as cuda_ops.cc builds them.
-std::vector<AttnTile> Tiles(const std::vector<SeqSpec>& seqs, bool keys) {
-  std::vector<AttnTile> t;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    if (seqs[s].q_len == 0) continue;
-    const int64_t n = keys ? seqs[s].kv_len : seqs[s].q_len;
-    for (int64_t o = 0; o < n; o += cuda_kernels::kAttnTileRows) t.push_back({int32_t(s), int32_t(o)});
-  }
-  return t;
-}
-
-// peaked: the 150-query sequence's queries are their own keys / 4, so each puts most of its weight on its
-// own position (p ~ 0.75 at head_dim 64, ~0.97 at 128): then every diagonal (query, key) pair carries most of a row's weight, and a tile
-// schedule that drops one (an off-by-one in the first query tile of a key tile, a strict mask) fails.
+// peaked: the 150-query sequence's queries are their own keys / 4, so each puts most of its weight on
+// its own position (p ~ 0.75 at head_dim 64, ~0.97 at 128). Then every diagonal (query, key) pair carries
+// most of a row's weight, and a tile schedule that drops one (an off-by-one in the first query tile of a
+// key tile, a strict mask) fails.
 template <int D>
 void CheckTiledAgainstCpu(bool peaked) {
   SCOPED_TRACE("head_dim " + std::to_string(D) + (peaked ? " peaked" : " random"));
@@ -139,7 +130,13 @@ void CheckTiledAgainstCpu(bool peaked) {
   }
   const float kSentinel = 1234.5f;  // rows in no sequence must keep it (the host zeroes dq there)
   std::vector<float> out(nq * heads * D, kSentinel), lse(nq * heads, kSentinel), dq(nq * heads * D, kSentinel);
-  const std::vector<AttnTile> q_tiles = Tiles(seqs, false), k_tiles = Tiles(seqs, true);
+  // The tiles as the backend plans them (cuda_attention_tiles.h): query tiles, then key tiles.
+  std::vector<cuda_kernels::AttnSeqLengths> lengths;
+  for (const SeqSpec& s : seqs) lengths.push_back({s.q_len, s.kv_len});
+  const cuda_kernels::AttnTilePlan plan = cuda_kernels::PlanAttentionTiles(lengths, true);
+  const std::vector<AttnTile> q_tiles(plan.tiles.begin(), plan.tiles.begin() + plan.num_q);
+  const std::vector<AttnTile> k_tiles(plan.tiles.begin() + plan.num_q, plan.tiles.end());
+  ASSERT_EQ(plan.covered_rows, 188);
 
   cuda_emulation::Launch(dim3(q_tiles.size(), heads), ta::kThreads, [&] {
     ta::TiledForwardKernel<D>(qb.data(), descs.data(), q_tiles.data(), heads, kvh, scale, out.data(), kF32,
@@ -177,7 +174,9 @@ void CheckTiledAgainstCpu(bool peaked) {
   };
   EXPECT_LE(RelL2(covered(out, heads * D, false), covered(cpu_out, heads * D, false)), 5e-3) << "out";
   const std::vector<float> got_lse = covered(lse, heads, false), want_lse = covered(cpu_lse, heads, false);
-  for (size_t i = 0; i < got_lse.size(); ++i) ASSERT_NEAR(got_lse[i], want_lse[i], 1e-4f) << "lse of covered row " << i / heads;
+  for (size_t i = 0; i < got_lse.size(); ++i) {
+    ASSERT_NEAR(got_lse[i], want_lse[i], 1e-4f) << "lse of covered row " << i / heads;
+  }
   const std::vector<float> cpu_dq = ToHost(be, ref_dq);
   EXPECT_LE(RelL2(covered(dq, heads * D, false), covered(cpu_dq, heads * D, false)), 2e-2) << "dq";
   for (float x : covered(out, heads * D, true)) ASSERT_EQ(x, kSentinel) << "out of an idle row was written";
