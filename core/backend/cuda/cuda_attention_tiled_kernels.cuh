@@ -458,5 +458,23 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
                    static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D, scale, false);
 }
 
+// d[i, h] = dout[i, h, :] . out[i, h, :] for rows in a sequence, 0 elsewhere; one warp per (row, head),
+// warps striding over (row, head) pairs (the loop is warp-uniform, so WarpSum sees all 32 lanes).
+__global__ void RowDotsKernel(const void* out, int dto, const void* dout, int dtdo, const int32_t* row_seq,
+                              int64_t nq, int heads, int head_dim, float* d) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; w < nq * heads; w += warps) {
+    float s = 0.0f;
+    if (row_seq[w / heads] >= 0) {
+      for (int c = lane; c < head_dim; c += 32) {
+        s = fmaf(Ld(out, dto, w * head_dim + c), Ld(dout, dtdo, w * head_dim + c), s);
+      }
+    }
+    s = WarpSum(s);
+    if (lane == 0) d[w] = s;
+  }
+}
+
 }  // namespace
 }  // namespace tessera::cuda_kernels::tiled_attention

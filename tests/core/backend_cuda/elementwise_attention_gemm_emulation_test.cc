@@ -49,6 +49,7 @@
 #include "core/backend/cuda/cuda_grouped_gemm_kernels.cuh"
 #include "core/backend/cuda/cuda_grouped_problems.h"
 #include "gtest/gtest.h"
+#include "tests/core/backend_cuda/emulation/emulation_test_util.h"
 
 namespace tessera::testing {
 namespace {
@@ -140,9 +141,7 @@ std::vector<float> Random(size_t n, std::mt19937& rng, float lo, float hi) {
 
 // Values exactly representable in bf16 (so f32 and bf16 buffers hold the same numbers).
 std::vector<float> RandomBf16(size_t n, std::mt19937& rng, float lo, float hi) {
-  std::vector<float> v = Random(n, rng, lo, hi);
-  for (float& x : v) x = __bfloat162float(__float2bfloat16_rn(x));
-  return v;
+  return cuda_emulation::RandomBf16Exact(n, rng, lo, hi);
 }
 
 // Bit-equal element by element (same dtype), elements [begin, end) (end < 0: all).

@@ -21,6 +21,7 @@
 #include "core/backend/backend.h"
 #include "core/backend/cuda/cuda_moe_routing_kernels.cuh"
 #include "gtest/gtest.h"
+#include "tests/core/backend_cuda/emulation/emulation_test_util.h"
 
 namespace tessera::testing {
 namespace {
@@ -30,13 +31,6 @@ using cuda_kernels::kBF16;
 using cuda_kernels::kErrMoeOffsets;
 using cuda_kernels::kErrMoeSortValue;
 using cuda_kernels::kF32;
-
-template <typename T>
-std::vector<T> Get(Backend& be, const Tensor& t) {
-  std::vector<T> v(t.numel());
-  EXPECT_TRUE(be.CopyToHost(t, v.data(), v.size() * sizeof(T)).ok());
-  return v;
-}
 
 // Runs the keys kernel, a stable sort by key and the scatter kernel (the GPU path of MoeSortAssignments).
 struct SortResult {
@@ -106,9 +100,9 @@ TEST(MoeRoutingEmulation, SortMatchesCpuBackend) {
 
   SortResult got = EmulatedSort(topk_idx, topk_w, token_rank, table, n, k, ranks, experts, sets);
   EXPECT_EQ(got.err, 0);
-  EXPECT_EQ(got.token_idx, Get<int32_t>(be, token_idx));
-  EXPECT_EQ(got.gate_w, Get<float>(be, gate_w));
-  EXPECT_EQ(got.offsets, Get<int32_t>(be, offsets));
+  EXPECT_EQ(got.token_idx, cuda_emulation::CopyToHost<int32_t>(be, token_idx));
+  EXPECT_EQ(got.gate_w, cuda_emulation::CopyToHost<float>(be, gate_w));
+  EXPECT_EQ(got.offsets, cuda_emulation::CopyToHost<int32_t>(be, offsets));
 
   // A table value out of range: the error bit, and every assignment that uses that (rank, expert) cell
   // after every group (offsets[W] counts the others).
@@ -166,7 +160,7 @@ void CheckGemv(DType dt, int64_t in, bool vec) {
   const float kSentinel = 99.0f;
   Tensor ty = *be.FromHost(std::vector<float>(m * out, kSentinel), {m, out});
   ASSERT_TRUE(be.GroupedMatmulByOffsets(tx, tw_ptrs, toff, ty).ok());
-  const std::vector<float> want = Get<float>(be, ty);
+  const std::vector<float> want = cuda_emulation::CopyToHost<float>(be, ty);
 
   // The kernel on host memory in dtype T, f32 output.
   auto as_t = [](const std::vector<float>& v) {

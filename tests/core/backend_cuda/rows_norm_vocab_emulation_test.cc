@@ -51,6 +51,7 @@
 #include "core/backend/cuda/cuda_norm_vocab_kernels.cuh"
 #include "core/backend/cuda/cuda_rows_kernels.cuh"
 #include "gtest/gtest.h"
+#include "tests/core/backend_cuda/emulation/emulation_test_util.h"
 
 namespace tessera::testing {
 namespace {
@@ -81,22 +82,13 @@ constexpr float kSentinel = 99.0f;
 // Values exactly representable in bf16 (so bf16 and f32 runs see the same inputs, and products of two
 // are exact in f32).
 std::vector<float> Values(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = __bfloat162float(__float2bfloat16_rn(d(rng)));
-  return v;
+  return cuda_emulation::RandomBf16Exact(n, rng, lo, hi);
 }
 
 std::vector<int32_t> Indices(size_t n, int32_t bound, std::mt19937& rng) {
   std::vector<int32_t> v(n);
   for (int32_t& x : v) x = static_cast<int32_t>(rng() % static_cast<uint32_t>(bound));
   return v;
-}
-
-std::vector<bf16> ToBf16(const std::vector<float>& v) {
-  std::vector<bf16> r(v.size());
-  for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16_rn(v[i]);
-  return r;
 }
 
 std::vector<float> ToF32(const std::vector<bf16>& v) {
@@ -186,7 +178,7 @@ TEST(RowsEmulation, GatherRowsAndEmbeddingForward) {
     const Tensor b_src = cpu.Bf16(src, {n_src, d});
     Tensor b_dst = *be.Alloc({m, d}, DType::kBF16);
     ASSERT_TRUE(be.GatherRows(b_src, t_idx, &t_scale, b_dst).ok());
-    const std::vector<bf16> src_h = ToBf16(src);
+    const std::vector<bf16> src_h = cuda_emulation::ToBf16(src);
     std::vector<bf16> dst(m * d, __float2bfloat16_rn(kSentinel));
     int err = 0;
     cuda_emulation::Launch(grid, threads, [&] {
@@ -295,8 +287,8 @@ TEST(RowsEmulation, ScatterAddRowsAndEmbeddingBackward) {
     const Tensor b_src = cpu.Bf16(src, {m, d});
     Tensor b_dst = cpu.Bf16(dst0, {n_dst, d});
     ASSERT_TRUE(be.ScatterAddRows(b_src, t_idx, &t_scale, b_dst).ok());
-    const std::vector<bf16> src_h = ToBf16(src);
-    std::vector<bf16> dst = ToBf16(dst0);
+    const std::vector<bf16> src_h = cuda_emulation::ToBf16(src);
+    std::vector<bf16> dst = cuda_emulation::ToBf16(dst0);
     EXPECT_EQ(EmulatedScatterAdd(src_h, kBF16, idx, scale.data(), dst, kBF16, n_dst, d, kErrScatterIndex), 0);
     EXPECT_EQ(ToF32(dst), cpu.Get(b_dst));
   }
@@ -491,7 +483,7 @@ TEST(NormVocabEmulation, RmsNormForward) {
     const Tensor b_x = cpu.Bf16(x, {n, d}), b_w = cpu.Bf16(w, {d});
     Tensor b_out = *be.Alloc({n, d}, DType::kBF16);
     ASSERT_TRUE(be.RmsNormForward(b_x, b_w, eps, b_out, &t_rstd).ok());
-    const std::vector<bf16> xh = ToBf16(x), wh = ToBf16(w);
+    const std::vector<bf16> xh = cuda_emulation::ToBf16(x), wh = cuda_emulation::ToBf16(w);
     std::vector<bf16> out(n * d, __float2bfloat16_rn(kSentinel));
     std::vector<float> rstd(n, kSentinel);
     cuda_emulation::Launch(dim3(RowBlocks(n)), NormThreads(d), [&] {

@@ -20,6 +20,7 @@
 #include "core/backend/cuda/cuda_attention_tiled_kernels.cuh"
 #include "core/backend/cuda/cuda_attention_tiles.h"
 #include "gtest/gtest.h"
+#include "tests/core/backend_cuda/emulation/emulation_test_util.h"
 
 namespace tessera::testing {
 namespace {
@@ -34,19 +35,6 @@ struct SeqSpec {
   int store;  // which K/V (and dK/dV) tensor
 };
 
-std::vector<float> RandomBf16Values(size_t n, std::mt19937& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = __bfloat162float(__float2bfloat16_rn(d(rng)));  // exactly representable in bf16
-  return v;
-}
-
-std::vector<__nv_bfloat16> ToBf16(const std::vector<float>& v) {
-  std::vector<__nv_bfloat16> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);
-  return out;
-}
-
 double RelL2(const std::vector<float>& got, const std::vector<float>& want) {
   double num = 0, den = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -57,11 +45,6 @@ double RelL2(const std::vector<float>& got, const std::vector<float>& want) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-std::vector<float> ToHost(Backend& cpu, const Tensor& t) {
-  std::vector<float> v(t.numel());
-  EXPECT_TRUE(cpu.CopyToHost(t, v.data(), v.size() * sizeof(float)).ok());
-  return v;
-}
 
 // peaked: the 150-query sequence's queries are their own keys / 4, so each puts most of its weight on
 // its own position (p ~ 0.75 at head_dim 64, ~0.97 at 128). Then every diagonal (query, key) pair carries
@@ -77,14 +60,14 @@ void CheckTiledAgainstCpu(bool peaked) {
   const std::vector<SeqSpec> seqs = {{0, 150, 150, 0}, {152, 37, 129, 1}, {189, 1, 20, 1}};
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   std::mt19937 rng(7 + D);
-  std::vector<float> q = RandomBf16Values(nq * heads * D, rng, -3, 3);
-  const std::vector<float> dout = RandomBf16Values(nq * heads * D, rng, -1, 1);
+  std::vector<float> q = cuda_emulation::RandomBf16Exact(nq * heads * D, rng, -3, 3);
+  const std::vector<float> dout = cuda_emulation::RandomBf16Exact(nq * heads * D, rng, -1, 1);
   std::vector<std::vector<float>> k, v, dk0, dv0;
   for (int64_t rows : store_rows) {
-    k.push_back(RandomBf16Values(rows * kvh * D, rng, -3, 3));
-    v.push_back(RandomBf16Values(rows * kvh * D, rng, -1, 1));
-    dk0.push_back(RandomBf16Values(rows * kvh * D, rng, -1, 1));  // gradients accumulate onto these
-    dv0.push_back(RandomBf16Values(rows * kvh * D, rng, -1, 1));
+    k.push_back(cuda_emulation::RandomBf16Exact(rows * kvh * D, rng, -3, 3));
+    v.push_back(cuda_emulation::RandomBf16Exact(rows * kvh * D, rng, -1, 1));
+    dk0.push_back(cuda_emulation::RandomBf16Exact(rows * kvh * D, rng, -1, 1));  // gradients accumulate onto these
+    dv0.push_back(cuda_emulation::RandomBf16Exact(rows * kvh * D, rng, -1, 1));
   }
   if (peaked) {  // sequence 0: q[i, h] = k[i, h / (heads / kvh)] / 4 (exact in bf16)
     for (int64_t i = 0; i < 150; ++i) {
@@ -116,11 +99,11 @@ void CheckTiledAgainstCpu(bool peaked) {
   ASSERT_TRUE(be.AttentionBackward(tq, ref_seqs, scale, ref_out, ref_lse, tdout, ref_dq).ok());
 
   // The kernels, on host memory: bf16 q/k/v/dout, fp32 out/lse/dq/dk/dv.
-  const std::vector<__nv_bfloat16> qb = ToBf16(q), doutb = ToBf16(dout);
+  const std::vector<__nv_bfloat16> qb = cuda_emulation::ToBf16(q), doutb = cuda_emulation::ToBf16(dout);
   std::vector<std::vector<__nv_bfloat16>> kb, vb;
   for (size_t s = 0; s < store_rows.size(); ++s) {
-    kb.push_back(ToBf16(k[s]));
-    vb.push_back(ToBf16(v[s]));
+    kb.push_back(cuda_emulation::ToBf16(k[s]));
+    vb.push_back(cuda_emulation::ToBf16(v[s]));
   }
   std::vector<std::vector<float>> dk = dk0, dv = dv0;
   std::vector<AttnSeqDesc> descs;
@@ -143,17 +126,16 @@ void CheckTiledAgainstCpu(bool peaked) {
                                   lse.data());
   });
   // The backward reads the CPU's out/lse (as in core_backend_cuda_test), so only the backward is compared.
-  const std::vector<float> cpu_out = ToHost(be, ref_out), cpu_lse = ToHost(be, ref_lse);
-  std::vector<float> dvec(nq * heads, 0.0f);
-  for (const SeqSpec& s : seqs) {
-    for (int64_t i = s.q_begin; i < s.q_begin + s.q_len; ++i) {
-      for (int h = 0; h < heads; ++h) {
-        float d = 0;
-        for (int c = 0; c < D; ++c) d += cpu_out[(i * heads + h) * D + c] * dout[(i * heads + h) * D + c];
-        dvec[i * heads + h] = d;
-      }
-    }
+  const std::vector<float> cpu_out = cuda_emulation::CopyToHost<float>(be, ref_out), cpu_lse = cuda_emulation::CopyToHost<float>(be, ref_lse);
+  // D = dout . out per (row, head), by the backend's RowDotsKernel (rows in no sequence: 0).
+  std::vector<int32_t> row_seq(nq, -1);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    for (int64_t i = seqs[s].q_begin; i < seqs[s].q_begin + seqs[s].q_len; ++i) row_seq[i] = static_cast<int32_t>(s);
   }
+  std::vector<float> dvec(nq * heads, -1.0f);
+  cuda_emulation::Launch(dim3(1), 256, [&] {  // one block: its warps stride over every (row, head)
+    ta::RowDotsKernel(cpu_out.data(), kF32, dout.data(), kF32, row_seq.data(), nq, heads, D, dvec.data());
+  });
   cuda_emulation::Launch(dim3(k_tiles.size(), kvh), ta::kThreads, [&] {
     ta::TiledBackwardKvKernel<D>(qb.data(), descs.data(), k_tiles.data(), heads, kvh, scale, cpu_lse.data(),
                                  dvec.data(), doutb.data(), kF32);
@@ -177,14 +159,14 @@ void CheckTiledAgainstCpu(bool peaked) {
   for (size_t i = 0; i < got_lse.size(); ++i) {
     ASSERT_NEAR(got_lse[i], want_lse[i], 1e-4f) << "lse of covered row " << i / heads;
   }
-  const std::vector<float> cpu_dq = ToHost(be, ref_dq);
+  const std::vector<float> cpu_dq = cuda_emulation::CopyToHost<float>(be, ref_dq);
   EXPECT_LE(RelL2(covered(dq, heads * D, false), covered(cpu_dq, heads * D, false)), 2e-2) << "dq";
   for (float x : covered(out, heads * D, true)) ASSERT_EQ(x, kSentinel) << "out of an idle row was written";
   for (float x : covered(dq, heads * D, true)) ASSERT_EQ(x, kSentinel) << "dq of an idle row was written";
   for (size_t s = 0; s < store_rows.size(); ++s) {
     const std::string tag = " of store " + std::to_string(s);
     // Gradients only (the accumulated-onto values cancel), relative to the gradient's own size.
-    std::vector<float> gk = ToHost(be, tdk[s]), gv = ToHost(be, tdv[s]), got_k = dk[s], got_v = dv[s];
+    std::vector<float> gk = cuda_emulation::CopyToHost<float>(be, tdk[s]), gv = cuda_emulation::CopyToHost<float>(be, tdv[s]), got_k = dk[s], got_v = dv[s];
     for (size_t i = 0; i < gk.size(); ++i) {
       gk[i] -= dk0[s][i];
       gv[i] -= dv0[s][i];
