@@ -75,6 +75,21 @@ absl::Status Backend::CopyMany(absl::Span<const CopyPair> pairs) {
   return absl::OkStatus();
 }
 
+absl::Status Backend::AdamWMany(absl::Span<const AdamWTensor> entries, const AdamWParams& p) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const AdamWTensor& e = entries[i];
+    if (e.param == nullptr || e.grad == nullptr || e.m == nullptr || e.v == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("AdamWMany: entries[", i, "] has a null tensor"));
+    }
+    AdamWParams pi = p;
+    pi.weight_decay = e.weight_decay;
+    absl::Status s = AdamW(*e.param, *e.grad, *e.m, *e.v, pi);
+    if (s.ok() && e.narrow != nullptr) s = Copy(*e.param, *e.narrow);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("AdamWMany: entries[", i, "]: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 absl::Status ExpectDtype(const Tensor& t, DType dtype, absl::string_view op, absl::string_view arg) {

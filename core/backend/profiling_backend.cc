@@ -157,4 +157,8 @@ absl::Status ProfilingBackend::CrossEntropyBackward(const Tensor& logits, const 
 absl::Status ProfilingBackend::AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
   return Timed("AdamW", [&] { return inner_->AdamW(param, grad, m, v, p); });
 }
+
+absl::Status ProfilingBackend::AdamWMany(absl::Span<const AdamWTensor> entries, const AdamWParams& p) {
+  return Timed("AdamWMany", [&] { return inner_->AdamWMany(entries, p); });
+}
 }  // namespace tessera

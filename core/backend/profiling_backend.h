@@ -87,6 +87,7 @@ class ProfilingBackend final : public Backend {
   absl::Status CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& lse,
                                     const Tensor& dloss, Tensor& dlogits) override;
   absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override;
+  absl::Status AdamWMany(absl::Span<const AdamWTensor> entries, const AdamWParams& p) override;
 
  private:
   // Runs `f` (an inner call); when enabled, waits for the device and records the elapsed time.

@@ -125,6 +125,10 @@ struct Gradients {
   ModelWeights full;
   // Slots mode: the gradient of each trainable slot's weights (gate [F,D], up [F,D], down [D,F]).
   std::map<SlotId, ExpertWeights> slots;
+  // Slots mode: the one f32 allocation every slot gradient above is a view of (each view starting on a
+  // 256-byte boundary; the padding between them stays zero), so zeroing, the global norm and clipping
+  // are one op each instead of three per slot (a GPU launch and, for the norm, a synchronization each).
+  Tensor flat;
 
   // Zero-initialized buffers. INVALID_ARGUMENT for an out-of-range or duplicate slot.
   static absl::StatusOr<Gradients> Create(const ModelConfig& config, const TrainableSet& trainable,
@@ -173,7 +177,8 @@ class Model {
   //  - All-parameters mode: sequences must not carry overlays (FAILED_PRECONDITION otherwise).
   absl::StatusOr<double> Backward(const ForwardResult& forward, const LossTargets& targets,
                                   Gradients* grads) const;
-  // Same from a given dL/dlogits ([total_tokens, V], f32 on the backend).
+  // Same from a given dL/dlogits ([total_tokens, V] on the backend: f32, or the weights' matrix dtype, which
+  // the LM head GEMM then reads without a conversion).
   absl::Status BackwardFromLogits(const ForwardResult& forward, const Tensor& dlogits,
                                   Gradients* grads) const;
 

@@ -31,7 +31,19 @@ absl::StatusOr<Gradients> Gradients::Create(const ModelConfig& config, const Tra
       if (g.slots.count(s) != 0) {
         return absl::InvalidArgumentError(absl::StrCat("Gradients: slot ", s.ToString(), " listed twice"));
       }
-      ASSIGN_OR_RETURN(g.slots[s], AllocateExpertWeights(config, DType::kF32, backend));
+      g.slots[s] = ExpertWeights();
+    }
+    constexpr int64_t kAlignElems = 64;  // 256 bytes of f32, as a fresh device allocation is aligned
+    const int64_t part = config.expert_dim * config.hidden_size;
+    const int64_t stride = (part + kAlignElems - 1) / kAlignElems * kAlignElems;
+    ASSIGN_OR_RETURN(g.flat, backend->Alloc({3 * stride * static_cast<int64_t>(g.slots.size())}, DType::kF32));
+    int64_t offset = 0;
+    for (auto& [s, w] : g.slots) {
+      Tensor* parts[] = {&w.gate, &w.up, &w.down};
+      for (int i = 0; i < 3; ++i) {
+        *parts[i] = g.flat.Rows(offset, part).Reshape(ExpertPartShape(config, i));
+        offset += stride;
+      }
     }
   }
   RETURN_IF_ERROR(g.Zero(backend));
@@ -67,6 +79,7 @@ absl::Status Gradients::Zero(Backend* backend) {
       }
     }
   }
+  if (flat.defined()) return zero(flat);  // every slot gradient (and the padding between them)
   for (auto& [s, w] : slots) {
     RETURN_IF_ERROR(zero(w.gate));
     RETURN_IF_ERROR(zero(w.up));
@@ -123,7 +136,8 @@ absl::StatusOr<double> Model::Backward(const ForwardResult& forward, const LossT
   for (float x : loss_h) total += x;
   ASSIGN_OR_RETURN(Tensor dloss, be->Alloc({n}, DType::kF32));
   RETURN_IF_ERROR(be->Fill(dloss, static_cast<float>(1.0 / static_cast<double>(count))));
-  ASSIGN_OR_RETURN(Tensor dlogits, be->Alloc({n, config_.vocab_size}, DType::kF32));
+  // In the GEMM operand dtype: the LM head's backward reads it as is (see BackwardFromLogits).
+  ASSIGN_OR_RETURN(Tensor dlogits, be->Alloc({n, config_.vocab_size}, weights_.matrix_dtype()));
   RETURN_IF_ERROR(be->CrossEntropyBackward(forward.logits, tgt, lse, dloss, dlogits));
   RETURN_IF_ERROR(BackwardFromLogits(forward, dlogits, grads));
   return total / static_cast<double>(count);
@@ -237,11 +251,15 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     ASSIGN_OR_RETURN(Tensor dxn2, be->Zeros({n_tok, d}));
     RETURN_IF_ERROR(be->ScatterAddRows(dxg, plan.token_idx, nullptr, dxn2));
 
-    // Router: dL/dtopk_w back to the [N, k] layout, then through top-k renorm + softmax + matmul.
-    ASSIGN_OR_RETURN(std::vector<float> dgw_h, be->ToHostF32(dgw_sorted));
-    std::vector<float> dtopk_h(m);
-    for (int64_t i = 0; i < m; ++i) dtopk_h[plan.source[i]] = dgw_h[i];
-    ASSIGN_OR_RETURN(Tensor dtopk_w, be->FromHost(dtopk_h, {n_tok, k}));
+    // Router: dL/dtopk_w back to the [N, k] layout, gathered on the device through the inverse of the
+    // plan's permutation (the host knows it from the forward, so the backward never waits for the
+    // device here), then through top-k renorm + softmax + matmul.
+    std::vector<int32_t> sorted_pos(m);
+    for (int64_t i = 0; i < m; ++i) sorted_pos[plan.source[i]] = static_cast<int32_t>(i);
+    ASSIGN_OR_RETURN(const Tensor sorted_pos_idx, be->FromHost(sorted_pos, {m}));
+    ASSIGN_OR_RETURN(Tensor dtopk_w, be->Alloc({n_tok, k}, DType::kF32));
+    Tensor dtopk_rows = dtopk_w.Reshape({m, 1});
+    RETURN_IF_ERROR(be->GatherRows(dgw_sorted.Reshape({m, 1}), sorted_pos_idx, nullptr, dtopk_rows));
     ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, cdt));
     RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
     RETURN_IF_ERROR(be->Matmul(dlr, false, w.router, false, dxn2, 1.0f, 1.0f));

@@ -17,8 +17,12 @@ absl::StatusOr<AdamWState> AdamWState::Create(Backend& be, const Tensor& param) 
 }
 
 absl::Status AdamWState::Step(Backend& be, Tensor& param, const Tensor& grad, const AdamWParams& p) {
-  RETURN_IF_ERROR(be.AdamW(Weights(param), grad, m, v, p));
-  return SyncParam(be, param);
+  const AdamWTensor entry = Entry(param, grad, p.weight_decay);
+  return be.AdamWMany({&entry, 1}, p);
+}
+
+AdamWTensor AdamWState::Entry(Tensor& param, const Tensor& grad, float weight_decay) {
+  return AdamWTensor{&Weights(param), &grad, &m, &v, master.defined() ? &param : nullptr, weight_decay};
 }
 
 absl::Status AdamWState::SyncParam(Backend& be, Tensor& param) {

@@ -22,6 +22,10 @@ struct AdamWState {
   static absl::StatusOr<AdamWState> Create(Backend& be, const Tensor& param);
   // One AdamW step from `grad`; `param` holds the (rounded) result afterwards.
   absl::Status Step(Backend& be, Tensor& param, const Tensor& grad, const AdamWParams& p);
+  // This parameter's entry in a batched step (Backend::AdamWMany: a whole optimizer step in one call):
+  // the master (or the parameter) is updated and a narrower parameter receives the master's rounding.
+  // The entry points at `param`, `grad` and this state: they must outlive the call.
+  AdamWTensor Entry(Tensor& param, const Tensor& grad, float weight_decay);
   // The f32 values AdamW updates (what a checkpoint saves): the master, or the parameter itself.
   Tensor& Weights(Tensor& param) { return master.defined() ? master : param; }
   const Tensor& Weights(const Tensor& param) const { return master.defined() ? master : param; }

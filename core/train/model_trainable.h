@@ -33,6 +33,8 @@ class ModelTrainable : public TrainableLm {
   absl::StatusOr<Tensor> Forward(absl::Span<const std::vector<int32_t>> seqs, bool training) override;
   absl::Status Backward(const Tensor& dlogits) override;
   std::vector<TrainParam> Parameters() override { return params_; }
+  Tensor FlatGradients() override { return grads_.flat; }  // experts mode; undefined for all parameters
+  DType LogitsGradDtype() const override { return model_->weights().matrix_dtype(); }
 
   const std::shared_ptr<const ExpertOverlay>& overlay() const { return overlay_; }
   const std::vector<SlotId>& trainable_slots() const { return trainable_; }

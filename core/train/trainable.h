@@ -10,7 +10,7 @@
 //  - Forward(seqs, training) runs the model over a batch of independent sequences and returns logits
 //    [sum of lengths, vocab] with sequence i's rows following sequence i-1's. With training == true it
 //    keeps what Backward needs until the next Forward.
-//  - Backward(dlogits) ACCUMULATES d(loss)/d(param) into each trainable parameter's `grad` (the trainer
+//  - Backward(dlogits) (dlogits in LogitsGradDtype()) ACCUMULATES d(loss)/d(param) into each trainable parameter's `grad` (the trainer
 //    zeroes them at the start of each optimizer step), for the last training Forward.
 //  - Parameters() lists the trainable parameters only; frozen weights have no grad buffer at all. The
 //    tensors are views of the model's own storage: the optimizer updates `value` in place. The list
@@ -45,6 +45,14 @@ class TrainableLm {
                                          bool training) = 0;
   virtual absl::Status Backward(const Tensor& dlogits) = 0;
   virtual std::vector<TrainParam> Parameters() = 0;
+  // Optional: one f32 tensor holding every Parameters() gradient (they are views of it) and otherwise only
+  // zeros, so the trainer zeroes, measures and clips them with one op each instead of one per parameter.
+  // Undefined (the default) when the gradients are separate allocations.
+  virtual Tensor FlatGradients() { return Tensor(); }
+  // The dtype Backward takes dlogits in: a model whose GEMMs take bf16 operands takes them in bf16, so the
+  // trainer's cross-entropy backward writes that directly (no f32 [tokens, vocab] buffer and no
+  // conversion pass: 2.5 GB and a read/write of it per step at 4096 tokens and a 152k vocabulary).
+  virtual DType LogitsGradDtype() const { return DType::kF32; }
 };
 
 }  // namespace tessera::train

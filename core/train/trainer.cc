@@ -130,6 +130,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->validation_ = std::move(validation);
   t->order_ = std::make_unique<DataOrder>(static_cast<int64_t>(t->train_.size()), options.seed);
   t->params_ = model->Parameters();
+  t->flat_grad_ = model->FlatGradients();
   if (t->params_.empty()) return absl::InvalidArgumentError("the model has no trainable parameters");
   Backend& be = model->backend();
   for (const TrainParam& p : t->params_) {
@@ -180,7 +181,11 @@ absl::StatusOr<double> Trainer::EvaluateLoss(const std::vector<data::TokenizedEx
 absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
   Backend& be = model_->backend();
   const int64_t step = step_ + 1;
-  for (TrainParam& p : params_) RETURN_IF_ERROR(be.Fill(p.grad, 0.0f));
+  if (flat_grad_.defined()) {
+    RETURN_IF_ERROR(be.Fill(flat_grad_, 0.0f));
+  } else {
+    for (TrainParam& p : params_) RETURN_IF_ERROR(be.Fill(p.grad, 0.0f));
+  }
 
   std::vector<const data::TokenizedExample*> picked;
   for (int64_t i = 0; i < options_.batch_size; ++i) picked.push_back(&train_[order_->Next()]);
@@ -212,7 +217,7 @@ absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
     for (float l : host) loss_sum += l;
     ASSIGN_OR_RETURN(Tensor dloss, be.Alloc({mb.num_tokens}, DType::kF32));
     RETURN_IF_ERROR(be.Fill(dloss, static_cast<float>(1.0 / static_cast<double>(total_targets))));
-    ASSIGN_OR_RETURN(Tensor dlogits, be.Alloc(logits.shape(), DType::kF32));
+    ASSIGN_OR_RETURN(Tensor dlogits, be.Alloc(logits.shape(), model_->LogitsGradDtype()));
     RETURN_IF_ERROR(be.CrossEntropyBackward(logits, targets, lse, dloss, dlogits));
     RETURN_IF_ERROR(model_->Backward(dlogits));
   }
@@ -221,8 +226,12 @@ absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
     return absl::FailedPreconditionError(
         absl::StrCat("training diverged at step ", step, ": loss is ", DoubleString(loss)));
   }
-  std::vector<Tensor*> grads;
-  for (TrainParam& p : params_) grads.push_back(&p.grad);
+  std::vector<Tensor*> grads;  // the flat buffer when there is one: one norm reduction, one sync
+  if (flat_grad_.defined()) {
+    grads.push_back(&flat_grad_);
+  } else {
+    for (TrainParam& p : params_) grads.push_back(&p.grad);
+  }
   ASSIGN_OR_RETURN(*grad_norm, ClipGradNorm(be, grads, options_.max_grad_norm));
   if (!std::isfinite(*grad_norm)) {
     return absl::FailedPreconditionError(absl::StrCat("training diverged at step ", step,
@@ -234,10 +243,13 @@ absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
   ap.beta2 = static_cast<float>(options_.beta2);
   ap.eps = static_cast<float>(options_.adam_eps);
   ap.step = step;
+  std::vector<AdamWTensor> entries;
+  entries.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
-    ap.weight_decay = params_[i].decay ? static_cast<float>(options_.weight_decay) : 0.0f;
-    RETURN_IF_ERROR(opt_[i].Step(be, params_[i].value, params_[i].grad, ap));
+    const float decay = params_[i].decay ? static_cast<float>(options_.weight_decay) : 0.0f;
+    entries.push_back(opt_[i].Entry(params_[i].value, params_[i].grad, decay));
   }
+  RETURN_IF_ERROR(be.AdamWMany(entries, ap));  // the whole update in one call (one launch on a GPU)
   step_ = step;
   return loss;
 }

@@ -135,6 +135,7 @@ class Trainer {
   std::vector<data::TokenizedExample> train_, validation_;
   std::unique_ptr<DataOrder> order_;
   std::vector<TrainParam> params_;
+  Tensor flat_grad_;  // the model's FlatGradients(), if any
   std::vector<AdamWState> opt_;  // per parameter (with an f32 master for bf16 parameters)
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;

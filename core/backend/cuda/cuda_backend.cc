@@ -152,6 +152,24 @@ bool Overlaps(const Tensor& a, const Tensor& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+ByteRange RangeOf(const Tensor& t) {
+  const uintptr_t b = reinterpret_cast<uintptr_t>(t.raw());
+  return {b, b + t.nbytes()};
+}
+
+// O(n log n): the written ranges sorted must be disjoint, and no read range may meet one of them.
+bool AnyOverlap(std::vector<ByteRange> written, absl::Span<const ByteRange> read) {
+  std::sort(written.begin(), written.end());
+  for (size_t i = 1; i < written.size(); ++i) {
+    if (written[i].first < written[i - 1].second) return true;
+  }
+  for (const ByteRange& r : read) {
+    auto it = std::lower_bound(written.begin(), written.end(), ByteRange{r.second, 0});  // first at/after r's end
+    if (it != written.begin() && std::prev(it)->second > r.first) return true;
+  }
+  return false;
+}
+
 // ---- CudaBackend: lifetime ----------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, const BackendOptions& options) {
@@ -400,22 +418,13 @@ absl::Status CudaBackend::CopyMany(absl::Span<const CopyPair> pairs) {
     desc.push_back(cuda_kernels::CopyDesc{p.src->raw(), p.dst->raw(), p.src->numel(), Dt(*p.src), Dt(*p.dst)});
     max_n = std::max(max_n, p.src->numel());
   }
-  // Overlap test in O(n log n): the dst ranges sorted must be disjoint, and no src may meet one of them.
-  using Range = std::pair<uintptr_t, uintptr_t>;
-  auto range = [](const cuda_kernels::CopyDesc& d, bool dst) {
-    const uintptr_t b = reinterpret_cast<uintptr_t>(dst ? d.dst : d.src);
-    return Range{b, b + static_cast<uintptr_t>(d.n) * DTypeSize(static_cast<DType>(dst ? d.dtd : d.dts))};
-  };
-  std::vector<Range> dsts;
-  for (const auto& d : desc) dsts.push_back(range(d, true));
-  std::sort(dsts.begin(), dsts.end());
-  bool overlap = desc.size() > 65535;  // also the kernel's grid limit
-  for (size_t i = 1; i < dsts.size() && !overlap; ++i) overlap = dsts[i].first < dsts[i - 1].second;
-  for (size_t i = 0; i < desc.size() && !overlap; ++i) {
-    const Range r = range(desc[i], false);
-    auto it = std::lower_bound(dsts.begin(), dsts.end(), Range{r.second, 0});  // first dst starting at/after r's end
-    overlap = it != dsts.begin() && std::prev(it)->second > r.first;
+  std::vector<ByteRange> written, read;
+  for (const auto& d : desc) {
+    const uintptr_t src = reinterpret_cast<uintptr_t>(d.src), dst = reinterpret_cast<uintptr_t>(d.dst);
+    written.push_back({dst, dst + static_cast<uintptr_t>(d.n) * DTypeSize(static_cast<DType>(d.dtd))});
+    read.push_back({src, src + static_cast<uintptr_t>(d.n) * DTypeSize(static_cast<DType>(d.dts))});
   }
+  const bool overlap = desc.size() > 65535 || AnyOverlap(std::move(written), read);  // also the grid limit
   if (overlap) return Backend::CopyMany(pairs);
   RETURN_IF_ERROR(Enter());
   if (desc.empty()) return absl::OkStatus();

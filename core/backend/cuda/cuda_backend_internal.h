@@ -13,8 +13,10 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <cublas_v2.h>
@@ -139,6 +141,7 @@ class CudaBackend final : public Backend {
                                     const Tensor& dloss, Tensor& dlogits) override;
 
   absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) override;
+  absl::Status AdamWMany(absl::Span<const AdamWTensor> entries, const AdamWParams& p) override;
 
   void set_grouped_gemm_impl(GroupedGemmImpl impl) { grouped_impl_ = impl; }
   void set_eager_index_checks(bool on) { eager_index_checks_ = on; }
@@ -203,5 +206,11 @@ absl::Status Check2D(const Tensor& t, int64_t rows, int64_t cols, absl::string_v
 inline int Dt(const Tensor& t) { return static_cast<int>(t.dtype()); }
 // True when the two tensors' byte ranges intersect (the CPU backend's rule for forbidden aliasing).
 bool Overlaps(const Tensor& a, const Tensor& b);
+// A batched op's tensors as byte ranges [begin, end): true when two written ranges intersect, or a read
+// range meets a written one. Batched ops (CopyMany, AdamWMany) then run their entries one by one, in
+// order, instead of in one launch where they would race.
+using ByteRange = std::pair<uintptr_t, uintptr_t>;
+ByteRange RangeOf(const Tensor& t);
+bool AnyOverlap(std::vector<ByteRange> written, absl::Span<const ByteRange> read);
 
 }  // namespace tessera::cuda

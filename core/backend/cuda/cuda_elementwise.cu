@@ -1,11 +1,14 @@
 // Launchers of the element-wise kernels (cuda_elementwise_kernels.cuh has the math and the memory
 // contract).
+#include <algorithm>
+
 #include "core/backend/cuda/cuda_elementwise_kernels.cuh"
 
 namespace tessera::cuda_kernels {
 namespace {
 
 using elementwise::AdamWKernel;
+using elementwise::AdamWManyKernel;
 using elementwise::AddKernel;
 using elementwise::AxpyKernel;
 using elementwise::ConvertKernel;
@@ -89,6 +92,18 @@ cudaError_t AdamW(void* param, int dtp, const void* grad, int dtg, float* m, flo
   if (n == 0) return cudaSuccess;
   AdamWKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(param, dtp, grad, dtg, m, v, n, lr, beta1, beta2,
                                                             eps, weight_decay, bc1, bc2);
+  return cudaGetLastError();
+}
+
+cudaError_t AdamWMany(const AdamWDesc* desc_dev, int count, int64_t max_n, float lr, float beta1, float beta2,
+                      float eps, float bc1, float bc2, cudaStream_t stream) {
+  if (count == 0 || max_n == 0) return cudaSuccess;
+  if (count > 65535) return cudaErrorInvalidValue;  // gridDim.y; the caller splits larger batches
+  // About 4096 blocks in all (enough to fill the device), never more than the largest entry can use.
+  const unsigned per_entry = static_cast<unsigned>(std::max(1, 4096 / count));
+  const unsigned x = std::min(GridFor(max_n, kThreads), per_entry);
+  AdamWManyKernel<<<dim3(x, static_cast<unsigned>(count)), kThreads, 0, stream>>>(desc_dev, lr, beta1, beta2, eps,
+                                                                                  bc1, bc2);
   return cudaGetLastError();
 }
 

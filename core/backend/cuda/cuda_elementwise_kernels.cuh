@@ -2,7 +2,8 @@
 // tests/core/backend_cuda/elementwise_attention_gemm_emulation_test.cc can run these same kernel bodies on
 // the host where no GPU is present.
 //
-// Element-wise kernels: fill, dtype conversion, add, axpy, scale, sum of squares, SwiGLU, AdamW.
+// Element-wise kernels: fill, dtype conversion, add, axpy, scale, sum of squares, SwiGLU, AdamW (one
+// tensor, or a batch of them in one launch).
 //
 // Math: Add out = a + b; Axpy y += alpha x; Scale x *= alpha; SumSquares sum x^2 (fp64 accumulation per
 // block, one fp64 atomic per block); SwiGLU out = silu(g) * u with silu(g) = g * sigmoid(g), backward
@@ -101,17 +102,33 @@ __global__ void SwiGluBackwardKernel(const void* gate, int dtg, const void* up, 
   }
 }
 
+// One AdamW element: updates m[i], v[i] and returns the new parameter value (before any rounding to the
+// parameter's dtype). Shared by the single-tensor and the batched kernel so both compute the same bits.
+__device__ __forceinline__ float AdamWElement(float p, float g, float* m, float* v, int64_t i, float lr, float b1,
+                                              float b2, float eps, float wd, float bc1, float bc2) {
+  const float mi = b1 * m[i] + (1.0f - b1) * g;
+  const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+  m[i] = mi;
+  v[i] = vi;
+  return p - lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * p);
+}
+
 __global__ void AdamWKernel(void* param, int dtp, const void* grad, int dtg, float* m, float* v, int64_t n,
                             float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const float g = Ld(grad, dtg, i);
-    const float mi = b1 * m[i] + (1.0f - b1) * g;
-    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float p = Ld(param, dtp, i);
-    const float update = (mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * p;
-    St(param, dtp, i, p - lr * update);
+    St(param, dtp, i, AdamWElement(Ld(param, dtp, i), Ld(grad, dtg, i), m, v, i, lr, b1, b2, eps, wd, bc1, bc2));
+  }
+}
+
+// Batched AdamW: blockIdx.y picks the entry (desc[y]); its blocks grid-stride over that entry's elements.
+// The narrow copy reads the parameter back after the store, so it receives exactly what Copy would.
+__global__ void AdamWManyKernel(const AdamWDesc* desc, float lr, float b1, float b2, float eps, float bc1,
+                                float bc2) {
+  const AdamWDesc d = desc[blockIdx.y];
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < d.n; i += int64_t{gridDim.x} * blockDim.x) {
+    St(d.param, d.dtp, i,
+       AdamWElement(Ld(d.param, d.dtp, i), Ld(d.grad, d.dtg, i), d.m, d.v, i, lr, b1, b2, eps, d.wd, bc1, bc2));
+    if (d.narrow != nullptr) St(d.narrow, d.dtn, i, Ld(d.param, d.dtp, i));
   }
 }
 

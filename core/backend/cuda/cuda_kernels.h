@@ -54,6 +54,20 @@ cudaError_t SwiGluBackward(const void* gate, int dtg, const void* up, int dtu, c
 cudaError_t AdamW(void* param, int dtp, const void* grad, int dtg, float* m, float* v, int64_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2,
                   cudaStream_t stream);
+// Batched AdamW: desc[i] is one AdamW of n elements (weight decay wd), then narrow (if not null) takes the
+// parameter's new value in dtype dtn.
+struct AdamWDesc {
+  void* param;
+  const void* grad;
+  float* m;
+  float* v;
+  void* narrow;
+  int64_t n;
+  float wd;
+  int dtp, dtg, dtn;
+};
+cudaError_t AdamWMany(const AdamWDesc* desc_dev, int count, int64_t max_n, float lr, float beta1, float beta2,
+                      float eps, float bc1, float bc2, cudaStream_t stream);
 
 // ---- cuda_rows.cu: gather / scatter / embedding / router ----------------------------------------------
 // *flag = min(*flag, i) for every idx[i] outside [lo, hi) (the caller presets *flag above any i).

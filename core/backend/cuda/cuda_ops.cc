@@ -572,4 +572,56 @@ absl::Status CudaBackend::AdamW(Tensor& param, const Tensor& grad, Tensor& m, Te
                     "AdamW");
 }
 
+// One launch for the whole step (per 65535 entries). Entries whose written tensors overlap another
+// entry's (or a grad) would race inside the launch, so then they run one by one (the interface's rule).
+absl::Status CudaBackend::AdamWMany(absl::Span<const AdamWTensor> entries, const AdamWParams& p) {
+  std::vector<cuda_kernels::AdamWDesc> desc;
+  desc.reserve(entries.size());
+  std::vector<ByteRange> written, read;
+  int64_t max_n = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const AdamWTensor& e = entries[i];
+    const std::string op = absl::StrCat("AdamWMany: entries[", i, "]");
+    if (e.param == nullptr || e.grad == nullptr || e.m == nullptr || e.v == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(op, " has a null tensor"));
+    }
+    RETURN_IF_ERROR(CheckFloat(*e.param, op, "param"));
+    RETURN_IF_ERROR(CheckFloat(*e.grad, op, "grad"));
+    RETURN_IF_ERROR(CheckF32(*e.m, op, "m"));
+    RETURN_IF_ERROR(CheckF32(*e.v, op, "v"));
+    const int64_t n = e.param->numel();
+    RETURN_IF_ERROR(CheckNumel(*e.grad, n, op, "grad"));
+    RETURN_IF_ERROR(CheckNumel(*e.m, n, op, "m"));
+    RETURN_IF_ERROR(CheckNumel(*e.v, n, op, "v"));
+    if (e.narrow != nullptr) {
+      RETURN_IF_ERROR(CheckFloat(*e.narrow, op, "narrow"));
+      RETURN_IF_ERROR(CheckNumel(*e.narrow, n, op, "narrow"));
+    }
+    if (n == 0) continue;
+    desc.push_back({e.param->raw(), e.grad->raw(), e.m->data<float>(), e.v->data<float>(),
+                    e.narrow != nullptr ? e.narrow->raw() : nullptr, n, e.weight_decay, Dt(*e.param), Dt(*e.grad),
+                    e.narrow != nullptr ? Dt(*e.narrow) : 0});
+    for (const Tensor* t : {e.param, e.m, e.v, e.narrow}) {
+      if (t != nullptr) written.push_back(RangeOf(*t));
+    }
+    read.push_back(RangeOf(*e.grad));
+    max_n = std::max(max_n, n);
+  }
+  if (p.step < 1) return absl::InvalidArgumentError(absl::StrCat("AdamWMany: step ", p.step, " must be >= 1"));
+  if (AnyOverlap(std::move(written), read)) return Backend::AdamWMany(entries, p);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
+  RETURN_IF_ERROR(Enter());
+  constexpr size_t kMaxPerLaunch = 65535;  // gridDim.y
+  for (size_t begin = 0; begin < desc.size(); begin += kMaxPerLaunch) {
+    const size_t count = std::min(kMaxPerLaunch, desc.size() - begin);
+    ASSIGN_OR_RETURN(void* dev, uploads_->Upload(desc.data() + begin, count * sizeof(cuda_kernels::AdamWDesc)));
+    RETURN_IF_ERROR(CudaStatus(k::AdamWMany(static_cast<const cuda_kernels::AdamWDesc*>(dev), static_cast<int>(count),
+                                            max_n, p.lr, p.beta1, p.beta2, p.eps, static_cast<float>(bc1),
+                                            static_cast<float>(bc2), stream()),
+                               "AdamWMany"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace tessera::cuda

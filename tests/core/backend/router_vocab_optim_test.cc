@@ -1,7 +1,7 @@
 // Router, log-softmax, cross-entropy and AdamW on every available backend against double
 // references; RouterBackward and CrossEntropyBackward against central differences of the double
 // reference. Tolerances: probabilities/log-probabilities atol 1e-5 + rtol 1e-5 (logits up to +-50);
-// gradients atol 1e-5 + rtol 1e-4; AdamW parameters rtol 1e-5 + atol 1e-6 after 6 steps.
+// gradients atol 1e-5 + rtol 1e-4; AdamW parameters rtol 1e-5 + atol 1e-6 after 6 steps (AdamWMany: 4).
 #include <algorithm>
 #include <numeric>
 
@@ -213,6 +213,104 @@ TEST_P(OptimTest, AdamWMatchesReferenceOverSteps) {
     ExpectClose(Down(tm), m, 1e-6, 1e-5, "AdamW m");
     ExpectClose(Down(tv), v, 1e-6, 1e-5, "AdamW v");
   }
+}
+
+// AdamWMany = AdamW per entry (its own weight decay) + the narrow copy, against the double reference;
+// three entries of different lengths in one call, over 4 steps.
+TEST_P(OptimTest, AdamWManyMatchesReferencePerEntry) {
+  const std::vector<int64_t> sizes = {7, 10007, 65};
+  const std::vector<float> decays = {0.1f, 0.0f, 0.3f};
+  AdamWParams p;
+  p.lr = 1e-2f;
+  p.beta1 = 0.9f;
+  p.beta2 = 0.95f;
+  p.weight_decay = 5.0f;  // ignored
+  std::vector<std::vector<double>> w, m, v;
+  std::vector<Tensor> tw, tm, tv, tn;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int64_t n = sizes[i];
+    w.push_back(RandomValues(n, 10 + i));
+    m.emplace_back(n, 0.0);
+    v.emplace_back(n, 0.0);
+    tw.push_back(Up(w.back(), {n}));
+    tm.push_back(Up(m.back(), {n}));
+    tv.push_back(Up(v.back(), {n}));
+    auto narrow = be().Alloc({n}, DType::kBF16);
+    ASSERT_TRUE(narrow.ok()) << narrow.status();
+    tn.push_back(*narrow);
+  }
+  for (int step = 1; step <= 4; ++step) {
+    p.step = step;
+    std::vector<Tensor> tg;
+    std::vector<std::vector<double>> g;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      g.push_back(RandomValues(sizes[i], 100 * step + i, -2, 2));
+      tg.push_back(Up(g.back(), {sizes[i]}));
+    }
+    std::vector<AdamWTensor> entries;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      entries.push_back({&tw[i], &tg[i], &tm[i], &tv[i], i == 1 ? nullptr : &tn[i], decays[i]});
+    }
+    ASSERT_TRUE(be().AdamWMany(entries, p).ok());
+    const double bc1 = 1 - std::pow(0.9, step), bc2 = 1 - std::pow(static_cast<double>(0.95f), step);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      for (int64_t j = 0; j < sizes[i]; ++j) {
+        m[i][j] = 0.9 * m[i][j] + 0.1 * g[i][j];
+        v[i][j] = 0.95f * v[i][j] + (1 - 0.95f) * g[i][j] * g[i][j];
+        w[i][j] -= 1e-2 * ((m[i][j] / bc1) / (std::sqrt(v[i][j] / bc2) + 1e-8) + decays[i] * w[i][j]);
+      }
+    }
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const std::string what = "entry " + std::to_string(i);
+    const std::vector<float> got = Down(tw[i]);
+    ExpectClose(got, w[i], 1e-6, 1e-5, what + " param");
+    ExpectClose(Down(tm[i]), m[i], 1e-6, 1e-5, what + " m");
+    ExpectClose(Down(tv[i]), v[i], 1e-6, 1e-5, what + " v");
+    if (i == 1) continue;  // no narrow copy
+    // The narrow copy is the bf16 rounding of the parameter's final value, exactly as Copy makes it.
+    auto want = be().Alloc({sizes[i]}, DType::kBF16);
+    ASSERT_TRUE(want.ok());
+    ASSERT_TRUE(be().Copy(tw[i], *want).ok());
+    EXPECT_EQ(Down(tn[i]), Down(*want)) << what << " narrow";
+  }
+}
+
+// Entries that write the same tensors run as if in order: [A, A] is two AdamW steps of A with the
+// same step count (devices must not fuse them into one racing launch).
+TEST_P(OptimTest, AdamWManyOverlappingEntriesRunInOrder) {
+  const int64_t n = 300;
+  AdamWParams p;
+  p.lr = 1e-2f;
+  p.step = 3;
+  std::vector<double> w0 = RandomValues(n, 1), g = RandomValues(n, 2, -1, 1), m0 = RandomValues(n, 3, -0.1, 0.1),
+                      v0 = RandomValues(n, 4, 0.0, 0.1);
+  Tensor a = Up(w0, {n}), am = Up(m0, {n}), av = Up(v0, {n}), tg = Up(g, {n});
+  Tensor b = Up(w0, {n}), bm = Up(m0, {n}), bv = Up(v0, {n});
+  const AdamWTensor e{&a, &tg, &am, &av, nullptr, 0.2f};
+  const std::vector<AdamWTensor> twice = {e, e};
+  ASSERT_TRUE(be().AdamWMany(twice, p).ok());
+  p.weight_decay = 0.2f;
+  ASSERT_TRUE(be().AdamW(b, tg, bm, bv, p).ok());
+  ASSERT_TRUE(be().AdamW(b, tg, bm, bv, p).ok());
+  EXPECT_EQ(Down(a), Down(b));
+  EXPECT_EQ(Down(am), Down(bm));
+  EXPECT_EQ(Down(av), Down(bv));
+}
+
+TEST_P(OptimTest, AdamWManyRejectsBadArgumentsNamingTheEntry) {
+  Tensor w = Garbage({4}), g = Garbage({4}), m = Garbage({4}), v = Garbage({4}), v3 = Garbage({3});
+  AdamWParams p;
+  const std::vector<AdamWTensor> short_v = {{&w, &g, &m, &v}, {&w, &g, &m, &v3}};
+  absl::Status s = be().AdamWMany(short_v, p);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("entries[1]"), std::string::npos) << s;
+  const std::vector<AdamWTensor> null_grad = {{&w, nullptr, &m, &v}};
+  EXPECT_EQ(be().AdamWMany(null_grad, p).code(), absl::StatusCode::kInvalidArgument);
+  Tensor narrow3 = Garbage({3});
+  const std::vector<AdamWTensor> short_narrow = {{&w, &g, &m, &v, &narrow3}};
+  EXPECT_EQ(be().AdamWMany(short_narrow, p).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(be().AdamWMany({}, p).ok());
 }
 
 TEST_P(OptimTest, AdamWRejectsBadArguments) {

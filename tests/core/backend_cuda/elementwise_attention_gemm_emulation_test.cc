@@ -4,7 +4,8 @@
 // shape of its launcher, against the CPU backend's op on the same inputs:
 //  - ElementwiseEmulation: Fill (f32, bf16, i32), Convert (f32 <-> bf16), CopyMany (three copies with
 //    conversions in one launch), Add (mixed dtypes, in place), Axpy, Scale, SumSquares, SwiGLU forward and
-//    backward, AdamW (steps 1-3 with weight decay, f32 and bf16 parameters, bf16 gradients);
+//    backward, AdamW (steps 1-3 with weight decay, f32 and bf16 parameters, bf16 gradients), AdamWMany
+//    (three entries in one launch, one with a bf16 narrow copy);
 //  - RowwiseAttentionEmulation: forward (out, lse) and backward (dq, and dk/dv accumulating into a cache
 //    gradient two sequences share) for three sequences (a prefill, a prefill continuing a cache prefix, a
 //    decode step), GQA, idle query rows, head_dim 40 (f32, no lse) and 64 (bf16 inputs);
@@ -399,6 +400,97 @@ TEST(ElementwiseEmulation, AdamWMatchesCpuBackend) {
       ExpectNear(param.Floats(), Download(*be, tp).Floats(), "param", [&](size_t, float want) {
         return pdt == DType::kF32 ? 0x1p-21 * std::max(1.0f, std::fabs(want)) : 0x1p-7 * std::fabs(want);
       });
+    }
+  }
+}
+
+// AdamWMany: three entries in one launch (an f32 master with a bf16 narrow copy, a bf16 parameter, an f32
+// parameter; each its own weight decay), against the CPU backend's AdamWMany (AdamW then Copy per entry).
+// Launched with the launcher's grid and with one block per entry (the grid-stride loop must cover n).
+// The narrow copy must be the bf16 rounding of the kernel's own new parameter, bit for bit; each host
+// buffer has 8 guard elements that must stay untouched.
+TEST(ElementwiseEmulation, AdamWManyMatchesCpuBackend) {
+  struct Entry {
+    DType pdt, gdt;
+    int64_t n;
+    float wd;
+    bool narrow;
+  };
+  const std::vector<Entry> entries = {{DType::kF32, DType::kF32, 300, 0.1f, true},
+                                      {DType::kBF16, DType::kBF16, 5, 0.0f, false},
+                                      {DType::kF32, DType::kF32, 450, 0.05f, false}};
+  const int count = static_cast<int>(entries.size());
+  int64_t max_n = 0;
+  for (const Entry& e : entries) max_n = std::max(max_n, e.n);
+  const unsigned launcher_x = std::min(cuda_kernels::GridFor(max_n, ew::kThreads),
+                                       static_cast<unsigned>(std::max(1, 4096 / count)));
+  for (unsigned x : {launcher_x, 1u}) {
+    SCOPED_TRACE("blocks per entry " + std::to_string(x));
+    auto be = Cpu();
+    std::mt19937 rng(7);
+    auto guarded = [](DType dt, std::vector<float> v) {
+      v.resize(v.size() + 8, 99.0f);
+      return HostArray(dt, v);
+    };
+    std::vector<HostArray> param, m, v, narrow;
+    std::vector<Tensor> tp, tm, tv, tn;
+    for (const Entry& e : entries) {
+      const std::vector<float> p0 = Random(e.n, rng, -1.5f, 1.5f), zeros(e.n, 0.0f);
+      param.push_back(guarded(e.pdt, p0));
+      m.push_back(guarded(DType::kF32, zeros));
+      v.push_back(guarded(DType::kF32, zeros));
+      narrow.push_back(guarded(DType::kBF16, zeros));
+      tp.push_back(Upload(*be, HostArray(e.pdt, p0)));
+      tm.push_back(Upload(*be, HostArray(DType::kF32, zeros)));
+      tv.push_back(Upload(*be, HostArray(DType::kF32, zeros)));
+      tn.push_back(Upload(*be, HostArray(DType::kBF16, zeros)));
+    }
+    AdamWParams p;
+    p.lr = 1e-2f;
+    p.weight_decay = 123.0f;  // ignored: each entry has its own
+    for (p.step = 1; p.step <= 2; ++p.step) {
+      SCOPED_TRACE("step " + std::to_string(p.step));
+      std::vector<HostArray> grad;
+      std::vector<Tensor> tg;
+      std::vector<AdamWTensor> batch;
+      std::vector<cuda_kernels::AdamWDesc> desc;
+      for (int i = 0; i < count; ++i) {
+        const Entry& e = entries[i];
+        grad.emplace_back(e.gdt, Random(e.n, rng, -1, 1));
+        tg.push_back(Upload(*be, grad.back()));
+      }
+      for (int i = 0; i < count; ++i) {
+        const Entry& e = entries[i];
+        batch.push_back({&tp[i], &tg[i], &tm[i], &tv[i], e.narrow ? &tn[i] : nullptr, e.wd});
+        desc.push_back({param[i].data(), grad[i].data(), static_cast<float*>(m[i].data()),
+                        static_cast<float*>(v[i].data()), e.narrow ? narrow[i].data() : nullptr, e.n, e.wd,
+                        param[i].idt(), grad[i].idt(), narrow[i].idt()});
+      }
+      ASSERT_TRUE(be->AdamWMany(batch, p).ok());
+      // As CudaBackend::AdamWMany: bias corrections in double, passed as float.
+      const float bc1 = static_cast<float>(1.0 - std::pow(double{p.beta1}, double(p.step)));
+      const float bc2 = static_cast<float>(1.0 - std::pow(double{p.beta2}, double(p.step)));
+      cuda_emulation::Launch(dim3(x, static_cast<unsigned>(count)), ew::kThreads, [&] {
+        ew::AdamWManyKernel(desc.data(), p.lr, p.beta1, p.beta2, p.eps, bc1, bc2);
+      });
+      for (int i = 0; i < count; ++i) {
+        const Entry& e = entries[i];
+        const std::string what = "entry " + std::to_string(i);
+        ExpectSame(m[i], Download(*be, tm[i]), what + " m", 0, e.n);
+        ExpectSame(v[i], Download(*be, tv[i]), what + " v", 0, e.n);
+        std::vector<float> got = param[i].Floats();
+        got.resize(e.n);
+        ExpectNear(got, Download(*be, tp[i]).Floats(), what + " param", [&](size_t, float want) {
+          return e.pdt == DType::kF32 ? 0x1p-21 * std::max(1.0f, std::fabs(want)) : 0x1p-7 * std::fabs(want);
+        });
+        for (int64_t j = 0; j < e.n; ++j) {
+          const float want_narrow = e.narrow ? HostArray(DType::kBF16, {got[j]}).Get(0) : 0.0f;
+          ASSERT_EQ(narrow[i].Get(j), want_narrow) << what << " narrow [" << j << "]";
+        }
+        for (const HostArray* h : {&param[i], &m[i], &v[i], &narrow[i]}) {
+          for (int64_t j = e.n; j < e.n + 8; ++j) ASSERT_EQ(h->Get(j), 99.0f) << what << " overran";
+        }
+      }
     }
   }
 }

@@ -8,6 +8,7 @@
 // (float32 loss rounding ~1e-6 gives ~5e-5 absolute FD noise; eps^2 truncation ~1e-4 relative.) A
 // coordinate whose perturbation changes any top-k routing choice is skipped (the loss is not
 // differentiable there); at most a few are.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -233,6 +234,77 @@ TEST_F(BackwardTest, SlotModeEqualsAllModeOnThoseSlotsAndAccumulates) {
   for (size_t i = 0; i < once.size(); ++i) ASSERT_NEAR(twice[i], 2 * once[i], 1e-6 + 1e-5 * std::abs(once[i]));
   ASSERT_TRUE(gs.Zero(be_.get()).ok());
   EXPECT_EQ(be_->SumSquares(gs.slots.at(slots[0]).down).value(), 0.0);
+}
+
+// Slot gradients are disjoint views of Gradients::flat, each on a 256-byte boundary; the padding between
+// them stays zero through a backward, so the flat buffer's norm is the slots' norm, and Zero() clears all.
+TEST_F(BackwardTest, SlotGradientsAreViewsOfOneFlatBuffer) {
+  Build(ModelFamily::kQwen3Moe);
+  const std::vector<SlotId> slots = {{1, 3}, {0, 2}, {1, 0}};
+  auto g = Gradients::Create(config_, TrainableSet::Slots(slots), be_.get()).value();
+  ASSERT_TRUE(g.flat.defined());
+  const char* begin = static_cast<const char*>(g.flat.raw());
+  const char* end = begin + g.flat.nbytes();
+  std::vector<std::pair<const char*, const char*>> ranges;
+  for (const auto& [s, w] : g.slots) {
+    for (const Tensor* t : {&w.gate, &w.up, &w.down}) {
+      const char* p = static_cast<const char*>(t->raw());
+      ASSERT_GE(p, begin);
+      ASSERT_LE(p + t->nbytes(), end);
+      EXPECT_EQ((p - begin) % 256, 0) << s.ToString();
+      ranges.push_back({p, p + t->nbytes()});
+    }
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) ASSERT_LE(ranges[i - 1].second, ranges[i].first) << "views overlap";
+
+  ASSERT_TRUE(RunBackward(MakeBatch(nullptr), &g).ok());
+  double per_slot = 0;
+  for (const auto& [s, w] : g.slots) {
+    for (const Tensor* t : {&w.gate, &w.up, &w.down}) per_slot += be_->SumSquares(*t).value();
+  }
+  ASSERT_GT(per_slot, 0.0);
+  EXPECT_NEAR(be_->SumSquares(g.flat).value(), per_slot, 1e-12 * per_slot);
+  ASSERT_TRUE(g.Zero(be_.get()).ok());
+  EXPECT_EQ(be_->SumSquares(g.flat).value(), 0.0);
+}
+
+// A bf16 model's Backward takes dlogits in bf16 (the LM head GEMM's operand dtype): the same bits as an
+// f32 dlogits rounded by the backward's own conversion, so both routes give identical slot gradients.
+TEST_F(BackwardTest, Bf16ModelTakesBf16LogitsGradientWithIdenticalResults) {
+  Build(ModelFamily::kQwen3Moe);
+  model_ = Model::Create(config_, model_->weights().WithMatrixDtype(config_, DType::kBF16, be_.get()).value(),
+                         be_.get())
+               .value();
+  const Batch b = MakeBatch(nullptr);
+  const std::vector<SlotId> slots = {{0, 1}, {1, 2}};
+  auto direct = Gradients::Create(config_, TrainableSet::Slots(slots), be_.get()).value();
+  auto via_f32 = Gradients::Create(config_, TrainableSet::Slots(slots), be_.get()).value();
+  ASSERT_TRUE(RunBackward(b, &direct).ok());
+
+  ForwardOptions opt;
+  opt.logits = LogitsMode::kAll;
+  opt.save_activations = true;
+  auto inputs = b.Inputs();
+  auto fwd = model_->Forward(inputs, opt).value();
+  const std::vector<int32_t> t = b.Targets();
+  const int64_t n = static_cast<int64_t>(t.size()), supervised = std::count_if(t.begin(), t.end(), [](int32_t x) {
+    return x >= 0;
+  });
+  Tensor tgt = be_->FromHost(t, {n}).value(), loss = be_->Alloc({n}, DType::kF32).value();
+  Tensor lse = be_->Alloc({n}, DType::kF32).value(), dloss = be_->Alloc({n}, DType::kF32).value();
+  ASSERT_TRUE(be_->CrossEntropyForward(fwd.logits, tgt, loss, &lse).ok());
+  ASSERT_TRUE(be_->Fill(dloss, static_cast<float>(1.0 / static_cast<double>(supervised))).ok());
+  Tensor dlogits = be_->Alloc({n, config_.vocab_size}, DType::kF32).value();
+  ASSERT_TRUE(be_->CrossEntropyBackward(fwd.logits, tgt, lse, dloss, dlogits).ok());
+  ASSERT_TRUE(model_->BackwardFromLogits(fwd, dlogits, &via_f32).ok());
+  for (SlotId s : slots) {
+    for (int part = 0; part < 3; ++part) {
+      const Tensor& x = part == 0 ? direct.slots.at(s).gate : part == 1 ? direct.slots.at(s).up : direct.slots.at(s).down;
+      const Tensor& y = part == 0 ? via_f32.slots.at(s).gate : part == 1 ? via_f32.slots.at(s).up : via_f32.slots.at(s).down;
+      EXPECT_EQ(be_->ToHostF32(x).value(), be_->ToHostF32(y).value()) << s.ToString() << " part " << part;
+    }
+  }
 }
 
 TEST_F(BackwardTest, Errors) {

@@ -4,6 +4,7 @@
 #include "core/train/finetune.h"
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 
 #include "core/data/rng.h"
@@ -127,6 +128,60 @@ TEST(FineTuneTest, FrozenWeightsGetNoGradientBuffers) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(MakeTrainingOverlay(*model, {{0, 8}}, nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The same model with FlatGradients() hidden, so the Trainer zeroes and clips per parameter.
+class PerParameterGradients : public TrainableLm {
+ public:
+  explicit PerParameterGradients(TrainableLm* inner) : inner_(inner) {}
+  Backend& backend() override { return inner_->backend(); }
+  int64_t vocab_size() const override { return inner_->vocab_size(); }
+  absl::StatusOr<Tensor> Forward(absl::Span<const std::vector<int32_t>> seqs, bool training) override {
+    return inner_->Forward(seqs, training);
+  }
+  absl::Status Backward(const Tensor& dlogits) override { return inner_->Backward(dlogits); }
+  std::vector<TrainParam> Parameters() override { return inner_->Parameters(); }
+
+ private:
+  TrainableLm* inner_;
+};
+
+// Expert training zeroes, measures and clips its gradients through one flat buffer; with clipping active
+// on every step it trains exactly like the per-parameter path (up to the order of the norm's sum).
+TEST(FineTuneTest, FlatGradientsTrainLikePerParameterGradients) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  const std::vector<SlotId> slots = {{0, 2}, {1, 1}, {1, 6}};
+  auto flat = *ModelTrainable::ForExperts(model.get(), *MakeTrainingOverlay(*model, slots, nullptr), slots);
+  auto separate = *ModelTrainable::ForExperts(model.get(), *MakeTrainingOverlay(*model, slots, nullptr), slots);
+  ASSERT_TRUE(flat->FlatGradients().defined());
+  PerParameterGradients hidden(separate.get());
+  TrainerOptions o = FtOptions();
+  o.max_steps = 8;
+  o.max_grad_norm = 1e-3;  // below every step's norm (>= 3e-3 here): the clipping path runs each step
+  std::vector<std::vector<double>> norms(2);
+  std::vector<std::vector<double>> losses;
+  TrainableLm* models[] = {flat.get(), &hidden};
+  for (int i = 0; i < 2; ++i) {
+    auto t = Trainer::Create(models[i], PermutationData(64, 9), {}, o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    RunControls rc;
+    rc.on_progress = [&](const TrainProgress& p) { norms[i].push_back(p.grad_norm); };
+    ASSERT_TRUE((*t)->Run(rc).ok());
+    losses.push_back((*t)->losses());
+  }
+  ASSERT_EQ(norms[0].size(), 8u);
+  for (size_t s = 0; s < norms[0].size(); ++s) {
+    EXPECT_GT(norms[0][s], o.max_grad_norm) << "step " << s + 1;
+    EXPECT_NEAR(norms[0][s], norms[1][s], 1e-5 * norms[1][s]) << "step " << s + 1;
+    EXPECT_NEAR(losses[0][s], losses[1][s], 1e-5 * losses[1][s]) << "step " << s + 1;
+  }
+  for (SlotId slot : slots) {
+    const auto a = *be->ToHostF32(flat->overlay()->Find(slot)->down);
+    const auto b = *be->ToHostF32(separate->overlay()->Find(slot)->down);
+    for (size_t j = 0; j < a.size(); ++j) ASSERT_NEAR(a[j], b[j], 1e-5 * (1 + std::fabs(b[j]))) << slot.ToString();
+  }
 }
 
 TEST(FineTuneTest, ContinuingFromABaseVersionCarriesItsSlots) {
