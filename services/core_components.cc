@@ -91,8 +91,10 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     };
   }
   if (options.training) {
-    c.make_runner = [backbone](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
-      return std::unique_ptr<JobRunner>(std::make_unique<CoreJobRunner>(backbone, registry->data_dir() + "/work"));
+    const int64_t limit = options.train_memory_limit_bytes;
+    c.make_runner = [backbone, limit](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+      return std::unique_ptr<JobRunner>(
+          std::make_unique<CoreJobRunner>(backbone, registry->data_dir() + "/work", limit));
     };
   }
   c.validate_dataset = MakeByteJsonlValidator(std::min<int64_t>(2048, config->max_position_embeddings));

@@ -19,6 +19,7 @@ struct CoreOptions {
   std::string decode_routing = "host";    // "host" | "device": MoE grouping of decode steps (RuntimeOptions)
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner
+  int64_t train_memory_limit_bytes = 0;   // > 0: each job's device allocations are capped (CoreJobRunner)
 };
 
 // Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device, --dtype or --decode-routing when they

@@ -41,6 +41,10 @@ Options:
   --no-jobs                   accept and queue jobs but do not run them in this process
   --no-inference              do not load the model for serving (Inference answers UNAVAILABLE)
   --expert-cache-bytes N      device memory for resident tenant versions (default 268435456)
+  --train-memory-limit-bytes N  device memory each fine-tuning job may allocate beyond the shared
+                              backbone (activations, gradients, optimizer state, its overlay copy); a job
+                              that needs more fails with RESOURCE_EXHAUSTED and the server keeps serving
+                              (default 0: no limit)
   --max-batch N               sequences per decode step of the continuous batch (default 16)
   --decode-routing host|device  how decode steps group tokens by expert (default host): host copies each
                               layer's router choices to the host to plan the grouped GEMM; device plans
@@ -129,6 +133,10 @@ int main(int argc, char** argv) {
       core.max_batch = static_cast<int>(n);
     } else if (arg == "--expert-cache-bytes") {
       if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
+    } else if (arg == "--train-memory-limit-bytes") {
+      if (!next_int(&core.train_memory_limit_bytes, 0)) {
+        return Fail("--train-memory-limit-bytes needs an integer >= 0 (0: no limit)");
+      }
     } else if (arg == "--gc-interval-seconds") {
       int64_t n;
       if (!next_int(&n, 0)) return Fail("--gc-interval-seconds needs an integer >= 0 (0 disables)");

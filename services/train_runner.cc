@@ -82,6 +82,20 @@ absl::StatusOr<double> MeanTargetLoss(const Model& model, const ExpertOverlay* o
 }
 
 absl::StatusOr<JobOutput> CoreJobRunner::Run(JobContext& ctx) {
+  absl::StatusOr<JobOutput> out = Train(ctx);
+  if (out.status().code() == absl::StatusCode::kResourceExhausted) {
+    // The job's error is what a tenant reads: say what ran out and what to change.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory: this job needs more device memory than ",
+        memory_limit_bytes_ > 0 ? "it may use (reduce batch_size or seq_len, or raise the server's "
+                                  "--train-memory-limit-bytes): "
+                                : "the device has free (reduce batch_size or seq_len): ",
+        out.status().message()));
+  }
+  return out;
+}
+
+absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   const JobSpec& spec = ctx.spec();
   const storage::Job& job = ctx.job();
   auto state = std::make_shared<JobState>();
@@ -96,6 +110,7 @@ absl::StatusOr<JobOutput> CoreJobRunner::Run(JobContext& ctx) {
   // from the model's routing: no synchronizing range check per gather/scatter (see BackendOptions).
   BackendOptions job_backend;
   job_backend.eager_index_checks = false;
+  job_backend.memory_limit_bytes = memory_limit_bytes_;
   absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone), job_backend);
   if (!loaded.ok()) return loaded.status();
   state->model = *std::move(loaded);

@@ -33,15 +33,19 @@ class CoreJobRunner final : public JobRunner {
   // engine serves; see SharedBackbone). Called at each job's start; its error fails that job.
   using BackboneProvider = std::function<absl::StatusOr<std::shared_ptr<const SharedBackbone>>()>;
 
-  // `work_dir` holds temporary checkpoint files.
-  CoreJobRunner(BackboneProvider backbone, std::string work_dir)
-      : backbone_(std::move(backbone)), work_dir_(std::move(work_dir)) {}
+  // `work_dir` holds temporary checkpoint files. `memory_limit_bytes` > 0 caps what each job allocates on
+  // the device beyond the shared backbone (BackendOptions::memory_limit_bytes): a job that needs more
+  // fails with RESOURCE_EXHAUSTED and leaves the rest of the device to serving.
+  CoreJobRunner(BackboneProvider backbone, std::string work_dir, int64_t memory_limit_bytes = 0)
+      : backbone_(std::move(backbone)), work_dir_(std::move(work_dir)), memory_limit_bytes_(memory_limit_bytes) {}
 
   absl::StatusOr<JobOutput> Run(JobContext& ctx) override;
   absl::StatusOr<double> EvaluateVersion(JobContext& ctx, int64_t version) override;
   void Release(const std::string& job_id) override;
 
  private:
+  absl::StatusOr<JobOutput> Train(JobContext& ctx);  // Run without the out-of-memory explanation
+
   struct JobState {
     std::unique_ptr<LoadedModel> model;
     std::vector<data::TokenizedExample> validation;
@@ -49,6 +53,7 @@ class CoreJobRunner final : public JobRunner {
   };
   BackboneProvider backbone_;
   std::string work_dir_;
+  int64_t memory_limit_bytes_ = 0;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<JobState>> jobs_;
 };

@@ -230,7 +230,7 @@ absl::StatusOr<std::vector<int32_t>> Backend::ToHostI32(const Tensor& t) {
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& spec, const BackendOptions& options) {
-  if (spec == "cpu") return MakeCpuBackend();
+  if (spec == "cpu") return MakeCpuBackend(options);
   if (spec == "cuda") return MakeCudaBackend(0, options);
   if (absl::StartsWith(spec, "cuda:")) {
     int ordinal = 0;

@@ -260,9 +260,6 @@ absl::StatusOr<MoeSortDims> CheckMoeSortAssignments(const Tensor& topk_idx, cons
                                                     const Tensor& token_idx, const Tensor& gate_w,
                                                     const Tensor& offsets);
 
-// The CPU backend (always available).
-std::unique_ptr<Backend> MakeCpuBackend();
-
 // How a backend shares its device with others in the process.
 struct BackendOptions {
   // CUDA: the backend's stream gets the device's highest priority, so when the GPU is shared (serving
@@ -275,7 +272,13 @@ struct BackendOptions {
   // indices are produced or validated on the host already (the model's forward): kernels still skip bad
   // rows and the next synchronization reports them. CPU: always eager.
   bool eager_index_checks = true;
+  // > 0: Alloc fails with RESOURCE_EXHAUSTED once the bytes this backend has allocated and not freed
+  // would exceed it (memory_budget.h): a training job's cap on a device shared with serving. 0: no cap.
+  int64_t memory_limit_bytes = 0;
 };
+
+// The CPU backend (always available). Of the options it uses memory_limit_bytes.
+std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options = {});
 
 // The CUDA backend on `device_ordinal`. FAILED_PRECONDITION (with the reason) when the build has no
 // CUDA support or no usable GPU is present; callers and tests use that to skip.

@@ -282,6 +282,50 @@ TEST_P(JobsDtypeTest, TrainingRunPublishesAndAutoPromotes) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, JobsDtypeTest, ::testing::Values("f32", "bf16"),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
+// A job that needs more device memory than --train-memory-limit-bytes fails with the out-of-memory
+// error (the same path a real device OOM takes), and the server keeps serving; a job with room succeeds.
+TEST(JobsTest, JobOverItsMemoryLimitFailsAndServingContinues) {
+  for (const int64_t limit : {int64_t{256} << 10, int64_t{512} << 20}) {
+    SCOPED_TRACE("limit " + std::to_string(limit));
+    TestServerOptions o;
+    o.training = true;
+    o.model = true;
+    o.train_memory_limit_bytes = limit;
+    TestServer server(o);
+    std::string key = server.CreateTenant("acme");
+    v1::Dataset ds;
+    ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(32), &ds).ok());
+    v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
+    req.mutable_hyperparameters()->set_max_steps(2);
+    v1::Job job;
+    ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &job).ok());
+    grpc::Status st;
+    std::vector<v1::JobEvent> events = WatchAll(server, key, job.job_id(), &st);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_FALSE(events.empty());
+    v1::GetJobRequest g;
+    g.set_tenant_id("acme");
+    g.set_job_id(job.job_id());
+    ASSERT_TRUE(server.FineTuning()->GetJob(Ctx(key).get(), g, &job).ok());
+    if (limit < (int64_t{1} << 20)) {
+      EXPECT_EQ(job.state(), v1::FAILED);
+      EXPECT_EQ(job.error().rfind("out of memory: ", 0), 0u) << job.error();
+      EXPECT_NE(job.error().find("memory limit of " + std::to_string(limit) + " bytes"), std::string::npos)
+          << job.error();
+    } else {
+      EXPECT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+    }
+    v1::GenerateRequest gen;
+    gen.set_tenant_id("acme");
+    gen.set_prompt("add(1,2)=");
+    gen.set_max_tokens(3);
+    v1::GenerateResponse out;
+    const grpc::Status served = server.Inference()->Generate(Ctx(key).get(), gen, &out);
+    EXPECT_TRUE(served.ok()) << served.error_message();
+    EXPECT_EQ(out.usage().completion_tokens(), 3);
+  }
+}
+
 TEST(JobsTest, QueuedJobSurvivesRestartAndRunningJobOfDeadWorkerIsRequeued) {
   TestServerOptions o;
   o.training = false;  // jobs queue but are not run

@@ -47,6 +47,7 @@ void TestServer::Start() {
   co.backbone = "random:tiny";
   co.dtype = options_.dtype;
   co.decode_routing = options_.decode_routing;
+  co.train_memory_limit_bytes = options_.train_memory_limit_bytes;
   co.inference = options_.model;
   co.training = options_.training;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);

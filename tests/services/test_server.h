@@ -22,6 +22,7 @@ struct TestServerOptions {
   bool training = false;  // run jobs (needs nothing else: the runner loads its own model)
   std::string dtype = "f32";  // the backbone's weight matrices (tessera-server --dtype)
   std::string decode_routing = "host";  // tessera-server --decode-routing
+  int64_t train_memory_limit_bytes = 0;  // tessera-server --train-memory-limit-bytes
   std::string data_dir;   // empty: a fresh temp dir
   int64_t max_dataset_bytes = 1 << 20;
   absl::Duration job_lease = absl::Seconds(30);

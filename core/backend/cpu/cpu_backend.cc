@@ -50,6 +50,10 @@ absl::Status CheckAnyCpu(absl::string_view op, absl::string_view arg, const Tens
 
 }  // namespace
 
+CpuBackend::CpuBackend(const BackendOptions& options) {
+  if (options.memory_limit_bytes > 0) budget_ = std::make_shared<MemoryBudget>(options.memory_limit_bytes);
+}
+
 absl::StatusOr<Tensor> CpuBackend::Alloc(std::vector<int64_t> shape, DType dtype) {
   int64_t numel = 1;
   for (int64_t d : shape) {
@@ -62,12 +66,19 @@ absl::StatusOr<Tensor> CpuBackend::Alloc(std::vector<int64_t> shape, DType dtype
   size_t bytes = static_cast<size_t>(numel) * DTypeSize(dtype);
   bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (bytes == 0) bytes = kAlignment;
+  if (budget_ != nullptr) {
+    RETURN_IF_ERROR(budget_->Reserve(static_cast<int64_t>(bytes), absl::StrCat("Alloc ", ShapeString(shape))));
+  }
   void* p = std::aligned_alloc(kAlignment, bytes);
   if (p == nullptr) {
+    if (budget_ != nullptr) budget_->Release(static_cast<int64_t>(bytes));
     return absl::ResourceExhaustedError(
         absl::StrCat("Alloc: out of host memory allocating ", bytes, " bytes for ", ShapeString(shape)));
   }
-  std::shared_ptr<void> owner(p, [](void* q) { std::free(q); });
+  std::shared_ptr<void> owner(p, [budget = budget_, bytes](void* q) {
+    std::free(q);
+    if (budget != nullptr) budget->Release(static_cast<int64_t>(bytes));
+  });
   return Tensor(std::move(owner), p, std::move(shape), dtype, DeviceKind::kCpu);
 }
 
@@ -149,8 +160,8 @@ absl::Status CpuBackend::Copy(const Tensor& src, Tensor& dst) {
 }  // namespace cpu
 
 // The f32 kernels behind the narrow-storage stage (cpu_narrow_storage.h): bf16/f16 tensors work on every op.
-std::unique_ptr<Backend> MakeCpuBackend() {
-  return std::make_unique<cpu::NarrowStorageBackend>(std::make_unique<cpu::CpuBackend>());
+std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options) {
+  return std::make_unique<cpu::NarrowStorageBackend>(std::make_unique<cpu::CpuBackend>(options));
 }
 
 }  // namespace tessera

@@ -12,11 +12,14 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/backend/memory_budget.h"
 
 namespace tessera::cpu {
 
 class CpuBackend final : public Backend {
  public:
+  // options.memory_limit_bytes > 0 caps Alloc (memory_budget.h); the other options do not apply.
+  explicit CpuBackend(const BackendOptions& options = {});
   DeviceKind device() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
 
@@ -78,6 +81,9 @@ class CpuBackend final : public Backend {
 
   absl::Status AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                      const AdamWParams& p) override;
+
+ private:
+  std::shared_ptr<MemoryBudget> budget_;  // null: no cap
 };
 
 }  // namespace tessera::cpu

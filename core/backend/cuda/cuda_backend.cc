@@ -214,6 +214,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(int ordinal, co
                                                           options.high_priority ? greatest_priority : least_priority),
                              "cudaStreamCreateWithPriority"));
   if (options.high_priority) absl::StrAppend(&b->name_, " [high-priority stream]");
+  if (options.memory_limit_bytes > 0) b->budget_ = std::make_shared<MemoryBudget>(options.memory_limit_bytes);
   RETURN_IF_ERROR(CublasStatus(cublasCreate(&b->cublas_), "cublasCreate"));
   RETURN_IF_ERROR(CublasStatus(cublasSetStream(b->cublas_, b->stream()), "cublasSetStream"));
   RETURN_IF_ERROR(CudaStatus(cudaMalloc(&b->err_word_, sizeof(int)), "cudaMalloc(error word)"));
@@ -325,15 +326,23 @@ absl::StatusOr<Tensor> CudaBackend::Alloc(std::vector<int64_t> shape, DType dtyp
   RETURN_IF_ERROR(Enter());
   const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
   void* p = nullptr;
+  if (bytes > 0 && budget_ != nullptr) {
+    RETURN_IF_ERROR(budget_->Reserve(static_cast<int64_t>(bytes), absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape))));
+  }
   if (bytes > 0) {
-    RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&p, bytes, stream()),
-                               absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape), " (", bytes, " bytes)")));
+    absl::Status s = CudaStatus(cudaMallocAsync(&p, bytes, stream()),
+                                absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape), " (", bytes, " bytes)"));
+    if (!s.ok()) {
+      if (budget_ != nullptr) budget_->Release(static_cast<int64_t>(bytes));
+      return s;
+    }
   }
   std::shared_ptr<DeviceContext> ctx = ctx_;
-  std::shared_ptr<void> owner(p, [ctx](void* q) {
+  std::shared_ptr<void> owner(p, [ctx, budget = budget_, bytes](void* q) {
     if (q != nullptr) {
       cudaSetDevice(ctx->ordinal);
       cudaFreeAsync(q, ctx->stream);
+      if (budget != nullptr) budget->Release(static_cast<int64_t>(bytes));
     }
   });
   return Tensor(std::move(owner), p, std::move(shape), dtype, DeviceKind::kCuda);

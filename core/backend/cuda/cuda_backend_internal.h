@@ -24,6 +24,7 @@
 
 #include "absl/strings/string_view.h"
 #include "core/backend/backend.h"
+#include "core/backend/memory_budget.h"
 #include "core/backend/cuda/cuda_backend.h"
 #include "core/backend/cuda/cuda_grouped_problems.h"
 #include "core/backend/cuda/cuda_kernels.h"
@@ -193,6 +194,7 @@ class CudaBackend final : public Backend {
   AttentionImpl attention_impl_ = AttentionImpl::kTiled;
   bool tiled_attention_available_ = false;  // the device grants the tiled kernels' shared memory
   int* check_word_ = nullptr;  // device, for CheckIndexRange
+  std::shared_ptr<MemoryBudget> budget_;  // BackendOptions::memory_limit_bytes; null: no cap
 };
 
 // Argument checks shared by the op files; each names the op and argument in its INVALID_ARGUMENT.

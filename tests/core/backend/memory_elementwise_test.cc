@@ -35,6 +35,31 @@ TEST_P(MemoryTest, AllocFillAndRoundTrip) {
   EXPECT_FALSE(be().Alloc({-1}, DType::kF32).ok());
 }
 
+// BackendOptions::memory_limit_bytes: allocations past the cap are RESOURCE_EXHAUSTED naming the limit,
+// freeing gives the bytes back, and a tensor may outlive its backend.
+TEST_P(MemoryTest, MemoryLimitCapsLiveAllocations) {
+  BackendOptions options;
+  options.memory_limit_bytes = 3 * 4096;
+  absl::StatusOr<std::unique_ptr<Backend>> limited = MakeBackend(GetParam(), options);
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  absl::StatusOr<Tensor> a = (*limited)->Alloc({1024}, DType::kF32), b = (*limited)->Alloc({1024}, DType::kF32);
+  ASSERT_TRUE(a.ok() && b.ok());
+  absl::StatusOr<Tensor> c = (*limited)->Alloc({2048}, DType::kF32);  // 8 KiB more: over the 12 KiB cap
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted) << c.status();
+  EXPECT_NE(c.status().message().find("memory limit of 12288 bytes"), std::string::npos) << c.status();
+  absl::StatusOr<Tensor> d = (*limited)->Alloc({1024}, DType::kF32);  // the failure took nothing
+  ASSERT_TRUE(d.ok()) << d.status();
+  *a = Tensor();
+  *b = Tensor();
+  c = (*limited)->Alloc({2048}, DType::kF32);  // fits again once two are freed
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*limited)->Fill(*c, 1.0f).ok());
+  limited->reset();  // c outlives its backend and gives its bytes back later without harm
+  *c = Tensor();
+  // Without a limit nothing is capped.
+  EXPECT_TRUE(be().Alloc({4096}, DType::kF32).ok());
+}
+
 TEST_P(MemoryTest, FillEveryDtype) {
   absl::StatusOr<Tensor> i = be().Alloc({5}, DType::kI32);
   ASSERT_TRUE(i.ok());
