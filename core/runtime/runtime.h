@@ -75,7 +75,8 @@ struct StepInfo {
   int64_t sequences = 0;          // requests in the batch
   int64_t prefill_sequences = 0;  // of those, joining with their prompt
   int64_t tokens = 0;             // tokens run through the model
-  bool ok = true;                 // false: the forward failed (its requests got the error)
+  bool ok = true;                 // false: the forward failed (its requests got the error; out of memory
+                                  // with prompts joining: only those, see scheduler.cc)
 };
 
 struct RuntimeOptions {

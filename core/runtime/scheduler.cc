@@ -5,7 +5,8 @@
 // Model::Forward over every active request (a joining request contributes its whole prompt, the others
 // their last sampled token), then sample each request's next token and retire the finished ones.
 // Everything a request computes lives in its own KV cache, sampler and stop matcher, so its output
-// does not depend on who shares the step.
+// does not depend on who shares the step. A failed step fails its requests, except out of memory in a
+// step that admitted prompts: then only the new prompts fail and the decoding requests continue.
 #include <algorithm>
 #include <limits>
 
@@ -86,6 +87,21 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   batched_sequences_.fetch_add(n);
   if (n > max_batch_seen_.load()) max_batch_seen_.store(n);  // only this thread writes it
   if (fr.ok() && !logits.ok()) fr = logits.status();
+  if (!fr.ok() && fr.status().code() == absl::StatusCode::kResourceExhausted && info.prefill_sequences > 0 &&
+      info.prefill_sequences < n) {
+    // Out of memory in a step that admitted prompts: their prefill is what needed the memory (a step's
+    // activations grow with its tokens; decoding adds one per sequence). Those requests fail with
+    // RESOURCE_EXHAUSTED; the decoding ones stay: Forward advances KV caches only on success, so the
+    // next step runs them again as if this one had not happened.
+    const absl::Status no_room = absl::ResourceExhaustedError(absl::StrCat(
+        "not enough device memory to prefill this prompt beside the running batch: ", fr.status().message()));
+    for (auto& r : active) {
+      if (!r->prefilled) Finish(*r, no_room);
+    }
+    info.ok = false;
+    if (options_.on_step) options_.on_step(info);
+    return;
+  }
   if (!fr.ok()) {
     const absl::Status failed(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
     for (auto& r : active) Finish(*r, failed);

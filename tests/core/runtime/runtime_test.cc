@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 #include "core/backend/profiling_backend.h"
@@ -208,6 +209,62 @@ TEST(RuntimeTest, RequestsJoinAndLeaveBetweenSteps) {
   EXPECT_GE(s.batched_sequences, tokens);
   EXPECT_LE(s.batched_sequences, tokens + static_cast<int64_t>(jobs.size()));
   EXPECT_LT(s.steps, tokens / 2);
+}
+
+// Out of device memory in a step that admits a prompt beside decoding requests: only the new prompt fails
+// (RESOURCE_EXHAUSTED), and the decoding requests finish with exactly the output they would have had.
+// The model runs on a backend capped at kLimit bytes: the KV pool and short steps fit, a 90-token
+// prefill does not (both checked below, so the test cannot pass vacuously).
+TEST(RuntimeTest, OutOfMemoryPrefillFailsOnlyTheNewPrompt) {
+  World w;
+  constexpr int64_t kLimit = 524288;  // 512 KiB: passes from ~400 KB to ~650 KB here
+  BackendOptions bo;
+  bo.memory_limit_bytes = kLimit;
+  std::unique_ptr<Backend> limited = MakeBackend("cpu", bo).value();
+  std::unique_ptr<Model> model = Model::Create(w.config, w.model->weights(), limited.get()).value();
+  RuntimeOptions o = Options(4);
+  o.overlay_cache_bytes = 0;  // base-model requests only: no overlay slabs to preallocate
+  o.start_paused = true;
+  std::atomic<Runtime*> self{nullptr};
+  std::mutex mu;
+  std::vector<StepInfo> steps;
+  o.on_step = [&](const StepInfo& info) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      steps.push_back(info);
+    }
+    if (info.step == 3) self.load()->Pause();
+  };
+  std::unique_ptr<Runtime> rt = Runtime::Create(model.get(), &w.tokenizer, &w.source, o).value();
+  self.store(rt.get());
+  std::vector<Job> shorts;
+  for (int i = 0; i < 3; ++i) shorts.push_back({"delta", 0, 0, Params(absl::StrCat("short ", i), 20, 0.7f, 5 + i)});
+  const Job long_job{"delta", 0, 0, Params(std::string(89, 'x'), 4)};
+  std::vector<absl::StatusOr<GenerateResult>> results(shorts.size(), absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < shorts.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = rt->Generate(shorts[i].tenant, shorts[i].version, shorts[i].params); });
+  }
+  WaitFor([&] { return rt->Status().pending_requests == 3; });
+  rt->Resume();
+  WaitFor([&] { return rt->Status().steps == 3; });  // the shorts are decoding; the scheduler pauses
+  absl::StatusOr<GenerateResult> long_result = absl::UnknownError("not run");
+  threads.emplace_back([&] { long_result = rt->Generate(long_job.tenant, long_job.version, long_job.params); });
+  WaitFor([&] { return rt->Status().pending_requests == 1; });
+  rt->Resume();
+  for (auto& t : threads) t.join();
+
+  EXPECT_EQ(long_result.status().code(), absl::StatusCode::kResourceExhausted) << long_result.status();
+  EXPECT_NE(long_result.status().message().find("memory limit"), std::string::npos) << long_result.status();
+  for (size_t i = 0; i < shorts.size(); ++i) ExpectMatchesReference(w, shorts[i], results[i]);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_GE(steps.size(), 5u);
+  EXPECT_TRUE(steps[0].ok);  // the shorts' own prefill fit
+  // Step 4 is the one that admitted the long prompt beside the three decoding shorts, and it failed.
+  EXPECT_EQ(steps[3].sequences, 4);
+  EXPECT_EQ(steps[3].prefill_sequences, 1);
+  EXPECT_FALSE(steps[3].ok);
+  for (size_t i = 4; i < steps.size(); ++i) EXPECT_TRUE(steps[i].ok) << "step " << steps[i].step;
 }
 
 TEST(RuntimeTest, LiveVersionFollowsSourceThenSetLive) {
