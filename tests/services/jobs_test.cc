@@ -36,6 +36,29 @@ std::vector<v1::JobEvent> WatchAll(TestServer& server, const std::string& key, c
   return events;
 }
 
+// The job as GetJob reports it now (tenant "acme").
+v1::Job GetJob(TestServer& server, const std::string& key, const std::string& job_id) {
+  v1::GetJobRequest g;
+  g.set_tenant_id("acme");
+  g.set_job_id(job_id);
+  v1::Job job;
+  const grpc::Status s = server.FineTuning()->GetJob(Ctx(key).get(), g, &job);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return job;
+}
+
+// Creates the job, follows WatchJob until it ends, and returns the job as GetJob reports it then.
+v1::Job RunJob(TestServer& server, const std::string& key, const v1::CreateJobRequest& req) {
+  v1::Job job;
+  const grpc::Status created = server.FineTuning()->CreateJob(Ctx(key).get(), req, &job);
+  EXPECT_TRUE(created.ok()) << created.error_message();
+  grpc::Status st;
+  const std::vector<v1::JobEvent> events = WatchAll(server, key, job.job_id(), &st);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_FALSE(events.empty());
+  return GetJob(server, key, job.job_id());
+}
+
 TEST(JobsTest, CreateJobValidatesEveryField) {
   TestServer server;
   std::string key = server.CreateTenant("acme");
@@ -246,10 +269,7 @@ TEST_P(JobsDtypeTest, TrainingRunPublishesAndAutoPromotes) {
   EXPECT_EQ(version_events, 1);
   EXPECT_EQ(events.back().state().state(), v1::SUCCEEDED) << events.back().state().message();
 
-  v1::GetJobRequest g;
-  g.set_tenant_id("acme");
-  g.set_job_id(job.job_id());
-  ASSERT_TRUE(server.FineTuning()->GetJob(Ctx(key).get(), g, &job).ok());
+  job = GetJob(server, key, job.job_id());
   EXPECT_EQ(job.state(), v1::SUCCEEDED);
   ASSERT_TRUE(job.has_result_version());
   EXPECT_EQ(job.result_version(), 1);
@@ -297,16 +317,7 @@ TEST(JobsTest, JobOverItsMemoryLimitFailsAndServingContinues) {
     ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(32), &ds).ok());
     v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
     req.mutable_hyperparameters()->set_max_steps(2);
-    v1::Job job;
-    ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &job).ok());
-    grpc::Status st;
-    std::vector<v1::JobEvent> events = WatchAll(server, key, job.job_id(), &st);
-    ASSERT_TRUE(st.ok()) << st.error_message();
-    ASSERT_FALSE(events.empty());
-    v1::GetJobRequest g;
-    g.set_tenant_id("acme");
-    g.set_job_id(job.job_id());
-    ASSERT_TRUE(server.FineTuning()->GetJob(Ctx(key).get(), g, &job).ok());
+    const v1::Job job = RunJob(server, key, req);
     if (limit < (int64_t{1} << 20)) {
       EXPECT_EQ(job.state(), v1::FAILED);
       EXPECT_EQ(job.error().rfind("out of memory: ", 0), 0u) << job.error();
@@ -469,18 +480,9 @@ TEST(JobsCancelTest, CancellingARunningJobStopsItAndFreesTheWorker) {
 
   // The single worker slot frees up: a short job queued now runs to completion.
   req.mutable_hyperparameters()->set_max_steps(2);
-  v1::Job short_job;
-  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &short_job).ok());
-  grpc::Status st;
-  std::vector<v1::JobEvent> events = WatchAll(server, key, short_job.job_id(), &st);
-  ASSERT_TRUE(st.ok()) << st.error_message();
-  ASSERT_FALSE(events.empty());
-  EXPECT_EQ(events.back().state().state(), v1::SUCCEEDED);
-  v1::GetJobRequest g;
-  g.set_tenant_id("acme");
-  g.set_job_id(long_job.job_id());
-  v1::Job after;
-  ASSERT_TRUE(server.FineTuning()->GetJob(Ctx(key).get(), g, &after).ok());
+  const v1::Job short_job = RunJob(server, key, req);
+  EXPECT_EQ(short_job.state(), v1::SUCCEEDED);
+  const v1::Job after = GetJob(server, key, long_job.job_id());
   EXPECT_EQ(after.state(), v1::CANCELLED);
   EXPECT_FALSE(after.has_result_version());
   absl::StatusOr<std::vector<storage::ExpertVersion>> versions = server.registry().ListVersions("acme");
