@@ -15,4 +15,11 @@ absl::Status MemoryBudget::Reserve(int64_t bytes, absl::string_view what) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<void>> MemoryBudget::Lease(const std::shared_ptr<MemoryBudget>& budget,
+                                                          int64_t bytes, absl::string_view what) {
+  if (budget == nullptr || bytes == 0) return std::shared_ptr<void>();
+  if (absl::Status s = budget->Reserve(bytes, what); !s.ok()) return s;
+  return std::shared_ptr<void>(nullptr, [budget, bytes](void*) { budget->Release(bytes); });
+}
+
 }  // namespace tessera

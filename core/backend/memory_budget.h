@@ -10,8 +10,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace tessera {
@@ -24,6 +26,10 @@ class MemoryBudget {
   // when that would exceed the limit; nothing is taken then.
   absl::Status Reserve(int64_t bytes, absl::string_view what);
   void Release(int64_t bytes) { in_use_.fetch_sub(bytes, std::memory_order_relaxed); }
+  // Reserve as an owned charge: `budget` null gives a null lease (no cap); otherwise the bytes are given
+  // back when the lease (shared by whatever holds the memory, e.g. a tensor's deleter) is destroyed.
+  static absl::StatusOr<std::shared_ptr<void>> Lease(const std::shared_ptr<MemoryBudget>& budget, int64_t bytes,
+                                                     absl::string_view what);
 
   int64_t limit() const { return limit_; }
   int64_t in_use() const { return in_use_.load(std::memory_order_relaxed); }

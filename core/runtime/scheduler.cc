@@ -87,24 +87,21 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   batched_sequences_.fetch_add(n);
   if (n > max_batch_seen_.load()) max_batch_seen_.store(n);  // only this thread writes it
   if (fr.ok() && !logits.ok()) fr = logits.status();
-  if (!fr.ok() && fr.status().code() == absl::StatusCode::kResourceExhausted && info.prefill_sequences > 0 &&
-      info.prefill_sequences < n) {
-    // Out of memory in a step that admitted prompts: their prefill is what needed the memory (a step's
-    // activations grow with its tokens; decoding adds one per sequence). Those requests fail with
-    // RESOURCE_EXHAUSTED; the decoding ones stay: Forward advances KV caches only on success, so the
-    // next step runs them again as if this one had not happened.
-    const absl::Status no_room = absl::ResourceExhaustedError(absl::StrCat(
-        "not enough device memory to prefill this prompt beside the running batch: ", fr.status().message()));
-    for (auto& r : active) {
-      if (!r->prefilled) Finish(*r, no_room);
-    }
-    info.ok = false;
-    if (options_.on_step) options_.on_step(info);
-    return;
-  }
   if (!fr.ok()) {
-    const absl::Status failed(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
-    for (auto& r : active) Finish(*r, failed);
+    // Out of memory in a step that admitted prompts: their prefill is what needed the memory (a step's
+    // activations grow with its tokens; decoding adds one per sequence), so only those requests fail; the
+    // decoding ones stay: Forward advances KV caches only on success, so the next step runs them again
+    // as if this one had not happened. Any other failure fails the whole step.
+    const bool only_prompts = fr.status().code() == absl::StatusCode::kResourceExhausted &&
+                              info.prefill_sequences > 0 && info.prefill_sequences < n;
+    const absl::Status failed =
+        only_prompts ? absl::ResourceExhaustedError(absl::StrCat(
+                           "not enough device memory to prefill this prompt beside the running batch: ",
+                           fr.status().message()))
+                     : absl::Status(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
+    for (auto& r : active) {
+      if (!only_prompts || !r->prefilled) Finish(*r, failed);
+    }
     info.ok = false;
     if (options_.on_step) options_.on_step(info);
     return;

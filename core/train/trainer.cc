@@ -130,8 +130,13 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
   t->validation_ = std::move(validation);
   t->order_ = std::make_unique<DataOrder>(static_cast<int64_t>(t->train_.size()), options.seed);
   t->params_ = model->Parameters();
-  t->flat_grad_ = model->FlatGradients();
   if (t->params_.empty()) return absl::InvalidArgumentError("the model has no trainable parameters");
+  t->flat_grad_ = model->FlatGradients();
+  if (t->flat_grad_.defined()) {
+    t->grad_buffers_.push_back(&t->flat_grad_);
+  } else {
+    for (TrainParam& p : t->params_) t->grad_buffers_.push_back(&p.grad);
+  }
   Backend& be = model->backend();
   for (const TrainParam& p : t->params_) {
     if (!p.grad.defined() || p.grad.numel() != p.value.numel()) {
@@ -181,11 +186,7 @@ absl::StatusOr<double> Trainer::EvaluateLoss(const std::vector<data::TokenizedEx
 absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
   Backend& be = model_->backend();
   const int64_t step = step_ + 1;
-  if (flat_grad_.defined()) {
-    RETURN_IF_ERROR(be.Fill(flat_grad_, 0.0f));
-  } else {
-    for (TrainParam& p : params_) RETURN_IF_ERROR(be.Fill(p.grad, 0.0f));
-  }
+  for (Tensor* g : grad_buffers_) RETURN_IF_ERROR(be.Fill(*g, 0.0f));
 
   std::vector<const data::TokenizedExample*> picked;
   for (int64_t i = 0; i < options_.batch_size; ++i) picked.push_back(&train_[order_->Next()]);
@@ -226,13 +227,7 @@ absl::StatusOr<double> Trainer::Step(double* grad_norm, int64_t* tokens) {
     return absl::FailedPreconditionError(
         absl::StrCat("training diverged at step ", step, ": loss is ", DoubleString(loss)));
   }
-  std::vector<Tensor*> grads;  // the flat buffer when there is one: one norm reduction, one sync
-  if (flat_grad_.defined()) {
-    grads.push_back(&flat_grad_);
-  } else {
-    for (TrainParam& p : params_) grads.push_back(&p.grad);
-  }
-  ASSIGN_OR_RETURN(*grad_norm, ClipGradNorm(be, grads, options_.max_grad_norm));
+  ASSIGN_OR_RETURN(*grad_norm, ClipGradNorm(be, grad_buffers_, options_.max_grad_norm));
   if (!std::isfinite(*grad_norm)) {
     return absl::FailedPreconditionError(absl::StrCat("training diverged at step ", step,
                                                       ": gradient norm is ", DoubleString(*grad_norm)));

@@ -95,6 +95,8 @@ struct TrainResult {
 
 class Trainer {
  public:
+  Trainer(const Trainer&) = delete;  // grad_buffers_ points into the object itself
+  Trainer& operator=(const Trainer&) = delete;
   // `model` must outlive the Trainer. `validation` empty: held out from `train`. INVALID_ARGUMENT for
   // bad options, an empty training set, or parameters without gradients.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(TrainableLm* model,
@@ -135,7 +137,10 @@ class Trainer {
   std::vector<data::TokenizedExample> train_, validation_;
   std::unique_ptr<DataOrder> order_;
   std::vector<TrainParam> params_;
-  Tensor flat_grad_;  // the model's FlatGradients(), if any
+  // What holds every gradient, zeroed and clipped each step: the model's FlatGradients() alone when it has
+  // one (one op each), else each parameter's grad. Points into params_ (fixed after Create) or flat_grad_.
+  Tensor flat_grad_;
+  std::vector<Tensor*> grad_buffers_;
   std::vector<AdamWState> opt_;  // per parameter (with an f32 master for bf16 parameters)
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;

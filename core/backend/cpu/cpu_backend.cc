@@ -66,19 +66,14 @@ absl::StatusOr<Tensor> CpuBackend::Alloc(std::vector<int64_t> shape, DType dtype
   size_t bytes = static_cast<size_t>(numel) * DTypeSize(dtype);
   bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;
   if (bytes == 0) bytes = kAlignment;
-  if (budget_ != nullptr) {
-    RETURN_IF_ERROR(budget_->Reserve(static_cast<int64_t>(bytes), absl::StrCat("Alloc ", ShapeString(shape))));
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<void> lease,
+                   MemoryBudget::Lease(budget_, static_cast<int64_t>(bytes), absl::StrCat("Alloc ", ShapeString(shape))));
   void* p = std::aligned_alloc(kAlignment, bytes);
   if (p == nullptr) {
-    if (budget_ != nullptr) budget_->Release(static_cast<int64_t>(bytes));
     return absl::ResourceExhaustedError(
         absl::StrCat("Alloc: out of host memory allocating ", bytes, " bytes for ", ShapeString(shape)));
   }
-  std::shared_ptr<void> owner(p, [budget = budget_, bytes](void* q) {
-    std::free(q);
-    if (budget != nullptr) budget->Release(static_cast<int64_t>(bytes));
-  });
+  std::shared_ptr<void> owner(p, [lease = std::move(lease)](void* q) { std::free(q); });
   return Tensor(std::move(owner), p, std::move(shape), dtype, DeviceKind::kCpu);
 }
 

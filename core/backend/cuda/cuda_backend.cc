@@ -326,23 +326,17 @@ absl::StatusOr<Tensor> CudaBackend::Alloc(std::vector<int64_t> shape, DType dtyp
   RETURN_IF_ERROR(Enter());
   const size_t bytes = static_cast<size_t>(n) * DTypeSize(dtype);
   void* p = nullptr;
-  if (bytes > 0 && budget_ != nullptr) {
-    RETURN_IF_ERROR(budget_->Reserve(static_cast<int64_t>(bytes), absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape))));
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<void> lease, MemoryBudget::Lease(budget_, static_cast<int64_t>(bytes),
+                                                                    absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape))));
   if (bytes > 0) {
-    absl::Status s = CudaStatus(cudaMallocAsync(&p, bytes, stream()),
-                                absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape), " (", bytes, " bytes)"));
-    if (!s.ok()) {
-      if (budget_ != nullptr) budget_->Release(static_cast<int64_t>(bytes));
-      return s;
-    }
+    RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&p, bytes, stream()),
+                               absl::StrCat("Alloc ", DTypeName(dtype), ShapeString(shape), " (", bytes, " bytes)")));
   }
   std::shared_ptr<DeviceContext> ctx = ctx_;
-  std::shared_ptr<void> owner(p, [ctx, budget = budget_, bytes](void* q) {
+  std::shared_ptr<void> owner(p, [ctx, lease = std::move(lease)](void* q) {
     if (q != nullptr) {
       cudaSetDevice(ctx->ordinal);
       cudaFreeAsync(q, ctx->stream);
-      if (budget != nullptr) budget->Release(static_cast<int64_t>(bytes));
     }
   });
   return Tensor(std::move(owner), p, std::move(shape), dtype, DeviceKind::kCuda);
