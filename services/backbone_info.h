@@ -18,6 +18,7 @@ struct BackboneInfo {
   int max_seq_len = 0;  // the context window
   std::string sha256;   // of the weights
   std::string device;   // "cpu" / "cuda:0 (...)"
+  std::string tokenizer;  // TextCodec::Describe(): kind, vocabulary, chat template source
 };
 
 }  // namespace tessera::services

@@ -8,20 +8,20 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/jsonl_dataset.h"
 #include "core/model/config.h"
-#include "core/tokenizer/byte_tokenizer.h"
+#include "core/train/backbone.h"
 #include "services/runtime_engine.h"
 #include "services/model_host.h"
+#include "services/text_codec.h"
 #include "services/train_runner.h"
 
 namespace tessera::services {
 
-DatasetValidator MakeByteJsonlValidator(int64_t max_tokens_per_example) {
-  auto tokenizer = std::make_shared<ByteTokenizer>();
-  return [tokenizer, max_tokens_per_example](std::string_view bytes) -> absl::StatusOr<DatasetStats> {
+DatasetValidator MakeJsonlValidator(std::shared_ptr<const TextCodec> codec, int64_t max_tokens_per_example) {
+  return [codec, max_tokens_per_example](std::string_view bytes) -> absl::StatusOr<DatasetStats> {
     data::DatasetLimits limits;
     limits.max_bytes = bytes.size() + 1;  // the server's own size limit applied while streaming
     limits.max_tokens_per_example = max_tokens_per_example;
-    absl::StatusOr<data::ParsedDataset> parsed = data::ParseJsonlDataset(bytes, *tokenizer, limits);
+    absl::StatusOr<data::ParsedDataset> parsed = codec->ParseDataset(bytes, limits);
     if (!parsed.ok()) return parsed.status();
     DatasetStats stats;
     stats.num_examples = static_cast<int64_t>(parsed->examples.size());
@@ -49,13 +49,19 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     return absl::Status(config.status().code(),
                         absl::StrCat("--backbone ", options.backbone, ": ", config.status().message()));
   }
-  // Only the byte-level vocabulary is supported for now (builtin backbones): an HF tokenizer.json
-  // is not read yet, and counting tokens with the wrong tokenizer would be a lie.
-  if (config->vocab_size < ByteTokenizer::kVocabSize || config->vocab_size > 512) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--backbone ", options.backbone, ": vocabulary of ", config->vocab_size,
-        " tokens needs an HF tokenizer, which this server does not load yet (use builtin:tiny)"));
+  // The tokenizer and chat template are read now (cheap), so a bad tokenizer.json stops the start and
+  // dataset uploads are validated before the weights are loaded.
+  std::string dir;
+  if (!absl::StartsWith(options.backbone, "random:")) {
+    absl::StatusOr<train::BackboneFiles> files = train::LocateBackbone(options.backbone);
+    if (!files.ok()) {
+      return absl::Status(files.status().code(), absl::StrCat("--backbone ", options.backbone, ": ",
+                                                              files.status().message()));
+    }
+    dir = files->dir;
   }
+  absl::StatusOr<std::shared_ptr<const TextCodec>> codec = TextCodec::ForBackbone(options.backbone, dir, *config);
+  if (!codec.ok()) return codec.status();
   ServerComponents c;
   c.backbone = DescribeConfig(options.backbone, *config, options.device);
   // One backbone load per process, on first use, shared by the engine and every training job.
@@ -70,7 +76,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     return *once->loaded;
   };
   if (options.inference) {
-    c.make_engine = [backbone, options](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+    c.make_engine = [backbone, options, codec = *codec](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
       absl::StatusOr<std::shared_ptr<const SharedBackbone>> b = backbone();
       if (!b.ok()) return b.status();
       BackendOptions serving;
@@ -85,19 +91,20 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       ro.max_batch = options.max_batch;
       ro.always_collect_routing = true;  // per-tenant expert utilization metrics for every request
       ro.decode_routing = options.decode_routing == "device" ? MoeRouting::kOnDevice : MoeRouting::kHostPlan;
-      absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), ro);
+      absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), codec, ro);
       if (!e.ok()) return e.status();
       return std::unique_ptr<InferenceEngine>(*std::move(e));
     };
   }
   if (options.training) {
     const int64_t limit = options.train_memory_limit_bytes;
-    c.make_runner = [backbone, limit](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+    c.make_runner = [backbone, limit, codec = *codec](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
       return std::unique_ptr<JobRunner>(
-          std::make_unique<CoreJobRunner>(backbone, registry->data_dir() + "/work", limit));
+          std::make_unique<CoreJobRunner>(backbone, codec, registry->data_dir() + "/work", limit));
     };
   }
-  c.validate_dataset = MakeByteJsonlValidator(std::min<int64_t>(2048, config->max_position_embeddings));
+  c.validate_dataset = MakeJsonlValidator(*codec, std::min<int64_t>(2048, config->max_position_embeddings));
+  c.backbone.tokenizer = (*codec)->Describe();
   return c;
 }
 

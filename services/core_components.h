@@ -3,10 +3,12 @@
 // factories of the InferenceEngine (RuntimeEngine over core/runtime) and the JobRunner (CoreJobRunner).
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "services/server.h"
+#include "services/text_codec.h"
 
 namespace tessera::services {
 
@@ -26,7 +28,7 @@ struct CoreOptions {
 // are unusable.
 absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options);
 
-// The JSONL validator over the byte-level tokenizer (exposed for tests).
-DatasetValidator MakeByteJsonlValidator(int64_t max_tokens_per_example);
+// The JSONL validator over a backbone's tokenizer and chat template (exposed for tests).
+DatasetValidator MakeJsonlValidator(std::shared_ptr<const TextCodec> codec, int64_t max_tokens_per_example);
 
 }  // namespace tessera::services

@@ -21,8 +21,22 @@
 
 namespace tessera::services {
 
+// One turn of a conversation (rendered by the backbone's chat template).
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+// What a request feeds the model: raw text (the tokenizer's default special tokens are added) or a
+// conversation (rendered with the backbone's chat template). Exactly one is set.
+struct TextInput {
+  std::string text;
+  std::vector<ChatMessage> messages;
+  bool is_chat() const { return !messages.empty(); }
+};
+
 struct GenerateParams {
-  std::string prompt;
+  TextInput input;  // messages: rendered with add_generation_prompt; stops at the end-of-turn token
   int max_tokens = 64;
   float temperature = 0;  // 0 = greedy
   int top_k = 0;          // 0 = off
@@ -95,8 +109,10 @@ class InferenceEngine {
                                                   const GenerateParams& params,
                                                   const DeltaCallback& on_delta) = 0;
 
+  // Log-likelihood of the input's tokens after the first (a conversation is rendered without a
+  // generation prompt).
   virtual absl::StatusOr<ScoreOutput> Score(const std::string& tenant_id, std::optional<int64_t> version,
-                                            std::string_view text, bool return_routing) = 0;
+                                            const TextInput& input, bool return_routing) = 0;
 
   // Makes `version` (0 = base) the tenant's live version in the runtime. Returns only when every request
   // that starts afterwards is served by it; requests in flight finish on the version they started with.

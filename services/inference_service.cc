@@ -8,6 +8,7 @@ namespace tessera::services {
 namespace {
 
 constexpr size_t kMaxPromptBytes = 64 << 10;
+constexpr int kMaxMessages = 256;
 constexpr int kMaxStops = 16;
 constexpr int kDefaultMaxTokens = 64;
 
@@ -18,14 +19,42 @@ absl::Status EngineAvailable(const ServiceEnv& env) {
   return absl::OkStatus();
 }
 
+// Exactly one of the raw text field (`text_field` names it in errors) or `messages`; the whole input is
+// bounded by kMaxPromptBytes. Roles and contents are checked by the chat template when it renders.
+absl::StatusOr<TextInput> InputFromProto(const std::string& text, const char* text_field,
+                                         const google::protobuf::RepeatedPtrField<v1::ChatMessage>& messages) {
+  TextInput in;
+  if (!text.empty() && !messages.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("give either ", text_field, " or messages, not both"));
+  }
+  if (text.empty() && messages.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(text_field, " or messages is required"));
+  }
+  if (messages.size() > kMaxMessages) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("messages: at most ", kMaxMessages, " messages, got ", messages.size()));
+  }
+  size_t bytes = text.size();
+  for (int i = 0; i < messages.size(); ++i) {
+    if (messages[i].role().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].role is required"));
+    }
+    bytes += messages[i].role().size() + messages[i].content().size();
+    in.messages.push_back({messages[i].role(), messages[i].content()});
+  }
+  if (bytes > kMaxPromptBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(messages.empty() ? text_field : "messages", ": at most ",
+                                                   kMaxPromptBytes, " bytes, got ", bytes));
+  }
+  in.text = text;
+  return in;
+}
+
 absl::StatusOr<GenerateParams> ParamsFromProto(const ServiceEnv& env, const v1::GenerateRequest& r) {
   GenerateParams p;
-  if (r.prompt().empty()) return absl::InvalidArgumentError("prompt is required");
-  if (r.prompt().size() > kMaxPromptBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prompt: at most ", kMaxPromptBytes, " bytes, got ", r.prompt().size()));
-  }
-  p.prompt = r.prompt();
+  absl::StatusOr<TextInput> input = InputFromProto(r.prompt(), "prompt", r.messages());
+  if (!input.ok()) return input.status();
+  p.input = *std::move(input);
   if (r.max_tokens() < 0 || r.max_tokens() > env.max_generate_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be in [0, ", env.max_generate_tokens,
                                                    "] (0 = default ", kDefaultMaxTokens, "), got ",
@@ -191,16 +220,13 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
   return RunOnPool(env_, ctx, "Inference/Score", [&env, ctx, req, resp]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
     if (!p.ok()) return p.status();
-    if (req->text().empty()) return absl::InvalidArgumentError("text is required");
-    if (req->text().size() > kMaxPromptBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("text: at most ", kMaxPromptBytes, " bytes, got ", req->text().size()));
-    }
+    absl::StatusOr<TextInput> input = InputFromProto(req->text(), "text", req->messages());
+    if (!input.ok()) return input.status();
     absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
     if (!version.ok()) return version.status();
     if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
     absl::StatusOr<ScoreOutput> out =
-        env.engine->Score(req->tenant_id(), *version, req->text(), req->return_routing());
+        env.engine->Score(req->tenant_id(), *version, *input, req->return_routing());
     if (!out.ok()) return out.status();
     resp->set_total_logprob(out->total_logprob);
     resp->set_num_tokens(out->num_tokens);

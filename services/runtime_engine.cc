@@ -1,6 +1,5 @@
 #include "services/runtime_engine.h"
 
-#include "core/tokenizer/byte_tokenizer.h"
 
 namespace tessera::services {
 namespace {
@@ -31,15 +30,16 @@ absl::StatusOr<runtime::VersionBlob> RegistryVersionSource::LoadVersion(const st
 
 absl::StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(storage::Registry* registry,
                                                                      std::unique_ptr<LoadedModel> model,
+                                                                     std::shared_ptr<const TextCodec> codec,
                                                                      const runtime::RuntimeOptions& options) {
   std::unique_ptr<RuntimeEngine> e(new RuntimeEngine());
   e->model_ = std::move(model);
-  e->tokenizer_ = std::make_unique<ByteTokenizer>();
+  e->codec_ = std::move(codec);
   e->source_ = std::make_unique<RegistryVersionSource>(registry);
   runtime::RuntimeOptions o = options;
   o.kv_capacity = std::min<int64_t>(o.kv_capacity, e->model_->model->config().max_position_embeddings);
   absl::StatusOr<std::unique_ptr<runtime::Runtime>> rt =
-      runtime::Runtime::Create(e->model_->model.get(), e->tokenizer_.get(), e->source_.get(), o);
+      runtime::Runtime::Create(e->model_->model.get(), &e->codec_->tokenizer(), e->source_.get(), o);
   if (!rt.ok()) return rt.status();
   e->runtime_ = *std::move(rt);
   return e;
@@ -50,13 +50,20 @@ RuntimeEngine::~RuntimeEngine() { runtime_.reset(); }
 absl::StatusOr<GenerateOutput> RuntimeEngine::Generate(const std::string& tenant_id, std::optional<int64_t> version,
                                                        const GenerateParams& params, const DeltaCallback& on_delta) {
   runtime::GenerateParams p;
-  p.prompt = params.prompt;
+  absl::StatusOr<std::vector<int32_t>> ids = codec_->Encode(params.input, /*generation=*/true);
+  if (!ids.ok()) return ids.status();
+  p.prompt_ids = *std::move(ids);
   p.max_tokens = params.max_tokens;
   p.temperature = params.temperature;
   p.top_k = params.top_k;
   p.top_p = params.top_p;
   p.seed = params.seed;
   p.stop = params.stop;
+  if (params.input.is_chat()) {
+    // A chat reply ends at the format's end of turn.
+    p.end_ids = codec_->chat_end_ids();
+    for (const std::string& s : codec_->chat_stop_strings()) p.stop.push_back(s);
+  }
   p.return_routing = params.return_routing;
   absl::StatusOr<runtime::GenerateResult> r = runtime_->Generate(tenant_id, version, p, on_delta);
   if (!r.ok()) return r.status();
@@ -73,8 +80,10 @@ absl::StatusOr<GenerateOutput> RuntimeEngine::Generate(const std::string& tenant
 }
 
 absl::StatusOr<ScoreOutput> RuntimeEngine::Score(const std::string& tenant_id, std::optional<int64_t> version,
-                                                 std::string_view text, bool return_routing) {
-  absl::StatusOr<runtime::ScoreResult> r = runtime_->Score(tenant_id, version, text, return_routing);
+                                                 const TextInput& input, bool return_routing) {
+  absl::StatusOr<std::vector<int32_t>> ids = codec_->Encode(input, /*generation=*/false);
+  if (!ids.ok()) return ids.status();
+  absl::StatusOr<runtime::ScoreResult> r = runtime_->ScoreIds(tenant_id, version, *std::move(ids), return_routing);
   if (!r.ok()) return r.status();
   ScoreOutput out;
   out.total_logprob = r->total_logprob;

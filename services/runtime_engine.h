@@ -10,6 +10,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "services/inference_engine.h"
 #include "services/model_host.h"
+#include "services/text_codec.h"
 #include "storage/registry.h"
 
 namespace tessera::services {
@@ -27,8 +28,10 @@ class RegistryVersionSource final : public runtime::VersionSource {
 
 class RuntimeEngine final : public InferenceEngine {
  public:
+  // `codec` turns requests' prompts and conversations into token ids (the backbone's tokenizer).
   static absl::StatusOr<std::unique_ptr<RuntimeEngine>> Create(storage::Registry* registry,
                                                                 std::unique_ptr<LoadedModel> model,
+                                                                std::shared_ptr<const TextCodec> codec,
                                                                 const runtime::RuntimeOptions& options);
   ~RuntimeEngine() override;
 
@@ -36,14 +39,14 @@ class RuntimeEngine final : public InferenceEngine {
   absl::StatusOr<GenerateOutput> Generate(const std::string& tenant_id, std::optional<int64_t> version,
                                           const GenerateParams& params, const DeltaCallback& on_delta) override;
   absl::StatusOr<ScoreOutput> Score(const std::string& tenant_id, std::optional<int64_t> version,
-                                    std::string_view text, bool return_routing) override;
+                                    const TextInput& input, bool return_routing) override;
   absl::Status ServeLive(const std::string& tenant_id, int64_t version) override;
   EngineStatus Status() override;
 
  private:
   RuntimeEngine() = default;
   std::unique_ptr<LoadedModel> model_;
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::shared_ptr<const TextCodec> codec_;
   std::unique_ptr<RegistryVersionSource> source_;
   std::unique_ptr<runtime::Runtime> runtime_;
 };

@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/jsonl_dataset.h"
 #include "core/model/overlay.h"
-#include "core/tokenizer/byte_tokenizer.h"
 #include "core/train/artifact.h"
 #include "core/train/expert_selection.h"
 #include "core/train/model_trainable.h"
@@ -18,12 +17,11 @@
 namespace tessera::services {
 namespace {
 
-absl::StatusOr<std::vector<data::TokenizedExample>> ParseDataset(JobContext& ctx, const std::string& id,
-                                                                 const char* field) {
+absl::StatusOr<std::vector<data::TokenizedExample>> ParseDataset(JobContext& ctx, const TextCodec& codec,
+                                                                 const std::string& id, const char* field) {
   absl::StatusOr<std::string> bytes = ctx.ReadDataset(id);
   if (!bytes.ok()) return absl::Status(bytes.status().code(), absl::StrCat(field, " ", id, ": ", bytes.status().message()));
-  ByteTokenizer tokenizer;
-  absl::StatusOr<data::ParsedDataset> parsed = data::ParseJsonlDataset(*bytes, tokenizer);
+  absl::StatusOr<data::ParsedDataset> parsed = codec.ParseDataset(*bytes);
   if (!parsed.ok()) return absl::Status(parsed.status().code(), absl::StrCat(field, " ", id, ": ", parsed.status().message()));
   return std::move(parsed->examples);
 }
@@ -119,11 +117,11 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   Backend* backend = state->model->backend.get();
   state->seq_len = spec.seq_len;
 
-  absl::StatusOr<std::vector<data::TokenizedExample>> train = ParseDataset(ctx, job.training_dataset_id, "training dataset");
+  absl::StatusOr<std::vector<data::TokenizedExample>> train = ParseDataset(ctx, *codec_, job.training_dataset_id, "training dataset");
   if (!train.ok()) return train.status();
   std::vector<data::TokenizedExample> validation;
   if (!job.validation_dataset_id.empty()) {
-    absl::StatusOr<std::vector<data::TokenizedExample>> v = ParseDataset(ctx, job.validation_dataset_id, "validation dataset");
+    absl::StatusOr<std::vector<data::TokenizedExample>> v = ParseDataset(ctx, *codec_, job.validation_dataset_id, "validation dataset");
     if (!v.ok()) return v.status();
     validation = *std::move(v);
   }

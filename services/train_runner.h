@@ -23,6 +23,7 @@
 #include "core/data/tokenized_example.h"
 #include "services/job_runner.h"
 #include "services/model_host.h"
+#include "services/text_codec.h"
 #include "storage/registry.h"
 
 namespace tessera::services {
@@ -36,8 +37,13 @@ class CoreJobRunner final : public JobRunner {
   // `work_dir` holds temporary checkpoint files. `memory_limit_bytes` > 0 caps what each job allocates on
   // the device beyond the shared backbone (BackendOptions::memory_limit_bytes): a job that needs more
   // fails with RESOURCE_EXHAUSTED and leaves the rest of the device to serving.
-  CoreJobRunner(BackboneProvider backbone, std::string work_dir, int64_t memory_limit_bytes = 0)
-      : backbone_(std::move(backbone)), work_dir_(std::move(work_dir)), memory_limit_bytes_(memory_limit_bytes) {}
+  // `codec` tokenizes the datasets (the backbone's tokenizer and chat template).
+  CoreJobRunner(BackboneProvider backbone, std::shared_ptr<const TextCodec> codec, std::string work_dir,
+                int64_t memory_limit_bytes = 0)
+      : backbone_(std::move(backbone)),
+        codec_(std::move(codec)),
+        work_dir_(std::move(work_dir)),
+        memory_limit_bytes_(memory_limit_bytes) {}
 
   absl::StatusOr<JobOutput> Run(JobContext& ctx) override;
   absl::StatusOr<double> EvaluateVersion(JobContext& ctx, int64_t version) override;
@@ -52,6 +58,7 @@ class CoreJobRunner final : public JobRunner {
     int64_t seq_len = 0;
   };
   BackboneProvider backbone_;
+  std::shared_ptr<const TextCodec> codec_;
   std::string work_dir_;
   int64_t memory_limit_bytes_ = 0;
   std::mutex mu_;

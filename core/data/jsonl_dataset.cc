@@ -9,7 +9,7 @@
 namespace tessera::data {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 absl::Status LineError(int64_t line, std::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat("line ", line, ": ", std::string(reason)));
@@ -31,8 +31,10 @@ absl::StatusOr<std::string> StringField(const json& obj, const char* key, int64_
   return v.get<std::string>();
 }
 
-absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_no,
-                                           const Tokenizer& tokenizer, bool& is_text) {
+enum class LineKind { kText, kPromptCompletion, kChat };
+
+absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_no, const Tokenizer& tokenizer,
+                                           const DatasetChat* chat, LineKind& kind) {
   json obj;
   try {
     obj = json::parse(line.begin(), line.end());
@@ -47,10 +49,25 @@ absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_n
   if (!obj.is_object()) {
     return LineError(line_no, absl::StrCat("expected a JSON object, got ", obj.type_name()));
   }
+  if (obj.contains("messages")) {
+    if (obj.size() != 1) {
+      return LineError(line_no, "\"messages\" cannot be combined with other fields");
+    }
+    if (!obj["messages"].is_array() || obj["messages"].empty()) {
+      return LineError(line_no, "field \"messages\" must be a non-empty array of {\"role\", \"content\"}");
+    }
+    if (chat == nullptr || chat->chat_template == nullptr) {
+      return LineError(line_no, "\"messages\" needs a chat template, and this backbone has none");
+    }
+    kind = LineKind::kChat;
+    absl::StatusOr<TokenizedExample> ex = TokenizeChat(obj["messages"], tokenizer, *chat);
+    if (!ex.ok()) return LineError(line_no, ex.status().message());
+    return ex;
+  }
   for (auto it = obj.begin(); it != obj.end(); ++it) {
     if (it.key() != "text" && it.key() != "prompt" && it.key() != "completion") {
       return LineError(line_no, absl::StrCat("unknown field \"", it.key(),
-                                             "\" (expected \"text\" or \"prompt\"+\"completion\")"));
+                                             "\" (expected \"text\", \"prompt\"+\"completion\" or \"messages\")"));
     }
   }
   const bool has_text = obj.contains("text");
@@ -63,11 +80,11 @@ absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_n
     auto text = StringField(obj, "text", line_no);
     if (!text.ok()) return text.status();
     if (text->empty()) return LineError(line_no, "field \"text\" is empty");
-    is_text = true;
+    kind = LineKind::kText;
     return TokenizeText(*text, tokenizer);
   }
   if (!has_prompt && !has_completion) {
-    return LineError(line_no, "missing field: expected \"text\" or \"prompt\"+\"completion\"");
+    return LineError(line_no, "missing field: expected \"text\", \"prompt\"+\"completion\" or \"messages\"");
   }
   if (!has_completion) return LineError(line_no, "missing field \"completion\"");
   if (!has_prompt) return LineError(line_no, "missing field \"prompt\"");
@@ -76,7 +93,7 @@ absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_n
   auto completion = StringField(obj, "completion", line_no);
   if (!completion.ok()) return completion.status();
   if (completion->empty()) return LineError(line_no, "field \"completion\" is empty");
-  is_text = false;
+  kind = LineKind::kPromptCompletion;
   return TokenizePromptCompletion(*prompt, *completion, tokenizer);
 }
 
@@ -85,29 +102,60 @@ absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_n
 TokenizedExample TokenizePromptCompletion(std::string_view prompt, std::string_view completion,
                                           const Tokenizer& tokenizer) {
   TokenizedExample ex;
-  ex.tokens.push_back(tokenizer.bos_id());
+  if (tokenizer.bos_id() >= 0) ex.tokens.push_back(tokenizer.bos_id());
   for (int32_t t : tokenizer.Encode(prompt)) ex.tokens.push_back(t);
   ex.prompt_tokens = static_cast<int64_t>(ex.tokens.size());
   ex.loss_mask.assign(ex.tokens.size(), 0);
   for (int32_t t : tokenizer.Encode(completion)) ex.tokens.push_back(t);
-  ex.tokens.push_back(tokenizer.eos_id());
+  if (tokenizer.eos_id() >= 0) ex.tokens.push_back(tokenizer.eos_id());
   ex.loss_mask.resize(ex.tokens.size(), 1);
   return ex;
 }
 
 TokenizedExample TokenizeText(std::string_view text, const Tokenizer& tokenizer) {
   TokenizedExample ex;
-  ex.tokens.push_back(tokenizer.bos_id());
+  if (tokenizer.bos_id() >= 0) ex.tokens.push_back(tokenizer.bos_id());
   for (int32_t t : tokenizer.Encode(text)) ex.tokens.push_back(t);
-  ex.tokens.push_back(tokenizer.eos_id());
+  if (tokenizer.eos_id() >= 0) ex.tokens.push_back(tokenizer.eos_id());
   ex.prompt_tokens = 1;
   ex.loss_mask.assign(ex.tokens.size(), 1);
-  ex.loss_mask[0] = 0;
+  ex.loss_mask[0] = 0;  // the first token has nothing before it to be predicted from
+  return ex;
+}
+
+absl::StatusOr<TokenizedExample> TokenizeChat(const nlohmann::ordered_json& messages, const Tokenizer& tokenizer,
+                                              const DatasetChat& chat) {
+  absl::StatusOr<std::vector<chat::ChatSegment>> segments =
+      chat.chat_template->RenderForTraining(messages, chat.options);
+  if (!segments.ok()) return absl::InvalidArgumentError(segments.status().message());
+  TokenizedExample ex;
+  if (chat.prepend_bos && tokenizer.bos_id() >= 0) {
+    ex.tokens.push_back(tokenizer.bos_id());
+    ex.loss_mask.push_back(0);
+  }
+  bool any_loss = false;
+  for (const chat::ChatSegment& seg : *segments) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodeText(seg.text, /*add_special_tokens=*/false);
+    if (!ids.ok()) return ids.status();
+    if (!seg.loss && !any_loss) ex.prompt_tokens += static_cast<int64_t>(ids->size());
+    for (int32_t t : *ids) {
+      ex.tokens.push_back(t);
+      ex.loss_mask.push_back(seg.loss ? 1 : 0);
+    }
+    any_loss |= seg.loss && !ids->empty();
+  }
+  if (!any_loss) {
+    return absl::InvalidArgumentError(
+        "the conversation has no assistant message to train on (each needs \"weight\": 1 or no weight)");
+  }
+  // The first token has nothing before it to be predicted from.
+  if (!ex.loss_mask.empty()) ex.loss_mask[0] = 0;
+  if (chat.prepend_bos) ex.prompt_tokens += 1;
   return ex;
 }
 
 absl::StatusOr<ParsedDataset> ParseJsonlDataset(std::string_view bytes, const Tokenizer& tokenizer,
-                                                const DatasetLimits& limits) {
+                                                const DatasetLimits& limits, const DatasetChat* chat) {
   if (bytes.size() > limits.max_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("dataset is ", bytes.size(),
                                                      " bytes, over the limit of ", limits.max_bytes));
@@ -123,8 +171,8 @@ absl::StatusOr<ParsedDataset> ParseJsonlDataset(std::string_view bytes, const To
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (IsBlank(line)) continue;
-    bool is_text = false;
-    auto ex = ParseLine(line, line_no, tokenizer, is_text);
+    LineKind kind = LineKind::kText;
+    auto ex = ParseLine(line, line_no, tokenizer, chat, kind);
     if (!ex.ok()) return ex.status();
     const int64_t n = static_cast<int64_t>(ex->tokens.size());
     if (n > limits.max_tokens_per_example) {
@@ -137,7 +185,7 @@ absl::StatusOr<ParsedDataset> ParseJsonlDataset(std::string_view bytes, const To
     }
     out.num_tokens += n;
     for (uint8_t m : ex->loss_mask) out.num_loss_tokens += m;
-    ++(is_text ? out.num_text : out.num_prompt_completion);
+    ++(kind == LineKind::kText ? out.num_text : kind == LineKind::kChat ? out.num_chat : out.num_prompt_completion);
     out.examples.push_back(*std::move(ex));
   }
   if (static_cast<int64_t>(out.examples.size()) < limits.min_examples) {

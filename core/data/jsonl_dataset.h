@@ -1,15 +1,20 @@
 // Training datasets in JSON Lines: parsing (with the validation the upload API needs) and writing.
 //
-// Format: one JSON object per line, either {"text": "..."} (loss on every token) or
-// {"prompt": "...", "completion": "..."} (loss on the completion only). Lines that are empty or only
+// Format: one JSON object per line, either {"text": "..."} (loss on every token),
+// {"prompt": "...", "completion": "..."} (loss on the completion only), or the OpenAI chat fine-tuning
+// format {"messages": [{"role": ..., "content": ...}, ...]} (rendered with the backbone's chat template;
+// loss on the assistant turns only, each assistant message may carry "weight": 0 to exclude it). Lines that are empty or only
 // whitespace are skipped; a trailing "\r" is ignored. Any other deviation is INVALID_ARGUMENT whose
 // message starts with "line N: " (1-based) and states the reason: invalid JSON (with the parser's
 // reason), not an object, missing or non-string field, unknown field, both "text" and "prompt",
 // empty text/completion, too many tokens. Limits give RESOURCE_EXHAUSTED/INVALID_ARGUMENT likewise.
 //
 // Tokenization of one example: [BOS] + tokens(prompt) + tokens(completion) + [EOS] (or BOS + text +
-// EOS). loss_mask[i] == 1 marks token i as a training target (predicted from tokens before it): the
-// completion's tokens and the final EOS, or every token after BOS for text.
+// EOS; BOS/EOS only where the tokenizer has them). loss_mask[i] == 1 marks token i as a training target
+// (predicted from tokens before it): the completion's tokens and the final EOS, or every token after
+// BOS for text. A conversation is the template's segments tokenized one after another (no special
+// tokens added: the template writes them), with the loss on the assistant segments (which end with the
+// template's end-of-turn text), preceded by BOS when DatasetChat::prepend_bos.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/chat/chat_template.h"
 #include "core/data/tasks.h"
 #include "core/data/tokenized_example.h"
 #include "core/tokenizer/tokenizer.h"
@@ -30,6 +36,14 @@ struct ParsedDataset {
   int64_t num_loss_tokens = 0;  // sum of loss_mask
   int64_t num_text = 0;         // examples of each form
   int64_t num_prompt_completion = 0;
+  int64_t num_chat = 0;
+};
+
+// How "messages" lines are rendered; without one (nullptr) such lines are INVALID_ARGUMENT.
+struct DatasetChat {
+  const chat::ChatTemplate* chat_template = nullptr;
+  chat::ChatRenderOptions options;  // bos_token/eos_token and the other variables the template sees
+  bool prepend_bos = false;         // the template writes no BOS text, but the model wants the BOS id
 };
 
 struct DatasetLimits {
@@ -40,11 +54,16 @@ struct DatasetLimits {
 };
 
 absl::StatusOr<ParsedDataset> ParseJsonlDataset(std::string_view bytes, const Tokenizer& tokenizer,
-                                                const DatasetLimits& limits = {});
+                                                const DatasetLimits& limits = {},
+                                                const DatasetChat* chat = nullptr);
 
 TokenizedExample TokenizePromptCompletion(std::string_view prompt, std::string_view completion,
                                           const Tokenizer& tokenizer);
 TokenizedExample TokenizeText(std::string_view text, const Tokenizer& tokenizer);
+// `messages`: a JSON array of {role, content[, weight]} objects. INVALID_ARGUMENT for a conversation the
+// template rejects or one without an assistant message of weight 1.
+absl::StatusOr<TokenizedExample> TokenizeChat(const nlohmann::ordered_json& messages, const Tokenizer& tokenizer,
+                                              const DatasetChat& chat);
 
 // Writers (one object per line, each line ending in "\n").
 std::string ExamplesToJsonl(const std::vector<Example>& examples);

@@ -36,6 +36,7 @@ struct Request {
   std::shared_ptr<const ExpertOverlay> overlay;        // kept alive until the request ends
   std::vector<int32_t> prompt;
   int max_tokens = 0;
+  std::vector<int32_t> end_ids;  // the tokenizer's eos_ids() and the request's GenerateParams::end_ids
   bool collect_routing = false;
   bool streaming = false;  // the caller wants deltas
 

@@ -196,7 +196,8 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
     if (stopping_) return absl::UnavailableError("the runtime is shutting down");
   }
   ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
-  std::vector<int32_t> prompt = PromptTokens(params.prompt);
+  std::vector<int32_t> prompt = params.prompt_ids.empty() ? PromptTokens(params.prompt) : params.prompt_ids;
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty: it encodes to no tokens");
   if (static_cast<int64_t>(prompt.size()) > options_.kv_capacity) {
     return absl::InvalidArgumentError(absl::StrCat("prompt is ", prompt.size(),
                                                    " tokens (with BOS), longer than the context of ",
@@ -210,6 +211,8 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   r->overlay = std::move(res.overlay);
   r->prompt = std::move(prompt);
   r->max_tokens = params.max_tokens;
+  r->end_ids = tokenizer_->eos_ids();
+  r->end_ids.insert(r->end_ids.end(), params.end_ids.begin(), params.end_ids.end());
   r->collect_routing = params.return_routing || options_.always_collect_routing;
   r->streaming = static_cast<bool>(on_delta);
   if (r->collect_routing) r->routing.Init(model_->config().num_layers, model_->config().num_experts);
@@ -247,12 +250,20 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
 absl::StatusOr<ScoreResult> Runtime::Score(const std::string& tenant, std::optional<int64_t> version,
                                            std::string_view text, bool return_routing) {
   if (text.empty()) return absl::InvalidArgumentError("text is empty: nothing to score");
+  return ScoreIds(tenant, version, PromptTokens(text), return_routing);
+}
+
+absl::StatusOr<ScoreResult> Runtime::ScoreIds(const std::string& tenant, std::optional<int64_t> version,
+                                              std::vector<int32_t> tokens, bool return_routing) {
+  if (tokens.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the text encodes to ", tokens.size(), " token(s): scoring needs at least 2 (the first is context only)"));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the runtime is shutting down");
   }
   ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
-  std::vector<int32_t> tokens = PromptTokens(text);
   if (static_cast<int64_t>(tokens.size()) > options_.kv_capacity) {
     return absl::InvalidArgumentError(absl::StrCat("text is ", tokens.size(),
                                                    " tokens (with BOS), longer than the context of ",

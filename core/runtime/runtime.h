@@ -109,13 +109,18 @@ struct RuntimeOptions {
 };
 
 struct GenerateParams {
-  std::string prompt;
+  std::string prompt;              // raw text: the tokenizer's default special tokens are added (e.g. BOS)
+  std::vector<int32_t> prompt_ids; // when non-empty: the prompt as token ids (`prompt` is ignored), e.g.
+                                   // a conversation rendered by a chat template and tokenized by the caller
   int max_tokens = 64;  // >= 1
   float temperature = 0;  // 0 = greedy
   int top_k = 0;          // 0 = off
   float top_p = 1;        // 1 = off
   uint64_t seed = 0;
   std::vector<std::string> stop;
+  // Ids that end the generation (finish_reason kEos, not part of the text) besides the tokenizer's
+  // eos_ids(): e.g. a chat format's end-of-turn token.
+  std::vector<int32_t> end_ids;
   bool return_routing = false;
 };
 
@@ -187,6 +192,9 @@ class Runtime {
   // INVALID_ARGUMENT for empty text or more than kv_capacity tokens.
   absl::StatusOr<ScoreResult> Score(const std::string& tenant, std::optional<int64_t> version,
                                     std::string_view text, bool return_routing);
+  // The same over token ids (>= 2; the first is context only), e.g. a rendered conversation.
+  absl::StatusOr<ScoreResult> ScoreIds(const std::string& tenant, std::optional<int64_t> version,
+                                       std::vector<int32_t> tokens, bool return_routing);
 
   // Makes `version` (0 = base) the tenant's live version: loads it into the overlay cache (fresh
   // buffers, on this thread; decoding continues meanwhile), then publishes a new table. When it returns

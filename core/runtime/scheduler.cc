@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "core/runtime/request.h"
 #include "core/runtime/runtime.h"
@@ -117,14 +118,16 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     // Ids the tokenizer cannot produce are never sampled (as in tessera::Generate).
     for (int64_t j = producible; j < vocab; ++j) row[j] = neg_inf;
     for (int32_t special : {tokenizer_->pad_id(), tokenizer_->bos_id()}) {
-      if (special >= 0 && special < vocab && special != tokenizer_->eos_id()) row[special] = neg_inf;
+      if (special >= 0 && special < vocab && absl::c_find(r.end_ids, special) == r.end_ids.end()) {
+        row[special] = neg_inf;
+      }
     }
     const int32_t token = r.sampler.Sample(absl::MakeConstSpan(row, vocab));
     if (token < 0) {
       Finish(r, absl::InternalError("sampler returned no token"));
       continue;
     }
-    if (token == tokenizer_->eos_id()) {
+    if (absl::c_find(r.end_ids, token) != r.end_ids.end()) {
       Complete(r, FinishReason::kEos);
       continue;
     }

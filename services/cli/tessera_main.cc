@@ -26,8 +26,9 @@ The API key is read from $TESSERA_API_KEY (or --key-file FILE); the tenant from 
 $TESSERA_TENANT.
 
 Commands:
-  datasets upload FILE [--name NAME]         upload a JSONL dataset ({"text":...} or
-                                             {"prompt":...,"completion":...} per line)
+  datasets upload FILE [--name NAME]         upload a JSONL dataset ({"text":...},
+                                             {"prompt":...,"completion":...} or
+                                             {"messages":[{"role":...,"content":...},...]} per line)
   datasets list
   jobs create --dataset DS [options]         start a fine-tuning job; options:
       --validation-dataset DS  --max-steps N  --batch-size N  --seq-len N  --learning-rate X
@@ -41,7 +42,11 @@ Commands:
   jobs cancel JOB_ID
   generate PROMPT [--max-tokens N] [--temperature X] [--top-k N] [--top-p X] [--seed N]
                   [--stop S]... [--version N] [--stream] [--routing]
-  score TEXT [--version N] [--routing]
+  generate --messages JSON [same options]    chat: JSON is an array of {"role","content"} (or @FILE),
+                                             rendered with the backbone's chat template; the reply
+                                             ends at the end of the assistant's turn
+  score TEXT [--version N] [--routing]       log-likelihood of TEXT (every token after the first)
+  score --messages JSON [--version N]        the same for a rendered conversation
   eval FILE [--version N] [--max-tokens N]   exact-match accuracy on a prompt/completion JSONL file
                                              (greedy generation, one request per line)
   versions list                              your expert versions, newest first (* = live)
@@ -139,6 +144,32 @@ std::optional<CliError> Watch(Ctx& c, const std::string& job_id) {
   if (last != v1::SUCCEEDED) {
     return CliError{1, absl::StrCat("job ", job_id, " ended ", v1::JobState_Name(last),
                                     last_error.empty() ? "" : ": " + last_error)};
+  }
+  return std::nullopt;
+}
+
+// --messages: a JSON array of {"role", "content"} objects, inline or from @FILE.
+std::optional<CliError> ParseMessages(const std::string& arg,
+                                      google::protobuf::RepeatedPtrField<v1::ChatMessage>* out) {
+  std::string text = arg;
+  if (!arg.empty() && arg[0] == '@') {
+    std::ifstream in(arg.substr(1));
+    if (!in) return UsageError("--messages: cannot read " + arg.substr(1));
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_array() || j.empty()) {
+    return UsageError("--messages: expected a non-empty JSON array of {\"role\": ..., \"content\": ...}");
+  }
+  for (size_t i = 0; i < j.size(); ++i) {
+    const nlohmann::json& m = j[i];
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+        !m["content"].is_string()) {
+      return UsageError(absl::StrCat("--messages: element ", i, " must be {\"role\": STRING, \"content\": STRING}"));
+    }
+    v1::ChatMessage* msg = out->Add();
+    msg->set_role(m["role"].get<std::string>());
+    msg->set_content(m["content"].get<std::string>());
   }
   return std::nullopt;
 }
@@ -323,13 +354,18 @@ std::optional<CliError> Run(Ctx& c) {
     if (!resp.next_page_token().empty()) std::printf("next page: --page-token %s\n", resp.next_page_token().c_str());
   } else if (cmd == "generate") {
     if (auto e = c.args.OnlyFlags({"--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--stop",
-                                   "--version", "--stream", "--routing"})) {
+                                   "--version", "--stream", "--routing", "--messages"})) {
       return e;
     }
-    if (p.size() != 2) return UsageError("usage: tessera generate PROMPT [options] (quote the prompt)");
     v1::GenerateRequest req;
     req.set_tenant_id(c.tenant);
-    req.set_prompt(p[1]);
+    if (c.args.Has("--messages")) {
+      if (p.size() != 1) return UsageError("usage: tessera generate --messages JSON [options] (no PROMPT then)");
+      if (auto e = ParseMessages(c.args.Get("--messages"), req.mutable_messages())) return e;
+    } else {
+      if (p.size() != 2) return UsageError("usage: tessera generate PROMPT [options] (quote the prompt)");
+      req.set_prompt(p[1]);
+    }
     int64_t i = 0;
     double d = 0;
     if (auto e = c.args.GetInt("--max-tokens", &i)) return e;
@@ -382,11 +418,16 @@ std::optional<CliError> Run(Ctx& c) {
       }
     }
   } else if (cmd == "score") {
-    if (auto e = c.args.OnlyFlags({"--version", "--routing"})) return e;
-    if (p.size() != 2) return UsageError("usage: tessera score TEXT [--version N] [--routing]");
+    if (auto e = c.args.OnlyFlags({"--version", "--routing", "--messages"})) return e;
     v1::ScoreRequest req;
     req.set_tenant_id(c.tenant);
-    req.set_text(p[1]);
+    if (c.args.Has("--messages")) {
+      if (p.size() != 1) return UsageError("usage: tessera score --messages JSON [--version N] [--routing]");
+      if (auto e = ParseMessages(c.args.Get("--messages"), req.mutable_messages())) return e;
+    } else {
+      if (p.size() != 2) return UsageError("usage: tessera score TEXT [--version N] [--routing]");
+      req.set_text(p[1]);
+    }
     int64_t i = 0;
     if (auto e = c.args.GetInt("--version", &i)) return e;
     if (c.args.Has("--version")) req.set_version(i);

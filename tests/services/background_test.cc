@@ -100,7 +100,7 @@ class RecordingEngine final : public InferenceEngine {
                                           const DeltaCallback&) override {
     return absl::UnimplementedError("recording engine");
   }
-  absl::StatusOr<ScoreOutput> Score(const std::string&, std::optional<int64_t>, std::string_view, bool) override {
+  absl::StatusOr<ScoreOutput> Score(const std::string&, std::optional<int64_t>, const TextInput&, bool) override {
     return absl::UnimplementedError("recording engine");
   }
   absl::Status ServeLive(const std::string& tenant_id, int64_t version) override {
