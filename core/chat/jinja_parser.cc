@@ -201,6 +201,11 @@ class Parser {
       return s;
     }
     if (tag == "macro") {
+      // A macro sees the template's top level; one defined inside a loop or macro would close over
+      // that scope's variables, which this interpreter does not model.
+      if (loop_depth_ > 0 || macro_depth_ > 0) {
+        return Error(line, "unsupported construct: a macro defined inside a for loop or another macro");
+      }
       s->kind = StmtKind::kMacro;
       ASSIGN_OR_RETURN(s->name, ExpectName());
       defined_.insert(s->name);
@@ -220,11 +225,10 @@ class Parser {
       }
       ++pos_;
       RETURN_IF_ERROR(ExpectBlockEnd());
-      int saved_depth = loop_depth_;
-      loop_depth_ = 0;
+      ++macro_depth_;
       std::string end;
       RETURN_IF_ERROR(ParseBody({"endmacro"}, &s->body, &end));
-      loop_depth_ = saved_depth;
+      --macro_depth_;
       if (Cur().type == Tok::kName) ++pos_;  // {% endmacro name %}
       RETURN_IF_ERROR(ExpectBlockEnd());
       return s;
@@ -461,6 +465,10 @@ class Parser {
         } else {
           node->kind = ExprKind::kName;
           node->name = tok.text;
+          // Inside a macro, jinja2 binds these to the extra arguments and the {% call %} body.
+          if (macro_depth_ > 0 && (tok.text == "varargs" || tok.text == "kwargs" || tok.text == "caller")) {
+            return Error(line, absl::StrCat("unsupported construct: '", tok.text, "' in a macro"));
+          }
         }
         return node;
       }
@@ -717,6 +725,7 @@ class Parser {
   std::vector<Token> t_;
   size_t pos_ = 0;
   int loop_depth_ = 0;
+  int macro_depth_ = 0;
   std::set<std::string> defined_;
   std::vector<std::pair<std::string, int>> called_;
 };

@@ -136,6 +136,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Refusal{"{{ f(*args) }}{% macro f() %}{% endmacro %}", "*args/**kwargs"},
                       Refusal{"{% set x | upper %}a{% endset %}", "filter on a block set"},
                       Refusal{"{% break %}", "'break' outside of a for loop"},
+                      Refusal{"{% macro m() %}{{ kwargs }}{% endmacro %}", "'kwargs' in a macro"},
+                      Refusal{"{% macro m() %}{{ varargs | length }}{% endmacro %}", "'varargs' in a macro"},
+                      Refusal{"{% for x in xs %}{% macro m() %}{{ x }}{% endmacro %}{% endfor %}",
+                              "macro defined inside a for loop"},
                       Refusal{"{% if x %}a", "expected '{% endif %}'"},
                       Refusal{"{% endif %}", "unexpected tag 'endif'"}));
 
