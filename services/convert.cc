@@ -89,6 +89,7 @@ void ToProto(const storage::ExpertVersion& in, v1::ExpertVersion* out) {
   out->set_size_bytes(in.size_bytes);
   SetTimestamp(in.created_at_us, out->mutable_created_at());
   out->set_live(in.live);
+  out->set_backbone_sha256(in.backbone_sha256);
 }
 
 void ToProto(const storage::Job& in, v1::Job* out) {

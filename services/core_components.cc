@@ -9,6 +9,7 @@
 #include "core/data/jsonl_dataset.h"
 #include "core/model/config.h"
 #include "core/train/backbone.h"
+#include "services/checkpoint_exporter.h"
 #include "services/runtime_engine.h"
 #include "services/model_host.h"
 #include "services/text_codec.h"
@@ -103,6 +104,13 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
           std::make_unique<CoreJobRunner>(backbone, codec, registry->data_dir() + "/work", limit));
     };
   }
+  const int64_t shard = options.export_max_shard_bytes;
+  c.make_exporter = [backbone, shard](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<VersionExporter>> {
+    CheckpointExporter::Options xo;
+    xo.work_dir = registry->data_dir() + "/export";
+    xo.default_max_shard_bytes = shard;
+    return std::unique_ptr<VersionExporter>(std::make_unique<CheckpointExporter>(registry, backbone, xo));
+  };
   c.validate_dataset = MakeJsonlValidator(*codec, std::min<int64_t>(2048, config->max_position_embeddings));
   c.backbone.tokenizer = (*codec)->Describe();
   return c;

@@ -2,8 +2,24 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/convert.h"
+#include "services/version_backbone.h"
 
 namespace tessera::services {
+namespace {
+
+// Below gRPC's default 4 MiB message limit with room for the chunk's other fields.
+constexpr int64_t kExportChunkBytes = 1 << 20;
+
+// ToProto, with the backbone digest of a row older than the registry column read from its blob.
+void VersionToProto(const ServiceEnv& env, const storage::ExpertVersion& v, v1::ExpertVersion* out) {
+  ToProto(v, out);
+  if (v.backbone_sha256.empty()) {
+    absl::StatusOr<std::string> sha = VersionBackboneSha256(*env.registry, v);
+    if (sha.ok()) out->set_backbone_sha256(*sha);
+  }
+}
+
+}  // namespace
 
 absl::Status ListVersionsFor(const ServiceEnv& env, const std::string& tenant_id,
                              v1::ListVersionsResponse* resp) {
@@ -11,7 +27,7 @@ absl::Status ListVersionsFor(const ServiceEnv& env, const std::string& tenant_id
   if (!live.ok()) return live.status();
   absl::StatusOr<std::vector<storage::ExpertVersion>> vs = env.registry->ListVersions(tenant_id);
   if (!vs.ok()) return vs.status();
-  for (const storage::ExpertVersion& v : *vs) ToProto(v, resp->add_versions());
+  for (const storage::ExpertVersion& v : *vs) VersionToProto(env, v, resp->add_versions());
   resp->set_live_version(*live);
   return absl::OkStatus();
 }
@@ -42,10 +58,30 @@ grpc::ServerUnaryReactor* ExpertsService::GetVersion(grpc::CallbackServerContext
     }
     absl::StatusOr<storage::ExpertVersion> v = env_.registry->GetVersion(req->tenant_id(), req->version());
     if (!v.ok()) return v.status();
-    ToProto(*v, resp);
+    VersionToProto(env_, *v, resp);
     return absl::OkStatus();
   };
   return FinishUnary(env_, ctx, "Experts/GetVersion", start, run());
+}
+
+grpc::ServerWriteReactor<v1::ExportChunk>* ExpertsService::ExportVersion(grpc::CallbackServerContext* ctx,
+                                                                         const v1::ExportVersionRequest* req) {
+  const ServiceEnv& env = env_;
+  // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
+  return new ThreadedWriter<v1::ExportChunk>(
+      env_, "Experts/ExportVersion", [&env, ctx, req](ThreadedWriter<v1::ExportChunk>* w) -> absl::Status {
+        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+        if (!p.ok()) return p.status();
+        if (env.exporter == nullptr) return absl::UnavailableError("this server cannot export versions");
+        ExportRequest r;
+        r.tenant_id = req->tenant_id();
+        r.version = req->version();
+        r.overlay_only = req->overlay_only();
+        r.max_shard_bytes = req->max_shard_bytes();
+        absl::StatusOr<std::unique_ptr<ExportDir>> dir = env.exporter->Export(r);
+        if (!dir.ok()) return dir.status();
+        return StreamExportedFiles(**dir, kExportChunkBytes, [w](const v1::ExportChunk& c) { return w->Write(c); });
+      });
 }
 
 }  // namespace tessera::services

@@ -1,4 +1,5 @@
-// tessera.v1.Experts: a tenant's immutable expert versions (newest first) and the live flag.
+// tessera.v1.Experts: a tenant's immutable expert versions (newest first) and the live flag, and
+// ExportVersion: the version as checkpoint files, written by env.exporter and streamed in chunks.
 #pragma once
 
 #include "services/service_env.h"
@@ -14,6 +15,8 @@ class ExpertsService final : public v1::Experts::CallbackService {
                                          v1::ListVersionsResponse* resp) override;
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const v1::GetVersionRequest* req,
                                        v1::ExpertVersion* resp) override;
+  grpc::ServerWriteReactor<v1::ExportChunk>* ExportVersion(grpc::CallbackServerContext* ctx,
+                                                           const v1::ExportVersionRequest* req) override;
 
  private:
   const ServiceEnv& env_;

@@ -47,6 +47,7 @@ struct JobOutput {
   std::vector<SlotId> slots;    // the slots it overrides
   double val_loss = 0;          // the result's validation loss
   double base_val_loss = 0;     // the job's base version's loss on the same validation data
+  std::string backbone_sha256;  // the backbone it was trained on (recorded on the version)
 };
 
 class JobRunner {

@@ -304,6 +304,7 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     nv.val_loss = out->val_loss;
     nv.base_val_loss = out->base_val_loss;
     nv.blob_digest = *digest;
+    nv.backbone_sha256 = out->backbone_sha256;
     version = registry_->PublishVersion(nv, "system");
   }
   if (!version.ok()) {

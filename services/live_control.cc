@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/log.h"
+#include "services/version_backbone.h"
 
 namespace tessera::services {
 
@@ -45,6 +46,9 @@ absl::Status LiveControl::Resync(const std::string& tenant_id) {
 absl::StatusOr<storage::LiveMove> LiveControl::Promote(const std::string& tenant_id, int64_t version,
                                                        const std::string& actor) {
   std::lock_guard<std::mutex> lock(TenantMutex(tenant_id));
+  if (version > 0) {
+    if (absl::Status s = CheckVersionBackbone(*registry_, tenant_id, version, backbone_sha256_); !s.ok()) return s;
+  }
   absl::StatusOr<storage::LiveMove> move = registry_->Promote(tenant_id, version, actor);
   if (!move.ok()) return move.status();
   if (absl::Status s = Sync(tenant_id, move->live_version); !s.ok()) return s;
@@ -58,6 +62,11 @@ absl::StatusOr<storage::LiveMove> LiveControl::Rollback(const std::string& tenan
                                                         std::optional<int64_t> to_version,
                                                         const std::string& actor) {
   std::lock_guard<std::mutex> lock(TenantMutex(tenant_id));
+  if (to_version.has_value() && *to_version > 0) {
+    if (absl::Status s = CheckVersionBackbone(*registry_, tenant_id, *to_version, backbone_sha256_); !s.ok()) {
+      return s;
+    }
+  }
   absl::StatusOr<storage::LiveMove> move = registry_->Rollback(tenant_id, to_version, actor);
   if (!move.ok()) return move.status();
   if (absl::Status s = Sync(tenant_id, move->live_version); !s.ok()) return s;

@@ -7,6 +7,11 @@
 // it reads the tenant's live pointer from the registry *now* and serves that, so a follower applying a
 // change late can never put back an older version over a newer one (it always applies the newest), and
 // it never interleaves with a Promote/Rollback of this process.
+//
+// Promote(v) and Rollback(to=v) refuse, before moving anything, a version trained on a backbone other
+// than `backbone_sha256` (services/version_backbone.h: FAILED_PRECONDITION naming both digests). A plain
+// Rollback picks its target inside the registry; should that target be such a version, the runtime
+// refuses to load it and the call reports that the pointer moved but is not served.
 #pragma once
 
 #include <map>
@@ -23,9 +28,10 @@ namespace tessera::services {
 
 class LiveControl {
  public:
-  // `engine` may be null (no runtime: the registry move alone).
-  LiveControl(storage::Registry* registry, InferenceEngine* engine)
-      : registry_(registry), engine_(engine) {}
+  // `engine` may be null (no runtime: the registry move alone). `backbone_sha256`: the digest of the
+  // backbone this process serves ("" = unknown: versions are not checked).
+  LiveControl(storage::Registry* registry, InferenceEngine* engine, std::string backbone_sha256 = "")
+      : registry_(registry), engine_(engine), backbone_sha256_(std::move(backbone_sha256)) {}
 
   absl::StatusOr<storage::LiveMove> Promote(const std::string& tenant_id, int64_t version,
                                             const std::string& actor);
@@ -41,6 +47,7 @@ class LiveControl {
 
   storage::Registry* registry_;
   InferenceEngine* engine_;
+  const std::string backbone_sha256_;
   std::mutex map_mu_;
   std::map<std::string, std::unique_ptr<std::mutex>> tenant_mu_;
   // The version the runtime was last told to serve per tenant (only written under the tenant's mutex).

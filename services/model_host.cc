@@ -67,6 +67,7 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
       return absl::Status(loaded.status().code(), absl::StrCat("--backbone ", spec, ": ", loaded.status().message()));
     }
     b->config = loaded->config;
+    b->dir = loaded->files.dir;
     b->weights = std::move(loaded->weights);
     sha256 = loaded->sha256;
   }

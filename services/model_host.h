@@ -19,6 +19,7 @@ namespace tessera::services {
 // its own (on CUDA: its own stream), over these same weight tensors.
 struct SharedBackbone {
   std::string spec;
+  std::string dir;       // the checkpoint directory it was loaded from ("" for random:<name>)
   std::string device;
   std::string dtype;     // "f32" or "bf16" (weights.matrix_dtype())
   ModelConfig config;

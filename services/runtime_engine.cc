@@ -1,5 +1,6 @@
 #include "services/runtime_engine.h"
 
+#include "services/version_backbone.h"
 
 namespace tessera::services {
 namespace {
@@ -23,6 +24,9 @@ absl::StatusOr<runtime::VersionBlob> RegistryVersionSource::LoadVersion(const st
                                                                         int64_t version) {
   absl::StatusOr<storage::ExpertVersion> v = registry_->GetVersion(tenant, version);
   if (!v.ok()) return v.status();
+  absl::StatusOr<std::string> trained_on = VersionBackboneSha256(*registry_, *v);
+  if (!trained_on.ok()) return trained_on.status();
+  if (absl::Status s = CheckSameBackbone(*v, *trained_on, backbone_sha256_); !s.ok()) return s;
   absl::StatusOr<std::string> bytes = registry_->blobs().Get(v->sha256);  // verifies the digest
   if (!bytes.ok()) return bytes.status();
   return runtime::VersionBlob{*std::move(bytes), v->sha256};
@@ -35,7 +39,7 @@ absl::StatusOr<std::unique_ptr<RuntimeEngine>> RuntimeEngine::Create(storage::Re
   std::unique_ptr<RuntimeEngine> e(new RuntimeEngine());
   e->model_ = std::move(model);
   e->codec_ = std::move(codec);
-  e->source_ = std::make_unique<RegistryVersionSource>(registry);
+  e->source_ = std::make_unique<RegistryVersionSource>(registry, e->model_->info.sha256);
   runtime::RuntimeOptions o = options;
   o.kv_capacity = std::min<int64_t>(o.kv_capacity, e->model_->model->config().max_position_embeddings);
   absl::StatusOr<std::unique_ptr<runtime::Runtime>> rt =

@@ -15,15 +15,19 @@
 
 namespace tessera::services {
 
-// The registry as the runtime's source of live pointers and weights.
+// The registry as the runtime's source of live pointers and weights. A version trained on a backbone
+// other than `backbone_sha256` is refused (FAILED_PRECONDITION, services/version_backbone.h): every
+// path that serves a version (live, pinned, promoted) loads it through here.
 class RegistryVersionSource final : public runtime::VersionSource {
  public:
-  explicit RegistryVersionSource(storage::Registry* registry) : registry_(registry) {}
+  RegistryVersionSource(storage::Registry* registry, std::string backbone_sha256)
+      : registry_(registry), backbone_sha256_(std::move(backbone_sha256)) {}
   absl::StatusOr<int64_t> LiveVersion(const std::string& tenant) override;
   absl::StatusOr<runtime::VersionBlob> LoadVersion(const std::string& tenant, int64_t version) override;
 
  private:
   storage::Registry* registry_;
+  const std::string backbone_sha256_;
 };
 
 class RuntimeEngine final : public InferenceEngine {

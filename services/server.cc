@@ -157,7 +157,12 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     if (!r.ok()) return r.status();
     s->runner_ = *std::move(r);
   }
-  s->live_ = std::make_unique<LiveControl>(s->registry_.get(), s->engine_.get());
+  if (components.make_exporter) {
+    absl::StatusOr<std::unique_ptr<VersionExporter>> x = components.make_exporter(s->registry_.get());
+    if (!x.ok()) return x.status();
+    s->exporter_ = *std::move(x);
+  }
+  s->live_ = std::make_unique<LiveControl>(s->registry_.get(), s->engine_.get(), components.backbone.sha256);
   if (s->engine_) {
     LiveFollower::Options fo;
     fo.poll = options.live_follow_poll;
@@ -182,6 +187,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   env.live = s->live_.get();
   env.engine = s->engine_.get();
   env.scheduler = s->scheduler_.get();
+  env.exporter = s->exporter_.get();
   env.validate_dataset = std::move(components.validate_dataset);
   env.backbone = components.backbone;
   env.max_dataset_bytes = options.max_dataset_bytes;

@@ -31,6 +31,7 @@
 #include "services/metrics.h"
 #include "services/metrics_http.h"
 #include "services/service_env.h"
+#include "services/version_exporter.h"
 #include "services/work_pool.h"
 #include "storage/registry.h"
 
@@ -64,6 +65,8 @@ struct ServerComponents {
   DatasetValidator validate_dataset;
   std::function<absl::StatusOr<std::unique_ptr<InferenceEngine>>(storage::Registry*)> make_engine;
   std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
+  // Experts.ExportVersion (absent: UNAVAILABLE).
+  std::function<absl::StatusOr<std::unique_ptr<VersionExporter>>(storage::Registry*)> make_exporter;
 };
 
 struct BootstrapInfo {
@@ -105,6 +108,7 @@ class TesseraServer {
   std::unique_ptr<WorkPool> pool_;
   std::unique_ptr<InferenceEngine> engine_;
   std::unique_ptr<JobRunner> runner_;
+  std::unique_ptr<VersionExporter> exporter_;
   std::unique_ptr<LiveControl> live_;
   std::unique_ptr<JobScheduler> scheduler_;
   std::unique_ptr<LiveFollower> follower_;

@@ -45,6 +45,8 @@ Options:
                               backbone (activations, gradients, optimizer state, its overlay copy); a job
                               that needs more fails with RESOURCE_EXHAUSTED and the server keeps serving
                               (default 0: no limit)
+  --export-shard-bytes N      Experts.ExportVersion's safetensors shard size when the request names
+                              none (default 2147483648); exports are written under DIR/export first
   --max-batch N               sequences per decode step of the continuous batch (default 16)
   --decode-routing host|device  how decode steps group tokens by expert (default host): host copies each
                               layer's router choices to the host to plan the grouped GEMM; device plans
@@ -127,6 +129,8 @@ int main(int argc, char** argv) {
       core.training = false;
     } else if (arg == "--no-inference") {
       core.inference = false;
+    } else if (arg == "--export-shard-bytes") {
+      if (!next_int(&core.export_max_shard_bytes, 1)) return Fail("--export-shard-bytes needs an integer >= 1");
     } else if (arg == "--max-batch") {
       int64_t n;
       if (!next_int(&n, 1)) return Fail("--max-batch needs an integer >= 1");

@@ -23,6 +23,7 @@
 #include "services/live_control.h"
 #include "services/metrics.h"
 #include "services/status_util.h"
+#include "services/version_exporter.h"
 #include "services/work_pool.h"
 #include "storage/registry.h"
 
@@ -45,6 +46,7 @@ struct ServiceEnv {
   LiveControl* live = nullptr;
   InferenceEngine* engine = nullptr;    // null: the server runs without inference (UNAVAILABLE)
   JobScheduler* scheduler = nullptr;    // null: jobs queue but are not run here
+  VersionExporter* exporter = nullptr;  // null: ExportVersion is UNAVAILABLE
   DatasetValidator validate_dataset;
   BackboneInfo backbone;
   int64_t max_dataset_bytes = 64 << 20;

@@ -266,6 +266,7 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   out.slots = FromCore((*overlay)->SlotIds());
   out.val_loss = *val_loss;
   out.base_val_loss = *base_loss;
+  out.backbone_sha256 = state->model->info.sha256;
   return out;
 }
 

@@ -140,8 +140,16 @@ CREATE TABLE queue_turns (
 CREATE INDEX jobs_running_lease ON jobs(state, lease_expires_at_us);
 )sql";
 
+// Migration 3: the digest of the backbone each version was trained on (services/version_backbone.h).
+// Rows published before it keep '' here: their overlay blob's safetensors metadata carries the same
+// digest (key backbone_sha256, written by every Tessera trainer), which the services layer reads
+// instead. Versions are immutable, so the column is never back-filled.
+constexpr char kMigration3[] = R"sql(
+ALTER TABLE versions ADD COLUMN backbone_sha256 TEXT NOT NULL DEFAULT '';
+)sql";
+
 const std::vector<const char*>& Migrations() {
-  static const std::vector<const char*> kAll = {kMigration1, kMigration2};
+  static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3};
   return kAll;
 }
 

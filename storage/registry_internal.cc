@@ -128,7 +128,7 @@ Dataset ReadDataset(const Stmt& st) {
 
 const char kVersionColumns[] =
     "tenant_id, version, parent_version, job_id, slots_json, val_loss, base_val_loss, blob_digest, "
-    "size_bytes, created_at_us";
+    "size_bytes, created_at_us, backbone_sha256";
 
 ExpertVersion ReadVersion(const Stmt& st) {
   ExpertVersion v;
@@ -142,6 +142,7 @@ ExpertVersion ReadVersion(const Stmt& st) {
   v.sha256 = st.Text(7);
   v.size_bytes = st.Int(8);
   v.created_at_us = st.Int(9);
+  v.backbone_sha256 = st.Text(10);
   return v;
 }
 

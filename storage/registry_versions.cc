@@ -89,12 +89,13 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
                                               0, in.tenant_id));
     v = ExpertVersion{in.tenant_id, last + 1,     in.parent_version, in.job_id, in.slots_json,
                       in.val_loss,  in.base_val_loss, in.blob_digest, *size,    NowMicros(),
-                      false};
+                      false,        in.backbone_sha256};
     RETURN_IF_ERROR(c.Exec("INSERT INTO versions(tenant_id, version, parent_version, job_id, "
                            "slots_json, val_loss, base_val_loss, blob_digest, size_bytes, "
-                           "created_at_us) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                           "created_at_us, backbone_sha256) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
                            v.tenant_id, v.version, v.parent_version, v.job_id, v.slots_json,
-                           v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us));
+                           v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us,
+                           v.backbone_sha256));
     RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, "
                            "previous_live, undo_seq, actor, created_at_us) "
                            "VALUES (?1,'publish',?2,?3,?3,NULL,?4,?5)",
@@ -103,7 +104,8 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
     return internal::AppendAudit(
         c, actor, "version.publish", absl::StrCat("tenant/", v.tenant_id, "/version/", v.version),
         absl::StrCat("{\"sha256\":\"", v.sha256, "\",\"parent_version\":", v.parent_version,
-                     ",\"job_id\":", internal::JsonString(v.job_id), "}"));
+                     ",\"job_id\":", internal::JsonString(v.job_id),
+                     ",\"backbone_sha256\":", internal::JsonString(v.backbone_sha256), "}"));
   }));
   NotifyWaiters();
   return v;
@@ -123,7 +125,7 @@ absl::StatusOr<ExpertVersion> Registry::GetVersion(const std::string& tenant_id,
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return internal::VersionNotFound(tenant_id, version);
     v = internal::ReadVersion(st);
-    v.live = st.Int(10) == v.version;
+    v.live = st.Int(11) == v.version;
     return absl::OkStatus();
   }));
   return v;

@@ -178,6 +178,7 @@ struct NewVersion {
   std::optional<double> val_loss;
   std::optional<double> base_val_loss;
   std::string blob_digest;
+  std::string backbone_sha256;  // digest of the backbone it was trained on; "" = not known
 };
 
 // Immutable once written.
@@ -193,6 +194,9 @@ struct ExpertVersion {
   int64_t size_bytes = 0;
   int64_t created_at_us = 0;
   bool live = false;  // computed at read time: is this the tenant's live version
+  // Digest of the backbone it was trained on (migration 3). "" for rows published before migration 3
+  // (their blob's metadata carries it: services/version_backbone.h) or by a caller that did not know it.
+  std::string backbone_sha256;
 };
 
 enum class ChangeKind { kPublish, kPromote, kRollback };

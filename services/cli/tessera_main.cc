@@ -2,13 +2,19 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <unistd.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "core/util/sha256.h"
 #include "services/cli/cli_common.h"
 #include "tessera/v1/datasets.grpc.pb.h"
 #include "tessera/v1/experts.grpc.pb.h"
@@ -50,6 +56,15 @@ Commands:
   eval FILE [--version N] [--max-tokens N]   exact-match accuracy on a prompt/completion JSONL file
                                              (greedy generation, one request per line)
   versions list                              your expert versions, newest first (* = live)
+  versions export --version N --out DIR [--overlay-only] [--max-shard-bytes N]
+                                             write version N as files into DIR (created; an existing
+                                             DIR must be empty): a Hugging Face checkpoint (config.json,
+                                             safetensors shards + index, generation_config.json,
+                                             tokenizer files) with your experts merged in, loadable by
+                                             transformers' from_pretrained; version 0 = the base. With
+                                             --overlay-only: just your slots (overlay.safetensors) and
+                                             manifest.json. Each file's sha256 is checked against the
+                                             server's; nothing is left in DIR on failure
 
 Global options:
   --server HOST:PORT   default 127.0.0.1:7070
@@ -97,6 +112,129 @@ void PrintJob(const v1::Job& j) {
                 j.promoted() ? " (promoted: live)" : "");
   }
   if (!j.error().empty()) std::printf("  error: %s\n", j.error().c_str());
+}
+
+// A path the server may name inside the export directory: relative, no "..", no empty parts.
+bool SafeRelativePath(const std::string& p) {
+  if (p.empty() || p.front() == '/') return false;
+  for (absl::string_view part : absl::StrSplit(p, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return true;
+}
+
+// versions export: streams the files into DIR.partial-<pid> (checking offsets, sizes and sha256 of
+// every file against the server's), then renames it to DIR.
+std::optional<CliError> ExportVersion(Ctx& c) {
+  namespace fs = std::filesystem;
+  if (auto e = c.args.OnlyFlags({"--version", "--out", "--overlay-only", "--max-shard-bytes"})) return e;
+  if (!c.args.Has("--version")) return UsageError("versions export needs --version N (0 = the base checkpoint)");
+  if (c.args.Get("--out").empty()) return UsageError("versions export needs --out DIR");
+  int64_t version = 0, shard = 0;
+  if (auto e = c.args.GetInt("--version", &version)) return e;
+  if (auto e = c.args.GetInt("--max-shard-bytes", &shard)) return e;
+  const fs::path out = c.args.Get("--out");
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    if (!fs::is_directory(out, ec)) return UsageError(absl::StrCat("--out ", out.string(), " exists and is not a directory"));
+    if (!fs::is_empty(out, ec)) return UsageError(absl::StrCat("--out ", out.string(), " exists and is not empty"));
+  }
+  const fs::path tmp = out.string() + ".partial-" + std::to_string(::getpid());
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directories(tmp, ec)) return CliError{1, absl::StrCat("cannot create ", tmp.string(), ": ", ec.message())};
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ignored;
+      if (!dir.empty()) fs::remove_all(dir, ignored);
+    }
+  } cleanup{tmp};
+
+  auto stub = v1::Experts::NewStub(c.channel);
+  auto ctx = MakeContext(c.key, /*deadline_seconds=*/0);
+  v1::ExportVersionRequest req;
+  req.set_tenant_id(c.tenant);
+  req.set_version(version);
+  req.set_overlay_only(c.args.Has("--overlay-only"));
+  req.set_max_shard_bytes(shard);
+  auto reader = stub->ExportVersion(ctx.get(), req);
+  v1::ExportChunk chunk;
+  std::string current;  // file being written ("" between files)
+  std::ofstream file;
+  std::unique_ptr<tessera::Sha256> sha;
+  int64_t written = 0;
+  std::map<std::string, std::pair<int64_t, std::string>> done;  // path -> (size, sha256)
+  std::optional<v1::ExportChunk> listing;
+  auto fail = [&](const std::string& msg) {
+    ctx->TryCancel();
+    return CliError{1, absl::StrCat("export stream: ", msg)};
+  };
+  while (reader->Read(&chunk)) {
+    if (listing.has_value()) return fail("data after the final listing");
+    if (chunk.path().empty()) {
+      if (!current.empty()) return fail(absl::StrCat("listing before the end of ", current));
+      listing = chunk;
+      continue;
+    }
+    if (current.empty()) {
+      if (!SafeRelativePath(chunk.path())) return fail(absl::StrCat("unsafe file path \"", chunk.path(), "\""));
+      if (done.count(chunk.path())) return fail(absl::StrCat(chunk.path(), " sent twice"));
+      current = chunk.path();
+      fs::create_directories((tmp / current).parent_path(), ec);
+      file.open(tmp / current, std::ios::binary | std::ios::trunc);
+      if (!file.is_open()) return CliError{1, absl::StrCat("cannot create ", (tmp / current).string())};
+      sha = std::make_unique<tessera::Sha256>();
+      written = 0;
+    } else if (chunk.path() != current) {
+      return fail(absl::StrCat(chunk.path(), " started before ", current, " ended"));
+    }
+    if (chunk.offset() != written) {
+      return fail(absl::StrCat(current, ": chunk at offset ", chunk.offset(), ", expected ", written));
+    }
+    file.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    if (!file) return CliError{1, absl::StrCat("writing ", (tmp / current).string(), " failed")};
+    sha->Update(chunk.data());
+    written += static_cast<int64_t>(chunk.data().size());
+    if (chunk.eof()) {
+      file.close();
+      if (!file) return CliError{1, absl::StrCat("writing ", (tmp / current).string(), " failed")};
+      const std::string got = sha->FinishHex();
+      if (chunk.size_bytes() != written || chunk.sha256() != got) {
+        return fail(absl::StrCat(current, ": received ", written, " bytes with sha256 ", got, ", the server sent ",
+                                 chunk.size_bytes(), " bytes with sha256 ", chunk.sha256()));
+      }
+      done[current] = {written, got};
+      current.clear();
+    }
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) return RpcError(st);
+  if (!current.empty()) return fail(absl::StrCat(current, " was cut short"));
+  if (!listing.has_value()) return fail("no final listing");
+  if (static_cast<size_t>(listing->files_size()) != done.size()) {
+    return fail(absl::StrCat("the listing names ", listing->files_size(), " files, ", done.size(), " were sent"));
+  }
+  for (const v1::ExportedFile& f : listing->files()) {
+    auto it = done.find(f.path());
+    if (it == done.end() || it->second.first != f.size_bytes() || it->second.second != f.sha256()) {
+      return fail(absl::StrCat("the listing's ", f.path(), " does not match the file sent"));
+    }
+  }
+  if (fs::exists(out, ec)) fs::remove(out, ec);  // empty (checked above)
+  fs::rename(tmp, out, ec);
+  if (ec) return CliError{1, absl::StrCat("cannot rename ", tmp.string(), " to ", out.string(), ": ", ec.message())};
+  cleanup.dir.clear();
+  if (c.json) return PrintJson(*listing), std::nullopt;
+  int64_t total = 0;
+  for (const v1::ExportedFile& f : listing->files()) {
+    std::printf("%-40s %12lld  sha256 %s\n", f.path().c_str(), static_cast<long long>(f.size_bytes()),
+                f.sha256().c_str());
+    total += f.size_bytes();
+  }
+  std::printf("wrote %d files (%lld bytes) of version %lld%s to %s\n", listing->files_size(),
+              static_cast<long long>(total), static_cast<long long>(version),
+              req.overlay_only() ? " (overlay only)" : "", out.string().c_str());
+  return std::nullopt;
 }
 
 std::optional<CliError> Watch(Ctx& c, const std::string& job_id) {
@@ -497,6 +635,8 @@ std::optional<CliError> Run(Ctx& c) {
                   v.metrics().val_loss(), v.metrics().base_val_loss(), SlotsText(v.slots()).c_str(),
                   v.job_id().c_str());
     }
+  } else if (cmd == "versions" && sub == "export") {
+    return ExportVersion(c);
   } else {
     return UnknownCommand(cmd, sub);
   }
@@ -509,7 +649,8 @@ std::optional<CliError> Run(Ctx& c) {
 int main(int argc, char** argv) {
   using namespace tessera::cli;
   Ctx c;
-  if (auto e = Args::Parse(argc, argv, {"--json", "--help", "--auto-promote", "--watch", "--stream", "--routing"},
+  if (auto e = Args::Parse(argc, argv, {"--json", "--help", "--auto-promote", "--watch", "--stream", "--routing",
+                                          "--overlay-only"},
                            &c.args)) {
     std::fprintf(stderr, "tessera: %s\n", e->message.c_str());
     return e->exit_code;

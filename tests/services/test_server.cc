@@ -44,7 +44,7 @@ void TestServer::Start() {
   so.live_follow_poll = options_.live_follow_poll;
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   CoreOptions co;
-  co.backbone = "random:tiny";
+  co.backbone = options_.backbone;
   co.dtype = options_.dtype;
   co.decode_routing = options_.decode_routing;
   co.train_memory_limit_bytes = options_.train_memory_limit_bytes;

@@ -18,7 +18,8 @@
 namespace tessera::services::testing {
 
 struct TestServerOptions {
-  bool model = false;     // load random:tiny for inference
+  bool model = false;     // load the backbone (random:tiny unless `backbone` says otherwise) for inference
+  std::string backbone = "random:tiny";  // tessera-server --backbone
   bool training = false;  // run jobs (needs nothing else: the runner loads its own model)
   std::string dtype = "f32";  // the backbone's weight matrices (tessera-server --dtype)
   std::string decode_routing = "host";  // tessera-server --decode-routing

@@ -115,6 +115,56 @@ TEST(RegistryMigrationTest, UpgradesDatabaseMadeAtMigrationOne) {
   EXPECT_EQ(reg.GetJob("", job_id).value().checkpoint, "ckpt-1");
 }
 
+TEST(RegistryMigrationTest, VersionsFromMigrationTwoGetAnEmptyBackboneDigest) {
+  testing::TempDir dir;
+  Registry::Options at_two;
+  at_two.migrate_to = 2;
+  std::string digest;
+  {
+    auto r = Registry::Open(dir.path(), at_two);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    auto d = (*r)->blobs().Put("overlay bytes");
+    ASSERT_TRUE(d.ok()) << d.status();
+    digest = *d;
+    // A version row as migration 2 knew it (no backbone_sha256 column).
+    std::string err;
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO versions(tenant_id, version, parent_version, blob_digest, size_bytes, "
+                      "created_at_us) VALUES ('legacy', 1, 0, '" + digest + "', 13, 1)",
+                      &err),
+              SQLITE_OK)
+        << err;
+  }
+  auto r = Registry::Open(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  Registry& reg = **r;
+  EXPECT_EQ(reg.SchemaVersion().value(), 3);
+  auto v1 = reg.GetVersion("legacy", 1);
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ(v1->backbone_sha256, "");
+  EXPECT_EQ(v1->sha256, digest);
+  // New rows record the digest they are given, and it reads back (single and listed).
+  NewVersion nv;
+  nv.tenant_id = "legacy";
+  nv.parent_version = 1;
+  nv.blob_digest = digest;
+  nv.backbone_sha256 = std::string(64, 'b');
+  auto v2 = reg.PublishVersion(nv, "admin");
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->backbone_sha256, nv.backbone_sha256);
+  EXPECT_EQ(reg.GetVersion("legacy", 2).value().backbone_sha256, nv.backbone_sha256);
+  auto all = reg.ListVersions("legacy");
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].backbone_sha256, nv.backbone_sha256);
+  EXPECT_EQ((*all)[1].backbone_sha256, "");
+  // Live flag still computed from the right column.
+  ASSERT_OK(reg.Promote("legacy", 2, "admin"));
+  EXPECT_TRUE(reg.GetVersion("legacy", 2).value().live);
+  EXPECT_FALSE(reg.GetVersion("legacy", 1).value().live);
+}
+
 TEST(RegistryMigrationTest, RefusesNewerSchemaAndBadTarget) {
   testing::TempDir dir;
   { ASSERT_OK(Registry::Open(dir.path())); }

@@ -1,0 +1,54 @@
+// CheckpointExporter: the server's VersionExporter over core/export.
+//
+// Full export of version N (or 0 = the base): the backbone's checkpoint directory with the version's
+// overlay merged into its experts (core/export/checkpoint_export.h: config.json, sharded safetensors
+// in the backbone's stored dtypes, generation_config.json, tokenizer files), so that
+// transformers.AutoModelForCausalLM.from_pretrained(DIR) computes what Tessera serves for that tenant
+// and version. Refused (FAILED_PRECONDITION) for a version trained on another backbone
+// (services/version_backbone.h) and for a backbone without a checkpoint directory (random:<name>).
+// Each shard's metadata names tessera_tenant_id, tessera_version and tessera_backbone_sha256.
+//
+// overlay_only export of version N >= 1: overlay.safetensors (the version's stored blob, byte for
+// byte: the tenant's slots under HF expert names, f32; its sha256 is the version's sha256) and
+// manifest.json:
+//   {"format": "tessera-overlay-export-v1", "tenant_id", "version", "parent_version", "job_id",
+//    "slots": [{"layer","expert"}], "backbone_sha256", "weights": "overlay.safetensors",
+//    "weights_sha256", "size_bytes", "metrics": {"val_loss","base_val_loss"} (those known),
+//    "created_at" (RFC 3339 UTC)}
+// It needs no backbone, so a version of another backbone can still be taken out this way.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "services/model_host.h"
+#include "services/version_exporter.h"
+#include "storage/registry.h"
+
+namespace tessera::services {
+
+class CheckpointExporter final : public VersionExporter {
+ public:
+  using BackboneGetter = std::function<absl::StatusOr<std::shared_ptr<const SharedBackbone>>()>;
+  struct Options {
+    std::string work_dir;  // exports are written under it, each in a directory of its own
+    int64_t default_max_shard_bytes = int64_t{2} << 30;
+  };
+
+  CheckpointExporter(storage::Registry* registry, BackboneGetter backbone, Options options)
+      : registry_(registry), backbone_(std::move(backbone)), options_(std::move(options)) {}
+
+  absl::StatusOr<std::unique_ptr<ExportDir>> Export(const ExportRequest& request) override;
+
+ private:
+  absl::Status WriteOverlayOnly(const storage::ExpertVersion& v, ExportDir& dir);
+  absl::Status WriteMerged(const ExportRequest& request, const storage::ExpertVersion* v,
+                           int64_t max_shard_bytes, ExportDir& dir);
+
+  storage::Registry* registry_;
+  BackboneGetter backbone_;
+  Options options_;
+};
+
+}  // namespace tessera::services
