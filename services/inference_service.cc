@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/util/utf8_sanitize.h"
 
 namespace tessera::services {
 namespace {
@@ -90,35 +91,6 @@ absl::StatusOr<std::optional<int64_t>> VersionFromProto(bool has, int64_t v) {
   return std::optional<int64_t>(v);
 }
 
-// proto3 strings must be UTF-8, but a byte-level model may emit any bytes: each maximal invalid
-// sequence becomes U+FFFD (valid text passes through unchanged).
-std::string SanitizeUtf8(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  size_t i = 0;
-  while (i < in.size()) {
-    unsigned char c = static_cast<unsigned char>(in[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    bool ok = len > 0 && i + len <= in.size();
-    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xc0) == 0x80;
-    if (ok && len > 1) {
-      uint32_t cp = c & (0xff >> (len + 1));
-      for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(in[i + k]) & 0x3f);
-      // Overlong forms, surrogates and values past U+10FFFF are invalid too.
-      static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-      ok = cp >= kMin[len] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
-    }
-    if (ok) {
-      out.append(in.substr(i, len));
-      i += len;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
-}
-
 v1::FinishReason ToProto(FinishReason r) {
   switch (r) {
     case FinishReason::kLength: return v1::LENGTH;
@@ -168,7 +140,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     absl::StatusOr<GenerateOutput> out = env.engine->Generate(
         req->tenant_id(), *version, *params, [ctx](std::string_view) { return !ctx->IsCancelled(); });
     if (!out.ok()) return out.status();
-    resp->set_text(SanitizeUtf8(out->text));
+    resp->set_text(Utf8Sanitize(out->text));
     resp->set_finish_reason(ToProto(out->finish_reason));
     resp->set_expert_version(out->version);
     resp->mutable_usage()->set_prompt_tokens(out->prompt_tokens);
@@ -198,7 +170,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
             req->tenant_id(), *version, *params, [w](std::string_view delta) {
               if (delta.empty()) return !w->cancelled();
               v1::GenerateChunk chunk;
-              chunk.set_text(SanitizeUtf8(delta));
+              chunk.set_text(Utf8Sanitize(delta));
               return w->Write(chunk);
             });
         if (!out.ok()) return out.status();

@@ -97,5 +97,62 @@ TEST(JsonlDatasetTest, WritersRoundTripThroughTheParser) {
   EXPECT_EQ(texts->num_text, 2);
 }
 
+
+// The builtin:tiny chat format: "<|user|>\n...<|end|>\n<|assistant|>\n...<|end|>\n", BOS first.
+class ChatDatasetTest : public ::testing::Test {
+ protected:
+  ChatDatasetTest() : tpl_(chat::BuiltinTinyChatTemplate()) {
+    chat_.chat_template = tpl_.get();
+    chat_.prepend_bos = true;
+  }
+  std::unique_ptr<chat::ChatTemplate> tpl_;
+  DatasetChat chat_;
+};
+
+TEST_F(ChatDatasetTest, LossOnAssistantTurnsOnlyAndWeightZeroExcludesOne) {
+  const std::string line =
+      R"({"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo","weight":0},)"
+      R"({"role":"user","content":"q"},{"role":"assistant","content":"ok"}]})";
+  auto ds = ParseJsonlDataset(line, kTok, {}, &chat_);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  ASSERT_EQ(ds->examples.size(), 1u);
+  EXPECT_EQ(ds->num_chat, 1);
+  const TokenizedExample& e = ds->examples[0];
+  // Tokens: BOS + the rendering's bytes; the targets are exactly the second assistant turn's text.
+  const std::string rendered =
+      "<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>\n<|user|>\nq<|end|>\n<|assistant|>\nok<|end|>\n";
+  ASSERT_EQ(e.tokens.size(), rendered.size() + 1);
+  EXPECT_EQ(e.tokens[0], ByteTokenizer::kBos);
+  std::string targets;
+  for (size_t i = 0; i < e.tokens.size(); ++i) {
+    if (i > 0) EXPECT_EQ(e.tokens[i], static_cast<unsigned char>(rendered[i - 1]));
+    if (e.loss_mask[i]) targets += static_cast<char>(e.tokens[i]);
+  }
+  EXPECT_EQ(targets, "ok<|end|>\n");
+  EXPECT_EQ(e.prompt_tokens, static_cast<int64_t>(rendered.find("ok")) + 1);
+}
+
+TEST_F(ChatDatasetTest, ConversationsWithoutTargetsOrTemplateAreRefusedByLine) {
+  absl::Status st = ParseJsonlDataset(
+      "{\"text\":\"x\"}\n" R"({"messages":[{"role":"user","content":"hi"}]})", kTok, {}, &chat_).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("line 2: "), std::string::npos) << st;
+  EXPECT_NE(std::string(st.message()).find("no assistant message"), std::string::npos) << st;
+
+  st = ParseJsonlDataset(R"({"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"a"}]})",
+                         kTok)
+           .status();  // no chat template given
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("chat template"), std::string::npos) << st;
+
+  ExpectLineError(R"({"messages":[],"text":"a"})", 1, "cannot be combined");
+  st = ParseJsonlDataset(R"({"messages":[{"role":"wizard","content":"hi"},{"role":"assistant","content":"a"}]})",
+                         kTok, {}, &chat_)
+           .status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("messages[0]"), std::string::npos) << st;
+}
+
 }  // namespace
 }  // namespace tessera::data
+
