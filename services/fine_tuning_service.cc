@@ -4,6 +4,7 @@
 #include "services/convert.h"
 #include "services/job_scheduler.h"
 #include "services/log.h"
+#include "services/version_backbone.h"
 
 namespace tessera::services {
 namespace {
@@ -34,6 +35,11 @@ absl::Status CreateJobImpl(const ServiceEnv& env, const storage::Principal& prin
     if (absl::StatusOr<storage::ExpertVersion> v = env.registry->GetVersion(tenant, spec->base_version);
         !v.ok()) {
       return FieldStatus("base_version", v.status());
+    }
+    // Fails fast here; the job's runner checks again against the backbone it actually loads.
+    if (absl::Status s = CheckVersionBackbone(*env.registry, tenant, spec->base_version, env.backbone.sha256);
+        !s.ok()) {
+      return FieldStatus("base_version", s);
     }
   }
   storage::NewJob nj;

@@ -27,8 +27,10 @@ class JobContext {
 
   // The raw bytes of one of the job's tenant's datasets.
   virtual absl::StatusOr<std::string> ReadDataset(const std::string& dataset_id) = 0;
-  // The stored weights (safetensors bytes) of the tenant's `version` (>= 1).
-  virtual absl::StatusOr<std::string> ReadVersionWeights(int64_t version) = 0;
+  // The stored weights (safetensors bytes) of the tenant's `version` (>= 1). FAILED_PRECONDITION naming
+  // both digests when it was trained on a backbone other than `backbone_sha256` (services/
+  // version_backbone.h; "" = the runner's backbone has no digest: not checked).
+  virtual absl::StatusOr<std::string> ReadVersionWeights(int64_t version, const std::string& backbone_sha256) = 0;
 
   // Reporting: recorded in the registry (progress on the job row) and as job events for WatchJob.
   virtual void ReportSelection(const std::vector<SlotId>& slots, const std::vector<double>& scores) = 0;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/convert.h"
 #include "services/log.h"
+#include "services/version_backbone.h"
 #include "storage/random_id.h"
 
 namespace tessera::services {
@@ -28,9 +29,12 @@ class JobScheduler::Context : public JobContext {
     if (!d.ok()) return d.status();
     return s_->registry_->blobs().Get(d->sha256);
   }
-  absl::StatusOr<std::string> ReadVersionWeights(int64_t version) override {
+  absl::StatusOr<std::string> ReadVersionWeights(int64_t version, const std::string& backbone_sha256) override {
     absl::StatusOr<storage::ExpertVersion> v = s_->registry_->GetVersion(job_.tenant_id, version);
     if (!v.ok()) return v.status();
+    absl::StatusOr<std::string> trained_on = VersionBackboneSha256(*s_->registry_, *v);
+    if (!trained_on.ok()) return trained_on.status();
+    if (absl::Status s = CheckSameBackbone(*v, *trained_on, backbone_sha256); !s.ok()) return s;
     return s_->registry_->blobs().Get(v->sha256);
   }
   void ReportSelection(const std::vector<SlotId>& slots, const std::vector<double>& scores) override {

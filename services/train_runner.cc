@@ -130,7 +130,7 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   std::shared_ptr<const ExpertOverlay> base_overlay;
   std::map<tessera::SlotId, ExpertWeights> working;
   if (spec.base_version > 0) {
-    absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(spec.base_version);
+    absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(spec.base_version, state->model->info.sha256);
     if (!bytes.ok()) return bytes.status();
     const DType dtype = model.weights().matrix_dtype();
     absl::StatusOr<std::shared_ptr<const ExpertOverlay>> b = ExpertOverlay::FromSafetensors(config, *bytes, backend, "", dtype);
@@ -282,7 +282,7 @@ absl::StatusOr<double> CoreJobRunner::EvaluateVersion(JobContext& ctx, int64_t v
   }
   std::shared_ptr<const ExpertOverlay> overlay;
   if (version > 0) {
-    absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(version);
+    absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(version, state->model->info.sha256);
     if (!bytes.ok()) return bytes.status();
     absl::StatusOr<std::shared_ptr<const ExpertOverlay>> o =
         ExpertOverlay::FromSafetensors(state->model->model->config(), *bytes, state->model->backend.get(), "",

@@ -23,6 +23,17 @@ std::tm LocalNow() {
   return tm;
 }
 
+// JSON integers beyond int64 would need Python's unbounded ints: refused rather than rounded.
+absl::Status CheckIntegers(const nlohmann::ordered_json& j, const std::string& where) {
+  if (j.is_number_unsigned() && j.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": integer ", j.dump(), " is beyond 64 bits"));
+  }
+  if (j.is_array() || j.is_object()) {
+    for (const auto& e : j) RETURN_IF_ERROR(CheckIntegers(e, where));
+  }
+  return absl::OkStatus();
+}
+
 // transformers' _normalize_chat_messages + _alias_reasoning_fields.
 absl::StatusOr<Value> PrepareMessages(const nlohmann::ordered_json& messages) {
   if (!messages.is_array()) return absl::InvalidArgumentError("messages must be a JSON array of message objects");
@@ -79,6 +90,10 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::json& messages,
 
 absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& messages,
                                                  const ChatRenderOptions& opts) const {
+  RETURN_IF_ERROR(CheckIntegers(messages, "messages"));
+  RETURN_IF_ERROR(CheckIntegers(opts.extra, "extra"));
+  RETURN_IF_ERROR(CheckIntegers(opts.tools, "tools"));
+  RETURN_IF_ERROR(CheckIntegers(opts.documents, "documents"));
   ASSIGN_OR_RETURN(Value msgs, PrepareMessages(messages));
   if (!opts.extra.is_object()) return absl::InvalidArgumentError("extra template variables must be a JSON object");
   std::vector<std::pair<std::string, Value>> vars;

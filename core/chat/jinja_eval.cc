@@ -61,10 +61,16 @@ absl::StatusOr<Value> Arith(const std::string& op, const Value& l, const Value& 
   auto unsupported = [&]() {
     return Err(absl::StrCat("unsupported operand type(s) for ", op, ": '", TypeName(l), "' and '", TypeName(r), "'"));
   };
+  // Python ints are unbounded; past int64 we refuse rather than wrap.
+  int64_t iv = 0;
+  auto CheckedInt = [&](bool overflow) -> absl::StatusOr<Value> {  // reads iv after the builtin wrote it
+    if (overflow) return Err(absl::StrCat("integer overflow in ", op, " (beyond 64 bits)"));
+    return Value::Int(iv);
+  };
   bool nums = l.is_number() && r.is_number();
   bool ints = nums && l.kind != Kind::kFloat && r.kind != Kind::kFloat;
   if (op == "+") {
-    if (ints) return Value::Int(l.AsInt() + r.AsInt());
+    if (ints) return CheckedInt(__builtin_add_overflow(l.AsInt(), r.AsInt(), &iv));
     if (nums) return Value::Float(l.AsDouble() + r.AsDouble());
     if (l.is_string() && r.is_string()) {
       if (l.markup || r.markup) {  // Markup.__add__/__radd__ escape the plain side
@@ -88,12 +94,12 @@ absl::StatusOr<Value> Arith(const std::string& op, const Value& l, const Value& 
     return unsupported();
   }
   if (op == "-") {
-    if (ints) return Value::Int(l.AsInt() - r.AsInt());
+    if (ints) return CheckedInt(__builtin_sub_overflow(l.AsInt(), r.AsInt(), &iv));
     if (nums) return Value::Float(l.AsDouble() - r.AsDouble());
     return unsupported();
   }
   if (op == "*") {
-    if (ints) return Value::Int(l.AsInt() * r.AsInt());
+    if (ints) return CheckedInt(__builtin_mul_overflow(l.AsInt(), r.AsInt(), &iv));
     if (nums) return Value::Float(l.AsDouble() * r.AsDouble());
     const Value* seq = l.is_string() || l.is_list() ? &l : &r;
     const Value* cnt = seq == &l ? &r : &l;
@@ -153,7 +159,9 @@ absl::StatusOr<Value> Arith(const std::string& op, const Value& l, const Value& 
     if (!nums) return unsupported();
     if (ints && r.AsInt() >= 0) {
       int64_t out = 1, base = l.AsInt();
-      for (int64_t k = 0; k < r.AsInt(); ++k) out *= base;
+      for (int64_t k = 0; k < r.AsInt(); ++k) {
+        if (__builtin_mul_overflow(out, base, &out)) return CheckedInt(true);
+      }
       return Value::Int(out);
     }
     return Value::Float(std::pow(l.AsDouble(), r.AsDouble()));

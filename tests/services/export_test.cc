@@ -4,7 +4,8 @@
 // - overlay-only exports hold the version's blob byte for byte plus its manifest;
 // - a tenant exports only its own versions; version 0 is the base checkpoint;
 // - a version trained on another backbone (recorded in the registry, or only in its blob's metadata for
-//   rows older than the column) cannot be promoted, rolled back to, pinned, served or merged:
+//   rows older than the column) cannot be promoted, rolled back to, pinned, served, fine-tuned from or
+//   merged:
 //   FAILED_PRECONDITION naming both digests; a digest nobody knows is not refused;
 // - `tessera versions export` end to end (files and their sha256, non-empty --out refused).
 #include <sys/wait.h>
@@ -331,7 +332,15 @@ TEST_F(ExportTest, AVersionOfAnotherBackboneIsRefusedNamingBothDigests) {
     return server_->Inference()->Generate(Ctx(key).get(), r, &resp);
   };
   ASSERT_TRUE(promote(good).ok());
+  v1::Dataset ds;
+  ASSERT_TRUE(server_->Upload(key, "moved", "d", AdditionJsonl(20), &ds).ok());
   for (int64_t v : {recorded, legacy}) {
+    v1::CreateJobRequest jr;
+    jr.set_tenant_id("moved");
+    jr.set_training_dataset_id(ds.dataset_id());
+    jr.set_base_version(v);
+    v1::Job job;
+    expect_refused(server_->FineTuning()->CreateJob(Ctx(key).get(), jr, &job), v, "fine-tune from");
     expect_refused(promote(v), v, "promote");
     v1::RollbackRequest rb;
     rb.set_tenant_id("moved");

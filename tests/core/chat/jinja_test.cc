@@ -186,6 +186,17 @@ TEST(JinjaRenderTest, MacroRecursionIsBounded) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+TEST(JinjaRenderTest, IntegerOverflowIsRefusedNotWrapped) {
+  for (const char* src : {"{{ 2 ** 70 }}", "{{ 9223372036854775807 + 1 }}", "{{ 4294967296 * 4294967296 }}"}) {
+    auto out = RenderWith(src, {});
+    ASSERT_FALSE(out.ok()) << src;
+    EXPECT_THAT(std::string(out.status().message()), HasSubstr("integer overflow")) << src;
+  }
+  auto big = RenderWith("{{ n }}", {{"n", 18446744073709551615ull}});
+  ASSERT_FALSE(big.ok());
+  EXPECT_THAT(std::string(big.status().message()), HasSubstr("beyond 64 bits"));
+}
+
 TEST(JinjaRenderTest, RangeIsCappedAsInTheSandbox) {
   auto out = RenderWith("{{ range(200000) | length }}", {});
   ASSERT_FALSE(out.ok());
