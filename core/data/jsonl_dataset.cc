@@ -61,7 +61,7 @@ absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_n
     }
     kind = LineKind::kChat;
     absl::StatusOr<TokenizedExample> ex = TokenizeChat(obj["messages"], tokenizer, *chat);
-    if (!ex.ok()) return LineError(line_no, ex.status().message());
+    if (!ex.ok()) return LineError(line_no, std::string(ex.status().message()));
     return ex;
   }
   for (auto it = obj.begin(); it != obj.end(); ++it) {
@@ -127,7 +127,7 @@ absl::StatusOr<TokenizedExample> TokenizeChat(const nlohmann::ordered_json& mess
                                               const DatasetChat& chat) {
   absl::StatusOr<std::vector<chat::ChatSegment>> segments =
       chat.chat_template->RenderForTraining(messages, chat.options);
-  if (!segments.ok()) return absl::InvalidArgumentError(segments.status().message());
+  if (!segments.ok()) return absl::InvalidArgumentError(std::string(segments.status().message()));
   TokenizedExample ex;
   if (chat.prepend_bos && tokenizer.bos_id() >= 0) {
     ex.tokens.push_back(tokenizer.bos_id());

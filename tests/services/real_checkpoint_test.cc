@@ -94,28 +94,32 @@ TEST_F(RealCheckpointTest, ChatGenerationIsTransformersGreedyAndStopsAtEndOfTurn
   absl::StatusOr<std::unique_ptr<HfTokenizer>> tok = HfTokenizer::Create(CheckpointDir());
   ASSERT_TRUE(tok.ok()) << tok.status();
   auto inf = server_.Inference();
+  int ended_at_eos = 0;
   for (const auto& c : expected_["conversations"]) {
     std::vector<int32_t> ids = c["greedy_ids"].get<std::vector<int32_t>>();
     v1::GenerateRequest r;
     r.set_tenant_id("acme");
     AddMessages(c["messages"], r.mutable_messages());
-    r.set_max_tokens(static_cast<int32_t>(ids.size()));
+    r.set_max_tokens(12);  // the reference decoded at most 12 tokens
     v1::GenerateResponse out;
     ASSERT_TRUE(inf->Generate(Ctx(key_).get(), r, &out).ok());
     EXPECT_EQ(out.usage().prompt_tokens(), static_cast<int32_t>(c["generation_prompt_ids"].size()));
     EXPECT_EQ(out.usage().completion_tokens(), static_cast<int32_t>(ids.size()));
     EXPECT_EQ(out.text(), Utf8Sanitize((*tok)->Decode(ids, /*skip_special_tokens=*/true)));
+    // A reply that reached <|im_end|> or <|endoftext|> (generation_config.json's eos list) ends there.
+    const bool eos = c["greedy_ends_at_eos"].get<bool>();
+    EXPECT_EQ(out.finish_reason(), eos ? v1::EOS : v1::LENGTH) << c["messages"].dump();
+    ended_at_eos += eos;
   }
-  // The generation ends at <|im_end|> (generation_config.json's eos list) when the model says it: a
-  // prompt whose greedy continuation starts with it ends at once with finish_reason EOS.
+  EXPECT_GE(ended_at_eos, 1) << "the fixture must hold a reply that ends at the end of turn";
+
+  // Raw prompt and messages reach the same tokens: the same greedy text.
   v1::GenerateRequest r;
   r.set_tenant_id("acme");
   AddMessages(expected_["conversations"][0]["messages"], r.mutable_messages());
-  const std::string rendered = expected_["conversations"][0]["generation_prompt"].get<std::string>();
-  // Raw prompt and messages reach the same tokens: the same greedy text.
   v1::GenerateRequest raw;
   raw.set_tenant_id("acme");
-  raw.set_prompt(rendered);
+  raw.set_prompt(expected_["conversations"][0]["generation_prompt"].get<std::string>());
   raw.set_max_tokens(5);
   r.set_max_tokens(5);
   v1::GenerateResponse a, b;
