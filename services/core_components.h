@@ -13,7 +13,7 @@ namespace tessera::services {
 struct CoreOptions {
   std::string backbone = "builtin:tiny";  // or a path to an HF model directory, or random:tiny
   std::string device = "cpu";             // "cpu" | "cuda"
-  std::string dtype = "f32";              // "f32" | "bf16": the backbone's weight matrices
+  std::string dtype = "auto";             // "auto" | "f32" | "bf16": the backbone's weight matrices
   int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
   int max_batch = 16;                     // sequences per decode step (continuous batching)
   std::string decode_routing = "host";    // "host" | "device": MoE grouping of decode steps (RuntimeOptions)

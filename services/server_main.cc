@@ -28,11 +28,14 @@ Options:
                               tessera-pretrain). random:tiny = the same architecture with fixed random
                               weights (untrained: for tests and smoke runs)
   --device cpu|cuda           where the model runs (default cpu)
-  --dtype f32|bf16            precision of the backbone's weight matrices (default f32). bf16 halves
-                              weight and KV-cache memory and, on cuda, runs every GEMM on tensor cores;
-                              tenant versions are served in bf16 and trained through f32 master copies,
-                              and the versions a job writes hold bf16-representable values. On cpu, bf16
-                              is the reference path (widened per op): slower than f32
+  --dtype auto|f32|bf16       precision of the backbone's weight matrices (default auto: the checkpoint's,
+                              bf16 for a BF16 or F16 checkpoint -- F16 rounded to bf16 -- and f32 for an
+                              F32 one, so builtin:tiny and random:tiny serve in f32). Weights are read
+                              straight into this dtype, never through an f32 copy of the model. bf16
+                              halves weight and KV-cache memory and, on cuda, runs every GEMM on tensor
+                              cores; tenant versions are served in bf16 and trained through f32 master
+                              copies, and the versions a job writes hold bf16-representable values. On
+                              cpu, bf16 is the reference path (widened per op): slower than f32
   --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
   --max-concurrent-jobs N     fine-tuning jobs run at once (default 1)
   --max-dataset-bytes N       upload size limit (default 67108864)
@@ -111,7 +114,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--device") {
       if (!next(&core.device)) return Fail("--device needs cpu or cuda");
     } else if (arg == "--dtype") {
-      if (!next(&core.dtype)) return Fail("--dtype needs f32 or bf16");
+      if (!next(&core.dtype)) return Fail("--dtype needs auto, f32 or bf16");
     } else if (arg == "--decode-routing") {
       if (!next(&core.decode_routing)) return Fail("--decode-routing needs host or device");
     } else if (arg == "--metrics-listen") {

@@ -32,11 +32,24 @@ absl::StatusOr<BackboneFiles> LocateBackbone(std::string_view spec,
 struct Backbone {
   BackboneFiles files;
   ModelConfig config;
-  ModelWeights weights;
-  std::string sha256;  // of the weights file (the identity recorded in trained artifacts)
+  ModelWeights weights;  // matrices in the serving dtype (weights.matrix_dtype())
+  DType stored_dtype = DType::kF32;  // how the checkpoint stores its matrices (the embedding's dtype)
+  // The identity recorded in trained artifacts: for a single file, the sha256 of model.safetensors; for a
+  // sharded checkpoint, the sha256 of the index file's bytes followed by every shard's bytes, shards in
+  // sorted file-name order.
+  std::string sha256;
 };
 
+// The serving dtype rule. `requested` is "f32" or "bf16" (used as given), or "auto": bf16 when the
+// checkpoint stores its weight matrices in 16 bits (BF16, or F16 which is rounded to bf16 since weight
+// matrices are f32 or bf16; judged by the embedding), f32 otherwise. INVALID_ARGUMENT naming --dtype for
+// anything else.
+absl::StatusOr<DType> ResolveMatrixDtype(std::string_view requested, DType stored);
+
+// Locates `spec`, reads config.json and loads the weights (ModelWeights::Load: straight into the serving
+// dtype, no f32 staging copy of the model) with matrices in ResolveMatrixDtype(`dtype`).
 absl::StatusOr<Backbone> LoadBackbone(std::string_view spec, Backend* backend,
-                                      const std::vector<std::string>& search_path = {});
+                                      const std::vector<std::string>& search_path = {},
+                                      std::string_view dtype = "f32");
 
 }  // namespace tessera::train
