@@ -1,12 +1,33 @@
 #include "services/model_host.h"
 
+#include <filesystem>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/io/file_util.h"
 #include "core/train/backbone.h"
+#include "nlohmann/json.hpp"
 
 namespace tessera::services {
 
 constexpr uint64_t kRandomBackboneSeed = 20261123;
+
+std::string DescribeBackbone(const BackboneInfo& b) {
+  std::string out = absl::StrCat(b.name, " (", b.architecture, "): ", b.total_parameters, " parameters (",
+                                 b.expert_parameters, " in experts), ", b.num_layers, " layers x ", b.num_experts,
+                                 " experts, top-", b.experts_per_token);
+  if (!b.dtype.empty()) {
+    absl::StrAppend(&out, ", dtype ", b.dtype);
+    if (b.stored_dtype != b.dtype) absl::StrAppend(&out, " (stored ", b.stored_dtype, ")");
+  }
+  if (b.context > 0) {
+    absl::StrAppend(&out, ", context ", b.context, " of max_position_embeddings ", b.max_seq_len);
+  } else {
+    absl::StrAppend(&out, ", max_position_embeddings ", b.max_seq_len);
+  }
+  if (!b.tokenizer.empty()) absl::StrAppend(&out, ", tokenizer ", b.tokenizer);
+  return out;
+}
 
 BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, const std::string& device) {
   BackboneInfo b;
@@ -20,6 +41,25 @@ BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, 
   b.max_seq_len = static_cast<int>(config.max_position_embeddings);
   b.device = device;
   return b;
+}
+
+absl::StatusOr<std::string> TokenizerKind(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "tokenizer.json").string();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::string("byte-level");
+  absl::StatusOr<std::string> text = io::ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
+  auto model = j.find("model");
+  if (model == j.end() || !model->is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": missing object \"model\""));
+  }
+  auto type = model->find("type");
+  // Files written by old versions of tokenizers may leave the type out; say so rather than guess.
+  if (type == model->end()) return std::string("unknown (tokenizer.json's model has no type)");
+  if (!type->is_string()) return absl::InvalidArgumentError(absl::StrCat(path, ": model.type is not a string"));
+  return type->get<std::string>();
 }
 
 namespace {
@@ -54,6 +94,7 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
   b->device = device;
   b->stored_dtype = "f32";
   std::string sha256;
+  std::string tokenizer = "byte-level";
   if (absl::StartsWith(spec, "random:")) {
     absl::StatusOr<ModelConfig> c = ModelConfig::Builtin(absl::StrCat("builtin:", spec.substr(7)));
     if (!c.ok()) return absl::NotFoundError(absl::StrCat("--backbone ", spec, ": ", c.status().message()));
@@ -78,12 +119,18 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
     b->weights = std::move(loaded->weights);
     b->stored_dtype = DTypeName(loaded->stored_dtype);
     sha256 = loaded->sha256;
+    absl::StatusOr<std::string> kind = TokenizerKind(loaded->files.dir);
+    if (!kind.ok()) return absl::Status(kind.status().code(), absl::StrCat("--backbone ", spec, ": ", kind.status().message()));
+    tokenizer = *kind;
   }
   b->dtype = DTypeName(b->weights.matrix_dtype());
   // Other backends (streams) read these weights from now on: the uploads must have landed.
   if (absl::Status s = (*loader)->Synchronize(); !s.ok()) return s;
   b->info = DescribeConfig(spec, b->config, device);
   b->info.sha256 = sha256;
+  b->info.dtype = b->dtype;
+  b->info.stored_dtype = b->stored_dtype;
+  b->info.tokenizer = tokenizer;
   return std::shared_ptr<const SharedBackbone>(std::move(b));
 }
 

@@ -56,6 +56,14 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const Share
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device,
                                                        const std::string& dtype = "f32");
 
+// The tokenizer a checkpoint directory ships, for the start-up report: tokenizer.json's model.type
+// ("BPE", "Unigram", ...), or "byte-level" when there is no tokenizer.json (builtin backbones).
+// INVALID_ARGUMENT naming the file when it is not valid JSON with a "model" object.
+absl::StatusOr<std::string> TokenizerKind(const std::string& dir);
+
+// One line saying what is served: name, family, parameters, experts per layer, dtype, context, tokenizer.
+std::string DescribeBackbone(const BackboneInfo& info);
+
 // The BackboneInfo of a config (no weights loaded).
 BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, const std::string& device);
 

@@ -25,10 +25,14 @@ fs::path Scratch(const std::string& name) {
 }
 
 // Writes `w` as an HF checkpoint in `dir`, every tensor stored as `dtype`, in `shards` files (with
-// model.safetensors.index.json when > 1, tensors dealt round-robin).
+// model.safetensors.index.json when > 1, tensors dealt round-robin); config.json declares `config_dtype`
+// as "torch_dtype" (none when empty).
 void WriteCheckpoint(const ModelConfig& c, ModelWeights w, Backend* be, const fs::path& dir, DType dtype,
-                     int shards) {
-  ASSERT_TRUE(io::WriteFileAtomically((dir / "config.json").string(), c.ToJson()).ok());
+                     int shards, const std::string& config_dtype) {
+  nlohmann::json config = nlohmann::json::parse(c.ToJson());
+  config.erase("torch_dtype");
+  if (!config_dtype.empty()) config["torch_dtype"] = config_dtype;
+  ASSERT_TRUE(io::WriteFileAtomically((dir / "config.json").string(), config.dump()).ok());
   std::vector<NamedParam> params = w.Parameters(c);
   std::vector<std::vector<uint8_t>> bytes(params.size());
   std::vector<std::vector<io::HostTensor>> files(shards);
@@ -67,13 +71,16 @@ std::vector<std::vector<uint8_t>> AllBytes(const ModelConfig& c, ModelWeights w,
   return out;
 }
 
-TEST(ResolveMatrixDtype, ExplicitWinsAutoFollowsTheCheckpoint) {
-  EXPECT_EQ(*ResolveMatrixDtype("f32", DType::kBF16), DType::kF32);
-  EXPECT_EQ(*ResolveMatrixDtype("bf16", DType::kF32), DType::kBF16);
-  EXPECT_EQ(*ResolveMatrixDtype("auto", DType::kBF16), DType::kBF16);
-  EXPECT_EQ(*ResolveMatrixDtype("auto", DType::kF16), DType::kBF16);
-  EXPECT_EQ(*ResolveMatrixDtype("auto", DType::kF32), DType::kF32);
-  absl::StatusOr<DType> bad = ResolveMatrixDtype("f16", DType::kF32);
+TEST(ResolveMatrixDtype, ExplicitWinsAutoFollowsTheConfigThenTheFile) {
+  EXPECT_EQ(*ResolveMatrixDtype("f32", "bfloat16", DType::kBF16), DType::kF32);
+  EXPECT_EQ(*ResolveMatrixDtype("bf16", "float32", DType::kF32), DType::kBF16);
+  EXPECT_EQ(*ResolveMatrixDtype("auto", "bfloat16", DType::kF32), DType::kBF16);
+  EXPECT_EQ(*ResolveMatrixDtype("auto", "float16", DType::kF16), DType::kBF16);
+  EXPECT_EQ(*ResolveMatrixDtype("auto", "float32", DType::kBF16), DType::kF32);  // builtin:tiny
+  EXPECT_EQ(*ResolveMatrixDtype("auto", "", DType::kBF16), DType::kBF16);
+  EXPECT_EQ(*ResolveMatrixDtype("auto", "", DType::kF16), DType::kBF16);
+  EXPECT_EQ(*ResolveMatrixDtype("auto", "", DType::kF32), DType::kF32);
+  absl::StatusOr<DType> bad = ResolveMatrixDtype("f16", "", DType::kF32);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("--dtype"), std::string_view::npos);
 }
@@ -85,7 +92,7 @@ TEST(LoadBackbone, SixteenBitCheckpointsLoadStraightIntoTheServingDtype) {
   for (DType stored : {DType::kBF16, DType::kF16, DType::kF32}) {
     SCOPED_TRACE(DTypeName(stored));
     const fs::path dir = Scratch(DTypeName(stored));
-    WriteCheckpoint(c, w, be.get(), dir, stored, 1);
+    WriteCheckpoint(c, w, be.get(), dir, stored, 1, "");
     // The reference: the file widened to f32 (exact), then converted on the backend.
     absl::StatusOr<Backbone> f32 = LoadBackbone(dir.string(), be.get(), {}, "f32");
     ASSERT_TRUE(f32.ok()) << f32.status();
@@ -103,6 +110,11 @@ TEST(LoadBackbone, SixteenBitCheckpointsLoadStraightIntoTheServingDtype) {
     EXPECT_EQ(automatic->weights.matrix_dtype(), stored == DType::kF32 ? DType::kF32 : DType::kBF16);
     // An f32 file loads exactly what was saved.
     if (stored == DType::kF32) EXPECT_EQ(AllBytes(c, automatic->weights, be.get()), AllBytes(c, w, be.get()));
+    // The config's declared dtype takes precedence over the file's (builtin:tiny: float32 over BF16 data).
+    WriteCheckpoint(c, w, be.get(), dir, stored, 1, stored == DType::kF32 ? "bfloat16" : "float32");
+    absl::StatusOr<Backbone> declared = LoadBackbone(dir.string(), be.get(), {}, "auto");
+    ASSERT_TRUE(declared.ok()) << declared.status();
+    EXPECT_EQ(declared->weights.matrix_dtype(), stored == DType::kF32 ? DType::kBF16 : DType::kF32);
     fs::remove_all(dir);
   }
 }
@@ -113,8 +125,8 @@ TEST(LoadBackbone, ShardedCheckpointsLoadLikeOneFileAndNameWhatIsMissing) {
   ModelWeights w = *ModelWeights::RandomInit(c, 12, be.get());
   const fs::path single = Scratch("single");
   const fs::path sharded = Scratch("sharded");
-  WriteCheckpoint(c, w, be.get(), single, DType::kBF16, 1);
-  WriteCheckpoint(c, w, be.get(), sharded, DType::kBF16, 3);
+  WriteCheckpoint(c, w, be.get(), single, DType::kBF16, 1, "bfloat16");
+  WriteCheckpoint(c, w, be.get(), sharded, DType::kBF16, 3, "bfloat16");
   auto one = LoadBackbone(single.string(), be.get(), {}, "auto");
   auto three = LoadBackbone(sharded.string(), be.get(), {}, "auto");
   ASSERT_TRUE(one.ok()) << one.status();
