@@ -169,7 +169,12 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
     bp->set_num_experts(b.num_experts);
     bp->set_experts_per_token(b.experts_per_token);
     bp->set_sha256(b.sha256);
+    bp->set_dtype(b.dtype);
+    bp->set_max_position_embeddings(b.max_seq_len);
+    bp->set_tokenizer(b.tokenizer);
     resp->set_device(b.device);
+    resp->set_context_length(b.context);
+    resp->set_kv_cache_bytes(b.kv_cache_bytes);
     resp->set_inference_available(env_.engine != nullptr);
     resp->set_training_available(env_.scheduler != nullptr);
     if (env_.engine != nullptr) {

@@ -15,10 +15,17 @@ struct BackboneInfo {
   int num_layers = 0;
   int num_experts = 0;  // per MoE layer
   int experts_per_token = 0;
-  int max_seq_len = 0;  // the context window
+  int max_seq_len = 0;  // the context window (max_position_embeddings)
   std::string sha256;   // of the weights
   std::string device;   // "cpu" / "cuda:0 (...)"
-  std::string tokenizer;  // TextCodec::Describe(): kind, vocabulary, chat template source
+  // Known once the weights are loaded (empty / 0 before):
+  std::string dtype;         // serving dtype of the weight matrices, "f32" / "bf16"
+  std::string stored_dtype;  // the checkpoint's, "f32" / "bf16" / "f16"
+  std::string tokenizer;     // TextCodec::Describe(): kind, vocabulary, chat template source
+  // Known once the inference engine is built (0 without one):
+  int64_t context = 0;         // positions per request (prompt + completion), runtime::PlanContext
+  int64_t kv_cache_bytes = 0;  // the preallocated KV pool
+  std::string context_note;    // ContextPlan::Describe(): what limited the context
 };
 
 }  // namespace tessera::services

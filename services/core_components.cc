@@ -11,6 +11,7 @@
 #include "core/train/backbone.h"
 #include "services/checkpoint_exporter.h"
 #include "services/runtime_engine.h"
+#include "services/log.h"
 #include "services/model_host.h"
 #include "services/text_codec.h"
 #include "services/train_runner.h"
@@ -37,6 +38,13 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
         absl::StrCat("--device: expected cpu or cuda, got \"", options.device, "\""));
   }
   if (absl::Status s = ValidateDtype(options.dtype); !s.ok()) return s;
+  if (options.max_context < 0 || options.max_context == 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-context: expected >= 2 (or 0: the model's), got ", options.max_context));
+  }
+  if (options.kv_memory_bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-memory-bytes: expected > 0, got ", options.kv_memory_bytes));
+  }
   if (options.decode_routing != "host" && options.decode_routing != "device") {
     return absl::InvalidArgumentError(
         absl::StrCat("--decode-routing: expected host or device, got \"", options.decode_routing, "\""));
@@ -87,7 +95,18 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       serving.eager_index_checks = false;
       absl::StatusOr<std::unique_ptr<LoadedModel>> m = ModelOn(*std::move(b), serving);
       if (!m.ok()) return m.status();
+      absl::StatusOr<runtime::ContextPlan> plan =
+          runtime::PlanContext((*m)->model->config(), (*m)->model->weights().matrix_dtype(), options.max_batch,
+                               options.max_context, options.kv_memory_bytes);
+      if (!plan.ok()) return plan.status();
+      (*m)->info.tokenizer = codec->Describe();
+      (*m)->info.context = plan->capacity;
+      (*m)->info.kv_cache_bytes = plan->pool_bytes;
+      (*m)->info.context_note = plan->Describe();
+      LogInfo("context", {{"capacity", plan->capacity}, {"plan", plan->Describe()}});
       runtime::RuntimeOptions ro;
+      ro.kv_capacity = plan->capacity;
+      ro.kv_capacity_hint = plan->RaiseHint();
       ro.overlay_cache_bytes = options.expert_cache_bytes;
       ro.max_batch = options.max_batch;
       ro.always_collect_routing = true;  // per-tenant expert utilization metrics for every request

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/runtime/context_plan.h"
 #include "services/server.h"
 #include "services/text_codec.h"
 
@@ -15,9 +16,13 @@ namespace tessera::services {
 struct CoreOptions {
   std::string backbone = "builtin:tiny";  // or a path to an HF model directory, or random:tiny
   std::string device = "cpu";             // "cpu" | "cuda"
-  std::string dtype = "f32";              // "f32" | "bf16": the backbone's weight matrices
+  std::string dtype = "auto";             // "auto" | "f32" | "bf16": the backbone's weight matrices
   int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
   int max_batch = 16;                     // sequences per decode step (continuous batching)
+  // Context sizing (runtime::PlanContext): positions per request = min(max_position_embeddings,
+  // max_context when > 0, what fits max_batch caches in kv_memory_bytes).
+  int64_t max_context = 0;                                        // --max-context (0: the model's)
+  int64_t kv_memory_bytes = runtime::kDefaultKvMemoryBytes;       // --kv-memory-bytes
   std::string decode_routing = "host";    // "host" | "device": MoE grouping of decode steps (RuntimeOptions)
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner
@@ -25,8 +30,9 @@ struct CoreOptions {
   int64_t export_max_shard_bytes = int64_t{2} << 30;  // ExportVersion's default safetensors shard size
 };
 
-// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device, --dtype or --decode-routing when they
-// are unusable.
+// Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device, --dtype, --decode-routing,
+// --max-context or --kv-memory-bytes when they are unusable (the engine factory fails with
+// RESOURCE_EXHAUSTED naming --kv-memory-bytes when not even 2 positions per sequence fit).
 absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options);
 
 // The JSONL validator over a backbone's tokenizer and chat template (exposed for tests).

@@ -1,12 +1,33 @@
 #include "services/model_host.h"
 
+#include <filesystem>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/io/file_util.h"
 #include "core/train/backbone.h"
+#include "nlohmann/json.hpp"
 
 namespace tessera::services {
 
 constexpr uint64_t kRandomBackboneSeed = 20261123;
+
+std::string DescribeBackbone(const BackboneInfo& b) {
+  std::string out = absl::StrCat(b.name, " (", b.architecture, "): ", b.total_parameters, " parameters (",
+                                 b.expert_parameters, " in experts), ", b.num_layers, " layers x ", b.num_experts,
+                                 " experts, top-", b.experts_per_token);
+  if (!b.dtype.empty()) {
+    absl::StrAppend(&out, ", dtype ", b.dtype);
+    if (b.stored_dtype != b.dtype) absl::StrAppend(&out, " (stored ", b.stored_dtype, ")");
+  }
+  if (b.context > 0) {
+    absl::StrAppend(&out, ", context ", b.context, " of max_position_embeddings ", b.max_seq_len);
+  } else {
+    absl::StrAppend(&out, ", max_position_embeddings ", b.max_seq_len);
+  }
+  if (!b.tokenizer.empty()) absl::StrAppend(&out, ", tokenizer ", b.tokenizer);
+  return out;
+}
 
 BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, const std::string& device) {
   BackboneInfo b;
@@ -36,8 +57,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeDeviceBackend(const std::string& de
 }  // namespace
 
 absl::Status ValidateDtype(const std::string& dtype) {
-  if (dtype != "f32" && dtype != "bf16") {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype: expected f32 or bf16, got \"", dtype, "\""));
+  if (dtype != "auto" && dtype != "f32" && dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype: expected auto, f32 or bf16, got \"", dtype, "\""));
   }
   return absl::OkStatus();
 }
@@ -52,7 +73,7 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
   auto b = std::make_shared<SharedBackbone>();
   b->spec = spec;
   b->device = device;
-  b->dtype = dtype;
+  b->stored_dtype = "f32";
   std::string sha256;
   if (absl::StartsWith(spec, "random:")) {
     absl::StatusOr<ModelConfig> c = ModelConfig::Builtin(absl::StrCat("builtin:", spec.substr(7)));
@@ -61,26 +82,31 @@ absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const s
     absl::StatusOr<ModelWeights> w = ModelWeights::RandomInit(b->config, kRandomBackboneSeed, loader->get());
     if (!w.ok()) return w.status();
     b->weights = *std::move(w);
+    if (dtype == "bf16") {
+      // Converted on the device; the f32 originals are freed when the last handle (this one) goes.
+      absl::StatusOr<ModelWeights> converted = b->weights.WithMatrixDtype(b->config, DType::kBF16, loader->get());
+      if (!converted.ok()) return converted.status();
+      b->weights = *std::move(converted);
+    }
   } else {
-    absl::StatusOr<train::Backbone> loaded = train::LoadBackbone(spec, loader->get());
+    // Read straight into the serving dtype (no f32 copy of the model on the way).
+    absl::StatusOr<train::Backbone> loaded = train::LoadBackbone(spec, loader->get(), {}, dtype);
     if (!loaded.ok()) {
       return absl::Status(loaded.status().code(), absl::StrCat("--backbone ", spec, ": ", loaded.status().message()));
     }
     b->config = loaded->config;
     b->dir = loaded->files.dir;
     b->weights = std::move(loaded->weights);
+    b->stored_dtype = DTypeName(loaded->stored_dtype);
     sha256 = loaded->sha256;
   }
-  if (dtype == "bf16") {
-    // Converted on the device; the f32 originals are freed when the last handle (this one) goes.
-    absl::StatusOr<ModelWeights> converted = b->weights.WithMatrixDtype(b->config, DType::kBF16, loader->get());
-    if (!converted.ok()) return converted.status();
-    b->weights = *std::move(converted);
-  }
+  b->dtype = DTypeName(b->weights.matrix_dtype());
   // Other backends (streams) read these weights from now on: the uploads must have landed.
   if (absl::Status s = (*loader)->Synchronize(); !s.ok()) return s;
   b->info = DescribeConfig(spec, b->config, device);
   b->info.sha256 = sha256;
+  b->info.dtype = b->dtype;
+  b->info.stored_dtype = b->stored_dtype;
   return std::shared_ptr<const SharedBackbone>(std::move(b));
 }
 

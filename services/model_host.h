@@ -21,19 +21,22 @@ struct SharedBackbone {
   std::string spec;
   std::string dir;       // the checkpoint directory it was loaded from ("" for random:<name>)
   std::string device;
-  std::string dtype;     // "f32" or "bf16" (weights.matrix_dtype())
+  std::string dtype;         // "f32" or "bf16" (weights.matrix_dtype())
+  std::string stored_dtype;  // the checkpoint's ("f32", "bf16", "f16"); "f32" for random:
   ModelConfig config;
   ModelWeights weights;  // complete on the device before this is returned (the loader synchronized)
   BackboneInfo info;
 };
 
-// `device`: "cpu" or "cuda". `dtype`: "f32" or "bf16": the weight matrices are converted after loading,
-// and everything built on them (KV caches, tenant overlays, training copies with f32 masters) follows.
-// Errors name --backbone / --device / --dtype.
+// `device`: "cpu" or "cuda". `dtype`: the weight matrices' serving dtype, "f32", "bf16" or "auto" (the
+// checkpoint's: bf16 for a BF16 or F16 checkpoint, f32 otherwise; train::ResolveMatrixDtype). Checkpoint
+// weights are read straight into it (ModelWeights::Load: no f32 staging copy); random: weights are made in
+// f32 and converted. Everything built on them (KV caches, tenant overlays, training copies with f32
+// masters) follows. Errors name --backbone / --device / --dtype.
 absl::StatusOr<std::shared_ptr<const SharedBackbone>> LoadSharedBackbone(const std::string& spec,
                                                                          const std::string& device,
                                                                          const std::string& dtype = "f32");
-// INVALID_ARGUMENT naming --dtype unless `dtype` is "f32" or "bf16".
+// INVALID_ARGUMENT naming --dtype unless `dtype` is "auto", "f32" or "bf16".
 absl::Status ValidateDtype(const std::string& dtype);
 
 struct LoadedModel {
@@ -52,6 +55,9 @@ absl::StatusOr<std::unique_ptr<LoadedModel>> ModelOn(std::shared_ptr<const Share
 // LoadSharedBackbone + ModelOn: a backbone of its own (tests, tools).
 absl::StatusOr<std::unique_ptr<LoadedModel>> LoadModel(const std::string& spec, const std::string& device,
                                                        const std::string& dtype = "f32");
+
+// One line saying what is served: name, family, parameters, experts per layer, dtype, context, tokenizer.
+std::string DescribeBackbone(const BackboneInfo& info);
 
 // The BackboneInfo of a config (no weights loaded).
 BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, const std::string& device);

@@ -84,6 +84,8 @@ class TesseraServer {
   int port() const { return port_; }
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
   const BootstrapInfo& bootstrap() const { return bootstrap_; }
+  // What is served (the engine's view once it is built: dtype, context, tokenizer; else the config's).
+  const BackboneInfo& backbone() const { return env_.backbone; }
   storage::Registry& registry() { return *registry_; }
   Metrics& metrics() { return metrics_; }
   // Null when the server has no engine (nothing to keep in step).

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/core_components.h"
 #include "services/log.h"
+#include "services/model_host.h"
 #include "services/server.h"
 
 namespace {
@@ -28,11 +29,14 @@ Options:
                               tessera-pretrain). random:tiny = the same architecture with fixed random
                               weights (untrained: for tests and smoke runs)
   --device cpu|cuda           where the model runs (default cpu)
-  --dtype f32|bf16            precision of the backbone's weight matrices (default f32). bf16 halves
-                              weight and KV-cache memory and, on cuda, runs every GEMM on tensor cores;
-                              tenant versions are served in bf16 and trained through f32 master copies,
-                              and the versions a job writes hold bf16-representable values. On cpu, bf16
-                              is the reference path (widened per op): slower than f32
+  --dtype auto|f32|bf16       precision of the backbone's weight matrices (default auto: the checkpoint's,
+                              bf16 for a BF16 or F16 checkpoint -- F16 rounded to bf16 -- and f32 for an
+                              F32 one, so builtin:tiny and random:tiny serve in f32). Weights are read
+                              straight into this dtype, never through an f32 copy of the model. bf16
+                              halves weight and KV-cache memory and, on cuda, runs every GEMM on tensor
+                              cores; tenant versions are served in bf16 and trained through f32 master
+                              copies, and the versions a job writes hold bf16-representable values. On
+                              cpu, bf16 is the reference path (widened per op): slower than f32
   --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
   --max-concurrent-jobs N     fine-tuning jobs run at once (default 1)
   --max-dataset-bytes N       upload size limit (default 67108864)
@@ -48,6 +52,13 @@ Options:
   --export-shard-bytes N      Experts.ExportVersion's safetensors shard size when the request names
                               none (default 2147483648); exports are written under DIR/export first
   --max-batch N               sequences per decode step of the continuous batch (default 16)
+  --max-context N             positions (prompt + completion) per request, at most the model's
+                              max_position_embeddings (default: the model's). A prompt longer than the
+                              context is refused (INVALID_ARGUMENT, with the numbers and the flag that
+                              raises it); a completion stops at the context (finish reason length)
+  --kv-memory-bytes N         memory for the KV caches, preallocated for --max-batch sequences of the full
+                              context (default 4294967296 = 4 GiB). When that many do not fit, the context
+                              is reduced to what does and the start-up log says so
   --decode-routing host|device  how decode steps group tokens by expert (default host): host copies each
                               layer's router choices to the host to plan the grouped GEMM; device plans
                               on the device (no per-layer round trip; on cuda it has passed its tests on
@@ -111,7 +122,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--device") {
       if (!next(&core.device)) return Fail("--device needs cpu or cuda");
     } else if (arg == "--dtype") {
-      if (!next(&core.dtype)) return Fail("--dtype needs f32 or bf16");
+      if (!next(&core.dtype)) return Fail("--dtype needs auto, f32 or bf16");
     } else if (arg == "--decode-routing") {
       if (!next(&core.decode_routing)) return Fail("--decode-routing needs host or device");
     } else if (arg == "--metrics-listen") {
@@ -135,6 +146,10 @@ int main(int argc, char** argv) {
       int64_t n;
       if (!next_int(&n, 1)) return Fail("--max-batch needs an integer >= 1");
       core.max_batch = static_cast<int>(n);
+    } else if (arg == "--max-context") {
+      if (!next_int(&core.max_context, 2)) return Fail("--max-context needs an integer >= 2");
+    } else if (arg == "--kv-memory-bytes") {
+      if (!next_int(&core.kv_memory_bytes, 1)) return Fail("--kv-memory-bytes needs an integer >= 1");
     } else if (arg == "--expert-cache-bytes") {
       if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
     } else if (arg == "--train-memory-limit-bytes") {
@@ -179,6 +194,9 @@ int main(int argc, char** argv) {
     std::printf("admin key (shown once; also in %s): %s\n", boot.admin_key_path.c_str(),
                 boot.admin_key.c_str());
   }
+  const BackboneInfo& backbone = (*server)->backbone();
+  std::printf("backbone: %s\n", DescribeBackbone(backbone).c_str());
+  if (!backbone.context_note.empty()) std::printf("%s\n", backbone.context_note.c_str());
   std::printf("tessera-server listening on port %d", (*server)->port());
   if ((*server)->metrics_port() != 0) std::printf(", metrics on port %d", (*server)->metrics_port());
   std::printf("\n");

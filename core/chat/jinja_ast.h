@@ -57,6 +57,7 @@ enum class StmtKind {
   kBreak,
   kContinue,
   kGeneration,  // body (transformers' {% generation %} marks assistant text; renders as its body)
+  kCallBlock,   // expr (a call of a macro), params/defaults of `caller`, body (what caller() renders)
 };
 
 struct Stmt {
@@ -72,6 +73,7 @@ struct Stmt {
   std::string name;
   std::vector<std::string> params;
   std::vector<ExprPtr> defaults;
+  bool uses_caller = false;  // kMacro: the body references `caller`
 };
 
 struct Program {

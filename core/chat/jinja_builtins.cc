@@ -96,7 +96,8 @@ absl::StatusOr<int64_t> IntArg(const Value& v, const std::string& what) {
 // ---- case mapping -----------------------------------------------------------------------------------
 
 bool IsCaseless(char32_t c) {
-  return (c >= 0xA0 && c <= 0xBF && c != 0xAA && c != 0xB5 && c != 0xBA) || c == 0xD7 || c == 0xF7 ||
+  return (c >= 0x80 && c <= 0xBF && c != 0xAA && c != 0xB5 && c != 0xBA) || c == 0xD7 || c == 0xF7 ||
+         (c >= 0x0300 && c <= 0x036F && c != 0x0345) ||
          (c >= 0x0590 && c <= 0x06FF) || (c >= 0x0900 && c <= 0x0DFF) || (c >= 0x0E00 && c <= 0x0E7F) ||
          (c >= 0x2000 && c <= 0x206F) || (c >= 0x20A0 && c <= 0x20CF) || (c >= 0x2190 && c <= 0x23FF) ||
          (c >= 0x2500 && c <= 0x27BF) || (c >= 0x2E80 && c <= 0x2FDF) || (c >= 0x3000 && c <= 0x9FFF) ||

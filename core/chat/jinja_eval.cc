@@ -267,6 +267,29 @@ class Interpreter {
       case StmtKind::kBreak: flow_ = Flow::kBreak; return absl::OkStatus();
       case StmtKind::kContinue: flow_ = Flow::kContinue; return absl::OkStatus();
       case StmtKind::kGeneration: return Exec(s.body, scope, out);
+      case StmtKind::kCallBlock: {
+        const Expr& call = *s.expr;
+        ASSIGN_OR_RETURN(Value callee, Eval(*call.children[0], scope));
+        if (callee.kind != Kind::kCallable || callee.fn->name.rfind("macro ", 0) != 0) {
+          return Err("{% call %} must call a macro of this template");
+        }
+        ASSIGN_OR_RETURN(CallArgs a, EvalArgs(call, 1, scope));
+        const Stmt* block = &s;
+        Scope* site = &scope;
+        // caller() renders in the call site's scope, which ends with this statement; a caller kept
+        // beyond it (stored in a namespace) is refused instead of reading a dead scope.
+        auto alive = std::make_shared<bool>(true);
+        a.kwargs.emplace_back("caller", Value::MakeCallable("caller", [this, block, site, alive](CallArgs& ca)
+                                                                          -> absl::StatusOr<Value> {
+          if (!*alive) return Err("caller() used after its {% call %} block ended");
+          return RunBody(block->body, block->params, block->defaults, "caller", ca, site);
+        }));
+        absl::StatusOr<Value> called = callee.fn->fn(a);
+        *alive = false;
+        ASSIGN_OR_RETURN(Value v, std::move(called));
+        ASSIGN_OR_RETURN(std::string text, ToStr(v));
+        return Append(out, text);
+      }
     }
     return absl::OkStatus();
   }
@@ -312,43 +335,72 @@ class Interpreter {
   }
 
   absl::StatusOr<Value> CallMacro(const Stmt& m, CallArgs& a) {
+    std::vector<std::string> params = m.params;
+    std::vector<const Expr*> defaults;
+    for (const auto& d : m.defaults) defaults.push_back(d.get());
+    // jinja2 gives a macro that references `caller` an implicit caller parameter (Undefined unless the
+    // macro is invoked from {% call %}); other macros refuse one.
+    if (m.uses_caller) {
+      params.push_back("caller");
+      defaults.push_back(nullptr);
+    }
+    return RunBody(m.body, params, defaults, absl::StrCat("macro '", m.name, "'"), a, &root_);
+  }
+
+  absl::StatusOr<Value> RunBody(const Body& body, const std::vector<std::string>& params,
+                                const std::vector<ExprPtr>& defaults, const std::string& what, CallArgs& a,
+                                Scope* parent) {
+    std::vector<const Expr*> d;
+    for (const auto& e : defaults) d.push_back(e.get());
+    return RunBody(body, params, d, what, a, parent);
+  }
+
+  // Binds arguments to params (positional, keyword, defaults evaluated in the new scope, else
+  // Undefined) and renders body in a scope over `parent`; the rendered text is the value.
+  absl::StatusOr<Value> RunBody(const Body& body, const std::vector<std::string>& params,
+                                const std::vector<const Expr*>& defaults, const std::string& what, CallArgs& a,
+                                Scope* parent) {
     if (depth_ >= kMaxMacroDepth) return absl::ResourceExhaustedError("macro recursion too deep");
-    if (a.args.size() > m.params.size()) {
-      return Err(absl::StrCat("macro '", m.name, "' takes not more than ", m.params.size(), " argument(s)"));
+    if (a.args.size() > params.size()) {
+      return Err(absl::StrCat(what, " takes not more than ", params.size(), " argument(s)"));
     }
     Scope s;
-    s.parent = &root_;
-    std::vector<bool> given(m.params.size(), false);
+    s.parent = parent;
+    std::vector<bool> given(params.size(), false);
     for (size_t k = 0; k < a.args.size(); ++k) {
-      s.vars[m.params[k]] = a.args[k];
+      s.vars[params[k]] = a.args[k];
       given[k] = true;
     }
     for (const auto& [key, v] : a.kwargs) {
-      auto it = std::find(m.params.begin(), m.params.end(), key);
-      if (it == m.params.end()) return Err(absl::StrCat("macro '", m.name, "' takes no keyword argument '", key, "'"));
-      size_t idx = it - m.params.begin();
-      if (given[idx]) return Err(absl::StrCat("macro '", m.name, "' got multiple values for argument '", key, "'"));
+      auto it = std::find(params.begin(), params.end(), key);
+      if (it == params.end() && key == "caller") {
+        return Err(absl::StrCat(what, " was invoked with two values for the special caller argument. This is most likely a bug."));
+      }
+      if (it == params.end()) return Err(absl::StrCat(what, " takes no keyword argument '", key, "'"));
+      size_t idx = it - params.begin();
+      if (given[idx]) return Err(absl::StrCat(what, " got multiple values for argument '", key, "'"));
       s.vars[key] = v;
       given[idx] = true;
     }
     ++depth_;
-    for (size_t k = 0; k < m.params.size(); ++k) {
+    for (size_t k = 0; k < params.size(); ++k) {
       if (given[k]) continue;
-      if (m.defaults[k]) {
-        absl::StatusOr<Value> d = Eval(*m.defaults[k], s);
-        if (!d.ok()) {
+      if (defaults[k]) {
+        absl::StatusOr<Value> dv = Eval(*defaults[k], s);
+        if (!dv.ok()) {
           --depth_;
-          return d.status();
+          return dv.status();
         }
-        s.vars[m.params[k]] = *std::move(d);
+        s.vars[params[k]] = *std::move(dv);
       } else {
         Value u;
-        u.s = absl::StrCat("parameter '", m.params[k], "' was not provided");
-        s.vars[m.params[k]] = std::move(u);
+        u.s = params[k] == "caller" && what != "caller" ? "No caller defined"
+                                                          : absl::StrCat("parameter '", params[k], "' was not provided");
+        s.vars[params[k]] = std::move(u);
       }
     }
     std::string out;
-    absl::Status st = Exec(m.body, s, out);
+    absl::Status st = Exec(body, s, out);
     flow_ = Flow::kNormal;
     --depth_;
     RETURN_IF_ERROR(st);

@@ -10,7 +10,9 @@
 //     Python (str % args formats), comparisons chain;
 //   - `loop.index/index0/revindex/revindex0/first/last/length/previtem/nextitem/depth/cycle()`,
 //     `{% for x in xs if cond %}` filters before counting, `else` runs when nothing was iterated,
-//     break/continue (loopcontrols).
+//     break/continue (loopcontrols);
+//   - {% call %}: the macro gets `caller`, which renders the block in the call site's scope (a macro
+//     that never mentions caller refuses one, one that does sees Undefined without a call block).
 // Errors are INVALID_ARGUMENT "line N: <what>", except raise_exception(msg), which is reported as
 // exactly msg (as transformers surfaces jinja2's TemplateError). Output over 64 MiB or macro recursion
 // deeper than 64 is RESOURCE_EXHAUSTED.

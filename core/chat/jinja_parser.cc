@@ -23,7 +23,8 @@ class Parser {
     RETURN_IF_ERROR(ParseBody({}, &program->body, &end));
     for (const auto& [name, line] : called_) {
       if (IsSupportedGlobal(name) || defined_.count(name)) continue;
-      if (name == "cycler" || name == "joiner" || name == "lipsum" || name == "caller") {
+      if (name == "caller") continue;  // bound inside macros called from {% call %}; else Undefined
+      if (name == "cycler" || name == "joiner" || name == "lipsum") {
         return Error(line, absl::StrCat("unsupported global function '", name, "'"));
       }
       return Error(line, absl::StrCat("unsupported function '", name, "' (not a known global or a macro of this template)"));
@@ -226,9 +227,11 @@ class Parser {
       ++pos_;
       RETURN_IF_ERROR(ExpectBlockEnd());
       ++macro_depth_;
+      current_macro_uses_caller_ = false;
       std::string end;
       RETURN_IF_ERROR(ParseBody({"endmacro"}, &s->body, &end));
       --macro_depth_;
+      s->uses_caller = current_macro_uses_caller_;
       if (Cur().type == Tok::kName) ++pos_;  // {% endmacro name %}
       RETURN_IF_ERROR(ExpectBlockEnd());
       return s;
@@ -236,6 +239,37 @@ class Parser {
     if (tag == "break" || tag == "continue") {
       if (loop_depth_ == 0) return Error(line, absl::StrCat("'", tag, "' outside of a for loop"));
       s->kind = tag == "break" ? StmtKind::kBreak : StmtKind::kContinue;
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      return s;
+    }
+    if (tag == "call") {
+      // {% call [(params)] macro(args) %}body{% endcall %}: the macro runs with `caller` rendering body.
+      s->kind = StmtKind::kCallBlock;
+      if (IsOp("(")) {
+        ++pos_;
+        while (!IsOp(")")) {
+          if (!s->params.empty()) RETURN_IF_ERROR(ExpectOp(","));
+          if (IsOp(")")) break;
+          ASSIGN_OR_RETURN(std::string param, ExpectName());
+          defined_.insert(param);
+          s->params.push_back(param);
+          if (SkipOp("=")) {
+            ASSIGN_OR_RETURN(ExprPtr d, ParseExpression(true));
+            s->defaults.push_back(std::move(d));
+          } else {
+            s->defaults.push_back(nullptr);
+          }
+        }
+        ++pos_;
+      }
+      ASSIGN_OR_RETURN(s->expr, ParseExpression(true));
+      if (s->expr->kind != ExprKind::kCall) return Error(line, "{% call %} needs a macro call");
+      RETURN_IF_ERROR(ExpectBlockEnd());
+      int saved_loop_depth = loop_depth_;
+      loop_depth_ = 0;  // break/continue cannot leave a caller body
+      std::string end;
+      RETURN_IF_ERROR(ParseBody({"endcall"}, &s->body, &end));
+      loop_depth_ = saved_loop_depth;
       RETURN_IF_ERROR(ExpectBlockEnd());
       return s;
     }
@@ -248,7 +282,7 @@ class Parser {
       return s;
     }
     static const std::set<std::string> kJinjaTags = {
-        "include", "import", "from", "extends", "block", "filter", "call", "with", "raw", "autoescape",
+        "include", "import", "from", "extends", "block", "filter", "with", "raw", "autoescape",
         "do", "trans", "pluralize", "endraw", "print"};
     if (kJinjaTags.count(tag)) return Error(line, absl::StrCat("unsupported tag '", tag, "'"));
     if (tag.rfind("end", 0) == 0 || tag == "elif" || tag == "else") {
@@ -466,9 +500,10 @@ class Parser {
           node->kind = ExprKind::kName;
           node->name = tok.text;
           // Inside a macro, jinja2 binds these to the extra arguments and the {% call %} body.
-          if (macro_depth_ > 0 && (tok.text == "varargs" || tok.text == "kwargs" || tok.text == "caller")) {
+          if (macro_depth_ > 0 && (tok.text == "varargs" || tok.text == "kwargs")) {
             return Error(line, absl::StrCat("unsupported construct: '", tok.text, "' in a macro"));
           }
+          if (macro_depth_ > 0 && tok.text == "caller") current_macro_uses_caller_ = true;
         }
         return node;
       }
@@ -726,6 +761,7 @@ class Parser {
   size_t pos_ = 0;
   int loop_depth_ = 0;
   int macro_depth_ = 0;
+  bool current_macro_uses_caller_ = false;
   std::set<std::string> defined_;
   std::vector<std::pair<std::string, int>> called_;
 };

@@ -3,7 +3,9 @@
 //   < + - < ~ < * / // % < ** < unary - + < postfix (.attr [i] [a:b:c] (call)) and filters/tests
 //   (x|f(args), x is [not] test args), which bind tighter than the math operators.
 // Tags: if/elif/else, for (target tuple, `if` filter, else), set (name, tuple, namespace attribute,
-// block set), macro, break/continue, generation (transformers' extension). Anything else, and any
+// block set), macro, call (a macro invoked with `caller` rendering the block), break/continue,
+// generation (transformers' extension). Macros may not be defined inside loops or macros, nor use
+// varargs/kwargs, and calls take no *args/**kwargs. Anything else, and any
 // filter, test, method or global function not in jinja_builtins, is refused with INVALID_ARGUMENT
 // "line N: unsupported <what> '<name>'" -- the template is never run with a construct it lacks.
 #pragma once

@@ -1,6 +1,7 @@
 // Checkpoint: resolves a path to one or more validated safetensors shards and routes reads by name.
 #include "core/io/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -51,6 +52,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     return ckpt;
   }
 
+  ckpt->index_path_ = index_path.string();
   absl::StatusOr<std::string> text = ReadFileToString(index_path.string());
   if (!text.ok()) return text.status();
   const std::string where = absl::StrCat("checkpoint index '", index_path.string(), "'");
@@ -122,9 +124,25 @@ std::string Checkpoint::ShardOf(std::string_view name) const {
 absl::StatusOr<const SafetensorsFile*> Checkpoint::ShardFor(std::string_view name) const {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) {
-    return absl::NotFoundError(absl::StrCat("tensor '", std::string(name), "' not found in checkpoint '", path_, "'"));
+    return absl::NotFoundError(absl::StrCat(
+        "tensor '", std::string(name), "' not found in checkpoint '", path_, "'",
+        index_path_.empty() ? std::string() : absl::StrCat(" (its index '", index_path_, "' maps no shard to it)")));
   }
   return it->second;
+}
+
+absl::Status Checkpoint::ReadAs(std::string_view name, const std::vector<int64_t>& expected_shape, DType dtype,
+                                size_t piece_bytes, const SafetensorsFile::PieceSink& sink) const {
+  absl::StatusOr<const SafetensorsFile*> shard = ShardFor(name);
+  if (!shard.ok()) return shard.status();
+  return (*shard)->ReadAs(name, expected_shape, dtype, piece_bytes, sink);
+}
+
+std::vector<std::string> Checkpoint::shard_paths() const {
+  std::vector<std::string> out;
+  for (const auto& s : shards_) out.push_back(s->path());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 absl::StatusOr<std::vector<float>> Checkpoint::ReadF32(std::string_view name) const {

@@ -39,6 +39,14 @@ class Checkpoint {
   absl::Status ReadF32Into(std::string_view name, const std::vector<int64_t>& expected_shape,
                            float* dst) const;
   absl::StatusOr<absl::Span<const uint8_t>> RawBytes(std::string_view name) const;
+  // SafetensorsFile::ReadAs on the shard holding `name` (NOT_FOUND naming the tensor and the
+  // checkpoint, and for a sharded one its index, when absent).
+  absl::Status ReadAs(std::string_view name, const std::vector<int64_t>& expected_shape, DType dtype,
+                      size_t piece_bytes, const SafetensorsFile::PieceSink& sink) const;
+  // Every file holding tensors, sorted (one for a single file).
+  std::vector<std::string> shard_paths() const;
+  // The index file of a sharded checkpoint ("" for a single file).
+  const std::string& index_path() const { return index_path_; }
 
  private:
   Checkpoint() = default;
@@ -46,6 +54,7 @@ class Checkpoint {
   absl::StatusOr<const SafetensorsFile*> ShardFor(std::string_view name) const;
 
   std::string path_;
+  std::string index_path_;
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::map<std::string, const SafetensorsFile*, std::less<>> by_name_;
   std::map<std::string, std::string> metadata_;

@@ -11,12 +11,19 @@
 // Supported dtypes: F32, F16, BF16, I32. Reads convert F16/BF16 to F32 on the host; the mapping is
 // shared by all accessors and lives as long as the SafetensorsFile.
 //
+// Streaming reads (ReadAs) are how whole models are loaded: a tensor is handed out in pieces of
+// bounded size, converted to the caller's dtype (or pointing straight into the mapping when the dtype
+// already matches), and the mapped pages of each piece are dropped from the process (MADV_DONTNEED)
+// once the caller has copied it. Mapped file pages count toward the process's RSS while resident, so
+// without this a load would peak at weights + file; with it the peak is weights + one piece.
+//
 // Writer contract: deterministic output (tensors sorted by name, header padded with spaces to a
 // multiple of 8 bytes as HF does, so the data section is 8-byte aligned).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -73,9 +80,23 @@ class SafetensorsFile {
   // The tensor's stored bytes (little-endian, any dtype). Not necessarily aligned.
   absl::StatusOr<absl::Span<const uint8_t>> RawBytes(std::string_view name) const;
 
+  // Receives consecutive pieces of a tensor: `count` elements starting at element `first`, in the
+  // dtype asked for. `data` is valid only during the call (it may point into the mapping).
+  using PieceSink = std::function<absl::Status(const void* data, int64_t first, int64_t count)>;
+  // Hands tensor `name` to `sink` in order, converted to `dtype` (F32, BF16 or F16; narrowing rounds
+  // to nearest even), in pieces of at most `piece_bytes` output bytes (at least one element each),
+  // after checking its shape equals `expected_shape`. Pages of the mapping a piece came from are
+  // released after the sink returns (see the file comment). Errors: NOT_FOUND (absent), INVALID_ARGUMENT
+  // (shape, or an I32 tensor / non-float `dtype`), each naming the tensor and file; a sink error is
+  // returned as is.
+  absl::Status ReadAs(std::string_view name, const std::vector<int64_t>& expected_shape, DType dtype,
+                      size_t piece_bytes, const PieceSink& sink) const;
+
  private:
   SafetensorsFile() = default;
   absl::Status Parse();  // validates the header over [base_, base_ + size_)
+  // Drops the whole pages inside [p, p + n) of the mapping from this process (no-op for FromBytes).
+  void ReleasePages(const uint8_t* p, size_t n) const;
 
   std::string path_;
   std::string owned_bytes_;        // FromBytes
@@ -91,6 +112,10 @@ class SafetensorsFile {
 
 // Converts `count` elements of `dtype` at `src` (unaligned OK) to F32. INVALID_ARGUMENT for I32.
 absl::Status ConvertToF32(DType dtype, const uint8_t* src, size_t count, float* dst);
+// Converts `count` elements between float dtypes (F32, BF16, F16; `src` unaligned OK, `dst` aligned for
+// `dst_dtype`). Narrowing rounds to nearest even (as Backend::Copy does); F16 <-> BF16 goes through F32,
+// which is exact for the widening half. INVALID_ARGUMENT when either dtype is I32.
+absl::Status ConvertFloat(DType src_dtype, const uint8_t* src, size_t count, DType dst_dtype, void* dst);
 
 // ---- Writing ------------------------------------------------------------------------------------
 

@@ -102,6 +102,34 @@ absl::Status ConvertToF32(DType dtype, const uint8_t* src, size_t count, float* 
       absl::StrCat("cannot read a ", SafetensorsDTypeName(dtype), " tensor as floating point"));
 }
 
+absl::Status ConvertFloat(DType src_dtype, const uint8_t* src, size_t count, DType dst_dtype, void* dst) {
+  if (src_dtype == DType::kI32 || dst_dtype == DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot convert ", SafetensorsDTypeName(src_dtype), " to ",
+                                                   SafetensorsDTypeName(dst_dtype), ": not both floating point"));
+  }
+  if (count == 0) return absl::OkStatus();
+  if (src_dtype == dst_dtype) {
+    std::memcpy(dst, src, count * DTypeSize(src_dtype));
+    return absl::OkStatus();
+  }
+  if (dst_dtype == DType::kF32) return ConvertToF32(src_dtype, src, count, static_cast<float*>(dst));
+  // Narrowing to 16 bits: widen each element to f32 (exact), then round once.
+  uint16_t* out = static_cast<uint16_t*>(dst);
+  const bool to_bf16 = dst_dtype == DType::kBF16;
+  for (size_t i = 0; i < count; ++i) {
+    float f;
+    if (src_dtype == DType::kF32) {
+      std::memcpy(&f, src + 4 * i, 4);
+    } else {
+      uint16_t v;
+      std::memcpy(&v, src + 2 * i, 2);
+      f = src_dtype == DType::kBF16 ? Bf16ToF32(v) : F16ToF32(v);
+    }
+    out[i] = to_bf16 ? F32ToBf16(f) : F32ToF16(f);
+  }
+  return absl::OkStatus();
+}
+
 SafetensorsFile::~SafetensorsFile() {
   if (map_addr_ != nullptr) ::munmap(map_addr_, map_len_);
 }
@@ -316,6 +344,56 @@ absl::StatusOr<absl::Span<const uint8_t>> SafetensorsFile::RawBytes(std::string_
     return absl::NotFoundError(absl::StrCat("tensor '", std::string(name), "' not found in '", path_, "'"));
   }
   return absl::Span<const uint8_t>(data_ + info->offset, info->nbytes);
+}
+
+void SafetensorsFile::ReleasePages(const uint8_t* p, size_t n) const {
+  if (map_addr_ == nullptr || n == 0) return;
+  static const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const uint8_t* map = static_cast<const uint8_t*>(map_addr_);
+  // Outward to whole pages: a page shared with a neighbouring tensor is refaulted from the page cache
+  // if that tensor is read later (the mapping is read-only, so nothing can be lost).
+  size_t begin = static_cast<size_t>(p - map) / page * page;
+  size_t end = std::min(map_len_, (static_cast<size_t>(p - map) + n + page - 1) / page * page);
+  if (end > begin) ::madvise(const_cast<uint8_t*>(map) + begin, end - begin, MADV_DONTNEED);
+}
+
+absl::Status SafetensorsFile::ReadAs(std::string_view name, const std::vector<int64_t>& expected_shape,
+                                     DType dtype, size_t piece_bytes, const PieceSink& sink) const {
+  const TensorInfo* info = Find(name);
+  const std::string where = absl::StrCat("tensor '", std::string(name), "' in '", path_, "'");
+  if (info == nullptr) return absl::NotFoundError(absl::StrCat(where, ": not found"));
+  if (info->shape != expected_shape) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " has shape ", ShapeString(info->shape), ", expected ",
+                                                   ShapeString(expected_shape)));
+  }
+  if (info->dtype == DType::kI32 || dtype == DType::kI32) {
+    return absl::InvalidArgumentError(absl::StrCat(where, " is ", SafetensorsDTypeName(info->dtype),
+                                                   "; cannot read it as ", SafetensorsDTypeName(dtype)));
+  }
+  const int64_t numel = info->numel();
+  const size_t in_size = DTypeSize(info->dtype);
+  const size_t out_size = DTypeSize(dtype);
+  const int64_t per_piece = std::max<int64_t>(1, static_cast<int64_t>(piece_bytes / out_size));
+  const bool convert = info->dtype != dtype;
+  std::vector<float> staging;  // float-aligned, reused by every piece
+  if (convert) staging.resize((std::min(per_piece, numel) * out_size + sizeof(float) - 1) / sizeof(float));
+  const uint8_t* src = data_ + info->offset;
+  for (int64_t first = 0; first < numel; first += per_piece) {
+    const int64_t count = std::min(per_piece, numel - first);
+    const uint8_t* in = src + static_cast<size_t>(first) * in_size;
+    const void* out = in;
+    if (convert) {
+      if (absl::Status s = ConvertFloat(info->dtype, in, static_cast<size_t>(count), dtype, staging.data());
+          !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
+      }
+      out = staging.data();
+    }
+    absl::Status s = sink(out, first, count);
+    ReleasePages(in, static_cast<size_t>(count) * in_size);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<float>> SafetensorsFile::ReadF32(std::string_view name) const {

@@ -26,6 +26,10 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const ModelConfig& conf
   return c;
 }
 
+int64_t KvCache::BytesPerPosition(const ModelConfig& config, DType dtype) {
+  return 2 * config.num_layers * config.num_kv_heads * config.head_dim * static_cast<int64_t>(DTypeSize(dtype));
+}
+
 int64_t KvCache::bytes() const {
   int64_t n = 0;
   for (size_t i = 0; i < k_.size(); ++i) n += k_[i].nbytes() + v_[i].nbytes();

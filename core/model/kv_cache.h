@@ -26,6 +26,10 @@ class KvCache {
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const ModelConfig& config, int64_t capacity,
                                                          Backend* backend, DType dtype = DType::kF32);
 
+  // Bytes one position takes across every layer's K and V: what Create allocates per unit of capacity
+  // (the KV memory budget divides by this; see core/runtime/context_plan.h).
+  static int64_t BytesPerPosition(const ModelConfig& config, DType dtype);
+
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
   int64_t bytes() const;

@@ -103,9 +103,16 @@ absl::StatusOr<ModelWeights> BuildWeights(const ModelConfig& c,
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> ModelWeights::Allocate(const ModelConfig& c, Backend* backend) {
+absl::StatusOr<ModelWeights> ModelWeights::Allocate(const ModelConfig& c, Backend* backend, DType matrix_dtype) {
   if (backend == nullptr) return absl::InvalidArgumentError("ModelWeights: backend is null");
-  return BuildWeights(c, [backend](std::vector<int64_t> shape) { return backend->Alloc(std::move(shape), DType::kF32); });
+  if (matrix_dtype != DType::kF32 && matrix_dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ModelWeights: weight matrices may be f32 or bf16, not ", DTypeName(matrix_dtype)));
+  }
+  return BuildWeights(c, [backend, matrix_dtype](std::vector<int64_t> shape) {
+    const DType dtype = shape.size() == 2 ? matrix_dtype : DType::kF32;
+    return backend->Alloc(std::move(shape), dtype);
+  });
 }
 
 absl::Status ModelWeights::CheckShapes(const ModelConfig& c, DeviceKind device, DType matrix_dtype) const {
@@ -167,24 +174,24 @@ std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {
 }
 
 absl::StatusOr<ModelWeights> ModelWeights::Load(const ModelConfig& c, const io::Checkpoint& ckpt,
-                                                Backend* backend) {
-  ASSIGN_OR_RETURN(ModelWeights w, Allocate(c, backend));
-  std::vector<float> host;
+                                                Backend* backend, DType matrix_dtype) {
+  ASSIGN_OR_RETURN(ModelWeights w, Allocate(c, backend, matrix_dtype));
   for (const NamedParam& p : w.Parameters(c)) {
-    host.resize(p.tensor->numel());
-    if (ckpt.Find(p.name) == nullptr) {
-      return absl::NotFoundError(absl::StrCat("checkpoint is missing tensor '", p.name, "'"));
-    }
-    RETURN_IF_ERROR(ckpt.ReadF32Into(p.name, p.tensor->shape(), host.data()));
-    RETURN_IF_ERROR(backend->CopyFromHost(host.data(), host.size() * sizeof(float), *p.tensor));
+    Tensor flat = p.tensor->Reshape({p.tensor->numel()});
+    const size_t elem = DTypeSize(flat.dtype());
+    RETURN_IF_ERROR(ckpt.ReadAs(p.name, p.tensor->shape(), flat.dtype(), kLoadPieceBytes,
+                                [&](const void* data, int64_t first, int64_t count) {
+                                  Tensor piece = flat.Rows(first, count);
+                                  return backend->CopyFromHost(data, static_cast<size_t>(count) * elem, piece);
+                                }));
   }
   return w;
 }
 
 absl::StatusOr<ModelWeights> ModelWeights::LoadFromPath(const ModelConfig& c, const std::string& path,
-                                                        Backend* backend) {
+                                                        Backend* backend, DType matrix_dtype) {
   ASSIGN_OR_RETURN(auto ckpt, io::Checkpoint::Open(path));
-  return Load(c, *ckpt, backend);
+  return Load(c, *ckpt, backend, matrix_dtype);
 }
 
 absl::StatusOr<ModelWeights> ModelWeights::RandomInit(const ModelConfig& c, uint64_t seed,

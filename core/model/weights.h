@@ -67,8 +67,10 @@ struct ModelWeights {
   Tensor final_norm;  // [D]
   Tensor lm_head;     // [V, D]; same tensor as `embed` when tied
 
-  // Allocates every tensor of `config` (uninitialized contents) on `backend`.
-  static absl::StatusOr<ModelWeights> Allocate(const ModelConfig& config, Backend* backend);
+  // Allocates every tensor of `config` (uninitialized contents) on `backend`: matrices (rank 2) in
+  // `matrix_dtype` (f32 or bf16), norm weights in f32.
+  static absl::StatusOr<ModelWeights> Allocate(const ModelConfig& config, Backend* backend,
+                                               DType matrix_dtype = DType::kF32);
   // OK when every tensor exists with the config's shape on `device`, matrices in `matrix_dtype` and
   // norm weights in f32 (INVALID_ARGUMENT naming the tensor otherwise). Allocates nothing.
   absl::Status CheckShapes(const ModelConfig& config, DeviceKind device,
@@ -79,14 +81,21 @@ struct ModelWeights {
   // nearest even); norm weights and matrices already in `dtype` are shared handles, not copies. The
   // tie between embed and lm_head is kept. INVALID_ARGUMENT for another dtype.
   absl::StatusOr<ModelWeights> WithMatrixDtype(const ModelConfig& config, DType dtype, Backend* backend) const;
-  // Reads every tensor by its HF name, converting to f32. A missing tensor is NOT_FOUND naming it;
-  // a shape mismatch INVALID_ARGUMENT naming the tensor and both shapes. With tied embeddings a
-  // stored lm_head.weight is ignored (HF does the same).
+  // Reads every tensor by its HF name straight into its serving dtype: matrices in `matrix_dtype` (f32
+  // or bf16), norm weights in f32, whatever the stored dtype (F32/BF16/F16; narrowing rounds to nearest
+  // even, as WithMatrixDtype does). Memory: tensor by tensor, in pieces of at most kLoadPieceBytes (a
+  // stored dtype equal to the serving one is copied from the file mapping without any host staging,
+  // another is converted piece by piece), and each piece's mapped pages are released once copied, so
+  // a load's peak host memory is the weights (on a CPU backend) plus about one piece -- never an f32
+  // copy of the model nor the whole file resident. A missing tensor is NOT_FOUND naming it (and, for a
+  // sharded checkpoint, the index); a shape mismatch INVALID_ARGUMENT naming the tensor, its shard and
+  // both shapes. With tied embeddings a stored lm_head.weight is ignored (HF does the same).
   static absl::StatusOr<ModelWeights> Load(const ModelConfig& config, const io::Checkpoint& ckpt,
-                                           Backend* backend);
+                                           Backend* backend, DType matrix_dtype = DType::kF32);
   // io::Checkpoint::Open(path) then Load.
   static absl::StatusOr<ModelWeights> LoadFromPath(const ModelConfig& config, const std::string& path,
-                                                   Backend* backend);
+                                                   Backend* backend, DType matrix_dtype = DType::kF32);
+  static constexpr size_t kLoadPieceBytes = size_t{8} << 20;
   // Deterministic random init for `seed` (HF-style: linear/embedding weights ~ N(0, 0.02^2), scaled
   // down by 1/sqrt(2 * layers) for o_proj and expert down projections; norm weights 1).
   static absl::StatusOr<ModelWeights> RandomInit(const ModelConfig& config, uint64_t seed,

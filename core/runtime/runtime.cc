@@ -180,6 +180,13 @@ std::vector<int32_t> Runtime::PromptTokens(std::string_view text) const {
   return ids;
 }
 
+std::string Runtime::TooLong(const char* what, size_t tokens) const {
+  std::string out = absl::StrCat(what, " is ", tokens, " tokens (with BOS) but the context holds ",
+                                 options_.kv_capacity, " positions per request (prompt + completion)");
+  if (!options_.kv_capacity_hint.empty()) absl::StrAppend(&out, ": ", options_.kv_capacity_hint);
+  return out;
+}
+
 absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std::optional<int64_t> version,
                                                  const GenerateParams& params, const DeltaCallback& on_delta) {
   if (params.max_tokens < 1) {
@@ -199,9 +206,7 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   std::vector<int32_t> prompt = params.prompt_ids.empty() ? PromptTokens(params.prompt) : params.prompt_ids;
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty: it encodes to no tokens");
   if (static_cast<int64_t>(prompt.size()) > options_.kv_capacity) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt is ", prompt.size(),
-                                                   " tokens (with BOS), longer than the context of ",
-                                                   options_.kv_capacity));
+    return absl::InvalidArgumentError(TooLong("prompt", prompt.size()));
   }
   auto r = std::make_shared<Request>(sampling, params.stop);
   r->tenant = tenant;
@@ -265,9 +270,7 @@ absl::StatusOr<ScoreResult> Runtime::ScoreIds(const std::string& tenant, std::op
   }
   ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
   if (static_cast<int64_t>(tokens.size()) > options_.kv_capacity) {
-    return absl::InvalidArgumentError(absl::StrCat("text is ", tokens.size(),
-                                                   " tokens (with BOS), longer than the context of ",
-                                                   options_.kv_capacity));
+    return absl::InvalidArgumentError(TooLong("text", tokens.size()));
   }
   const bool want_routing = return_routing || options_.always_collect_routing;
   SequenceInput in{tokens, res.overlay.get(), nullptr};

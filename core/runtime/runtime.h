@@ -82,6 +82,10 @@ struct StepInfo {
 struct RuntimeOptions {
   int max_batch = 16;              // sequences in one step (= KV caches in the pool)
   int64_t kv_capacity = 1024;      // positions per request (prompt + completion); <= max_position_embeddings
+                                   // (the server sizes it with PlanContext, context_plan.h)
+  // Appended to the INVALID_ARGUMENT a prompt longer than kv_capacity gets: what raises the capacity
+  // (ContextPlan::RaiseHint, naming the server flag). Empty: the error says only the numbers.
+  std::string kv_capacity_hint;
   int max_queue = 256;             // waiting requests; one more -> UNAVAILABLE
   int64_t overlay_cache_bytes = int64_t{256} << 20;
   // Tenant overlays live in a slab pool allocated at start-up (OverlaySlabPool): one slab per expert slot,
@@ -182,14 +186,14 @@ class Runtime {
 
   using DeltaCallback = std::function<bool(std::string_view delta)>;
   // `version`: nullopt = the tenant's live version (see file comment); 0 = base; N = pinned.
-  // Errors: INVALID_ARGUMENT (tenant empty, bad params, prompt longer than kv_capacity - naming the
-  // field), NOT_FOUND (unknown tenant or version, from the source), UNAVAILABLE (queue full or
+  // Errors: INVALID_ARGUMENT (tenant empty, bad params, prompt longer than kv_capacity - with the prompt's
+  // tokens, the capacity and kv_capacity_hint), NOT_FOUND (unknown tenant or version, from the source), UNAVAILABLE (queue full or
   // shutting down), CANCELLED (on_delta returned false).
   absl::StatusOr<GenerateResult> Generate(const std::string& tenant, std::optional<int64_t> version,
                                           const GenerateParams& params, const DeltaCallback& on_delta = nullptr);
 
   // Log-likelihood of BOS + text under the tenant's version, outside the batch (Model::ScoreTokens).
-  // INVALID_ARGUMENT for empty text or more than kv_capacity tokens.
+  // INVALID_ARGUMENT for empty text or more than kv_capacity tokens (the numbers and kv_capacity_hint).
   absl::StatusOr<ScoreResult> Score(const std::string& tenant, std::optional<int64_t> version,
                                     std::string_view text, bool return_routing);
   // The same over token ids (>= 2; the first is context only), e.g. a rendered conversation.
@@ -237,6 +241,8 @@ class Runtime {
   absl::StatusOr<Resolved> Resolve(const std::string& tenant, std::optional<int64_t> version);
   absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayFor(const std::string& tenant, int64_t version);
   std::vector<int32_t> PromptTokens(std::string_view text) const;
+  // The INVALID_ARGUMENT message for a prompt/text of `tokens` tokens that exceeds kv_capacity.
+  std::string TooLong(const char* what, size_t tokens) const;
 
   // scheduler.cc
   void SchedulerLoop();

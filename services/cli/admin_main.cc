@@ -203,6 +203,10 @@ std::optional<CliError> Run(Ctx& c) {
                 static_cast<long long>(b.expert_parameters()), b.num_layers(), b.num_experts(),
                 b.experts_per_token());
     if (!b.sha256().empty()) std::printf("weights:   sha256 %s\n", b.sha256().c_str());
+    if (!b.dtype().empty()) std::printf("dtype:     %s   tokenizer: %s\n", b.dtype().c_str(), b.tokenizer().c_str());
+    std::printf("context:   %lld positions per request (model: %lld), KV caches %lld bytes\n",
+                static_cast<long long>(resp.context_length()), static_cast<long long>(b.max_position_embeddings()),
+                static_cast<long long>(resp.kv_cache_bytes()));
     std::printf("device:    %s\n", resp.device().c_str());
     std::printf("inference: %s   training: %s\n", resp.inference_available() ? "available" : "NOT AVAILABLE",
                 resp.training_available() ? "available" : "NOT AVAILABLE");

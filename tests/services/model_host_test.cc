@@ -59,9 +59,14 @@ TEST(ModelHostTest, UnknownDtypeIsRefusedNamingTheFlag) {
   absl::StatusOr<std::shared_ptr<const SharedBackbone>> f16 = LoadSharedBackbone("random:tiny", "cpu", "f16");
   ASSERT_FALSE(f16.ok());
   EXPECT_EQ(f16.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(std::string(f16.status().message()).find("--dtype: expected f32 or bf16"), std::string::npos) << f16.status();
+  EXPECT_NE(std::string(f16.status().message()).find("--dtype: expected auto, f32 or bf16"), std::string::npos) << f16.status();
   EXPECT_TRUE(ValidateDtype("bf16").ok());
   EXPECT_TRUE(ValidateDtype("f32").ok());
+  EXPECT_TRUE(ValidateDtype("auto").ok());
+  // auto on an f32 backbone (random: weights are made in f32) serves f32.
+  absl::StatusOr<std::shared_ptr<const SharedBackbone>> automatic = LoadSharedBackbone("random:tiny", "cpu", "auto");
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_EQ((*automatic)->dtype, "f32");
 }
 
 // A bf16 backbone holds bf16 matrices (half the bytes) and f32 norms, and scores text like the f32

@@ -46,6 +46,8 @@ void TestServer::Start() {
   CoreOptions co;
   co.backbone = options_.backbone;
   co.dtype = options_.dtype;
+  co.max_context = options_.max_context;
+  co.kv_memory_bytes = options_.kv_memory_bytes;
   co.decode_routing = options_.decode_routing;
   co.train_memory_limit_bytes = options_.train_memory_limit_bytes;
   co.inference = options_.model;

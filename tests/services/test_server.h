@@ -22,6 +22,8 @@ struct TestServerOptions {
   std::string backbone = "random:tiny";  // tessera-server --backbone
   bool training = false;  // run jobs (needs nothing else: the runner loads its own model)
   std::string dtype = "f32";  // the backbone's weight matrices (tessera-server --dtype)
+  int64_t max_context = 0;    // tessera-server --max-context (0: the model's)
+  int64_t kv_memory_bytes = runtime::kDefaultKvMemoryBytes;  // tessera-server --kv-memory-bytes
   std::string decode_routing = "host";  // tessera-server --decode-routing
   int64_t train_memory_limit_bytes = 0;  // tessera-server --train-memory-limit-bytes
   std::string data_dir;   // empty: a fresh temp dir

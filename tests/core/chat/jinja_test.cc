@@ -117,7 +117,7 @@ INSTANTIATE_TEST_SUITE_P(
     Constructs, RefusalTest,
     ::testing::Values(Refusal{"{% include 'other.jinja' %}", "line 1: unsupported tag 'include'"},
                       Refusal{"x\n{% filter upper %}a{% endfilter %}", "line 2: unsupported tag 'filter'"},
-                      Refusal{"{% call m() %}a{% endcall %}", "unsupported tag 'call'"},
+                      Refusal{"{% call 1 + 2 %}a{% endcall %}", "{% call %} needs a macro call"},
                       Refusal{"{% raw %}{{ x }}{% endraw %}", "unsupported tag 'raw'"},
                       Refusal{"{% do xs.append(1) %}", "unsupported tag 'do'"},
                       Refusal{"{% frobnicate %}", "unsupported tag 'frobnicate' (unknown tag)"},
