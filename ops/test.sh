@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# README's second command: installs missing packages, builds, runs the whole test suite with ctest.
+# README's second command: installs missing packages, builds, runs the compatibility checks against
+# real outside clients (ops/check-*.sh: Hugging Face tokenizers/transformers from a pinned venv, made by
+# ops/py-env.sh on first use) and then the whole C++ test suite with ctest (which needs no Python).
 # Exits non-zero on any failure. GPU tests skip (with a message) when no GPU is present.
+# TESSERA_SKIP_COMPAT=1 skips the Python compatibility checks (e.g. on a machine without PyPI access).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ops/install-deps.sh
 ops/build.sh
-cd "${TESSERA_BUILD_DIR:-build}"
+BUILD_DIR=${TESSERA_BUILD_DIR:-build}
+if [[ "${TESSERA_SKIP_COMPAT:-0}" != 1 ]]; then
+  echo "== compatibility checks (ops/check-tokenizers.sh, ops/check-export.sh)"
+  ops/check-tokenizers.sh "$BUILD_DIR"
+  ops/check-export.sh "$BUILD_DIR"
+fi
+cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" --timeout 900

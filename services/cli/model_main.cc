@@ -9,11 +9,13 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "core/chat/chat_template_loader.h"
 #include "core/model/config.h"
 #include "core/tokenizer/hf_tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -36,6 +38,7 @@ struct Flags {
   std::string tokenizer;
   bool add_special_tokens = false;
   bool skip_special_tokens = false;
+  bool add_generation_prompt = false;
 };
 
 absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, const std::vector<std::string>& allowed) {
@@ -55,6 +58,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, const std
       f.add_special_tokens = true;
     } else if (a == "--skip-special-tokens") {
       f.skip_special_tokens = true;
+    } else if (a == "--add-generation-prompt") {
+      f.add_generation_prompt = true;
     }
   }
   return f;
@@ -127,6 +132,33 @@ int RunDetokenize(const std::vector<std::string>& args) {
   });
 }
 
+int RunChatRender(const std::vector<std::string>& args) {
+  auto f = ParseFlags(args, {"--tokenizer", "--add-generation-prompt"});
+  if (!f.ok()) return Fail(std::string(f.status().message()));
+  if (f->tokenizer.empty()) return Fail("--tokenizer DIR is required");
+  absl::StatusOr<std::optional<chat::CheckpointChatTemplate>> tpl = chat::LoadChatTemplate(f->tokenizer);
+  if (!tpl.ok()) return Fail(std::string(tpl.status().message()));
+  if (!tpl->has_value()) {
+    return Fail(absl::StrCat(f->tokenizer, " has no chat template (no chat_template.jinja and no "
+                             "chat_template in tokenizer_config.json)"));
+  }
+  const chat::CheckpointChatTemplate& t = **tpl;
+  return ForEachLine([&](const json& in) -> absl::StatusOr<json> {
+    // Re-read with key order kept: a template's tojson prints message keys as given.
+    if (!in.is_object() || !in.contains("messages") || !in["messages"].is_array()) {
+      return absl::InvalidArgumentError("expected {\"messages\": [...]}");
+    }
+    nlohmann::ordered_json messages = nlohmann::ordered_json::parse(in["messages"].dump());
+    chat::ChatRenderOptions opts = t.defaults;
+    opts.add_generation_prompt = f->add_generation_prompt;
+    const bool has_tools = in.contains("tools") && !in["tools"].is_null();
+    if (has_tools) opts.tools = nlohmann::ordered_json::parse(in["tools"].dump());
+    absl::StatusOr<std::string> text = t.ForTools(has_tools).Render(messages, opts);
+    if (!text.ok()) return text.status();
+    return json{{"text", *text}};
+  });
+}
+
 int RunInspect(const std::vector<std::string>& args) {
   auto f = ParseFlags(args, {});
   if (!f.ok()) return Fail(std::string(f.status().message()));
@@ -183,6 +215,14 @@ constexpr Command kCommands[] = {
      "--skip-special-tokens is given; unknown ids are dropped. One output line per input line; a bad line\n"
      "gets {\"error\": ...} and the exit status is 1 at the end.\n",
      RunDetokenize},
+    {"chat-render", "JSON Lines {\"messages\": [...]} -> {\"text\": ...}",
+     "Usage: tessera-model chat-render --tokenizer DIR [--add-generation-prompt] < in.jsonl > out.jsonl\n\n"
+     "Renders each {\"messages\": [{\"role\": ..., \"content\": ...}, ...]} line (optionally with \"tools\")\n"
+     "with DIR's chat template (chat_template.jinja, else tokenizer_config.json's chat_template) exactly as\n"
+     "transformers' apply_chat_template(..., tokenize=False) does. A template using something Tessera does\n"
+     "not support is refused by name (exit status 2). One output line per input line; a conversation the\n"
+     "template rejects (raise_exception) gets {\"error\": ...} and the exit status is 1 at the end.\n",
+     RunChatRender},
 };
 
 void PrintUsage(std::FILE* to) {

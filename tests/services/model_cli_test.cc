@@ -137,10 +137,42 @@ TEST(ModelCli, InspectPrintsConfigAndTokenizer) {
   fs::remove_all(dir);
 }
 
+// chat-render against transformers' apply_chat_template on the checkpoint fixture (expected.json made by
+// ops/fixtures/make_chat_checkpoint.py), with and without the generation prompt.
+TEST(ModelCli, ChatRenderMatchesTransformers) {
+  const std::string ckpt = SourceDir() + "/tests/fixtures/checkpoints/qwen3_moe_chat";
+  std::ifstream in(ckpt + "/expected.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const json expected = json::parse(ss.str());
+  std::string input;
+  for (const json& c : expected["conversations"]) input += json{{"messages", c["messages"]}}.dump() + "\n";
+  for (bool gen : {false, true}) {
+    const Result r = RunModel(absl::StrCat("chat-render --tokenizer ", ckpt, gen ? " --add-generation-prompt" : ""),
+                              input);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    ASSERT_EQ(r.lines.size(), expected["conversations"].size()) << r.out;
+    for (size_t k = 0; k < r.lines.size(); ++k) {
+      EXPECT_EQ(json::parse(r.lines[k])["text"],
+                expected["conversations"][k][gen ? "generation_prompt" : "rendered"]) << k;
+    }
+  }
+  // A bad line in place, exit 1 at the end; a directory without a template is exit 2.
+  const Result bad = RunModel("chat-render --tokenizer " + ckpt, "{\"messages\": 3}\n" + input);
+  EXPECT_EQ(bad.exit_code, 1);
+  ASSERT_EQ(bad.lines.size(), expected["conversations"].size() + 1);
+  EXPECT_TRUE(json::parse(bad.lines[0]).contains("error"));
+  const Result none = RunModel("chat-render --tokenizer " + Fixture("gpt2_bytelevel"), input);
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.out.find("no chat template"), std::string::npos) << none.out;
+}
+
 TEST(ModelCli, HelpPerSubcommand) {
   const Result top = RunModel("--help", "");
   EXPECT_EQ(top.exit_code, 0);
-  for (const char* c : {"inspect", "tokenize", "detokenize"}) EXPECT_NE(top.out.find(c), std::string::npos);
+  for (const char* c : {"inspect", "tokenize", "detokenize", "chat-render"}) {
+    EXPECT_NE(top.out.find(c), std::string::npos);
+  }
   const Result tok = RunModel("tokenize --help", "");
   EXPECT_EQ(tok.exit_code, 0);
   EXPECT_NE(tok.out.find("--add-special-tokens"), std::string::npos);
