@@ -1,0 +1,173 @@
+#include "core/tokenizer/hf/regex.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/tokenizer/hf/unicode.h"
+
+namespace tessera::hf {
+
+namespace {
+
+constexpr char kWordClass[] = R"(\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control})";
+
+// Per-thread match data (one pair: we only read the whole match) and a JIT stack large enough for long
+// whitespace runs under lookahead.
+struct ThreadMatchState {
+  pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
+  pcre2_match_context* context = pcre2_match_context_create(nullptr);
+  pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
+  ThreadMatchState() { pcre2_jit_stack_assign(context, nullptr, stack); }
+  ~ThreadMatchState() {
+    pcre2_jit_stack_free(stack);
+    pcre2_match_context_free(context);
+    pcre2_match_data_free(data);
+  }
+};
+
+ThreadMatchState& State() {
+  thread_local ThreadMatchState state;
+  return state;
+}
+
+absl::Status Compile(std::string_view pattern, uint32_t extra, std::string_view where,
+                                               std::string_view original, void*& code_out) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                   PCRE2_UTF | (extra != 0 ? extra : PCRE2_UCP), &error, &offset, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof(message));
+    return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": regex \"", std::string(original), "\" does not compile (",
+                                                   reinterpret_cast<const char*>(message), " at offset ",
+                                                   offset, ")"));
+  }
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter where JIT is unavailable
+  code_out = code;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> TranslatePattern(std::string_view p, std::string_view where) {
+  std::string out;
+  bool in_class = false;
+  size_t class_start = 0;  // index in p just after '[' or '[^'
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char e = p[i + 1];
+      ++i;
+      switch (e) {
+        case 's': out += R"(\p{White_Space})"; break;
+        case 'S': out += R"(\P{White_Space})"; break;
+        case 'w':
+          out += in_class ? std::string(kWordClass) : absl::StrCat("[", kWordClass, "]");
+          break;
+        case 'W':
+          if (in_class) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": \\W inside a character class is not supported"));
+          }
+          out += absl::StrCat("[^", kWordClass, "]");
+          break;
+        case 'h': case 'H':
+          return absl::InvalidArgumentError(
+              absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": \\h/\\H (hex digit in Oniguruma) is not supported"));
+        default:
+          out.push_back('\\');
+          out.push_back(e);
+      }
+      continue;
+    }
+    if (in_class) {
+      if (c == ']' && i != class_start) {
+        in_class = false;
+      } else if (c == '[') {
+        if (i + 1 < p.size() && p[i + 1] == ':') {
+          const size_t close = p.find(":]", i + 2);
+          if (close == std::string_view::npos) {
+            return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": unterminated [:class:]"));
+          }
+          out.append(p.substr(i, close + 2 - i));
+          i = close + 1;
+          continue;
+        }
+        return absl::InvalidArgumentError(
+            absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": nested character classes are not supported"));
+      } else if (c == '&' && i + 1 < p.size() && p[i + 1] == '&') {
+        return absl::InvalidArgumentError(
+            absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": class intersection (&&) is not supported"));
+      }
+      out.push_back(c);
+      continue;
+    }
+    if (c == '[') {
+      in_class = true;
+      out.push_back(c);
+      if (i + 1 < p.size() && p[i + 1] == '^') {
+        out.push_back('^');
+        ++i;
+      }
+      class_start = i + 1;
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern, std::string_view where) {
+  auto translated = TranslatePattern(pattern, where);
+  if (!translated.ok()) return translated.status();
+  void* code = nullptr;
+  absl::Status st = Compile(*translated, 0, where, pattern, code);
+  if (!st.ok()) return st;
+  return std::unique_ptr<Regex>(new Regex(code));
+}
+
+absl::StatusOr<std::unique_ptr<Regex>> Regex::Literal(std::string_view text, std::string_view where) {
+  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": an empty pattern is not supported"));
+  void* code = nullptr;
+  absl::Status st = Compile(text, PCRE2_LITERAL, where, text, code);
+  if (!st.ok()) return st;
+  return std::unique_ptr<Regex>(new Regex(code));
+}
+
+Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+
+bool Regex::Find(std::string_view text, size_t from, size_t& start, size_t& end) const {
+  ThreadMatchState& st = State();
+  const int rc = pcre2_match(static_cast<const pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(text.data()),
+                             text.size(), from, PCRE2_NO_UTF_CHECK, st.data, st.context);
+  if (rc < 0) return false;
+  const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(st.data);
+  start = ov[0];
+  end = ov[1];
+  return true;
+}
+
+void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
+  size_t pos = 0;
+  bool have_last = false;
+  size_t last_end = 0;
+  while (pos <= text.size()) {
+    size_t s, e;
+    if (!Find(text, pos, s, e)) break;
+    if (s == e && have_last && last_end == e) {
+      // onig's find_iter: no empty match right after the previous one; step one char and retry.
+      if (pos >= text.size()) break;
+      pos += Utf8Length(static_cast<unsigned char>(text[pos]));
+      continue;
+    }
+    out.emplace_back(s, e);
+    have_last = true;
+    last_end = e;
+    pos = e;  // after an empty match the search finds it again at e, which the rule above skips
+  }
+}
+
+}  // namespace tessera::hf
