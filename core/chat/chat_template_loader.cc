@@ -93,18 +93,19 @@ absl::StatusOr<std::optional<CheckpointChatTemplate>> LoadChatTemplate(const std
     return std::optional<CheckpointChatTemplate>();
   }
 
+  // transformers 5 reads the legacy special_tokens_map.json only when tokenizer_config.json has no
+  // "added_tokens_decoder", and then its entries override the config's.
   nlohmann::ordered_json map = nlohmann::ordered_json::object();
-  if (fs::exists(map_path, ec)) {
+  if (!config.contains("added_tokens_decoder") && fs::exists(map_path, ec)) {
     ASSIGN_OR_RETURN(map, ReadJson(map_path));
     if (!map.is_object()) map = nlohmann::ordered_json::object();
   }
   for (const char* key : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
     std::optional<std::string> value;
-    if (config.contains(key)) {
-      ASSIGN_OR_RETURN(value, TokenString(config[key], absl::StrCat(config_path.string(), " ", key)));
-    }
-    if (!value && map.contains(key)) {
+    if (map.contains(key)) {
       ASSIGN_OR_RETURN(value, TokenString(map[key], absl::StrCat(map_path.string(), " ", key)));
+    } else if (config.contains(key)) {
+      ASSIGN_OR_RETURN(value, TokenString(config[key], absl::StrCat(config_path.string(), " ", key)));
     }
     if (!value) continue;
     if (std::string(key) == "bos_token") {

@@ -8,8 +8,9 @@
 //     (as get_chat_template picks); a list without "default" is INVALID_ARGUMENT, as transformers
 //     refuses it;
 //   - special tokens (bos_token, eos_token, unk_token, sep_token, pad_token, cls_token, mask_token) from
-//     tokenizer_config.json, each a string or an AddedToken object {"content": ...}; missing ones from
-//     special_tokens_map.json. They become the template variables transformers passes.
+//     tokenizer_config.json, each a string or an AddedToken object {"content": ...}; when the config has no
+//     "added_tokens_decoder", special_tokens_map.json's entries override them (transformers 5's legacy
+//     path). They become the template variables transformers passes.
 // No template anywhere -> nullopt (the checkpoint has no chat format). Unreadable or malformed files,
 // and templates that fail ChatTemplate::Create, are INVALID_ARGUMENT naming the file.
 #pragma once

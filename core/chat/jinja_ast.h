@@ -40,6 +40,9 @@ struct Expr {
   std::vector<std::string> ops;
   std::vector<std::pair<std::string, std::unique_ptr<Expr>>> kwargs;
   bool negated = false;
+  // kCall/kFilter/kTest: f(..., *star_args, **star_kwargs) (either may be null).
+  std::unique_ptr<Expr> star_args;
+  std::unique_ptr<Expr> star_kwargs;
 };
 using ExprPtr = std::unique_ptr<Expr>;
 

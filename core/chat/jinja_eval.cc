@@ -418,6 +418,25 @@ class Interpreter {
       ASSIGN_OR_RETURN(Value v, Eval(*ex, scope));
       a.kwargs.emplace_back(key, std::move(v));
     }
+    if (e.star_args) {
+      ASSIGN_OR_RETURN(Value v, Eval(*e.star_args, scope));
+      if (!v.is_list() && !v.is_string() && !v.is_dict()) {
+        return Err(absl::StrCat("argument after * must be an iterable, not ", TypeName(v)));
+      }
+      ASSIGN_OR_RETURN(List items, Iterate(v));
+      for (Value& item : items) a.args.push_back(std::move(item));
+    }
+    if (e.star_kwargs) {
+      ASSIGN_OR_RETURN(Value v, Eval(*e.star_kwargs, scope));
+      if (!v.is_dict()) return Err(absl::StrCat("argument after ** must be a mapping, not ", TypeName(v)));
+      for (const auto& [k, val] : v.dict->items) {
+        if (!k.is_string()) return Err("keywords must be strings");
+        for (const auto& kw : a.kwargs) {
+          if (kw.first == k.s) return Err(absl::StrCat("got multiple values for keyword argument '", k.s, "'"));
+        }
+        a.kwargs.emplace_back(k.s, val);
+      }
+    }
     return a;
   }
 

@@ -643,7 +643,20 @@ class Parser {
       if (!first) RETURN_IF_ERROR(ExpectOp(","));
       first = false;
       if (IsOp(")")) break;
-      if (IsOp("*") || IsOp("**")) return ErrorHere("unsupported construct: *args/**kwargs in a call");
+      if (IsOp("*") || IsOp("**")) {
+        // jinja2 order: positional, keyword, then at most one *args and one **kwargs.
+        bool dict = IsOp("**");
+        ++pos_;
+        ExprPtr& slot = dict ? node->star_kwargs : node->star_args;
+        if (slot || (!dict && node->star_kwargs)) {
+          return ErrorHere("invalid syntax for function call expression (repeated *args/**kwargs)");
+        }
+        ASSIGN_OR_RETURN(slot, ParseExpression(true));
+        continue;
+      }
+      if (node->star_args || node->star_kwargs) {
+        return ErrorHere("invalid syntax for function call expression (argument after *args/**kwargs)");
+      }
       if (Cur().type == Tok::kName && Peek().type == Tok::kOp && Peek().text == "=") {
         std::string key = Cur().text;
         pos_ += 2;

@@ -5,7 +5,7 @@
 // Tags: if/elif/else, for (target tuple, `if` filter, else), set (name, tuple, namespace attribute,
 // block set), macro, call (a macro invoked with `caller` rendering the block), break/continue,
 // generation (transformers' extension). Macros may not be defined inside loops or macros, nor use
-// varargs/kwargs, and calls take no *args/**kwargs. Anything else, and any
+// varargs/kwargs; calls take f(positional, key=value, *args, **kwargs). Anything else, and any
 // filter, test, method or global function not in jinja_builtins, is refused with INVALID_ARGUMENT
 // "line N: unsupported <what> '<name>'" -- the template is never run with a construct it lacks.
 #pragma once

@@ -3,6 +3,7 @@
 // directory transformers loaded, rendered, and compared byte for byte -- or, where transformers raised,
 // refused (with exactly the template's raise_exception message).
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -106,6 +107,42 @@ TEST(LoaderTest, SpecialTokensBecomeVariables) {
   EXPECT_EQ((*loaded)->defaults.bos_token, "<s>");
   EXPECT_EQ((*loaded)->defaults.eos_token, "</s>");
   EXPECT_EQ((*loaded)->defaults.extra["unk_token"], "<unk>");
+}
+
+// Checked with transformers 5.25: special_tokens_map.json overrides the config unless the config has
+// added_tokens_decoder, in which case it is not read.
+TEST(LoaderTest, SpecialTokensMapOverridesOnlyWithoutAddedTokensDecoder) {
+  for (bool with_decoder : {false, true}) {
+    std::string dir = ::testing::TempDir() + "/stm_" + (with_decoder ? "dec" : "nodec");
+    std::filesystem::create_directories(dir);
+    nlohmann::ordered_json cfg = {{"bos_token", "<a>"}, {"chat_template", "{{ bos_token }}|{{ eos_token }}"}};
+    if (with_decoder) cfg["added_tokens_decoder"] = {{"1", {{"content", "<a>"}, {"special", true}}}};
+    std::ofstream(dir + "/tokenizer_config.json") << cfg.dump();
+    std::ofstream(dir + "/special_tokens_map.json") << R"({"bos_token": {"content": "<b>"}, "eos_token": "<e>"})";
+    auto loaded = LoadChatTemplate(dir);
+    ASSERT_TRUE(loaded.ok() && loaded->has_value()) << loaded.status();
+    auto text = (*loaded)->chat_template->Render(nlohmann::ordered_json::parse(R"([{"role":"user","content":"x"}])"),
+                                                 (*loaded)->defaults);
+    ASSERT_TRUE(text.ok()) << text.status();
+    EXPECT_EQ(*text, with_decoder ? "<a>|" : "<b>|<e>");
+  }
+}
+
+TEST(LoaderTest, MalformedFilesNameThemselves) {
+  std::string dir = ::testing::TempDir() + "/bad_cfg";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"chat_template": "{% if x %}unclosed"})";
+  auto loaded = LoadChatTemplate(dir);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(std::string(loaded.status().message()), ::testing::HasSubstr("tokenizer_config.json chat_template"));
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"chat_template": [{"name": "tool_use", "template": "x"}]})";
+  loaded = LoadChatTemplate(dir);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(std::string(loaded.status().message()), ::testing::HasSubstr("none named \"default\""));
+  std::ofstream(dir + "/tokenizer_config.json") << "{not json";
+  loaded = LoadChatTemplate(dir);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(std::string(loaded.status().message()), ::testing::HasSubstr("invalid JSON"));
 }
 
 TEST(LoaderTest, NoTemplateIsNullopt) {

@@ -167,5 +167,23 @@ TEST(LoadBackbone, ShardedCheckpointsLoadLikeOneFileAndNameWhatIsMissing) {
   fs::remove_all(sharded);
 }
 
+// On a GPU the pieces are uploaded into views of device tensors: the same bytes as a CPU load.
+TEST(LoadBackbone, LoadsIntoDeviceTensorsLikeOnTheCpu) {
+  absl::StatusOr<std::unique_ptr<Backend>> cuda = MakeCudaBackend();
+  if (!cuda.ok()) GTEST_SKIP() << "no CUDA device: " << cuda.status();
+  auto cpu = MakeCpuBackend();
+  const ModelConfig c = testing::SmallMoeConfig();
+  ModelWeights w = *ModelWeights::RandomInit(c, 13, cpu.get());
+  const fs::path dir = Scratch("cuda");
+  WriteCheckpoint(c, w, cpu.get(), dir, DType::kF16, 2, "float16");
+  auto on_cpu = LoadBackbone(dir.string(), cpu.get(), {}, "auto");
+  auto on_gpu = LoadBackbone(dir.string(), cuda->get(), {}, "auto");
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.status();
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.status();
+  ASSERT_TRUE(on_gpu->weights.CheckShapes(c, DeviceKind::kCuda, DType::kBF16).ok());
+  EXPECT_EQ(AllBytes(c, on_gpu->weights, cuda->get()), AllBytes(c, on_cpu->weights, cpu.get()));
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace tessera::train
