@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "core/chat/chat_template_loader.h"
 #include "core/model/config.h"
 #include "core/tokenizer/hf_tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -36,6 +37,7 @@ struct Flags {
   std::string tokenizer;
   bool add_special_tokens = false;
   bool skip_special_tokens = false;
+  bool add_generation_prompt = false;
 };
 
 absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, const std::vector<std::string>& allowed) {
@@ -55,6 +57,8 @@ absl::StatusOr<Flags> ParseFlags(const std::vector<std::string>& args, const std
       f.add_special_tokens = true;
     } else if (a == "--skip-special-tokens") {
       f.skip_special_tokens = true;
+    } else if (a == "--add-generation-prompt") {
+      f.add_generation_prompt = true;
     }
   }
   return f;
@@ -163,6 +167,54 @@ int RunInspect(const std::vector<std::string>& args) {
   return rc;
 }
 
+// chat-render: {"messages": [...], "tools"?: [...], "documents"?: [...]} -> {"text": ...}, as transformers'
+// apply_chat_template(tokenize=False) renders with DIR's chat template and special tokens.
+int RunChatRender(const std::vector<std::string>& args) {
+  auto f = ParseFlags(args, {"--tokenizer", "--add-generation-prompt"});
+  if (!f.ok()) return Fail(std::string(f.status().message()));
+  if (f->tokenizer.empty()) return Fail("--tokenizer DIR is required");
+  auto loaded = chat::LoadChatTemplate(f->tokenizer);
+  if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+  if (!loaded->has_value()) {
+    return Fail(f->tokenizer + " has no chat template (chat_template.jinja or tokenizer_config.json chat_template)");
+  }
+  const chat::CheckpointChatTemplate& ct = **loaded;
+  // A line loop of its own: ordered_json keeps the key order of tools and arguments, which tojson
+  // reproduces (ForEachLine's json would sort the keys).
+  using ojson = nlohmann::ordered_json;
+  const auto dump = [](const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); };
+  std::ios::sync_with_stdio(false);
+  std::string line;
+  bool failed = false;
+  while (std::getline(std::cin, line)) {
+    ojson in = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
+    chat::ChatRenderOptions opts = ct.defaults;
+    opts.add_generation_prompt = f->add_generation_prompt;
+    absl::StatusOr<std::string> text = absl::InvalidArgumentError("expected {\"messages\": [...]}");
+    if (in.is_object() && in.contains("messages")) {
+      absl::Status fields = absl::OkStatus();
+      for (auto it = in.begin(); it != in.end(); ++it) {
+        if (it.key() == "tools") {
+          opts.tools = *it;
+        } else if (it.key() == "documents") {
+          opts.documents = *it;
+        } else if (it.key() != "messages") {
+          fields = absl::InvalidArgumentError("unknown field \"" + it.key() + "\" (expected messages, tools, documents)");
+        }
+      }
+      text = fields.ok() ? ct.ForTools(!opts.tools.is_null()).Render(in["messages"], opts) : fields;
+    }
+    if (text.ok()) {
+      std::cout << dump(ojson{{"text", *text}}) << '\n';
+    } else {
+      failed = true;
+      std::cout << dump(ojson{{"error", std::string(text.status().message())}}) << '\n';
+    }
+  }
+  std::cout.flush();
+  return failed ? 1 : 0;
+}
+
 constexpr Command kCommands[] = {
     {"inspect", "summary of a checkpoint directory (config, parameters, tokenizer)",
      "Usage: tessera-model inspect DIR\n\n"
@@ -183,6 +235,14 @@ constexpr Command kCommands[] = {
      "--skip-special-tokens is given; unknown ids are dropped. One output line per input line; a bad line\n"
      "gets {\"error\": ...} and the exit status is 1 at the end.\n",
      RunDetokenize},
+    {"chat-render", "JSON Lines {\"messages\": [...]} -> {\"text\": ...}",
+     "Usage: tessera-model chat-render --tokenizer DIR [--add-generation-prompt] < in.jsonl > out.jsonl\n\n"
+     "Renders each {\"messages\": [...]} line (optionally with \"tools\" and \"documents\") with DIR's chat\n"
+     "template (chat_template.jinja, else tokenizer_config.json's chat_template) and special tokens, exactly\n"
+     "as transformers' apply_chat_template(tokenize=False) does. A template using a construct Tessera does\n"
+     "not support is refused at start (exit 2, naming it). One output line per input line; a bad line or a\n"
+     "template error (e.g. its raise_exception) gets {\"error\": ...} and the exit status is 1 at the end.\n",
+     RunChatRender},
 };
 
 void PrintUsage(std::FILE* to) {
