@@ -33,10 +33,10 @@ struct BuiltinEnv {
   std::function<std::tm()> now;  // local time for strftime_now
 };
 
-// Calls a filter/test by name (the parser has checked the name). `line` goes into messages.
+// Calls a filter/test by name (the parser has checked the name); errors carry no line (the caller adds it).
 absl::StatusOr<Value> ApplyFilter(const std::string& name, const Value& operand, CallArgs& args);
 absl::StatusOr<bool> ApplyTest(const std::string& name, const Value& operand, CallArgs& args);
-// obj.name as an attribute: a bound method for str/dict/loop methods, otherwise nullopt.
+// obj.name as a bound method of str/dict/loop: sets *out and returns true, or returns false.
 bool BindMethod(const Value& obj, const std::string& name, Value* out);
 // The global functions, by name.
 Value MakeGlobal(const std::string& name, const BuiltinEnv& env);

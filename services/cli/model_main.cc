@@ -9,7 +9,6 @@
 #include <functional>
 #include <iostream>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -132,33 +131,6 @@ int RunDetokenize(const std::vector<std::string>& args) {
   });
 }
 
-int RunChatRender(const std::vector<std::string>& args) {
-  auto f = ParseFlags(args, {"--tokenizer", "--add-generation-prompt"});
-  if (!f.ok()) return Fail(std::string(f.status().message()));
-  if (f->tokenizer.empty()) return Fail("--tokenizer DIR is required");
-  absl::StatusOr<std::optional<chat::CheckpointChatTemplate>> tpl = chat::LoadChatTemplate(f->tokenizer);
-  if (!tpl.ok()) return Fail(std::string(tpl.status().message()));
-  if (!tpl->has_value()) {
-    return Fail(absl::StrCat(f->tokenizer, " has no chat template (no chat_template.jinja and no "
-                             "chat_template in tokenizer_config.json)"));
-  }
-  const chat::CheckpointChatTemplate& t = **tpl;
-  return ForEachLine([&](const json& in) -> absl::StatusOr<json> {
-    // Re-read with key order kept: a template's tojson prints message keys as given.
-    if (!in.is_object() || !in.contains("messages") || !in["messages"].is_array()) {
-      return absl::InvalidArgumentError("expected {\"messages\": [...]}");
-    }
-    nlohmann::ordered_json messages = nlohmann::ordered_json::parse(in["messages"].dump());
-    chat::ChatRenderOptions opts = t.defaults;
-    opts.add_generation_prompt = f->add_generation_prompt;
-    const bool has_tools = in.contains("tools") && !in["tools"].is_null();
-    if (has_tools) opts.tools = nlohmann::ordered_json::parse(in["tools"].dump());
-    absl::StatusOr<std::string> text = t.ForTools(has_tools).Render(messages, opts);
-    if (!text.ok()) return text.status();
-    return json{{"text", *text}};
-  });
-}
-
 int RunInspect(const std::vector<std::string>& args) {
   auto f = ParseFlags(args, {});
   if (!f.ok()) return Fail(std::string(f.status().message()));
@@ -195,6 +167,54 @@ int RunInspect(const std::vector<std::string>& args) {
   return rc;
 }
 
+// chat-render: {"messages": [...], "tools"?: [...], "documents"?: [...]} -> {"text": ...}, as transformers'
+// apply_chat_template(tokenize=False) renders with DIR's chat template and special tokens.
+int RunChatRender(const std::vector<std::string>& args) {
+  auto f = ParseFlags(args, {"--tokenizer", "--add-generation-prompt"});
+  if (!f.ok()) return Fail(std::string(f.status().message()));
+  if (f->tokenizer.empty()) return Fail("--tokenizer DIR is required");
+  auto loaded = chat::LoadChatTemplate(f->tokenizer);
+  if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+  if (!loaded->has_value()) {
+    return Fail(f->tokenizer + " has no chat template (chat_template.jinja or tokenizer_config.json chat_template)");
+  }
+  const chat::CheckpointChatTemplate& ct = **loaded;
+  // A line loop of its own: ordered_json keeps the key order of tools and arguments, which tojson
+  // reproduces (ForEachLine's json would sort the keys).
+  using ojson = nlohmann::ordered_json;
+  const auto dump = [](const ojson& j) { return j.dump(-1, ' ', false, ojson::error_handler_t::replace); };
+  std::ios::sync_with_stdio(false);
+  std::string line;
+  bool failed = false;
+  while (std::getline(std::cin, line)) {
+    ojson in = ojson::parse(line, nullptr, /*allow_exceptions=*/false);
+    chat::ChatRenderOptions opts = ct.defaults;
+    opts.add_generation_prompt = f->add_generation_prompt;
+    absl::StatusOr<std::string> text = absl::InvalidArgumentError("expected {\"messages\": [...]}");
+    if (in.is_object() && in.contains("messages")) {
+      absl::Status fields = absl::OkStatus();
+      for (auto it = in.begin(); it != in.end(); ++it) {
+        if (it.key() == "tools") {
+          opts.tools = *it;
+        } else if (it.key() == "documents") {
+          opts.documents = *it;
+        } else if (it.key() != "messages") {
+          fields = absl::InvalidArgumentError("unknown field \"" + it.key() + "\" (expected messages, tools, documents)");
+        }
+      }
+      text = fields.ok() ? ct.ForTools(!opts.tools.is_null()).Render(in["messages"], opts) : fields;
+    }
+    if (text.ok()) {
+      std::cout << dump(ojson{{"text", *text}}) << '\n';
+    } else {
+      failed = true;
+      std::cout << dump(ojson{{"error", std::string(text.status().message())}}) << '\n';
+    }
+  }
+  std::cout.flush();
+  return failed ? 1 : 0;
+}
+
 constexpr Command kCommands[] = {
     {"inspect", "summary of a checkpoint directory (config, parameters, tokenizer)",
      "Usage: tessera-model inspect DIR\n\n"
@@ -217,11 +237,11 @@ constexpr Command kCommands[] = {
      RunDetokenize},
     {"chat-render", "JSON Lines {\"messages\": [...]} -> {\"text\": ...}",
      "Usage: tessera-model chat-render --tokenizer DIR [--add-generation-prompt] < in.jsonl > out.jsonl\n\n"
-     "Renders each {\"messages\": [{\"role\": ..., \"content\": ...}, ...]} line (optionally with \"tools\")\n"
-     "with DIR's chat template (chat_template.jinja, else tokenizer_config.json's chat_template) exactly as\n"
-     "transformers' apply_chat_template(..., tokenize=False) does. A template using something Tessera does\n"
-     "not support is refused by name (exit status 2). One output line per input line; a conversation the\n"
-     "template rejects (raise_exception) gets {\"error\": ...} and the exit status is 1 at the end.\n",
+     "Renders each {\"messages\": [...]} line (optionally with \"tools\" and \"documents\") with DIR's chat\n"
+     "template (chat_template.jinja, else tokenizer_config.json's chat_template) and special tokens, exactly\n"
+     "as transformers' apply_chat_template(tokenize=False) does. A template using a construct Tessera does\n"
+     "not support is refused at start (exit 2, naming it). One output line per input line; a bad line or a\n"
+     "template error (e.g. its raise_exception) gets {\"error\": ...} and the exit status is 1 at the end.\n",
      RunChatRender},
 };
 

@@ -139,7 +139,7 @@ TEST(ModelCli, InspectPrintsConfigAndTokenizer) {
 
 // chat-render against transformers' apply_chat_template on the checkpoint fixture (expected.json made by
 // ops/fixtures/make_chat_checkpoint.py), with and without the generation prompt.
-TEST(ModelCli, ChatRenderMatchesTransformers) {
+TEST(ModelCli, ChatRenderOfTheCheckpointFixtureMatchesTransformers) {
   const std::string ckpt = SourceDir() + "/tests/fixtures/checkpoints/qwen3_moe_chat";
   std::ifstream in(ckpt + "/expected.json");
   std::stringstream ss;
@@ -179,6 +179,68 @@ TEST(ModelCli, HelpPerSubcommand) {
   const Result detok = RunModel("detokenize --help", "");
   EXPECT_NE(detok.out.find("--skip-special-tokens"), std::string::npos);
   EXPECT_EQ(RunModel("frobnicate", "").exit_code, 2);
+}
+
+// chat-render against tests/fixtures/chat (expected texts and errors from transformers'
+// apply_chat_template): every case of a family without extra variables, split by add_generation_prompt,
+// one process per flag value; tools pass through with their key order.
+TEST(ModelCli, ChatRenderMatchesTransformers) {
+  using ojson = nlohmann::ordered_json;
+  for (const std::string family : {"chatml_qwen2", "mistral"}) {
+    const std::string dir = SourceDir() + "/tests/fixtures/chat/" + family;
+    for (bool agp : {false, true}) {
+      std::vector<ojson> cases;
+      std::ifstream in(dir + "/expected.jsonl");
+      std::string line;
+      while (std::getline(in, line)) {
+        ojson c = ojson::parse(line);
+        if (c["add_generation_prompt"].get<bool>() == agp && c["extra"].empty() && !c.contains("documents")) {
+          cases.push_back(c);
+        }
+      }
+      ASSERT_GE(cases.size(), 4u) << family;
+      std::string input;
+      bool any_error = false;
+      for (const ojson& c : cases) {
+        ojson req = {{"messages", c["messages"]}};
+        if (c.contains("tools")) req["tools"] = c["tools"];
+        input += req.dump() + "\n";
+        any_error |= c.contains("error");
+      }
+      const Result r = RunModel(absl::StrCat("chat-render --tokenizer ", dir, agp ? " --add-generation-prompt" : ""),
+                                input);
+      EXPECT_EQ(r.exit_code, any_error ? 1 : 0) << r.out;
+      ASSERT_EQ(r.lines.size(), cases.size()) << r.out;
+      for (size_t k = 0; k < cases.size(); ++k) {
+        const ojson got = ojson::parse(r.lines[k]);
+        SCOPED_TRACE(family + " " + cases[k]["name"].get<std::string>());
+        if (cases[k].contains("text")) {
+          EXPECT_EQ(got["text"], cases[k]["text"]);
+        } else if (cases[k]["raised"].get<bool>()) {
+          EXPECT_EQ(got["error"], cases[k]["error"]);
+        } else {
+          EXPECT_TRUE(got.contains("error"));
+        }
+      }
+    }
+  }
+}
+
+TEST(ModelCli, ChatRenderBadLinesAndMissingTemplate) {
+  const std::string dir = SourceDir() + "/tests/fixtures/chat/olmoe";
+  const Result r = RunModel("chat-render --tokenizer " + dir,
+                            "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n"
+                            "not json\n{\"messages\": []}\n{\"messages\": [], \"oops\": 1}\n");
+  EXPECT_EQ(r.exit_code, 1);
+  ASSERT_EQ(r.lines.size(), 4u) << r.out;
+  EXPECT_EQ(json::parse(r.lines[0])["text"], "<|user|>\nhi\n");
+  EXPECT_TRUE(json::parse(r.lines[1]).contains("error"));
+  EXPECT_TRUE(json::parse(r.lines[2]).contains("error"));
+  EXPECT_NE(json::parse(r.lines[3])["error"].get<std::string>().find("oops"), std::string::npos);
+  // A tokenizer fixture without any chat template: refused at start.
+  const Result none = RunModel("chat-render --tokenizer " + Fixture("gpt2_bytelevel"), "");
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.out.find("no chat template"), std::string::npos) << none.out;
 }
 
 }  // namespace
