@@ -25,9 +25,13 @@ Required:
                               (mode 0600) and printed once on stdout.
 Options:
   --listen HOST:PORT          gRPC address (default 127.0.0.1:7070; port 0 picks a free port, printed)
-  --backbone builtin:tiny|PATH  the frozen backbone (default builtin:tiny; its checkpoint is made by
-                              tessera-pretrain). random:tiny = the same architecture with fixed random
-                              weights (untrained: for tests and smoke runs)
+  --backbone builtin:tiny|DIR  the frozen backbone (default builtin:tiny; its checkpoint is made by
+                              tessera-pretrain), or a Hugging Face checkpoint directory (config.json,
+                              model.safetensors or model.safetensors.index.json, tokenizer.json,
+                              tokenizer_config.json, optional chat_template.jinja/generation_config.json)
+                              of a supported family (tessera-model inspect DIR says whether it is).
+                              random:tiny = the builtin:tiny architecture with fixed random weights
+                              (untrained: for tests and smoke runs)
   --device cpu|cuda           where the model runs (default cpu)
   --dtype auto|f32|bf16       precision of the backbone's weight matrices (default auto: the checkpoint's,
                               bf16 for a BF16 or F16 checkpoint -- F16 rounded to bf16 -- and f32 for an
