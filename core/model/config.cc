@@ -1,53 +1,30 @@
-// Parsing and writing of HF config.json for the supported MoE families (see config.h).
+// Parsing and writing of HF config.json: the fields every family shares here, the family-specific ones
+// through the family table (families/family.h; see config.h).
 #include "core/model/config.h"
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/util/status_macros.h"
+#include "core/model/families/family.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
 namespace {
 
-using Json = nlohmann::json;
-
-absl::Status Missing(std::string_view field) {
-  return absl::InvalidArgumentError(absl::StrCat("config.json: missing required field '", std::string(field), "'"));
-}
-absl::Status BadType(std::string_view field, std::string_view want) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config.json: field '", std::string(field), "' must be ", std::string(want)));
-}
-absl::Status Unsupported(std::string_view field, std::string_view why) {
-  return absl::UnimplementedError(
-      absl::StrCat("config.json: unsupported field '", std::string(field), "': ", std::string(why)));
-}
-
-bool Present(const Json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
-
-absl::StatusOr<int64_t> GetInt(const Json& j, const char* key) {
-  if (!Present(j, key)) return Missing(key);
-  const Json& v = j[key];
-  if (!v.is_number_integer()) return BadType(key, "an integer");
-  return v.get<int64_t>();
-}
-absl::StatusOr<int64_t> GetIntOr(const Json& j, const char* key, int64_t def) {
-  if (!Present(j, key)) return def;
-  return GetInt(j, key);
-}
-absl::StatusOr<double> GetNumberOr(const Json& j, const char* key, double def) {
-  if (!Present(j, key)) return def;
-  if (!j[key].is_number()) return BadType(key, "a number");
-  return j[key].get<double>();
-}
-absl::StatusOr<bool> GetBoolOr(const Json& j, const char* key, bool def) {
-  if (!Present(j, key)) return def;
-  if (!j[key].is_boolean()) return BadType(key, "a boolean");
-  return j[key].get<bool>();
-}
+using families::BadType;
+using families::GetBoolOr;
+using families::GetInt;
+using families::GetIntOr;
+using families::GetNumberOr;
+using families::Json;
+using families::Missing;
+using families::Present;
+using families::Unsupported;
 
 // The expert count. transformers names it per family (Mixtral: num_local_experts; Qwen3-MoE, OLMoE:
 // num_experts) but maps both names onto one attribute, and save_pretrained may write either (5.17 wrote
@@ -83,13 +60,14 @@ absl::Status CheckRopeObject(const Json& j, const char* key) {
 
 }  // namespace
 
-const char* ModelFamilyName(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kMixtral: return "mixtral";
-    case ModelFamily::kQwen3Moe: return "qwen3_moe";
-    case ModelFamily::kOlmoe: return "olmoe";
-  }
-  return "?";
+const char* ModelFamilyName(ModelFamily family) { return families::Family(family).model_type; }
+
+bool ModelConfig::IsDenseLayer(int64_t layer) const {
+  return std::binary_search(dense_layers.begin(), dense_layers.end(), layer);
+}
+
+float ModelConfig::AttentionScale() const {
+  return attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
 }
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
@@ -100,17 +78,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
   if (!Present(j, "model_type")) return Missing("model_type");
   if (!j["model_type"].is_string()) return BadType("model_type", "a string");
   const std::string type = j["model_type"].get<std::string>();
-  ModelConfig c;
-  if (type == "mixtral") {
-    c.family = ModelFamily::kMixtral;
-  } else if (type == "qwen3_moe") {
-    c.family = ModelFamily::kQwen3Moe;
-  } else if (type == "olmoe") {
-    c.family = ModelFamily::kOlmoe;
-  } else {
-    return Unsupported("model_type", absl::StrCat("'", type, "' (supported: mixtral, qwen3_moe, olmoe)"));
+  const families::FamilyDescriptor* fam = families::FindFamily(type);
+  if (fam == nullptr) {
+    return Unsupported("model_type", absl::StrCat("'", type, "' (supported: ", families::SupportedModelTypes(), ")"));
   }
-
+  ModelConfig c;
+  c.family = fam->family;
   ASSIGN_OR_RETURN(c.hidden_size, GetInt(j, "hidden_size"));
   ASSIGN_OR_RETURN(c.num_layers, GetInt(j, "num_hidden_layers"));
   ASSIGN_OR_RETURN(c.num_heads, GetInt(j, "num_attention_heads"));
@@ -136,50 +109,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
   if (Present(j, "hidden_act") && j["hidden_act"] != "silu") {
     return Unsupported("hidden_act", absl::StrCat("only silu, got ", j["hidden_act"].dump()));
   }
-  ASSIGN_OR_RETURN(bool attention_bias, GetBoolOr(j, "attention_bias", false));
-  if (attention_bias) return Unsupported("attention_bias", "biases in q/k/v/o projections");
-
-  switch (c.family) {
-    case ModelFamily::kMixtral: {
-      ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, "num_local_experts"));
-      ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "intermediate_size"));
-      c.norm_topk_prob = true;  // Mixtral always renormalizes the top-k weights.
-      c.qk_norm = QkNorm::kNone;
-      if (Present(j, "sliding_window")) {
-        return Unsupported("sliding_window", "sliding-window attention (set it to null)");
-      }
-      break;
-    }
-    case ModelFamily::kQwen3Moe: {
-      ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, "num_experts"));
-      ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "moe_intermediate_size"));
-      ASSIGN_OR_RETURN(c.norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
-      c.qk_norm = QkNorm::kPerHead;
-      ASSIGN_OR_RETURN(bool sliding, GetBoolOr(j, "use_sliding_window", false));
-      if (sliding) return Unsupported("use_sliding_window", "sliding-window attention");
-      ASSIGN_OR_RETURN(int64_t step, GetIntOr(j, "decoder_sparse_step", 1));
-      if (step != 1) return Unsupported("decoder_sparse_step", "dense MLP layers (must be 1)");
-      if (Present(j, "mlp_only_layers")) {
-        if (!j["mlp_only_layers"].is_array()) return BadType("mlp_only_layers", "a list");
-        if (!j["mlp_only_layers"].empty()) {
-          return Unsupported("mlp_only_layers", "dense MLP layers (must be empty)");
-        }
-      }
-      if (Present(j, "shared_expert_intermediate_size")) {
-        ASSIGN_OR_RETURN(int64_t shared, GetInt(j, "shared_expert_intermediate_size"));
-        if (shared != 0) return Unsupported("shared_expert_intermediate_size", "shared experts");
-      }
-      break;
-    }
-    case ModelFamily::kOlmoe: {
-      ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, "num_experts"));
-      ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, "intermediate_size"));
-      ASSIGN_OR_RETURN(c.norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
-      c.qk_norm = QkNorm::kFull;
-      if (Present(j, "clip_qkv")) return Unsupported("clip_qkv", "q/k/v clipping (set it to null)");
-      break;
-    }
-  }
+  RETURN_IF_ERROR(families::RefuseTrue(j, "attention_bias", "biases in the q/k/v/o projections"));
+  ASSIGN_OR_RETURN(c.num_experts, GetExpertCount(j, fam->experts_key));
+  ASSIGN_OR_RETURN(c.expert_dim, GetInt(j, fam->expert_width_key));
+  RETURN_IF_ERROR(fam->parse(j, &c));
   RETURN_IF_ERROR(c.Validate());
   return c;
 }
@@ -209,10 +142,10 @@ absl::Status ModelConfig::Validate() const {
   RETURN_IF_ERROR(positive(num_heads, "num_attention_heads"));
   RETURN_IF_ERROR(positive(num_kv_heads, "num_key_value_heads"));
   RETURN_IF_ERROR(positive(head_dim, "head_dim"));
-  RETURN_IF_ERROR(positive(num_experts, family == ModelFamily::kMixtral ? "num_local_experts" : "num_experts"));
+  const families::FamilyDescriptor& fam = families::Family(family);
+  RETURN_IF_ERROR(positive(num_experts, fam.experts_key));
   RETURN_IF_ERROR(positive(top_k, "num_experts_per_tok"));
-  RETURN_IF_ERROR(positive(expert_dim, family == ModelFamily::kQwen3Moe ? "moe_intermediate_size"
-                                                                         : "intermediate_size"));
+  RETURN_IF_ERROR(positive(expert_dim, fam.expert_width_key));
   RETURN_IF_ERROR(positive(vocab_size, "vocab_size"));
   RETURN_IF_ERROR(positive(max_position_embeddings, "max_position_embeddings"));
   if (num_heads % num_kv_heads != 0) {
@@ -228,41 +161,33 @@ absl::Status ModelConfig::Validate() const {
   }
   if (!(rms_norm_eps > 0.0f)) return absl::InvalidArgumentError("config: 'rms_norm_eps' must be > 0");
   if (!(rope_theta > 0.0f)) return absl::InvalidArgumentError("config: 'rope_theta' must be > 0");
+  if (shared_expert_dim < 0) return absl::InvalidArgumentError("config: the shared expert width must be >= 0");
+  if (shared_expert_gate && shared_expert_dim == 0) {
+    return absl::InvalidArgumentError("config: a shared expert gate needs a shared expert");
+  }
+  for (size_t i = 0; i < dense_layers.size(); ++i) {
+    if (dense_layers[i] < 0 || dense_layers[i] >= num_layers || (i > 0 && dense_layers[i] <= dense_layers[i - 1])) {
+      return absl::InvalidArgumentError("config: dense layers must be sorted, distinct and in [0, num_hidden_layers)");
+    }
+  }
+  if (!dense_layers.empty()) RETURN_IF_ERROR(positive(dense_dim, "intermediate_size"));
+  if (static_cast<int64_t>(dense_layers.size()) == num_layers) {
+    return absl::InvalidArgumentError("config: every layer is dense (no expert layer to fine-tune)");
+  }
+  for (float m : {embedding_multiplier, residual_multiplier, logits_scaling, routed_scaling_factor}) {
+    if (!std::isfinite(m) || m == 0.0f) {
+      return absl::InvalidArgumentError("config: multipliers and scaling factors must be finite and nonzero");
+    }
+  }
   return absl::OkStatus();
 }
 
 std::string ModelConfig::ToJson() const {
   Json j;
-  j["model_type"] = ModelFamilyName(family);
-  switch (family) {
-    case ModelFamily::kMixtral:
-      j["architectures"] = {"MixtralForCausalLM"};
-      j["num_local_experts"] = num_experts;
-      j["intermediate_size"] = expert_dim;
-      j["sliding_window"] = nullptr;
-      j["router_jitter_noise"] = 0.0;
-      break;
-    case ModelFamily::kQwen3Moe:
-      j["architectures"] = {"Qwen3MoeForCausalLM"};
-      j["num_experts"] = num_experts;
-      j["moe_intermediate_size"] = expert_dim;
-      j["intermediate_size"] = expert_dim;  // unused: every layer is sparse
-      j["norm_topk_prob"] = norm_topk_prob;
-      j["decoder_sparse_step"] = 1;
-      j["mlp_only_layers"] = Json::array();
-      j["use_sliding_window"] = false;
-      j["sliding_window"] = nullptr;
-      j["attention_bias"] = false;
-      break;
-    case ModelFamily::kOlmoe:
-      j["architectures"] = {"OlmoeForCausalLM"};
-      j["num_experts"] = num_experts;
-      j["intermediate_size"] = expert_dim;
-      j["norm_topk_prob"] = norm_topk_prob;
-      j["clip_qkv"] = nullptr;
-      j["attention_bias"] = false;
-      break;
-  }
+  const families::FamilyDescriptor& fam = families::Family(family);
+  j["model_type"] = fam.model_type;
+  j["architectures"] = {fam.architecture};
+  fam.write(*this, &j);
   j["hidden_size"] = hidden_size;
   j["num_hidden_layers"] = num_layers;
   j["num_attention_heads"] = num_heads;
@@ -334,9 +259,14 @@ int64_t ModelConfig::NumParameters() const {
   int64_t qk_norm_params = 0;
   if (qk_norm == QkNorm::kPerHead) qk_norm_params = 2 * head_dim;
   if (qk_norm == QkNorm::kFull) qk_norm_params = q_dim() + kv_dim();
-  const int64_t per_layer = 2 * d + d * q_dim() * 2 + d * kv_dim() * 2 + qk_norm_params +
-                            num_experts * d + num_experts * ExpertParameters();
-  return vocab_size * d * (tie_word_embeddings ? 1 : 2) + d + num_layers * per_layer;
+  const int64_t attention = 2 * d + d * q_dim() * 2 + d * kv_dim() * 2 + qk_norm_params +
+                            (qkv_bias ? q_dim() + 2 * kv_dim() : 0);
+  int64_t total = vocab_size * d * (tie_word_embeddings ? 1 : 2) + d;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    total += attention + 3 * d * MlpDim(l);
+    if (!IsDenseLayer(l)) total += num_experts * d + num_experts * ExpertParameters() + (shared_expert_gate ? d : 0);
+  }
+  return total;
 }
 
 }  // namespace tessera

@@ -1,31 +1,39 @@
 // ModelConfig: the architecture of a Llama-style MoE decoder, read from (and written to) an HF
-// `config.json` for model_type "mixtral", "qwen3_moe" and "olmoe".
+// `config.json`. The supported model_types and what each one's fields mean are data: one descriptor per
+// family in core/model/families/ (family.h: the table), so the model code reads features from the
+// config (q/k norm, q/k/v bias, shared experts, dense layers, multipliers), never the family.
 //
-// Every layer is: x += o_proj(attn(rope(qk_norm(q_proj(n1))), ...)) with n1 = rmsnorm(x), then
-// x += sum_k w_k * expert_k(rmsnorm(x)) over the router's top-k experts (SwiGLU experts, no shared
-// expert, every layer sparse). What differs per family:
-//   mixtral   : no q/k norm; top-k weights always renormalized; expert width = intermediate_size;
-//               experts = num_local_experts.
-//   qwen3_moe : per-head RMSNorm of q and k over head_dim (weights [head_dim]); norm_topk_prob;
-//               expert width = moe_intermediate_size; experts = num_experts.
-//   olmoe     : RMSNorm over the whole q projection ([heads*head_dim]) and k projection
-//               ([kv_heads*head_dim]); norm_topk_prob (HF default false); expert width =
-//               intermediate_size; experts = num_experts.
-// Unsupported features (sliding window, rope_scaling, attention bias, shared experts, dense layers,
-// qkv clipping, non-silu activations) are rejected with UNIMPLEMENTED naming the field; missing or
+// Every layer is: x += r * o_proj(attn(rope(qk_norm(q_proj(n1) + bq)), ...)) with n1 = rmsnorm(x), then
+// the MLP block on n2 = rmsnorm(x):
+//   sparse layer: x += r * s * sum_k w_k * expert_k(n2)  [+ r * g * shared(n2)]
+//   dense layer : x += r * mlp(n2)
+// where experts/shared/mlp are SwiGLU MLPs, w_k the router's top-k weights (renormalized when
+// norm_topk_prob), s = routed_scaling_factor, g = sigmoid(n2 . shared_gate) (or 1 without a gate),
+// r = residual_multiplier. Embeddings are scaled by embedding_multiplier and logits divided by
+// logits_scaling. Families (see families/*.cc for the exact fields):
+//   mixtral   : no q/k norm; top-k always renormalized; experts = num_local_experts.
+//   qwen3_moe : per-head RMSNorm of q and k; norm_topk_prob; expert width = moe_intermediate_size.
+//   olmoe     : RMSNorm over the whole q and k projections; norm_topk_prob.
+//   qwen2_moe : q/k/v biases; a shared expert with a sigmoid gate; dense layers (mlp_only_layers,
+//               decoder_sparse_step); norm_topk_prob.
+//   granitemoe: multipliers (embedding, attention = the softmax scale, residual, logits); fused expert
+//               tensors in the checkpoint (input_linear/output_linear), sliced per expert on load.
+// A field that changes the math and is not supported (sliding window, rope_scaling, o_proj bias, qkv
+// clipping, non-silu activations, ...) is refused with UNIMPLEMENTED naming the field; missing or
 // inconsistent fields give INVALID_ARGUMENT naming the field.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace tessera {
 
-enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe };
+enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe };
 // How q and k are normalized before RoPE.
 enum class QkNorm {
   kNone,     // mixtral
@@ -52,6 +60,20 @@ struct ModelConfig {
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
   QkNorm qk_norm = QkNorm::kPerHead;
+  // q/k/v projections carry biases (qwen2_moe): model.layers.{l}.self_attn.{q,k,v}_proj.bias.
+  bool qkv_bias = false;
+  // Softmax scale of attention; 0 means 1/sqrt(head_dim) (granitemoe: attention_multiplier).
+  float attention_scale = 0.0f;
+  float embedding_multiplier = 1.0f;   // h = embed[tokens] * m
+  float residual_multiplier = 1.0f;    // every block's output is scaled by it before the residual add
+  float logits_scaling = 1.0f;         // logits = lm_head(h) / s
+  float routed_scaling_factor = 1.0f;  // the routed experts' sum is scaled by it
+  // Shared expert: a SwiGLU MLP of this width every token of a sparse layer passes through (0: none).
+  int64_t shared_expert_dim = 0;
+  bool shared_expert_gate = false;     // qwen2_moe: scaled by sigmoid(n2 . w), w = [1, D]
+  // Dense layers: their MLP is one SwiGLU MLP of width dense_dim (no router, no expert slots).
+  std::vector<int64_t> dense_layers;   // sorted layer indices
+  int64_t dense_dim = 0;
 
   // Parses an HF config.json text. See the file comment for the errors.
   static absl::StatusOr<ModelConfig> FromJson(std::string_view json);
@@ -72,6 +94,10 @@ struct ModelConfig {
   static absl::StatusOr<ModelConfig> Builtin(std::string_view name);
 
   int64_t q_dim() const { return num_heads * head_dim; }
+  bool IsDenseLayer(int64_t layer) const;
+  // The width of layer `layer`'s always-on MLP: dense_dim for a dense layer, else shared_expert_dim.
+  int64_t MlpDim(int64_t layer) const { return IsDenseLayer(layer) ? dense_dim : shared_expert_dim; }
+  float AttentionScale() const;
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Total parameter count (lm_head counted once when tied).
   int64_t NumParameters() const;

@@ -124,6 +124,13 @@ void RecordLayerRouting(int64_t l, int64_t e_count, int64_t k, const LayerAssign
   }
 }
 
+// [n] i32 0..n-1.
+absl::StatusOr<Tensor> RowIndices(Backend* be, int64_t n) {
+  std::vector<int32_t> iota(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) iota[i] = static_cast<int32_t>(i);
+  return be->FromHost(iota, {n});
+}
+
 }  // namespace
 
 void RoutingStats::Init(int64_t layers, int64_t experts) {
@@ -264,11 +271,29 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     act->ids = ids_t;
     act->positions = pos_t;
   }
-  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  if (c.embedding_multiplier != 1.0f) RETURN_IF_ERROR(be->Scale(h, c.embedding_multiplier));
+  const float attn_scale = c.AttentionScale();
+  const float routed_scale = c.routed_scaling_factor * c.residual_multiplier;
+  Tensor rows_iota;  // [N] i32 0..N-1: per-row scaling through GatherRows / ScatterAddRows
+  Tensor ones_col;   // [N, 1] of 1 in the GEMM dtype: biases are added as a rank-1 GEMM ones x bias
+  auto add_bias = [&](const Tensor& bias, Tensor& out) -> absl::Status {
+    if (!ones_col.defined()) {
+      ASSIGN_OR_RETURN(ones_col, be->Alloc({n_tok, 1}, cdt));
+      RETURN_IF_ERROR(be->Fill(ones_col, 1.0f));
+    }
+    Tensor row = bias.Reshape({1, bias.numel()});
+    if (row.dtype() != cdt) {
+      ASSIGN_OR_RETURN(Tensor narrow, be->Alloc({1, bias.numel()}, cdt));
+      RETURN_IF_ERROR(be->Copy(row, narrow));
+      row = narrow;
+    }
+    return be->Matmul(ones_col, false, row, false, out, 1.0f, 1.0f);
+  };
 
   // Without save_activations every layer reuses the same intermediate buffers (same shapes per
   // layer), so a forward allocates them once; with it, each layer's intermediates are kept.
-  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kRoute, kSorted, kXg, kG, kU, kAct, kY, kSlots };
+  enum Slot { kXn1, kQ, kK, kV, kQn, kKn, kAttn, kO, kXn2, kRl, kRoute, kSorted, kXg, kG, kU, kAct, kY, kMg, kMu, kMa, kMo,
+              kSlots };
   std::vector<Tensor> scratch(kSlots);
   auto buffer = [&](Slot slot, std::vector<int64_t> shape, DType dtype = DType::kF32) -> absl::StatusOr<Tensor> {
     Tensor& cached = scratch[slot];
@@ -301,6 +326,11 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.q_proj, true, q));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.k_proj, true, kk));
     RETURN_IF_ERROR(be->Matmul(xn1, false, w.v_proj, true, vv));
+    if (c.qkv_bias) {
+      RETURN_IF_ERROR(add_bias(w.q_bias, q));
+      RETURN_IF_ERROR(add_bias(w.k_bias, kk));
+      RETURN_IF_ERROR(add_bias(w.v_bias, vv));
+    }
     Tensor q_pre, k_pre, q_rstd, k_rstd;
     if (c.qk_norm != QkNorm::kNone) {
       q_pre = q;
@@ -362,6 +392,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     RETURN_IF_ERROR(be->AttentionForward(q3, seqs, attn_scale, attn, save ? &lse : nullptr));
     ASSIGN_OR_RETURN(Tensor o, buffer(kO, {n_tok, d}));
     RETURN_IF_ERROR(be->Matmul(attn.Reshape({n_tok, c.q_dim()}), false, w.o_proj, true, o));
+    if (c.residual_multiplier != 1.0f) RETURN_IF_ERROR(be->Scale(o, c.residual_multiplier));
     Tensor h_mid = h;
     if (save) { ASSIGN_OR_RETURN(h_mid, be->Alloc({n_tok, d}, DType::kF32)); }
     RETURN_IF_ERROR(be->Add(h, o, h_mid));
@@ -371,67 +402,109 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     Tensor rstd2;
     if (save) { ASSIGN_OR_RETURN(rstd2, be->Alloc({n_tok}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(h_mid, w.post_norm, c.rms_norm_eps, xn2, save ? &rstd2 : nullptr));
-    ASSIGN_OR_RETURN(Tensor rlogits, buffer(kRl, {n_tok, e_count}));
-    RETURN_IF_ERROR(be->Matmul(xn2, false, w.router, true, rlogits));
-    // The router's outputs share one buffer [top-k indices | top-k weights | probabilities], so the host
-    // reads what the plan needs (and, when collecting routing, the probabilities) in ONE transfer per layer
-    // (host plan) or per forward (device routing): on a GPU each read-back drains the stream. Parts start
-    // at 256-byte boundaries.
-    ASSIGN_OR_RETURN(RouterOutputs route,
-                     RouterBuffer(device_routing ? absl::StatusOr<Tensor>(WordView(route_all, l * route_words,
-                                                                                   {route_words}, DType::kI32))
-                                                 : buffer(kRoute, {route_words}, DType::kI32),
-                                  n_tok, k, e_count));
-    Tensor& probs = route.probs;
-    Tensor& topk_idx = route.topk_idx;
-    Tensor& topk_w = route.topk_w;
-    RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
-
-    // Group the M = N * k assignments by weight: token_idx/gate_w give each sorted row's token and gate.
-    const int64_t m = n_tok * k;
-    MoePlan plan;  // host plan only
-    Tensor token_idx, gate_w, offsets;
-    if (!device_routing) {
-      std::vector<int32_t> idx_h;
-      std::vector<float> w_h, p_h;
-      RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
-      ASSIGN_OR_RETURN(plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
-      std::vector<uint8_t> set_is_overlay;
-      RecordLayerRouting(l, e_count, k, FromPlan(plan, idx_h, w_h, &set_is_overlay),
-                         options.collect_routing ? &p_h : nullptr, token_seq, result);
-      token_idx = plan.token_idx;
-      gate_w = plan.gate_w;
-    } else {
-      const MoeDeviceTables::Layer& tl = tables.layers[l];
-      const int64_t sets = static_cast<int64_t>(tl.part[0].size());
-      ASSIGN_OR_RETURN(Tensor sorted, buffer(kSorted, {2 * AlignWords(m) + sets + 1}, DType::kI32));
-      token_idx = WordView(sorted, 0, {m}, DType::kI32);
-      gate_w = WordView(sorted, AlignWords(m), {m}, DType::kF32);
-      offsets = WordView(sorted, 2 * AlignWords(m), {sets + 1}, DType::kI32);
-      RETURN_IF_ERROR(be->MoeSortAssignments(topk_idx, topk_w, tables.token_rank, tl.weight_table, token_idx, gate_w,
-                                             offsets));
-    }
-    // Experts: gather -> gate & up -> SwiGLU -> down, over the groups.
-    auto grouped = [&](const Tensor& x_in, int part, Tensor& out) {
-      return device_routing ? be->GroupedMatmulByOffsets(x_in, tables.layers[l].part[part], offsets, out)
-                            : be->GroupedMatmul(x_in, plan.GemmGroups(part), out);
-    };
-    ASSIGN_OR_RETURN(Tensor xg, buffer(kXg, {m, d}, cdt));
-    RETURN_IF_ERROR(be->GatherRows(xn2, token_idx, nullptr, xg));
-    ASSIGN_OR_RETURN(Tensor g, buffer(kG, {m, f}, cdt));
-    ASSIGN_OR_RETURN(Tensor u, buffer(kU, {m, f}, cdt));
-    RETURN_IF_ERROR(grouped(xg, 0, g));
-    RETURN_IF_ERROR(grouped(xg, 1, u));
-    ASSIGN_OR_RETURN(Tensor a, buffer(kAct, {m, f}, cdt));
-    RETURN_IF_ERROR(be->SwiGluForward(g, u, a));
-    ASSIGN_OR_RETURN(Tensor y, buffer(kY, {m, d}, cdt));
-    RETURN_IF_ERROR(grouped(a, 2, y));
     Tensor h_out = h_mid;
     if (save) {
       ASSIGN_OR_RETURN(h_out, be->Alloc({n_tok, d}, DType::kF32));
       RETURN_IF_ERROR(be->Copy(h_mid, h_out));
     }
-    RETURN_IF_ERROR(be->ScatterAddRows(y, token_idx, &gate_w, h_out));
+    // Routed experts (sparse layers; a dense layer has no router and no expert slots).
+    const bool dense = c.IsDenseLayer(l);
+    RouterOutputs route;
+    Tensor probs, topk_idx, topk_w;
+    MoePlan plan;  // host plan only
+    Tensor xg, g, u, a, y;
+    if (dense) {
+      if (!device_routing) {  // (device routing records every layer after the last one)
+        result.groups_per_layer.push_back(0);
+        result.overlay_groups_per_layer.push_back(0);
+      }
+    } else {
+      ASSIGN_OR_RETURN(Tensor rlogits, buffer(kRl, {n_tok, e_count}));
+      RETURN_IF_ERROR(be->Matmul(xn2, false, w.router, true, rlogits));
+      // The router's outputs share one buffer [top-k indices | top-k weights | probabilities], so the host
+      // reads what the plan needs (and, when collecting routing, the probabilities) in ONE transfer per layer
+      // (host plan) or per forward (device routing): on a GPU each read-back drains the stream. Parts start
+      // at 256-byte boundaries.
+      ASSIGN_OR_RETURN(route,
+                       RouterBuffer(device_routing ? absl::StatusOr<Tensor>(WordView(route_all, l * route_words,
+                                                                                     {route_words}, DType::kI32))
+                                                   : buffer(kRoute, {route_words}, DType::kI32),
+                                    n_tok, k, e_count));
+      probs = route.probs;
+      topk_idx = route.topk_idx;
+      topk_w = route.topk_w;
+      RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
+
+      // Group the M = N * k assignments by weight: token_idx/gate_w give each sorted row's token and gate.
+      const int64_t m = n_tok * k;
+      Tensor token_idx, gate_w, offsets;
+      if (!device_routing) {
+        std::vector<int32_t> idx_h;
+        std::vector<float> w_h, p_h;
+        RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
+        ASSIGN_OR_RETURN(plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
+        std::vector<uint8_t> set_is_overlay;
+        RecordLayerRouting(l, e_count, k, FromPlan(plan, idx_h, w_h, &set_is_overlay),
+                           options.collect_routing ? &p_h : nullptr, token_seq, result);
+        token_idx = plan.token_idx;
+        gate_w = plan.gate_w;
+      } else {
+        const MoeDeviceTables::Layer& tl = tables.layers[l];
+        const int64_t sets = static_cast<int64_t>(tl.part[0].size());
+        ASSIGN_OR_RETURN(Tensor sorted, buffer(kSorted, {2 * AlignWords(m) + sets + 1}, DType::kI32));
+        token_idx = WordView(sorted, 0, {m}, DType::kI32);
+        gate_w = WordView(sorted, AlignWords(m), {m}, DType::kF32);
+        offsets = WordView(sorted, 2 * AlignWords(m), {sets + 1}, DType::kI32);
+        RETURN_IF_ERROR(be->MoeSortAssignments(topk_idx, topk_w, tables.token_rank, tl.weight_table, token_idx, gate_w,
+                                               offsets));
+      }
+      // Experts: gather -> gate & up -> SwiGLU -> down, over the groups.
+      auto grouped = [&](const Tensor& x_in, int part, Tensor& out) {
+        return device_routing ? be->GroupedMatmulByOffsets(x_in, tables.layers[l].part[part], offsets, out)
+                              : be->GroupedMatmul(x_in, plan.GemmGroups(part), out);
+      };
+      ASSIGN_OR_RETURN(xg, buffer(kXg, {m, d}, cdt));
+      RETURN_IF_ERROR(be->GatherRows(xn2, token_idx, nullptr, xg));
+      ASSIGN_OR_RETURN(g, buffer(kG, {m, f}, cdt));
+      ASSIGN_OR_RETURN(u, buffer(kU, {m, f}, cdt));
+      RETURN_IF_ERROR(grouped(xg, 0, g));
+      RETURN_IF_ERROR(grouped(xg, 1, u));
+      ASSIGN_OR_RETURN(a, buffer(kAct, {m, f}, cdt));
+      RETURN_IF_ERROR(be->SwiGluForward(g, u, a));
+      ASSIGN_OR_RETURN(y, buffer(kY, {m, d}, cdt));
+      RETURN_IF_ERROR(grouped(a, 2, y));
+      if (routed_scale != 1.0f) RETURN_IF_ERROR(be->Scale(y, routed_scale));
+      RETURN_IF_ERROR(be->ScatterAddRows(y, token_idx, &gate_w, h_out));
+    }
+    // The always-on MLP: a dense layer's MLP, or a sparse layer's shared expert (times its sigmoid gate).
+    MlpActivations mlp;
+    if (const int64_t mf = c.MlpDim(l); mf > 0) {
+      ASSIGN_OR_RETURN(mlp.g, buffer(kMg, {n_tok, mf}, cdt));
+      ASSIGN_OR_RETURN(mlp.u, buffer(kMu, {n_tok, mf}, cdt));
+      ASSIGN_OR_RETURN(mlp.act, buffer(kMa, {n_tok, mf}, cdt));
+      ASSIGN_OR_RETURN(mlp.out, buffer(kMo, {n_tok, d}, cdt));
+      RETURN_IF_ERROR(be->Matmul(xn2, false, w.mlp.gate, true, mlp.g));
+      RETURN_IF_ERROR(be->Matmul(xn2, false, w.mlp.up, true, mlp.u));
+      RETURN_IF_ERROR(be->SwiGluForward(mlp.g, mlp.u, mlp.act));
+      RETURN_IF_ERROR(be->Matmul(mlp.act, false, w.mlp.down, true, mlp.out));
+      if (dense || !c.shared_expert_gate) {
+        RETURN_IF_ERROR(be->Axpy(c.residual_multiplier, mlp.out, h_out));
+      } else {
+        // gate = sigmoid(xn2 . w_g) per token, on the host (N values), folded with the residual multiplier.
+        ASSIGN_OR_RETURN(Tensor gl, be->Alloc({n_tok, 1}, DType::kF32));
+        RETURN_IF_ERROR(be->Matmul(xn2, false, w.shared_gate, true, gl));
+        ASSIGN_OR_RETURN(std::vector<float> gate_h, be->ToHostF32(gl));
+        std::vector<float> scale(gate_h.size());
+        for (size_t i = 0; i < gate_h.size(); ++i) {
+          gate_h[i] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(gate_h[i]))));
+          scale[i] = gate_h[i] * c.residual_multiplier;
+        }
+        ASSIGN_OR_RETURN(mlp.scale, be->FromHost(scale, {n_tok}));
+        if (!rows_iota.defined()) { ASSIGN_OR_RETURN(rows_iota, RowIndices(be, n_tok)); }
+        RETURN_IF_ERROR(be->ScatterAddRows(mlp.out, rows_iota, &mlp.scale, h_out));
+        mlp.gate = std::move(gate_h);
+      }
+    }
 
     if (save) {
       LayerActivations& la = act->layers[l];
@@ -459,6 +532,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       la.u = u;
       la.act = a;
       la.y = y;
+      la.mlp = std::move(mlp);
     }
     h = h_out;
   }
@@ -482,7 +556,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     if (save) { ASSIGN_OR_RETURN(rstd_f, be->Alloc({n_rows}, DType::kF32)); }
     RETURN_IF_ERROR(be->RmsNormForward(rows, weights_.final_norm, c.rms_norm_eps, hf, save ? &rstd_f : nullptr));
     ASSIGN_OR_RETURN(result.logits, be->Alloc({n_rows, c.vocab_size}, DType::kF32));
-    RETURN_IF_ERROR(be->Matmul(hf, false, weights_.lm_head, true, result.logits));
+    RETURN_IF_ERROR(be->Matmul(hf, false, weights_.lm_head, true, result.logits, 1.0f / c.logits_scaling));
     if (save) {
       act->h_final = rows;
       act->rstd_final = rstd_f;
@@ -499,6 +573,11 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     std::vector<int32_t> host(static_cast<size_t>(route_all.numel()));
     RETURN_IF_ERROR(be->CopyToHost(route_all, host.data(), host.size() * sizeof(int32_t)));
     for (int64_t l = 0; l < c.num_layers; ++l) {
+      if (c.IsDenseLayer(l)) {
+        result.groups_per_layer.push_back(0);
+        result.overlay_groups_per_layer.push_back(0);
+        continue;
+      }
       ASSIGN_OR_RETURN(RouterOutputs route, RouterBuffer(WordView(route_all, l * route_words, {route_words}, DType::kI32),
                                                          n_tok, k, e_count));
       std::vector<int32_t> idx_h;

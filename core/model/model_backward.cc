@@ -69,7 +69,8 @@ absl::Status Gradients::Zero(Backend* backend) {
     RETURN_IF_ERROR(zero(full.lm_head));
     for (LayerWeights& l : full.layers) {
       for (Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
-                        &l.post_norm, &l.router}) {
+                        &l.post_norm, &l.router, &l.q_bias, &l.k_bias, &l.v_bias, &l.mlp.gate, &l.mlp.up,
+                        &l.mlp.down, &l.shared_gate}) {
         RETURN_IF_ERROR(zero(*t));
       }
       for (ExpertWeights& e : l.experts) {
@@ -97,7 +98,8 @@ int64_t Gradients::NumElements() const {
     if (full.lm_head.defined() && full.lm_head.raw() != full.embed.raw()) n += full.lm_head.numel();
     for (const LayerWeights& l : full.layers) {
       for (const Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
-                              &l.post_norm, &l.router}) {
+                              &l.post_norm, &l.router, &l.q_bias, &l.k_bias, &l.v_bias, &l.mlp.gate, &l.mlp.up,
+                              &l.mlp.down, &l.shared_gate}) {
         if (t->defined()) n += t->numel();
       }
       for (const ExpertWeights& e : l.experts) n += e.gate.numel() + e.up.numel() + e.down.numel();
@@ -197,14 +199,27 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
 
   // ---- LM head and final norm ----------------------------------------------------------------------
   ASSIGN_OR_RETURN(const Tensor dlogits_c, as_cdt(dlogits));
-  if (all) RETURN_IF_ERROR(be->Matmul(dlogits_c, true, act.hf, false, gw->lm_head, 1.0f, 1.0f));
+  const float inv_logits_scaling = 1.0f / c.logits_scaling;  // logits = lm_head(hf) / logits_scaling
+  if (all) RETURN_IF_ERROR(be->Matmul(dlogits_c, true, act.hf, false, gw->lm_head, inv_logits_scaling, 1.0f));
   ASSIGN_OR_RETURN(Tensor dhf, be->Alloc({n_tok, d}, DType::kF32));
-  RETURN_IF_ERROR(be->Matmul(dlogits_c, false, weights_.lm_head, false, dhf));
+  RETURN_IF_ERROR(be->Matmul(dlogits_c, false, weights_.lm_head, false, dhf, inv_logits_scaling));
   ASSIGN_OR_RETURN(Tensor dh, be->Alloc({n_tok, d}, DType::kF32));
   RETURN_IF_ERROR(be->RmsNormBackward(act.h_final, weights_.final_norm, act.rstd_final, dhf, dh,
                                       all ? &gw->final_norm : nullptr));
-  const float attn_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float attn_scale = c.AttentionScale();
+  const float res = c.residual_multiplier;
+  const float routed_scale = c.routed_scaling_factor * c.residual_multiplier;
   const int64_t num_seqs = static_cast<int64_t>(act.seq_begin.size());
+  Tensor rows_iota, ones_col;  // as in Forward: per-row scaling, and biases' row sums
+  if (c.shared_expert_gate) {
+    std::vector<int32_t> iota(static_cast<size_t>(n_tok));
+    for (int64_t i = 0; i < n_tok; ++i) iota[i] = static_cast<int32_t>(i);
+    ASSIGN_OR_RETURN(rows_iota, be->FromHost(iota, {n_tok}));
+  }
+  if (all && c.qkv_bias) {
+    ASSIGN_OR_RETURN(ones_col, be->Alloc({n_tok, 1}, cdt));
+    RETURN_IF_ERROR(be->Fill(ones_col, 1.0f));
+  }
 
   for (int64_t l = c.num_layers - 1; l >= stop_layer; --l) {
     const LayerActivations& la = act.layers[l];
@@ -213,57 +228,93 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     const MoePlan& plan = la.plan;
     const int64_t m = n_tok * k;
 
-    // ---- MoE: h_out = h_mid + sum_i w_i * y_i scattered to token rows ---------------------------------
-    ASSIGN_OR_RETURN(Tensor dy, be->Alloc({m, d}, cdt));
-    RETURN_IF_ERROR(be->GatherRows(dh, plan.token_idx, &plan.gate_w, dy));
-    ASSIGN_OR_RETURN(Tensor dgw_sorted, be->Alloc({m}, DType::kF32));
-    RETURN_IF_ERROR(be->RowDotGather(la.y, dh, plan.token_idx, dgw_sorted));
-
-    std::vector<GemmGroup> gate_groups = plan.GemmGroups(0), up_groups = plan.GemmGroups(1),
-                           down_groups = plan.GemmGroups(2);
-    bool any_weight_grad = false;
-    for (size_t i = 0; i < plan.groups.size(); ++i) {
-      const MoeGroup& g = plan.groups[i];
-      ExpertWeights* target = all ? &lg->experts[g.expert] : slot_grad[l * e_count + g.expert];
-      if (target == nullptr) continue;
-      any_weight_grad = true;
-      gate_groups[i].weight_grad = &target->gate;
-      up_groups[i].weight_grad = &target->up;
-      down_groups[i].weight_grad = &target->down;
-    }
-    ASSIGN_OR_RETURN(Tensor dact, be->Alloc({m, f}, cdt));
-    RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dy, down_groups, dact));
-    if (any_weight_grad) RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.act, dy, down_groups));
-    ASSIGN_OR_RETURN(Tensor dg, be->Alloc({m, f}, cdt));
-    ASSIGN_OR_RETURN(Tensor du, be->Alloc({m, f}, cdt));
-    RETURN_IF_ERROR(be->SwiGluBackward(la.g, la.u, dact, dg, du));
-    if (any_weight_grad) {
-      RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, dg, gate_groups));
-      RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, du, up_groups));
-    }
-    if (l == stop_layer && !all) break;  // nothing below contributes to the trainable slots
-
-    ASSIGN_OR_RETURN(Tensor dxg, be->Alloc({m, d}, cdt));
-    ASSIGN_OR_RETURN(Tensor dxg_up, be->Alloc({m, d}, cdt));
-    RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dg, gate_groups, dxg));
-    RETURN_IF_ERROR(be->GroupedMatmulInputGrad(du, up_groups, dxg_up));
-    RETURN_IF_ERROR(be->Add(dxg, dxg_up, dxg));
+    // ---- MoE: h_out = h_mid + sum_i w_i * y_i + shared/dense MLP ---------------------------------
     ASSIGN_OR_RETURN(Tensor dxn2, be->Zeros({n_tok, d}));
-    RETURN_IF_ERROR(be->ScatterAddRows(dxg, plan.token_idx, nullptr, dxn2));
+    if (!c.IsDenseLayer(l)) {
+      ASSIGN_OR_RETURN(Tensor dy, be->Alloc({m, d}, cdt));
+      RETURN_IF_ERROR(be->GatherRows(dh, plan.token_idx, &plan.gate_w, dy));
+      if (routed_scale != 1.0f) RETURN_IF_ERROR(be->Scale(dy, routed_scale));  // y was scaled after the down GEMM
+      ASSIGN_OR_RETURN(Tensor dgw_sorted, be->Alloc({m}, DType::kF32));
+      RETURN_IF_ERROR(be->RowDotGather(la.y, dh, plan.token_idx, dgw_sorted));
 
-    // Router: dL/dtopk_w back to the [N, k] layout, gathered on the device through the inverse of the
-    // plan's permutation (the host knows it from the forward, so the backward never waits for the
-    // device here), then through top-k renorm + softmax + matmul.
-    std::vector<int32_t> sorted_pos(m);
-    for (int64_t i = 0; i < m; ++i) sorted_pos[plan.source[i]] = static_cast<int32_t>(i);
-    ASSIGN_OR_RETURN(const Tensor sorted_pos_idx, be->FromHost(sorted_pos, {m}));
-    ASSIGN_OR_RETURN(Tensor dtopk_w, be->Alloc({n_tok, k}, DType::kF32));
-    Tensor dtopk_rows = dtopk_w.Reshape({m, 1});
-    RETURN_IF_ERROR(be->GatherRows(dgw_sorted.Reshape({m, 1}), sorted_pos_idx, nullptr, dtopk_rows));
-    ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, cdt));
-    RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
-    RETURN_IF_ERROR(be->Matmul(dlr, false, w.router, false, dxn2, 1.0f, 1.0f));
-    if (all) RETURN_IF_ERROR(be->Matmul(dlr, true, la.xn2, false, lg->router, 1.0f, 1.0f));
+      std::vector<GemmGroup> gate_groups = plan.GemmGroups(0), up_groups = plan.GemmGroups(1),
+                             down_groups = plan.GemmGroups(2);
+      bool any_weight_grad = false;
+      for (size_t i = 0; i < plan.groups.size(); ++i) {
+        const MoeGroup& g = plan.groups[i];
+        ExpertWeights* target = all ? &lg->experts[g.expert] : slot_grad[l * e_count + g.expert];
+        if (target == nullptr) continue;
+        any_weight_grad = true;
+        gate_groups[i].weight_grad = &target->gate;
+        up_groups[i].weight_grad = &target->up;
+        down_groups[i].weight_grad = &target->down;
+      }
+      ASSIGN_OR_RETURN(Tensor dact, be->Alloc({m, f}, cdt));
+      RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dy, down_groups, dact));
+      if (any_weight_grad) RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.act, dy, down_groups));
+      ASSIGN_OR_RETURN(Tensor dg, be->Alloc({m, f}, cdt));
+      ASSIGN_OR_RETURN(Tensor du, be->Alloc({m, f}, cdt));
+      RETURN_IF_ERROR(be->SwiGluBackward(la.g, la.u, dact, dg, du));
+      if (any_weight_grad) {
+        RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, dg, gate_groups));
+        RETURN_IF_ERROR(be->GroupedMatmulWeightGrad(la.xg, du, up_groups));
+      }
+      if (l == stop_layer && !all) break;  // nothing below contributes to the trainable slots
+
+      ASSIGN_OR_RETURN(Tensor dxg, be->Alloc({m, d}, cdt));
+      ASSIGN_OR_RETURN(Tensor dxg_up, be->Alloc({m, d}, cdt));
+      RETURN_IF_ERROR(be->GroupedMatmulInputGrad(dg, gate_groups, dxg));
+      RETURN_IF_ERROR(be->GroupedMatmulInputGrad(du, up_groups, dxg_up));
+      RETURN_IF_ERROR(be->Add(dxg, dxg_up, dxg));
+      RETURN_IF_ERROR(be->ScatterAddRows(dxg, plan.token_idx, nullptr, dxn2));
+
+      // Router: dL/dtopk_w back to the [N, k] layout, gathered on the device through the inverse of the
+      // plan's permutation (the host knows it from the forward, so the backward never waits for the
+      // device here), then through top-k renorm + softmax + matmul.
+      std::vector<int32_t> sorted_pos(m);
+      for (int64_t i = 0; i < m; ++i) sorted_pos[plan.source[i]] = static_cast<int32_t>(i);
+      ASSIGN_OR_RETURN(const Tensor sorted_pos_idx, be->FromHost(sorted_pos, {m}));
+      ASSIGN_OR_RETURN(Tensor dtopk_w, be->Alloc({n_tok, k}, DType::kF32));
+      Tensor dtopk_rows = dtopk_w.Reshape({m, 1});
+      RETURN_IF_ERROR(be->GatherRows(dgw_sorted.Reshape({m, 1}), sorted_pos_idx, nullptr, dtopk_rows));
+      ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, cdt));
+      RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
+      RETURN_IF_ERROR(be->Matmul(dlr, false, w.router, false, dxn2, 1.0f, 1.0f));
+      if (all) RETURN_IF_ERROR(be->Matmul(dlr, true, la.xn2, false, lg->router, 1.0f, 1.0f));
+    }
+    if (const int64_t mf = c.MlpDim(l); mf > 0) {
+      // The always-on MLP: h_out += scale * down(silu(gate n2) * up n2), scale = r (dense layer, ungated
+      // shared expert) or r * sigmoid(n2 . w_g) per token (gated shared expert).
+      const MlpActivations& ma = la.mlp;
+      ASSIGN_OR_RETURN(Tensor dmo, be->Alloc({n_tok, d}, cdt));
+      if (ma.scale.defined()) {
+        RETURN_IF_ERROR(be->GatherRows(dh, rows_iota, &ma.scale, dmo));
+        // d gate_logit = r * <dh, out> * g (1 - g), on the host like the gate itself.
+        ASSIGN_OR_RETURN(Tensor dot, be->Alloc({n_tok}, DType::kF32));
+        RETURN_IF_ERROR(be->RowDotGather(ma.out, dh, rows_iota, dot));
+        ASSIGN_OR_RETURN(std::vector<float> dot_h, be->ToHostF32(dot));
+        for (int64_t i = 0; i < n_tok; ++i) dot_h[i] *= res * ma.gate[i] * (1.0f - ma.gate[i]);
+        ASSIGN_OR_RETURN(Tensor dgl, be->FromHost(dot_h, {n_tok, 1}));
+        ASSIGN_OR_RETURN(dgl, as_cdt(dgl));
+        RETURN_IF_ERROR(be->Matmul(dgl, false, w.shared_gate, false, dxn2, 1.0f, 1.0f));
+        if (all) RETURN_IF_ERROR(be->Matmul(dgl, true, la.xn2, false, lg->shared_gate, 1.0f, 1.0f));
+      } else {
+        RETURN_IF_ERROR(be->Copy(dh, dmo));
+        if (res != 1.0f) RETURN_IF_ERROR(be->Scale(dmo, res));
+      }
+      if (all) RETURN_IF_ERROR(be->Matmul(dmo, true, ma.act, false, lg->mlp.down, 1.0f, 1.0f));
+      ASSIGN_OR_RETURN(Tensor dma, be->Alloc({n_tok, mf}, cdt));
+      RETURN_IF_ERROR(be->Matmul(dmo, false, w.mlp.down, false, dma));
+      ASSIGN_OR_RETURN(Tensor dmg, be->Alloc({n_tok, mf}, cdt));
+      ASSIGN_OR_RETURN(Tensor dmu, be->Alloc({n_tok, mf}, cdt));
+      RETURN_IF_ERROR(be->SwiGluBackward(ma.g, ma.u, dma, dmg, dmu));
+      RETURN_IF_ERROR(be->Matmul(dmg, false, w.mlp.gate, false, dxn2, 1.0f, 1.0f));
+      RETURN_IF_ERROR(be->Matmul(dmu, false, w.mlp.up, false, dxn2, 1.0f, 1.0f));
+      if (all) {
+        RETURN_IF_ERROR(be->Matmul(dmg, true, la.xn2, false, lg->mlp.gate, 1.0f, 1.0f));
+        RETURN_IF_ERROR(be->Matmul(dmu, true, la.xn2, false, lg->mlp.up, 1.0f, 1.0f));
+      }
+    }
 
     ASSIGN_OR_RETURN(Tensor tmp, be->Alloc({n_tok, d}, DType::kF32));
     RETURN_IF_ERROR(be->RmsNormBackward(la.h_mid, w.post_norm, la.rstd2, dxn2, tmp, all ? &lg->post_norm : nullptr));
@@ -272,10 +323,10 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     // ---- Attention: h_mid = h_in + o_proj(attn) ----------------------------------------------------
     const Tensor attn2d = la.attn.Reshape({n_tok, c.q_dim()});
     ASSIGN_OR_RETURN(const Tensor dh_c, as_cdt(dh));
-    if (all) RETURN_IF_ERROR(be->Matmul(dh_c, true, attn2d, false, lg->o_proj, 1.0f, 1.0f));
+    if (all) RETURN_IF_ERROR(be->Matmul(dh_c, true, attn2d, false, lg->o_proj, res, 1.0f));
     ASSIGN_OR_RETURN(Tensor dattn, be->Alloc({n_tok, nh, hd}, cdt));
     Tensor dattn2d = dattn.Reshape({n_tok, c.q_dim()});
-    RETURN_IF_ERROR(be->Matmul(dh_c, false, w.o_proj, false, dattn2d));
+    RETURN_IF_ERROR(be->Matmul(dh_c, false, w.o_proj, false, dattn2d, res));
     ASSIGN_OR_RETURN(Tensor dk, be->Zeros({n_tok, nkv, hd}));
     ASSIGN_OR_RETURN(Tensor dv, be->Zeros({n_tok, nkv, hd}));
     std::vector<Tensor> views;
@@ -325,11 +376,22 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       RETURN_IF_ERROR(be->Matmul(dq2, true, la.xn1, false, lg->q_proj, 1.0f, 1.0f));
       RETURN_IF_ERROR(be->Matmul(dk2, true, la.xn1, false, lg->k_proj, 1.0f, 1.0f));
       RETURN_IF_ERROR(be->Matmul(dv2, true, la.xn1, false, lg->v_proj, 1.0f, 1.0f));
+      if (c.qkv_bias) {  // a bias's gradient is the column sum of its output's gradient
+        ASSIGN_OR_RETURN(const Tensor dq2_c, as_cdt(dq2));
+        Tensor qb = lg->q_bias.Reshape({1, c.q_dim()}), kb = lg->k_bias.Reshape({1, c.kv_dim()}),
+               vb = lg->v_bias.Reshape({1, c.kv_dim()});
+        RETURN_IF_ERROR(be->Matmul(ones_col, true, dq2_c, false, qb, 1.0f, 1.0f));
+        RETURN_IF_ERROR(be->Matmul(ones_col, true, dk2, false, kb, 1.0f, 1.0f));
+        RETURN_IF_ERROR(be->Matmul(ones_col, true, dv2, false, vb, 1.0f, 1.0f));
+      }
     }
     RETURN_IF_ERROR(be->RmsNormBackward(la.h_in, w.input_norm, la.rstd1, dxn1, tmp, all ? &lg->input_norm : nullptr));
     RETURN_IF_ERROR(be->Add(dh, tmp, dh));  // dh is now dL/dh_in
   }
-  if (all) RETURN_IF_ERROR(be->EmbeddingBackward(act.ids, dh, gw->embed));
+  if (all) {
+    if (c.embedding_multiplier != 1.0f) RETURN_IF_ERROR(be->Scale(dh, c.embedding_multiplier));
+    RETURN_IF_ERROR(be->EmbeddingBackward(act.ids, dh, gw->embed));
+  }
   return absl::OkStatus();
 }
 

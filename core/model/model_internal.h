@@ -17,6 +17,14 @@ inline Tensor WordView(const Tensor& buf, int64_t at, std::vector<int64_t> shape
   return Tensor(buf.owner(), const_cast<int32_t*>(buf.data<int32_t>()) + at, std::move(shape), dtype, buf.device());
 }
 
+// The always-on MLP of a layer (shared expert or dense MLP; see config.h).
+struct MlpActivations {
+  Tensor g, u, act;        // [N, F'] gate / up projections and SwiGLU
+  Tensor out;              // [N, D] its output before the gate
+  Tensor scale;            // [N] f32: sigmoid gate * residual multiplier (gated shared experts only)
+  std::vector<float> gate;  // [N] the sigmoid gate on the host (gated shared experts only)
+};
+
 struct LayerActivations {
   Tensor h_in;            // [N, D] residual stream entering the layer
   Tensor xn1, rstd1;      // input_layernorm output [N, D] and rstd [N]
@@ -28,7 +36,8 @@ struct LayerActivations {
   Tensor xn2, rstd2;      // post_attention_layernorm output and rstd
   Tensor probs, topk_idx, topk_w;  // router: [N, E], [N, k], [N, k]
   MoePlan plan;
-  Tensor xg, g, u, act, y;  // [M, D] gathered input, [M, F] gate/up/SwiGLU, [M, D] expert outputs
+  Tensor xg, g, u, act, y;  // [M, D] gathered input, [M, F] gate/up/SwiGLU, [M, D] expert outputs (scaled)
+  MlpActivations mlp;
 };
 
 struct Activations {

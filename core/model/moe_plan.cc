@@ -147,6 +147,7 @@ absl::StatusOr<MoeDeviceTables> BuildMoeDeviceTables(int64_t num_layers, int64_t
     const std::vector<const ExpertWeights*> overlay_slot = OverlaySlots(ranks, l, num_experts);
     int32_t* table = host.data() + layer_at + l * layer_stride;
     MoeDeviceTables::Layer& layer = out.layers[l];
+    if (base.layers[l].experts.empty()) continue;  // a dense layer: no routing, no table
     // Sets in (expert, rank) order, the MoePlan's key order: expert e's base, then its overlay slots.
     for (int64_t e = 0; e < num_experts; ++e) {
       const int32_t base_set = static_cast<int32_t>(layer.part[0].size());

@@ -28,6 +28,10 @@ absl::Status ValidateSlot(const ModelConfig& config, SlotId slot) {
                                                    ") is out of range for ", config.num_layers,
                                                    " layers x ", config.num_experts, " experts"));
   }
+  if (config.IsDenseLayer(slot.layer)) {
+    return absl::InvalidArgumentError(absl::StrCat("slot (layer ", slot.layer, ", expert ", slot.expert,
+                                                   ") is in a dense layer (no experts to fine-tune)"));
+  }
   return absl::OkStatus();
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/io/checkpoint.h"
 #include "core/io/safetensors.h"
+#include "core/model/fused_experts.h"
 #include "core/model/hf_names.h"
 #include "core/model/overlay.h"
 #include "core/util/parallel.h"
@@ -90,12 +91,26 @@ absl::StatusOr<ModelWeights> BuildWeights(const ModelConfig& c,
       ASSIGN_OR_RETURN(l.k_norm, make({c.kv_dim()}));
     }
     ASSIGN_OR_RETURN(l.post_norm, make({d}));
-    ASSIGN_OR_RETURN(l.router, make({c.num_experts, d}));
-    l.experts.resize(c.num_experts);
-    for (ExpertWeights& e : l.experts) {
-      ASSIGN_OR_RETURN(e.gate, make(ExpertPartShape(c, 0)));
-      ASSIGN_OR_RETURN(e.up, make(ExpertPartShape(c, 1)));
-      ASSIGN_OR_RETURN(e.down, make(ExpertPartShape(c, 2)));
+    const int64_t li = &l - w.layers.data();
+    if (!c.IsDenseLayer(li)) {
+      ASSIGN_OR_RETURN(l.router, make({c.num_experts, d}));
+      l.experts.resize(c.num_experts);
+      for (ExpertWeights& e : l.experts) {
+        ASSIGN_OR_RETURN(e.gate, make(ExpertPartShape(c, 0)));
+        ASSIGN_OR_RETURN(e.up, make(ExpertPartShape(c, 1)));
+        ASSIGN_OR_RETURN(e.down, make(ExpertPartShape(c, 2)));
+      }
+      if (c.shared_expert_gate) { ASSIGN_OR_RETURN(l.shared_gate, make({1, d})); }
+    }
+    if (c.qkv_bias) {
+      ASSIGN_OR_RETURN(l.q_bias, make({c.q_dim()}));
+      ASSIGN_OR_RETURN(l.k_bias, make({c.kv_dim()}));
+      ASSIGN_OR_RETURN(l.v_bias, make({c.kv_dim()}));
+    }
+    if (const int64_t mf = c.MlpDim(li); mf > 0) {
+      ASSIGN_OR_RETURN(l.mlp.gate, make({mf, d}));
+      ASSIGN_OR_RETURN(l.mlp.up, make({mf, d}));
+      ASSIGN_OR_RETURN(l.mlp.down, make({d, mf}));
     }
   }
   return w;
@@ -119,9 +134,9 @@ absl::Status ModelWeights::CheckShapes(const ModelConfig& c, DeviceKind device, 
   if (static_cast<int64_t>(layers.size()) != c.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("weights have ", layers.size(), " layers, config has ", c.num_layers));
   }
-  for (const LayerWeights& l : layers) {
-    if (static_cast<int64_t>(l.experts.size()) != c.num_experts) {
-      return absl::InvalidArgumentError("weights' expert count does not match the config");
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    if (static_cast<int64_t>(layers[i].experts.size()) != (c.IsDenseLayer(i) ? 0 : c.num_experts)) {
+      return absl::InvalidArgumentError(absl::StrCat("weights' expert count of layer ", i, " does not match the config"));
     }
   }
   ASSIGN_OR_RETURN(ModelWeights want, BuildWeights(c, [](std::vector<int64_t> shape) -> absl::StatusOr<Tensor> {
@@ -161,12 +176,25 @@ std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {
       out.push_back({name(LayerTensor::kKNorm), &l.k_norm});
     }
     out.push_back({name(LayerTensor::kPostNorm), &l.post_norm});
-    out.push_back({name(LayerTensor::kRouter), &l.router});
+    if (!c.IsDenseLayer(i)) out.push_back({name(LayerTensor::kRouter), &l.router});
     for (int64_t e = 0; e < static_cast<int64_t>(l.experts.size()); ++e) {
       out.push_back({hf::ExpertName(c.family, i, e, hf::ExpertPart::kGate), &l.experts[e].gate});
       out.push_back({hf::ExpertName(c.family, i, e, hf::ExpertPart::kUp), &l.experts[e].up});
       out.push_back({hf::ExpertName(c.family, i, e, hf::ExpertPart::kDown), &l.experts[e].down});
     }
+    // Features of some families only (config.h), after the tensors every family has.
+    if (c.qkv_bias) {
+      out.push_back({name(LayerTensor::kQBias), &l.q_bias});
+      out.push_back({name(LayerTensor::kKBias), &l.k_bias});
+      out.push_back({name(LayerTensor::kVBias), &l.v_bias});
+    }
+    if (c.MlpDim(i) > 0) {
+      const bool dense = c.IsDenseLayer(i);
+      out.push_back({hf::MlpName(c.family, i, dense, hf::ExpertPart::kGate), &l.mlp.gate});
+      out.push_back({hf::MlpName(c.family, i, dense, hf::ExpertPart::kUp), &l.mlp.up});
+      out.push_back({hf::MlpName(c.family, i, dense, hf::ExpertPart::kDown), &l.mlp.down});
+    }
+    if (c.shared_expert_gate && !c.IsDenseLayer(i)) out.push_back({name(LayerTensor::kSharedGate), &l.shared_gate});
   }
   out.push_back({hf::FinalNormName(), &final_norm});
   if (!c.tie_word_embeddings) out.push_back({hf::LmHeadName(), &lm_head});
@@ -176,7 +204,9 @@ std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {
 absl::StatusOr<ModelWeights> ModelWeights::Load(const ModelConfig& c, const io::Checkpoint& ckpt,
                                                 Backend* backend, DType matrix_dtype) {
   ASSIGN_OR_RETURN(ModelWeights w, Allocate(c, backend, matrix_dtype));
+  FusedExpertLoader fused;
   for (const NamedParam& p : w.Parameters(c)) {
+    if (fused.Defer(c, ckpt, p)) continue;  // a slice of a fused expert tensor: streamed below
     Tensor flat = p.tensor->Reshape({p.tensor->numel()});
     const size_t elem = DTypeSize(flat.dtype());
     RETURN_IF_ERROR(ckpt.ReadAs(p.name, p.tensor->shape(), flat.dtype(), kLoadPieceBytes,
@@ -185,6 +215,7 @@ absl::StatusOr<ModelWeights> ModelWeights::Load(const ModelConfig& c, const io::
                                   return backend->CopyFromHost(data, static_cast<size_t>(count) * elem, piece);
                                 }));
   }
+  RETURN_IF_ERROR(fused.Load(ckpt, kLoadPieceBytes, backend));
   return w;
 }
 
@@ -204,7 +235,8 @@ absl::StatusOr<ModelWeights> ModelWeights::RandomInit(const ModelConfig& c, uint
     host.resize(p.tensor->numel());
     const bool is_norm = p.tensor->rank() == 1;
     if (is_norm) {
-      std::fill(host.begin(), host.end(), 1.0f);
+      const bool is_bias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+      std::fill(host.begin(), host.end(), is_bias ? 0.0f : 1.0f);
     } else {
       const bool is_out = p.name.find("o_proj") != std::string::npos ||
                           p.name.find("down_proj") != std::string::npos ||
@@ -237,10 +269,13 @@ absl::Status ModelWeights::Save(const ModelConfig& c, Backend* backend, const st
   std::vector<NamedParam> params = self.Parameters(c);
   std::vector<std::vector<float>> host(params.size());
   std::vector<io::HostTensor> tensors;
+  FusedExpertWriter fused;
   for (size_t i = 0; i < params.size(); ++i) {
     ASSIGN_OR_RETURN(host[i], backend->ToHostF32(*params[i].tensor));
+    if (fused.Take(c, params[i].name, host[i])) continue;  // written as its fused tensor below
     tensors.push_back({params[i].name, DType::kF32, params[i].tensor->shape(), host[i].data()});
   }
+  fused.AppendTo(&tensors);
   return io::WriteSafetensorsFile(path, tensors, metadata);
 }
 

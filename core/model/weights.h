@@ -45,8 +45,15 @@ struct LayerWeights {
   Tensor q_norm;      // [hd] (per-head) or [H*hd] (full); undefined without q/k norm
   Tensor k_norm;      // [hd] or [KVH*hd]; undefined without q/k norm
   Tensor post_norm;   // [D]
-  Tensor router;      // [E, D]
-  std::vector<ExpertWeights> experts;  // E entries
+  Tensor router;      // [E, D]; undefined in a dense layer
+  std::vector<ExpertWeights> experts;  // E entries; none in a dense layer
+  Tensor q_bias;      // [H*hd] with qkv_bias; undefined otherwise
+  Tensor k_bias;      // [KVH*hd] with qkv_bias
+  Tensor v_bias;      // [KVH*hd] with qkv_bias
+  // The always-on SwiGLU MLP of width config.MlpDim(layer): a sparse layer's shared expert, or a dense
+  // layer's whole MLP; undefined tensors when the width is 0.
+  ExpertWeights mlp;
+  Tensor shared_gate;  // [1, D] with shared_expert_gate (sparse layers only)
 };
 
 // A parameter with its HF name; `tensor` points into the ModelWeights it came from.

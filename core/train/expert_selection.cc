@@ -107,6 +107,7 @@ absl::StatusOr<ExpertSelection> SelectExpertsAuto(const Model& model,
 std::vector<SlotId> RandomSlots(const ModelConfig& config, int64_t count, uint64_t seed) {
   std::vector<SlotId> all;
   for (int32_t l = 0; l < config.num_layers; ++l) {
+    if (config.IsDenseLayer(l)) continue;  // no expert slots
     for (int32_t e = 0; e < config.num_experts; ++e) all.push_back({l, e});
   }
   data::Rng rng(data::DeriveSeed(seed, 0x72616e646f6dull));

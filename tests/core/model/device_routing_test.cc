@@ -113,7 +113,8 @@ TEST(DeviceRoutingOptions, SaveActivationsRequiresTheHostPlan) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, DeviceRouting,
-                         ::testing::Values(ModelFamily::kQwen3Moe, ModelFamily::kOlmoe, ModelFamily::kMixtral),
+                         ::testing::Values(ModelFamily::kQwen3Moe, ModelFamily::kOlmoe, ModelFamily::kMixtral,
+                                           ModelFamily::kQwen2Moe, ModelFamily::kGraniteMoe),
                          [](const auto& info) { return std::string(ModelFamilyName(info.param)); });
 
 }  // namespace

@@ -215,6 +215,27 @@ inline ModelConfig SmallConfig(ModelFamily family) {
       c.tie_word_embeddings = false;
       c.head_dim = 8;
       break;
+    case ModelFamily::kQwen2Moe:  // q/k/v biases, a gated shared expert, layer 2 dense
+      c.qk_norm = QkNorm::kNone;
+      c.norm_topk_prob = false;
+      c.tie_word_embeddings = false;
+      c.num_layers = 3;
+      c.qkv_bias = true;
+      c.shared_expert_dim = 10;
+      c.shared_expert_gate = true;
+      c.dense_layers = {2};
+      c.dense_dim = 20;
+      break;
+    case ModelFamily::kGraniteMoe:  // every multiplier away from 1
+      c.qk_norm = QkNorm::kNone;
+      c.norm_topk_prob = true;
+      c.tie_word_embeddings = true;
+      c.head_dim = 8;
+      c.embedding_multiplier = 2.0f;
+      c.attention_scale = 0.3f;
+      c.residual_multiplier = 0.7f;
+      c.logits_scaling = 1.6f;
+      break;
   }
   return c;
 }

@@ -1,0 +1,137 @@
+// The family table (core/model/families): every ModelFamily has a descriptor whose model_type parses
+// back to it; each new family's config.json fields map onto ModelConfig's features; fields that change
+// the math and are not supported are refused by name (UNIMPLEMENTED); fused expert checkpoints
+// (granitemoe) load into per-expert tensors and save back fused.
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/io/checkpoint.h"
+#include "core/model/config.h"
+#include "core/model/hf_names.h"
+#include "core/model/model.h"
+#include "core/model/weights.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/core/model/reference_model.h"
+
+namespace tessera {
+namespace {
+
+std::filesystem::path FixtureDir(const std::string& name) {
+  const char* src = std::getenv("TESSERA_SOURCE_DIR");
+  return std::filesystem::path(src != nullptr ? src : ".") / "tests" / "fixtures" / "hf" / name;
+}
+
+nlohmann::json FixtureConfig(const std::string& name) {
+  auto c = ModelConfig::FromFile(FixtureDir(name).string());
+  EXPECT_TRUE(c.ok()) << c.status();
+  return nlohmann::json::parse(c->ToJson());
+}
+
+TEST(FamiliesTest, EveryFamilyRoundTripsItsModelType) {
+  for (ModelFamily f : {ModelFamily::kMixtral, ModelFamily::kQwen3Moe, ModelFamily::kOlmoe, ModelFamily::kQwen2Moe,
+                        ModelFamily::kGraniteMoe}) {
+    const ModelConfig c = testing::SmallConfig(f);
+    nlohmann::json j = nlohmann::json::parse(c.ToJson());
+    EXPECT_EQ(j["model_type"], ModelFamilyName(f));
+    auto back = ModelConfig::FromJson(j.dump());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->family, f);
+  }
+}
+
+TEST(FamiliesTest, Qwen2MoeFeatures) {
+  auto c = ModelConfig::FromFile(FixtureDir("qwen2_moe_shared_dense_untied").string());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kQwen2Moe);
+  EXPECT_TRUE(c->qkv_bias);
+  EXPECT_EQ(c->shared_expert_dim, 12);
+  EXPECT_TRUE(c->shared_expert_gate);
+  EXPECT_EQ(c->dense_layers, std::vector<int64_t>({1}));
+  EXPECT_EQ(c->dense_dim, 20);
+  EXPECT_EQ(c->MlpDim(1), 20);
+  EXPECT_EQ(c->MlpDim(0), 12);
+  auto step2 = ModelConfig::FromFile(FixtureDir("qwen2_moe_step2_norm_tied").string());
+  ASSERT_TRUE(step2.ok()) << step2.status();
+  EXPECT_EQ(step2->dense_layers, std::vector<int64_t>({0, 2}));  // (layer + 1) % 2 != 0
+  EXPECT_TRUE(step2->norm_topk_prob);
+  // A slot in a dense layer does not exist.
+  EXPECT_FALSE(ValidateSlot(*step2, {0, 1}).ok());
+  EXPECT_TRUE(ValidateSlot(*step2, {1, 1}).ok());
+}
+
+TEST(FamiliesTest, GraniteMoeFeatures) {
+  auto c = ModelConfig::FromFile(FixtureDir("granitemoe_untied").string());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kGraniteMoe);
+  EXPECT_FLOAT_EQ(c->embedding_multiplier, 2.5f);
+  EXPECT_FLOAT_EQ(c->AttentionScale(), 0.2f);
+  EXPECT_FLOAT_EQ(c->residual_multiplier, 0.6f);
+  EXPECT_FLOAT_EQ(c->logits_scaling, 1.7f);
+  EXPECT_TRUE(c->norm_topk_prob);  // softmax over the top-k logits
+  EXPECT_EQ(hf::LayerTensorName(c->family, 1, hf::LayerTensor::kRouter), "model.layers.1.block_sparse_moe.router.layer.weight");
+  auto slice = hf::FusedExpertSource(*c, 1, 3, hf::ExpertPart::kUp);
+  ASSERT_TRUE(slice.has_value());
+  EXPECT_EQ(slice->name, "model.layers.1.block_sparse_moe.input_linear.weight");
+  EXPECT_EQ(slice->offset, (3 * 2 * c->expert_dim + c->expert_dim) * c->hidden_size);
+}
+
+struct Refusal {
+  std::string fixture;
+  std::string key;
+  nlohmann::json value;
+};
+
+TEST(FamiliesTest, UnsupportedFieldsAreRefusedByName) {
+  const std::vector<Refusal> cases = {
+      {"qwen2_moe_shared_dense_untied", "use_sliding_window", true},
+      {"qwen2_moe_shared_dense_untied", "layer_types",
+       nlohmann::json::array({"sliding_attention", "full_attention", "full_attention"})},
+      {"qwen2_moe_shared_dense_untied", "rope_scaling", nlohmann::json({{"rope_type", "yarn"}, {"factor", 2.0}})},
+      {"qwen2_moe_shared_dense_untied", "hidden_act", "gelu"},
+      {"granitemoe_untied", "attention_bias", true},
+      {"granitemoe_untied", "rope_scaling", nlohmann::json({{"type", "linear"}, {"factor", 2.0}})},
+  };
+  for (const Refusal& r : cases) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(FixtureDir(r.fixture) / "config.json"));
+    j[r.key] = r.value;
+    auto c = ModelConfig::FromJson(j.dump());
+    ASSERT_FALSE(c.ok()) << r.fixture << " " << r.key;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented) << c.status();
+    EXPECT_NE(std::string(c.status().message()).find(r.key), std::string::npos) << c.status();
+  }
+  auto unknown = ModelConfig::FromJson(R"({"model_type":"jamba"})");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(std::string(unknown.status().message()).find("granitemoe"), std::string::npos) << unknown.status();
+}
+
+// granitemoe: the checkpoint holds fused expert tensors; Load slices them per expert, Save writes them
+// fused again (what transformers reads), and the saved checkpoint loads to the same model.
+TEST(FamiliesTest, FusedExpertsLoadAndSaveFused) {
+  const auto dir = FixtureDir("granitemoe_untied");
+  auto be = MakeCpuBackend();
+  auto c = ModelConfig::FromFile(dir.string()).value();
+  auto w = ModelWeights::LoadFromPath(c, dir.string(), be.get());
+  ASSERT_TRUE(w.ok()) << w.status();
+  auto ckpt = io::Checkpoint::Open(dir.string()).value();
+  const std::vector<float> fused = ckpt->ReadF32("model.layers.1.block_sparse_moe.input_linear.weight").value();
+  const std::vector<float> up = be->ToHostF32(w->layers[1].experts[5].up).value();
+  const int64_t f = c.expert_dim, d = c.hidden_size;
+  for (int64_t i = 0; i < f * d; ++i) ASSERT_EQ(up[i], fused[(5 * 2 * f + f) * d + i]) << i;
+
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = std::string(tmp != nullptr ? tmp : "/tmp") + "/granite_saved.safetensors";
+  ASSERT_TRUE(w->Save(c, be.get(), path).ok());
+  auto saved = io::Checkpoint::Open(path).value();
+  EXPECT_NE(saved->Find("model.layers.0.block_sparse_moe.output_linear.weight"), nullptr);
+  EXPECT_EQ(saved->Find(hf::ExpertName(c.family, 0, 0, hf::ExpertPart::kDown)), nullptr);
+  EXPECT_EQ(saved->ReadF32("model.layers.1.block_sparse_moe.input_linear.weight").value(), fused);
+  auto again = ModelWeights::LoadFromPath(c, path, be.get());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(be->ToHostF32(again->layers[0].experts[7].down).value(), be->ToHostF32(w->layers[0].experts[7].down).value());
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace tessera
