@@ -1,6 +1,7 @@
 #include "core/backend/backend.h"
 
 #include <climits>
+#include <cmath>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -240,6 +241,45 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& spec, co
     return MakeCudaBackend(ordinal, options);
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown device '", spec, "': expected cpu, cuda or cuda:N"));
+}
+
+absl::Status Backend::RopeFreqs(Tensor& x, const Tensor& positions, absl::Span<const float> inv_freq,
+                                bool inverse) {
+  if (x.rank() != 3 || x.dim(2) % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("RopeFreqs: x must be [N,H,head_dim] with even head_dim, got ",
+                                                   ShapeString(x.shape())));
+  }
+  const int64_t n = x.dim(0), h = x.dim(1), hd = x.dim(2), half = hd / 2;
+  if (static_cast<int64_t>(inv_freq.size()) != half) {
+    return absl::InvalidArgumentError(absl::StrCat("RopeFreqs: inv_freq has ", inv_freq.size(), " values, head_dim / 2 is ",
+                                                   half));
+  }
+  if (positions.dtype() != DType::kI32 || positions.numel() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("RopeFreqs: positions must be ", n, " i32 values"));
+  }
+  ASSIGN_OR_RETURN(std::vector<float> v, ToHostF32(x));
+  ASSIGN_OR_RETURN(std::vector<int32_t> pos, ToHostI32(positions));
+  const double sign = inverse ? -1.0 : 1.0;
+  std::vector<float> cs(half), sn(half);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = static_cast<double>(pos[t]) * static_cast<double>(inv_freq[i]);
+      cs[i] = static_cast<float>(std::cos(a));
+      sn[i] = static_cast<float>(sign * std::sin(a));
+    }
+    for (int64_t head = 0; head < h; ++head) {
+      float* lo = v.data() + (t * h + head) * hd;
+      float* hi = lo + half;
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = lo[i], b = hi[i];
+        lo[i] = a * cs[i] - b * sn[i];
+        hi[i] = b * cs[i] + a * sn[i];
+      }
+    }
+  }
+  if (x.dtype() == DType::kF32) return CopyFromHost(v.data(), v.size() * sizeof(float), x);
+  ASSIGN_OR_RETURN(Tensor wide, FromHost(v, x.shape()));
+  return Copy(wide, x);  // rounds to x's dtype
 }
 
 }  // namespace tessera

@@ -194,6 +194,11 @@ class Backend {
   //   x'[i + half] = x[i + half] * cos(a) + x[i] * sin(a)
   // inverse = true applies the opposite rotation (angle -a): that is the backward of the forward.
   virtual absl::Status Rope(Tensor& x, const Tensor& positions, float theta, bool inverse) = 0;
+  // The same rotation with given per-pair inverse frequencies (inv_freq: head_dim / 2 values, e.g. from
+  // a rope_scaling: linear, llama3, yarn): a = pos * inv_freq[i]. A generic implementation through the
+  // host (the reference, and what every backend runs: scaled RoPE is rarer than the default one).
+  virtual absl::Status RopeFreqs(Tensor& x, const Tensor& positions, absl::Span<const float> inv_freq,
+                                 bool inverse);
 
   // ---- Causal attention with GQA --------------------------------------------------------------------
   // q, out: [Nq, H, head_dim]; each sequence's k/v: [>= kv_len, KVH, head_dim], H % KVH == 0, query

@@ -44,20 +44,6 @@ absl::StatusOr<int64_t> GetExpertCount(const Json& j, const char* preferred) {
   return n;
 }
 
-// A rope_scaling / rope_parameters object is fine only when it asks for the default rotation.
-absl::Status CheckRopeObject(const Json& j, const char* key) {
-  if (!Present(j, key)) return absl::OkStatus();
-  const Json& r = j[key];
-  if (!r.is_object()) return BadType(key, "an object or null");
-  for (const char* type_key : {"rope_type", "type"}) {
-    if (r.contains(type_key) && !r[type_key].is_null() && r[type_key] != "default") {
-      return Unsupported(key, absl::StrCat("only the default RoPE is supported, got ",
-                                           r[type_key].dump()));
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 const char* ModelFamilyName(ModelFamily family) { return families::Family(family).model_type; }
@@ -67,7 +53,11 @@ bool ModelConfig::IsDenseLayer(int64_t layer) const {
 }
 
 float ModelConfig::AttentionScale() const {
-  return attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float base = attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (rope_scaling.type == RopeScaling::Type::kNone) return base;
+  // yarn multiplies cos and sin, i.e. q and k, by its attention factor: the scores by its square.
+  const double af = RopeAttentionFactor(rope_scaling);
+  return static_cast<float>(base * af * af);
 }
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
@@ -95,8 +85,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
   ASSIGN_OR_RETURN(c.head_dim, GetIntOr(j, "head_dim", c.hidden_size / c.num_heads));
   ASSIGN_OR_RETURN(double eps, GetNumberOr(j, "rms_norm_eps", 1e-6));
   c.rms_norm_eps = static_cast<float>(eps);
-  RETURN_IF_ERROR(CheckRopeObject(j, "rope_scaling"));
-  RETURN_IF_ERROR(CheckRopeObject(j, "rope_parameters"));
+  RETURN_IF_ERROR(families::ParseRopeScaling(j, c.max_position_embeddings, &c.rope_scaling));
   double theta = 10000.0;
   if (Present(j, "rope_theta")) {
     ASSIGN_OR_RETURN(theta, GetNumberOr(j, "rope_theta", theta));
@@ -199,6 +188,7 @@ std::string ModelConfig::ToJson() const {
   j["rms_norm_eps"] = static_cast<double>(rms_norm_eps);
   j["rope_theta"] = static_cast<double>(rope_theta);
   j["rope_scaling"] = nullptr;
+  if (rope_scaling.type != RopeScaling::Type::kNone) families::WriteRopeScaling(*this, &j);
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["hidden_act"] = "silu";
   j["torch_dtype"] = "float32";

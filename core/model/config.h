@@ -18,7 +18,8 @@
 //               decoder_sparse_step); norm_topk_prob.
 //   granitemoe: multipliers (embedding, attention = the softmax scale, residual, logits); fused expert
 //               tensors in the checkpoint (input_linear/output_linear), sliced per expert on load.
-// A field that changes the math and is not supported (sliding window, rope_scaling, o_proj bias, qkv
+// RoPE scaling (linear, llama3, yarn) is in rope_scaling.h.
+// A field that changes the math and is not supported (sliding window, dynamic RoPE, o_proj bias, qkv
 // clipping, non-silu activations, ...) is refused with UNIMPLEMENTED naming the field; missing or
 // inconsistent fields give INVALID_ARGUMENT naming the field.
 #pragma once
@@ -30,6 +31,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/model/rope_scaling.h"
 
 namespace tessera {
 
@@ -59,6 +61,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;  // rope_scaling.h; type kNone: the default rotation
   QkNorm qk_norm = QkNorm::kPerHead;
   // q/k/v projections carry biases (qwen2_moe): model.layers.{l}.self_attn.{q,k,v}_proj.bias.
   bool qkv_bias = false;

@@ -169,7 +169,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
   m->config_ = config;
   m->weights_ = std::move(weights);
   m->backend_ = backend;
+  if (config.rope_scaling.type != RopeScaling::Type::kNone) {
+    m->rope_inv_freq_ = RopeInverseFrequencies(config.rope_scaling, config.rope_theta, config.head_dim);
+  }
   return m;
+}
+
+absl::Status Model::ApplyRope(Tensor& x, const Tensor& positions, bool inverse) const {
+  if (rope_inv_freq_.empty()) return backend_->Rope(x, positions, config_.rope_theta, inverse);
+  return backend_->RopeFreqs(x, positions, rope_inv_freq_, inverse);
 }
 
 absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> batch,
@@ -354,8 +362,8 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     Tensor q3 = q.Reshape({n_tok, nh, hd});
     Tensor k3 = kk.Reshape({n_tok, nkv, hd});
     Tensor v3 = vv.Reshape({n_tok, nkv, hd});
-    RETURN_IF_ERROR(be->Rope(q3, pos_t, c.rope_theta, false));
-    RETURN_IF_ERROR(be->Rope(k3, pos_t, c.rope_theta, false));
+    RETURN_IF_ERROR(ApplyRope(q3, pos_t, false));
+    RETURN_IF_ERROR(ApplyRope(k3, pos_t, false));
     std::vector<Tensor> kv_views;
     kv_views.reserve(4 * num_seqs);  // never reallocates: AttentionSeq and CopyPair point into it
     std::vector<CopyPair> kv_appends;  // this step's keys/values into each sequence's cache, one launch

@@ -184,9 +184,14 @@ class Model {
 
  private:
   Model() = default;
+  // RoPE on q/k rows [N, heads, head_dim]: the backend's default rotation, or with the config's
+  // rope_scaling frequencies (rope_scaling.h).
+  absl::Status ApplyRope(Tensor& x, const Tensor& positions, bool inverse) const;
+
   ModelConfig config_;
   ModelWeights weights_;
   Backend* backend_ = nullptr;
+  std::vector<float> rope_inv_freq_;  // with a rope_scaling only
 };
 
 }  // namespace tessera

@@ -349,8 +349,8 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     }
     ASSIGN_OR_RETURN(Tensor dq, be->Alloc({n_tok, nh, hd}, cdt));
     RETURN_IF_ERROR(be->AttentionBackward(la.q, seqs, attn_scale, la.attn, la.lse, dattn, dq));
-    RETURN_IF_ERROR(be->Rope(dq, act.positions, c.rope_theta, true));
-    RETURN_IF_ERROR(be->Rope(dk, act.positions, c.rope_theta, true));
+    RETURN_IF_ERROR(ApplyRope(dq, act.positions, true));
+    RETURN_IF_ERROR(ApplyRope(dk, act.positions, true));
     Tensor dq2 = dq.Reshape({n_tok, c.q_dim()}), dk2 = dk.Reshape({n_tok, c.kv_dim()});
     if (c.qk_norm != QkNorm::kNone) {
       const bool per_head = c.qk_norm == QkNorm::kPerHead;

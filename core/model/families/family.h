@@ -72,4 +72,8 @@ absl::Status RefuseTrue(const Json& j, const char* key, std::string_view what);
 // Refuses `key` when present and not null.
 absl::Status RefuseSet(const Json& j, const char* key, std::string_view what);
 
+// rope_scaling / rope_parameters (rope_scaling.cc): UNIMPLEMENTED naming the field for unsupported types.
+absl::Status ParseRopeScaling(const Json& j, int64_t max_position_embeddings, RopeScaling* out);
+void WriteRopeScaling(const ModelConfig& c, Json* j);
+
 }  // namespace tessera::families

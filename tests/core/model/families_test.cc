@@ -2,6 +2,7 @@
 // back to it; each new family's config.json fields map onto ModelConfig's features; fields that change
 // the math and are not supported are refused by name (UNIMPLEMENTED); fused expert checkpoints
 // (granitemoe) load into per-expert tensors and save back fused.
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -88,10 +89,10 @@ TEST(FamiliesTest, UnsupportedFieldsAreRefusedByName) {
       {"qwen2_moe_shared_dense_untied", "use_sliding_window", true},
       {"qwen2_moe_shared_dense_untied", "layer_types",
        nlohmann::json::array({"sliding_attention", "full_attention", "full_attention"})},
-      {"qwen2_moe_shared_dense_untied", "rope_scaling", nlohmann::json({{"rope_type", "yarn"}, {"factor", 2.0}})},
+      {"qwen2_moe_shared_dense_untied", "rope_scaling", nlohmann::json({{"rope_type", "dynamic"}, {"factor", 2.0}})},
       {"qwen2_moe_shared_dense_untied", "hidden_act", "gelu"},
       {"granitemoe_untied", "attention_bias", true},
-      {"granitemoe_untied", "rope_scaling", nlohmann::json({{"type", "linear"}, {"factor", 2.0}})},
+      {"granitemoe_untied", "rope_scaling", nlohmann::json({{"type", "longrope"}, {"factor", 2.0}})},
   };
   for (const Refusal& r : cases) {
     nlohmann::json j = nlohmann::json::parse(std::ifstream(FixtureDir(r.fixture) / "config.json"));
@@ -131,6 +132,32 @@ TEST(FamiliesTest, FusedExpertsLoadAndSaveFused) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(be->ToHostF32(again->layers[0].experts[7].down).value(), be->ToHostF32(w->layers[0].experts[7].down).value());
   std::filesystem::remove(path);
+}
+
+// Backend::RopeFreqs (the rotation rope_scaling uses) with the default frequencies is the backend's
+// Rope, and its inverse undoes it; bf16 storage goes through the same path.
+TEST(FamiliesTest, RopeFreqsWithDefaultFrequenciesIsRope) {
+  auto be = MakeCpuBackend();
+  const int64_t n = 5, h = 3, hd = 8;
+  std::vector<float> v(n * h * hd);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37 * static_cast<double>(i)) * 2.0;
+  std::vector<int32_t> pos = {0, 3, 7, 20, 41};
+  Tensor p = be->FromHost(pos, {n}).value();
+  Tensor a = be->FromHost(v, {n, h, hd}).value(), b = be->FromHost(v, {n, h, hd}).value();
+  ASSERT_TRUE(be->Rope(a, p, 10000.0f, false).ok());
+  const std::vector<float> inv = RopeInverseFrequencies(RopeScaling(), 10000.0, hd);
+  ASSERT_TRUE(be->RopeFreqs(b, p, inv, false).ok());
+  const std::vector<float> ra = be->ToHostF32(a).value(), rb = be->ToHostF32(b).value();
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_NEAR(ra[i], rb[i], 2e-6) << i;
+  ASSERT_TRUE(be->RopeFreqs(b, p, inv, true).ok());
+  const std::vector<float> back = be->ToHostF32(b).value();
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_NEAR(back[i], v[i], 2e-6) << i;
+  EXPECT_FALSE(be->RopeFreqs(b, p, std::vector<float>(3, 1.0f), false).ok());  // head_dim / 2 values
+  RopeScaling linear;
+  linear.type = RopeScaling::Type::kLinear;
+  linear.factor = 4.0;
+  const std::vector<float> scaled = RopeInverseFrequencies(linear, 10000.0, hd);
+  for (int64_t i = 0; i < hd / 2; ++i) EXPECT_FLOAT_EQ(scaled[i], inv[i] / 4.0f);
 }
 
 }  // namespace

@@ -140,7 +140,7 @@ TEST(ConfigTest, ErrorsNameTheField) {
       {"use_sliding_window", true, absl::StatusCode::kUnimplemented, "use_sliding_window"},
       {"decoder_sparse_step", 2, absl::StatusCode::kUnimplemented, "decoder_sparse_step"},
       {"mlp_only_layers", nlohmann::json::array({0}), absl::StatusCode::kUnimplemented, "mlp_only_layers"},
-      {"rope_scaling", nlohmann::json({{"rope_type", "yarn"}, {"factor", 4.0}}),
+      {"rope_scaling", nlohmann::json({{"rope_type", "dynamic"}, {"factor", 4.0}}),
        absl::StatusCode::kUnimplemented, "rope_scaling"},
       {"attention_bias", true, absl::StatusCode::kUnimplemented, "attention_bias"},
       {"hidden_act", "gelu", absl::StatusCode::kUnimplemented, "hidden_act"},
