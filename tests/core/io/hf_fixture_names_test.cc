@@ -36,14 +36,28 @@ nlohmann::json ReadJson(const fs::path& p) {
   return nlohmann::json::parse(text.ok() ? *text : "{}");
 }
 
+int64_t Width(const nlohmann::json& c) {
+  const std::string family = c["model_type"];
+  return family == "qwen3_moe" || family == "qwen2_moe" ? c["moe_intermediate_size"] : c["intermediate_size"];
+}
+
+// qwen2_moe's dense layers (Qwen2MoeDecoderLayer's rule).
+bool DenseLayer(const nlohmann::json& c, int64_t i) {
+  if (c["model_type"] != "qwen2_moe") return false;
+  for (const auto& l : c["mlp_only_layers"]) {
+    if (l.get<int64_t>() == i) return true;
+  }
+  return (i + 1) % c["decoder_sparse_step"].get<int64_t>() != 0;
+}
+
 // Expected canonical names (and shapes) for one fixture, derived from its config.json.
 std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json& c) {
   const std::string family = c["model_type"];
   const int64_t h = c["hidden_size"], layers = c["num_hidden_layers"], heads = c["num_attention_heads"];
   const int64_t kv = c["num_key_value_heads"], vocab = c["vocab_size"];
   const int64_t hd = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : h / heads;
-  const int64_t experts = family == "mixtral" ? c["num_local_experts"] : c["num_experts"];
-  const int64_t width = family == "qwen3_moe" ? c["moe_intermediate_size"] : c["intermediate_size"];
+  const int64_t experts = family == "mixtral" || family == "granitemoe" ? c["num_local_experts"] : c["num_experts"];
+  const int64_t width = Width(c);
   std::map<std::string, std::vector<int64_t>> n;
   n["model.embed_tokens.weight"] = {vocab, h};
   n["model.norm.weight"] = {h};
@@ -63,6 +77,29 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
       n[l + "self_attn.q_norm.weight"] = {heads * hd};
       n[l + "self_attn.k_norm.weight"] = {kv * hd};
     }
+    if (family == "qwen2_moe") {
+      n[l + "self_attn.q_proj.bias"] = {heads * hd};
+      n[l + "self_attn.k_proj.bias"] = {kv * hd};
+      n[l + "self_attn.v_proj.bias"] = {kv * hd};
+      if (DenseLayer(c, i)) {
+        const int64_t dense = c["intermediate_size"];
+        n[l + "mlp.gate_proj.weight"] = {dense, h};
+        n[l + "mlp.up_proj.weight"] = {dense, h};
+        n[l + "mlp.down_proj.weight"] = {h, dense};
+        continue;
+      }
+      const int64_t shared = c["shared_expert_intermediate_size"];
+      n[l + "mlp.shared_expert.gate_proj.weight"] = {shared, h};
+      n[l + "mlp.shared_expert.up_proj.weight"] = {shared, h};
+      n[l + "mlp.shared_expert.down_proj.weight"] = {h, shared};
+      n[l + "mlp.shared_expert_gate.weight"] = {1, h};
+    }
+    if (family == "granitemoe") {  // fused experts
+      n[l + "block_sparse_moe.router.layer.weight"] = {experts, h};
+      n[l + "block_sparse_moe.input_linear.weight"] = {experts, 2 * width, h};
+      n[l + "block_sparse_moe.output_linear.weight"] = {experts, h, width};
+      continue;
+    }
     const std::string moe = l + (family == "mixtral" ? "block_sparse_moe." : "mlp.");
     n[moe + "gate.weight"] = {experts, h};
     for (int64_t e = 0; e < experts; ++e) {
@@ -81,10 +118,10 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
   return n;
 }
 
-TEST(HfFixtures, AllThreeFamiliesArePresent) {
+TEST(HfFixtures, EveryFamilyIsPresent) {
   std::set<std::string> families;
   for (const fs::path& d : FixtureDirs()) families.insert(ReadJson(d / "config.json")["model_type"]);
-  EXPECT_EQ(families, (std::set<std::string>{"mixtral", "olmoe", "qwen3_moe"}));
+  EXPECT_EQ(families, (std::set<std::string>{"granitemoe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"}));
 }
 
 TEST(HfFixtures, ModelFilesHoldExactlyTheCanonicalNamesAndShapes) {
@@ -110,6 +147,7 @@ TEST(HfFixtures, GradFilesMatchTheirDeclaredSlots) {
   for (const fs::path& d : FixtureDirs()) {
     SCOPED_TRACE(d.filename().string());
     const nlohmann::json expected = ReadJson(d / "expected.json");
+    const nlohmann::json config = ReadJson(d / "config.json");
     auto grads = SafetensorsFile::Open((d / "grads.safetensors").string());
     ASSERT_TRUE(grads.ok()) << grads.status();
     auto model = Checkpoint::Open(d.string());
@@ -119,10 +157,17 @@ TEST(HfFixtures, GradFilesMatchTheirDeclaredSlots) {
     EXPECT_EQ(tensors.size(), 3 * expected["grad"]["slots"].size());
     for (auto it = tensors.begin(); it != tensors.end(); ++it) {
       const TensorInfo* g = (*grads)->Find(it.key());
-      const TensorInfo* w = (*model)->Find(it.value().get<std::string>());
+      const std::string weight = it.value().get<std::string>();
       ASSERT_NE(g, nullptr) << it.key();
-      ASSERT_NE(w, nullptr) << it.value();
-      EXPECT_EQ(g->shape, w->shape);
+      if (config["model_type"] == "granitemoe") {  // per-expert slices of the fused tensors
+        const int64_t h = config["hidden_size"], width = Width(config);
+        const bool down = weight.find("down_proj") != std::string::npos;
+        EXPECT_EQ(g->shape, down ? std::vector<int64_t>({h, width}) : std::vector<int64_t>({width, h})) << weight;
+      } else {
+        const TensorInfo* w = (*model)->Find(weight);
+        ASSERT_NE(w, nullptr) << it.value();
+        EXPECT_EQ(g->shape, w->shape);
+      }
       std::vector<float> values = *(*grads)->ReadF32(it.key());
       double sum_sq = 0;
       for (float v : values) sum_sq += double{v} * v;
