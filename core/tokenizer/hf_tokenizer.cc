@@ -121,8 +121,8 @@ absl::StatusOr<std::unique_ptr<HfTokenizer>> HfTokenizer::FromJson(std::string_v
   if (j.contains("decoder") && !j["decoder"].is_null()) {
     ASSIGN_OR_RETURN(t->decoder_, hf::CreateDecoder(j["decoder"], "decoder"));
   }
-  ASSIGN_OR_RETURN(t->added_, hf::AddedVocabulary::Create(j.value("added_tokens", Json()), *t->model_,
-                                                          t->normalizer_.get()));
+  ASSIGN_OR_RETURN(t->added_,
+                   hf::AddedVocabulary::Create(j.value("added_tokens", Json()), *t->model_, t->normalizer_.get()));
   t->vocab_size_ = std::max(t->model_->id_end(), t->added_->id_end());
   const bool byte_level = j.contains("pre_tokenizer") && HasNodeType(j["pre_tokenizer"], "ByteLevel");
   t->kind_ = t->model_->kind();

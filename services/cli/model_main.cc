@@ -3,8 +3,8 @@
 // Subcommands are rows of kCommands (name, one-line summary, help text, function): a new one is one
 // function and one row. The JSON Lines commands write exactly one output line per input line, in order;
 // a line that cannot be handled gets {"error": "..."} and the exit status is 1 at the end.
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -73,8 +73,7 @@ int ForEachLine(const std::function<absl::StatusOr<json>(const json&)>& handle) 
   bool failed = false;
   while (std::getline(std::cin, line)) {
     json in = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    absl::StatusOr<json> out = in.is_discarded() ? absl::InvalidArgumentError("not a JSON object")
-                                                 : handle(in);
+    absl::StatusOr<json> out = in.is_discarded() ? absl::InvalidArgumentError("not a JSON object") : handle(in);
     if (out.ok()) {
       std::cout << Dump(*out) << '\n';
     } else {
@@ -246,9 +245,10 @@ constexpr Command kCommands[] = {
 };
 
 void PrintUsage(std::FILE* to) {
-  std::fprintf(to, "tessera-model: offline model and tokenizer tool (no server needed).\n\n"
-                   "Usage: tessera-model COMMAND [ARGS...]   (tessera-model COMMAND --help for details)\n\n"
-                   "Commands:\n");
+  std::fprintf(to,
+               "tessera-model: offline model and tokenizer tool (no server needed).\n\n"
+               "Usage: tessera-model COMMAND [ARGS...]   (tessera-model COMMAND --help for details)\n\n"
+               "Commands:\n");
   for (const Command& c : kCommands) std::fprintf(to, "  %-12s %s\n", c.name, c.summary);
 }
 

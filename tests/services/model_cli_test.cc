@@ -42,8 +42,8 @@ Result RunModel(const std::string& args, const std::string& stdin_text) {
     std::ofstream in(dir / "in");
     in << stdin_text;
   }
-  const std::string cmd = absl::StrCat(Binary(), " ", args, " < ", (dir / "in").string(), " > ",
-                                       (dir / "out").string(), " 2>&1");
+  const std::string cmd =
+      absl::StrCat(Binary(), " ", args, " < ", (dir / "in").string(), " > ", (dir / "out").string(), " 2>&1");
   const int status = std::system(cmd.c_str());
   Result r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -74,9 +74,9 @@ TEST(ModelCli, TokenizeMatchesTokenizersWithAndWithoutSpecialTokens) {
   std::string input;
   for (const json& j : expected) input += json{{"text", j["text"]}}.dump() + "\n";
   for (bool special : {false, true}) {
-    const Result r = RunModel(absl::StrCat("tokenize --tokenizer ", Fixture("llama3_bytelevel"),
-                                      special ? " --add-special-tokens" : ""),
-                         input);
+    const Result r = RunModel(
+        absl::StrCat("tokenize --tokenizer ", Fixture("llama3_bytelevel"), special ? " --add-special-tokens" : ""),
+        input);
     ASSERT_EQ(r.exit_code, 0) << r.out;
     ASSERT_EQ(r.lines.size(), expected.size());
     for (size_t k = 0; k < expected.size(); ++k) {
@@ -90,9 +90,9 @@ TEST(ModelCli, DetokenizeKeepsOrSkipsSpecialTokens) {
   std::string input;
   for (const json& j : expected) input += json{{"ids", j["ids_with_special"]}}.dump() + "\n";
   for (bool skip : {false, true}) {
-    const Result r = RunModel(absl::StrCat("detokenize --tokenizer ", Fixture("llama2_sentencepiece"),
-                                      skip ? " --skip-special-tokens" : ""),
-                         input);
+    const Result r = RunModel(
+        absl::StrCat("detokenize --tokenizer ", Fixture("llama2_sentencepiece"), skip ? " --skip-special-tokens" : ""),
+        input);
     ASSERT_EQ(r.exit_code, 0) << r.out;
     ASSERT_EQ(r.lines.size(), expected.size());
     for (size_t k = 0; k < expected.size(); ++k) {
@@ -103,14 +103,15 @@ TEST(ModelCli, DetokenizeKeepsOrSkipsSpecialTokens) {
 
 TEST(ModelCli, BadLinesGetAnErrorLineInPlaceAndExitOne) {
   const Result r = RunModel("tokenize --tokenizer " + Fixture("gpt2_bytelevel"),
-                       "{\"text\": \"a\"}\nnot json\n{\"ids\": [1]}\n{\"text\": \"b\"}\n");
+                            "{\"text\": \"a\"}\nnot json\n{\"ids\": [1]}\n{\"text\": \"b\"}\n");
   EXPECT_EQ(r.exit_code, 1);
   ASSERT_EQ(r.lines.size(), 4u) << r.out;
   EXPECT_TRUE(json::parse(r.lines[0]).contains("ids"));
   EXPECT_TRUE(json::parse(r.lines[1]).contains("error"));
   EXPECT_TRUE(json::parse(r.lines[2]).contains("error"));
   EXPECT_TRUE(json::parse(r.lines[3]).contains("ids"));
-  const Result d = RunModel("detokenize --tokenizer " + Fixture("gpt2_bytelevel"), "{\"ids\": [1, -5]}\n{\"ids\": []}\n");
+  const Result d =
+      RunModel("detokenize --tokenizer " + Fixture("gpt2_bytelevel"), "{\"ids\": [1, -5]}\n{\"ids\": []}\n");
   EXPECT_EQ(d.exit_code, 1);
   ASSERT_EQ(d.lines.size(), 2u);
   EXPECT_TRUE(json::parse(d.lines[0]).contains("error"));

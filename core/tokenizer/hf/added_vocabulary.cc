@@ -13,7 +13,7 @@ namespace {
 // Rust regex's \w: Alphabetic, Mark, Decimal_Number, Connector_Punctuation, Join_Control.
 bool IsWordChar(char32_t cp) {
   if (cp < 0x80) return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9') || cp == '_';
-  static const Regex* re = Regex::Create(R"(^\w$)", "added_tokens").value().release();
+  static const Regex* re = Regex::Create(R"(^\w$)", "added_tokens", RegexSyntax::kRustRegex).value().release();
   std::string s;
   AppendUtf8(s, cp);
   size_t b, e;

@@ -46,7 +46,9 @@ class AddedVocabulary {
   // The string decode uses for an added id (the normalized form for normalized tokens), or null.
   const std::string* DecodeString(int32_t id) const;
   const AddedToken* Token(int32_t id) const;
-  bool IsSpecialContent(std::string_view content) const { return special_contents_.contains(absl::string_view(content.data(), content.size())); }
+  bool IsSpecialContent(std::string_view content) const {
+    return special_contents_.contains(absl::string_view(content.data(), content.size()));
+  }
   int32_t id_end() const { return id_end_; }
 
  private:

@@ -127,8 +127,8 @@ void BpeModel::MergeWord(std::string_view w, std::vector<int32_t>& out) const {
     const size_t start = i;
     i += Utf8Length(static_cast<unsigned char>(w[i]));
     std::string_view s = w.substr(start, i - start);
-    const bool decorated = (start != 0 && !continuing_subword_prefix_.empty()) ||
-                           (i == w.size() && !end_of_word_suffix_.empty());
+    const bool decorated =
+        (start != 0 && !continuing_subword_prefix_.empty()) || (i == w.size() && !end_of_word_suffix_.empty());
     if (decorated) {
       key.clear();
       if (start != 0) key += continuing_subword_prefix_;
@@ -280,7 +280,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const Json& node, con
           absl::StrCat(where, ".merges[", k, "]: \"", ia == m->vocab_.end() ? a : b, "\" is not in the vocabulary"));
     }
     if (b.size() < prefix_len) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ".merges[", k, "]: \"", b, "\" is shorter than the prefix"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".merges[", k, "]: \"", b, "\" is shorter than the prefix"));
     }
     const std::string merged = a + b.substr(prefix_len);
     auto in = m->vocab_.find(merged);

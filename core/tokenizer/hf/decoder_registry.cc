@@ -4,14 +4,13 @@
 namespace tessera::hf {
 
 using DecoderFactory = absl::StatusOr<std::unique_ptr<Decoder>>(const Json&, const std::string&);
-DecoderFactory MakeByteLevelDecoder, MakeByteFallbackDecoder, MakeFuseDecoder, MakeStripDecoder,
-    MakeMetaspaceDecoder, MakeReplaceDecoder, MakeSequenceDecoder;
+DecoderFactory MakeByteLevelDecoder, MakeByteFallbackDecoder, MakeFuseDecoder, MakeStripDecoder, MakeMetaspaceDecoder,
+    MakeReplaceDecoder, MakeSequenceDecoder;
 
 absl::StatusOr<std::unique_ptr<Decoder>> CreateDecoder(const Json& node, const std::string& where) {
   static const FactoryEntry<Decoder> kTable[] = {
-      {"ByteLevel", MakeByteLevelDecoder}, {"ByteFallback", MakeByteFallbackDecoder},
-      {"Fuse", MakeFuseDecoder},           {"Strip", MakeStripDecoder},
-      {"Metaspace", MakeMetaspaceDecoder}, {"Replace", MakeReplaceDecoder},
+      {"ByteLevel", MakeByteLevelDecoder}, {"ByteFallback", MakeByteFallbackDecoder}, {"Fuse", MakeFuseDecoder},
+      {"Strip", MakeStripDecoder},         {"Metaspace", MakeMetaspaceDecoder},       {"Replace", MakeReplaceDecoder},
       {"Sequence", MakeSequenceDecoder},
   };
   return CreateFromTable(kTable, "decoder", node, where);

@@ -8,7 +8,8 @@ namespace tessera::hf {
 namespace {
 class ReplaceNormalizer final : public Normalizer {
  public:
-  ReplaceNormalizer(std::unique_ptr<Regex> re, std::string content) : re_(std::move(re)), content_(std::move(content)) {}
+  ReplaceNormalizer(std::unique_ptr<Regex> re, std::string content)
+      : re_(std::move(re)), content_(std::move(content)) {}
   void Normalize(std::string& text) const override { text = ReplaceAll(text, *re_, content_); }
 
  private:

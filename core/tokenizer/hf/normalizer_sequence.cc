@@ -1,8 +1,7 @@
 // Sequence normalizer: its children in order.
-#include "core/tokenizer/hf/normalizer.h"
-
 #include <vector>
 
+#include "core/tokenizer/hf/normalizer.h"
 #include "core/util/status_macros.h"
 
 namespace tessera::hf {

@@ -29,8 +29,8 @@ class TemplateProcessing final : public PostProcessor {
 };
 
 absl::StatusOr<std::vector<std::optional<std::vector<int32_t>>>> ParseTemplate(const Json& node, const char* key,
-                                                                              const Json& specials,
-                                                                              const std::string& where) {
+                                                                               const Json& specials,
+                                                                               const std::string& where) {
   auto it = node.find(key);
   if (it == node.end() || !it->is_array()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ".", key, " must be an array"));

@@ -55,8 +55,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
 // Also used by the Metaspace decoder: the replacement char and the prepend scheme.
 absl::Status ParseMetaspace(const Json& node, const std::string& where, char32_t& replacement, int& prepend,
                             bool& split) {
-  RETURN_IF_ERROR(CheckKeys(node, {"type", "replacement", "prepend_scheme", "split", "add_prefix_space", "str_rep"},
-                            where));
+  RETURN_IF_ERROR(
+      CheckKeys(node, {"type", "replacement", "prepend_scheme", "split", "add_prefix_space", "str_rep"}, where));
   ASSIGN_OR_RETURN(std::string rep, GetString(node, "replacement", where));
   size_t i = 0;
   if (rep.empty() || (replacement = NextCodePoint(rep, i), i != rep.size())) {

@@ -30,7 +30,7 @@ class WhitespacePreTokenizer final : public PreTokenizer {
 
 absl::StatusOr<std::unique_ptr<PreTokenizer>> MakeWhitespacePreTokenizer(const Json& node, const std::string& where) {
   RETURN_IF_ERROR(CheckKeys(node, {"type"}, where));
-  ASSIGN_OR_RETURN(auto re, Regex::Create(R"(\w+|[^\w\s]+)", where));
+  ASSIGN_OR_RETURN(auto re, Regex::Create(R"(\w+|[^\w\s]+)", where, RegexSyntax::kRustRegex));
   return std::make_unique<WhitespacePreTokenizer>(std::move(re));
 }
 

@@ -3,15 +3,17 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/tokenizer/hf/unicode.h"
+#include "core/tokenizer/hf/unicode_tables.inc"
 
 namespace tessera::hf {
 
 namespace {
-
-constexpr char kWordClass[] = R"(\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control})";
 
 // Per-thread match data (one pair: we only read the whole match) and a JIT stack large enough for long
 // whitespace runs under lookahead.
@@ -32,8 +34,8 @@ ThreadMatchState& State() {
   return state;
 }
 
-absl::Status Compile(std::string_view pattern, uint32_t extra, std::string_view where,
-                                               std::string_view original, void*& code_out) {
+absl::Status Compile(std::string_view pattern, uint32_t extra, std::string_view where, std::string_view original,
+                     void*& code_out) {
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
@@ -41,9 +43,9 @@ absl::Status Compile(std::string_view pattern, uint32_t extra, std::string_view 
   if (code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
-    return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": regex \"", std::string(original), "\" does not compile (",
-                                                   reinterpret_cast<const char*>(message), " at offset ",
-                                                   offset, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": regex \"", std::string(original),
+                                                   "\" does not compile (", reinterpret_cast<const char*>(message),
+                                                   " at offset ", offset, ")"));
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter where JIT is unavailable
   code_out = code;
@@ -52,7 +54,34 @@ absl::Status Compile(std::string_view pattern, uint32_t extra, std::string_view 
 
 }  // namespace
 
-absl::StatusOr<std::string> TranslatePattern(std::string_view p, std::string_view where) {
+namespace {
+
+// The PCRE2 class items (for use inside [...]) a class escape stands for, or "" if it is not rewritten.
+std::string ClassItems(std::string_view name, RegexSyntax syntax) {
+  using namespace unicode_tables;  // NOLINT
+  if (name == "s") return R"(\p{White_Space})";
+  if (name == "w") {
+    return syntax == RegexSyntax::kRustRegex
+               ? std::string(R"(\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control})") + kRustExtraW
+               : std::string(R"(\p{Alphabetic}\p{M}\p{Nd}\p{Pc})") + kOnigExtraW;
+  }
+  if (syntax == RegexSyntax::kRustRegex) return "";
+  if (name == "d") return std::string(R"(\d)") + kOnigExtraD;
+  if (name == "L") return std::string(R"(\p{L})") + kOnigExtraL;
+  if (name == "N") return std::string(R"(\p{N})") + kOnigExtraN;
+  if (name == "M") return std::string(R"(\p{M})") + kOnigExtraM;
+  if (name == "P") return std::string(R"(\p{P})") + kOnigExtraP;
+  if (name == "S") return std::string(R"(\p{S})") + kOnigExtraS;
+  return "";
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> TranslatePattern(std::string_view p, std::string_view where, RegexSyntax syntax) {
+  const auto refuse = [&](std::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": ", std::string(why), " is not supported"));
+  };
   std::string out;
   bool in_class = false;
   size_t class_start = 0;  // index in p just after '[' or '[^'
@@ -60,27 +89,54 @@ absl::StatusOr<std::string> TranslatePattern(std::string_view p, std::string_vie
     const char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
       const char e = p[i + 1];
-      ++i;
-      switch (e) {
-        case 's': out += R"(\p{White_Space})"; break;
-        case 'S': out += R"(\P{White_Space})"; break;
-        case 'w':
-          out += in_class ? std::string(kWordClass) : absl::StrCat("[", kWordClass, "]");
-          break;
-        case 'W':
-          if (in_class) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": \\W inside a character class is not supported"));
+      // The class escape at p[i..end): its name and whether it is negated.
+      std::string name;
+      bool negated = false;
+      size_t end = i + 2;
+      if (e == 's' || e == 'w' || e == 'd' || e == 'S' || e == 'W' || e == 'D') {
+        name = std::string(1, static_cast<char>(std::tolower(e)));
+        negated = std::isupper(e) != 0;
+      } else if (e == 'p' || e == 'P') {
+        negated = e == 'P';
+        if (i + 2 < p.size() && p[i + 2] == '{') {
+          const size_t close = p.find('}', i + 3);
+          if (close == std::string_view::npos) return refuse("an unterminated \\p{");
+          name = std::string(p.substr(i + 3, close - i - 3));
+          end = close + 1;
+          if (!name.empty() && name[0] == '^') {
+            negated = !negated;
+            name.erase(0, 1);
           }
-          out += absl::StrCat("[^", kWordClass, "]");
-          break;
-        case 'h': case 'H':
-          return absl::InvalidArgumentError(
-              absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": \\h/\\H (hex digit in Oniguruma) is not supported"));
-        default:
-          out.push_back('\\');
-          out.push_back(e);
+        } else if (i + 2 < p.size()) {
+          name = std::string(1, p[i + 2]);
+          end = i + 3;
+        }
+      } else if (e == 'h' || e == 'H') {
+        return refuse("\\h/\\H (hex digit in Oniguruma)");
+      } else if (e == 'u' && syntax == RegexSyntax::kOniguruma) {
+        // Oniguruma's \uHHHH is PCRE2's \x{HHHH}.
+        if (i + 6 > p.size() || !std::all_of(p.begin() + i + 2, p.begin() + i + 6, [](char h) {
+              return std::isxdigit(static_cast<unsigned char>(h)) != 0;
+            })) {
+          return refuse("\\u without four hex digits");
+        }
+        out += absl::StrCat("\\x{", std::string(p.substr(i + 2, 4)), "}");
+        i += 5;
+        continue;
       }
+      const std::string items = name.empty() ? std::string() : ClassItems(name, syntax);
+      if (items.empty()) {
+        out.append(p.substr(i, 2));  // any other escape (or property) means the same in PCRE2
+        ++i;
+        continue;
+      }
+      if (in_class && negated) return refuse("a negated class escape inside [...]");
+      if (in_class) {
+        out += items;
+      } else {
+        out += absl::StrCat(negated ? "[^" : "[", items, "]");
+      }
+      i = end - 1;
       continue;
     }
     if (in_class) {
@@ -89,18 +145,14 @@ absl::StatusOr<std::string> TranslatePattern(std::string_view p, std::string_vie
       } else if (c == '[') {
         if (i + 1 < p.size() && p[i + 1] == ':') {
           const size_t close = p.find(":]", i + 2);
-          if (close == std::string_view::npos) {
-            return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": unterminated [:class:]"));
-          }
+          if (close == std::string_view::npos) return refuse("an unterminated [:class:]");
           out.append(p.substr(i, close + 2 - i));
           i = close + 1;
           continue;
         }
-        return absl::InvalidArgumentError(
-            absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": nested character classes are not supported"));
+        return refuse("a nested character class");
       } else if (c == '&' && i + 1 < p.size() && p[i + 1] == '&') {
-        return absl::InvalidArgumentError(
-            absl::StrCat(std::string(where), ": regex \"", std::string(p), "\": class intersection (&&) is not supported"));
+        return refuse("class intersection (&&)");
       }
       out.push_back(c);
       continue;
@@ -120,8 +172,9 @@ absl::StatusOr<std::string> TranslatePattern(std::string_view p, std::string_vie
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern, std::string_view where) {
-  auto translated = TranslatePattern(pattern, where);
+absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern, std::string_view where,
+                                                     RegexSyntax syntax) {
+  auto translated = TranslatePattern(pattern, where, syntax);
   if (!translated.ok()) return translated.status();
   void* code = nullptr;
   absl::Status st = Compile(*translated, 0, where, pattern, code);
@@ -130,7 +183,8 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Create(std::string_view pattern, s
 }
 
 absl::StatusOr<std::unique_ptr<Regex>> Regex::Literal(std::string_view text, std::string_view where) {
-  if (text.empty()) return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": an empty pattern is not supported"));
+  if (text.empty())
+    return absl::InvalidArgumentError(absl::StrCat(std::string(where), ": an empty pattern is not supported"));
   void* code = nullptr;
   absl::Status st = Compile(text, PCRE2_LITERAL, where, text, code);
   if (!st.ok()) return st;

@@ -1,12 +1,16 @@
 // Regex: the regex engine of the tokenizer pipeline (PCRE2, UTF + UCP, JIT when available).
 //
-// `tokenizers` compiles Split/ByteLevel patterns with Oniguruma and the helper patterns of its added
-// vocabulary with Rust's regex crate. The Unicode-property syntax of the common tokenizer patterns
-// (\p{L}, \p{N}, (?i:...), lookahead) means the same in PCRE2; the escapes whose classes differ are
-// rewritten to the Unicode properties both other engines use: \s -> White_Space, \w -> Alphabetic, Mark,
-// Decimal_Number, Connector_Punctuation, Join_Control. Onig-only syntax with another meaning in PCRE2
-// (\h, nested classes, &&) is refused at load. FindAll iterates like onig's find_iter: an empty match
-// right after the previous match is skipped. Thread-safe: match data and JIT stack are per thread.
+// `tokenizers` compiles Split/ByteLevel/Replace patterns with Oniguruma and the Whitespace pre-tokenizer
+// and added-token checks with Rust's regex crate. The syntax of tokenizer patterns (\p{L}, \p{N},
+// (?i:...), lookahead) means the same in PCRE2; what differs is rewritten before compiling:
+//   \s -> \p{White_Space} (both other engines; PCRE2's \s lacks U+0085);
+//   \w -> Alphabetic, Mark, Decimal_Number, Connector_Punctuation (+ Join_Control in the Rust syntax);
+//   \p{L} \p{N} \p{M} \p{P} \p{S} \w \d (and negations) -> plus the code points the other engine's newer
+//   Unicode data has in the class (unicode_tables.inc, measured against tokenizers).
+// Other property names use PCRE2's Unicode 14 data. Onig-only syntax with another meaning in PCRE2 (\h,
+// nested classes, &&) and negated extended classes inside [...] are refused at load. FindAll iterates like
+// onig's find_iter: an empty match right after the previous match is skipped. Thread-safe: match data and
+// JIT stack are per thread.
 #pragma once
 
 #include <memory>
@@ -19,10 +23,13 @@
 
 namespace tessera::hf {
 
+enum class RegexSyntax { kOniguruma, kRustRegex };
+
 class Regex {
  public:
-  // `pattern` in Oniguruma/Rust syntax; `where` names the tokenizer.json node for errors.
-  static absl::StatusOr<std::unique_ptr<Regex>> Create(std::string_view pattern, std::string_view where);
+  // `pattern` in the engine's syntax; `where` names the tokenizer.json node for errors.
+  static absl::StatusOr<std::unique_ptr<Regex>> Create(std::string_view pattern, std::string_view where,
+                                                       RegexSyntax syntax = RegexSyntax::kOniguruma);
   // A literal string (the "String" patterns of Split/Replace).
   static absl::StatusOr<std::unique_ptr<Regex>> Literal(std::string_view text, std::string_view where);
   ~Regex();
@@ -40,6 +47,6 @@ class Regex {
 };
 
 // Rewrites the escapes listed above; INVALID_ARGUMENT for constructs with another meaning in PCRE2.
-absl::StatusOr<std::string> TranslatePattern(std::string_view pattern, std::string_view where);
+absl::StatusOr<std::string> TranslatePattern(std::string_view pattern, std::string_view where, RegexSyntax syntax);
 
 }  // namespace tessera::hf

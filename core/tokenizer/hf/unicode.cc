@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "core/tokenizer/hf/unicode_tables.inc"
 #include "utf8proc.h"
 
 namespace tessera::hf {
@@ -107,30 +108,82 @@ std::string Utf8Lossy(std::string_view bytes) {
 
 bool IsWhitespace(char32_t cp) {
   switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20: case 0x85: case 0xA0:
-    case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
       return true;
     default:
       return cp >= 0x2000 && cp <= 0x200A;
   }
 }
 
-std::string Normalize(std::string_view s, NormalForm form) {
+namespace {
+
+bool IsNormalizationOpaque(char32_t cp) {
+  if (cp < unicode_tables::kNormalizationOpaque[0].lo) return false;
+  for (const auto& r : unicode_tables::kNormalizationOpaque) {
+    if (cp >= r.lo && cp <= r.hi) return true;
+  }
+  return false;
+}
+
+std::string NormalizeWithUtf8proc(std::string_view s, NormalForm form) {
   int options = UTF8PROC_STABLE;
   switch (form) {
-    case NormalForm::kNfc: options |= UTF8PROC_COMPOSE; break;
-    case NormalForm::kNfd: options |= UTF8PROC_DECOMPOSE; break;
-    case NormalForm::kNfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-    case NormalForm::kNfkd: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+    case NormalForm::kNfc:
+      options |= UTF8PROC_COMPOSE;
+      break;
+    case NormalForm::kNfd:
+      options |= UTF8PROC_DECOMPOSE;
+      break;
+    case NormalForm::kNfkc:
+      options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+      break;
+    case NormalForm::kNfkd:
+      options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+      break;
   }
   utf8proc_uint8_t* out = nullptr;
-  const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()),
-                                          static_cast<utf8proc_ssize_t>(s.size()), &out,
-                                          static_cast<utf8proc_option_t>(options));
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), static_cast<utf8proc_ssize_t>(s.size()), &out,
+                   static_cast<utf8proc_option_t>(options));
   if (n < 0) return std::string(s);  // only on invalid UTF-8, which the pipeline never passes
   std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
   std::free(out);
   return result;
+}
+
+}  // namespace
+
+std::string Normalize(std::string_view s, NormalForm form) {
+  // Code points the normalization crate of `tokenizers` does not know (newer Unicode) are left alone and
+  // block composition and reordering: normalize the text between them piece by piece.
+  std::string out;
+  size_t start = 0, i = 0;
+  bool any = false;
+  while (i < s.size()) {
+    const size_t b = i;
+    if (IsNormalizationOpaque(NextCodePoint(s, i))) {
+      any = true;
+      out += NormalizeWithUtf8proc(s.substr(start, b - start), form);
+      out.append(s.substr(b, i - b));
+      start = i;
+    }
+  }
+  if (!any) return NormalizeWithUtf8proc(s, form);
+  out += NormalizeWithUtf8proc(s.substr(start), form);
+  return out;
 }
 
 std::string Lowercase(std::string_view s) {
@@ -150,7 +203,13 @@ std::string Lowercase(std::string_view s) {
       AppendUtf8(out, 0x307);
       continue;
     }
-    AppendUtf8(out, static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))));
+    char32_t lower = static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp)));
+    if (cp >= unicode_tables::kExtraLowercase[0].cp) {  // mappings newer than utf8proc's data
+      for (const auto& m : unicode_tables::kExtraLowercase) {
+        if (m.cp == cp) lower = m.lower;
+      }
+    }
+    AppendUtf8(out, lower);
   }
   return out;
 }

@@ -90,7 +90,8 @@ TEST(HfPreTokenizer, MetaspacePrependSchemes) {
 TEST(HfPreTokenizer, DigitsPunctuationWhitespace) {
   EXPECT_EQ(PreTokenize({{"type", "Digits"}, {"individual_digits", true}}, "a123"), (V{"a", "1", "2", "3"}));
   EXPECT_EQ(PreTokenize({{"type", "Digits"}, {"individual_digits", false}}, "a123b"), (V{"a", "123", "b"}));
-  EXPECT_EQ(PreTokenize({{"type", "Punctuation"}, {"behavior", "Isolated"}}, "Hey, you!?"), (V{"Hey", ",", " you", "!", "?"}));
+  EXPECT_EQ(PreTokenize({{"type", "Punctuation"}, {"behavior", "Isolated"}}, "Hey, you!?"),
+            (V{"Hey", ",", " you", "!", "?"}));
   EXPECT_EQ(PreTokenize({{"type", "Whitespace"}}, "Hey man!!  a_b"), (V{"Hey", "man", "!!", "a_b"}));
   EXPECT_EQ(PreTokenize({{"type", "WhitespaceSplit"}}, "Hey\u3000man!\n x"), (V{"Hey", "man!", "x"}));
 }
@@ -104,7 +105,26 @@ TEST(HfNormalizer, UnicodeFormsCaseStripPrependReplace) {
   EXPECT_EQ(Normalize({{"type", "Prepend"}, {"prepend", "▁"}}, "x"), "▁x");
   EXPECT_EQ(Normalize({{"type", "Prepend"}, {"prepend", "▁"}}, ""), "");
   EXPECT_EQ(Normalize({{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}, "a b  c"), "a▁b▁▁c");
-  EXPECT_EQ(Normalize({{"type", "Replace"}, {"pattern", {{"Regex", R"(\s+)"}}}, {"content", " "}}, "a \t\u0085b"), "a b");
+  EXPECT_EQ(Normalize({{"type", "Replace"}, {"pattern", {{"Regex", R"(\s+)"}}}, {"content", " "}}, "a \t\u0085b"),
+            "a b");
+}
+
+// tokenizers' engines know newer Unicode than PCRE2 10.42 / utf8proc 2.8; the measured differences are
+// applied (unicode_tables.inc).
+TEST(HfUnicodeVersions, NewerCodePointsBehaveAsInTokenizers) {
+  const json letters{
+      {"type", "Split"}, {"pattern", {{"Regex", R"(\p{L}+)"}}}, {"behavior", "Isolated"}, {"invert", false}};
+  EXPECT_EQ(PreTokenize(letters, "a\U0002EBF0b!"), (V{"a\U0002EBF0b", "!"}));  // CJK Ext. I (Unicode 15.1)
+  const json uescape{
+      {"type", "Split"}, {"pattern", {{"Regex", R"([\u3041-\u3096]+)"}}}, {"behavior", "Isolated"}, {"invert", false}};
+  EXPECT_EQ(PreTokenize(uescape, "xあいy"), (V{"x", "あい", "y"}));                              // Oniguruma's \uHHHH
+  EXPECT_EQ(PreTokenize({{"type", "Whitespace"}}, "a\U00013460b c"), (V{"a\U00013460b", "c"}));  // Rust regex \w
+  EXPECT_EQ(Normalize({{"type", "Lowercase"}}, "\uA7CB"), "\u0264");  // Unicode 16 case pair (Rust std)
+  // U+1DFA (Unicode 14) is unknown to tokenizers' normalization crate: no reordering around it.
+  EXPECT_EQ(Normalize({{"type", "NFD"}}, "e\u0301\u1DFA"), "e\u0301\u1DFA");
+  EXPECT_EQ(Normalize({{"type", "NFD"}}, "e\u0301\u0316"), "e\u0316\u0301");  // known marks are reordered
+  // Punctuation: unicode_categories' Unicode 9 tables (U+2E4F is punctuation only since Unicode 11).
+  EXPECT_EQ(PreTokenize({{"type", "Punctuation"}, {"behavior", "Isolated"}}, "a\u2E4Fb,c"), (V{"a\u2E4Fb", ",", "c"}));
 }
 
 TEST(HfDecoder, ByteFallbackStripMetaspaceFuse) {
@@ -113,7 +133,8 @@ TEST(HfDecoder, ByteFallbackStripMetaspaceFuse) {
   // A run of byte tokens that is not UTF-8 as a whole gives one U+FFFD per byte.
   EXPECT_EQ(DecodeChain({{"type", "ByteFallback"}}, {"<0xE2>", "<0x82>", "<0xAC>", "<0xFF>"}), (V{"�", "�", "�", "�"}));
   EXPECT_EQ(DecodeChain({{"type", "ByteFallback"}}, {"<0xE2>", "<0x82>", "x"}), (V{"�", "�", "x"}));
-  EXPECT_EQ(DecodeChain({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 1}}, {"  a ", "b"}), (V{" a", "b"}));
+  EXPECT_EQ(DecodeChain({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 1}}, {"  a ", "b"}),
+            (V{" a", "b"}));
   EXPECT_EQ(DecodeChain({{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}, {"split", true}},
                         {"▁Hey", "▁friend"}),
             (V{"Hey", " friend"}));
@@ -125,8 +146,18 @@ TEST(HfDecoder, ByteFallbackStripMetaspaceFuse) {
 
 // A tiny BPE tokenizer.json around `model` fields.
 std::string TinyBpe(const json& model_extra, const json& added = json::array()) {
-  json model{{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}, {"c", 2}, {"ab", 3}, {"bc", 4}, {"abc", 5}, {"<unk>", 6},
-                                         {"<0x78>", 7}, {"<0xC3>", 8}, {"<0xA9>", 9}}},
+  json model{{"type", "BPE"},
+             {"vocab",
+              {{"a", 0},
+               {"b", 1},
+               {"c", 2},
+               {"ab", 3},
+               {"bc", 4},
+               {"abc", 5},
+               {"<unk>", 6},
+               {"<0x78>", 7},
+               {"<0xC3>", 8},
+               {"<0xA9>", 9}}},
              {"merges", json::array({json::array({"b", "c"}), "a bc", json::array({"a", "b"})})}};
   for (auto it = model_extra.begin(); it != model_extra.end(); ++it) model[it.key()] = it.value();
   return json{{"version", "1.0"}, {"added_tokens", added}, {"model", model}}.dump();
@@ -158,11 +189,20 @@ TEST(HfBpe, MergesByRankUnknownsAndByteFallback) {
 }
 
 TEST(HfAddedTokens, StripSingleWordAndIds) {
-  const json added = json::array(
-      {{{"id", 10}, {"content", "<m>"}, {"special", true}, {"lstrip", true}, {"rstrip", true}, {"single_word", false},
-        {"normalized", false}},
-       {{"id", 11}, {"content", "ab"}, {"special", false}, {"lstrip", false}, {"rstrip", false}, {"single_word", true},
-        {"normalized", false}}});
+  const json added = json::array({{{"id", 10},
+                                   {"content", "<m>"},
+                                   {"special", true},
+                                   {"lstrip", true},
+                                   {"rstrip", true},
+                                   {"single_word", false},
+                                   {"normalized", false}},
+                                  {{"id", 11},
+                                   {"content", "ab"},
+                                   {"special", false},
+                                   {"lstrip", false},
+                                   {"rstrip", false},
+                                   {"single_word", true},
+                                   {"normalized", false}}});
   auto t = HfTokenizer::FromJson(TinyBpe({{"unk_token", "<unk>"}}, added), "");
   ASSERT_TRUE(t.ok()) << t.status();
   // "ab" is already in the model vocabulary, so the added token keeps id 3; "<m>" gets the next id (10).
@@ -171,7 +211,7 @@ TEST(HfAddedTokens, StripSingleWordAndIds) {
   EXPECT_TRUE((*t)->IsSpecialId(10));
   EXPECT_FALSE((*t)->IsSpecialId(3));
   EXPECT_EQ(*(*t)->EncodeText("a  <m>  c", false), (std::vector<int32_t>{0, 10, 2}));  // spaces stripped into <m>
-  EXPECT_EQ(*(*t)->EncodeText("cab", false), (std::vector<int32_t>{2, 3}));  // single_word: not matched in a word
+  EXPECT_EQ(*(*t)->EncodeText("cab", false), (std::vector<int32_t>{2, 3}));   // single_word: not matched in a word
   EXPECT_EQ((*t)->Decode(std::vector<int32_t>{0, 10, 2}, false), "a <m> c");  // no decoder: joined by spaces
   EXPECT_EQ((*t)->Decode(std::vector<int32_t>{0, 10, 2}, true), "a c");
   EXPECT_EQ((*t)->vocab_size(), 11);
@@ -180,7 +220,8 @@ TEST(HfAddedTokens, StripSingleWordAndIds) {
 TEST(HfTokenizer, InvalidUtf8IsInvalidArgument) {
   auto t = HfTokenizer::FromJson(TinyBpe({}), "");
   ASSERT_TRUE(t.ok());
-  for (std::string bad : {std::string("a\xff"), std::string("\xc3"), std::string("\xed\xa0\x80"), std::string("\xc0\xaf")}) {
+  for (std::string bad :
+       {std::string("a\xff"), std::string("\xc3"), std::string("\xed\xa0\x80"), std::string("\xc0\xaf")}) {
     auto ids = (*t)->EncodeText(bad, true);
     EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
   }
@@ -209,7 +250,8 @@ TEST(HfTokenizer, UnsupportedNodesAreRefusedByName) {
   j["decoder"] = {{"type", "CTC"}};
   refuse(j.dump(), "CTC");
   j = json::parse(TinyBpe({}));
-  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", R"([a-z&&[^b]])"}}}, {"behavior", "Isolated"}, {"invert", false}};
+  j["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", R"([a-z&&[^b]])"}}}, {"behavior", "Isolated"}, {"invert", false}};
   refuse(j.dump(), "not supported");
   j = json::parse(TinyBpe({}));
   j["model"]["merges"] = json::array({"a zz"});
@@ -228,8 +270,8 @@ TEST(HfTokenizer, ConfigSpecialIdsEosIdsAndKind) {
   const int32_t eot = *(*llama3)->TokenToId("<|eot_id|>");
   const int32_t eos = *(*llama3)->TokenToId("<|end_of_text|>");
   EXPECT_EQ((*llama3)->bos_id(), bot);
-  EXPECT_EQ((*llama3)->eos_id(), eot);  // {"content": ...} form
-  EXPECT_EQ((*llama3)->pad_id(), -1);   // null
+  EXPECT_EQ((*llama3)->eos_id(), eot);                                // {"content": ...} form
+  EXPECT_EQ((*llama3)->pad_id(), -1);                                 // null
   EXPECT_EQ((*llama3)->eos_ids(), (std::vector<int32_t>{eot, eos}));  // plus generation_config.json
   EXPECT_EQ((*llama3)->kind(), "BPE (byte-level)");
   EXPECT_TRUE((*llama3)->IsSpecial(bot));
@@ -262,7 +304,8 @@ TEST(HfTokenizer, ConcurrentEncodesAgree) {
   auto t = HfTokenizer::Create(FixtureDir("qwen2_bytelevel"));
   ASSERT_TRUE(t.ok()) << t.status();
   std::vector<std::string> texts;
-  for (int i = 0; i < 200; ++i) texts.push_back("word" + std::to_string(i * 7919) + " ünï " + std::string(i % 13, 'x') + " 😀");
+  for (int i = 0; i < 200; ++i)
+    texts.push_back("word" + std::to_string(i * 7919) + " ünï " + std::string(i % 13, 'x') + " 😀");
   std::vector<std::vector<int32_t>> expected;
   for (const auto& s : texts) expected.push_back(*(*t)->EncodeText(s, true));
   auto fresh = HfTokenizer::Create(FixtureDir("qwen2_bytelevel"));  // empty cache: threads fill it together
