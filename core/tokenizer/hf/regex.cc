@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -21,9 +22,17 @@ struct ThreadMatchState {
   pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
   pcre2_match_context* context = pcre2_match_context_create(nullptr);
   pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr);
-  ThreadMatchState() { pcre2_jit_stack_assign(context, nullptr, stack); }
+  // For the interpreter retry: no match or heap limit, so a match never stops early (only slower).
+  pcre2_match_context* unlimited = pcre2_match_context_create(nullptr);
+  ThreadMatchState() {
+    pcre2_jit_stack_assign(context, nullptr, stack);
+    pcre2_set_match_limit(unlimited, UINT32_MAX);
+    pcre2_set_depth_limit(unlimited, UINT32_MAX);
+    pcre2_set_heap_limit(unlimited, UINT32_MAX);
+  }
   ~ThreadMatchState() {
     pcre2_jit_stack_free(stack);
+    pcre2_match_context_free(unlimited);
     pcre2_match_context_free(context);
     pcre2_match_data_free(data);
   }
@@ -195,8 +204,14 @@ Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
 bool Regex::Find(std::string_view text, size_t from, size_t& start, size_t& end) const {
   ThreadMatchState& st = State();
-  const int rc = pcre2_match(static_cast<const pcre2_code*>(code_), reinterpret_cast<PCRE2_SPTR>(text.data()),
-                             text.size(), from, PCRE2_NO_UTF_CHECK, st.data, st.context);
+  const auto* code = static_cast<const pcre2_code*>(code_);
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  int rc = pcre2_match(code, subject, text.size(), from, PCRE2_NO_UTF_CHECK, st.data, st.context);
+  if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+    // A resource limit (e.g. the JIT stack on a huge input), not an answer: ask the interpreter without
+    // limits rather than report "no match" and encode differently.
+    rc = pcre2_match(code, subject, text.size(), from, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, st.data, st.unlimited);
+  }
   if (rc < 0) return false;
   const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(st.data);
   start = ov[0];

@@ -57,6 +57,17 @@ TEST(HfPreTokenizer, SplitBehaviours) {
   EXPECT_EQ(PreTokenize(re, "ab12c٣٤"), (V{"ab", "12", "c", "٣٤"}));
 }
 
+// A match that outgrows PCRE2's JIT stack (here at ~512 KB of backtracking) is retried with the
+// interpreter, never taken for "no match".
+TEST(HfPreTokenizer, HugeBacktrackingMatchesAreNotDropped) {
+  const json split{
+      {"type", "Split"}, {"pattern", {{"Regex", "(?:a|b)*c"}}}, {"behavior", "Removed"}, {"invert", false}};
+  std::string text;
+  for (int i = 0; i < 256000; ++i) text += "ab";
+  EXPECT_EQ(PreTokenize(split, text + "c"), V{});  // the whole text is one match, removed
+  EXPECT_EQ(PreTokenize(split, text + "cx"), (V{"x"}));
+}
+
 TEST(HfPreTokenizer, ByteLevelMapsBytesAndSplitsWithTheGpt2Regex) {
   const json bl{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}, {"trim_offsets", true}};
   EXPECT_EQ(PreTokenize(bl, "Hello world's  x"), (V{"Hello", "Ġworld", "'s", "Ġ", "Ġx"}));
