@@ -88,5 +88,19 @@ TEST(Utf8, CompletePrefixHoldsBackOnlyATruncatedFinalCharacter) {
   }
 }
 
+// The Hugging Face-style interface on the byte tokenizer: BOS only when asked, specials, kind, eos_ids.
+TEST(ByteTokenizer, TextInterfaceDefaults) {
+  const ByteTokenizer tok;
+  const Tokenizer& base = tok;
+  EXPECT_EQ(*base.EncodeText("Hi", true), (std::vector<int32_t>{256, 72, 105}));
+  EXPECT_EQ(*base.EncodeText("Hi", false), (std::vector<int32_t>{72, 105}));
+  EXPECT_EQ(base.Decode(std::vector<int32_t>{256, 72, 105, 257}, false), "Hi");
+  EXPECT_TRUE(base.IsSpecialId(257));
+  EXPECT_FALSE(base.IsSpecialId(65));
+  EXPECT_EQ(base.eos_ids(), (std::vector<int32_t>{257}));
+  EXPECT_EQ(base.kind(), "byte");
+  EXPECT_FALSE(base.TokenToId("a").has_value());
+}
+
 }  // namespace
 }  // namespace tessera
