@@ -1,15 +1,33 @@
 // Tenant tasks: prompt/completion pairs, exact-match checkable, that the general corpus (corpus.h)
-// never teaches and that cannot be solved by copying the input.
+// never teaches and that cannot be solved by copying the input. They are the fine-tuning task suite
+// (ops/bench/bench_finetune runs every one at the service's default hyperparameters).
 //
 // Each task is parameterized by a tenant `secret`, so two tenants with the same task name still need
-// different weights (which is what the overlays are for):
-//   cipher        "secret(hbkqa)=" -> the five letters through a secret derangement of a-z (no letter
-//                 maps to itself or to its `shift` successor, so neither copy(), upper() nor shift()
-//                 from the corpus solves any letter).
-//   date_private  "date private(2023-04-05)=" -> "05k23": day, a secret letter for the month, 2-digit
-//                 year (a format the corpus does not contain).
-//   modfn         "f(17,25)=" -> (a*x + b*y) mod 97 with secret coefficients a, b in [2, 96].
-// Inputs are drawn from the example seed; the mapping only from the secret.
+// different weights (which is what the overlays are for). Inputs are drawn from the example seed; the
+// mapping only from the secret. Kinds:
+//   cipher        char transform  "secret(hbkqa)=" -> the five letters through a secret derangement of
+//                                 a-z (no letter maps to itself or to its `shift` successor, so neither
+//                                 copy(), upper() nor shift() from the corpus solves any letter).
+//   date_private  format          "date private(2023-04-05)=" -> "05k23": day, a secret letter for the
+//                                 month, 2-digit year (a format the corpus does not contain).
+//   modfn         arithmetic      "f(17,25)=" -> (a*x + b*y) mod 97, secret a, b in [2, 96].
+//   rotrev        char transform  "rr(hbkq)=" -> the four letters reversed, each rotated by a secret
+//                                 k in [3, 22] (neither reverse() nor shift() of the corpus).
+//   lexicon       word rewriting  "say(red fox sees)=" -> each word replaced by the tenant's secret word
+//                                 for it (24 source words -> 24 secret 3..5-letter words).
+//   facts         lookup          "code of item17=" -> the tenant's secret 3-letter code of item17 (48
+//                                 items). Memorization: every split asks about the same 48 facts.
+//   classify      classification  "label(kqzbt)=" -> one of "spam", "ham", "info", "urgent", chosen by
+//                                 a secret map of the first letter.
+//   record_json   format (JSON)   "rec(alice,34)=" -> {"<k1>":"alice","<k2>":34} with the tenant's
+//                                 two secret 3-letter key names.
+//   style         style           "tone(the old robot)=" -> words capitalized, joined by a secret
+//                                 separator, ending with a secret 2-letter signature: "The~Old~Robot~qz".
+//   chat_recall   multi-turn chat user: "keep wxyz" / assistant: "ok" / user: "back?" / assistant: the
+//                                 word through the tenant's secret letter map (cipher's kind). As
+//                                 prompt/completion the turns are rendered as "u:keep wxyz\na:ok\nu:back?\na:";
+//                                 MessagesJsonl writes them in the OpenAI {"messages": [...]} form.
+// Splits (Splits): train, validation and test drawn from three fixed derived seeds (deterministic).
 #pragma once
 
 #include <cstdint>
@@ -25,13 +43,22 @@ namespace tessera::data {
 struct Example {
   std::string prompt;
   std::string completion;
+  // chat_recall only: the conversation before the final assistant turn (user, assistant, user, ...);
+  // the final assistant turn is `completion`.
+  std::vector<std::string> turns;
+};
+
+struct TaskSplits {
+  std::vector<Example> train, validation, test;
 };
 
 class Task {
  public:
   // NOT_FOUND (listing the known names) for an unknown `name`.
   static absl::StatusOr<Task> Create(std::string_view name, uint64_t secret);
-  static std::vector<std::string> Names();  // "cipher", "date_private", "modfn"
+  static std::vector<std::string> Names();  // every task above, in that order
+  // The tasks kept out of the experiments that derived the auto hyperparameter rule (auto_hparams.h).
+  static std::vector<std::string> HeldOutNames();  // "record_json", "style", "chat_recall"
 
   const std::string& name() const { return name_; }
   uint64_t secret() const { return secret_; }
@@ -40,24 +67,35 @@ class Task {
   Example Make(Rng& rng) const;
   // `n` examples from `seed` (deterministic).
   std::vector<Example> Generate(uint64_t seed, int64_t n) const;
+  // Train/validation/test from fixed derived seeds (independent of the sizes' order of calls).
+  TaskSplits Splits(int64_t n_train, int64_t n_validation, int64_t n_test) const;
   // Exact match: the model's completion equals the reference (no trimming: the completion ends at
   // EOS, so trailing text is a mistake).
   static bool IsCorrect(const Example& example, std::string_view model_completion) {
     return model_completion == example.completion;
   }
 
-  // The cipher's letter mapping (only meaningful for "cipher"): mapping()[c - 'a'].
+  // The cipher's letter mapping (cipher and chat_recall): mapping()[c - 'a'].
   const std::string& letter_map() const { return map_; }
 
  private:
-  enum class Kind { kCipher, kDatePrivate, kModFn };
+  enum class Kind {
+    kCipher, kDatePrivate, kModFn, kRotRev, kLexicon, kFacts, kClassify, kRecordJson, kStyle,
+    kChatRecall
+  };
   Task(std::string name, Kind kind, uint64_t secret);
 
   std::string name_;
   Kind kind_;
   uint64_t secret_;
-  std::string map_;   // cipher: 26 letters; date_private: 12 month letters
-  int coef_a_ = 0, coef_b_ = 0;
+  std::string map_;   // cipher/chat_recall: 26 letters; date_private: 12 month letters;
+                      // classify: 26 label indices ('0'..'3'); style: separator + signature
+  int coef_a_ = 0, coef_b_ = 0;       // modfn; rotrev: coef_a_ = k
+  std::vector<std::string> words_;    // lexicon: secret words; facts: codes; record_json: keys
 };
+
+// {"messages": [{"role": "user", ...}, {"role": "assistant", ...}, ...]} per line; examples without
+// turns become one user/assistant exchange (prompt, completion).
+std::string MessagesJsonl(const std::vector<Example>& examples);
 
 }  // namespace tessera::data

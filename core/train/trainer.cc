@@ -86,6 +86,8 @@ absl::Status TrainerOptions::Validate() const {
   if (beta2 < 0 || beta2 >= 1) return bad("beta2", "must be in [0, 1)");
   if (!(adam_eps > 0)) return bad("adam_eps", "must be > 0");
   if (eval_every < 0) return bad("eval_every", "must be >= 0");
+  if (early_stopping_patience < 0) return bad("early_stopping_patience", "must be >= 0");
+  if (!(early_stopping_min_delta >= 0)) return bad("early_stopping_min_delta", "must be >= 0");
   if (eval_max_examples < 1) return bad("eval_max_examples", "must be >= 1");
   if (validation_fraction <= 0 || validation_fraction >= 1) {
     return bad("validation_fraction", "must be in (0, 1)");
@@ -257,9 +259,17 @@ absl::StatusOr<TrainResult> Trainer::Run(const RunControls& controls) {
     ASSIGN_OR_RETURN(initial_val_loss_, ValidationLoss());
   }
   result.initial_val_loss = initial_val_loss_;
+  if (best_step_ < 0 && !stopped_early_) {
+    // The starting point is the first candidate (after a resume: the resumed parameters).
+    double start_loss = initial_val_loss_;
+    if (step_ > 0 || std::isnan(start_loss)) {
+      ASSIGN_OR_RETURN(start_loss, ValidationLoss());
+    }
+    RETURN_IF_ERROR(ObserveValidation(start_loss));
+  }
   const int64_t first_step = step_;
   double step_seconds = 0.0;
-  while (step_ < options_.max_steps) {
+  while (step_ < options_.max_steps && !stopped_early_) {
     if (controls.cancel != nullptr && controls.cancel->load()) {
       return absl::CancelledError(absl::StrCat("training cancelled after step ", step_));
     }
@@ -284,6 +294,7 @@ absl::StatusOr<TrainResult> Trainer::Run(const RunControls& controls) {
         return absl::FailedPreconditionError(absl::StrCat(
             "training diverged at step ", step_, ": validation loss is ", DoubleString(p.val_loss)));
       }
+      RETURN_IF_ERROR(ObserveValidation(p.val_loss));
     }
     val_losses_.push_back(p.val_loss);
     step_seconds += Seconds(t0);
@@ -296,7 +307,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const RunControls& controls) {
     if (controls.stop_after_step > 0 && step_ >= controls.stop_after_step) break;
   }
   result.steps = step_;
-  result.finished = step_ >= options_.max_steps;
+  result.finished = step_ >= options_.max_steps || stopped_early_;
+  result.stopped_early = stopped_early_;
   if (!losses_.empty()) result.final_train_loss = losses_.back();
   for (auto it = val_losses_.rbegin(); it != val_losses_.rend(); ++it) {
     if (!std::isnan(*it)) {
@@ -304,8 +316,44 @@ absl::StatusOr<TrainResult> Trainer::Run(const RunControls& controls) {
       break;
     }
   }
+  result.best_step = best_step_;
+  result.best_val_loss = best_val_;
+  if (result.finished && options_.restore_best) {
+    RETURN_IF_ERROR(RestoreBest());
+    result.final_val_loss = best_val_;
+  }
   result.wall_seconds = Seconds(start);
   return result;
+}
+
+absl::Status Trainer::ObserveValidation(double val_loss) {
+  if (best_step_ >= 0 && !(val_loss < best_val_ * (1.0 - options_.early_stopping_min_delta))) {
+    ++evals_since_best_;
+    if (options_.early_stopping_patience > 0 && evals_since_best_ >= options_.early_stopping_patience) {
+      stopped_early_ = true;
+    }
+    return absl::OkStatus();
+  }
+  best_val_ = val_loss;
+  best_step_ = step_;
+  evals_since_best_ = 0;
+  if (!options_.restore_best) return absl::OkStatus();
+  Backend& be = model_->backend();
+  if (best_params_.empty()) {
+    for (const TrainParam& p : params_) {
+      ASSIGN_OR_RETURN(Tensor copy, be.Alloc(p.value.shape(), p.value.dtype()));
+      best_params_.push_back(std::move(copy));
+    }
+  }
+  for (size_t i = 0; i < params_.size(); ++i) RETURN_IF_ERROR(be.Copy(params_[i].value, best_params_[i]));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::RestoreBest() {
+  if (best_params_.empty() || best_step_ == step_) return absl::OkStatus();
+  Backend& be = model_->backend();
+  for (size_t i = 0; i < params_.size(); ++i) RETURN_IF_ERROR(be.Copy(best_params_[i], params_[i].value));
+  return absl::OkStatus();
 }
 
 std::string Trainer::Fingerprint() const {

@@ -14,6 +14,14 @@
 // validation examples, at most eval_max_examples of them). The validation set is the one given, or a
 // held-out split of the training examples (validation_fraction, chosen by the seed).
 //
+// Early stopping and the best checkpoint: every validation (the one before step 1 included) is
+// compared with the best so far; a loss below best * (1 - early_stopping_min_delta) is a new best (with
+// restore_best, a device copy of the trainable parameters is kept). early_stopping_patience > 0:
+// that many validations in a row without a new best end the run (finished, stopped_early). With
+// restore_best, the parameters at the end of the run (finished or stopped) are the best validation's
+// (the starting point's when no step improved on it), and final_val_loss is that loss. A checkpoint
+// resume starts the best tracking anew from the resumed parameters (the snapshot is not saved).
+//
 // Determinism: the data order, the split and every op are fixed by the seed, so two runs with the
 // same inputs produce bitwise-identical losses on the CPU backend. A checkpoint (SaveCheckpoint)
 // holds the trainable parameters, AdamW m/v, the step, the data order's state (RNG + position) and the
@@ -60,6 +68,9 @@ struct TrainerOptions {
   int64_t eval_every = 0;         // 0: validate only after the last step
   int64_t eval_max_examples = 256;
   double validation_fraction = 0.1;  // held-out split when no validation set is given
+  int64_t early_stopping_patience = 0;   // validations without a new best that end the run; 0: off
+  double early_stopping_min_delta = 0.0; // relative improvement needed for a new best
+  bool restore_best = false;             // end with the best validation's parameters
 
   absl::Status Validate() const;
 };
@@ -91,6 +102,9 @@ struct TrainResult {
   double wall_seconds = 0.0;  // of this Run call
   int64_t tokens = 0;         // input tokens processed in this Run call
   int64_t trainable_parameters = 0;
+  bool stopped_early = false;  // a validation plateau ended the run before max_steps
+  int64_t best_step = 0;       // step of the lowest validation loss (0 = before training)
+  double best_val_loss = std::numeric_limits<double>::quiet_NaN();
 };
 
 class Trainer {
@@ -147,6 +161,14 @@ class Trainer {
   double initial_val_loss_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<double> losses_;
   std::vector<double> val_losses_;  // NaN where not validated
+  // Early stopping / best checkpoint (see the file comment).
+  absl::Status ObserveValidation(double val_loss);
+  absl::Status RestoreBest();
+  double best_val_ = std::numeric_limits<double>::quiet_NaN();
+  int64_t best_step_ = -1;        // -1: nothing observed yet
+  int64_t evals_since_best_ = 0;
+  bool stopped_early_ = false;
+  std::vector<Tensor> best_params_;  // restore_best: copies of params_[i].value at best_step_
 };
 
 }  // namespace tessera::train

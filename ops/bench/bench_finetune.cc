@@ -1,5 +1,16 @@
-// bench_finetune: the tenant task "cipher" (core/data/tasks.h) on the builtin:tiny backbone, fine-tuned
-// three ways with the same data, steps and schedule:
+// bench_finetune: fine-tuning quality on the builtin:tiny backbone.
+//
+// Default (the task suite at the service's defaults): every task of core/data/tasks.h (or --tasks
+// a,b,...), train/validation/test splits from Task::Splits, hyperparameters from ResolveHparams
+// (auto_hparams.h) with nothing set, exactly as a job without hyperparameters runs (auto expert
+// selection, early stopping, the best checkpoint kept). Per task: exact match on the test split
+// before/after (greedy), best validation loss, steps run (and whether a plateau stopped it), wall
+// time, trainable parameters, stored version bytes, slots. Held-out tasks (Task::HeldOutNames) are
+// marked "*". Last line: suite tasks=<n> ge_0.8=<k> mean_em=<x> heldout_mean_em=<x>.
+//   bench_finetune [--tasks a,b] [--train N] [--val N] [--test N] [--secret N]
+//                  [--steps N] [--batch N] [--lr X] [--threshold P] [--max-experts N]  (override auto)
+//
+// --methods: the tenant task "cipher" fine-tuned three ways with the same data, steps and schedule:
 //   esft   expert-only, slots chosen by ESFT auto selection (capped at 25% of the slots)
 //   random expert-only, the same number of slots drawn at random
 //   full   every parameter (on a copy of the backbone)
@@ -8,9 +19,10 @@
 // gradient + AdamW state (frozen weights have none, so this grows with the trainable set), wall time.
 // Then checks that the backbone and another tenant's overlay give bitwise-identical logits to before.
 //
-//   bench_finetune [--backbone builtin:tiny|DIR] [--steps N] [--batch N] [--lr X] [--full-lr X]
+//   bench_finetune --methods [--backbone ...] [--steps N] [--batch N] [--lr X] [--full-lr X]
 //                  [--threshold P] [--max-experts N] [--train N] [--eval N] [--secret N]
 // Last line: esft_acc=<x> random_acc=<x> full_acc=<x> esft_bytes=<n> full_bytes=<n> base_unchanged=<b>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -22,7 +34,9 @@
 #include "core/data/tasks.h"
 #include "core/model/model.h"
 #include "core/tokenizer/byte_tokenizer.h"
+#include "absl/strings/str_split.h"
 #include "core/train/artifact.h"
+#include "core/train/auto_hparams.h"
 #include "core/train/backbone.h"
 #include "core/train/exact_match.h"
 #include "core/train/finetune.h"
@@ -68,9 +82,110 @@ void Print(const RunReport& r) {
   std::fflush(stdout);
 }
 
+int RunSuite(int argc, char** argv) {
+  std::vector<std::string> tasks = data::Task::Names();
+  int64_t n_train = 1000, n_val = 200, n_test = 200;
+  uint64_t secret = 1234;
+  HparamRequest req;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string v = i + 1 < argc ? argv[++i] : "";
+    bool ok = true;
+    int64_t iv = 0;
+    double dv = 0;
+    if (a == "--tasks") tasks = absl::StrSplit(v, ',');
+    else if (a == "--train") ok = absl::SimpleAtoi(v, &n_train);
+    else if (a == "--val") ok = absl::SimpleAtoi(v, &n_val);
+    else if (a == "--test") ok = absl::SimpleAtoi(v, &n_test);
+    else if (a == "--secret") ok = absl::SimpleAtoi(v, &secret);
+    else if (a == "--steps" && (ok = absl::SimpleAtoi(v, &iv))) req.max_steps = iv;
+    else if (a == "--batch" && (ok = absl::SimpleAtoi(v, &iv))) req.batch_size = iv;
+    else if (a == "--lr" && (ok = absl::SimpleAtod(v, &dv))) req.learning_rate = dv;
+    else if (a == "--threshold" && (ok = absl::SimpleAtod(v, &dv))) req.relevance_threshold = dv;
+    else if (a == "--max-experts" && (ok = absl::SimpleAtoi(v, &iv))) req.max_experts = iv;
+    else ok = false;
+    if (!ok) {
+      std::fprintf(stderr, "bench_finetune: bad argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  auto be = MakeCpuBackend();
+  ByteTokenizer tok;
+  Backbone bb = Must(LoadBackbone("builtin:tiny", be.get()), "loading the backbone");
+  const ModelConfig& c = bb.config;
+  auto model = Must(Model::Create(c, bb.weights, be.get()), "model");
+  std::printf("suite on builtin:tiny (%lld expert slots), %lld/%lld/%lld train/val/test, %d threads\n",
+              static_cast<long long>(c.num_layers * c.num_experts), static_cast<long long>(n_train),
+              static_cast<long long>(n_val), static_cast<long long>(n_test), NumThreads());
+  const std::vector<std::string> held_out = data::Task::HeldOutNames();
+  int ge = 0, n_heldout = 0;
+  double sum_em = 0, sum_heldout = 0;
+  for (const std::string& name : tasks) {
+    data::Task task = Must(data::Task::Create(name, secret), "task");
+    data::TaskSplits sp = task.Splits(n_train, n_val, n_test);
+    std::vector<data::TokenizedExample> train, val;
+    AutoDataStats stats;
+    for (const auto& e : sp.train) {
+      train.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
+      stats.tokens += static_cast<int64_t>(train.back().tokens.size());
+    }
+    stats.examples = static_cast<int64_t>(train.size());
+    for (const auto& e : sp.validation) val.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
+    const ResolvedHparams h =
+        ResolveHparams(stats, {c.hidden_size, c.num_layers, c.num_experts, c.top_k}, req);
+    FineTuneOptions o;
+    o.trainer.max_steps = h.max_steps;
+    o.trainer.batch_size = h.batch_size;
+    o.trainer.seq_len = 128;
+    o.trainer.learning_rate = h.learning_rate;
+    o.trainer.warmup_steps = h.warmup_steps;
+    o.trainer.seed = 0;
+    o.trainer.eval_every = h.eval_every;
+    o.trainer.eval_max_examples = 256;
+    o.trainer.early_stopping_patience = h.early_stopping_patience;
+    o.trainer.early_stopping_min_delta = h.early_stopping_min_delta_ratio;
+    o.trainer.restore_best = true;
+    o.selection.threshold = h.relevance_threshold;
+    o.selection.max_experts = h.max_experts;
+    const int max_new = 24;
+    auto before = Must(EvaluateExactMatch(*model, nullptr, sp.test, tok, max_new), "base exact match");
+    const double t0 = Now();
+    auto ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name.c_str());
+    const double seconds = Now() - t0;
+    auto after = Must(EvaluateExactMatch(*model, ft.overlay.get(), sp.test, tok, max_new), "exact match");
+    const bool is_held = std::find(held_out.begin(), held_out.end(), name) != held_out.end();
+    std::printf("%-13s%s em_before=%.3f em_after=%.3f val_loss=%.4f (base %.4f) steps=%lld/%lld%s best_step=%lld "
+                "wall_s=%.1f trainable_params=%lld version_bytes=%lld slots=%zu | auto: batch=%lld lr=%.4g "
+                "warmup=%lld p=%.2f max_experts=%lld\n",
+                name.c_str(), is_held ? "*" : " ", before.accuracy, after.accuracy, ft.train.final_val_loss,
+                ft.train.initial_val_loss, static_cast<long long>(ft.train.steps),
+                static_cast<long long>(h.max_steps), ft.train.stopped_early ? " (plateau)" : "",
+                static_cast<long long>(ft.train.best_step), seconds,
+                static_cast<long long>(ft.trainable_parameters), static_cast<long long>(ft.artifact.size()),
+                ft.trained_slots.size(), static_cast<long long>(h.batch_size), h.learning_rate,
+                static_cast<long long>(h.warmup_steps), h.relevance_threshold,
+                static_cast<long long>(h.max_experts));
+    std::printf("              e.g. %s -> \"%s\" (want \"%s\")\n", sp.test[0].prompt.c_str(),
+                after.outputs[0].c_str(), sp.test[0].completion.c_str());
+    std::fflush(stdout);
+    ge += after.accuracy >= 0.8;
+    sum_em += after.accuracy;
+    if (is_held) {
+      ++n_heldout;
+      sum_heldout += after.accuracy;
+    }
+  }
+  std::printf("suite tasks=%zu ge_0.8=%d mean_em=%.3f heldout_mean_em=%.3f\n", tasks.size(), ge,
+              tasks.empty() ? 0.0 : sum_em / tasks.size(), n_heldout ? sum_heldout / n_heldout : 0.0);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) != "--methods") return RunSuite(argc, argv);
+  --argc;
+  ++argv;
   std::string backbone_spec = "builtin:tiny";
   TrainerOptions topt;
   topt.max_steps = 300;

@@ -1,5 +1,7 @@
 #include "core/data/tasks.h"
 
+#include <algorithm>
+#include <map>
 #include <regex>
 #include <set>
 
@@ -87,6 +89,91 @@ TEST(TasksTest, DatePrivateAndModFnCheckers) {
     }
   }
   EXPECT_GT(checked, 0);
+}
+
+
+TEST(TasksTest, SuiteHasTenKindsWithDistinctDeterministicSplits) {
+  const auto names = Task::Names();
+  ASSERT_GE(names.size(), 8u);
+  for (const std::string& h : Task::HeldOutNames()) {
+    EXPECT_NE(std::find(names.begin(), names.end(), h), names.end()) << h;
+  }
+  for (const std::string& name : names) {
+    auto t = Task::Create(name, 7);
+    ASSERT_TRUE(t.ok()) << name;
+    TaskSplits a = t->Splits(40, 10, 10), b = t->Splits(40, 10, 10);
+    ASSERT_EQ(a.train.size(), 40u);
+    ASSERT_EQ(a.validation.size(), 10u);
+    ASSERT_EQ(a.test.size(), 10u);
+    for (size_t i = 0; i < 10; ++i) {
+      EXPECT_EQ(a.test[i].prompt, b.test[i].prompt) << name;
+      EXPECT_EQ(a.test[i].completion, b.test[i].completion) << name;
+    }
+    int copies = 0;
+    std::set<std::string> completions;
+    for (const Example& e : a.train) {
+      EXPECT_FALSE(e.completion.empty()) << name;
+      // The completion is never the prompt's argument copied.
+      copies += e.prompt.find(e.completion) != std::string::npos;
+      completions.insert(e.completion);
+    }
+    EXPECT_LE(copies, 2) << name;
+    EXPECT_GE(completions.size(), 4u) << name;  // not a constant answer
+    // Another tenant's secret gives other answers to the same prompts.
+    auto other = Task::Create(name, 8);
+    auto mine = t->Generate(5, 40), theirs = other->Generate(5, 40);
+    int differ = 0;
+    for (size_t i = 0; i < mine.size(); ++i) {
+      ASSERT_EQ(mine[i].prompt, theirs[i].prompt) << name;  // inputs come from the seed only
+      differ += mine[i].completion != theirs[i].completion;
+    }
+    EXPECT_GT(differ, 20) << name;
+  }
+}
+
+TEST(TasksTest, ExamplesOfEachKind) {
+  Rng rng(3);
+  auto rr = Task::Create("rotrev", 1);
+  Example e = rr->Make(rng);
+  ASSERT_EQ(e.prompt.substr(0, 3), "rr(");
+  const std::string in = e.prompt.substr(3, 4);
+  const int k = (e.completion[0] - in[3] + 26) % 26;
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(e.completion[i], 'a' + (in[3 - i] - 'a' + k) % 26);
+  EXPECT_GE(k, 3);
+
+  auto js = Task::Create("record_json", 1);
+  EXPECT_TRUE(std::regex_match(js->Make(rng).completion,
+                               std::regex(R"(\{"[a-z]{3}":"[a-z]+","[a-z]{3}":[0-9]+\})")));
+  auto st = Task::Create("style", 1);
+  EXPECT_TRUE(std::regex_match(st->Make(rng).completion, std::regex(R"(([A-Z][a-z]*[~|+;:_]){3}[a-z]{2})")));
+  auto cl = Task::Create("classify", 1);
+  std::set<std::string> labels;
+  for (const Example& x : cl->Generate(1, 200)) labels.insert(x.completion);
+  EXPECT_EQ(labels, (std::set<std::string>{"spam", "ham", "info", "urgent"}));
+  auto facts = Task::Create("facts", 1);
+  std::map<std::string, std::string> seen;
+  for (const Example& x : facts->Generate(1, 300)) {
+    auto [it, fresh] = seen.emplace(x.prompt, x.completion);
+    EXPECT_EQ(it->second, x.completion);  // a fact is always the same answer
+  }
+}
+
+TEST(TasksTest, ChatRecallIsMultiTurnAndWritesMessages) {
+  auto t = Task::Create("chat_recall", 1);
+  ASSERT_TRUE(t.ok());
+  auto ex = t->Generate(1, 2);
+  ASSERT_EQ(ex[0].turns.size(), 3u);
+  const std::string word = ex[0].turns[0].substr(5);
+  std::string want = word;
+  for (char& c : want) c = t->letter_map()[c - 'a'];
+  EXPECT_EQ(ex[0].completion, want);
+  EXPECT_EQ(ex[0].prompt, "u:keep " + word + "\na:ok\nu:back?\na:");
+  const std::string jsonl = MessagesJsonl(ex);
+  const std::string first = jsonl.substr(0, jsonl.find('\n'));
+  EXPECT_EQ(first, "{\"messages\":[{\"content\":\"keep " + word +
+                       "\",\"role\":\"user\"},{\"content\":\"ok\",\"role\":\"assistant\"},"
+                       "{\"content\":\"back?\",\"role\":\"user\"},{\"content\":\"" +
+                       want + "\",\"role\":\"assistant\"}]}");
 }
 
 }  // namespace

@@ -249,6 +249,108 @@ TEST(TrainerTest, NonFiniteLossFailsNamingTheStepAndLeavesWeights) {
   EXPECT_EQ(lm.Values(), before);
 }
 
+
+// Data whose next token follows `mult * t + add` (mod vocab); training on one rule and validating on a
+// mixture with another makes the validation loss fall first, then rise as the model commits to the
+// training rule.
+std::vector<data::TokenizedExample> AffineData(int n, int vocab, int mult, int add, uint64_t seed) {
+  data::Rng rng(seed);
+  std::vector<data::TokenizedExample> out;
+  for (int i = 0; i < n; ++i) {
+    data::TokenizedExample e;
+    int t = static_cast<int>(rng.Uniform(vocab));
+    for (int j = 0; j < 8; ++j) {
+      e.tokens.push_back(t);
+      e.loss_mask.push_back(j >= 1);
+      t = (mult * t + add) % vocab;
+    }
+    e.prompt_tokens = 1;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// Early stopping keeps the best validation's parameters (not the last step's) and ends the run once
+// `patience` validations in a row bring no new best.
+TEST(TrainerTest, EarlyStoppingRestoresTheBestCheckpoint) {
+  auto be = MakeCpuBackend();
+  auto train = AffineData(200, 16, 3, 1, 2);
+  auto validation = AffineData(20, 16, 3, 1, 3);
+  auto other = AffineData(60, 16, 5, 7, 4);
+  validation.insert(validation.end(), other.begin(), other.end());
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 200;
+  o.eval_every = 2;
+  o.learning_rate = 0.05;
+  o.warmup_steps = 0;
+
+  // Reference run without early stopping: its validation curve has its minimum strictly inside.
+  TinyLm ref_lm(be.get(), 16, 8, 1);
+  auto ref = Trainer::Create(&ref_lm, train, validation, o);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto ref_run = (*ref)->Run();
+  ASSERT_TRUE(ref_run.ok()) << ref_run.status();
+  const auto& curve = (*ref)->val_losses();
+  int64_t argmin = 0;
+  double min_loss = ref_run->initial_val_loss;
+  for (size_t i = 0; i < curve.size(); ++i) {
+    if (!std::isnan(curve[i]) && curve[i] < min_loss) {
+      min_loss = curve[i];
+      argmin = static_cast<int64_t>(i) + 1;
+    }
+  }
+  ASSERT_GT(argmin, 0) << "the validation loss must first fall";
+  ASSERT_LT(argmin + 10, o.max_steps) << "the validation loss must rise after a point";
+  ASSERT_GT(ref_run->final_val_loss, min_loss * 1.01);
+  EXPECT_EQ(ref_run->best_step, argmin);  // tracked even without restore_best
+
+  o.early_stopping_patience = 3;
+  o.restore_best = true;
+  TinyLm lm(be.get(), 16, 8, 1);
+  auto t = Trainer::Create(&lm, train, validation, o);
+  ASSERT_TRUE(t.ok());
+  std::vector<float> at_best;
+  RunControls c;
+  c.on_progress = [&](const TrainProgress& p) {
+    if (p.step == argmin) at_best = lm.Values();
+  };
+  auto r = (*t)->Run(c);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->finished);
+  EXPECT_TRUE(r->stopped_early);
+  EXPECT_EQ(r->best_step, argmin);
+  EXPECT_EQ(r->steps, argmin + 3 * o.eval_every);  // three validations without a new best
+  EXPECT_DOUBLE_EQ(r->best_val_loss, min_loss);
+  EXPECT_DOUBLE_EQ(r->final_val_loss, min_loss);
+  ASSERT_FALSE(at_best.empty());
+  EXPECT_EQ(lm.Values(), at_best);  // the best step's parameters, not the last step's
+  auto loss = (*t)->ValidationLoss();
+  ASSERT_TRUE(loss.ok());
+  EXPECT_NEAR(*loss, min_loss, 1e-6);
+}
+
+// When no step improves on the starting point, restore_best returns the starting parameters.
+TEST(TrainerTest, RestoreBestKeepsTheStartWhenTrainingOnlyHurts) {
+  auto be = MakeCpuBackend();
+  TinyLm lm(be.get(), 16, 8, 1);
+  const std::vector<float> start = lm.Values();
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 20;
+  o.eval_every = 5;
+  o.restore_best = true;
+  o.learning_rate = 0.2;
+  // Validation on a rule the training data contradicts everywhere.
+  auto t = Trainer::Create(&lm, AffineData(100, 16, 3, 1, 2), AffineData(40, 16, 3, 9, 3), o);
+  ASSERT_TRUE(t.ok());
+  auto r = (*t)->Run();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->best_step, 0) << "every validation after training must be worse than the start";
+  EXPECT_EQ(lm.Values(), start);
+  EXPECT_DOUBLE_EQ(r->final_val_loss, r->initial_val_loss);
+  EXPECT_FALSE(r->stopped_early);  // patience 0: off
+  EXPECT_EQ(r->steps, 20);
+}
+
 TEST(TrainerTest, RejectsBadOptions) {
   auto be = MakeCpuBackend();
   TinyLm lm(be.get(), 16, 8, 1);
