@@ -5,11 +5,12 @@
 // is itself in the vocabulary is that one token. Results are cached per word (words under 256 bytes) in
 // a sharded cache that concurrent readers share. Dropout must be null or 0 (encoding stays deterministic).
 #include <array>
+#include <mutex>
 #include <queue>
+#include <shared_mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
 #include "core/tokenizer/hf/model.h"
 #include "core/tokenizer/hf/unicode.h"
 #include "core/util/status_macros.h"
@@ -26,7 +27,7 @@ class WordCache {
  public:
   bool Get(std::string_view word, std::vector<int32_t>& out) const {
     const Shard& s = shards_[Index(word)];
-    absl::ReaderMutexLock lock(&s.mu);
+    std::shared_lock lock(s.mu);
     auto it = s.map.find(absl::string_view(word.data(), word.size()));
     if (it == s.map.end()) return false;
     out.insert(out.end(), it->second.begin(), it->second.end());
@@ -34,14 +35,16 @@ class WordCache {
   }
   void Put(std::string_view word, const int32_t* ids, size_t n) const {
     Shard& s = shards_[Index(word)];
-    absl::MutexLock lock(&s.mu);
+    std::unique_lock lock(s.mu);
     if (s.map.size() >= kCacheEntriesPerShard) return;  // full: keep what is there (as tokenizers does)
     s.map.try_emplace(std::string(word), ids, ids + n);
   }
 
  private:
   struct Shard {
-    mutable absl::Mutex mu;
+    // std::shared_mutex rather than absl::Mutex: ThreadSanitizer sees pthread locks (Debian's Abseil is
+    // not instrumented, so its Mutex hand-offs would look like races).
+    mutable std::shared_mutex mu;
     absl::flat_hash_map<std::string, std::vector<int32_t>> map;
   };
   static size_t Index(std::string_view word) { return std::hash<std::string_view>()(word) % kCacheShards; }
