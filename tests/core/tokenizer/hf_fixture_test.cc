@@ -2,6 +2,7 @@
 // ops/fixtures/make_tokenizer_fixtures.py) is loaded and each expected.jsonl line checked: ids with and
 // without special tokens, and decode keeping and skipping special tokens. New fixture directories are
 // picked up without touching this file.
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -67,8 +68,13 @@ TEST_P(HfFixtureTest, MatchesTokenizers) {
   EXPECT_GT(n, 100);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllFixtures, HfFixtureTest, ::testing::ValuesIn(FixtureNames()),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(AllFixtures, HfFixtureTest, ::testing::ValuesIn(FixtureNames()), [](const auto& info) {
+  std::string name = info.param;  // gtest names allow only [A-Za-z0-9_]
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+});
 
 TEST(HfFixtures, AtLeastTheCommittedOnesAreFound) { EXPECT_GE(FixtureNames().size(), 10u); }
 
