@@ -13,6 +13,7 @@ struct BackboneInfo {
   int64_t total_parameters = 0;
   int64_t expert_parameters = 0;  // all routed experts together
   int num_layers = 0;
+  int hidden_size = 0;
   int num_experts = 0;  // per MoE layer
   int experts_per_token = 0;
   int max_seq_len = 0;  // the context window (max_position_embeddings)

@@ -1,5 +1,7 @@
 #include "services/convert.h"
 
+#include <algorithm>
+
 #include "nlohmann/json.hpp"
 #include "services/status_util.h"
 
@@ -128,6 +130,16 @@ void ToProto(const storage::Job& in, v1::Job* out) {
     }
     out->set_base_version(spec->base_version);
     out->set_auto_promote(spec->auto_promote);
+    v1::ResolvedHyperparameters* rh = out->mutable_resolved_hyperparameters();
+    *rh->mutable_hyperparameters() = *h;
+    if (spec->auto_select) {
+      rh->set_relevance_threshold(spec->relevance_threshold);
+      rh->set_max_experts(static_cast<int32_t>(spec->max_experts));
+    }
+    rh->set_eval_every(spec->eval_every > 0 ? spec->eval_every : std::max<int64_t>(1, spec->max_steps / 5));
+    rh->set_early_stopping_patience(static_cast<int32_t>(spec->early_stopping_patience));
+    rh->set_keep_best(spec->keep_best);
+    for (const std::string& f : spec->auto_fields) rh->add_auto_fields(f);
   }
 }
 

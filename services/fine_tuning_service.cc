@@ -19,12 +19,17 @@ absl::Status CreateJobImpl(const ServiceEnv& env, const storage::Principal& prin
   const std::string& tenant = req.tenant_id();
   absl::StatusOr<int64_t> live = env.registry->GetLive(tenant);  // NOT_FOUND for an unknown tenant
   if (!live.ok()) return live.status();
-  absl::StatusOr<JobSpec> spec = ValidateAndFill(FromProto(req), env.backbone, *live);
-  if (!spec.ok()) return spec.status();
-  if (absl::StatusOr<storage::Dataset> d = env.registry->GetDataset(tenant, req.training_dataset_id());
-      !d.ok()) {
-    return FieldStatus("training_dataset_id", d.status());
+  JobRequest request = FromProto(req);
+  // The auto rule sizes the job from the training data (field errors are reported before a missing
+  // dataset, as before auto existed).
+  absl::StatusOr<storage::Dataset> training = env.registry->GetDataset(tenant, req.training_dataset_id());
+  if (training.ok()) {
+    request.training_examples = training->num_examples;
+    request.training_tokens = training->num_tokens;
   }
+  absl::StatusOr<JobSpec> spec = ValidateAndFill(request, env.backbone, *live);
+  if (!spec.ok()) return spec.status();
+  if (!training.ok()) return FieldStatus("training_dataset_id", training.status());
   if (!req.validation_dataset_id().empty()) {
     if (absl::StatusOr<storage::Dataset> d = env.registry->GetDataset(tenant, req.validation_dataset_id());
         !d.ok()) {

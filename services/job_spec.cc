@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "core/train/auto_hparams.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera::services {
@@ -34,15 +35,53 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
       return RangeError("hyperparameters.max_steps", absl::StrCat("[1, ", kMaxSteps, "]"),
                         absl::StrCat(*r.max_steps));
     }
-    s.max_steps = *r.max_steps;
   }
   if (r.batch_size) {
     if (*r.batch_size < 1 || *r.batch_size > kMaxBatch) {
       return RangeError("hyperparameters.batch_size", absl::StrCat("[1, ", kMaxBatch, "]"),
                         absl::StrCat(*r.batch_size));
     }
-    s.batch_size = *r.batch_size;
   }
+  if (r.learning_rate) {
+    if (!std::isfinite(*r.learning_rate) || *r.learning_rate <= 0 || *r.learning_rate > 1) {
+      return RangeError("hyperparameters.learning_rate", "(0, 1]", absl::StrCat(*r.learning_rate));
+    }
+  }
+  const int64_t total_slots = int64_t{backbone.num_layers} * backbone.num_experts;
+  const bool auto_selection = r.selection != JobRequest::Selection::kExplicit;
+  if (auto_selection && r.relevance_threshold != 0) {
+    if (!std::isfinite(r.relevance_threshold) || r.relevance_threshold < 0 || r.relevance_threshold > 1) {
+      return RangeError("expert_selection.auto.relevance_threshold", "(0, 1]",
+                        absl::StrCat(r.relevance_threshold));
+    }
+  }
+  if (auto_selection && r.max_experts != 0) {
+    if (r.max_experts < 1 || r.max_experts > total_slots) {
+      return RangeError("expert_selection.auto.max_experts",
+                        absl::StrCat("[1, ", total_slots, "] (layers x experts)"), absl::StrCat(r.max_experts));
+    }
+  }
+  // Auto: what the request leaves unset comes from the rule (warmup is range-checked below against
+  // the resolved max_steps).
+  train::HparamRequest hr;
+  hr.max_steps = r.max_steps;
+  hr.batch_size = r.batch_size;
+  hr.learning_rate = r.learning_rate;
+  hr.warmup_steps = r.warmup_steps;
+  if (!auto_selection || r.relevance_threshold != 0) hr.relevance_threshold = r.relevance_threshold;
+  if (!auto_selection || r.max_experts != 0) hr.max_experts = r.max_experts;
+  const train::ResolvedHparams h = train::ResolveHparams(
+      {r.training_examples, r.training_tokens},
+      {backbone.hidden_size, backbone.num_layers, backbone.num_experts, backbone.experts_per_token}, hr);
+  s.max_steps = h.max_steps;
+  s.batch_size = h.batch_size;
+  s.learning_rate = h.learning_rate;
+  s.warmup_steps = h.warmup_steps;
+  s.auto_fields = h.auto_fields;
+  s.eval_every = h.eval_every;
+  s.early_stopping_patience = r.max_steps ? 0 : h.early_stopping_patience;
+  s.early_stopping_min_delta = h.early_stopping_min_delta_ratio;
+  s.keep_best = true;
   int64_t max_seq = backbone.max_seq_len > 0 ? backbone.max_seq_len : 4096;
   s.seq_len = std::min<int64_t>(s.seq_len, max_seq);
   if (r.seq_len) {
@@ -53,13 +92,6 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
     }
     s.seq_len = *r.seq_len;
   }
-  if (r.learning_rate) {
-    if (!std::isfinite(*r.learning_rate) || *r.learning_rate <= 0 || *r.learning_rate > 1) {
-      return RangeError("hyperparameters.learning_rate", "(0, 1]", absl::StrCat(*r.learning_rate));
-    }
-    s.learning_rate = *r.learning_rate;
-  }
-  s.warmup_steps = std::min(s.warmup_steps, s.max_steps);
   if (r.warmup_steps) {
     if (*r.warmup_steps < 0 || *r.warmup_steps > s.max_steps) {
       return RangeError("hyperparameters.warmup_steps", absl::StrCat("[0, max_steps=", s.max_steps, "]"),
@@ -75,7 +107,6 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
   }
   if (r.seed) s.seed = *r.seed;
 
-  const int64_t total_slots = int64_t{backbone.num_layers} * backbone.num_experts;
   if (r.selection == JobRequest::Selection::kExplicit) {
     s.auto_select = false;
     if (r.slots.empty()) {
@@ -102,22 +133,8 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
     std::sort(s.slots.begin(), s.slots.end());
   } else {
     s.auto_select = true;
-    if (r.relevance_threshold != 0) {
-      if (!std::isfinite(r.relevance_threshold) || r.relevance_threshold < 0 ||
-          r.relevance_threshold > 1) {
-        return RangeError("expert_selection.auto.relevance_threshold", "(0, 1]",
-                          absl::StrCat(r.relevance_threshold));
-      }
-      s.relevance_threshold = r.relevance_threshold;
-    }
-    if (r.max_experts != 0) {
-      if (r.max_experts < 1 || r.max_experts > total_slots) {
-        return RangeError("expert_selection.auto.max_experts",
-                          absl::StrCat("[1, ", total_slots, "] (layers x experts)"),
-                          absl::StrCat(r.max_experts));
-      }
-      s.max_experts = r.max_experts;
-    }
+    s.relevance_threshold = h.relevance_threshold;
+    s.max_experts = h.max_experts;
     s.max_experts = std::min<int64_t>(s.max_experts, std::max<int64_t>(total_slots, 1));
   }
   if (r.base_version) {
@@ -187,6 +204,11 @@ std::string JobSpec::ToJson() const {
       {"slots", json::parse(SlotsToJson(slots))},
       {"base_version", base_version},
       {"auto_promote", auto_promote},
+      {"eval_every", eval_every},
+      {"early_stopping_patience", early_stopping_patience},
+      {"early_stopping_min_delta", early_stopping_min_delta},
+      {"keep_best", keep_best},
+      {"auto_fields", auto_fields},
   };
   return j.dump();
 }
@@ -208,6 +230,11 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const std::string& text) {
     s.max_experts = j.value("max_experts", s.max_experts);
     s.base_version = j.value("base_version", s.base_version);
     s.auto_promote = j.value("auto_promote", s.auto_promote);
+    s.eval_every = j.value("eval_every", s.eval_every);
+    s.early_stopping_patience = j.value("early_stopping_patience", s.early_stopping_patience);
+    s.early_stopping_min_delta = j.value("early_stopping_min_delta", s.early_stopping_min_delta);
+    s.keep_best = j.value("keep_best", s.keep_best);
+    s.auto_fields = j.value("auto_fields", s.auto_fields);
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("stored job spec: ", e.what()));
   }

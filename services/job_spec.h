@@ -5,6 +5,15 @@
 // Validation (ValidateAndFill) checks every field against fixed ranges and the backbone's shape and
 // returns INVALID_ARGUMENT whose message starts with the field's name as clients spell it, e.g.
 // "hyperparameters.seq_len: must be in [8, 512], got 4096".
+//
+// Auto: max_steps, batch_size, learning_rate, warmup_steps and the auto selection's
+// relevance_threshold / max_experts that the request leaves unset are chosen by the rule of
+// core/train/auto_hparams.h from the training dataset (examples, tokens: JobRequest.training_*) and
+// the backbone; `auto_fields` names them. Every new job keeps its best validation checkpoint
+// (keep_best) and validates every eval_every steps; a plateau of early_stopping_patience validations
+// ends it early only when max_steps was chosen by the rule (an explicit max_steps runs to the end).
+// Specs stored before these fields existed read back with eval_every 0 (max_steps / 5), no early
+// stopping and the last step kept, as they ran then.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +54,9 @@ struct JobRequest {
   std::optional<int64_t> base_version;
   bool auto_promote = false;
   std::string idempotency_key;
+  // The training dataset's size (from its registry row), for the auto rule.
+  int64_t training_examples = 0;
+  int64_t training_tokens = 0;
 };
 
 struct JobSpec {
@@ -61,6 +73,11 @@ struct JobSpec {
   std::vector<SlotId> slots;  // explicit selection
   int64_t base_version = 0;   // resolved (the live version when the request left it unset)
   bool auto_promote = false;
+  int64_t eval_every = 0;               // 0: max(1, max_steps / 5) (specs from before auto)
+  int64_t early_stopping_patience = 0;  // 0: off
+  double early_stopping_min_delta = 0;  // relative
+  bool keep_best = false;               // the version is the best validation's checkpoint
+  std::vector<std::string> auto_fields; // request fields the auto rule chose
 
   std::string ToJson() const;
   static absl::StatusOr<JobSpec> FromJson(const std::string& json);

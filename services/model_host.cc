@@ -36,6 +36,7 @@ BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, 
   b.total_parameters = config.NumParameters();
   b.expert_parameters = config.ExpertParameters() * config.num_layers * config.num_experts;
   b.num_layers = static_cast<int>(config.num_layers);
+  b.hidden_size = static_cast<int>(config.hidden_size);
   b.num_experts = static_cast<int>(config.num_experts);
   b.experts_per_token = static_cast<int>(config.top_k);
   b.max_seq_len = static_cast<int>(config.max_position_embeddings);

@@ -1,5 +1,6 @@
 #include "services/train_runner.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -191,7 +192,27 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   to.warmup_steps = spec.warmup_steps;
   to.weight_decay = spec.weight_decay;
   to.seed = spec.seed;
-  to.eval_every = std::max<int64_t>(1, spec.max_steps / 5);
+  to.eval_every = spec.eval_every > 0 ? spec.eval_every : std::max<int64_t>(1, spec.max_steps / 5);
+  to.early_stopping_patience = spec.early_stopping_patience;
+  to.early_stopping_min_delta = spec.early_stopping_min_delta;
+  to.restore_best = spec.keep_best;
+  {
+    // What the job runs with (a WatchJob "log" event): the auto rule's choices are marked.
+    auto mark = [&](const char* field) {
+      return std::find(spec.auto_fields.begin(), spec.auto_fields.end(), field) != spec.auto_fields.end()
+                 ? " (auto)" : "";
+    };
+    std::string line = absl::StrCat(
+        "hyperparameters: max_steps=", spec.max_steps, mark("max_steps"), " batch_size=", spec.batch_size,
+        mark("batch_size"), " learning_rate=", spec.learning_rate, mark("learning_rate"),
+        " warmup_steps=", spec.warmup_steps, mark("warmup_steps"), " eval_every=", to.eval_every,
+        " early_stopping_patience=", to.early_stopping_patience, " keep_best=", to.restore_best ? "true" : "false");
+    if (spec.auto_select) {
+      absl::StrAppend(&line, " relevance_threshold=", spec.relevance_threshold, mark("relevance_threshold"),
+                      " max_experts=", spec.max_experts, mark("max_experts"));
+    }
+    ctx.Log(line);
+  }
   absl::StatusOr<std::unique_ptr<train::Trainer>> trainer =
       train::Trainer::Create(trainable->get(), *train, validation, to);
   if (!trainer.ok()) return trainer.status();
@@ -248,6 +269,14 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     }
   } while (!result->finished);
   std::filesystem::remove(ckpt_path);
+  if (result->stopped_early) {
+    ctx.Log(absl::StrCat("early stopping: no validation improvement in ", spec.early_stopping_patience,
+                         " evaluations; stopped at step ", result->steps, " of ", spec.max_steps));
+  }
+  if (spec.keep_best) {
+    ctx.Log(absl::StrCat("the version is the best validation checkpoint: step ", result->best_step,
+                         " (val_loss ", result->best_val_loss, ")"));
+  }
 
   absl::StatusOr<double> val_loss = MeanTargetLoss(model, overlay->get(), state->validation, spec.seq_len);
   if (!val_loss.ok()) return val_loss.status();
@@ -258,7 +287,11 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   info.seed = spec.seed;
   info.metrics = {{"val_loss", *val_loss}, {"base_val_loss", *base_loss},
                   {"train_loss", result->final_train_loss}};
-  info.extra = {{"job_id", job.job_id}, {"tenant_id", job.tenant_id}};
+  info.extra = {{"job_id", job.job_id},
+                {"tenant_id", job.tenant_id},
+                {"hyperparameters", spec.ToJson()},  // with auto_fields: what the auto rule chose
+                {"best_step", absl::StrCat(result->best_step)},
+                {"stopped_early", result->stopped_early ? "true" : "false"}};
   absl::StatusOr<std::string> blob = train::SerializeExpertArtifact(**overlay, info);
   if (!blob.ok()) return blob.status();
   JobOutput out;

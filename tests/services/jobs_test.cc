@@ -4,6 +4,8 @@
 // worker is requeued and finishes).
 #include <thread>
 
+#include "core/io/safetensors.h"
+#include "core/train/auto_hparams.h"
 #include "gtest/gtest.h"
 #include "tests/services/test_server.h"
 
@@ -57,6 +59,74 @@ v1::Job RunJob(TestServer& server, const std::string& key, const v1::CreateJobRe
   EXPECT_TRUE(st.ok()) << st.error_message();
   EXPECT_FALSE(events.empty());
   return GetJob(server, key, job.job_id());
+}
+
+
+// A job that sets no hyperparameters gets the auto rule's values for its dataset and the backbone
+// (random:tiny: builtin:tiny's shape), and records them on the Job, in a WatchJob event and in the
+// version's metadata; it keeps its best validation checkpoint.
+TEST(JobsAutoTest, JobWithoutHyperparametersRecordsTheChosenValues) {
+  TestServerOptions o;
+  o.training = true;
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  v1::Dataset ds;
+  ASSERT_TRUE(server.Upload(key, "acme", "d", AdditionJsonl(24), &ds).ok());
+  v1::CreateJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_training_dataset_id(ds.dataset_id());
+  v1::Job created;
+  ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &created).ok());
+
+  const train::ResolvedHparams want =
+      train::ResolveHparams({ds.num_examples(), ds.num_tokens()}, {192, 4, 16, 4}, {});
+  const v1::ResolvedHyperparameters& r = created.resolved_hyperparameters();
+  EXPECT_EQ(r.hyperparameters().max_steps(), want.max_steps);
+  EXPECT_EQ(r.hyperparameters().batch_size(), want.batch_size);
+  EXPECT_DOUBLE_EQ(r.hyperparameters().learning_rate(), want.learning_rate);
+  EXPECT_EQ(r.hyperparameters().warmup_steps(), want.warmup_steps);
+  EXPECT_DOUBLE_EQ(r.relevance_threshold(), want.relevance_threshold);
+  EXPECT_EQ(r.max_experts(), want.max_experts);
+  EXPECT_EQ(r.eval_every(), want.eval_every);
+  EXPECT_EQ(r.early_stopping_patience(), want.early_stopping_patience);
+  EXPECT_TRUE(r.keep_best());
+  EXPECT_EQ(r.auto_fields_size(), 6);
+  // The accepted request shows the same values.
+  EXPECT_EQ(created.hyperparameters().max_steps(), want.max_steps);
+  EXPECT_EQ(created.expert_selection().auto_().max_experts(), want.max_experts);
+  EXPECT_EQ(created.progress().max_steps(), want.max_steps);
+
+  grpc::Status st;
+  const std::vector<v1::JobEvent> events = WatchAll(server, key, created.job_id(), &st);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const v1::Job job = GetJob(server, key, created.job_id());
+  ASSERT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+  EXPECT_EQ(job.resolved_hyperparameters().hyperparameters().max_steps(), want.max_steps);
+  bool logged = false, best = false;
+  for (const v1::JobEvent& e : events) {
+    logged |= e.log().find(absl::StrCat("hyperparameters: max_steps=", want.max_steps, " (auto) batch_size=",
+                                        want.batch_size, " (auto)")) != std::string::npos;
+    best |= e.log().find("the version is the best validation checkpoint: step ") != std::string::npos;
+  }
+  EXPECT_TRUE(logged);
+  EXPECT_TRUE(best);
+  EXPECT_LE(job.progress().step(), want.max_steps);
+
+  ASSERT_TRUE(job.has_result_version());
+  absl::StatusOr<storage::ExpertVersion> v = server.registry().GetVersion("acme", job.result_version());
+  ASSERT_TRUE(v.ok()) << v.status();
+  absl::StatusOr<std::string> blob = server.registry().blobs().Get(v->sha256);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  auto file = io::SafetensorsFile::FromBytes(*blob);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const auto& meta = (*file)->metadata();
+  ASSERT_EQ(meta.count("hyperparameters"), 1u);
+  absl::StatusOr<JobSpec> spec = JobSpec::FromJson(meta.at("hyperparameters"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->max_steps, want.max_steps);
+  EXPECT_EQ(spec->auto_fields.size(), 6u);
+  ASSERT_EQ(meta.count("best_step"), 1u);
+  EXPECT_EQ(meta.count("stopped_early"), 1u);
 }
 
 TEST(JobsTest, CreateJobValidatesEveryField) {
@@ -138,7 +208,14 @@ TEST(JobsTest, CreateGetListCancelIdempotency) {
   EXPECT_EQ(a.state(), v1::QUEUED);
   EXPECT_EQ(a.job_id().rfind("job_", 0), 0u);
   EXPECT_EQ(a.hyperparameters().max_steps(), 4);
-  EXPECT_EQ(a.hyperparameters().learning_rate(), 1e-3);  // default filled in
+  // Unset fields are chosen by the auto rule; the explicit ones are kept and drive it (batch 4).
+  EXPECT_DOUBLE_EQ(a.hyperparameters().learning_rate(), 5e-3);  // 1e-2 * sqrt(4 / 16)
+  EXPECT_EQ(a.resolved_hyperparameters().hyperparameters().max_steps(), 4);
+  EXPECT_EQ(std::vector<std::string>(a.resolved_hyperparameters().auto_fields().begin(),
+                                     a.resolved_hyperparameters().auto_fields().end()),
+            (std::vector<std::string>{"learning_rate", "warmup_steps"}));
+  EXPECT_EQ(a.resolved_hyperparameters().early_stopping_patience(), 0);  // explicit max_steps: run them all
+  EXPECT_TRUE(a.resolved_hyperparameters().keep_best());
   EXPECT_TRUE(a.expert_selection().has_explicit_());
   EXPECT_EQ(a.progress().max_steps(), 4);
   EXPECT_EQ(a.base_version(), 0);
