@@ -30,7 +30,7 @@ using families::Unsupported;
 // num_experts) but maps both names onto one attribute, and save_pretrained may write either (5.17 wrote
 // Qwen3-MoE's as num_local_experts): accept both, `preferred` first; both present must agree.
 absl::StatusOr<int64_t> GetExpertCount(const Json& j, const char* preferred) {
-  const char* other = std::string(preferred) == "num_experts" ? "num_local_experts" : "num_experts";
+  const char* other = std::string(preferred) == "num_local_experts" ? "num_experts" : "num_local_experts";
   if (!Present(j, preferred) && !Present(j, other)) return Missing(preferred);
   if (!Present(j, preferred)) return GetInt(j, other);
   ASSIGN_OR_RETURN(int64_t n, GetInt(j, preferred));
@@ -160,6 +160,19 @@ absl::Status ModelConfig::Validate() const {
     }
   }
   if (!dense_layers.empty()) RETURN_IF_ERROR(positive(dense_dim, "intermediate_size"));
+  if (n_group <= 0 || num_experts % n_group != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("config: 'n_group' (", n_group, ") must divide the experts (",
+                                                   num_experts, ")"));
+  }
+  if (topk_group <= 0 || topk_group > n_group) {
+    return absl::InvalidArgumentError("config: 'topk_group' must be in [1, n_group]");
+  }
+  if (n_group > 1 && num_experts / n_group < 2) {
+    return absl::InvalidArgumentError("config: grouped routing needs at least 2 experts per group");
+  }
+  if (n_group > 1 && top_k > topk_group * (num_experts / n_group)) {
+    return absl::InvalidArgumentError("config: 'num_experts_per_tok' exceeds the experts of 'topk_group' groups");
+  }
   if (static_cast<int64_t>(dense_layers.size()) == num_layers) {
     return absl::InvalidArgumentError("config: every layer is dense (no expert layer to fine-tune)");
   }
@@ -254,7 +267,10 @@ int64_t ModelConfig::NumParameters() const {
   int64_t total = vocab_size * d * (tie_word_embeddings ? 1 : 2) + d;
   for (int64_t l = 0; l < num_layers; ++l) {
     total += attention + 3 * d * MlpDim(l);
-    if (!IsDenseLayer(l)) total += num_experts * d + num_experts * ExpertParameters() + (shared_expert_gate ? d : 0);
+    if (!IsDenseLayer(l)) {
+      total += num_experts * d + num_experts * ExpertParameters() + (shared_expert_gate ? d : 0) +
+               (router_bias ? num_experts : 0);
+    }
   }
   return total;
 }

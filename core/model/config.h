@@ -16,6 +16,9 @@
 //   olmoe     : RMSNorm over the whole q and k projections; norm_topk_prob.
 //   qwen2_moe : q/k/v biases; a shared expert with a sigmoid gate; dense layers (mlp_only_layers,
 //               decoder_sparse_step); norm_topk_prob.
+//   dots1     : qwen3_moe's attention; DeepSeek-V3's MoE: sigmoid router with e_score_correction_bias
+//               and group-limited top-k, routed_scaling_factor, n_shared_experts shared experts (one
+//               MLP of n_shared_experts * moe_intermediate_size, no gate), first_k_dense_replace dense layers.
 //   granitemoe: multipliers (embedding, attention = the softmax scale, residual, logits); fused expert
 //               tensors in the checkpoint (input_linear/output_linear), sliced per expert on load.
 // RoPE scaling (linear, llama3, yarn) is in rope_scaling.h.
@@ -35,7 +38,7 @@
 
 namespace tessera {
 
-enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe };
+enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe, kDots1 };
 // How q and k are normalized before RoPE.
 enum class QkNorm {
   kNone,     // mixtral
@@ -77,6 +80,16 @@ struct ModelConfig {
   // Dense layers: their MLP is one SwiGLU MLP of width dense_dim (no router, no expert slots).
   std::vector<int64_t> dense_layers;   // sorted layer indices
   int64_t dense_dim = 0;
+  // Router scoring. kSoftmax: top-k of softmax(logits). kSigmoid (DeepSeek-V3 style, dots1): scores
+  // s = sigmoid(logits); experts are chosen by s + e_score_correction_bias (router_bias) among the
+  // topk_group best of n_group equal groups (a group's score: the sum of its two best choice scores);
+  // the weights are the chosen s (renormalized when norm_topk_prob). Computed on the host
+  // (core/model/host_router.h), as is any routing with groups.
+  enum class RouterScoring { kSoftmax, kSigmoid };
+  RouterScoring router_scoring = RouterScoring::kSoftmax;
+  bool router_bias = false;  // model.layers.{l}.mlp.gate.e_score_correction_bias [E] (f32)
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
 
   // Parses an HF config.json text. See the file comment for the errors.
   static absl::StatusOr<ModelConfig> FromJson(std::string_view json);
@@ -101,6 +114,8 @@ struct ModelConfig {
   // The width of layer `layer`'s always-on MLP: dense_dim for a dense layer, else shared_expert_dim.
   int64_t MlpDim(int64_t layer) const { return IsDenseLayer(layer) ? dense_dim : shared_expert_dim; }
   float AttentionScale() const;
+  // Whether routing runs on the host (host_router.h) rather than the backend's RouterForward.
+  bool HostRouting() const { return router_scoring != RouterScoring::kSoftmax || n_group > 1; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }
   // Total parameter count (lm_head counted once when tied).
   int64_t NumParameters() const;

@@ -44,6 +44,7 @@ std::string LayerTensorName(ModelFamily family, int64_t layer, LayerTensor which
     case LayerTensor::kQBias: return p + "self_attn.q_proj.bias";
     case LayerTensor::kKBias: return p + "self_attn.k_proj.bias";
     case LayerTensor::kVBias: return p + "self_attn.v_proj.bias";
+    case LayerTensor::kRouterBias: return absl::StrCat(p, n.moe, ".", n.router_bias);
     case LayerTensor::kSharedGate:
       return absl::StrCat(p, n.shared_gate != nullptr ? n.shared_gate : "mlp.shared_expert_gate.weight");
   }

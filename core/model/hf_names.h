@@ -14,6 +14,8 @@
 //                  model.layers.{l}.mlp.shared_expert_gate.weight; dense layers model.layers.{l}.mlp.{gate,up,down}_proj.weight
 //   mixtral      : model.layers.{l}.block_sparse_moe.gate.weight,
 //                  model.layers.{l}.block_sparse_moe.experts.{e}.{w1,w3,w2}.weight (gate, up, down)
+//   dots1        : model.layers.{l}.mlp.gate.weight, .mlp.gate.e_score_correction_bias,
+//                  mlp.experts.{e}.*, mlp.shared_experts.{gate,up,down}_proj.weight; dense layers mlp.*
 //   granitemoe   : model.layers.{l}.block_sparse_moe.router.layer.weight; experts fused in the
 //                  checkpoint as block_sparse_moe.{input_linear,output_linear}.weight (FusedExpertSource),
 //                  named per expert block_sparse_moe.experts.{e}.{gate,up,down}_proj.weight in Tessera
@@ -33,7 +35,7 @@ namespace tessera::hf {
 enum class ExpertPart { kGate, kUp, kDown };
 enum class LayerTensor {
   kInputNorm, kQProj, kKProj, kVProj, kOProj, kQNorm, kKNorm, kPostNorm, kRouter, kQBias, kKBias, kVBias,
-  kSharedGate
+  kSharedGate, kRouterBias
 };
 
 std::string EmbedName();

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/model/hf_names.h"
+#include "core/model/host_router.h"
 #include "core/model/model_internal.h"
 #include "core/model/moe_plan.h"
 #include "core/util/status_macros.h"
@@ -169,6 +170,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
   m->config_ = config;
   m->weights_ = std::move(weights);
   m->backend_ = backend;
+  if (config.router_bias) {  // read once: host routing adds it to every token's scores
+    m->router_bias_host_.resize(config.num_layers);
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      if (config.IsDenseLayer(l)) continue;
+      ASSIGN_OR_RETURN(m->router_bias_host_[l], backend->ToHostF32(m->weights_.layers[l].router_bias));
+    }
+  } else {
+    m->router_bias_host_.assign(config.num_layers, {});
+  }
   if (config.rope_scaling.type != RopeScaling::Type::kNone) {
     m->rope_inv_freq_ = RopeInverseFrequencies(config.rope_scaling, config.rope_theta, config.head_dim);
   }
@@ -421,6 +431,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     Tensor probs, topk_idx, topk_w;
     MoePlan plan;  // host plan only
     Tensor xg, g, u, a, y;
+    HostRouting host_route;  // host-routed configs only
     if (dense) {
       if (!device_routing) {  // (device routing records every layer after the last one)
         result.groups_per_layer.push_back(0);
@@ -441,7 +452,20 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       probs = route.probs;
       topk_idx = route.topk_idx;
       topk_w = route.topk_w;
-      RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
+      if (c.HostRouting()) {
+        // Sigmoid / grouped routers (host_router.h): the logits to the host, the outputs back into the
+        // router buffer (as RouterForward would have written them).
+        ASSIGN_OR_RETURN(std::vector<float> logits_h, be->ToHostF32(rlogits));
+        host_route = RouteOnHost(c, logits_h, router_bias_host_[l], n_tok);
+        std::vector<int32_t> words(static_cast<size_t>(route.p_at + n_tok * e_count), 0);
+        std::copy(host_route.idx.begin(), host_route.idx.end(), words.begin());
+        std::memcpy(words.data() + route.w_at, host_route.w.data(), host_route.w.size() * sizeof(float));
+        std::memcpy(words.data() + route.p_at, host_route.probs.data(), host_route.probs.size() * sizeof(float));
+        Tensor head = route.all.Rows(0, static_cast<int64_t>(words.size()));
+        RETURN_IF_ERROR(be->CopyFromHost(words.data(), words.size() * sizeof(int32_t), head));
+      } else {
+        RETURN_IF_ERROR(be->RouterForward(rlogits, static_cast<int>(k), c.norm_topk_prob, probs, topk_idx, topk_w));
+      }
 
       // Group the M = N * k assignments by weight: token_idx/gate_w give each sorted row's token and gate.
       const int64_t m = n_tok * k;
@@ -449,7 +473,13 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       if (!device_routing) {
         std::vector<int32_t> idx_h;
         std::vector<float> w_h, p_h;
-        RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
+        if (c.HostRouting()) {
+          idx_h = host_route.idx;
+          w_h = host_route.w;
+          p_h = host_route.probs;
+        } else {
+          RETURN_IF_ERROR(ReadRouterOutputs(be, route, options.collect_routing, &idx_h, &w_h, &p_h));
+        }
         ASSIGN_OR_RETURN(plan, BuildMoePlan(l, e_count, k, weights_, idx_h, w_h, token_overlay, be));
         std::vector<uint8_t> set_is_overlay;
         RecordLayerRouting(l, e_count, k, FromPlan(plan, idx_h, w_h, &set_is_overlay),
@@ -541,6 +571,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       la.act = a;
       la.y = y;
       la.mlp = std::move(mlp);
+      la.host_route = std::move(host_route);
     }
     h = h_out;
   }

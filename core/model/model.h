@@ -192,6 +192,7 @@ class Model {
   ModelWeights weights_;
   Backend* backend_ = nullptr;
   std::vector<float> rope_inv_freq_;  // with a rope_scaling only
+  std::vector<std::vector<float>> router_bias_host_;  // [layer][E] with config.router_bias
 };
 
 }  // namespace tessera

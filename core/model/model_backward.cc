@@ -70,7 +70,7 @@ absl::Status Gradients::Zero(Backend* backend) {
     for (LayerWeights& l : full.layers) {
       for (Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
                         &l.post_norm, &l.router, &l.q_bias, &l.k_bias, &l.v_bias, &l.mlp.gate, &l.mlp.up,
-                        &l.mlp.down, &l.shared_gate}) {
+                        &l.mlp.down, &l.shared_gate, &l.router_bias}) {
         RETURN_IF_ERROR(zero(*t));
       }
       for (ExpertWeights& e : l.experts) {
@@ -99,7 +99,7 @@ int64_t Gradients::NumElements() const {
     for (const LayerWeights& l : full.layers) {
       for (const Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.q_norm, &l.k_norm,
                               &l.post_norm, &l.router, &l.q_bias, &l.k_bias, &l.v_bias, &l.mlp.gate, &l.mlp.up,
-                              &l.mlp.down, &l.shared_gate}) {
+                              &l.mlp.down, &l.shared_gate, &l.router_bias}) {
         if (t->defined()) n += t->numel();
       }
       for (const ExpertWeights& e : l.experts) n += e.gate.numel() + e.up.numel() + e.down.numel();
@@ -278,7 +278,13 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       Tensor dtopk_rows = dtopk_w.Reshape({m, 1});
       RETURN_IF_ERROR(be->GatherRows(dgw_sorted.Reshape({m, 1}), sorted_pos_idx, nullptr, dtopk_rows));
       ASSIGN_OR_RETURN(Tensor dlr, be->Alloc({n_tok, e_count}, cdt));
-      RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
+      if (c.HostRouting()) {
+        ASSIGN_OR_RETURN(std::vector<float> dw_h, be->ToHostF32(dtopk_w));
+        ASSIGN_OR_RETURN(Tensor dl, be->FromHost(HostRouterBackward(c, la.host_route, dw_h, n_tok), {n_tok, e_count}));
+        RETURN_IF_ERROR(be->Copy(dl, dlr));
+      } else {
+        RETURN_IF_ERROR(be->RouterBackward(la.probs, la.topk_idx, la.topk_w, c.norm_topk_prob, dtopk_w, dlr));
+      }
       RETURN_IF_ERROR(be->Matmul(dlr, false, w.router, false, dxn2, 1.0f, 1.0f));
       if (all) RETURN_IF_ERROR(be->Matmul(dlr, true, la.xn2, false, lg->router, 1.0f, 1.0f));
     }

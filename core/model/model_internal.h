@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/model/host_router.h"
 #include "core/model/moe_plan.h"
 #include "core/model/overlay.h"
 
@@ -38,6 +39,7 @@ struct LayerActivations {
   MoePlan plan;
   Tensor xg, g, u, act, y;  // [M, D] gathered input, [M, F] gate/up/SwiGLU, [M, D] expert outputs (scaled)
   MlpActivations mlp;
+  HostRouting host_route;  // host-routed configs (host_router.h)
 };
 
 struct Activations {

@@ -101,6 +101,7 @@ absl::StatusOr<ModelWeights> BuildWeights(const ModelConfig& c,
         ASSIGN_OR_RETURN(e.down, make(ExpertPartShape(c, 2)));
       }
       if (c.shared_expert_gate) { ASSIGN_OR_RETURN(l.shared_gate, make({1, d})); }
+      if (c.router_bias) { ASSIGN_OR_RETURN(l.router_bias, make({c.num_experts})); }
     }
     if (c.qkv_bias) {
       ASSIGN_OR_RETURN(l.q_bias, make({c.q_dim()}));
@@ -195,6 +196,7 @@ std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {
       out.push_back({hf::MlpName(c.family, i, dense, hf::ExpertPart::kDown), &l.mlp.down});
     }
     if (c.shared_expert_gate && !c.IsDenseLayer(i)) out.push_back({name(LayerTensor::kSharedGate), &l.shared_gate});
+    if (c.router_bias && !c.IsDenseLayer(i)) out.push_back({name(LayerTensor::kRouterBias), &l.router_bias});
   }
   out.push_back({hf::FinalNormName(), &final_norm});
   if (!c.tie_word_embeddings) out.push_back({hf::LmHeadName(), &lm_head});
@@ -235,7 +237,8 @@ absl::StatusOr<ModelWeights> ModelWeights::RandomInit(const ModelConfig& c, uint
     host.resize(p.tensor->numel());
     const bool is_norm = p.tensor->rank() == 1;
     if (is_norm) {
-      const bool is_bias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+      const bool is_bias = (p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0) ||
+                           p.name.find("e_score_correction_bias") != std::string::npos;
       std::fill(host.begin(), host.end(), is_bias ? 0.0f : 1.0f);
     } else {
       const bool is_out = p.name.find("o_proj") != std::string::npos ||

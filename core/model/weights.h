@@ -54,6 +54,7 @@ struct LayerWeights {
   // layer's whole MLP; undefined tensors when the width is 0.
   ExpertWeights mlp;
   Tensor shared_gate;  // [1, D] with shared_expert_gate (sparse layers only)
+  Tensor router_bias;  // [E] f32 with config.router_bias (sparse layers only): selection bias, not a weight
 };
 
 // A parameter with its HF name; `tensor` points into the ModelWeights it came from.

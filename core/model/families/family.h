@@ -22,6 +22,7 @@ using Json = nlohmann::json;
 struct TensorNames {
   const char* moe = "mlp";                // prefix of the router and the experts
   const char* router = "gate.weight";     // under `moe`
+  const char* router_bias = "gate.e_score_correction_bias";  // under `moe` (router_bias configs)
   const char* parts[3] = {"gate_proj", "up_proj", "down_proj"};  // per-expert: experts.{e}.{part}.weight
   const char* shared = nullptr;           // shared expert MLP prefix ("mlp.shared_expert"); nullptr: none
   const char* shared_gate = nullptr;      // the shared expert's gate weight [1, D]
@@ -57,6 +58,7 @@ extern const FamilyDescriptor kQwen3MoeFamily;
 extern const FamilyDescriptor kOlmoeFamily;
 extern const FamilyDescriptor kQwen2MoeFamily;
 extern const FamilyDescriptor kGraniteMoeFamily;
+extern const FamilyDescriptor kDots1Family;
 
 // ---- config.json field helpers shared by the parsers (errors name the field) ----------------------
 absl::Status Missing(std::string_view field);

@@ -38,11 +38,13 @@ nlohmann::json ReadJson(const fs::path& p) {
 
 int64_t Width(const nlohmann::json& c) {
   const std::string family = c["model_type"];
-  return family == "qwen3_moe" || family == "qwen2_moe" ? c["moe_intermediate_size"] : c["intermediate_size"];
+  return family == "qwen3_moe" || family == "qwen2_moe" || family == "dots1" ? c["moe_intermediate_size"]
+                                                                            : c["intermediate_size"];
 }
 
 // qwen2_moe's dense layers (Qwen2MoeDecoderLayer's rule).
 bool DenseLayer(const nlohmann::json& c, int64_t i) {
+  if (c["model_type"] == "dots1") return i < c["first_k_dense_replace"].get<int64_t>();
   if (c["model_type"] != "qwen2_moe") return false;
   for (const auto& l : c["mlp_only_layers"]) {
     if (l.get<int64_t>() == i) return true;
@@ -56,7 +58,9 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
   const int64_t h = c["hidden_size"], layers = c["num_hidden_layers"], heads = c["num_attention_heads"];
   const int64_t kv = c["num_key_value_heads"], vocab = c["vocab_size"];
   const int64_t hd = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : h / heads;
-  const int64_t experts = family == "mixtral" || family == "granitemoe" ? c["num_local_experts"] : c["num_experts"];
+  const int64_t experts = family == "mixtral" || family == "granitemoe" ? c["num_local_experts"]
+                          : family == "dots1"                         ? c["n_routed_experts"]
+                                                                      : c["num_experts"];
   const int64_t width = Width(c);
   std::map<std::string, std::vector<int64_t>> n;
   n["model.embed_tokens.weight"] = {vocab, h};
@@ -70,7 +74,7 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
     n[l + "self_attn.k_proj.weight"] = {kv * hd, h};
     n[l + "self_attn.v_proj.weight"] = {kv * hd, h};
     n[l + "self_attn.o_proj.weight"] = {h, heads * hd};
-    if (family == "qwen3_moe") {
+    if (family == "qwen3_moe" || family == "dots1") {
       n[l + "self_attn.q_norm.weight"] = {hd};
       n[l + "self_attn.k_norm.weight"] = {hd};
     } else if (family == "olmoe") {
@@ -93,6 +97,20 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
       n[l + "mlp.shared_expert.up_proj.weight"] = {shared, h};
       n[l + "mlp.shared_expert.down_proj.weight"] = {h, shared};
       n[l + "mlp.shared_expert_gate.weight"] = {1, h};
+    }
+    if (family == "dots1") {
+      if (DenseLayer(c, i)) {
+        const int64_t dense = c["intermediate_size"];
+        n[l + "mlp.gate_proj.weight"] = {dense, h};
+        n[l + "mlp.up_proj.weight"] = {dense, h};
+        n[l + "mlp.down_proj.weight"] = {h, dense};
+        continue;
+      }
+      const int64_t shared = c["n_shared_experts"].get<int64_t>() * width;
+      n[l + "mlp.shared_experts.gate_proj.weight"] = {shared, h};
+      n[l + "mlp.shared_experts.up_proj.weight"] = {shared, h};
+      n[l + "mlp.shared_experts.down_proj.weight"] = {h, shared};
+      n[l + "mlp.gate.e_score_correction_bias"] = {experts};
     }
     if (family == "granitemoe") {  // fused experts
       n[l + "block_sparse_moe.router.layer.weight"] = {experts, h};
@@ -121,7 +139,7 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
 TEST(HfFixtures, EveryFamilyIsPresent) {
   std::set<std::string> families;
   for (const fs::path& d : FixtureDirs()) families.insert(ReadJson(d / "config.json")["model_type"]);
-  EXPECT_EQ(families, (std::set<std::string>{"granitemoe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"}));
+  EXPECT_EQ(families, (std::set<std::string>{"dots1", "granitemoe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"}));
 }
 
 TEST(HfFixtures, ModelFilesHoldExactlyTheCanonicalNamesAndShapes) {

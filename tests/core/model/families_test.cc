@@ -10,6 +10,7 @@
 #include "core/io/checkpoint.h"
 #include "core/model/config.h"
 #include "core/model/hf_names.h"
+#include "core/model/host_router.h"
 #include "core/model/model.h"
 #include "core/model/weights.h"
 #include "gtest/gtest.h"
@@ -32,7 +33,7 @@ nlohmann::json FixtureConfig(const std::string& name) {
 
 TEST(FamiliesTest, EveryFamilyRoundTripsItsModelType) {
   for (ModelFamily f : {ModelFamily::kMixtral, ModelFamily::kQwen3Moe, ModelFamily::kOlmoe, ModelFamily::kQwen2Moe,
-                        ModelFamily::kGraniteMoe}) {
+                        ModelFamily::kGraniteMoe, ModelFamily::kDots1}) {
     const ModelConfig c = testing::SmallConfig(f);
     nlohmann::json j = nlohmann::json::parse(c.ToJson());
     EXPECT_EQ(j["model_type"], ModelFamilyName(f));
@@ -76,6 +77,40 @@ TEST(FamiliesTest, GraniteMoeFeatures) {
   ASSERT_TRUE(slice.has_value());
   EXPECT_EQ(slice->name, "model.layers.1.block_sparse_moe.input_linear.weight");
   EXPECT_EQ(slice->offset, (3 * 2 * c->expert_dim + c->expert_dim) * c->hidden_size);
+}
+
+TEST(FamiliesTest, Dots1Features) {
+  auto c = ModelConfig::FromFile(FixtureDir("dots1_grouped_norm_untied").string());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kDots1);
+  EXPECT_EQ(c->router_scoring, ModelConfig::RouterScoring::kSigmoid);
+  EXPECT_TRUE(c->router_bias);
+  EXPECT_EQ(c->n_group, 4);
+  EXPECT_EQ(c->topk_group, 2);
+  EXPECT_FLOAT_EQ(c->routed_scaling_factor, 2.5f);
+  EXPECT_EQ(c->dense_layers, std::vector<int64_t>({0}));
+  EXPECT_EQ(c->shared_expert_dim, c->expert_dim);  // n_shared_experts = 1
+  EXPECT_FALSE(c->shared_expert_gate);
+  EXPECT_EQ(hf::LayerTensorName(c->family, 1, hf::LayerTensor::kRouterBias),
+            "model.layers.1.mlp.gate.e_score_correction_bias");
+  EXPECT_EQ(hf::MlpName(c->family, 1, false, hf::ExpertPart::kUp), "model.layers.1.mlp.shared_experts.up_proj.weight");
+}
+
+// Host routing (host_router.h): group-limited selection by score + bias, weights from the scores.
+TEST(FamiliesTest, HostRouterPicksWithinTheBestGroups) {
+  ModelConfig c = testing::SmallConfig(ModelFamily::kDots1);  // 6 experts in 3 groups of 2, keep 2, top-2
+  c.norm_topk_prob = true;
+  // Expert 0 has the largest score, but its group (0, 1) sums lowest once expert 1 is weak.
+  const std::vector<float> logits = {3.0f, -4.0f, 1.0f, 1.5f, 0.5f, 0.8f};
+  HostRouting r = RouteOnHost(c, logits, {}, 1);
+  EXPECT_EQ(r.idx, std::vector<int32_t>({3, 2}));
+  const float s3 = 1.0f / (1.0f + std::exp(-1.5f)), s2 = 1.0f / (1.0f + std::exp(-1.0f));
+  EXPECT_NEAR(r.w[0], s3 / (s3 + s2), 1e-6);
+  // A bias moves the choice, not the weights' source: expert 5 chosen, weighted by its own score.
+  HostRouting rb = RouteOnHost(c, logits, {0, 0, 0, 0, 0, 1.0f}, 1);
+  EXPECT_EQ(rb.idx[0], 5);
+  const float s5 = 1.0f / (1.0f + std::exp(-0.8f));
+  EXPECT_NEAR(rb.w[0], s5 / (s5 + s3), 1e-6);
 }
 
 struct Refusal {

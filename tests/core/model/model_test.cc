@@ -107,7 +107,7 @@ TEST(ConfigTest, ParsesOlmoe) {
 
 TEST(ConfigTest, ToJsonRoundTrips) {
   for (ModelFamily f : {ModelFamily::kMixtral, ModelFamily::kQwen3Moe, ModelFamily::kOlmoe, ModelFamily::kQwen2Moe,
-                        ModelFamily::kGraniteMoe}) {
+                        ModelFamily::kGraniteMoe, ModelFamily::kDots1}) {
     ModelConfig c = SmallConfig(f);
     auto back = ModelConfig::FromJson(c.ToJson());
     ASSERT_TRUE(back.ok()) << back.status();

@@ -226,6 +226,20 @@ inline ModelConfig SmallConfig(ModelFamily family) {
       c.dense_layers = {2};
       c.dense_dim = 20;
       break;
+    case ModelFamily::kDots1:  // sigmoid router with bias and groups, shared expert, layer 0 dense
+      c.qk_norm = QkNorm::kPerHead;
+      c.norm_topk_prob = true;
+      c.tie_word_embeddings = false;
+      c.num_layers = 3;
+      c.dense_layers = {0};
+      c.dense_dim = 20;
+      c.shared_expert_dim = 16;
+      c.routed_scaling_factor = 2.0f;
+      c.router_scoring = ModelConfig::RouterScoring::kSigmoid;
+      c.router_bias = true;
+      c.n_group = 3;
+      c.topk_group = 2;
+      break;
     case ModelFamily::kGraniteMoe:  // every multiplier away from 1
       c.qk_norm = QkNorm::kNone;
       c.norm_topk_prob = true;
