@@ -150,6 +150,34 @@ absl::StatusOr<ExportedCheckpoint> WriteMergedCheckpoint(const CheckpointExportO
       }
       auto it = out.find(name);
       if (it == out.end()) {
+        // Families whose checkpoints store experts fused (granitemoe): the slot is a slice of a fused tensor.
+        absl::StatusOr<ModelConfig> config = ModelConfig::FromFile(options.backbone_dir);
+        std::optional<hf::FusedSlice> slice;
+        if (config.ok()) slice = hf::FusedExpertSource(*config, name);
+        if (slice.has_value() && out.count(slice->name) != 0) {
+          OutTensor& f = out[slice->name];
+          if (f.shape != slice->fused_shape) {
+            return absl::FailedPreconditionError(absl::StrCat("the backbone's ", slice->name, " has shape ",
+                                                              ShapeString(f.shape), ", expected ",
+                                                              ShapeString(slice->fused_shape)));
+          }
+          if (f.owned.empty()) {  // widen the fused tensor to f32 once, then patch each slot's slice
+            ASSIGN_OR_RETURN(std::vector<float> all, base->ReadF32(slice->name));
+            f.dtype = DType::kF32;
+            f.owned.assign(reinterpret_cast<const char*>(all.data()), all.size() * sizeof(float));
+            f.data = reinterpret_cast<const uint8_t*>(f.owned.data());
+            f.nbytes = f.owned.size();
+          }
+          ASSIGN_OR_RETURN(std::vector<float> values, overlay->ReadF32(name));
+          if (static_cast<int64_t>(values.size()) != slice->count) {
+            return absl::FailedPreconditionError(absl::StrCat("the version's tensor ", name, " has ", values.size(),
+                                                              " values, the backbone's expert ", slice->count));
+          }
+          std::memcpy(f.owned.data() + slice->offset * static_cast<int64_t>(sizeof(float)), values.data(),
+                      values.size() * sizeof(float));
+          ++result.merged_tensors;
+          continue;
+        }
         return absl::FailedPreconditionError(
             absl::StrCat("the version's tensor ", name, " is not in the backbone checkpoint ", options.backbone_dir));
       }

@@ -21,6 +21,8 @@
 // dtype (transformers' dtype=...) then gets what Tessera computes in that dtype. Each shard's
 // "__metadata__" is {"format": "pt"} plus `shard_metadata`. Shards are streamed to disk tensor by tensor: memory use is one overlay, not a shard.
 //
+// Families whose checkpoints store experts fused (granitemoe, hf::FusedExpertSource): an overlay's
+// per-expert tensor is written into its slice of the fused tensor, which is then written as f32.
 // Errors: an overlay tensor that is not an expert tensor of `family` -> INVALID_ARGUMENT naming it; one
 // absent from the backbone or of another shape -> FAILED_PRECONDITION naming both; I/O errors name the
 // file.

@@ -4,6 +4,7 @@
 // and bad overlays are refused by name.
 #include "core/export/checkpoint_export.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,6 +12,8 @@
 #include "core/io/checkpoint.h"
 #include "core/io/file_util.h"
 #include "core/io/safetensors.h"
+#include "core/model/config.h"
+#include "core/model/hf_names.h"
 #include "core/tensor/tensor.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -190,6 +193,51 @@ TEST_F(CheckpointExportTest, RefusesOverlaysThatDoNotFitTheBackbone) {
 
   EXPECT_EQ(WriteMergedCheckpoint(Options(0), "", out_.string()).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tessera::exporting
+
+namespace tessera::exporting {
+namespace {
+
+// granitemoe stores experts fused (input_linear [E, 2F, D], output_linear [E, D, F]): a version's slot
+// lands in its slices of the fused tensors; every other value stays the backbone's.
+TEST(FusedExpertExportTest, SlotsAreWrittenIntoTheirFusedSlices) {
+  const char* src = std::getenv("TESSERA_SOURCE_DIR");
+  const fs::path backbone = fs::path(src != nullptr ? src : ".") / "tests" / "fixtures" / "hf" / "granitemoe_untied";
+  const fs::path out = io::testing::ScratchDir() / "granite_out";
+  fs::create_directories(out);
+  const ModelConfig c = ModelConfig::FromFile(backbone.string()).value();
+  const int64_t f = c.expert_dim, d = c.hidden_size;
+  std::vector<float> up = Ramp(f * d, -1.0f, 0.01f), down = Ramp(d * f, 3.0f, -0.02f);
+  const std::string up_name = hf::ExpertName(c.family, 1, 3, hf::ExpertPart::kUp);
+  const std::string down_name = hf::ExpertName(c.family, 1, 3, hf::ExpertPart::kDown);
+  std::vector<io::HostTensor> t = {{up_name, DType::kF32, {f, d}, up.data()}, {down_name, DType::kF32, {d, f}, down.data()}};
+  CheckpointExportOptions o;
+  o.backbone_dir = backbone.string();
+  o.family = c.family;
+  absl::StatusOr<ExportedCheckpoint> r = WriteMergedCheckpoint(o, io::SerializeSafetensors(t).value(), out.string());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->merged_tensors, 2);
+  auto base = io::Checkpoint::Open(backbone.string()).value();
+  auto got = io::Checkpoint::Open(out.string()).value();
+  EXPECT_EQ(got->names(), base->names());  // no per-expert names added
+  const std::string in_name = "model.layers.1.block_sparse_moe.input_linear.weight";
+  const std::string out_name = "model.layers.1.block_sparse_moe.output_linear.weight";
+  const std::vector<float> in_base = base->ReadF32(in_name).value(), in_got = got->ReadF32(in_name).value();
+  const std::vector<float> out_got = got->ReadF32(out_name).value(), out_base = base->ReadF32(out_name).value();
+  const int64_t up_at = (3 * 2 * f + f) * d, down_at = 3 * d * f;
+  for (int64_t i = 0; i < static_cast<int64_t>(in_got.size()); ++i) {
+    const bool slot = i >= up_at && i < up_at + f * d;
+    ASSERT_EQ(in_got[i], slot ? up[i - up_at] : in_base[i]) << i;
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(out_got.size()); ++i) {
+    const bool slot = i >= down_at && i < down_at + d * f;
+    ASSERT_EQ(out_got[i], slot ? down[i - down_at] : out_base[i]) << i;
+  }
+  EXPECT_EQ(got->ReadF32("model.layers.0.block_sparse_moe.input_linear.weight").value(),
+            base->ReadF32("model.layers.0.block_sparse_moe.input_linear.weight").value());
 }
 
 }  // namespace
