@@ -1,5 +1,6 @@
 #include "services/checkpoint_exporter.h"
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 
@@ -15,6 +16,28 @@
 
 namespace tessera::services {
 namespace fs = std::filesystem;
+
+absl::StatusOr<std::unique_ptr<CheckpointExporter>> CheckpointExporter::Create(storage::Registry* registry,
+                                                                               BackboneGetter backbone,
+                                                                               Options options) {
+  if (options.work_dir.empty()) return absl::InvalidArgumentError("CheckpointExporter: work_dir is required");
+  if (options.default_max_shard_bytes <= 0 || options.max_concurrent < 1) {
+    return absl::InvalidArgumentError("CheckpointExporter: shard size and concurrency must be positive");
+  }
+  std::error_code ec;
+  if (fs::is_directory(options.work_dir, ec)) {
+    const auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(24);
+    for (const fs::directory_entry& e : fs::directory_iterator(options.work_dir, ec)) {
+      if (e.path().filename().string().rfind("export-", 0) != 0) continue;
+      std::error_code age_ec;
+      if (e.last_write_time(age_ec) < cutoff && !age_ec) fs::remove_all(e.path(), age_ec);
+    }
+  }
+  return std::unique_ptr<CheckpointExporter>(
+      new CheckpointExporter(registry, std::move(backbone), std::move(options)));
+}
+
+CheckpointExporter::~CheckpointExporter() = default;
 
 absl::StatusOr<std::unique_ptr<ExportDir>> CheckpointExporter::Export(const ExportRequest& r) {
   if (r.version < 0) {
@@ -33,7 +56,18 @@ absl::StatusOr<std::unique_ptr<ExportDir>> CheckpointExporter::Export(const Expo
   if (r.version > 0) {
     ASSIGN_OR_RETURN(v, registry_->GetVersion(r.tenant_id, r.version));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<ExportDir> dir, ExportDir::Create(options_.work_dir));
+  if (in_flight_->fetch_add(1) >= options_.max_concurrent) {
+    in_flight_->fetch_sub(1);
+    return absl::ResourceExhaustedError(absl::StrCat(options_.max_concurrent,
+                                                     " exports are already running on this server; retry later"));
+  }
+  absl::StatusOr<std::unique_ptr<ExportDir>> made = ExportDir::Create(options_.work_dir);
+  if (!made.ok()) {
+    in_flight_->fetch_sub(1);
+    return made.status();
+  }
+  std::unique_ptr<ExportDir> dir = *std::move(made);
+  dir->on_release = [counter = in_flight_] { counter->fetch_sub(1); };
   if (r.overlay_only) {
     RETURN_IF_ERROR(WriteOverlayOnly(*v, *dir));
   } else {

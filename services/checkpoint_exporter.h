@@ -16,8 +16,15 @@
 //    "weights_sha256", "size_bytes", "metrics": {"val_loss","base_val_loss"} (those known),
 //    "created_at" (RFC 3339 UTC)}
 // It needs no backbone, so a version of another backbone can still be taken out this way.
+//
+// Resources: an export occupies disk under work_dir (a full one: the size of the checkpoint) from its
+// start until the handler has streamed it. At most max_concurrent exports exist at once; another is
+// RESOURCE_EXHAUSTED (retry later). Create removes export directories older than a day under work_dir
+// (left by a process that died mid-export; several servers may share the data dir, so younger ones may
+// be another process's, in flight).
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,14 +41,18 @@ class CheckpointExporter final : public VersionExporter {
   struct Options {
     std::string work_dir;  // exports are written under it, each in a directory of its own
     int64_t default_max_shard_bytes = int64_t{2} << 30;
+    int max_concurrent = 2;
   };
 
-  CheckpointExporter(storage::Registry* registry, BackboneGetter backbone, Options options)
-      : registry_(registry), backbone_(std::move(backbone)), options_(std::move(options)) {}
+  static absl::StatusOr<std::unique_ptr<CheckpointExporter>> Create(storage::Registry* registry,
+                                                                    BackboneGetter backbone, Options options);
+  ~CheckpointExporter() override;
 
   absl::StatusOr<std::unique_ptr<ExportDir>> Export(const ExportRequest& request) override;
 
  private:
+  CheckpointExporter(storage::Registry* registry, BackboneGetter backbone, Options options)
+      : registry_(registry), backbone_(std::move(backbone)), options_(std::move(options)) {}
   absl::Status WriteOverlayOnly(const storage::ExpertVersion& v, ExportDir& dir);
   absl::Status WriteMerged(const ExportRequest& request, const storage::ExpertVersion* v,
                            int64_t max_shard_bytes, ExportDir& dir);
@@ -49,6 +60,8 @@ class CheckpointExporter final : public VersionExporter {
   storage::Registry* registry_;
   BackboneGetter backbone_;
   Options options_;
+  // Exports in flight; shared with their ExportDirs, which may outlive a stopping exporter.
+  std::shared_ptr<std::atomic<int>> in_flight_ = std::make_shared<std::atomic<int>>(0);
 };
 
 }  // namespace tessera::services

@@ -128,7 +128,9 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     CheckpointExporter::Options xo;
     xo.work_dir = registry->data_dir() + "/export";
     xo.default_max_shard_bytes = shard;
-    return std::unique_ptr<VersionExporter>(std::make_unique<CheckpointExporter>(registry, backbone, xo));
+    absl::StatusOr<std::unique_ptr<CheckpointExporter>> x = CheckpointExporter::Create(registry, backbone, xo);
+    if (!x.ok()) return x.status();
+    return std::unique_ptr<VersionExporter>(*std::move(x));
   };
   c.validate_dataset = MakeJsonlValidator(*codec, std::min<int64_t>(2048, config->max_position_embeddings));
   c.backbone.tokenizer = (*codec)->Describe();

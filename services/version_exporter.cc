@@ -27,6 +27,7 @@ absl::StatusOr<std::unique_ptr<ExportDir>> ExportDir::Create(const std::string& 
 ExportDir::~ExportDir() {
   std::error_code ec;
   fs::remove_all(path_, ec);
+  if (on_release) on_release();
 }
 
 absl::Status StreamExportedFiles(const ExportDir& dir, int64_t chunk_bytes,

@@ -36,6 +36,8 @@ class ExportDir {
 
   const std::string& path() const { return path_; }
   std::vector<std::string> files;  // relative paths, in the order they are streamed
+  // Run after the directory is removed (an exporter's concurrency slot).
+  std::function<void()> on_release;
 
  private:
   explicit ExportDir(std::string path) : path_(std::move(path)) {}

@@ -55,13 +55,14 @@ void PrintVersions(const v1::ListVersionsResponse& r, const std::string& tenant)
     std::printf("no versions yet\n");
     return;
   }
-  std::printf("%-3s %-8s %-7s %-10s %-10s %-7s %-22s %s\n", "", "VERSION", "PARENT", "VAL_LOSS", "BASE_LOSS",
-              "SLOTS", "CREATED", "JOB");
+  std::printf("%-3s %-8s %-7s %-10s %-10s %-7s %-22s %-13s %s\n", "", "VERSION", "PARENT", "VAL_LOSS", "BASE_LOSS",
+              "SLOTS", "CREATED", "BACKBONE", "JOB");
   for (const v1::ExpertVersion& v : r.versions()) {
-    std::printf("%-3s %-8lld %-7lld %-10.4f %-10.4f %-7d %-22s %s\n", v.live() ? "*" : "",
+    const std::string backbone = v.backbone_sha256().empty() ? "-" : v.backbone_sha256().substr(0, 12);
+    std::printf("%-3s %-8lld %-7lld %-10.4f %-10.4f %-7d %-22s %-13s %s\n", v.live() ? "*" : "",
                 static_cast<long long>(v.version()), static_cast<long long>(v.parent_version()),
                 v.metrics().val_loss(), v.metrics().base_val_loss(), v.slots_size(),
-                FormatTime(v.created_at().seconds()).c_str(), v.job_id().c_str());
+                FormatTime(v.created_at().seconds()).c_str(), backbone.c_str(), v.job_id().c_str());
   }
 }
 

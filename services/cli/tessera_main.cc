@@ -630,10 +630,11 @@ std::optional<CliError> Run(Ctx& c) {
     std::printf("live version %lld%s\n", static_cast<long long>(resp.live_version()),
                 resp.live_version() == 0 ? " (base experts)" : "");
     for (const v1::ExpertVersion& v : resp.versions()) {
-      std::printf("%s v%lld  parent %lld  val_loss %.4f (base %.4f)  slots %s  job %s\n", v.live() ? "*" : " ",
-                  static_cast<long long>(v.version()), static_cast<long long>(v.parent_version()),
-                  v.metrics().val_loss(), v.metrics().base_val_loss(), SlotsText(v.slots()).c_str(),
-                  v.job_id().c_str());
+      std::printf("%s v%lld  parent %lld  val_loss %.4f (base %.4f)  slots %s  job %s  backbone %s\n",
+                  v.live() ? "*" : " ", static_cast<long long>(v.version()),
+                  static_cast<long long>(v.parent_version()), v.metrics().val_loss(), v.metrics().base_val_loss(),
+                  SlotsText(v.slots()).c_str(), v.job_id().c_str(),
+                  v.backbone_sha256().empty() ? "-" : v.backbone_sha256().substr(0, 12).c_str());
     }
   } else if (cmd == "versions" && sub == "export") {
     return ExportVersion(c);

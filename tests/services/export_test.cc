@@ -22,6 +22,7 @@
 #include "core/util/sha256.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "services/checkpoint_exporter.h"
 #include "services/job_spec.h"
 #include "services/model_host.h"
 #include "tests/services/test_server.h"
@@ -390,6 +391,48 @@ TEST_F(ExportTest, AVersionOfAnotherBackboneIsRefusedNamingBothDigests) {
   expect_refused(st, recorded, "serve live");
   ASSERT_TRUE(promote(good).ok());
   EXPECT_TRUE(generate(std::nullopt).ok());
+}
+
+TEST_F(ExportTest, ExporterBoundsConcurrentExportsAndSweepsStaleDirectories) {
+  server_->CreateTenant("busy");
+  const fs::path work = tmp_ / "work";
+  fs::create_directories(work / "export-old");
+  fs::create_directories(work / "export-young");
+  fs::create_directories(work / "unrelated");
+  fs::last_write_time(work / "export-old", fs::file_time_type::clock::now() - std::chrono::hours(48));
+  fs::last_write_time(work / "unrelated", fs::file_time_type::clock::now() - std::chrono::hours(48));
+  std::shared_ptr<const SharedBackbone> backbone = model_->backbone;
+  CheckpointExporter::Options o;
+  o.work_dir = work.string();
+  o.max_concurrent = 1;
+  auto x = CheckpointExporter::Create(
+      &server_->registry(), [backbone]() -> absl::StatusOr<std::shared_ptr<const SharedBackbone>> { return backbone; },
+      o);
+  ASSERT_TRUE(x.ok()) << x.status();
+  EXPECT_FALSE(fs::exists(work / "export-old"));
+  EXPECT_TRUE(fs::exists(work / "export-young"));
+  EXPECT_TRUE(fs::exists(work / "unrelated"));
+
+  ExportRequest r;
+  r.tenant_id = "busy";
+  r.version = 0;
+  auto first = (*x)->Export(r);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string first_dir = (*first)->path();
+  EXPECT_TRUE(fs::exists(fs::path(first_dir) / "config.json"));
+  // While the first is held (being streamed), a second is refused; a failed one frees its slot.
+  EXPECT_EQ((*x)->Export(r).status().code(), absl::StatusCode::kResourceExhausted);
+  first->reset();
+  EXPECT_FALSE(fs::exists(first_dir));
+  r.version = Publish("busy", {{0, 0}}, 1.1f, std::string(64, 'e'), "");
+  EXPECT_EQ((*x)->Export(r).status().code(), absl::StatusCode::kFailedPrecondition);  // after taking the slot
+  r.version = 0;
+  EXPECT_TRUE((*x)->Export(r).ok());
+  // Every export directory is gone once released, failed ones included.
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(work)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"export-young", "unrelated"}));
 }
 
 TEST_F(ExportTest, CliExportWritesVerifiedFilesAndRefusesANonEmptyDirectory) {
