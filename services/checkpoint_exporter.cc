@@ -125,7 +125,7 @@ absl::Status CheckpointExporter::WriteMerged(const ExportRequest& r, const stora
   }
   exporting::CheckpointExportOptions o;
   o.backbone_dir = b->dir;
-  o.family = b->config.family;
+  o.config = b->config;
   o.max_shard_bytes = max_shard_bytes;
   o.shard_metadata = {{"tessera_tenant_id", r.tenant_id},
                       {"tessera_version", std::to_string(r.version)},

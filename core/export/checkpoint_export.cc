@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -144,55 +145,47 @@ absl::StatusOr<ExportedCheckpoint> WriteMergedCheckpoint(const CheckpointExportO
   if (!overlay_safetensors.empty()) {
     ASSIGN_OR_RETURN(overlay, io::SafetensorsFile::FromBytes(std::move(overlay_safetensors), "the version's weights"));
     for (const std::string& name : overlay->names()) {
-      if (!hf::ParseExpertName(options.family, name).has_value()) {
+      if (!hf::ParseExpertName(options.config.family, name).has_value()) {
         return absl::InvalidArgumentError(absl::StrCat("the version's weights hold ", name, ", not an expert tensor of ",
-                                                       ModelFamilyName(options.family)));
+                                                       ModelFamilyName(options.config.family)));
       }
+      const io::TensorInfo* info = overlay->Find(name);
+      ASSIGN_OR_RETURN(std::vector<float> values, overlay->ReadF32(name));
       auto it = out.find(name);
-      if (it == out.end()) {
-        // Families whose checkpoints store experts fused (granitemoe): the slot is a slice of a fused tensor.
-        absl::StatusOr<ModelConfig> config = ModelConfig::FromFile(options.backbone_dir);
-        std::optional<hf::FusedSlice> slice;
-        if (config.ok()) slice = hf::FusedExpertSource(*config, name);
-        if (slice.has_value() && out.count(slice->name) != 0) {
-          OutTensor& f = out[slice->name];
-          if (f.shape != slice->fused_shape) {
-            return absl::FailedPreconditionError(absl::StrCat("the backbone's ", slice->name, " has shape ",
-                                                              ShapeString(f.shape), ", expected ",
-                                                              ShapeString(slice->fused_shape)));
-          }
-          if (f.owned.empty()) {  // widen the fused tensor to f32 once, then patch each slot's slice
-            ASSIGN_OR_RETURN(std::vector<float> all, base->ReadF32(slice->name));
-            f.dtype = DType::kF32;
-            f.owned.assign(reinterpret_cast<const char*>(all.data()), all.size() * sizeof(float));
-            f.data = reinterpret_cast<const uint8_t*>(f.owned.data());
-            f.nbytes = f.owned.size();
-          }
-          ASSIGN_OR_RETURN(std::vector<float> values, overlay->ReadF32(name));
-          if (static_cast<int64_t>(values.size()) != slice->count) {
-            return absl::FailedPreconditionError(absl::StrCat("the version's tensor ", name, " has ", values.size(),
-                                                              " values, the backbone's expert ", slice->count));
-          }
-          std::memcpy(f.owned.data() + slice->offset * static_cast<int64_t>(sizeof(float)), values.data(),
-                      values.size() * sizeof(float));
-          ++result.merged_tensors;
-          continue;
+      if (it != out.end()) {
+        OutTensor& t = it->second;
+        if (info->shape != t.shape) {
+          return absl::FailedPreconditionError(absl::StrCat("the version's tensor ", name, " has shape ",
+                                                            ShapeString(info->shape), ", the backbone's ",
+                                                            ShapeString(t.shape)));
         }
+        t.dtype = DType::kF32;
+        t.owned.assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+        t.data = reinterpret_cast<const uint8_t*>(t.owned.data());
+        t.nbytes = t.owned.size();
+      } else if (std::optional<hf::FusedSlice> slice = hf::FusedExpertSource(options.config, name)) {
+        auto fused = out.find(slice->name);
+        if (fused == out.end() || fused->second.shape != slice->fused_shape ||
+            static_cast<int64_t>(values.size()) != slice->count) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "the version's tensor ", name, " (", ShapeString(info->shape), ") does not fit the backbone's fused ",
+              slice->name, fused == out.end() ? " (absent)" : absl::StrCat(" ", ShapeString(fused->second.shape))));
+        }
+        OutTensor& t = fused->second;
+        if (t.owned.empty()) {  // widen the fused tensor once, exactly
+          const size_t numel = t.nbytes / DTypeSize(t.dtype);
+          std::string widened(numel * sizeof(float), '\0');
+          RETURN_IF_ERROR(io::ConvertToF32(t.dtype, t.data, numel, reinterpret_cast<float*>(widened.data())));
+          t.owned = std::move(widened);
+          t.dtype = DType::kF32;
+          t.data = reinterpret_cast<const uint8_t*>(t.owned.data());
+          t.nbytes = t.owned.size();
+        }
+        std::memcpy(t.owned.data() + slice->offset * sizeof(float), values.data(), values.size() * sizeof(float));
+      } else {
         return absl::FailedPreconditionError(
             absl::StrCat("the version's tensor ", name, " is not in the backbone checkpoint ", options.backbone_dir));
       }
-      OutTensor& t = it->second;
-      const io::TensorInfo* info = overlay->Find(name);
-      if (info->shape != t.shape) {
-        return absl::FailedPreconditionError(absl::StrCat("the version's tensor ", name, " has shape ",
-                                                          ShapeString(info->shape), ", the backbone's ",
-                                                          ShapeString(t.shape)));
-      }
-      ASSIGN_OR_RETURN(std::vector<float> values, overlay->ReadF32(name));
-      t.dtype = DType::kF32;
-      t.owned.assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
-      t.data = reinterpret_cast<const uint8_t*>(t.owned.data());
-      t.nbytes = t.owned.size();
       ++result.merged_tensors;
     }
   }

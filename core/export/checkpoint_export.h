@@ -21,11 +21,13 @@
 // dtype (transformers' dtype=...) then gets what Tessera computes in that dtype. Each shard's
 // "__metadata__" is {"format": "pt"} plus `shard_metadata`. Shards are streamed to disk tensor by tensor: memory use is one overlay, not a shard.
 //
-// Families whose checkpoints store experts fused (granitemoe, hf::FusedExpertSource): an overlay's
-// per-expert tensor is written into its slice of the fused tensor, which is then written as f32.
-// Errors: an overlay tensor that is not an expert tensor of `family` -> INVALID_ARGUMENT naming it; one
-// absent from the backbone or of another shape -> FAILED_PRECONDITION naming both; I/O errors name the
-// file.
+// A family whose checkpoints store the experts fused (granitemoe: hf::FusedExpertSource) gets the
+// overlay's slots written into their slices of the fused tensors; such a fused tensor is written as f32
+// (its other experts' values widened exactly), for the reason above.
+//
+// Errors: an overlay tensor that is not an expert tensor of the config's family -> INVALID_ARGUMENT
+// naming it; one absent from the backbone or of another shape -> FAILED_PRECONDITION naming both; I/O
+// errors name the file.
 #pragma once
 
 #include <cstdint>
@@ -49,7 +51,7 @@ inline constexpr const char* kTokenizerFiles[] = {
 
 struct CheckpointExportOptions {
   std::string backbone_dir;  // config.json + model.safetensors or model.safetensors.index.json
-  ModelFamily family = ModelFamily::kQwen3Moe;
+  ModelConfig config;  // the backbone's (expert names, fused layouts)
   int64_t max_shard_bytes = int64_t{2} << 30;
   std::map<std::string, std::string> shard_metadata;
   // generation_config.json fallbacks (a byte-level backbone's tokenizer ids live in no file).

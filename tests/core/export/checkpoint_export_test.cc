@@ -82,7 +82,7 @@ class CheckpointExportTest : public ::testing::Test {
   CheckpointExportOptions Options(int64_t shard) {
     CheckpointExportOptions o;
     o.backbone_dir = backbone_.string();
-    o.family = ModelFamily::kQwen3Moe;
+    o.config.family = ModelFamily::kQwen3Moe;
     o.max_shard_bytes = shard;
     o.shard_metadata = {{"tessera_version", "3"}};
     o.bos_token_id = 256;
@@ -216,7 +216,7 @@ TEST(FusedExpertExportTest, SlotsAreWrittenIntoTheirFusedSlices) {
   std::vector<io::HostTensor> t = {{up_name, DType::kF32, {f, d}, up.data()}, {down_name, DType::kF32, {d, f}, down.data()}};
   CheckpointExportOptions o;
   o.backbone_dir = backbone.string();
-  o.family = c.family;
+  o.config = c;
   absl::StatusOr<ExportedCheckpoint> r = WriteMergedCheckpoint(o, io::SerializeSafetensors(t).value(), out.string());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->merged_tensors, 2);
