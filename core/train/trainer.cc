@@ -329,7 +329,8 @@ absl::StatusOr<TrainResult> Trainer::Run(const RunControls& controls) {
 absl::Status Trainer::ObserveValidation(double val_loss) {
   if (best_step_ >= 0 && !(val_loss < best_val_ * (1.0 - options_.early_stopping_min_delta))) {
     ++evals_since_best_;
-    if (options_.early_stopping_patience > 0 && evals_since_best_ >= options_.early_stopping_patience) {
+    if (options_.early_stopping_patience > 0 && evals_since_best_ >= options_.early_stopping_patience &&
+        step_ < options_.max_steps) {  // at max_steps the run ends anyway: not an early stop
       stopped_early_ = true;
     }
     return absl::OkStatus();
