@@ -4,6 +4,7 @@
 // worker is requeued and finishes).
 #include <thread>
 
+#include "core/data/tasks.h"
 #include "core/io/safetensors.h"
 #include "core/train/auto_hparams.h"
 #include "gtest/gtest.h"
@@ -127,6 +128,30 @@ TEST(JobsAutoTest, JobWithoutHyperparametersRecordsTheChosenValues) {
   EXPECT_EQ(spec->auto_fields.size(), 6u);
   ASSERT_EQ(meta.count("best_step"), 1u);
   EXPECT_EQ(meta.count("stopped_early"), 1u);
+}
+
+
+// The suite's multi-turn chat task in the OpenAI {"messages": [...]} form is a dataset the server
+// accepts (rendered with the backbone's chat template) and trains on with the auto defaults.
+TEST(JobsAutoTest, ChatTaskAsMessagesTrainsWithTheDefaults) {
+  TestServerOptions o;
+  o.training = true;
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  absl::StatusOr<data::Task> task = data::Task::Create("chat_recall", 7);
+  ASSERT_TRUE(task.ok());
+  v1::Dataset ds;
+  grpc::Status up = server.Upload(key, "acme", "chat", data::MessagesJsonl(task->Generate(1, 12)), &ds);
+  ASSERT_TRUE(up.ok()) << up.error_message();
+  EXPECT_EQ(ds.num_examples(), 12);
+  v1::CreateJobRequest req;
+  req.set_tenant_id("acme");
+  req.set_training_dataset_id(ds.dataset_id());
+  req.mutable_hyperparameters()->set_max_steps(3);  // the auto rule's other values, a short run
+  const v1::Job job = RunJob(server, key, req);
+  EXPECT_EQ(job.state(), v1::SUCCEEDED) << job.error();
+  EXPECT_EQ(job.progress().step(), 3);
+  EXPECT_EQ(job.resolved_hyperparameters().auto_fields_size(), 5);  // all but max_steps
 }
 
 TEST(JobsTest, CreateJobValidatesEveryField) {
