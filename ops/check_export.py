@@ -17,31 +17,16 @@ Prints PASS/FAIL per check and a summary; exit status 1 on any failure.
 import argparse
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
+
+from tessera_ops import Checks, Server, require_binaries, run
 
 BOS, EOS = 256, 257
 SLOTS = [(0, 1), (1, 3), (2, 5), (3, 7)]
 MAX_TOKENS = 12
 
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{': ' + detail if detail else ''}", flush=True)
-    return ok
-
-
-def run(cmd, env=None, check_rc=True):
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if check_rc and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
-    return p.stdout
+checks = Checks("check-export")
+check = checks.check
 
 
 def main():
@@ -52,40 +37,15 @@ def main():
     args = ap.parse_args()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     bin_dir = os.path.join(os.path.abspath(args.build_dir), "services")
-    for b in ("tessera-server", "tessera-admin", "tessera", "tessera-datagen"):
-        if not os.access(os.path.join(bin_dir, b), os.X_OK):
-            sys.exit(f"check-export: {bin_dir}/{b} not built (run ops/build.sh)")
+    require_binaries(bin_dir, ("tessera-server", "tessera-admin", "tessera", "tessera-datagen"), "check-export")
     import torch
     import transformers
     from safetensors.torch import load_file
     print(f"transformers {transformers.__version__}, torch {torch.__version__}", flush=True)
 
-    work = tempfile.mkdtemp(prefix="tessera-export-check.")
-    server = None
-    try:
-        out_path = os.path.join(work, "server.out")
-        with open(out_path, "w") as out, open(os.path.join(work, "server.log"), "w") as log:
-            server = subprocess.Popen([os.path.join(bin_dir, "tessera-server"), "--data-dir", os.path.join(work, "data"),
-                                       "--listen", "127.0.0.1:0", "--backbone", "builtin:tiny"],
-                                      stdout=out, stderr=log)
-        port = None
-        for _ in range(300):
-            text = open(out_path).read()
-            if "listening on port" in text:
-                port = text.split("listening on port")[1].split()[0].strip(",")
-                break
-            if server.poll() is not None:
-                sys.exit("check-export: tessera-server exited: " + open(os.path.join(work, "server.log")).read()[-500:])
-            time.sleep(0.1)
-        if port is None:
-            sys.exit("check-export: tessera-server did not start")
-        addr = ["--server", f"127.0.0.1:{port}"]
-        env = dict(os.environ, TESSERA_ADMIN_KEY=open(os.path.join(work, "data", "admin.key")).read().strip())
-        admin = lambda *a: run([os.path.join(bin_dir, "tessera-admin"), *addr, *a], env)
-        key = json.loads(admin("--json", "tenants", "create", "acme"))["api_key"]["secret"]
-        tenv = dict(os.environ, TESSERA_API_KEY=key, TESSERA_TENANT="acme")
-        tessera = lambda *a, **kw: run([os.path.join(bin_dir, "tessera"), *addr, *a], tenv, **kw)
-
+    with Server(bin_dir, "builtin:tiny", "check-export", keep=args.keep, prefix="tessera-export-check.") as srv:
+        work, admin = srv.work, srv.admin
+        tessera = lambda *a, **kw: srv.tessera(*a)
         datagen = os.path.join(bin_dir, "tessera-datagen")
         train = os.path.join(work, "train.jsonl")
         with open(train, "w") as f:
@@ -98,11 +58,7 @@ def main():
         job = json.loads(tessera("--json", "jobs", "create", "--dataset", ds, "--max-steps", str(args.steps),
                                  "--batch-size", "8", "--seq-len", "32", "--learning-rate", "0.003",
                                  "--slots", slots, "--auto-promote"))
-        for _ in range(3000):
-            job = json.loads(tessera("--json", "jobs", "get", job["job_id"]))
-            if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                break
-            time.sleep(0.2)
+        job = srv.wait_job(job["job_id"])
         if not check("fine-tune job succeeded", job["state"] == "SUCCEEDED", job.get("error", "")):
             return
         version = int(job["result_version"])
@@ -184,20 +140,7 @@ def main():
         # 3. The base decodes differently somewhere (so the comparison above saw the tenant's experts).
         differs = sum(tessera_greedy(p, 0)[0] != tessera_greedy(p, version)[0] for p in prompts)
         check("the version's answers differ from the base's on some prompt", differs > 0, f"{differs}/{len(prompts)}")
-    finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    failed = [n for n, ok in results if not ok]
-    print(f"\ncheck-export: {'PASS' if not failed else 'FAIL'} ({len(results) - len(failed)}/{len(results)} checks)")
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":
@@ -205,6 +148,5 @@ if __name__ == "__main__":
         rc = main()
     except Exception as e:  # a failed step is a failed check, with its message
         print(f"FAIL  {e}")
-        print("\ncheck-export: FAIL")
-        rc = 1
-    sys.exit(rc or (1 if any(not ok for _, ok in results) else 0))
+        rc = checks.summary() or 1
+    sys.exit(rc)

@@ -17,28 +17,13 @@ Prints PASS/FAIL per check and a summary; exit status 1 on any failure.
 import argparse
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
+
+from tessera_ops import Checks, Server, require_binaries
 
 MAX_TOKENS = 10
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'PASS' if ok else 'FAIL'}  {name}{': ' + detail if detail else ''}", flush=True)
-    return ok
-
-
-def run(cmd, env=None):
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
-    return p.stdout
+checks = Checks("check-real-checkpoint")
+check = checks.check
 
 
 WORDS = ["model", "expert", "tenant", "router", "layer", "token", "weight", "serve", "data", "train"]
@@ -65,40 +50,14 @@ def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ckpt = args.checkpoint or os.path.join(repo, "tests", "fixtures", "checkpoints", "qwen3_moe_chat")
     bin_dir = os.path.join(os.path.abspath(args.build_dir), "services")
-    for b in ("tessera-server", "tessera-admin", "tessera"):
-        if not os.access(os.path.join(bin_dir, b), os.X_OK):
-            sys.exit(f"check-real-checkpoint: {bin_dir}/{b} not built (run ops/build.sh)")
+    require_binaries(bin_dir, ("tessera-server", "tessera-admin", "tessera"), "check-real-checkpoint")
     import torch
     import transformers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, checkpoint {ckpt}", flush=True)
 
-    work = tempfile.mkdtemp(prefix="tessera-ckpt-check.")
-    server = None
-    try:
-        out_path = os.path.join(work, "server.out")
-        with open(out_path, "w") as out, open(os.path.join(work, "server.log"), "w") as log:
-            server = subprocess.Popen([os.path.join(bin_dir, "tessera-server"), "--data-dir", os.path.join(work, "data"),
-                                       "--listen", "127.0.0.1:0", "--backbone", ckpt], stdout=out, stderr=log)
-        port = None
-        for _ in range(600):
-            text = open(out_path).read()
-            if "listening on port" in text:
-                port = text.split("listening on port")[1].split()[0].strip(",")
-                break
-            if server.poll() is not None:
-                sys.exit("check-real-checkpoint: tessera-server exited: " +
-                         open(os.path.join(work, "server.log")).read()[-800:])
-            time.sleep(0.1)
-        if port is None:
-            sys.exit("check-real-checkpoint: tessera-server did not start")
-        print(open(out_path).read().strip(), flush=True)
-        addr = ["--server", f"127.0.0.1:{port}"]
-        env = dict(os.environ, TESSERA_ADMIN_KEY=open(os.path.join(work, "data", "admin.key")).read().strip())
-        admin = lambda *a: run([os.path.join(bin_dir, "tessera-admin"), *addr, *a], env)
-        key = json.loads(admin("--json", "tenants", "create", "acme"))["api_key"]["secret"]
-        tenv = dict(os.environ, TESSERA_API_KEY=key, TESSERA_TENANT="acme")
-        tessera = lambda *a: run([os.path.join(bin_dir, "tessera"), *addr, *a], tenv)
-
+    with Server(bin_dir, ckpt, "check-real-checkpoint", keep=args.keep, prefix="tessera-ckpt-check.") as srv:
+        print(srv.startup, flush=True)
+        work, tessera = srv.work, srv.tessera
         train = os.path.join(work, "train.jsonl")
         with open(train, "w") as f:
             f.write(chat_dataset(60))
@@ -107,11 +66,7 @@ def main():
         job = json.loads(tessera("--json", "jobs", "create", "--dataset", ds["dataset_id"], "--max-steps",
                                  str(args.steps), "--batch-size", "8", "--seq-len", "64", "--learning-rate", "0.005",
                                  "--slots", "0.1,0.3,1.2,1.5"))
-        for _ in range(3000):
-            job = json.loads(tessera("--json", "jobs", "get", job["job_id"]))
-            if job["state"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
-                break
-            time.sleep(0.2)
+        job = srv.wait_job(job["job_id"])
         if not check("fine-tune job on the chat dataset succeeded", job["state"] == "SUCCEEDED", job.get("error", "")):
             return 1
         version = int(job["result_version"])
@@ -180,21 +135,13 @@ def main():
         differs = sum(ts_generate(m, 0) != ts_generate(m, version) for m in convs)
         check("the version answers differently from the base on some conversation", differs > 0,
               f"{differs}/{len(convs)}")
-    finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    failed = [n for n, ok in results if not ok]
-    print(f"\ncheck-real-checkpoint: {'PASS' if not failed else 'FAIL'} ({len(results) - len(failed)}/{len(results)} checks)")
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        rc = main()
+    except Exception as e:  # a failed step is a failed check, with its message
+        print(f"FAIL  {e}")
+        rc = checks.summary() or 1
+    sys.exit(rc)
