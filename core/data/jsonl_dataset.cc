@@ -1,5 +1,6 @@
 #include "core/data/jsonl_dataset.h"
 
+#include <algorithm>
 #include <exception>
 
 #include "absl/status/status.h"
@@ -128,21 +129,46 @@ absl::StatusOr<TokenizedExample> TokenizeChat(const nlohmann::ordered_json& mess
   absl::StatusOr<std::vector<chat::ChatSegment>> segments =
       chat.chat_template->RenderForTraining(messages, chat.options);
   if (!segments.ok()) return absl::InvalidArgumentError(std::string(segments.status().message()));
+  // The model is served the whole rendering tokenized at once, so it trains on exactly those tokens
+  // (tokenizing segment by segment would differ where a merge or a Metaspace prefix spans a boundary).
+  // Segment i starts at the token where the tokenization of the text before it stops agreeing with the
+  // whole one: exact when the boundary is a token boundary, else the straddling token goes to the later
+  // segment.
+  std::string text;
+  std::vector<size_t> starts;
+  for (const chat::ChatSegment& seg : *segments) {
+    starts.push_back(text.size());
+    text += seg.text;
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodeText(text, /*add_special_tokens=*/false);
+  if (!ids.ok()) return ids.status();
+  std::vector<size_t> first_token(segments->size() + 1, ids->size());
+  for (size_t i = 0; i < segments->size(); ++i) {
+    if (starts[i] == 0) {
+      first_token[i] = 0;
+      continue;
+    }
+    absl::StatusOr<std::vector<int32_t>> prefix =
+        tokenizer.EncodeText(std::string_view(text).substr(0, starts[i]), /*add_special_tokens=*/false);
+    if (!prefix.ok()) return prefix.status();
+    size_t k = 0;
+    while (k < prefix->size() && k < ids->size() && (*prefix)[k] == (*ids)[k]) ++k;
+    first_token[i] = std::max(k, i > 0 ? first_token[i - 1] : 0);
+  }
   TokenizedExample ex;
   if (chat.prepend_bos && tokenizer.bos_id() >= 0) {
     ex.tokens.push_back(tokenizer.bos_id());
     ex.loss_mask.push_back(0);
   }
   bool any_loss = false;
-  for (const chat::ChatSegment& seg : *segments) {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer.EncodeText(seg.text, /*add_special_tokens=*/false);
-    if (!ids.ok()) return ids.status();
-    if (!seg.loss && !any_loss) ex.prompt_tokens += static_cast<int64_t>(ids->size());
-    for (int32_t t : *ids) {
-      ex.tokens.push_back(t);
-      ex.loss_mask.push_back(seg.loss ? 1 : 0);
+  for (size_t i = 0; i < segments->size(); ++i) {
+    const bool loss = (*segments)[i].loss;
+    if (!loss && !any_loss) ex.prompt_tokens = static_cast<int64_t>(ex.tokens.size() + first_token[i + 1] - first_token[i]);
+    for (size_t j = first_token[i]; j < first_token[i + 1]; ++j) {
+      ex.tokens.push_back((*ids)[j]);
+      ex.loss_mask.push_back(loss ? 1 : 0);
     }
-    any_loss |= seg.loss && !ids->empty();
+    any_loss |= loss && first_token[i + 1] > first_token[i];
   }
   if (!any_loss) {
     return absl::InvalidArgumentError(
@@ -150,7 +176,6 @@ absl::StatusOr<TokenizedExample> TokenizeChat(const nlohmann::ordered_json& mess
   }
   // The first token has nothing before it to be predicted from.
   if (!ex.loss_mask.empty()) ex.loss_mask[0] = 0;
-  if (chat.prepend_bos) ex.prompt_tokens += 1;
   return ex;
 }
 

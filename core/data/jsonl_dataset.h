@@ -12,9 +12,10 @@
 // Tokenization of one example: [BOS] + tokens(prompt) + tokens(completion) + [EOS] (or BOS + text +
 // EOS; BOS/EOS only where the tokenizer has them). loss_mask[i] == 1 marks token i as a training target
 // (predicted from tokens before it): the completion's tokens and the final EOS, or every token after
-// BOS for text. A conversation is the template's segments tokenized one after another (no special
-// tokens added: the template writes them), with the loss on the assistant segments (which end with the
-// template's end-of-turn text), preceded by BOS when DatasetChat::prepend_bos.
+// BOS for text. A conversation is its whole rendering tokenized at once, as it is served (no special
+// tokens added: the template writes them), with the loss on the tokens of the assistant segments (which
+// end with the template's end-of-turn text; a token straddling a segment boundary belongs to the later
+// segment), preceded by BOS when DatasetChat::prepend_bos.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 #include "core/data/jsonl_dataset.h"
 
 #include "core/tokenizer/byte_tokenizer.h"
+#include "core/tokenizer/hf_tokenizer.h"
 #include "gtest/gtest.h"
 
 namespace tessera::data {
@@ -153,6 +154,43 @@ TEST_F(ChatDatasetTest, ConversationsWithoutTargetsOrTemplateAreRefusedByLine) {
   EXPECT_NE(std::string(st.message()).find("messages[0]"), std::string::npos) << st;
 }
 
+
+// A SentencePiece-style tokenizer (Metaspace prefix, byte fallback) with a Mistral-style template, where
+// the assistant's text follows "[/INST]" with no space: tokenizing segment by segment would add a "▁"
+// prefix that the served tokenization does not have. The example's tokens must be exactly the whole
+// rendering's, and the targets the assistant's answer and its EOS.
+TEST(ChatDatasetHfTest, TokensAreTheWholeRenderingsAndTargetsTheAnswers) {
+  const char* src = std::getenv("TESSERA_SOURCE_DIR");
+  absl::StatusOr<std::unique_ptr<HfTokenizer>> tok =
+      HfTokenizer::Create(std::string(src ? src : ".") + "/tests/fixtures/tokenizers/llama2_sentencepiece");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  absl::StatusOr<std::unique_ptr<chat::ChatTemplate>> tpl = chat::ChatTemplate::Create(
+      "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + "
+      "' [/INST]' }}{% else %}{{ m['content'] + eos_token }}{% endif %}{% endfor %}");
+  ASSERT_TRUE(tpl.ok()) << tpl.status();
+  DatasetChat chat;
+  chat.chat_template = tpl->get();
+  chat.options.bos_token = "<s>";
+  chat.options.eos_token = "</s>";
+  const nlohmann::ordered_json messages = nlohmann::ordered_json::parse(
+      R"([{"role":"user","content":"Sort: b a"},{"role":"assistant","content":"a b"},)"
+      R"({"role":"user","content":"Again: d c"},{"role":"assistant","content":"c d"}])");
+  absl::StatusOr<TokenizedExample> ex = TokenizeChat(messages, **tok, chat);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  absl::StatusOr<std::string> rendered = (*tpl)->Render(messages, chat.options);
+  ASSERT_TRUE(rendered.ok());
+  absl::StatusOr<std::vector<int32_t>> whole = (*tok)->EncodeText(*rendered, /*add_special_tokens=*/false);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(ex->tokens, *whole);
+  std::vector<int32_t> targets;
+  for (size_t i = 0; i < ex->tokens.size(); ++i) {
+    if (ex->loss_mask[i]) targets.push_back(ex->tokens[i]);
+  }
+  EXPECT_EQ((*tok)->Decode(targets, /*skip_special_tokens=*/false), "a b</s>c d</s>");
+  EXPECT_GT(ex->prompt_tokens, 0);
+  EXPECT_EQ(ex->loss_mask[ex->prompt_tokens - 1], 0);
+  EXPECT_EQ(ex->loss_mask[ex->prompt_tokens], 1);
+}
+
 }  // namespace
 }  // namespace tessera::data
-
