@@ -173,6 +173,21 @@ absl::Status ModelConfig::Validate() const {
   if (n_group > 1 && top_k > topk_group * (num_experts / n_group)) {
     return absl::InvalidArgumentError("config: 'num_experts_per_tok' exceeds the experts of 'topk_group' groups");
   }
+  if (mla()) {
+    RETURN_IF_ERROR(positive(qk_rope_head_dim, "qk_rope_head_dim"));
+    RETURN_IF_ERROR(positive(v_head_dim, "v_head_dim"));
+    if (q_lora_rank < 0) return absl::InvalidArgumentError("config: 'q_lora_rank' must be >= 0 or null");
+    if (qk_nope_head_dim < 0 || qk_nope_head_dim % 2 != 0 || qk_rope_head_dim % 2 != 0) {
+      return absl::InvalidArgumentError("config: 'qk_nope_head_dim' and 'qk_rope_head_dim' must be even and >= 0");
+    }
+    if (head_dim != qk_nope_head_dim + qk_rope_head_dim || num_kv_heads != num_heads) {
+      return absl::InvalidArgumentError("config: MLA needs head_dim = qk_nope_head_dim + qk_rope_head_dim and "
+                                        "num_key_value_heads = num_attention_heads");
+    }
+    if (v_head_dim > head_dim) {
+      return absl::InvalidArgumentError("config: 'v_head_dim' larger than the q/k head width is not supported");
+    }
+  }
   if (static_cast<int64_t>(dense_layers.size()) == num_layers) {
     return absl::InvalidArgumentError("config: every layer is dense (no expert layer to fine-tune)");
   }
@@ -194,7 +209,7 @@ std::string ModelConfig::ToJson() const {
   j["num_hidden_layers"] = num_layers;
   j["num_attention_heads"] = num_heads;
   j["num_key_value_heads"] = num_kv_heads;
-  j["head_dim"] = head_dim;
+  j["head_dim"] = mla() ? qk_rope_head_dim : head_dim;  // transformers' DeepseekV3Config: the rope width
   j["num_experts_per_tok"] = top_k;
   j["vocab_size"] = vocab_size;
   j["max_position_embeddings"] = max_position_embeddings;
@@ -262,8 +277,13 @@ int64_t ModelConfig::NumParameters() const {
   int64_t qk_norm_params = 0;
   if (qk_norm == QkNorm::kPerHead) qk_norm_params = 2 * head_dim;
   if (qk_norm == QkNorm::kFull) qk_norm_params = q_dim() + kv_dim();
-  const int64_t attention = 2 * d + d * q_dim() * 2 + d * kv_dim() * 2 + qk_norm_params +
-                            (qkv_bias ? q_dim() + 2 * kv_dim() : 0);
+  int64_t attention = 2 * d + d * q_dim() * 2 + d * kv_dim() * 2 + qk_norm_params +
+                      (qkv_bias ? q_dim() + 2 * kv_dim() : 0);
+  if (mla()) {
+    const int64_t q = q_lora_rank > 0 ? q_lora_rank * d + q_lora_rank + q_dim() * q_lora_rank : q_dim() * d;
+    attention = 2 * d + q + (kv_lora_rank + qk_rope_head_dim) * d + kv_lora_rank +
+                num_heads * (qk_nope_head_dim + v_head_dim) * kv_lora_rank + d * o_in_dim();
+  }
   int64_t total = vocab_size * d * (tie_word_embeddings ? 1 : 2) + d;
   for (int64_t l = 0; l < num_layers; ++l) {
     total += attention + 3 * d * MlpDim(l);

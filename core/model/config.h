@@ -19,6 +19,7 @@
 //   dots1     : qwen3_moe's attention; DeepSeek-V3's MoE: sigmoid router with e_score_correction_bias
 //               and group-limited top-k, routed_scaling_factor, n_shared_experts shared experts (one
 //               MLP of n_shared_experts * moe_intermediate_size, no gate), first_k_dense_replace dense layers.
+//   deepseek_v3: multi-head latent attention (mla_attention.h) with dots1's MoE (without q/k norm).
 //   granitemoe: multipliers (embedding, attention = the softmax scale, residual, logits); fused expert
 //               tensors in the checkpoint (input_linear/output_linear), sliced per expert on load.
 // RoPE scaling (linear, llama3, yarn) is in rope_scaling.h.
@@ -38,7 +39,7 @@
 
 namespace tessera {
 
-enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe, kDots1 };
+enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe, kDots1, kDeepseekV3 };
 // How q and k are normalized before RoPE.
 enum class QkNorm {
   kNone,     // mixtral
@@ -90,6 +91,18 @@ struct ModelConfig {
   bool router_bias = false;  // model.layers.{l}.mlp.gate.e_score_correction_bias [E] (f32)
   int64_t n_group = 1;
   int64_t topk_group = 1;
+  // Multi-head latent attention (deepseek_v3; mla_attention.h), on when kv_lora_rank > 0. Then
+  // head_dim = qk_nope_head_dim + qk_rope_head_dim (the q/k head width), num_kv_heads = num_heads (the
+  // cache holds decompressed per-head keys and values), and o_proj is [D, H * v_head_dim].
+  int64_t q_lora_rank = 0;  // 0: q = q_proj(x); else q = q_b_proj(rmsnorm(q_a_proj(x)))
+  int64_t kv_lora_rank = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  bool rope_interleave = false;  // the rope part's pairs are (2i, 2i+1) instead of (i, i + half)
+  bool mla() const { return kv_lora_rank > 0; }
+  // The width of o_proj's input: H * v_head_dim with MLA, q_dim() otherwise.
+  int64_t o_in_dim() const { return mla() ? num_heads * v_head_dim : q_dim(); }
 
   // Parses an HF config.json text. See the file comment for the errors.
   static absl::StatusOr<ModelConfig> FromJson(std::string_view json);

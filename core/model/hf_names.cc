@@ -44,6 +44,12 @@ std::string LayerTensorName(ModelFamily family, int64_t layer, LayerTensor which
     case LayerTensor::kQBias: return p + "self_attn.q_proj.bias";
     case LayerTensor::kKBias: return p + "self_attn.k_proj.bias";
     case LayerTensor::kVBias: return p + "self_attn.v_proj.bias";
+    case LayerTensor::kQAProj: return p + "self_attn.q_a_proj.weight";
+    case LayerTensor::kQANorm: return p + "self_attn.q_a_layernorm.weight";
+    case LayerTensor::kQBProj: return p + "self_attn.q_b_proj.weight";
+    case LayerTensor::kKvAProj: return p + "self_attn.kv_a_proj_with_mqa.weight";
+    case LayerTensor::kKvANorm: return p + "self_attn.kv_a_layernorm.weight";
+    case LayerTensor::kKvBProj: return p + "self_attn.kv_b_proj.weight";
     case LayerTensor::kRouterBias: return absl::StrCat(p, n.moe, ".", n.router_bias);
     case LayerTensor::kSharedGate:
       return absl::StrCat(p, n.shared_gate != nullptr ? n.shared_gate : "mlp.shared_expert_gate.weight");

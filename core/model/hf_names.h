@@ -35,7 +35,9 @@ namespace tessera::hf {
 enum class ExpertPart { kGate, kUp, kDown };
 enum class LayerTensor {
   kInputNorm, kQProj, kKProj, kVProj, kOProj, kQNorm, kKNorm, kPostNorm, kRouter, kQBias, kKBias, kVBias,
-  kSharedGate, kRouterBias
+  kSharedGate, kRouterBias,
+  // multi-head latent attention (mla_attention.h)
+  kQAProj, kQANorm, kQBProj, kKvAProj, kKvANorm, kKvBProj
 };
 
 std::string EmbedName();

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/hf_names.h"
 #include "core/model/host_router.h"
+#include "core/model/mla_attention.h"
 #include "core/model/model_internal.h"
 #include "core/model/moe_plan.h"
 #include "core/util/status_macros.h"
@@ -182,6 +183,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
   if (config.rope_scaling.type != RopeScaling::Type::kNone) {
     m->rope_inv_freq_ = RopeInverseFrequencies(config.rope_scaling, config.rope_theta, config.head_dim);
   }
+  if (config.mla()) {
+    if (config.rope_scaling.type != RopeScaling::Type::kNone) {
+      return absl::UnimplementedError("Model::Create: rope_scaling with multi-head latent attention");
+    }
+    ASSIGN_OR_RETURN(MlaWeights mla, BuildMlaWeights(config, m->weights_, backend));
+    m->mla_ = std::make_shared<const MlaWeights>(std::move(mla));
+    m->rope_inv_freq_ = MlaInverseFrequencies(config);
+  }
   return m;
 }
 
@@ -341,9 +350,14 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     ASSIGN_OR_RETURN(Tensor q, buffer(kQ, {n_tok, c.q_dim()}, cdt));
     ASSIGN_OR_RETURN(Tensor kk, buffer(kK, {n_tok, c.kv_dim()}, cdt));
     ASSIGN_OR_RETURN(Tensor vv, buffer(kV, {n_tok, c.kv_dim()}, cdt));
-    RETURN_IF_ERROR(be->Matmul(xn1, false, w.q_proj, true, q));
-    RETURN_IF_ERROR(be->Matmul(xn1, false, w.k_proj, true, kk));
-    RETURN_IF_ERROR(be->Matmul(xn1, false, w.v_proj, true, vv));
+    MlaActivations mla_act;
+    if (c.mla()) {
+      RETURN_IF_ERROR(MlaProject(be, c, w, mla_->layers[l], mla_->place, xn1, q, kk, vv, save ? &mla_act : nullptr));
+    } else {
+      RETURN_IF_ERROR(be->Matmul(xn1, false, w.q_proj, true, q));
+      RETURN_IF_ERROR(be->Matmul(xn1, false, w.k_proj, true, kk));
+      RETURN_IF_ERROR(be->Matmul(xn1, false, w.v_proj, true, vv));
+    }
     if (c.qkv_bias) {
       RETURN_IF_ERROR(add_bias(w.q_bias, q));
       RETURN_IF_ERROR(add_bias(w.k_bias, kk));
@@ -409,7 +423,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     if (save) { ASSIGN_OR_RETURN(lse, be->Alloc({n_tok, nh}, DType::kF32)); }
     RETURN_IF_ERROR(be->AttentionForward(q3, seqs, attn_scale, attn, save ? &lse : nullptr));
     ASSIGN_OR_RETURN(Tensor o, buffer(kO, {n_tok, d}));
-    RETURN_IF_ERROR(be->Matmul(attn.Reshape({n_tok, c.q_dim()}), false, w.o_proj, true, o));
+    RETURN_IF_ERROR(be->Matmul(attn.Reshape({n_tok, c.q_dim()}), false, c.mla() ? mla_->layers[l].o_w : w.o_proj, true, o));
     if (c.residual_multiplier != 1.0f) RETURN_IF_ERROR(be->Scale(o, c.residual_multiplier));
     Tensor h_mid = h;
     if (save) { ASSIGN_OR_RETURN(h_mid, be->Alloc({n_tok, d}, DType::kF32)); }
@@ -557,6 +571,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       la.k = k3;
       la.v = v3;
       la.attn = attn;
+      la.mla = std::move(mla_act);
       la.lse = lse;
       la.h_mid = h_mid;
       la.xn2 = xn2;

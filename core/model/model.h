@@ -46,6 +46,8 @@
 
 namespace tessera {
 
+struct MlaWeights;  // mla_attention.h
+
 struct SequenceInput {
   absl::Span<const int32_t> tokens;       // >= 1 token, each in [0, vocab_size)
   const ExpertOverlay* overlay = nullptr;  // nullptr: base experts everywhere
@@ -191,7 +193,8 @@ class Model {
   ModelConfig config_;
   ModelWeights weights_;
   Backend* backend_ = nullptr;
-  std::vector<float> rope_inv_freq_;  // with a rope_scaling only
+  std::vector<float> rope_inv_freq_;  // with a rope_scaling or MLA only
+  std::shared_ptr<const MlaWeights> mla_;  // MLA's derived tensors (mla_attention.h); null otherwise
   std::vector<std::vector<float>> router_bias_host_;  // [layer][E] with config.router_bias
 };
 

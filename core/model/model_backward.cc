@@ -13,6 +13,7 @@
 #include "core/model/hf_names.h"
 #include "core/model/model.h"
 #include "core/model/model_internal.h"
+#include "core/model/mla_attention.h"
 #include "core/util/status_macros.h"
 
 namespace tessera {
@@ -163,6 +164,11 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
                                                    ShapeString(dlogits.shape())));
   }
   const bool all = grads->trainable.all_parameters;
+  if (all && c.mla()) {
+    return absl::UnimplementedError(
+        "Backward: full-parameter training of multi-head latent attention weights (deepseek_v3) is not implemented; "
+        "train expert slots");
+  }
   if (all) {
     if (static_cast<int64_t>(grads->full.layers.size()) != c.num_layers) {
       return absl::InvalidArgumentError("Backward: gradients were created for another config");
@@ -332,7 +338,7 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     if (all) RETURN_IF_ERROR(be->Matmul(dh_c, true, attn2d, false, lg->o_proj, res, 1.0f));
     ASSIGN_OR_RETURN(Tensor dattn, be->Alloc({n_tok, nh, hd}, cdt));
     Tensor dattn2d = dattn.Reshape({n_tok, c.q_dim()});
-    RETURN_IF_ERROR(be->Matmul(dh_c, false, w.o_proj, false, dattn2d, res));
+    RETURN_IF_ERROR(be->Matmul(dh_c, false, c.mla() ? mla_->layers[l].o_w : w.o_proj, false, dattn2d, res));
     ASSIGN_OR_RETURN(Tensor dk, be->Zeros({n_tok, nkv, hd}));
     ASSIGN_OR_RETURN(Tensor dv, be->Zeros({n_tok, nkv, hd}));
     std::vector<Tensor> views;
@@ -375,6 +381,12 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
     ASSIGN_OR_RETURN(dk2, as_cdt(dk2));
     ASSIGN_OR_RETURN(const Tensor dv2, as_cdt(dv.Reshape({n_tok, c.kv_dim()})));
     ASSIGN_OR_RETURN(Tensor dxn1, be->Alloc({n_tok, d}, DType::kF32));
+    if (c.mla()) {
+      RETURN_IF_ERROR(MlaBackward(be, c, w, mla_->layers[l], mla_->place, la.mla, dq2, dk2, dv2, dxn1));
+      RETURN_IF_ERROR(be->RmsNormBackward(la.h_in, w.input_norm, la.rstd1, dxn1, tmp, nullptr));
+      RETURN_IF_ERROR(be->Add(dh, tmp, dh));
+      continue;
+    }
     RETURN_IF_ERROR(be->Matmul(dq2, false, w.q_proj, false, dxn1));
     RETURN_IF_ERROR(be->Matmul(dk2, false, w.k_proj, false, dxn1, 1.0f, 1.0f));
     RETURN_IF_ERROR(be->Matmul(dv2, false, w.v_proj, false, dxn1, 1.0f, 1.0f));

@@ -5,6 +5,7 @@
 
 #include "core/backend/backend.h"
 #include "core/model/host_router.h"
+#include "core/model/mla_attention.h"
 #include "core/model/moe_plan.h"
 #include "core/model/overlay.h"
 
@@ -31,6 +32,7 @@ struct LayerActivations {
   Tensor xn1, rstd1;      // input_layernorm output [N, D] and rstd [N]
   Tensor q_pre, k_pre;    // projections before q/k norm [N, H*hd], [N, KVH*hd] (only with q/k norm)
   Tensor q_rstd, k_rstd;  // q/k norm rstd ([N*H]/[N*KVH] per-head, [N] full)
+  MlaActivations mla;     // multi-head latent attention's intermediates (config.mla())
   Tensor q, k, v;         // attention inputs after norm + RoPE: [N, H, hd], [N, KVH, hd], [N, KVH, hd]
   Tensor attn, lse;       // attention output [N, H, hd] and log-sum-exp [N, H]
   Tensor h_mid;           // [N, D] after the attention residual

@@ -79,10 +79,21 @@ absl::StatusOr<ModelWeights> BuildWeights(const ModelConfig& c,
   w.layers.resize(c.num_layers);
   for (LayerWeights& l : w.layers) {
     ASSIGN_OR_RETURN(l.input_norm, make({d}));
-    ASSIGN_OR_RETURN(l.q_proj, make({c.q_dim(), d}));
-    ASSIGN_OR_RETURN(l.k_proj, make({c.kv_dim(), d}));
-    ASSIGN_OR_RETURN(l.v_proj, make({c.kv_dim(), d}));
-    ASSIGN_OR_RETURN(l.o_proj, make({d, c.q_dim()}));
+    if (c.mla()) {
+      if (c.q_lora_rank > 0) {
+        ASSIGN_OR_RETURN(l.q_a_proj, make({c.q_lora_rank, d}));
+        ASSIGN_OR_RETURN(l.q_a_norm, make({c.q_lora_rank}));
+      }
+      ASSIGN_OR_RETURN(l.q_proj, make({c.q_dim(), c.q_lora_rank > 0 ? c.q_lora_rank : d}));
+      ASSIGN_OR_RETURN(l.kv_a_proj, make({c.kv_lora_rank + c.qk_rope_head_dim, d}));
+      ASSIGN_OR_RETURN(l.kv_a_norm, make({c.kv_lora_rank}));
+      ASSIGN_OR_RETURN(l.kv_b_proj, make({c.num_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}));
+    } else {
+      ASSIGN_OR_RETURN(l.q_proj, make({c.q_dim(), d}));
+      ASSIGN_OR_RETURN(l.k_proj, make({c.kv_dim(), d}));
+      ASSIGN_OR_RETURN(l.v_proj, make({c.kv_dim(), d}));
+    }
+    ASSIGN_OR_RETURN(l.o_proj, make({d, c.o_in_dim()}));
     if (c.qk_norm == QkNorm::kPerHead) {
       ASSIGN_OR_RETURN(l.q_norm, make({c.head_dim}));
       ASSIGN_OR_RETURN(l.k_norm, make({c.head_dim}));
@@ -168,9 +179,22 @@ std::vector<NamedParam> ModelWeights::Parameters(const ModelConfig& c) {
     LayerWeights& l = layers[i];
     auto name = [&](LayerTensor t) { return hf::LayerTensorName(c.family, i, t); };
     out.push_back({name(LayerTensor::kInputNorm), &l.input_norm});
-    out.push_back({name(LayerTensor::kQProj), &l.q_proj});
-    out.push_back({name(LayerTensor::kKProj), &l.k_proj});
-    out.push_back({name(LayerTensor::kVProj), &l.v_proj});
+    if (c.mla()) {
+      if (c.q_lora_rank > 0) {
+        out.push_back({name(LayerTensor::kQAProj), &l.q_a_proj});
+        out.push_back({name(LayerTensor::kQANorm), &l.q_a_norm});
+        out.push_back({name(LayerTensor::kQBProj), &l.q_proj});
+      } else {
+        out.push_back({name(LayerTensor::kQProj), &l.q_proj});
+      }
+      out.push_back({name(LayerTensor::kKvAProj), &l.kv_a_proj});
+      out.push_back({name(LayerTensor::kKvANorm), &l.kv_a_norm});
+      out.push_back({name(LayerTensor::kKvBProj), &l.kv_b_proj});
+    } else {
+      out.push_back({name(LayerTensor::kQProj), &l.q_proj});
+      out.push_back({name(LayerTensor::kKProj), &l.k_proj});
+      out.push_back({name(LayerTensor::kVProj), &l.v_proj});
+    }
     out.push_back({name(LayerTensor::kOProj), &l.o_proj});
     if (c.qk_norm != QkNorm::kNone) {
       out.push_back({name(LayerTensor::kQNorm), &l.q_norm});

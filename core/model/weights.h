@@ -38,10 +38,16 @@ struct ExpertWeights {
 
 struct LayerWeights {
   Tensor input_norm;  // [D]
-  Tensor q_proj;      // [H*hd, D]
-  Tensor k_proj;      // [KVH*hd, D]
-  Tensor v_proj;      // [KVH*hd, D]
-  Tensor o_proj;      // [D, H*hd]
+  Tensor q_proj;      // [H*hd, D] (MLA with q_lora_rank: q_b_proj [H*hd, q_lora_rank])
+  Tensor k_proj;      // [KVH*hd, D]; undefined with MLA
+  Tensor v_proj;      // [KVH*hd, D]; undefined with MLA
+  Tensor o_proj;      // [D, H*hd] (MLA: [D, H*v_head_dim])
+  // Multi-head latent attention (config.mla(); mla_attention.h); undefined otherwise.
+  Tensor q_a_proj;    // [q_lora_rank, D] (q_lora_rank > 0)
+  Tensor q_a_norm;    // [q_lora_rank]
+  Tensor kv_a_proj;   // [kv_lora_rank + qk_rope_head_dim, D] (kv_a_proj_with_mqa)
+  Tensor kv_a_norm;   // [kv_lora_rank]
+  Tensor kv_b_proj;   // [H*(qk_nope_head_dim + v_head_dim), kv_lora_rank]
   Tensor q_norm;      // [hd] (per-head) or [H*hd] (full); undefined without q/k norm
   Tensor k_norm;      // [hd] or [KVH*hd]; undefined without q/k norm
   Tensor post_norm;   // [D]

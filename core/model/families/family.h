@@ -59,6 +59,7 @@ extern const FamilyDescriptor kOlmoeFamily;
 extern const FamilyDescriptor kQwen2MoeFamily;
 extern const FamilyDescriptor kGraniteMoeFamily;
 extern const FamilyDescriptor kDots1Family;
+extern const FamilyDescriptor kDeepseekV3Family;
 
 // ---- config.json field helpers shared by the parsers (errors name the field) ----------------------
 absl::Status Missing(std::string_view field);

@@ -6,7 +6,7 @@ namespace tessera::families {
 namespace {
 
 const FamilyDescriptor* const kTable[] = {&kMixtralFamily, &kQwen3MoeFamily, &kOlmoeFamily, &kQwen2MoeFamily,
-                                          &kGraniteMoeFamily, &kDots1Family};
+                                          &kGraniteMoeFamily, &kDots1Family, &kDeepseekV3Family};
 
 }  // namespace
 

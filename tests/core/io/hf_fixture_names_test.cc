@@ -38,13 +38,16 @@ nlohmann::json ReadJson(const fs::path& p) {
 
 int64_t Width(const nlohmann::json& c) {
   const std::string family = c["model_type"];
-  return family == "qwen3_moe" || family == "qwen2_moe" || family == "dots1" ? c["moe_intermediate_size"]
-                                                                            : c["intermediate_size"];
+  return family == "qwen3_moe" || family == "qwen2_moe" || family == "dots1" || family == "deepseek_v3"
+             ? c["moe_intermediate_size"]
+             : c["intermediate_size"];
 }
 
 // qwen2_moe's dense layers (Qwen2MoeDecoderLayer's rule).
 bool DenseLayer(const nlohmann::json& c, int64_t i) {
-  if (c["model_type"] == "dots1") return i < c["first_k_dense_replace"].get<int64_t>();
+  if (c["model_type"] == "dots1" || c["model_type"] == "deepseek_v3") {
+    return i < c["first_k_dense_replace"].get<int64_t>();
+  }
   if (c["model_type"] != "qwen2_moe") return false;
   for (const auto& l : c["mlp_only_layers"]) {
     if (l.get<int64_t>() == i) return true;
@@ -59,7 +62,7 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
   const int64_t kv = c["num_key_value_heads"], vocab = c["vocab_size"];
   const int64_t hd = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : h / heads;
   const int64_t experts = family == "mixtral" || family == "granitemoe" ? c["num_local_experts"]
-                          : family == "dots1"                         ? c["n_routed_experts"]
+                          : family == "dots1" || family == "deepseek_v3" ? c["n_routed_experts"]
                                                                       : c["num_experts"];
   const int64_t width = Width(c);
   std::map<std::string, std::vector<int64_t>> n;
@@ -70,10 +73,27 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
     const std::string l = absl::StrCat("model.layers.", i, ".");
     n[l + "input_layernorm.weight"] = {h};
     n[l + "post_attention_layernorm.weight"] = {h};
-    n[l + "self_attn.q_proj.weight"] = {heads * hd, h};
-    n[l + "self_attn.k_proj.weight"] = {kv * hd, h};
-    n[l + "self_attn.v_proj.weight"] = {kv * hd, h};
-    n[l + "self_attn.o_proj.weight"] = {h, heads * hd};
+    if (family == "deepseek_v3") {  // multi-head latent attention
+      const int64_t nope = c["qk_nope_head_dim"], rope = c["qk_rope_head_dim"], v = c["v_head_dim"];
+      const int64_t r = c["kv_lora_rank"];
+      if (c["q_lora_rank"].is_null()) {
+        n[l + "self_attn.q_proj.weight"] = {heads * (nope + rope), h};
+      } else {
+        const int64_t qr = c["q_lora_rank"];
+        n[l + "self_attn.q_a_proj.weight"] = {qr, h};
+        n[l + "self_attn.q_a_layernorm.weight"] = {qr};
+        n[l + "self_attn.q_b_proj.weight"] = {heads * (nope + rope), qr};
+      }
+      n[l + "self_attn.kv_a_proj_with_mqa.weight"] = {r + rope, h};
+      n[l + "self_attn.kv_a_layernorm.weight"] = {r};
+      n[l + "self_attn.kv_b_proj.weight"] = {heads * (nope + v), r};
+      n[l + "self_attn.o_proj.weight"] = {h, heads * v};
+    } else {
+      n[l + "self_attn.q_proj.weight"] = {heads * hd, h};
+      n[l + "self_attn.k_proj.weight"] = {kv * hd, h};
+      n[l + "self_attn.v_proj.weight"] = {kv * hd, h};
+      n[l + "self_attn.o_proj.weight"] = {h, heads * hd};
+    }
     if (family == "qwen3_moe" || family == "dots1") {
       n[l + "self_attn.q_norm.weight"] = {hd};
       n[l + "self_attn.k_norm.weight"] = {hd};
@@ -98,7 +118,7 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
       n[l + "mlp.shared_expert.down_proj.weight"] = {h, shared};
       n[l + "mlp.shared_expert_gate.weight"] = {1, h};
     }
-    if (family == "dots1") {
+    if (family == "dots1" || family == "deepseek_v3") {
       if (DenseLayer(c, i)) {
         const int64_t dense = c["intermediate_size"];
         n[l + "mlp.gate_proj.weight"] = {dense, h};
@@ -139,7 +159,8 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
 TEST(HfFixtures, EveryFamilyIsPresent) {
   std::set<std::string> families;
   for (const fs::path& d : FixtureDirs()) families.insert(ReadJson(d / "config.json")["model_type"]);
-  EXPECT_EQ(families, (std::set<std::string>{"dots1", "granitemoe", "mixtral", "olmoe", "qwen2_moe", "qwen3_moe"}));
+  EXPECT_EQ(families, (std::set<std::string>{"deepseek_v3", "dots1", "granitemoe", "mixtral", "olmoe", "qwen2_moe",
+                                             "qwen3_moe"}));
 }
 
 TEST(HfFixtures, ModelFilesHoldExactlyTheCanonicalNamesAndShapes) {

@@ -11,6 +11,7 @@
 #include "core/model/config.h"
 #include "core/model/hf_names.h"
 #include "core/model/host_router.h"
+#include "core/model/mla_attention.h"
 #include "core/model/model.h"
 #include "core/model/weights.h"
 #include "gtest/gtest.h"
@@ -94,6 +95,76 @@ TEST(FamiliesTest, Dots1Features) {
   EXPECT_EQ(hf::LayerTensorName(c->family, 1, hf::LayerTensor::kRouterBias),
             "model.layers.1.mlp.gate.e_score_correction_bias");
   EXPECT_EQ(hf::MlpName(c->family, 1, false, hf::ExpertPart::kUp), "model.layers.1.mlp.shared_experts.up_proj.weight");
+}
+
+// deepseek_v3: multi-head latent attention's fields, its config round trip (head_dim written as the rope
+// width, as transformers does), what is refused by name, and the MLA layout helpers (mla_attention.h).
+TEST(FamiliesTest, DeepseekV3MlaFeatures) {
+  auto c = ModelConfig::FromFile(FixtureDir("deepseek_v3_qlora_grouped_untied").string());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->family, ModelFamily::kDeepseekV3);
+  EXPECT_TRUE(c->mla());
+  EXPECT_EQ(c->q_lora_rank, 12);
+  EXPECT_EQ(c->kv_lora_rank, 10);
+  EXPECT_EQ(c->head_dim, 10);  // nope 6 + rope 4
+  EXPECT_EQ(c->num_kv_heads, c->num_heads);
+  EXPECT_EQ(c->o_in_dim(), c->num_heads * 5);
+  EXPECT_TRUE(c->rope_interleave);
+  EXPECT_EQ(c->router_scoring, ModelConfig::RouterScoring::kSigmoid);
+  EXPECT_EQ(c->dense_layers, std::vector<int64_t>({0}));
+  EXPECT_EQ(hf::LayerTensorName(c->family, 1, hf::LayerTensor::kKvAProj),
+            "model.layers.1.self_attn.kv_a_proj_with_mqa.weight");
+  nlohmann::json j = nlohmann::json::parse(c->ToJson());
+  EXPECT_EQ(j["head_dim"], 4);
+  auto back = ModelConfig::FromJson(j.dump());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *c);
+  auto plain = ModelConfig::FromFile(FixtureDir("deepseek_v3_noqlora_tied").string());
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->q_lora_rank, 0);
+  EXPECT_FALSE(plain->rope_interleave);
+
+  // Every head dim is read once; nope pairs rotate with frequency 0, rope pairs keep their order.
+  std::vector<int64_t> perm = MlaHeadPermutation(*c);  // nope 6, rope 4 interleaved: pairs (6,7), (8,9)
+  EXPECT_EQ(perm, std::vector<int64_t>({0, 1, 2, 6, 8, 3, 4, 5, 7, 9}));
+  std::vector<float> f = MlaInverseFrequencies(*c);
+  ASSERT_EQ(f.size(), 5u);
+  EXPECT_EQ(f[0] + f[1] + f[2], 0.0f);
+  EXPECT_FLOAT_EQ(f[3], 1.0f);
+  EXPECT_FLOAT_EQ(f[4], 0.01f);  // 10000^(-2/4)
+  EXPECT_EQ(MlaHeadPermutation(*plain), std::vector<int64_t>({0, 1, 4, 5, 6, 2, 3, 7, 8, 9}));
+
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 16}}},
+           {"topk_method", "greedy"}}) {
+    nlohmann::json bad = j;
+    bad[key] = value;
+    auto r = ModelConfig::FromJson(bad.dump());
+    ASSERT_FALSE(r.ok()) << key;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+    EXPECT_NE(r.status().message().find(key), std::string::npos) << r.status();
+  }
+  nlohmann::json v2 = j;
+  v2["model_type"] = "deepseek_v2";
+  EXPECT_EQ(ModelConfig::FromJson(v2.dump()).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+// Full-parameter training of MLA weights is refused by name (expert slots train: GradParityTest).
+TEST(FamiliesTest, DeepseekV3RefusesFullParameterTraining) {
+  const std::string dir = FixtureDir("deepseek_v3_noqlora_tied").string();
+  auto be = MakeCpuBackend();
+  auto config = ModelConfig::FromFile(dir).value();
+  auto model = Model::Create(config, ModelWeights::LoadFromPath(config, dir, be.get()).value(), be.get()).value();
+  std::vector<int32_t> toks = {1, 2, 3, 4};
+  std::vector<SequenceInput> in = {{toks, nullptr, nullptr}};
+  auto fwd = model->Forward(in, {LogitsMode::kAll, false, true});
+  ASSERT_TRUE(fwd.ok()) << fwd.status();
+  auto g = Gradients::Create(config, TrainableSet::All(), be.get());
+  ASSERT_TRUE(g.ok()) << g.status();
+  auto loss = model->Backward(*fwd, {{2, 3, 4, -1}}, &*g);
+  ASSERT_FALSE(loss.ok());
+  EXPECT_EQ(loss.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(loss.status().message().find("multi-head latent attention"), std::string::npos) << loss.status();
 }
 
 // Host routing (host_router.h): group-limited selection by score + bias, weights from the scores.
