@@ -20,6 +20,9 @@
 //               and group-limited top-k, routed_scaling_factor, n_shared_experts shared experts (one
 //               MLP of n_shared_experts * moe_intermediate_size, no gate), first_k_dense_replace dense layers.
 //   deepseek_v3: multi-head latent attention (mla_attention.h) with dots1's MoE (without q/k norm).
+//   deepseek_v2: multi-head latent attention with a softmax router (greedy or group-limited top-k by the
+//               groups' best score), never renormalized, routed_scaling_factor, shared experts, dense
+//               first layers.
 //   granitemoe: multipliers (embedding, attention = the softmax scale, residual, logits); fused expert
 //               tensors in the checkpoint (input_linear/output_linear), sliced per expert on load.
 // RoPE scaling (linear, llama3, yarn) is in rope_scaling.h.
@@ -39,7 +42,7 @@
 
 namespace tessera {
 
-enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe, kDots1, kDeepseekV3 };
+enum class ModelFamily { kMixtral, kQwen3Moe, kOlmoe, kQwen2Moe, kGraniteMoe, kDots1, kDeepseekV3, kDeepseekV2 };
 // How q and k are normalized before RoPE.
 enum class QkNorm {
   kNone,     // mixtral

@@ -12,35 +12,12 @@
 #include "core/util/status_macros.h"
 
 namespace tessera::families {
-namespace {
 
-absl::Status Parse(const Json& j, ModelConfig* c) {
+absl::Status ParseMla(const Json& j, ModelConfig* c) {
   if (c->rope_scaling.type != RopeScaling::Type::kNone) {
-    return Unsupported("rope_scaling", "rope scaling with multi-head latent attention (deepseek_v3)");
+    return Unsupported("rope_scaling", "rope scaling with multi-head latent attention (deepseek_v2/v3)");
   }
-  if (Present(j, "topk_method") && j["topk_method"] != "noaux_tc") {
-    return Unsupported("topk_method", absl::StrCat("only noaux_tc, got ", j["topk_method"].dump()));
-  }
-  ASSIGN_OR_RETURN(c->norm_topk_prob, GetBoolOr(j, "norm_topk_prob", true));
   c->qk_norm = QkNorm::kNone;
-  ASSIGN_OR_RETURN(double rsf, GetNumberOr(j, "routed_scaling_factor", 1.0));
-  c->routed_scaling_factor = static_cast<float>(rsf);
-  ASSIGN_OR_RETURN(int64_t shared, GetIntOr(j, "n_shared_experts", 0));
-  if (shared < 0) return BadType("n_shared_experts", ">= 0");
-  c->shared_expert_dim = shared * c->expert_dim;
-  c->shared_expert_gate = false;
-  ASSIGN_OR_RETURN(int64_t first_dense, GetIntOr(j, "first_k_dense_replace", 0));
-  if (first_dense < 0 || first_dense >= c->num_layers) {
-    return BadType("first_k_dense_replace", "in [0, num_hidden_layers)");
-  }
-  c->dense_layers.clear();
-  for (int64_t l = 0; l < first_dense; ++l) c->dense_layers.push_back(l);
-  if (first_dense > 0) { ASSIGN_OR_RETURN(c->dense_dim, GetInt(j, "intermediate_size")); }
-  c->router_scoring = ModelConfig::RouterScoring::kSigmoid;
-  c->router_bias = true;
-  ASSIGN_OR_RETURN(c->n_group, GetIntOr(j, "n_group", 1));
-  ASSIGN_OR_RETURN(c->topk_group, GetIntOr(j, "topk_group", 1));
-  // MLA.
   c->q_lora_rank = 0;
   if (Present(j, "q_lora_rank")) { ASSIGN_OR_RETURN(c->q_lora_rank, GetInt(j, "q_lora_rank")); }
   ASSIGN_OR_RETURN(c->kv_lora_rank, GetInt(j, "kv_lora_rank"));
@@ -48,9 +25,54 @@ absl::Status Parse(const Json& j, ModelConfig* c) {
   ASSIGN_OR_RETURN(c->qk_nope_head_dim, GetInt(j, "qk_nope_head_dim"));
   ASSIGN_OR_RETURN(c->qk_rope_head_dim, GetInt(j, "qk_rope_head_dim"));
   ASSIGN_OR_RETURN(c->v_head_dim, GetInt(j, "v_head_dim"));
-  ASSIGN_OR_RETURN(c->rope_interleave, GetBoolOr(j, "rope_interleave", true));
   c->head_dim = c->qk_nope_head_dim + c->qk_rope_head_dim;
   c->num_kv_heads = c->num_heads;
+  return absl::OkStatus();
+}
+
+void WriteMla(const ModelConfig& c, Json* j) {
+  if (c.q_lora_rank > 0) {
+    (*j)["q_lora_rank"] = c.q_lora_rank;
+  } else {
+    (*j)["q_lora_rank"] = nullptr;
+  }
+  (*j)["kv_lora_rank"] = c.kv_lora_rank;
+  (*j)["qk_nope_head_dim"] = c.qk_nope_head_dim;
+  (*j)["qk_rope_head_dim"] = c.qk_rope_head_dim;
+  (*j)["v_head_dim"] = c.v_head_dim;
+}
+
+absl::Status ParseDeepseekMoeLayout(const Json& j, const DeepseekDefaults& def, ModelConfig* c) {
+  ASSIGN_OR_RETURN(double rsf, GetNumberOr(j, "routed_scaling_factor", def.routed_scaling_factor));
+  c->routed_scaling_factor = static_cast<float>(rsf);
+  ASSIGN_OR_RETURN(int64_t shared, GetIntOr(j, "n_shared_experts", def.n_shared_experts));
+  if (shared < 0) return BadType("n_shared_experts", ">= 0");
+  c->shared_expert_dim = shared * c->expert_dim;
+  c->shared_expert_gate = false;
+  ASSIGN_OR_RETURN(int64_t first_dense, GetIntOr(j, "first_k_dense_replace", def.first_k_dense_replace));
+  if (first_dense < 0 || first_dense >= c->num_layers) {
+    return BadType("first_k_dense_replace", "in [0, num_hidden_layers)");
+  }
+  c->dense_layers.clear();
+  for (int64_t l = 0; l < first_dense; ++l) c->dense_layers.push_back(l);
+  if (first_dense > 0) { ASSIGN_OR_RETURN(c->dense_dim, GetInt(j, "intermediate_size")); }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status Parse(const Json& j, ModelConfig* c) {
+  if (Present(j, "topk_method") && j["topk_method"] != "noaux_tc") {
+    return Unsupported("topk_method", absl::StrCat("only noaux_tc, got ", j["topk_method"].dump()));
+  }
+  ASSIGN_OR_RETURN(c->norm_topk_prob, GetBoolOr(j, "norm_topk_prob", true));
+  RETURN_IF_ERROR(ParseDeepseekMoeLayout(j, {1, 3, 2.5}, c));  // DeepseekV3Config's defaults
+  c->router_scoring = ModelConfig::RouterScoring::kSigmoid;
+  c->router_bias = true;
+  ASSIGN_OR_RETURN(c->n_group, GetIntOr(j, "n_group", 8));
+  ASSIGN_OR_RETURN(c->topk_group, GetIntOr(j, "topk_group", 4));
+  RETURN_IF_ERROR(ParseMla(j, c));
+  ASSIGN_OR_RETURN(c->rope_interleave, GetBoolOr(j, "rope_interleave", true));
   return absl::OkStatus();
 }
 
@@ -66,15 +88,7 @@ void Write(const ModelConfig& c, Json* j) {
   (*j)["topk_group"] = c.topk_group;
   (*j)["topk_method"] = "noaux_tc";
   (*j)["attention_bias"] = false;
-  if (c.q_lora_rank > 0) {
-    (*j)["q_lora_rank"] = c.q_lora_rank;
-  } else {
-    (*j)["q_lora_rank"] = nullptr;
-  }
-  (*j)["kv_lora_rank"] = c.kv_lora_rank;
-  (*j)["qk_nope_head_dim"] = c.qk_nope_head_dim;
-  (*j)["qk_rope_head_dim"] = c.qk_rope_head_dim;
-  (*j)["v_head_dim"] = c.v_head_dim;
+  WriteMla(c, j);
   (*j)["rope_interleave"] = c.rope_interleave;
 }
 

@@ -60,6 +60,20 @@ extern const FamilyDescriptor kQwen2MoeFamily;
 extern const FamilyDescriptor kGraniteMoeFamily;
 extern const FamilyDescriptor kDots1Family;
 extern const FamilyDescriptor kDeepseekV3Family;
+extern const FamilyDescriptor kDeepseekV2Family;
+
+// Shared by deepseek_v2 and deepseek_v3 (deepseek_v3.cc): multi-head latent attention's fields
+// (q_lora_rank, kv_lora_rank, qk_nope/rope_head_dim, v_head_dim; rope_scaling refused), and the MoE
+// layout (routed_scaling_factor, n_shared_experts, first_k_dense_replace / intermediate_size).
+absl::Status ParseMla(const Json& j, ModelConfig* c);
+void WriteMla(const ModelConfig& c, Json* j);
+// Defaults of the layout fields when absent (those of transformers' config class).
+struct DeepseekDefaults {
+  int64_t n_shared_experts;
+  int64_t first_k_dense_replace;
+  double routed_scaling_factor;
+};
+absl::Status ParseDeepseekMoeLayout(const Json& j, const DeepseekDefaults& def, ModelConfig* c);
 
 // ---- config.json field helpers shared by the parsers (errors name the field) ----------------------
 absl::Status Missing(std::string_view field);

@@ -6,7 +6,8 @@ namespace tessera::families {
 namespace {
 
 const FamilyDescriptor* const kTable[] = {&kMixtralFamily, &kQwen3MoeFamily, &kOlmoeFamily, &kQwen2MoeFamily,
-                                          &kGraniteMoeFamily, &kDots1Family, &kDeepseekV3Family};
+                                          &kGraniteMoeFamily, &kDots1Family, &kDeepseekV3Family,
+                                          &kDeepseekV2Family};
 
 }  // namespace
 

@@ -38,14 +38,15 @@ nlohmann::json ReadJson(const fs::path& p) {
 
 int64_t Width(const nlohmann::json& c) {
   const std::string family = c["model_type"];
-  return family == "qwen3_moe" || family == "qwen2_moe" || family == "dots1" || family == "deepseek_v3"
+  return family == "qwen3_moe" || family == "qwen2_moe" || family == "dots1" || family == "deepseek_v3" ||
+                     family == "deepseek_v2"
              ? c["moe_intermediate_size"]
              : c["intermediate_size"];
 }
 
 // qwen2_moe's dense layers (Qwen2MoeDecoderLayer's rule).
 bool DenseLayer(const nlohmann::json& c, int64_t i) {
-  if (c["model_type"] == "dots1" || c["model_type"] == "deepseek_v3") {
+  if (c["model_type"] == "dots1" || c["model_type"] == "deepseek_v3" || c["model_type"] == "deepseek_v2") {
     return i < c["first_k_dense_replace"].get<int64_t>();
   }
   if (c["model_type"] != "qwen2_moe") return false;
@@ -62,8 +63,9 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
   const int64_t kv = c["num_key_value_heads"], vocab = c["vocab_size"];
   const int64_t hd = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : h / heads;
   const int64_t experts = family == "mixtral" || family == "granitemoe" ? c["num_local_experts"]
-                          : family == "dots1" || family == "deepseek_v3" ? c["n_routed_experts"]
-                                                                      : c["num_experts"];
+                          : family == "dots1" || family == "deepseek_v3" || family == "deepseek_v2"
+                              ? c["n_routed_experts"]
+                              : c["num_experts"];
   const int64_t width = Width(c);
   std::map<std::string, std::vector<int64_t>> n;
   n["model.embed_tokens.weight"] = {vocab, h};
@@ -73,7 +75,8 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
     const std::string l = absl::StrCat("model.layers.", i, ".");
     n[l + "input_layernorm.weight"] = {h};
     n[l + "post_attention_layernorm.weight"] = {h};
-    if (family == "deepseek_v3") {  // multi-head latent attention
+    const bool mla = family == "deepseek_v3" || family == "deepseek_v2";
+    if (mla) {  // multi-head latent attention
       const int64_t nope = c["qk_nope_head_dim"], rope = c["qk_rope_head_dim"], v = c["v_head_dim"];
       const int64_t r = c["kv_lora_rank"];
       if (c["q_lora_rank"].is_null()) {
@@ -118,7 +121,7 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
       n[l + "mlp.shared_expert.down_proj.weight"] = {h, shared};
       n[l + "mlp.shared_expert_gate.weight"] = {1, h};
     }
-    if (family == "dots1" || family == "deepseek_v3") {
+    if (family == "dots1" || mla) {
       if (DenseLayer(c, i)) {
         const int64_t dense = c["intermediate_size"];
         n[l + "mlp.gate_proj.weight"] = {dense, h};
@@ -130,7 +133,7 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
       n[l + "mlp.shared_experts.gate_proj.weight"] = {shared, h};
       n[l + "mlp.shared_experts.up_proj.weight"] = {shared, h};
       n[l + "mlp.shared_experts.down_proj.weight"] = {h, shared};
-      n[l + "mlp.gate.e_score_correction_bias"] = {experts};
+      if (family != "deepseek_v2") n[l + "mlp.gate.e_score_correction_bias"] = {experts};
     }
     if (family == "granitemoe") {  // fused experts
       n[l + "block_sparse_moe.router.layer.weight"] = {experts, h};
@@ -159,8 +162,8 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
 TEST(HfFixtures, EveryFamilyIsPresent) {
   std::set<std::string> families;
   for (const fs::path& d : FixtureDirs()) families.insert(ReadJson(d / "config.json")["model_type"]);
-  EXPECT_EQ(families, (std::set<std::string>{"deepseek_v3", "dots1", "granitemoe", "mixtral", "olmoe", "qwen2_moe",
-                                             "qwen3_moe"}));
+  EXPECT_EQ(families, (std::set<std::string>{"deepseek_v2", "deepseek_v3", "dots1", "granitemoe", "mixtral", "olmoe",
+                                             "qwen2_moe", "qwen3_moe"}));
 }
 
 TEST(HfFixtures, ModelFilesHoldExactlyTheCanonicalNamesAndShapes) {

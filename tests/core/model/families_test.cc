@@ -144,9 +144,39 @@ TEST(FamiliesTest, DeepseekV3MlaFeatures) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
     EXPECT_NE(r.status().message().find(key), std::string::npos) << r.status();
   }
-  nlohmann::json v2 = j;
-  v2["model_type"] = "deepseek_v2";
-  EXPECT_EQ(ModelConfig::FromJson(v2.dump()).status().code(), absl::StatusCode::kUnimplemented);
+}
+
+// deepseek_v2: MLA with a softmax router, greedy or group-limited greedy (groups ranked by their best
+// score, host_router.h), never renormalized; other topk_methods refused by name.
+TEST(FamiliesTest, DeepseekV2RouterFeatures) {
+  auto greedy = ModelConfig::FromFile(FixtureDir("deepseek_v2_greedy_tied").string());
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  EXPECT_EQ(greedy->family, ModelFamily::kDeepseekV2);
+  EXPECT_TRUE(greedy->mla());
+  EXPECT_TRUE(greedy->rope_interleave);  // the complex rotary pairs (2i, 2i+1)
+  EXPECT_EQ(greedy->router_scoring, ModelConfig::RouterScoring::kSoftmax);
+  EXPECT_FALSE(greedy->router_bias);
+  EXPECT_FALSE(greedy->norm_topk_prob);
+  EXPECT_EQ(greedy->n_group, 1);
+  EXPECT_FALSE(greedy->HostRouting());  // the backend's softmax top-k
+  EXPECT_EQ(greedy->shared_expert_dim, 2 * greedy->expert_dim);
+  auto grouped = ModelConfig::FromFile(FixtureDir("deepseek_v2_grouped_qlora_untied").string());
+  ASSERT_TRUE(grouped.ok()) << grouped.status();
+  EXPECT_EQ(grouped->n_group, 4);
+  EXPECT_EQ(grouped->topk_group, 2);
+  EXPECT_TRUE(grouped->HostRouting());
+  EXPECT_FLOAT_EQ(grouped->routed_scaling_factor, 2.0f);
+  EXPECT_EQ(grouped->dense_layers, std::vector<int64_t>({0}));
+  for (const ModelConfig* c : {&*greedy, &*grouped}) {
+    auto back = ModelConfig::FromJson(c->ToJson());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, *c);
+  }
+  nlohmann::json bad = nlohmann::json::parse(grouped->ToJson());
+  bad["topk_method"] = "noaux_tc";
+  auto r = ModelConfig::FromJson(bad.dump());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(r.status().message().find("topk_method"), std::string::npos) << r.status();
 }
 
 // Full-parameter training of MLA weights is refused by name (expert slots train: GradParityTest).
