@@ -55,6 +55,8 @@ bool ModelConfig::IsDenseLayer(int64_t layer) const {
 float ModelConfig::AttentionScale() const {
   const float base = attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (rope_scaling.type == RopeScaling::Type::kNone) return base;
+  // MLA: the attention factor scales only the rope dims (folded into MLA's weights, mla_attention.h).
+  if (mla()) return static_cast<float>(base * MlaSoftmaxFactor(rope_scaling));
   // yarn multiplies cos and sin, i.e. q and k, by its attention factor: the scores by its square.
   const double af = RopeAttentionFactor(rope_scaling);
   return static_cast<float>(base * af * af);

@@ -1,8 +1,10 @@
 // Multi-head latent attention's projections and their backward (see mla_attention.h).
 #include "core/model/mla_attention.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "core/model/rope_scaling.h"
 #include "core/util/status_macros.h"
 
 namespace tessera {
@@ -37,12 +39,11 @@ std::vector<int64_t> MlaHeadPermutation(const ModelConfig& c) {
 }
 
 std::vector<float> MlaInverseFrequencies(const ModelConfig& c) {
-  const int64_t n2 = c.qk_nope_head_dim / 2, r2 = c.qk_rope_head_dim / 2;
-  std::vector<float> f(n2 + r2, 0.0f);
-  for (int64_t j = 0; j < r2; ++j) {  // transformers: 1 / theta^(arange(0, rope, 2) / rope), in f32
-    f[n2 + j] = static_cast<float>(1.0 / std::pow(static_cast<double>(c.rope_theta),
-                                                  static_cast<double>(2 * j) / static_cast<double>(c.qk_rope_head_dim)));
-  }
+  const int64_t n2 = c.qk_nope_head_dim / 2;
+  // The rope dims' own frequencies (rope_scaling.h; the default rotation when there is no scaling).
+  const std::vector<float> rope = RopeInverseFrequencies(c.rope_scaling, c.rope_theta, c.qk_rope_head_dim);
+  std::vector<float> f(n2, 0.0f);
+  f.insert(f.end(), rope.begin(), rope.end());
   return f;
 }
 
@@ -51,11 +52,14 @@ absl::StatusOr<MlaWeights> BuildMlaWeights(const ModelConfig& c, const ModelWeig
   const int64_t h = c.num_heads, hd = c.head_dim, nope = c.qk_nope_head_dim, vd = c.v_head_dim,
                 rope = c.qk_rope_head_dim, r = c.kv_lora_rank, d = c.hidden_size;
   const std::vector<int64_t> perm = MlaHeadPermutation(c);
+  // yarn's attention factor multiplies cos and sin, i.e. only the rope dims of q and k: folded into q's
+  // rope rows and the rope key's placement.
+  const float af = static_cast<float>(RopeAttentionFactor(c.rope_scaling));
   MlaWeights out;
   std::vector<float> place(h * hd * rope, 0.0f);
   for (int64_t hh = 0; hh < h; ++hh) {
     for (int64_t t = 0; t < hd; ++t) {
-      if (perm[t] >= nope) place[(hh * hd + t) * rope + (perm[t] - nope)] = 1.0f;
+      if (perm[t] >= nope) place[(hh * hd + t) * rope + (perm[t] - nope)] = af;
     }
   }
   ASSIGN_OR_RETURN(out.place, Upload(be, place, {h * hd, rope}, dt));
@@ -70,7 +74,8 @@ absl::StatusOr<MlaWeights> BuildMlaWeights(const ModelConfig& c, const ModelWeig
     for (int64_t hh = 0; hh < h; ++hh) {
       for (int64_t t = 0; t < hd; ++t) {
         const int64_t dst = hh * hd + t, src = hh * hd + perm[t];
-        std::copy_n(q.begin() + src * q_in, q_in, qw.begin() + dst * q_in);
+        const float qs = perm[t] >= nope ? af : 1.0f;
+        for (int64_t i = 0; i < q_in; ++i) qw[dst * q_in + i] = q[src * q_in + i] * qs;
         if (perm[t] < nope) std::copy_n(kvb.begin() + (hh * (nope + vd) + perm[t]) * r, r, kw.begin() + dst * r);
         if (t < vd) std::copy_n(kvb.begin() + (hh * (nope + vd) + nope + t) * r, r, vw.begin() + dst * r);
       }

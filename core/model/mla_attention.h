@@ -5,7 +5,9 @@
 //   [c|kpe] = kv_a_proj_with_mqa(x)             c: [kv_lora_rank], kpe: [rope] (shared by all heads)
 //   [kn|v]  = kv_b_proj(rmsnorm_kv(c))          per head [nope | v]
 //   k_h = [kn_h | rope(kpe)], q_h = [q_nope_h | rope(q_pe_h)], out_h = softmax(q_h.k_h * scale) v_h,
-//   o = o_proj(concat_h out_h), scale = (nope + rope)^-0.5.
+//   o = o_proj(concat_h out_h), scale = (nope + rope)^-0.5 (times yarn's mscale(factor, mscale_all_dim)^2).
+// rope_scaling (rope_scaling.h) sets the rope dims' frequencies over the rope width; yarn's attention
+// factor multiplies the rotated q_pe and k_pe (folded into q_w's rope rows and `place`).
 // With rope_interleave (deepseek_v3's default, and deepseek_v2's complex rotation) the rope pairs are
 // dims (2i, 2i+1); otherwise (i, i + rope/2).
 //

@@ -184,9 +184,6 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(const ModelConfig& config, 
     m->rope_inv_freq_ = RopeInverseFrequencies(config.rope_scaling, config.rope_theta, config.head_dim);
   }
   if (config.mla()) {
-    if (config.rope_scaling.type != RopeScaling::Type::kNone) {
-      return absl::UnimplementedError("Model::Create: rope_scaling with multi-head latent attention");
-    }
     ASSIGN_OR_RETURN(MlaWeights mla, BuildMlaWeights(config, m->weights_, backend));
     m->mla_ = std::make_shared<const MlaWeights>(std::move(mla));
     m->rope_inv_freq_ = MlaInverseFrequencies(config);

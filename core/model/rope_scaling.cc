@@ -94,6 +94,12 @@ double RopeAttentionFactor(const RopeScaling& s) {
   return YarnMscale(s.factor, 1.0);
 }
 
+double MlaSoftmaxFactor(const RopeScaling& s) {
+  if (s.type != RopeScaling::Type::kYarn || s.mscale_all_dim == 0.0) return 1.0;
+  const double m = YarnMscale(s.factor, s.mscale_all_dim);
+  return m * m;
+}
+
 namespace families {
 
 absl::Status ParseRopeScaling(const Json& j, int64_t max_position_embeddings, RopeScaling* out) {

@@ -37,5 +37,9 @@ std::vector<float> RopeInverseFrequencies(const RopeScaling& s, double theta, in
 // The multiplier of cos and sin (1 except for yarn). Scaling both q and k by it scales the attention
 // scores by its square, which is how the model applies it.
 double RopeAttentionFactor(const RopeScaling& s);
+// Multi-head latent attention's extra softmax factor (transformers' yarn_apply_mscale): with a yarn
+// mscale_all_dim, mscale(factor, mscale_all_dim)^2 multiplies the whole q.k scale (the nope dims too);
+// 1 otherwise.
+double MlaSoftmaxFactor(const RopeScaling& s);
 
 }  // namespace tessera

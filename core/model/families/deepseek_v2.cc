@@ -7,8 +7,8 @@
 // the weights are the chosen scores, never renormalized (the router ignores norm_topk_prob), scaled by
 // routed_scaling_factor; n_shared_experts shared experts as one MLP (mlp.shared_experts.*); the first
 // first_k_dense_replace layers dense (width intermediate_size). Experts = n_routed_experts. As for
-// deepseek_v3 the config's head_dim is the rope width. Refused by name: rope_scaling, attention_bias,
-// other topk_methods.
+// deepseek_v3 the config's head_dim is the rope width. Refused by name: attention_bias, other
+// topk_methods.
 #include "absl/strings/str_cat.h"
 #include "core/model/families/family.h"
 #include "core/util/status_macros.h"

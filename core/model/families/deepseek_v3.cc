@@ -5,8 +5,8 @@
 // experts as one MLP (mlp.shared_experts.*), the first first_k_dense_replace layers dense (width
 // intermediate_size). Experts = n_routed_experts. The config's head_dim is the rope width (transformers
 // sets it so); Tessera's head_dim is the q/k head width qk_nope_head_dim + qk_rope_head_dim.
-// Refused by name: rope_scaling (yarn's mscale_all_dim softmax factor is not implemented for MLA),
-// attention_bias, topk_method other than noaux_tc.
+// rope_scaling applies to the rope dims (mla_attention.h; yarn's mscale_all_dim scales the softmax).
+// Refused by name: attention_bias, topk_method other than noaux_tc.
 #include "absl/strings/str_cat.h"
 #include "core/model/families/family.h"
 #include "core/util/status_macros.h"
@@ -14,9 +14,6 @@
 namespace tessera::families {
 
 absl::Status ParseMla(const Json& j, ModelConfig* c) {
-  if (c->rope_scaling.type != RopeScaling::Type::kNone) {
-    return Unsupported("rope_scaling", "rope scaling with multi-head latent attention (deepseek_v2/v3)");
-  }
   c->qk_norm = QkNorm::kNone;
   c->q_lora_rank = 0;
   if (Present(j, "q_lora_rank")) { ASSIGN_OR_RETURN(c->q_lora_rank, GetInt(j, "q_lora_rank")); }

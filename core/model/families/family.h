@@ -63,7 +63,7 @@ extern const FamilyDescriptor kDeepseekV3Family;
 extern const FamilyDescriptor kDeepseekV2Family;
 
 // Shared by deepseek_v2 and deepseek_v3 (deepseek_v3.cc): multi-head latent attention's fields
-// (q_lora_rank, kv_lora_rank, qk_nope/rope_head_dim, v_head_dim; rope_scaling refused), and the MoE
+// (q_lora_rank, kv_lora_rank, qk_nope/rope_head_dim, v_head_dim), and the MoE
 // layout (routed_scaling_factor, n_shared_experts, first_k_dense_replace / intermediate_size).
 absl::Status ParseMla(const Json& j, ModelConfig* c);
 void WriteMla(const ModelConfig& c, Json* j);
