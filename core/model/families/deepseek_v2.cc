@@ -41,17 +41,9 @@ absl::Status Parse(const Json& j, ModelConfig* c) {
 }
 
 void Write(const ModelConfig& c, Json* j) {
-  (*j)["n_routed_experts"] = c.num_experts;
-  (*j)["moe_intermediate_size"] = c.expert_dim;
-  (*j)["intermediate_size"] = c.dense_layers.empty() ? c.expert_dim : c.dense_dim;
-  (*j)["n_shared_experts"] = c.shared_expert_dim / c.expert_dim;
-  (*j)["first_k_dense_replace"] = static_cast<int64_t>(c.dense_layers.size());
+  WriteDeepseekMoeLayout(c, j);
   (*j)["norm_topk_prob"] = false;
-  (*j)["routed_scaling_factor"] = static_cast<double>(c.routed_scaling_factor);
   (*j)["topk_method"] = c.n_group > 1 ? "group_limited_greedy" : "greedy";
-  (*j)["n_group"] = c.n_group;
-  (*j)["topk_group"] = c.topk_group;
-  (*j)["attention_bias"] = false;
   WriteMla(c, j);
 }
 

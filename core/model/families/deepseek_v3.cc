@@ -56,6 +56,18 @@ absl::Status ParseDeepseekMoeLayout(const Json& j, const DeepseekDefaults& def, 
   return absl::OkStatus();
 }
 
+void WriteDeepseekMoeLayout(const ModelConfig& c, Json* j) {
+  (*j)["n_routed_experts"] = c.num_experts;
+  (*j)["moe_intermediate_size"] = c.expert_dim;
+  (*j)["intermediate_size"] = c.dense_layers.empty() ? c.expert_dim : c.dense_dim;
+  (*j)["n_shared_experts"] = c.shared_expert_dim / c.expert_dim;
+  (*j)["first_k_dense_replace"] = static_cast<int64_t>(c.dense_layers.size());
+  (*j)["routed_scaling_factor"] = static_cast<double>(c.routed_scaling_factor);
+  (*j)["n_group"] = c.n_group;
+  (*j)["topk_group"] = c.topk_group;
+  (*j)["attention_bias"] = false;
+}
+
 namespace {
 
 absl::Status Parse(const Json& j, ModelConfig* c) {
@@ -74,17 +86,9 @@ absl::Status Parse(const Json& j, ModelConfig* c) {
 }
 
 void Write(const ModelConfig& c, Json* j) {
-  (*j)["n_routed_experts"] = c.num_experts;
-  (*j)["moe_intermediate_size"] = c.expert_dim;
-  (*j)["intermediate_size"] = c.dense_layers.empty() ? c.expert_dim : c.dense_dim;
-  (*j)["n_shared_experts"] = c.shared_expert_dim / c.expert_dim;
-  (*j)["first_k_dense_replace"] = static_cast<int64_t>(c.dense_layers.size());
+  WriteDeepseekMoeLayout(c, j);
   (*j)["norm_topk_prob"] = c.norm_topk_prob;
-  (*j)["routed_scaling_factor"] = static_cast<double>(c.routed_scaling_factor);
-  (*j)["n_group"] = c.n_group;
-  (*j)["topk_group"] = c.topk_group;
   (*j)["topk_method"] = "noaux_tc";
-  (*j)["attention_bias"] = false;
   WriteMla(c, j);
   (*j)["rope_interleave"] = c.rope_interleave;
 }

@@ -23,19 +23,7 @@ absl::Status Parse(const Json& j, ModelConfig* c) {
       }
     }
   }
-  ASSIGN_OR_RETURN(double rsf, GetNumberOr(j, "routed_scaling_factor", 1.0));
-  c->routed_scaling_factor = static_cast<float>(rsf);
-  ASSIGN_OR_RETURN(int64_t shared, GetIntOr(j, "n_shared_experts", 0));
-  if (shared < 0) return BadType("n_shared_experts", ">= 0");
-  c->shared_expert_dim = shared * c->expert_dim;
-  c->shared_expert_gate = false;
-  ASSIGN_OR_RETURN(int64_t first_dense, GetIntOr(j, "first_k_dense_replace", 0));
-  if (first_dense < 0 || first_dense >= c->num_layers) {
-    return BadType("first_k_dense_replace", "in [0, num_hidden_layers)");
-  }
-  c->dense_layers.clear();
-  for (int64_t l = 0; l < first_dense; ++l) c->dense_layers.push_back(l);
-  if (first_dense > 0) { ASSIGN_OR_RETURN(c->dense_dim, GetInt(j, "intermediate_size")); }
+  RETURN_IF_ERROR(ParseDeepseekMoeLayout(j, {0, 0, 1.0}, c));  // Dots1Config's defaults
   c->router_scoring = ModelConfig::RouterScoring::kSigmoid;
   c->router_bias = true;
   ASSIGN_OR_RETURN(c->n_group, GetIntOr(j, "n_group", 1));
@@ -44,16 +32,8 @@ absl::Status Parse(const Json& j, ModelConfig* c) {
 }
 
 void Write(const ModelConfig& c, Json* j) {
-  (*j)["n_routed_experts"] = c.num_experts;
-  (*j)["moe_intermediate_size"] = c.expert_dim;
-  (*j)["intermediate_size"] = c.dense_layers.empty() ? c.expert_dim : c.dense_dim;
-  (*j)["n_shared_experts"] = c.shared_expert_dim / c.expert_dim;
-  (*j)["first_k_dense_replace"] = static_cast<int64_t>(c.dense_layers.size());
+  WriteDeepseekMoeLayout(c, j);
   (*j)["norm_topk_prob"] = c.norm_topk_prob;
-  (*j)["routed_scaling_factor"] = static_cast<double>(c.routed_scaling_factor);
-  (*j)["n_group"] = c.n_group;
-  (*j)["topk_group"] = c.topk_group;
-  (*j)["attention_bias"] = false;
 }
 
 TensorNames Names() {

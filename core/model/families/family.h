@@ -74,6 +74,9 @@ struct DeepseekDefaults {
   double routed_scaling_factor;
 };
 absl::Status ParseDeepseekMoeLayout(const Json& j, const DeepseekDefaults& def, ModelConfig* c);
+// The fields ParseDeepseekMoeLayout reads, plus the expert count/width, n_group/topk_group and
+// attention_bias (false), as the DeepSeek-style families (dots1, deepseek_v2, deepseek_v3) write them.
+void WriteDeepseekMoeLayout(const ModelConfig& c, Json* j);
 
 // ---- config.json field helpers shared by the parsers (errors name the field) ----------------------
 absl::Status Missing(std::string_view field);
