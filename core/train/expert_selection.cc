@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/data/rng.h"
@@ -21,6 +22,32 @@ absl::Status ValidateExplicitSlots(const ModelConfig& config, absl::Span<const S
   return absl::OkStatus();
 }
 
+std::string_view RelevanceScoreName(RelevanceScore score) {
+  switch (score) {
+    case RelevanceScore::kMixed: return "mixed";
+    case RelevanceScore::kGate: return "gate";
+    case RelevanceScore::kToken: return "token";
+  }
+  return "mixed";
+}
+
+absl::StatusOr<RelevanceScore> ParseRelevanceScore(std::string_view name) {
+  for (RelevanceScore s : {RelevanceScore::kMixed, RelevanceScore::kGate, RelevanceScore::kToken}) {
+    if (name == RelevanceScoreName(s)) return s;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("relevance score '", std::string(name), "' is not one of mixed, gate, token"));
+}
+
+double DefaultThreshold(RelevanceScore score) {
+  switch (score) {
+    case RelevanceScore::kGate: return 0.1;
+    case RelevanceScore::kToken: return 0.2;
+    case RelevanceScore::kMixed: break;
+  }
+  return 0.5;
+}
+
 absl::StatusOr<ExpertSelection> SelectFromRouting(const RoutingStats& stats,
                                                   const SelectionOptions& options) {
   if (!(options.threshold > 0.0 && options.threshold <= 1.0)) {
@@ -28,6 +55,11 @@ absl::StatusOr<ExpertSelection> SelectFromRouting(const RoutingStats& stats,
   }
   if (stats.tokens <= 0) return absl::InvalidArgumentError("no tokens to measure expert usage on");
   const int64_t L = stats.num_layers, E = stats.num_experts;
+  if (L < 0 || E < 0 || static_cast<int64_t>(stats.tokens_routed.size()) != L * E ||
+      static_cast<int64_t>(stats.gate_weight_sum.size()) != L * E) {
+    return absl::InvalidArgumentError(absl::StrCat("routing statistics are not ", L, " layers x ", E,
+                                                   " experts"));
+  }
   ExpertSelection sel;
   sel.tokens = stats.tokens;
   for (int64_t l = 0; l < L; ++l) {
@@ -42,7 +74,12 @@ absl::StatusOr<ExpertSelection> SelectFromRouting(const RoutingStats& stats,
       s.slot = SlotId{static_cast<int32_t>(l), static_cast<int32_t>(e)};
       s.gate_share = gate_total > 0 ? stats.gate_weight_sum[l * E + e] / gate_total : 0.0;
       s.token_share = token_total > 0 ? stats.tokens_routed[l * E + e] / token_total : 0.0;
-      s.score = 0.5 * (s.gate_share + s.token_share);
+      s.gate_average = stats.gate_weight_sum[l * E + e] / static_cast<double>(stats.tokens);
+      switch (options.score) {
+        case RelevanceScore::kMixed: s.score = 0.5 * (s.gate_share + s.token_share); break;
+        case RelevanceScore::kGate: s.score = s.gate_average; break;
+        case RelevanceScore::kToken: s.score = s.token_share; break;
+      }
       layer.push_back(s);
       sel.scores.push_back(s);
     }

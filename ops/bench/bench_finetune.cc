@@ -9,6 +9,7 @@
 // marked "*". Last line: suite tasks=<n> ge_0.8=<k> mean_em=<x> heldout_mean_em=<x>.
 //   bench_finetune [--tasks a,b] [--train N] [--val N] [--test N] [--secret N]
 //                  [--steps N] [--batch N] [--lr X] [--threshold P] [--max-experts N]  (override auto)
+//                  [--score mixed|gate|token]  (the relevance score of expert selection, default mixed)
 //
 // --methods: the tenant task "cipher" fine-tuned three ways with the same data, steps and schedule:
 //   esft   expert-only, slots chosen by ESFT auto selection (capped at 25% of the slots)
@@ -87,6 +88,7 @@ int RunSuite(int argc, char** argv) {
   int64_t n_train = 1000, n_val = 200, n_test = 200;
   uint64_t secret = 1234;
   HparamRequest req;
+  RelevanceScore score = RelevanceScore::kMixed;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     std::string v = i + 1 < argc ? argv[++i] : "";
@@ -103,7 +105,10 @@ int RunSuite(int argc, char** argv) {
     else if (a == "--lr" && (ok = absl::SimpleAtod(v, &dv))) req.learning_rate = dv;
     else if (a == "--threshold" && (ok = absl::SimpleAtod(v, &dv))) req.relevance_threshold = dv;
     else if (a == "--max-experts" && (ok = absl::SimpleAtoi(v, &iv))) req.max_experts = iv;
-    else ok = false;
+    else if (a == "--score") {
+      auto s = ParseRelevanceScore(v);
+      if ((ok = s.ok())) score = *s;
+    } else ok = false;
     if (!ok) {
       std::fprintf(stderr, "bench_finetune: bad argument %s\n", a.c_str());
       return 2;
@@ -145,6 +150,7 @@ int RunSuite(int argc, char** argv) {
     o.trainer.early_stopping_patience = h.early_stopping_patience;
     o.trainer.early_stopping_min_delta = h.early_stopping_min_delta_ratio;
     o.trainer.restore_best = true;
+    o.selection.score = score;
     o.selection.threshold = h.relevance_threshold;
     o.selection.max_experts = h.max_experts;
     const int max_new = 24;
