@@ -393,6 +393,14 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
                          host.back().data()});
     }
   }
+  // The best validation's snapshot travels in the same file, so a resumed run still ends with the best
+  // parameters across the restart (and the file is written atomically: never half old, half new).
+  for (size_t i = 0; i < best_params_.size(); ++i) {
+    ASSIGN_OR_RETURN(std::vector<float> values, be.ToHostF32(best_params_[i]));
+    host.push_back(std::move(values));
+    tensors.push_back({absl::StrCat("best/", params_[i].name), DType::kF32, best_params_[i].shape(),
+                       host.back().data()});
+  }
   const DataOrder::State s = order_->state();
   std::map<std::string, std::string> meta = {
       {"format", kCheckpointFormat},
@@ -405,6 +413,11 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) const {
       {"initial_val_loss", DoubleString(initial_val_loss_)},
       {"losses", JoinDoubles(losses_)},
       {"val_losses", JoinDoubles(val_losses_)},
+      {"best_step", absl::StrCat(best_step_)},
+      {"best_val_loss", DoubleString(best_val_)},
+      {"evals_since_best", absl::StrCat(evals_since_best_)},
+      {"stopped_early", stopped_early_ ? "1" : "0"},
+      {"best_params", best_params_.empty() ? "0" : "1"},
   };
   return io::WriteSafetensorsFile(path, tensors, meta);
 }
@@ -459,6 +472,39 @@ absl::Status Trainer::RestoreCheckpoint(const std::string& path) {
       values.push_back(std::move(buf));
     }
   }
+  // Best-validation tracking (absent in checkpoints of older builds: then it starts anew from the
+  // resumed parameters, as Run does without a checkpoint).
+  int64_t best_step = -1, evals_since_best = 0;
+  double best_val = std::numeric_limits<double>::quiet_NaN();
+  bool stopped_early = false;
+  std::vector<std::vector<float>> best_values;
+  if (meta.count("best_step") > 0) {
+    ASSIGN_OR_RETURN(std::string s_best_val, get("best_val_loss"));
+    ASSIGN_OR_RETURN(std::string s_since, get("evals_since_best"));
+    ASSIGN_OR_RETURN(std::string s_stopped, get("stopped_early"));
+    ASSIGN_OR_RETURN(std::string s_best_params, get("best_params"));
+    if (!absl::SimpleAtoi(meta.at("best_step"), &best_step) || !absl::SimpleAtoi(s_since, &evals_since_best) ||
+        best_step > step) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", path, ": malformed best-validation metadata"));
+    }
+    best_val = ParseDouble(s_best_val);
+    stopped_early = s_stopped == "1";
+    if (options_.restore_best && best_step >= 0) {
+      if (s_best_params != "1") {
+        // Saved without restore_best: no snapshot to end with, so the tracking starts anew.
+        best_step = -1;
+        best_val = std::numeric_limits<double>::quiet_NaN();
+        evals_since_best = 0;
+      } else {
+        for (size_t i = 0; i < params_.size(); ++i) {
+          std::vector<float> buf(params_[i].value.numel());
+          RETURN_IF_ERROR(file->ReadF32Into(absl::StrCat("best/", params_[i].name), params_[i].value.shape(),
+                                            buf.data()));
+          best_values.push_back(std::move(buf));
+        }
+      }
+    }
+  }
   Backend& be = model_->backend();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor* dst[] = {&opt_[i].Weights(params_[i].value), &opt_[i].m, &opt_[i].v};
@@ -474,6 +520,17 @@ absl::Status Trainer::RestoreCheckpoint(const std::string& path) {
   initial_val_loss_ = ParseDouble(s_init);
   losses_ = std::move(losses);
   val_losses_ = std::move(val_losses);
+  best_step_ = best_step;
+  best_val_ = best_val;
+  evals_since_best_ = evals_since_best;
+  stopped_early_ = best_step >= 0 && stopped_early;
+  best_params_.clear();
+  for (size_t i = 0; i < best_values.size(); ++i) {
+    ASSIGN_OR_RETURN(Tensor host, be.FromHost(best_values[i], params_[i].value.shape()));
+    ASSIGN_OR_RETURN(Tensor copy, be.Alloc(params_[i].value.shape(), params_[i].value.dtype()));
+    RETURN_IF_ERROR(be.Copy(host, copy));  // to the parameter's dtype (bf16 values round-trip exactly)
+    best_params_.push_back(std::move(copy));
+  }
   return absl::OkStatus();
 }
 

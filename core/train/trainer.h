@@ -19,13 +19,16 @@
 // restore_best, a device copy of the trainable parameters is kept). early_stopping_patience > 0:
 // that many validations in a row without a new best end the run (finished, stopped_early). With
 // restore_best, the parameters at the end of the run (finished or stopped) are the best validation's
-// (the starting point's when no step improved on it), and final_val_loss is that loss. A checkpoint
-// resume starts the best tracking anew from the resumed parameters (the snapshot is not saved).
+// (the starting point's when no step improved on it), and final_val_loss is that loss. The tracking
+// (best step and loss, validations since, whether a plateau stopped the run) and, with restore_best,
+// the best parameters' snapshot are saved in the checkpoint, so a run stopped and resumed ends with the
+// same parameters as an uninterrupted one (a checkpoint of an older build without them: the tracking
+// starts anew from the resumed parameters).
 //
 // Determinism: the data order, the split and every op are fixed by the seed, so two runs with the
 // same inputs produce bitwise-identical losses on the CPU backend. A checkpoint (SaveCheckpoint)
-// holds the trainable parameters, AdamW m/v, the step, the data order's state (RNG + position) and the
-// losses so far; RestoreCheckpoint into a fresh Trainer over the same model and data continues
+// holds the trainable parameters, AdamW m/v, the step, the data order's state (RNG + position), the
+// losses so far and the best-validation state above (written atomically, in one file); RestoreCheckpoint into a fresh Trainer over the same model and data continues
 // exactly as if never stopped.
 //
 // Memory: two optimizer moments per trainable element (frozen weights have no state).

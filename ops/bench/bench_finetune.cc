@@ -22,6 +22,7 @@
 //
 //   bench_finetune --methods [--backbone ...] [--steps N] [--batch N] [--lr X] [--full-lr X]
 //                  [--threshold P] [--max-experts N] [--train N] [--eval N] [--secret N]
+//                  [--task NAME]  (another task of tasks.h instead of cipher)
 // Last line: esft_acc=<x> random_acc=<x> full_acc=<x> esft_bytes=<n> full_bytes=<n> base_unchanged=<b>
 #include <algorithm>
 #include <chrono>
@@ -159,11 +160,15 @@ int RunSuite(int argc, char** argv) {
     auto ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name.c_str());
     const double seconds = Now() - t0;
     auto after = Must(EvaluateExactMatch(*model, ft.overlay.get(), sp.test, tok, max_new), "exact match");
+    // Exact match on (up to 200) training examples: far above the test's = memorized, not learned.
+    const std::vector<data::Example> seen(sp.train.begin(),
+                                          sp.train.begin() + std::min<size_t>(sp.train.size(), 200));
+    auto on_train = Must(EvaluateExactMatch(*model, ft.overlay.get(), seen, tok, max_new), "train exact match");
     const bool is_held = std::find(held_out.begin(), held_out.end(), name) != held_out.end();
-    std::printf("%-13s%s em_before=%.3f em_after=%.3f val_loss=%.4f (base %.4f) steps=%lld/%lld%s best_step=%lld "
+    std::printf("%-13s%s em_before=%.3f em_after=%.3f em_train=%.3f val_loss=%.4f (base %.4f) steps=%lld/%lld%s best_step=%lld "
                 "wall_s=%.1f trainable_params=%lld version_bytes=%lld slots=%zu | auto: batch=%lld lr=%.4g "
                 "warmup=%lld p=%.2f max_experts=%lld\n",
-                name.c_str(), is_held ? "*" : " ", before.accuracy, after.accuracy, ft.train.final_val_loss,
+                name.c_str(), is_held ? "*" : " ", before.accuracy, after.accuracy, on_train.accuracy, ft.train.final_val_loss,
                 ft.train.initial_val_loss, static_cast<long long>(ft.train.steps),
                 static_cast<long long>(h.max_steps), ft.train.stopped_early ? " (plateau)" : "",
                 static_cast<long long>(ft.train.best_step), seconds,
@@ -209,11 +214,13 @@ int main(int argc, char** argv) {
   sel.max_experts = -1;  // default: 25% of the slots
   int64_t n_train = 2000, n_eval = 200;
   uint64_t secret = 1234;
+  std::string task_name = "cipher";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     std::string v = i + 1 < argc ? argv[++i] : "";
     bool ok = true;
     if (a == "--backbone") backbone_spec = v;
+    else if (a == "--task") task_name = v;
     else if (a == "--steps") ok = absl::SimpleAtoi(v, &topt.max_steps);
     else if (a == "--batch") ok = absl::SimpleAtoi(v, &topt.batch_size);
     else if (a == "--lr") ok = absl::SimpleAtod(v, &topt.learning_rate);
@@ -241,7 +248,7 @@ int main(int argc, char** argv) {
               static_cast<long long>(c.NumParameters()), static_cast<long long>(total_slots),
               NumThreads());
 
-  data::Task task = Must(data::Task::Create("cipher", secret), "task");
+  data::Task task = Must(data::Task::Create(task_name, secret), "task");
   auto train_ex = task.Generate(1, n_train);
   auto eval_ex = task.Generate(2, n_eval);
   std::vector<data::TokenizedExample> train, val;
@@ -256,8 +263,8 @@ int main(int argc, char** argv) {
   const auto other_before = Logits(*model, other.get());
 
   auto base_em = Must(EvaluateExactMatch(*model, nullptr, eval_ex, tok, 8), "base exact match");
-  std::printf("task cipher (secret %llu): %lld train / %lld eval examples, e.g. %s%s\n",
-              static_cast<unsigned long long>(secret), static_cast<long long>(n_train),
+  std::printf("task %s (secret %llu): %lld train / %lld eval examples, e.g. %s%s\n",
+              task_name.c_str(), static_cast<unsigned long long>(secret), static_cast<long long>(n_train),
               static_cast<long long>(n_eval), eval_ex[0].prompt.c_str(), eval_ex[0].completion.c_str());
   std::printf("base    exact_match=%.3f (e.g. base output \"%s\")\n", base_em.accuracy,
               base_em.outputs[0].c_str());

@@ -240,6 +240,56 @@ TEST(FineTuneTest, CancelledRunResumesFromItsCheckpointToTheSameLosses) {
   std::filesystem::remove(o.checkpoint_path);
 }
 
+// A job with early stopping and the best checkpoint, cancelled after its best validation and resumed
+// from the checkpoint, publishes the same version (artifact bytes) as the uninterrupted job: the best
+// parameters' snapshot was saved with the checkpoint.
+TEST(FineTuneTest, ResumedRunPublishesTheBestVersionAcrossTheRestart) {
+  auto be = MakeCpuBackend();
+  ModelConfig c = SmallMoeConfig();
+  auto model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get());
+  FineTuneOptions o;
+  o.trainer = FtOptions();
+  o.trainer.max_steps = 200;
+  o.trainer.eval_every = 2;
+  o.trainer.learning_rate = 5e-2;
+  o.trainer.early_stopping_patience = 3;
+  o.trainer.restore_best = true;
+  o.auto_select = false;
+  o.explicit_slots = {{0, 3}, {1, 0}};
+  // Validation mixes in another permutation, so its loss falls, then rises as training commits.
+  auto train = PermutationData(100, 4);
+  auto validation = PermutationData(20, 5);
+  for (auto e : PermutationData(40, 6)) {
+    for (int j = 4; j < 6; ++j) e.tokens[j] = (11 * e.tokens[j] + 5) % 30;
+    validation.push_back(e);
+  }
+  auto full = FineTuneExperts(*model, "sha", train, validation, o);
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_TRUE(full->train.stopped_early);
+  ASSERT_LT(full->train.best_step + 1, full->train.steps) << "the best must come before the end";
+
+  o.checkpoint_path = (std::filesystem::temp_directory_path() /
+                       ("ft_best_ckpt_" + std::to_string(::getpid()))).string();
+  o.checkpoint_every = 2;
+  std::atomic<bool> cancel{false};
+  RunControls rc;
+  rc.cancel = &cancel;
+  const int64_t stop = full->train.best_step + 1;
+  rc.on_progress = [&](const TrainProgress& p) {
+    if (p.step == stop) cancel = true;
+  };
+  auto first = FineTuneExperts(*model, "sha", train, validation, o, nullptr, rc);
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kCancelled);
+  auto resumed = FineTuneExperts(*model, "sha", train, validation, o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->train.best_step, full->train.best_step);
+  EXPECT_EQ(resumed->train.steps, full->train.steps);
+  EXPECT_EQ(resumed->train.final_val_loss, full->train.final_val_loss);
+  EXPECT_EQ(ProbeLogits(*model, resumed->overlay.get()), ProbeLogits(*model, full->overlay.get()));
+  EXPECT_EQ(resumed->artifact, full->artifact);
+  std::filesystem::remove(o.checkpoint_path);
+}
+
 TEST(FineTuneTest, FullParameterTrainingReducesLoss) {
   auto be = MakeCpuBackend();
   ModelConfig c = SmallMoeConfig();

@@ -329,6 +329,85 @@ TEST(TrainerTest, EarlyStoppingRestoresTheBestCheckpoint) {
   EXPECT_NEAR(*loss, min_loss, 1e-6);
 }
 
+// A run stopped and resumed from its checkpoint ends like the uninterrupted run: the same best step,
+// the same early stop and the best validation's parameters, even when the best came before the stop
+// (the snapshot travels with the checkpoint), and whether the stop is before or after the best.
+TEST(TrainerTest, ResumedRunKeepsTheBestCheckpointAcrossTheRestart) {
+  auto be = MakeCpuBackend();
+  auto train = AffineData(200, 16, 3, 1, 2);
+  auto validation = AffineData(20, 16, 3, 1, 3);
+  auto other = AffineData(60, 16, 5, 7, 4);
+  validation.insert(validation.end(), other.begin(), other.end());
+  TrainerOptions o = SmallOptions();
+  o.max_steps = 200;
+  o.eval_every = 2;
+  o.learning_rate = 0.05;
+  o.warmup_steps = 0;
+  o.early_stopping_patience = 3;
+  o.restore_best = true;
+
+  TinyLm full(be.get(), 16, 8, 1);
+  auto tf = Trainer::Create(&full, train, validation, o);
+  ASSERT_TRUE(tf.ok());
+  auto rf = (*tf)->Run();
+  ASSERT_TRUE(rf.ok()) << rf.status();
+  ASSERT_TRUE(rf->stopped_early);
+  ASSERT_GT(rf->best_step, 2);
+  ASSERT_LT(rf->best_step, rf->steps);
+
+  const std::string path = TempPath("best_ckpt");
+  for (int64_t stop : {rf->best_step - 1, rf->best_step + 1, rf->steps - 1}) {
+    SCOPED_TRACE(stop);
+    {
+      TinyLm first(be.get(), 16, 8, 1);
+      auto t1 = Trainer::Create(&first, train, validation, o);
+      RunControls c;
+      c.stop_after_step = stop;
+      auto r = (*t1)->Run(c);
+      ASSERT_TRUE(r.ok());
+      ASSERT_FALSE(r->finished);
+      ASSERT_TRUE((*t1)->SaveCheckpoint(path).ok());
+    }
+    TinyLm second(be.get(), 16, 8, 1);
+    auto t2 = Trainer::Create(&second, train, validation, o);
+    ASSERT_TRUE((*t2)->RestoreCheckpoint(path).ok());
+    auto r2 = (*t2)->Run();
+    ASSERT_TRUE(r2.ok()) << r2.status();
+    EXPECT_TRUE(r2->finished);
+    EXPECT_TRUE(r2->stopped_early);
+    EXPECT_EQ(r2->steps, rf->steps);
+    EXPECT_EQ(r2->best_step, rf->best_step);
+    EXPECT_EQ(r2->best_val_loss, rf->best_val_loss);
+    EXPECT_EQ(r2->final_val_loss, rf->final_val_loss);
+    EXPECT_EQ(second.Values(), full.Values());  // the best step's parameters, bit for bit
+  }
+
+  // Without restore_best the tracking still survives the restart (the plateau stop comes at the same
+  // step), and no snapshot is stored.
+  o.restore_best = false;
+  TinyLm plain(be.get(), 16, 8, 1);
+  auto tp = Trainer::Create(&plain, train, validation, o);
+  auto rp = (*tp)->Run();
+  ASSERT_TRUE(rp.ok());
+  {
+    TinyLm first(be.get(), 16, 8, 1);
+    auto t1 = Trainer::Create(&first, train, validation, o);
+    RunControls c;
+    c.stop_after_step = rp->best_step + 1;
+    ASSERT_TRUE((*t1)->Run(c).ok());
+    ASSERT_TRUE((*t1)->SaveCheckpoint(path).ok());
+  }
+  TinyLm second(be.get(), 16, 8, 1);
+  auto t2 = Trainer::Create(&second, train, validation, o);
+  ASSERT_TRUE((*t2)->RestoreCheckpoint(path).ok());
+  auto r2 = (*t2)->Run();
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->steps, rp->steps);
+  EXPECT_EQ(r2->best_step, rp->best_step);
+  EXPECT_EQ(second.Values(), plain.Values());
+  std::filesystem::remove(path);
+}
+
 // When no step improves on the starting point, restore_best returns the starting parameters.
 TEST(TrainerTest, RestoreBestKeepsTheStartWhenTrainingOnlyHurts) {
   auto be = MakeCpuBackend();
