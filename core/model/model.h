@@ -131,6 +131,11 @@ struct Gradients {
   // 256-byte boundary; the padding between them stays zero), so zeroing, the global norm and clipping
   // are one op each instead of three per slot (a GPU launch and, for the norm, a synchronization each).
   Tensor flat;
+  // Slots mode: whose copy of the slots these gradients are. Set: only assignments served by this
+  // overlay's weights contribute (joint training runs several jobs' overlays, possibly holding the same
+  // slot ids, in one batch; each job's gradients then come from its own rows only). nullptr: every
+  // assignment routed to the slot, whichever weights served it.
+  const ExpertOverlay* owner = nullptr;
 
   // Zero-initialized buffers. INVALID_ARGUMENT for an out-of-range or duplicate slot.
   static absl::StatusOr<Gradients> Create(const ModelConfig& config, const TrainableSet& trainable,
@@ -183,6 +188,11 @@ class Model {
   // the LM head GEMM then reads without a conversion).
   absl::Status BackwardFromLogits(const ForwardResult& forward, const Tensor& dlogits,
                                   Gradients* grads) const;
+  // One backward pass filling several gradient sets at once (joint training: one per job, each with its
+  // own `owner` overlay; the activation gradients are shared). Slots mode only, and when there is more
+  // than one set every set needs a distinct non-null owner (INVALID_ARGUMENT otherwise).
+  absl::Status BackwardFromLogits(const ForwardResult& forward, const Tensor& dlogits,
+                                  absl::Span<Gradients* const> grads) const;
 
  private:
   Model() = default;

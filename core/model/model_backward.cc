@@ -148,9 +148,30 @@ absl::StatusOr<double> Model::Backward(const ForwardResult& forward, const LossT
 
 absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tensor& dlogits,
                                        Gradients* grads) const {
+  if (grads == nullptr) return absl::InvalidArgumentError("Backward: grads is null");
+  return BackwardFromLogits(forward, dlogits, absl::MakeConstSpan(&grads, 1));
+}
+
+absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tensor& dlogits,
+                                       absl::Span<Gradients* const> grad_sets) const {
   const ModelConfig& c = config_;
   Backend* be = backend_;
-  if (grads == nullptr) return absl::InvalidArgumentError("Backward: grads is null");
+  if (grad_sets.empty()) return absl::InvalidArgumentError("Backward: no gradient sets");
+  for (Gradients* g : grad_sets) {
+    if (g == nullptr) return absl::InvalidArgumentError("Backward: grads is null");
+  }
+  Gradients* grads = grad_sets[0];
+  if (grad_sets.size() > 1) {
+    std::vector<const ExpertOverlay*> owners;
+    for (Gradients* g : grad_sets) {
+      if (g->trainable.all_parameters || g->owner == nullptr ||
+          std::find(owners.begin(), owners.end(), g->owner) != owners.end()) {
+        return absl::InvalidArgumentError(
+            "Backward: several gradient sets must all be slot sets with distinct owner overlays");
+      }
+      owners.push_back(g->owner);
+    }
+  }
   if (forward.activations == nullptr) {
     return absl::FailedPreconditionError("Backward: the forward did not save activations");
   }
@@ -180,18 +201,33 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       }
     }
   }
-  // Slot gradient table and the lowest layer that needs gradients.
-  std::vector<ExpertWeights*> slot_grad(c.num_layers * e_count, nullptr);
+  // Slot gradient table (per (layer, expert): each set's buffer with its owner) and the lowest layer that
+  // needs gradients.
+  struct SlotTarget {
+    const ExpertOverlay* owner;
+    ExpertWeights* grad;
+  };
+  std::vector<std::vector<SlotTarget>> slot_grad(all ? 0 : c.num_layers * e_count);
   int64_t stop_layer = 0;
   if (!all) {
     stop_layer = c.num_layers;
-    for (auto& [s, w] : grads->slots) {
-      RETURN_IF_ERROR(ValidateSlot(c, s));
-      slot_grad[s.layer * e_count + s.expert] = &w;
-      stop_layer = std::min<int64_t>(stop_layer, s.layer);
+    for (Gradients* set : grad_sets) {
+      for (auto& [s, w] : set->slots) {
+        RETURN_IF_ERROR(ValidateSlot(c, s));
+        slot_grad[s.layer * e_count + s.expert].push_back({set->owner, &w});
+        stop_layer = std::min<int64_t>(stop_layer, s.layer);
+      }
     }
     if (stop_layer == c.num_layers) return absl::InvalidArgumentError("Backward: no trainable slots");
   }
+  // The gradient buffer group (expert, overlay) of layer l accumulates into: the set owning that overlay's
+  // copy of the slot, or a set without an owner (which takes every assignment routed to the slot).
+  auto slot_target = [&](int64_t l, const MoeGroup& g) -> ExpertWeights* {
+    for (const SlotTarget& t : slot_grad[l * e_count + g.expert]) {
+      if (t.owner == nullptr || t.owner == g.overlay) return t.grad;
+    }
+    return nullptr;
+  };
   ModelWeights* gw = all ? &grads->full : nullptr;
   // Precision (as in Forward): GEMM operands in the weights' matrix dtype `cdt`; the residual-stream
   // gradient dh, norm/attention key-value gradients and every weight gradient accumulate in f32.
@@ -248,7 +284,7 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       bool any_weight_grad = false;
       for (size_t i = 0; i < plan.groups.size(); ++i) {
         const MoeGroup& g = plan.groups[i];
-        ExpertWeights* target = all ? &lg->experts[g.expert] : slot_grad[l * e_count + g.expert];
+        ExpertWeights* target = all ? &lg->experts[g.expert] : slot_target(l, g);
         if (target == nullptr) continue;
         any_weight_grad = true;
         gate_groups[i].weight_grad = &target->gate;

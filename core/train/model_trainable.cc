@@ -33,6 +33,8 @@ absl::StatusOr<std::unique_ptr<ModelTrainable>> ModelTrainable::ForExperts(
   t->trainable_ = std::move(trainable);
   ASSIGN_OR_RETURN(t->grads_, Gradients::Create(config, TrainableSet::Slots(t->trainable_),
                                                 model->backend()));
+  // Only assignments this overlay served count (the same as all of them when every sequence carries it).
+  t->grads_.owner = t->overlay_.get();
   for (SlotId s : t->trainable_) {
     const ExpertWeights* w = t->overlay_->Find(s);
     ExpertWeights& g = t->grads_.slots.at(s);

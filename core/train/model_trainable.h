@@ -39,6 +39,9 @@ class ModelTrainable : public TrainableLm {
   const std::shared_ptr<const ExpertOverlay>& overlay() const { return overlay_; }
   const std::vector<SlotId>& trainable_slots() const { return trainable_; }
   int64_t gradient_bytes() const;
+  // The gradient buffers Backward accumulates into (experts mode: owner = the overlay), for a caller that
+  // runs the model's backward itself over a batch shared with other jobs (joint_trainer.h).
+  Gradients* mutable_gradients() { return &grads_; }
 
  private:
   ModelTrainable() = default;
