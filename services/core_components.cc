@@ -118,9 +118,10 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
   }
   if (options.training) {
     const int64_t limit = options.train_memory_limit_bytes;
-    c.make_runner = [backbone, limit, codec = *codec](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+    const int joint = options.max_joint_jobs;
+    c.make_runner = [backbone, limit, joint, codec = *codec](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
       return std::unique_ptr<JobRunner>(
-          std::make_unique<CoreJobRunner>(backbone, codec, registry->data_dir() + "/work", limit));
+          std::make_unique<CoreJobRunner>(backbone, codec, registry->data_dir() + "/work", limit, joint));
     };
   }
   const int64_t shard = options.export_max_shard_bytes;

@@ -27,6 +27,7 @@ struct CoreOptions {
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner
   int64_t train_memory_limit_bytes = 0;   // > 0: each job's device allocations are capped (CoreJobRunner)
+  int max_joint_jobs = 1;                 // jobs on the backbone trained in one loop (CoreJobRunner); 1: alone
   int64_t export_max_shard_bytes = int64_t{2} << 30;  // ExportVersion's default safetensors shard size
 };
 

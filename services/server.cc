@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -172,7 +173,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
                                     BlobGc::Options{options.gc_interval, options.gc_grace});
   if (s->runner_) {
     JobScheduler::Options so;
-    so.max_concurrent_jobs = options.max_concurrent_jobs;
+    so.max_concurrent_jobs = options.max_concurrent_jobs * std::max(1, options.max_joint_jobs);
     so.lease = options.job_lease;
     so.heartbeat_interval = options.job_heartbeat;
     s->scheduler_ = std::make_unique<JobScheduler>(s->registry_.get(), s->runner_.get(), s->live_.get(),

@@ -48,6 +48,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0: pick a free one (see port())
   std::string metrics_listen;             // empty: no metrics endpoint
   int max_concurrent_jobs = 1;
+  // Jobs per training loop (CoreOptions::max_joint_jobs): the scheduler claims up to
+  // max_concurrent_jobs * max_joint_jobs jobs at once, so that many can train together.
+  int max_joint_jobs = 1;
   int64_t max_dataset_bytes = 64 << 20;
   absl::Duration job_lease = absl::Seconds(30);
   absl::Duration job_heartbeat = absl::Seconds(5);

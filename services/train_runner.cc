@@ -104,15 +104,26 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   }
   absl::StatusOr<std::shared_ptr<const SharedBackbone>> backbone = backbone_();
   if (!backbone.ok()) return backbone.status();
-  // A backend (stream) of the job's own over the shared backbone weights: serving keeps its own. Token ids
-  // and targets come from the tokenizer (checked against the vocabulary by Forward), every other index
-  // from the model's routing: no synchronizing range check per gather/scatter (see BackendOptions).
-  BackendOptions job_backend;
-  job_backend.eager_index_checks = false;
-  job_backend.memory_limit_bytes = memory_limit_bytes_;
-  absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone), job_backend);
-  if (!loaded.ok()) return loaded.status();
-  state->model = *std::move(loaded);
+  // Joint mode: the job's turn in its loop, from here (every use of the loop's backend below runs in it)
+  // until it returns; destroyed after the trainer (declared before it).
+  std::unique_ptr<train::JointMember> member;
+  if (joint_ != nullptr) {
+    absl::StatusOr<std::unique_ptr<JointLoops::Lease>> lease = joint_->Acquire(*std::move(backbone));
+    if (!lease.ok()) return lease.status();
+    state->loop = *std::move(lease);
+    state->model = state->loop->loop().model;
+    member = state->loop->loop().group->Join();
+  } else {
+    // A backend (stream) of the job's own over the shared backbone weights: serving keeps its own. Token
+    // ids and targets come from the tokenizer (checked against the vocabulary by Forward), every other
+    // index from the model's routing: no synchronizing range check per gather/scatter (see BackendOptions).
+    BackendOptions job_backend;
+    job_backend.eager_index_checks = false;
+    job_backend.memory_limit_bytes = memory_limit_bytes_;
+    absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone), job_backend);
+    if (!loaded.ok()) return loaded.status();
+    state->model = *std::move(loaded);
+  }
   const Model& model = *state->model->model;
   const ModelConfig& config = model.config();
   Backend* backend = state->model->backend.get();
@@ -181,9 +192,17 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   absl::StatusOr<std::shared_ptr<const ExpertOverlay>> overlay = ExpertOverlay::FromWeights(config, working, backend);
   if (!overlay.ok()) return overlay.status();
 
-  absl::StatusOr<std::unique_ptr<train::ModelTrainable>> trainable =
-      train::ModelTrainable::ForExperts(&model, *overlay, selected);
-  if (!trainable.ok()) return trainable.status();
+  // Alone: the model trainable; joint: the job's member of its loop (the same parameters and gradients).
+  std::unique_ptr<train::ModelTrainable> solo;
+  train::TrainableLm* trainable = member.get();
+  if (member != nullptr) {
+    if (absl::Status s = member->SetTrainable(*overlay, selected); !s.ok()) return s;
+  } else {
+    absl::StatusOr<std::unique_ptr<train::ModelTrainable>> t = train::ModelTrainable::ForExperts(&model, *overlay, selected);
+    if (!t.ok()) return t.status();
+    solo = *std::move(t);
+    trainable = solo.get();
+  }
   train::TrainerOptions to;
   to.max_steps = spec.max_steps;
   to.batch_size = spec.batch_size;
@@ -214,7 +233,7 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     ctx.Log(line);
   }
   absl::StatusOr<std::unique_ptr<train::Trainer>> trainer =
-      train::Trainer::Create(trainable->get(), *train, validation, to);
+      train::Trainer::Create(trainable, *train, validation, to);
   if (!trainer.ok()) return trainer.status();
   state->validation = (*trainer)->validation_set();
 
@@ -313,6 +332,9 @@ absl::StatusOr<double> CoreJobRunner::EvaluateVersion(JobContext& ctx, int64_t v
     }
     state = it->second;
   }
+  // Joint mode: the loop's backend is the other jobs' too; evaluate in a turn of this job's.
+  std::unique_ptr<train::JointMember> turn;
+  if (state->loop != nullptr) turn = state->loop->loop().group->Join();
   std::shared_ptr<const ExpertOverlay> overlay;
   if (version > 0) {
     absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(version, state->model->info.sha256);

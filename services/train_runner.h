@@ -22,6 +22,7 @@
 
 #include "core/data/tokenized_example.h"
 #include "services/job_runner.h"
+#include "services/joint_loops.h"
 #include "services/model_host.h"
 #include "services/text_codec.h"
 #include "storage/registry.h"
@@ -38,12 +39,24 @@ class CoreJobRunner final : public JobRunner {
   // the device beyond the shared backbone (BackendOptions::memory_limit_bytes): a job that needs more
   // fails with RESOURCE_EXHAUSTED and leaves the rest of the device to serving.
   // `codec` tokenizes the datasets (the backbone's tokenizer and chat template).
+  // `max_joint_jobs` > 1: jobs running at the same time on the same backbone train together, up to that
+  // many in one loop (services/joint_loops.h, core/train/joint_trainer.h): each keeps its own selection,
+  // optimizer, schedule, validation, checkpoints and result exactly as alone, and one job's cancellation
+  // or failure leaves the others running. A job joins its loop before it first uses the loop's backend
+  // (its selection, starting overlay and evaluations run in its turn) and leaves when it returns.
   CoreJobRunner(BackboneProvider backbone, std::shared_ptr<const TextCodec> codec, std::string work_dir,
-                int64_t memory_limit_bytes = 0)
+                int64_t memory_limit_bytes = 0, int max_joint_jobs = 1)
       : backbone_(std::move(backbone)),
         codec_(std::move(codec)),
         work_dir_(std::move(work_dir)),
-        memory_limit_bytes_(memory_limit_bytes) {}
+        memory_limit_bytes_(memory_limit_bytes) {
+    if (max_joint_jobs > 1) {
+      BackendOptions per_job;
+      per_job.eager_index_checks = false;
+      per_job.memory_limit_bytes = memory_limit_bytes;
+      joint_ = std::make_unique<JointLoops>(max_joint_jobs, per_job);
+    }
+  }
 
   absl::StatusOr<JobOutput> Run(JobContext& ctx) override;
   absl::StatusOr<double> EvaluateVersion(JobContext& ctx, int64_t version) override;
@@ -53,7 +66,8 @@ class CoreJobRunner final : public JobRunner {
   absl::StatusOr<JobOutput> Train(JobContext& ctx);  // Run without the out-of-memory explanation
 
   struct JobState {
-    std::unique_ptr<LoadedModel> model;
+    std::unique_ptr<JointLoops::Lease> loop;  // joint mode: the job's place in a shared loop (model = its)
+    std::shared_ptr<LoadedModel> model;
     std::vector<data::TokenizedExample> validation;
     int64_t seq_len = 0;
   };
@@ -61,6 +75,7 @@ class CoreJobRunner final : public JobRunner {
   std::shared_ptr<const TextCodec> codec_;
   std::string work_dir_;
   int64_t memory_limit_bytes_ = 0;
+  std::unique_ptr<JointLoops> joint_;  // null: every job on a model of its own
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<JobState>> jobs_;
 };

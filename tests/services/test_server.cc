@@ -37,6 +37,7 @@ void TestServer::Start() {
   so.job_lease = options_.job_lease;
   so.job_heartbeat = options_.job_heartbeat;
   so.max_concurrent_jobs = options_.max_concurrent_jobs;
+  so.max_joint_jobs = options_.max_joint_jobs;
   so.work_threads = 24;
   so.run_jobs = options_.training || options_.make_runner != nullptr;
   so.gc_interval = options_.gc_interval;
@@ -50,6 +51,7 @@ void TestServer::Start() {
   co.kv_memory_bytes = options_.kv_memory_bytes;
   co.decode_routing = options_.decode_routing;
   co.train_memory_limit_bytes = options_.train_memory_limit_bytes;
+  co.max_joint_jobs = options_.max_joint_jobs;
   co.inference = options_.model;
   co.training = options_.training;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);

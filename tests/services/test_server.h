@@ -31,6 +31,7 @@ struct TestServerOptions {
   absl::Duration job_lease = absl::Seconds(30);
   absl::Duration job_heartbeat = absl::Seconds(1);
   int max_concurrent_jobs = 1;
+  int max_joint_jobs = 1;  // tessera-server --max-joint-jobs
   bool metrics = false;  // serve /metrics on 127.0.0.1:0 (see server().metrics_port())
   absl::Duration gc_interval = absl::ZeroDuration();  // periodic blob GC off unless a test asks
   absl::Duration gc_grace = absl::Minutes(10);
