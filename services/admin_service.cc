@@ -1,6 +1,7 @@
 #include "services/admin_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/backend/cpu/cpu_kernel_set.h"
 #include "services/convert.h"
 #include "services/experts_service.h"
 #include "services/fine_tuning_service.h"
@@ -175,6 +176,8 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
     resp->set_device(b.device);
     resp->set_context_length(b.context);
     resp->set_kv_cache_bytes(b.kv_cache_bytes);
+    resp->set_cpu_features(cpu::CpuFeaturesString());
+    resp->set_kernel_set(cpu::CpuKernelSetString());
     resp->set_inference_available(env_.engine != nullptr);
     resp->set_training_available(env_.scheduler != nullptr);
     if (env_.engine != nullptr) {

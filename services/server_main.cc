@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/backend/cpu/cpu_kernel_set.h"
 #include "services/core_components.h"
 #include "services/log.h"
 #include "services/model_host.h"
@@ -211,6 +212,8 @@ int main(int argc, char** argv) {
   }
   const BackboneInfo& backbone = (*server)->backbone();
   std::printf("backbone: %s\n", DescribeBackbone(backbone).c_str());
+  std::printf("cpu: %s\nkernels: %s\n", tessera::cpu::CpuFeaturesString().c_str(),
+              tessera::cpu::CpuKernelSetString().c_str());
   if (!backbone.context_note.empty()) std::printf("%s\n", backbone.context_note.c_str());
   std::printf("tessera-server listening on port %d", (*server)->port());
   if ((*server)->metrics_port() != 0) std::printf(", metrics on port %d", (*server)->metrics_port());

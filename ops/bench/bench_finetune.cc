@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/cpu/cpu_kernel_set.h"
 #include "absl/strings/numbers.h"
 #include "core/data/jsonl_dataset.h"
 #include "core/data/tasks.h"
@@ -116,6 +117,7 @@ int RunSuite(int argc, char** argv) {
     }
   }
   auto be = MakeCpuBackend();
+  std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   ByteTokenizer tok;
   Backbone bb = Must(LoadBackbone("builtin:tiny", be.get()), "loading the backbone");
   const ModelConfig& c = bb.config;
@@ -237,6 +239,7 @@ int main(int argc, char** argv) {
     }
   }
   auto be = MakeCpuBackend();
+  std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   ByteTokenizer tok;
   Backbone bb = Must(LoadBackbone(backbone_spec, be.get()), "loading the backbone");
   const ModelConfig& c = bb.config;

@@ -8,19 +8,37 @@
 // all tokens, each expert's group at its routed row count, LM head) and reports their FLOPs over their
 // time; attention is not a GEMM in the backend and is excluded from the reference.
 //
-// Usage: bench_forward [--quick]   (--quick: smaller batches, for smoke runs)
-// Last line (small config): prefill_tok_s=<x> decode_tok_s=<x> gflops=<x> sgemm_gflops=<x> ratio=<x>
+// bf16 (issue 17): the small config runs a second time with bf16 weight matrices and KV caches (as
+// `tessera-server --dtype bf16`), and decode tok/s of both dtypes come from the same run: bf16 decode reads
+// half the weight bytes through the bf16 small-M kernels (cpu_bf16_gemm.h).
+//
+// Limits and peer (issue 17), all measured in the same run:
+//   - peak GFLOP/s: the backend's BLAS (chosen from the CPU features, cpu_blas.h) on a 1024^3 sgemm;
+//   - memory bandwidth: a read-only sweep over a 512 MiB buffer with every thread;
+//   - decode bytes/s: the weight bytes one decode step reads (attention, router, LM head, and the
+//     expected number of distinct experts the batch routes to under uniform routing) per step time;
+//   - peer: PyTorch's own GEMM (its bundled MKL/oneDNN kernels, not our BLAS) on the same GEMM shapes
+//     (ops/bench/torch_peer.py --cpu-gemm), same thread count, when a Python with torch is found
+//     (--python, $TESSERA_TORCH_PYTHON, /work/venv/bin/python); prefill GFLOP/s over the peer's is the
+//     ratio, since comparing with the BLAS we use hides a crippled BLAS (issue 17).
+//
+// Usage: bench_forward [--quick] [--python P] [--no-peer] [--no-bf16]   (--quick: smaller batches)
+// Last line (small config): prefill_tok_s=<x> decode_tok_s=<x> bf16_decode_tok_s=<x> bf16_speedup=<x>
+//   gflops=<x> sgemm_gflops=<x> peak_gflops=<x> mem_gbps=<x> decode_gbps=<x> torch_gflops=<x>
+//   ratio=<gflops / torch_gflops, or / sgemm_gflops without the peer>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <cblas.h>
+#include "core/backend/cpu/cpu_blas.h"
 
 #include "core/backend/backend.h"
 #include "core/model/config.h"
@@ -58,7 +76,7 @@ double SgemmSeconds(const std::vector<Shape>& shapes, int reps) {
   for (int r = 0; r < reps; ++r) {
     const double t0 = Now();
     for (const Shape& s : shapes) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.k,
+      cpu::Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.k,
                   0.0f, c.data(), s.n);
     }
     best = std::min(best, Now() - t0);
@@ -67,11 +85,42 @@ double SgemmSeconds(const std::vector<Shape>& shapes, int reps) {
 }
 
 struct Result {
-  double prefill_tok_s = 0, decode_tok_s = 0, gflops = 0, sgemm_gflops = 0, decode_gflops = 0;
+  double prefill_tok_s = 0, decode_tok_s = 0, gflops = 0, sgemm_gflops = 0, decode_gflops = 0, decode_gbps = 0;
+  std::vector<Shape> gemm_shapes;  // the prefill's GEMMs (for the peer)
 };
 
+// Read bandwidth (GB/s): a sweep over 512 MiB split over the threads, best of 3.
+double MemoryBandwidthGbps() {
+  const int64_t words = (512ll << 20) / 8;
+  std::vector<uint64_t> buf(words);
+  ParallelFor(words, 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) buf[i] = static_cast<uint64_t>(i);
+  });
+  double best = 1e30;
+  volatile uint64_t sink = 0;
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = Now();
+    std::vector<uint64_t> partial(1024, 0);
+    ParallelFor(1024, 1, [&](int64_t b, int64_t e) {
+      for (int64_t chunk = b; chunk < e; ++chunk) {
+        const uint64_t* p = buf.data() + chunk * (words / 1024);
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+        for (int64_t i = 0; i < words / 1024; i += 8) {
+          s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3];
+          s4 += p[i + 4]; s5 += p[i + 5]; s6 += p[i + 6]; s7 += p[i + 7];
+        }
+        partial[chunk] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+      }
+    });
+    best = std::min(best, Now() - t0);
+    for (uint64_t v : partial) sink = sink + v;
+  }
+  return static_cast<double>(words * 8) / best / 1e9;
+}
+
 Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t prompt_len, int64_t decode_steps,
-           Backend* be) {
+           Backend* be, DType dtype = DType::kF32) {
+  const bool bf16 = dtype == DType::kBF16;
   std::printf("== %s: hidden %lld, layers %lld, heads %lld/%lld x %lld, experts %lld top-%lld width %lld, vocab %lld, "
               "%.1fM params\n",
               label, (long long)c.hidden_size, (long long)c.num_layers, (long long)c.num_heads,
@@ -79,6 +128,7 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
               (long long)c.expert_dim, (long long)c.vocab_size, c.NumParameters() / 1e6);
   double t0 = Now();
   auto weights = ModelWeights::RandomInit(c, 1, be);
+  if (weights.ok() && bf16) weights = weights->WithMatrixDtype(c, DType::kBF16, be);
   if (!weights.ok()) {
     std::printf("init failed: %s\n", std::string(weights.status().message()).c_str());
     std::exit(1);
@@ -93,7 +143,9 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
     for (auto& t : p) t = static_cast<int32_t>(rng() % std::min<int64_t>(c.vocab_size, 256));
   }
   std::vector<std::unique_ptr<KvCache>> caches;
-  for (int64_t b = 0; b < batch; ++b) caches.push_back(KvCache::Create(c, prompt_len + decode_steps, be).value());
+  for (int64_t b = 0; b < batch; ++b) {
+    caches.push_back(KvCache::Create(c, prompt_len + decode_steps, be, bf16 ? DType::kBF16 : DType::kF32).value());
+  }
 
   // Warm-up prefill (standalone, small) so first-touch page faults are not timed.
   {
@@ -149,8 +201,9 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
     }
   }
   add(batch, c.vocab_size, c.hidden_size);
-  const double sgemm_s = SgemmSeconds(shapes, 2);
-  const double sgemm_gflops = gemm_flops / sgemm_s / 1e9;
+  // (bf16: the f32 BLAS reference is the f32 run's; skipped here.)
+  const double sgemm_s = bf16 ? 0.0 : SgemmSeconds(shapes, 2);
+  const double sgemm_gflops = bf16 ? 0.0 : gemm_flops / sgemm_s / 1e9;
   int64_t groups = 0;
   for (int64_t g : pre->groups_per_layer) groups += g;
   std::printf("  prefill: %lld seqs x %lld tokens in %.3fs = %.0f tok/s, %.1f GFLOP/s (%.1f GFLOP; "
@@ -158,8 +211,10 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
               (long long)batch, (long long)prompt_len, prefill_s, n / prefill_s, gflops, total / 1e9,
               100.0 * c.num_layers * expert_flops / total, 100.0 * c.num_layers * attn_flops / total,
               (long long)groups);
-  std::printf("  sgemm on the same GEMM shapes: %.3fs for %.1f GFLOP = %.1f GFLOP/s; forward/sgemm = %.2f\n",
-              sgemm_s, gemm_flops / 1e9, sgemm_gflops, gflops / sgemm_gflops);
+  if (!bf16) {
+    std::printf("  sgemm on the same GEMM shapes: %.3fs for %.1f GFLOP = %.1f GFLOP/s; forward/sgemm = %.2f\n",
+                sgemm_s, gemm_flops / 1e9, sgemm_gflops, gflops / sgemm_gflops);
+  }
 
   // ---- Decode: every sequence one token per step, batched --------------------------------------------
   std::vector<int32_t> next(batch);
@@ -186,20 +241,76 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
   const double per_tok = c.num_layers * (2.0 * d * (qd + 2 * kvd) + 2.0 * qd * d + 2.0 * d * c.num_experts +
                                          2.0 * c.top_k * 3 * d * f + 4.0 * ctx * c.num_heads * c.head_dim) +
                          2.0 * d * c.vocab_size;
+  // Weight bytes one decode step reads: attention, router and LM head once, and the distinct experts the
+  // batch's tokens route to (expected count under uniform routing: E (1 - (1 - k/E)^B)).
+  const double elem = bf16 ? 2.0 : 4.0;
+  const double experts_touched =
+      c.num_experts * (1.0 - std::pow(1.0 - static_cast<double>(c.top_k) / c.num_experts, static_cast<double>(batch)));
+  const double step_bytes = elem * (c.num_layers * (d * (qd + 2 * kvd) + qd * d + d * c.num_experts +
+                                                    experts_touched * 3 * d * f) +
+                                    d * c.vocab_size);
   Result res;
+  res.gemm_shapes = shapes;
+  res.decode_gbps = step_bytes * decode_steps / decode_s / 1e9;
   res.prefill_tok_s = n / prefill_s;
   res.decode_tok_s = decode_tok / decode_s;
   res.gflops = gflops;
   res.sgemm_gflops = sgemm_gflops;
   res.decode_gflops = per_tok * decode_tok / decode_s / 1e9;
   std::printf("  decode: %lld seqs x %lld steps in %.3fs = %.1f tok/s (%.1f GFLOP/s; weights re-read each "
-              "step: memory-bound)\n",
-              (long long)batch, (long long)decode_steps, decode_s, res.decode_tok_s, res.decode_gflops);
+              "step: memory-bound, %.1f MB/step = %.1f GB/s)\n",
+              (long long)batch, (long long)decode_steps, decode_s, res.decode_tok_s, res.decode_gflops,
+              step_bytes / 1e6, res.decode_gbps);
   int64_t kv_bytes = 0;
   for (const auto& cache : caches) kv_bytes += cache->bytes();
-  std::printf("  weights %.0f MB + KV caches %.1f MB; peak RSS %.0f MB\n", c.NumParameters() * 4 / 1e6,
+  std::printf("  weights %.0f MB + KV caches %.1f MB; peak RSS %.0f MB\n", c.NumParameters() * elem / 1e6,
               kv_bytes / 1e6, PeakRssMb());
   return res;
+}
+
+// Python with torch for the peer: --python, $TESSERA_TORCH_PYTHON, /work/venv/bin/python ("" if none).
+std::string FindTorchPython(std::string python) {
+  if (python.empty()) {
+    if (const char* env = std::getenv("TESSERA_TORCH_PYTHON")) python = env;
+  }
+  if (python.empty()) python = "/work/venv/bin/python";
+  const std::string probe = python + " -c 'import torch' >/dev/null 2>&1";
+  return std::system(probe.c_str()) == 0 ? python : "";
+}
+
+// torch's GEMM GFLOP/s on `shapes` (torch_peer.py --cpu-gemm), 0 when it does not run.
+double TorchGemmGflops(const std::string& python, const std::vector<Shape>& shapes, int threads) {
+  std::string list;
+  for (const Shape& sh : shapes) {
+    list += std::to_string(sh.m) + "," + std::to_string(sh.n) + "," + std::to_string(sh.k) + ";";
+  }
+  const std::string cmd = python + " " + TESSERA_SOURCE_DIR + "/ops/bench/torch_peer.py --reps 3 --threads " +
+                          std::to_string(threads) + " --cpu-gemm '" + list + "' 2>/dev/null";
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return 0.0;
+  char line[1024];
+  double gflops = 0.0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (const char* p = std::strstr(line, "peer cpu_gemm ")) {
+      std::printf("  %s", p);
+      if (const char* g = std::strstr(p, " gflops=")) gflops = std::atof(g + 8);
+    }
+  }
+  pclose(f);
+  return gflops;
+}
+
+// The backend BLAS's best case: a 1024^3 sgemm, best of 5 (GFLOP/s).
+double PeakSgemmGflops() {
+  const int64_t n = 1024;
+  std::vector<float> a(n * n, 0.01f), b(n * n, 0.02f), c(n * n);
+  double best = 1e30;
+  for (int r = 0; r < 6; ++r) {  // the first is a warm-up
+    const double t0 = Now();
+    cpu::Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    if (r > 0) best = std::min(best, Now() - t0);
+  }
+  return 2.0 * n * n * n / best / 1e9;
 }
 
 }  // namespace
@@ -207,13 +318,47 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, peer = true, run_bf16 = true;
+  std::string python;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--no-peer")) peer = false;
+    else if (!std::strcmp(argv[i], "--no-bf16")) run_bf16 = false;
+    else if (!std::strcmp(argv[i], "--python") && i + 1 < argc) python = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: bench_forward [--quick] [--python P] [--no-peer] [--no-bf16]\n");
+      return 2;
+    }
+  }
   std::unique_ptr<Backend> be = MakeCpuBackend();
   std::printf("bench_forward: backend %s, %d threads, OpenBLAS %s\n", be->name().c_str(), NumThreads(),
-              openblas_get_config());
+              cpu::Blas().config.c_str());
+  std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
+  const double peak_gflops = PeakSgemmGflops();
+  const double mem_gbps = MemoryBandwidthGbps();
+  std::printf("machine limits (this run): sgemm 1024^3 %.1f GFLOP/s (the BLAS above), memory read %.1f GB/s\n",
+              peak_gflops, mem_gbps);
   Run("builtin:tiny", ModelConfig::BuiltinTiny(), quick ? 2 : 8, quick ? 64 : 256, quick ? 8 : 32, be.get());
-  Result small = Run("small", ModelConfig::BuiltinSmall(), quick ? 1 : 4, quick ? 64 : 256, quick ? 4 : 16, be.get());
-  std::printf("prefill_tok_s=%.1f decode_tok_s=%.1f gflops=%.1f sgemm_gflops=%.1f ratio=%.3f\n", small.prefill_tok_s,
-              small.decode_tok_s, small.gflops, small.sgemm_gflops, small.gflops / small.sgemm_gflops);
+  const int64_t batch = quick ? 1 : 4, prompt = quick ? 64 : 256, steps = quick ? 4 : 16;
+  Result small = Run("small", ModelConfig::BuiltinSmall(), batch, prompt, steps, be.get());
+  Result small16;
+  if (run_bf16) small16 = Run("small bf16", ModelConfig::BuiltinSmall(), batch, prompt, steps, be.get(), DType::kBF16);
+  double torch_gflops = 0.0;
+  if (peer) {
+    python = FindTorchPython(python);
+    if (python.empty()) std::printf("peer: no Python with torch (--python, $TESSERA_TORCH_PYTHON); ratio vs sgemm\n");
+    else torch_gflops = TorchGemmGflops(python, small.gemm_shapes, NumThreads());
+  }
+  std::printf("small: prefill %.1f GFLOP/s = %.2f of peak sgemm, %.2f of torch's GEMM on the same shapes; decode f32 "
+              "%.1f GB/s = %.2f of memory bandwidth, bf16 %.1f GB/s = %.2f; bf16/f32 decode tok/s %.2fx\n",
+              small.gflops, small.gflops / peak_gflops, torch_gflops > 0 ? small.gflops / torch_gflops : 0.0,
+              small.decode_gbps, small.decode_gbps / mem_gbps, small16.decode_gbps, small16.decode_gbps / mem_gbps,
+              run_bf16 ? small16.decode_tok_s / small.decode_tok_s : 0.0);
+  const double ratio = torch_gflops > 0 ? small.gflops / torch_gflops : small.gflops / small.sgemm_gflops;
+  std::printf("prefill_tok_s=%.1f decode_tok_s=%.1f bf16_decode_tok_s=%.1f bf16_speedup=%.2f gflops=%.1f "
+              "sgemm_gflops=%.1f peak_gflops=%.1f mem_gbps=%.1f decode_gbps=%.1f torch_gflops=%.1f ratio=%.3f\n",
+              small.prefill_tok_s, small.decode_tok_s, small16.decode_tok_s,
+              run_bf16 ? small16.decode_tok_s / small.decode_tok_s : 0.0, small.gflops, small.sgemm_gflops,
+              peak_gflops, mem_gbps, small.decode_gbps, torch_gflops, ratio);
   return 0;
 }

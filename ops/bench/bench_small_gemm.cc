@@ -15,7 +15,7 @@
 // Usage: bench_small_gemm [--filter SUBSTR[$]] [--rounds N] [--iters N] [--only sgemm|direct]
 //   --filter: run the cases whose name contains SUBSTR (ending in '$': whose name ends with it).
 //   --only runs one variant once per iteration without timing rounds (for valgrind --tool=callgrind).
-#include <cblas.h>
+#include "core/backend/cpu/cpu_blas.h"
 
 #include <algorithm>
 #include <chrono>
@@ -144,6 +144,7 @@ int Main(int argc, char** argv) {
     }
   }
   std::unique_ptr<Backend> be = MakeCpuBackend();
+  std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   std::printf("bench_small_gemm: %d threads, %s\n", NumThreads(), OPENBLAS_VERSION);
 
   const Model models[] = {{"tiny", 192, 64, 96, 16, 264}, {"small", 1024, 256, 512, 32, 32000}};
@@ -168,7 +169,7 @@ int Main(int argc, char** argv) {
           auto c = std::make_shared<Tensor>(*be->Alloc({m, n}, DType::kF32));
           Case cs{name,
                   [=] {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f,
+                    cpu::Sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f,
                                 a->data<float>(), k, w.data<float>(), in, 0.0f, c->data<float>(), n);
                   },
                   [=, &be] { (void)be->Matmul(*a, false, w, tb, *c, 1.0f, 0.0f); },
@@ -212,7 +213,7 @@ int Main(int argc, char** argv) {
           if (!grad) {
             cs.sgemm = [=] {
               SgemmGroups(*groups, static_cast<double>(in) * out, [&](const GemmGroup& g) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.rows, out, in, 1.0f,
+                cpu::Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.rows, out, in, 1.0f,
                             x->data<float>() + g.row_begin * in, in, g.weight->data<float>(), in, 0.0f,
                             y->data<float>() + g.row_begin * out, out);
               });
@@ -221,7 +222,7 @@ int Main(int argc, char** argv) {
           } else {
             cs.sgemm = [=] {
               SgemmGroups(*groups, static_cast<double>(in) * out, [&](const GemmGroup& g) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.rows, in, out, 1.0f,
+                cpu::Sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.rows, in, out, 1.0f,
                             dy->data<float>() + g.row_begin * out, out, g.weight->data<float>(), in, 0.0f,
                             dx->data<float>() + g.row_begin * in, in);
               });

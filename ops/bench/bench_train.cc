@@ -30,6 +30,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/backend/cpu/cpu_blas.h"
 #include "core/data/rng.h"
 #include "core/model/model.h"
 #include "core/train/artifact.h"
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
               static_cast<long long>(threads), static_cast<long long>(batch),
               static_cast<long long>(seq), static_cast<long long>(steps),
               python.empty() ? "unavailable" : python.c_str());
+  std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   std::string last;
   for (const std::string name : {"tiny", "small"}) {
     if (configs.find(name) == std::string::npos) continue;

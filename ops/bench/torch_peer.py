@@ -24,6 +24,11 @@ fixed token sequence (float32 raw, [64, vocab]) so the two sides can be compared
 --logits-f32-out also writes them from the same weights computed in float32 (Tessera's f32 path must match
 that one closely).
 Timing: CUDA events around each region, warm-up first, median of --reps repetitions.
+
+CPU GEMM peer (issue 17): --cpu-gemm 'm,n,k;...' [--threads N] times torch.nn.functional.linear (torch's own
+bundled CPU GEMM kernels, independent of the BLAS Tessera loads) over those shapes in float32, best of --reps,
+and prints `peer cpu_gemm torch=<v> threads=<n> shapes=<n> gflop=<x> seconds=<x> gflops=<x>` (bench_forward
+runs it on its prefill's GEMM shapes).
 """
 import argparse
 import json
@@ -59,7 +64,35 @@ def parse_args():
     p.add_argument("--json-out", default="")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-generate", action="store_true")
+    p.add_argument("--cpu-gemm", default="",
+                   help="CPU GEMM peer (issue 17): 'm,n,k;m,n,k;...' products y = x @ w^T (nn.Linear) timed with "
+                        "torch's own CPU kernels; prints 'peer cpu_gemm ... gflops=<x>' and exits")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads for --cpu-gemm (0: torch's default)")
     return p.parse_args()
+
+
+def cpu_gemm(args, torch):
+    """Best-of-reps GFLOP/s of torch.nn.functional.linear over the listed shapes, float32, on the CPU."""
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    shapes = [tuple(int(v) for v in item.split(",")) for item in args.cpu_gemm.split(";") if item]
+    g = torch.Generator().manual_seed(args.seed)
+    inputs = {}
+    for m, n, k in shapes:
+        if (m, n, k) not in inputs:
+            inputs[(m, n, k)] = (torch.randn(m, k, generator=g), torch.randn(n, k, generator=g))
+    flops = sum(2.0 * m * n * k for m, n, k in shapes)
+    with torch.no_grad():
+        for m, n, k in shapes:  # warm-up
+            torch.nn.functional.linear(*inputs[(m, n, k)])
+        best = float("inf")
+        for _ in range(max(1, args.reps)):
+            t0 = time.perf_counter()
+            for m, n, k in shapes:
+                torch.nn.functional.linear(*inputs[(m, n, k)])
+            best = min(best, time.perf_counter() - t0)
+    print(f"peer cpu_gemm torch={torch.__version__} threads={torch.get_num_threads()} shapes={len(shapes)} "
+          f"gflop={flops / 1e9:.3f} seconds={best:.4f} gflops={flops / best / 1e9:.1f}", flush=True)
 
 
 def build_model(args, torch, transformers):
@@ -188,6 +221,9 @@ def setup_trainable(args, model, torch):
 def main():
     args = parse_args()
     import torch
+    if args.cpu_gemm:
+        cpu_gemm(args, torch)
+        return
     import transformers
 
     if not torch.cuda.is_available():

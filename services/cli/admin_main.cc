@@ -209,6 +209,8 @@ std::optional<CliError> Run(Ctx& c) {
                 static_cast<long long>(resp.context_length()), static_cast<long long>(b.max_position_embeddings()),
                 static_cast<long long>(resp.kv_cache_bytes()));
     std::printf("device:    %s\n", resp.device().c_str());
+    if (!resp.cpu_features().empty()) std::printf("cpu:       %s\n", resp.cpu_features().c_str());
+    if (!resp.kernel_set().empty()) std::printf("kernels:   %s\n", resp.kernel_set().c_str());
     std::printf("inference: %s   training: %s\n", resp.inference_available() ? "available" : "NOT AVAILABLE",
                 resp.training_available() ? "available" : "NOT AVAILABLE");
     std::printf("jobs:      %lld queued, %lld running\n", static_cast<long long>(resp.queues().jobs_queued()),

@@ -1,5 +1,6 @@
 // The Admin service through a real server: tenants, keys, versions, promote/rollback, runtime status,
 // jobs across tenants; error codes and messages; every mutation in the audit log.
+#include "core/backend/cpu/cpu_kernel_set.h"
 #include "gtest/gtest.h"
 #include "tests/services/test_server.h"
 
@@ -141,6 +142,11 @@ TEST_F(AdminTest, RuntimeStatusWithoutModelSaysSo) {
   EXPECT_FALSE(status.training_available());
   EXPECT_EQ(status.queues().jobs_queued(), 0);
   EXPECT_TRUE(status.has_started_at());
+  // The CPU kernel choice (issue 17): the probed features and the kernel set chosen from them.
+  EXPECT_EQ(status.cpu_features(), cpu::CpuFeaturesString());
+  EXPECT_NE(status.cpu_features().find(" family "), std::string::npos) << status.cpu_features();
+  EXPECT_EQ(status.kernel_set(), cpu::CpuKernelSetString());
+  EXPECT_EQ(status.kernel_set().rfind("blas=openblas:", 0), 0u) << status.kernel_set();
 }
 
 TEST_F(AdminTest, JobsAcrossTenantsAndCancel) {

@@ -29,7 +29,7 @@
 #include <cmath>
 #include <vector>
 
-#include <cblas.h>
+#include "core/backend/cpu/cpu_blas.h"
 
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
@@ -108,7 +108,7 @@ int64_t QueryBlock(int64_t hd) {
 // Row-major C[m,n] = alpha * op(A) op(B) + beta * C with explicit leading dimensions.
 inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+  Sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
               static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c, static_cast<blasint>(ldc));
 }

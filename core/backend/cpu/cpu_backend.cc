@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
+#include "core/backend/cpu/cpu_blas.h"
 #include "core/backend/cpu/cpu_narrow_storage.h"
 #include "core/backend/cpu/cpu_check.h"
 #include "core/util/parallel.h"
@@ -51,6 +52,7 @@ absl::Status CheckAnyCpu(absl::string_view op, absl::string_view arg, const Tens
 }  // namespace
 
 CpuBackend::CpuBackend(const BackendOptions& options) {
+  (void)Blas();  // load the BLAS with its core type now, before the caller starts threads (cpu_blas.h)
   if (options.memory_limit_bytes > 0) budget_ = std::make_shared<MemoryBudget>(options.memory_limit_bytes);
 }
 

@@ -86,4 +86,12 @@ class CpuBackend final : public Backend {
   std::shared_ptr<MemoryBudget> budget_;  // null: no cap
 };
 
+// bf16 operands with few rows (decode), read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For
+// NarrowStorageBackend: each returns true when it computed the call; false (nothing touched) when the
+// call is not one it takes (not bf16, more than 8 rows per product, invalid shapes or overlaps), and
+// the caller goes on with the staging path.
+bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+                      float beta);
+bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y);
+
 }  // namespace tessera::cpu

@@ -35,7 +35,7 @@
 // than the direct kernels (builtin:tiny shapes, 192x96 at 1-3 rows: ~0.7-1 us per call either way),
 // so those stay on sgemm. The dx = dy W (NN) direct kernel streams B rows with a stride; it wins only
 // up to 4 rows and a moderate inner dim (at m=4, k=32000 it lost 0.75x), hence its tighter limits.
-#include <cblas.h>
+#include "core/backend/cpu/cpu_blas.h"
 
 #include <algorithm>
 #include <vector>
@@ -43,6 +43,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
+#include "core/backend/cpu/cpu_bf16_gemm.h"
 #include "core/backend/cpu/cpu_small_gemm.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
@@ -74,11 +75,12 @@ constexpr int64_t kAlignNN = 64;
 // One unit of direct-kernel work: columns [j0, j1) of rows [row_begin, row_begin + rows).
 struct DirectItem {
   int64_t row_begin, rows, j0, j1;
-  const float* b;  // the group's weight
+  const void* b;  // the group's weight (f32, or bf16 on the bf16 path)
+  const float* bf() const { return static_cast<const float*>(b); }
 };
 
 // Appends items covering a rows x n product (inner dim k) whose columns may be split.
-void AddDirectItems(int64_t row_begin, int64_t rows, int64_t n, int64_t k, int64_t align, const float* b,
+void AddDirectItems(int64_t row_begin, int64_t rows, int64_t n, int64_t k, int64_t align, const void* b,
                     std::vector<DirectItem>& items) {
   const int64_t per_col = std::max<int64_t>(1, rows * k);
   int64_t cols = std::max<int64_t>(align, kDirectChunkMacs / per_col);
@@ -211,7 +213,7 @@ absl::Status CpuBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, 
     });
     return absl::OkStatus();
   }
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+  Sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha,
               a.data<float>(), static_cast<blasint>(a.dim(1)), b.data<float>(),
               static_cast<blasint>(b.dim(1)), beta, pc, static_cast<blasint>(n));
@@ -241,13 +243,13 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
     }
   }
   RunDirectItems(items, in, [&](const DirectItem& it) {
-    SmallGemmNT(it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in, in, it.b + it.j0 * in, in, 0.0f,
+    SmallGemmNT(it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in, in, it.bf() + it.j0 * in, in, 0.0f,
                 py + it.row_begin * out + it.j0, out);
   });
   RunGroups(groups, static_cast<double>(in) * out, true,
             [&](const GemmGroup& g) { return !UseDirectNT(g.rows, out, in); },
             [&](const GemmGroup& g) {
-              cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(g.rows),
+              Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(g.rows),
                           static_cast<blasint>(out), static_cast<blasint>(in), 1.0f, px + g.row_begin * in,
                           static_cast<blasint>(in), g.weight->data<float>(), static_cast<blasint>(in), 0.0f,
                           py + g.row_begin * out, static_cast<blasint>(out));
@@ -279,13 +281,13 @@ absl::Status CpuBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<con
     }
   }
   RunDirectItems(items, out, [&](const DirectItem& it) {
-    SmallGemmNN(it.rows, it.j1 - it.j0, out, 1.0f, pdy + it.row_begin * out, out, it.b + it.j0, in, 0.0f,
+    SmallGemmNN(it.rows, it.j1 - it.j0, out, 1.0f, pdy + it.row_begin * out, out, it.bf() + it.j0, in, 0.0f,
                 pdx + it.row_begin * in + it.j0, in);
   });
   RunGroups(groups, static_cast<double>(in) * out, true,
             [&](const GemmGroup& g) { return !UseDirectNN(g.rows, in, out); },
             [&](const GemmGroup& g) {
-              cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(g.rows),
+              Sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(g.rows),
                           static_cast<blasint>(in), static_cast<blasint>(out), 1.0f, pdy + g.row_begin * out,
                           static_cast<blasint>(out), g.weight->data<float>(), static_cast<blasint>(in), 0.0f,
                           pdx + g.row_begin * in, static_cast<blasint>(in));
@@ -318,12 +320,127 @@ absl::Status CpuBackend::GroupedMatmulWeightGrad(const Tensor& x, const Tensor& 
   RunGroups(groups, static_cast<double>(in) * out, !shared,
             [](const GemmGroup& g) { return g.weight_grad != nullptr; },
             [&](const GemmGroup& g) {
-              cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(out),
+              Sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(out),
                           static_cast<blasint>(in), static_cast<blasint>(g.rows), 1.0f, pdy + g.row_begin * out,
                           static_cast<blasint>(out), px + g.row_begin * in, static_cast<blasint>(in), 1.0f,
                           g.weight_grad->data<float>(), static_cast<blasint>(in));
             });
   return absl::OkStatus();
+}
+
+// ---- bf16 weights, few rows (cpu_bf16_gemm.h) --------------------------------------------------------
+// For NarrowStorageBackend: a bf16 model's decode products read the bf16 weights directly instead of
+// widening a copy of each weight per call. Only calls the f32 path would accept (valid shapes, disjoint
+// groups, no output overlapping an input) are taken; anything else returns false untouched and goes
+// through the staging path, which reports any error.
+namespace {
+
+bool IsBf16Cpu(const Tensor& t) { return t.defined() && t.device() == DeviceKind::kCpu && t.dtype() == DType::kBF16; }
+bool IsFloatOut(const Tensor& t) {
+  return t.defined() && t.device() == DeviceKind::kCpu && (t.dtype() == DType::kF32 || t.dtype() == DType::kBF16);
+}
+
+// The f32 output rows [row_begin, row_begin + rows) of c [*, n]: c itself when f32, else a scratch copy
+// (widened when beta != 0) that Commit rounds back.
+class Bf16Out {
+ public:
+  Bf16Out(Tensor& c, int64_t n) : c_(c), n_(n) {
+    if (c.dtype() != DType::kF32) scratch_.resize(static_cast<size_t>(cpu::Rows(c) * n));
+  }
+  // Row 0 of the f32 rows.
+  float* Base() { return c_.dtype() == DType::kF32 ? c_.data<float>() : scratch_.data(); }
+  // Rows [row_begin, row_begin + rows), widened from c first when `read`.
+  float* Load(int64_t row_begin, int64_t rows, bool read) {
+    if (c_.dtype() == DType::kF32) return c_.data<float>() + row_begin * n_;
+    float* s = scratch_.data() + row_begin * n_;
+    if (read) {
+      const uint16_t* src = c_.data<uint16_t>() + row_begin * n_;
+      for (int64_t i = 0; i < rows * n_; ++i) s[i] = Bf16ToF32(src[i]);
+    }
+    return s;
+  }
+  void Commit(int64_t row_begin, int64_t rows) {
+    if (c_.dtype() == DType::kF32) return;
+    uint16_t* dst = c_.data<uint16_t>() + row_begin * n_;
+    const float* s = scratch_.data() + row_begin * n_;
+    for (int64_t i = 0; i < rows * n_; ++i) dst[i] = F32ToBf16(s[i]);
+  }
+
+ private:
+  Tensor& c_;
+  int64_t n_;
+  std::vector<float> scratch_;
+};
+
+// a's rows as f32 when the chosen kernel reads f32 (all but vdpbf16ps).
+std::vector<float> WidenIfNeeded(Bf16GemmIsa isa, const Tensor& a) {
+  std::vector<float> out;
+  if (isa == Bf16GemmIsa::kAvx512Bf16) return out;
+  out.resize(static_cast<size_t>(a.numel()));
+  const uint16_t* p = a.data<uint16_t>();
+  for (int64_t i = 0; i < a.numel(); ++i) out[i] = Bf16ToF32(p[i]);
+  return out;
+}
+
+}  // namespace
+
+bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
+                      float beta) {
+  if (trans_a || !trans_b || !IsBf16Cpu(a) || !IsBf16Cpu(b) || !IsFloatOut(c)) return false;
+  if (a.rank() != 2 || b.rank() != 2 || c.rank() != 2) return false;
+  const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(0);
+  if (m < 1 || m > kSmallM || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) return false;
+  if (Overlaps(c, a) || Overlaps(c, b)) return false;
+  const Bf16GemmIsa isa = Bf16GemmBestIsa();
+  const std::vector<float> a32 = WidenIfNeeded(isa, a);
+  Bf16Out out(c, n);
+  float* pc = out.Load(0, m, beta != 0.0f);
+  const uint16_t* pa = a.data<uint16_t>();
+  const uint16_t* pb = b.data<uint16_t>();
+  std::vector<DirectItem> items;
+  AddDirectItems(0, m, n, k, kAlignNT, pb, items);
+  RunDirectItems(items, k, [&](const DirectItem& it) {
+    Bf16GemmNT(isa, m, it.j1 - it.j0, k, alpha, pa, a32.data(), k, pb + it.j0 * k, k, beta, pc + it.j0, n);
+  });
+  out.Commit(0, m);
+  return true;
+}
+
+bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) {
+  if (!IsBf16Cpu(x) || !IsFloatOut(y) || x.rank() < 1 || y.rank() < 1) return false;
+  const int64_t n_rows = Rows(x), in = Cols(x), out = Cols(y);
+  if (Rows(y) != n_rows || in < 1 || out < 1 || Overlaps(x, y)) return false;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const GemmGroup& g : groups) {
+    if (g.weight == nullptr || !IsBf16Cpu(*g.weight) || g.weight->rank() != 2 || g.weight->dim(0) != out ||
+        g.weight->dim(1) != in || Overlaps(*g.weight, y)) {
+      return false;
+    }
+    if (g.row_begin < 0 || g.rows < 0 || g.rows > kSmallM || g.row_begin + g.rows > n_rows) return false;
+    if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
+  }
+  if (ranges.empty()) return false;
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) return false;
+  }
+  const Bf16GemmIsa isa = Bf16GemmBestIsa();
+  const std::vector<float> x32 = WidenIfNeeded(isa, x);
+  Bf16Out o(y, out);
+  float* py = o.Base();  // y is write-only here (each group's rows are overwritten)
+  const uint16_t* px = x.data<uint16_t>();
+  std::vector<DirectItem> items;
+  for (const GemmGroup& g : groups) {
+    if (g.rows > 0) AddDirectItems(g.row_begin, g.rows, out, in, kAlignNT, g.weight->data<uint16_t>(), items);
+  }
+  RunDirectItems(items, in, [&](const DirectItem& it) {
+    const uint16_t* w = static_cast<const uint16_t*>(it.b);
+    Bf16GemmNT(isa, it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in,
+               x32.empty() ? nullptr : x32.data() + it.row_begin * in, in, w + it.j0 * in, in, 0.0f,
+               py + it.row_begin * out + it.j0, out);
+  });
+  for (const auto& [begin, end] : ranges) o.Commit(begin, end - begin);
+  return true;
 }
 
 }  // namespace tessera::cpu

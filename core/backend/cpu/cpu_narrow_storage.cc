@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
 #include "core/util/status_macros.h"
 
@@ -143,6 +144,7 @@ absl::StatusOr<double> NarrowStorageBackend::SumSquares(const Tensor& x) {
 absl::Status NarrowStorageBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c,
                                           float alpha, float beta) {
   RETURN_IF_ERROR(CheckMatmulDtypes(a.dtype(), b.dtype(), c.dtype(), "Matmul"));
+  if (Bf16DirectMatmul(a, trans_a, b, trans_b, c, alpha, beta)) return absl::OkStatus();  // decode fast path
   Staging st(*k_, "Matmul");
   ASSIGN_OR_RETURN(const Tensor* a2, st.In(a));
   ASSIGN_OR_RETURN(const Tensor* b2, st.In(b));
@@ -153,6 +155,7 @@ absl::Status NarrowStorageBackend::Matmul(const Tensor& a, bool trans_a, const T
 
 absl::Status NarrowStorageBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y) {
   RETURN_IF_ERROR(CheckGroupedDtypes(x.dtype(), y.dtype(), groups, "GroupedMatmul"));
+  if (Bf16DirectGroupedMatmul(x, groups, y)) return absl::OkStatus();  // decode fast path
   Staging st(*k_, "GroupedMatmul");
   ASSIGN_OR_RETURN(std::vector<GemmGroup> g2, StageGroups(st, groups, /*grads=*/false));
   ASSIGN_OR_RETURN(const Tensor* x2, st.In(x));

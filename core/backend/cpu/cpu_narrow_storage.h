@@ -14,6 +14,10 @@
 // argument). A narrow argument costs a conversion in (and, for outputs, one back) per op: this is a
 // reference path, not a fast one. Outputs are converted in as well, because several ops accumulate or
 // leave parts of their output untouched (grouped matmul rows outside every group).
+// Decode fast path: Matmul (a @ b^T) and GroupedMatmul with bf16 operands and at most 8 rows per product
+// skip the staging and run cpu_bf16_gemm.h's kernels on the bf16 weights directly (half the bytes of f32,
+// no per-call widening; vdpbf16ps where the CPU has AVX512_BF16), f32 accumulation, one rounding at a
+// bf16 store: the same contract up to summation order (Bf16DirectMatmul in cpu_backend_internal.h).
 // Aliasing: an argument passed twice (e.g. Add(x, y, x)) gets two stand-ins; the op reads the input's
 // and the output's is written back, which is the aliasing the interface allows.
 #pragma once

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "core/backend/cpu/cpu_features.h"
+
 namespace tessera::cpu {
 
 void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
@@ -21,9 +23,8 @@ void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, i
 void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// Instruction sets of the kernels. The CPU's best one is picked once at first use; NN has no
-// AVX-512 variant (it uses AVX2 there).
-enum class SmallGemmIsa { kPortable, kAvx2, kAvx512 };
+// Instruction set of the kernels (SmallGemmIsa, cpu_features.h): the CPU's best one, chosen once at
+// first use by ChooseKernelSet from the probed features; NN has no AVX-512 variant (it uses AVX2 there).
 SmallGemmIsa SmallGemmBestIsa();
 bool SmallGemmSupports(SmallGemmIsa isa);
 

@@ -1,0 +1,84 @@
+// Loading OpenBLAS with the core type of the CPU's features (see cpu_blas.h).
+#include "core/backend/cpu/cpu_blas.h"
+
+#include <dlfcn.h>
+#include <strings.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "core/backend/cpu/cpu_features.h"
+
+namespace tessera::cpu {
+namespace {
+
+// The runtime soname of Debian's libopenblas0 (the update-alternatives link to the pthread or openmp
+// build); the build's own path as a fallback.
+constexpr const char* kLibraries[] = {"libopenblas.so.0", TESSERA_OPENBLAS_LIBRARY};
+
+[[noreturn]] void Fail(const std::string& what) {
+  std::fprintf(stderr, "tessera: cannot load OpenBLAS for the CPU backend: %s (install libopenblas0, see ops/install-deps.sh)\n",
+               what.c_str());
+  std::abort();
+}
+
+BlasInfo Load() {
+  BlasInfo info;
+  info.core_wanted = ChooseKernelSet(ProbeCpu()).blas_core;
+  bool preloaded = false;
+  for (const char* lib : kLibraries) {
+    if (void* h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD)) {
+      preloaded = true;  // linked or loaded by someone else: its core type is fixed already
+      dlclose(h);
+    }
+  }
+  const char* user = std::getenv("OPENBLAS_CORETYPE");
+  info.user_core = user != nullptr && *user != '\0';
+  if (!info.user_core && !preloaded) setenv("OPENBLAS_CORETYPE", info.core_wanted.c_str(), 1);
+  void* handle = nullptr;
+  std::string errors;
+  for (const char* lib : kLibraries) {
+    handle = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (handle != nullptr) {
+      info.library = lib;
+      break;
+    }
+    const char* e = dlerror();
+    absl::StrAppend(&errors, errors.empty() ? "" : "; ", e != nullptr ? e : lib);
+  }
+  if (handle == nullptr) Fail(errors);
+  info.sgemm = reinterpret_cast<decltype(&cblas_sgemm)>(dlsym(handle, "cblas_sgemm"));
+  if (info.sgemm == nullptr) Fail(absl::StrCat(info.library, " has no cblas_sgemm"));
+  using NameFn = char* (*)();
+  if (auto corename = reinterpret_cast<NameFn>(dlsym(handle, "openblas_get_corename"))) info.core = corename();
+  if (auto config = reinterpret_cast<NameFn>(dlsym(handle, "openblas_get_config"))) info.config = config();
+  info.degraded = strcasecmp(info.core.c_str(), info.core_wanted.c_str()) != 0;
+  if (preloaded && info.degraded) info.config += " (library was loaded before Tessera set its core type)";
+  return info;
+}
+
+}  // namespace
+
+const BlasInfo& Blas() {
+  static const BlasInfo info = Load();
+  return info;
+}
+
+std::string CpuFeaturesString() { return FeatureString(ProbeCpu()); }
+
+std::string CpuKernelSetString() {
+  const BlasInfo& b = Blas();
+  const KernelSet k = ChooseKernelSet(ProbeCpu());
+  std::string blas = absl::StrCat("openblas:", b.core);
+  if (b.degraded) {
+    absl::StrAppend(&blas, "(DEGRADED: wanted ", b.core_wanted,
+                    b.user_core ? absl::StrCat("; OPENBLAS_CORETYPE=", std::getenv("OPENBLAS_CORETYPE"), " set by the user")
+                                : std::string(), ")");
+  } else if (b.user_core) {
+    absl::StrAppend(&blas, "(OPENBLAS_CORETYPE set by the user)");
+  }
+  return absl::StrCat("blas=", blas, " small_gemm=", IsaName(k.small_gemm), " bf16_gemm=", IsaName(k.bf16_gemm));
+}
+
+}  // namespace tessera::cpu

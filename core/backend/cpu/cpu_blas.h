@@ -1,0 +1,46 @@
+// The CPU backend's BLAS, loaded so that its kernels follow the CPU's features.
+//
+// Debian's OpenBLAS is a DYNAMIC_ARCH build: when the library initializes (at load) it picks its kernels
+// from a table of CPU models, unless OPENBLAS_CORETYPE names a core type. A CPU newer than its table is
+// taken for an old one (issue 17: an AVX-512 Xeon, family 6 model 207, became "Prescott", SSE3 only: sgemm
+// 62 vs 222-232 GFLOP/s). So Tessera does not link OpenBLAS: at first use it sets OPENBLAS_CORETYPE to the
+// core type ChooseKernelSet derives from cpuid (unless the user set one: then it is kept, and reported),
+// then loads the library with dlopen and resolves cblas_sgemm. The loaded core type
+// (openblas_get_corename) is compared with the wanted one and a mismatch is reported as "DEGRADED" in the
+// kernel set string that tessera-server and every bench print and GetRuntimeStatus returns.
+// Why this mechanism: ops/bench/RESULTS.md "CPU kernel choice" (bench_gemm_kernels: OpenBLAS forced from
+// the features vs BLIS 0.9 vs oneDNN 2.6 sgemm vs OpenBLAS forced to Prescott, same shapes, same run).
+//
+// Failure: without the library no GEMM can run; the first use prints what to install and aborts.
+#pragma once
+
+#include <cblas.h>
+
+#include <string>
+
+#include "core/backend/cpu/cpu_kernel_set.h"  // CpuFeaturesString, CpuKernelSetString
+
+namespace tessera::cpu {
+
+struct BlasInfo {
+  std::string library;      // what was dlopen'ed
+  std::string core_wanted;  // from ChooseKernelSet(ProbeCpu())
+  std::string core;         // what the library runs (openblas_get_corename)
+  std::string config;       // openblas_get_config
+  bool user_core = false;   // OPENBLAS_CORETYPE was set before Tessera looked (left as the user set it)
+  bool degraded = false;    // core differs from core_wanted
+  decltype(&cblas_sgemm) sgemm = nullptr;
+};
+
+// Loads the library on the first call (thread-safe); call it early (MakeCpuBackend does), before
+// threads that might read the environment start.
+const BlasInfo& Blas();
+
+// cblas_sgemm of the loaded library.
+inline void Sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
+                  float alpha, const float* a, blasint lda, const float* b, blasint ldb, float beta, float* c,
+                  blasint ldc) {
+  Blas().sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace tessera::cpu
