@@ -14,7 +14,8 @@
 //
 // Limits and peer (issue 17), all measured in the same run:
 //   - peak GFLOP/s: the backend's BLAS (chosen from the CPU features, cpu_blas.h) on a 1024^3 sgemm;
-//   - memory bandwidth: a read-only sweep over a 512 MiB buffer with every thread;
+//   - memory bandwidth: a read-only sweep over a 512 MiB buffer with every thread (best of 3, at the
+//     start and again at the end; the larger counts);
 //   - decode bytes/s: the weight bytes one decode step reads (attention, router, LM head, and the
 //     expected number of distinct experts the batch routes to under uniform routing) per step time;
 //   - peer: PyTorch's own GEMM (its bundled MKL/oneDNN kernels, not our BLAS) on the same GEMM shapes
@@ -22,7 +23,8 @@
 //     (--python, $TESSERA_TORCH_PYTHON, /work/venv/bin/python); prefill GFLOP/s over the peer's is the
 //     ratio, since comparing with the BLAS we use hides a crippled BLAS (issue 17).
 //
-// Usage: bench_forward [--quick] [--python P] [--no-peer] [--no-bf16]   (--quick: smaller batches)
+// Usage: bench_forward [--quick] [--python P] [--no-peer] [--no-bf16] [--profile]
+//   (--quick: smaller batches; --profile: per-op time table of the small config's f32 and bf16 decode)
 // Last line (small config): prefill_tok_s=<x> decode_tok_s=<x> bf16_decode_tok_s=<x> bf16_speedup=<x>
 //   gflops=<x> sgemm_gflops=<x> peak_gflops=<x> mem_gbps=<x> decode_gbps=<x> torch_gflops=<x>
 //   ratio=<gflops / torch_gflops, or / sgemm_gflops without the peer>
@@ -41,6 +43,7 @@
 #include "core/backend/cpu/cpu_blas.h"
 
 #include "core/backend/backend.h"
+#include "core/backend/profiling_backend.h"
 #include "core/model/config.h"
 #include "core/model/kv_cache.h"
 #include "core/model/model.h"
@@ -118,8 +121,78 @@ double MemoryBandwidthGbps() {
   return static_cast<double>(words * 8) / best / 1e9;
 }
 
+// A model after its prefill, ready to decode: every sequence one token per step, batched.
+struct DecodeState {
+  const char* label = "";
+  ModelConfig c;
+  int64_t batch = 0, prompt_len = 0;
+  DType dtype = DType::kF32;
+  Backend* be = nullptr;
+  std::unique_ptr<Model> model;
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<int32_t> next;
+  int64_t steps = 0;     // decode steps run
+  double seconds = 0.0;  // their time
+
+  void Steps(int64_t count) {
+    ForwardOptions opt;
+    opt.logits = LogitsMode::kLast;
+    const double t0 = Now();
+    for (int64_t s = 0; s < count; ++s) {
+      std::vector<SequenceInput> step;
+      for (int64_t b = 0; b < batch; ++b) step.push_back({absl::MakeConstSpan(&next[b], 1), nullptr, caches[b].get()});
+      auto r = model->Forward(step, opt);
+      if (!r.ok()) {
+        std::printf("decode failed: %s\n", std::string(r.status().message()).c_str());
+        std::exit(1);
+      }
+      std::vector<float> logits = be->ToHostF32(r->logits).value();
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* row = logits.data() + b * c.vocab_size;
+        next[b] = static_cast<int32_t>(std::max_element(row, row + std::min<int64_t>(c.vocab_size, 256)) - row);
+      }
+    }
+    seconds += Now() - t0;
+    steps += count;
+  }
+};
+
+// Prints the decode results of `st` into `res`.
+void FinishDecode(DecodeState& st, Result& res) {
+  const ModelConfig& c = st.c;
+  const bool bf16 = st.dtype == DType::kBF16;
+  const double d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), f = c.expert_dim;
+  const double decode_s = st.seconds;
+  const double decode_tok = static_cast<double>(st.batch * st.steps);
+  const double ctx = st.prompt_len + st.steps / 2.0;
+  const double per_tok = c.num_layers * (2.0 * d * (qd + 2 * kvd) + 2.0 * qd * d + 2.0 * d * c.num_experts +
+                                         2.0 * c.top_k * 3 * d * f + 4.0 * ctx * c.num_heads * c.head_dim) +
+                         2.0 * d * c.vocab_size;
+  // Weight bytes one decode step reads: attention, router and LM head once, and the distinct experts the
+  // batch's tokens route to (expected count under uniform routing: E (1 - (1 - k/E)^B)).
+  const double elem = bf16 ? 2.0 : 4.0;
+  const double experts_touched =
+      c.num_experts * (1.0 - std::pow(1.0 - static_cast<double>(c.top_k) / c.num_experts, static_cast<double>(st.batch)));
+  const double step_bytes = elem * (c.num_layers * (d * (qd + 2 * kvd) + qd * d + d * c.num_experts +
+                                                    experts_touched * 3 * d * f) +
+                                    d * c.vocab_size);
+  res.decode_gbps = step_bytes * st.steps / decode_s / 1e9;
+  res.decode_tok_s = decode_tok / decode_s;
+  res.decode_gflops = per_tok * decode_tok / decode_s / 1e9;
+  std::printf("  %s decode: %lld seqs x %lld steps in %.3fs = %.1f tok/s (%.1f GFLOP/s; weights re-read each "
+              "step: memory-bound, %.1f MB/step = %.1f GB/s)\n",
+              st.label, (long long)st.batch, (long long)st.steps, decode_s, res.decode_tok_s, res.decode_gflops,
+              step_bytes / 1e6, res.decode_gbps);
+  int64_t kv_bytes = 0;
+  for (const auto& cache : st.caches) kv_bytes += cache->bytes();
+  std::printf("  %s weights %.0f MB + KV caches %.1f MB; peak RSS %.0f MB\n", st.label,
+              c.NumParameters() * elem / 1e6, kv_bytes / 1e6, PeakRssMb());
+}
+
+// Prefill (timed, with its sgemm reference), then `decode_steps` decode steps; with `keep`, the decode is
+// left to the caller (the model and caches move into *keep).
 Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t prompt_len, int64_t decode_steps,
-           Backend* be, DType dtype = DType::kF32) {
+           Backend* be, DType dtype = DType::kF32, DecodeState* keep = nullptr) {
   const bool bf16 = dtype == DType::kBF16;
   std::printf("== %s: hidden %lld, layers %lld, heads %lld/%lld x %lld, experts %lld top-%lld width %lld, vocab %lld, "
               "%.1fM params\n",
@@ -133,7 +206,7 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
     std::printf("init failed: %s\n", std::string(weights.status().message()).c_str());
     std::exit(1);
   }
-  auto model = Model::Create(c, *weights, be).value();
+  auto model = Model::Create(c, *std::move(weights), be).value();
   std::printf("  init %.2fs, RSS %.0f MB\n", Now() - t0, PeakRssMb());
 
   std::mt19937 rng(7);
@@ -144,7 +217,7 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
   }
   std::vector<std::unique_ptr<KvCache>> caches;
   for (int64_t b = 0; b < batch; ++b) {
-    caches.push_back(KvCache::Create(c, prompt_len + decode_steps, be, bf16 ? DType::kBF16 : DType::kF32).value());
+    caches.push_back(KvCache::Create(c, prompt_len + decode_steps + 1, be, bf16 ? DType::kBF16 : DType::kF32).value());
   }
 
   // Warm-up prefill (standalone, small) so first-touch page faults are not timed.
@@ -216,55 +289,27 @@ Result Run(const char* label, const ModelConfig& c, int64_t batch, int64_t promp
                 sgemm_s, gemm_flops / 1e9, sgemm_gflops, gflops / sgemm_gflops);
   }
 
-  // ---- Decode: every sequence one token per step, batched --------------------------------------------
-  std::vector<int32_t> next(batch);
-  for (int64_t b = 0; b < batch; ++b) next[b] = prompts[b].back();
-  opt.collect_routing = false;
-  t0 = Now();
-  for (int64_t s = 0; s < decode_steps; ++s) {
-    std::vector<SequenceInput> step;
-    for (int64_t b = 0; b < batch; ++b) step.push_back({absl::MakeConstSpan(&next[b], 1), nullptr, caches[b].get()});
-    auto r = model->Forward(step, opt);
-    if (!r.ok()) {
-      std::printf("decode failed: %s\n", std::string(r.status().message()).c_str());
-      std::exit(1);
-    }
-    std::vector<float> logits = be->ToHostF32(r->logits).value();
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* row = logits.data() + b * c.vocab_size;
-      next[b] = static_cast<int32_t>(std::max_element(row, row + std::min<int64_t>(c.vocab_size, 256)) - row);
-    }
-  }
-  const double decode_s = Now() - t0;
-  const double decode_tok = static_cast<double>(batch * decode_steps);
-  const double ctx = prompt_len + decode_steps / 2.0;
-  const double per_tok = c.num_layers * (2.0 * d * (qd + 2 * kvd) + 2.0 * qd * d + 2.0 * d * c.num_experts +
-                                         2.0 * c.top_k * 3 * d * f + 4.0 * ctx * c.num_heads * c.head_dim) +
-                         2.0 * d * c.vocab_size;
-  // Weight bytes one decode step reads: attention, router and LM head once, and the distinct experts the
-  // batch's tokens route to (expected count under uniform routing: E (1 - (1 - k/E)^B)).
-  const double elem = bf16 ? 2.0 : 4.0;
-  const double experts_touched =
-      c.num_experts * (1.0 - std::pow(1.0 - static_cast<double>(c.top_k) / c.num_experts, static_cast<double>(batch)));
-  const double step_bytes = elem * (c.num_layers * (d * (qd + 2 * kvd) + qd * d + d * c.num_experts +
-                                                    experts_touched * 3 * d * f) +
-                                    d * c.vocab_size);
   Result res;
   res.gemm_shapes = shapes;
-  res.decode_gbps = step_bytes * decode_steps / decode_s / 1e9;
   res.prefill_tok_s = n / prefill_s;
-  res.decode_tok_s = decode_tok / decode_s;
   res.gflops = gflops;
   res.sgemm_gflops = sgemm_gflops;
-  res.decode_gflops = per_tok * decode_tok / decode_s / 1e9;
-  std::printf("  decode: %lld seqs x %lld steps in %.3fs = %.1f tok/s (%.1f GFLOP/s; weights re-read each "
-              "step: memory-bound, %.1f MB/step = %.1f GB/s)\n",
-              (long long)batch, (long long)decode_steps, decode_s, res.decode_tok_s, res.decode_gflops,
-              step_bytes / 1e6, res.decode_gbps);
-  int64_t kv_bytes = 0;
-  for (const auto& cache : caches) kv_bytes += cache->bytes();
-  std::printf("  weights %.0f MB + KV caches %.1f MB; peak RSS %.0f MB\n", c.NumParameters() * elem / 1e6,
-              kv_bytes / 1e6, PeakRssMb());
+  DecodeState local;
+  DecodeState& st = keep != nullptr ? *keep : local;
+  st.label = label;
+  st.c = c;
+  st.batch = batch;
+  st.prompt_len = prompt_len;
+  st.dtype = dtype;
+  st.be = be;
+  st.model = std::move(model);
+  st.caches = std::move(caches);
+  st.next.resize(batch);
+  for (int64_t b = 0; b < batch; ++b) st.next[b] = prompts[b].back();
+  if (keep == nullptr) {
+    st.Steps(decode_steps);
+    FinishDecode(st, res);
+  }
   return res;
 }
 
@@ -318,15 +363,16 @@ double PeakSgemmGflops() {
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  bool quick = false, peer = true, run_bf16 = true;
+  bool quick = false, peer = true, run_bf16 = true, profile = false;
   std::string python;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--no-peer")) peer = false;
     else if (!std::strcmp(argv[i], "--no-bf16")) run_bf16 = false;
+    else if (!std::strcmp(argv[i], "--profile")) profile = true;
     else if (!std::strcmp(argv[i], "--python") && i + 1 < argc) python = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_forward [--quick] [--python P] [--no-peer] [--no-bf16]\n");
+      std::fprintf(stderr, "usage: bench_forward [--quick] [--python P] [--no-peer] [--no-bf16] [--profile]\n");
       return 2;
     }
   }
@@ -335,20 +381,56 @@ int main(int argc, char** argv) {
               cpu::Blas().config.c_str());
   std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   const double peak_gflops = PeakSgemmGflops();
-  const double mem_gbps = MemoryBandwidthGbps();
+  double mem_gbps = MemoryBandwidthGbps();
   std::printf("machine limits (this run): sgemm 1024^3 %.1f GFLOP/s (the BLAS above), memory read %.1f GB/s\n",
               peak_gflops, mem_gbps);
   Run("builtin:tiny", ModelConfig::BuiltinTiny(), quick ? 2 : 8, quick ? 64 : 256, quick ? 8 : 32, be.get());
   const int64_t batch = quick ? 1 : 4, prompt = quick ? 64 : 256, steps = quick ? 4 : 16;
-  Result small = Run("small", ModelConfig::BuiltinSmall(), batch, prompt, steps, be.get());
+  // Small config: f32 and bf16 prefills, then their decodes interleaved in rounds (f32 steps, bf16 steps,
+  // ...), so that other load on a shared machine falls on both alike.
+  // --profile: each model runs over its own ProfilingBackend, enabled only while it decodes.
+  DecodeState d32, d16;
+  ProfilingBackend p32(be.get()), p16(be.get());
+  Result small = Run("small", ModelConfig::BuiltinSmall(), batch, prompt, steps, &p32, DType::kF32, &d32);
   Result small16;
-  if (run_bf16) small16 = Run("small bf16", ModelConfig::BuiltinSmall(), batch, prompt, steps, be.get(), DType::kBF16);
+  if (run_bf16) {
+    small16 = Run("small bf16", ModelConfig::BuiltinSmall(), batch, prompt, steps, &p16, DType::kBF16, &d16);
+  }
+  const int64_t rounds = 4;
+  d32.Steps(1);  // warm-up step each (first-touch of decode-only buffers), untimed below
+  d32.seconds = 0;
+  d32.steps = 0;
+  if (run_bf16) {
+    d16.Steps(1);
+    d16.seconds = 0;
+    d16.steps = 0;
+  }
+  p32.set_enabled(profile);
+  p16.set_enabled(profile);
+  for (int64_t r = 0; r < rounds; ++r) {
+    d32.Steps(steps / rounds);
+    if (run_bf16) d16.Steps(steps / rounds);
+  }
+  p32.set_enabled(false);
+  p16.set_enabled(false);
+  if (profile) {
+    std::printf("small f32 decode ops:\n%s", p32.Report(d32.seconds).c_str());
+    if (run_bf16) std::printf("small bf16 decode ops:\n%s", p16.Report(d16.seconds).c_str());
+  }
+  std::printf("== small decode, f32 and bf16 interleaved in %lld rounds of %lld steps\n", (long long)rounds,
+              (long long)(steps / rounds));
+  FinishDecode(d32, small);
+  if (run_bf16) FinishDecode(d16, small16);
   double torch_gflops = 0.0;
   if (peer) {
     python = FindTorchPython(python);
     if (python.empty()) std::printf("peer: no Python with torch (--python, $TESSERA_TORCH_PYTHON); ratio vs sgemm\n");
     else torch_gflops = TorchGemmGflops(python, small.gemm_shapes, NumThreads());
   }
+  // The bandwidth probe again: on a shared machine the first one may have met other load.
+  const double mem_gbps_end = MemoryBandwidthGbps();
+  std::printf("memory read probe at the end: %.1f GB/s (start %.1f); the larger counts\n", mem_gbps_end, mem_gbps);
+  mem_gbps = std::max(mem_gbps, mem_gbps_end);
   std::printf("small: prefill %.1f GFLOP/s = %.2f of peak sgemm, %.2f of torch's GEMM on the same shapes; decode f32 "
               "%.1f GB/s = %.2f of memory bandwidth, bf16 %.1f GB/s = %.2f; bf16/f32 decode tok/s %.2fx\n",
               small.gflops, small.gflops / peak_gflops, torch_gflops > 0 ? small.gflops / torch_gflops : 0.0,

@@ -15,10 +15,14 @@
 //               [--no-peer]
 // Memory note: the peer's 'small' run holds fused expert gradients and AdamW state for every layer with
 // a trainable slot (~15 GB RSS observed); run it on a machine with room for that.
+// Limits (issue 17): the BLAS's 1024^3 sgemm in this run is the GEMM peak; Tessera's step is also given as
+// estimated training GFLOP/s (TrainFlopsPerToken) against it.
 // Last line (small config):
-//   tessera_tok_s=<x> torch_tok_s=<x> speedup=<x> tessera_rss_mb=<x> torch_rss_mb=<x>
+//   tessera_tok_s=<x> torch_tok_s=<x> speedup=<x> tessera_rss_mb=<x> torch_rss_mb=<x> tessera_gflops=<x>
+//   peak_gflops=<x>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,7 +34,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/backend/cpu/cpu_blas.h"
+#include "core/backend/cpu/cpu_blas.h"  // Sgemm, CpuKernelSetString
 #include "core/data/rng.h"
 #include "core/model/model.h"
 #include "core/train/artifact.h"
@@ -146,6 +150,7 @@ std::string FindPython(const std::string& given) {
   if (!given.empty()) candidates.push_back(given);
   if (const char* env = std::getenv("TESSERA_TORCH_PYTHON")) candidates.push_back(env);
   candidates.push_back("/root/tvenv/bin/python");
+  candidates.push_back("/work/venv/bin/python");
   const std::string venv = std::string(TESSERA_BINARY_DIR) + "/bench_train_venv";
   candidates.push_back(venv + "/bin/python");
   for (const auto& c : candidates) {
@@ -158,6 +163,33 @@ std::string FindPython(const std::string& given) {
                           venv + "/bin/pip install -q transformers safetensors";
   if (std::system(cmd.c_str()) == 0 && HasTorch(venv + "/bin/python")) return venv + "/bin/python";
   return "";
+}
+
+// Training FLOPs per token (2 per multiply-add), an estimate: the forward (projections, router, the top-k
+// experts, causal attention at this sequence length, LM head) twice (forward + input gradients; frozen
+// weights get no weight gradient) plus the weight gradients of the trainable expert slots (the tokens
+// routed to them: top_k * trainable/total of the expert FLOPs).
+double TrainFlopsPerToken(const ModelConfig& c, int64_t seq, double trainable_fraction) {
+  const double d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), f = c.expert_dim;
+  const double experts = 2.0 * c.top_k * 3 * d * f;
+  const double per_layer = 2.0 * d * (qd + 2 * kvd) + 2.0 * qd * d + 2.0 * d * c.num_experts + experts +
+                           4.0 * (seq + 1) / 2.0 * c.num_heads * c.head_dim;
+  const double fwd = c.num_layers * per_layer + 2.0 * d * c.vocab_size;
+  return 2.0 * fwd + trainable_fraction * c.num_layers * experts;
+}
+
+// The BLAS's 1024^3 sgemm, best of 5 after a warm-up (GFLOP/s): the machine's measured GEMM peak.
+double PeakSgemmGflops() {
+  const int n = 1024;
+  std::vector<float> a(n * n, 0.01f), b(n * n, 0.02f), c(n * n);
+  double best = 1e30;
+  for (int r = 0; r < 6; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::min(best, dt);
+  }
+  return 2.0 * n * n * n / best / 1e9;
 }
 
 }  // namespace
@@ -204,7 +236,12 @@ int main(int argc, char** argv) {
               static_cast<long long>(threads), static_cast<long long>(batch),
               static_cast<long long>(seq), static_cast<long long>(steps),
               python.empty() ? "unavailable" : python.c_str());
+  // The GEMM peak at the bench's thread count (the BLAS reads OPENBLAS_NUM_THREADS when it loads, which
+  // CpuKernelSetString below does).
+  setenv("OPENBLAS_NUM_THREADS", std::to_string(threads).c_str(), 0);
   std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
+  const double peak_gflops = PeakSgemmGflops();
+  std::printf("machine limit (this run): sgemm 1024^3 %.1f GFLOP/s with the BLAS above\n", peak_gflops);
   std::string last;
   for (const std::string name : {"tiny", "small"}) {
     if (configs.find(name) == std::string::npos) continue;
@@ -249,13 +286,17 @@ int main(int argc, char** argv) {
                           "peer ");
     }
     const double t_tok = Field(t_line, "tok_s"), p_tok = Field(p_line, "tok_s");
+    const double t_gflops = t_tok * TrainFlopsPerToken(c, seq, static_cast<double>(slots.size()) / total) / 1e9;
+    std::printf("[%s] tessera ~%.1f GFLOP/s (estimated training FLOPs) = %.2f of the sgemm peak\n", name.c_str(),
+                t_gflops, t_gflops / peak_gflops);
     const double t_rss = Field(t_line, "rss_mb"), p_rss = Field(p_line, "rss_mb");
     std::printf("[%s] tessera %.1f tok/s, %.0f MB peak RSS | torch (%s) %.1f tok/s, %.0f MB | speedup %.2fx\n",
                 name.c_str(), t_tok, t_rss, FieldText(p_line, "experts_impl").c_str(), p_tok, p_rss,
                 t_tok / p_tok);
     std::fflush(stdout);
-    last = absl::StrFormat("tessera_tok_s=%.1f torch_tok_s=%.1f speedup=%.2f tessera_rss_mb=%.1f torch_rss_mb=%.1f",
-                           t_tok, p_tok, t_tok / p_tok, t_rss, p_rss);
+    last = absl::StrFormat("tessera_tok_s=%.1f torch_tok_s=%.1f speedup=%.2f tessera_rss_mb=%.1f torch_rss_mb=%.1f "
+                           "tessera_gflops=%.1f peak_gflops=%.1f",
+                           t_tok, p_tok, t_tok / p_tok, t_rss, p_rss, t_gflops, peak_gflops);
   }
   std::printf("%s\n", last.c_str());
   return 0;

@@ -220,6 +220,32 @@ absl::Status NarrowStorageBackend::RowDotGather(const Tensor& a, const Tensor& b
 
 absl::Status NarrowStorageBackend::EmbeddingForward(const Tensor& table, const Tensor& ids, Tensor& out) {
   Staging st(*k_, "EmbeddingForward");
+  // A narrow table is staged as just the rows `ids` names (in order, with ids 0..n-1), not all V rows
+  // (a 32k-row bf16 table widened whole cost ~170 ms per decode step). Ids that are not all valid take
+  // the whole-table path, whose kernel reports them.
+  if (IsNarrow(table) && table.rank() == 2 && table.device() == DeviceKind::kCpu && ids.defined() &&
+      ids.dtype() == DType::kI32 && ids.device() == DeviceKind::kCpu) {
+    const int64_t n = ids.numel(), v = table.dim(0), d = table.dim(1);
+    const int32_t* pi = ids.data<int32_t>();
+    bool valid = true;
+    for (int64_t i = 0; i < n && valid; ++i) valid = pi[i] >= 0 && pi[i] < v;
+    if (valid) {
+      ASSIGN_OR_RETURN(Tensor rows, k_->Alloc({n, d}, DType::kF32));
+      ASSIGN_OR_RETURN(Tensor iota, k_->Alloc({n}, DType::kI32));
+      const size_t esz = DTypeSize(table.dtype());
+      const char* src = static_cast<const char*>(table.raw());
+      for (int64_t i = 0; i < n; ++i) {
+        Tensor row(table.owner(), const_cast<char*>(src) + static_cast<size_t>(pi[i]) * d * esz, {d}, table.dtype(),
+                   DeviceKind::kCpu);
+        Tensor dst = rows.Rows(i, 1).Reshape({d});
+        RETURN_IF_ERROR(k_->Copy(row, dst));  // widens
+        iota.data<int32_t>()[i] = static_cast<int32_t>(i);
+      }
+      ASSIGN_OR_RETURN(Tensor * out2, st.Out(out));
+      RETURN_IF_ERROR(k_->EmbeddingForward(rows, iota, *out2));
+      return st.Commit();
+    }
+  }
   ASSIGN_OR_RETURN(const Tensor* table2, st.In(table));
   ASSIGN_OR_RETURN(Tensor * out2, st.Out(out));
   RETURN_IF_ERROR(k_->EmbeddingForward(*table2, ids, *out2));
@@ -269,9 +295,17 @@ absl::Status NarrowStorageBackend::AttentionForward(const Tensor& q, absl::Span<
   RETURN_IF_ERROR(Disjoint(q, out, "AttentionForward: out overlaps q"));
   Staging st(*k_, "AttentionForward");
   std::vector<AttentionSeq> s2(seqs.begin(), seqs.end());
+  // Narrow K/V caches are staged as their first kv_len rows only (the rows the op reads), not the whole
+  // capacity; a kv_len the cache cannot hold keeps the whole tensor, so the kernel reports it.
+  std::deque<Tensor> prefixes;
+  auto prefix = [&](const Tensor* t, int64_t kv_len) -> const Tensor* {
+    if (!IsNarrow(*t) || t->rank() < 1 || kv_len <= 0 || kv_len >= t->dim(0)) return t;
+    prefixes.push_back(t->Rows(0, kv_len));
+    return &prefixes.back();
+  };
   for (AttentionSeq& s : s2) {
-    if (s.k != nullptr) { ASSIGN_OR_RETURN(s.k, st.In(*s.k)); }
-    if (s.v != nullptr) { ASSIGN_OR_RETURN(s.v, st.In(*s.v)); }
+    if (s.k != nullptr) { ASSIGN_OR_RETURN(s.k, st.In(*prefix(s.k, s.kv_len))); }
+    if (s.v != nullptr) { ASSIGN_OR_RETURN(s.v, st.In(*prefix(s.v, s.kv_len))); }
   }
   ASSIGN_OR_RETURN(const Tensor* q2, st.In(q));
   ASSIGN_OR_RETURN(Tensor * out2, st.Out(out));

@@ -338,6 +338,15 @@ TEST_F(NarrowStorageTest, RowsAndEmbeddingBf16MatchF32) {
                          [](Backend& be, Args& t) { return be.RowDotGather(t["a"], t["b"], t["idx"], t["out"]); });
   ExpectNarrowMatchesF32("EmbeddingForward", {BF("table", {n, d}), I32("ids", idx), BF("out", {m, d})},
                          [](Backend& be, Args& t) { return be.EmbeddingForward(t["table"], t["ids"], t["out"]); });
+  // A bf16 table is staged row by row (only the ids' rows, cpu_narrow_storage.cc); f32 out as well.
+  ExpectNarrowMatchesF32("EmbeddingForward bf16 table -> f32 out", {BF("table", {n, d}), I32("ids", idx), F32("out", {m, d})},
+                         [](Backend& be, Args& t) { return be.EmbeddingForward(t["table"], t["ids"], t["out"]); });
+  {  // an id out of range is refused (by the whole-table path's kernel), out untouched
+    std::vector<int32_t> bad = idx;
+    bad.back() = static_cast<int32_t>(n);
+    ExpectRefused("EmbeddingForward", {BF("table", {n, d}), I32("ids", bad), BF("out", {m, d})},
+                  [](Backend& be, Args& t) { return be.EmbeddingForward(t["table"], t["ids"], t["out"]); });
+  }
   ExpectNarrowMatchesF32("EmbeddingBackward", {I32("ids", idx), BF("dout", {m, d}), BF("dtable", {n, d})},
                          [](Backend& be, Args& t) { return be.EmbeddingBackward(t["ids"], t["dout"], t["dtable"]); });
 }
