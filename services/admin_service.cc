@@ -1,6 +1,9 @@
 #include "services/admin_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/backend/cpu/cpu_kernel_set.h"
 #include "services/convert.h"
 #include "services/experts_service.h"
@@ -12,6 +15,7 @@ namespace tessera::services {
 namespace {
 
 constexpr size_t kMaxDisplayName = 256;
+constexpr int64_t kMaxTtlSeconds = int64_t{10} * 365 * 24 * 3600;  // keeps expiry math far from overflow
 
 void MoveToProto(const storage::LiveMove& m, v1::LiveVersionResponse* out) {
   out->set_tenant_id(m.tenant_id);
@@ -76,16 +80,169 @@ grpc::ServerUnaryReactor* AdminService::ListTenants(grpc::CallbackServerContext*
   });
 }
 
+// Deletion order, and why:
+//   1. force: cancel the tenant's unfinished jobs (audited) and give this process's trainer a moment to
+//      stop them, so no job publishes into a tenant that is going away.
+//   2. The registry deletes every row in one transaction (FAILED_PRECONDITION if a job is still
+//      unfinished). From its commit on, nothing can resolve the tenant: keys do not authenticate, and
+//      a version that is not resident can no longer be loaded.
+//   3. The runtime forgets the tenant (live entry, resident versions) and the auth cache its keys:
+//      requests that start afterwards fail (UNAUTHENTICATED with the tenant's keys, NOT_FOUND with an
+//      admin key); requests in flight finish on the weights they already hold in memory.
+//   4. Only then the blobs go, each only if no row of any tenant names it any more (content-addressed
+//      blobs are shared: another tenant's identical dataset or version keeps it) and it has not been
+//      written again since step 2 began (a Put for another tenant's upcoming publish).
+static absl::Status DeleteTenantImpl(const ServiceEnv& env, const storage::Principal& principal,
+                              const v1::DeleteTenantRequest& req, v1::DeleteTenantResponse* resp) {
+  const std::string& tenant = req.tenant_id();
+  if (absl::Status s = CheckTenantId(tenant); !s.ok()) return s;
+  if (absl::StatusOr<storage::Tenant> t = env.registry->GetTenant(tenant); !t.ok()) return t.status();
+  std::vector<std::string> unfinished;
+  for (std::string token;;) {
+    absl::StatusOr<storage::JobPage> page = env.registry->ListJobs(tenant, 1000, token);
+    if (!page.ok()) return page.status();
+    for (const storage::Job& j : page->jobs) {
+      if (!storage::IsTerminal(j.state)) unfinished.push_back(j.job_id);
+    }
+    if (page->next_page_token.empty()) break;
+    token = page->next_page_token;
+  }
+  if (!unfinished.empty() && !req.force()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "tenant '", tenant, "' has ", unfinished.size(), " queued or running job(s) (", unfinished.front(),
+        unfinished.size() > 1 ? ", ..." : "", "): cancel them first, or delete with force"));
+  }
+  int64_t cancelled = 0;
+  for (const std::string& id : unfinished) {
+    v1::Job ignored;
+    absl::Status s = CancelJobFor(env, tenant, id, Actor(principal), &ignored);
+    if (s.ok()) ++cancelled;
+    else if (s.code() != absl::StatusCode::kFailedPrecondition) return s;  // finished meanwhile: fine
+  }
+  if (env.scheduler != nullptr && !unfinished.empty()) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      std::vector<std::string> running = env.scheduler->RunningJobIds();
+      bool any = false;
+      for (const std::string& id : unfinished) any |= std::find(running.begin(), running.end(), id) != running.end();
+      if (!any) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+  const absl::Time started = absl::Now();
+  absl::StatusOr<storage::TenantDeletion> gone = env.registry->DeleteTenant(tenant, Actor(principal));
+  if (!gone.ok()) return gone.status();
+  env.live->ForgetTenant(tenant);
+  env.auth->ForgetTenant(tenant);
+  for (const std::string& key_id : gone->key_ids) env.auth->Forget(key_id);
+  absl::StatusOr<storage::GcStats> blobs = env.registry->DeleteBlobsIfUnreferenced(gone->blob_digests, started);
+  if (!blobs.ok()) {
+    // The tenant is gone; what is left is garbage the periodic GC removes.
+    LogError("tenant deleted but its blobs were not", {{"tenant_id", tenant}, {"error", blobs.status().ToString()}});
+    blobs = storage::GcStats{};
+  }
+  resp->set_tenant_id(tenant);
+  resp->set_api_keys_deleted(static_cast<int64_t>(gone->key_ids.size()));
+  resp->set_datasets_deleted(gone->datasets);
+  resp->set_versions_deleted(gone->versions);
+  resp->set_jobs_deleted(gone->jobs);
+  resp->set_jobs_cancelled(cancelled);
+  resp->set_blobs_deleted(blobs->blobs_deleted);
+  resp->set_bytes_freed(blobs->bytes_freed);
+  resp->set_blobs_kept(static_cast<int64_t>(gone->blob_digests.size()) - blobs->blobs_deleted);
+  LogInfo("tenant deleted", {{"tenant_id", tenant}, {"actor", Actor(principal)}, {"versions", gone->versions},
+                             {"datasets", gone->datasets}, {"jobs_cancelled", cancelled},
+                             {"blobs_deleted", blobs->blobs_deleted}});
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AdminService::DeleteTenant(grpc::CallbackServerContext* ctx,
+                                                     const v1::DeleteTenantRequest* req,
+                                                     v1::DeleteTenantResponse* resp) {
+  const ServiceEnv& env = env_;
+  // May wait for a cancelled job to stop: off the callback threads.
+  return RunOnPool(env_, ctx, "Admin/DeleteTenant", [&env, ctx, req, resp]() -> absl::Status {
+    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeAdmin(*ctx);
+    if (!p.ok()) return p.status();
+    return DeleteTenantImpl(env, *p, *req, resp);
+  });
+}
+
 grpc::ServerUnaryReactor* AdminService::IssueApiKey(grpc::CallbackServerContext* ctx,
                                                     const v1::IssueApiKeyRequest* req,
                                                     v1::IssueApiKeyResponse* resp) {
-  return AdminUnary(env_, ctx, "Admin/IssueApiKey", [&]([[maybe_unused]] const storage::Principal& principal) -> absl::Status {
-    if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
+  return AdminUnary(env_, ctx, "Admin/IssueApiKey", [&](const storage::Principal& principal) -> absl::Status {
+    storage::ApiKeyOptions options;
+    std::string tenant = req->tenant_id();
+    std::optional<storage::ApiKey> replaced;
+    if (!req->replaces_key_id().empty()) {
+      absl::StatusOr<storage::ApiKey> old = env_.registry->GetApiKey(req->replaces_key_id());
+      if (!old.ok()) return absl::Status(old.status().code(), absl::StrCat("replaces_key_id: ", old.status().message()));
+      if (old->role != storage::Role::kTenant) {
+        return absl::InvalidArgumentError("replaces_key_id: only TENANT keys are rotated through IssueApiKey");
+      }
+      if (old->revoked_at_us != 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("replaces_key_id: API key '", old->key_id, "' is revoked"));
+      }
+      if (!tenant.empty() && tenant != old->tenant_id) {
+        return absl::InvalidArgumentError("tenant_id: differs from the tenant of replaces_key_id");
+      }
+      tenant = old->tenant_id;
+      options.scopes = old->scopes;
+      replaced = *old;
+    } else if (req->has_replaced_key_ttl_seconds()) {
+      return absl::InvalidArgumentError("replaced_key_ttl_seconds: needs replaces_key_id");
+    }
+    if (absl::Status s = CheckTenantId(tenant); !s.ok()) return s;
+    if (req->scopes_size() > 0) {
+      absl::StatusOr<uint32_t> scopes = storage::ParseScopes(absl::StrJoin(req->scopes(), ","));
+      if (!scopes.ok()) return scopes.status();
+      options.scopes = *scopes;
+    }
+    if (req->ttl_seconds() < 0 || req->ttl_seconds() > kMaxTtlSeconds) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ttl_seconds: must be in [0, ", kMaxTtlSeconds, "] (0 = never expires), got ", req->ttl_seconds()));
+    }
+    if (req->has_replaced_key_ttl_seconds() &&
+        (req->replaced_key_ttl_seconds() < 0 || req->replaced_key_ttl_seconds() > kMaxTtlSeconds)) {
+      return absl::InvalidArgumentError(absl::StrCat("replaced_key_ttl_seconds: must be in [0, ", kMaxTtlSeconds,
+                                                     "], got ", req->replaced_key_ttl_seconds()));
+    }
+    const int64_t now = storage::NowMicros();
+    if (req->ttl_seconds() > 0) options.expires_at_us = now + req->ttl_seconds() * 1000000;
     absl::StatusOr<storage::IssuedApiKey> key =
-        env_.registry->CreateApiKey(storage::Role::kTenant, req->tenant_id(), Actor(principal));
+        env_.registry->CreateApiKey(storage::Role::kTenant, tenant, Actor(principal), options);
     if (!key.ok()) return key.status();
+    if (replaced.has_value() && req->has_replaced_key_ttl_seconds()) {
+      // 0 s: the old key stops now (the new one is already valid: no gap for a client switching over).
+      int64_t until = now + std::max<int64_t>(req->replaced_key_ttl_seconds() * 1000000, 1);
+      if (absl::Status s = env_.registry->SetApiKeyExpiry(replaced->key_id, until, Actor(principal)); !s.ok()) {
+        return s;
+      }
+      env_.auth->Forget(replaced->key_id);
+    }
     ToProto(key->key, resp->mutable_api_key());
     resp->mutable_api_key()->set_secret(key->secret);
+    LogInfo("api key issued", {{"tenant_id", tenant}, {"key_id", key->key.key_id},
+                               {"replaces", req->replaces_key_id()}, {"actor", Actor(principal)}});
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListApiKeys(grpc::CallbackServerContext* ctx,
+                                                    const v1::ListApiKeysRequest* req,
+                                                    v1::ListApiKeysResponse* resp) {
+  return AdminUnary(env_, ctx, "Admin/ListApiKeys", [&](const storage::Principal&) -> absl::Status {
+    if (!req->tenant_id().empty()) {
+      if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
+      if (absl::StatusOr<storage::Tenant> t = env_.registry->GetTenant(req->tenant_id()); !t.ok()) {
+        return t.status();
+      }
+    }
+    absl::StatusOr<std::vector<storage::ApiKey>> keys = env_.registry->ListApiKeys(req->tenant_id());
+    if (!keys.ok()) return keys.status();
+    for (const storage::ApiKey& k : *keys) ToProto(k, resp->add_api_keys());  // never the secret
     return absl::OkStatus();
   });
 }

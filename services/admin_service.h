@@ -16,11 +16,15 @@ class AdminService final : public v1::Admin::CallbackService {
                                          v1::CreateTenantResponse* resp) override;
   grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx, const v1::ListTenantsRequest* req,
                                         v1::ListTenantsResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteTenant(grpc::CallbackServerContext* ctx, const v1::DeleteTenantRequest* req,
+                                         v1::DeleteTenantResponse* resp) override;
   grpc::ServerUnaryReactor* IssueApiKey(grpc::CallbackServerContext* ctx, const v1::IssueApiKeyRequest* req,
                                         v1::IssueApiKeyResponse* resp) override;
   grpc::ServerUnaryReactor* RevokeApiKey(grpc::CallbackServerContext* ctx,
                                          const v1::RevokeApiKeyRequest* req,
                                          v1::RevokeApiKeyResponse* resp) override;
+  grpc::ServerUnaryReactor* ListApiKeys(grpc::CallbackServerContext* ctx, const v1::ListApiKeysRequest* req,
+                                        v1::ListApiKeysResponse* resp) override;
   grpc::ServerUnaryReactor* ListVersions(grpc::CallbackServerContext* ctx,
                                          const v1::ListVersionsRequest* req,
                                          v1::ListVersionsResponse* resp) override;

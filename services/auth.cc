@@ -7,6 +7,7 @@
 namespace tessera::services {
 namespace {
 constexpr size_t kMaxCacheEntries = 4096;
+constexpr absl::Duration kTouchInterval = absl::Minutes(1);
 
 // (absl::string_view is not std::string_view in this Abseil build.)
 std::string_view Trim(std::string_view s) {
@@ -46,13 +47,26 @@ absl::StatusOr<storage::Principal> Authenticator::AuthenticateSecret(std::string
   absl::StatusOr<storage::Principal> p = registry_->AuthenticateKey(key);
   if (!p.ok()) {
     if (p.status().code() == absl::StatusCode::kUnauthenticated) {
-      return absl::UnauthenticatedError("invalid or revoked API key");
+      return absl::UnauthenticatedError("invalid, revoked or expired API key");
     }
     return p.status();
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-  cache_[key] = Entry{*p, now + cache_ttl_};
+  absl::Time until = now + cache_ttl_;
+  if (p->expires_at_us != 0) until = std::min(until, absl::FromUnixMicros(p->expires_at_us));
+  bool touch = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+    if (touched_.size() >= kMaxCacheEntries) touched_.clear();
+    cache_[key] = Entry{*p, until};
+    auto [it, inserted] = touched_.try_emplace(p->key_id, now);
+    if (inserted || now - it->second >= kTouchInterval) {
+      it->second = now;
+      touch = true;
+    }
+  }
+  // Best effort: a failed write of the last-use time must not fail the caller's request.
+  if (touch) (void)registry_->TouchApiKey(p->key_id);
   return p;
 }
 
@@ -69,11 +83,21 @@ absl::Status Authenticator::CheckTenantScope(const storage::Principal& principal
   return absl::OkStatus();
 }
 
+absl::Status Authenticator::CheckKeyScope(const storage::Principal& principal, storage::Scope scope) {
+  if (principal.role == storage::Role::kAdmin || (principal.scopes & scope) != 0) return absl::OkStatus();
+  const std::string has = storage::ScopesToString(principal.scopes);
+  return absl::PermissionDeniedError(absl::StrCat(
+      "this API key lacks the scope \"", std::string(storage::ScopeName(scope)), "\" (it has: ",
+      has.empty() ? "none" : has, "); issue a key with --scopes ", std::string(storage::ScopeName(scope))));
+}
+
 absl::StatusOr<storage::Principal> Authenticator::AuthorizeTenant(const grpc::ServerContextBase& ctx,
-                                                                  std::string_view tenant_id) {
+                                                                  std::string_view tenant_id,
+                                                                  storage::Scope scope) {
   absl::StatusOr<storage::Principal> p = Authenticate(ctx);
   if (!p.ok()) return p.status();
   if (absl::Status s = CheckTenantScope(*p, tenant_id); !s.ok()) return s;
+  if (absl::Status s = CheckKeyScope(*p, scope); !s.ok()) return s;
   return p;
 }
 
@@ -84,6 +108,14 @@ absl::StatusOr<storage::Principal> Authenticator::AuthorizeAdmin(const grpc::Ser
     return absl::PermissionDeniedError("the Admin service requires an ADMIN API key");
   }
   return p;
+}
+
+void Authenticator::ForgetTenant(const std::string& tenant_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    if (it->second.principal.tenant_id == tenant_id) it = cache_.erase(it);
+    else ++it;
+  }
 }
 
 void Authenticator::Forget(const std::string& key_id) {

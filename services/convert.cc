@@ -75,6 +75,11 @@ void ToProto(const storage::ApiKey& in, v1::ApiKey* out) {
   out->set_role(in.role == storage::Role::kAdmin ? v1::ADMIN : v1::TENANT);
   SetTimestamp(in.created_at_us, out->mutable_created_at());
   if (in.revoked_at_us != 0) SetTimestamp(in.revoked_at_us, out->mutable_revoked_at());
+  for (storage::Scope s : {storage::kScopeInference, storage::kScopeFineTune, storage::kScopeRead}) {
+    if (in.scopes & s) out->add_scopes(std::string(storage::ScopeName(s)));
+  }
+  if (in.expires_at_us != 0) SetTimestamp(in.expires_at_us, out->mutable_expires_at());
+  if (in.last_used_at_us != 0) SetTimestamp(in.last_used_at_us, out->mutable_last_used_at());
 }
 
 void ToProto(const storage::ExpertVersion& in, v1::ExpertVersion* out) {

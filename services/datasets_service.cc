@@ -56,6 +56,10 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
         Done(s);
         return;
       }
+      if (absl::Status s = Authenticator::CheckKeyScope(principal_, storage::kScopeFineTune); !s.ok()) {
+        Done(s);
+        return;
+      }
       name_ = req_.name();
       if (absl::Status s = ValidateName(name_); !s.ok()) {
         Done(s);
@@ -148,7 +152,7 @@ grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContex
                                                       const v1::GetDatasetRequest* req, v1::Dataset* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
     if (!p.ok()) return p.status();
     if (req->dataset_id().empty()) return absl::InvalidArgumentError("dataset_id is required");
     absl::StatusOr<storage::Dataset> d = env_.registry->GetDataset(req->tenant_id(), req->dataset_id());
@@ -164,7 +168,7 @@ grpc::ServerUnaryReactor* DatasetsService::ListDatasets(grpc::CallbackServerCont
                                                         v1::ListDatasetsResponse* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
     if (!p.ok()) return p.status();
     absl::StatusOr<storage::Tenant> t = env_.registry->GetTenant(req->tenant_id());
     if (!t.ok()) return t.status();
@@ -181,7 +185,7 @@ grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(grpc::CallbackServerCon
                                                          v1::DeleteDatasetResponse*) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
     if (!p.ok()) return p.status();
     if (req->dataset_id().empty()) return absl::InvalidArgumentError("dataset_id is required");
     return env_.registry->DeleteDataset(req->tenant_id(), req->dataset_id(), Actor(*p));

@@ -37,7 +37,7 @@ grpc::ServerUnaryReactor* ExpertsService::ListVersions(grpc::CallbackServerConte
                                                        v1::ListVersionsResponse* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
     if (!p.ok()) return p.status();
     return ListVersionsFor(env_, req->tenant_id(), resp);
   };
@@ -49,7 +49,7 @@ grpc::ServerUnaryReactor* ExpertsService::GetVersion(grpc::CallbackServerContext
                                                      v1::ExpertVersion* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
     if (!p.ok()) return p.status();
     if (req->version() < 1) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -70,7 +70,7 @@ grpc::ServerWriteReactor<v1::ExportChunk>* ExpertsService::ExportVersion(grpc::C
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::ExportChunk>(
       env_, "Experts/ExportVersion", [&env, ctx, req](ThreadedWriter<v1::ExportChunk>* w) -> absl::Status {
-        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
         if (!p.ok()) return p.status();
         if (env.exporter == nullptr) return absl::UnavailableError("this server cannot export versions");
         ExportRequest r;

@@ -94,7 +94,7 @@ absl::Status CancelJobFor(const ServiceEnv& env, const std::string& tenant_id, c
 grpc::ServerUnaryReactor* FineTuningService::CreateJob(grpc::CallbackServerContext* ctx,
                                                        const v1::CreateJobRequest* req, v1::Job* resp) {
   absl::Time start = absl::Now();
-  absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+  absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
   absl::Status s = p.ok() ? CreateJobImpl(env_, *p, *req, resp) : p.status();
   return FinishUnary(env_, ctx, "FineTuning/CreateJob", start, s);
 }
@@ -103,7 +103,7 @@ grpc::ServerUnaryReactor* FineTuningService::GetJob(grpc::CallbackServerContext*
                                                     const v1::GetJobRequest* req, v1::Job* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
     if (!p.ok()) return p.status();
     if (req->job_id().empty()) return absl::InvalidArgumentError("job_id is required");
     absl::StatusOr<storage::Job> job = env_.registry->GetJob(req->tenant_id(), req->job_id());
@@ -119,7 +119,7 @@ grpc::ServerUnaryReactor* FineTuningService::ListJobs(grpc::CallbackServerContex
                                                       v1::ListJobsResponse* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
     if (!p.ok()) return p.status();
     return ListJobsFor(env_, req->tenant_id(), req->page_size(), req->page_token(), resp);
   };
@@ -130,7 +130,7 @@ grpc::ServerUnaryReactor* FineTuningService::CancelJob(grpc::CallbackServerConte
                                                        const v1::CancelJobRequest* req, v1::Job* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
     if (!p.ok()) return p.status();
     return CancelJobFor(env_, req->tenant_id(), req->job_id(), Actor(*p), resp);
   };
@@ -143,7 +143,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* FineTuningService::WatchJob(grpc::Callba
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::JobEvent>(
       env_, "FineTuning/WatchJob", [&env, ctx, req](ThreadedWriter<v1::JobEvent>* w) -> absl::Status {
-        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
         if (!p.ok()) return p.status();
         if (req->job_id().empty()) return absl::InvalidArgumentError("job_id is required");
         if (req->after_seq() < 0) {

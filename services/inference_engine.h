@@ -118,6 +118,11 @@ class InferenceEngine {
   // that starts afterwards is served by it; requests in flight finish on the version they started with.
   virtual absl::Status ServeLive(const std::string& tenant_id, int64_t version) = 0;
 
+  // Drops everything the runtime holds for the tenant (its live entry, resident versions): tenant
+  // deletion. Requests in flight finish on what they hold; a request that starts afterwards resolves the
+  // tenant afresh through the registry (NOT_FOUND once the tenant is deleted there).
+  virtual void ForgetTenant(const std::string& tenant_id) = 0;
+
   virtual EngineStatus Status() = 0;
 };
 

@@ -130,7 +130,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                                                      v1::GenerateResponse* resp) {
   const ServiceEnv& env = env_;
   return RunOnPool(env_, ctx, "Inference/Generate", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
     if (!p.ok()) return p.status();
     absl::StatusOr<GenerateParams> params = ParamsFromProto(env, *req);
     if (!params.ok()) return params.status();
@@ -157,7 +157,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
   return new ThreadedWriter<v1::GenerateChunk>(
       env_, "Inference/GenerateStream",
       [&env, ctx, req](ThreadedWriter<v1::GenerateChunk>* w) -> absl::Status {
-        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
         if (!p.ok()) return p.status();
         absl::StatusOr<GenerateParams> params = ParamsFromProto(env, *req);
         if (!params.ok()) return params.status();
@@ -190,7 +190,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
                                                   const v1::ScoreRequest* req, v1::ScoreResponse* resp) {
   const ServiceEnv& env = env_;
   return RunOnPool(env_, ctx, "Inference/Score", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id());
+    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
     if (!p.ok()) return p.status();
     absl::StatusOr<TextInput> input = InputFromProto(req->text(), "text", req->messages());
     if (!input.ok()) return input.status();

@@ -28,6 +28,13 @@ absl::Status LiveControl::Sync(const std::string& tenant_id, int64_t live) {
   return absl::OkStatus();
 }
 
+void LiveControl::ForgetTenant(const std::string& tenant_id) {
+  std::lock_guard<std::mutex> tenant(TenantMutex(tenant_id));
+  if (engine_ != nullptr) engine_->ForgetTenant(tenant_id);
+  std::lock_guard<std::mutex> lock(served_mu_);
+  served_.erase(tenant_id);
+}
+
 absl::Status LiveControl::Resync(const std::string& tenant_id) {
   if (engine_ == nullptr) return absl::OkStatus();
   std::lock_guard<std::mutex> lock(TenantMutex(tenant_id));

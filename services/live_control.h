@@ -40,6 +40,9 @@ class LiveControl {
   // Makes the runtime serve the tenant's current registry live version; a no-op when this process
   // already made the runtime serve exactly that version.
   absl::Status Resync(const std::string& tenant_id);
+  // Tenant deletion (after the registry rows are gone): the runtime forgets the tenant, under the
+  // tenant's lock so no Promote/Resync of it interleaves, and so does this object's record of it.
+  void ForgetTenant(const std::string& tenant_id);
 
  private:
   std::mutex& TenantMutex(const std::string& tenant_id);

@@ -102,6 +102,8 @@ absl::Status RuntimeEngine::ServeLive(const std::string& tenant_id, int64_t vers
   return runtime_->SetLive(tenant_id, version);
 }
 
+void RuntimeEngine::ForgetTenant(const std::string& tenant_id) { runtime_->ForgetTenant(tenant_id); }
+
 EngineStatus RuntimeEngine::Status() {
   runtime::RuntimeStatus rs = runtime_->Status();
   EngineStatus s;

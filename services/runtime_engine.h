@@ -45,6 +45,7 @@ class RuntimeEngine final : public InferenceEngine {
   absl::StatusOr<ScoreOutput> Score(const std::string& tenant_id, std::optional<int64_t> version,
                                     const TextInput& input, bool return_routing) override;
   absl::Status ServeLive(const std::string& tenant_id, int64_t version) override;
+  void ForgetTenant(const std::string& tenant_id) override;
   EngineStatus Status() override;
 
  private:

@@ -148,8 +148,32 @@ constexpr char kMigration3[] = R"sql(
 ALTER TABLE versions ADD COLUMN backbone_sha256 TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Migration 4: API key lifecycle. Scopes as comma-separated names (existing keys get all three, so they
+// behave as before), an optional expiry (0 = never) and the coarse last-use time (0 = never used).
+constexpr char kMigration4[] = R"sql(
+ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'inference,fine-tune,read';
+ALTER TABLE api_keys ADD COLUMN expires_at_us INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN last_used_at_us INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+// Migration 5: tenant deletion. Versions stay immutable: no UPDATE ever, and a DELETE only inside
+// Registry::DeleteTenant's transaction, which names the tenant in tenant_deletions first and removes
+// that row again before committing (so the table is empty outside that transaction, and a crash in the
+// middle rolls everything back). Any other DELETE of a version row still aborts.
+constexpr char kMigration5[] = R"sql(
+CREATE TABLE tenant_deletions (
+  tenant_id     TEXT PRIMARY KEY,
+  started_at_us INTEGER NOT NULL
+);
+DROP TRIGGER versions_undeletable;
+CREATE TRIGGER versions_undeletable BEFORE DELETE ON versions
+  WHEN NOT EXISTS (SELECT 1 FROM tenant_deletions WHERE tenant_id = OLD.tenant_id)
+  BEGIN SELECT RAISE(ABORT, 'expert versions are immutable'); END;
+)sql";
+
 const std::vector<const char*>& Migrations() {
-  static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3};
+  static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3, kMigration4,
+                                                kMigration5};
   return kAll;
 }
 

@@ -34,11 +34,19 @@ ApiKey ReadKey(const Stmt& st) {
   k.role = ParseRole(st.Text(2));
   k.created_at_us = st.Int(3);
   k.revoked_at_us = st.Int(4);
+  // Stored by this code only; an unparsable value would be a corrupt row: grant nothing rather than all.
+  k.scopes = ParseScopes(st.Text(5)).value_or(0);
+  k.expires_at_us = st.Int(6);
+  k.last_used_at_us = st.Int(7);
   return k;
 }
 
 constexpr char kKeyColumns[] =
-    "key_id, COALESCE(tenant_id, ''), role, created_at_us, revoked_at_us";
+    "key_id, COALESCE(tenant_id, ''), role, created_at_us, revoked_at_us, scopes, expires_at_us, "
+    "last_used_at_us";
+
+// last_used_at_us granularity: a key's use is written at most this often.
+constexpr int64_t kTouchIntervalUs = 60 * 1000 * 1000;
 
 bool ConstantTimeEqual(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -168,36 +176,124 @@ absl::StatusOr<std::vector<Tenant>> Registry::ListTenants() {
   return out;
 }
 
+absl::StatusOr<TenantDeletion> Registry::DeleteTenant(const std::string& tenant_id, const std::string& actor) {
+  RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  TenantDeletion out;
+  RETURN_IF_ERROR(pool_->Write(true, [&](Conn& c) -> absl::Status {
+    out = TenantDeletion();
+    out.tenant_id = tenant_id;
+    RETURN_IF_ERROR(RequireTenant(c, tenant_id));
+    ASSIGN_OR_RETURN(int64_t unfinished,
+                     c.QueryInt("SELECT COUNT(*) FROM jobs WHERE tenant_id = ?1 AND state IN ('QUEUED', "
+                                "'RUNNING')",
+                                0, tenant_id));
+    if (unfinished > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tenant '", tenant_id, "' has ", unfinished,
+          " queued or running job(s): cancel them first (or delete with force)"));
+    }
+    {
+      ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT key_id FROM api_keys WHERE tenant_id = ?1", tenant_id));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        out.key_ids.push_back(st.Text(0));
+      }
+    }
+    {
+      ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT blob_digest FROM datasets WHERE tenant_id = ?1 UNION "
+                                          "SELECT blob_digest FROM versions WHERE tenant_id = ?1 UNION "
+                                          "SELECT checkpoint FROM jobs WHERE tenant_id = ?1 AND "
+                                          "checkpoint != ''",
+                                          tenant_id));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        out.blob_digests.push_back(st.Text(0));
+      }
+    }
+    // Every other table that names tenants (added by later migrations: quotas and the like) goes too,
+    // before the tables those might reference. The audit log is history and stays.
+    std::vector<std::string> tables;
+    {
+      ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p "
+                                          "WHERE m.type = 'table' AND p.name = 'tenant_id' AND m.name NOT IN "
+                                          "('tenants', 'audit_log', 'tenant_deletions', 'datasets', "
+                                          "'versions', 'jobs') ORDER BY m.name"));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        tables.push_back(st.Text(0));
+      }
+    }
+    RETURN_IF_ERROR(c.Exec("INSERT INTO tenant_deletions(tenant_id, started_at_us) VALUES (?1, ?2)", tenant_id,
+                           NowMicros()));
+    RETURN_IF_ERROR(c.Exec("DELETE FROM job_events WHERE job_id IN (SELECT job_id FROM jobs WHERE tenant_id = ?1)",
+                           tenant_id));
+    for (const std::string& t : tables) {
+      RETURN_IF_ERROR(c.Exec(absl::StrCat("DELETE FROM \"", t, "\" WHERE tenant_id = ?1"), tenant_id));
+    }
+    RETURN_IF_ERROR(c.Exec("DELETE FROM datasets WHERE tenant_id = ?1", tenant_id));
+    out.datasets = c.Changes();
+    RETURN_IF_ERROR(c.Exec("DELETE FROM versions WHERE tenant_id = ?1", tenant_id));
+    out.versions = c.Changes();
+    RETURN_IF_ERROR(c.Exec("DELETE FROM jobs WHERE tenant_id = ?1", tenant_id));
+    out.jobs = c.Changes();
+    RETURN_IF_ERROR(c.Exec("DELETE FROM tenant_deletions WHERE tenant_id = ?1", tenant_id));
+    RETURN_IF_ERROR(c.Exec("DELETE FROM tenants WHERE tenant_id = ?1", tenant_id));
+    return internal::AppendAudit(
+        c, actor, "tenant.delete", absl::StrCat("tenant/", tenant_id),
+        absl::StrCat("{\"api_keys\":", out.key_ids.size(), ",\"datasets\":", out.datasets,
+                     ",\"versions\":", out.versions, ",\"jobs\":", out.jobs, ",\"blobs\":",
+                     out.blob_digests.size(), "}"));
+  }));
+  NotifyWaiters();
+  return out;
+}
+
 // ---- API keys -----------------------------------------------------------------------------------
 
 absl::StatusOr<IssuedApiKey> Registry::CreateApiKey(Role role, const std::string& tenant_id,
-                                                    const std::string& actor) {
+                                                    const std::string& actor,
+                                                    const ApiKeyOptions& options) {
   if (role == Role::kAdmin && !tenant_id.empty()) {
     return absl::InvalidArgumentError("an ADMIN key must not name a tenant_id");
+  }
+  const uint32_t scopes = role == Role::kAdmin ? kAllScopes : options.scopes;
+  if ((scopes & kAllScopes) == 0 || (scopes & ~kAllScopes) != 0) {
+    return absl::InvalidArgumentError("scopes: at least one of inference, fine-tune, read is required");
+  }
+  const int64_t now = NowMicros();
+  if (options.expires_at_us != 0 && options.expires_at_us <= now) {
+    return absl::InvalidArgumentError("expires_at: must be in the future");
   }
   if (role == Role::kTenant) RETURN_IF_ERROR(ValidateTenantId(tenant_id));
   ASSIGN_OR_RETURN(std::string key_id, RandomBase62(kKeyIdLength));
   ASSIGN_OR_RETURN(std::string random, RandomBase62(kSecretRandomLength));
   IssuedApiKey issued;
   issued.secret = absl::StrCat(Sv(kSecretPrefix), key_id, "_", random);
-  issued.key = ApiKey{key_id, tenant_id, role, NowMicros(), 0};
+  issued.key = ApiKey{key_id, tenant_id, role, now, 0, scopes, options.expires_at_us, 0};
   const std::string hash = Sha256Hex(issued.secret);
+  const std::string scope_names = ScopesToString(scopes);
   RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
     if (role == Role::kTenant) RETURN_IF_ERROR(RequireTenant(c, tenant_id));
     std::optional<std::string> tenant;
     if (role == Role::kTenant) tenant = tenant_id;
     RETURN_IF_ERROR(c.Exec("INSERT INTO api_keys(key_id, tenant_id, role, secret_sha256, "
-                           "created_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
-                           key_id, tenant, RoleName(role), hash, issued.key.created_at_us));
+                           "created_at_us, scopes, expires_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           key_id, tenant, RoleName(role), hash, issued.key.created_at_us, scope_names,
+                           options.expires_at_us));
     return internal::AppendAudit(c, actor, "apikey.create", absl::StrCat("apikey/", key_id),
                        absl::StrCat("{\"role\":\"", Sv(RoleName(role)), "\",\"tenant_id\":",
-                                    internal::JsonString(tenant_id), "}"));
+                                    internal::JsonString(tenant_id), ",\"scopes\":",
+                                    internal::JsonString(scope_names), ",\"expires_at_us\":",
+                                    options.expires_at_us, "}"));
   }));
   return issued;
 }
 
 absl::StatusOr<Principal> Registry::AuthenticateKey(const std::string& secret) {
-  const absl::Status denied = absl::UnauthenticatedError("invalid or revoked API key");
+  const absl::Status denied = absl::UnauthenticatedError("invalid, revoked or expired API key");
   // Format: tsk_<12 base62>_<43 base62>
   if (secret.size() != kSecretPrefix.size() + kKeyIdLength + 1 + kSecretRandomLength ||
       !absl::StartsWith(secret, Sv(kSecretPrefix)) || secret[kSecretPrefix.size() + kKeyIdLength] != '_') {
@@ -209,11 +305,16 @@ absl::StatusOr<Principal> Registry::AuthenticateKey(const std::string& secret) {
   RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
     principal.reset();
     ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT COALESCE(tenant_id, ''), role, secret_sha256, "
-                                        "revoked_at_us FROM api_keys WHERE key_id = ?1",
+                                        "revoked_at_us, scopes, expires_at_us FROM api_keys "
+                                        "WHERE key_id = ?1",
                                         key_id));
     ASSIGN_OR_RETURN(bool row, st.Step());
-    if (row && ConstantTimeEqual(st.Text(2), hash) && st.Int(3) == 0) {
-      principal = Principal{key_id, st.Text(0), ParseRole(st.Text(1))};
+    const int64_t expires = row ? st.Int(5) : 0;
+    if (row && ConstantTimeEqual(st.Text(2), hash) && st.Int(3) == 0 &&
+        (expires == 0 || expires > NowMicros())) {
+      Role role = ParseRole(st.Text(1));
+      uint32_t scopes = role == Role::kAdmin ? kAllScopes : ParseScopes(st.Text(4)).value_or(0);
+      principal = Principal{key_id, st.Text(0), role, scopes, expires};
     }
     return absl::OkStatus();
   }));
@@ -232,6 +333,31 @@ absl::Status Registry::RevokeApiKey(const std::string& key_id, const std::string
     RETURN_IF_ERROR(c.Exec("UPDATE api_keys SET revoked_at_us = ?2 WHERE key_id = ?1", key_id,
                            NowMicros()));
     return internal::AppendAudit(c, actor, "apikey.revoke", absl::StrCat("apikey/", key_id), "");
+  });
+}
+
+absl::Status Registry::TouchApiKey(const std::string& key_id) {
+  const int64_t now = NowMicros();
+  return pool_->Write(false, [&](Conn& c) -> absl::Status {
+    return c.Exec("UPDATE api_keys SET last_used_at_us = ?2 WHERE key_id = ?1 AND last_used_at_us <= ?3",
+                  key_id, now, now - kTouchIntervalUs);
+  });
+}
+
+absl::Status Registry::SetApiKeyExpiry(const std::string& key_id, int64_t expires_at_us,
+                                       const std::string& actor) {
+  if (expires_at_us < 0) return absl::InvalidArgumentError("expires_at: must be >= 0 (0 = never)");
+  return pool_->Write(false, [&](Conn& c) -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t revoked,
+                     c.QueryInt("SELECT revoked_at_us FROM api_keys WHERE key_id = ?1", -1, key_id));
+    if (revoked < 0) return absl::NotFoundError(absl::StrCat("API key '", key_id, "' not found"));
+    if (revoked > 0) {
+      return absl::FailedPreconditionError(absl::StrCat("API key '", key_id, "' is already revoked"));
+    }
+    RETURN_IF_ERROR(c.Exec("UPDATE api_keys SET expires_at_us = ?2 WHERE key_id = ?1", key_id,
+                           expires_at_us));
+    return internal::AppendAudit(c, actor, "apikey.expire", absl::StrCat("apikey/", key_id),
+                                 absl::StrCat("{\"expires_at_us\":", expires_at_us, "}"));
   });
 }
 
@@ -272,8 +398,8 @@ absl::StatusOr<int64_t> Registry::CountActiveAdminKeys() {
   int64_t n = 0;
   RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
     ASSIGN_OR_RETURN(n, c.QueryInt("SELECT COUNT(*) FROM api_keys WHERE role = 'ADMIN' AND "
-                                   "revoked_at_us = 0",
-                                   0));
+                                   "revoked_at_us = 0 AND (expires_at_us = 0 OR expires_at_us > ?1)",
+                                   0, NowMicros()));
     return absl::OkStatus();
   }));
   return n;

@@ -98,16 +98,31 @@ class Registry {
                                       const std::string& actor);
   absl::StatusOr<Tenant> GetTenant(const std::string& tenant_id);
   absl::StatusOr<std::vector<Tenant>> ListTenants();  // ordered by tenant_id
+  // Deletes the tenant and every row of it in one transaction (synchronous=FULL): API keys, datasets,
+  // jobs and their events, versions, live-pointer history and change-feed rows, and any other table
+  // with a tenant_id column (quotas and the like); the audit log is kept. Versions are otherwise
+  // immutable (see migration 5 for how this one path may delete them). FAILED_PRECONDITION while a job
+  // of the tenant is QUEUED or RUNNING (cancel them first); NOT_FOUND for an unknown tenant. Audited
+  // ("tenant.delete"). Blobs are left alone: call DeleteBlobsIfUnreferenced once nothing serves them.
+  absl::StatusOr<TenantDeletion> DeleteTenant(const std::string& tenant_id, const std::string& actor);
 
   // ---- API keys -------------------------------------------------------------------------------
   // role ADMIN requires tenant_id == ""; role TENANT requires an existing tenant. The secret is random
-  // (/dev/urandom), returned only here; only its sha256 is stored.
+  // (/dev/urandom), returned only here; only its sha256 is stored. `options`: scopes (TENANT keys; a
+  // zero set is INVALID_ARGUMENT) and expiry (INVALID_ARGUMENT unless in the future).
   absl::StatusOr<IssuedApiKey> CreateApiKey(Role role, const std::string& tenant_id,
-                                            const std::string& actor);
-  // UNAUTHENTICATED for a malformed, unknown or revoked secret (message never says which).
+                                            const std::string& actor,
+                                            const ApiKeyOptions& options = ApiKeyOptions());
+  // UNAUTHENTICATED for a malformed, unknown, revoked or expired secret (message never says which).
   absl::StatusOr<Principal> AuthenticateKey(const std::string& secret);
+  // Records that the key was used now, at most once a minute per key (a write per request would
+  // serialize the hot path on SQLite's write lock). Not audited: high-frequency, like the worker calls.
+  absl::Status TouchApiKey(const std::string& key_id);
   // NOT_FOUND if unknown; FAILED_PRECONDITION if already revoked.
   absl::Status RevokeApiKey(const std::string& key_id, const std::string& actor);
+  // Sets (or with 0 clears) the key's expiry: rotation lets the replaced key live on for a grace
+  // period. NOT_FOUND if unknown; FAILED_PRECONDITION if revoked. Audited ("apikey.expire").
+  absl::Status SetApiKeyExpiry(const std::string& key_id, int64_t expires_at_us, const std::string& actor);
   absl::StatusOr<ApiKey> GetApiKey(const std::string& key_id);
   // tenant_id "" = all keys (admin and tenant); else that tenant's keys. Ordered by creation.
   absl::StatusOr<std::vector<ApiKey>> ListApiKeys(const std::string& tenant_id);
@@ -228,11 +243,18 @@ class Registry {
   // whose last Put is older than `grace`, and
   // temp files older than `grace`. See the top comment for why this is safe against a concurrent publish.
   absl::StatusOr<GcStats> CollectGarbage(absl::Duration grace = absl::Minutes(10));
+  // Deletes each of `digests` that no row references (as CollectGarbage decides it) and whose last Put
+  // is not after `written_before`: content-addressed blobs are shared, so another tenant's dataset or
+  // version with the same bytes keeps it, and so does a Put made for a publish since then.
+  absl::StatusOr<GcStats> DeleteBlobsIfUnreferenced(const std::vector<std::string>& digests,
+                                                    absl::Time written_before);
 
  private:
   Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> blobs,
            std::unique_ptr<SqlitePool> pool);
   void NotifyWaiters();
+  // One guarded deletion (write transaction: references re-checked, then the mtime against `cutoff`).
+  absl::Status DeleteBlobIfUnreferenced(const std::string& digest, absl::Time cutoff, GcStats* stats);
 
   std::string data_dir_;
   Options options_;

@@ -20,6 +20,53 @@
 
 namespace tessera::storage {
 
+absl::Status Registry::DeleteBlobIfUnreferenced(const std::string& digest, absl::Time cutoff,
+                                                 GcStats* stats) {
+  bool deleted = false;
+  bool young = false;
+  int64_t size = 0;
+  RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
+    deleted = young = false;
+    ASSIGN_OR_RETURN(int64_t refs,
+                     c.QueryInt("SELECT (SELECT COUNT(*) FROM datasets WHERE blob_digest = ?1) + "
+                                "(SELECT COUNT(*) FROM versions WHERE blob_digest = ?1) + "
+                                "(SELECT COUNT(*) FROM jobs WHERE checkpoint = ?1 AND "
+                                "state IN ('QUEUED', 'RUNNING'))",
+                                0, digest));
+    if (refs > 0) return absl::OkStatus();
+    absl::StatusOr<absl::Time> written = blobs_->LastWritten(digest);
+    if (absl::IsNotFound(written.status())) return absl::OkStatus();
+    if (!written.ok()) return written.status();
+    if (*written > cutoff) {
+      young = true;
+      return absl::OkStatus();
+    }
+    size = blobs_->Size(digest).value_or(0);
+    RETURN_IF_ERROR(blobs_->Delete(digest));
+    deleted = true;
+    return internal::AppendAudit(c, "system", "blob.delete", absl::StrCat("blob/", digest),
+                                 absl::StrCat("{\"size_bytes\":", size, "}"));
+  }));
+  if (deleted) {
+    ++stats->blobs_deleted;
+    stats->bytes_freed += size;
+  }
+  if (young) ++stats->blobs_kept_grace;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GcStats> Registry::DeleteBlobsIfUnreferenced(const std::vector<std::string>& digests,
+                                                            absl::Time written_before) {
+  GcStats stats;
+  std::set<std::string> unique(digests.begin(), digests.end());
+  stats.blobs_scanned = static_cast<int64_t>(unique.size());
+  for (const std::string& digest : unique) {
+    if (digest.empty()) continue;
+    RETURN_IF_ERROR(DeleteBlobIfUnreferenced(digest, written_before, &stats));
+  }
+  return stats;
+}
+
 absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
   if (grace < absl::ZeroDuration()) return absl::InvalidArgumentError("grace must be >= 0");
   GcStats stats;
@@ -43,36 +90,7 @@ absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
   }));
   for (const std::string& digest : digests) {
     if (referenced.count(digest)) continue;
-    bool deleted = false;
-    bool young = false;
-    int64_t size = 0;
-    RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
-      deleted = young = false;
-      ASSIGN_OR_RETURN(int64_t refs,
-                       c.QueryInt("SELECT (SELECT COUNT(*) FROM datasets WHERE blob_digest = ?1) + "
-                                  "(SELECT COUNT(*) FROM versions WHERE blob_digest = ?1) + "
-                                  "(SELECT COUNT(*) FROM jobs WHERE checkpoint = ?1 AND "
-                                  "state IN ('QUEUED', 'RUNNING'))",
-                                  0, digest));
-      if (refs > 0) return absl::OkStatus();
-      absl::StatusOr<absl::Time> written = blobs_->LastWritten(digest);
-      if (absl::IsNotFound(written.status())) return absl::OkStatus();
-      if (!written.ok()) return written.status();
-      if (*written > absl::Now() - grace) {
-        young = true;
-        return absl::OkStatus();
-      }
-      size = blobs_->Size(digest).value_or(0);
-      RETURN_IF_ERROR(blobs_->Delete(digest));
-      deleted = true;
-      return internal::AppendAudit(c, "system", "blob.delete", absl::StrCat("blob/", digest),
-                                   absl::StrCat("{\"size_bytes\":", size, "}"));
-    }));
-    if (deleted) {
-      ++stats.blobs_deleted;
-      stats.bytes_freed += size;
-    }
-    if (young) ++stats.blobs_kept_grace;
+    RETURN_IF_ERROR(DeleteBlobIfUnreferenced(digest, absl::Now() - grace, &stats));
   }
   return stats;
 }

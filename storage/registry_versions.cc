@@ -56,8 +56,12 @@ absl::StatusOr<LiveMove> MoveLive(Conn& c, const std::string& tenant_id, const L
   return LiveMove{tenant_id, from.version, to_version, true, seq};
 }
 
+// AUTOINCREMENT's high-water mark rather than MAX(seq): DeleteTenant removes the tenant's change rows,
+// and the sequence a follower has seen must never appear to go backwards.
 absl::StatusOr<int64_t> CurrentSeq(Conn& c) {
-  return c.QueryInt("SELECT MAX(seq) FROM changes", 0);
+  return c.QueryInt("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0), "
+                    "COALESCE((SELECT MAX(seq) FROM changes), 0))",
+                    0);
 }
 
 }  // namespace

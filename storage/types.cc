@@ -27,6 +27,55 @@ absl::Status ValidateTenantId(std::string_view id) {
 
 std::string_view RoleName(Role role) { return role == Role::kAdmin ? "ADMIN" : "TENANT"; }
 
+std::string_view ScopeName(Scope scope) {
+  switch (scope) {
+    case kScopeInference:
+      return "inference";
+    case kScopeFineTune:
+      return "fine-tune";
+    case kScopeRead:
+      return "read";
+  }
+  return "unknown";
+}
+
+std::string ScopesToString(uint32_t scopes) {
+  std::string out;
+  for (Scope s : {kScopeInference, kScopeFineTune, kScopeRead}) {
+    if ((scopes & s) == 0) continue;
+    if (!out.empty()) out += ",";
+    out += std::string(ScopeName(s));
+  }
+  return out;
+}
+
+absl::StatusOr<uint32_t> ParseScopes(std::string_view names) {
+  uint32_t out = 0;
+  size_t pos = 0;
+  while (pos <= names.size()) {
+    size_t comma = names.find(',', pos);
+    if (comma == std::string_view::npos) comma = names.size();
+    std::string_view name = names.substr(pos, comma - pos);
+    while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+    while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+    pos = comma + 1;
+    if (name.empty()) continue;
+    bool known = false;
+    for (Scope s : {kScopeInference, kScopeFineTune, kScopeRead}) {
+      if (ScopeName(s) == name) {
+        out |= s;
+        known = true;
+      }
+    }
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat("scopes: unknown scope '", Sv(name.substr(0, 40)),
+                                                     "' (known: inference, fine-tune, read)"));
+    }
+  }
+  if (out == 0) return absl::InvalidArgumentError("scopes: at least one of inference, fine-tune, read is required");
+  return out;
+}
+
 std::string_view JobStateName(JobState state) {
   switch (state) {
     case JobState::kQueued:

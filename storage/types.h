@@ -37,6 +37,20 @@ struct Tenant {
 enum class Role { kTenant, kAdmin };
 std::string_view RoleName(Role role);  // "TENANT" | "ADMIN"
 
+// What a TENANT key may do (a bit set). ADMIN keys always hold every scope. Keys made before scopes
+// existed hold all of them, so they behave as before.
+//   inference: Inference.Generate / GenerateStream / Score
+//   fine-tune: the mutations of datasets and jobs (upload, delete, create, cancel)
+//   read:      reading datasets, jobs (incl. WatchJob) and versions (incl. ExportVersion)
+enum Scope : uint32_t { kScopeInference = 1, kScopeFineTune = 2, kScopeRead = 4 };
+inline constexpr uint32_t kAllScopes = kScopeInference | kScopeFineTune | kScopeRead;
+std::string_view ScopeName(Scope scope);  // "inference" | "fine-tune" | "read"
+// "inference,fine-tune,read" order, comma-separated; "" for none.
+std::string ScopesToString(uint32_t scopes);
+// Comma-separated names (spaces ignored) -> bits. INVALID_ARGUMENT naming an unknown scope, or for an
+// empty set (a key that can do nothing is a mistake).
+absl::StatusOr<uint32_t> ParseScopes(std::string_view names);
+
 // Stored metadata of an API key. The secret itself is never stored (only its sha256).
 struct ApiKey {
   std::string key_id;
@@ -44,6 +58,15 @@ struct ApiKey {
   Role role = Role::kTenant;
   int64_t created_at_us = 0;
   int64_t revoked_at_us = 0;  // 0 = active
+  uint32_t scopes = kAllScopes;
+  int64_t expires_at_us = 0;    // 0 = never
+  int64_t last_used_at_us = 0;  // 0 = never; updated at most once a minute (Registry::TouchApiKey)
+};
+
+// Options of Registry::CreateApiKey.
+struct ApiKeyOptions {
+  uint32_t scopes = kAllScopes;  // ignored for ADMIN keys (always all)
+  int64_t expires_at_us = 0;     // 0 = never expires
 };
 
 // Returned once by Registry::CreateApiKey: the only time the secret is available.
@@ -57,6 +80,8 @@ struct Principal {
   std::string key_id;
   std::string tenant_id;  // empty for ADMIN
   Role role = Role::kTenant;
+  uint32_t scopes = kAllScopes;
+  int64_t expires_at_us = 0;  // 0 = never
 };
 
 // ---- Datasets ---------------------------------------------------------------------------------
@@ -233,6 +258,17 @@ struct AuditEntry {
   std::string target;  // e.g. "tenant/acme", "tenant/acme/version/3", "job/job_x"
   std::string detail;  // free text / JSON
   int64_t created_at_us = 0;
+};
+
+// What Registry::DeleteTenant removed. The blobs are not deleted by it: `blob_digests` are the ones its
+// rows named, for Registry::DeleteBlobsIfUnreferenced once nothing serves them any more.
+struct TenantDeletion {
+  std::string tenant_id;
+  std::vector<std::string> key_ids;
+  int64_t datasets = 0;
+  int64_t versions = 0;
+  int64_t jobs = 0;
+  std::vector<std::string> blob_digests;
 };
 
 struct GcStats {

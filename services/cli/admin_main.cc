@@ -2,7 +2,11 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "services/cli/cli_common.h"
 #include "tessera/v1/admin.grpc.pb.h"
 
@@ -18,8 +22,19 @@ The admin key is read from $TESSERA_ADMIN_KEY, or from --key-file FILE (e.g. DAT
 Commands:
   tenants create TENANT [--display-name NAME]   create a tenant; prints its first API key (once)
   tenants list
-  keys issue --tenant T                         a new API key for tenant T (printed once)
-  keys revoke KEY_ID
+  tenants delete --tenant T [--force]           delete T: keys, datasets, jobs, versions and their blobs
+                                                (blobs another tenant shares stay). Refused while T has
+                                                queued or running jobs unless --force (cancels them)
+  keys list [--tenant T]                        key id, tenant, role, scopes, created, last used, expiry
+                                                (never the secret)
+  keys issue --tenant T [--scopes S] [--expires-in D]
+                                                a new API key for tenant T (printed once). S: comma-
+                                                separated inference,fine-tune,read (default: all);
+                                                D: seconds or 30m, 12h, 90d (default: never expires)
+  keys rotate KEY_ID [--grace D] [--scopes S] [--expires-in D]
+                                                a new key for KEY_ID's tenant with its scopes; the old
+                                                key keeps working until revoked, or for D with --grace
+  keys revoke KEY_ID                            refused from the next request on (within 1 s)
   versions list --tenant T                      T's expert versions, newest first (* = live)
   promote --tenant T --version N                make version N live (0 = base); returns once served
   rollback --tenant T [--to N]                  back to the previously live version (or to N);
@@ -46,6 +61,41 @@ std::optional<CliError> NeedTenant(const Args& a, std::string* tenant) {
   *tenant = a.Get("--tenant");
   if (tenant->empty()) return UsageError("--tenant T is required");
   return std::nullopt;
+}
+
+// "3600", "3600s", "30m", "12h", "90d" -> seconds (> 0).
+std::optional<CliError> ParseDurationFlag(const Args& a, const std::string& flag, int64_t* seconds) {
+  std::string v = a.Get(flag);
+  int64_t unit = 1;
+  if (!v.empty()) {
+    switch (v.back()) {
+      case 's': unit = 1; v.pop_back(); break;
+      case 'm': unit = 60; v.pop_back(); break;
+      case 'h': unit = 3600; v.pop_back(); break;
+      case 'd': unit = 86400; v.pop_back(); break;
+      default: break;
+    }
+  }
+  int64_t n = 0;
+  if (v.empty() || !absl::SimpleAtoi(v, &n) || n < 0 || n > int64_t{3650} * 86400 / unit) {
+    return UsageError(flag + " needs a duration: seconds, or a number with s, m, h or d (e.g. 90d)");
+  }
+  *seconds = n * unit;
+  return std::nullopt;
+}
+
+void PrintKeys(const v1::ListApiKeysResponse& r) {
+  std::printf("%-14s %-16s %-7s %-26s %-22s %-22s %s\n", "KEY", "TENANT", "ROLE", "SCOPES", "CREATED", "LAST USED",
+              "EXPIRES / REVOKED");
+  for (const v1::ApiKey& k : r.api_keys()) {
+    std::string state = k.has_revoked_at() ? "revoked " + FormatTime(k.revoked_at().seconds())
+                        : k.has_expires_at() ? FormatTime(k.expires_at().seconds())
+                                             : "never";
+    std::printf("%-14s %-16s %-7s %-26s %-22s %-22s %s\n", k.key_id().c_str(),
+                k.tenant_id().empty() ? "-" : k.tenant_id().c_str(), v1::Role_Name(k.role()).c_str(),
+                absl::StrJoin(k.scopes(), ",").c_str(), FormatTime(k.created_at().seconds()).c_str(),
+                FormatTime(k.last_used_at().seconds()).c_str(), state.c_str());
+  }
 }
 
 void PrintVersions(const v1::ListVersionsResponse& r, const std::string& tenant) {
@@ -96,6 +146,24 @@ std::optional<CliError> Run(Ctx& c) {
     if (c.json) return PrintJson(resp), std::nullopt;
     std::printf("created tenant %s\nAPI key (shown once): %s\nkey id: %s\n", resp.tenant().tenant_id().c_str(),
                 resp.api_key().secret().c_str(), resp.api_key().key_id().c_str());
+  } else if (cmd == "tenants" && sub == "delete") {
+    if (auto e = c.args.OnlyFlags({"--force"})) return e;
+    if (p.size() != 2) return UsageError("usage: tessera-admin tenants delete --tenant T [--force]");
+    v1::DeleteTenantRequest req;
+    std::string tenant;
+    if (auto e = NeedTenant(c.args, &tenant)) return e;
+    req.set_tenant_id(tenant);
+    req.set_force(c.args.Has("--force"));
+    v1::DeleteTenantResponse resp;
+    if (!(st = c.stub->DeleteTenant(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("deleted tenant %s: %lld keys, %lld datasets, %lld versions, %lld jobs (%lld cancelled); "
+                "%lld blobs deleted (%lld bytes), %lld kept (shared)\n",
+                resp.tenant_id().c_str(), static_cast<long long>(resp.api_keys_deleted()),
+                static_cast<long long>(resp.datasets_deleted()), static_cast<long long>(resp.versions_deleted()),
+                static_cast<long long>(resp.jobs_deleted()), static_cast<long long>(resp.jobs_cancelled()),
+                static_cast<long long>(resp.blobs_deleted()), static_cast<long long>(resp.bytes_freed()),
+                static_cast<long long>(resp.blobs_kept()));
   } else if (cmd == "tenants" && sub == "list") {
     if (auto e = c.args.OnlyFlags({})) return e;
     v1::ListTenantsResponse resp;
@@ -106,17 +174,58 @@ std::optional<CliError> Run(Ctx& c) {
       std::printf("%-24s %-6lld %-22s %s\n", t.tenant_id().c_str(), static_cast<long long>(t.live_version()),
                   FormatTime(t.created_at().seconds()).c_str(), t.display_name().c_str());
     }
-  } else if (cmd == "keys" && sub == "issue") {
+  } else if (cmd == "keys" && sub == "list") {
     if (auto e = c.args.OnlyFlags({})) return e;
+    if (p.size() != 2) return UsageError("usage: tessera-admin keys list [--tenant T]");
+    v1::ListApiKeysRequest req;
+    req.set_tenant_id(c.args.Get("--tenant"));
+    v1::ListApiKeysResponse resp;
+    if (!(st = c.stub->ListApiKeys(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    PrintKeys(resp);
+  } else if (cmd == "keys" && (sub == "issue" || sub == "rotate")) {
     v1::IssueApiKeyRequest req;
-    std::string tenant;
-    if (auto e = NeedTenant(c.args, &tenant)) return e;
-    req.set_tenant_id(tenant);
+    if (sub == "issue") {
+      if (auto e = c.args.OnlyFlags({"--scopes", "--expires-in"})) return e;
+      if (p.size() != 2) return UsageError("usage: tessera-admin keys issue --tenant T [--scopes S] [--expires-in D]");
+      std::string tenant;
+      if (auto e = NeedTenant(c.args, &tenant)) return e;
+      req.set_tenant_id(tenant);
+    } else {
+      if (auto e = c.args.OnlyFlags({"--scopes", "--expires-in", "--grace"})) return e;
+      if (p.size() != 3) return UsageError("usage: tessera-admin keys rotate KEY_ID [--grace D] [--scopes S] [--expires-in D]");
+      req.set_replaces_key_id(p[2]);
+      req.set_tenant_id(c.args.Get("--tenant"));
+      if (c.args.Has("--grace")) {
+        int64_t grace = 0;
+        if (auto e = ParseDurationFlag(c.args, "--grace", &grace)) return e;
+        req.set_replaced_key_ttl_seconds(grace);
+      }
+    }
+    if (c.args.Has("--scopes")) {
+      for (absl::string_view s : absl::StrSplit(c.args.Get("--scopes"), ',', absl::SkipWhitespace())) {
+        req.add_scopes(std::string(absl::StripAsciiWhitespace(s)));
+      }
+      if (req.scopes_size() == 0) return UsageError("--scopes needs inference, fine-tune and/or read");
+    }
+    if (c.args.Has("--expires-in")) {
+      int64_t ttl = 0;
+      if (auto e = ParseDurationFlag(c.args, "--expires-in", &ttl)) return e;
+      if (ttl == 0) return UsageError("--expires-in must be > 0 (leave it out for a key that never expires)");
+      req.set_ttl_seconds(ttl);
+    }
     v1::IssueApiKeyResponse resp;
     if (!(st = c.stub->IssueApiKey(ctx.get(), req, &resp)).ok()) return RpcError(st);
     if (c.json) return PrintJson(resp), std::nullopt;
-    std::printf("API key for %s (shown once): %s\nkey id: %s\n", tenant.c_str(), resp.api_key().secret().c_str(),
-                resp.api_key().key_id().c_str());
+    const v1::ApiKey& k = resp.api_key();
+    std::printf("API key for %s (shown once): %s\nkey id: %s\nscopes: %s\nexpires: %s\n", k.tenant_id().c_str(),
+                k.secret().c_str(), k.key_id().c_str(), absl::StrJoin(k.scopes(), ",").c_str(),
+                k.has_expires_at() ? FormatTime(k.expires_at().seconds()).c_str() : "never");
+    if (sub == "rotate") {
+      std::printf("replaces key %s: %s\n", req.replaces_key_id().c_str(),
+                  req.has_replaced_key_ttl_seconds() ? "expires after the grace period"
+                                                     : "keeps working until you revoke it");
+    }
   } else if (cmd == "keys" && sub == "revoke") {
     if (auto e = c.args.OnlyFlags({})) return e;
     if (p.size() != 3) return UsageError("usage: tessera-admin keys revoke KEY_ID");
@@ -235,7 +344,7 @@ std::optional<CliError> Run(Ctx& c) {
 int main(int argc, char** argv) {
   using namespace tessera::cli;
   Ctx c;
-  if (auto e = Args::Parse(argc, argv, {"--json", "--help"}, &c.args)) {
+  if (auto e = Args::Parse(argc, argv, {"--json", "--help", "--force"}, &c.args)) {
     std::fprintf(stderr, "tessera-admin: %s\n", e->message.c_str());
     return e->exit_code;
   }

@@ -112,6 +112,7 @@ class RecordingEngine final : public InferenceEngine {
     calls.push_back({tenant_id, version});
     return absl::OkStatus();
   }
+  void ForgetTenant(const std::string&) override {}
   EngineStatus Status() override { return {}; }
 
   std::vector<std::pair<std::string, int64_t>> Calls() {

@@ -162,6 +162,37 @@ TEST_F(CliTest, AdminTenantsKeysAndStatus) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(OneLine(r.err).find("UNAUTHENTICATED"), std::string::npos);
 
+  // Scoped, expiring keys; the list shows them without secrets; rotation.
+  r = Run("tessera-admin", Admin({"--json", "keys", "issue", "--tenant", "acme", "--scopes", "inference,read",
+                                  "--expires-in", "2h"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  key = nlohmann::json::parse(r.out);
+  EXPECT_EQ(key["api_key"]["scopes"], nlohmann::json::array({"inference", "read"}));
+  std::string scoped_id = key["api_key"]["key_id"], scoped_secret = key["api_key"]["secret"];
+  r = Run("tessera", Tenant({"datasets", "upload", server_->data_dir() + "/admin.key"}),
+          {"TESSERA_API_KEY=" + scoped_secret});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("PERMISSION_DENIED"), std::string::npos);
+  EXPECT_NE(r.err.find("fine-tune"), std::string::npos) << r.err;
+  r = Run("tessera-admin", Admin({"keys", "list", "--tenant", "acme"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(scoped_id), std::string::npos);
+  EXPECT_NE(r.out.find("inference,read"), std::string::npos);
+  EXPECT_NE(r.out.find("revoked"), std::string::npos);  // the key revoked above is listed as such
+  EXPECT_EQ(r.out.find(scoped_secret.substr(17)), std::string::npos);
+  r = Run("tessera-admin", Admin({"--json", "keys", "list"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(nlohmann::json::parse(r.out)["api_keys"].size(), 3u);
+  r = Run("tessera-admin", Admin({"--json", "keys", "rotate", scoped_id, "--grace", "1h"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["api_key"]["scopes"], nlohmann::json::array({"inference", "read"}));
+  r = Run("tessera-admin", Admin({"keys", "issue", "--tenant", "acme", "--expires-in", "soon"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("--expires-in"), std::string::npos);
+  r = Run("tessera-admin", Admin({"keys", "issue", "--tenant", "acme", "--scopes", "everything"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("INVALID_ARGUMENT"), std::string::npos);
+
   r = Run("tessera-admin", Admin({"status"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("random:tiny"), std::string::npos);

@@ -139,7 +139,7 @@ TEST(RegistryMigrationTest, VersionsFromMigrationTwoGetAnEmptyBackboneDigest) {
   auto r = Registry::Open(dir.path());
   ASSERT_TRUE(r.ok()) << r.status();
   Registry& reg = **r;
-  EXPECT_EQ(reg.SchemaVersion().value(), 3);
+  EXPECT_EQ(reg.SchemaVersion().value(), Registry::LatestSchemaVersion());
   auto v1 = reg.GetVersion("legacy", 1);
   ASSERT_TRUE(v1.ok()) << v1.status();
   EXPECT_EQ(v1->backbone_sha256, "");
@@ -163,6 +163,40 @@ TEST(RegistryMigrationTest, VersionsFromMigrationTwoGetAnEmptyBackboneDigest) {
   ASSERT_OK(reg.Promote("legacy", 2, "admin"));
   EXPECT_TRUE(reg.GetVersion("legacy", 2).value().live);
   EXPECT_FALSE(reg.GetVersion("legacy", 1).value().live);
+}
+
+TEST(RegistryMigrationTest, KeysFromMigrationThreeKeepEveryScopeAndNeverExpire) {
+  testing::TempDir dir;
+  Registry::Options at_three;
+  at_three.migrate_to = 3;
+  std::string secret;
+  {
+    auto r = Registry::Open(dir.path(), at_three);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    // A key row as migration 3 knew it (no scopes / expiry / last use columns).
+    auto k = (*r)->CreateApiKey(Role::kTenant, "legacy", "admin");
+    ASSERT_FALSE(k.ok());  // this binary writes the new columns: at migration 3 they do not exist
+    std::string err;
+    const std::string key_id = "abcdefghijkl";
+    secret = "tsk_" + key_id + "_" + std::string(43, 'x');
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO api_keys(key_id, tenant_id, role, secret_sha256, created_at_us) VALUES ('" +
+                          key_id + "', 'legacy', 'TENANT', '" + Sha256Hex(secret) + "', 1)",
+                      &err),
+              SQLITE_OK)
+        << err;
+  }
+  auto r = Registry::Open(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto p = (*r)->AuthenticateKey(secret);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->scopes, kAllScopes);
+  EXPECT_EQ(p->expires_at_us, 0);
+  auto k = (*r)->GetApiKey("abcdefghijkl");
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(k->scopes, kAllScopes);
+  EXPECT_EQ(k->last_used_at_us, 0);
 }
 
 TEST(RegistryMigrationTest, RefusesNewerSchemaAndBadTarget) {
@@ -268,6 +302,81 @@ TEST_F(RegistryTest, ApiKeysAuthenticateAndRevoke) {
   EXPECT_EQ(reg_->ListApiKeys("acme").value().size(), 2u);
   EXPECT_EQ(reg_->ListApiKeys("").value().size(), 3u);
   EXPECT_CODE(reg_->GetApiKey("nosuchkey000"), kNotFound);
+}
+
+TEST_F(RegistryTest, ApiKeyScopesExpiryAndLastUse) {
+  MakeTenant("acme");
+  ApiKeyOptions infer;
+  infer.scopes = kScopeInference;
+  auto k = reg_->CreateApiKey(Role::kTenant, "acme", "admin-key", infer);
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(k->key.scopes, kScopeInference);
+  EXPECT_EQ(reg_->AuthenticateKey(k->secret).value().scopes, kScopeInference);
+  EXPECT_EQ(reg_->GetApiKey(k->key.key_id).value().scopes, kScopeInference);
+  // Default: every scope, never expires.
+  auto all = reg_->CreateApiKey(Role::kTenant, "acme", "admin-key");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(reg_->AuthenticateKey(all->secret).value().scopes, kAllScopes);
+  EXPECT_EQ(reg_->GetApiKey(all->key.key_id).value().expires_at_us, 0);
+
+  // Expiry: valid before, UNAUTHENTICATED from the instant on.
+  ApiKeyOptions soon;
+  soon.expires_at_us = NowMicros() + 300000;
+  auto e = reg_->CreateApiKey(Role::kTenant, "acme", "admin-key", soon);
+  ASSERT_TRUE(e.ok()) << e.status();
+  auto ep = reg_->AuthenticateKey(e->secret);
+  ASSERT_TRUE(ep.ok());
+  EXPECT_EQ(ep->expires_at_us, soon.expires_at_us);
+  while (NowMicros() < soon.expires_at_us) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_CODE(reg_->AuthenticateKey(e->secret), kUnauthenticated);
+  // Rotation's grace: an existing key's expiry is set (audited), a revoked one refused.
+  ASSERT_OK(reg_->SetApiKeyExpiry(all->key.key_id, NowMicros() - 1, "admin-key"));
+  EXPECT_CODE(reg_->AuthenticateKey(all->secret), kUnauthenticated);
+  ASSERT_OK(reg_->RevokeApiKey(k->key.key_id, "admin-key"));
+  EXPECT_CODE(reg_->SetApiKeyExpiry(k->key.key_id, 0, "admin-key"), kFailedPrecondition);
+  EXPECT_CODE(reg_->SetApiKeyExpiry("nosuchkey000", 0, "admin-key"), kNotFound);
+  auto audit = reg_->ListAudit(0);
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->back().action, "apikey.expire");
+
+  // Argument errors: no scope, an unknown bit, an expiry in the past.
+  ApiKeyOptions none;
+  none.scopes = 0;
+  EXPECT_CODE(reg_->CreateApiKey(Role::kTenant, "acme", "x", none), kInvalidArgument);
+  none.scopes = 8;
+  EXPECT_CODE(reg_->CreateApiKey(Role::kTenant, "acme", "x", none), kInvalidArgument);
+  ApiKeyOptions past;
+  past.expires_at_us = NowMicros() - 1;
+  EXPECT_CODE(reg_->CreateApiKey(Role::kTenant, "acme", "x", past), kInvalidArgument);
+  // ADMIN keys always hold every scope.
+  auto admin = reg_->CreateApiKey(Role::kAdmin, "", "system", infer);
+  ASSERT_TRUE(admin.ok());
+  EXPECT_EQ(reg_->AuthenticateKey(admin->secret).value().scopes, kAllScopes);
+
+  // Last use: written once, then not again within the minute.
+  auto fresh = reg_->CreateApiKey(Role::kTenant, "acme", "admin-key");
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(reg_->GetApiKey(fresh->key.key_id).value().last_used_at_us, 0);
+  const int64_t before = NowMicros();
+  ASSERT_OK(reg_->TouchApiKey(fresh->key.key_id));
+  const int64_t first = reg_->GetApiKey(fresh->key.key_id).value().last_used_at_us;
+  EXPECT_GE(first, before);
+  absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_OK(reg_->TouchApiKey(fresh->key.key_id));
+  EXPECT_EQ(reg_->GetApiKey(fresh->key.key_id).value().last_used_at_us, first);
+}
+
+TEST(ScopesTest, ParseAndFormat) {
+  EXPECT_EQ(ParseScopes("inference").value(), kScopeInference);
+  EXPECT_EQ(ParseScopes(" read , fine-tune ").value(), kScopeRead | kScopeFineTune);
+  EXPECT_EQ(ParseScopes("inference,fine-tune,read").value(), kAllScopes);
+  EXPECT_EQ(ScopesToString(kAllScopes), "inference,fine-tune,read");
+  EXPECT_EQ(ScopesToString(kScopeRead | kScopeInference), "inference,read");
+  absl::Status bad = ParseScopes("inference,admin").status();
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("'admin'"), std::string::npos) << bad;
+  EXPECT_EQ(ParseScopes("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseScopes(" , ").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(RegistryTest, ApiKeyArgumentErrors) {
@@ -443,6 +552,87 @@ TEST_F(RegistryTest, VersionsAreImmutableInTheDatabase) {
   EXPECT_NE(err.find("immutable"), std::string::npos) << err;
   EXPECT_NE(RawExec(dir_.path() + "/registry.db", "DELETE FROM versions", &err), SQLITE_OK);
   EXPECT_TRUE(reg_->GetVersion("acme", 1).ok());
+}
+
+TEST_F(RegistryTest, DeleteTenantRemovesItsRowsOnlyAndKeepsSharedBlobs) {
+  MakeTenant("acme");
+  MakeTenant("beta");
+  auto key = reg_->CreateApiKey(Role::kTenant, "acme", "admin-key");
+  ASSERT_TRUE(key.ok());
+  auto beta_key = reg_->CreateApiKey(Role::kTenant, "beta", "admin-key");
+  ASSERT_TRUE(beta_key.ok());
+  const std::string ds = MakeDataset("acme");
+  const std::string own_version_blob = PutBlob("acme only");
+  const std::string shared_blob = PutBlob("the same bytes");
+  for (const auto& [tenant, blob] : std::vector<std::pair<std::string, std::string>>{
+           {"acme", own_version_blob}, {"acme", shared_blob}, {"beta", shared_blob}}) {
+    NewVersion v;
+    v.tenant_id = tenant;
+    v.blob_digest = blob;
+    ASSERT_OK(reg_->PublishVersion(v, "admin-key"));
+  }
+  ASSERT_OK(reg_->Promote("acme", 2, "admin-key"));
+  ASSERT_OK(reg_->Promote("beta", 1, "admin-key"));
+  const std::string job = MakeJob("acme", ds);
+  ASSERT_OK(reg_->AppendJobEvent(job, "progress", "{}"));
+  const int64_t seq_before = reg_->ChangeSequence().value();
+
+  // An unfinished job blocks it.
+  absl::Status blocked = reg_->DeleteTenant("acme", "admin-key").status();
+  EXPECT_EQ(blocked.code(), absl::StatusCode::kFailedPrecondition) << blocked;
+  EXPECT_NE(blocked.message().find("force"), std::string::npos) << blocked;
+  ASSERT_OK(reg_->CancelJob("acme", job, "admin-key"));
+  const absl::Time started = absl::Now();
+  auto gone = reg_->DeleteTenant("acme", "admin-key");
+  ASSERT_TRUE(gone.ok()) << gone.status();
+  EXPECT_EQ(gone->key_ids, std::vector<std::string>{key->key.key_id});
+  EXPECT_EQ(gone->datasets, 1);
+  EXPECT_EQ(gone->versions, 2);
+  EXPECT_EQ(gone->jobs, 1);
+  EXPECT_EQ(gone->blob_digests.size(), 3u);
+
+  EXPECT_CODE(reg_->GetTenant("acme"), kNotFound);
+  EXPECT_CODE(reg_->AuthenticateKey(key->secret), kUnauthenticated);
+  EXPECT_CODE(reg_->GetJob("", job), kNotFound);
+  EXPECT_CODE(reg_->GetLive("acme"), kNotFound);
+  EXPECT_TRUE(reg_->ListLiveHistory("acme").value().empty());
+  EXPECT_CODE(reg_->DeleteTenant("acme", "admin-key"), kNotFound);
+  // The change sequence never goes back, though acme's change rows went.
+  EXPECT_GE(reg_->ChangeSequence().value(), seq_before);
+  // beta untouched.
+  EXPECT_TRUE(reg_->AuthenticateKey(beta_key->secret).ok());
+  EXPECT_EQ(reg_->GetLive("beta").value(), 1);
+  EXPECT_EQ(reg_->GetVersion("beta", 1).value().sha256, shared_blob);
+  // Versions stay immutable outside DeleteTenant's transaction.
+  std::string err;
+  EXPECT_NE(RawExec(dir_.path() + "/registry.db", "DELETE FROM versions", &err), SQLITE_OK);
+  EXPECT_NE(err.find("immutable"), std::string::npos) << err;
+  EXPECT_TRUE(reg_->GetVersion("beta", 1).ok());
+  // Audited, and the audit log itself is kept.
+  auto audit = reg_->ListAudit(0).value();
+  EXPECT_EQ(audit.back().action, "tenant.delete");
+  EXPECT_EQ(audit.back().target, "tenant/acme");
+  EXPECT_EQ(audit.front().action, "tenant.create");
+
+  // Blobs: only what nothing else names goes; the shared one stays for beta.
+  auto stats = reg_->DeleteBlobsIfUnreferenced(gone->blob_digests, started);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->blobs_deleted, 2);
+  EXPECT_FALSE(reg_->blobs().Exists(own_version_blob).value());
+  EXPECT_TRUE(reg_->blobs().Exists(shared_blob).value());
+  // A blob written again after the deletion began (another tenant's upcoming publish) is kept.
+  absl::SleepFor(absl::Milliseconds(20));  // file times come from a coarse clock
+  const std::string again = PutBlob("acme only");
+  ASSERT_EQ(again, own_version_blob);
+  stats = reg_->DeleteBlobsIfUnreferenced({again}, started);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->blobs_deleted, 0);
+  EXPECT_EQ(stats->blobs_kept_grace, 1);
+
+  // The id is free again and starts afresh.
+  MakeTenant("acme");
+  EXPECT_EQ(Publish("acme"), 1);
+  EXPECT_EQ(reg_->GetLive("acme").value(), 0);
 }
 
 // ---- Live pointers ----------------------------------------------------------------------------------
