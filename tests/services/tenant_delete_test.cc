@@ -46,15 +46,15 @@ TEST(TenantDeleteTest, DeletesEverythingOfTheTenantAndNothingElse) {
   v1::CreateJobRequest jreq;
   jreq.set_tenant_id("acme");
   jreq.set_training_dataset_id(ds.dataset_id());
-  jreq.set_max_steps(5);
+  jreq.mutable_hyperparameters()->set_max_steps(5);
   v1::Job job;  // stays QUEUED: this server runs no jobs
   ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(acme).get(), jreq, &job).ok());
 
   v1::GenerateResponse before_acme, before_beta;
   ASSERT_TRUE(Generate(server, acme, "acme", &before_acme).ok());
-  EXPECT_EQ(before_acme.version(), 2);
+  EXPECT_EQ(before_acme.expert_version(), 2);
   ASSERT_TRUE(Generate(server, beta, "beta", &before_beta).ok());
-  EXPECT_EQ(before_beta.version(), 1);
+  EXPECT_EQ(before_beta.expert_version(), 1);
 
   // A queued job blocks the deletion unless forced; a TENANT key may not delete at all.
   v1::DeleteTenantRequest del;
@@ -106,7 +106,7 @@ TEST(TenantDeleteTest, DeletesEverythingOfTheTenantAndNothingElse) {
   // The other tenant is served exactly as before.
   v1::GenerateResponse after_beta;
   ASSERT_TRUE(Generate(server, beta, "beta", &after_beta).ok());
-  EXPECT_EQ(after_beta.version(), 1);
+  EXPECT_EQ(after_beta.expert_version(), 1);
   EXPECT_EQ(after_beta.text(), before_beta.text());
 
   // Audited with the admin key as actor.
@@ -125,7 +125,7 @@ TEST(TenantDeleteTest, DeletesEverythingOfTheTenantAndNothingElse) {
   // The id can be used again; the new tenant starts from nothing (version 1 is new content).
   const std::string acme2 = server.CreateTenant("acme");
   ASSERT_TRUE(Generate(server, acme2, "acme", &g).ok());
-  EXPECT_EQ(g.version(), 0);
+  EXPECT_EQ(g.expert_version(), 0);
   ASSERT_EQ(PublishScaledVersion(server.registry(), "acme", {{2, 3}}, 0.5f), 1);
   v1::PromoteRequest pr;
   pr.set_tenant_id("acme");
@@ -133,7 +133,7 @@ TEST(TenantDeleteTest, DeletesEverythingOfTheTenantAndNothingElse) {
   v1::LiveVersionResponse lr;
   ASSERT_TRUE(server.Admin()->Promote(Ctx(server.admin_key()).get(), pr, &lr).ok());
   ASSERT_TRUE(Generate(server, acme2, "acme", &g).ok());
-  EXPECT_EQ(g.version(), 1);
+  EXPECT_EQ(g.expert_version(), 1);
 }
 
 TEST(TenantDeleteTest, RunningJobIsCancelledByForceAndNothingIsPublishedAfterwards) {
@@ -146,7 +146,7 @@ TEST(TenantDeleteTest, RunningJobIsCancelledByForceAndNothingIsPublishedAfterwar
   v1::CreateJobRequest jreq;
   jreq.set_tenant_id("acme");
   jreq.set_training_dataset_id(ds.dataset_id());
-  jreq.set_max_steps(100000);  // runs until cancelled
+  jreq.mutable_hyperparameters()->set_max_steps(100000);  // runs until cancelled
   v1::Job job;
   ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(acme).get(), jreq, &job).ok());
   for (int i = 0; i < 600; ++i) {

@@ -337,7 +337,9 @@ TEST_F(RegistryTest, ApiKeyScopesExpiryAndLastUse) {
   EXPECT_CODE(reg_->SetApiKeyExpiry("nosuchkey000", 0, "admin-key"), kNotFound);
   auto audit = reg_->ListAudit(0);
   ASSERT_TRUE(audit.ok());
-  EXPECT_EQ(audit->back().action, "apikey.expire");
+  int expiries = 0;
+  for (const AuditEntry& e : *audit) expiries += e.action == "apikey.expire" && e.target == "apikey/" + all->key.key_id;
+  EXPECT_EQ(expiries, 1);
 
   // Argument errors: no scope, an unknown bit, an expiry in the past.
   ApiKeyOptions none;
@@ -595,7 +597,7 @@ TEST_F(RegistryTest, DeleteTenantRemovesItsRowsOnlyAndKeepsSharedBlobs) {
   EXPECT_CODE(reg_->AuthenticateKey(key->secret), kUnauthenticated);
   EXPECT_CODE(reg_->GetJob("", job), kNotFound);
   EXPECT_CODE(reg_->GetLive("acme"), kNotFound);
-  EXPECT_TRUE(reg_->ListLiveHistory("acme").value().empty());
+  EXPECT_CODE(reg_->ListLiveHistory("acme"), kNotFound);
   EXPECT_CODE(reg_->DeleteTenant("acme", "admin-key"), kNotFound);
   // The change sequence never goes back, though acme's change rows went.
   EXPECT_GE(reg_->ChangeSequence().value(), seq_before);
