@@ -48,8 +48,10 @@ struct CopyPair {
 
 // One sequence of a batched causal attention call. Query rows [q_begin, q_begin + q_len) of `q` belong
 // to this sequence; they are its LAST q_len positions, i.e. query i sits at absolute position
-// kv_len - q_len + i and attends to keys/values [0, kv_len - q_len + i] (causal). `k`/`v` hold at least
-// kv_len rows: [>= kv_len, num_kv_heads, head_dim] (a KV cache, or this batch's own keys in training).
+// p = kv_len - q_len + i and attends to keys/values [0, p] (causal), or, with a sliding window
+// (window > 0), to the `window` positions ending at itself: [max(0, p - window + 1), p] (transformers'
+// sliding_window_overlay: key j is visible when p - window < j <= p). `k`/`v` hold at least kv_len rows:
+// [>= kv_len, num_kv_heads, head_dim] (a KV cache, or this batch's own keys in training).
 struct AttentionSeq {
   int64_t q_begin = 0;
   int64_t q_len = 0;
@@ -58,6 +60,7 @@ struct AttentionSeq {
   const Tensor* v = nullptr;
   Tensor* dk = nullptr;  // backward only: same shape as k; accumulates
   Tensor* dv = nullptr;  // backward only: same shape as v; accumulates
+  int64_t window = 0;    // 0: full causal attention; > 0: sliding window of this many keys (see above)
 };
 
 struct AdamWParams {
@@ -202,7 +205,10 @@ class Backend {
 
   // ---- Causal attention with GQA --------------------------------------------------------------------
   // q, out: [Nq, H, head_dim]; each sequence's k/v: [>= kv_len, KVH, head_dim], H % KVH == 0, query
-  // head h reads kv head h / (H / KVH). out = softmax(q k^T * scale + causal mask) v per sequence.
+  // head h reads kv head h / (H / KVH). out = softmax(q k^T * scale + mask) v per sequence, the mask
+  // causal or causal sliding-window (AttentionSeq::window; negative windows are INVALID_ARGUMENT).
+  // Keys outside a query's window are never read, so a windowed call costs O(q_len * window) and a
+  // backward adds nothing into dk/dv rows no query sees.
   // lse ([Nq, H] f32, may be nullptr) receives the log-sum-exp of each softmax row for backward.
   virtual absl::Status AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs,
                                         float scale, Tensor& out, Tensor* lse) = 0;

@@ -52,6 +52,10 @@ bool ModelConfig::IsDenseLayer(int64_t layer) const {
   return std::binary_search(dense_layers.begin(), dense_layers.end(), layer);
 }
 
+int64_t ModelConfig::AttentionWindow(int64_t layer) const {
+  return std::binary_search(sliding_layers.begin(), sliding_layers.end(), layer) ? sliding_window : 0;
+}
+
 float ModelConfig::AttentionScale() const {
   const float base = attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (rope_scaling.type == RopeScaling::Type::kNone) return base;
@@ -162,6 +166,16 @@ absl::Status ModelConfig::Validate() const {
     }
   }
   if (!dense_layers.empty()) RETURN_IF_ERROR(positive(dense_dim, "intermediate_size"));
+  for (size_t i = 0; i < sliding_layers.size(); ++i) {
+    if (sliding_layers[i] < 0 || sliding_layers[i] >= num_layers ||
+        (i > 0 && sliding_layers[i] <= sliding_layers[i - 1])) {
+      return absl::InvalidArgumentError("config: sliding-window layers must be sorted, distinct and in [0, num_hidden_layers)");
+    }
+  }
+  if (!sliding_layers.empty()) {
+    RETURN_IF_ERROR(positive(sliding_window, "sliding_window"));
+    if (mla()) return absl::InvalidArgumentError("config: sliding-window attention with MLA is not supported");
+  }
   if (n_group <= 0 || num_experts % n_group != 0) {
     return absl::InvalidArgumentError(absl::StrCat("config: 'n_group' (", n_group, ") must divide the experts (",
                                                    num_experts, ")"));

@@ -26,7 +26,12 @@
 //   granitemoe: multipliers (embedding, attention = the softmax scale, residual, logits); fused expert
 //               tensors in the checkpoint (input_linear/output_linear), sliced per expert on load.
 // RoPE scaling (linear, llama3, yarn) is in rope_scaling.h.
-// A field that changes the math and is not supported (sliding window, dynamic RoPE, o_proj bias, qkv
+// Sliding-window attention, as transformers 5 applies it: the layers in sliding_layers attend, at
+// position p, to keys p - sliding_window < j <= p (the query's own key counted: sliding_window_overlay);
+// the others fully. mixtral: every layer when `sliding_window` is set; qwen3_moe: every layer when
+// `use_sliding_window`; qwen2_moe: when `use_sliding_window`, the layers `layer_types` marks
+// "sliding_attention", or by default layer i when i is even and i < max_window_layers.
+// A field that changes the math and is not supported (dynamic RoPE, o_proj bias, qkv
 // clipping, non-silu activations, ...) is refused with UNIMPLEMENTED naming the field; missing or
 // inconsistent fields give INVALID_ARGUMENT naming the field.
 #pragma once
@@ -104,6 +109,11 @@ struct ModelConfig {
   int64_t v_head_dim = 0;
   bool rope_interleave = false;  // the rope part's pairs are (2i, 2i+1) instead of (i, i + half)
   bool mla() const { return kv_lora_rank > 0; }
+  // Sliding-window attention (see the file comment): 0 when no layer has a window.
+  int64_t sliding_window = 0;
+  std::vector<int64_t> sliding_layers;  // sorted layer indices
+  // The attention window of `layer` (AttentionSeq::window): 0 for full causal attention.
+  int64_t AttentionWindow(int64_t layer) const;
   // The width of o_proj's input: H * v_head_dim with MLA, q_dim() otherwise.
   int64_t o_in_dim() const { return mla() ? num_heads * v_head_dim : q_dim(); }
 

@@ -394,6 +394,7 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       AttentionSeq& as = seqs[s];
       as.q_begin = b;
       as.q_len = n;
+      as.window = c.AttentionWindow(l);
       KvCache* cache = batch[s].cache;
       if (cache != nullptr) {
         const int64_t start = cache->length();

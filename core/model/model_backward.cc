@@ -386,6 +386,7 @@ absl::Status Model::BackwardFromLogits(const ForwardResult& forward, const Tenso
       as.q_begin = b;
       as.q_len = n;
       as.kv_len = n;
+      as.window = c.AttentionWindow(l);
       views.push_back(la.k.Rows(b, n));
       as.k = &views.back();
       views.push_back(la.v.Rows(b, n));

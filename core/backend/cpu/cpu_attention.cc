@@ -1,12 +1,17 @@
 // CPU causal attention with GQA over a batch of sequences (AttentionSeq), forward and backward.
 //
 // Math, per sequence, query head h (kv head g = h / (H / KVH)), query i at absolute position
-// p = kv_len - q_len + i, keys j in [0, p]:
+// p = kv_len - q_len + i, keys j in [lo(p), p] with lo(p) = 0 (causal) or max(0, p - window + 1) (sliding
+// window: the window counts the query's own key, as transformers' sliding_window_overlay does):
 //   s_j = scale * q_i . k_j,  m = max_j s_j,  l = sum_j exp(s_j - m)
 //   out_i = sum_j exp(s_j - m) v_j / l,  lse_i = m + log(l)          (two-pass softmax per row)
 // Backward (P recomputed from q, k and lse; D_i = dout_i . out_i):
 //   P_ij = exp(s_j - lse_i); dv_j += P_ij dout_i; dP_ij = dout_i . v_j; dS_ij = P_ij (dP_ij - D_i)
 //   dq_i = scale * sum_j dS_ij k_j;  dk_j += scale * dS_ij q_i
+//
+// Keys before lo(p) are never read: the per-row kernel starts at lo(p), the blocked kernel at the key
+// block holding lo of the block's first row (rows mask the rest), so a windowed sequence costs
+// O(q_len * window) instead of O(q_len * kv_len).
 //
 // Memory: q/out/dq/dout [Nq,H,hd], lse [Nq,H]; each seq's k/v/dk/dv [>= kv_len, KVH, hd]. Query row
 // ranges of different seqs must be disjoint. Forward writes only the out/lse rows of the sequences;
@@ -51,6 +56,9 @@ absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const A
     if (s.q_begin < 0 || s.q_len < 0 || s.q_begin + s.q_len > nq) {
       return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " query rows [", s.q_begin, ", ",
                                                      s.q_begin + s.q_len, ") out of range [0, ", nq, ")"));
+    }
+    if (s.window < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, ".window = ", s.window, " is negative"));
     }
     if (s.kv_len < s.q_len) {
       return absl::InvalidArgumentError(
@@ -116,16 +124,21 @@ inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 // Shapes and pointers of one (sequence, query head) pair.
 struct HeadView {
   int64_t hd, qstride, kstride, offset;  // offset: absolute position of query 0 = kv_len - q_len
+  int64_t window;    // 0: causal; else the sliding window
   const float* q;    // row 0 of this head in the sequence
   const float* k;    // key 0 of this head's kv head
   const float* v;
   HeadView(const AttentionSeq& seq, const float* pq, int64_t h, int64_t hd_, int64_t head)
-      : hd(hd_), qstride(h * hd_), kstride(seq.k->dim(1) * hd_), offset(seq.kv_len - seq.q_len) {
+      : hd(hd_), qstride(h * hd_), kstride(seq.k->dim(1) * hd_), offset(seq.kv_len - seq.q_len), window(seq.window) {
     const int64_t g = head / (h / seq.k->dim(1));
     q = pq + (seq.q_begin * h + head) * hd;
     k = seq.k->data<float>() + g * hd;
     v = seq.v->data<float>() + g * hd;
   }
+  // The first key the query at absolute position p sees (it sees [First(p), p]).
+  int64_t First(int64_t p) const { return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0; }
+  // The first key block a query block starting at query i0 needs (block-aligned).
+  int64_t FirstBlock(int64_t i0) const { return First(offset + i0) / kBk * kBk; }
 };
 
 struct Scratch {
@@ -143,12 +156,14 @@ struct Scratch {
 
 // Forward of query row i (per-row kernel): two-pass softmax over its keys.
 void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse, Scratch& sc) {
-  const int64_t keys = hv.offset + i + 1, hd = hv.hd;
+  const int64_t first = hv.First(hv.offset + i), keys = hv.offset + i + 1 - first, hd = hv.hd;
   const float* qv = hv.q + i * hv.qstride;
+  const float* k0 = hv.k + first * hv.kstride;
+  const float* v0 = hv.v + first * hv.kstride;
   float* scores = sc.s.data();
   float m = -INFINITY;
   for (int64_t j = 0; j < keys; ++j) {
-    scores[j] = scale * Dot(qv, hv.k + j * hv.kstride, hd);
+    scores[j] = scale * Dot(qv, k0 + j * hv.kstride, hd);
     m = std::max(m, scores[j]);
   }
   float* acc = sc.acc.data();
@@ -157,7 +172,7 @@ void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse
   for (int64_t j = 0; j < keys; ++j) {
     const float p = std::exp(scores[j] - m);
     l += p;
-    AxpyRow(p, hv.v + j * hv.kstride, acc, hd);
+    AxpyRow(p, v0 + j * hv.kstride, acc, hd);
   }
   const float inv = 1.0f / l;
   for (int64_t d = 0; d < hd; ++d) o[d] = acc[d] * inv;
@@ -177,25 +192,28 @@ void ForwardBlock(const HeadView& hv, int64_t i0, int64_t i1, float scale, float
   std::fill_n(m, bq, -INFINITY);
   std::fill_n(l, bq, 0.0f);
   const float* q0 = hv.q + i0 * hv.qstride;
-  for (int64_t j0 = 0; j0 < nk; j0 += kBk) {
+  for (int64_t j0 = hv.FirstBlock(i0); j0 < nk; j0 += kBk) {
     const int64_t bk = std::min(kBk, nk - j0);
     Gemm(false, true, bq, bk, hd, scale, q0, hv.qstride, hv.k + j0 * hv.kstride, hv.kstride, 0.0f, S, bk);
     for (int64_t b = 0; b < bq; ++b) {
       float* row = S + b * bk;
-      // Keys of this block that row b may see (causal): j0 + j <= offset + i0 + b.
-      const int64_t valid = std::clamp<int64_t>(hv.offset + i0 + b + 1 - j0, 0, bk);
-      if (valid == 0) {
+      // Keys of this block that row b sees: [lo, hi) (causal, and the window's lower end).
+      const int64_t p = hv.offset + i0 + b;
+      const int64_t hi = std::clamp<int64_t>(p + 1 - j0, 0, bk);
+      const int64_t lo = std::clamp<int64_t>(hv.First(p) - j0, 0, hi);
+      if (lo == hi) {
         std::fill_n(row, bk, 0.0f);
         continue;
       }
-      const float m_new = std::max(m[b], MaxOf(row, valid));
-      const float corr = std::exp(m[b] - m_new);  // 0 on the first block (m = -inf)
+      const float m_new = std::max(m[b], MaxOf(row + lo, hi - lo));
+      const float corr = std::exp(m[b] - m_new);  // 0 on the row's first block (m = -inf)
       float sum = 0.0f;
-      for (int64_t j = 0; j < valid; ++j) {
+      for (int64_t j = lo; j < hi; ++j) {
         row[j] = std::exp(row[j] - m_new);
         sum += row[j];
       }
-      std::fill(row + valid, row + bk, 0.0f);
+      std::fill(row, row + lo, 0.0f);
+      std::fill(row + hi, row + bk, 0.0f);
       l[b] = l[b] * corr + sum;
       m[b] = m_new;
       if (corr != 1.0f) {
@@ -225,14 +243,14 @@ struct GradView {
 
 // Backward of query row i (per-row kernel).
 void BackwardRow(const HeadView& hv, const GradView& gv, int64_t i, int64_t h, float scale, Scratch& sc) {
-  const int64_t keys = hv.offset + i + 1, hd = hv.hd, off = i * hv.qstride;
+  const int64_t first = hv.First(hv.offset + i), keys = hv.offset + i + 1, hd = hv.hd, off = i * hv.qstride;
   const float* qv = hv.q + off;
   const float* dov = gv.dout + off;
   const float l = gv.lse[i * h];
   const float dsum = Dot(dov, gv.o + off, hd);
   float* acc = sc.acc.data();
   std::fill_n(acc, hd, 0.0f);
-  for (int64_t j = 0; j < keys; ++j) {
+  for (int64_t j = first; j < keys; ++j) {
     const float* kj = hv.k + j * hv.kstride;
     const float p = std::exp(scale * Dot(qv, kj, hd) - l);
     AxpyRow(p, dov, gv.dv + j * hv.kstride, hd);
@@ -258,17 +276,20 @@ void BackwardBlock(const HeadView& hv, const GradView& gv, int64_t i0, int64_t i
     D[b] = Dot(do0 + b * qs, gv.o + (i0 + b) * qs, hd);
     std::fill_n(dq0 + b * qs, hd, 0.0f);
   }
-  for (int64_t j0 = 0; j0 < nk; j0 += kBk) {
+  for (int64_t j0 = hv.FirstBlock(i0); j0 < nk; j0 += kBk) {
     const int64_t bk = std::min(kBk, nk - j0);
     const float* kb = hv.k + j0 * ks;
     const float* vb = hv.v + j0 * ks;
     Gemm(false, true, bq, bk, hd, scale, q0, qs, kb, ks, 0.0f, P, bk);
     for (int64_t b = 0; b < bq; ++b) {
       float* row = P + b * bk;
-      const int64_t valid = std::clamp<int64_t>(hv.offset + i0 + b + 1 - j0, 0, bk);
+      const int64_t p = hv.offset + i0 + b;
+      const int64_t hi = std::clamp<int64_t>(p + 1 - j0, 0, bk);
+      const int64_t lo = std::clamp<int64_t>(hv.First(p) - j0, 0, hi);
       const float l = gv.lse[(i0 + b) * h];
-      for (int64_t j = 0; j < valid; ++j) row[j] = std::exp(row[j] - l);
-      std::fill(row + valid, row + bk, 0.0f);
+      std::fill(row, row + lo, 0.0f);
+      for (int64_t j = lo; j < hi; ++j) row[j] = std::exp(row[j] - l);
+      std::fill(row + hi, row + bk, 0.0f);
     }
     Gemm(true, false, bk, hd, bq, 1.0f, P, bk, do0, qs, 1.0f, gv.dv + j0 * ks, ks);  // dV += P^T dO
     Gemm(false, true, bq, bk, hd, 1.0f, do0, qs, vb, ks, 0.0f, dS, bk);              // dP = dO V^T

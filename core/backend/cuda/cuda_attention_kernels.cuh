@@ -5,7 +5,8 @@
 // Causal GQA attention over a batch of sequences with KV caches, forward and backward.
 //
 // Math: for query row i of sequence s (absolute position a = kv_len - q_len + (i - q_begin)) and head h,
-// kv head g = h / (H / KVH):  s_j = scale * q_i . k_j for j <= a;  out = sum_j softmax(s)_j v_j;
+// kv head g = h / (H / KVH):  s_j = scale * q_i . k_j for j in [first, a] (first = 0, or with a sliding
+// window max(0, a - window + 1): keys before it are never read);  out = sum_j softmax(s)_j v_j;
 // lse = log sum_j exp(s_j). Backward (dO = dout, D = dO . out): p_j = exp(s_j - lse),
 // ds_j = p_j (dO . v_j - D);  dq = scale * sum_j ds_j k_j;  dk_j += scale * ds_j q;  dv_j += p_j dO.
 //
@@ -33,7 +34,8 @@ constexpr int kPerLane = kMaxHeadDim / 32;
 
 struct RowInfo {
   const AttnSeqDesc* seq;
-  int64_t nkeys;  // keys 0 .. nkeys-1 are visible
+  int64_t first;  // keys first .. nkeys-1 are visible
+  int64_t nkeys;
   int kvh;
 };
 
@@ -43,6 +45,7 @@ __device__ __forceinline__ bool GetRow(const AttnSeqDesc* seqs, const int32_t* r
   if (s < 0) return false;
   info->seq = seqs + s;
   info->nkeys = info->seq->kv_len - info->seq->q_len + (i - info->seq->q_begin) + 1;
+  info->first = info->seq->window > 0 && info->nkeys > info->seq->window ? info->nkeys - info->seq->window : 0;
   info->kvh = h / (heads / kv_heads);
   return info->nkeys > 0;
 }
@@ -68,7 +71,7 @@ AttentionForwardKernel(const void* q, int dtq, const AttnSeqDesc* seqs, const in
   float m = -INFINITY, l = 0.0f;
   const void* k = info.seq->k;
   const void* v = info.seq->v;
-  for (int64_t j = warp; j < info.nkeys; j += kWarps) {
+  for (int64_t j = info.first + warp; j < info.nkeys; j += kWarps) {
     const int64_t kvbase = (j * kv_heads + info.kvh) * head_dim;
     float s = 0.0f;
 #pragma unroll
@@ -142,7 +145,7 @@ AttentionBackwardKernel(const void* q, int dtq, const AttnSeqDesc* seqs, const i
   dsum = WarpSum(dsum);
   const float row_lse = lse[i * heads + h];
   const AttnSeqDesc* sq = info.seq;
-  for (int64_t j = warp; j < info.nkeys; j += kWarps) {
+  for (int64_t j = info.first + warp; j < info.nkeys; j += kWarps) {
     const int64_t kvbase = (j * kv_heads + info.kvh) * head_dim;
     float s = 0.0f, dp = 0.0f;
 #pragma unroll

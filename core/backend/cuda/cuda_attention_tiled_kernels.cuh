@@ -7,7 +7,10 @@
 //
 // Math (same as cuda_attention.cu): query i of a sequence sits at absolute position
 // a_i = kv_len - q_len + i and sees keys j <= a_i; s_ij = scale * q_i . k_j; out_i = sum_j p_ij v_j with
-// p_ij = exp(s_ij - lse_i); backward with D_i = dout_i . out_i:
+// p_ij = exp(s_ij - lse_i); with a sliding window (AttnSeqDesc::window > 0) query i sees only keys
+// a_i - window < j <= a_i: the forward and dq blocks start at the key tile holding the first key their
+// first query sees, the dk/dv blocks stop at the last query tile that sees their last key, and the
+// score mask drops the rest. Backward with D_i = dout_i . out_i:
 //   ds_ij = p_ij (dout_i . v_j - D_i);  dq_i = scale sum_j ds_ij k_j;  dk_j += scale sum_i ds_ij q_i;
 //   dv_j += sum_i p_ij dout_i  (dk/dv summed over the query heads of kv head j's group).
 //
@@ -110,10 +113,15 @@ struct QueryTileLane {
   int64_t q0;        // the tile's first query within the sequence
   int rows;          // queries in the tile (<= 64)
   int64_t nkeys;     // keys seen by the tile's last query
+  int64_t k_begin;   // the first key tile any of its queries sees (0 without a window)
   int r, col0;       // this lane's row within its warp's 16, and its half of the 64 score columns
   int row_local;     // this lane's row within the tile
   bool valid;        // row_local < rows
-  int64_t pos;       // its absolute position: it sees keys [0, pos]
+  int64_t pos;       // its absolute position: it sees keys [0, pos], or (pos - window, pos]
+  // Whether this lane's query sees key j.
+  __device__ __forceinline__ bool Sees(int64_t j) const {
+    return valid && j <= pos && (sq.window == 0 || j > pos - sq.window);
+  }
 };
 
 __device__ __forceinline__ QueryTileLane LocateQueryTile(const AttnSeqDesc* seqs, const AttnTile* tiles, int heads,
@@ -129,6 +137,8 @@ __device__ __forceinline__ QueryTileLane LocateQueryTile(const AttnSeqDesc* seqs
   t.q0 = tile.offset;
   t.rows = TileRows(t.sq.q_len - t.q0);
   t.nkeys = t.base + t.q0 + t.rows;
+  t.k_begin = t.sq.window > 0 && t.base + t.q0 >= t.sq.window
+                  ? (t.base + t.q0 - t.sq.window + 1) / kTile * kTile : 0;
   t.r = t.lane >> 1;
   t.col0 = (t.lane & 1) * (kTile / 2);
   t.row_local = t.warp * kWarpRows + t.r;
@@ -200,7 +210,7 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
   const int h = t.h, g = t.g, lane = t.lane, warp = t.warp, rows = t.rows, r = t.r, col0 = t.col0;
   const int row_local = t.row_local;
   const bool valid = t.valid;
-  const int64_t q0 = t.q0, nkeys = t.nkeys, pos = t.pos;
+  const int64_t q0 = t.q0, nkeys = t.nkeys;
   const int dcol0 = (lane & 1) * (D / 2);  // this lane's half of the output row
   float* s_w = Ss + warp * kWarpRows * kSPitch;
   bf16* p_w = Ps + warp * kWarpRows * kPPitch;
@@ -214,7 +224,7 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
   LoadRowFragments<D>(Qs + warp * kWarpRows * P, qa);
 
   float m = -INFINITY, l = 0.0f;
-  for (int64_t k0 = 0; k0 < nkeys; k0 += kTile) {
+  for (int64_t k0 = t.k_begin; k0 < nkeys; k0 += kTile) {
     const int krows = TileRows(sq.kv_len - k0);
     __syncthreads();  // every warp is done with the previous K/V tile
     LoadTile<D>(Ks, sq.k, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
@@ -230,7 +240,7 @@ TiledForwardKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* tiles
 #pragma unroll
     for (int c = 0; c < kTile / 2; ++c) {
       const int64_t j = k0 + col0 + c;
-      x[c] = (valid && j <= pos) ? s_w[r * kSPitch + col0 + c] * scale : -INFINITY;
+      x[c] = t.Sees(j) ? s_w[r * kSPitch + col0 + c] * scale : -INFINITY;
       mx = fmaxf(mx, x[c]);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -350,11 +360,15 @@ TiledBackwardKvKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* ti
     wmma::fill_fragment(dk[n], 0.0f);
     wmma::fill_fragment(dv[n], 0.0f);
   }
-  // The first query that sees key k0 (every key < kv_len is seen by the last query).
+  // The first query that sees key k0 (without a window every key < kv_len is seen by the last query),
+  // and one past the last query that sees the tile's last key (with a window, position
+  // k0 + krows - 1 + window - 1).
   const int64_t q_first = k0 > base ? k0 - base : 0;
+  int64_t q_end = sq.q_len;
+  if (sq.window > 0 && k0 + krows - 1 + sq.window - base < q_end) q_end = k0 + krows - 1 + sq.window - base;
   for (int hh = 0; hh < group; ++hh) {
     const int h = g * group + hh;
-    for (int64_t qt = q_first; qt < sq.q_len; qt += kTile) {
+    for (int64_t qt = q_first; qt < q_end; qt += kTile) {
       const int rows = TileRows(sq.q_len - qt);
       __syncthreads();  // the previous query tile is consumed (and, first time, K/V are loaded)
       LoadTile<D>(Qs, q, sq.q_begin + qt, rows, static_cast<int64_t>(heads) * D, static_cast<int64_t>(h) * D);
@@ -377,7 +391,8 @@ TiledBackwardKvKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* ti
 #pragma unroll 8
       for (int c = 0; c < kTile / 2; ++c) {
         const int col = col0 + c;
-        const bool ok = col < rows && key_local < krows && j <= base + qt + col;
+        const int64_t qpos = base + qt + col;
+        const bool ok = col < rows && key_local < krows && j <= qpos && (sq.window == 0 || j > qpos - sq.window);
         const float p = ok ? expf(s_w[r * kSPitch + col] * scale - lse_s[col]) : 0.0f;
         const float ds = p * (dp_w[r * kSPitch + col] - d_s[col]);
         p_w[r * kPPitch + col] = __float2bfloat16_rn(p);
@@ -417,7 +432,7 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
   const int h = t.h, g = t.g, warp = t.warp, rows = t.rows, r = t.r, col0 = t.col0;
   const int row_local = t.row_local;
   const bool valid = t.valid;
-  const int64_t q0 = t.q0, nkeys = t.nkeys, pos = t.pos;
+  const int64_t q0 = t.q0, nkeys = t.nkeys;
   const int64_t stat = (sq.q_begin + q0 + row_local) * heads + h;
   const float row_lse = valid ? lse[stat] : 0.0f, row_d = valid ? dvec[stat] : 0.0f;
   float* s_w = Ss + warp * kWarpRows * kSPitch;
@@ -434,7 +449,7 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
 #pragma unroll
   for (int n = 0; n < D / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
 
-  for (int64_t k0 = 0; k0 < nkeys; k0 += kTile) {
+  for (int64_t k0 = t.k_begin; k0 < nkeys; k0 += kTile) {
     const int krows = TileRows(sq.kv_len - k0);
     __syncthreads();  // every warp is done with the previous K/V tile
     LoadTile<D>(Ks, sq.k, k0, krows, static_cast<int64_t>(kv_heads) * D, static_cast<int64_t>(g) * D);
@@ -447,7 +462,7 @@ TiledBackwardQKernel(const bf16* q, const AttnSeqDesc* seqs, const AttnTile* til
 #pragma unroll 8
     for (int c = 0; c < kTile / 2; ++c) {
       const int col = col0 + c;
-      const bool ok = valid && k0 + col <= pos;
+      const bool ok = t.Sees(k0 + col);
       const float p = ok ? expf(s_w[r * kSPitch + col] * scale - row_lse) : 0.0f;
       ds_w[r * kPPitch + col] = __float2bfloat16_rn(p * (dp_w[r * kSPitch + col] - row_d));
     }

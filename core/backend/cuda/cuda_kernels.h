@@ -111,6 +111,7 @@ struct AttnSeqDesc {
   const void* v;
   void* dk;
   void* dv;
+  int64_t window;  // 0: causal; > 0: the query at position p sees keys (p - window, p] (AttentionSeq::window)
 };
 // Head dims up to kMaxHeadDim are supported.
 inline constexpr int kMaxHeadDim = 256;

@@ -260,6 +260,7 @@ absl::StatusOr<AttnLaunch> PrepareAttention(absl::string_view op, const Tensor& 
     } else if (Dt(*S.k) != L.dtkv || kvh != L.kv_heads) {
       return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".k differs in dtype or KV heads from seqs[0]"));
     }
+    if (S.window < 0) return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, ".window = ", S.window, " is negative"));
     if (S.q_len < 0 || S.q_begin < 0 || S.q_begin + S.q_len > nq || S.q_len > S.kv_len || S.kv_len > S.k->dim(0)) {
       return absl::InvalidArgumentError(absl::StrCat(op, ": ", arg, " has q_begin ", S.q_begin, ", q_len ", S.q_len,
                                                      ", kv_len ", S.kv_len, " inconsistent with q rows ", nq,
@@ -295,7 +296,7 @@ absl::StatusOr<AttnLaunch> PrepareAttention(absl::string_view op, const Tensor& 
     }
     descs.push_back(k::AttnSeqDesc{S.q_begin, S.q_len, S.kv_len, S.k->raw(), S.v->raw(),
                                    backward ? const_cast<void*>(S.dk->raw()) : nullptr,
-                                   backward ? const_cast<void*>(S.dv->raw()) : nullptr});
+                                   backward ? const_cast<void*>(S.dv->raw()) : nullptr, S.window});
   }
   const size_t desc_bytes = descs.size() * sizeof(k::AttnSeqDesc);
   const size_t row_off = (desc_bytes + 15) / 16 * 16;

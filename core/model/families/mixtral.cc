@@ -1,6 +1,7 @@
 // mixtral (MixtralForCausalLM): no q/k norm, top-k weights always renormalized, expert width =
 // intermediate_size, experts = num_local_experts; tensors under block_sparse_moe with w1/w3/w2
-// (gate/up/down). Refused: sliding_window.
+// (gate/up/down). sliding_window (null: none) gives every layer that window (MixtralModel picks
+// create_sliding_window_causal_mask for all layers when it is set).
 #include "core/model/families/family.h"
 #include "core/util/status_macros.h"
 
@@ -10,13 +11,24 @@ namespace {
 absl::Status Parse(const Json& j, ModelConfig* c) {
   c->norm_topk_prob = true;  // Mixtral always renormalizes the top-k weights
   c->qk_norm = QkNorm::kNone;
-  return RefuseSet(j, "sliding_window", "sliding-window attention");
+  c->sliding_layers.clear();
+  c->sliding_window = 0;
+  if (Present(j, "sliding_window")) {
+    ASSIGN_OR_RETURN(c->sliding_window, GetInt(j, "sliding_window"));
+    if (c->sliding_window <= 0) return BadType("sliding_window", "null or an integer >= 1");
+    for (int64_t l = 0; l < c->num_layers; ++l) c->sliding_layers.push_back(l);
+  }
+  return absl::OkStatus();
 }
 
 void Write(const ModelConfig& c, Json* j) {
   (*j)["num_local_experts"] = c.num_experts;
   (*j)["intermediate_size"] = c.expert_dim;
-  (*j)["sliding_window"] = nullptr;
+  if (c.sliding_layers.empty()) {
+    (*j)["sliding_window"] = nullptr;
+  } else {
+    (*j)["sliding_window"] = c.sliding_window;  // every layer (Validate-d configs of this family)
+  }
   (*j)["router_jitter_noise"] = 0.0;
 }
 

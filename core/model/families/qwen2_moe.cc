@@ -3,8 +3,11 @@
 // (mlp.shared_expert.*) scaled by sigmoid(mlp.shared_expert_gate . x); norm_topk_prob (default false);
 // expert width = moe_intermediate_size, experts = num_experts; dense layers (an MLP of width
 // intermediate_size under mlp.*) where mlp_only_layers lists them, or else where
-// (layer + 1) % decoder_sparse_step != 0. Refused: use_sliding_window, layer_types other than
-// full_attention.
+// (layer + 1) % decoder_sparse_step != 0. Sliding windows as Qwen2MoeConfig decides them: with
+// use_sliding_window, the window is sliding_window (default 4096) on the layers `layer_types` marks
+// "sliding_attention", or, without layer_types, on layer i when i is even and i < max_window_layers
+// (default 28); without use_sliding_window the window is 0, so layer_types naming a sliding layer
+// then (or a null window) is refused as transformers cannot run it either.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -18,14 +21,37 @@ absl::Status Parse(const Json& j, ModelConfig* c) {
   ASSIGN_OR_RETURN(c->norm_topk_prob, GetBoolOr(j, "norm_topk_prob", false));
   c->qk_norm = QkNorm::kNone;
   ASSIGN_OR_RETURN(c->qkv_bias, GetBoolOr(j, "qkv_bias", true));
-  RETURN_IF_ERROR(RefuseTrue(j, "use_sliding_window", "sliding-window attention"));
+  ASSIGN_OR_RETURN(const bool use_sliding, GetBoolOr(j, "use_sliding_window", false));
+  c->sliding_layers.clear();
+  c->sliding_window = 0;
   if (Present(j, "layer_types")) {
-    if (!j["layer_types"].is_array()) return BadType("layer_types", "a list of strings");
-    for (const Json& t : j["layer_types"]) {
-      if (t != "full_attention") {
-        return Unsupported("layer_types", absl::StrCat("only full_attention layers, got ", t.dump()));
+    const Json& types = j["layer_types"];
+    if (!types.is_array() || static_cast<int64_t>(types.size()) != c->num_layers) {
+      return BadType("layer_types", "a list of num_hidden_layers strings");
+    }
+    for (int64_t l = 0; l < c->num_layers; ++l) {
+      if (types[l] == "sliding_attention") {
+        c->sliding_layers.push_back(l);
+      } else if (types[l] != "full_attention") {
+        return Unsupported("layer_types", absl::StrCat("only full_attention and sliding_attention layers, got ",
+                                                       types[l].dump()));
       }
     }
+  } else if (use_sliding) {
+    ASSIGN_OR_RETURN(const int64_t max_window_layers, GetIntOr(j, "max_window_layers", 28));
+    for (int64_t l = 0; l < c->num_layers; ++l) {
+      if ((l + 1) % 2 != 0 && l < max_window_layers) c->sliding_layers.push_back(l);
+    }
+  }
+  if (!c->sliding_layers.empty()) {
+    if (!use_sliding) {
+      return BadType("layer_types", "full_attention only unless use_sliding_window is true (the window is 0 then)");
+    }
+    if (j.contains("sliding_window") && j["sliding_window"].is_null()) {
+      return BadType("sliding_window", "an integer >= 1 for sliding_attention layers");
+    }
+    ASSIGN_OR_RETURN(c->sliding_window, GetIntOr(j, "sliding_window", 4096));
+    if (c->sliding_window <= 0) return BadType("sliding_window", "an integer >= 1 for sliding_attention layers");
   }
   ASSIGN_OR_RETURN(c->shared_expert_dim, GetIntOr(j, "shared_expert_intermediate_size", 0));
   if (c->shared_expert_dim < 0) return BadType("shared_expert_intermediate_size", ">= 0");
@@ -61,8 +87,17 @@ void Write(const ModelConfig& c, Json* j) {
   (*j)["qkv_bias"] = c.qkv_bias;
   (*j)["decoder_sparse_step"] = 1;
   (*j)["mlp_only_layers"] = c.dense_layers;
-  (*j)["use_sliding_window"] = false;
-  (*j)["sliding_window"] = nullptr;
+  (*j)["use_sliding_window"] = !c.sliding_layers.empty();
+  if (c.sliding_layers.empty()) {
+    (*j)["sliding_window"] = nullptr;
+  } else {
+    // layer_types states the layers exactly (max_window_layers is then unused by transformers).
+    (*j)["sliding_window"] = c.sliding_window;
+    (*j)["max_window_layers"] = c.num_layers;
+    Json types = Json::array();
+    for (int64_t l = 0; l < c.num_layers; ++l) types.push_back(c.AttentionWindow(l) > 0 ? "sliding_attention" : "full_attention");
+    (*j)["layer_types"] = types;
+  }
 }
 
 TensorNames Names() {

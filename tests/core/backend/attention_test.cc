@@ -2,7 +2,9 @@
 // per call, q_len < kv_len (KV cache / decode), caches with more rows than kv_len, rows of q in no
 // sequence, MHA/GQA/MQA head mappings. The backward (dq, dk, dv, with dk/dv accumulating, also into
 // a K/V cache shared by two sequences) is checked against central differences of the double
-// reference of L = sum(R .* out).
+// reference of L = sum(R .* out). Sliding windows (AttentionSeq::window) against the same reference with
+// the window's mask (query at p sees keys p - window < j <= p): windows smaller and larger than the
+// sequence, crossing the 64-key blocks of a blocked kernel, and decode steps across the window's edge.
 // Tolerances: forward atol 1e-5 + rtol 1e-4 (out), 1e-5 (lse); gradients atol 2e-5 + rtol 1e-3.
 #include <optional>
 
@@ -18,6 +20,7 @@ struct KvStore {
 struct SeqSpec {
   int64_t q_begin, q_len, kv_len;
   int store;
+  int64_t window = 0;
 };
 struct Problem {
   int64_t nq, h, kvh, hd;
@@ -51,15 +54,22 @@ void RefAttention(const Problem& p, const std::vector<double>& q, const std::vec
         const int64_t g = hh / (p.h / p.kvh);
         std::vector<double> sc(keys);
         double m = -1e300;
+        // The mask, spelled as transformers does: causal (j <= pos) and, with a window, j > pos - window.
+        auto visible = [&](int64_t j) { return s.window == 0 || j > (keys - 1) - s.window; };
         for (int64_t j = 0; j < keys; ++j) {
+          if (!visible(j)) {
+            sc[j] = -INFINITY;
+            continue;
+          }
           double d = 0;
           for (int64_t t = 0; t < p.hd; ++t) d += q[(row * p.h + hh) * p.hd + t] * st.k[(j * p.kvh + g) * p.hd + t];
           sc[j] = d * p.scale;
           m = std::max(m, sc[j]);
         }
         double l = 0;
-        for (int64_t j = 0; j < keys; ++j) l += std::exp(sc[j] - m);
+        for (int64_t j = 0; j < keys; ++j) l += visible(j) ? std::exp(sc[j] - m) : 0.0;
         for (int64_t j = 0; j < keys; ++j) {
+          if (!visible(j)) continue;
           const double w = std::exp(sc[j] - m) / l;
           for (int64_t t = 0; t < p.hd; ++t) (*out)[(row * p.h + hh) * p.hd + t] += w * st.v[(j * p.kvh + g) * p.hd + t];
         }
@@ -69,7 +79,11 @@ void RefAttention(const Problem& p, const std::vector<double>& q, const std::vec
   }
 }
 
-using AttentionTest = BackendTest;
+class AttentionTest : public BackendTest {
+ protected:
+  void CheckForward(const std::vector<Problem>& problems);
+  void CheckBackward(const std::vector<Problem>& problems);
+};
 TESSERA_INSTANTIATE_BACKEND_TEST(AttentionTest);
 
 class AttentionRunner {
@@ -83,7 +97,8 @@ class AttentionRunner {
       dv_.push_back(*be.FromHost(ToF32(RandomValues(st.v.size(), 78)), {st.rows, p.kvh, p.hd}));
     }
     for (const SeqSpec& s : p.seqs) {
-      seqs_.push_back({s.q_begin, s.q_len, s.kv_len, &k_[s.store], &v_[s.store], &dk_[s.store], &dv_[s.store]});
+      seqs_.push_back({s.q_begin, s.q_len, s.kv_len, &k_[s.store], &v_[s.store], &dk_[s.store], &dv_[s.store],
+                       s.window});
     }
   }
   std::vector<AttentionSeq>& seqs() { return seqs_; }
@@ -109,6 +124,28 @@ std::vector<T> SelectRows(const std::vector<T>& v, const std::vector<int64_t>& r
   return out;
 }
 
+void AttentionTest::CheckForward(const std::vector<Problem>& problems) {
+  Backend& be = this->be();
+  for (size_t pi = 0; pi < problems.size(); ++pi) {
+    const Problem& p = problems[pi];
+    AttentionRunner run(this, be, p);
+    Tensor out = Garbage({p.nq, p.h, p.hd}), lse = Garbage({p.nq, p.h});
+    ASSERT_TRUE(be.AttentionForward(Up(p.q, {p.nq, p.h, p.hd}), run.seqs(), static_cast<float>(p.scale), out, &lse).ok());
+    std::vector<double> want_out, want_lse;
+    RefAttention(p, p.q, p.stores, &want_out, &want_lse);
+    const std::vector<int64_t> rows = CoveredRows(p);
+    const std::string tag = " problem " + std::to_string(pi);
+    ExpectClose(SelectRows(Down(out), rows, p.h * p.hd), SelectRows(want_out, rows, p.h * p.hd), 1e-5, 1e-4,
+                "AttentionForward out" + tag);
+    ExpectClose(SelectRows(Down(lse), rows, p.h), SelectRows(want_lse, rows, p.h), 1e-5, 1e-5,
+                "AttentionForward lse" + tag);
+    Tensor out2 = Garbage({p.nq, p.h, p.hd});  // lse is optional
+    ASSERT_TRUE(be.AttentionForward(Up(p.q, {p.nq, p.h, p.hd}), run.seqs(), static_cast<float>(p.scale), out2, nullptr).ok());
+    ExpectClose(SelectRows(Down(out2), rows, p.h * p.hd), SelectRows(want_out, rows, p.h * p.hd), 1e-5, 1e-4,
+                "AttentionForward without lse" + tag);
+  }
+}
+
 TEST_P(AttentionTest, ForwardMatchesReference) {
   std::vector<Problem> problems;
   // Training-style: one sequence, q_len == kv_len.
@@ -123,24 +160,65 @@ TEST_P(AttentionTest, ForwardMatchesReference) {
   // Wide heads (smaller query blocks in a blocked kernel), prefill continuing a cache.
   problems.push_back(MakeProblem(40, 2, 1, 128, {90}, {{0, 40, 90, 0}}, 6));
   problems.push_back(MakeProblem(37, 4, 2, 256, {37}, {{0, 37, 37, 0}}, 7));
-  for (size_t pi = 0; pi < problems.size(); ++pi) {
-    const Problem& p = problems[pi];
-    AttentionRunner run(this, be(), p);
-    Tensor out = Garbage({p.nq, p.h, p.hd}), lse = Garbage({p.nq, p.h});
-    ASSERT_TRUE(be().AttentionForward(Up(p.q, {p.nq, p.h, p.hd}), run.seqs(), static_cast<float>(p.scale), out, &lse).ok());
-    std::vector<double> want_out, want_lse;
-    RefAttention(p, p.q, p.stores, &want_out, &want_lse);
-    const std::vector<int64_t> rows = CoveredRows(p);
-    const std::string tag = " problem " + std::to_string(pi);
-    ExpectClose(SelectRows(Down(out), rows, p.h * p.hd), SelectRows(want_out, rows, p.h * p.hd), 1e-5, 1e-4,
-                "AttentionForward out" + tag);
-    ExpectClose(SelectRows(Down(lse), rows, p.h), SelectRows(want_lse, rows, p.h), 1e-5, 1e-5,
-                "AttentionForward lse" + tag);
-    Tensor out2 = Garbage({p.nq, p.h, p.hd});  // lse is optional
-    ASSERT_TRUE(be().AttentionForward(Up(p.q, {p.nq, p.h, p.hd}), run.seqs(), static_cast<float>(p.scale), out2, nullptr).ok());
-    ExpectClose(SelectRows(Down(out2), rows, p.h * p.hd), SelectRows(want_out, rows, p.h * p.hd), 1e-5, 1e-4,
-                "AttentionForward without lse" + tag);
+  CheckForward(problems);
+}
+
+TEST_P(AttentionTest, SlidingWindowForwardMatchesReference) {
+  std::vector<Problem> problems;
+  // Training-style prefill, windows of 4 and 5 (smaller than the sequence), and one larger than it.
+  problems.push_back(MakeProblem(17, 4, 2, 8, {17}, {{0, 17, 17, 0, 4}}, 21));
+  problems.push_back(MakeProblem(30, 4, 2, 8, {17, 13}, {{0, 17, 17, 0, 5}, {17, 13, 13, 1, 40}}, 22));
+  // Window 1: each query sees only itself.
+  problems.push_back(MakeProblem(9, 2, 1, 4, {9}, {{0, 9, 9, 0, 1}}, 23));
+  // Decode steps and a prefill continuing a cache, past the window's edge; a full-attention sequence
+  // beside windowed ones in the same call.
+  problems.push_back(MakeProblem(11, 6, 3, 16, {10, 40, 5},
+                                 {{0, 3, 7, 0, 5}, {3, 1, 33, 1, 6}, {5, 5, 5, 2}, {10, 1, 1, 2, 3}}, 24));
+  // Blocked-kernel sizes: windows crossing 64-key blocks, a prefill continuing a 90-key cache, head_dim 128.
+  problems.push_back(MakeProblem(98, 8, 2, 64, {130}, {{0, 65, 65, 0, 70}, {65, 33, 130, 0, 50}}, 25));
+  problems.push_back(MakeProblem(40, 2, 1, 128, {90}, {{0, 40, 90, 0, 3}}, 26));
+  problems.push_back(MakeProblem(130, 2, 1, 16, {130}, {{0, 130, 130, 0, 64}}, 27));
+  CheckForward(problems);
+}
+
+// Decoding one token at a time with a window gives, at every step, the prefill's row for that position
+// (the windowed cache decode equals the windowed prefill), across the window's edge.
+TEST_P(AttentionTest, SlidingWindowDecodeStepsEqualPrefill) {
+  const int64_t n = 12, window = 5, h = 4, kvh = 2, hd = 8;
+  Problem p = MakeProblem(n, h, kvh, hd, {n}, {{0, n, n, 0, window}}, 31);
+  AttentionRunner run(this, be(), p);
+  Tensor q = Up(p.q, {n, h, hd});
+  Tensor full = Garbage({n, h, hd});
+  ASSERT_TRUE(be().AttentionForward(q, run.seqs(), static_cast<float>(p.scale), full, nullptr).ok());
+  const std::vector<float> want = Down(full);
+  for (int64_t t = 0; t < n; ++t) {
+    AttentionSeq step = run.seqs()[0];
+    step.q_begin = t;
+    step.q_len = 1;
+    step.kv_len = t + 1;
+    Tensor out = Garbage({n, h, hd});
+    ASSERT_TRUE(be().AttentionForward(q, {step}, static_cast<float>(p.scale), out, nullptr).ok());
+    const std::vector<float> got = Down(out);
+    for (int64_t c = 0; c < h * hd; ++c) {
+      EXPECT_NEAR(got[t * h * hd + c], want[t * h * hd + c], 1e-5) << "step " << t;
+    }
   }
+  // And past the edge, keys older than the window do not matter: changing them changes nothing.
+  Problem p2 = p;
+  for (int64_t j = 0; j < n - window; ++j) {
+    for (int64_t c = 0; c < kvh * hd; ++c) {
+      p2.stores[0].k[j * kvh * hd + c] += 3.0;
+      p2.stores[0].v[j * kvh * hd + c] -= 2.0;
+    }
+  }
+  AttentionRunner run2(this, be(), p2);
+  AttentionSeq last = run2.seqs()[0];
+  last.q_begin = n - 1;
+  last.q_len = 1;
+  Tensor out = Garbage({n, h, hd});
+  ASSERT_TRUE(be().AttentionForward(q, {last}, static_cast<float>(p.scale), out, nullptr).ok());
+  const std::vector<float> got = Down(out);
+  for (int64_t c = 0; c < h * hd; ++c) EXPECT_NEAR(got[(n - 1) * h * hd + c], want[(n - 1) * h * hd + c], 1e-5);
 }
 
 TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
@@ -153,6 +231,21 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
   // shared cache, q_len < kv_len, an idle row.
   problems.push_back(MakeProblem(88, 2, 1, 2, {90, 20}, {{0, 70, 85, 0}, {70, 17, 20, 1}}, 13));
   problems.push_back(MakeProblem(91, 2, 2, 2, {90, 20}, {{0, 70, 85, 0}, {70, 17, 20, 1}, {88, 3, 6, 0}}, 14));
+  CheckBackward(problems);
+}
+
+TEST_P(AttentionTest, SlidingWindowBackwardMatchesFiniteDifferences) {
+  std::vector<Problem> problems;
+  // Windows smaller than the sequences (4, 2), one larger (9 > 7), a decode row past the edge; two
+  // sequences accumulating into one cache gradient.
+  problems.push_back(MakeProblem(8, 4, 2, 4, {6, 4}, {{0, 3, 5, 0, 2}, {3, 4, 4, 1, 9}}, 41));
+  problems.push_back(MakeProblem(10, 3, 1, 3, {8, 4}, {{0, 7, 7, 0, 4}, {7, 1, 8, 0, 3}, {8, 2, 4, 1, 2}}, 42));
+  // Blocked-kernel sizes: windows 5 and 70 across 64-key blocks, q_len < kv_len, an idle row.
+  problems.push_back(MakeProblem(91, 2, 2, 2, {90, 20}, {{0, 70, 85, 0, 70}, {70, 17, 20, 1, 5}, {88, 3, 6, 0, 2}}, 43));
+  CheckBackward(problems);
+}
+
+void AttentionTest::CheckBackward(const std::vector<Problem>& problems) {
   for (size_t pi = 0; pi < problems.size(); ++pi) {
     const Problem& p = problems[pi];
     const std::string tag = " problem " + std::to_string(pi);
@@ -167,7 +260,7 @@ TEST_P(AttentionTest, BackwardMatchesFiniteDifferences) {
     }
     Tensor dq = Garbage({p.nq, p.h, p.hd});
     absl::Status st = be().AttentionBackward(tq, run.seqs(), static_cast<float>(p.scale), out, lse,
-                                             Up(r, {p.nq, p.h, p.hd}), dq);
+                                                Up(r, {p.nq, p.h, p.hd}), dq);
     ASSERT_TRUE(st.ok()) << st;
     auto loss = [&](const std::vector<double>& q, const std::vector<KvStore>& stores) {
       std::vector<double> o, l;
@@ -228,6 +321,9 @@ TEST_P(AttentionTest, RejectsBadArguments) {
   EXPECT_EQ(fwd({s}), absl::StatusCode::kInvalidArgument);
   s = good;
   s.v = nullptr;
+  EXPECT_EQ(fwd({s}), absl::StatusCode::kInvalidArgument);
+  s = good;
+  s.window = -1;
   EXPECT_EQ(fwd({s}), absl::StatusCode::kInvalidArgument);
   Tensor bad_lse = Garbage({4, 2});
   EXPECT_EQ(fwd({good}, &bad_lse), absl::StatusCode::kInvalidArgument);

@@ -500,20 +500,23 @@ TEST(ElementwiseEmulation, AdamWManyMatchesCpuBackend) {
 struct SeqSpec {
   int64_t q_begin, q_len, kv_len;
   int store;  // which K/V (and dK/dV) buffer
+  int64_t window = 0;
 };
 
 // Three sequences over 8 query rows: a 3-token prefill (rows 0-2), row 3 idle, a 2-token prefill after
 // a 7-token cache prefix (rows 4-5), a decode step at position 11 (row 6) that shares the second
 // sequence's cache and cache gradient, row 7 idle. The caches are longer than any kv_len, so a kernel
 // that reads one key too many reads a valid (and wrong) row. with_lse: the forward writes lse (else it
-// gets null, as in inference; the backward reads the CPU's either way).
-void CheckRowwiseAttention(int head_dim, int heads, int kvh, DType in_dt, bool with_lse) {
+// gets null, as in inference; the backward reads the CPU's either way). window > 0: every sequence has
+// that sliding window (AttentionSeq::window), so rows past it skip their oldest keys.
+void CheckRowwiseAttention(int head_dim, int heads, int kvh, DType in_dt, bool with_lse, int64_t window = 0) {
   SCOPED_TRACE("head_dim " + std::to_string(head_dim) + ", heads " + std::to_string(heads) + "/" +
-               std::to_string(kvh) + ", inputs " + Name(in_dt) + (with_lse ? "" : ", no lse"));
+               std::to_string(kvh) + ", inputs " + Name(in_dt) + (with_lse ? "" : ", no lse") + ", window " +
+               std::to_string(window));
   const int D = head_dim;
   const int64_t nq = 8;
   const std::vector<int64_t> store_rows = {5, 14};
-  const std::vector<SeqSpec> seqs = {{0, 3, 3, 0}, {4, 2, 9, 1}, {6, 1, 12, 1}};
+  const std::vector<SeqSpec> seqs = {{0, 3, 3, 0, window}, {4, 2, 9, 1, window}, {6, 1, 12, 1, window}};
   const std::vector<int64_t> idle = {3, 7};
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   std::mt19937 rng(17 + D);
@@ -540,7 +543,8 @@ void CheckRowwiseAttention(int head_dim, int heads, int kvh, DType in_dt, bool w
   }
   std::vector<AttentionSeq> ref_seqs;
   for (const SeqSpec& s : seqs) {
-    ref_seqs.push_back({s.q_begin, s.q_len, s.kv_len, &tk[s.store], &tv[s.store], &tdk[s.store], &tdv[s.store]});
+    ref_seqs.push_back({s.q_begin, s.q_len, s.kv_len, &tk[s.store], &tv[s.store], &tdk[s.store], &tdv[s.store],
+                        s.window});
   }
   Tensor ref_out = *be->Zeros({nq, heads, D}), ref_lse = *be->Zeros({nq, heads});
   Tensor ref_dq = *be->Zeros({nq, heads, D});
@@ -556,9 +560,10 @@ void CheckRowwiseAttention(int head_dim, int heads, int kvh, DType in_dt, bool w
   for (size_t i = 0; i < seqs.size(); ++i) {
     const SeqSpec& s = seqs[i];
     for (int64_t r = s.q_begin; r < s.q_begin + s.q_len; ++r) row_seq[r] = static_cast<int32_t>(i);
-    fwd_descs.push_back({s.q_begin, s.q_len, s.kv_len, k[s.store].data(), v[s.store].data(), nullptr, nullptr});
+    fwd_descs.push_back({s.q_begin, s.q_len, s.kv_len, k[s.store].data(), v[s.store].data(), nullptr, nullptr,
+                         s.window});
     bwd_descs.push_back({s.q_begin, s.q_len, s.kv_len, k[s.store].data(), v[s.store].data(), dk[s.store].data(),
-                         dv[s.store].data()});
+                         dv[s.store].data(), s.window});
   }
   const float kSentinel = 1234.5f;
   HostArray out(DType::kF32, std::vector<float>(nq * heads * D, kSentinel));
@@ -609,6 +614,11 @@ void CheckRowwiseAttention(int head_dim, int heads, int kvh, DType in_dt, bool w
 TEST(RowwiseAttentionEmulation, F32HeadDim40MatchesCpuBackend) { CheckRowwiseAttention(40, 2, 2, DType::kF32, false); }
 TEST(RowwiseAttentionEmulation, Bf16HeadDim64GqaMatchesCpuBackend) {
   CheckRowwiseAttention(64, 4, 2, DType::kBF16, true);
+}
+// Sliding windows of 3 (every sequence runs past it: the decode at position 11 sees keys 9-11) and 1.
+TEST(RowwiseAttentionEmulation, SlidingWindowMatchesCpuBackend) {
+  CheckRowwiseAttention(64, 4, 2, DType::kBF16, true, 3);
+  CheckRowwiseAttention(40, 2, 2, DType::kF32, true, 1);
 }
 
 // ---- Grouped GEMM -------------------------------------------------------------------------------------

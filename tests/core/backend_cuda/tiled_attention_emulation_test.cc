@@ -33,6 +33,7 @@ using cuda_kernels::kF32;
 struct SeqSpec {
   int64_t q_begin, q_len, kv_len;
   int store;  // which K/V (and dK/dV) tensor
+  int64_t window = 0;
 };
 
 double RelL2(const std::vector<float>& got, const std::vector<float>& want) {
@@ -50,14 +51,17 @@ double RelL2(const std::vector<float>& got, const std::vector<float>& want) {
 // its own position (p ~ 0.75 at head_dim 64, ~0.97 at 128). Then every diagonal (query, key) pair carries
 // most of a row's weight, and a tile schedule that drops one (an off-by-one in the first query tile of a
 // key tile, a strict mask) fails.
+// window > 0: every sequence gets that sliding window (AttentionSeq::window), so the forward/dq blocks
+// start past key tile 0 and the dk/dv blocks stop before the last query tile.
 template <int D>
-void CheckTiledAgainstCpu(bool peaked) {
-  SCOPED_TRACE("head_dim " + std::to_string(D) + (peaked ? " peaked" : " random"));
+void CheckTiledAgainstCpu(bool peaked, int64_t window = 0) {
+  SCOPED_TRACE("head_dim " + std::to_string(D) + (peaked ? " peaked" : " random") + " window " +
+               std::to_string(window));
   const int heads = 4, kvh = 2;
   const int64_t nq = 190;
   // Rows 150, 151 idle. Sequence 1's last query sees 129 = 2 * 64 + 1 keys: its last key tile holds one key.
   const std::vector<int64_t> store_rows = {150, 130};
-  const std::vector<SeqSpec> seqs = {{0, 150, 150, 0}, {152, 37, 129, 1}, {189, 1, 20, 1}};
+  const std::vector<SeqSpec> seqs = {{0, 150, 150, 0, window}, {152, 37, 129, 1, window}, {189, 1, 20, 1, window}};
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   std::mt19937 rng(7 + D);
   std::vector<float> q = cuda_emulation::RandomBf16Exact(nq * heads * D, rng, -3, 3);
@@ -92,7 +96,8 @@ void CheckTiledAgainstCpu(bool peaked) {
   }
   std::vector<AttentionSeq> ref_seqs;
   for (const SeqSpec& s : seqs) {
-    ref_seqs.push_back({s.q_begin, s.q_len, s.kv_len, &tk[s.store], &tv[s.store], &tdk[s.store], &tdv[s.store]});
+    ref_seqs.push_back({s.q_begin, s.q_len, s.kv_len, &tk[s.store], &tv[s.store], &tdk[s.store], &tdv[s.store],
+                        s.window});
   }
   Tensor ref_out = *be.Zeros({nq, heads, D}), ref_lse = *be.Zeros({nq, heads}), ref_dq = *be.Zeros({nq, heads, D});
   ASSERT_TRUE(be.AttentionForward(tq, ref_seqs, scale, ref_out, &ref_lse).ok());
@@ -109,7 +114,7 @@ void CheckTiledAgainstCpu(bool peaked) {
   std::vector<AttnSeqDesc> descs;
   for (const SeqSpec& s : seqs) {
     descs.push_back({s.q_begin, s.q_len, s.kv_len, kb[s.store].data(), vb[s.store].data(), dk[s.store].data(),
-                     dv[s.store].data()});
+                     dv[s.store].data(), s.window});
   }
   const float kSentinel = 1234.5f;  // rows in no sequence must keep it (the host zeroes dq there)
   std::vector<float> out(nq * heads * D, kSentinel), lse(nq * heads, kSentinel), dq(nq * heads * D, kSentinel);
@@ -185,6 +190,12 @@ TEST(TiledAttentionEmulation, HeadDim64MatchesCpuBackend) {
 TEST(TiledAttentionEmulation, HeadDim128MatchesCpuBackend) {
   CheckTiledAgainstCpu<128>(false);
   CheckTiledAgainstCpu<128>(true);
+}
+// Windows of 5 (inside one tile), 70 (spanning two) and 64 (a tile exactly).
+TEST(TiledAttentionEmulation, SlidingWindowMatchesCpuBackend) {
+  CheckTiledAgainstCpu<64>(true, 5);
+  CheckTiledAgainstCpu<64>(false, 70);
+  CheckTiledAgainstCpu<128>(true, 64);
 }
 
 }  // namespace

@@ -62,10 +62,12 @@ std::map<std::string, std::vector<int64_t>> CanonicalNames(const nlohmann::json&
   const int64_t h = c["hidden_size"], layers = c["num_hidden_layers"], heads = c["num_attention_heads"];
   const int64_t kv = c["num_key_value_heads"], vocab = c["vocab_size"];
   const int64_t hd = c.contains("head_dim") ? c["head_dim"].get<int64_t>() : h / heads;
+  // (transformers 5.25 writes qwen3_moe's expert count under its alias num_local_experts.)
   const int64_t experts = family == "mixtral" || family == "granitemoe" ? c["num_local_experts"]
                           : family == "dots1" || family == "deepseek_v3" || family == "deepseek_v2"
                               ? c["n_routed_experts"]
-                              : c["num_experts"];
+                          : c.contains("num_experts") ? c["num_experts"]
+                                                      : c["num_local_experts"];
   const int64_t width = Width(c);
   std::map<std::string, std::vector<int64_t>> n;
   n["model.embed_tokens.weight"] = {vocab, h};

@@ -3,6 +3,7 @@
 // the math and are not supported are refused by name (UNIMPLEMENTED); fused expert checkpoints
 // (granitemoe) load into per-expert tensors and save back fused.
 #include <cmath>
+#include <functional>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -95,6 +96,106 @@ TEST(FamiliesTest, Dots1Features) {
   EXPECT_EQ(hf::LayerTensorName(c->family, 1, hf::LayerTensor::kRouterBias),
             "model.layers.1.mlp.gate.e_score_correction_bias");
   EXPECT_EQ(hf::MlpName(c->family, 1, false, hf::ExpertPart::kUp), "model.layers.1.mlp.shared_experts.up_proj.weight");
+}
+
+// Sliding windows, per family, as transformers 5 decides them (the fixtures' parity is in parity_test.cc
+// and backward_test.cc): which layers slide, with which window, the config.json round trip, and the
+// configurations transformers cannot run (a sliding layer without a window) refused by name.
+TEST(FamiliesTest, SlidingWindowLayers) {
+  auto mixtral = ModelConfig::FromFile(FixtureDir("mixtral_sliding_window4").string());
+  ASSERT_TRUE(mixtral.ok()) << mixtral.status();
+  EXPECT_EQ(mixtral->sliding_window, 4);
+  EXPECT_EQ(mixtral->sliding_layers, std::vector<int64_t>({0, 1}));
+  EXPECT_EQ(mixtral->AttentionWindow(1), 4);
+  auto qwen3 = ModelConfig::FromFile(FixtureDir("qwen3_moe_sliding_window5_tied").string());
+  ASSERT_TRUE(qwen3.ok()) << qwen3.status();
+  EXPECT_EQ(qwen3->sliding_window, 5);
+  EXPECT_EQ(qwen3->sliding_layers, std::vector<int64_t>({0, 1}));
+  auto qwen2 = ModelConfig::FromFile(FixtureDir("qwen2_moe_sliding_layers").string());
+  ASSERT_TRUE(qwen2.ok()) << qwen2.status();
+  EXPECT_EQ(qwen2->sliding_window, 4);
+  EXPECT_EQ(qwen2->sliding_layers, std::vector<int64_t>({0}));  // layer_types as transformers wrote them
+  EXPECT_EQ(qwen2->AttentionWindow(0), 4);
+  EXPECT_EQ(qwen2->AttentionWindow(1), 0);
+  EXPECT_EQ(qwen2->AttentionWindow(2), 0);
+  for (const ModelConfig* c : {&*mixtral, &*qwen3, &*qwen2}) {
+    auto back = ModelConfig::FromJson(c->ToJson());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, *c) << ModelFamilyName(c->family);
+  }
+
+  auto parse = [](const std::string& fixture, const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(FixtureDir(fixture) / "config.json"));
+    edit(j);
+    return ModelConfig::FromJson(j.dump());
+  };
+  // qwen2_moe without layer_types: Qwen2MoeConfig's rule, layer i slides when i is even and
+  // i < max_window_layers.
+  auto rule = parse("qwen2_moe_sliding_layers", [](nlohmann::json& j) { j.erase("layer_types"); });
+  ASSERT_TRUE(rule.ok()) << rule.status();
+  EXPECT_EQ(rule->sliding_layers, std::vector<int64_t>({0}));  // max_window_layers 2
+  rule = parse("qwen2_moe_sliding_layers", [](nlohmann::json& j) {
+    j.erase("layer_types");
+    j["max_window_layers"] = 28;
+  });
+  ASSERT_TRUE(rule.ok()) << rule.status();
+  EXPECT_EQ(rule->sliding_layers, std::vector<int64_t>({0, 2}));
+  rule = parse("qwen2_moe_sliding_layers", [](nlohmann::json& j) {
+    j.erase("layer_types");
+    j["use_sliding_window"] = false;
+  });
+  ASSERT_TRUE(rule.ok()) << rule.status();
+  EXPECT_TRUE(rule->sliding_layers.empty());
+  EXPECT_EQ(rule->sliding_window, 0);
+  // qwen3_moe / mixtral: off when the flag is off or the window null.
+  auto off = parse("qwen3_moe_sliding_window5_tied", [](nlohmann::json& j) { j["use_sliding_window"] = false; });
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_TRUE(off->sliding_layers.empty());
+  off = parse("mixtral_sliding_window4", [](nlohmann::json& j) { j["sliding_window"] = nullptr; });
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_TRUE(off->sliding_layers.empty());
+  // Sliding layers transformers cannot run: refused naming the field.
+  struct Bad {
+    std::string fixture, key;
+    std::function<void(nlohmann::json&)> edit;
+  };
+  const std::vector<Bad> bad = {
+      {"qwen2_moe_sliding_layers", "layer_types", [](nlohmann::json& j) { j["use_sliding_window"] = false; }},
+      {"qwen2_moe_sliding_layers", "sliding_window", [](nlohmann::json& j) { j["sliding_window"] = nullptr; }},
+      {"qwen2_moe_sliding_layers", "layer_types", [](nlohmann::json& j) { j["layer_types"] = {"full_attention"}; }},
+      {"mixtral_sliding_window4", "sliding_window", [](nlohmann::json& j) { j["sliding_window"] = 0; }},
+      {"qwen3_moe_sliding_window5_tied", "sliding_window", [](nlohmann::json& j) { j["sliding_window"] = -3; }},
+  };
+  for (const Bad& b : bad) {
+    auto c = parse(b.fixture, b.edit);
+    ASSERT_FALSE(c.ok()) << b.fixture << " " << b.key;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+    EXPECT_NE(std::string(c.status().message()).find(b.key), std::string::npos) << c.status();
+  }
+}
+
+// The window changes the model: the fixture's logits past the window differ from full attention's by
+// far more than the parity tolerance (so the parity tests would fail if the window were ignored).
+TEST(FamiliesTest, SlidingWindowChangesTheLogits) {
+  const std::filesystem::path dir = FixtureDir("mixtral_sliding_window4");
+  auto config = ModelConfig::FromFile(dir.string()).value();
+  auto backend = MakeCpuBackend();
+  ModelConfig full = config;
+  full.sliding_layers.clear();
+  full.sliding_window = 0;
+  const std::vector<int32_t> tokens = {5, 17, 3, 88, 41, 9, 60, 2, 33, 71};
+  std::vector<std::vector<float>> last;
+  for (const ModelConfig* c : {&config, &full}) {
+    auto model = Model::Create(*c, ModelWeights::LoadFromPath(*c, dir.string(), backend.get()).value(), backend.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    SequenceInput batch[1] = {{tokens, nullptr, nullptr}};
+    auto fwd = (*model)->Forward(batch);
+    ASSERT_TRUE(fwd.ok()) << fwd.status();
+    last.push_back(backend->ToHostF32(fwd->logits).value());
+  }
+  double diff = 0;
+  for (size_t v = 0; v < last[0].size(); ++v) diff = std::max(diff, static_cast<double>(std::abs(last[0][v] - last[1][v])));
+  EXPECT_GT(diff, 0.1);
 }
 
 // deepseek_v3: multi-head latent attention's fields, its config round trip (head_dim written as the rope
@@ -225,9 +326,8 @@ struct Refusal {
 
 TEST(FamiliesTest, UnsupportedFieldsAreRefusedByName) {
   const std::vector<Refusal> cases = {
-      {"qwen2_moe_shared_dense_untied", "use_sliding_window", true},
       {"qwen2_moe_shared_dense_untied", "layer_types",
-       nlohmann::json::array({"sliding_attention", "full_attention", "full_attention"})},
+       nlohmann::json::array({"chunked_attention", "full_attention", "full_attention"})},
       {"qwen2_moe_shared_dense_untied", "rope_scaling", nlohmann::json({{"rope_type", "dynamic"}, {"factor", 2.0}})},
       {"qwen2_moe_shared_dense_untied", "hidden_act", "gelu"},
       {"granitemoe_untied", "attention_bias", true},

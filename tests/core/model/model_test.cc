@@ -137,7 +137,7 @@ TEST(ConfigTest, ErrorsNameTheField) {
       {"num_key_value_heads", 3, absl::StatusCode::kInvalidArgument, "num_key_value_heads"},
       {"num_experts_per_tok", 9, absl::StatusCode::kInvalidArgument, "num_experts_per_tok"},
       {"head_dim", 7, absl::StatusCode::kInvalidArgument, "head_dim"},
-      {"use_sliding_window", true, absl::StatusCode::kUnimplemented, "use_sliding_window"},
+      {"use_sliding_window", "yes", absl::StatusCode::kInvalidArgument, "use_sliding_window"},
       {"decoder_sparse_step", 2, absl::StatusCode::kUnimplemented, "decoder_sparse_step"},
       {"mlp_only_layers", nlohmann::json::array({0}), absl::StatusCode::kUnimplemented, "mlp_only_layers"},
       {"rope_scaling", nlohmann::json({{"rope_type", "dynamic"}, {"factor", 4.0}}),
@@ -162,7 +162,7 @@ TEST(ConfigTest, ErrorsNameTheField) {
   }
   auto mix = ModelConfig::FromJson(R"({"model_type":"mixtral","hidden_size":64,"num_hidden_layers":2,
     "num_attention_heads":8,"num_local_experts":4,"num_experts_per_tok":2,"intermediate_size":96,
-    "vocab_size":50,"sliding_window":4096})");
+    "vocab_size":50,"sliding_window":0})");  // (a window of 0 keys: transformers' mask is empty)
   ASSERT_FALSE(mix.ok());
   EXPECT_NE(std::string(mix.status().message()).find("sliding_window"), std::string::npos);
   auto olmoe = ModelConfig::FromJson(R"({"model_type":"olmoe","hidden_size":64,"num_hidden_layers":2,
