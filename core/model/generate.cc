@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/sampling/stop_matcher.h"
+#include "core/tokenizer/incremental_decoder.h"
 #include "core/util/status_macros.h"
 
 namespace tessera {
@@ -47,6 +48,7 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, const Tokenizer& tok
   opt.collect_routing = req.return_routing;
   const int64_t producible = std::min<int64_t>(c.vocab_size, tokenizer.vocab_size());
   StopMatcher stops(req.stop);
+  IncrementalDecoder detok(tokenizer);
   size_t emitted = 0;
 
   std::vector<int32_t> step(req.prompt);
@@ -75,7 +77,7 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, const Tokenizer& tok
     }
     out.tokens.push_back(token);
     out.logprobs.push_back(logprob);
-    stops.Feed(tokenizer.DecodeToken(token));
+    stops.Feed(detok.Push(token));  // incremental detokenization (tokenizer/incremental_decoder.h)
     StreamChunk chunk;
     chunk.token = token;
     chunk.logprob = logprob;
@@ -98,7 +100,11 @@ absl::StatusOr<GenerateResult> Generate(const Model& model, const Tokenizer& tok
     }
     step.assign(1, token);
   }
-  // Flush what the stop matcher held back (a tail that did not become a stop string).
+  // What the decoder still held (an incomplete character at the end), then what the stop matcher held
+  // back (a tail that did not become a stop string).
+  if (!stops.stopped() && stops.Feed(detok.Finish()) && out.finish_reason != FinishReason::kCancelled) {
+    out.finish_reason = FinishReason::kStop;
+  }
   if (on_chunk && out.finish_reason != FinishReason::kCancelled && stops.keep_bytes() > emitted) {
     StreamChunk tail;
     tail.token = out.tokens.empty() ? -1 : out.tokens.back();

@@ -3,14 +3,17 @@
 //   prefill: Forward(prompt, overlay, cache) -> last logits
 //   loop:    mask ids the tokenizer cannot produce (>= tokenizer vocab, PAD, BOS) -> Sampler ->
 //            EOS (if stop_at_eos)         -> finish EOS  (EOS not part of the output)
-//            append token, feed its bytes to the StopMatcher -> stop string seen -> finish STOP
+//            append token, feed the text it completes (IncrementalDecoder: the text so far is always
+//            a prefix of Decode(generated ids)) to the StopMatcher -> stop string seen -> finish STOP
 //                                                   (output cut before the stop string)
 //            max_tokens reached or the context is full -> finish LENGTH
 //            Forward([token], overlay, cache) -> next logits
 // Determinism: the same model, request (prompt, overlay, sampling params incl. seed) give the same
 // tokens. Streaming: `on_chunk` receives each token and the newly emitted text, which never includes
 // bytes that might still become part of a stop string (StopMatcher::safe_bytes); returning false
-// cancels (finish CANCELLED). Memory: one KV cache of min(prompt + max_tokens, max_position) positions.
+// cancels (finish CANCELLED). The chunks' text concatenates to the result's text, which is Decode(the
+// generated ids) (cut before a stop string): transformers' decode(generated, skip_special_tokens=True),
+// e.g. without the leading space a SentencePiece '▁' would give per token. Memory: one KV cache of min(prompt + max_tokens, max_position) positions.
 //
 // Batched serving (continuous batching) is the runtime's job, built on Model::Forward with one KV
 // cache per request; this function is the single-request reference path (CLI, demo, tests).
@@ -45,7 +48,8 @@ struct GenerateRequest {
 struct StreamChunk {
   int32_t token = 0;
   float logprob = 0.0f;  // log p(token) under the model (before temperature / top-k / top-p)
-  std::string text;      // bytes newly safe to emit (may be empty, may end mid UTF-8 character)
+  std::string text;      // bytes newly safe to emit (may be empty; ends mid UTF-8 character only in the
+                         // final chunk when the generated ids end inside one)
 };
 using StreamCallback = std::function<bool(const StreamChunk&)>;
 

@@ -21,12 +21,13 @@
 #include "core/runtime/runtime.h"
 #include "core/sampling/sampler.h"
 #include "core/sampling/stop_matcher.h"
+#include "core/tokenizer/incremental_decoder.h"
 
 namespace tessera::runtime {
 
 struct Request {
-  Request(const SamplingParams& sampling, std::vector<std::string> stops)
-      : sampler(sampling), stop(std::move(stops)) {}
+  Request(const SamplingParams& sampling, std::vector<std::string> stops, const Tokenizer& tokenizer)
+      : sampler(sampling), stop(std::move(stops)), detok(tokenizer) {}
 
   // Fixed when queued.
   std::string tenant;
@@ -43,6 +44,7 @@ struct Request {
   // Scheduler only.
   Sampler sampler;
   StopMatcher stop;
+  IncrementalDecoder detok;  // generated ids -> text (stop.text() is what it returned)
   KvCache* cache = nullptr;
   bool prefilled = false;
   bool finished = false;

@@ -208,7 +208,7 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   if (static_cast<int64_t>(prompt.size()) > options_.kv_capacity) {
     return absl::InvalidArgumentError(TooLong("prompt", prompt.size()));
   }
-  auto r = std::make_shared<Request>(sampling, params.stop);
+  auto r = std::make_shared<Request>(sampling, params.stop, *tokenizer_);
   r->tenant = tenant;
   r->version = res.version;
   r->sha256 = res.sha256;

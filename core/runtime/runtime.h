@@ -19,8 +19,9 @@
 // reference): prompt = BOS + tokenizer.Encode(prompt). Ids the tokenizer cannot produce (rows beyond
 // its vocabulary, PAD, BOS) get -inf logits; the request's own Sampler (seeded by params.seed) picks
 // the token; EOS ends with kEos (not part of the output, not counted); each other token is counted,
-// its bytes fed to a StopMatcher (stop seen: kStop, output cut before it); max_tokens reached or the
-// KV cache full: kLength.
+// the text it completes (IncrementalDecoder) fed to a StopMatcher (stop seen: kStop, output cut before
+// it); max_tokens reached or the KV cache full: kLength. The text (and the streamed deltas, which
+// concatenate to it) is the tokenizer's Decode of the generated ids, cut before a stop string.
 // Determinism: a request's tokens and routing depend only on (tenant version, prompt, params), not on
 // what else is in the batch: Model::Forward computes each sequence independently, the prompt is
 // always prefilled in one piece, and sampling uses per-request RNG state. Caveat: "independently"

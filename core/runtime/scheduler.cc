@@ -133,7 +133,9 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     }
     r.tokens.push_back(token);
     tokens_generated_.fetch_add(1);
-    r.stop.Feed(tokenizer_->DecodeToken(token));
+    // Incremental detokenization: the text this id completes (tokenizer/incremental_decoder.h), so the
+    // streamed text is Decode(generated ids) (a Metaspace stream keeps no leading space).
+    r.stop.Feed(r.detok.Push(token));
     if (r.stop.stopped()) {
       Complete(r, FinishReason::kStop);
     } else if (static_cast<int64_t>(r.tokens.size()) >= r.max_tokens ||
@@ -167,6 +169,9 @@ void Runtime::EmitDelta(Request& r, bool final) {
 
 void Runtime::Complete(Request& r, FinishReason reason) {
   GenerateResult& out = r.result;  // read by the caller only after Finish publishes `done`
+  // Text the decoder still held (a character the last ids never completed): Decode(all ids) exactly. A
+  // stop string it completes still stops (and cuts) the output.
+  if (!r.stop.stopped() && r.stop.Feed(r.detok.Finish())) reason = FinishReason::kStop;
   out.text = std::string(r.stop.output());
   out.finish_reason = reason;
   out.version = r.version;
