@@ -17,6 +17,7 @@ struct BackboneInfo {
   int num_experts = 0;  // per MoE layer
   int experts_per_token = 0;
   int max_seq_len = 0;  // the context window (max_position_embeddings)
+  int expert_dim = 0;   // a routed expert's intermediate size (0 = not known); bounds lora_rank
   std::string sha256;   // of the weights
   std::string device;   // "cpu" / "cuda:0 (...)"
   // Known once the weights are loaded (empty / 0 before):

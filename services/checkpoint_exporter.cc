@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "core/export/checkpoint_export.h"
 #include "core/io/file_util.h"
+#include "core/model/lora_overlay.h"
 #include "core/tokenizer/byte_tokenizer.h"
 #include "core/util/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -99,10 +100,12 @@ absl::Status CheckpointExporter::WriteOverlayOnly(const storage::ExpertVersion& 
       {"weights", "overlay.safetensors"},
       {"weights_sha256", v.sha256},
       {"size_bytes", v.size_bytes},
+      {"method", v.method.empty() ? std::string("esft") : v.method},
       {"metrics", metrics},
       {"created_at", absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", absl::FromUnixMicros(v.created_at_us),
                                       absl::UTCTimeZone())},
   };
+  if (v.method == "lora") manifest["lora_rank"] = v.lora_rank;
   RETURN_IF_ERROR(
       io::WriteFileAtomically((fs::path(dir.path()) / "manifest.json").string(), manifest.dump(2) + "\n"));
   dir.files = {"manifest.json", "overlay.safetensors"};
@@ -122,6 +125,13 @@ absl::Status CheckpointExporter::WriteMerged(const ExportRequest& r, const stora
     ASSIGN_OR_RETURN(std::string trained_on, VersionBackboneSha256(*registry_, *v));
     RETURN_IF_ERROR(CheckSameBackbone(*v, trained_on, b->info.sha256));
     ASSIGN_OR_RETURN(overlay, registry_->blobs().Get(v->sha256));
+    if (IsLoraBlob(overlay)) {
+      // A LoRA version is exported merged like any other: its factors merged into dense slot weights by
+      // the function the runtime loads it with (core/model/lora_overlay.h), on a backend of the
+      // backbone's device, then written as an expert-only overlay.
+      ASSIGN_OR_RETURN(std::unique_ptr<LoadedModel> m, ModelOn(b));
+      ASSIGN_OR_RETURN(overlay, MergedOverlayBlob(b->config, std::move(overlay), b->weights, m->backend.get()));
+    }
   }
   exporting::CheckpointExportOptions o;
   o.backbone_dir = b->dir;

@@ -16,6 +16,12 @@
 //    "weights_sha256", "size_bytes", "metrics": {"val_loss","base_val_loss"} (those known),
 //    "created_at" (RFC 3339 UTC)}
 // It needs no backbone, so a version of another backbone can still be taken out this way.
+// A LoRA version (method "lora"): the full export merges its factors (as the runtime does when it loads
+// it), so the checkpoint is a plain HF one like any version's; overlay_only gives its stored blob as is
+// -- the factors (PEFT-style <expert>.lora_A/.lora_B.weight, rank and alpha in the metadata, plus any
+// dense slots it carries), not merged slots: that is the version's identity (sha256) and its small form,
+// and merging needs the backbone, which overlay_only promises not to need. The manifest says
+// "method": "lora" and "lora_rank" (other versions: "method": "esft").
 //
 // Resources: an export occupies disk under work_dir (a full one: the size of the checkpoint) from its
 // start until the handler has streamed it. At most max_concurrent exports exist at once; another is

@@ -97,6 +97,8 @@ void ToProto(const storage::ExpertVersion& in, v1::ExpertVersion* out) {
   SetTimestamp(in.created_at_us, out->mutable_created_at());
   out->set_live(in.live);
   out->set_backbone_sha256(in.backbone_sha256);
+  out->set_method(in.method);
+  out->set_lora_rank(static_cast<int32_t>(in.lora_rank));
 }
 
 void ToProto(const storage::Job& in, v1::Job* out) {
@@ -145,6 +147,8 @@ void ToProto(const storage::Job& in, v1::Job* out) {
     rh->set_early_stopping_patience(static_cast<int32_t>(spec->early_stopping_patience));
     rh->set_keep_best(spec->keep_best);
     for (const std::string& f : spec->auto_fields) rh->add_auto_fields(f);
+    out->set_method(spec->method);
+    out->set_lora_rank(static_cast<int32_t>(spec->lora_rank));
   }
 }
 
@@ -216,6 +220,8 @@ JobRequest FromProto(const v1::CreateJobRequest& in) {
   if (in.has_base_version()) r.base_version = in.base_version();
   r.auto_promote = in.auto_promote();
   r.idempotency_key = in.idempotency_key();
+  r.method = in.method();
+  r.lora_rank = in.lora_rank();
   return r;
 }
 

@@ -50,6 +50,8 @@ struct JobOutput {
   double val_loss = 0;          // the result's validation loss
   double base_val_loss = 0;     // the job's base version's loss on the same validation data
   std::string backbone_sha256;  // the backbone it was trained on (recorded on the version)
+  std::string method = "esft";  // how: "esft" or "lora" (recorded on the version)
+  int64_t lora_rank = 0;        // lora: the rank trained with
 };
 
 class JobRunner {

@@ -309,6 +309,8 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     nv.base_val_loss = out->base_val_loss;
     nv.blob_digest = *digest;
     nv.backbone_sha256 = out->backbone_sha256;
+    nv.method = out->method;
+    nv.lora_rank = out->lora_rank;
     version = registry_->PublishVersion(nv, "system");
   }
   if (!version.ok()) {

@@ -147,6 +147,29 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
     s.base_version = live_version;
   }
   s.auto_promote = r.auto_promote;
+  if (r.method.empty() || r.method == "esft") {
+    s.method = "esft";
+    if (r.lora_rank != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lora_rank: only with method \"lora\" (method is \"esft\"), got ", r.lora_rank));
+    }
+  } else if (r.method == "lora") {
+    s.method = "lora";
+    const int64_t max_rank = backbone.expert_dim > 0 ? std::min(backbone.hidden_size, backbone.expert_dim)
+                                                     : backbone.hidden_size;
+    if (r.lora_rank == 0) {
+      s.lora_rank = std::min<int64_t>(kDefaultLoraRank, std::max<int64_t>(max_rank, 1));
+      s.auto_fields.push_back("lora_rank");
+    } else if (r.lora_rank < 1 || r.lora_rank > max_rank) {
+      return RangeError("lora_rank", absl::StrCat("[1, ", max_rank, "] (min of hidden_size and expert_dim)"),
+                        absl::StrCat(r.lora_rank));
+    } else {
+      s.lora_rank = r.lora_rank;
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("method: must be \"esft\" or \"lora\" (or empty: esft), got \"", r.method, "\""));
+  }
   if (r.idempotency_key.size() > kMaxIdempotencyKey) {
     return absl::InvalidArgumentError(
         absl::StrCat("idempotency_key: at most ", kMaxIdempotencyKey, " bytes, got ",
@@ -209,6 +232,8 @@ std::string JobSpec::ToJson() const {
       {"early_stopping_min_delta", early_stopping_min_delta},
       {"keep_best", keep_best},
       {"auto_fields", auto_fields},
+      {"method", method},
+      {"lora_rank", lora_rank},
   };
   return j.dump();
 }
@@ -235,6 +260,8 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const std::string& text) {
     s.early_stopping_min_delta = j.value("early_stopping_min_delta", s.early_stopping_min_delta);
     s.keep_best = j.value("keep_best", s.keep_best);
     s.auto_fields = j.value("auto_fields", s.auto_fields);
+    s.method = j.value("method", s.method);
+    s.lora_rank = j.value("lora_rank", s.lora_rank);
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("stored job spec: ", e.what()));
   }

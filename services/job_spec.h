@@ -14,6 +14,11 @@
 // ends it early only when max_steps was chosen by the rule (an explicit max_steps runs to the end).
 // Specs stored before these fields existed read back with eval_every 0 (max_steps / 5), no early
 // stopping and the last step kept, as they ran then.
+//
+// Method: "" / "esft" trains the selected slots' full weights; "lora" trains rank-r factors on them
+// (lora_rank: default kDefaultLoraRank, in [1, min(hidden_size, expert_dim)]; a defaulted rank is
+// listed in auto_fields, and a job continuing from a LoRA version then takes that version's rank).
+// LoRA's scale alpha / r is kLoraScale (alpha = 2 r). Specs from before methods read back as "esft".
 #pragma once
 
 #include <cstdint>
@@ -54,10 +59,15 @@ struct JobRequest {
   std::optional<int64_t> base_version;
   bool auto_promote = false;
   std::string idempotency_key;
+  std::string method;     // "", "esft" or "lora"
+  int64_t lora_rank = 0;  // 0 = default
   // The training dataset's size (from its registry row), for the auto rule.
   int64_t training_examples = 0;
   int64_t training_tokens = 0;
 };
+
+inline constexpr int64_t kDefaultLoraRank = 8;
+inline constexpr double kLoraScale = 2.0;
 
 struct JobSpec {
   int64_t max_steps = 200;
@@ -78,6 +88,8 @@ struct JobSpec {
   double early_stopping_min_delta = 0;  // relative
   bool keep_best = false;               // the version is the best validation's checkpoint
   std::vector<std::string> auto_fields; // request fields the auto rule chose
+  std::string method = "esft";          // "esft" (full slot weights) or "lora" (core/train/lora_trainable.h)
+  int64_t lora_rank = 0;                // lora: the rank (auto_fields has "lora_rank" when defaulted); else 0
 
   std::string ToJson() const;
   static absl::StatusOr<JobSpec> FromJson(const std::string& json);

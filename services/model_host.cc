@@ -40,6 +40,7 @@ BackboneInfo DescribeConfig(const std::string& name, const ModelConfig& config, 
   b.num_experts = static_cast<int>(config.num_experts);
   b.experts_per_token = static_cast<int>(config.top_k);
   b.max_seq_len = static_cast<int>(config.max_position_embeddings);
+  b.expert_dim = static_cast<int>(config.expert_dim);
   b.device = device;
   return b;
 }

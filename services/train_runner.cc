@@ -12,6 +12,8 @@
 #include "core/model/overlay.h"
 #include "core/train/artifact.h"
 #include "core/train/expert_selection.h"
+#include "core/model/lora_overlay.h"
+#include "core/train/lora_finetune.h"
 #include "core/train/model_trainable.h"
 #include "core/train/trainer.h"
 
@@ -107,7 +109,9 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   // Joint mode: the job's turn in its loop, from here (every use of the loop's backend below runs in it)
   // until it returns; destroyed after the trainer (declared before it).
   std::unique_ptr<train::JointMember> member;
-  if (joint_ != nullptr) {
+  // A LoRA job trains alone: a joint loop's members train expert slots (JointMember::SetTrainable), and a
+  // member that computed on the loop's backend outside its rounds would stall the others' rounds.
+  if (joint_ != nullptr && spec.method != "lora") {
     absl::StatusOr<std::unique_ptr<JointLoops::Lease>> lease = joint_->Acquire(*std::move(backbone));
     if (!lease.ok()) return lease.status();
     state->loop = *std::move(lease);
@@ -138,20 +142,33 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     validation = *std::move(v);
   }
 
-  // The starting point (kept pristine for base_val_loss) and a fresh copy of it to train from.
+  // The starting point (kept pristine for base_val_loss) and a fresh copy of it to train from. A LoRA
+  // version is merged when loaded (core/model/lora_overlay.h), as the runtime serves it; a LoRA job also
+  // keeps it as factors (lora_start) to continue them.
   std::shared_ptr<const ExpertOverlay> base_overlay;
   std::map<tessera::SlotId, ExpertWeights> working;
+  const bool lora = spec.method == "lora";
+  LoraAdapter lora_start;
   if (spec.base_version > 0) {
     absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(spec.base_version, state->model->info.sha256);
     if (!bytes.ok()) return bytes.status();
     const DType dtype = model.weights().matrix_dtype();
-    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> b = ExpertOverlay::FromSafetensors(config, *bytes, backend, "", dtype);
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> b =
+        LoadVersionOverlay(config, *bytes, &model.weights(), backend, "", dtype);
     if (!b.ok()) return b.status();
     base_overlay = *b;
-    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> copy =
-        ExpertOverlay::FromSafetensors(config, *bytes, backend, "", dtype);
-    if (!copy.ok()) return copy.status();
-    working = (*copy)->slots();
+    if (lora) {
+      absl::StatusOr<LoraAdapter> start = IsLoraBlob(*bytes)
+                                              ? LoraAdapter::Parse(config, *bytes)
+                                              : LoraAdapter::FromDenseOverlay(**b, backend, 0, 0);
+      if (!start.ok()) return start.status();
+      lora_start = *std::move(start);
+    } else {
+      absl::StatusOr<std::shared_ptr<const ExpertOverlay>> copy =
+          LoadVersionOverlay(config, *bytes, &model.weights(), backend, "", dtype);
+      if (!copy.ok()) return copy.status();
+      working = (*copy)->slots();
+    }
   }
 
   // Expert selection (a retry reuses the first attempt's slots).
@@ -180,28 +197,57 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     ctx.ReportSelection(FromCore(selected), {});
   }
   if (selected.empty()) return absl::FailedPreconditionError("expert selection chose no slots");
-  std::vector<tessera::SlotId> fresh;
-  for (const tessera::SlotId& s : selected) {
-    if (working.count(s) == 0) fresh.push_back(s);
-  }
-  if (!fresh.empty()) {
-    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> c = ExpertOverlay::CopyOfBase(config, model.weights(), fresh, backend);
-    if (!c.ok()) return c.status();
-    for (const auto& [slot, w] : (*c)->slots()) working[slot] = w;
-  }
-  absl::StatusOr<std::shared_ptr<const ExpertOverlay>> overlay = ExpertOverlay::FromWeights(config, working, backend);
-  if (!overlay.ok()) return overlay.status();
-
-  // Alone: the model trainable; joint: the job's member of its loop (the same parameters and gradients).
-  std::unique_ptr<train::ModelTrainable> solo;
+  // The trainable model. LoRA (method "lora"): factors on the selected slots, alone. Else the selected
+  // slots' full weights: alone, the model trainable; joint, the job's member of its loop (the same
+  // parameters and gradients).
+  std::unique_ptr<train::TrainableLm> solo;
   train::TrainableLm* trainable = member.get();
-  if (member != nullptr) {
-    if (absl::Status s = member->SetTrainable(*overlay, selected); !s.ok()) return s;
-  } else {
-    absl::StatusOr<std::unique_ptr<train::ModelTrainable>> t = train::ModelTrainable::ForExperts(&model, *overlay, selected);
+  train::LoraTrainable* lora_trainable = nullptr;
+  absl::StatusOr<std::shared_ptr<const ExpertOverlay>> overlay = absl::UnknownError("unset");
+  if (lora) {
+    train::LoraOptions lo;
+    lo.rank = spec.lora_rank;
+    const bool rank_auto =
+        std::find(spec.auto_fields.begin(), spec.auto_fields.end(), "lora_rank") != spec.auto_fields.end();
+    if (!lora_start.factors.empty() && lora_start.rank != lo.rank) {
+      if (!rank_auto) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "lora_rank: base_version ", spec.base_version, " is a LoRA version of rank ", lora_start.rank,
+            "; continue it with lora_rank ", lora_start.rank, " (or leave lora_rank unset), got ", lo.rank));
+      }
+      lo.rank = lora_start.rank;
+      ctx.Log(absl::StrCat("lora_rank ", lo.rank, " (auto): the rank of base_version ", spec.base_version));
+    }
+    lo.alpha = kLoraScale * static_cast<double>(lo.rank);
+    lo.seed = spec.seed;
+    absl::StatusOr<std::unique_ptr<train::LoraTrainable>> t =
+        train::LoraTrainable::Create(&model, lora_start, selected, lo);
     if (!t.ok()) return t.status();
+    lora_trainable = t->get();
+    overlay = lora_trainable->MergedOverlay();
+    if (!overlay.ok()) return overlay.status();
     solo = *std::move(t);
     trainable = solo.get();
+  } else {
+    std::vector<tessera::SlotId> fresh;
+    for (const tessera::SlotId& s : selected) {
+      if (working.count(s) == 0) fresh.push_back(s);
+    }
+    if (!fresh.empty()) {
+      absl::StatusOr<std::shared_ptr<const ExpertOverlay>> c = ExpertOverlay::CopyOfBase(config, model.weights(), fresh, backend);
+      if (!c.ok()) return c.status();
+      for (const auto& [slot, w] : (*c)->slots()) working[slot] = w;
+    }
+    overlay = ExpertOverlay::FromWeights(config, working, backend);
+    if (!overlay.ok()) return overlay.status();
+    if (member != nullptr) {
+      if (absl::Status s = member->SetTrainable(*overlay, selected); !s.ok()) return s;
+    } else {
+      absl::StatusOr<std::unique_ptr<train::ModelTrainable>> t = train::ModelTrainable::ForExperts(&model, *overlay, selected);
+      if (!t.ok()) return t.status();
+      solo = *std::move(t);
+      trainable = solo.get();
+    }
   }
   train::TrainerOptions to;
   to.max_steps = spec.max_steps;
@@ -226,6 +272,11 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
         mark("batch_size"), " learning_rate=", spec.learning_rate, mark("learning_rate"),
         " warmup_steps=", spec.warmup_steps, mark("warmup_steps"), " eval_every=", to.eval_every,
         " early_stopping_patience=", to.early_stopping_patience, " keep_best=", to.restore_best ? "true" : "false");
+    absl::StrAppend(&line, " method=", spec.method);
+    if (lora_trainable != nullptr) {
+      absl::StrAppend(&line, " lora_rank=", lora_trainable->options().rank, mark("lora_rank"),
+                      " lora_alpha=", lora_trainable->options().alpha);
+    }
     if (spec.auto_select) {
       absl::StrAppend(&line, " relevance_threshold=", spec.relevance_threshold, mark("relevance_threshold"),
                       " max_experts=", spec.max_experts, mark("max_experts"));
@@ -297,6 +348,10 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
                          " (val_loss ", result->best_val_loss, ")"));
   }
 
+  if (lora_trainable != nullptr) {
+    overlay = lora_trainable->MergedOverlay();  // W' from the final (or best) factors
+    if (!overlay.ok()) return overlay.status();
+  }
   absl::StatusOr<double> val_loss = MeanTargetLoss(model, overlay->get(), state->validation, spec.seq_len);
   if (!val_loss.ok()) return val_loss.status();
   train::ArtifactInfo info;
@@ -311,9 +366,19 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
                 {"hyperparameters", spec.ToJson()},  // with auto_fields: what the auto rule chose
                 {"best_step", absl::StrCat(result->best_step)},
                 {"stopped_early", result->stopped_early ? "true" : "false"}};
-  absl::StatusOr<std::string> blob = train::SerializeExpertArtifact(**overlay, info);
-  if (!blob.ok()) return blob.status();
   JobOutput out;
+  absl::StatusOr<std::string> blob = absl::UnknownError("unset");
+  if (lora_trainable != nullptr) {
+    absl::StatusOr<LoraAdapter> adapter = lora_trainable->Adapter();
+    if (!adapter.ok()) return adapter.status();
+    blob = train::SerializeLoraArtifact(config, *adapter, info);
+    out.method = "lora";
+    out.lora_rank = adapter->rank;
+  } else {
+    blob = train::SerializeExpertArtifact(**overlay, info);
+    out.method = "esft";
+  }
+  if (!blob.ok()) return blob.status();
   out.weights = *std::move(blob);
   out.slots = FromCore((*overlay)->SlotIds());
   out.val_loss = *val_loss;
@@ -340,8 +405,8 @@ absl::StatusOr<double> CoreJobRunner::EvaluateVersion(JobContext& ctx, int64_t v
     absl::StatusOr<std::string> bytes = ctx.ReadVersionWeights(version, state->model->info.sha256);
     if (!bytes.ok()) return bytes.status();
     absl::StatusOr<std::shared_ptr<const ExpertOverlay>> o =
-        ExpertOverlay::FromSafetensors(state->model->model->config(), *bytes, state->model->backend.get(), "",
-                                       state->model->model->weights().matrix_dtype());
+        LoadVersionOverlay(state->model->model->config(), *bytes, &state->model->model->weights(),
+                           state->model->backend.get(), "", state->model->model->weights().matrix_dtype());
     if (!o.ok()) return o.status();
     overlay = *o;
   }

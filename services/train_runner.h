@@ -1,14 +1,19 @@
 // CoreJobRunner: the JobRunner over core/train. For each job, on its own copy of the backbone (so jobs
 // never share a backend with serving or with each other):
 //   1. parse the training (and optional validation) dataset with the backbone's tokenizer;
-//   2. the starting point: the job's base version's overlay (0 = none, the base experts);
+//   2. the starting point: the job's base version's overlay (0 = none, the base experts); a LoRA version
+//      merged when loaded (core/model/lora_overlay.h), and for a LoRA job also kept as factors;
 //   3. expert selection: auto (SelectExpertsAuto with relevance_threshold / max_experts, through the
 //      starting overlay) or the explicit slots; on a retry, the slots recorded by the first attempt;
 //   4. a working overlay = the base version's slots (carried, frozen) + the selected slots (trainable,
-//      initialised from the base version where it has them, else from the base experts);
+//      initialised from the base version where it has them, else from the base experts); with method
+//      "lora" the selected slots train LoRA factors instead (core/train/lora_trainable.h: a LoRA base
+//      version's factors continue, at its rank when lora_rank was left unset, else FAILED_PRECONDITION
+//      naming lora_rank for another rank; an expert-only base version's slots are the frozen start);
 //   5. Trainer with the job's hyperparameters, in segments between checkpoints (saved to the blob store
 //      through JobContext; a retry restores the last one and continues exactly), reporting progress;
-//   6. the result: the overlay serialized as an expert artifact (safetensors, HF names), with val_loss
+//   6. the result: the overlay serialized as an expert artifact (safetensors, HF names; method "lora":
+//      the LoRA factors, core/train/lora_finetune.h's SerializeLoraArtifact), with val_loss
 //      and base_val_loss measured by one function (mean CE over the validation targets) so they and
 //      EvaluateVersion's numbers are comparable for auto_promote.
 #pragma once

@@ -171,9 +171,16 @@ CREATE TRIGGER versions_undeletable BEFORE DELETE ON versions
   BEGIN SELECT RAISE(ABORT, 'expert versions are immutable'); END;
 )sql";
 
+// Migration 6: how a version was trained (method "esft" / "lora"; '' for rows from before it, which are all
+// expert-only) and its LoRA rank (0 unless lora). The blob is self-describing too (core/model/lora_overlay.h).
+constexpr char kMigration6[] = R"sql(
+ALTER TABLE versions ADD COLUMN method TEXT NOT NULL DEFAULT '';
+ALTER TABLE versions ADD COLUMN lora_rank INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 const std::vector<const char*>& Migrations() {
   static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3, kMigration4,
-                                                kMigration5};
+                                                kMigration5, kMigration6};
   return kAll;
 }
 

@@ -128,7 +128,7 @@ Dataset ReadDataset(const Stmt& st) {
 
 const char kVersionColumns[] =
     "tenant_id, version, parent_version, job_id, slots_json, val_loss, base_val_loss, blob_digest, "
-    "size_bytes, created_at_us, backbone_sha256";
+    "size_bytes, created_at_us, backbone_sha256, method, lora_rank";
 
 ExpertVersion ReadVersion(const Stmt& st) {
   ExpertVersion v;
@@ -143,6 +143,8 @@ ExpertVersion ReadVersion(const Stmt& st) {
   v.size_bytes = st.Int(8);
   v.created_at_us = st.Int(9);
   v.backbone_sha256 = st.Text(10);
+  v.method = st.Text(11);
+  v.lora_rank = st.Int(12);
   return v;
 }
 

@@ -94,12 +94,15 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
     v = ExpertVersion{in.tenant_id, last + 1,     in.parent_version, in.job_id, in.slots_json,
                       in.val_loss,  in.base_val_loss, in.blob_digest, *size,    NowMicros(),
                       false,        in.backbone_sha256};
+    v.method = in.method;
+    v.lora_rank = in.lora_rank;
     RETURN_IF_ERROR(c.Exec("INSERT INTO versions(tenant_id, version, parent_version, job_id, "
                            "slots_json, val_loss, base_val_loss, blob_digest, size_bytes, "
-                           "created_at_us, backbone_sha256) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                           "created_at_us, backbone_sha256, method, lora_rank) "
+                           "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
                            v.tenant_id, v.version, v.parent_version, v.job_id, v.slots_json,
                            v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us,
-                           v.backbone_sha256));
+                           v.backbone_sha256, v.method, v.lora_rank));
     RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, "
                            "previous_live, undo_seq, actor, created_at_us) "
                            "VALUES (?1,'publish',?2,?3,?3,NULL,?4,?5)",
@@ -129,7 +132,7 @@ absl::StatusOr<ExpertVersion> Registry::GetVersion(const std::string& tenant_id,
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return internal::VersionNotFound(tenant_id, version);
     v = internal::ReadVersion(st);
-    v.live = st.Int(11) == v.version;
+    v.live = st.Int(internal::kNumVersionColumns) == v.version;
     return absl::OkStatus();
   }));
   return v;

@@ -204,6 +204,8 @@ struct NewVersion {
   std::optional<double> base_val_loss;
   std::string blob_digest;
   std::string backbone_sha256;  // digest of the backbone it was trained on; "" = not known
+  std::string method;           // "esft" or "lora" ("" = not known: expert-only)
+  int64_t lora_rank = 0;        // method "lora" only
 };
 
 // Immutable once written.
@@ -222,6 +224,9 @@ struct ExpertVersion {
   // Digest of the backbone it was trained on (migration 3). "" for rows published before migration 3
   // (their blob's metadata carries it: services/version_backbone.h) or by a caller that did not know it.
   std::string backbone_sha256;
+  // How it was trained (migration 6): "esft" or "lora"; "" for rows published before (expert-only).
+  std::string method;
+  int64_t lora_rank = 0;  // method "lora" only
 };
 
 enum class ChangeKind { kPublish, kPromote, kRollback };

@@ -2,17 +2,20 @@
 #include "core/runtime/overlay_cache.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/model/lora_overlay.h"
 
 namespace tessera::runtime {
 
 OverlayCache::OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source,
-                           int64_t capacity_bytes, std::mutex* device_mu, DType dtype)
+                           int64_t capacity_bytes, std::mutex* device_mu, DType dtype,
+                           const ModelWeights* base)
     : config_(config),
       backend_(backend),
       source_(source),
       capacity_bytes_(capacity_bytes),
       device_mu_(device_mu),
-      dtype_(dtype) {}
+      dtype_(dtype),
+      base_(base) {}
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const std::string& tenant,
                                                                           int64_t version) {
@@ -67,8 +70,10 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
       };
     }
     std::lock_guard<std::mutex> device(*device_mu_);
-    return ExpertOverlay::FromSafetensors(config_, std::move(blob->safetensors_bytes), backend_,
-                                          std::move(blob->sha256), dtype_, allocate);
+    // An expert-only version is parsed; a LoRA version is merged into dense slot weights once, here,
+    // and then served like any other overlay (see core/model/lora_overlay.h for why).
+    return LoadVersionOverlay(config_, std::move(blob->safetensors_bytes), base_, backend_,
+                              std::move(blob->sha256), dtype_, allocate);
   }();
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -76,9 +76,11 @@ struct OverlayCacheStats {
 class OverlayCache {
  public:
   // `backend` receives the overlays' buffers, in `dtype` (the model's matrix dtype); `source` and
-  // `device_mu` must outlive the cache.
+  // `device_mu` must outlive the cache. `base` (the backbone's weights; must outlive the cache) is what
+  // a LoRA version is merged into when loaded (core/model/lora_overlay.h); without it LoRA versions
+  // fail to load (FAILED_PRECONDITION).
   OverlayCache(const ModelConfig& config, Backend* backend, VersionSource* source, int64_t capacity_bytes,
-               std::mutex* device_mu, DType dtype = DType::kF32);
+               std::mutex* device_mu, DType dtype = DType::kF32, const ModelWeights* base = nullptr);
 
   // The overlay of (tenant, version >= 1): resident, re-admitted, or loaded. Errors of the source pass
   // through (NOT_FOUND for a missing version); a blob that does not parse as an overlay of this
@@ -123,6 +125,7 @@ class OverlayCache {
   const int64_t capacity_bytes_;
   std::mutex* const device_mu_;
   const DType dtype_;
+  const ModelWeights* const base_;
 
   std::mutex mu_;
   std::map<Key, Entry> entries_;

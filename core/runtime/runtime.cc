@@ -74,7 +74,7 @@ Runtime::Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* 
       options_(options),
       device_mu_(options.device_mutex != nullptr ? options.device_mutex : &own_device_mu_),
       cache_(model->config(), model->backend(), source, options.overlay_cache_bytes, device_mu_,
-             model->weights().matrix_dtype()) {}
+             model->weights().matrix_dtype(), &model->weights()) {}
 
 Runtime::~Runtime() { Shutdown(); }
 

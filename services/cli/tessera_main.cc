@@ -41,6 +41,8 @@ Commands:
       --warmup-steps N  --weight-decay X  --seed N  --base-version N  --auto-promote
       --slots L.E,L.E,...  (explicit expert slots)  or  --relevance-threshold X --max-experts N (auto)
       --idempotency-key KEY  --watch (then follow it like jobs watch)
+      --method esft|lora  (esft: the slots' full weights, the default; lora: low-rank factors on them)
+      --lora-rank N  (lora: the factors' rank; default 8)
   jobs get JOB_ID
   jobs list [--page-size N] [--page-token TOKEN]
   jobs watch JOB_ID                          live progress (step, loss, ETA) until the job finishes;
@@ -336,7 +338,7 @@ std::optional<CliError> CreateJob(Ctx& c) {
   if (auto e = a.OnlyFlags({"--dataset", "--validation-dataset", "--max-steps", "--batch-size", "--seq-len",
                             "--learning-rate", "--warmup-steps", "--weight-decay", "--seed", "--base-version",
                             "--auto-promote", "--slots", "--relevance-threshold", "--max-experts",
-                            "--idempotency-key", "--watch"})) {
+                            "--idempotency-key", "--watch", "--method", "--lora-rank"})) {
     return e;
   }
   v1::CreateJobRequest req;
@@ -377,6 +379,9 @@ std::optional<CliError> CreateJob(Ctx& c) {
   if (a.Has("--base-version")) req.set_base_version(i);
   req.set_auto_promote(a.Has("--auto-promote"));
   req.set_idempotency_key(a.Get("--idempotency-key"));
+  req.set_method(a.Get("--method"));  // checked by the server (INVALID_ARGUMENT naming "method")
+  if (auto e = a.GetInt("--lora-rank", &i)) return e;
+  if (a.Has("--lora-rank")) req.set_lora_rank(static_cast<int32_t>(i));
   auto stub = v1::FineTuning::NewStub(c.channel);
   auto ctx = MakeContext(c.key);
   v1::Job job;
@@ -630,11 +635,14 @@ std::optional<CliError> Run(Ctx& c) {
     std::printf("live version %lld%s\n", static_cast<long long>(resp.live_version()),
                 resp.live_version() == 0 ? " (base experts)" : "");
     for (const v1::ExpertVersion& v : resp.versions()) {
-      std::printf("%s v%lld  parent %lld  val_loss %.4f (base %.4f)  slots %s  job %s  backbone %s\n",
+      const std::string method = v.method() == "lora" ? absl::StrCat("lora r", v.lora_rank())
+                                                      : v.method().empty() ? "esft" : v.method();
+      std::printf("%s v%lld  parent %lld  val_loss %.4f (base %.4f)  slots %s  job %s  backbone %s  %s %lld bytes\n",
                   v.live() ? "*" : " ", static_cast<long long>(v.version()),
                   static_cast<long long>(v.parent_version()), v.metrics().val_loss(), v.metrics().base_val_loss(),
                   SlotsText(v.slots()).c_str(), v.job_id().c_str(),
-                  v.backbone_sha256().empty() ? "-" : v.backbone_sha256().substr(0, 12).c_str());
+                  v.backbone_sha256().empty() ? "-" : v.backbone_sha256().substr(0, 12).c_str(), method.c_str(),
+                  static_cast<long long>(v.size_bytes()));
     }
   } else if (cmd == "versions" && sub == "export") {
     return ExportVersion(c);

@@ -291,5 +291,27 @@ TEST_F(CliTest, WatchOfACancelledJobFails) {
   EXPECT_NE(OneLine(r.err).find("CANCELLED"), std::string::npos) << r.err;
 }
 
+TEST_F(CliTest, JobsCreateWithMethodLora) {
+  EnsureTenant();
+  std::string ds = UploadDataset();
+  CliResult r = Run("tessera", Tenant({"jobs", "create", "--dataset", ds, "--method", "qlora"}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("INVALID_ARGUMENT: method"), std::string::npos) << r.err;
+  r = Run("tessera", Tenant({"jobs", "create", "--dataset", ds, "--method", "lora", "--lora-rank", "4", "--max-steps",
+                             "2", "--batch-size", "4", "--seq-len", "32", "--slots", "0.1,L2.E3", "--watch"}),
+          {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("state SUCCEEDED"), std::string::npos) << r.out;
+  std::string job_id = std::vector<std::string>(absl::StrSplit(r.out, ' '))[1];
+  r = Run("tessera", Tenant({"--json", "jobs", "get", job_id}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json job = nlohmann::json::parse(r.out);
+  EXPECT_EQ(job["method"], "lora");
+  EXPECT_EQ(job["lora_rank"], 4);
+  r = Run("tessera", Tenant({"versions", "list"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("lora r4 "), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace tessera::services::testing

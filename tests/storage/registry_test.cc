@@ -143,6 +143,8 @@ TEST(RegistryMigrationTest, VersionsFromMigrationTwoGetAnEmptyBackboneDigest) {
   auto v1 = reg.GetVersion("legacy", 1);
   ASSERT_TRUE(v1.ok()) << v1.status();
   EXPECT_EQ(v1->backbone_sha256, "");
+  EXPECT_EQ(v1->method, "");  // migration 4: rows from before methods existed
+  EXPECT_EQ(v1->lora_rank, 0);
   EXPECT_EQ(v1->sha256, digest);
   // New rows record the digest they are given, and it reads back (single and listed).
   NewVersion nv;
@@ -150,8 +152,12 @@ TEST(RegistryMigrationTest, VersionsFromMigrationTwoGetAnEmptyBackboneDigest) {
   nv.parent_version = 1;
   nv.blob_digest = digest;
   nv.backbone_sha256 = std::string(64, 'b');
+  nv.method = "lora";
+  nv.lora_rank = 8;
   auto v2 = reg.PublishVersion(nv, "admin");
   ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(reg.GetVersion("legacy", 2).value().method, "lora");
+  EXPECT_EQ(reg.ListVersions("legacy").value()[0].lora_rank, 8);
   EXPECT_EQ(v2->backbone_sha256, nv.backbone_sha256);
   EXPECT_EQ(reg.GetVersion("legacy", 2).value().backbone_sha256, nv.backbone_sha256);
   auto all = reg.ListVersions("legacy");
