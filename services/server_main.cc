@@ -47,9 +47,11 @@ Options:
   --max-joint-jobs N          jobs on the backbone trained together in one loop: each forward and
                               backward of the backbone runs once over all their batches, each job keeps
                               its own slots, optimizer, validation and result (as alone); so up to
-                              max-concurrent-jobs x N jobs run at once (default 4: 4 jobs trained
-                              together gave 1.5-2.6x the tokens/s of one after another in
-                              ops/bench/bench_joint; 1: one job per loop)
+                              max-concurrent-jobs x N jobs run at once. Default 4: tenants' jobs start
+                              when queued instead of waiting for the jobs ahead to finish, each pass
+                              serves all of them, and on the CPU the total throughput stays that of
+                              one job after another (ops/bench/RESULTS.md, bench_joint); 1: one job
+                              per loop, the others queue
   --max-dataset-bytes N       upload size limit (default 67108864)
   --job-lease-seconds S       a running job's lease; a crashed server's jobs are requeued after it
                               (default 30)

@@ -42,7 +42,11 @@ struct Fixture {
   std::unique_ptr<Backend> be = MakeCpuBackend();
   ModelConfig c = SmallMoeConfig();
   std::unique_ptr<Model> model;
-  Fixture() { model = *Model::Create(c, *ModelWeights::RandomInit(c, 11, be.get()), be.get()); }
+  explicit Fixture(DType dtype = DType::kF32) {
+    ModelWeights w = *ModelWeights::RandomInit(c, 11, be.get());
+    if (dtype != DType::kF32) w = *w.WithMatrixDtype(c, dtype, be.get());
+    model = *Model::Create(c, std::move(w), be.get());
+  }
 
   // A fresh training overlay for `slots`; `scale` != 1 makes its weights differ from the base's.
   std::shared_ptr<const ExpertOverlay> Overlay(const std::vector<SlotId>& slots, float scale = 1.0f) {
@@ -131,8 +135,11 @@ double AbsSum(const std::vector<float>& v) {
   return s;
 }
 
-TEST(JointTrainerTest, PooledStepGivesEachJobItsSoloGradientAndLoss) {
-  Fixture f;
+class JointDtypeTest : public ::testing::TestWithParam<DType> {};
+
+// f32, and bf16 weights (bf16 GEMM operands and dlogits, as on a GPU; the CPU's reference path).
+TEST_P(JointDtypeTest, PooledStepGivesEachJobItsSoloGradientAndLoss) {
+  Fixture f(GetParam());
   const std::vector<SlotId> slots_a = {{0, 1}, {0, 5}, {1, 2}}, slots_b = {{0, 3}, {1, 6}};
   auto data_a = TaskData(12, 1, 7, 3), data_b = TaskData(9, 2, 5, 1, /*extra_prompt=*/3);
   StepOut solo_a = SoloStep(f, f.Overlay(slots_a), slots_a, data_a, 16);
@@ -152,6 +159,11 @@ TEST(JointTrainerTest, PooledStepGivesEachJobItsSoloGradientAndLoss) {
   ExpectNear(jobs[0].out.grad, solo_a.grad, 1e-5f);
   ExpectNear(jobs[1].out.grad, solo_b.grad, 1e-5f);
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, JointDtypeTest, ::testing::Values(DType::kF32, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(i.param == DType::kF32 ? "f32" : "bf16");
+                         });
 
 TEST(JointTrainerTest, SameSlotIdsWithDifferentWeightsGetOnlyTheirOwnJobsGradient) {
   Fixture f;
