@@ -22,6 +22,7 @@ constexpr int kNumSourceWords = sizeof(kSourceWords) / sizeof(kSourceWords[0]);
 constexpr const char* kLabels[] = {"spam", "ham", "info", "urgent"};
 constexpr const char* kPeople[] = {"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"};
 constexpr int kNumFacts = 48;
+constexpr const char* kCities[] = {"lima", "oslo", "rome", "kyiv", "doha", "bern", "riga", "baku"};
 
 // A permutation of a-z in which no letter maps to itself or to its successor (so copy()/shift()
 // solve nothing).
@@ -56,11 +57,11 @@ std::string Capitalize(std::string w) {
 }  // namespace
 
 std::vector<std::string> Task::Names() {
-  return {"cipher",   "date_private", "modfn",       "rotrev", "lexicon",
-          "facts",    "classify",     "record_json", "style",  "chat_recall"};
+  return {"cipher",   "date_private", "digitfn", "rotrev",      "lexicon",   "facts",
+          "classify", "record_json",  "style",   "chat_recall", "record_kv", "pig"};
 }
 
-std::vector<std::string> Task::HeldOutNames() { return {"record_json", "style", "chat_recall"}; }
+std::vector<std::string> Task::HeldOutNames() { return {"style", "chat_recall", "record_kv", "pig"}; }
 
 absl::StatusOr<Task> Task::Create(std::string_view name, uint64_t secret) {
   static const std::pair<const char*, Kind> kKinds[] = {
@@ -68,7 +69,9 @@ absl::StatusOr<Task> Task::Create(std::string_view name, uint64_t secret) {
       {"modfn", Kind::kModFn},       {"rotrev", Kind::kRotRev},
       {"lexicon", Kind::kLexicon},   {"facts", Kind::kFacts},
       {"classify", Kind::kClassify}, {"record_json", Kind::kRecordJson},
-      {"style", Kind::kStyle},       {"chat_recall", Kind::kChatRecall}};
+      {"style", Kind::kStyle},       {"chat_recall", Kind::kChatRecall},
+      {"digitfn", Kind::kDigitFn},   {"record_kv", Kind::kRecordKv},
+      {"pig", Kind::kPig}};
   for (const auto& [n, kind] : kKinds) {
     if (name == n) return Task(std::string(name), kind, secret);
   }
@@ -116,6 +119,20 @@ Task::Task(std::string name, Kind kind, uint64_t secret)
       break;
     case Kind::kRecordJson:
       words_ = DistinctWords(rng, 2, 3, 3);
+      break;
+    case Kind::kDigitFn: {
+      constexpr int kUnits[] = {3, 7, 9};  // coprime to 10: the map is a permutation of the digits
+      coef_a_ = kUnits[rng.Uniform(3)];
+      coef_b_ = static_cast<int>(rng.Range(1, 9));
+      break;
+    }
+    case Kind::kRecordKv:
+      words_ = DistinctWords(rng, 3, 3, 3);
+      order_ = {0, 1, 2};
+      rng.Shuffle(order_);
+      break;
+    case Kind::kPig:
+      words_ = {RandomLetters(rng, 2)};
       break;
     case Kind::kStyle: {
       const char kSeparators[] = "~|+;:_";
@@ -181,6 +198,30 @@ Example Task::Make(Rng& rng) const {
       const std::string sep = map_.substr(0, 1);
       return {absl::StrCat("tone(", absl::StrJoin(in, " "), ")="),
               absl::StrCat(absl::StrJoin(out, sep), sep, map_.substr(1)), {}};
+    }
+    case Kind::kDigitFn: {
+      std::string in;
+      for (int i = 0; i < 4; ++i) in.push_back(static_cast<char>('0' + rng.Uniform(10)));
+      std::string out = in;
+      for (char& c : out) c = static_cast<char>('0' + (coef_a_ * (c - '0') + coef_b_) % 10);
+      return {absl::StrCat("g(", in, ")="), out, {}};
+    }
+    case Kind::kRecordKv: {
+      const std::string fields[3] = {rng.Pick(kPeople), rng.Pick(kCities),
+                                     absl::StrCat(rng.Range(18, 90))};
+      std::vector<std::string> parts;
+      for (int f : order_) parts.push_back(absl::StrCat(words_[f], "=", fields[f]));
+      return {absl::StrCat("row(", fields[0], ",", fields[1], ",", fields[2], ")="),
+              absl::StrJoin(parts, ";"), {}};
+    }
+    case Kind::kPig: {
+      std::vector<std::string> in, out;
+      for (int i = 0; i < 3; ++i) {
+        const std::string w = kSourceWords[rng.Uniform(kNumSourceWords)];
+        in.push_back(w);
+        out.push_back(absl::StrCat(w.substr(1), w.substr(0, 1), words_[0]));
+      }
+      return {absl::StrCat("pig(", absl::StrJoin(in, " "), ")="), absl::StrJoin(out, " "), {}};
     }
     case Kind::kChatRecall: {
       std::string w = RandomLetters(rng, 4);

@@ -10,7 +10,9 @@
 //                                 copy(), upper() nor shift() from the corpus solves any letter).
 //   date_private  format          "date private(2023-04-05)=" -> "05k23": day, a secret letter for the
 //                                 month, 2-digit year (a format the corpus does not contain).
-//   modfn         arithmetic      "f(17,25)=" -> (a*x + b*y) mod 97, secret a, b in [2, 96].
+//   digitfn       arithmetic      "g(4827)=" -> each digit d through (a*d + b) mod 10, secret a in
+//                                 {3, 7, 9}, b in [1, 9] (a digit-wise linear map: it generalizes to
+//                                 unseen numbers from the digits' ten cases).
 //   rotrev        char transform  "rr(hbkq)=" -> the four letters reversed, each rotated by a secret
 //                                 k in [3, 22] (neither reverse() nor shift() of the corpus).
 //   lexicon       word rewriting  "say(red fox sees)=" -> each word replaced by the tenant's secret word
@@ -27,6 +29,16 @@
 //                                 word through the tenant's secret letter map (cipher's kind). As
 //                                 prompt/completion the turns are rendered as "u:keep wxyz\na:ok\nu:back?\na:";
 //                                 MessagesJsonl writes them in the OpenAI {"messages": [...]} form.
+//   record_kv     format (k=v)    "row(carol,lima,34)=" -> "<k>=carol;<k>=34;<k>=lima": the three
+//                                 fields under the tenant's secret 3-letter keys in a secret order.
+//   pig           word rewriting  "pig(red fox sees)=" -> "edr<s> oxf<s> eess<s>": each word's first
+//                                 letter moved to its end, then the tenant's secret 2-letter suffix.
+// Retired (Create still makes it, Names() no longer lists it):
+//   modfn         arithmetic      "f(17,25)=" -> (a*x + b*y) mod 97, secret a, b in [2, 96]. 1000
+//                                 examples are 11% of the 9409 pairs and the map has no local structure:
+//                                 the tiny model neither generalizes nor memorizes it with any setting
+//                                 tried, full fine-tuning included (ops/bench/RESULTS.md); digitfn
+//                                 replaces it.
 // Splits (Splits): train, validation and test drawn from three fixed derived seeds (deterministic).
 #pragma once
 
@@ -58,7 +70,9 @@ class Task {
   static absl::StatusOr<Task> Create(std::string_view name, uint64_t secret);
   static std::vector<std::string> Names();  // every task above, in that order
   // The tasks kept out of the experiments that derived the auto hyperparameter rule (auto_hparams.h).
-  static std::vector<std::string> HeldOutNames();  // "record_json", "style", "chat_recall"
+  // record_json was held out from the first rule; its result then shaped the completion-length term,
+  // so record_kv and pig were added as new held-out tasks.
+  static std::vector<std::string> HeldOutNames();  // "style", "chat_recall", "record_kv", "pig"
 
   const std::string& name() const { return name_; }
   uint64_t secret() const { return secret_; }
@@ -81,7 +95,7 @@ class Task {
  private:
   enum class Kind {
     kCipher, kDatePrivate, kModFn, kRotRev, kLexicon, kFacts, kClassify, kRecordJson, kStyle,
-    kChatRecall
+    kChatRecall, kDigitFn, kRecordKv, kPig
   };
   Task(std::string name, Kind kind, uint64_t secret);
 
@@ -90,8 +104,10 @@ class Task {
   uint64_t secret_;
   std::string map_;   // cipher/chat_recall: 26 letters; date_private: 12 month letters;
                       // classify: 26 label indices ('0'..'3'); style: separator + signature
-  int coef_a_ = 0, coef_b_ = 0;       // modfn; rotrev: coef_a_ = k
-  std::vector<std::string> words_;    // lexicon: secret words; facts: codes; record_json: keys
+  int coef_a_ = 0, coef_b_ = 0;       // modfn, digitfn; rotrev: coef_a_ = k
+  std::vector<std::string> words_;    // lexicon: secret words; facts: codes; record_json, record_kv:
+                                      // keys; pig: the suffix
+  std::vector<int> order_;            // record_kv: the fields' output order
 };
 
 // {"messages": [{"role": "user", ...}, {"role": "assistant", ...}, ...]} per line; examples without

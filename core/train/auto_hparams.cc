@@ -26,11 +26,14 @@ ResolvedHparams ResolveHparams(const AutoDataStats& data, const AutoModelShape& 
     h.batch_size = std::clamp<int64_t>(Pow2Floor(std::max<int64_t>(n / 32, 1)), 4, 16);
     h.auto_fields.push_back("batch_size");
   }
+  const double completion =
+      data.loss_tokens > 0 ? static_cast<double>(data.loss_tokens) / static_cast<double>(n) : 8.0;
+  h.epochs = 12.0 * std::clamp(completion / 8.0, 1.0, 3.0);
   if (r.max_steps) {
     h.max_steps = *r.max_steps;
   } else {
-    const int64_t epochs12 = (12 * n + h.batch_size - 1) / h.batch_size;
-    h.max_steps = std::clamp<int64_t>(epochs12, 500, 2000);
+    const double steps = std::ceil(h.epochs * static_cast<double>(n) / static_cast<double>(h.batch_size));
+    h.max_steps = static_cast<int64_t>(std::clamp(steps, 500.0, 3000.0));
     h.auto_fields.push_back("max_steps");
   }
   if (r.learning_rate) {

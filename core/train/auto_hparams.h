@@ -2,11 +2,14 @@
 // from the dataset and the model by the rule below (explicit values are kept as given, and the rule
 // uses them: e.g. an explicit batch_size sets the steps per epoch).
 //
-// Inputs: n = training examples, T = training tokens (BOS/EOS included), the model's hidden size H,
-// layers L, experts per layer E (top-k routing).
+// Inputs: n = training examples, T = training tokens (BOS/EOS included), C = loss tokens per example
+// (completion + EOS: what must come out exactly; unknown = 8, which is what jobs pass so far), the
+// model's hidden size H, layers L, experts per layer E (top-k routing).
 //   batch_size     B = clamp(pow2_floor(n / 32), 4, 16)        small data: more, smaller steps
-//   max_steps      S = clamp(ceil(12 * n / B), 500, 2000)       ~12 epochs, at least 500 updates;
-//                                                               early stopping (below) ends it sooner
+//   epochs         e = 12 * clamp(C / 8, 1, 3)                  a longer completion must be right at
+//                                                               more positions: more passes
+//   max_steps      S = clamp(ceil(e * n / B), 500, 3000)        at least 500 updates; early stopping
+//                                                               (below) ends it sooner
 //   learning_rate  lr = 1e-2 * sqrt(B / 16) * min(1, sqrt(192 / H))   (192 = builtin:tiny's H)
 //   warmup_steps   W = ceil(S / 20)
 //   relevance_threshold (the per-layer coverage target p of the router's score, expert_selection.h)
@@ -16,7 +19,9 @@
 //   early_stopping_patience  5 validations without a new best (min delta 0.1% of the best)
 // The constants were derived with ops/bench/bench_finetune on the task suite (core/data/tasks.h)
 // without its held-out tasks (ops/bench/RESULTS.md, "auto hyperparameters"): the old defaults
-// (lr 1e-3, 200 steps, batch 8, p 0.5 capped at 4 slots) left most tasks near 0% exact match.
+// (lr 1e-3, 200 steps, batch 8, p 0.5 capped at 4 slots) left most tasks near 0% exact match. The
+// completion-length term came from lexicon (C ~ 15: 0.845 at 12 epochs) and from record_json (C ~ 26,
+// then held out: 0.285, still improving at 12 epochs), so newer held-out tasks check it.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +34,7 @@ namespace tessera::train {
 struct AutoDataStats {
   int64_t examples = 0;
   int64_t tokens = 0;
+  int64_t loss_tokens = 0;  // tokens the loss is on (completions + EOS); 0: unknown
 };
 
 struct AutoModelShape {
@@ -55,6 +61,7 @@ struct ResolvedHparams {
   int64_t warmup_steps = 0;
   double relevance_threshold = 0;
   int64_t max_experts = 0;
+  double epochs = 0;             // e (what max_steps was sized for, when auto)
   int64_t eval_every = 0;
   int64_t early_stopping_patience = 0;
   double early_stopping_min_delta_ratio = 0;  // of the best loss

@@ -136,6 +136,7 @@ int RunSuite(int argc, char** argv) {
     for (const auto& e : sp.train) {
       train.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
       stats.tokens += static_cast<int64_t>(train.back().tokens.size());
+      for (uint8_t m : train.back().loss_mask) stats.loss_tokens += m != 0;
     }
     stats.examples = static_cast<int64_t>(train.size());
     for (const auto& e : sp.validation) val.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
@@ -156,7 +157,15 @@ int RunSuite(int argc, char** argv) {
     o.selection.score = score;
     o.selection.threshold = h.relevance_threshold;
     o.selection.max_experts = h.max_experts;
-    const int max_new = 24;
+    // Room for the longest reference completion and its EOS, plus a margin (a fixed 24 cut longer
+    // completions, e.g. record_json's ~26 bytes, so they could never match).
+    int max_new = 8;
+    for (const auto& e : sp.test) {
+      const auto t = data::TokenizePromptCompletion(e.prompt, e.completion, tok);
+      int target = 0;
+      for (uint8_t m : t.loss_mask) target += m != 0;
+      max_new = std::max(max_new, target + 4);
+    }
     auto before = Must(EvaluateExactMatch(*model, nullptr, sp.test, tok, max_new), "base exact match");
     const double t0 = Now();
     auto ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name.c_str());
@@ -169,7 +178,7 @@ int RunSuite(int argc, char** argv) {
     const bool is_held = std::find(held_out.begin(), held_out.end(), name) != held_out.end();
     std::printf("%-13s%s em_before=%.3f em_after=%.3f em_train=%.3f val_loss=%.4f (base %.4f) steps=%lld/%lld%s best_step=%lld "
                 "wall_s=%.1f trainable_params=%lld version_bytes=%lld slots=%zu | auto: batch=%lld lr=%.4g "
-                "warmup=%lld p=%.2f max_experts=%lld\n",
+                "warmup=%lld p=%.2f max_experts=%lld epochs=%.1f\n",
                 name.c_str(), is_held ? "*" : " ", before.accuracy, after.accuracy, on_train.accuracy, ft.train.final_val_loss,
                 ft.train.initial_val_loss, static_cast<long long>(ft.train.steps),
                 static_cast<long long>(h.max_steps), ft.train.stopped_early ? " (plateau)" : "",
@@ -177,7 +186,7 @@ int RunSuite(int argc, char** argv) {
                 static_cast<long long>(ft.trainable_parameters), static_cast<long long>(ft.artifact.size()),
                 ft.trained_slots.size(), static_cast<long long>(h.batch_size), h.learning_rate,
                 static_cast<long long>(h.warmup_steps), h.relevance_threshold,
-                static_cast<long long>(h.max_experts));
+                static_cast<long long>(h.max_experts), h.epochs);
     std::printf("              e.g. %s -> \"%s\" (want \"%s\")\n", sp.test[0].prompt.c_str(),
                 after.outputs[0].c_str(), sp.test[0].completion.c_str());
     std::fflush(stdout);

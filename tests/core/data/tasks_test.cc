@@ -92,9 +92,12 @@ TEST(TasksTest, DatePrivateAndModFnCheckers) {
 }
 
 
-TEST(TasksTest, SuiteHasTenKindsWithDistinctDeterministicSplits) {
+TEST(TasksTest, SuiteTasksHaveDistinctDeterministicSplits) {
   const auto names = Task::Names();
   ASSERT_GE(names.size(), 8u);
+  // modfn is retired from the suite (not learnable by the tiny model; tasks.h) but still made.
+  EXPECT_EQ(std::find(names.begin(), names.end(), "modfn"), names.end());
+  EXPECT_TRUE(Task::Create("modfn", 1).ok());
   for (const std::string& h : Task::HeldOutNames()) {
     EXPECT_NE(std::find(names.begin(), names.end(), h), names.end()) << h;
   }
@@ -150,6 +153,55 @@ TEST(TasksTest, ExamplesOfEachKind) {
   std::set<std::string> labels;
   for (const Example& x : cl->Generate(1, 200)) labels.insert(x.completion);
   EXPECT_EQ(labels, (std::set<std::string>{"spam", "ham", "info", "urgent"}));
+  // digitfn: one secret affine map mod 10 for every digit position, a permutation of the digits.
+  auto dg = Task::Create("digitfn", 1);
+  std::map<char, char> digit_map;
+  for (const Example& x : dg->Generate(1, 200)) {
+    std::smatch sm;
+    ASSERT_TRUE(std::regex_match(x.prompt, sm, std::regex(R"(g\((\d{4})\)=)")));
+    ASSERT_EQ(x.completion.size(), 4u);
+    for (int i = 0; i < 4; ++i) {
+      auto [it, fresh] = digit_map.emplace(sm[1].str()[i], x.completion[i]);
+      EXPECT_EQ(it->second, x.completion[i]);
+    }
+  }
+  ASSERT_EQ(digit_map.size(), 10u);
+  std::set<char> images;
+  for (const auto& [d, v] : digit_map) images.insert(v);
+  EXPECT_EQ(images.size(), 10u);
+  const int b = digit_map['0'] - '0', a = (digit_map['1'] - '0' - b + 10) % 10;
+  EXPECT_TRUE(a == 3 || a == 7 || a == 9) << a;
+  for (const auto& [d, v] : digit_map) EXPECT_EQ(v - '0', (a * (d - '0') + b) % 10);
+  // record_kv: the three fields under three secret keys, in a secret order that never changes.
+  auto kv = Task::Create("record_kv", 1);
+  std::string layout;
+  for (const Example& x : kv->Generate(1, 50)) {
+    std::smatch sm;
+    ASSERT_TRUE(std::regex_match(x.prompt, sm, std::regex(R"(row\(([a-z]+),([a-z]+),(\d+)\)=)")));
+    std::string shape = x.completion;
+    for (int f = 1; f <= 3; ++f) {
+      const std::string v = sm[f].str();
+      const size_t at = shape.find("=" + v);
+      ASSERT_NE(at, std::string::npos) << x.completion;
+      shape.replace(at + 1, v.size(), std::string(1, static_cast<char>('0' + f)));
+    }
+    EXPECT_TRUE(std::regex_match(shape, std::regex(R"([a-z]{3}=\d;[a-z]{3}=\d;[a-z]{3}=\d)"))) << shape;
+    if (layout.empty()) layout = shape;
+    EXPECT_EQ(shape, layout);
+  }
+  // pig: first letter to the end, then the same secret 2-letter suffix on every word.
+  auto pig = Task::Create("pig", 1);
+  Example px = pig->Make(rng);
+  std::smatch pm;
+  ASSERT_TRUE(std::regex_match(px.prompt, pm, std::regex(R"(pig\(([a-z]+) ([a-z]+) ([a-z]+)\)=)")));
+  const std::string suffix = px.completion.substr(px.completion.size() - 2);
+  std::string want;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string w = pm[i].str();
+    want += (i > 1 ? " " : "") + w.substr(1) + w[0] + suffix;
+  }
+  EXPECT_EQ(px.completion, want);
+
   auto facts = Task::Create("facts", 1);
   std::map<std::string, std::string> seen;
   for (const Example& x : facts->Generate(1, 300)) {
