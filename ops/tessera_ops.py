@@ -45,10 +45,12 @@ def require_binaries(bin_dir, names, who):
 
 class Server:
     """tessera-server --backbone BACKBONE on 127.0.0.1:0 in a temp dir, with tenant `acme` created.
-    Use as a context manager; .admin(*args) and .tessera(*args) run the CLIs against it."""
+    Use as a context manager; .admin(*args) and .tessera(*args) run the CLIs against it. `extra_args`
+    go to tessera-server; with --http-listen, .http_port is the HTTP API's port (else None)."""
 
-    def __init__(self, bin_dir, backbone, who, keep=False, prefix="tessera-check."):
+    def __init__(self, bin_dir, backbone, who, keep=False, prefix="tessera-check.", extra_args=()):
         self.bin_dir, self.backbone, self.who, self.keep = bin_dir, backbone, who, keep
+        self.extra_args = list(extra_args)
         self.work = tempfile.mkdtemp(prefix=prefix)
         self.proc = None
 
@@ -58,7 +60,8 @@ class Server:
         with open(out_path, "w") as out, open(log_path, "w") as log:
             self.proc = subprocess.Popen([os.path.join(self.bin_dir, "tessera-server"), "--data-dir",
                                           os.path.join(self.work, "data"), "--listen", "127.0.0.1:0",
-                                          "--backbone", self.backbone], stdout=out, stderr=log)
+                                          "--backbone", self.backbone, *self.extra_args],
+                                         stdout=out, stderr=log)
         port = None
         for _ in range(600):
             text = open(out_path).read()
@@ -71,10 +74,15 @@ class Server:
         if port is None:
             sys.exit(f"{self.who}: tessera-server did not start")
         self.startup = open(out_path).read().strip()
+        self.http_port = None
+        if "HTTP API on port" in self.startup:
+            self.http_port = int(self.startup.split("HTTP API on port")[1].split()[0].strip(","))
         self.addr = ["--server", f"127.0.0.1:{port}"]
         admin_key = open(os.path.join(self.work, "data", "admin.key")).read().strip()
+        self.admin_key = admin_key
         self.admin_env = dict(os.environ, TESSERA_ADMIN_KEY=admin_key)
         key = json.loads(self.admin("--json", "tenants", "create", "acme"))["api_key"]["secret"]
+        self.tenant_key = key
         self.tenant_env = dict(os.environ, TESSERA_API_KEY=key, TESSERA_TENANT="acme")
         return self
 

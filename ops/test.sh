@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README's second command: installs missing packages, builds, runs the compatibility checks against
-# real outside clients (ops/check-*.sh: Hugging Face tokenizers/transformers from a pinned venv, made by
-# ops/py-env.sh on first use) and then the whole C++ test suite with ctest (which needs no Python).
+# real outside clients (ops/check-*.sh: Hugging Face tokenizers/transformers and the openai client from
+# a pinned venv, made by ops/py-env.sh on first use) and then the whole C++ test suite with ctest
+# (which needs no Python).
 # Exits non-zero on any failure. GPU tests skip (with a message) when no GPU is present.
 # TESSERA_SKIP_COMPAT=1 skips the Python compatibility checks (e.g. on a machine without PyPI access).
 set -euo pipefail
@@ -10,10 +11,11 @@ ops/install-deps.sh
 ops/build.sh
 BUILD_DIR=${TESSERA_BUILD_DIR:-build}
 if [[ "${TESSERA_SKIP_COMPAT:-0}" != 1 ]]; then
-  echo "== compatibility checks (ops/check-tokenizers.sh, ops/check-export.sh, ops/check-real-checkpoint.sh)"
+  echo "== compatibility checks (ops/check-tokenizers.sh, ops/check-export.sh, ops/check-real-checkpoint.sh, ops/check-openai.sh)"
   ops/check-tokenizers.sh "$BUILD_DIR"
   ops/check-export.sh "$BUILD_DIR"
   ops/check-real-checkpoint.sh "$BUILD_DIR"
+  ops/check-openai.sh "$BUILD_DIR"
 fi
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" --timeout 900

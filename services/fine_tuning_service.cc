@@ -14,7 +14,9 @@ absl::Status FieldStatus(const char* field, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
 }
 
-absl::Status CreateJobImpl(const ServiceEnv& env, const storage::Principal& principal,
+}  // namespace
+
+absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& principal,
                            const v1::CreateJobRequest& req, v1::Job* resp) {
   const std::string& tenant = req.tenant_id();
   absl::StatusOr<int64_t> live = env.registry->GetLive(tenant);  // NOT_FOUND for an unknown tenant
@@ -62,8 +64,6 @@ absl::Status CreateJobImpl(const ServiceEnv& env, const storage::Principal& prin
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::Status ListJobsFor(const ServiceEnv& env, const std::string& tenant_id, int page_size,
                          const std::string& page_token, v1::ListJobsResponse* resp) {
   if (page_size < 0) {
@@ -95,7 +95,7 @@ grpc::ServerUnaryReactor* FineTuningService::CreateJob(grpc::CallbackServerConte
                                                        const v1::CreateJobRequest* req, v1::Job* resp) {
   absl::Time start = absl::Now();
   absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
-  absl::Status s = p.ok() ? CreateJobImpl(env_, *p, *req, resp) : p.status();
+  absl::Status s = p.ok() ? CreateJobFor(env_, *p, *req, resp) : p.status();
   return FinishUnary(env_, ctx, "FineTuning/CreateJob", start, s);
 }
 

@@ -25,6 +25,10 @@ class FineTuningService final : public v1::FineTuning::CallbackService {
   const ServiceEnv& env_;
 };
 
+// Validates and queues a job for `req.tenant_id()` (the caller authorized `principal` for it); shared with
+// the HTTP API's POST /v1/fine_tuning/jobs.
+absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& principal,
+                          const v1::CreateJobRequest& req, v1::Job* resp);
 // Shared with Admin.ListJobs / Admin.CancelJob: tenant_id "" = any tenant (callers authorize first).
 absl::Status ListJobsFor(const ServiceEnv& env, const std::string& tenant_id, int page_size,
                          const std::string& page_token, v1::ListJobsResponse* resp);

@@ -110,7 +110,9 @@ void RoutingToProto(const std::vector<LayerRoutingStats>& in, v1::Routing* out) 
   }
 }
 
-void CountTokens(const ServiceEnv& env, const std::string& tenant, const GenerateOutput& out) {
+}  // namespace
+
+void RecordGeneration(const ServiceEnv& env, const std::string& tenant, const GenerateOutput& out) {
   env.metrics->Add("tessera_generated_tokens_total", {{"tenant", tenant}}, out.completion_tokens);
   env.metrics->Add("tessera_prompt_tokens_total", {{"tenant", tenant}}, out.prompt_tokens);
   for (const LayerRoutingStats& l : out.routing) {
@@ -122,8 +124,6 @@ void CountTokens(const ServiceEnv& env, const std::string& tenant, const Generat
     }
   }
 }
-
-}  // namespace
 
 grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* ctx,
                                                      const v1::GenerateRequest* req,
@@ -146,7 +146,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     resp->mutable_usage()->set_prompt_tokens(out->prompt_tokens);
     resp->mutable_usage()->set_completion_tokens(out->completion_tokens);
     if (params->return_routing) RoutingToProto(out->routing, resp->mutable_routing());
-    CountTokens(env, req->tenant_id(), *out);
+    RecordGeneration(env, req->tenant_id(), *out);
     return absl::OkStatus();
   });
 }
@@ -180,7 +180,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
         last.mutable_usage()->set_prompt_tokens(out->prompt_tokens);
         last.mutable_usage()->set_completion_tokens(out->completion_tokens);
         if (params->return_routing) RoutingToProto(out->routing, last.mutable_routing());
-        CountTokens(env, req->tenant_id(), *out);
+        RecordGeneration(env, req->tenant_id(), *out);
         if (!w->Write(last)) return absl::CancelledError("the client went away");
         return absl::OkStatus();
       });

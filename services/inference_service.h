@@ -23,4 +23,8 @@ class InferenceService final : public v1::Inference::CallbackService {
   const ServiceEnv& env_;
 };
 
+// Counts a finished generation in the metrics (tokens by tenant, routed tokens per expert slot); shared
+// with the HTTP API's completions.
+void RecordGeneration(const ServiceEnv& env, const std::string& tenant, const GenerateOutput& out);
+
 }  // namespace tessera::services

@@ -235,6 +235,15 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     }
     s->metrics_http_ = *std::move(m);
   }
+  if (!options.http_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<http::HttpApiServer>> h =
+        http::HttpApiServer::Start(http::HttpOptions{options.http_listen}, &s->env_);
+    if (!h.ok()) {
+      s->Shutdown();
+      return h.status();
+    }
+    s->http_ = *std::move(h);
+  }
   // Last, so a start that fails (bad --device, port in use) does not create a key nobody saw.
   if (absl::Status st = s->Bootstrap(); !st.ok()) {
     s->Shutdown();
@@ -244,7 +253,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (s->follower_) s->follower_->Start();
   s->gc_->Start();
   LogInfo("serving", {{"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
-                      {"metrics_port", s->metrics_port()}, {"backbone", env.backbone.name},
+                      {"metrics_port", s->metrics_port()}, {"http_port", s->http_port()}, {"backbone", env.backbone.name},
                       {"inference", s->engine_ != nullptr}, {"training", s->scheduler_ != nullptr},
                       {"gc_interval_s", absl::ToDoubleSeconds(options.gc_interval)}});
   return s;
@@ -256,6 +265,7 @@ void TesseraServer::Shutdown() {
   if (server_) {
     if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
   }
+  if (http_) http_->Stop();  // before the engine and pool its handlers use
   if (follower_) follower_->Stop();
   if (gc_) gc_->Stop();
   if (scheduler_) scheduler_->Stop();

@@ -29,6 +29,7 @@
 #include "services/live_control.h"
 #include "services/live_follower.h"
 #include "services/metrics.h"
+#include "services/http/server.h"
 #include "services/metrics_http.h"
 #include "services/service_env.h"
 #include "services/version_exporter.h"
@@ -47,6 +48,7 @@ struct ServerOptions {
   std::string data_dir;
   std::string listen = "127.0.0.1:7070";  // port 0: pick a free one (see port())
   std::string metrics_listen;             // empty: no metrics endpoint
+  std::string http_listen;                // empty: no HTTP API (OpenAI-compatible, services/http/)
   int max_concurrent_jobs = 1;
   // Jobs per training loop (CoreOptions::max_joint_jobs): the scheduler claims up to
   // max_concurrent_jobs * max_joint_jobs jobs at once, so that many can train together.
@@ -86,6 +88,7 @@ class TesseraServer {
 
   int port() const { return port_; }
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : 0; }
+  int http_port() const { return http_ ? http_->port() : 0; }
   const BootstrapInfo& bootstrap() const { return bootstrap_; }
   // What is served (the engine's view once it is built: dtype, context, tokenizer; else the config's).
   const BackboneInfo& backbone() const { return env_.backbone; }
@@ -126,6 +129,7 @@ class TesseraServer {
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<http::HttpApiServer> http_;
   int port_ = 0;
   std::mutex done_mu_;
   std::condition_variable done_cv_;

@@ -43,6 +43,11 @@ Options:
                               copies, and the versions a job writes hold bf16-representable values. On
                               cpu, bf16 is the reference path (widened per op): slower than f32
   --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
+  --http-listen HOST:PORT     the OpenAI-compatible HTTP API (/v1/models, /v1/completions,
+                              /v1/chat/completions, /v1/files, /v1/fine_tuning/jobs) and the web console
+                              (/console) on this address, with the same API keys (Authorization: Bearer);
+                              model names <tenant> (live), <tenant>:<N>, <tenant>:0 (base). Default: off;
+                              port 0 picks a free port (printed)
   --max-concurrent-jobs N     fine-tuning training loops run at once (default 1)
   --max-joint-jobs N          jobs on the backbone trained together in one loop: each forward and
                               backward of the backbone runs once over all their batches, each job keeps
@@ -141,6 +146,8 @@ int main(int argc, char** argv) {
       if (!next(&core.decode_routing)) return Fail("--decode-routing needs host or device");
     } else if (arg == "--metrics-listen") {
       if (!next(&options.metrics_listen)) return Fail("--metrics-listen needs HOST:PORT");
+    } else if (arg == "--http-listen") {
+      if (!next(&options.http_listen)) return Fail("--http-listen needs HOST:PORT");
     } else if (arg == "--max-concurrent-jobs") {
       int64_t n;
       if (!next_int(&n, 1)) return Fail("--max-concurrent-jobs needs an integer >= 1");
@@ -219,6 +226,7 @@ int main(int argc, char** argv) {
   if (!backbone.context_note.empty()) std::printf("%s\n", backbone.context_note.c_str());
   std::printf("tessera-server listening on port %d", (*server)->port());
   if ((*server)->metrics_port() != 0) std::printf(", metrics on port %d", (*server)->metrics_port());
+  if ((*server)->http_port() != 0) std::printf(", HTTP API on port %d", (*server)->http_port());
   std::printf("\n");
   std::fflush(stdout);
 

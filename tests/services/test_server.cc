@@ -44,6 +44,7 @@ void TestServer::Start() {
   so.gc_grace = options_.gc_grace;
   so.live_follow_poll = options_.live_follow_poll;
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
+  if (options_.http) so.http_listen = "127.0.0.1:0";
   CoreOptions co;
   co.backbone = options_.backbone;
   co.dtype = options_.dtype;

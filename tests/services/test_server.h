@@ -33,6 +33,7 @@ struct TestServerOptions {
   int max_concurrent_jobs = 1;
   int max_joint_jobs = 1;  // tessera-server --max-joint-jobs
   bool metrics = false;  // serve /metrics on 127.0.0.1:0 (see server().metrics_port())
+  bool http = false;     // serve the HTTP API on 127.0.0.1:0 (see server().http_port())
   absl::Duration gc_interval = absl::ZeroDuration();  // periodic blob GC off unless a test asks
   absl::Duration gc_grace = absl::Minutes(10);
   absl::Duration live_follow_poll = absl::Milliseconds(250);

@@ -1,0 +1,229 @@
+#include "services/http/generation.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/util/utf8_sanitize.h"
+#include "services/http/errors.h"
+#include "services/http/json_fields.h"
+#include "services/http/sse.h"
+#include "services/inference_service.h"
+
+namespace tessera::services::http {
+namespace {
+
+constexpr int64_t kDefaultCompletionTokens = 16;  // OpenAI's default for /v1/completions
+constexpr int64_t kDefaultChatTokens = 64;        // Tessera's gRPC default (OpenAI's is "the context")
+constexpr int kMaxStops = 16;
+
+uint64_t RandomU64() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return rng();
+}
+
+std::string RandomId(const char* prefix) {
+  static constexpr char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  std::string id = prefix;
+  for (int i = 0; i < 24; ++i) id += kAlphabet[RandomU64() % 62];
+  return id;
+}
+
+absl::Status Unsupported(const char* param, const char* what) {
+  return FieldError(param, std::string(what) + " is not supported by this server");
+}
+
+absl::Status ReadStop(const Json& body, std::vector<std::string>* out) {
+  auto it = body.find("stop");
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (it->is_string()) {
+    if (it->get<std::string>().empty()) return FieldError("stop", "must not be an empty string");
+    out->push_back(it->get<std::string>());
+    return absl::OkStatus();
+  }
+  if (!it->is_array()) return FieldError("stop", std::string("must be a string or an array of strings, got ") + JsonTypeName(*it));
+  if (it->size() > kMaxStops) return FieldError("stop", absl::StrCat("at most ", kMaxStops, " strings, got ", it->size()));
+  for (size_t i = 0; i < it->size(); ++i) {
+    const Json& s = (*it)[i];
+    std::string path = absl::StrCat("stop[", i, "]");
+    if (!s.is_string()) return FieldError(path, std::string("must be a string, got ") + JsonTypeName(s));
+    if (s.get<std::string>().empty()) return FieldError(path, "must not be empty");
+    out->push_back(s.get<std::string>());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* FinishReasonName(FinishReason r) { return r == FinishReason::kLength ? "length" : "stop"; }
+
+absl::StatusOr<CompletionRequest> ReadCompletionRequest(const Call& call, const Json& body, Endpoint endpoint) {
+  CompletionRequest out;
+  absl::StatusOr<std::optional<std::string>> model = GetString(body, "model");
+  if (!model.ok()) return model.status();
+  if (!*model || (*model)->empty()) return FieldError("model", "you must provide a model parameter");
+  out.model_name = **model;
+
+  GenerateParams& p = out.params;
+  std::optional<int64_t> max_tokens;
+  if (endpoint == Endpoint::kChat) {
+    absl::StatusOr<std::optional<int64_t>> m = GetInt(body, "max_completion_tokens");
+    if (!m.ok()) return m.status();
+    max_tokens = *m;
+  }
+  const char* max_name = max_tokens ? "max_completion_tokens" : "max_tokens";
+  if (!max_tokens) {
+    absl::StatusOr<std::optional<int64_t>> m = GetInt(body, "max_tokens");
+    if (!m.ok()) return m.status();
+    max_tokens = *m;
+  }
+  int64_t limit = call.env.max_generate_tokens;
+  int64_t n_tokens = max_tokens.value_or(endpoint == Endpoint::kChat ? kDefaultChatTokens : kDefaultCompletionTokens);
+  if (n_tokens < 1 || n_tokens > limit) {
+    return FieldError(max_name, absl::StrCat("must be in [1, ", limit, "], got ", n_tokens));
+  }
+  p.max_tokens = static_cast<int>(n_tokens);
+
+  absl::StatusOr<std::optional<double>> temperature = GetNumber(body, "temperature");
+  if (!temperature.ok()) return temperature.status();
+  double t = temperature->value_or(1.0);
+  if (!(t >= 0 && t <= 2)) return FieldError("temperature", absl::StrCat("must be in [0, 2], got ", t));
+  p.temperature = static_cast<float>(t);
+
+  absl::StatusOr<std::optional<double>> top_p = GetNumber(body, "top_p");
+  if (!top_p.ok()) return top_p.status();
+  double tp = top_p->value_or(1.0);
+  if (!(tp >= 0 && tp <= 1)) return FieldError("top_p", absl::StrCat("must be in [0, 1], got ", tp));
+  if (tp == 0) p.temperature = 0;  // only the most likely token: greedy
+  p.top_p = tp == 0 ? 1.0f : static_cast<float>(tp);
+
+  absl::StatusOr<std::optional<int64_t>> top_k = GetInt(body, "top_k");
+  if (!top_k.ok()) return top_k.status();
+  if (top_k->value_or(0) < 0) return FieldError("top_k", absl::StrCat("must be >= 0, got ", **top_k));
+  p.top_k = static_cast<int>(top_k->value_or(0));
+
+  absl::StatusOr<std::optional<int64_t>> seed = GetInt(body, "seed");
+  if (!seed.ok()) return seed.status();
+  p.seed = *seed ? static_cast<uint64_t>(**seed) : RandomU64();
+
+  if (absl::Status s = ReadStop(body, &p.stop); !s.ok()) return s;
+
+  for (const char* key : {"n", "best_of"}) {
+    absl::StatusOr<std::optional<int64_t>> n = GetInt(body, key);
+    if (!n.ok()) return n.status();
+    if (n->value_or(1) != 1) return FieldError(key, absl::StrCat("only 1 is supported, got ", **n));
+  }
+  for (const char* key : {"frequency_penalty", "presence_penalty"}) {
+    absl::StatusOr<std::optional<double>> v = GetNumber(body, key);
+    if (!v.ok()) return v.status();
+    if (v->value_or(0) != 0) return Unsupported(key, "a non-zero penalty");
+  }
+  if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) return FieldError("logit_bias", std::string("must be an object, got ") + JsonTypeName(*it));
+    if (!it->empty()) return Unsupported("logit_bias", "logit_bias");
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    absl::StatusOr<std::optional<int64_t>> lp = GetInt(body, "logprobs");
+    if (!lp.ok()) return lp.status();
+    if (lp->value_or(0) != 0) return Unsupported("logprobs", "logprobs");
+    absl::StatusOr<std::optional<bool>> echo = GetBool(body, "echo");
+    if (!echo.ok()) return echo.status();
+    if (echo->value_or(false)) return Unsupported("echo", "echo");
+    absl::StatusOr<std::optional<std::string>> suffix = GetString(body, "suffix");
+    if (!suffix.ok()) return suffix.status();
+    if (*suffix && !(*suffix)->empty()) return Unsupported("suffix", "suffix (insertion)");
+  } else {
+    absl::StatusOr<std::optional<bool>> lp = GetBool(body, "logprobs");
+    if (!lp.ok()) return lp.status();
+    if (lp->value_or(false)) return Unsupported("logprobs", "logprobs");
+  }
+
+  absl::StatusOr<std::optional<bool>> stream = GetBool(body, "stream");
+  if (!stream.ok()) return stream.status();
+  out.stream = stream->value_or(false);
+  absl::StatusOr<std::optional<Json>> options = GetObject(body, "stream_options");
+  if (!options.ok()) return options.status();
+  if (*options) {
+    absl::StatusOr<std::optional<bool>> usage = GetBool(**options, "include_usage", "stream_options.include_usage");
+    if (!usage.ok()) return usage.status();
+    if (!out.stream && usage->has_value()) {
+      return FieldError("stream_options", "only allowed when stream is true");
+    }
+    out.include_usage = usage->value_or(false);
+  }
+
+  absl::StatusOr<ModelRef> ref = ResolveModel(call.env, call.principal, out.model_name);
+  if (!ref.ok()) return ref.status();
+  out.model = *std::move(ref);
+  return out;
+}
+
+absl::Status ServeCompletion(Call& call, CompletionRequest request, const ResponseShape& shape) {
+  const ServiceEnv* env = &call.env;
+  if (env->engine == nullptr) {
+    return absl::UnavailableError("inference is not available on this server (no model runtime loaded)");
+  }
+  std::string id = RandomId(shape.id_prefix);
+  int64_t created = absl::ToUnixSeconds(absl::Now());
+  call.res.set_header(kExpertVersionHeader, std::to_string(request.model.version));
+  std::string fingerprint = absl::StrCat("tessera-", request.model.tenant, "-v", request.model.version);
+  auto usage_json = [](const GenerateOutput& out) {
+    return Json{{"prompt_tokens", out.prompt_tokens},
+                {"completion_tokens", out.completion_tokens},
+                {"total_tokens", out.prompt_tokens + out.completion_tokens}};
+  };
+
+  if (!request.stream) {
+    absl::StatusOr<GenerateOutput> out = env->engine->Generate(request.model.tenant, request.model.version,
+                                                               request.params, [](std::string_view) { return true; });
+    if (!out.ok()) return out.status();
+    RecordGeneration(*env, request.model.tenant, *out);
+    Json body = {{"id", id},
+                 {"object", shape.object},
+                 {"created", created},
+                 {"model", request.model_name},
+                 {"system_fingerprint", fingerprint},
+                 {"choices", Json::array({shape.choice(Utf8Sanitize(out->text), FinishReasonName(out->finish_reason))})},
+                 {"usage", usage_json(*out)}};
+    SendJson(call.res, body);
+    return absl::OkStatus();
+  }
+
+  auto base_chunk = [=](Json choices) {
+    Json c = {{"id", id}, {"object", shape.chunk_object}, {"created", created}, {"model", request.model_name},
+              {"system_fingerprint", fingerprint}, {"choices", std::move(choices)}};
+    if (request.include_usage) c["usage"] = nullptr;
+    return c;
+  };
+  // Runs on the connection's thread once the headers are out; everything it uses is captured by value.
+  call.res.set_chunked_content_provider(
+      kEventStreamType, [env, request, shape, base_chunk, usage_json](size_t, httplib::DataSink& sink) {
+        SseWriter sse(sink);
+        bool first = true;
+        absl::StatusOr<GenerateOutput> out = env->engine->Generate(
+            request.model.tenant, request.model.version, request.params, [&](std::string_view delta) {
+              if (delta.empty()) return !sink.is_writable || sink.is_writable();
+              bool ok = sse.Send(base_chunk(Json::array({shape.chunk(Utf8Sanitize(delta), nullptr, first)})));
+              first = false;
+              return ok;
+            });
+        if (!out.ok()) {
+          if (out.status().code() != absl::StatusCode::kCancelled) sse.Send(ErrorObject(out.status()));
+          sink.done();
+          return true;
+        }
+        RecordGeneration(*env, request.model.tenant, *out);
+        sse.Send(base_chunk(Json::array({shape.chunk("", FinishReasonName(out->finish_reason), first)})));
+        if (request.include_usage) {
+          Json last = base_chunk(Json::array());
+          last["usage"] = usage_json(*out);
+          sse.Send(last);
+        }
+        sse.Done();
+        return true;
+      });
+  call.res.set_header("Cache-Control", "no-cache");
+  return absl::OkStatus();
+}
+
+}  // namespace tessera::services::http

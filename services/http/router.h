@@ -1,0 +1,54 @@
+// Route registration for the HTTP API: every handler is a function Call -> absl::Status that fills the
+// response on success; the router authenticates first (Bearer key, errors.h's 401), turns a failed
+// status into OpenAI's error object, catches any exception at this boundary (a 500, never a crash), and
+// records each call in the same metrics as gRPC (tessera_rpc_requests_total / latency, method
+// "HTTP <METHOD> <route>"). A streamed response is recorded when its handler returns (headers decided).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "services/service_env.h"
+
+namespace tessera::services::http {
+
+struct Call {
+  const ServiceEnv& env;
+  const httplib::Request& req;
+  httplib::Response& res;
+  storage::Principal principal;  // empty for public routes
+};
+using Handler = std::function<absl::Status(Call& call)>;
+
+class Router {
+ public:
+  Router(httplib::Server* server, const ServiceEnv* env) : server_(server), env_(env) {}
+
+  // `pattern` is httplib's (an ECMAScript regex over the path; groups land in req.matches).
+  void Get(const std::string& pattern, const std::string& route, Handler handler) {
+    server_->Get(pattern, Wrap("GET " + route, true, std::move(handler)));
+  }
+  void Post(const std::string& pattern, const std::string& route, Handler handler) {
+    server_->Post(pattern, Wrap("POST " + route, true, std::move(handler)));
+  }
+  void Delete(const std::string& pattern, const std::string& route, Handler handler) {
+    server_->Delete(pattern, Wrap("DELETE " + route, true, std::move(handler)));
+  }
+  // Routes that check credentials themselves (the console's login page and static files).
+  void GetPublic(const std::string& pattern, const std::string& route, Handler handler) {
+    server_->Get(pattern, Wrap("GET " + route, false, std::move(handler)));
+  }
+
+ private:
+  httplib::Server::Handler Wrap(std::string method, bool authenticate, Handler handler);
+  httplib::Server* server_;
+  const ServiceEnv* env_;
+};
+
+void SendJson(httplib::Response& res, const nlohmann::json& body, int status = 200);
+void SendError(httplib::Response& res, const absl::Status& status);
+
+}  // namespace tessera::services::http

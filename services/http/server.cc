@@ -1,0 +1,79 @@
+#include "services/http/server.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "httplib.h"
+#include "services/http/chat.h"
+#include "services/http/completions.h"
+#include "services/http/files.h"
+#include "services/http/fine_tuning.h"
+#include "services/http/models.h"
+#include "services/http/router.h"
+
+namespace tessera::services::http {
+
+absl::StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const HttpOptions& options,
+                                                                   const ServiceEnv* env) {
+  size_t colon = options.listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(options.listen.substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--http-listen: expected HOST:PORT, got \"", options.listen, "\""));
+  }
+  std::string host = options.listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) host = "0.0.0.0";
+
+  std::unique_ptr<HttpApiServer> s(new HttpApiServer());
+  s->server_ = std::make_unique<httplib::Server>();
+  httplib::Server& svr = *s->server_;
+  int threads = options.threads;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.set_payload_max_length(static_cast<size_t>(env->max_dataset_bytes) + (1 << 20));
+  svr.set_keep_alive_timeout(5);
+  // Headers and body leave in separate writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms
+  // per keep-alive request (wrk: ~500 -> see RESULTS.md).
+  svr.set_tcp_nodelay(true);
+  svr.set_read_timeout(30);
+  svr.set_write_timeout(30);
+  // Unknown routes: OpenAI's error object rather than httplib's empty 404.
+  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    absl::Status st = res.status == 404
+                          ? absl::NotFoundError(absl::StrCat("Unknown request URL: ", req.method, " ", req.path))
+                          : absl::Status(res.status == 413 ? absl::StatusCode::kResourceExhausted
+                                                           : absl::StatusCode::kInvalidArgument,
+                                         absl::StrCat("HTTP ", res.status, " for ", req.method, " ", req.path));
+    int code = res.status;
+    SendError(res, st);
+    res.status = code;
+  });
+
+  Router router(&svr, env);
+  RegisterModels(router);
+  RegisterCompletions(router);
+  RegisterChat(router);
+  RegisterFiles(router);
+  RegisterFineTuning(router);
+
+  if (port == 0) {
+    s->port_ = svr.bind_to_any_port(host);
+  } else if (svr.bind_to_port(host, port)) {
+    s->port_ = port;
+  }
+  if (s->port_ <= 0) {
+    return absl::UnavailableError(
+        absl::StrCat("--http-listen ", options.listen, ": cannot bind (address in use or invalid?)"));
+  }
+  s->thread_ = std::thread([&svr] { svr.listen_after_bind(); });
+  return s;
+}
+
+void HttpApiServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+HttpApiServer::~HttpApiServer() { Stop(); }
+
+}  // namespace tessera::services::http
