@@ -11,11 +11,12 @@ ops/install-deps.sh
 ops/build.sh
 BUILD_DIR=${TESSERA_BUILD_DIR:-build}
 if [[ "${TESSERA_SKIP_COMPAT:-0}" != 1 ]]; then
-  echo "== compatibility checks (ops/check-tokenizers.sh, ops/check-export.sh, ops/check-real-checkpoint.sh, ops/check-openai.sh)"
+  echo "== compatibility checks (ops/check-{tokenizers,export,real-checkpoint,openai,console}.sh)"
   ops/check-tokenizers.sh "$BUILD_DIR"
   ops/check-export.sh "$BUILD_DIR"
   ops/check-real-checkpoint.sh "$BUILD_DIR"
   ops/check-openai.sh "$BUILD_DIR"
+  ops/check-console.sh "$BUILD_DIR"
 fi
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" --timeout 900

@@ -58,19 +58,38 @@ void Metrics::Describe(const std::string& name, const std::string& type, const s
 void Metrics::Add(const std::string& name, const Labels& labels, double delta) {
   std::string key = RenderLabels(labels);
   std::lock_guard<std::mutex> lock(mu_);
-  families_[name].values[key] += delta;
+  Family& f = families_[name];
+  f.values[key] += delta;
+  f.labels.emplace(key, labels);
 }
 
 void Metrics::Set(const std::string& name, const Labels& labels, double value) {
   std::string key = RenderLabels(labels);
   std::lock_guard<std::mutex> lock(mu_);
-  families_[name].values[key] = value;
+  Family& f = families_[name];
+  f.values[key] = value;
+  f.labels.emplace(key, labels);
+}
+
+std::vector<std::pair<Labels, double>> Metrics::Series(const std::string& name) {
+  std::vector<std::pair<Labels, double>> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = families_.find(name);
+  if (it == families_.end()) return out;
+  for (const auto& [key, value] : it->second.values) {
+    auto l = it->second.labels.find(key);
+    out.emplace_back(l == it->second.labels.end() ? Labels{} : l->second, value);
+  }
+  return out;
 }
 
 void Metrics::ClearFamily(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = families_.find(name);
-  if (it != families_.end()) it->second.values.clear();
+  if (it != families_.end()) {
+    it->second.values.clear();
+    it->second.labels.clear();
+  }
 }
 
 void Metrics::Observe(const std::string& name, const Labels& labels, double value) {

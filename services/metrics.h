@@ -33,6 +33,10 @@ class Metrics {
 
   void AddCollector(std::function<void(Metrics&)> collector);
 
+  // The counter/gauge series of one family as (labels, value), for readers in the process (the web
+  // console's expert heat map). Collectors are not run.
+  std::vector<std::pair<Labels, double>> Series(const std::string& name);
+
   // Runs the collectors, then renders every family.
   std::string Render();
 
@@ -46,6 +50,7 @@ class Metrics {
     std::string type = "untyped";
     std::string help;
     std::map<std::string, double> values;         // rendered labels -> value
+    std::map<std::string, Labels> labels;         // rendered labels -> the labels (for Series)
     std::map<std::string, Histogram> histograms;  // rendered labels -> histogram
   };
   static std::string RenderLabels(const Labels& labels);

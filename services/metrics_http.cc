@@ -11,6 +11,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/log.h"
@@ -18,7 +22,8 @@
 namespace tessera::services {
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& listen,
-                                                                            Metrics* metrics) {
+                                                                            Metrics* metrics,
+                                                                            Authorize authorize) {
   size_t colon = listen.rfind(':');
   int port = 0;
   if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 ||
@@ -61,11 +66,11 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   int bound_port = addr.ss_family == AF_INET6
                        ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
                        : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(fd, bound_port, metrics));
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(fd, bound_port, metrics, std::move(authorize)));
 }
 
-MetricsHttpServer::MetricsHttpServer(int fd, int port, Metrics* metrics)
-    : fd_(fd), port_(port), metrics_(metrics) {
+MetricsHttpServer::MetricsHttpServer(int fd, int port, Metrics* metrics, Authorize authorize)
+    : fd_(fd), port_(port), metrics_(metrics), authorize_(std::move(authorize)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -107,9 +112,33 @@ void MetricsHttpServer::Serve(int client) {
   size_t sp2 = sp1 == std::string::npos ? sp1 : request.find(' ', sp1 + 1);
   std::string method = request.substr(0, sp1);
   std::string path = sp2 == std::string::npos ? "" : request.substr(sp1 + 1, sp2 - sp1 - 1);
+  // The Authorization header's value, if any (header names are case-insensitive).
+  std::optional<std::string> authorization;
+  for (size_t pos = request.find('\n'); pos != std::string::npos && pos + 1 < request.size();
+       pos = request.find('\n', pos + 1)) {
+    size_t end = request.find('\n', pos + 1);
+    std::string line = request.substr(pos + 1, end == std::string::npos ? std::string::npos : end - pos - 1);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.size() > 14 && absl::StartsWithIgnoreCase(line, "authorization:")) {
+      authorization = std::string(absl::StripAsciiWhitespace(line.substr(14)));
+    }
+  }
+  absl::Status auth = absl::OkStatus();
+  if (authorization) {
+    if (!authorize_) {
+      auth = absl::PermissionDeniedError("this endpoint takes no keys");
+    } else if (authorization->size() < 7 || !absl::StartsWithIgnoreCase(*authorization, "bearer ")) {
+      auth = absl::UnauthenticatedError("malformed Authorization header: expected \"Bearer <admin key>\"");
+    } else {
+      auth = authorize_(std::string_view(*authorization).substr(7));
+    }
+  }
   if (method != "GET") {
     status = "405 Method Not Allowed";
     body = "only GET\n";
+  } else if (!auth.ok()) {
+    status = auth.code() == absl::StatusCode::kPermissionDenied ? "403 Forbidden" : "401 Unauthorized";
+    body = std::string(auth.message()) + "\n";
   } else if (path == "/metrics" || path == "/") {
     body = metrics_->Render();
   } else {

@@ -228,7 +228,12 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   }
   if (!options.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> m =
-        MetricsHttpServer::Start(options.metrics_listen, &s->metrics_);
+        MetricsHttpServer::Start(options.metrics_listen, &s->metrics_, [auth = s->auth_.get()](std::string_view secret) {
+          absl::StatusOr<storage::Principal> p = auth->AuthenticateSecret(secret);
+          if (!p.ok()) return p.status();
+          if (p->role != storage::Role::kAdmin) return absl::PermissionDeniedError("/metrics requires an ADMIN API key");
+          return absl::OkStatus();
+        });
     if (!m.ok()) {
       s->Shutdown();
       return m.status();

@@ -105,6 +105,9 @@ absl::StatusOr<CompletionRequest> ReadCompletionRequest(const Call& call, const 
   absl::StatusOr<std::optional<int64_t>> seed = GetInt(body, "seed");
   if (!seed.ok()) return seed.status();
   p.seed = *seed ? static_cast<uint64_t>(**seed) : RandomU64();
+  // Routing statistics feed the expert-utilization metrics (and the console's heat map); counting a
+  // token's top-k choices is negligible next to the forward pass.
+  p.return_routing = true;
 
   if (absl::Status s = ReadStop(body, &p.stop); !s.ok()) return s;
 

@@ -5,6 +5,8 @@
 #include "httplib.h"
 #include "services/http/chat.h"
 #include "services/http/completions.h"
+#include "services/http/console_api.h"
+#include "services/http/console_page.h"
 #include "services/http/files.h"
 #include "services/http/fine_tuning.h"
 #include "services/http/models.h"
@@ -55,6 +57,8 @@ absl::StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const HttpOp
   RegisterChat(router);
   RegisterFiles(router);
   RegisterFineTuning(router);
+  RegisterConsoleApi(router);
+  RegisterConsolePage(router);
 
   if (port == 0) {
     s->port_ = svr.bind_to_any_port(host);

@@ -13,14 +13,14 @@
 namespace tessera::services::testing {
 namespace {
 
-std::string HttpGet(int port, const std::string& path) {
+std::string HttpGet(int port, const std::string& path, const std::string& headers = "") {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+  std::string req = "GET " + path + " HTTP/1.0\r\n" + headers + "\r\n";
   EXPECT_EQ(send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
   std::string out;
   char buf[4096];
@@ -65,6 +65,27 @@ TEST(MetricsTest, PrometheusEndpointReportsRpcsAndJobs) {
   }
   std::string other = HttpGet(server.server().metrics_port(), "/secret");
   EXPECT_EQ(other.rfind("HTTP/1.0 404", 0), 0u);
+}
+
+TEST(MetricsTest, EndpointAcceptsAnAdminBearerKey) {
+  TestServerOptions o;
+  o.metrics = true;
+  TestServer server(o);
+  std::string tenant_key = server.CreateTenant("acme");
+  int port = server.server().metrics_port();
+  std::string admin = HttpGet(port, "/metrics", "Authorization: Bearer " + server.admin_key() + "\r\n");
+  EXPECT_EQ(admin.rfind("HTTP/1.0 200 OK", 0), 0u) << admin.substr(0, 100);
+  EXPECT_NE(admin.find("tessera_up 1"), std::string::npos);
+  std::string lower = HttpGet(port, "/metrics", "authorization: bearer " + server.admin_key() + "\r\n");
+  EXPECT_EQ(lower.rfind("HTTP/1.0 200 OK", 0), 0u) << "header name and scheme are case-insensitive";
+  std::string tenant = HttpGet(port, "/metrics", "Authorization: Bearer " + tenant_key + "\r\n");
+  EXPECT_EQ(tenant.rfind("HTTP/1.0 403", 0), 0u) << tenant.substr(0, 100);
+  EXPECT_EQ(tenant.find("tessera_up"), std::string::npos);
+  std::string bad = HttpGet(port, "/metrics", "Authorization: Bearer tsk_nope\r\n");
+  EXPECT_EQ(bad.rfind("HTTP/1.0 401", 0), 0u) << bad.substr(0, 100);
+  std::string malformed = HttpGet(port, "/metrics", "Authorization: Basic abc\r\n");
+  EXPECT_EQ(malformed.rfind("HTTP/1.0 401", 0), 0u);
+  EXPECT_EQ(HttpGet(port, "/metrics").rfind("HTTP/1.0 200 OK", 0), 0u) << "no header: served as before";
 }
 
 TEST(MetricsTest, InferenceReportsTokensBatchesAndExpertUtilizationPerTenant) {
