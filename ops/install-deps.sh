@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Tessera builds and runs with, only those missing. Works as root or
 # through sudo. nvcc/cuBLAS (CUDA Toolkit) are used when present under /usr/local/cuda; without them the
-# build is CPU-only. chromium + chromium-driver run the web console's browser check (ops/check-console.sh).
+# build is CPU-only. chromium + chromium-driver run the web console's browser check (ops/check-console.sh),
+# prometheus brings promtool (ops/check-metrics.sh).
 set -euo pipefail
 
 PACKAGES=(
@@ -10,7 +11,7 @@ PACKAGES=(
   libabsl-dev libsqlite3-dev libopenblas-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
   libcpp-httplib-dev
-  chromium chromium-driver
+  chromium chromium-driver prometheus
 )
 
 missing=()

@@ -11,12 +11,13 @@ ops/install-deps.sh
 ops/build.sh
 BUILD_DIR=${TESSERA_BUILD_DIR:-build}
 if [[ "${TESSERA_SKIP_COMPAT:-0}" != 1 ]]; then
-  echo "== compatibility checks (ops/check-{tokenizers,export,real-checkpoint,openai,console}.sh)"
+  echo "== compatibility checks (ops/check-{tokenizers,export,real-checkpoint,openai,console,metrics}.sh)"
   ops/check-tokenizers.sh "$BUILD_DIR"
   ops/check-export.sh "$BUILD_DIR"
   ops/check-real-checkpoint.sh "$BUILD_DIR"
   ops/check-openai.sh "$BUILD_DIR"
   ops/check-console.sh "$BUILD_DIR"
+  ops/check-metrics.sh "$BUILD_DIR"
 fi
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" --timeout 900
