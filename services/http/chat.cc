@@ -92,6 +92,6 @@ absl::Status ChatComplete(Call& call) {
 
 }  // namespace
 
-void RegisterChat(Router& router) { router.Post("/v1/chat/completions", "/v1/chat/completions", ChatComplete); }
+void RegisterChat(Router& router) { router.Post("/v1/chat/completions", "/v1/chat/completions", storage::kScopeInference, ChatComplete); }
 
 }  // namespace tessera::services::http

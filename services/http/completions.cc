@@ -56,6 +56,6 @@ absl::Status Complete(Call& call) {
 
 }  // namespace
 
-void RegisterCompletions(Router& router) { router.Post("/v1/completions", "/v1/completions", Complete); }
+void RegisterCompletions(Router& router) { router.Post("/v1/completions", "/v1/completions", storage::kScopeInference, Complete); }
 
 }  // namespace tessera::services::http

@@ -220,14 +220,14 @@ absl::Status Experts(Call& call) {
 
 void RegisterConsoleApi(Router& router) {
   const std::string t = "/console/api/tenants/([a-z][a-z0-9-]*)";
-  router.Get("/console/api/me", "/console/api/me", Me);
-  router.Get("/console/api/tenants", "/console/api/tenants", Tenants);
-  router.Get(t, "/console/api/tenants/{t}", Tenant);
-  router.Post(t + "/promote", "/console/api/tenants/{t}/promote", Promote);
-  router.Post(t + "/rollback", "/console/api/tenants/{t}/rollback", Rollback);
-  router.Get(t + "/jobs", "/console/api/tenants/{t}/jobs", Jobs);
-  router.Get(t + "/jobs/([^/]+)/curve", "/console/api/tenants/{t}/jobs/{id}/curve", Curve);
-  router.Get(t + "/experts", "/console/api/tenants/{t}/experts", Experts);
+  router.Get("/console/api/me", "/console/api/me", kAnyScope, Me);
+  router.Get("/console/api/tenants", "/console/api/tenants", storage::kScopeRead, Tenants);
+  router.Get(t, "/console/api/tenants/{t}", storage::kScopeRead, Tenant);
+  router.Post(t + "/promote", "/console/api/tenants/{t}/promote", kAnyScope, Promote);
+  router.Post(t + "/rollback", "/console/api/tenants/{t}/rollback", kAnyScope, Rollback);
+  router.Get(t + "/jobs", "/console/api/tenants/{t}/jobs", storage::kScopeRead, Jobs);
+  router.Get(t + "/jobs/([^/]+)/curve", "/console/api/tenants/{t}/jobs/{id}/curve", storage::kScopeRead, Curve);
+  router.Get(t + "/experts", "/console/api/tenants/{t}/experts", storage::kScopeRead, Experts);
 }
 
 }  // namespace tessera::services::http

@@ -108,11 +108,11 @@ Json FileObject(const storage::Dataset& d) {
 }
 
 void RegisterFiles(Router& router) {
-  router.Post("/v1/files", "/v1/files", Upload);
-  router.Get("/v1/files", "/v1/files", List);
-  router.Get(R"(/v1/files/([^/]+))", "/v1/files/{id}", Get);
-  router.Get(R"(/v1/files/([^/]+)/content)", "/v1/files/{id}/content", Content);
-  router.Delete(R"(/v1/files/([^/]+))", "/v1/files/{id}", Delete);
+  router.Post("/v1/files", "/v1/files", storage::kScopeFineTune, Upload);
+  router.Get("/v1/files", "/v1/files", storage::kScopeRead, List);
+  router.Get(R"(/v1/files/([^/]+))", "/v1/files/{id}", storage::kScopeRead, Get);
+  router.Get(R"(/v1/files/([^/]+)/content)", "/v1/files/{id}/content", storage::kScopeRead, Content);
+  router.Delete(R"(/v1/files/([^/]+))", "/v1/files/{id}", storage::kScopeFineTune, Delete);
 }
 
 }  // namespace tessera::services::http

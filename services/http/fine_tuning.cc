@@ -389,11 +389,11 @@ Json EventObject(const v1::JobEvent& e) {
 }
 
 void RegisterFineTuning(Router& router) {
-  router.Post("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", Create);
-  router.Get("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", List);
-  router.Get(R"(/v1/fine_tuning/jobs/([^/]+))", "/v1/fine_tuning/jobs/{id}", Get);
-  router.Get(R"(/v1/fine_tuning/jobs/([^/]+)/events)", "/v1/fine_tuning/jobs/{id}/events", Events);
-  router.Post(R"(/v1/fine_tuning/jobs/([^/]+)/cancel)", "/v1/fine_tuning/jobs/{id}/cancel", Cancel);
+  router.Post("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", storage::kScopeFineTune, Create);
+  router.Get("/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs", storage::kScopeRead, List);
+  router.Get(R"(/v1/fine_tuning/jobs/([^/]+))", "/v1/fine_tuning/jobs/{id}", storage::kScopeRead, Get);
+  router.Get(R"(/v1/fine_tuning/jobs/([^/]+)/events)", "/v1/fine_tuning/jobs/{id}/events", storage::kScopeRead, Events);
+  router.Post(R"(/v1/fine_tuning/jobs/([^/]+)/cancel)", "/v1/fine_tuning/jobs/{id}/cancel", storage::kScopeFineTune, Cancel);
 }
 
 }  // namespace tessera::services::http

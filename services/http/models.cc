@@ -68,8 +68,8 @@ absl::Status GetModel(Call& call) {
 }  // namespace
 
 void RegisterModels(Router& router) {
-  router.Get("/v1/models", "/v1/models", ListModels);
-  router.Get(R"(/v1/models/([^/]+))", "/v1/models/{model}", GetModel);
+  router.Get("/v1/models", "/v1/models", kAnyScope, ListModels);
+  router.Get(R"(/v1/models/([^/]+))", "/v1/models/{model}", kAnyScope, GetModel);
 }
 
 }  // namespace tessera::services::http

@@ -18,9 +18,9 @@ void SendError(httplib::Response& res, const absl::Status& status) {
   if (status.code() == absl::StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
 }
 
-httplib::Server::Handler Router::Wrap(std::string method, bool authenticate, Handler handler) {
+httplib::Server::Handler Router::Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler) {
   const ServiceEnv* env = env_;
-  return [env, method = "HTTP " + method, authenticate, handler = std::move(handler)](
+  return [env, method = "HTTP " + method, authenticate, scope, handler = std::move(handler)](
              const httplib::Request& req, httplib::Response& res) {
     absl::Time start = absl::Now();
     absl::Status status;
@@ -30,6 +30,9 @@ httplib::Server::Handler Router::Wrap(std::string method, bool authenticate, Han
         absl::StatusOr<storage::Principal> p = Authenticate(*env, req);
         if (p.ok()) call.principal = *std::move(p);
         status = p.status();
+        if (status.ok() && scope != kAnyScope) {
+          status = Authenticator::CheckKeyScope(call.principal, static_cast<storage::Scope>(scope));
+        }
       }
       if (status.ok()) status = handler(call);
     } catch (const std::exception& e) {

@@ -1,5 +1,7 @@
 // Route registration for the HTTP API: every handler is a function Call -> absl::Status that fills the
-// response on success; the router authenticates first (Bearer key, errors.h's 401), turns a failed
+// response on success; the router authenticates first (Bearer key, errors.h's 401), checks the key's
+// scope for the route as gRPC does per RPC (storage::Scope: inference, fine-tune, read; 403 naming the
+// scope; kAnyScope for routes every key may use, such as listing models), turns a failed
 // status into OpenAI's error object, catches any exception at this boundary (a 500, never a crash), and
 // records each call in the same metrics as gRPC (tessera_rpc_requests_total / latency, method
 // "HTTP <METHOD> <route>"). A streamed response is recorded when its handler returns (headers decided).
@@ -22,28 +24,29 @@ struct Call {
   storage::Principal principal;  // empty for public routes
 };
 using Handler = std::function<absl::Status(Call& call)>;
+inline constexpr uint32_t kAnyScope = 0;
 
 class Router {
  public:
   Router(httplib::Server* server, const ServiceEnv* env) : server_(server), env_(env) {}
 
   // `pattern` is httplib's (an ECMAScript regex over the path; groups land in req.matches).
-  void Get(const std::string& pattern, const std::string& route, Handler handler) {
-    server_->Get(pattern, Wrap("GET " + route, true, std::move(handler)));
+  void Get(const std::string& pattern, const std::string& route, uint32_t scope, Handler handler) {
+    server_->Get(pattern, Wrap("GET " + route, true, scope, std::move(handler)));
   }
-  void Post(const std::string& pattern, const std::string& route, Handler handler) {
-    server_->Post(pattern, Wrap("POST " + route, true, std::move(handler)));
+  void Post(const std::string& pattern, const std::string& route, uint32_t scope, Handler handler) {
+    server_->Post(pattern, Wrap("POST " + route, true, scope, std::move(handler)));
   }
-  void Delete(const std::string& pattern, const std::string& route, Handler handler) {
-    server_->Delete(pattern, Wrap("DELETE " + route, true, std::move(handler)));
+  void Delete(const std::string& pattern, const std::string& route, uint32_t scope, Handler handler) {
+    server_->Delete(pattern, Wrap("DELETE " + route, true, scope, std::move(handler)));
   }
   // Routes that check credentials themselves (the console's login page and static files).
   void GetPublic(const std::string& pattern, const std::string& route, Handler handler) {
-    server_->Get(pattern, Wrap("GET " + route, false, std::move(handler)));
+    server_->Get(pattern, Wrap("GET " + route, false, kAnyScope, std::move(handler)));
   }
 
  private:
-  httplib::Server::Handler Wrap(std::string method, bool authenticate, Handler handler);
+  httplib::Server::Handler Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler);
   httplib::Server* server_;
   const ServiceEnv* env_;
 };

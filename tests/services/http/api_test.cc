@@ -278,6 +278,25 @@ TEST_F(HttpApiTest, HeaderNamesTheServingVersion) {
   EXPECT_EQ(Acme().Post("/v1/completions", req).header("X-Tessera-Expert-Version"), "0");
 }
 
+TEST_F(HttpApiTest, RoutesNeedTheKeysScopeAsTheirRpcs) {
+  v1::IssueApiKeyRequest req;
+  req.set_tenant_id("acme");
+  req.add_scopes("inference");
+  v1::IssueApiKeyResponse resp;
+  ASSERT_TRUE(server_->Admin()->IssueApiKey(Ctx(server_->admin_key()).get(), req, &resp).ok());
+  ApiClient app(port(), resp.api_key().secret());
+  EXPECT_EQ(app.Get("/v1/models").status, 200) << "any key lists its models";
+  EXPECT_EQ(app.Post("/v1/completions", {{"model", "acme"}, {"prompt", "hi"}, {"max_tokens", 2}}).status, 200);
+  for (const HttpReply& r : {app.Get("/v1/files"), app.Get("/v1/fine_tuning/jobs"),
+                             app.Post("/v1/fine_tuning/jobs", {{"model", "acme"}, {"training_file", "ds_x"}}),
+                             app.Get("/console/api/tenants/acme")}) {
+    EXPECT_EQ(r.status, 403) << r.body;
+    EXPECT_EQ(r.error_field("type"), "permission_error");
+    EXPECT_TRUE(r.error_field("message").find("read") != std::string::npos ||
+                r.error_field("message").find("fine-tune") != std::string::npos) << r.body;
+  }
+}
+
 TEST_F(HttpApiTest, CallsAreCountedInTheRpcMetrics) {
   Acme().Get("/v1/models");
   std::string text = server_->server().metrics().Render();
