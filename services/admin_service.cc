@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/backend/cpu/cpu_kernel_set.h"
+#include "services/audit.h"
 #include "services/convert.h"
 #include "services/experts_service.h"
 #include "services/fine_tuning_service.h"
@@ -44,10 +45,22 @@ grpc::ServerUnaryReactor* AdminUnary(const ServiceEnv& env, grpc::CallbackServer
   return FinishUnary(env, ctx, method, start, status);
 }
 
+// The same for a mutation: a refusal after authentication is audited (services/audit.h).
+template <typename Body>
+grpc::ServerUnaryReactor* AdminMutationUnary(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                             std::string_view method, const Mutation& m, Body body) {
+  absl::Time start = absl::Now();
+  absl::StatusOr<storage::Principal> principal = AuthorizeAdminMutation(env, *ctx, m);
+  absl::Status status = principal.ok() ? body(*principal) : principal.status();
+  if (principal.ok()) AuditRefused(env, *principal, m, status);
+  return FinishUnary(env, ctx, method, start, status);
+}
+
 grpc::ServerUnaryReactor* AdminService::CreateTenant(grpc::CallbackServerContext* ctx,
                                                      const v1::CreateTenantRequest* req,
                                                      v1::CreateTenantResponse* resp) {
-  return AdminUnary(env_, ctx, "Admin/CreateTenant", [&]([[maybe_unused]] const storage::Principal& principal) -> absl::Status {
+  Mutation m{"tenant.create", req->tenant_id(), "tenant/" + req->tenant_id()};
+  return AdminMutationUnary(env_, ctx, "Admin/CreateTenant", m, [&](const storage::Principal& principal) -> absl::Status {
     if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
     if (req->display_name().size() > kMaxDisplayName) {
       return absl::InvalidArgumentError(absl::StrCat("display_name: at most ", kMaxDisplayName, " bytes"));
@@ -162,16 +175,21 @@ grpc::ServerUnaryReactor* AdminService::DeleteTenant(grpc::CallbackServerContext
   const ServiceEnv& env = env_;
   // May wait for a cancelled job to stop: off the callback threads.
   return RunOnPool(env_, ctx, "Admin/DeleteTenant", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeAdmin(*ctx);
+    Mutation m{"tenant.delete", req->tenant_id(), "tenant/" + req->tenant_id()};
+    absl::StatusOr<storage::Principal> p = AuthorizeAdminMutation(env, *ctx, m);
     if (!p.ok()) return p.status();
-    return DeleteTenantImpl(env, *p, *req, resp);
+    absl::Status s = DeleteTenantImpl(env, *p, *req, resp);
+    AuditRefused(env, *p, m, s);
+    return s;
   });
 }
 
 grpc::ServerUnaryReactor* AdminService::IssueApiKey(grpc::CallbackServerContext* ctx,
                                                     const v1::IssueApiKeyRequest* req,
                                                     v1::IssueApiKeyResponse* resp) {
-  return AdminUnary(env_, ctx, "Admin/IssueApiKey", [&](const storage::Principal& principal) -> absl::Status {
+  Mutation m{"apikey.create", req->tenant_id(),
+             req->replaces_key_id().empty() ? "tenant/" + req->tenant_id() : "apikey/" + req->replaces_key_id()};
+  return AdminMutationUnary(env_, ctx, "Admin/IssueApiKey", m, [&](const storage::Principal& principal) -> absl::Status {
     storage::ApiKeyOptions options;
     std::string tenant = req->tenant_id();
     std::optional<storage::ApiKey> replaced;
@@ -250,7 +268,8 @@ grpc::ServerUnaryReactor* AdminService::ListApiKeys(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AdminService::RevokeApiKey(grpc::CallbackServerContext* ctx,
                                                      const v1::RevokeApiKeyRequest* req,
                                                      v1::RevokeApiKeyResponse* resp) {
-  return AdminUnary(env_, ctx, "Admin/RevokeApiKey", [&]([[maybe_unused]] const storage::Principal& principal) -> absl::Status {
+  Mutation m{"apikey.revoke", "", "apikey/" + req->key_id()};
+  return AdminMutationUnary(env_, ctx, "Admin/RevokeApiKey", m, [&](const storage::Principal& principal) -> absl::Status {
     if (req->key_id().empty()) return absl::InvalidArgumentError("key_id is required");
     if (req->key_id() == principal.key_id) {
       return absl::FailedPreconditionError("key_id: an API key cannot revoke itself");
@@ -278,8 +297,10 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* ctx
   const ServiceEnv& env = env_;
   // Waits for the runtime to load the version: off the callback threads.
   return RunOnPool(env_, ctx, "Admin/Promote", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeAdmin(*ctx);
+    Mutation m{"version.promote", req->tenant_id(), absl::StrCat("tenant/", req->tenant_id(), "/version/", req->version())};
+    absl::StatusOr<storage::Principal> p = AuthorizeAdminMutation(env, *ctx, m);
     if (!p.ok()) return p.status();
+    absl::Status s = [&]() -> absl::Status {
     if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
     if (req->version() < 0) {
       return absl::InvalidArgumentError(absl::StrCat("version: must be >= 0 (0 = base), got ", req->version()));
@@ -288,6 +309,9 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* ctx
     if (!m.ok()) return m.status();
     MoveToProto(*m, resp);
     return absl::OkStatus();
+    }();
+    AuditRefused(env, *p, m, s);
+    return s;
   });
 }
 
@@ -295,8 +319,10 @@ grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* ct
                                                  const v1::RollbackRequest* req, v1::LiveVersionResponse* resp) {
   const ServiceEnv& env = env_;
   return RunOnPool(env_, ctx, "Admin/Rollback", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeAdmin(*ctx);
+    Mutation m{"version.rollback", req->tenant_id(), "tenant/" + req->tenant_id()};
+    absl::StatusOr<storage::Principal> p = AuthorizeAdminMutation(env, *ctx, m);
     if (!p.ok()) return p.status();
+    absl::Status s = [&]() -> absl::Status {
     if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
     std::optional<int64_t> to;
     if (req->has_to_version()) {
@@ -310,6 +336,9 @@ grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* ct
     if (!m.ok()) return m.status();
     MoveToProto(*m, resp);
     return absl::OkStatus();
+    }();
+    AuditRefused(env, *p, m, s);
+    return s;
   });
 }
 
@@ -377,9 +406,45 @@ grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* AdminService::CancelJob(grpc::CallbackServerContext* ctx,
                                                   const v1::CancelJobRequest* req, v1::Job* resp) {
-  return AdminUnary(env_, ctx, "Admin/CancelJob", [&]([[maybe_unused]] const storage::Principal& principal) -> absl::Status {
+  Mutation m{"job.cancel", req->tenant_id(), "job/" + req->job_id()};
+  return AdminMutationUnary(env_, ctx, "Admin/CancelJob", m, [&](const storage::Principal& principal) -> absl::Status {
     // Admin scope: any tenant's job; a tenant_id, if given, must match the job's.
     return CancelJobFor(env_, req->tenant_id(), req->job_id(), Actor(principal), resp);
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::ListAuditEvents(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListAuditEventsRequest* req,
+                                                        v1::ListAuditEventsResponse* resp) {
+  return AdminUnary(env_, ctx, "Admin/ListAuditEvents", [&](const storage::Principal&) -> absl::Status {
+    if (req->page_size() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("page_size: must be >= 0, got ", req->page_size()));
+    }
+    storage::AuditQuery q;
+    q.tenant_id = req->tenant_id();
+    q.actor = req->actor();
+    q.action = req->action();
+    if (req->has_since()) q.since_us = req->since().seconds() * 1000000 + req->since().nanos() / 1000;
+    if (req->has_until()) q.until_us = req->until().seconds() * 1000000 + req->until().nanos() / 1000;
+    if (req->has_since() && q.since_us <= 0) return absl::InvalidArgumentError("since: must be after 1970");
+    if (req->has_until() && q.until_us <= 0) return absl::InvalidArgumentError("until: must be after 1970");
+    q.page_size = req->page_size();
+    q.page_token = req->page_token();
+    absl::StatusOr<storage::AuditPage> page = env_.registry->QueryAudit(q);
+    if (!page.ok()) return page.status();
+    for (const storage::AuditEntry& e : page->entries) {
+      v1::AuditEvent* out = resp->add_events();
+      out->set_id(e.id);
+      SetTimestamp(e.created_at_us, out->mutable_time());
+      out->set_actor(e.actor);
+      out->set_tenant_id(e.tenant_id);
+      out->set_action(e.action);
+      out->set_object(e.target);
+      out->set_result(e.result);
+      out->set_detail(e.detail);
+    }
+    resp->set_next_page_token(page->next_page_token);
+    return absl::OkStatus();
   });
 }
 

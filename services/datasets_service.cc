@@ -1,6 +1,7 @@
 #include "services/datasets_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "services/audit.h"
 #include "services/convert.h"
 #include "services/log.h"
 
@@ -52,11 +53,12 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
     if (first_) {
       first_ = false;
       tenant_id_ = req_.tenant_id();
-      if (absl::Status s = Authenticator::CheckTenantScope(principal_, tenant_id_); !s.ok()) {
-        Done(s);
-        return;
-      }
-      if (absl::Status s = Authenticator::CheckKeyScope(principal_, storage::kScopeFineTune); !s.ok()) {
+      absl::Status s = Authenticator::CheckTenantScope(principal_, tenant_id_);
+      if (s.ok()) s = Authenticator::CheckKeyScope(principal_, storage::kScopeFineTune);
+      if (!s.ok()) {
+        if (s.code() != absl::StatusCode::kInvalidArgument) {
+          AuditRefused(env_, principal_, Mutation{"dataset.create", tenant_id_, "tenant/" + tenant_id_}, s);
+        }
         Done(s);
         return;
       }
@@ -93,6 +95,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
   absl::Status Store() {
     absl::StatusOr<storage::Dataset> d =
         StoreDataset(env_, tenant_id_, name_, format_, data_, Actor(principal_));
+    AuditRefused(env_, principal_, Mutation{"dataset.create", tenant_id_, "tenant/" + tenant_id_}, d.status());
     if (!d.ok()) return d.status();
     ToProto(*d, response_);
     return absl::OkStatus();
@@ -185,10 +188,13 @@ grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(grpc::CallbackServerCon
                                                          v1::DeleteDatasetResponse*) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
+    Mutation m{"dataset.delete", req->tenant_id(), "dataset/" + req->dataset_id()};
+    absl::StatusOr<storage::Principal> p = AuthorizeTenantMutation(env_, *ctx, storage::kScopeFineTune, m);
     if (!p.ok()) return p.status();
-    if (req->dataset_id().empty()) return absl::InvalidArgumentError("dataset_id is required");
-    return env_.registry->DeleteDataset(req->tenant_id(), req->dataset_id(), Actor(*p));
+    absl::Status s = req->dataset_id().empty() ? absl::InvalidArgumentError("dataset_id is required")
+                                               : env_.registry->DeleteDataset(req->tenant_id(), req->dataset_id(), Actor(*p));
+    AuditRefused(env_, *p, m, s);
+    return s;
   };
   return FinishUnary(env_, ctx, "Datasets/DeleteDataset", start, run());
 }

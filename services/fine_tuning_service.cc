@@ -1,6 +1,12 @@
 #include "services/fine_tuning_service.h"
 
+#include <optional>
+#include <set>
+
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
+#include "services/audit.h"
 #include "services/convert.h"
 #include "services/job_scheduler.h"
 #include "services/log.h"
@@ -14,6 +20,62 @@ absl::Status FieldStatus(const char* field, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
 }
 
+// The request as stored with the job for idempotent replays: canonical JSON (proto field names, fields
+// at their default left out, so an unset field and its default are the same request) without the
+// idempotency key and tenant, which are what looked the job up.
+std::string CanonicalRequest(const v1::CreateJobRequest& req) {
+  v1::CreateJobRequest r = req;
+  r.clear_idempotency_key();
+  r.clear_tenant_id();
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(r, &out, o);
+  return out;
+}
+
+// The first field (dotted path, in name order) whose value differs between two canonical requests.
+std::string FirstDifference(const nlohmann::json& a, const nlohmann::json& b, const std::string& path,
+                            std::string* was, std::string* now) {
+  if (a.is_object() && b.is_object()) {
+    std::set<std::string> keys;
+    for (auto it = a.begin(); it != a.end(); ++it) keys.insert(it.key());
+    for (auto it = b.begin(); it != b.end(); ++it) keys.insert(it.key());
+    for (const std::string& k : keys) {
+      const nlohmann::json none;
+      const nlohmann::json& x = a.contains(k) ? a.at(k) : none;
+      const nlohmann::json& y = b.contains(k) ? b.at(k) : none;
+      std::string d = FirstDifference(x, y, path.empty() ? k : path + "." + k, was, now);
+      if (!d.empty()) return d;
+    }
+    return "";
+  }
+  if (a == b) return "";
+  auto show = [](const nlohmann::json& v) {
+    std::string s = v.is_null() ? "unset" : v.dump();
+    return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+  };
+  *was = show(a);
+  *now = show(b);
+  return path.empty() ? "request" : path;
+}
+
+// OK when `existing` (found by the request's idempotency key) was created by the same request;
+// FAILED_PRECONDITION naming the first differing field otherwise. Jobs from before requests were
+// stored (migration 7) are not checked.
+absl::Status CheckReplay(const storage::Job& existing, const std::string& request, const std::string& key) {
+  if (existing.request.empty() || existing.request == request) return absl::OkStatus();
+  nlohmann::json a = nlohmann::json::parse(existing.request, nullptr, false);
+  nlohmann::json b = nlohmann::json::parse(request, nullptr, false);
+  std::string was, now;
+  std::string field = (a.is_discarded() || b.is_discarded()) ? "request" : FirstDifference(a, b, "", &was, &now);
+  if (field.empty()) return absl::OkStatus();  // the same JSON written differently
+  return absl::FailedPreconditionError(absl::StrCat(
+      "idempotency_key \"", key, "\" was already used for job ", existing.job_id, " with a different ", field,
+      was.empty() ? "" : absl::StrCat(" (was ", was, ", now ", now, ")"),
+      ": retry with the same parameters, or use a new idempotency_key for a different job"));
+}
+
 }  // namespace
 
 absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& principal,
@@ -21,6 +83,19 @@ absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& princ
   const std::string& tenant = req.tenant_id();
   absl::StatusOr<int64_t> live = env.registry->GetLive(tenant);  // NOT_FOUND for an unknown tenant
   if (!live.ok()) return live.status();
+  const std::string canonical = CanonicalRequest(req);
+  if (!req.idempotency_key().empty()) {
+    // A replay answers with the job it created, before anything is resolved again (datasets may be
+    // gone, the automatic values may have moved), unless its parameters differ.
+    absl::StatusOr<std::optional<storage::Job>> prior =
+        env.registry->FindJobByIdempotencyKey(tenant, req.idempotency_key());
+    if (!prior.ok()) return prior.status();
+    if (prior->has_value()) {
+      if (absl::Status s = CheckReplay(**prior, canonical, req.idempotency_key()); !s.ok()) return s;
+      ToProto(**prior, resp);
+      return absl::OkStatus();
+    }
+  }
   JobRequest request = FromProto(req);
   // The auto rule sizes the job from the training data (field errors are reported before a missing
   // dataset, as before auto existed).
@@ -56,8 +131,13 @@ absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& princ
   nj.validation_dataset_id = req.validation_dataset_id();
   nj.idempotency_key = req.idempotency_key();
   nj.max_steps = spec->max_steps;
+  nj.request = canonical;
   absl::StatusOr<storage::Job> job = env.registry->CreateJob(nj, Actor(principal));
   if (!job.ok()) return job.status();
+  // A concurrent first use of the same key won the race inside the registry: the same check.
+  if (!req.idempotency_key().empty()) {
+    if (absl::Status s = CheckReplay(*job, canonical, req.idempotency_key()); !s.ok()) return s;
+  }
   if (env.scheduler != nullptr) env.scheduler->Wake();
   LogInfo("job queued", {{"tenant_id", tenant}, {"job_id", job->job_id}, {"actor", Actor(principal)}});
   ToProto(*job, resp);
@@ -94,8 +174,10 @@ absl::Status CancelJobFor(const ServiceEnv& env, const std::string& tenant_id, c
 grpc::ServerUnaryReactor* FineTuningService::CreateJob(grpc::CallbackServerContext* ctx,
                                                        const v1::CreateJobRequest* req, v1::Job* resp) {
   absl::Time start = absl::Now();
-  absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
+  Mutation m{"job.create", req->tenant_id(), "tenant/" + req->tenant_id()};
+  absl::StatusOr<storage::Principal> p = AuthorizeTenantMutation(env_, *ctx, storage::kScopeFineTune, m);
   absl::Status s = p.ok() ? CreateJobFor(env_, *p, *req, resp) : p.status();
+  if (p.ok()) AuditRefused(env_, *p, m, s);
   return FinishUnary(env_, ctx, "FineTuning/CreateJob", start, s);
 }
 
@@ -130,9 +212,12 @@ grpc::ServerUnaryReactor* FineTuningService::CancelJob(grpc::CallbackServerConte
                                                        const v1::CancelJobRequest* req, v1::Job* resp) {
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeFineTune);
+    Mutation m{"job.cancel", req->tenant_id(), "job/" + req->job_id()};
+    absl::StatusOr<storage::Principal> p = AuthorizeTenantMutation(env_, *ctx, storage::kScopeFineTune, m);
     if (!p.ok()) return p.status();
-    return CancelJobFor(env_, req->tenant_id(), req->job_id(), Actor(*p), resp);
+    absl::Status s = CancelJobFor(env_, req->tenant_id(), req->job_id(), Actor(*p), resp);
+    AuditRefused(env_, *p, m, s);
+    return s;
   };
   return FinishUnary(env_, ctx, "FineTuning/CancelJob", start, run());
 }

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "storage/sv.h"
 #include "core/util/status_macros.h"
@@ -408,24 +409,67 @@ absl::StatusOr<int64_t> Registry::CountActiveAdminKeys() {
 // ---- Audit --------------------------------------------------------------------------------------
 
 absl::Status Registry::AppendAudit(const std::string& actor, const std::string& action,
-                                   const std::string& target, const std::string& detail) {
+                                   const std::string& target, const std::string& detail,
+                                   const std::string& tenant_id, const std::string& result) {
   if (action.empty()) return absl::InvalidArgumentError("audit action is empty");
   return pool_->Write(false, [&](Conn& c) {
-    return internal::AppendAudit(c, actor, action, target, detail);
+    return internal::AppendAudit(c, actor, action, target, detail, tenant_id, result);
   });
+}
+
+absl::StatusOr<AuditPage> Registry::QueryAudit(const AuditQuery& q) {
+  int page_size = q.page_size <= 0 ? 100 : std::min(q.page_size, 1000);
+  int64_t before = INT64_MAX;
+  if (!q.page_token.empty()) {
+    if (!absl::SimpleAtoi(q.page_token, &before) || before <= 0) {
+      return absl::InvalidArgumentError("page_token: malformed (pass next_page_token back unchanged)");
+    }
+  }
+  if (q.since_us != 0 && q.until_us != 0 && q.since_us > q.until_us) {
+    return absl::InvalidArgumentError("since: must not be after until");
+  }
+  std::string action = q.action;
+  bool prefix = !action.empty() && (action.back() == '.' || action.back() == '*');
+  if (!action.empty() && action.back() == '*') action.pop_back();
+  AuditPage page;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    page = AuditPage();
+    ASSIGN_OR_RETURN(
+        Stmt st,
+        c.Prepare("SELECT id, actor, action, target, detail, created_at_us, tenant_id, result FROM audit_log "
+                  "WHERE id < ?1 AND (?2 = '' OR tenant_id = ?2) AND (?3 = '' OR actor = ?3) AND "
+                  "(?4 = '' OR (?5 = 0 AND action = ?4) OR (?5 = 1 AND substr(action, 1, length(?4)) = ?4)) AND "
+                  "(?6 = 0 OR created_at_us >= ?6) AND (?7 = 0 OR created_at_us < ?7) "
+                  "ORDER BY id DESC LIMIT ?8",
+                  before, q.tenant_id, q.actor, action, prefix ? int64_t{1} : int64_t{0}, q.since_us,
+                  q.until_us, static_cast<int64_t>(page_size + 1)));
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      if (static_cast<int>(page.entries.size()) == page_size) {
+        page.next_page_token = absl::StrCat(page.entries.back().id);
+        break;
+      }
+      page.entries.push_back(AuditEntry{st.Int(0), st.Text(1), st.Text(2), st.Text(3), st.Text(4), st.Int(5),
+                                        st.Text(6), st.Text(7)});
+    }
+    return absl::OkStatus();
+  }));
+  return page;
 }
 
 absl::StatusOr<std::vector<AuditEntry>> Registry::ListAudit(int64_t after_id, int limit) {
   std::vector<AuditEntry> out;
   RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
     out.clear();
-    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT id, actor, action, target, detail, created_at_us "
-                                        "FROM audit_log WHERE id > ?1 ORDER BY id LIMIT ?2",
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT id, actor, action, target, detail, created_at_us, "
+                                        "tenant_id, result FROM audit_log WHERE id > ?1 ORDER BY id LIMIT ?2",
                                         after_id, static_cast<int64_t>(limit > 0 ? limit : -1)));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
-      out.push_back(AuditEntry{st.Int(0), st.Text(1), st.Text(2), st.Text(3), st.Text(4), st.Int(5)});
+      out.push_back(AuditEntry{st.Int(0), st.Text(1), st.Text(2), st.Text(3), st.Text(4), st.Int(5),
+                               st.Text(6), st.Text(7)});
     }
     return absl::OkStatus();
   }));

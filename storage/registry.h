@@ -143,6 +143,9 @@ class Registry {
   // (NOT_FOUND otherwise). If `idempotency_key` is set and the tenant already has a job with that key,
   // returns that existing job unchanged (whatever its state), without creating anything.
   absl::StatusOr<Job> CreateJob(const NewJob& job, const std::string& actor);
+  // The tenant's job created with `idempotency_key`, if any.
+  absl::StatusOr<std::optional<Job>> FindJobByIdempotencyKey(const std::string& tenant_id,
+                                                             const std::string& idempotency_key);
   // tenant_id "" = any tenant (admin).
   absl::StatusOr<Job> GetJob(const std::string& tenant_id, const std::string& job_id);
   // Newest first. tenant_id "" = all tenants. page_size <= 0 -> 50, capped at 1000. page_token is
@@ -233,10 +236,15 @@ class Registry {
   // ---- Audit ----------------------------------------------------------------------------------
   // For mutations the registry cannot see (e.g. a services-level action). Registry methods audit
   // themselves; do not double-log them.
+  // `tenant_id` "" = derived from the target (see registry_internal.h); `result` "OK" or a refused
+  // mutation's canonical code.
   absl::Status AppendAudit(const std::string& actor, const std::string& action,
-                           const std::string& target, const std::string& detail);
+                           const std::string& target, const std::string& detail,
+                           const std::string& tenant_id = "", const std::string& result = "OK");
   // Entries with id > after_id, ascending, at most `limit` (<= 0 -> all).
   absl::StatusOr<std::vector<AuditEntry>> ListAudit(int64_t after_id, int limit = 0);
+  // Filtered, newest first, paginated (INVALID_ARGUMENT for a malformed page_token or since > until).
+  absl::StatusOr<AuditPage> QueryAudit(const AuditQuery& query);
 
   // ---- Blob garbage collection ----------------------------------------------------------------
   // Deletes blobs referenced by no dataset or version row nor by the checkpoint of a QUEUED/RUNNING job,

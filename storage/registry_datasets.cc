@@ -94,9 +94,9 @@ absl::Status Registry::DeleteDataset(const std::string& tenant_id, const std::st
       return absl::FailedPreconditionError(absl::StrCat(
           "dataset '", dataset_id, "' is used by job '", st.Text(0), "', which is queued or running"));
     }
-    RETURN_IF_ERROR(c.Exec("DELETE FROM datasets WHERE dataset_id = ?1", dataset_id));
-    return internal::AppendAudit(c, actor, "dataset.delete", absl::StrCat("dataset/", dataset_id),
-                                 "");
+    // Audited first: the entry takes its tenant from the row.
+    RETURN_IF_ERROR(internal::AppendAudit(c, actor, "dataset.delete", absl::StrCat("dataset/", dataset_id), ""));
+    return c.Exec("DELETE FROM datasets WHERE dataset_id = ?1", dataset_id);
   });
 }
 

@@ -1,6 +1,8 @@
 // Shared registry helpers: JSON quoting, ids, audit, row decoding and the job state transition.
 #include "storage/registry_internal.h"
 
+#include <optional>
+
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -49,10 +51,38 @@ absl::StatusOr<std::string> NewId(std::string_view prefix) {
 }
 
 absl::Status AppendAudit(Conn& c, const std::string& actor, std::string_view action,
-                         const std::string& target, const std::string& detail) {
+                         const std::string& target, const std::string& detail,
+                         const std::string& tenant_id, const std::string& result) {
+  std::string tenant = tenant_id;
+  if (tenant.empty()) {
+    auto id_after = [&](std::string_view prefix) -> std::optional<std::string> {
+      if (target.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+      return target.substr(prefix.size());
+    };
+    if (auto t = id_after("tenant/")) {
+      tenant = t->substr(0, t->find('/'));
+    } else {
+      static constexpr std::pair<std::string_view, std::string_view> kLookups[] = {
+          {"job/", "SELECT tenant_id FROM jobs WHERE job_id = ?1"},
+          {"dataset/", "SELECT tenant_id FROM datasets WHERE dataset_id = ?1"},
+          {"apikey/", "SELECT COALESCE(tenant_id, '') FROM api_keys WHERE key_id = ?1"}};
+      for (const auto& [prefix, sql] : kLookups) {
+        std::optional<std::string> id = id_after(prefix);
+        if (!id) continue;
+        absl::StatusOr<Stmt> st = c.Prepare(sql, *id);
+        if (!st.ok()) return st.status();
+        absl::StatusOr<bool> row = st->Step();
+        if (!row.ok()) return row.status();
+        if (*row) tenant = st->Text(0);
+        break;
+      }
+    }
+  }
   return c.Exec(
-      "INSERT INTO audit_log(actor, action, target, detail, created_at_us) VALUES (?1,?2,?3,?4,?5)",
-      actor.empty() ? std::string("system") : actor, action, target, detail, NowMicros());
+      "INSERT INTO audit_log(actor, action, target, detail, created_at_us, tenant_id, result) "
+      "VALUES (?1,?2,?3,?4,?5,?6,?7)",
+      actor.empty() ? std::string("system") : actor, action, target, detail, NowMicros(), tenant,
+      result.empty() ? std::string("OK") : result);
 }
 
 absl::Status RequireTenant(Conn& c, const std::string& tenant_id) {
@@ -78,7 +108,7 @@ const char kJobColumns[] =
     "job_id, tenant_id, spec, training_dataset_id, validation_dataset_id, "
     "COALESCE(idempotency_key, ''), state, attempts, lease_owner, lease_expires_at_us, "
     "created_at_us, started_at_us, finished_at_us, error, result_version, promoted, step, "
-    "max_steps, train_loss, val_loss, tokens_per_second, selected_slots, checkpoint";
+    "max_steps, train_loss, val_loss, tokens_per_second, selected_slots, checkpoint, request";
 
 Job ReadJob(const Stmt& st) {
   Job j;
@@ -105,6 +135,7 @@ Job ReadJob(const Stmt& st) {
   j.progress.tokens_per_second = st.Real(20);
   j.selected_slots = st.Text(21);
   j.checkpoint = st.Text(22);
+  j.request = st.Text(23);
   return j;
 }
 

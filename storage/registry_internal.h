@@ -17,8 +17,11 @@ std::string JsonString(std::string_view s);
 // "<prefix><16 random base62>", e.g. "ds_..." / "job_...".
 absl::StatusOr<std::string> NewId(std::string_view prefix);
 
+// Appends an audit entry. `tenant_id` "" = derived from the target: "tenant/<t>..." names it, and
+// "job/", "dataset/" and "apikey/" targets are looked up (so call it while the row still exists).
 absl::Status AppendAudit(Conn& c, const std::string& actor, std::string_view action,
-                         const std::string& target, const std::string& detail);
+                         const std::string& target, const std::string& detail,
+                         const std::string& tenant_id = "", const std::string& result = "OK");
 
 // OK if the tenant exists, else NOT_FOUND naming it.
 absl::Status RequireTenant(Conn& c, const std::string& tenant_id);

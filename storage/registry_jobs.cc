@@ -68,9 +68,9 @@ absl::StatusOr<Job> Registry::CreateJob(const NewJob& in, const std::string& act
     if (!in.idempotency_key.empty()) key = in.idempotency_key;
     RETURN_IF_ERROR(c.Exec("INSERT INTO jobs(job_id, tenant_id, spec, training_dataset_id, "
                            "validation_dataset_id, idempotency_key, state, created_at_us, "
-                           "max_steps) VALUES (?1,?2,?3,?4,?5,?6,'QUEUED',?7,?8)",
+                           "max_steps, request) VALUES (?1,?2,?3,?4,?5,?6,'QUEUED',?7,?8,?9)",
                            id, in.tenant_id, in.spec, in.training_dataset_id,
-                           in.validation_dataset_id, key, NowMicros(), in.max_steps));
+                           in.validation_dataset_id, key, NowMicros(), in.max_steps, in.request));
     RETURN_IF_ERROR(internal::AppendEvent(c, id, "state", "{\"state\":\"QUEUED\"}").status());
     RETURN_IF_ERROR(internal::AppendAudit(c, actor, "job.create", absl::StrCat("job/", id),
                                           absl::StrCat("{\"tenant_id\":",
@@ -81,6 +81,21 @@ absl::StatusOr<Job> Registry::CreateJob(const NewJob& in, const std::string& act
   }));
   if (created) NotifyWaiters();
   return job;
+}
+
+absl::StatusOr<std::optional<Job>> Registry::FindJobByIdempotencyKey(const std::string& tenant_id,
+                                                                     const std::string& idempotency_key) {
+  std::optional<Job> out;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    out.reset();
+    ASSIGN_OR_RETURN(Stmt st, c.Prepare(absl::StrCat("SELECT ", internal::kJobColumns,
+                                                     " FROM jobs WHERE tenant_id = ?1 AND idempotency_key = ?2"),
+                                        tenant_id, idempotency_key));
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) out = internal::ReadJob(st);
+    return absl::OkStatus();
+  }));
+  return out;
 }
 
 absl::StatusOr<Job> Registry::GetJob(const std::string& tenant_id, const std::string& job_id) {
@@ -119,7 +134,7 @@ absl::StatusOr<JobPage> Registry::ListJobs(const std::string& tenant_id, int pag
         break;
       }
       page.jobs.push_back(internal::ReadJob(st));
-      last_id = st.Int(23);
+      last_id = st.Int(24);
     }
     return absl::OkStatus();
   }));

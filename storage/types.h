@@ -139,6 +139,7 @@ struct NewJob {
   std::string validation_dataset_id;  // optional, empty = none
   std::string idempotency_key;        // optional; unique per tenant
   int64_t max_steps = 0;              // initial progress.max_steps
+  std::string request;                // opaque (canonical JSON) request, compared on idempotent replays
 };
 
 struct Job {
@@ -161,6 +162,7 @@ struct Job {
   JobProgress progress;
   std::string selected_slots;    // opaque (JSON) text, set by the worker
   std::string checkpoint;        // opaque resume token (e.g. a blob digest), set by the worker
+  std::string request;           // NewJob::request as created ("" for jobs older than migration 7)
 };
 
 // Partial update of a RUNNING job by its lease owner (Registry::UpdateRunningJob). Unset = unchanged.
@@ -263,6 +265,24 @@ struct AuditEntry {
   std::string target;  // e.g. "tenant/acme", "tenant/acme/version/3", "job/job_x"
   std::string detail;  // free text / JSON
   int64_t created_at_us = 0;
+  std::string tenant_id;      // the tenant the entry concerns; "" for none (blobs, ADMIN keys)
+  std::string result = "OK";  // "OK", or the canonical code of a refused mutation ("PERMISSION_DENIED")
+};
+
+// Filters of Registry::QueryAudit; empty / 0 = any.
+struct AuditQuery {
+  std::string tenant_id;
+  std::string actor;
+  std::string action;  // exact, or a prefix ending in '.' or '*' ("job." / "job*": every job action)
+  int64_t since_us = 0;  // created_at_us >= since_us
+  int64_t until_us = 0;  // created_at_us < until_us
+  int page_size = 0;     // <= 0 -> 100, capped at 1000
+  std::string page_token;
+};
+
+struct AuditPage {
+  std::vector<AuditEntry> entries;  // newest first
+  std::string next_page_token;      // empty on the last page
 };
 
 // What Registry::DeleteTenant removed. The blobs are not deleted by it: `blob_digests` are the ones its

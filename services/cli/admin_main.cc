@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/strings/ascii.h"
 #include "services/cli/cli_common.h"
 #include "tessera/v1/admin.grpc.pb.h"
@@ -42,6 +44,11 @@ Commands:
   jobs list [--tenant T] [--page-size N] [--page-token TOKEN]
   jobs cancel JOB_ID
   status                                        backbone, device, resident versions, queues
+  audit [--tenant T] [--actor KEY_ID] [--action A] [--since TIME] [--until TIME] [--page-size N]
+        [--page-token TOKEN]                    the audit log, newest first: time, actor key, tenant,
+                                                action, object, result (OK or the refusal's code).
+                                                A: exact, or a prefix ending in '.' (job.); TIME:
+                                                RFC 3339 (2026-12-06T17:00:00Z) or an age (30m, 2h, 7d)
 
 Global options:
   --server HOST:PORT   default 127.0.0.1:7070
@@ -81,6 +88,24 @@ std::optional<CliError> ParseDurationFlag(const Args& a, const std::string& flag
     return UsageError(flag + " needs a duration: seconds, or a number with s, m, h or d (e.g. 90d)");
   }
   *seconds = n * unit;
+  return std::nullopt;
+}
+
+// --since/--until: RFC 3339, or an age (a duration before now).
+std::optional<CliError> ParseTimeFlag(const Args& a, const std::string& flag, google::protobuf::Timestamp* out) {
+  const std::string v = a.Get(flag);
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, v, &t, &err)) {
+    int64_t ago = 0;
+    if (ParseDurationFlag(a, flag, &ago)) {
+      return UsageError(flag + " needs a time: RFC 3339 (2026-12-06T17:00:00Z) or an age (30m, 2h, 7d)");
+    }
+    t = absl::Now() - absl::Seconds(ago);
+  }
+  const int64_t us = absl::ToUnixMicros(t);
+  out->set_seconds(us / 1000000);
+  out->set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
   return std::nullopt;
 }
 
@@ -300,6 +325,34 @@ std::optional<CliError> Run(Ctx& c) {
     if (!(st = c.stub->CancelJob(ctx.get(), req, &resp)).ok()) return RpcError(st);
     if (c.json) return PrintJson(resp), std::nullopt;
     std::printf("job %s: %s\n", resp.job_id().c_str(), v1::JobState_Name(resp.state()).c_str());
+  } else if (cmd == "audit") {
+    if (auto e = c.args.OnlyFlags({"--actor", "--action", "--since", "--until", "--page-size", "--page-token"})) return e;
+    if (p.size() != 1) return UsageError("usage: tessera-admin audit [--tenant T] [--actor KEY_ID] [--action A] ...");
+    v1::ListAuditEventsRequest req;
+    req.set_tenant_id(c.args.Get("--tenant"));
+    req.set_actor(c.args.Get("--actor"));
+    req.set_action(c.args.Get("--action"));
+    if (c.args.Has("--since")) {
+      if (auto e = ParseTimeFlag(c.args, "--since", req.mutable_since())) return e;
+    }
+    if (c.args.Has("--until")) {
+      if (auto e = ParseTimeFlag(c.args, "--until", req.mutable_until())) return e;
+    }
+    int64_t page_size = 0;
+    if (auto e = c.args.GetInt("--page-size", &page_size)) return e;
+    req.set_page_size(static_cast<int32_t>(page_size));
+    req.set_page_token(c.args.Get("--page-token"));
+    v1::ListAuditEventsResponse resp;
+    if (!(st = c.stub->ListAuditEvents(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    if (c.json) return PrintJson(resp), std::nullopt;
+    std::printf("%-22s %-14s %-16s %-18s %-34s %-19s %s\n", "TIME", "ACTOR", "TENANT", "ACTION", "OBJECT", "RESULT",
+                "DETAIL");
+    for (const v1::AuditEvent& e : resp.events()) {
+      std::printf("%-22s %-14s %-16s %-18s %-34s %-19s %s\n", FormatTime(e.time().seconds()).c_str(), e.actor().c_str(),
+                  e.tenant_id().empty() ? "-" : e.tenant_id().c_str(), e.action().c_str(), e.object().c_str(),
+                  e.result().c_str(), e.detail().c_str());
+    }
+    if (!resp.next_page_token().empty()) std::printf("next page: --page-token %s\n", resp.next_page_token().c_str());
   } else if (cmd == "status") {
     if (auto e = c.args.OnlyFlags({})) return e;
     v1::RuntimeStatus resp;

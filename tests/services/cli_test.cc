@@ -206,6 +206,38 @@ TEST_F(CliTest, AdminTenantsKeysAndStatus) {
   EXPECT_NE(OneLine(r.err).find("PERMISSION_DENIED"), std::string::npos);
 }
 
+TEST_F(CliTest, AdminAuditAndTenantDelete) {
+  CliResult r = Run("tessera-admin", Admin({"tenants", "create", "doomed"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Run("tessera-admin", Admin({"--json", "audit", "--tenant", "doomed", "--since", "1h"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json events = nlohmann::json::parse(r.out)["events"];
+  ASSERT_GE(events.size(), 2u);  // the tenant and its first key
+  for (const auto& e : events) EXPECT_EQ(e["tenant_id"], "doomed");
+  EXPECT_EQ(events.back()["action"], "tenant.create");
+  EXPECT_EQ(events.back()["result"], "OK");
+  r = Run("tessera-admin", Admin({"audit", "--action", "tenant.", "--page-size", "1"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("tenant.create"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("next page: --page-token"), std::string::npos) << r.out;
+  r = Run("tessera-admin", Admin({"audit", "--since", "yesterday-ish"}));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(OneLine(r.err).find("--since"), std::string::npos);
+
+  r = Run("tessera-admin", Admin({"tenants", "delete", "--tenant", "doomed"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("deleted tenant doomed"), std::string::npos) << r.out;
+  r = Run("tessera-admin", Admin({"tenants", "delete", "--tenant", "doomed", "--force"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(OneLine(r.err).find("NOT_FOUND"), std::string::npos);
+  r = Run("tessera-admin", Admin({"--json", "audit", "--tenant", "doomed", "--action", "tenant.delete"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  events = nlohmann::json::parse(r.out)["events"];
+  ASSERT_EQ(events.size(), 2u);  // the deletion, then the refused second one
+  EXPECT_EQ(events[0]["result"], "NOT_FOUND");
+  EXPECT_EQ(events[1]["result"], "OK");
+}
+
 TEST_F(CliTest, DatasetsJobsWatchGenerateAndRollback) {
   EnsureTenant();
   std::string ds = UploadDataset();

@@ -2,6 +2,8 @@
 // unless forced, then the tenant's requests fail (its keys UNAUTHENTICATED, an admin key NOT_FOUND),
 // its rows and unshared blobs are gone, a blob shared by content with another tenant's version stays,
 // the other tenant is served exactly as before, the deletion is audited, and the id can be reused.
+#include <set>
+
 #include "gtest/gtest.h"
 #include "tests/services/test_server.h"
 
@@ -114,13 +116,20 @@ TEST(TenantDeleteTest, DeletesEverythingOfTheTenantAndNothingElse) {
   ASSERT_TRUE(audit.ok());
   bool found = false;
   const std::string admin_key_id = server.admin_key().substr(4, 12);
+  std::set<std::string> refusals;
   for (const storage::AuditEntry& e : *audit) {
-    if (e.action == "tenant.delete" && e.target == "tenant/acme") {
+    if (e.action != "tenant.delete" || e.target != "tenant/acme") continue;
+    EXPECT_EQ(e.tenant_id, "acme");
+    if (e.result == "OK") {
       found = true;
       EXPECT_EQ(e.actor, admin_key_id);
+    } else {
+      refusals.insert(e.result);
     }
   }
   EXPECT_TRUE(found);
+  // The refused attempts too: the queued job, the TENANT key, the second deletion.
+  EXPECT_EQ(refusals, (std::set<std::string>{"FAILED_PRECONDITION", "PERMISSION_DENIED", "NOT_FOUND"}));
 
   // The id can be used again; the new tenant starts from nothing (version 1 is new content).
   const std::string acme2 = server.CreateTenant("acme");

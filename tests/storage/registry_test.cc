@@ -9,6 +9,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -85,7 +86,10 @@ TEST(RegistryMigrationTest, UpgradesDatabaseMadeAtMigrationOne) {
     auto r = Registry::Open(dir.path(), at_one);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ((*r)->SchemaVersion().value(), 1);
-    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    // The tenant row as old schemas knew it (this binary's audit entry has newer columns).
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO tenants(tenant_id, display_name, created_at_us) VALUES ('legacy', 'Legacy Co', 1)"),
+              SQLITE_OK);
     // A job row as migration 1 knew it (no checkpoint column, no queue_turns table).
     std::string err;
     ASSERT_EQ(RawExec(dir.path() + "/registry.db",
@@ -123,7 +127,10 @@ TEST(RegistryMigrationTest, VersionsFromMigrationTwoGetAnEmptyBackboneDigest) {
   {
     auto r = Registry::Open(dir.path(), at_two);
     ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    // The tenant row as old schemas knew it (this binary's audit entry has newer columns).
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO tenants(tenant_id, display_name, created_at_us) VALUES ('legacy', 'Legacy Co', 1)"),
+              SQLITE_OK);
     auto d = (*r)->blobs().Put("overlay bytes");
     ASSERT_TRUE(d.ok()) << d.status();
     digest = *d;
@@ -179,7 +186,10 @@ TEST(RegistryMigrationTest, KeysFromMigrationThreeKeepEveryScopeAndNeverExpire) 
   {
     auto r = Registry::Open(dir.path(), at_three);
     ASSERT_TRUE(r.ok()) << r.status();
-    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    // The tenant row as old schemas knew it (this binary's audit entry has newer columns).
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO tenants(tenant_id, display_name, created_at_us) VALUES ('legacy', 'Legacy Co', 1)"),
+              SQLITE_OK);
     // A key row as migration 3 knew it (no scopes / expiry / last use columns).
     auto k = (*r)->CreateApiKey(Role::kTenant, "legacy", "admin");
     ASSERT_FALSE(k.ok());  // this binary writes the new columns: at migration 3 they do not exist
@@ -203,6 +213,38 @@ TEST(RegistryMigrationTest, KeysFromMigrationThreeKeepEveryScopeAndNeverExpire) 
   ASSERT_TRUE(k.ok());
   EXPECT_EQ(k->scopes, kAllScopes);
   EXPECT_EQ(k->last_used_at_us, 0);
+}
+
+TEST(RegistryMigrationTest, AuditEntriesBeforeMigrationSevenGetTheirTenant) {
+  testing::TempDir dir;
+  Registry::Options at_six;
+  at_six.migrate_to = 6;
+  {
+    auto r = Registry::Open(dir.path(), at_six);
+    ASSERT_TRUE(r.ok()) << r.status();
+    std::string err;
+    // Entries as migration 6 wrote them (no tenant_id / result columns).
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO tenants(tenant_id, display_name, created_at_us) VALUES ('legacy', 'L', 1);"
+                      "INSERT INTO api_keys(key_id, tenant_id, role, secret_sha256, created_at_us) VALUES "
+                      "('abcdefghijkl', 'legacy', 'TENANT', 'x', 1);"
+                      "INSERT INTO audit_log(actor, action, target, detail, created_at_us) VALUES "
+                      "('admin', 'tenant.create', 'tenant/legacy', '', 1), "
+                      "('admin', 'apikey.create', 'apikey/abcdefghijkl', '', 2), "
+                      "('system', 'blob.delete', 'blob/00', '', 3)",
+                      &err),
+              SQLITE_OK)
+        << err;
+  }
+  auto r = Registry::Open(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto audit = (*r)->ListAudit(0);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  ASSERT_EQ(audit->size(), 3u);
+  EXPECT_EQ((*audit)[0].tenant_id, "legacy");
+  EXPECT_EQ((*audit)[1].tenant_id, "legacy");
+  EXPECT_EQ((*audit)[2].tenant_id, "");
+  for (const AuditEntry& e : *audit) EXPECT_EQ(e.result, "OK");
 }
 
 TEST(RegistryMigrationTest, RefusesNewerSchemaAndBadTarget) {
@@ -560,6 +602,73 @@ TEST_F(RegistryTest, VersionsAreImmutableInTheDatabase) {
   EXPECT_NE(err.find("immutable"), std::string::npos) << err;
   EXPECT_NE(RawExec(dir_.path() + "/registry.db", "DELETE FROM versions", &err), SQLITE_OK);
   EXPECT_TRUE(reg_->GetVersion("acme", 1).ok());
+}
+
+TEST_F(RegistryTest, AuditQueryFiltersAndPaginatesNewestFirst) {
+  MakeTenant("acme");
+  MakeTenant("beta");
+  auto key = reg_->CreateApiKey(Role::kTenant, "acme", "admin-key");
+  ASSERT_TRUE(key.ok());
+  const std::string ds = MakeDataset("acme");
+  const std::string job = MakeJob("acme", ds);
+  ASSERT_OK(reg_->CancelJob("acme", job, key->key.key_id));
+  const int64_t mid = NowMicros();
+  absl::SleepFor(absl::Milliseconds(2));
+  ASSERT_OK(reg_->DeleteDataset("acme", ds, key->key.key_id));
+  ASSERT_OK(reg_->AppendAudit(key->key.key_id, "dataset.create", "tenant/beta", "{}", "beta", "PERMISSION_DENIED"));
+
+  auto all = reg_->QueryAudit(AuditQuery());
+  ASSERT_TRUE(all.ok()) << all.status();
+  const std::vector<AuditEntry>& e = all->entries;
+  ASSERT_EQ(e.size(), 8u);  // 2 tenants, key, dataset, job, cancel, dataset delete, the refusal
+  for (size_t i = 1; i < e.size(); ++i) EXPECT_GT(e[i - 1].id, e[i].id);
+  // Tenants resolved from every kind of target, rows deleted meanwhile included.
+  std::map<std::string, std::string> tenant_of;
+  for (const AuditEntry& x : e) tenant_of[x.action + " " + x.result] = x.tenant_id;
+  EXPECT_EQ(tenant_of["apikey.create OK"], "acme");
+  EXPECT_EQ(tenant_of["dataset.create OK"], "acme");
+  EXPECT_EQ(tenant_of["job.create OK"], "acme");
+  EXPECT_EQ(tenant_of["job.cancel OK"], "acme");
+  EXPECT_EQ(tenant_of["dataset.delete OK"], "acme");
+  EXPECT_EQ(tenant_of["dataset.create PERMISSION_DENIED"], "beta");
+
+  AuditQuery q;
+  q.tenant_id = "beta";
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 2u);  // beta's creation and the refusal
+  q = AuditQuery();
+  q.actor = key->key.key_id;
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 3u);
+  q = AuditQuery();
+  q.action = "dataset.";
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 3u);
+  q.action = "dataset*";
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 3u);
+  q.action = "dataset.delete";
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 1u);
+  q = AuditQuery();
+  q.since_us = mid;
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 2u);
+  q = AuditQuery();
+  q.until_us = mid;
+  EXPECT_EQ(reg_->QueryAudit(q).value().entries.size(), 6u);
+  q.since_us = mid + 1;
+  EXPECT_CODE(reg_->QueryAudit(q), kInvalidArgument);
+
+  // Pages of 3: everything once, in order.
+  std::vector<int64_t> ids;
+  q = AuditQuery();
+  q.page_size = 3;
+  do {
+    auto page = reg_->QueryAudit(q);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_LE(page->entries.size(), 3u);
+    for (const AuditEntry& x : page->entries) ids.push_back(x.id);
+    q.page_token = page->next_page_token;
+  } while (!q.page_token.empty());
+  ASSERT_EQ(ids.size(), e.size());
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], e[i].id);
+  q.page_token = "x1";
+  EXPECT_CODE(reg_->QueryAudit(q), kInvalidArgument);
 }
 
 TEST_F(RegistryTest, DeleteTenantRemovesItsRowsOnlyAndKeepsSharedBlobs) {
