@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
   libcpp-httplib-dev
   chromium chromium-driver prometheus
+  openssl
 )
 
 missing=()

@@ -1,5 +1,6 @@
 #include "services/server.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,6 +53,91 @@ absl::Status WriteSecretFile(const std::string& path, const std::string& secret)
 }
 
 }  // namespace
+
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path, std::string_view marker) {
+  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a PEM file"));
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat(flag, " ", path, ": cannot read (", strerror(errno), ")"));
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0 && out.size() < (1 << 20)) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  if (out.find(marker) == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " ", path, ": not a PEM file with a ", std::string(marker.substr(11)), " block"));
+  }
+  return out;
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status CheckPlaintextListen(std::string_view flag, std::string_view address, bool allow_insecure) {
+  if (allow_insecure) return absl::OkStatus();
+  const std::string a(address);
+  if (a.rfind("unix:", 0) == 0 || a.rfind("unix-abstract:", 0) == 0) return absl::OkStatus();
+  std::string host;
+  if (!a.empty() && a[0] == '[') {
+    size_t close = a.find(']');
+    host = close == std::string::npos ? "" : a.substr(1, close - 1);
+  } else {
+    size_t colon = a.rfind(':');
+    host = colon == std::string::npos ? a : a.substr(0, colon);
+  }
+  if (IsLoopbackHost(host)) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      std::string(flag), " ", a, " is not a loopback address and the server has no TLS: API keys would cross the network ",
+      "in plaintext. Give --tls-cert PEM --tls-key PEM (and --tls-client-ca PEM for mutual TLS), listen on "
+      "127.0.0.1, or pass --allow-insecure if something else encrypts the traffic"));
+}
+
+absl::Status CheckTransportOptions(const ServerOptions& o) {
+  const bool tls = !o.tls_cert_file.empty() || !o.tls_key_file.empty();
+  if (tls) {
+    if (o.tls_cert_file.empty()) return absl::InvalidArgumentError("--tls-key needs --tls-cert (the certificate chain)");
+    if (o.tls_key_file.empty()) return absl::InvalidArgumentError("--tls-cert needs --tls-key (its private key)");
+    if (absl::StatusOr<std::string> s = ReadPem("--tls-cert", o.tls_cert_file, "-----BEGIN CERTIFICATE"); !s.ok()) {
+      return s.status();
+    }
+    if (absl::StatusOr<std::string> s = ReadPem("--tls-key", o.tls_key_file, "-----BEGIN "); !s.ok()) return s.status();
+    if (!o.tls_client_ca_file.empty()) {
+      if (absl::StatusOr<std::string> s = ReadPem("--tls-client-ca", o.tls_client_ca_file, "-----BEGIN CERTIFICATE");
+          !s.ok()) {
+        return s.status();
+      }
+    }
+  } else {
+    if (!o.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)");
+    }
+    if (absl::Status s = CheckPlaintextListen("--listen", o.listen, o.allow_insecure); !s.ok()) return s;
+  }
+  // The metrics endpoint and the HTTP API are plain HTTP whatever the gRPC listener does (TLS for them is
+  // not built yet): the same rule.
+  if (!o.metrics_listen.empty()) {
+    if (absl::Status s = CheckPlaintextListen("--metrics-listen", o.metrics_listen, o.allow_insecure); !s.ok()) return s;
+  }
+  if (!o.http_listen.empty()) {
+    if (absl::Status s = CheckPlaintextListen("--http-listen", o.http_listen, o.allow_insecure); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
 
 absl::Status TesseraServer::Bootstrap() {
   bootstrap_.admin_key_path = options_.data_dir + "/admin.key";
@@ -132,6 +218,24 @@ void TesseraServer::RegisterMetrics() {
 absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const ServerOptions& options,
                                                                     ServerComponents components) {
   if (options.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
+  if (absl::Status st = CheckTransportOptions(options); !st.ok()) return st;
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_file.empty()) {
+    grpc::SslServerCredentialsOptions tls(options.tls_client_ca_file.empty()
+                                              ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    absl::StatusOr<std::string> cert = ReadPem("--tls-cert", options.tls_cert_file, "-----BEGIN CERTIFICATE");
+    absl::StatusOr<std::string> key = ReadPem("--tls-key", options.tls_key_file, "-----BEGIN ");
+    if (!cert.ok()) return cert.status();
+    if (!key.ok()) return key.status();
+    tls.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!options.tls_client_ca_file.empty()) {
+      absl::StatusOr<std::string> ca = ReadPem("--tls-client-ca", options.tls_client_ca_file, "-----BEGIN CERTIFICATE");
+      if (!ca.ok()) return ca.status();
+      tls.pem_root_certs = *ca;
+    }
+    credentials = grpc::SslServerCredentials(tls);
+  }
   std::unique_ptr<TesseraServer> s(new TesseraServer());
   s->options_ = options;
   absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(options.data_dir, options.registry);
@@ -206,7 +310,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(options.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(s->admin_.get());
   builder.RegisterService(s->datasets_.get());
@@ -216,7 +320,10 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   s->server_ = builder.BuildAndStart();
   if (!s->server_ || s->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("--listen ", options.listen,
-                                               ": cannot bind (address in use or invalid?)"));
+                                               options.tls_cert_file.empty()
+                                                   ? ": cannot bind (address in use or invalid?)"
+                                                   : ": cannot bind (address in use or invalid, or the TLS "
+                                                     "certificate and key do not match?)"));
   }
   if (auto* health = s->server_->GetHealthCheckService()) {
     health->SetServingStatus(true);
@@ -258,6 +365,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (s->follower_) s->follower_->Start();
   s->gc_->Start();
   LogInfo("serving", {{"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
+                      {"tls", options.tls_cert_file.empty() ? "off" : options.tls_client_ca_file.empty() ? "on" : "mutual"},
                       {"metrics_port", s->metrics_port()}, {"http_port", s->http_port()}, {"backbone", env.backbone.name},
                       {"inference", s->engine_ != nullptr}, {"training", s->scheduler_ != nullptr},
                       {"gc_interval_s", absl::ToDoubleSeconds(options.gc_interval)}});

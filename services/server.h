@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -62,7 +63,24 @@ struct ServerOptions {
   absl::Duration gc_grace = absl::Minutes(10);    // unreferenced blobs younger than this are kept
   absl::Duration live_follow_poll = absl::Milliseconds(250);  // longest wait per change-feed round
   storage::Registry::Options registry;
+  // TLS for the gRPC listener (PEM files). With tls_client_ca_file: mutual TLS, a client must present
+  // a certificate that CA signed. Without TLS the listeners must be loopback unless allow_insecure.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  bool allow_insecure = false;
 };
+
+// OK when `address` (HOST:PORT, [V6]:PORT or unix:PATH) is only reachable from this machine (127/8,
+// ::1, localhost, a unix socket), or when allow_insecure; else FAILED_PRECONDITION naming `flag`, the
+// address and the two ways out (--tls-cert/--tls-key, or --allow-insecure).
+absl::Status CheckPlaintextListen(std::string_view flag, std::string_view address, bool allow_insecure);
+
+// The transport checks TesseraServer::Start makes before opening anything (tessera-server runs them
+// before loading a model): TLS files readable and PEM-looking, cert and key given together, a client CA
+// only with them, and plaintext listeners on loopback unless allow_insecure. INVALID_ARGUMENT /
+// NOT_FOUND / FAILED_PRECONDITION naming the flag.
+absl::Status CheckTransportOptions(const ServerOptions& options);
 
 // What the server is built from besides the registry. The factories receive the opened registry.
 struct ServerComponents {

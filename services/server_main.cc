@@ -42,12 +42,18 @@ Options:
                               cores; tenant versions are served in bf16 and trained through f32 master
                               copies, and the versions a job writes hold bf16-representable values. On
                               cpu, bf16 is the reference path (widened per op): slower than f32
-  --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off)
+  --metrics-listen HOST:PORT  Prometheus text metrics at http://HOST:PORT/metrics (default: off; plain
+                              HTTP, so a non-loopback address needs --allow-insecure)
   --http-listen HOST:PORT     the OpenAI-compatible HTTP API (/v1/models, /v1/completions,
                               /v1/chat/completions, /v1/files, /v1/fine_tuning/jobs) and the web console
                               (/console) on this address, with the same API keys (Authorization: Bearer);
                               model names <tenant> (live), <tenant>:<N>, <tenant>:0 (base). Default: off;
                               port 0 picks a free port (printed)
+  --tls-cert PEM --tls-key PEM  serve gRPC over TLS with this certificate chain and private key
+  --tls-client-ca PEM         mutual TLS: clients must present a certificate signed by this CA
+  --allow-insecure            allow plaintext on a non-loopback address (without TLS the server refuses
+                              to listen anywhere but 127.0.0.0/8, ::1, localhost or a unix socket, and
+                              exits non-zero saying so)
   --max-concurrent-jobs N     fine-tuning training loops run at once (default 1)
   --max-joint-jobs N          jobs on the backbone trained together in one loop: each forward and
                               backward of the backbone runs once over all their batches, each job keeps
@@ -144,6 +150,14 @@ int main(int argc, char** argv) {
       if (!next(&core.dtype)) return Fail("--dtype needs auto, f32 or bf16");
     } else if (arg == "--decode-routing") {
       if (!next(&core.decode_routing)) return Fail("--decode-routing needs host or device");
+    } else if (arg == "--tls-cert") {
+      if (!next(&options.tls_cert_file)) return Fail("--tls-cert needs a PEM file");
+    } else if (arg == "--tls-key") {
+      if (!next(&options.tls_key_file)) return Fail("--tls-key needs a PEM file");
+    } else if (arg == "--tls-client-ca") {
+      if (!next(&options.tls_client_ca_file)) return Fail("--tls-client-ca needs a PEM file");
+    } else if (arg == "--allow-insecure") {
+      options.allow_insecure = true;
     } else if (arg == "--metrics-listen") {
       if (!next(&options.metrics_listen)) return Fail("--metrics-listen needs HOST:PORT");
     } else if (arg == "--http-listen") {
@@ -199,6 +213,8 @@ int main(int argc, char** argv) {
     }
   }
   if (options.data_dir.empty()) return Fail("--data-dir is required (see --help)");
+  // Before the model loads (minutes for a large checkpoint): a transport mistake is reported at once.
+  if (absl::Status s = CheckTransportOptions(options); !s.ok()) return Fail(std::string(s.message()));
   options.job_lease = absl::Seconds(lease_seconds);
   options.job_heartbeat = std::max(absl::Seconds(lease_seconds) / 6, absl::Milliseconds(200));
 

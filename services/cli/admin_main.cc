@@ -52,6 +52,8 @@ Commands:
 
 Global options:
   --server HOST:PORT   default 127.0.0.1:7070
+  --tls-ca PEM         use TLS, trusting this CA for the server's certificate
+  --tls-cert PEM --tls-key PEM  a client certificate for a server that requires mutual TLS
   --json               machine-readable output (the response message as JSON)
   --help               this text
 Exit status: 0 on success; 1 when the server refused or failed the call; 2 for usage errors.
@@ -408,8 +410,12 @@ int main(int argc, char** argv) {
   c.json = c.args.Has("--json");
   std::optional<CliError> err = LoadKey(c.args, "TESSERA_ADMIN_KEY", &c.key);
   if (!err) {
-    c.stub = tessera::v1::Admin::NewStub(MakeChannel(c.args));
-    err = Run(c);
+    std::shared_ptr<grpc::Channel> channel;
+    err = MakeChannel(c.args, &channel);
+    if (!err) {
+      c.stub = tessera::v1::Admin::NewStub(channel);
+      err = Run(c);
+    }
   }
   if (err) {
     std::fprintf(stderr, "tessera-admin: %s\n", err->message.c_str());

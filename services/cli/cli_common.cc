@@ -73,8 +73,39 @@ std::optional<CliError> Args::GetDouble(const std::string& flag, double* out) co
   return std::nullopt;
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const Args& args) {
-  return grpc::CreateChannel(args.Get("--server", "127.0.0.1:7070"), grpc::InsecureChannelCredentials());
+namespace {
+
+std::optional<CliError> ReadPemFlag(const Args& args, const std::string& flag, std::string* out) {
+  std::ifstream in(args.Get(flag), std::ios::binary);
+  if (!in) return UsageError("cannot read " + flag + " " + args.Get(flag));
+  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (out->find("-----BEGIN ") == std::string::npos) {
+    return UsageError(flag + " " + args.Get(flag) + " is not a PEM file");
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<CliError> MakeChannel(const Args& args, std::shared_ptr<grpc::Channel>* out) {
+  const std::string server = args.Get("--server", "127.0.0.1:7070");
+  if (!args.Has("--tls-ca") && !args.Has("--tls-cert") && !args.Has("--tls-key")) {
+    *out = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
+    return std::nullopt;
+  }
+  if (args.Has("--tls-cert") != args.Has("--tls-key")) {
+    return UsageError("--tls-cert and --tls-key go together (a client certificate and its private key)");
+  }
+  grpc::SslCredentialsOptions tls;
+  if (args.Has("--tls-ca")) {
+    if (auto e = ReadPemFlag(args, "--tls-ca", &tls.pem_root_certs)) return e;
+  }
+  if (args.Has("--tls-cert")) {
+    if (auto e = ReadPemFlag(args, "--tls-cert", &tls.pem_cert_chain)) return e;
+    if (auto e = ReadPemFlag(args, "--tls-key", &tls.pem_private_key)) return e;
+  }
+  *out = grpc::CreateChannel(server, grpc::SslCredentials(tls));
+  return std::nullopt;
 }
 
 std::unique_ptr<grpc::ClientContext> MakeContext(const std::string& key, int deadline_seconds) {

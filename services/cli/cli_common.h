@@ -43,10 +43,14 @@ class Args {
   std::multimap<std::string, std::string> flags_;
 };
 
-inline const std::set<std::string> kGlobalFlags = {"--server", "--json", "--help", "--key-file", "--tenant"};
+inline const std::set<std::string> kGlobalFlags = {"--server", "--json",     "--help",    "--key-file",
+                                                   "--tenant", "--tls-ca", "--tls-cert", "--tls-key"};
 
-// An insecure channel to --server (default 127.0.0.1:7070).
-std::shared_ptr<grpc::Channel> MakeChannel(const Args& args);
+// A channel to --server (default 127.0.0.1:7070): TLS when --tls-ca PEM (the CA that signed the
+// server's certificate) or --tls-cert/--tls-key (a client certificate for mutual TLS; without --tls-ca
+// the system's roots verify the server) are given, else plaintext. A usage error names an unreadable
+// file or a certificate without its key.
+std::optional<CliError> MakeChannel(const Args& args, std::shared_ptr<grpc::Channel>* out);
 // A client context carrying `authorization: Bearer <key>` and a deadline (seconds; 0 = none).
 std::unique_ptr<grpc::ClientContext> MakeContext(const std::string& key, int deadline_seconds = 60);
 

@@ -70,6 +70,8 @@ Commands:
 
 Global options:
   --server HOST:PORT   default 127.0.0.1:7070
+  --tls-ca PEM         use TLS, trusting this CA for the server's certificate
+  --tls-cert PEM --tls-key PEM  a client certificate for a server that requires mutual TLS
   --json               machine-readable output (the response message(s) as JSON, one per line)
   --help               this text
 Exit status: 0 on success; 1 when the server refused or failed the call (or a watched job did not
@@ -675,10 +677,8 @@ int main(int argc, char** argv) {
     if (c.tenant.empty() && std::getenv("TESSERA_TENANT") != nullptr) c.tenant = std::getenv("TESSERA_TENANT");
     if (c.tenant.empty()) err = UsageError("no tenant: pass --tenant T or set TESSERA_TENANT");
   }
-  if (!err) {
-    c.channel = MakeChannel(c.args);
-    err = Run(c);
-  }
+  if (!err) err = MakeChannel(c.args, &c.channel);
+  if (!err) err = Run(c);
   if (err) {
     std::fprintf(stderr, "tessera: %s\n", err->message.c_str());
     return err->exit_code;

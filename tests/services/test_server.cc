@@ -45,6 +45,9 @@ void TestServer::Start() {
   so.live_follow_poll = options_.live_follow_poll;
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   if (options_.http) so.http_listen = "127.0.0.1:0";
+  so.tls_cert_file = options_.tls_cert;
+  so.tls_key_file = options_.tls_key;
+  so.tls_client_ca_file = options_.tls_client_ca;
   CoreOptions co;
   co.backbone = options_.backbone;
   co.dtype = options_.dtype;
@@ -63,7 +66,21 @@ void TestServer::Start() {
   server_ = *std::move(s);
   std::ifstream in(options_.data_dir + "/admin.key");
   std::getline(in, admin_key_);
-  channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  if (options_.tls_ca_for_clients.empty()) {
+    channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  } else {
+    auto read = [](const std::string& path) {
+      std::ifstream f(path);
+      return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    };
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = read(options_.tls_ca_for_clients);
+    if (!options_.tls_client_cert.empty()) {
+      tls.pem_cert_chain = read(options_.tls_client_cert);
+      tls.pem_private_key = read(options_.tls_client_key);
+    }
+    channel_ = grpc::CreateChannel(address(), grpc::SslCredentials(tls));
+  }
 }
 
 void TestServer::Stop() {

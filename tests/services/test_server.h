@@ -37,6 +37,10 @@ struct TestServerOptions {
   absl::Duration gc_interval = absl::ZeroDuration();  // periodic blob GC off unless a test asks
   absl::Duration gc_grace = absl::Minutes(10);
   absl::Duration live_follow_poll = absl::Milliseconds(250);
+  // TLS (tessera-server --tls-cert/--tls-key/--tls-client-ca) and what the test's own channel presents:
+  // the CA it trusts (set: a TLS channel) and a client certificate for mutual TLS.
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string tls_ca_for_clients, tls_client_cert, tls_client_key;
   // Set: jobs run on this runner instead of the real trainer (for scheduler behaviour tests).
   std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
 };
