@@ -20,6 +20,23 @@ std::vector<data::TokenizedExample> PretrainingMixtureHeldOut(const Tokenizer& t
   return out;
 }
 
+std::vector<TaskExamples> PretrainingSkillTasks(int64_t n, uint64_t corpus_seed) {
+  std::vector<TaskExamples> out;
+  for (data::Domain d : {data::Domain::kRecords, data::Domain::kWords}) {
+    // One stream per domain, from the held-out seed (the domain index keeps the streams apart).
+    data::Rng rng(corpus_seed + kGeneralEvalSeedOffset + 1000 * (static_cast<uint64_t>(d) + 1));
+    TaskExamples t{data::DomainName(d), {}};
+    while (static_cast<int64_t>(t.examples.size()) < n) {
+      const std::string doc = data::GenerateDocument(d, rng);
+      const size_t eq = doc.rfind('=');
+      if (eq == std::string::npos || eq + 1 == doc.size()) continue;
+      t.examples.push_back({doc.substr(0, eq + 1), doc.substr(eq + 1), {}});
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 absl::StatusOr<GeneralAbility> EvaluateGeneralAbility(const Model& model, const ExpertOverlay* overlay,
                                                       const GeneralAbilityData& data,
                                                       const Tokenizer* tokenizer) {

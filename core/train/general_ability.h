@@ -45,6 +45,13 @@ struct TaskExamples {
   std::vector<data::Example> examples;
 };
 
+// The pretraining mixture's skills as exact-match tasks: `n` held-out documents (corpus seed +
+// kGeneralEvalSeedOffset) of the "question=answer" domains builtin:tiny actually learned, records and
+// words (~45-50% exact match; its arithmetic and date conversions are ~0-5%, so they would show no
+// regression), split at the last '='. A fine-tune that damages them shows as a drop (unlike the other
+// tenant tasks, where the base is at ~0).
+std::vector<TaskExamples> PretrainingSkillTasks(int64_t n, uint64_t corpus_seed = kBuiltinCorpusSeed);
+
 struct GeneralAbilityData {
   std::vector<data::TokenizedExample> text;  // (a); may be empty
   std::vector<TaskExamples> tasks;           // (b); may be empty

@@ -24,6 +24,9 @@
 //                  [--threshold P] [--max-experts N] [--train N] [--eval N] [--secret N]
 //                  [--task NAME]  (another task of tasks.h instead of cipher)
 // Last line: esft_acc=<x> random_acc=<x> full_acc=<x> esft_bytes=<n> full_bytes=<n> base_unchanged=<b>
+//
+// --methods-table: ESFT-Gate / ESFT-Token / full fine-tuning per task with the general-ability change
+// (ops/bench/methods_table.h).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -46,6 +49,7 @@
 #include "core/train/model_trainable.h"
 #include "core/util/parallel.h"
 #include "ops/bench/bench_check.h"
+#include "ops/bench/methods_table.h"
 
 namespace {
 
@@ -205,6 +209,8 @@ int RunSuite(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --methods-table: ops/bench/methods_table.h.
+  if (argc >= 2 && std::string(argv[1]) == "--methods-table") return tessera::bench::RunMethodsTable(argc - 1, argv + 1);
   if (argc < 2 || std::string(argv[1]) != "--methods") return RunSuite(argc, argv);
   --argc;
   ++argv;

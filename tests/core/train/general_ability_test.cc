@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "core/data/corpus.h"
+#include "core/data/rng.h"
 #include "core/tokenizer/byte_tokenizer.h"
 #include "core/train/backbone.h"
 #include "gtest/gtest.h"
@@ -144,6 +145,30 @@ TEST(GeneralAbilityTest, HeldOutMixtureIsNotThePretrainingData) {
   }
   EXPECT_LT(same_train, 5);  // a stream from another seed (short arithmetic lines may coincide)
   EXPECT_LT(same_val, 5);
+}
+
+TEST(GeneralAbilityTest, TheBackboneHasThePretrainingSkills) {
+  auto t = LoadTiny();
+  ASSERT_NE(t, nullptr);
+  ByteTokenizer tok;
+  GeneralAbilityData data;
+  data.tasks = PretrainingSkillTasks(20);
+  ASSERT_EQ(data.tasks.size(), 2u);
+  for (const auto& task : data.tasks) {
+    ASSERT_EQ(task.examples.size(), 20u);
+    for (const auto& e : task.examples) {
+      EXPECT_EQ(e.prompt.back(), '=') << task.name;
+      EXPECT_FALSE(e.completion.empty()) << task.name;
+    }
+  }
+  EXPECT_EQ(data.tasks[0].name, "records");
+  EXPECT_EQ(data.tasks[1].name, "words");
+  data.max_new_tokens = 16;
+  auto ga = EvaluateGeneralAbility(*t->model, nullptr, data, &tok);
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  // Well above chance (exact strings of 3-12 characters); a task from outside the corpus is ~0.
+  EXPECT_GT(ga->task_exact_match[0], 0.3);
+  EXPECT_GT(ga->task_exact_match[1], 0.3);
 }
 
 TEST(GeneralAbilityTest, ErrorsNameTheProblem) {
