@@ -92,6 +92,10 @@ void ToProto(const storage::ExpertVersion& in, v1::ExpertVersion* out) {
   out->set_job_id(in.job_id);
   out->mutable_metrics()->set_val_loss(in.val_loss.value_or(0));
   out->mutable_metrics()->set_base_val_loss(in.base_val_loss.value_or(0));
+  if (in.general_loss) out->mutable_metrics()->set_general_loss(*in.general_loss);
+  if (in.base_general_loss) out->mutable_metrics()->set_base_general_loss(*in.base_general_loss);
+  out->mutable_metrics()->set_promotion_decision(in.promotion_decision);
+  out->mutable_metrics()->set_promotion_reason(in.promotion_reason);
   out->set_sha256(in.sha256);
   out->set_size_bytes(in.size_bytes);
   SetTimestamp(in.created_at_us, out->mutable_created_at());
@@ -219,6 +223,7 @@ JobRequest FromProto(const v1::CreateJobRequest& in) {
   }
   if (in.has_base_version()) r.base_version = in.base_version();
   r.auto_promote = in.auto_promote();
+  if (in.has_max_general_regression()) r.max_general_regression = in.max_general_regression();
   r.idempotency_key = in.idempotency_key();
   r.method = in.method();
   r.lora_rank = in.lora_rank();

@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/jsonl_dataset.h"
 #include "core/model/config.h"
+#include "core/io/file_util.h"
 #include "core/train/backbone.h"
+#include "core/train/general_ability.h"
 #include "services/checkpoint_exporter.h"
 #include "services/runtime_engine.h"
 #include "services/log.h"
@@ -30,6 +32,34 @@ DatasetValidator MakeJsonlValidator(std::shared_ptr<const TextCodec> codec, int6
     stats.num_tokens = parsed->num_tokens;
     return stats;
   };
+}
+
+absl::StatusOr<std::shared_ptr<const std::vector<data::TokenizedExample>>> GeneralEvalText(
+    const CoreOptions& options, const TextCodec& codec) {
+  if (!options.general_eval_data.empty()) {
+    absl::StatusOr<std::string> bytes = io::ReadFileToString(options.general_eval_data);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--general-eval-data ", options.general_eval_data, ": ",
+                                                     bytes.status().message()));
+    }
+    absl::StatusOr<data::ParsedDataset> parsed = codec.ParseDataset(*bytes);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--general-eval-data ", options.general_eval_data, ": ",
+                                                     parsed.status().message()));
+    }
+    if (parsed->num_text != static_cast<int64_t>(parsed->examples.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--general-eval-data ", options.general_eval_data,
+          ": every line must be {\"text\": ...} (general text, scored on every token); found ",
+          parsed->num_prompt_completion + parsed->num_chat, " prompt/completion or messages lines"));
+    }
+    return std::make_shared<const std::vector<data::TokenizedExample>>(std::move(parsed->examples));
+  }
+  if (absl::StartsWith(options.backbone, "builtin:") || absl::StartsWith(options.backbone, "random:")) {
+    return std::make_shared<const std::vector<data::TokenizedExample>>(
+        train::PretrainingMixtureHeldOut(codec.tokenizer(), 256));
+  }
+  return std::shared_ptr<const std::vector<data::TokenizedExample>>();
 }
 
 absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) {
@@ -119,9 +149,13 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
   if (options.training) {
     const int64_t limit = options.train_memory_limit_bytes;
     const int joint = options.max_joint_jobs;
-    c.make_runner = [backbone, limit, joint, codec = *codec](storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+    absl::StatusOr<std::shared_ptr<const std::vector<data::TokenizedExample>>> general =
+        GeneralEvalText(options, **codec);
+    if (!general.ok()) return general.status();
+    c.make_runner = [backbone, limit, joint, codec = *codec, general = *general](
+                        storage::Registry* registry) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
       return std::unique_ptr<JobRunner>(
-          std::make_unique<CoreJobRunner>(backbone, codec, registry->data_dir() + "/work", limit, joint));
+          std::make_unique<CoreJobRunner>(backbone, codec, registry->data_dir() + "/work", limit, joint, general));
     };
   }
   const int64_t shard = options.export_max_shard_bytes;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "core/data/tokenized_example.h"
 #include "core/runtime/context_plan.h"
 #include "services/server.h"
 #include "services/text_codec.h"
@@ -29,7 +30,18 @@ struct CoreOptions {
   int64_t train_memory_limit_bytes = 0;   // > 0: each job's device allocations are capped (CoreJobRunner)
   int max_joint_jobs = 1;                 // jobs on the backbone trained in one loop (CoreJobRunner); 1: alone
   int64_t export_max_shard_bytes = int64_t{2} << 30;  // ExportVersion's default safetensors shard size
+  // The promotion gate's general text (--general-eval-data): JSON Lines of {"text": ...}; empty: see
+  // GeneralEvalText.
+  std::string general_eval_data;
 };
+
+// The general-ability text jobs are measured on (the promotion gate, core/train/general_ability.h),
+// tokenized with `codec`: the `general_eval_data` file when given (INVALID_ARGUMENT naming
+// --general-eval-data and the line for a bad file or a non-text line); else for builtin:* and random:*
+// backbones 256 held-out documents of tessera-pretrain's corpus (the mixture builtin:tiny was pretrained
+// on); else null (no general text: the gate decides on validation alone).
+absl::StatusOr<std::shared_ptr<const std::vector<data::TokenizedExample>>> GeneralEvalText(
+    const CoreOptions& options, const TextCodec& codec);
 
 // Fails with INVALID_ARGUMENT/NOT_FOUND naming --backbone, --device, --dtype, --decode-routing,
 // --max-context or --kv-memory-bytes when they are unusable (the engine factory fails with

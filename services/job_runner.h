@@ -52,6 +52,11 @@ struct JobOutput {
   std::string backbone_sha256;  // the backbone it was trained on (recorded on the version)
   std::string method = "esft";  // how: "esft" or "lora" (recorded on the version)
   int64_t lora_rank = 0;        // lora: the rank trained with
+  // General ability (the promotion gate, core/train/general_ability.h): mean loss per token of the
+  // runner's general text with the result applied and with the bare backbone (version 0). Unset when
+  // the runner has no general text (the gate then decides on validation alone).
+  std::optional<double> general_loss;
+  std::optional<double> base_general_loss;
 };
 
 class JobRunner {

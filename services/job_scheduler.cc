@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "services/convert.h"
 #include "services/log.h"
@@ -294,6 +296,47 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     return;
   }
 
+  // The promotion gate, decided before publishing (the version row records it and is immutable):
+  // promote only when the validation loss beats the live version's on the same data AND the
+  // general-ability loss rose by at most the bound relative to the backbone's (without general-ability
+  // numbers, on validation alone, and the reason says so).
+  bool promote = false;
+  std::string decision = "not_requested";
+  std::string reason = "auto_promote not requested";
+  if (ctx.spec().auto_promote) {
+    decision = "keep";
+    absl::StatusOr<int64_t> live = registry_->GetLive(job.tenant_id);
+    absl::StatusOr<double> live_loss = absl::UnknownError("unset");
+    if (live.ok()) {
+      live_loss = *live == ctx.spec().base_version ? absl::StatusOr<double>(out->base_val_loss)
+                                                   : runner_->EvaluateVersion(ctx, *live);
+    }
+    if (!live.ok() || !live_loss.ok()) {
+      reason = absl::StrCat("not promoted: could not evaluate the live version: ",
+                            (!live.ok() ? live.status() : live_loss.status()).message());
+    } else {
+      const bool val_ok = out->val_loss < *live_loss;
+      std::string why = absl::StrCat("validation loss ", out->val_loss, val_ok ? " beats" : " does not beat",
+                                     " live version ", *live, "'s ", *live_loss);
+      bool general_ok = true;
+      if (out->general_loss.has_value() && out->base_general_loss.has_value() && *out->base_general_loss > 0) {
+        const double bound = ctx.spec().max_general_regression.value_or(options_.max_general_regression);
+        const double rel = (*out->general_loss - *out->base_general_loss) / *out->base_general_loss;
+        general_ok = rel <= bound;
+        absl::StrAppend(&why, "; general-ability loss ", *out->general_loss, " vs the backbone's ",
+                        *out->base_general_loss, " (", rel >= 0 ? "+" : "", std::round(rel * 10000) / 100, "%) ",
+                        general_ok ? "within" : "exceeds", " max_general_regression ", bound,
+                        ctx.spec().max_general_regression.has_value() ? "" : " (the server's default)");
+      } else {
+        absl::StrAppend(&why, "; no general-ability data on this server (tessera-server "
+                              "--general-eval-data FILE): decided on validation alone");
+      }
+      promote = val_ok && general_ok;
+      decision = promote ? "promote" : "keep";
+      reason = promote ? why : absl::StrCat("not promoted: ", why);
+    }
+  }
+
   // Publish: blob first, then the version row.
   storage::JobResult result;
   absl::StatusOr<std::string> digest = registry_->blobs().Put(out->weights);
@@ -311,6 +354,10 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     nv.backbone_sha256 = out->backbone_sha256;
     nv.method = out->method;
     nv.lora_rank = out->lora_rank;
+    nv.general_loss = out->general_loss;
+    nv.base_general_loss = out->base_general_loss;
+    nv.promotion_decision = decision;
+    nv.promotion_reason = reason;
     version = registry_->PublishVersion(nv, "system");
   }
   if (!version.ok()) {
@@ -323,30 +370,12 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
   }
   result.state = storage::JobState::kSucceeded;
   result.result_version = version->version;
-
-  std::string reason = "auto_promote not requested";
-  if (ctx.spec().auto_promote) {
-    absl::StatusOr<int64_t> live = registry_->GetLive(job.tenant_id);
-    absl::StatusOr<double> live_loss = absl::UnknownError("unset");
-    if (live.ok()) {
-      live_loss = *live == ctx.spec().base_version ? absl::StatusOr<double>(out->base_val_loss)
-                                                   : runner_->EvaluateVersion(ctx, *live);
-    }
-    if (!live.ok() || !live_loss.ok()) {
-      reason = absl::StrCat("not promoted: could not evaluate the live version: ",
-                            (!live.ok() ? live.status() : live_loss.status()).message());
-    } else if (out->val_loss < *live_loss) {
-      absl::StatusOr<storage::LiveMove> move = live_->Promote(job.tenant_id, version->version, "system");
-      if (move.ok()) {
-        result.promoted = true;
-        reason = absl::StrCat("validation loss ", out->val_loss, " beats live version ", *live, "'s ",
-                              *live_loss);
-      } else {
-        reason = absl::StrCat("not promoted: ", move.status().message());
-      }
+  if (promote) {
+    absl::StatusOr<storage::LiveMove> move = live_->Promote(job.tenant_id, version->version, "system");
+    if (move.ok()) {
+      result.promoted = true;
     } else {
-      reason = absl::StrCat("not promoted: validation loss ", out->val_loss,
-                            " does not beat live version ", *live, "'s ", *live_loss);
+      reason = absl::StrCat("not promoted: ", move.status().message(), " (the gate had decided: ", reason, ")");
     }
   }
   absl::StatusOr<int64_t> seq = registry_->AppendJobEvent(

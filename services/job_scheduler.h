@@ -6,8 +6,10 @@
 // and it was requeued elsewhere) the runner is told to stop and nothing more is written for it.
 // Expired leases of crashed workers are requeued periodically (RequeueExpiredLeases), and a requeued
 // job resumes from its checkpoint. On success the worker stores the weights (blob first), publishes the
-// version row, promotes it through LiveControl when auto_promote is set and its validation loss beats
-// the live version's on the same data, appends a "version" event and finishes the job.
+// version row, promotes it through LiveControl when auto_promote is set, its validation loss beats
+// the live version's on the same data and its general-ability loss rose by at most the job's
+// max_general_regression relative to the backbone's (the gate; decided before publishing, recorded on
+// the version with its reason), appends a "version" event and finishes the job.
 //
 // Cancellation: a cancel made through this process (FineTuning/Admin CancelJob) calls NotifyCancelled,
 // which stops the job's runner at its next step instead of at the next heartbeat (up to lease/6 later);
@@ -42,6 +44,9 @@ class JobScheduler {
     absl::Duration heartbeat_interval = absl::Seconds(5);
     absl::Duration poll_interval = absl::Milliseconds(500);
     std::string worker_id;  // empty: "server-<pid>-<random>"
+    // The promotion gate's bound for jobs that set no max_general_regression (tessera-server
+    // --max-general-regression): the largest relative increase of the general-ability loss.
+    double max_general_regression = 0.05;
   };
 
   JobScheduler(storage::Registry* registry, JobRunner* runner, LiveControl* live, Metrics* metrics,

@@ -17,6 +17,7 @@ constexpr int64_t kMaxSteps = 100000;
 constexpr int64_t kMaxBatch = 256;
 constexpr int64_t kMinSeqLen = 8;
 constexpr size_t kMaxIdempotencyKey = 128;
+constexpr double kMaxGeneralRegression = 10;  // a 1000% increase: anything beyond is "no bound"
 
 absl::Status RangeError(const std::string& field, const std::string& range, const std::string& got) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": must be in ", range, ", got ", got));
@@ -170,6 +171,14 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
     return absl::InvalidArgumentError(
         absl::StrCat("method: must be \"esft\" or \"lora\" (or empty: esft), got \"", r.method, "\""));
   }
+  if (r.max_general_regression) {
+    if (!std::isfinite(*r.max_general_regression) || *r.max_general_regression < 0 ||
+        *r.max_general_regression > kMaxGeneralRegression) {
+      return RangeError("max_general_regression", absl::StrCat("[0, ", kMaxGeneralRegression, "]"),
+                        absl::StrCat(*r.max_general_regression));
+    }
+    s.max_general_regression = r.max_general_regression;
+  }
   if (r.idempotency_key.size() > kMaxIdempotencyKey) {
     return absl::InvalidArgumentError(
         absl::StrCat("idempotency_key: at most ", kMaxIdempotencyKey, " bytes, got ",
@@ -235,6 +244,7 @@ std::string JobSpec::ToJson() const {
       {"method", method},
       {"lora_rank", lora_rank},
   };
+  if (max_general_regression) j["max_general_regression"] = *max_general_regression;
   return j.dump();
 }
 
@@ -262,6 +272,7 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const std::string& text) {
     s.auto_fields = j.value("auto_fields", s.auto_fields);
     s.method = j.value("method", s.method);
     s.lora_rank = j.value("lora_rank", s.lora_rank);
+    if (j.contains("max_general_regression")) s.max_general_regression = j["max_general_regression"].get<double>();
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("stored job spec: ", e.what()));
   }

@@ -12,6 +12,8 @@
 // the backbone; `auto_fields` names them. Every new job keeps its best validation checkpoint
 // (keep_best) and validates every eval_every steps; a plateau of early_stopping_patience validations
 // ends it early only when max_steps was chosen by the rule (an explicit max_steps runs to the end).
+// max_general_regression (the promotion gate's bound, [0, 10]) is kept unset when the request leaves it
+// unset: the scheduler then applies the server's --max-general-regression.
 // Specs stored before these fields existed read back with eval_every 0 (max_steps / 5), no early
 // stopping and the last step kept, as they ran then.
 //
@@ -58,6 +60,7 @@ struct JobRequest {
   std::vector<SlotId> slots;       // explicit
   std::optional<int64_t> base_version;
   bool auto_promote = false;
+  std::optional<double> max_general_regression;  // unset: the server's default (promotion gate)
   std::string idempotency_key;
   std::string method;     // "", "esft" or "lora"
   int64_t lora_rank = 0;  // 0 = default
@@ -83,6 +86,9 @@ struct JobSpec {
   std::vector<SlotId> slots;  // explicit selection
   int64_t base_version = 0;   // resolved (the live version when the request left it unset)
   bool auto_promote = false;
+  // The promotion gate's bound on the relative general-ability loss increase; unset: the server's
+  // --max-general-regression when the gate decides (JobScheduler::Options).
+  std::optional<double> max_general_regression;
   int64_t eval_every = 0;               // 0: max(1, max_steps / 5) (specs from before auto)
   int64_t early_stopping_patience = 0;  // 0: off
   double early_stopping_min_delta = 0;  // relative

@@ -280,6 +280,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     so.max_concurrent_jobs = options.max_concurrent_jobs * std::max(1, options.max_joint_jobs);
     so.lease = options.job_lease;
     so.heartbeat_interval = options.job_heartbeat;
+    so.max_general_regression = options.max_general_regression;
     s->scheduler_ = std::make_unique<JobScheduler>(s->registry_.get(), s->runner_.get(), s->live_.get(),
                                                    &s->metrics_, so);
   }

@@ -88,6 +88,14 @@ Options:
                               on the device (no per-layer round trip; on cuda it has passed its tests on
                               the CPU only so far, hence not the default). The same results (bitwise
                               on cpu; on cuda up to float summation order)
+  --general-eval-data FILE    general-ability text for the promotion gate: JSON Lines of {"text": ...}
+                              (e.g. a sample of the backbone's pretraining data). Default: builtin:* and
+                              random:* use held-out documents of tessera-pretrain's corpus; a checkpoint
+                              directory has none, and auto_promote then decides on validation alone
+                              (the version's promotion_reason says so)
+  --max-general-regression X  auto_promote promotes only when the version's general-ability loss is at
+                              most (1 + X) times the backbone's; jobs may set their own
+                              (max_general_regression). Default 0.05; [0, 10]
   --gc-interval-seconds S     delete unreferenced blobs (superseded checkpoints, deleted datasets) every
                               S seconds (default 300; 0 disables)
   --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600; it must
@@ -194,6 +202,14 @@ int main(int argc, char** argv) {
     } else if (arg == "--train-memory-limit-bytes") {
       if (!next_int(&core.train_memory_limit_bytes, 0)) {
         return Fail("--train-memory-limit-bytes needs an integer >= 0 (0: no limit)");
+      }
+    } else if (arg == "--general-eval-data") {
+      if (!next(&core.general_eval_data)) return Fail("--general-eval-data needs a JSONL file of {\"text\": ...} lines");
+    } else if (arg == "--max-general-regression") {
+      std::string v;
+      if (!next(&v) || !absl::SimpleAtod(v, &options.max_general_regression) ||
+          !(options.max_general_regression >= 0 && options.max_general_regression <= 10)) {
+        return Fail("--max-general-regression needs a number in [0, 10] (0.05 = a 5% increase)");
       }
     } else if (arg == "--gc-interval-seconds") {
       int64_t n;

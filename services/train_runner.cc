@@ -14,6 +14,7 @@
 #include "core/train/expert_selection.h"
 #include "core/model/lora_overlay.h"
 #include "core/train/lora_finetune.h"
+#include "core/train/general_ability.h"
 #include "core/train/model_trainable.h"
 #include "core/train/trainer.h"
 
@@ -379,6 +380,20 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     out.method = "esft";
   }
   if (!blob.ok()) return blob.status();
+  if (general_text_ != nullptr && !general_text_->empty()) {
+    train::GeneralAbilityData general;
+    general.text = *general_text_;
+    general.seq_len = spec.seq_len;
+    absl::StatusOr<train::GeneralAbility> backbone_ga = train::EvaluateGeneralAbility(model, nullptr, general);
+    if (!backbone_ga.ok()) return backbone_ga.status();
+    absl::StatusOr<train::GeneralAbility> result_ga = train::EvaluateGeneralAbility(model, overlay->get(), general);
+    if (!result_ga.ok()) return result_ga.status();
+    out.general_loss = result_ga->loss;
+    out.base_general_loss = backbone_ga->loss;
+    ctx.Log(absl::StrCat("general ability: loss ", result_ga->loss, " (backbone ", backbone_ga->loss,
+                         "), token accuracy ", result_ga->token_accuracy, " (backbone ",
+                         backbone_ga->token_accuracy, ") on ", result_ga->tokens, " tokens"));
+  }
   out.weights = *std::move(blob);
   out.slots = FromCore((*overlay)->SlotIds());
   out.val_loss = *val_loss;

@@ -15,7 +15,9 @@
 //   6. the result: the overlay serialized as an expert artifact (safetensors, HF names; method "lora":
 //      the LoRA factors, core/train/lora_finetune.h's SerializeLoraArtifact), with val_loss
 //      and base_val_loss measured by one function (mean CE over the validation targets) so they and
-//      EvaluateVersion's numbers are comparable for auto_promote.
+//      EvaluateVersion's numbers are comparable for auto_promote;
+//   7. general ability (with `general_text`, core/train/general_ability.h): the mean loss per token of
+//      that text with the result applied and with the bare backbone, for the promotion gate.
 #pragma once
 
 #include <map>
@@ -49,12 +51,16 @@ class CoreJobRunner final : public JobRunner {
   // optimizer, schedule, validation, checkpoints and result exactly as alone, and one job's cancellation
   // or failure leaves the others running. A job joins its loop before it first uses the loop's backend
   // (its selection, starting overlay and evaluations run in its turn) and leaves when it returns.
+  // `general_text` (may be null: no general-ability numbers) is the promotion gate's general text,
+  // tokenized (GeneralEvalText in core_components.h).
   CoreJobRunner(BackboneProvider backbone, std::shared_ptr<const TextCodec> codec, std::string work_dir,
-                int64_t memory_limit_bytes = 0, int max_joint_jobs = 1)
+                int64_t memory_limit_bytes = 0, int max_joint_jobs = 1,
+                std::shared_ptr<const std::vector<data::TokenizedExample>> general_text = nullptr)
       : backbone_(std::move(backbone)),
         codec_(std::move(codec)),
         work_dir_(std::move(work_dir)),
-        memory_limit_bytes_(memory_limit_bytes) {
+        memory_limit_bytes_(memory_limit_bytes),
+        general_text_(std::move(general_text)) {
     if (max_joint_jobs > 1) {
       BackendOptions per_job;
       per_job.eager_index_checks = false;
@@ -81,6 +87,7 @@ class CoreJobRunner final : public JobRunner {
   std::string work_dir_;
   int64_t memory_limit_bytes_ = 0;
   std::unique_ptr<JointLoops> joint_;  // null: every job on a model of its own
+  std::shared_ptr<const std::vector<data::TokenizedExample>> general_text_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<JobState>> jobs_;
 };

@@ -200,9 +200,19 @@ CREATE INDEX audit_by_time ON audit_log(created_at_us);
 ALTER TABLE jobs ADD COLUMN request TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Migration 8: the promotion gate's numbers and decision on each version (issue 16): general-ability
+// loss of the version and of the backbone on the server's general text, and the gate's decision with
+// its reason. Decided before the row is written (versions are immutable); older rows read NULL / ''.
+constexpr char kMigration8[] = R"sql(
+ALTER TABLE versions ADD COLUMN general_loss REAL;
+ALTER TABLE versions ADD COLUMN base_general_loss REAL;
+ALTER TABLE versions ADD COLUMN promotion_decision TEXT NOT NULL DEFAULT '';
+ALTER TABLE versions ADD COLUMN promotion_reason TEXT NOT NULL DEFAULT '';
+)sql";
+
 const std::vector<const char*>& Migrations() {
   static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3, kMigration4,
-                                                kMigration5, kMigration6, kMigration7};
+                                                kMigration5, kMigration6, kMigration7, kMigration8};
   return kAll;
 }
 

@@ -159,7 +159,8 @@ Dataset ReadDataset(const Stmt& st) {
 
 const char kVersionColumns[] =
     "tenant_id, version, parent_version, job_id, slots_json, val_loss, base_val_loss, blob_digest, "
-    "size_bytes, created_at_us, backbone_sha256, method, lora_rank";
+    "size_bytes, created_at_us, backbone_sha256, method, lora_rank, general_loss, base_general_loss, "
+    "promotion_decision, promotion_reason";
 
 ExpertVersion ReadVersion(const Stmt& st) {
   ExpertVersion v;
@@ -176,6 +177,10 @@ ExpertVersion ReadVersion(const Stmt& st) {
   v.backbone_sha256 = st.Text(10);
   v.method = st.Text(11);
   v.lora_rank = st.Int(12);
+  v.general_loss = st.OptReal(13);
+  v.base_general_loss = st.OptReal(14);
+  v.promotion_decision = st.Text(15);
+  v.promotion_reason = st.Text(16);
   return v;
 }
 

@@ -37,7 +37,7 @@ Job ReadJob(const Stmt& st);
 extern const char kDatasetColumns[];
 Dataset ReadDataset(const Stmt& st);
 extern const char kVersionColumns[];  // live is not included: filled by the caller
-inline constexpr int kNumVersionColumns = 13;  // a query's next column is kVersionColumns' end
+inline constexpr int kNumVersionColumns = 17;  // a query's next column is kVersionColumns' end
 ExpertVersion ReadVersion(const Stmt& st);
 extern const char kChangeColumns[];
 Change ReadChange(const Stmt& st);

@@ -98,11 +98,13 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
     v.lora_rank = in.lora_rank;
     RETURN_IF_ERROR(c.Exec("INSERT INTO versions(tenant_id, version, parent_version, job_id, "
                            "slots_json, val_loss, base_val_loss, blob_digest, size_bytes, "
-                           "created_at_us, backbone_sha256, method, lora_rank) "
-                           "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+                           "created_at_us, backbone_sha256, method, lora_rank, general_loss, base_general_loss, "
+                           "promotion_decision, promotion_reason) "
+                           "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
                            v.tenant_id, v.version, v.parent_version, v.job_id, v.slots_json,
                            v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us,
-                           v.backbone_sha256, v.method, v.lora_rank));
+                           v.backbone_sha256, v.method, v.lora_rank, v.general_loss, v.base_general_loss,
+                           v.promotion_decision, v.promotion_reason));
     RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, "
                            "previous_live, undo_seq, actor, created_at_us) "
                            "VALUES (?1,'publish',?2,?3,?3,NULL,?4,?5)",

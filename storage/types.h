@@ -208,6 +208,11 @@ struct NewVersion {
   std::string backbone_sha256;  // digest of the backbone it was trained on; "" = not known
   std::string method;           // "esft" or "lora" ("" = not known: expert-only)
   int64_t lora_rank = 0;        // method "lora" only
+  // The promotion gate (migration 8): general-ability losses and the decision with its reason.
+  std::optional<double> general_loss;
+  std::optional<double> base_general_loss;
+  std::string promotion_decision;  // "promote" | "keep" | "not_requested" | "" (not decided by a gate)
+  std::string promotion_reason;
 };
 
 // Immutable once written.
@@ -229,6 +234,11 @@ struct ExpertVersion {
   // How it was trained (migration 6): "esft" or "lora"; "" for rows published before (expert-only).
   std::string method;
   int64_t lora_rank = 0;  // method "lora" only
+  // The promotion gate's numbers and decision (migration 8; NULL / "" on older rows).
+  std::optional<double> general_loss;
+  std::optional<double> base_general_loss;
+  std::string promotion_decision;
+  std::string promotion_reason;
 };
 
 enum class ChangeKind { kPublish, kPromote, kRollback };

@@ -39,6 +39,7 @@ Commands:
   jobs create --dataset DS [options]         start a fine-tuning job; options:
       --validation-dataset DS  --max-steps N  --batch-size N  --seq-len N  --learning-rate X
       --warmup-steps N  --weight-decay X  --seed N  --base-version N  --auto-promote
+      --max-general-regression X  (auto-promote only if the general-ability loss rose by <= X, relative)
       --slots L.E,L.E,...  (explicit expert slots)  or  --relevance-threshold X --max-experts N (auto)
       --idempotency-key KEY  --watch (then follow it like jobs watch)
       --method esft|lora  (esft: the slots' full weights, the default; lora: low-rank factors on them)
@@ -340,7 +341,8 @@ std::optional<CliError> CreateJob(Ctx& c) {
   if (auto e = a.OnlyFlags({"--dataset", "--validation-dataset", "--max-steps", "--batch-size", "--seq-len",
                             "--learning-rate", "--warmup-steps", "--weight-decay", "--seed", "--base-version",
                             "--auto-promote", "--slots", "--relevance-threshold", "--max-experts",
-                            "--idempotency-key", "--watch", "--method", "--lora-rank"})) {
+                            "--idempotency-key", "--watch", "--method", "--lora-rank",
+                            "--max-general-regression"})) {
     return e;
   }
   v1::CreateJobRequest req;
@@ -380,6 +382,8 @@ std::optional<CliError> CreateJob(Ctx& c) {
   if (auto e = a.GetInt("--base-version", &i)) return e;
   if (a.Has("--base-version")) req.set_base_version(i);
   req.set_auto_promote(a.Has("--auto-promote"));
+  if (auto e = a.GetDouble("--max-general-regression", &d)) return e;
+  if (a.Has("--max-general-regression")) req.set_max_general_regression(d);
   req.set_idempotency_key(a.Get("--idempotency-key"));
   req.set_method(a.Get("--method"));  // checked by the server (INVALID_ARGUMENT naming "method")
   if (auto e = a.GetInt("--lora-rank", &i)) return e;

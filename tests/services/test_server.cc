@@ -38,6 +38,7 @@ void TestServer::Start() {
   so.job_heartbeat = options_.job_heartbeat;
   so.max_concurrent_jobs = options_.max_concurrent_jobs;
   so.max_joint_jobs = options_.max_joint_jobs;
+  so.max_general_regression = options_.max_general_regression;
   so.work_threads = 24;
   so.run_jobs = options_.training || options_.make_runner != nullptr;
   so.gc_interval = options_.gc_interval;
@@ -56,6 +57,7 @@ void TestServer::Start() {
   co.decode_routing = options_.decode_routing;
   co.train_memory_limit_bytes = options_.train_memory_limit_bytes;
   co.max_joint_jobs = options_.max_joint_jobs;
+  co.general_eval_data = options_.general_eval_data;
   co.inference = options_.model;
   co.training = options_.training;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);

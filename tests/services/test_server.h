@@ -26,6 +26,8 @@ struct TestServerOptions {
   int64_t kv_memory_bytes = runtime::kDefaultKvMemoryBytes;  // tessera-server --kv-memory-bytes
   std::string decode_routing = "host";  // tessera-server --decode-routing
   int64_t train_memory_limit_bytes = 0;  // tessera-server --train-memory-limit-bytes
+  std::string general_eval_data;         // tessera-server --general-eval-data
+  double max_general_regression = 0.05;  // tessera-server --max-general-regression
   std::string data_dir;   // empty: a fresh temp dir
   int64_t max_dataset_bytes = 1 << 20;
   absl::Duration job_lease = absl::Seconds(30);

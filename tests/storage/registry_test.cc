@@ -232,6 +232,22 @@ TEST(RegistryMigrationTest, AuditEntriesBeforeMigrationSevenGetTheirTenant) {
                       "('admin', 'tenant.create', 'tenant/legacy', '', 1), "
                       "('admin', 'apikey.create', 'apikey/abcdefghijkl', '', 2), "
                       "('system', 'blob.delete', 'blob/00', '', 3)",
+TEST(RegistryMigrationTest, VersionsFromMigrationSixHaveNoGateRecordAndNewOnesKeepIt) {
+  testing::TempDir dir;
+  Registry::Options at_six;
+  at_six.migrate_to = 6;
+  std::string digest;
+  {
+    auto r = Registry::Open(dir.path(), at_six);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    auto d = (*r)->blobs().Put("overlay bytes");
+    ASSERT_TRUE(d.ok()) << d.status();
+    digest = *d;
+    std::string err;
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO versions(tenant_id, version, parent_version, blob_digest, size_bytes, "
+                      "created_at_us) VALUES ('legacy', 1, 0, '" + digest + "', 13, 1)",
                       &err),
               SQLITE_OK)
         << err;
@@ -245,6 +261,35 @@ TEST(RegistryMigrationTest, AuditEntriesBeforeMigrationSevenGetTheirTenant) {
   EXPECT_EQ((*audit)[1].tenant_id, "legacy");
   EXPECT_EQ((*audit)[2].tenant_id, "");
   for (const AuditEntry& e : *audit) EXPECT_EQ(e.result, "OK");
+  Registry& reg = **r;
+  auto v1 = reg.GetVersion("legacy", 1);
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_FALSE(v1->general_loss.has_value());
+  EXPECT_FALSE(v1->base_general_loss.has_value());
+  EXPECT_EQ(v1->promotion_decision, "");
+  EXPECT_EQ(v1->promotion_reason, "");
+  NewVersion nv;
+  nv.tenant_id = "legacy";
+  nv.parent_version = 1;
+  nv.blob_digest = digest;
+  nv.method = "lora";
+  nv.lora_rank = 4;
+  nv.general_loss = 0.8125;
+  nv.base_general_loss = 0.75;
+  nv.promotion_decision = "keep";
+  nv.promotion_reason = "not promoted: general loss up 8.3%";
+  ASSERT_TRUE(reg.PublishVersion(nv, "admin").ok());
+  for (const ExpertVersion& v : {reg.GetVersion("legacy", 2).value(), reg.ListVersions("legacy").value()[0]}) {
+    EXPECT_EQ(v.version, 2);
+    EXPECT_EQ(v.method, "lora");
+    EXPECT_EQ(v.lora_rank, 4);
+    EXPECT_EQ(v.general_loss, 0.8125);
+    EXPECT_EQ(v.base_general_loss, 0.75);
+    EXPECT_EQ(v.promotion_decision, "keep");
+    EXPECT_EQ(v.promotion_reason, nv.promotion_reason);
+  }
+  ASSERT_OK(reg.Promote("legacy", 2, "admin"));
+  EXPECT_TRUE(reg.GetVersion("legacy", 2).value().live);
 }
 
 TEST(RegistryMigrationTest, RefusesNewerSchemaAndBadTarget) {
