@@ -21,6 +21,7 @@
 #include "core/train/expert_selection.h"
 #include "core/train/finetune.h"
 #include "core/train/general_ability.h"
+#include "core/train/lora_finetune.h"
 #include "core/train/model_trainable.h"
 #include "core/util/parallel.h"
 #include "ops/bench/bench_check.h"
@@ -32,28 +33,6 @@ using namespace tessera::train;  // NOLINT
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// ESFT's per-layer rule on one of the two shares: the fewest experts (highest share first, ties: lower
-// expert) whose cumulative share reaches p.
-std::vector<SlotId> SelectByShare(const ExpertSelection& measured, const ModelConfig& c, bool by_gate,
-                                  double p) {
-  std::vector<SlotId> out;
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    std::vector<SlotScore> layer(measured.scores.begin() + l * c.num_experts,
-                                 measured.scores.begin() + (l + 1) * c.num_experts);
-    auto share = [&](const SlotScore& s) { return by_gate ? s.gate_share : s.token_share; };
-    std::stable_sort(layer.begin(), layer.end(),
-                     [&](const SlotScore& a, const SlotScore& b) { return share(a) > share(b); });
-    double cum = 0;
-    for (const SlotScore& s : layer) {
-      if (cum >= p - 1e-12 || share(s) <= 0) break;
-      out.push_back(s.slot);
-      cum += share(s);
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 int64_t SavedBytes(Model& m, const ModelConfig& c) {
@@ -79,10 +58,12 @@ struct Row {
 
 int RunMethodsTable(int argc, char** argv) {
   std::vector<std::string> tasks = data::Task::Names();
-  std::vector<std::string> methods = {"esft_gate", "esft_token", "full"};
+  std::vector<std::string> methods = {"esft_gate", "esft_token", "full", "lora"};
   int64_t n_train = 1000, n_val = 200, n_test = 200, general_docs = 256, skill_n = 40, other_n = 40;
   uint64_t secret = 1234;
-  double full_lr = 1e-3, p_gate = 0.1, p_token = 0.2;
+  double full_lr = 1e-3, p_gate = DefaultThreshold(RelevanceScore::kGate),
+         p_token = DefaultThreshold(RelevanceScore::kToken);
+  LoraOptions lora;
   HparamRequest req;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -99,6 +80,8 @@ int RunMethodsTable(int argc, char** argv) {
     else if (a == "--full-lr") ok = absl::SimpleAtod(v, &full_lr);
     else if (a == "--p-gate") ok = absl::SimpleAtod(v, &p_gate);
     else if (a == "--p-token") ok = absl::SimpleAtod(v, &p_token);
+    else if (a == "--lora-rank") ok = absl::SimpleAtoi(v, &lora.rank);
+    else if (a == "--lora-alpha") ok = absl::SimpleAtod(v, &lora.alpha);
     else if (a == "--general-docs") ok = absl::SimpleAtoi(v, &general_docs);
     else if (a == "--skill-n") ok = absl::SimpleAtoi(v, &skill_n);
     else if (a == "--other-n") ok = absl::SimpleAtoi(v, &other_n);
@@ -109,8 +92,8 @@ int RunMethodsTable(int argc, char** argv) {
     }
   }
   for (const std::string& m : methods) {
-    if (m != "esft_gate" && m != "esft_token" && m != "full") {
-      std::fprintf(stderr, "bench_finetune --methods-table: unknown method %s (esft_gate, esft_token, full)\n",
+    if (m != "esft_gate" && m != "esft_token" && m != "full" && m != "lora") {
+      std::fprintf(stderr, "bench_finetune --methods-table: unknown method %s (esft_gate, esft_token, full, lora)\n",
                    m.c_str());
       return 2;
     }
@@ -194,10 +177,15 @@ int RunMethodsTable(int argc, char** argv) {
     to.restore_best = true;
     const int max_new = 24;
     const double em_before = Must(EvaluateExactMatch(*model, nullptr, sp.test, tok, max_new), "base em").accuracy;
-    // Routing shares of every slot on the task's data (threshold 1: the scores are what matter here).
-    SelectionOptions measure;
-    measure.threshold = 1.0;
-    const ExpertSelection measured = Must(SelectExpertsAuto(*model, train, measure), "routing shares");
+    // ESFT's selections on the task's data (expert_selection.h: the per-layer cumulative score rule).
+    auto select = [&](RelevanceScore score, double p) {
+      SelectionOptions so;
+      so.score = score;
+      so.threshold = p;
+      return Must(SelectExpertsAuto(*model, train, so), "expert selection").slots;
+    };
+    const std::vector<SlotId> gate_slots = select(RelevanceScore::kGate, p_gate);
+    const std::vector<SlotId> token_slots = select(RelevanceScore::kToken, p_token);
 
     for (const std::string& method : methods) {
       Row r;
@@ -229,10 +217,16 @@ int RunMethodsTable(int argc, char** argv) {
         FineTuneOptions o;
         o.trainer = to;
         o.auto_select = false;
-        o.explicit_slots = SelectByShare(measured, c, method == "esft_gate",
-                                         method == "esft_gate" ? p_gate : p_token);
+        o.explicit_slots = method == "esft_gate" ? gate_slots : token_slots;
         const double t0 = Now();
-        auto ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name.c_str());
+        FineTuneResult ft;
+        if (method == "lora") {
+          // LoRA on ESFT-Token's slots: the same slots as esft_token, low-rank deltas instead of the
+          // slots' full weights. ft.overlay is the merged version (what serving runs).
+          ft = Must(FineTuneLora(*model, bb.sha256, train, val, o, lora), name.c_str()).result;
+        } else {
+          ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name.c_str());
+        }
         r.seconds = Now() - t0;
         r.val_loss = ft.train.final_val_loss;
         r.base_val_loss = ft.train.initial_val_loss;
@@ -273,7 +267,7 @@ int RunMethodsTable(int argc, char** argv) {
       if (r.task == name && r.method == "full") full = &r;
     }
     for (const Row& r : rows) {
-      if (r.task != name || r.method == "full") continue;
+      if (r.task != name || r.method.rfind("esft", 0) != 0) continue;
       if (full == nullptr) {
         std::printf("%-13s %-10s (no full fine-tuning row to compare with)\n", name.c_str(), r.method.c_str());
         continue;
@@ -291,6 +285,18 @@ int RunMethodsTable(int argc, char** argv) {
                   name.c_str(), r.method.c_str(), gain, full_gain, 100 * ratio, gain_ok ? "ok" : "MISS",
                   100 * r.general.relative_loss_increase, 100 * full->general.relative_loss_increase,
                   general_ok ? "ok" : "MISS", pct, bytes_ok ? "ok" : "MISS", ok ? "meets" : "misses");
+    }
+  }
+  // LoRA against ESFT-Token on the same slots: bytes saved, exact match and general ability.
+  for (const Row& l : rows) {
+    if (l.method != "lora") continue;
+    for (const Row& t : rows) {
+      if (t.task != l.task || t.method != "esft_token") continue;
+      std::printf("%-13s lora vs esft_token (same %lld slots): bytes %.1f%% vs %.1f%% | EM %.3f vs %.3f | "
+                  "general loss %+.2f%% vs %+.2f%%\n",
+                  l.task.c_str(), static_cast<long long>(l.slots), 100.0 * l.bytes / model_bytes,
+                  100.0 * t.bytes / model_bytes, l.em_after, t.em_after, 100 * l.general.relative_loss_increase,
+                  100 * t.general.relative_loss_increase);
     }
   }
   std::printf("methods_table tasks=%zu esft_gate_meets=%d esft_token_meets=%d\n", tasks.size(), meets["esft_gate"],
