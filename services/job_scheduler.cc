@@ -322,11 +322,15 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
       if (out->general_loss.has_value() && out->base_general_loss.has_value() && *out->base_general_loss > 0) {
         const double bound = ctx.spec().max_general_regression.value_or(options_.max_general_regression);
         const double rel = (*out->general_loss - *out->base_general_loss) / *out->base_general_loss;
-        general_ok = rel <= bound;
         absl::StrAppend(&why, "; general-ability loss ", *out->general_loss, " vs the backbone's ",
-                        *out->base_general_loss, " (", rel >= 0 ? "+" : "", std::round(rel * 10000) / 100, "%) ",
-                        general_ok ? "within" : "exceeds", " max_general_regression ", bound,
-                        ctx.spec().max_general_regression.has_value() ? "" : " (the server's default)");
+                        *out->base_general_loss, " (", rel >= 0 ? "+" : "", std::round(rel * 10000) / 100, "%) ");
+        if (bound < 0) {
+          absl::StrAppend(&why, "not bounded (no max_general_regression on the job or the server)");
+        } else {
+          general_ok = rel <= bound;
+          absl::StrAppend(&why, general_ok ? "within" : "exceeds", " max_general_regression ", bound,
+                          ctx.spec().max_general_regression.has_value() ? "" : " (the server's default)");
+        }
       } else {
         absl::StrAppend(&why, "; no general-ability data on this server (tessera-server "
                               "--general-eval-data FILE): decided on validation alone");

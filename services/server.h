@@ -54,7 +54,7 @@ struct ServerOptions {
   // Jobs per training loop (CoreOptions::max_joint_jobs): the scheduler claims up to
   // max_concurrent_jobs * max_joint_jobs jobs at once, so that many can train together.
   int max_joint_jobs = 1;
-  double max_general_regression = 0.05;  // the promotion gate's default bound (JobScheduler::Options)
+  double max_general_regression = -1;  // the promotion gate's default bound; < 0: none (JobScheduler::Options)
   int64_t max_dataset_bytes = 64 << 20;
   absl::Duration job_lease = absl::Seconds(30);
   absl::Duration job_heartbeat = absl::Seconds(5);

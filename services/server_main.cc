@@ -94,8 +94,10 @@ Options:
                               directory has none, and auto_promote then decides on validation alone
                               (the version's promotion_reason says so)
   --max-general-regression X  auto_promote promotes only when the version's general-ability loss is at
-                              most (1 + X) times the backbone's; jobs may set their own
-                              (max_general_regression). Default 0.05; [0, 10]
+                              most (1 + X) times the backbone's, e.g. 0.05; jobs may set their own
+                              (max_general_regression). [0, 10]. Default: no bound (the versions still
+                              record both losses): fine-tunes at the defaults raise builtin:tiny's
+                              mixture loss by 150-500% (ops/bench/RESULTS.md)
   --gc-interval-seconds S     delete unreferenced blobs (superseded checkpoints, deleted datasets) every
                               S seconds (default 300; 0 disables)
   --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600; it must

@@ -125,6 +125,7 @@ TEST(PromotionGateTest, DecisionOnGivenNumbersRecordedOnTheVersionAndTheEvent) {
   };
   TestServer server(opts);
   ASSERT_NE(runner, nullptr);
+  // (tessera-server's own default is no bound: the test server sets 0.05 above.)
   runner->sha256 = server.server().backbone().sha256;
   struct Case {
     const char* name;

@@ -27,7 +27,7 @@ struct TestServerOptions {
   std::string decode_routing = "host";  // tessera-server --decode-routing
   int64_t train_memory_limit_bytes = 0;  // tessera-server --train-memory-limit-bytes
   std::string general_eval_data;         // tessera-server --general-eval-data
-  double max_general_regression = 0.05;  // tessera-server --max-general-regression
+  double max_general_regression = -1;    // tessera-server --max-general-regression (< 0: none)
   std::string data_dir;   // empty: a fresh temp dir
   int64_t max_dataset_bytes = 1 << 20;
   absl::Duration job_lease = absl::Seconds(30);
