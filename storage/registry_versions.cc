@@ -96,6 +96,10 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
                       false,        in.backbone_sha256};
     v.method = in.method;
     v.lora_rank = in.lora_rank;
+    v.general_loss = in.general_loss;
+    v.base_general_loss = in.base_general_loss;
+    v.promotion_decision = in.promotion_decision;
+    v.promotion_reason = in.promotion_reason;
     RETURN_IF_ERROR(c.Exec("INSERT INTO versions(tenant_id, version, parent_version, job_id, "
                            "slots_json, val_loss, base_val_loss, blob_digest, size_bytes, "
                            "created_at_us, backbone_sha256, method, lora_rank, general_loss, base_general_loss, "
