@@ -232,13 +232,28 @@ TEST(RegistryMigrationTest, AuditEntriesBeforeMigrationSevenGetTheirTenant) {
                       "('admin', 'tenant.create', 'tenant/legacy', '', 1), "
                       "('admin', 'apikey.create', 'apikey/abcdefghijkl', '', 2), "
                       "('system', 'blob.delete', 'blob/00', '', 3)",
-TEST(RegistryMigrationTest, VersionsFromMigrationSixHaveNoGateRecordAndNewOnesKeepIt) {
+                      &err),
+              SQLITE_OK)
+        << err;
+  }
+  auto r = Registry::Open(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto audit = (*r)->ListAudit(0);
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  ASSERT_EQ(audit->size(), 3u);
+  EXPECT_EQ((*audit)[0].tenant_id, "legacy");
+  EXPECT_EQ((*audit)[1].tenant_id, "legacy");
+  EXPECT_EQ((*audit)[2].tenant_id, "");
+  for (const AuditEntry& e : *audit) EXPECT_EQ(e.result, "OK");
+}
+
+TEST(RegistryMigrationTest, VersionsFromMigrationSevenHaveNoGateRecordAndNewOnesKeepIt) {
   testing::TempDir dir;
-  Registry::Options at_six;
-  at_six.migrate_to = 6;
+  Registry::Options at_seven;
+  at_seven.migrate_to = 7;
   std::string digest;
   {
-    auto r = Registry::Open(dir.path(), at_six);
+    auto r = Registry::Open(dir.path(), at_seven);
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
     auto d = (*r)->blobs().Put("overlay bytes");
@@ -254,13 +269,6 @@ TEST(RegistryMigrationTest, VersionsFromMigrationSixHaveNoGateRecordAndNewOnesKe
   }
   auto r = Registry::Open(dir.path());
   ASSERT_TRUE(r.ok()) << r.status();
-  auto audit = (*r)->ListAudit(0);
-  ASSERT_TRUE(audit.ok()) << audit.status();
-  ASSERT_EQ(audit->size(), 3u);
-  EXPECT_EQ((*audit)[0].tenant_id, "legacy");
-  EXPECT_EQ((*audit)[1].tenant_id, "legacy");
-  EXPECT_EQ((*audit)[2].tenant_id, "");
-  for (const AuditEntry& e : *audit) EXPECT_EQ(e.result, "OK");
   Registry& reg = **r;
   auto v1 = reg.GetVersion("legacy", 1);
   ASSERT_TRUE(v1.ok()) << v1.status();
