@@ -46,6 +46,32 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> MakeTrainingOverlay(
   return ExpertOverlay::FromWeights(c, std::move(slots), be);
 }
 
+absl::StatusOr<TrainResult> RunWithCheckpoints(Trainer& trainer, const FineTuneOptions& options,
+                                               const RunControls& controls) {
+  if (!options.checkpoint_path.empty() && std::filesystem::exists(options.checkpoint_path)) {
+    RETURN_IF_ERROR(trainer.RestoreCheckpoint(options.checkpoint_path));
+  }
+  RunControls rc = controls;
+  absl::Status checkpoint_status;
+  if (!options.checkpoint_path.empty() && options.checkpoint_every > 0) {
+    rc.on_progress = [&](const TrainProgress& p) {
+      if (p.step % options.checkpoint_every == 0 && p.step < p.max_steps && checkpoint_status.ok()) {
+        checkpoint_status = trainer.SaveCheckpoint(options.checkpoint_path);
+      }
+      if (controls.on_progress) controls.on_progress(p);
+    };
+  }
+  auto run = trainer.Run(rc);
+  if (!run.ok()) {
+    if (absl::IsCancelled(run.status()) && !options.checkpoint_path.empty()) {
+      RETURN_IF_ERROR(trainer.SaveCheckpoint(options.checkpoint_path));
+    }
+    return run.status();
+  }
+  RETURN_IF_ERROR(checkpoint_status);
+  return *run;
+}
+
 absl::StatusOr<FineTuneResult> FineTuneExperts(const Model& model, const std::string& backbone_sha256,
                                                std::vector<data::TokenizedExample> train,
                                                std::vector<data::TokenizedExample> validation,
@@ -69,39 +95,19 @@ absl::StatusOr<FineTuneResult> FineTuneExperts(const Model& model, const std::st
   ASSIGN_OR_RETURN(auto trainable, ModelTrainable::ForExperts(&model, overlay, result.trained_slots));
   ASSIGN_OR_RETURN(auto trainer, Trainer::Create(trainable.get(), std::move(train),
                                                  std::move(validation), options.trainer));
-  if (!options.checkpoint_path.empty() && std::filesystem::exists(options.checkpoint_path)) {
-    RETURN_IF_ERROR(trainer->RestoreCheckpoint(options.checkpoint_path));
-  }
-  RunControls rc = controls;
-  absl::Status checkpoint_status;
-  if (!options.checkpoint_path.empty() && options.checkpoint_every > 0) {
-    rc.on_progress = [&](const TrainProgress& p) {
-      if (p.step % options.checkpoint_every == 0 && p.step < p.max_steps && checkpoint_status.ok()) {
-        checkpoint_status = trainer->SaveCheckpoint(options.checkpoint_path);
-      }
-      if (controls.on_progress) controls.on_progress(p);
-    };
-  }
-  auto run = trainer->Run(rc);
-  if (!run.ok()) {
-    if (absl::IsCancelled(run.status()) && !options.checkpoint_path.empty()) {
-      RETURN_IF_ERROR(trainer->SaveCheckpoint(options.checkpoint_path));
-    }
-    return run.status();
-  }
-  RETURN_IF_ERROR(checkpoint_status);
-  result.train = *run;
+  ASSIGN_OR_RETURN(const TrainResult run, RunWithCheckpoints(*trainer, options, controls));
+  result.train = run;
   result.losses = trainer->losses();
   result.trainable_parameters = trainer->trainable_parameters();
   result.optimizer_state_bytes = trainer->optimizer_state_bytes();
   ArtifactInfo info;
   info.trained_slots = result.trained_slots;
   info.backbone_sha256 = backbone_sha256;
-  info.steps = run->steps;
+  info.steps = run.steps;
   info.seed = options.trainer.seed;
-  info.metrics = {{"train_loss", run->final_train_loss},
-                  {"val_loss", run->final_val_loss},
-                  {"initial_val_loss", run->initial_val_loss}};
+  info.metrics = {{"train_loss", run.final_train_loss},
+                  {"val_loss", run.final_val_loss},
+                  {"initial_val_loss", run.initial_val_loss}};
   ASSIGN_OR_RETURN(result.artifact, SerializeExpertArtifact(*overlay, info));
   result.overlay = std::move(overlay);
   return result;

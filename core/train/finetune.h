@@ -51,6 +51,12 @@ absl::StatusOr<FineTuneResult> FineTuneExperts(
     const FineTuneOptions& options, std::shared_ptr<const ExpertOverlay> base_version = nullptr,
     const RunControls& controls = {});
 
+// Runs `trainer` to the end under `controls`, with options' checkpoints: restores checkpoint_path when
+// it exists, saves it every checkpoint_every steps and on cancellation (so a cancelled or killed job
+// resumes where it stopped). Shared by FineTuneExperts and FineTuneLora.
+absl::StatusOr<TrainResult> RunWithCheckpoints(Trainer& trainer, const FineTuneOptions& options,
+                                               const RunControls& controls);
+
 // The overlay a fine-tune starts from (see the file comment); exposed for tests and tools.
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> MakeTrainingOverlay(
     const Model& model, const std::vector<SlotId>& trained, const ExpertOverlay* base_version);
