@@ -71,6 +71,7 @@ def main():
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     with Server(bin_dir, "builtin:tiny", "check-console", keep=args.keep, prefix="tessera-console-check.",
@@ -91,7 +92,9 @@ def main():
                   "--window-size=1280,1600"):
             opts.add_argument(a)
         driver = webdriver.Chrome(service=Service(args.chromedriver), options=opts)
-        wait = WebDriverWait(driver, 60)
+        # The page re-renders its panels on every poll, so an element found by one lookup can be
+        # replaced before its text is read: such a read is retried, not a failure.
+        wait = WebDriverWait(driver, 60, ignored_exceptions=[StaleElementReferenceException])
         shot = lambda name: args.screenshots and driver.save_screenshot(os.path.join(args.screenshots, name + ".png"))
         if args.screenshots:
             os.makedirs(args.screenshots, exist_ok=True)
