@@ -30,6 +30,7 @@ DatasetValidator MakeJsonlValidator(std::shared_ptr<const TextCodec> codec, int6
     DatasetStats stats;
     stats.num_examples = static_cast<int64_t>(parsed->examples.size());
     stats.num_tokens = parsed->num_tokens;
+    stats.num_loss_tokens = parsed->num_loss_tokens;
     return stats;
   };
 }

@@ -137,6 +137,7 @@ absl::StatusOr<storage::Dataset> StoreDataset(const ServiceEnv& env, const std::
   nd.blob_digest = *digest;
   nd.num_examples = stats->num_examples;
   nd.num_tokens = stats->num_tokens;
+  nd.num_loss_tokens = stats->num_loss_tokens;
   absl::StatusOr<storage::Dataset> d = env.registry->CreateDataset(nd, actor);
   if (d.ok()) {
     LogInfo("dataset stored", {{"tenant_id", tenant_id}, {"dataset_id", d->dataset_id},

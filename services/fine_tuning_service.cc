@@ -103,6 +103,7 @@ absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& princ
   if (training.ok()) {
     request.training_examples = training->num_examples;
     request.training_tokens = training->num_tokens;
+    request.training_loss_tokens = training->num_loss_tokens;
   }
   absl::StatusOr<JobSpec> spec = ValidateAndFill(request, env.backbone, *live);
   if (!spec.ok()) return spec.status();

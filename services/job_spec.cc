@@ -72,7 +72,7 @@ absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo&
   if (!auto_selection || r.relevance_threshold != 0) hr.relevance_threshold = r.relevance_threshold;
   if (!auto_selection || r.max_experts != 0) hr.max_experts = r.max_experts;
   const train::ResolvedHparams h = train::ResolveHparams(
-      {r.training_examples, r.training_tokens},
+      {r.training_examples, r.training_tokens, r.training_loss_tokens},
       {backbone.hidden_size, backbone.num_layers, backbone.num_experts, backbone.experts_per_token}, hr);
   s.max_steps = h.max_steps;
   s.batch_size = h.batch_size;

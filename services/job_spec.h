@@ -8,7 +8,9 @@
 //
 // Auto: max_steps, batch_size, learning_rate, warmup_steps and the auto selection's
 // relevance_threshold / max_experts that the request leaves unset are chosen by the rule of
-// core/train/auto_hparams.h from the training dataset (examples, tokens: JobRequest.training_*) and
+// core/train/auto_hparams.h from the training dataset (examples, tokens, loss tokens, i.e. the
+// completion length: JobRequest.training_*; a dataset stored before loss tokens were counted has 0,
+// which the rule reads as short completions) and
 // the backbone; `auto_fields` names them. Every new job keeps its best validation checkpoint
 // (keep_best) and validates every eval_every steps; a plateau of early_stopping_patience validations
 // ends it early only when max_steps was chosen by the rule (an explicit max_steps runs to the end).
@@ -67,6 +69,7 @@ struct JobRequest {
   // The training dataset's size (from its registry row), for the auto rule.
   int64_t training_examples = 0;
   int64_t training_tokens = 0;
+  int64_t training_loss_tokens = 0;  // completions + EOS; 0: unknown
 };
 
 inline constexpr int64_t kDefaultLoraRank = 8;

@@ -35,6 +35,7 @@ class JobScheduler;
 struct DatasetStats {
   int64_t num_examples = 0;
   int64_t num_tokens = 0;
+  int64_t num_loss_tokens = 0;  // completions + EOS (the auto rule's completion length)
 };
 using DatasetValidator = std::function<absl::StatusOr<DatasetStats>(std::string_view bytes)>;
 

@@ -210,9 +210,16 @@ ALTER TABLE versions ADD COLUMN promotion_decision TEXT NOT NULL DEFAULT '';
 ALTER TABLE versions ADD COLUMN promotion_reason TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Migration 9: the tokens a dataset's loss is on (completions + EOS), an input of the auto
+// hyperparameter rule (core/train/auto_hparams.h). Rows stored before it keep 0 (unknown).
+constexpr char kMigration9[] = R"sql(
+ALTER TABLE datasets ADD COLUMN num_loss_tokens INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 const std::vector<const char*>& Migrations() {
   static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3, kMigration4,
-                                                kMigration5, kMigration6, kMigration7, kMigration8};
+                                                kMigration5, kMigration6, kMigration7, kMigration8,
+                                                kMigration9};
   return kAll;
 }
 

@@ -10,8 +10,8 @@ namespace tessera::storage {
 absl::StatusOr<Dataset> Registry::CreateDataset(const NewDataset& in, const std::string& actor) {
   RETURN_IF_ERROR(ValidateTenantId(in.tenant_id));
   if (in.name.empty()) return absl::InvalidArgumentError("dataset name is empty");
-  if (in.num_examples < 0 || in.num_tokens < 0) {
-    return absl::InvalidArgumentError("dataset num_examples and num_tokens must be >= 0");
+  if (in.num_examples < 0 || in.num_tokens < 0 || in.num_loss_tokens < 0) {
+    return absl::InvalidArgumentError("dataset num_examples, num_tokens and num_loss_tokens must be >= 0");
   }
   if (!BlobStore::IsValidDigest(in.blob_digest)) {
     return absl::InvalidArgumentError(
@@ -29,12 +29,12 @@ absl::StatusOr<Dataset> Registry::CreateDataset(const NewDataset& in, const std:
     }
     if (!size.ok()) return size.status();
     d = Dataset{id,        in.tenant_id,    in.name,          in.format,  in.blob_digest,
-                *size,     in.num_examples, in.num_tokens,    NowMicros()};
+                *size,     in.num_examples, in.num_tokens,    NowMicros(), in.num_loss_tokens};
     RETURN_IF_ERROR(c.Exec("INSERT INTO datasets(dataset_id, tenant_id, name, format, blob_digest, "
-                           "size_bytes, num_examples, num_tokens, created_at_us) "
-                           "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                           "size_bytes, num_examples, num_tokens, created_at_us, num_loss_tokens) "
+                           "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
                            d.dataset_id, d.tenant_id, d.name, d.format, d.sha256, d.size_bytes,
-                           d.num_examples, d.num_tokens, d.created_at_us));
+                           d.num_examples, d.num_tokens, d.created_at_us, d.num_loss_tokens));
     return internal::AppendAudit(
         c, actor, "dataset.create", absl::StrCat("dataset/", id),
         absl::StrCat("{\"tenant_id\":", internal::JsonString(in.tenant_id), ",\"name\":",

@@ -141,7 +141,7 @@ Job ReadJob(const Stmt& st) {
 
 const char kDatasetColumns[] =
     "dataset_id, tenant_id, name, format, blob_digest, size_bytes, num_examples, num_tokens, "
-    "created_at_us";
+    "created_at_us, num_loss_tokens";
 
 Dataset ReadDataset(const Stmt& st) {
   Dataset d;
@@ -154,6 +154,7 @@ Dataset ReadDataset(const Stmt& st) {
   d.num_examples = st.Int(6);
   d.num_tokens = st.Int(7);
   d.created_at_us = st.Int(8);
+  d.num_loss_tokens = st.Int(9);
   return d;
 }
 

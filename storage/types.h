@@ -94,6 +94,7 @@ struct NewDataset {
   std::string blob_digest;  // sha256 hex of the dataset bytes, as returned by BlobStore::Put
   int64_t num_examples = 0;
   int64_t num_tokens = 0;
+  int64_t num_loss_tokens = 0;  // tokens the loss is on (completions + EOS); 0: unknown
 };
 
 struct Dataset {
@@ -106,6 +107,7 @@ struct Dataset {
   int64_t num_examples = 0;
   int64_t num_tokens = 0;
   int64_t created_at_us = 0;
+  int64_t num_loss_tokens = 0;  // 0 for datasets stored before migration 4 (unknown)
 };
 
 // ---- Jobs -------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 // uses them: e.g. an explicit batch_size sets the steps per epoch).
 //
 // Inputs: n = training examples, T = training tokens (BOS/EOS included), C = loss tokens per example
-// (completion + EOS: what must come out exactly; unknown = 8, which is what jobs pass so far), the
-// model's hidden size H, layers L, experts per layer E (top-k routing).
+// (completion + EOS: what must come out exactly; unknown = 8), the model's hidden size H, layers L,
+// experts per layer E (top-k routing).
 //   batch_size     B = clamp(pow2_floor(n / 32), 4, 16)        small data: more, smaller steps
 //   epochs         e = 12 * clamp(C / 8, 1, 3)                  a longer completion must be right at
 //                                                               more positions: more passes

@@ -131,6 +131,34 @@ TEST(JobsAutoTest, JobWithoutHyperparametersRecordsTheChosenValues) {
 }
 
 
+// The dataset's completion length reaches the rule: 400 examples whose completions are 31 bytes (32 loss
+// tokens with EOS on the byte-level tiny tokenizer) get 3x the epochs of short completions, the same
+// data with 3-byte completions does not.
+TEST(JobsAutoTest, LongCompletionsGetMoreSteps) {
+  TestServer server(WithModel());
+  std::string key = server.CreateTenant("acme");
+  std::string long_jsonl, short_jsonl;
+  for (int i = 0; i < 400; ++i) {
+    const std::string p = absl::StrCat("{\"prompt\": \"item", 1000 + i, "=\", \"completion\": \"");
+    long_jsonl += absl::StrCat(p, "abcdefghijklmnopqrstuvwxyz", 10000 + i, "\"}\n");
+    short_jsonl += absl::StrCat(p, i % 1000 + 100, "\"}\n");
+  }
+  auto steps = [&](const std::string& jsonl, const std::string& name) -> int64_t {
+    v1::Dataset ds;
+    EXPECT_TRUE(server.Upload(key, "acme", name, jsonl, &ds).ok());
+    v1::CreateJobRequest req;
+    req.set_tenant_id("acme");
+    req.set_training_dataset_id(ds.dataset_id());
+    v1::Job created;
+    grpc::Status st = server.FineTuning()->CreateJob(Ctx(key).get(), req, &created);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(created.resolved_hyperparameters().hyperparameters().batch_size(), 8);  // pow2_floor(400/32)
+    return created.resolved_hyperparameters().hyperparameters().max_steps();
+  };
+  EXPECT_EQ(steps(long_jsonl, "long"), 36 * 400 / 8);   // 32 loss tokens: 12 * min(32/8, 3) epochs
+  EXPECT_EQ(steps(short_jsonl, "short"), 12 * 400 / 8);  // 4 loss tokens: 12 epochs
+}
+
 // The suite's multi-turn chat task in the OpenAI {"messages": [...]} form is a dataset the server
 // accepts (rendered with the backbone's chat template) and trains on with the auto defaults.
 TEST(JobsAutoTest, ChatTaskAsMessagesTrainsWithTheDefaults) {

@@ -300,6 +300,42 @@ TEST(RegistryMigrationTest, VersionsFromMigrationSevenHaveNoGateRecordAndNewOnes
   EXPECT_TRUE(reg.GetVersion("legacy", 2).value().live);
 }
 
+TEST(RegistryMigrationTest, DatasetsFromMigrationEightHaveUnknownLossTokens) {
+  testing::TempDir dir;
+  Registry::Options at_eight;
+  at_eight.migrate_to = 8;
+  std::string digest;
+  {
+    auto r = Registry::Open(dir.path(), at_eight);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    auto d = (*r)->blobs().Put("{\"text\": \"x\"}\n");
+    ASSERT_TRUE(d.ok()) << d.status();
+    digest = *d;
+    // A dataset row as migration 8 knew it (no num_loss_tokens column).
+    std::string err;
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO datasets(dataset_id, tenant_id, name, format, blob_digest, size_bytes, "
+                      "num_examples, num_tokens, created_at_us) VALUES ('ds_old', 'legacy', 'n', 'jsonl', '" +
+                          digest + "', 14, 1, 3, 1)",
+                      &err),
+              SQLITE_OK)
+        << err;
+  }
+  auto r = Registry::Open(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto old = (*r)->GetDataset("legacy", "ds_old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->num_tokens, 3);
+  EXPECT_EQ(old->num_loss_tokens, 0);
+  auto fresh = (*r)->CreateDataset(NewDataset{"legacy", "new", "jsonl", digest, 1, 3, 2}, "admin");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ((*r)->GetDataset("legacy", fresh->dataset_id).value().num_loss_tokens, 2);
+  EXPECT_CODE((*r)->CreateDataset(NewDataset{"legacy", "bad", "jsonl", digest, 1, 3, -1}, "admin"),
+              kInvalidArgument);
+}
+
+
 TEST(RegistryMigrationTest, RefusesNewerSchemaAndBadTarget) {
   testing::TempDir dir;
   { ASSERT_OK(Registry::Open(dir.path())); }
@@ -512,7 +548,7 @@ TEST_F(RegistryTest, DatasetsLifecycleAndScoping) {
   MakeTenant("beta");
   const std::string bytes = "{\"text\": \"hello\"}\n{\"text\": \"world\"}\n";
   const std::string digest = PutBlob(bytes);
-  NewDataset in{"acme", "greetings", "jsonl", digest, 2, 7};
+  NewDataset in{"acme", "greetings", "jsonl", digest, 2, 7, 5};
   auto d = reg_->CreateDataset(in, "key-a");
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->dataset_id.rfind("ds_", 0), 0u);
@@ -520,9 +556,11 @@ TEST_F(RegistryTest, DatasetsLifecycleAndScoping) {
   EXPECT_EQ(d->size_bytes, static_cast<int64_t>(bytes.size()));
   EXPECT_EQ(d->num_examples, 2);
   EXPECT_EQ(d->num_tokens, 7);
+  EXPECT_EQ(d->num_loss_tokens, 5);
 
   auto got = reg_->GetDataset("acme", d->dataset_id);
   ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->num_loss_tokens, 5);
   EXPECT_EQ(got->name, "greetings");
   EXPECT_EQ(got->format, "jsonl");
   // Another tenant cannot see it, and the error does not reveal the owner.
