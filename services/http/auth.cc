@@ -98,4 +98,12 @@ absl::StatusOr<std::string> TenantOf(const ServiceEnv& env, const storage::Princ
   return tenant;
 }
 
+absl::StatusOr<std::vector<storage::Tenant>> VisibleTenants(const ServiceEnv& env,
+                                                            const storage::Principal& principal) {
+  if (principal.role == storage::Role::kAdmin) return env.registry->ListTenants();
+  absl::StatusOr<storage::Tenant> t = env.registry->GetTenant(principal.tenant_id);
+  if (!t.ok()) return t.status();
+  return std::vector<storage::Tenant>{*std::move(t)};
+}
+
 }  // namespace tessera::services::http

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "httplib.h"
@@ -50,5 +51,9 @@ absl::StatusOr<ModelRef> ResolveModel(const ServiceEnv& env, const storage::Prin
 // missing unless `admin_may_omit`, then "" = every tenant). The tenant must exist (404).
 absl::StatusOr<std::string> TenantOf(const ServiceEnv& env, const storage::Principal& principal,
                                      const httplib::Request& req, bool admin_may_omit = false);
+
+// The tenants a caller may see: every tenant for an ADMIN key, a TENANT key's own otherwise.
+absl::StatusOr<std::vector<storage::Tenant>> VisibleTenants(const ServiceEnv& env,
+                                                            const storage::Principal& principal);
 
 }  // namespace tessera::services::http

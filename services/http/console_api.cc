@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "services/convert.h"
 #include "services/fine_tuning_service.h"
+#include "services/http/auth.h"
 #include "services/http/errors.h"
 #include "services/http/fine_tuning.h"
 #include "services/http/json_fields.h"
@@ -52,16 +53,9 @@ absl::Status Me(Call& call) {
 }
 
 absl::Status Tenants(Call& call) {
-  std::vector<storage::Tenant> tenants;
-  if (call.principal.role == storage::Role::kAdmin) {
-    absl::StatusOr<std::vector<storage::Tenant>> all = call.env.registry->ListTenants();
-    if (!all.ok()) return all.status();
-    tenants = *std::move(all);
-  } else {
-    absl::StatusOr<storage::Tenant> t = call.env.registry->GetTenant(call.principal.tenant_id);
-    if (!t.ok()) return t.status();
-    tenants.push_back(*std::move(t));
-  }
+  absl::StatusOr<std::vector<storage::Tenant>> visible = VisibleTenants(call.env, call.principal);
+  if (!visible.ok()) return visible.status();
+  const std::vector<storage::Tenant>& tenants = *visible;
   Json out = Json::array();
   for (const storage::Tenant& t : tenants) {
     absl::StatusOr<int64_t> live = call.env.registry->GetLive(t.tenant_id);

@@ -29,16 +29,9 @@ absl::Status AppendTenantModels(const ServiceEnv& env, const storage::Tenant& t,
 }
 
 absl::Status ListModels(Call& call) {
-  std::vector<storage::Tenant> tenants;
-  if (call.principal.role == storage::Role::kAdmin) {
-    absl::StatusOr<std::vector<storage::Tenant>> all = call.env.registry->ListTenants();
-    if (!all.ok()) return all.status();
-    tenants = *std::move(all);
-  } else {
-    absl::StatusOr<storage::Tenant> t = call.env.registry->GetTenant(call.principal.tenant_id);
-    if (!t.ok()) return t.status();
-    tenants.push_back(*std::move(t));
-  }
+  absl::StatusOr<std::vector<storage::Tenant>> visible = VisibleTenants(call.env, call.principal);
+  if (!visible.ok()) return visible.status();
+  const std::vector<storage::Tenant>& tenants = *visible;
   Json data = Json::array();
   for (const storage::Tenant& t : tenants) {
     if (absl::Status s = AppendTenantModels(call.env, t, &data); !s.ok()) return s;
