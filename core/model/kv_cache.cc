@@ -45,4 +45,13 @@ absl::Status KvCache::Truncate(int64_t new_length) {
   return absl::OkStatus();
 }
 
+absl::Status KvCache::Extend(int64_t new_length) {
+  if (new_length < length_ || new_length > capacity_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache::Extend: new_length ", new_length, " not in [", length_, ", ", capacity_, "]"));
+  }
+  length_ = new_length;
+  return absl::OkStatus();
+}
+
 }  // namespace tessera

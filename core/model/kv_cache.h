@@ -37,6 +37,10 @@ class KvCache {
   void Reset() { length_ = 0; }
   // Keep positions [0, new_length); INVALID_ARGUMENT if new_length > length() or < 0.
   absl::Status Truncate(int64_t new_length);
+  // Prefix reuse (core/runtime/prefix_cache.h): marks positions [length(), new_length) valid after the
+  // caller wrote them through views of k()/v() (Tensor::Rows) with keys/values this model computed for
+  // the same tokens and overlay. INVALID_ARGUMENT if new_length < length() or > capacity().
+  absl::Status Extend(int64_t new_length);
 
   // [capacity, KVH, head_dim] for `layer` (rows >= length() are garbage).
   const Tensor& k(int64_t layer) const { return k_[layer]; }

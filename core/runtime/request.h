@@ -47,6 +47,9 @@ struct Request {
   IncrementalDecoder detok;  // generated ids -> text (stop.text() is what it returned)
   KvCache* cache = nullptr;
   bool prefilled = false;
+  bool prefix_checked = false;  // the prefix cache was consulted (it is, once, before the prefill)
+  int64_t cached_tokens = 0;    // prompt positions restored from the prefix cache (not prefilled)
+  PrefixCache::Hash prefix_root{};  // the prefix cache's key root for (backbone, version content)
   bool finished = false;
   int32_t last_token = 0;
   std::vector<int32_t> tokens;

@@ -50,11 +50,20 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   }
   std::unique_ptr<Runtime> rt(new Runtime(model, tokenizer, source, options));
   rt->paused_ = options.start_paused;
+  if (options.prefix_cache_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--prefix-cache-bytes must be >= 0 (0 = off), got ", options.prefix_cache_bytes));
+  }
   {
     std::lock_guard<std::mutex> lock(*rt->device_mu_);
     ASSIGN_OR_RETURN(rt->kv_pool_,
                      KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend(),
                                          model->weights().matrix_dtype()));
+    if (options.prefix_cache_bytes > 0) {
+      ASSIGN_OR_RETURN(rt->prefix_cache_,
+                       PrefixCache::Create(c, model->backend(), model->weights().matrix_dtype(),
+                                           {options.prefix_cache_bytes, options.prefix_cache_block_tokens}));
+    }
     if (options.overlay_slab_pool) {
       const DType dtype = model->weights().matrix_dtype();
       const int64_t slab = OverlaySlabPool::SlotBytes(c, dtype);
@@ -314,6 +323,10 @@ RuntimeStatus Runtime::Status() {
   s.batched_sequences = batched_sequences_.load();
   s.max_batch_seen = max_batch_seen_.load();
   s.kv_cache_bytes = kv_pool_ ? kv_pool_->bytes() : 0;
+  if (prefix_cache_) {
+    s.prefix_cache_enabled = true;
+    s.prefix_cache = prefix_cache_->Stats();
+  }
   return s;
 }
 

@@ -24,11 +24,20 @@
 // concatenate to it) is the tokenizer's Decode of the generated ids, cut before a stop string.
 // Determinism: a request's tokens and routing depend only on (tenant version, prompt, params), not on
 // what else is in the batch: Model::Forward computes each sequence independently, the prompt is
-// always prefilled in one piece, and sampling uses per-request RNG state. Caveat: "independently"
+// always prefilled in one piece (its part not restored from the prefix cache), and sampling uses
+// per-request RNG state. Caveat: "independently"
 // holds up to float summation order inside BLAS, which can vary with the batch's shape (~1e-6
 // relative), so the reported routing entropy may differ in its last digits, and a token or expert
 // choice could only flip where two candidates tie within that noise (not observed in the tests,
-// which compare batched and solo runs token for token).
+// which compare batched and solo runs token for token). The same holds for a prompt whose first
+// positions came from the prefix cache (prefix_cache.h): the restored keys/values are bit for bit
+// what was computed for those tokens, and the rest differs from a cold prefill only in that order.
+//
+// Prefix cache (RuntimeOptions::prefix_cache_bytes > 0): when a request joins the batch, the whole
+// blocks of its prompt found in the cache under (backbone digest, its version's content digest) are
+// copied into its KV cache (all but the last prompt token at most) and only the rest is prefilled;
+// after the prefill, and when it finishes, its whole blocks are stored (a next turn of a conversation
+// finds the previous answer too). GenerateResult::cached_tokens says how many positions were restored.
 //
 // Streaming: text is handed to on_delta on the caller's thread (never the scheduler's, so a slow
 // client cannot stall the batch), only once the StopMatcher says it cannot become part of a stop
@@ -64,6 +73,7 @@
 #include "core/runtime/expert_table.h"
 #include "core/runtime/kv_cache_pool.h"
 #include "core/runtime/overlay_cache.h"
+#include "core/runtime/prefix_cache.h"
 #include "core/runtime/routing.h"
 #include "core/runtime/version_source.h"
 #include "core/tokenizer/tokenizer.h"
@@ -111,6 +121,13 @@ struct RuntimeOptions {
   // Serializes every backend call the runtime makes; share it with anything else using the same
   // backend concurrently. nullptr = the runtime's own. Must outlive the runtime.
   std::mutex* device_mutex = nullptr;
+  // Prefix cache (prefix_cache.h): bytes of device memory for KV blocks of computed prompts, reused by
+  // later requests whose prompt starts with the same tokens under the same backbone and version content.
+  // 0 = off. Allocated at start-up, separately from the per-sequence KV pool.
+  int64_t prefix_cache_bytes = 0;
+  int64_t prefix_cache_block_tokens = 16;
+  // The backbone's digest (the server's model sha256), part of every prefix-cache key.
+  std::string backbone_digest;
 };
 
 struct GenerateParams {
@@ -139,6 +156,7 @@ struct GenerateResult {
   std::string sha256;       // its content digest ("" for base)
   int prompt_tokens = 0;    // including BOS
   int completion_tokens = 0;
+  int cached_tokens = 0;    // prompt tokens restored from the prefix cache instead of prefilled
   std::vector<int32_t> tokens;        // generated ids (no EOS)
   std::vector<LayerRouting> routing;  // with return_routing
 };
@@ -170,6 +188,8 @@ struct RuntimeStatus {
   int64_t overlay_pool_slabs = 0;           // preallocated overlay slabs (0: no pool)
   int64_t overlay_pool_slabs_in_use = 0;
   int64_t overlay_pool_overflow_slots = 0;  // slots loaded outside the pool because it was full
+  bool prefix_cache_enabled = false;
+  PrefixCacheStats prefix_cache;            // zeros when off
 };
 
 struct Request;  // scheduler state of one Generate (request.h)
@@ -251,6 +271,10 @@ class Runtime {
   void Complete(Request& r, FinishReason reason);  // result + final delta, then Finish(OK)
   void EmitDelta(Request& r, bool final);
   void Finish(Request& r, absl::Status status);
+  // Prefix cache (scheduler.cc): copy cached blocks of joining prompts into their KV caches; store the
+  // whole blocks of a request's cache. Both take the device mutex.
+  void RestorePrefixes(std::vector<std::shared_ptr<Request>>& active);
+  void StorePrefix(Request& r);
 
   const Model* model_;
   const Tokenizer* tokenizer_;
@@ -264,6 +288,7 @@ class Runtime {
   ExpertTable table_;
   OverlayCache cache_;
   std::unique_ptr<KvCachePool> kv_pool_;
+  std::unique_ptr<PrefixCache> prefix_cache_;  // null when options_.prefix_cache_bytes == 0
 
   std::mutex mu_;  // guards queue_ and stopping_
   std::condition_variable cv_;

@@ -4,6 +4,8 @@
 // and the step's prefill budget allows (the first one always), drop cancelled ones, run ONE
 // Model::Forward over every active request (a joining request contributes its whole prompt, the others
 // their last sampled token), then sample each request's next token and retire the finished ones.
+// With a prefix cache, a joining request first gets the cached blocks of its prompt copied into its KV
+// cache and contributes only the rest; its whole blocks are stored after its prefill and at its end.
 // Everything a request computes lives in its own KV cache, sampler and stop matcher, so its output
 // does not depend on who shares the step. A failed step fails its requests, except out of memory in a
 // step that admitted prompts: then only the new prompts fail and the decoding requests continue.
@@ -67,11 +69,14 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   opt.logits = LogitsMode::kLast;
   StepInfo info;
   info.sequences = static_cast<int64_t>(active.size());
+  if (prefix_cache_) RestorePrefixes(active);
   for (const auto& r : active) {
     info.prefill_sequences += r->prefilled ? 0 : 1;
-    info.tokens += r->prefilled ? 1 : static_cast<int64_t>(r->prompt.size());
-    absl::Span<const int32_t> tokens =
-        r->prefilled ? absl::MakeConstSpan(&r->last_token, 1) : absl::MakeConstSpan(r->prompt);
+    // A joining prompt whose first positions came from the prefix cache prefills only the rest.
+    absl::Span<const int32_t> tokens = r->prefilled
+                                           ? absl::MakeConstSpan(&r->last_token, 1)
+                                           : absl::MakeConstSpan(r->prompt).subspan(r->cached_tokens);
+    info.tokens += static_cast<int64_t>(tokens.size());
     batch.push_back(SequenceInput{tokens, r->overlay.get(), r->cache});
     opt.collect_routing = opt.collect_routing || r->collect_routing;
   }
@@ -106,6 +111,11 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     info.ok = false;
     if (options_.on_step) options_.on_step(info);
     return;
+  }
+  if (prefix_cache_) {
+    for (auto& r : active) {
+      if (!r->prefilled) StorePrefix(*r);  // the prompt's blocks, for the next request sharing them
+    }
   }
   const int64_t vocab = c.vocab_size;
   const int64_t producible = std::min<int64_t>(vocab, tokenizer_->vocab_size());
@@ -149,6 +159,33 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   if (options_.on_step) options_.on_step(info);
 }
 
+void Runtime::RestorePrefixes(std::vector<std::shared_ptr<Request>>& active) {
+  std::lock_guard<std::mutex> lock(*device_mu_);
+  for (auto& r : active) {
+    if (r->prefilled || r->prefix_checked) continue;
+    r->prefix_checked = true;
+    // Keyed by the content digest of the weights that will compute this request (see prefix_cache.h).
+    r->prefix_root = prefix_cache_->Root(options_.backbone_digest, r->overlay ? r->overlay->digest() : "");
+    // At most all but the last prompt token: its logits are what the prefill must produce.
+    absl::StatusOr<int64_t> n = prefix_cache_->Restore(r->prefix_root, r->prompt,
+                                                       static_cast<int64_t>(r->prompt.size()) - 1, *r->cache);
+    // A failed copy leaves the cache empty: the prompt is prefilled whole, as on a miss.
+    r->cached_tokens = n.ok() ? *n : 0;
+  }
+}
+
+void Runtime::StorePrefix(Request& r) {
+  if (r.cache == nullptr || !r.prefix_checked) return;
+  // The cache holds the prompt, then each generated token once it was fed back.
+  std::vector<int32_t> ids = r.prompt;
+  const int64_t fed = std::min<int64_t>(r.cache->length() - static_cast<int64_t>(r.prompt.size()),
+                                        static_cast<int64_t>(r.tokens.size()));
+  if (fed > 0) ids.insert(ids.end(), r.tokens.begin(), r.tokens.begin() + fed);
+  std::lock_guard<std::mutex> lock(*device_mu_);
+  // Not storing is only a missed reuse later; the request's own result does not depend on it.
+  (void)prefix_cache_->Store(r.prefix_root, ids, *r.cache);
+}
+
 void Runtime::EmitDelta(Request& r, bool final) {
   if (!r.streaming) return;
   const std::string& text = r.stop.text();
@@ -179,7 +216,10 @@ void Runtime::Complete(Request& r, FinishReason reason) {
   out.prompt_tokens = static_cast<int>(r.prompt.size());
   out.completion_tokens = static_cast<int>(r.tokens.size());
   out.tokens = r.tokens;
+  out.cached_tokens = static_cast<int>(r.cached_tokens);
   if (r.collect_routing) out.routing = SummarizeRouting(r.routing);
+  // Prompt and generated positions: a next turn of the conversation starts with them.
+  if (prefix_cache_) StorePrefix(r);
   EmitDelta(r, /*final=*/true);
   Finish(r, absl::OkStatus());
 }
