@@ -41,6 +41,9 @@ class AdminService final : public v1::Admin::CallbackService {
                                       v1::Job* resp) override;
   grpc::ServerUnaryReactor* ListAuditEvents(grpc::CallbackServerContext* ctx, const v1::ListAuditEventsRequest* req,
                                             v1::ListAuditEventsResponse* resp) override;
+  // Implemented in admin_backup.cc.
+  grpc::ServerWriteReactor<v1::BackupChunk>* Backup(grpc::CallbackServerContext* ctx,
+                                                    const v1::BackupRequest* req) override;
 
  private:
   const ServiceEnv& env_;

@@ -3,6 +3,8 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 #include <iostream>
 #include <string>
 
@@ -12,7 +14,9 @@
 #include "services/core_components.h"
 #include "services/log.h"
 #include "services/model_host.h"
+#include "services/restore.h"
 #include "services/server.h"
+#include "storage/backup.h"
 
 namespace {
 
@@ -103,6 +107,13 @@ Options:
   --gc-grace-seconds S        keep unreferenced blobs younger than S seconds (default 600; it must
                               exceed the time from writing a blob to publishing it, or such a publish
                               fails)
+  --restore DIR               restore the backup in DIR (written by tessera-admin backup) into --data-dir,
+                              which must not exist or be empty, then serve it. Every file is checked
+                              against DIR/manifest.json (sha256 and size) first, and the backup's backbone
+                              sha256 against the loaded one; any mismatch is refused with the file or the
+                              digests named, leaving --data-dir as it was. API keys (their hashes) come
+                              back: the keys of the backed-up server, the admin key included, work here.
+                              Jobs that were running resume from the checkpoint the backup holds
   --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
   --help                      this text
 
@@ -123,6 +134,7 @@ int main(int argc, char** argv) {
   CoreOptions core;
   options.max_joint_jobs = core.max_joint_jobs = 4;  // --max-joint-jobs' default (see kUsage)
   int64_t lease_seconds = 30;
+  std::string restore_dir;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -221,6 +233,8 @@ int main(int argc, char** argv) {
       int64_t n;
       if (!next_int(&n, 0)) return Fail("--gc-grace-seconds needs an integer >= 0");
       options.gc_grace = absl::Seconds(n);
+    } else if (arg == "--restore") {
+      if (!next(&restore_dir)) return Fail("--restore needs the backup directory (tessera-admin backup --out DIR)");
     } else if (arg == "--log-level") {
       std::string v;
       LogLevel level;
@@ -243,11 +257,50 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // --restore: refused at once for a non-empty data dir, before the model loads.
+  if (!restore_dir.empty()) {
+    if (absl::Status s = tessera::storage::CheckEmptyDataDir(options.data_dir); !s.ok()) {
+      return Fail(absl::StrCat("--restore: ", s.message()));
+    }
+  }
   absl::StatusOr<ServerComponents> components = MakeCoreComponents(core);
   if (!components.ok()) return Fail(std::string(components.status().message()));
+  std::optional<BackupManifest> restored;
+  if (!restore_dir.empty()) {
+    absl::StatusOr<BackupManifest> m = RestoreBackup(restore_dir, options.data_dir);
+    if (!m.ok()) return Fail(absl::StrCat("--restore ", restore_dir, ": ", m.status().message()));
+    restored = *m;
+    std::printf("restored %s into %s: %zu files, %lld bytes, schema %d, %lld tenants, %lld versions, %lld jobs "
+                "(every sha256 verified)\n",
+                restore_dir.c_str(), options.data_dir.c_str(), m->files.size(), static_cast<long long>(m->total_bytes()),
+                m->schema_version, static_cast<long long>(m->counts.tenants),
+                static_cast<long long>(m->counts.versions), static_cast<long long>(m->counts.jobs));
+    // The backbone is checked once its weights (and so its digest) are loaded, before the server listens.
+    if (components->make_engine) {
+      components->make_engine = [make = components->make_engine, manifest = *m](tessera::storage::Registry* r)
+          -> absl::StatusOr<std::unique_ptr<InferenceEngine>> {
+        absl::StatusOr<std::unique_ptr<InferenceEngine>> e = make(r);
+        if (!e.ok()) return e.status();
+        if (absl::Status s = CheckBackupBackbone(manifest, (*e)->Backbone().sha256); !s.ok()) return s;
+        return e;
+      };
+    } else {
+      std::printf("restore: no inference engine (--no-inference), so the backbone digest was not checked\n");
+    }
+  }
   absl::StatusOr<std::unique_ptr<TesseraServer>> server =
       TesseraServer::Start(options, *std::move(components));
-  if (!server.ok()) return Fail(std::string(server.status().message()));
+  if (!server.ok()) {
+    if (restored.has_value()) {
+      // Leave the data dir as it was before --restore (absent or empty).
+      std::error_code ec;
+      std::filesystem::remove_all(options.data_dir, ec);
+      std::filesystem::create_directories(options.data_dir, ec);
+      return Fail(absl::StrCat("--restore ", restore_dir, ": ", server.status().message(),
+                               " (the restored data dir was removed again)"));
+    }
+    return Fail(std::string(server.status().message()));
+  }
   const BootstrapInfo& boot = (*server)->bootstrap();
   if (boot.created_admin_key) {
     std::printf("admin key (shown once; also in %s): %s\n", boot.admin_key_path.c_str(),
