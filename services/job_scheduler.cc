@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/convert.h"
 #include "services/log.h"
+#include "services/memory_trim.h"
 #include "services/version_backbone.h"
 #include "storage/random_id.h"
 
@@ -173,6 +174,7 @@ void JobScheduler::ReapFinished() {
     }
   }
   for (auto& t : done) t.join();
+  if (!done.empty()) ReleaseFreeMemory();  // the jobs' training memory (services/memory_trim.h)
 }
 
 void JobScheduler::DispatchLoop() {
