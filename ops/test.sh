@@ -21,5 +21,7 @@ if [[ "${TESSERA_SKIP_COMPAT:-0}" != 1 ]]; then
 fi
 echo "== soak, shortened (ops/bench/soak: 45 s after its warm-up; the 10-minute figures are in ops/bench/RESULTS.md)"
 "$BUILD_DIR"/ops/bench/soak --duration 45 --warmup 10 --swaps 20
+echo "== chaos (ops/chaos.sh --kills 20: SIGKILLs of a real server under load, registry invariants checked)"
+ops/chaos.sh --kills 20 --max-run-ms 2500 --drain-seconds 90
 cd "$BUILD_DIR"
 ctest --output-on-failure -j "$(nproc)" --timeout 900

@@ -9,6 +9,7 @@
 #include "services/log.h"
 #include "services/memory_trim.h"
 #include "services/version_backbone.h"
+#include "core/util/crash_point.h"
 #include "storage/random_id.h"
 
 namespace tessera::services {
@@ -250,6 +251,27 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     return;
   }
 
+  // A version this job already published: only a build older than Registry::PublishJobVersion could
+  // leave one behind a still-running job (it published and finished in separate transactions and
+  // crashed between them). Finish with it instead of training a second.
+  if (absl::StatusOr<std::vector<storage::ExpertVersion>> versions = registry_->ListVersions(job.tenant_id);
+      versions.ok()) {
+    std::optional<int64_t> earlier;
+    for (const storage::ExpertVersion& v : *versions) {  // newest first: the last match is the first
+      if (v.job_id == job.job_id) earlier = v.version;
+    }
+    if (earlier.has_value()) {
+      (void)registry_->AppendJobEvent(
+          job.job_id, "version",
+          VersionEventJson(*earlier, false, "published by an earlier attempt of this job; not trained again"));
+      storage::JobResult r;
+      r.state = storage::JobState::kSucceeded;
+      r.result_version = *earlier;
+      Finish(ctx, r);
+      return;
+    }
+  }
+
   // Lease heartbeat, independent of how long a training step takes.
   std::mutex hb_mu;
   std::condition_variable hb_cv;
@@ -274,6 +296,7 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
   };
 
   absl::StatusOr<JobOutput> out = runner_->Run(ctx);
+  util::CrashPoint("publish.trained");
   if (ctx.lost()) {
     stop_heartbeat();
     LogInfo("job stopped: cancelled or lease lost", {{"job_id", job.job_id}});
@@ -343,12 +366,23 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     }
   }
 
-  // Publish: blob first, then the version row.
-  storage::JobResult result;
+  // Publish: the blob first (fsync'ed), then ONE registry transaction writes the version row, the
+  // live-pointer move (when the gate said promote), the "version" event and the job's SUCCEEDED state
+  // (Registry::PublishJobVersion): a crash anywhere leaves one version or none, never a version whose job
+  // is retried into a second one. Only then is the runtime told (Resync reads the registry's pointer, so
+  // it serves the newest move even if an operator's Promote raced this one).
+  util::CrashPoint("publish.gate_decided");
+  if (promote && !live_->backbone_sha256().empty() && !out->backbone_sha256.empty() &&
+      out->backbone_sha256 != live_->backbone_sha256()) {
+    promote = false;
+    reason = absl::StrCat("not promoted: trained on backbone ", out->backbone_sha256, ", but this server serves ",
+                          live_->backbone_sha256(), " (the gate had decided: ", reason, ")");
+  }
   absl::StatusOr<std::string> digest = registry_->blobs().Put(out->weights);
-  absl::StatusOr<storage::ExpertVersion> version =
-      digest.ok() ? absl::StatusOr<storage::ExpertVersion>(absl::UnknownError("unset")) : digest.status();
+  absl::StatusOr<storage::PublishedJob> published =
+      digest.ok() ? absl::StatusOr<storage::PublishedJob>(absl::UnknownError("unset")) : digest.status();
   if (digest.ok()) {
+    util::CrashPoint("publish.blob_stored");
     storage::NewVersion nv;
     nv.tenant_id = job.tenant_id;
     nv.parent_version = ctx.spec().base_version;
@@ -364,31 +398,40 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     nv.base_general_loss = out->base_general_loss;
     nv.promotion_decision = decision;
     nv.promotion_reason = reason;
-    version = registry_->PublishVersion(nv, "system");
+    published = registry_->PublishJobVersion(options_.worker_id, nv, promote, reason, "system");
   }
-  if (!version.ok()) {
-    stop_heartbeat();
+  stop_heartbeat();
+  if (!published.ok()) {
+    absl::StatusOr<storage::Job> now = registry_->GetJob("", job.job_id);
+    if (now.ok() && (now->state != storage::JobState::kRunning || now->lease_owner != options_.worker_id)) {
+      // Cancelled (or requeued to another worker) while publishing: nothing was written, and the job's
+      // state is someone else's now.
+      LogInfo("job not published: cancelled or lease lost", {{"job_id", job.job_id},
+                                                            {"error", published.status().ToString()}});
+      return;
+    }
     storage::JobResult r;
     r.state = storage::JobState::kFailed;
-    r.error = absl::StrCat("publishing the trained version failed: ", version.status().message());
+    r.error = absl::StrCat("publishing the trained version failed: ", published.status().message());
     Finish(ctx, r);
     return;
   }
-  result.state = storage::JobState::kSucceeded;
-  result.result_version = version->version;
+  util::CrashPoint("publish.committed");
+  metrics_->Add("tessera_jobs_finished_total", {{"state", "SUCCEEDED"}});
+  LogInfo("job finished", {{"job_id", job.job_id}, {"tenant_id", job.tenant_id}, {"state", "SUCCEEDED"},
+                           {"version", published->version.version}, {"promoted", promote},
+                           {"reused_version", published->reused}});
   if (promote) {
-    absl::StatusOr<storage::LiveMove> move = live_->Promote(job.tenant_id, version->version, "system");
-    if (move.ok()) {
-      result.promoted = true;
-    } else {
-      reason = absl::StrCat("not promoted: ", move.status().message(), " (the gate had decided: ", reason, ")");
+    if (absl::Status s = live_->Resync(job.tenant_id); !s.ok()) {
+      // The pointer moved (committed above); the LiveFollower retries the load. Say so on the job.
+      (void)registry_->AppendJobEvent(
+          job.job_id, "log",
+          LogEventJson(absl::StrCat("version ", published->version.version,
+                                    " is live in the registry, but the runtime could not load it yet (",
+                                    s.message(), "); it is retried in the background")));
     }
   }
-  absl::StatusOr<int64_t> seq = registry_->AppendJobEvent(
-      job.job_id, "version", VersionEventJson(version->version, result.promoted, reason));
-  (void)seq;
-  stop_heartbeat();
-  Finish(ctx, result);
+  util::CrashPoint("publish.served");
 }
 
 }  // namespace tessera::services

@@ -5,11 +5,15 @@
 // a heartbeat renews its lease; if the renewal is refused (the job was cancelled, or its lease expired
 // and it was requeued elsewhere) the runner is told to stop and nothing more is written for it.
 // Expired leases of crashed workers are requeued periodically (RequeueExpiredLeases), and a requeued
-// job resumes from its checkpoint. On success the worker stores the weights (blob first), publishes the
-// version row, promotes it through LiveControl when auto_promote is set, its validation loss beats
-// the live version's on the same data and its general-ability loss rose by at most the job's
-// max_general_regression relative to the backbone's (the gate; decided before publishing, recorded on
-// the version with its reason), appends a "version" event and finishes the job.
+// job resumes from its checkpoint. On success the worker stores the weights (blob first), then in ONE
+// registry transaction (Registry::PublishJobVersion) publishes the version row, moves the live pointer to
+// it when auto_promote is set, its validation loss beats the live version's on the same data and its
+// general-ability loss rose by at most the job's max_general_regression relative to the backbone's (the
+// gate; decided before publishing, recorded on the version with its reason), appends the "version" event
+// and marks the job SUCCEEDED; then the runtime loads the new live version (LiveControl::Resync). A crash
+// anywhere on that path leaves one version or none, and a job that a crashed server left RUNNING is
+// requeued when its lease expires and retried without publishing a duplicate (tests/services/
+// publish_crash_test.cc crashes at every step of it).
 //
 // Cancellation: a cancel made through this process (FineTuning/Admin CancelJob) calls NotifyCancelled,
 // which stops the job's runner at its next step instead of at the next heartbeat (up to lease/6 later);

@@ -33,6 +33,9 @@ class LiveControl {
   LiveControl(storage::Registry* registry, InferenceEngine* engine, std::string backbone_sha256 = "")
       : registry_(registry), engine_(engine), backbone_sha256_(std::move(backbone_sha256)) {}
 
+  // The digest of the backbone this process serves ("" = unknown).
+  const std::string& backbone_sha256() const { return backbone_sha256_; }
+
   absl::StatusOr<storage::LiveMove> Promote(const std::string& tenant_id, int64_t version,
                                             const std::string& actor);
   absl::StatusOr<storage::LiveMove> Rollback(const std::string& tenant_id,

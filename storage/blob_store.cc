@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "storage/sv.h"
 #include "storage/random_id.h"
+#include "core/util/crash_point.h"
 #include "core/util/sha256.h"
 
 namespace tessera::storage {
@@ -114,11 +115,13 @@ absl::StatusOr<std::string> BlobStore::Commit(const std::string& tmp_path,
     if (absl::Status s = FsyncPath(root_, true); !s.ok()) return s;
   }
   const std::string final_path = absl::StrCat(shard, "/", digest);
+  util::CrashPoint("blob.commit.temp_synced");  // crash tests: a written temp file, no blob yet
   if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) {
     absl::Status s = ErrnoStatus("rename to", final_path);
     ::unlink(tmp_path.c_str());
     return s;
   }
+  util::CrashPoint("blob.commit.renamed");  // crash tests: the blob in place, its directory not synced
   if (absl::Status s = FsyncPath(shard, true); !s.ok()) return s;
   return digest;
 }

@@ -205,6 +205,15 @@ class Registry {
   // if the blob is absent; NOT_FOUND for an unknown tenant, parent version or job (of that tenant).
   // size_bytes is taken from the blob. Appends a publish change (synchronous=FULL commit).
   absl::StatusOr<ExpertVersion> PublishVersion(const NewVersion& version, const std::string& actor);
+  // The end of a successful job, in one transaction (synchronous=FULL; storage/registry_publish.cc):
+  // PublishVersion(version) + (when `promote`) Promote to it + the job's "version" event
+  // {"version","promoted","reason"} + FinishJob(version.job_id, SUCCEEDED, result_version). A crash leaves
+  // all of it or none (the job then stays RUNNING until its lease expires and is retried). A job that
+  // already has a version reuses it (reused=true) instead of publishing a second. FAILED_PRECONDITION,
+  // with nothing written, unless `worker_id` holds the RUNNING job's lease; other errors as PublishVersion.
+  absl::StatusOr<PublishedJob> PublishJobVersion(const std::string& worker_id, const NewVersion& version,
+                                                 bool promote, const std::string& reason,
+                                                 const std::string& actor);
   // version >= 1 (INVALID_ARGUMENT otherwise: 0 is the base, not a stored version); NOT_FOUND if the
   // tenant (or this tenant's version) does not exist.
   absl::StatusOr<ExpertVersion> GetVersion(const std::string& tenant_id, int64_t version);

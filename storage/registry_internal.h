@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "storage/blob_store.h"
 #include "storage/sqlite_pool.h"
 #include "storage/types.h"
 
@@ -53,5 +54,19 @@ absl::StatusOr<int64_t> TransitionJob(Conn& c, const Job& job, JobState to, cons
 // Appends a job event with seq = last + 1; returns the seq.
 absl::StatusOr<int64_t> AppendEvent(Conn& c, const std::string& job_id, std::string_view type,
                                     const std::string& payload);
+
+// Transaction bodies shared by the public methods and Registry::PublishJobVersion (which runs several
+// in one transaction). Each must be called inside a write transaction.
+// PublishVersion's: validates, inserts the version row, its publish change and audit.
+absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& version,
+                                            const std::string& actor);
+// Promote's: moves the live pointer (change row, audit) unless `version` is already live.
+absl::StatusOr<LiveMove> PromoteInTxn(Conn& c, const std::string& tenant_id, int64_t version,
+                                      const std::string& actor);
+// The job, if RUNNING and leased to `worker_id`; else FAILED_PRECONDITION saying why.
+absl::StatusOr<Job> LoadLeasedJob(Conn& c, const std::string& job_id, const std::string& worker_id);
+// FinishJob's (after its argument checks): result_version checked, state event, audit.
+absl::StatusOr<Job> FinishJobInTxn(Conn& c, const std::string& job_id, const std::string& worker_id,
+                                   const JobResult& result);
 
 }  // namespace tessera::storage::internal

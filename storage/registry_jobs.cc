@@ -19,9 +19,12 @@ absl::Status ValidateWorker(const std::string& worker_id, absl::Duration lease) 
   return absl::OkStatus();
 }
 
-// Loads a job and checks that `worker_id` holds its lease.
+}  // namespace
+
+namespace internal {
+
 absl::StatusOr<Job> LoadLeasedJob(Conn& c, const std::string& job_id, const std::string& worker_id) {
-  ASSIGN_OR_RETURN(Job job, internal::LoadJob(c, "", job_id));
+  ASSIGN_OR_RETURN(Job job, LoadJob(c, "", job_id));
   if (job.state != JobState::kRunning) {
     return absl::FailedPreconditionError(
         absl::StrCat("job '", job_id, "' is ", Sv(JobStateName(job.state)), ", not RUNNING"));
@@ -33,7 +36,24 @@ absl::StatusOr<Job> LoadLeasedJob(Conn& c, const std::string& job_id, const std:
   return job;
 }
 
-}  // namespace
+absl::StatusOr<Job> FinishJobInTxn(Conn& c, const std::string& job_id, const std::string& worker_id,
+                                   const JobResult& result) {
+  ASSIGN_OR_RETURN(Job current, LoadLeasedJob(c, job_id, worker_id));
+  if (result.result_version.has_value()) {
+    ASSIGN_OR_RETURN(int64_t n, c.QueryInt("SELECT COUNT(*) FROM versions WHERE tenant_id = ?1 "
+                                           "AND version = ?2",
+                                           0, current.tenant_id, *result.result_version));
+    if (n == 0) return VersionNotFound(current.tenant_id, *result.result_version);
+  }
+  RETURN_IF_ERROR(c.Exec("UPDATE jobs SET result_version = ?2, promoted = ?3 WHERE job_id = ?1",
+                         job_id, result.result_version, result.promoted));
+  RETURN_IF_ERROR(TransitionJob(c, current, result.state, result.error).status());
+  RETURN_IF_ERROR(AppendAudit(c, worker_id, "job.finish", absl::StrCat("job/", job_id),
+                              absl::StrCat("{\"state\":\"", Sv(JobStateName(result.state)), "\"}")));
+  return LoadJob(c, "", job_id);
+}
+
+}  // namespace internal
 
 absl::StatusOr<Job> Registry::CreateJob(const NewJob& in, const std::string& actor) {
   RETURN_IF_ERROR(ValidateTenantId(in.tenant_id));
@@ -217,7 +237,7 @@ absl::Status Registry::Heartbeat(const std::string& job_id, const std::string& w
                                  absl::Duration lease) {
   RETURN_IF_ERROR(ValidateWorker(worker_id, lease));
   return pool_->Write(false, [&](Conn& c) -> absl::Status {
-    RETURN_IF_ERROR(LoadLeasedJob(c, job_id, worker_id).status());
+    RETURN_IF_ERROR(internal::LoadLeasedJob(c, job_id, worker_id).status());
     return c.Exec("UPDATE jobs SET lease_expires_at_us = ?2 WHERE job_id = ?1", job_id,
                   NowMicros() + absl::ToInt64Microseconds(lease));
   });
@@ -227,7 +247,7 @@ absl::Status Registry::UpdateRunningJob(const std::string& job_id, const std::st
                                         const JobUpdate& update) {
   if (worker_id.empty()) return absl::InvalidArgumentError("worker_id is empty");
   return pool_->Write(false, [&](Conn& c) -> absl::Status {
-    RETURN_IF_ERROR(LoadLeasedJob(c, job_id, worker_id).status());
+    RETURN_IF_ERROR(internal::LoadLeasedJob(c, job_id, worker_id).status());
     if (update.progress.has_value()) {
       const JobProgress& p = *update.progress;
       RETURN_IF_ERROR(c.Exec("UPDATE jobs SET step = ?2, max_steps = ?3, train_loss = ?4, "
@@ -258,20 +278,7 @@ absl::StatusOr<Job> Registry::FinishJob(const std::string& job_id, const std::st
   }
   Job job;
   RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
-    ASSIGN_OR_RETURN(Job current, LoadLeasedJob(c, job_id, worker_id));
-    if (result.result_version.has_value()) {
-      ASSIGN_OR_RETURN(int64_t n, c.QueryInt("SELECT COUNT(*) FROM versions WHERE tenant_id = ?1 "
-                                             "AND version = ?2",
-                                             0, current.tenant_id, *result.result_version));
-      if (n == 0) return internal::VersionNotFound(current.tenant_id, *result.result_version);
-    }
-    RETURN_IF_ERROR(c.Exec("UPDATE jobs SET result_version = ?2, promoted = ?3 WHERE job_id = ?1",
-                           job_id, result.result_version, result.promoted));
-    RETURN_IF_ERROR(internal::TransitionJob(c, current, result.state, result.error).status());
-    RETURN_IF_ERROR(internal::AppendAudit(
-        c, worker_id, "job.finish", absl::StrCat("job/", job_id),
-        absl::StrCat("{\"state\":\"", Sv(JobStateName(result.state)), "\"}")));
-    ASSIGN_OR_RETURN(job, internal::LoadJob(c, "", job_id));
+    ASSIGN_OR_RETURN(job, internal::FinishJobInTxn(c, job_id, worker_id, result));
     return absl::OkStatus();
   }));
   NotifyWaiters();

@@ -66,8 +66,10 @@ absl::StatusOr<int64_t> CurrentSeq(Conn& c) {
 
 }  // namespace
 
-absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
-                                                       const std::string& actor) {
+namespace internal {
+
+absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& in,
+                                            const std::string& actor) {
   RETURN_IF_ERROR(ValidateTenantId(in.tenant_id));
   if (!BlobStore::IsValidDigest(in.blob_digest)) {
     return absl::InvalidArgumentError(
@@ -77,48 +79,68 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
     return absl::InvalidArgumentError(
         absl::StrCat("parent_version must be >= 0, got ", in.parent_version));
   }
+  ASSIGN_OR_RETURN(LiveState live, LoadLive(c, in.tenant_id));
+  RETURN_IF_ERROR(RequireVersion(c, in.tenant_id, in.parent_version));
+  if (!in.job_id.empty()) RETURN_IF_ERROR(internal::LoadJob(c, in.tenant_id, in.job_id).status());
+  // Checked inside the write transaction so it serializes with the garbage collector.
+  absl::StatusOr<int64_t> size = blobs.Size(in.blob_digest);
+  if (absl::IsNotFound(size.status())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("version blob ", in.blob_digest, " is not in the blob store"));
+  }
+  if (!size.ok()) return size.status();
+  ASSIGN_OR_RETURN(int64_t last, c.QueryInt("SELECT MAX(version) FROM versions WHERE tenant_id = ?1",
+                                            0, in.tenant_id));
+  ExpertVersion v{in.tenant_id, last + 1,     in.parent_version, in.job_id, in.slots_json,
+                  in.val_loss,  in.base_val_loss, in.blob_digest, *size,    NowMicros(),
+                  false,        in.backbone_sha256};
+  v.method = in.method;
+  v.lora_rank = in.lora_rank;
+  v.general_loss = in.general_loss;
+  v.base_general_loss = in.base_general_loss;
+  v.promotion_decision = in.promotion_decision;
+  v.promotion_reason = in.promotion_reason;
+  RETURN_IF_ERROR(c.Exec("INSERT INTO versions(tenant_id, version, parent_version, job_id, "
+                         "slots_json, val_loss, base_val_loss, blob_digest, size_bytes, "
+                         "created_at_us, backbone_sha256, method, lora_rank, general_loss, base_general_loss, "
+                         "promotion_decision, promotion_reason) "
+                         "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+                         v.tenant_id, v.version, v.parent_version, v.job_id, v.slots_json,
+                         v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us,
+                         v.backbone_sha256, v.method, v.lora_rank, v.general_loss, v.base_general_loss,
+                         v.promotion_decision, v.promotion_reason));
+  RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, "
+                         "previous_live, undo_seq, actor, created_at_us) "
+                         "VALUES (?1,'publish',?2,?3,?3,NULL,?4,?5)",
+                         v.tenant_id, v.version, live.version,
+                         actor.empty() ? std::string("system") : actor, v.created_at_us));
+  RETURN_IF_ERROR(internal::AppendAudit(
+      c, actor, "version.publish", absl::StrCat("tenant/", v.tenant_id, "/version/", v.version),
+      absl::StrCat("{\"sha256\":\"", v.sha256, "\",\"parent_version\":", v.parent_version,
+                   ",\"job_id\":", internal::JsonString(v.job_id),
+                   ",\"backbone_sha256\":", internal::JsonString(v.backbone_sha256), "}")));
+  return v;
+}
+
+absl::StatusOr<LiveMove> PromoteInTxn(Conn& c, const std::string& tenant_id, int64_t version,
+                                      const std::string& actor) {
+  ASSIGN_OR_RETURN(LiveState live, LoadLive(c, tenant_id));
+  RETURN_IF_ERROR(RequireVersion(c, tenant_id, version));
+  if (live.version == version) {
+    ASSIGN_OR_RETURN(int64_t seq, CurrentSeq(c));
+    return LiveMove{tenant_id, live.version, live.version, false, seq};
+  }
+  return MoveLive(c, tenant_id, live, version, live.seq, ChangeKind::kPromote, actor);
+}
+
+}  // namespace internal
+
+absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
+                                                       const std::string& actor) {
   ExpertVersion v;
   RETURN_IF_ERROR(pool_->Write(true, [&](Conn& c) -> absl::Status {
-    ASSIGN_OR_RETURN(LiveState live, LoadLive(c, in.tenant_id));
-    RETURN_IF_ERROR(RequireVersion(c, in.tenant_id, in.parent_version));
-    if (!in.job_id.empty()) RETURN_IF_ERROR(internal::LoadJob(c, in.tenant_id, in.job_id).status());
-    // Checked inside the write transaction so it serializes with the garbage collector.
-    absl::StatusOr<int64_t> size = blobs_->Size(in.blob_digest);
-    if (absl::IsNotFound(size.status())) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("version blob ", in.blob_digest, " is not in the blob store"));
-    }
-    if (!size.ok()) return size.status();
-    ASSIGN_OR_RETURN(int64_t last, c.QueryInt("SELECT MAX(version) FROM versions WHERE tenant_id = ?1",
-                                              0, in.tenant_id));
-    v = ExpertVersion{in.tenant_id, last + 1,     in.parent_version, in.job_id, in.slots_json,
-                      in.val_loss,  in.base_val_loss, in.blob_digest, *size,    NowMicros(),
-                      false,        in.backbone_sha256};
-    v.method = in.method;
-    v.lora_rank = in.lora_rank;
-    v.general_loss = in.general_loss;
-    v.base_general_loss = in.base_general_loss;
-    v.promotion_decision = in.promotion_decision;
-    v.promotion_reason = in.promotion_reason;
-    RETURN_IF_ERROR(c.Exec("INSERT INTO versions(tenant_id, version, parent_version, job_id, "
-                           "slots_json, val_loss, base_val_loss, blob_digest, size_bytes, "
-                           "created_at_us, backbone_sha256, method, lora_rank, general_loss, base_general_loss, "
-                           "promotion_decision, promotion_reason) "
-                           "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
-                           v.tenant_id, v.version, v.parent_version, v.job_id, v.slots_json,
-                           v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us,
-                           v.backbone_sha256, v.method, v.lora_rank, v.general_loss, v.base_general_loss,
-                           v.promotion_decision, v.promotion_reason));
-    RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, "
-                           "previous_live, undo_seq, actor, created_at_us) "
-                           "VALUES (?1,'publish',?2,?3,?3,NULL,?4,?5)",
-                           v.tenant_id, v.version, live.version,
-                           actor.empty() ? std::string("system") : actor, v.created_at_us));
-    return internal::AppendAudit(
-        c, actor, "version.publish", absl::StrCat("tenant/", v.tenant_id, "/version/", v.version),
-        absl::StrCat("{\"sha256\":\"", v.sha256, "\",\"parent_version\":", v.parent_version,
-                     ",\"job_id\":", internal::JsonString(v.job_id),
-                     ",\"backbone_sha256\":", internal::JsonString(v.backbone_sha256), "}"));
+    ASSIGN_OR_RETURN(v, internal::InsertVersion(c, *blobs_, in, actor));
+    return absl::OkStatus();
   }));
   NotifyWaiters();
   return v;
@@ -168,15 +190,7 @@ absl::StatusOr<LiveMove> Registry::Promote(const std::string& tenant_id, int64_t
                                            const std::string& actor) {
   LiveMove move;
   RETURN_IF_ERROR(pool_->Write(true, [&](Conn& c) -> absl::Status {
-    ASSIGN_OR_RETURN(LiveState live, LoadLive(c, tenant_id));
-    RETURN_IF_ERROR(RequireVersion(c, tenant_id, version));
-    if (live.version == version) {
-      ASSIGN_OR_RETURN(int64_t seq, CurrentSeq(c));
-      move = LiveMove{tenant_id, live.version, live.version, false, seq};
-      return absl::OkStatus();
-    }
-    ASSIGN_OR_RETURN(move, MoveLive(c, tenant_id, live, version, live.seq, ChangeKind::kPromote,
-                                    actor));
+    ASSIGN_OR_RETURN(move, internal::PromoteInTxn(c, tenant_id, version, actor));
     return absl::OkStatus();
   }));
   if (move.changed) NotifyWaiters();

@@ -268,6 +268,14 @@ struct LiveMove {
   int64_t seq = 0;       // change sequence of the move; the current sequence when !changed
 };
 
+// What Registry::PublishJobVersion committed.
+struct PublishedJob {
+  ExpertVersion version;         // the job's version (live set when it was promoted)
+  Job job;                       // the job, now SUCCEEDED with result_version
+  std::optional<LiveMove> move;  // the live-pointer move, when promoting changed it
+  bool reused = false;           // the job already had this version (published by an earlier attempt)
+};
+
 // ---- Audit ------------------------------------------------------------------------------------
 
 struct AuditEntry {
