@@ -87,6 +87,9 @@ TEST_F(PublishJobTest, WithoutPromotionTheLivePointerStays) {
   EXPECT_EQ(*reg_->GetLive("acme"), 0);
 }
 
+// The regression of what tessera-chaos found in the build before PublishJobVersion: a job cancelled
+// while its worker published kept the version (PublishVersion committed, then FinishJob was refused), so
+// a CANCELLED job had a version. Now the lease is checked in the publish's own transaction.
 TEST_F(PublishJobTest, AWorkerWithoutTheLeaseWritesNothing) {
   EXPECT_CODE(reg_->PublishJobVersion("w2", Version(), true, "r", "system"), kFailedPrecondition);
   ASSERT_OK(reg_->CancelJob("acme", job_id_, "admin"));
