@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -39,6 +40,7 @@
 #include "core/util/crash_point.h"
 #include "gtest/gtest.h"
 #include "services/job_scheduler.h"
+#include "services/inference_engine.h"
 #include "services/job_spec.h"
 #include "services/live_control.h"
 #include "services/metrics.h"
@@ -103,15 +105,15 @@ std::string Prepare(const std::string& dir, bool auto_promote) {
 }
 
 // Runs a scheduler as `worker` on `dir` until the job is terminal or `timeout` passes; returns the
-// job's final state name ("" on error).
+// job's final state name ("" on error). `engine`: the runtime LiveControl syncs (null: none).
 std::string RunScheduler(const std::string& dir, const std::string& job_id, const std::string& worker,
-                         absl::Duration timeout) {
+                         absl::Duration timeout, InferenceEngine* engine = nullptr) {
   storage::Registry::Options ro;
   ro.wait_poll_interval = absl::Milliseconds(20);
   absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(dir, ro);
   if (!reg.ok()) return "";
   QuickRunner runner;
-  LiveControl live(reg->get(), nullptr);
+  LiveControl live(reg->get(), engine);
   Metrics metrics;
   JobScheduler::Options so;
   so.lease = absl::Milliseconds(500);
@@ -213,6 +215,7 @@ void CrashAtEveryPoint(bool auto_promote) {
   ss << f.rdbuf();
   const std::vector<std::string> trace = absl::StrSplit(ss.str(), '\n', absl::SkipEmpty());
   std::filesystem::remove_all(trace_dir);
+  std::printf("crash points on the path (%zu passages): %s\n", trace.size(), absl::StrJoin(trace, ", ").c_str());
   // The steps this test exists for must be on the path, in this order.
   std::vector<std::string> must = {"publish.trained", "publish.gate_decided", "blob.commit.temp_synced",
                                    "blob.commit.renamed", "publish.blob_stored",
@@ -278,6 +281,53 @@ TEST(PublishCrashTest, VersionLeftBehindARunningJobIsReusedNotDuplicated) {
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->state, storage::JobState::kSucceeded);
   EXPECT_EQ(job->result_version, std::optional<int64_t>(1));
+  std::filesystem::remove_all(dir);
+}
+
+// A runtime that cannot load any version.
+class FailingEngine final : public InferenceEngine {
+ public:
+  BackboneInfo Backbone() const override { return {}; }
+  absl::StatusOr<GenerateOutput> Generate(const std::string&, std::optional<int64_t>, const GenerateParams&,
+                                          const DeltaCallback&) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::StatusOr<ScoreOutput> Score(const std::string&, std::optional<int64_t>, const TextInput&, bool) override {
+    return absl::UnimplementedError("not used");
+  }
+  absl::Status ServeLive(const std::string&, int64_t) override {
+    ++calls;
+    return absl::UnavailableError("simulated load failure");
+  }
+  void ForgetTenant(const std::string&) override {}
+  EngineStatus Status() override { return {}; }
+  std::atomic<int> calls{0};
+};
+
+// The runtime is told after the commit; when it cannot load the version, the commit stands (the
+// registry's pointer is the truth, the LiveFollower retries the load) and the job says so in a log event.
+TEST(PublishCrashTest, ARuntimeLoadFailureAfterTheCommitIsReportedNotUndone) {
+  const std::string dir = FreshDir();
+  ASSERT_FALSE(dir.empty());
+  const std::string job_id = Prepare(dir, true);
+  ASSERT_FALSE(job_id.empty());
+  FailingEngine engine;
+  EXPECT_EQ(RunScheduler(dir, job_id, "w", absl::Seconds(20), &engine), "SUCCEEDED");
+  EXPECT_GE(engine.calls.load(), 1);
+  absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(dir);
+  ASSERT_TRUE(reg.ok());
+  EXPECT_EQ(*(*reg)->GetLive(kTenant), 1);
+  absl::StatusOr<storage::Job> job = (*reg)->GetJob("", job_id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_TRUE(job->promoted);
+  absl::StatusOr<std::vector<storage::JobEvent>> events = (*reg)->ListJobEvents("", job_id, 0);
+  ASSERT_TRUE(events.ok());
+  bool reported = false;
+  for (const storage::JobEvent& e : *events) {
+    reported |= e.type == "log" && e.payload.find("could not load it yet") != std::string::npos &&
+                e.payload.find("simulated load failure") != std::string::npos;
+  }
+  EXPECT_TRUE(reported);
   std::filesystem::remove_all(dir);
 }
 
