@@ -378,6 +378,18 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
       resp->set_resident_bytes(es.resident_bytes);
       resp->set_resident_bytes_limit(es.resident_bytes_limit);
       resp->mutable_queues()->set_inference_pending(es.pending_requests);
+      resp->set_prefix_cache_bytes(es.prefix_cache_bytes);
+      resp->set_prefix_cache_bytes_limit(es.prefix_cache_bytes_limit);
+      v1::PrefixCacheStatus* pc = resp->mutable_prefix_cache();
+      pc->set_block_tokens(es.prefix_cache_block_tokens);
+      pc->set_blocks(es.prefix_cache_blocks);
+      pc->set_capacity_blocks(es.prefix_cache_capacity_blocks);
+      pc->set_hit_blocks(es.prefix_cache_hit_blocks);
+      pc->set_miss_blocks(es.prefix_cache_miss_blocks);
+      pc->set_hit_tokens(es.prefix_cache_hit_tokens);
+      pc->set_evictions(es.prefix_cache_evictions);
+      pc->set_lookups(es.prefix_cache_lookups);
+      pc->set_hit_lookups(es.prefix_cache_hit_lookups);
     }
     absl::StatusOr<int64_t> queued = env_.registry->CountJobs("", storage::JobState::kQueued);
     if (!queued.ok()) return queued.status();

@@ -76,6 +76,14 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
   if (options.kv_memory_bytes <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-memory-bytes: expected > 0, got ", options.kv_memory_bytes));
   }
+  if (options.max_step_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-step-tokens: expected >= 0 (0: off), got ", options.max_step_tokens));
+  }
+  if (options.prefix_cache_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--prefix-cache-bytes: expected >= 0 (0: off), got ", options.prefix_cache_bytes));
+  }
   if (options.decode_routing != "host" && options.decode_routing != "device") {
     return absl::InvalidArgumentError(
         absl::StrCat("--decode-routing: expected host or device, got \"", options.decode_routing, "\""));
@@ -142,6 +150,9 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       ro.max_batch = options.max_batch;
       ro.always_collect_routing = true;  // per-tenant expert utilization metrics for every request
       ro.decode_routing = options.decode_routing == "device" ? MoeRouting::kOnDevice : MoeRouting::kHostPlan;
+      ro.prefix_cache_bytes = options.prefix_cache_bytes;
+      ro.max_step_tokens = options.max_step_tokens;
+      ro.backbone_digest = (*m)->info.sha256;
       absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), codec, ro);
       if (!e.ok()) return e.status();
       return std::unique_ptr<InferenceEngine>(*std::move(e));

@@ -24,6 +24,8 @@ struct CoreOptions {
   // max_context when > 0, what fits max_batch caches in kv_memory_bytes).
   int64_t max_context = 0;                                        // --max-context (0: the model's)
   int64_t kv_memory_bytes = runtime::kDefaultKvMemoryBytes;       // --kv-memory-bytes
+  int64_t prefix_cache_bytes = 0;  // --prefix-cache-bytes: KV blocks of computed prompts (0: off)
+  int64_t max_step_tokens = 0;     // --max-step-tokens: chunked prefill's per-step token budget (0: off)
   std::string decode_routing = "host";    // "host" | "device": MoE grouping of decode steps (RuntimeOptions)
   bool inference = true;                  // build the InferenceEngine
   bool training = true;                   // build the JobRunner

@@ -92,6 +92,18 @@ struct EngineStatus {
   int64_t overlay_pool_slabs = 0;           // preallocated expert-slot slabs for tenant versions
   int64_t overlay_pool_slabs_in_use = 0;
   int64_t overlay_pool_overflow_slots = 0;  // slots loaded outside the full pool
+  // The prefix cache (--prefix-cache-bytes; all zero when off).
+  int64_t prefix_cache_bytes = 0;          // held now
+  int64_t prefix_cache_bytes_limit = 0;    // the budget, in whole blocks
+  int64_t prefix_cache_block_tokens = 0;
+  int64_t prefix_cache_blocks = 0;
+  int64_t prefix_cache_capacity_blocks = 0;
+  int64_t prefix_cache_hit_blocks = 0;
+  int64_t prefix_cache_miss_blocks = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t prefix_cache_evictions = 0;
+  int64_t prefix_cache_lookups = 0;
+  int64_t prefix_cache_hit_lookups = 0;
 };
 
 class InferenceEngine {

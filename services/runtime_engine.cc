@@ -119,6 +119,18 @@ EngineStatus RuntimeEngine::Status() {
   s.overlay_pool_slabs = rs.overlay_pool_slabs;
   s.overlay_pool_slabs_in_use = rs.overlay_pool_slabs_in_use;
   s.overlay_pool_overflow_slots = rs.overlay_pool_overflow_slots;
+  const runtime::PrefixCacheStats& pc = rs.prefix_cache;
+  s.prefix_cache_bytes = pc.bytes;
+  s.prefix_cache_bytes_limit = pc.capacity_bytes;
+  s.prefix_cache_block_tokens = pc.block_tokens;
+  s.prefix_cache_blocks = pc.blocks;
+  s.prefix_cache_capacity_blocks = pc.capacity_blocks;
+  s.prefix_cache_hit_blocks = pc.hit_blocks;
+  s.prefix_cache_miss_blocks = pc.miss_blocks;
+  s.prefix_cache_hit_tokens = pc.hit_tokens;
+  s.prefix_cache_evictions = pc.evictions;
+  s.prefix_cache_lookups = pc.lookups;
+  s.prefix_cache_hit_lookups = pc.hit_lookups;
   return s;
 }
 

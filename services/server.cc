@@ -179,6 +179,16 @@ void TesseraServer::RegisterMetrics() {
                     "Preallocated expert-slot slabs for tenant versions (state=total|in_use).");
   metrics_.Describe("tessera_overlay_pool_overflow_slots_total", "counter",
                     "Tenant-version slots loaded outside the full slab pool (raise --expert-cache-bytes).");
+  metrics_.Describe("tessera_prefix_cache_hits_total", "counter",
+                    "Prompt blocks restored from the prefix cache instead of prefilled.");
+  metrics_.Describe("tessera_prefix_cache_misses_total", "counter",
+                    "Prompt blocks looked up in the prefix cache and not found (prefilled).");
+  metrics_.Describe("tessera_prefix_cache_hit_tokens_total", "counter",
+                    "Prompt tokens restored from the prefix cache (prefill skipped).");
+  metrics_.Describe("tessera_prefix_cache_evictions_total", "counter",
+                    "Prefix-cache blocks evicted (least recently used) to make room.");
+  metrics_.Describe("tessera_prefix_cache_bytes", "gauge",
+                    "Prefix-cache bytes (state=used|limit; limit 0: --prefix-cache-bytes off).");
   metrics_.Describe("tessera_live_follow_sequence", "gauge",
                     "Registry change sequence up to which live-pointer moves are served (vs. the registry's).");
   metrics_.AddCollector([this](Metrics& m) {
@@ -211,6 +221,12 @@ void TesseraServer::RegisterMetrics() {
       m.Set("tessera_overlay_pool_slabs", {{"state", "total"}}, static_cast<double>(es.overlay_pool_slabs));
       m.Set("tessera_overlay_pool_slabs", {{"state", "in_use"}}, static_cast<double>(es.overlay_pool_slabs_in_use));
       m.Set("tessera_overlay_pool_overflow_slots_total", {}, static_cast<double>(es.overlay_pool_overflow_slots));
+      m.Set("tessera_prefix_cache_hits_total", {}, static_cast<double>(es.prefix_cache_hit_blocks));
+      m.Set("tessera_prefix_cache_misses_total", {}, static_cast<double>(es.prefix_cache_miss_blocks));
+      m.Set("tessera_prefix_cache_hit_tokens_total", {}, static_cast<double>(es.prefix_cache_hit_tokens));
+      m.Set("tessera_prefix_cache_evictions_total", {}, static_cast<double>(es.prefix_cache_evictions));
+      m.Set("tessera_prefix_cache_bytes", {{"state", "used"}}, static_cast<double>(es.prefix_cache_bytes));
+      m.Set("tessera_prefix_cache_bytes", {{"state", "limit"}}, static_cast<double>(es.prefix_cache_bytes_limit));
     }
   });
 }

@@ -87,6 +87,14 @@ Options:
   --kv-memory-bytes N         memory for the KV caches, preallocated for --max-batch sequences of the full
                               context (default 4294967296 = 4 GiB). When that many do not fit, the context
                               is reduced to what does and the start-up log says so
+  --prefix-cache-bytes N      memory for the prefix cache (default 0: off): KV of computed prompts in
+                              16-token blocks, reused by later requests whose prompt starts with the
+                              same tokens on the same version content (a shared system prompt, the
+                              earlier turns of a chat), so only the rest is prefilled. Separate from
+                              --kv-memory-bytes; least recently used blocks are evicted
+  --max-step-tokens N         chunked prefill (default 0: off): at most N tokens per batching step;
+                              decodes run every step, prompts share the rest (at least N/4) and long
+                              ones are split over steps, so they do not stall the decodes beside them
   --decode-routing host|device  how decode steps group tokens by expert (default host): host copies each
                               layer's router choices to the host to plan the grouped GEMM; device plans
                               on the device (no per-layer round trip; on cuda it has passed its tests on
@@ -211,6 +219,10 @@ int main(int argc, char** argv) {
       if (!next_int(&core.max_context, 2)) return Fail("--max-context needs an integer >= 2");
     } else if (arg == "--kv-memory-bytes") {
       if (!next_int(&core.kv_memory_bytes, 1)) return Fail("--kv-memory-bytes needs an integer >= 1");
+    } else if (arg == "--max-step-tokens") {
+      if (!next_int(&core.max_step_tokens, 0)) return Fail("--max-step-tokens needs an integer >= 0 (0: off)");
+    } else if (arg == "--prefix-cache-bytes") {
+      if (!next_int(&core.prefix_cache_bytes, 0)) return Fail("--prefix-cache-bytes needs an integer >= 0 (0: off)");
     } else if (arg == "--expert-cache-bytes") {
       if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
     } else if (arg == "--train-memory-limit-bytes") {

@@ -49,6 +49,7 @@ struct Request {
   bool prefilled = false;
   bool prefix_checked = false;  // the prefix cache was consulted (it is, once, before the prefill)
   int64_t cached_tokens = 0;    // prompt positions restored from the prefix cache (not prefilled)
+  int64_t prefill_pos = 0;      // prompt positions in the KV cache (restored, then prefilled chunks)
   PrefixCache::Hash prefix_root{};  // the prefix cache's key root for (backbone, version content)
   bool finished = false;
   int32_t last_token = 0;

@@ -50,6 +50,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   }
   std::unique_ptr<Runtime> rt(new Runtime(model, tokenizer, source, options));
   rt->paused_ = options.start_paused;
+  if (options.max_step_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-step-tokens must be >= 0 (0 = off), got ", options.max_step_tokens));
+  }
   if (options.prefix_cache_bytes < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("--prefix-cache-bytes must be >= 0 (0 = off), got ", options.prefix_cache_bytes));

@@ -25,7 +25,8 @@
 // Determinism: a request's tokens and routing depend only on (tenant version, prompt, params), not on
 // what else is in the batch: Model::Forward computes each sequence independently, the prompt is
 // always prefilled in one piece (its part not restored from the prefix cache), and sampling uses
-// per-request RNG state. Caveat: "independently"
+// per-request RNG state. With chunked prefill (max_step_tokens) a prompt's chunks depend on what else
+// runs in the step, which changes only float summation order (the caveat below). Caveat: "independently"
 // holds up to float summation order inside BLAS, which can vary with the batch's shape (~1e-6
 // relative), so the reported routing entropy may differ in its last digits, and a token or expert
 // choice could only flip where two candidates tie within that noise (not observed in the tests,
@@ -106,6 +107,10 @@ struct RuntimeOptions {
   // Prompt tokens admitted into one step (at least one request is always admitted): bounds how long
   // a step with new prompts stalls the decodes running beside them.
   int64_t max_prefill_tokens_per_step = 4096;
+  // Chunked prefill: at most this many tokens run through the model in one step. Decoding requests run
+  // first (one token each); prompts share the rest (at least a quarter), split over steps as needed (the
+  // policy: scheduler.cc). 0 = off: a joining prompt runs whole in its first step.
+  int64_t max_step_tokens = 0;
   // Fill GenerateResult/ScoreResult::routing for every request, not only those asking (for metrics).
   bool always_collect_routing = false;
   // How steps with no prompt in them (decode only: one token per sequence) group the MoE assignments.

@@ -6,6 +6,15 @@
 // their last sampled token), then sample each request's next token and retire the finished ones.
 // With a prefix cache, a joining request first gets the cached blocks of its prompt copied into its KV
 // cache and contributes only the rest; its whole blocks are stored after its prefill and at its end.
+//
+// Chunked prefill (RuntimeOptions::max_step_tokens > 0), the policy between prefill and decode: every
+// decoding request runs its one token in every step (decodes are never delayed by prompts); the prompts
+// still prefilling share the rest of the step's token budget, at least a quarter of it (so a full batch
+// of decodes cannot starve them), in admission order, each taking as many of its remaining positions as
+// is left. A prompt split over several steps samples its first token in the step of its last chunk;
+// until then its logits are discarded. So a step runs at most max(budget, decodes + budget / 4) tokens
+// and a long prompt no longer stalls the decodes beside it for its whole prefill. Without it (0), a
+// joining prompt runs whole in its first step.
 // Everything a request computes lives in its own KV cache, sampler and stop matcher, so its output
 // does not depend on who shares the step. A failed step fails its requests, except out of memory in a
 // step that admitted prompts: then only the new prompts fail and the decoding requests continue.
@@ -63,23 +72,42 @@ void Runtime::SchedulerLoop() {
 
 void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   const ModelConfig& c = model_->config();
-  std::vector<SequenceInput> batch;
-  batch.reserve(active.size());
   ForwardOptions opt;
   opt.logits = LogitsMode::kLast;
   StepInfo info;
-  info.sequences = static_cast<int64_t>(active.size());
   if (prefix_cache_) RestorePrefixes(active);
-  for (const auto& r : active) {
-    info.prefill_sequences += r->prefilled ? 0 : 1;
-    // A joining prompt whose first positions came from the prefix cache prefills only the rest.
-    absl::Span<const int32_t> tokens = r->prefilled
-                                           ? absl::MakeConstSpan(&r->last_token, 1)
-                                           : absl::MakeConstSpan(r->prompt).subspan(r->cached_tokens);
-    info.tokens += static_cast<int64_t>(tokens.size());
-    batch.push_back(SequenceInput{tokens, r->overlay.get(), r->cache});
-    opt.collect_routing = opt.collect_routing || r->collect_routing;
+  // What each request runs this step (see the file comment): a decoding one its last token; a prompt
+  // its next positions, all of them unless chunked prefill is on, in which case the decodes go first and
+  // the prompts share what the step's token budget leaves (at least a quarter of it), oldest first.
+  int64_t prefill_left = std::numeric_limits<int64_t>::max();
+  if (options_.max_step_tokens > 0) {
+    const int64_t decodes = absl::c_count_if(active, [](const std::shared_ptr<Request>& r) { return r->prefilled; });
+    prefill_left = std::max(options_.max_step_tokens - decodes, std::max<int64_t>(1, options_.max_step_tokens / 4));
   }
+  std::vector<size_t> in_step;  // indices into `active`, in batch order
+  std::vector<int64_t> chunk;    // prompt positions each runs (0: decoding)
+  std::vector<SequenceInput> batch;
+  for (size_t i = 0; i < active.size(); ++i) {
+    Request& r = *active[i];
+    absl::Span<const int32_t> tokens;
+    int64_t take = 0;
+    if (r.prefilled) {
+      tokens = absl::MakeConstSpan(&r.last_token, 1);
+    } else {
+      // Positions already in the KV cache (restored from the prefix cache, earlier chunks) are skipped.
+      take = std::min(static_cast<int64_t>(r.prompt.size()) - r.prefill_pos, prefill_left);
+      if (take <= 0) continue;  // the budget is spent: this prompt waits for the next step
+      prefill_left -= take;
+      tokens = absl::MakeConstSpan(r.prompt).subspan(r.prefill_pos, take);
+      info.prefill_sequences += 1;
+    }
+    info.tokens += static_cast<int64_t>(tokens.size());
+    in_step.push_back(i);
+    chunk.push_back(take);
+    batch.push_back(SequenceInput{tokens, r.overlay.get(), r.cache});
+    opt.collect_routing = opt.collect_routing || r.collect_routing;
+  }
+  info.sequences = static_cast<int64_t>(batch.size());
   if (info.prefill_sequences == 0) opt.moe_routing = options_.decode_routing;
   absl::StatusOr<ForwardResult> fr;
   absl::StatusOr<std::vector<float>> logits;
@@ -89,7 +117,7 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     if (fr.ok()) logits = model_->backend()->ToHostF32(fr->logits);
   }
   info.step = steps_.fetch_add(1) + 1;
-  const int64_t n = static_cast<int64_t>(active.size());
+  const int64_t n = static_cast<int64_t>(batch.size());
   batched_sequences_.fetch_add(n);
   if (n > max_batch_seen_.load()) max_batch_seen_.store(n);  // only this thread writes it
   if (fr.ok() && !logits.ok()) fr = logits.status();
@@ -105,26 +133,35 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
                            "not enough device memory to prefill this prompt beside the running batch: ",
                            fr.status().message()))
                      : absl::Status(fr.status().code(), absl::StrCat("decode step failed: ", fr.status().message()));
-    for (auto& r : active) {
-      if (!only_prompts || !r->prefilled) Finish(*r, failed);
+    for (size_t i : in_step) {
+      if (!only_prompts || !active[i]->prefilled) Finish(*active[i], failed);
     }
     info.ok = false;
     if (options_.on_step) options_.on_step(info);
     return;
   }
-  if (prefix_cache_) {
-    for (auto& r : active) {
-      if (!r->prefilled) StorePrefix(*r);  // the prompt's blocks, for the next request sharing them
+  // Prompts advance by their chunk; those now complete sample their first token below (and their blocks
+  // go to the prefix cache); those still incomplete produced no token this step.
+  std::vector<bool> sample(in_step.size(), true);
+  for (size_t b = 0; b < in_step.size(); ++b) {
+    Request& r = *active[in_step[b]];
+    if (r.collect_routing) r.routing.Merge(fr->routing[b]);
+    if (r.prefilled) continue;
+    r.prefill_pos += chunk[b];
+    if (r.prefill_pos < static_cast<int64_t>(r.prompt.size())) {
+      sample[b] = false;
+      continue;
     }
+    if (prefix_cache_) StorePrefix(r);  // the prompt's blocks, for the next request sharing them
+    r.prefilled = true;
   }
   const int64_t vocab = c.vocab_size;
   const int64_t producible = std::min<int64_t>(vocab, tokenizer_->vocab_size());
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < active.size(); ++i) {
-    Request& r = *active[i];
-    if (r.collect_routing) r.routing.Merge(fr->routing[i]);
-    r.prefilled = true;
-    float* row = logits->data() + static_cast<int64_t>(i) * vocab;
+  for (size_t b = 0; b < in_step.size(); ++b) {
+    if (!sample[b]) continue;
+    Request& r = *active[in_step[b]];
+    float* row = logits->data() + static_cast<int64_t>(b) * vocab;
     // Ids the tokenizer cannot produce are never sampled (as in tessera::Generate).
     for (int64_t j = producible; j < vocab; ++j) row[j] = neg_inf;
     for (int32_t special : {tokenizer_->pad_id(), tokenizer_->bos_id()}) {
@@ -171,6 +208,7 @@ void Runtime::RestorePrefixes(std::vector<std::shared_ptr<Request>>& active) {
                                                        static_cast<int64_t>(r->prompt.size()) - 1, *r->cache);
     // A failed copy leaves the cache empty: the prompt is prefilled whole, as on a miss.
     r->cached_tokens = n.ok() ? *n : 0;
+    r->prefill_pos = r->cached_tokens;
   }
 }
 

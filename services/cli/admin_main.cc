@@ -437,6 +437,17 @@ std::optional<CliError> Run(Ctx& c) {
     std::printf("context:   %lld positions per request (model: %lld), KV caches %lld bytes\n",
                 static_cast<long long>(resp.context_length()), static_cast<long long>(b.max_position_embeddings()),
                 static_cast<long long>(resp.kv_cache_bytes()));
+    if (resp.prefix_cache_bytes_limit() > 0) {
+      const v1::PrefixCacheStatus& pc = resp.prefix_cache();
+      std::printf("prefix:    %lld of %lld bytes (%lld blocks of %lld tokens), %lld blocks hit, %lld missed, "
+                  "%lld evicted\n",
+                  static_cast<long long>(resp.prefix_cache_bytes()),
+                  static_cast<long long>(resp.prefix_cache_bytes_limit()), static_cast<long long>(pc.blocks()),
+                  static_cast<long long>(pc.block_tokens()), static_cast<long long>(pc.hit_blocks()),
+                  static_cast<long long>(pc.miss_blocks()), static_cast<long long>(pc.evictions()));
+    } else {
+      std::printf("prefix:    cache off (--prefix-cache-bytes)\n");
+    }
     std::printf("device:    %s\n", resp.device().c_str());
     if (!resp.cpu_features().empty()) std::printf("cpu:       %s\n", resp.cpu_features().c_str());
     if (!resp.kernel_set().empty()) std::printf("kernels:   %s\n", resp.kernel_set().c_str());

@@ -118,6 +118,44 @@ TEST(MetricsTest, InferenceReportsTokensBatchesAndExpertUtilizationPerTenant) {
   EXPECT_GT(std::stod(page.substr(at + std::string("tessera_overlay_pool_slabs{state=\"total\"} ").size())), 16.0);
 }
 
+// The prefix cache through the server: --prefix-cache-bytes turns it on, a repeated prompt hits, and the
+// counters appear in /metrics and GetRuntimeStatus (fields 20-22).
+TEST(MetricsTest, PrefixCacheHitsMissesAndBytes) {
+  TestServerOptions o = WithModel();
+  o.metrics = true;
+  o.prefix_cache_bytes = 8 << 20;
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  v1::GenerateRequest r;
+  r.set_tenant_id("acme");
+  r.set_prompt("A system prompt of a few blocks, shared by every question that follows it. Q: hi");
+  r.set_max_tokens(4);
+  v1::GenerateResponse first, second;
+  ASSERT_TRUE(server.Inference()->Generate(Ctx(key).get(), r, &first).ok());
+  ASSERT_TRUE(server.Inference()->Generate(Ctx(key).get(), r, &second).ok());
+  EXPECT_EQ(first.text(), second.text());
+  v1::RuntimeStatus status;
+  ASSERT_TRUE(server.Admin()->GetRuntimeStatus(Ctx(server.admin_key()).get(), {}, &status).ok());
+  const int64_t prompt_blocks = first.usage().prompt_tokens() / 16;
+  ASSERT_GT(prompt_blocks, 2);
+  EXPECT_EQ(status.prefix_cache().block_tokens(), 16);
+  EXPECT_EQ(status.prefix_cache().miss_blocks(), prompt_blocks);  // the first request computed them all
+  EXPECT_EQ(status.prefix_cache().hit_blocks(), prompt_blocks);   // the second restored them all
+  EXPECT_GT(status.prefix_cache_bytes(), 0);
+  EXPECT_GT(status.prefix_cache_bytes_limit(), 0);
+  EXPECT_LE(status.prefix_cache_bytes_limit(), 8 << 20);
+  std::string page = HttpGet(server.server().metrics_port(), "/metrics");
+  for (const std::string& needle : {
+           "tessera_prefix_cache_hits_total " + std::to_string(prompt_blocks),
+           "tessera_prefix_cache_misses_total " + std::to_string(prompt_blocks),
+           std::string("tessera_prefix_cache_evictions_total 0"),
+           std::string("tessera_prefix_cache_bytes{state=\"used\"} "),
+           std::string("tessera_prefix_cache_hit_tokens_total "),
+       }) {
+    EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;
+  }
+}
+
 TEST(JobSpecTest, JsonRoundTripAndDefaults) {
   BackboneInfo b;
   b.num_layers = 4;

@@ -54,6 +54,7 @@ void TestServer::Start() {
   co.dtype = options_.dtype;
   co.max_context = options_.max_context;
   co.kv_memory_bytes = options_.kv_memory_bytes;
+  co.prefix_cache_bytes = options_.prefix_cache_bytes;
   co.decode_routing = options_.decode_routing;
   co.train_memory_limit_bytes = options_.train_memory_limit_bytes;
   co.max_joint_jobs = options_.max_joint_jobs;

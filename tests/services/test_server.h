@@ -24,6 +24,7 @@ struct TestServerOptions {
   std::string dtype = "f32";  // the backbone's weight matrices (tessera-server --dtype)
   int64_t max_context = 0;    // tessera-server --max-context (0: the model's)
   int64_t kv_memory_bytes = runtime::kDefaultKvMemoryBytes;  // tessera-server --kv-memory-bytes
+  int64_t prefix_cache_bytes = 0;                               // tessera-server --prefix-cache-bytes
   std::string decode_routing = "host";  // tessera-server --decode-routing
   int64_t train_memory_limit_bytes = 0;  // tessera-server --train-memory-limit-bytes
   std::string general_eval_data;         // tessera-server --general-eval-data
