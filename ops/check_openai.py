@@ -11,8 +11,13 @@ Starts the server (temp data dir, loopback ports), creates tenant `acme`, and wi
      deltas join to the plain reply, the last chunk has choices == [] and the usage; completions stream;
   4. errors are the client's typed exceptions: a bad key -> AuthenticationError (401), an unknown model
      -> NotFoundError (404), n=2 and a wrong type -> BadRequestError (400) naming the param;
-  5. files.create(purpose="fine-tune") of a chat-format JSONL file, files.list;
-     fine_tuning.jobs.create/retrieve (polled to "succeeded")/list/list_events; fine_tuned_model is
+  5. logprobs as the client parses them: completions `logprobs=3` (tokens, token_logprobs, top_logprobs,
+     text_offset; their sum equals `tessera score` (gRPC Score) of prompt+text minus that of the prompt,
+     an independent forward pass), the same streamed; chat `logprobs=True, top_logprobs=3` (content with
+     token, logprob, bytes, top_logprobs), plain and streamed;
+  6. files.create(purpose="fine-tune") of a chat-format JSONL file, files.list;
+     fine_tuning.jobs.create (with a suffix, returned as user_provided_suffix; a bad suffix is a
+     BadRequestError naming it)/retrieve (polled to "succeeded")/list/list_events; fine_tuned_model is
      `acme:1` and a chat with it is served by version 1.
 Prints PASS/FAIL per check and a summary; exit status 1 on any failure.
 """
@@ -35,6 +40,57 @@ def chat_jsonl(n):
         lines.append(json.dumps({"messages": [{"role": "user", "content": f"add({a},{b})="},
                                               {"role": "assistant", "content": str(a + b)}]}))
     return ("\n".join(lines) + "\n").encode()
+
+
+def check_logprobs(client, srv, prompt):
+    comp = client.completions.create(model="acme", prompt=prompt, max_tokens=10, temperature=0, logprobs=3)
+    lp = comp.choices[0].logprobs
+    n = comp.usage.completion_tokens
+    check("completions logprobs: one entry per completion token",
+          lp is not None and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) ==
+          len(lp.text_offset) == n > 0, str(lp))
+    if lp is None or not lp.tokens:
+        return
+    check("completions logprobs: <= 0, greedy token is the most likely of top_logprobs",
+          all(v <= 0 for v in lp.token_logprobs) and
+          all(3 <= len(top) <= 4 and top[t] == v and max(top.values()) == v
+              for t, v, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs)), str(lp.top_logprobs[:2]))
+    text = comp.choices[0].text
+    if not any(t.startswith("bytes:") for t in lp.tokens):
+        check("completions logprobs: tokens join to the text, text_offset where each starts",
+              "".join(lp.tokens) == text and
+              lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(len(lp.tokens))], str(lp.tokens))
+        # builtin:tiny's vocabulary is bytes: prompt+text tokenizes as prompt's tokens then the completion's.
+        full = json.loads(srv.tessera("--json", "score", prompt + text))
+        head = json.loads(srv.tessera("--json", "score", prompt))
+        want = full["total_logprob"] - head["total_logprob"]
+        got = sum(lp.token_logprobs)
+        check("completions logprobs: sum equals gRPC Score(prompt+text) - Score(prompt)",
+              abs(got - want) < 1e-3 * max(1.0, abs(want)), f"{got} vs {want}")
+    streamed = []
+    for c in client.completions.create(model="acme", prompt=prompt, max_tokens=10, temperature=0, logprobs=3,
+                                       stream=True):
+        if c.choices and c.choices[0].logprobs is not None:
+            clp = c.choices[0].logprobs
+            streamed += list(zip(clp.tokens, clp.token_logprobs, clp.text_offset))
+    check("completions logprobs streamed: the same entries",
+          streamed == list(zip(lp.tokens, lp.token_logprobs, lp.text_offset)), f"{streamed[:3]} vs {lp.tokens[:3]}")
+
+    messages = [{"role": "user", "content": "Say hello."}]
+    chat = client.chat.completions.create(model="acme", messages=messages, max_tokens=8, temperature=0,
+                                          logprobs=True, top_logprobs=3)
+    content = chat.choices[0].logprobs.content if chat.choices[0].logprobs else None
+    check("chat logprobs: content per token with bytes and 3 top_logprobs",
+          content is not None and len(content) == chat.usage.completion_tokens and
+          all(len(t.top_logprobs) == 3 and t.logprob <= 0 and isinstance(t.bytes, list) and
+              t.top_logprobs[0].logprob == t.logprob for t in content), str(content[:1] if content else content))
+    streamed = []
+    for c in client.chat.completions.create(model="acme", messages=messages, max_tokens=8, temperature=0,
+                                           logprobs=True, top_logprobs=3, stream=True):
+        if c.choices and c.choices[0].logprobs is not None:
+            streamed += [(t.token, t.logprob) for t in c.choices[0].logprobs.content or []]
+    check("chat logprobs streamed: the same entries",
+          content is not None and streamed == [(t.token, t.logprob) for t in content], str(streamed[:3]))
 
 
 def main():
@@ -89,6 +145,8 @@ def main():
             model="acme", prompt=prompt, max_tokens=12, temperature=0, stream=True) if c.choices)
         check("completions stream joins to the plain text", ctext == comp.choices[0].text, repr(ctext))
 
+        check_logprobs(client, srv, prompt)
+
         bad = openai.OpenAI(base_url=base_url, api_key="tsk_wrong", max_retries=0)
         try:
             bad.models.list()
@@ -110,10 +168,19 @@ def main():
         f = client.files.create(file=("train.jsonl", chat_jsonl(40)), purpose="fine-tune")
         check("files.create", f.id.startswith("ds_") and f.purpose == "fine-tune" and f.bytes > 0, str(f))
         check("files.list has it", f.id in [x.id for x in client.files.list()])
-        job = client.fine_tuning.jobs.create(model="acme", training_file=f.id, seed=1,
+        try:
+            client.fine_tuning.jobs.create(model="acme", training_file=f.id, suffix="no spaces!")
+            check("bad suffix -> BadRequestError", False, "no error")
+        except openai.BadRequestError as e:
+            check("bad suffix -> BadRequestError naming suffix", e.param == "suffix", str(e))
+        job = client.fine_tuning.jobs.create(model="acme", training_file=f.id, seed=1, suffix="check-openai_1",
                                              hyperparameters={"n_epochs": 1, "batch_size": 4})
         check("fine_tuning.jobs.create", job.status in ("queued", "running") and job.training_file == f.id,
               str(job))
+        check("the suffix is stored: user_provided_suffix",
+              getattr(job, "user_provided_suffix", None) == "check-openai_1" and
+              getattr(client.fine_tuning.jobs.retrieve(job.id), "user_provided_suffix", None) == "check-openai_1",
+              str(getattr(job, "user_provided_suffix", None)))
         deadline = time.time() + args.job_timeout
         while job.status not in ("succeeded", "failed", "cancelled") and time.time() < deadline:
             time.sleep(0.5)

@@ -10,7 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlite3-dev libopenblas-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
-  libcpp-httplib-dev
+  libcpp-httplib-dev libcurl4-openssl-dev
   chromium chromium-driver prometheus
   openssl
 )

@@ -154,6 +154,7 @@ void ToProto(const storage::Job& in, v1::Job* out) {
     out->set_method(spec->method);
     out->set_lora_rank(static_cast<int32_t>(spec->lora_rank));
   }
+  out->set_suffix(in.suffix);
 }
 
 void ToProto(const storage::JobEvent& in, v1::JobEvent* out) {

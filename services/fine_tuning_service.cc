@@ -81,6 +81,7 @@ absl::Status CheckReplay(const storage::Job& existing, const std::string& reques
 absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& principal,
                            const v1::CreateJobRequest& req, v1::Job* resp) {
   const std::string& tenant = req.tenant_id();
+  if (absl::Status s = ValidateJobSuffix(req.suffix()); !s.ok()) return s;
   absl::StatusOr<int64_t> live = env.registry->GetLive(tenant);  // NOT_FOUND for an unknown tenant
   if (!live.ok()) return live.status();
   const std::string canonical = CanonicalRequest(req);
@@ -133,6 +134,7 @@ absl::Status CreateJobFor(const ServiceEnv& env, const storage::Principal& princ
   nj.idempotency_key = req.idempotency_key();
   nj.max_steps = spec->max_steps;
   nj.request = canonical;
+  nj.suffix = req.suffix();
   absl::StatusOr<storage::Job> job = env.registry->CreateJob(nj, Actor(principal));
   if (!job.ok()) return job.status();
   // A concurrent first use of the same key won the race inside the registry: the same check.

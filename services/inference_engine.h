@@ -35,6 +35,16 @@ struct TextInput {
   bool is_chat() const { return !messages.empty(); }
 };
 
+// A generated token's log-probability (core/runtime/logprobs.h: log-softmax of the raw logits, before
+// temperature and top-p) and its most likely alternatives.
+struct TokenLogprob {
+  int32_t id = 0;
+  std::string bytes;  // what the token adds to the output (raw; may hold part of a UTF-8 character)
+  std::string token;  // `bytes` when valid UTF-8, else "bytes:\xNN..." (OpenAI's form): safe for JSON/proto
+  float logprob = 0;
+  std::vector<TokenLogprob> top;  // most likely first; their own `top` is empty
+};
+
 struct GenerateParams {
   TextInput input;  // messages: rendered with add_generation_prompt; stops at the end-of-turn token
   int max_tokens = 64;
@@ -44,6 +54,12 @@ struct GenerateParams {
   uint64_t seed = 0;
   std::vector<std::string> stop;
   bool return_routing = false;
+  // Report every generated token's logprob and its `top_logprobs` most likely alternatives
+  // (GenerateOutput::logprobs). Streaming: on_logprobs gets each batch of tokens just before the delta
+  // that carries their text; tokens whose text a stop string cut come after the last delta.
+  bool logprobs = false;
+  int top_logprobs = 0;
+  std::function<void(std::vector<TokenLogprob>)> on_logprobs;
 };
 
 enum class FinishReason { kLength, kStop, kEos };
@@ -62,6 +78,7 @@ struct GenerateOutput {
   int prompt_tokens = 0;
   int completion_tokens = 0;
   std::vector<LayerRoutingStats> routing;  // with return_routing
+  std::vector<TokenLogprob> logprobs;      // with logprobs: one per completion token
 };
 
 struct ScoreOutput {

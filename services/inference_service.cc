@@ -11,6 +11,7 @@ namespace {
 constexpr size_t kMaxPromptBytes = 64 << 10;
 constexpr int kMaxMessages = 256;
 constexpr int kMaxStops = 16;
+constexpr int kMaxTopLogprobs = 20;  // OpenAI's chat limit
 constexpr int kDefaultMaxTokens = 64;
 
 absl::Status EngineAvailable(const ServiceEnv& env) {
@@ -82,7 +83,28 @@ absl::StatusOr<GenerateParams> ParamsFromProto(const ServiceEnv& env, const v1::
     p.stop.push_back(r.stop(i));
   }
   p.return_routing = r.return_routing();
+  if (r.top_logprobs() < 0 || r.top_logprobs() > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_logprobs: must be in [0, ", kMaxTopLogprobs, "], got ", r.top_logprobs()));
+  }
+  if (r.top_logprobs() > 0 && !r.logprobs()) {
+    return absl::InvalidArgumentError("top_logprobs: requires logprobs to be true");
+  }
+  p.logprobs = r.logprobs();
+  p.top_logprobs = r.top_logprobs();
   return p;
+}
+
+void LogprobsToProto(const std::vector<TokenLogprob>& in,
+                     google::protobuf::RepeatedPtrField<v1::TokenLogprob>* out) {
+  for (const TokenLogprob& t : in) {
+    v1::TokenLogprob* p = out->Add();
+    p->set_token_id(t.id);
+    p->set_token(t.token);
+    p->set_token_bytes(t.bytes);
+    p->set_logprob(t.logprob);
+    if (!t.top.empty()) LogprobsToProto(t.top, p->mutable_top_logprobs());
+  }
 }
 
 absl::StatusOr<std::optional<int64_t>> VersionFromProto(bool has, int64_t v) {
@@ -146,6 +168,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     resp->mutable_usage()->set_prompt_tokens(out->prompt_tokens);
     resp->mutable_usage()->set_completion_tokens(out->completion_tokens);
     if (params->return_routing) RoutingToProto(out->routing, resp->mutable_routing());
+    LogprobsToProto(out->logprobs, resp->mutable_logprobs());
     RecordGeneration(env, req->tenant_id(), *out);
     return absl::OkStatus();
   });
@@ -164,17 +187,28 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
         absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
         if (!version.ok()) return version.status();
         if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+        // Logprobs arrive just before the delta that carries their text (inference_engine.h); those
+        // left after the last delta go in the last chunk.
+        std::vector<TokenLogprob> pending;
+        if (params->logprobs) {
+          params->on_logprobs = [&pending](std::vector<TokenLogprob> lp) {
+            pending.insert(pending.end(), std::make_move_iterator(lp.begin()), std::make_move_iterator(lp.end()));
+          };
+        }
         // Deltas arrive before the engine knows the version only in name: it is fixed at admission, so
         // the final chunk's expert_version is the one that served every delta.
         absl::StatusOr<GenerateOutput> out = env.engine->Generate(
-            req->tenant_id(), *version, *params, [w](std::string_view delta) {
+            req->tenant_id(), *version, *params, [w, &pending](std::string_view delta) {
               if (delta.empty()) return !w->cancelled();
               v1::GenerateChunk chunk;
               chunk.set_text(Utf8Sanitize(delta));
+              LogprobsToProto(pending, chunk.mutable_logprobs());
+              pending.clear();
               return w->Write(chunk);
             });
         if (!out.ok()) return out.status();
         v1::GenerateChunk last;
+        LogprobsToProto(pending, last.mutable_logprobs());
         last.set_finish_reason(ToProto(out->finish_reason));
         last.set_expert_version(out->version);
         last.mutable_usage()->set_prompt_tokens(out->prompt_tokens);

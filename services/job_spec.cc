@@ -4,6 +4,8 @@
 #include <cmath>
 #include <set>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/train/auto_hparams.h"
 #include "nlohmann/json.hpp"
@@ -24,6 +26,23 @@ absl::Status RangeError(const std::string& field, const std::string& range, cons
 }
 
 }  // namespace
+
+absl::Status ValidateJobSuffix(std::string_view suffix) {
+  constexpr size_t kMaxSuffix = 64;
+  if (suffix.size() > kMaxSuffix) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("suffix: at most ", kMaxSuffix, " characters, got ", suffix.size()));
+  }
+  for (size_t i = 0; i < suffix.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(suffix[i]);
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '-') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "suffix: only letters, digits, '_' and '-' are allowed, got \"", absl::CHexEscape(absl::string_view(suffix.data() + i, 1)),
+          "\" at position ", i));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& r, const BackboneInfo& backbone,
                                         int64_t live_version) {

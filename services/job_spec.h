@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -108,6 +109,10 @@ struct JobSpec {
 // registry) and fills defaults. `live_version` is used when base_version is unset.
 absl::StatusOr<JobSpec> ValidateAndFill(const JobRequest& request, const BackboneInfo& backbone,
                                         int64_t live_version);
+
+// CreateJobRequest.suffix: "" or at most 64 characters of [A-Za-z0-9_-] (INVALID_ARGUMENT naming the
+// field, the limit and the first offending character otherwise).
+absl::Status ValidateJobSuffix(std::string_view suffix);
 
 // Slots as stored in the registry (Job.selected_slots, ExpertVersion.slots_json):
 // [{"layer":0,"expert":3},...]. Parsing accepts that form and [[0,3],...].

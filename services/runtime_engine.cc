@@ -1,5 +1,7 @@
 #include "services/runtime_engine.h"
 
+#include "absl/strings/str_format.h"
+#include "core/util/utf8_sanitize.h"
 #include "services/version_backbone.h"
 
 namespace tessera::services {
@@ -10,6 +12,34 @@ std::vector<LayerRoutingStats> Convert(const std::vector<runtime::LayerRouting>&
   out.reserve(in.size());
   for (const runtime::LayerRouting& l : in) {
     out.push_back({l.layer, l.expert_tokens, l.overlay_experts, l.entropy});
+  }
+  return out;
+}
+
+// "bytes:\\xe2\\x80" for a token that is not valid UTF-8 by itself (part of a character), as OpenAI writes it.
+std::string DisplayToken(const std::string& bytes) {
+  if (Utf8Sanitize(bytes) == bytes) return bytes;
+  std::string out = "bytes:";
+  for (unsigned char c : bytes) absl::StrAppendFormat(&out, "\\x%02x", c);
+  return out;
+}
+
+TokenLogprob ConvertToken(const Tokenizer& tok, int32_t id, float logprob) {
+  TokenLogprob t;
+  t.id = id;
+  t.bytes = tok.DecodeToken(id);
+  t.token = DisplayToken(t.bytes);
+  t.logprob = logprob;
+  return t;
+}
+
+std::vector<TokenLogprob> Convert(const Tokenizer& tok, const std::vector<runtime::TokenLogprob>& in) {
+  std::vector<TokenLogprob> out;
+  out.reserve(in.size());
+  for (const runtime::TokenLogprob& r : in) {
+    TokenLogprob t = ConvertToken(tok, r.id, r.logprob);
+    for (const auto& [id, lp] : r.top) t.top.push_back(ConvertToken(tok, id, lp));
+    out.push_back(std::move(t));
   }
   return out;
 }
@@ -69,6 +99,12 @@ absl::StatusOr<GenerateOutput> RuntimeEngine::Generate(const std::string& tenant
     for (const std::string& s : codec_->chat_stop_strings()) p.stop.push_back(s);
   }
   p.return_routing = params.return_routing;
+  p.logprobs = params.logprobs;
+  p.top_logprobs = params.top_logprobs;
+  const Tokenizer& tok = codec_->tokenizer();
+  if (params.on_logprobs) {
+    p.on_logprobs = [&tok, &params](std::vector<runtime::TokenLogprob> lp) { params.on_logprobs(Convert(tok, lp)); };
+  }
   absl::StatusOr<runtime::GenerateResult> r = runtime_->Generate(tenant_id, version, p, on_delta);
   if (!r.ok()) return r.status();
   GenerateOutput out;
@@ -80,6 +116,7 @@ absl::StatusOr<GenerateOutput> RuntimeEngine::Generate(const std::string& tenant
   out.prompt_tokens = r->prompt_tokens;
   out.completion_tokens = r->completion_tokens;
   out.routing = Convert(r->routing);
+  out.logprobs = Convert(tok, r->logprobs);
   return out;
 }
 

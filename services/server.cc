@@ -128,12 +128,13 @@ absl::Status CheckTransportOptions(const ServerOptions& o) {
     }
     if (absl::Status s = CheckPlaintextListen("--listen", o.listen, o.allow_insecure); !s.ok()) return s;
   }
-  // The metrics endpoint and the HTTP API are plain HTTP whatever the gRPC listener does (TLS for them is
-  // not built yet): the same rule.
+  // The HTTP API takes the same TLS as gRPC (mutual when a client CA is given), so without TLS the same
+  // rule. The metrics endpoint is always plain HTTP (a Prometheus scraper beside the server, behind an
+  // ADMIN key): loopback only unless --allow-insecure, TLS or not.
   if (!o.metrics_listen.empty()) {
     if (absl::Status s = CheckPlaintextListen("--metrics-listen", o.metrics_listen, o.allow_insecure); !s.ok()) return s;
   }
-  if (!o.http_listen.empty()) {
+  if (!o.http_listen.empty() && !tls) {
     if (absl::Status s = CheckPlaintextListen("--http-listen", o.http_listen, o.allow_insecure); !s.ok()) return s;
   }
   return absl::OkStatus();
@@ -366,7 +367,11 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   }
   if (!options.http_listen.empty()) {
     absl::StatusOr<std::unique_ptr<http::HttpApiServer>> h =
-        http::HttpApiServer::Start(http::HttpOptions{options.http_listen}, &s->env_);
+        http::HttpApiServer::Start(http::HttpOptions{.listen = options.http_listen,
+                                                     .tls_cert_file = options.tls_cert_file,
+                                                     .tls_key_file = options.tls_key_file,
+                                                     .tls_client_ca_file = options.tls_client_ca_file},
+                                   &s->env_);
     if (!h.ok()) {
       s->Shutdown();
       return h.status();

@@ -64,8 +64,9 @@ struct ServerOptions {
   absl::Duration gc_grace = absl::Minutes(10);    // unreferenced blobs younger than this are kept
   absl::Duration live_follow_poll = absl::Milliseconds(250);  // longest wait per change-feed round
   storage::Registry::Options registry;
-  // TLS for the gRPC listener (PEM files). With tls_client_ca_file: mutual TLS, a client must present
-  // a certificate that CA signed. Without TLS the listeners must be loopback unless allow_insecure.
+  // TLS for the gRPC and HTTP listeners (PEM files). With tls_client_ca_file: mutual TLS, a client must
+  // present a certificate that CA signed. Without TLS the listeners must be loopback unless
+  // allow_insecure; the metrics listener is always plain HTTP, so loopback unless allow_insecure.
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;

@@ -53,8 +53,10 @@ Options:
                               (/console) on this address, with the same API keys (Authorization: Bearer);
                               model names <tenant> (live), <tenant>:<N>, <tenant>:0 (base). Default: off;
                               port 0 picks a free port (printed)
-  --tls-cert PEM --tls-key PEM  serve gRPC over TLS with this certificate chain and private key
-  --tls-client-ca PEM         mutual TLS: clients must present a certificate signed by this CA
+  --tls-cert PEM --tls-key PEM  serve gRPC and the HTTP API (HTTPS) over TLS with this certificate chain
+                              and private key (--metrics-listen stays plain HTTP: loopback only)
+  --tls-client-ca PEM         mutual TLS (gRPC and HTTPS): clients must present a certificate signed by
+                              this CA
   --allow-insecure            allow plaintext on a non-loopback address (without TLS the server refuses
                               to listen anywhere but 127.0.0.0/8, ::1, localhost or a unix socket, and
                               exits non-zero saying so)

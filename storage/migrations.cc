@@ -216,10 +216,15 @@ constexpr char kMigration9[] = R"sql(
 ALTER TABLE datasets ADD COLUMN num_loss_tokens INTEGER NOT NULL DEFAULT 0;
 )sql";
 
+// Migration 10: the caller's label of a job (CreateJobRequest.suffix, OpenAI's `suffix`); '' = none.
+constexpr char kMigration10[] = R"sql(
+ALTER TABLE jobs ADD COLUMN suffix TEXT NOT NULL DEFAULT '';
+)sql";
+
 const std::vector<const char*>& Migrations() {
   static const std::vector<const char*> kAll = {kMigration1, kMigration2, kMigration3, kMigration4,
                                                 kMigration5, kMigration6, kMigration7, kMigration8,
-                                                kMigration9};
+                                                kMigration9, kMigration10};
   return kAll;
 }
 

@@ -108,7 +108,7 @@ const char kJobColumns[] =
     "job_id, tenant_id, spec, training_dataset_id, validation_dataset_id, "
     "COALESCE(idempotency_key, ''), state, attempts, lease_owner, lease_expires_at_us, "
     "created_at_us, started_at_us, finished_at_us, error, result_version, promoted, step, "
-    "max_steps, train_loss, val_loss, tokens_per_second, selected_slots, checkpoint, request";
+    "max_steps, train_loss, val_loss, tokens_per_second, selected_slots, checkpoint, request, suffix";
 
 Job ReadJob(const Stmt& st) {
   Job j;
@@ -136,6 +136,7 @@ Job ReadJob(const Stmt& st) {
   j.selected_slots = st.Text(21);
   j.checkpoint = st.Text(22);
   j.request = st.Text(23);
+  j.suffix = st.Text(24);
   return j;
 }
 

@@ -34,6 +34,9 @@ absl::Status VersionNotFound(const std::string& tenant_id, int64_t version);
 
 // Column lists and row decoders; a SELECT must list exactly these columns first.
 extern const char kJobColumns[];
+// How many columns kJobColumns selects (ReadJob reads 0..kJobColumnCount-1): a column a query appends
+// after them is at this index.
+inline constexpr int kJobColumnCount = 25;
 Job ReadJob(const Stmt& st);
 extern const char kDatasetColumns[];
 Dataset ReadDataset(const Stmt& st);

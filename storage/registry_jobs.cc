@@ -88,9 +88,9 @@ absl::StatusOr<Job> Registry::CreateJob(const NewJob& in, const std::string& act
     if (!in.idempotency_key.empty()) key = in.idempotency_key;
     RETURN_IF_ERROR(c.Exec("INSERT INTO jobs(job_id, tenant_id, spec, training_dataset_id, "
                            "validation_dataset_id, idempotency_key, state, created_at_us, "
-                           "max_steps, request) VALUES (?1,?2,?3,?4,?5,?6,'QUEUED',?7,?8,?9)",
+                           "max_steps, request, suffix) VALUES (?1,?2,?3,?4,?5,?6,'QUEUED',?7,?8,?9,?10)",
                            id, in.tenant_id, in.spec, in.training_dataset_id,
-                           in.validation_dataset_id, key, NowMicros(), in.max_steps, in.request));
+                           in.validation_dataset_id, key, NowMicros(), in.max_steps, in.request, in.suffix));
     RETURN_IF_ERROR(internal::AppendEvent(c, id, "state", "{\"state\":\"QUEUED\"}").status());
     RETURN_IF_ERROR(internal::AppendAudit(c, actor, "job.create", absl::StrCat("job/", id),
                                           absl::StrCat("{\"tenant_id\":",
@@ -154,7 +154,7 @@ absl::StatusOr<JobPage> Registry::ListJobs(const std::string& tenant_id, int pag
         break;
       }
       page.jobs.push_back(internal::ReadJob(st));
-      last_id = st.Int(24);
+      last_id = st.Int(internal::kJobColumnCount);
     }
     return absl::OkStatus();
   }));

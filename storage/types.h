@@ -142,6 +142,7 @@ struct NewJob {
   std::string idempotency_key;        // optional; unique per tenant
   int64_t max_steps = 0;              // initial progress.max_steps
   std::string request;                // opaque (canonical JSON) request, compared on idempotent replays
+  std::string suffix;                 // the caller's label (validated by the services layer)
 };
 
 struct Job {
@@ -165,6 +166,7 @@ struct Job {
   std::string selected_slots;    // opaque (JSON) text, set by the worker
   std::string checkpoint;        // opaque resume token (e.g. a blob digest), set by the worker
   std::string request;           // NewJob::request as created ("" for jobs older than migration 7)
+  std::string suffix;            // NewJob::suffix ("" for jobs older than migration 10)
 };
 
 // Partial update of a RUNNING job by its lease owner (Registry::UpdateRunningJob). Unset = unchanged.

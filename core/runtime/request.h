@@ -40,6 +40,8 @@ struct Request {
   std::vector<int32_t> end_ids;  // the tokenizer's eos_ids() and the request's GenerateParams::end_ids
   bool collect_routing = false;
   bool streaming = false;  // the caller wants deltas
+  bool want_logprobs = false;  // GenerateParams::logprobs
+  int top_logprobs = 0;
 
   // Scheduler only.
   Sampler sampler;
@@ -55,6 +57,8 @@ struct Request {
   int32_t last_token = 0;
   std::vector<int32_t> tokens;
   size_t emitted = 0;  // bytes of stop.output() already handed to `pending_delta`
+  std::vector<TokenLogprob> logprobs;  // one per id of `tokens`, with `logprobs`
+  size_t logprobs_emitted = 0;         // entries already handed to `pending_logprobs`
   RoutingStats routing;
 
   // Hand-off between the threads.
@@ -62,6 +66,7 @@ struct Request {
   std::mutex mu;
   std::condition_variable cv;
   std::string pending_delta;
+  std::vector<TokenLogprob> pending_logprobs;
   bool done = false;
   absl::Status status;
   GenerateResult result;

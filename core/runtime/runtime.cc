@@ -205,6 +205,9 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   if (params.max_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 1, got ", params.max_tokens));
   }
+  if (params.top_logprobs < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("top_logprobs must be >= 0, got ", params.top_logprobs));
+  }
   SamplingParams sampling;
   sampling.temperature = params.temperature;
   sampling.top_k = params.top_k;
@@ -233,6 +236,8 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   r->end_ids.insert(r->end_ids.end(), params.end_ids.begin(), params.end_ids.end());
   r->collect_routing = params.return_routing || options_.always_collect_routing;
   r->streaming = static_cast<bool>(on_delta);
+  r->want_logprobs = params.logprobs;
+  r->top_logprobs = params.top_logprobs;
   if (r->collect_routing) r->routing.Init(model_->config().num_layers, model_->config().num_experts);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -247,13 +252,16 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
 
   for (;;) {
     std::string delta;
+    std::vector<TokenLogprob> logprobs;
     bool done = false;
     {
       std::unique_lock<std::mutex> lock(r->mu);
-      r->cv.wait(lock, [&] { return r->done || !r->pending_delta.empty(); });
+      r->cv.wait(lock, [&] { return r->done || !r->pending_delta.empty() || !r->pending_logprobs.empty(); });
       delta.swap(r->pending_delta);
+      logprobs.swap(r->pending_logprobs);
       done = r->done;
     }
+    if (!logprobs.empty() && params.on_logprobs) params.on_logprobs(std::move(logprobs));
     if (!delta.empty() && on_delta && !on_delta(delta)) {
       r->cancelled.store(true);
       cv_.notify_all();

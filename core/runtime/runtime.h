@@ -73,6 +73,7 @@
 #include "core/model/model.h"
 #include "core/runtime/expert_table.h"
 #include "core/runtime/kv_cache_pool.h"
+#include "core/runtime/logprobs.h"
 #include "core/runtime/overlay_cache.h"
 #include "core/runtime/prefix_cache.h"
 #include "core/runtime/routing.h"
@@ -149,6 +150,15 @@ struct GenerateParams {
   // eos_ids(): e.g. a chat format's end-of-turn token.
   std::vector<int32_t> end_ids;
   bool return_routing = false;
+  // Report each generated token's log-probability (logprobs.h) and its `top_logprobs` (>= 0) most
+  // likely alternatives: in GenerateResult::logprobs and, streaming, through on_logprobs.
+  bool logprobs = false;
+  int top_logprobs = 0;
+  // Streaming with logprobs: called on the caller's thread, just before the on_delta that carries the
+  // text released with these tokens (every token sampled since the previous call; tokens whose text is
+  // still held back by the stop matcher come with a later delta). The last tokens may come after the
+  // last delta, with no delta of their own (their text was cut by a stop string).
+  std::function<void(std::vector<TokenLogprob>)> on_logprobs;
 };
 
 enum class FinishReason { kLength, kStop, kEos };
@@ -163,6 +173,7 @@ struct GenerateResult {
   int completion_tokens = 0;
   int cached_tokens = 0;    // prompt tokens restored from the prefix cache instead of prefilled
   std::vector<int32_t> tokens;        // generated ids (no EOS)
+  std::vector<TokenLogprob> logprobs; // with GenerateParams::logprobs: one per id of `tokens`
   std::vector<LayerRouting> routing;  // with return_routing
 };
 

@@ -23,6 +23,7 @@
 
 #include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
+#include "core/runtime/logprobs.h"
 #include "core/runtime/request.h"
 #include "core/runtime/runtime.h"
 #include "core/tokenizer/utf8.h"
@@ -162,6 +163,8 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     if (!sample[b]) continue;
     Request& r = *active[in_step[b]];
     float* row = logits->data() + static_cast<int64_t>(b) * vocab;
+    // The normalizer of the raw logits, before the masking below (logprobs.h).
+    const double log_z = r.want_logprobs ? LogSumExp(absl::MakeConstSpan(row, vocab)) : 0.0;
     // Ids the tokenizer cannot produce are never sampled (as in tessera::Generate).
     for (int64_t j = producible; j < vocab; ++j) row[j] = neg_inf;
     for (int32_t special : {tokenizer_->pad_id(), tokenizer_->bos_id()}) {
@@ -179,6 +182,7 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
       continue;
     }
     r.tokens.push_back(token);
+    if (r.want_logprobs) r.logprobs.push_back(TokenLogprobOf(absl::MakeConstSpan(row, vocab), log_z, token, r.top_logprobs));
     tokens_generated_.fetch_add(1);
     // Incremental detokenization: the text this id completes (tokenizer/incremental_decoder.h), so the
     // streamed text is Decode(generated ids) (a Metaspace stream keeps no leading space).
@@ -228,17 +232,22 @@ void Runtime::EmitDelta(Request& r, bool final) {
   if (!r.streaming) return;
   const std::string& text = r.stop.text();
   size_t limit = final ? r.stop.keep_bytes() : r.stop.safe_bytes();
-  if (limit <= r.emitted) return;
   if (!final) {
+    if (limit <= r.emitted) return;
     // Hold back a trailing incomplete UTF-8 character until its remaining bytes arrive.
     limit = r.emitted + Utf8CompletePrefixLength(std::string_view(text).substr(r.emitted, limit - r.emitted));
     if (limit == r.emitted) return;
   }
+  // Tokens travel with the text released after them; the final call hands over the rest.
+  const bool more_logprobs = r.logprobs_emitted < r.logprobs.size();
+  if (limit <= r.emitted && !more_logprobs) return;
   {
     std::lock_guard<std::mutex> lock(r.mu);
-    r.pending_delta.append(text, r.emitted, limit - r.emitted);
+    if (limit > r.emitted) r.pending_delta.append(text, r.emitted, limit - r.emitted);
+    r.pending_logprobs.insert(r.pending_logprobs.end(), r.logprobs.begin() + r.logprobs_emitted, r.logprobs.end());
   }
-  r.emitted = limit;
+  r.emitted = std::max(limit, r.emitted);
+  r.logprobs_emitted = r.logprobs.size();
   r.cv.notify_all();
 }
 
@@ -255,6 +264,7 @@ void Runtime::Complete(Request& r, FinishReason reason) {
   out.completion_tokens = static_cast<int>(r.tokens.size());
   out.tokens = r.tokens;
   out.cached_tokens = static_cast<int>(r.cached_tokens);
+  out.logprobs = r.logprobs;
   if (r.collect_routing) out.routing = SummarizeRouting(r.routing);
   // Prompt and generated positions: a next turn of the conversation starts with them.
   if (prefix_cache_) StorePrefix(r);

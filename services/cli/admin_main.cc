@@ -475,7 +475,7 @@ std::optional<CliError> Run(Ctx& c) {
 int main(int argc, char** argv) {
   using namespace tessera::cli;
   Ctx c;
-  if (auto e = Args::Parse(argc, argv, {"--json", "--help", "--force"}, &c.args)) {
+  if (auto e = Args::Parse(argc, argv, {"--json", "--quiet", "--help", "--force"}, &c.args)) {
     std::fprintf(stderr, "tessera-admin: %s\n", e->message.c_str());
     return e->exit_code;
   }

@@ -43,7 +43,7 @@ class Args {
   std::multimap<std::string, std::string> flags_;
 };
 
-inline const std::set<std::string> kGlobalFlags = {"--server", "--json",     "--help",    "--key-file",
+inline const std::set<std::string> kGlobalFlags = {"--server", "--json", "--quiet", "--help", "--key-file",
                                                    "--tenant", "--tls-ca", "--tls-cert", "--tls-key"};
 
 // A channel to --server (default 127.0.0.1:7070): TLS when --tls-ca PEM (the CA that signed the

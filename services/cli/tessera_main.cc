@@ -10,12 +10,15 @@
 #include <string>
 #include <unistd.h>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "core/util/sha256.h"
 #include "services/cli/cli_common.h"
+#include "services/cli/progress.h"
 #include "tessera/v1/datasets.grpc.pb.h"
 #include "tessera/v1/experts.grpc.pb.h"
 #include "tessera/v1/fine_tuning.grpc.pb.h"
@@ -32,7 +35,7 @@ The API key is read from $TESSERA_API_KEY (or --key-file FILE); the tenant from 
 $TESSERA_TENANT.
 
 Commands:
-  datasets upload FILE [--name NAME]         upload a JSONL dataset ({"text":...},
+  datasets upload FILE [--name NAME]         upload (progress on stderr) a JSONL dataset ({"text":...},
                                              {"prompt":...,"completion":...} or
                                              {"messages":[{"role":...,"content":...},...]} per line)
   datasets list
@@ -44,13 +47,17 @@ Commands:
       --idempotency-key KEY  --watch (then follow it like jobs watch)
       --method esft|lora  (esft: the slots' full weights, the default; lora: low-rank factors on them)
       --lora-rank N  (lora: the factors' rank; default 8)
+      --suffix S  (your label for the job, stored and shown with it: <= 64 of [A-Za-z0-9_-])
   jobs get JOB_ID
   jobs list [--page-size N] [--page-token TOKEN]
   jobs watch JOB_ID                          live progress (step, loss, ETA) until the job finishes;
                                              exit status 0 only if it SUCCEEDED
   jobs cancel JOB_ID
   generate PROMPT [--max-tokens N] [--temperature X] [--top-k N] [--top-p X] [--seed N]
-                  [--stop S]... [--version N] [--stream] [--routing]
+                  [--stop S]... [--version N] [--stream] [--routing] [--logprobs N]
+                                             --logprobs N: each token's log-probability (of the raw
+                                             model, before temperature/top-p) and the N (0..20) most
+                                             likely alternatives, one token per line after the text
   generate --messages JSON [same options]    chat: JSON is an array of {"role","content"} (or @FILE),
                                              rendered with the backbone's chat template; the reply
                                              ends at the end of the assistant's turn
@@ -60,7 +67,7 @@ Commands:
                                              (greedy generation, one request per line)
   versions list                              your expert versions, newest first (* = live)
   versions export --version N --out DIR [--overlay-only] [--max-shard-bytes N]
-                                             write version N as files into DIR (created; an existing
+                                             write (progress on stderr) version N as files into DIR (created; an existing
                                              DIR must be empty): a Hugging Face checkpoint (config.json,
                                              safetensors shards + index, generation_config.json,
                                              tokenizer files) with your experts merged in, loadable by
@@ -74,6 +81,8 @@ Global options:
   --tls-ca PEM         use TLS, trusting this CA for the server's certificate
   --tls-cert PEM --tls-key PEM  a client certificate for a server that requires mutual TLS
   --json               machine-readable output (the response message(s) as JSON, one per line)
+  --quiet              no progress lines on stderr (uploads and exports show them; stdout is the
+                       result either way)
   --help               this text
 Exit status: 0 on success; 1 when the server refused or failed the call (or a watched job did not
 succeed); 2 for usage errors.
@@ -116,6 +125,7 @@ void PrintJob(const v1::Job& j) {
     std::printf("  result version %lld%s\n", static_cast<long long>(j.result_version()),
                 j.promoted() ? " (promoted: live)" : "");
   }
+  if (!j.suffix().empty()) std::printf("  suffix %s\n", j.suffix().c_str());
   if (!j.error().empty()) std::printf("  error: %s\n", j.error().c_str());
 }
 
@@ -163,6 +173,8 @@ std::optional<CliError> ExportVersion(Ctx& c) {
   req.set_overlay_only(c.args.Has("--overlay-only"));
   req.set_max_shard_bytes(shard);
   auto reader = stub->ExportVersion(ctx.get(), req);
+  Progress progress(absl::StrCat("export version ", version), -1, !c.args.Has("--quiet"));
+  int64_t received = 0;
   v1::ExportChunk chunk;
   std::string current;  // file being written ("" between files)
   std::ofstream file;
@@ -200,6 +212,8 @@ std::optional<CliError> ExportVersion(Ctx& c) {
     if (!file) return CliError{1, absl::StrCat("writing ", (tmp / current).string(), " failed")};
     sha->Update(chunk.data());
     written += static_cast<int64_t>(chunk.data().size());
+    received += static_cast<int64_t>(chunk.data().size());
+    progress.Update(received, absl::StrCat(done.size(), " files done, writing ", current));
     if (chunk.eof()) {
       file.close();
       if (!file) return CliError{1, absl::StrCat("writing ", (tmp / current).string(), " failed")};
@@ -214,6 +228,7 @@ std::optional<CliError> ExportVersion(Ctx& c) {
   }
   grpc::Status st = reader->Finish();
   if (!st.ok()) return RpcError(st);
+  progress.Done(received, absl::StrCat(done.size(), " files received, sha256 checked"));
   if (!current.empty()) return fail(absl::StrCat(current, " was cut short"));
   if (!listing.has_value()) return fail("no final listing");
   if (static_cast<size_t>(listing->files_size()) != done.size()) {
@@ -240,6 +255,19 @@ std::optional<CliError> ExportVersion(Ctx& c) {
               static_cast<long long>(total), static_cast<long long>(version),
               req.overlay_only() ? " (overlay only)" : "", out.string().c_str());
   return std::nullopt;
+}
+
+// --logprobs: one line per generated token: its logprob, then the alternatives.
+void PrintLogprobs(const std::vector<v1::TokenLogprob>& tokens) {
+  for (const v1::TokenLogprob& t : tokens) {
+    std::string alts;
+    for (const v1::TokenLogprob& a : t.top_logprobs()) {
+      absl::StrAppend(&alts, alts.empty() ? "" : "  ", absl::CHexEscape(a.token_bytes()), " ",
+                      absl::StrFormat("%.4f", a.logprob()));
+    }
+    std::printf("%-12s %9.4f%s%s\n", absl::StrCat("\"", absl::CHexEscape(t.token_bytes()), "\"").c_str(), t.logprob(),
+                alts.empty() ? "" : "   top: ", alts.c_str());
+  }
 }
 
 std::optional<CliError> Watch(Ctx& c, const std::string& job_id) {
@@ -341,7 +369,7 @@ std::optional<CliError> CreateJob(Ctx& c) {
   if (auto e = a.OnlyFlags({"--dataset", "--validation-dataset", "--max-steps", "--batch-size", "--seq-len",
                             "--learning-rate", "--warmup-steps", "--weight-decay", "--seed", "--base-version",
                             "--auto-promote", "--slots", "--relevance-threshold", "--max-experts",
-                            "--idempotency-key", "--watch", "--method", "--lora-rank",
+                            "--idempotency-key", "--watch", "--method", "--lora-rank", "--suffix",
                             "--max-general-regression"})) {
     return e;
   }
@@ -388,6 +416,7 @@ std::optional<CliError> CreateJob(Ctx& c) {
   req.set_method(a.Get("--method"));  // checked by the server (INVALID_ARGUMENT naming "method")
   if (auto e = a.GetInt("--lora-rank", &i)) return e;
   if (a.Has("--lora-rank")) req.set_lora_rank(static_cast<int32_t>(i));
+  req.set_suffix(a.Get("--suffix"));  // checked by the server (INVALID_ARGUMENT naming "suffix")
   auto stub = v1::FineTuning::NewStub(c.channel);
   auto ctx = MakeContext(c.key);
   v1::Job job;
@@ -418,6 +447,9 @@ std::optional<CliError> Run(Ctx& c) {
     auto stub = v1::Datasets::NewStub(c.channel);
     auto ctx = MakeContext(c.key, 600);
     v1::Dataset resp;
+    std::error_code size_ec;
+    const int64_t total = static_cast<int64_t>(std::filesystem::file_size(p[2], size_ec));
+    Progress progress(absl::StrCat("upload ", name), size_ec ? -1 : total, !c.args.Has("--quiet"));
     auto writer = stub->UploadDataset(ctx.get(), &resp);
     v1::UploadDatasetRequest first;
     first.set_tenant_id(c.tenant);
@@ -425,6 +457,7 @@ std::optional<CliError> Run(Ctx& c) {
     first.set_format("jsonl");
     bool ok = writer->Write(first);
     std::string buf(1 << 20, '\0');
+    int64_t sent = 0;
     while (ok && in) {
       in.read(buf.data(), buf.size());
       std::streamsize n = in.gcount();
@@ -432,9 +465,14 @@ std::optional<CliError> Run(Ctx& c) {
       v1::UploadDatasetRequest chunk;
       chunk.set_chunk(buf.data(), n);
       ok = writer->Write(chunk);
+      sent += n;
+      progress.Update(sent);
     }
     writer->WritesDone();
+    // The server validates and tokenizes every line before it answers; a refusal is the one line on
+    // stderr (no final progress line then).
     if (!(st = writer->Finish()).ok()) return RpcError(st);
+    progress.Done(sent, "validated by the server");
     if (c.json) return PrintJson(resp), std::nullopt;
     std::printf("dataset %s  \"%s\"  %lld examples  %lld tokens  %lld bytes  sha256 %s\n", resp.dataset_id().c_str(),
                 resp.name().c_str(), static_cast<long long>(resp.num_examples()),
@@ -503,7 +541,7 @@ std::optional<CliError> Run(Ctx& c) {
     if (!resp.next_page_token().empty()) std::printf("next page: --page-token %s\n", resp.next_page_token().c_str());
   } else if (cmd == "generate") {
     if (auto e = c.args.OnlyFlags({"--max-tokens", "--temperature", "--top-k", "--top-p", "--seed", "--stop",
-                                   "--version", "--stream", "--routing", "--messages"})) {
+                                   "--version", "--stream", "--routing", "--messages", "--logprobs"})) {
       return e;
     }
     v1::GenerateRequest req;
@@ -531,8 +569,14 @@ std::optional<CliError> Run(Ctx& c) {
     if (auto e = c.args.GetInt("--version", &i)) return e;
     if (c.args.Has("--version")) req.set_version(i);
     req.set_return_routing(c.args.Has("--routing"));
+    if (auto e = c.args.GetInt("--logprobs", &i)) return e;
+    if (c.args.Has("--logprobs")) {
+      req.set_logprobs(true);
+      req.set_top_logprobs(static_cast<int32_t>(i));  // range checked by the server (top_logprobs)
+    }
     auto stub = v1::Inference::NewStub(c.channel);
     auto ctx = MakeContext(c.key, 600);
+    std::vector<v1::TokenLogprob> logprobs;
     if (c.args.Has("--stream")) {
       auto reader = stub->GenerateStream(ctx.get(), req);
       v1::GenerateChunk chunk;
@@ -545,12 +589,14 @@ std::optional<CliError> Run(Ctx& c) {
           std::fflush(stdout);
         }
         if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = chunk;
+        logprobs.insert(logprobs.end(), chunk.logprobs().begin(), chunk.logprobs().end());
       }
       if (!(st = reader->Finish()).ok()) return RpcError(st);
       if (!c.json) {
         std::printf("\n[finish %s, version %lld, %d+%d tokens]\n", v1::FinishReason_Name(last.finish_reason()).c_str(),
                     static_cast<long long>(last.expert_version()), last.usage().prompt_tokens(),
                     last.usage().completion_tokens());
+        PrintLogprobs(logprobs);
       }
     } else {
       v1::GenerateResponse resp;
@@ -565,6 +611,7 @@ std::optional<CliError> Run(Ctx& c) {
         std::printf("layer %d: entropy %.3f  tokens per expert [%s]  overlay experts %d\n", l.layer(), l.entropy(),
                     counts.c_str(), l.overlay_experts_size());
       }
+      PrintLogprobs({resp.logprobs().begin(), resp.logprobs().end()});
     }
   } else if (cmd == "score") {
     if (auto e = c.args.OnlyFlags({"--version", "--routing", "--messages"})) return e;
@@ -664,8 +711,8 @@ std::optional<CliError> Run(Ctx& c) {
 int main(int argc, char** argv) {
   using namespace tessera::cli;
   Ctx c;
-  if (auto e = Args::Parse(argc, argv, {"--json", "--help", "--auto-promote", "--watch", "--stream", "--routing",
-                                          "--overlay-only"},
+  if (auto e = Args::Parse(argc, argv, {"--json", "--quiet", "--help", "--auto-promote", "--watch", "--stream",
+                                          "--routing", "--overlay-only"},
                            &c.args)) {
     std::fprintf(stderr, "tessera: %s\n", e->message.c_str());
     return e->exit_code;

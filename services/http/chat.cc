@@ -4,6 +4,7 @@
 #include "services/http/errors.h"
 #include "services/http/generation.h"
 #include "services/http/json_fields.h"
+#include "services/http/logprobs.h"
 
 namespace tessera::services::http {
 namespace {
@@ -75,17 +76,18 @@ absl::Status ChatComplete(Call& call) {
   shape.id_prefix = "chatcmpl-";
   shape.object = "chat.completion";
   shape.chunk_object = "chat.completion.chunk";
-  shape.choice = [](const std::string& text, const char* finish) {
+  shape.logprobs = [](const std::vector<TokenLogprob>& tokens, int64_t*) { return ChatLogprobs(tokens); };
+  shape.choice = [](const std::string& text, const char* finish, Json logprobs) {
     return Json{{"index", 0},
                 {"message", {{"role", "assistant"}, {"content", text}}},
-                {"logprobs", nullptr},
+                {"logprobs", std::move(logprobs)},
                 {"finish_reason", finish}};
   };
-  shape.chunk = [](const std::string& delta, const Json& finish, bool first) {
+  shape.chunk = [](const std::string& delta, const Json& finish, bool first, Json logprobs) {
     Json d = Json::object();
     if (first) d["role"] = "assistant";
     if (!delta.empty() || (first && finish.is_null())) d["content"] = delta;
-    return Json{{"index", 0}, {"delta", d}, {"logprobs", nullptr}, {"finish_reason", finish}};
+    return Json{{"index", 0}, {"delta", d}, {"logprobs", std::move(logprobs)}, {"finish_reason", finish}};
   };
   return ServeCompletion(call, *std::move(request), shape);
 }

@@ -4,6 +4,7 @@
 #include "services/http/errors.h"
 #include "services/http/generation.h"
 #include "services/http/json_fields.h"
+#include "services/http/logprobs.h"
 
 namespace tessera::services::http {
 namespace {
@@ -45,11 +46,12 @@ absl::Status Complete(Call& call) {
   shape.id_prefix = "cmpl-";
   shape.object = "text_completion";
   shape.chunk_object = "text_completion";
-  shape.choice = [](const std::string& text, const char* finish) {
-    return Json{{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  shape.logprobs = LegacyLogprobs;
+  shape.choice = [](const std::string& text, const char* finish, Json logprobs) {
+    return Json{{"index", 0}, {"text", text}, {"logprobs", std::move(logprobs)}, {"finish_reason", finish}};
   };
-  shape.chunk = [](const std::string& delta, const Json& finish, bool) {
-    return Json{{"index", 0}, {"text", delta}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  shape.chunk = [](const std::string& delta, const Json& finish, bool, Json logprobs) {
+    return Json{{"index", 0}, {"text", delta}, {"logprobs", std::move(logprobs)}, {"finish_reason", finish}};
   };
   return ServeCompletion(call, *std::move(request), shape);
 }

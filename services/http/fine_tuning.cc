@@ -17,7 +17,6 @@ namespace tessera::services::http {
 namespace {
 
 constexpr int64_t kMaxSteps = 100000;
-constexpr size_t kMaxSuffix = 64;
 constexpr int kDefaultListLimit = 20;
 constexpr int kMaxListLimit = 1000;
 
@@ -83,8 +82,10 @@ absl::Status Create(Call& call) {
 
   absl::StatusOr<std::optional<std::string>> suffix = GetString(*body, "suffix");
   if (!suffix.ok()) return suffix.status();
-  if (*suffix && (*suffix)->size() > kMaxSuffix) {
-    return FieldError("suffix", absl::StrCat("at most ", kMaxSuffix, " characters, got ", (*suffix)->size()));
+  if (*suffix) {
+    // Checked here too so the 400 comes before any lookup (the message names the field: param "suffix").
+    if (absl::Status s = ValidateJobSuffix(**suffix); !s.ok()) return s;
+    req.set_suffix(**suffix);
   }
   absl::StatusOr<std::optional<bool>> promote = GetBool(*body, "auto_promote");
   if (!promote.ok()) return promote.status();
@@ -319,6 +320,7 @@ Json JobObject(const v1::Job& j) {
         {"warmup_steps", h.warmup_steps()},
         {"weight_decay", h.weight_decay()}}},
       {"seed", h.seed()},
+      {"user_provided_suffix", j.suffix().empty() ? Json(nullptr) : Json(j.suffix())},
       {"trained_tokens", nullptr},
       {"error", error},
       {"estimated_finish", nullptr},

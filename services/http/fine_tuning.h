@@ -13,8 +13,9 @@
 // ceil(N * examples / batch_size) over the training file (with the batch size the job resolves to);
 // learning_rate_multiplier scales the learning rate the job would otherwise use. Tessera extension:
 // auto_promote (bool). An Idempotency-Key header (OpenAI's client sends one per logical request) makes a
-// retried create return the same job. `suffix` is checked (a string of at most 64 characters) but the
-// result is always named `<tenant>:<N>` (fine_tuned_model), N the published version.
+// retried create return the same job. `suffix` (at most 64 characters of [A-Za-z0-9_-], else 400 with
+// param "suffix") is stored with the job and returned as `user_provided_suffix`; the result is still
+// named `<tenant>:<N>` (fine_tuned_model), N the published version (shared/API.md fixes the names).
 // Status: QUEUED -> "queued", RUNNING -> "running", SUCCEEDED -> "succeeded", FAILED -> "failed",
 // CANCELLED -> "cancelled" (files are validated completely at upload, so a job never waits in
 // "validating_files").

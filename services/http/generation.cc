@@ -16,6 +16,8 @@ namespace {
 constexpr int64_t kDefaultCompletionTokens = 16;  // OpenAI's default for /v1/completions
 constexpr int64_t kDefaultChatTokens = 64;        // Tessera's gRPC default (OpenAI's is "the context")
 constexpr int kMaxStops = 16;
+constexpr int64_t kMaxLegacyLogprobs = 5;  // OpenAI's limits
+constexpr int64_t kMaxTopLogprobs = 20;
 
 uint64_t RandomU64() {
   thread_local std::mt19937_64 rng(std::random_device{}());
@@ -128,7 +130,13 @@ absl::StatusOr<CompletionRequest> ReadCompletionRequest(const Call& call, const 
   if (endpoint == Endpoint::kCompletions) {
     absl::StatusOr<std::optional<int64_t>> lp = GetInt(body, "logprobs");
     if (!lp.ok()) return lp.status();
-    if (lp->value_or(0) != 0) return Unsupported("logprobs", "logprobs");
+    if (*lp) {
+      if (**lp < 0 || **lp > kMaxLegacyLogprobs) {
+        return FieldError("logprobs", absl::StrCat("must be in [0, ", kMaxLegacyLogprobs, "], got ", **lp));
+      }
+      p.logprobs = true;
+      p.top_logprobs = static_cast<int>(**lp);
+    }
     absl::StatusOr<std::optional<bool>> echo = GetBool(body, "echo");
     if (!echo.ok()) return echo.status();
     if (echo->value_or(false)) return Unsupported("echo", "echo");
@@ -138,7 +146,16 @@ absl::StatusOr<CompletionRequest> ReadCompletionRequest(const Call& call, const 
   } else {
     absl::StatusOr<std::optional<bool>> lp = GetBool(body, "logprobs");
     if (!lp.ok()) return lp.status();
-    if (lp->value_or(false)) return Unsupported("logprobs", "logprobs");
+    absl::StatusOr<std::optional<int64_t>> top = GetInt(body, "top_logprobs");
+    if (!top.ok()) return top.status();
+    if (*top) {
+      if (**top < 0 || **top > kMaxTopLogprobs) {
+        return FieldError("top_logprobs", absl::StrCat("must be in [0, ", kMaxTopLogprobs, "], got ", **top));
+      }
+      if (!lp->value_or(false)) return FieldError("top_logprobs", "requires logprobs to be true");
+    }
+    p.logprobs = lp->value_or(false);
+    p.top_logprobs = static_cast<int>(top->value_or(0));
   }
 
   absl::StatusOr<std::optional<bool>> stream = GetBool(body, "stream");
@@ -176,7 +193,14 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
                 {"total_tokens", out.prompt_tokens + out.completion_tokens}};
   };
 
+  const bool want_logprobs = request.params.logprobs;
+  auto logprobs_json = [want_logprobs, shape](const std::vector<TokenLogprob>& tokens, int64_t* offset) {
+    return want_logprobs ? shape.logprobs(tokens, offset) : Json(nullptr);
+  };
+
   if (!request.stream) {
+    int64_t offset = 0;
+    auto logprobs_json_at = [&](const std::vector<TokenLogprob>& t) { return logprobs_json(t, &offset); };
     absl::StatusOr<GenerateOutput> out = env->engine->Generate(request.model.tenant, request.model.version,
                                                                request.params, [](std::string_view) { return true; });
     if (!out.ok()) return out.status();
@@ -186,7 +210,8 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
                  {"created", created},
                  {"model", request.model_name},
                  {"system_fingerprint", fingerprint},
-                 {"choices", Json::array({shape.choice(Utf8Sanitize(out->text), FinishReasonName(out->finish_reason))})},
+                 {"choices", Json::array({shape.choice(Utf8Sanitize(out->text), FinishReasonName(out->finish_reason),
+                                                       logprobs_json_at(out->logprobs))})},
                  {"usage", usage_json(*out)}};
     SendJson(call.res, body);
     return absl::OkStatus();
@@ -200,13 +225,25 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
   };
   // Runs on the connection's thread once the headers are out; everything it uses is captured by value.
   call.res.set_chunked_content_provider(
-      kEventStreamType, [env, request, shape, base_chunk, usage_json](size_t, httplib::DataSink& sink) {
+      kEventStreamType, [env, request, shape, base_chunk, usage_json, logprobs_json](size_t, httplib::DataSink& sink) {
         SseWriter sse(sink);
         bool first = true;
+        // Logprobs come just before the delta that carries their text (inference_engine.h); what is left
+        // after the last delta goes with the finish_reason.
+        std::vector<TokenLogprob> pending;
+        int64_t offset = 0;
+        GenerateParams params = request.params;
+        if (params.logprobs) {
+          params.on_logprobs = [&pending](std::vector<TokenLogprob> lp) {
+            pending.insert(pending.end(), std::make_move_iterator(lp.begin()), std::make_move_iterator(lp.end()));
+          };
+        }
         absl::StatusOr<GenerateOutput> out = env->engine->Generate(
-            request.model.tenant, request.model.version, request.params, [&](std::string_view delta) {
+            request.model.tenant, request.model.version, params, [&](std::string_view delta) {
               if (delta.empty()) return !sink.is_writable || sink.is_writable();
-              bool ok = sse.Send(base_chunk(Json::array({shape.chunk(Utf8Sanitize(delta), nullptr, first)})));
+              Json lp = logprobs_json(pending, &offset);
+              pending.clear();
+              bool ok = sse.Send(base_chunk(Json::array({shape.chunk(Utf8Sanitize(delta), nullptr, first, std::move(lp))})));
               first = false;
               return ok;
             });
@@ -216,7 +253,9 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
           return true;
         }
         RecordGeneration(*env, request.model.tenant, *out);
-        sse.Send(base_chunk(Json::array({shape.chunk("", FinishReasonName(out->finish_reason), first)})));
+        sse.Send(base_chunk(Json::array(
+            {shape.chunk("", FinishReasonName(out->finish_reason), first,
+                         pending.empty() ? Json(nullptr) : logprobs_json(pending, &offset))})));
         if (request.include_usage) {
           Json last = base_chunk(Json::array());
           last["usage"] = usage_json(*out);

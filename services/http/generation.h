@@ -7,8 +7,9 @@
 // OpenAI, 64 for chat; 1..the server's limit), temperature [0, 2] (default 1, as OpenAI; 0 = greedy),
 // top_p [0, 1] (0 = greedy), top_k >= 0 (vLLM's extension), seed (default: a fresh random one, so
 // unseeded sampling varies as OpenAI's does), stop (a string or up to 16 strings), n (only 1), stream,
-// stream_options.include_usage. Known but unsupported features are refused by name rather than silently
-// changing results: n/best_of > 1, logprobs, echo, suffix, logit_bias, non-zero frequency/presence
+// stream_options.include_usage, logprobs (completions: an integer 0..5; chat: a boolean, with
+// top_logprobs 0..20; shapes in logprobs.h). Known but unsupported features are refused by name rather
+// than silently changing results: n/best_of > 1, echo, suffix, logit_bias, non-zero frequency/presence
 // penalties. Unknown fields are ignored.
 //
 // finish_reason: "stop" (end of sequence / end of turn / a stop string) or "length". Streams: chunks
@@ -48,11 +49,15 @@ struct ResponseShape {
   const char* id_prefix;      // "cmpl-" | "chatcmpl-"
   const char* object;         // "text_completion" | "chat.completion"
   const char* chunk_object;   // "text_completion" | "chat.completion.chunk"
+  // The choice's "logprobs" for some tokens (null when not asked for); `offset` as LegacyLogprobs.
+  std::function<nlohmann::json(const std::vector<TokenLogprob>& tokens, int64_t* offset)> logprobs;
   // The non-streamed choice for the whole text.
-  std::function<nlohmann::json(const std::string& text, const char* finish_reason)> choice;
+  std::function<nlohmann::json(const std::string& text, const char* finish_reason, nlohmann::json logprobs)> choice;
   // A streamed choice: `first` is the first chunk (chat sends the role there); finish_reason null until
   // the last.
-  std::function<nlohmann::json(const std::string& delta, const nlohmann::json& finish_reason, bool first)> chunk;
+  std::function<nlohmann::json(const std::string& delta, const nlohmann::json& finish_reason, bool first,
+                               nlohmann::json logprobs)>
+      chunk;
 };
 
 // Generates and answers (JSON or SSE), setting kExpertVersionHeader.

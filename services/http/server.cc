@@ -27,7 +27,23 @@ absl::StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const HttpOp
   if (host.empty()) host = "0.0.0.0";
 
   std::unique_ptr<HttpApiServer> s(new HttpApiServer());
-  s->server_ = std::make_unique<httplib::Server>();
+  if (options.tls_cert_file.empty()) {
+    s->server_ = std::make_unique<httplib::Server>();
+  } else {
+    // httplib (Debian's build has CPPHTTPLIB_OPENSSL_SUPPORT) loads the files into an OpenSSL context;
+    // a client CA turns on SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT.
+    auto ssl = std::make_unique<httplib::SSLServer>(
+        options.tls_cert_file.c_str(), options.tls_key_file.c_str(),
+        options.tls_client_ca_file.empty() ? nullptr : options.tls_client_ca_file.c_str());
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--http-listen ", options.listen, ": cannot set up TLS from --tls-cert ", options.tls_cert_file,
+          " and --tls-key ", options.tls_key_file,
+          options.tls_client_ca_file.empty() ? "" : absl::StrCat(" and --tls-client-ca ", options.tls_client_ca_file),
+          " (unreadable, not PEM, or the key does not match the certificate)"));
+    }
+    s->server_ = std::move(ssl);
+  }
   httplib::Server& svr = *s->server_;
   int threads = options.threads;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };

@@ -6,8 +6,8 @@
 // are blocking by nature (InferenceEngine::Generate blocks, streaming through a delta callback; the
 // registry is synchronous SQLite), which is httplib's model -- a thread per request from a pool, a
 // chunked content provider for SSE -- while Beast would need our own connection loop, parser glue and
-// a thread hand-off for every blocking call; httplib also brings the client the tests use and TLS
-// through OpenSSL. Its throughput is far above what the model produces: see RESULTS.md (wrk on
+// a thread hand-off for every blocking call; httplib also brings TLS through OpenSSL (SSLServer, with
+// the server's --tls-cert/--tls-key/--tls-client-ca). The tests use a separate client, libcurl. Its throughput is far above what the model produces: see RESULTS.md (wrk on
 // GET /v1/models).
 //
 // Threads: `threads` workers; a streaming completion holds one for its duration, so the pool bounds
@@ -30,6 +30,12 @@ namespace tessera::services::http {
 
 struct HttpOptions {
   std::string listen;  // HOST:PORT; port 0 picks a free one (see port())
+  // HTTPS with this certificate chain and key (PEM files; the server's --tls-cert/--tls-key, as for
+  // gRPC); with tls_client_ca_file, mutual TLS: a client must present a certificate that CA signed
+  // (the handshake fails otherwise). Empty: plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   int threads = 32;
 };
 

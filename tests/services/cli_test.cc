@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -243,7 +244,7 @@ TEST_F(CliTest, DatasetsJobsWatchGenerateAndRollback) {
   std::string ds = UploadDataset();
   std::string bad = server_->data_dir() + "/bad.jsonl";
   std::ofstream(bad) << "{\"text\": \"fine\"}\n{\"prompt\": \"no completion\"}\n";
-  CliResult r = Run("tessera", Tenant({"datasets", "upload", bad}), {KeyEnv()});
+  CliResult r = Run("tessera", Tenant({"--quiet", "datasets", "upload", bad}), {KeyEnv()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(OneLine(r.err).find("INVALID_ARGUMENT: line 2"), std::string::npos) << r.err;
 
@@ -343,6 +344,72 @@ TEST_F(CliTest, JobsCreateWithMethodLora) {
   r = Run("tessera", Tenant({"versions", "list"}), {KeyEnv()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("lora r4 "), std::string::npos) << r.out;
+}
+
+// Long work (here an upload) shows progress on stderr (a log gets lines, not redraws) while stdout stays the result, so
+// --json output still parses; --quiet hides it.
+TEST_F(CliTest, UploadAndExportShowProgressOnStderr) {
+  EnsureTenant();
+  std::string path = server_->data_dir() + "/progress.jsonl";
+  std::ofstream(path) << AdditionJsonl(40);
+  CliResult r = Run("tessera", Tenant({"--json", "datasets", "upload", path, "--name", "p"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(r.out, nullptr, false).is_object()) << r.out;
+  EXPECT_NE(r.err.find("upload p: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(100%), validated by the server"), std::string::npos) << r.err;
+  r = Run("tessera", Tenant({"--quiet", "datasets", "upload", path}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  // Exports: tests/services/export_test.cc (a backbone with a checkpoint directory).
+}
+
+// --json everywhere: every read command of both CLIs prints JSON a script can parse (one object per
+// line), and `generate --logprobs` carries the tokens' logprobs.
+TEST_F(CliTest, EveryReadCommandHasJson) {
+  EnsureTenant();
+  UploadDataset();
+  const std::vector<std::vector<std::string>> tenant_cmds = {
+      {"datasets", "list"}, {"jobs", "list"}, {"versions", "list"}, {"score", "add(1,2)=3"},
+      {"generate", "add(1,2)=", "--max-tokens", "3"}, {"generate", "add(1,2)=", "--max-tokens", "3", "--stream"}};
+  for (const auto& cmd : tenant_cmds) {
+    std::vector<std::string> args = {"--json"};
+    args.insert(args.end(), cmd.begin(), cmd.end());
+    CliResult r = Run("tessera", Tenant(args), {KeyEnv()});
+    ASSERT_EQ(r.exit_code, 0) << absl::StrJoin(cmd, " ") << ": " << r.err;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+      EXPECT_TRUE(nlohmann::json::parse(line, nullptr, false).is_object()) << absl::StrJoin(cmd, " ") << ": " << line;
+    }
+  }
+  const std::vector<std::vector<std::string>> admin_cmds = {{"tenants", "list"}, {"keys", "list"},
+                                                            {"versions", "list", "--tenant", "acme"},
+                                                            {"jobs", "list"}, {"status"}, {"audit"}};
+  for (const auto& cmd : admin_cmds) {
+    std::vector<std::string> args = {"--json"};
+    args.insert(args.end(), cmd.begin(), cmd.end());
+    CliResult r = Run("tessera-admin", Admin(args));
+    ASSERT_EQ(r.exit_code, 0) << absl::StrJoin(cmd, " ") << ": " << r.err;
+    EXPECT_TRUE(nlohmann::json::parse(r.out, nullptr, false).is_object()) << absl::StrJoin(cmd, " ") << ": " << r.out;
+  }
+
+  CliResult r = Run("tessera", Tenant({"--json", "generate", "add(1,2)=", "--max-tokens", "3", "--logprobs", "2"}),
+                    {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  nlohmann::json g = nlohmann::json::parse(r.out);
+  ASSERT_EQ(g["logprobs"].size(), static_cast<size_t>(g["usage"]["completion_tokens"].get<int>()));
+  for (const nlohmann::json& t : g["logprobs"]) {
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    EXPECT_EQ(t["top_logprobs"].size(), 2u);
+  }
+  r = Run("tessera", Tenant({"generate", "add(1,2)=", "--max-tokens", "3", "--logprobs", "1"}), {KeyEnv()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("top: "), std::string::npos) << r.out;
+  r = Run("tessera", Tenant({"generate", "add(1,2)=", "--logprobs", "21"}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("top_logprobs"), std::string::npos) << r.err;
+  // A job's suffix: a bad one refused naming it.
+  r = Run("tessera", Tenant({"jobs", "create", "--dataset", "ds_x", "--suffix", "bad suffix"}), {KeyEnv()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT: suffix"), std::string::npos) << r.err;
 }
 
 }  // namespace

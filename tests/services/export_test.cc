@@ -459,6 +459,9 @@ TEST_F(ExportTest, CliExportWritesVerifiedFilesAndRefusesANonEmptyDirectory) {
       << out;
   EXPECT_NE(out.find("model.safetensors.index.json"), std::string::npos) << out;
   EXPECT_NE(out.find(absl::StrCat("of version ", v)), std::string::npos) << out;
+  // Progress on stderr while it runs, and the end.
+  EXPECT_NE(Slurp(tmp_ / "cli.err").find(absl::StrCat("export version ", v, ": ")), std::string::npos) << out;
+  EXPECT_NE(Slurp(tmp_ / "cli.err").find("files received, sha256 checked"), std::string::npos) << out;
   // Every file it wrote is listed with its sha256, and nothing else is in the directory.
   int files = 0;
   for (const auto& entry : fs::directory_iterator(dir)) {

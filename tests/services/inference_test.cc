@@ -164,6 +164,9 @@ TEST_F(InferenceTest, BadRequestsNameTheField) {
       {[](auto* r) { r->set_top_p(1.5f); }, "top_p"},
       {[](auto* r) { r->add_stop(""); }, "stop[0]"},
       {[](auto* r) { r->set_version(-1); }, "version"},
+      {[](auto* r) { r->set_logprobs(true); r->set_top_logprobs(21); }, "top_logprobs"},
+      {[](auto* r) { r->set_logprobs(true); r->set_top_logprobs(-1); }, "top_logprobs"},
+      {[](auto* r) { r->set_top_logprobs(2); }, "top_logprobs"},  // without logprobs
   };
   for (const Case& c : cases) {
     v1::GenerateRequest r = Req("x");

@@ -229,6 +229,9 @@ TEST(JobsTest, CreateJobValidatesEveryField) {
       {[](auto* r) { r->set_base_version(3); }, grpc::StatusCode::NOT_FOUND, "base_version"},
       {[](auto* r) { r->set_base_version(-3); }, grpc::StatusCode::INVALID_ARGUMENT, "base_version"},
       {[](auto* r) { r->set_idempotency_key("has space"); }, grpc::StatusCode::INVALID_ARGUMENT, "idempotency_key"},
+      {[](auto* r) { r->set_suffix("has space"); }, grpc::StatusCode::INVALID_ARGUMENT, "suffix"},
+      {[](auto* r) { r->set_suffix(std::string(65, 'a')); }, grpc::StatusCode::INVALID_ARGUMENT, "suffix: at most 64"},
+      {[](auto* r) { r->set_suffix("caf\xc3\xa9"); }, grpc::StatusCode::INVALID_ARGUMENT, "suffix"},
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
@@ -255,10 +258,20 @@ TEST(JobsTest, CreateGetListCancelIdempotency) {
 
   v1::CreateJobRequest req = BaseRequest(ds.dataset_id());
   req.set_idempotency_key("run-1");
+  req.set_suffix("support_v2-" + std::string(53, 'x'));  // 64 characters: the longest allowed
   req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(5);
   v1::Job a, b;
   ASSERT_TRUE(ft->CreateJob(Ctx(key).get(), req, &a).ok());
   EXPECT_EQ(a.state(), v1::QUEUED);
+  EXPECT_EQ(a.suffix(), req.suffix());
+  {
+    v1::GetJobRequest g;
+    g.set_tenant_id("acme");
+    g.set_job_id(a.job_id());
+    v1::Job stored;
+    ASSERT_TRUE(ft->GetJob(Ctx(key).get(), g, &stored).ok());
+    EXPECT_EQ(stored.suffix(), req.suffix());  // stored in the registry, not echoed
+  }
   EXPECT_EQ(a.job_id().rfind("job_", 0), 0u);
   EXPECT_EQ(a.hyperparameters().max_steps(), 4);
   // Unset fields are chosen by the auto rule; the explicit ones are kept and drive it (batch 4).

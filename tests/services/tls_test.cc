@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "services/core_components.h"
+#include "tests/services/test_pki.h"
 #include "tests/services/test_server.h"
 
 namespace tessera::services::testing {
@@ -32,42 +33,6 @@ std::string BinaryDir() {
   const char* env = std::getenv("TESSERA_BINARY_DIR");
   return absl::StrCat(env != nullptr ? env : TESSERA_DEFAULT_BINARY_DIR, "/services");
 }
-
-// A CA plus server and client certificates in a temp dir (openssl, RSA 2048, valid for a day).
-class Pki {
- public:
-  Pki() {
-    char tmpl[] = "/tmp/tessera_tls_test_XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    MakeCa("ca");
-    MakeCa("other-ca");
-    Sign("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-    Sign("client", "ca", "extendedKeyUsage=clientAuth");
-    Sign("stranger", "other-ca", "extendedKeyUsage=clientAuth");
-  }
-  ~Pki() { std::filesystem::remove_all(dir_); }
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-  std::string Pem(const std::string& name) const { return ReadAll(Path(name)); }
-
- private:
-  void MakeCa(const std::string& name) {
-    ASSERT_EQ(Sh(absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=", name,
-                              " -keyout ", Path(name + ".key"), " -out ", Path(name + ".pem"),
-                              " >/dev/null 2>&1")),
-              0);
-  }
-  void Sign(const std::string& name, const std::string& ca, const std::string& ext) {
-    std::ofstream(Path(name + ".ext")) << ext << "\n";
-    ASSERT_EQ(Sh(absl::StrCat("openssl req -newkey rsa:2048 -nodes -subj /CN=", name == "server" ? "localhost" : name,
-                              " -keyout ", Path(name + ".key"), " -out ", Path(name + ".csr"), " >/dev/null 2>&1")),
-              0);
-    ASSERT_EQ(Sh(absl::StrCat("openssl x509 -req -in ", Path(name + ".csr"), " -CA ", Path(ca + ".pem"), " -CAkey ",
-                              Path(ca + ".key"), " -CAcreateserial -days 1 -extfile ", Path(name + ".ext"),
-                              " -out ", Path(name + ".pem"), " >/dev/null 2>&1")),
-              0);
-  }
-  std::string dir_;
-};
 
 std::shared_ptr<grpc::Channel> TlsChannel(const std::string& address, const Pki& pki, const std::string& client) {
   grpc::SslCredentialsOptions o;

@@ -335,6 +335,47 @@ TEST(RegistryMigrationTest, DatasetsFromMigrationEightHaveUnknownLossTokens) {
               kInvalidArgument);
 }
 
+TEST(RegistryMigrationTest, JobsFromMigrationNineHaveNoSuffixAndNewOnesKeepIt) {
+  testing::TempDir dir;
+  Registry::Options at_nine;
+  at_nine.migrate_to = 9;
+  std::string dataset_id;
+  {
+    auto r = Registry::Open(dir.path(), at_nine);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
+    auto d = (*r)->blobs().Put("{\"text\": \"x\"}\n");
+    ASSERT_TRUE(d.ok()) << d.status();
+    auto ds = (*r)->CreateDataset(NewDataset{"legacy", "n", "jsonl", *d, 1, 3, 2}, "admin");
+    ASSERT_TRUE(ds.ok()) << ds.status();
+    dataset_id = ds->dataset_id;
+    // A job row as migration 9 knew it (no suffix column).
+    std::string err;
+    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+                      "INSERT INTO jobs(job_id, tenant_id, spec, training_dataset_id, validation_dataset_id, state, "
+                      "created_at_us, max_steps) VALUES ('job_old', 'legacy', '{}', '" + dataset_id +
+                          "', '', 'QUEUED', 1, 4)",
+                      &err),
+              SQLITE_OK)
+        << err;
+  }
+  auto r = Registry::Open(dir.path());
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto old = (*r)->GetJob("legacy", "job_old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->suffix, "");
+  NewJob nj;
+  nj.tenant_id = "legacy";
+  nj.spec = "{}";
+  nj.training_dataset_id = dataset_id;
+  nj.max_steps = 4;
+  nj.suffix = "support-v2";
+  auto fresh = (*r)->CreateJob(nj, "admin");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->suffix, "support-v2");
+  EXPECT_EQ((*r)->GetJob("legacy", fresh->job_id).value().suffix, "support-v2");
+  EXPECT_EQ((*r)->ListJobs("legacy", 10, "").value().jobs[0].suffix, "support-v2");
+}
 
 TEST(RegistryMigrationTest, RefusesNewerSchemaAndBadTarget) {
   testing::TempDir dir;

@@ -1,5 +1,5 @@
 // The OpenAI-compatible HTTP API against a real server (random:tiny) on a loopback port, through
-// cpp-httplib's client: models, completions and chat (plain and streamed), the version header, auth and
+// libcurl: models, completions and chat (plain and streamed), the version header, auth and
 // OpenAI's error objects. Completion text is checked against gRPC Generate for the same request.
 #include <string>
 
@@ -143,7 +143,9 @@ TEST_F(HttpApiTest, WrongTypesAndUnsupportedValuesAre400NamingTheParam) {
       {{{"n", 2}}, "n"},
       {{{"stream", "yes"}}, "stream"},
       {{{"stream", true}, {"stream_options", {{"include_usage", "y"}}}}, "stream_options.include_usage"},
-      {{{"logprobs", 3}}, "logprobs"},
+      {{{"logprobs", 6}}, "logprobs"},
+      {{{"logprobs", -1}}, "logprobs"},
+      {{{"logprobs", "3"}}, "logprobs"},
       {{{"prompt", 7}}, "prompt"},
       {{{"prompt", json::array({1, 2})}}, "prompt"},
       {{{"model", 1}}, "model"},
@@ -163,6 +165,15 @@ TEST_F(HttpApiTest, WrongTypesAndUnsupportedValuesAre400NamingTheParam) {
   HttpReply role = Acme().Post("/v1/chat/completions", {{"model", "acme"}, {"messages", {{{"content", "hi"}}}}});
   EXPECT_EQ(role.status, 400);
   EXPECT_EQ(role.error_field("param"), "messages[0].role");
+  for (const BadRequest& c : std::vector<BadRequest>{{{{"logprobs", 1}}, "logprobs"},
+                                                     {{{"logprobs", true}, {"top_logprobs", 21}}, "top_logprobs"},
+                                                     {{{"top_logprobs", 2}}, "top_logprobs"}}) {
+    json req = {{"model", "acme"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
+    req.update(c.patch);
+    HttpReply r = Acme().Post("/v1/chat/completions", req);
+    EXPECT_EQ(r.status, 400) << c.patch.dump() << " -> " << r.body;
+    EXPECT_EQ(r.error_field("param"), c.param) << c.patch.dump() << " -> " << r.body;
+  }
   HttpReply not_json = Acme().PostRaw("/v1/completions", "{not json", "application/json");
   EXPECT_EQ(not_json.status, 400);
   EXPECT_EQ(not_json.error_field("type"), "invalid_request_error");
@@ -251,6 +262,145 @@ TEST_F(HttpApiTest, StreamedChatWithIncludeUsage) {
   const json& last = chunks.back();
   EXPECT_TRUE(last["choices"].is_array() && last["choices"].empty());
   EXPECT_EQ(last["usage"], plain.json["usage"]);
+}
+
+// Legacy logprobs: the gRPC Generate values (checked against an independent forward pass in
+// tests/core/runtime/logprobs_test.cc) in OpenAI's shape, the same when streamed.
+TEST_F(HttpApiTest, CompletionLogprobsAreGrpcsInTheLegacyShape) {
+  json req = {{"model", "acme"}, {"prompt", "hello"}, {"max_tokens", 8}, {"temperature", 0.7}, {"seed", 5},
+              {"logprobs", 3}};
+  HttpReply r = Acme().Post("/v1/completions", req);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json& lp = r.json["choices"][0]["logprobs"];
+  ASSERT_TRUE(lp.is_object()) << r.body;
+  const size_t n = r.json["usage"]["completion_tokens"].get<size_t>();
+  ASSERT_GT(n, 0u);
+  ASSERT_EQ(lp["tokens"].size(), n);
+  ASSERT_EQ(lp["token_logprobs"].size(), n);
+  ASSERT_EQ(lp["top_logprobs"].size(), n);
+  ASSERT_EQ(lp["text_offset"].size(), n);
+  EXPECT_EQ(lp["text_offset"][0], 0);
+
+  v1::GenerateRequest g;
+  g.set_tenant_id("acme");
+  g.set_prompt("hello");
+  g.set_max_tokens(8);
+  g.set_temperature(0.7f);
+  g.set_seed(5);
+  g.set_logprobs(true);
+  g.set_top_logprobs(3);
+  v1::GenerateResponse want;
+  ASSERT_TRUE(server_->Inference()->Generate(Ctx(*acme_key_).get(), g, &want).ok());
+  ASSERT_EQ(static_cast<size_t>(want.logprobs_size()), n);
+  for (size_t i = 0; i < n; ++i) {
+    const v1::TokenLogprob& t = want.logprobs(static_cast<int>(i));
+    EXPECT_EQ(lp["tokens"][i], t.token());
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), t.logprob(), 1e-6);
+    EXPECT_LE(t.logprob(), 0.0);
+    ASSERT_EQ(t.top_logprobs_size(), 3);
+    const json& top = lp["top_logprobs"][i];
+    // The 3 most likely and the sampled token (when it is not among them).
+    EXPECT_GE(top.size(), 3u);
+    EXPECT_LE(top.size(), 4u);
+    ASSERT_TRUE(top.contains(t.token())) << top.dump();
+    EXPECT_NEAR(top.at(t.token()).get<double>(), t.logprob(), 1e-6);
+    for (int k = 0; k < 3; ++k) {
+      ASSERT_TRUE(top.contains(t.top_logprobs(k).token())) << top.dump();
+      EXPECT_NEAR(top.at(t.top_logprobs(k).token()).get<double>(), t.top_logprobs(k).logprob(), 1e-6);
+      if (k > 0) {
+        EXPECT_GE(t.top_logprobs(k - 1).logprob(), t.top_logprobs(k).logprob());
+      }
+    }
+    if (i > 0) {
+      EXPECT_GE(lp["text_offset"][i].get<int>(), lp["text_offset"][i - 1].get<int>());
+    }
+  }
+
+  // Streamed: the chunks' logprobs concatenate to the same lists (text_offset continues across chunks).
+  req["stream"] = true;
+  HttpReply s = Acme().Post("/v1/completions", req);
+  ASSERT_EQ(s.status, 200) << s.body;
+  std::vector<json> chunks;
+  ParseEvents(s, &chunks);
+  json joined = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+                 {"text_offset", json::array()}};
+  for (const json& c : chunks) {
+    const json& clp = c["choices"][0]["logprobs"];
+    if (clp.is_null()) continue;
+    for (const char* key : {"tokens", "token_logprobs", "top_logprobs", "text_offset"}) {
+      for (const json& v : clp[key]) joined[key].push_back(v);
+    }
+  }
+  EXPECT_EQ(joined, lp);
+
+  // gRPC streaming: the same entries, spread over the chunks.
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + *acme_key_);
+  auto reader = server_->Inference()->GenerateStream(&ctx, g);
+  v1::GenerateChunk chunk;
+  std::vector<v1::TokenLogprob> streamed;
+  while (reader->Read(&chunk)) streamed.insert(streamed.end(), chunk.logprobs().begin(), chunk.logprobs().end());
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(streamed.size(), n);
+  for (size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(streamed[i].token_id(), want.logprobs(static_cast<int>(i)).token_id());
+    EXPECT_EQ(streamed[i].logprob(), want.logprobs(static_cast<int>(i)).logprob());
+  }
+
+  // logprobs: 0 -> only the sampled token in each top_logprobs entry.
+  req["stream"] = false;
+  req["logprobs"] = 0;
+  HttpReply zero = Acme().Post("/v1/completions", req);
+  ASSERT_EQ(zero.status, 200) << zero.body;
+  for (const json& top : zero.json["choices"][0]["logprobs"]["top_logprobs"]) EXPECT_EQ(top.size(), 1u);
+  req.erase("logprobs");
+  EXPECT_TRUE(Acme().Post("/v1/completions", req).json["choices"][0]["logprobs"].is_null());
+}
+
+TEST_F(HttpApiTest, ChatLogprobsInTheChatShape) {
+  json req = {{"model", "acme"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 6},
+              {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 2}};
+  HttpReply r = Acme().Post("/v1/chat/completions", req);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json& content = r.json["choices"][0]["logprobs"]["content"];
+  ASSERT_TRUE(content.is_array()) << r.body;
+  ASSERT_EQ(content.size(), r.json["usage"]["completion_tokens"].get<size_t>());
+  ASSERT_FALSE(content.empty());
+  for (const json& t : content) {
+    ASSERT_TRUE(t["token"].is_string());
+    ASSERT_TRUE(t["bytes"].is_array());
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+    ASSERT_EQ(t["top_logprobs"].size(), 2u);
+    // Greedy: the sampled token is the most likely one.
+    EXPECT_EQ(t["top_logprobs"][0]["token"], t["token"]);
+    EXPECT_EQ(t["top_logprobs"][0]["bytes"], t["bytes"]);
+    EXPECT_DOUBLE_EQ(t["top_logprobs"][0]["logprob"].get<double>(), t["logprob"].get<double>());
+    EXPECT_GE(t["top_logprobs"][0]["logprob"].get<double>(), t["top_logprobs"][1]["logprob"].get<double>());
+    // A token's bytes are its text when that is valid UTF-8.
+    std::string bytes;
+    for (const json& b : t["bytes"]) bytes.push_back(static_cast<char>(b.get<int>()));
+    if (t["token"].get<std::string>().rfind("bytes:", 0) != 0) {
+      EXPECT_EQ(bytes, t["token"]);
+    }
+  }
+  req["stream"] = true;
+  HttpReply s = Acme().Post("/v1/chat/completions", req);
+  ASSERT_EQ(s.status, 200) << s.body;
+  std::vector<json> chunks;
+  ParseEvents(s, &chunks);
+  json joined = json::array();
+  for (const json& c : chunks) {
+    const json& clp = c["choices"][0]["logprobs"];
+    if (!clp.is_null()) {
+      for (const json& t : clp["content"]) joined.push_back(t);
+    }
+  }
+  EXPECT_EQ(joined, content);
+  req.erase("top_logprobs");
+  req.erase("stream");
+  HttpReply bare = Acme().Post("/v1/chat/completions", req);
+  ASSERT_EQ(bare.status, 200);
+  for (const json& t : bare.json["choices"][0]["logprobs"]["content"]) EXPECT_TRUE(t["top_logprobs"].empty());
 }
 
 TEST_F(HttpApiTest, HeaderNamesTheServingVersion) {

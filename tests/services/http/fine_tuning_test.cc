@@ -88,6 +88,11 @@ TEST(HttpFineTuningTest, UploadTrainPollAndServeTheFineTunedModel) {
   EXPECT_EQ(epochs0.status, 400);
   EXPECT_EQ(epochs0.error_field("param"), "hyperparameters.n_epochs");
   EXPECT_EQ(api.Post("/v1/fine_tuning/jobs", {{"model", "beta"}, {"training_file", file_id}}).status, 404);
+  for (const json& bad : {json("two words"), json(std::string(65, 'a')), json("a/b"), json(7)}) {
+    HttpReply r = api.Post("/v1/fine_tuning/jobs", {{"model", "acme"}, {"training_file", file_id}, {"suffix", bad}});
+    EXPECT_EQ(r.status, 400) << bad.dump() << " -> " << r.body;
+    EXPECT_EQ(r.error_field("param"), "suffix") << bad.dump() << " -> " << r.body;
+  }
 
   HttpReply created = api.Post(
       "/v1/fine_tuning/jobs",
@@ -100,6 +105,7 @@ TEST(HttpFineTuningTest, UploadTrainPollAndServeTheFineTunedModel) {
   EXPECT_TRUE(created.json["fine_tuned_model"].is_null());
   EXPECT_EQ(created.json["hyperparameters"]["batch_size"], 4);
   EXPECT_EQ(created.json["seed"], 3);
+  EXPECT_EQ(created.json["user_provided_suffix"], "adder");
   std::string status = created.json["status"];
   EXPECT_TRUE(status == "queued" || status == "running") << status;
   std::string job_id = created.json["id"];
@@ -110,6 +116,7 @@ TEST(HttpFineTuningTest, UploadTrainPollAndServeTheFineTunedModel) {
   EXPECT_EQ(job["fine_tuned_model"], "acme:1");
   EXPECT_TRUE(job["finished_at"].is_number_integer());
   EXPECT_TRUE(job["error"].is_null());
+  EXPECT_EQ(job["user_provided_suffix"], "adder");  // stored with the job; the model name stays acme:1
 
   HttpReply listed = api.Get("/v1/fine_tuning/jobs");
   ASSERT_EQ(listed.status, 200);

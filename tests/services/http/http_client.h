@@ -1,28 +1,43 @@
-// The HTTP API tests' client: cpp-httplib's Client against a TestServer's --http-listen port, with a
-// Bearer key, and a strict reader of SSE bodies.
+// The HTTP API tests' client: libcurl, a real HTTP client independent of the server's library (the
+// issue asks for one), against a TestServer's --http-listen port with a Bearer key; plain HTTP or HTTPS
+// (trusting a test CA, optionally presenting a client certificate for mutual TLS). Also a strict reader
+// of SSE bodies.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
-#include "httplib.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera::services::testing {
 
+struct CaseInsensitiveLess {
+  bool operator()(const std::string& a, const std::string& b) const;
+};
+using HeaderMap = std::multimap<std::string, std::string, CaseInsensitiveLess>;
+
 struct HttpReply {
-  int status = 0;  // 0: no response (connection error)
+  int status = 0;     // 0: no response (connection or TLS error: see `error`)
+  std::string error;  // libcurl's message when status is 0
   std::string body;
   nlohmann::json json;  // the body parsed (null when it is not JSON)
-  httplib::Headers headers;
+  HeaderMap headers;    // the final response's headers
   std::string header(const std::string& name) const;
   // error.param / error.code / error.type of an OpenAI error body ("" when absent or null).
   std::string error_field(const char* field) const;
 };
 
+// HTTPS: `ca_file` set (PEM of the CA to trust); `cert_file`/`key_file` present a client certificate.
+struct ClientTls {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
 class ApiClient {
  public:
-  ApiClient(int port, std::string key);
+  ApiClient(int port, std::string key, ClientTls tls = {});
   void set_header(const std::string& name, const std::string& value) { extra_.emplace(name, value); }
   HttpReply Get(const std::string& path);
   HttpReply Post(const std::string& path, const nlohmann::json& body);
@@ -32,11 +47,17 @@ class ApiClient {
   HttpReply UploadFile(const std::string& filename, const std::string& content, const std::string& purpose);
 
  private:
-  httplib::Headers Headers() const;
-  HttpReply Reply(const httplib::Result& r);
-  httplib::Client client_;
+  struct Body {
+    const std::string* data = nullptr;  // POST body
+    std::string content_type;
+    bool multipart = false;
+    std::string filename, file, purpose;
+  };
+  HttpReply Send(const char* method, const std::string& path, const Body& body);
+  std::string base_;
   std::string key_;
-  httplib::Headers extra_;
+  ClientTls tls_;
+  HeaderMap extra_;
 };
 
 // The `data:` payloads of an SSE body, in order. Checks the framing as it reads: every event is one
