@@ -66,6 +66,7 @@ Global options:
   --tls-ca PEM         use TLS, trusting this CA for the server's certificate
   --tls-cert PEM --tls-key PEM  a client certificate for a server that requires mutual TLS
   --json               machine-readable output (the response message as JSON)
+  --quiet              no progress lines on stderr (backup shows them; stdout is the result either way)
   --help               this text
 Exit status: 0 on success; 1 when the server refused or failed the call; 2 for usage errors.
 )";
@@ -173,9 +174,11 @@ std::optional<CliError> Backup(Ctx& c) {
   if (auto e = c.args.OnlyFlags({"--out"})) return e;
   const std::vector<std::string>& p = c.args.positional();
   if (p.size() != 1 || c.args.Get("--out").empty()) return UsageError("usage: tessera-admin backup --out DIR");
-  const bool tty = ::isatty(2) != 0;
+  const bool quiet = c.args.Has("--quiet");
+  const bool tty = !quiet && ::isatty(2) != 0;
   int last_decile = -1;
   auto progress = [&](int64_t done, int64_t total) {
+    if (quiet) return;
     const int pct = total > 0 ? static_cast<int>(100 * done / total) : 100;
     if (tty) {
       std::fprintf(stderr, "\rbackup: %3d%% (%.1f of %.1f MiB)", pct, done / 1048576.0, total / 1048576.0);

@@ -360,7 +360,16 @@ TEST_F(CliTest, UploadAndExportShowProgressOnStderr) {
   r = Run("tessera", Tenant({"--quiet", "datasets", "upload", path}), {KeyEnv()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err, "");
-  // Exports: tests/services/export_test.cc (a backbone with a checkpoint directory).
+  // Exports: tests/services/export_test.cc (a backbone with a checkpoint directory). Backups:
+  r = Run("tessera-admin", Admin({"--json", "backup", "--out", server_->data_dir() + "/cli-backup-progress"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(r.out, nullptr, false).is_object()) << r.out;
+  EXPECT_NE(r.err.find("backup: 100%"), std::string::npos) << r.err;
+  r = Run("tessera-admin", Admin({"--quiet", "backup", "--out", server_->data_dir() + "/cli-backup-quiet"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  std::filesystem::remove_all(server_->data_dir() + "/cli-backup-progress");
+  std::filesystem::remove_all(server_->data_dir() + "/cli-backup-quiet");
 }
 
 // --json everywhere: every read command of both CLIs prints JSON a script can parse (one object per
