@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   cmake g++ make ninja-build pkg-config ccache git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libsqlite3-dev libopenblas-dev nlohmann-json3-dev
+  libabsl-dev libsqlite3-dev libpq-dev postgresql libopenblas-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libutf8proc-dev
   libcpp-httplib-dev libcurl4-openssl-dev
   chromium chromium-driver prometheus

@@ -29,6 +29,11 @@ Required:
                               dir without an admin key, one is created, written to DIR/admin.key
                               (mode 0600) and printed once on stdout.
 Options:
+  --registry sqlite|postgres://USER@HOST:PORT/DB
+                              where the registry's metadata lives: sqlite (default) = DIR/registry.db;
+                              a PostgreSQL URI (libpq syntax, e.g. ?password=... or PGPASSWORD) = that
+                              database, created tables and migrated on first use, shareable by several
+                              servers. Blobs stay in DIR/blobs either way
   --listen HOST:PORT          gRPC address (default 127.0.0.1:7070; port 0 picks a free port, printed)
   --backbone builtin:tiny|DIR  the frozen backbone (default builtin:tiny; its checkpoint is made by
                               tessera-pretrain), or a Hugging Face checkpoint directory (config.json,
@@ -172,6 +177,13 @@ int main(int argc, char** argv) {
       return 0;
     } else if (arg == "--data-dir") {
       if (!next(&options.data_dir)) return Fail("--data-dir needs a value");
+    } else if (arg == "--registry") {
+      if (!next(&options.registry.database)) return Fail("--registry needs sqlite or postgres://USER@HOST:PORT/DB");
+      if (options.registry.database != "sqlite" && options.registry.database.rfind("postgres://", 0) != 0 &&
+          options.registry.database.rfind("postgresql://", 0) != 0) {
+        return Fail("--registry must be sqlite or postgres://USER@HOST:PORT/DB, got '" + options.registry.database +
+                    "'");
+      }
     } else if (arg == "--listen") {
       if (!next(&options.listen)) return Fail("--listen needs HOST:PORT");
     } else if (arg == "--backbone") {

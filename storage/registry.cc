@@ -14,7 +14,7 @@
 #include "storage/random_id.h"
 #include "storage/registry_internal.h"
 #include "core/util/sha256.h"
-#include "storage/sqlite_pool.h"
+#include "storage/database.h"
 
 namespace tessera::storage {
 
@@ -59,7 +59,7 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
 }  // namespace
 
 Registry::Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> blobs,
-                   std::unique_ptr<SqlitePool> pool)
+                   std::unique_ptr<Database> pool)
     : data_dir_(std::move(data_dir)),
       options_(options),
       blobs_(std::move(blobs)),
@@ -76,9 +76,19 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& data
     return absl::InternalError(absl::StrCat("cannot create data dir ", data_dir, ": ", ec.message()));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs, BlobStore::Create(data_dir + "/blobs"));
-  ASSIGN_OR_RETURN(std::unique_ptr<SqlitePool> pool,
-                   SqlitePool::Open(data_dir + "/registry.db", options.busy_timeout,
-                                    options.busy_deadline));
+  std::string db_target;
+  if (options.database.empty() || options.database == "sqlite") {
+    db_target = data_dir + "/registry.db";
+  } else if (Database::IsPostgresUrl(options.database)) {
+    db_target = options.database;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("registry database '", options.database,
+                                                   "': expected sqlite or postgres://USER@HOST:PORT/DB"));
+  }
+  Database::Options db_options;
+  db_options.busy_timeout = options.busy_timeout;
+  db_options.busy_deadline = options.busy_deadline;
+  ASSIGN_OR_RETURN(std::unique_ptr<Database> pool, Database::Open(db_target, db_options));
   RETURN_IF_ERROR(Migrate(*pool, options.migrate_to));
   std::unique_ptr<Registry> r(
       new Registry(data_dir, options, std::move(blobs), std::move(pool)));
@@ -88,6 +98,8 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& data
   }
   return r;
 }
+
+bool Registry::on_postgres() const { return pool_->dialect() == Dialect::kPostgres; }
 
 void Registry::NotifyWaiters() {
   {
@@ -112,17 +124,45 @@ absl::StatusOr<int> Registry::SchemaVersion() {
 
 absl::Status Registry::CheckIntegrity() {
   std::string report;
-  RETURN_IF_ERROR(pool_->Raw([&](Conn& c) -> absl::Status {
-    report.clear();
-    ASSIGN_OR_RETURN(Stmt st, c.Prepare("PRAGMA integrity_check"));
-    while (true) {
-      ASSIGN_OR_RETURN(bool row, st.Step());
-      if (!row) break;
-      if (!report.empty()) report += "; ";
-      report += st.Text(0);
-    }
-    return absl::OkStatus();
-  }));
+  if (on_postgres()) {
+    // PostgreSQL checks its own pages as it reads them (and with data checksums, if the cluster has
+    // them); a full read of every registry table, through each index, surfaces what it finds.
+    RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+      report.clear();
+      std::vector<std::string> tables;
+      {
+        ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                            "current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name"));
+        while (true) {
+          ASSIGN_OR_RETURN(bool row, st.Step());
+          if (!row) break;
+          tables.push_back(st.Text(0));
+        }
+      }
+      for (const std::string& t : tables) {
+        absl::StatusOr<int64_t> n = c.QueryInt(absl::StrCat("SELECT COUNT(*) FROM \"", t, "\""), 0);
+        if (!n.ok()) {
+          if (absl::IsAborted(n.status())) return n.status();
+          return absl::DataLossError(absl::StrCat("registry integrity check failed: table ", t, ": ",
+                                                  n.status().message()));
+        }
+      }
+      report = tables.empty() ? "no registry tables" : "ok";
+      return absl::OkStatus();
+    }));
+  } else {
+    RETURN_IF_ERROR(pool_->Raw([&](Conn& c) -> absl::Status {
+      report.clear();
+      ASSIGN_OR_RETURN(Stmt st, c.Prepare("PRAGMA integrity_check"));
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        if (!report.empty()) report += "; ";
+        report += st.Text(0);
+      }
+      return absl::OkStatus();
+    }));
+  }
   if (report == "ok") return absl::OkStatus();
   return absl::DataLossError(absl::StrCat("registry integrity_check failed: ", report));
 }
@@ -217,10 +257,16 @@ absl::StatusOr<TenantDeletion> Registry::DeleteTenant(const std::string& tenant_
     // before the tables those might reference. The audit log is history and stays.
     std::vector<std::string> tables;
     {
-      ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p "
-                                          "WHERE m.type = 'table' AND p.name = 'tenant_id' AND m.name NOT IN "
-                                          "('tenants', 'audit_log', 'tenant_deletions', 'datasets', "
-                                          "'versions', 'jobs') ORDER BY m.name"));
+      ASSIGN_OR_RETURN(
+          Stmt st,
+          c.Prepare(c.dialect() == Dialect::kPostgres
+                        ? "SELECT table_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                          "AND column_name = 'tenant_id' AND table_name NOT IN ('tenants', 'audit_log', "
+                          "'tenant_deletions', 'datasets', 'versions', 'jobs') ORDER BY table_name"
+                        : "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p "
+                          "WHERE m.type = 'table' AND p.name = 'tenant_id' AND m.name NOT IN "
+                          "('tenants', 'audit_log', 'tenant_deletions', 'datasets', "
+                          "'versions', 'jobs') ORDER BY m.name"));
       while (true) {
         ASSIGN_OR_RETURN(bool row, st.Step());
         if (!row) break;
@@ -464,7 +510,7 @@ absl::StatusOr<std::vector<AuditEntry>> Registry::ListAudit(int64_t after_id, in
     out.clear();
     ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT id, actor, action, target, detail, created_at_us, "
                                         "tenant_id, result FROM audit_log WHERE id > ?1 ORDER BY id LIMIT ?2",
-                                        after_id, static_cast<int64_t>(limit > 0 ? limit : -1)));
+                                        after_id, internal::SqlLimit(limit)));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;

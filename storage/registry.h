@@ -1,12 +1,14 @@
-// The registry: Tessera's system of record. SQLite metadata (data_dir/registry.db) plus a
-// content-addressed BlobStore (data_dir/blobs).
+// The registry: Tessera's system of record. Metadata in SQLite (data_dir/registry.db, the default) or
+// PostgreSQL (Options::database; storage/database.h is the seam, both run the same SQL and the same
+// numbered migrations) plus a content-addressed BlobStore (data_dir/blobs).
 //
 // Contract for every method:
 // - Returns absl::Status / StatusOr with canonical codes: INVALID_ARGUMENT (bad input, message names the
 //   field), NOT_FOUND (absent object), ALREADY_EXISTS, FAILED_PRECONDITION (illegal state / transition),
-//   DATA_LOSS (blob corrupt), INTERNAL (SQLite failure). SQLITE_BUSY never reaches a caller: writes use
+//   DATA_LOSS (blob corrupt), INTERNAL (database failure). SQLITE_BUSY never reaches a caller: writes use
 //   BEGIN IMMEDIATE with a busy timeout plus retries with backoff until Options::busy_deadline, after which
-//   UNAVAILABLE is returned.
+//   UNAVAILABLE is returned. On PostgreSQL writes are SERIALIZABLE transactions and a serialization
+//   failure or deadlock is retried the same way; a lost server connection is UNAVAILABLE.
 // - Tenant scoping: methods taking `tenant_id` only ever see that tenant's objects; another tenant's
 //   object is NOT_FOUND and error text never reveals that it exists. Where documented, an EMPTY tenant_id
 //   means "any tenant" (admin scope) -- callers must only pass "" for ADMIN principals.
@@ -14,12 +16,14 @@
 //   transaction. Exception: the high-frequency worker calls (ClaimNextJob, Heartbeat, UpdateRunningJob,
 //   AppendJobEvent) are recorded in the job's event log instead; FinishJob is audited with the worker
 //   id as actor, lease expiry with actor "system".
-// - Thread-safe; several processes may open the same data_dir at once (SQLite WAL + file locks). A
+// - Thread-safe; several processes may open the same data_dir at once (SQLite WAL + file locks), or the
+//   same PostgreSQL database from several hosts: job claims, version numbers, live-pointer moves and the
+//   change feed keep their guarantees (serializable writes; see storage/postgres_database.h). A
 //   Registry must not be used across fork(): a child process opens its own.
 //
 // Durability: commits that publish a version or move a live pointer run with synchronous=FULL; other
 // commits use synchronous=NORMAL (WAL: atomic and consistent after a crash, possibly losing the last
-// moments on power loss). A blob is always written (and fsync'ed) before the row naming it is committed,
+// moments on power loss); PostgreSQL commits are always durable (synchronous_commit). A blob is always written (and fsync'ed) before the row naming it is committed,
 // and PublishVersion/CreateDataset refuse a digest whose blob is absent, so no row ever lacks its blob.
 //
 // Blob garbage collection (CollectGarbage) deletes blobs referenced by no dataset/version row and no
@@ -53,14 +57,16 @@
 
 namespace tessera::storage {
 
-class SqlitePool;  // storage/sqlite_pool.h (internal)
+class Database;  // storage/database.h (internal)
 
 class Registry {
  public:
   struct Options {
-    // How long one statement waits on a lock inside SQLite before our own retry loop takes over.
+    // How long one statement waits on a lock (SQLite busy timeout, PostgreSQL lock_timeout) before our
+    // own retry loop takes over.
     absl::Duration busy_timeout = absl::Milliseconds(200);
-    // Total time a write keeps retrying on SQLITE_BUSY before giving up with UNAVAILABLE.
+    // Total time a write keeps retrying on SQLITE_BUSY (PostgreSQL: serialization failure, deadlock, lock
+    // timeout) before giving up with UNAVAILABLE.
     absl::Duration busy_deadline = absl::Seconds(60);
     // A job whose lease expires is requeued until it has been claimed this many times, then FAILED.
     int max_job_attempts = 3;
@@ -70,10 +76,15 @@ class Registry {
     int migrate_to = -1;
     // Cross-process fallback for WaitForJobEvents / WaitForChange: how often to re-poll the database.
     absl::Duration wait_poll_interval = absl::Milliseconds(100);
+    // Where the metadata lives: "" or "sqlite" = data_dir/registry.db (embedded, the default);
+    // "postgres://USER@HOST:PORT/DB" (any libpq URI) = that PostgreSQL database, shared by every process
+    // and host that opens it. The blob store stays in data_dir/blobs either way.
+    std::string database;
   };
 
-  // Opens (creating if needed) data_dir/registry.db and data_dir/blobs, applies pending migrations and,
-  // unless disabled, requeues expired job leases.
+  // Opens (creating if needed) the database (Options::database) and data_dir/blobs, applies pending
+  // migrations and, unless disabled, requeues expired job leases. INVALID_ARGUMENT for an unknown
+  // Options::database; UNAVAILABLE when a PostgreSQL server cannot be reached.
   static absl::StatusOr<std::unique_ptr<Registry>> Open(const std::string& data_dir,
                                                         const Options& options);
   static absl::StatusOr<std::unique_ptr<Registry>> Open(const std::string& data_dir) {
@@ -84,12 +95,15 @@ class Registry {
   Registry& operator=(const Registry&) = delete;
 
   BlobStore& blobs() { return *blobs_; }
+  // true when the metadata is in PostgreSQL (Options::database).
+  bool on_postgres() const;
   const std::string& data_dir() const { return data_dir_; }
 
   // ---- Schema ---------------------------------------------------------------------------------
   static int LatestSchemaVersion();
   absl::StatusOr<int> SchemaVersion();
-  // PRAGMA integrity_check; OK iff SQLite answers "ok", else DATA_LOSS with its report.
+  // SQLite: PRAGMA integrity_check; OK iff SQLite answers "ok", else DATA_LOSS with its report.
+  // PostgreSQL (which checks its own pages): every registry table and index can be read in full.
   absl::Status CheckIntegrity();
 
   // ---- Tenants --------------------------------------------------------------------------------
@@ -268,7 +282,7 @@ class Registry {
 
  private:
   Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> blobs,
-           std::unique_ptr<SqlitePool> pool);
+           std::unique_ptr<Database> pool);
   void NotifyWaiters();
   // One guarded deletion (write transaction: references re-checked, then the mtime against `cutoff`).
   absl::Status DeleteBlobIfUnreferenced(const std::string& digest, absl::Time cutoff, GcStats* stats);
@@ -276,7 +290,7 @@ class Registry {
   std::string data_dir_;
   Options options_;
   std::unique_ptr<BlobStore> blobs_;
-  std::unique_ptr<SqlitePool> pool_;
+  std::unique_ptr<Database> pool_;
 
   // In-process wake-up for WaitForJobEvents / WaitForChange: bumped on every append/change.
   std::mutex wait_mu_;

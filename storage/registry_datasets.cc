@@ -20,6 +20,7 @@ absl::StatusOr<Dataset> Registry::CreateDataset(const NewDataset& in, const std:
   ASSIGN_OR_RETURN(std::string id, internal::NewId("ds_"));
   Dataset d;
   RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
+    RETURN_IF_ERROR(internal::LockBlobReferences(c));  // first: the blob check below races the GC
     RETURN_IF_ERROR(internal::RequireTenant(c, in.tenant_id));
     // Checked inside the write transaction so it serializes with the garbage collector.
     absl::StatusOr<int64_t> size = blobs_->Size(in.blob_digest);

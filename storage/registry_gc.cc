@@ -27,6 +27,7 @@ absl::Status Registry::DeleteBlobIfUnreferenced(const std::string& digest, absl:
   int64_t size = 0;
   RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
     deleted = young = false;
+    RETURN_IF_ERROR(internal::LockBlobReferences(c));
     ASSIGN_OR_RETURN(int64_t refs,
                      c.QueryInt("SELECT (SELECT COUNT(*) FROM datasets WHERE blob_digest = ?1) + "
                                 "(SELECT COUNT(*) FROM versions WHERE blob_digest = ?1) + "

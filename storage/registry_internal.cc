@@ -44,6 +44,11 @@ std::string JsonString(std::string_view s) {
   return out;
 }
 
+absl::Status LockBlobReferences(Conn& c) {
+  if (c.dialect() != Dialect::kPostgres) return absl::OkStatus();
+  return c.ExecScript("LOCK TABLE blob_refs_lock IN EXCLUSIVE MODE");
+}
+
 absl::StatusOr<std::string> NewId(std::string_view prefix) {
   absl::StatusOr<std::string> r = RandomBase62(16);
   if (!r.ok()) return r.status();
@@ -239,9 +244,9 @@ absl::StatusOr<int64_t> TransitionJob(Conn& c, const Job& job, JobState to,
   const bool running = to == JobState::kRunning;
   absl::Status s = c.Exec(
       "UPDATE jobs SET state = ?2, error = CASE WHEN ?3 <> '' THEN ?3 ELSE error END, "
-      "finished_at_us = CASE WHEN ?4 THEN ?5 ELSE finished_at_us END, "
-      "lease_owner = CASE WHEN ?6 THEN lease_owner ELSE '' END, "
-      "lease_expires_at_us = CASE WHEN ?6 THEN lease_expires_at_us ELSE 0 END "
+      "finished_at_us = CASE WHEN ?4 <> 0 THEN ?5 ELSE finished_at_us END, "
+      "lease_owner = CASE WHEN ?6 <> 0 THEN lease_owner ELSE '' END, "
+      "lease_expires_at_us = CASE WHEN ?6 <> 0 THEN lease_expires_at_us ELSE 0 END "
       "WHERE job_id = ?1",
       job.job_id, JobStateName(to), error, terminal, NowMicros(), running);
   if (!s.ok()) return s;

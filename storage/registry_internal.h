@@ -1,16 +1,27 @@
 // Helpers shared by the registry_*.cc files (not part of the public API).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "storage/blob_store.h"
-#include "storage/sqlite_pool.h"
+#include "storage/database.h"
 #include "storage/types.h"
 
 namespace tessera::storage::internal {
+
+// A LIMIT operand for `limit` (<= 0 = no limit): both engines take INT64_MAX (SQLite's -1 is not SQL).
+inline int64_t SqlLimit(int limit) { return limit > 0 ? limit : INT64_MAX; }
+
+// Serializes a transaction that checks a blob exists (then names it in a row) with the garbage
+// collector's reference check + delete. Must be the transaction's FIRST statement. SQLite: nothing to do
+// (BEGIN IMMEDIATE already serializes all writers). PostgreSQL: LOCK TABLE blob_refs_lock, a utility
+// statement, so the serializable snapshot is taken after the lock is held and sees the other side's
+// commit (a SELECT-based advisory lock would take the snapshot before waiting).
+absl::Status LockBlobReferences(Conn& c);
 
 // `s` as a JSON string literal, quotes included.
 std::string JsonString(std::string_view s);
@@ -60,7 +71,8 @@ absl::StatusOr<int64_t> AppendEvent(Conn& c, const std::string& job_id, std::str
 
 // Transaction bodies shared by the public methods and Registry::PublishJobVersion (which runs several
 // in one transaction). Each must be called inside a write transaction.
-// PublishVersion's: validates, inserts the version row, its publish change and audit.
+// PublishVersion's: validates, inserts the version row, its publish change and audit. Checks the blob
+// exists, so the transaction must have begun with LockBlobReferences.
 absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& version,
                                             const std::string& actor);
 // Promote's: moves the live pointer (change row, audit) unless `version` is already live.

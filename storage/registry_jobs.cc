@@ -372,7 +372,7 @@ absl::StatusOr<std::vector<JobEvent>> Registry::ListJobEvents(const std::string&
     ASSIGN_OR_RETURN(Stmt st, c.Prepare("SELECT seq, type, payload, created_at_us FROM job_events "
                                         "WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                                         job_id, after_seq,
-                                        static_cast<int64_t>(limit > 0 ? limit : -1)));
+                                        internal::SqlLimit(limit)));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;

@@ -30,6 +30,7 @@ absl::StatusOr<PublishedJob> Registry::PublishJobVersion(const std::string& work
   PublishedJob out;
   RETURN_IF_ERROR(pool_->Write(true, [&](Conn& c) -> absl::Status {
     out = PublishedJob();
+    RETURN_IF_ERROR(internal::LockBlobReferences(c));  // first: InsertVersion's blob check races the GC
     ASSIGN_OR_RETURN(Job job, internal::LoadLeasedJob(c, version.job_id, worker_id));
     if (job.tenant_id != version.tenant_id) return internal::JobNotFound(version.job_id);
     ASSIGN_OR_RETURN(int64_t existing,

@@ -36,16 +36,34 @@ absl::Status RequireVersion(Conn& c, const std::string& tenant_id, int64_t versi
   return absl::OkStatus();
 }
 
+// Appends a row to the change feed; returns its seq. SQLite: AUTOINCREMENT (the single writer commits
+// in seq order). PostgreSQL: the change_seq counter row, updated in this transaction, so a later seq is
+// never visible before an earlier one (see migrations.cc).
+absl::StatusOr<int64_t> InsertChange(Conn& c, const std::string& tenant_id, ChangeKind kind, int64_t version,
+                                     int64_t live_version, int64_t previous_live, std::optional<int64_t> undo_seq,
+                                     const std::string& actor, int64_t created_at_us) {
+  const char* sql =
+      c.dialect() == Dialect::kPostgres
+          ? "WITH n AS (UPDATE change_seq SET seq = seq + 1 WHERE id = 1 RETURNING seq) "
+            "INSERT INTO changes(seq, tenant_id, kind, version, live_version, previous_live, undo_seq, actor, "
+            "created_at_us) SELECT n.seq, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM n RETURNING seq"
+          : "INSERT INTO changes(tenant_id, kind, version, live_version, previous_live, undo_seq, actor, "
+            "created_at_us) VALUES (?1,?2,?3,?4,?5,?6,?7,?8) RETURNING seq";
+  ASSIGN_OR_RETURN(Stmt st, c.Prepare(sql, tenant_id, ChangeKindName(kind), version, live_version, previous_live,
+                                      undo_seq, actor, created_at_us));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return absl::InternalError("change feed insert returned no seq");
+  const int64_t seq = st.Int(0);
+  RETURN_IF_ERROR(st.Run());
+  return seq;
+}
+
 // Writes a live-pointer move: the change row (with its undo link), the tenant's pointer, the audit.
 absl::StatusOr<LiveMove> MoveLive(Conn& c, const std::string& tenant_id, const LiveState& from,
                                   int64_t to_version, std::optional<int64_t> undo_seq,
                                   ChangeKind kind, const std::string& actor) {
-  const int64_t now = NowMicros();
-  RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, previous_live, "
-                         "undo_seq, actor, created_at_us) VALUES (?1,?2,?3,?3,?4,?5,?6,?7)",
-                         tenant_id, ChangeKindName(kind), to_version, from.version, undo_seq,
-                         actor.empty() ? std::string("system") : actor, now));
-  const int64_t seq = sqlite3_last_insert_rowid(c.raw());
+  ASSIGN_OR_RETURN(int64_t seq, InsertChange(c, tenant_id, kind, to_version, to_version, from.version, undo_seq,
+                                              actor.empty() ? std::string("system") : actor, NowMicros()));
   RETURN_IF_ERROR(c.Exec("UPDATE tenants SET live_version = ?2, live_seq = ?3 WHERE tenant_id = ?1",
                          tenant_id, to_version, seq));
   RETURN_IF_ERROR(internal::AppendAudit(
@@ -56,9 +74,10 @@ absl::StatusOr<LiveMove> MoveLive(Conn& c, const std::string& tenant_id, const L
   return LiveMove{tenant_id, from.version, to_version, true, seq};
 }
 
-// AUTOINCREMENT's high-water mark rather than MAX(seq): DeleteTenant removes the tenant's change rows,
-// and the sequence a follower has seen must never appear to go backwards.
+// AUTOINCREMENT's high-water mark (PostgreSQL: the change_seq counter) rather than MAX(seq): DeleteTenant
+// removes the tenant's change rows, and the sequence a follower has seen must never appear to go backwards.
 absl::StatusOr<int64_t> CurrentSeq(Conn& c) {
+  if (c.dialect() == Dialect::kPostgres) return c.QueryInt("SELECT seq FROM change_seq WHERE id = 1", 0);
   return c.QueryInt("SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0), "
                     "COALESCE((SELECT MAX(seq) FROM changes), 0))",
                     0);
@@ -109,11 +128,9 @@ absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const New
                          v.val_loss, v.base_val_loss, v.sha256, v.size_bytes, v.created_at_us,
                          v.backbone_sha256, v.method, v.lora_rank, v.general_loss, v.base_general_loss,
                          v.promotion_decision, v.promotion_reason));
-  RETURN_IF_ERROR(c.Exec("INSERT INTO changes(tenant_id, kind, version, live_version, "
-                         "previous_live, undo_seq, actor, created_at_us) "
-                         "VALUES (?1,'publish',?2,?3,?3,NULL,?4,?5)",
-                         v.tenant_id, v.version, live.version,
-                         actor.empty() ? std::string("system") : actor, v.created_at_us));
+  RETURN_IF_ERROR(InsertChange(c, v.tenant_id, ChangeKind::kPublish, v.version, live.version, live.version,
+                               std::nullopt, actor.empty() ? std::string("system") : actor, v.created_at_us)
+                      .status());
   RETURN_IF_ERROR(internal::AppendAudit(
       c, actor, "version.publish", absl::StrCat("tenant/", v.tenant_id, "/version/", v.version),
       absl::StrCat("{\"sha256\":\"", v.sha256, "\",\"parent_version\":", v.parent_version,
@@ -139,6 +156,7 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
                                                        const std::string& actor) {
   ExpertVersion v;
   RETURN_IF_ERROR(pool_->Write(true, [&](Conn& c) -> absl::Status {
+    RETURN_IF_ERROR(internal::LockBlobReferences(c));  // first: InsertVersion's blob check races the GC
     ASSIGN_OR_RETURN(v, internal::InsertVersion(c, *blobs_, in, actor));
     return absl::OkStatus();
   }));
@@ -269,7 +287,7 @@ absl::StatusOr<std::vector<Change>> Registry::ListLiveHistory(const std::string&
                                                      " FROM changes WHERE tenant_id = ?1 AND kind "
                                                      "IN ('promote', 'rollback') ORDER BY seq DESC "
                                                      "LIMIT ?2"),
-                                        tenant_id, static_cast<int64_t>(limit > 0 ? limit : -1)));
+                                        tenant_id, internal::SqlLimit(limit)));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
@@ -296,7 +314,7 @@ absl::StatusOr<std::vector<Change>> Registry::ListChangesSince(int64_t after_seq
     ASSIGN_OR_RETURN(Stmt st, c.Prepare(absl::StrCat("SELECT ", internal::kChangeColumns,
                                                      " FROM changes WHERE seq > ?1 ORDER BY seq "
                                                      "LIMIT ?2"),
-                                        after_seq, static_cast<int64_t>(limit > 0 ? limit : -1)));
+                                        after_seq, internal::SqlLimit(limit)));
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;

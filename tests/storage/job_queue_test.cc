@@ -1,6 +1,11 @@
 // Jobs and the durable job queue: creation and idempotency, scoping, pagination, cancellation,
 // claiming with leases, heartbeats, progress, finishing, fairness across tenants, lease expiry
-// (requeue then FAIL after N attempts, also at Open), and job events (numbering, replay, waiting).
+// (requeue then FAIL after N attempts, also at Open; a killed worker process's job reclaimed with its
+// checkpoint), and job events (numbering, replay, waiting).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <map>
 #include <set>
 #include <thread>
@@ -19,6 +24,7 @@ class JobQueueTest : public RegistryTest {
  protected:
   void SetUp() override {
     RegistryTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     MakeTenant("acme");
     MakeTenant("beta");
     acme_ds_ = MakeDataset("acme");
@@ -334,6 +340,58 @@ TEST_F(JobQueueTest, OpenRequeuesJobsOfACrashedServer) {
   Job j = reg_->GetJob("acme", id).value();
   EXPECT_EQ(j.state, JobState::kFailed);
   EXPECT_FALSE(j.error.empty());
+}
+
+TEST_F(JobQueueTest, DeadWorkerProcessesJobIsReclaimedWithItsCheckpoint) {
+  const std::string id = MakeJob("acme", acme_ds_);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The worker: claims with a short lease, trains a while (progress + checkpoint), then hangs until
+    // it is killed -- a dead host, which never finishes the job nor renews its lease.
+    ::close(fds[0]);
+    auto reg = Registry::Open(dir_.path(), DbOptions());
+    if (!reg.ok()) _exit(2);
+    auto claimed = (*reg)->ClaimNextJob("worker-dead", absl::Milliseconds(800));
+    if (!claimed.ok() || !claimed->has_value() || (*claimed)->job_id != id) _exit(3);
+    JobUpdate update;
+    update.progress = JobProgress{7, 10, 0.5, 0.6, 100.0};
+    update.checkpoint = "ckpt-step-7";
+    if (!(*reg)->UpdateRunningJob(id, "worker-dead", update).ok()) _exit(4);
+    if (!(*reg)->Heartbeat(id, "worker-dead", absl::Milliseconds(800)).ok()) _exit(5);
+    if (::write(fds[1], "ok", 2) != 2) _exit(6);
+    ::pause();
+    _exit(0);
+  }
+  ::close(fds[1]);
+  char buf[2] = {0, 0};
+  ASSERT_EQ(::read(fds[0], buf, 2), 2);
+  ::close(fds[0]);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << status;
+  EXPECT_EQ(reg_->GetJob("acme", id).value().state, JobState::kRunning);
+  // Nothing is reclaimed while the lease runs; once it expired, the periodic requeue (the scheduler's
+  // job, any process) puts the job back.
+  int64_t requeued = 0;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (requeued == 0 && absl::Now() < deadline) {
+    requeued = reg_->RequeueExpiredLeases().value();
+    if (requeued == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(requeued, 1);
+  // Another worker (this process) claims it: a retry that resumes from the dead worker's checkpoint.
+  Job again = Claim("worker-live");
+  EXPECT_EQ(again.job_id, id);
+  EXPECT_EQ(again.attempts, 2);
+  EXPECT_EQ(again.checkpoint, "ckpt-step-7");
+  EXPECT_EQ(again.progress.step, 7);
+  // The dead worker, were it to come back, has lost the job.
+  EXPECT_CODE(reg_->Heartbeat(id, "worker-dead", absl::Minutes(1)), kFailedPrecondition);
+  ASSERT_OK(reg_->FinishJob(id, "worker-live", JobResult{JobState::kSucceeded, "", std::nullopt, false}));
 }
 
 TEST_F(JobQueueTest, EventsAreNumberedAndReplayable) {

@@ -1,4 +1,5 @@
-// Shared fixture for registry tests: a Registry on a fresh temp dir plus small helpers.
+// Shared fixture for registry tests: a Registry on a fresh temp dir (blobs; SQLite's registry.db) and a
+// fresh database on the engine under test (tests/storage/test_database.h), plus small helpers.
 #pragma once
 
 #include <memory>
@@ -7,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "storage/registry.h"
 #include "tests/storage/temp_dir.h"
+#include "tests/storage/test_database.h"
 
 namespace tessera::storage::testing {
 
@@ -35,10 +37,17 @@ inline absl::Status StatusOf(const absl::Status& s) { return s; }
 
 class RegistryTest : public ::testing::Test {
  protected:
-  void SetUp() override { Reopen(); }
+  void SetUp() override {
+    TESSERA_REQUIRE_DB(db_);
+    Reopen();
+  }
+  // Options on this test's database.
+  Registry::Options DbOptions(Registry::Options base = Registry::Options()) const { return db_.Options(base); }
+  // For RawExec: the registry database of this test.
+  std::string DbTarget() const { return db_.Target(dir_.path()); }
   void Reopen(Registry::Options options = Registry::Options()) {
     reg_.reset();
-    auto r = Registry::Open(dir_.path(), options);
+    auto r = Registry::Open(dir_.path(), db_.Options(options));
     ASSERT_TRUE(r.ok()) << r.status();
     reg_ = std::move(*r);
   }
@@ -91,6 +100,7 @@ class RegistryTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  TestDb db_;
   std::unique_ptr<Registry> reg_;
   int blob_counter_ = 0;
 };
