@@ -37,7 +37,7 @@ bool Acceptable(const absl::Status& s) {
 }
 
 // One unit of the mixed workload. Returns the first unacceptable status. Records published versions
-// and claimed jobs (`out` lines "V tenant n" / "C job_id").
+// claimed jobs and live-pointer moves (`out` lines "V tenant n" / "C job_id" / "M tenant seq").
 absl::Status MixedOp(Registry& reg, std::mt19937& rng, const std::string& worker,
                      const std::string& event_job, std::vector<std::string>* out) {
   const std::string tenant = kTenants[rng() % 4];
@@ -58,11 +58,16 @@ absl::Status MixedOp(Registry& reg, std::mt19937& rng, const std::string& worker
       auto versions = reg.ListVersions(tenant);
       if (!versions.ok()) return versions.status();
       if (versions->empty()) return absl::OkStatus();
-      return reg.Promote(tenant, (*versions)[rng() % versions->size()].version, worker).status();
+      auto move = reg.Promote(tenant, (*versions)[rng() % versions->size()].version, worker);
+      if (!move.ok()) return move.status();
+      if (move->changed) out->push_back(absl::StrCat("M ", tenant, " ", move->seq));
+      return absl::OkStatus();
     }
     case 3: {
-      absl::Status s = reg.Rollback(tenant, std::nullopt, worker).status();
-      return Acceptable(s) ? absl::OkStatus() : s;
+      auto move = reg.Rollback(tenant, std::nullopt, worker);
+      if (!move.ok()) return Acceptable(move.status()) ? absl::OkStatus() : move.status();
+      if (move->changed) out->push_back(absl::StrCat("M ", tenant, " ", move->seq));
+      return absl::OkStatus();
     }
     case 4: {
       auto seq = reg.AppendJobEvent(event_job, "tick", absl::StrCat("{\"w\":\"", worker, "\"}"));
@@ -116,6 +121,7 @@ class ConcurrencyTest : public RegistryTest {
     std::map<std::string, std::set<int64_t>> published;
     std::multiset<int64_t> event_seqs;
     std::multiset<std::string> claimed;
+    std::map<std::string, std::set<int64_t>> moves;
     for (const std::string& line : lines) {
       std::vector<std::string> f = absl::StrSplit(line, ' ');
       if (f[0] == "V") {
@@ -125,6 +131,8 @@ class ConcurrencyTest : public RegistryTest {
         event_seqs.insert(std::stoll(f[1]));
       } else if (f[0] == "C") {
         claimed.insert(f[1]);
+      } else if (f[0] == "M") {
+        EXPECT_TRUE(moves[f[1]].insert(std::stoll(f[2])).second) << "two moves got seq " << f[2];
       }
     }
     for (const char* tenant : kTenants) {
@@ -141,6 +149,9 @@ class ConcurrencyTest : public RegistryTest {
       const std::vector<Change> history = reg_->ListLiveHistory(tenant).value();  // newest first
       int64_t expect_previous = 0;
       int64_t last_seq = 0;
+      std::set<int64_t> history_seqs;
+      for (const Change& ch : history) history_seqs.insert(ch.seq);
+      EXPECT_EQ(history_seqs, moves[tenant]) << tenant << ": the history is not exactly the moves callers saw";
       for (auto it = history.rbegin(); it != history.rend(); ++it) {
         EXPECT_EQ(it->previous_live, expect_previous) << tenant << " move seq " << it->seq;
         EXPECT_GT(it->seq, last_seq) << tenant;
