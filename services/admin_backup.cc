@@ -22,6 +22,13 @@ constexpr int64_t kBackupChunkBytes = 1 << 20;
 absl::Status StreamBackup(const ServiceEnv& env, const storage::Principal& who,
                           ThreadedWriter<v1::BackupChunk>* w) {
   const absl::Time start = absl::Now();
+  if (env.registry->on_postgres()) {
+    // The snapshot is SQLite's online backup of data_dir/registry.db; a PostgreSQL registry has its own
+    // tools (and a stale registry.db in the data dir must not be mistaken for the live metadata).
+    return absl::FailedPreconditionError(
+        "the registry is in PostgreSQL (--registry postgres://...): back it up with pg_dump; Admin.Backup "
+        "snapshots SQLite registries");
+  }
   absl::StatusOr<std::unique_ptr<storage::RegistrySnapshot>> snap =
       storage::RegistrySnapshot::Take(env.registry->data_dir());
   if (absl::IsNotFound(snap.status())) return absl::FailedPreconditionError(snap.status().message());
