@@ -314,11 +314,13 @@ TEST(RegistryMigrationTest, DatasetsFromMigrationEightHaveUnknownLossTokens) {
 
 TEST(RegistryMigrationTest, JobsFromMigrationNineHaveNoSuffixAndNewOnesKeepIt) {
   testing::TempDir dir;
+  TestDb db;
+  TESSERA_REQUIRE_DB(db);
   Registry::Options at_nine;
   at_nine.migrate_to = 9;
   std::string dataset_id;
   {
-    auto r = Registry::Open(dir.path(), at_nine);
+    auto r = Registry::Open(dir.path(), db.Options(at_nine));
     ASSERT_TRUE(r.ok()) << r.status();
     ASSERT_OK((*r)->CreateTenant("legacy", "Legacy Co", "admin"));
     auto d = (*r)->blobs().Put("{\"text\": \"x\"}\n");
@@ -327,16 +329,12 @@ TEST(RegistryMigrationTest, JobsFromMigrationNineHaveNoSuffixAndNewOnesKeepIt) {
     ASSERT_TRUE(ds.ok()) << ds.status();
     dataset_id = ds->dataset_id;
     // A job row as migration 9 knew it (no suffix column).
-    std::string err;
-    ASSERT_EQ(RawExec(dir.path() + "/registry.db",
+    ASSERT_OK(RawExec(db.Target(dir.path()),
                       "INSERT INTO jobs(job_id, tenant_id, spec, training_dataset_id, validation_dataset_id, state, "
                       "created_at_us, max_steps) VALUES ('job_old', 'legacy', '{}', '" + dataset_id +
-                          "', '', 'QUEUED', 1, 4)",
-                      &err),
-              SQLITE_OK)
-        << err;
+                          "', '', 'QUEUED', 1, 4)"));
   }
-  auto r = Registry::Open(dir.path());
+  auto r = Registry::Open(dir.path(), db.Options());
   ASSERT_TRUE(r.ok()) << r.status();
   auto old = (*r)->GetJob("legacy", "job_old");
   ASSERT_TRUE(old.ok()) << old.status();
