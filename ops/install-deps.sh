@@ -2,7 +2,8 @@
 # Installs the Debian 12 packages Tessera builds and runs with, only those missing. Works as root or
 # through sudo. nvcc/cuBLAS (CUDA Toolkit) are used when present under /usr/local/cuda; without them the
 # build is CPU-only. chromium + chromium-driver run the web console's browser check (ops/check-console.sh),
-# prometheus brings promtool (ops/check-metrics.sh).
+# prometheus brings promtool (ops/check-metrics.sh), clang-14 + libclang-rt-14-dev build and run the
+# libFuzzer targets (ops/fuzz.sh).
 set -euo pipefail
 
 PACKAGES=(
@@ -13,6 +14,7 @@ PACKAGES=(
   libcpp-httplib-dev libcurl4-openssl-dev
   chromium chromium-driver prometheus
   openssl
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

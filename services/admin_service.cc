@@ -59,6 +59,9 @@ grpc::ServerUnaryReactor* AdminMutationUnary(const ServiceEnv& env, grpc::Callba
 grpc::ServerUnaryReactor* AdminService::CreateTenant(grpc::CallbackServerContext* ctx,
                                                      const v1::CreateTenantRequest* req,
                                                      v1::CreateTenantResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/CreateTenant", absl::Now(), bad);
+  }
   Mutation m{"tenant.create", req->tenant_id(), "tenant/" + req->tenant_id()};
   return AdminMutationUnary(env_, ctx, "Admin/CreateTenant", m, [&](const storage::Principal& principal) -> absl::Status {
     if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
@@ -172,6 +175,9 @@ static absl::Status DeleteTenantImpl(const ServiceEnv& env, const storage::Princ
 grpc::ServerUnaryReactor* AdminService::DeleteTenant(grpc::CallbackServerContext* ctx,
                                                      const v1::DeleteTenantRequest* req,
                                                      v1::DeleteTenantResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/DeleteTenant", absl::Now(), bad);
+  }
   const ServiceEnv& env = env_;
   // May wait for a cancelled job to stop: off the callback threads.
   return RunOnPool(env_, ctx, "Admin/DeleteTenant", [&env, ctx, req, resp]() -> absl::Status {
@@ -187,6 +193,9 @@ grpc::ServerUnaryReactor* AdminService::DeleteTenant(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* AdminService::IssueApiKey(grpc::CallbackServerContext* ctx,
                                                     const v1::IssueApiKeyRequest* req,
                                                     v1::IssueApiKeyResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/IssueApiKey", absl::Now(), bad);
+  }
   Mutation m{"apikey.create", req->tenant_id(),
              req->replaces_key_id().empty() ? "tenant/" + req->tenant_id() : "apikey/" + req->replaces_key_id()};
   return AdminMutationUnary(env_, ctx, "Admin/IssueApiKey", m, [&](const storage::Principal& principal) -> absl::Status {
@@ -251,6 +260,9 @@ grpc::ServerUnaryReactor* AdminService::IssueApiKey(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AdminService::ListApiKeys(grpc::CallbackServerContext* ctx,
                                                     const v1::ListApiKeysRequest* req,
                                                     v1::ListApiKeysResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/ListApiKeys", absl::Now(), bad);
+  }
   return AdminUnary(env_, ctx, "Admin/ListApiKeys", [&](const storage::Principal&) -> absl::Status {
     if (!req->tenant_id().empty()) {
       if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
@@ -268,6 +280,9 @@ grpc::ServerUnaryReactor* AdminService::ListApiKeys(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AdminService::RevokeApiKey(grpc::CallbackServerContext* ctx,
                                                      const v1::RevokeApiKeyRequest* req,
                                                      v1::RevokeApiKeyResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/RevokeApiKey", absl::Now(), bad);
+  }
   Mutation m{"apikey.revoke", "", "apikey/" + req->key_id()};
   return AdminMutationUnary(env_, ctx, "Admin/RevokeApiKey", m, [&](const storage::Principal& principal) -> absl::Status {
     if (req->key_id().empty()) return absl::InvalidArgumentError("key_id is required");
@@ -286,6 +301,9 @@ grpc::ServerUnaryReactor* AdminService::RevokeApiKey(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* AdminService::ListVersions(grpc::CallbackServerContext* ctx,
                                                      const v1::ListVersionsRequest* req,
                                                      v1::ListVersionsResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/ListVersions", absl::Now(), bad);
+  }
   return AdminUnary(env_, ctx, "Admin/ListVersions", [&]([[maybe_unused]] const storage::Principal& principal) -> absl::Status {
     if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
     return ListVersionsFor(env_, req->tenant_id(), resp);
@@ -294,6 +312,9 @@ grpc::ServerUnaryReactor* AdminService::ListVersions(grpc::CallbackServerContext
 
 grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* ctx,
                                                 const v1::PromoteRequest* req, v1::LiveVersionResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/Promote", absl::Now(), bad);
+  }
   const ServiceEnv& env = env_;
   // Waits for the runtime to load the version: off the callback threads.
   return RunOnPool(env_, ctx, "Admin/Promote", [&env, ctx, req, resp]() -> absl::Status {
@@ -317,6 +338,9 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* ctx
 
 grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* ctx,
                                                  const v1::RollbackRequest* req, v1::LiveVersionResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/Rollback", absl::Now(), bad);
+  }
   const ServiceEnv& env = env_;
   return RunOnPool(env_, ctx, "Admin/Rollback", [&env, ctx, req, resp]() -> absl::Status {
     Mutation m{"version.rollback", req->tenant_id(), "tenant/" + req->tenant_id()};
@@ -408,6 +432,9 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
 
 grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ctx,
                                                  const v1::ListJobsRequest* req, v1::ListJobsResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/ListJobs", absl::Now(), bad);
+  }
   return AdminUnary(env_, ctx, "Admin/ListJobs", [&]([[maybe_unused]] const storage::Principal& principal) -> absl::Status {
     if (!req->tenant_id().empty()) {
       if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
@@ -418,6 +445,9 @@ grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ct
 
 grpc::ServerUnaryReactor* AdminService::CancelJob(grpc::CallbackServerContext* ctx,
                                                   const v1::CancelJobRequest* req, v1::Job* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/CancelJob", absl::Now(), bad);
+  }
   Mutation m{"job.cancel", req->tenant_id(), "job/" + req->job_id()};
   return AdminMutationUnary(env_, ctx, "Admin/CancelJob", m, [&](const storage::Principal& principal) -> absl::Status {
     // Admin scope: any tenant's job; a tenant_id, if given, must match the job's.
@@ -428,6 +458,9 @@ grpc::ServerUnaryReactor* AdminService::CancelJob(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* AdminService::ListAuditEvents(grpc::CallbackServerContext* ctx,
                                                         const v1::ListAuditEventsRequest* req,
                                                         v1::ListAuditEventsResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Admin/ListAuditEvents", absl::Now(), bad);
+  }
   return AdminUnary(env_, ctx, "Admin/ListAuditEvents", [&](const storage::Principal&) -> absl::Status {
     if (req->page_size() < 0) {
       return absl::InvalidArgumentError(absl::StrCat("page_size: must be >= 0, got ", req->page_size()));
@@ -436,8 +469,8 @@ grpc::ServerUnaryReactor* AdminService::ListAuditEvents(grpc::CallbackServerCont
     q.tenant_id = req->tenant_id();
     q.actor = req->actor();
     q.action = req->action();
-    if (req->has_since()) q.since_us = req->since().seconds() * 1000000 + req->since().nanos() / 1000;
-    if (req->has_until()) q.until_us = req->until().seconds() * 1000000 + req->until().nanos() / 1000;
+    if (req->has_since()) q.since_us = TimestampMicros(req->since());
+    if (req->has_until()) q.until_us = TimestampMicros(req->until());
     if (req->has_since() && q.since_us <= 0) return absl::InvalidArgumentError("since: must be after 1970");
     if (req->has_until() && q.until_us <= 0) return absl::InvalidArgumentError("until: must be after 1970");
     q.page_size = req->page_size();

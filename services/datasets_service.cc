@@ -50,6 +50,10 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
       env_.pool->Submit([this] { Done(Store()); });
       return;
     }
+    if (absl::Status s = RequestUtf8Status(req_); !s.ok()) {
+      Done(s);
+      return;
+    }
     if (first_) {
       first_ = false;
       tenant_id_ = req_.tenant_id();
@@ -154,6 +158,9 @@ grpc::ServerReadReactor<v1::UploadDatasetRequest>* DatasetsService::UploadDatase
 
 grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContext* ctx,
                                                       const v1::GetDatasetRequest* req, v1::Dataset* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Datasets/GetDataset", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
@@ -170,6 +177,9 @@ grpc::ServerUnaryReactor* DatasetsService::GetDataset(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* DatasetsService::ListDatasets(grpc::CallbackServerContext* ctx,
                                                         const v1::ListDatasetsRequest* req,
                                                         v1::ListDatasetsResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Datasets/ListDatasets", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
@@ -187,6 +197,9 @@ grpc::ServerUnaryReactor* DatasetsService::ListDatasets(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* DatasetsService::DeleteDataset(grpc::CallbackServerContext* ctx,
                                                          const v1::DeleteDatasetRequest* req,
                                                          v1::DeleteDatasetResponse*) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Datasets/DeleteDataset", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     Mutation m{"dataset.delete", req->tenant_id(), "dataset/" + req->dataset_id()};

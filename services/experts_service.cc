@@ -35,6 +35,9 @@ absl::Status ListVersionsFor(const ServiceEnv& env, const std::string& tenant_id
 grpc::ServerUnaryReactor* ExpertsService::ListVersions(grpc::CallbackServerContext* ctx,
                                                        const v1::ListVersionsRequest* req,
                                                        v1::ListVersionsResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Experts/ListVersions", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
@@ -47,6 +50,9 @@ grpc::ServerUnaryReactor* ExpertsService::ListVersions(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ExpertsService::GetVersion(grpc::CallbackServerContext* ctx,
                                                      const v1::GetVersionRequest* req,
                                                      v1::ExpertVersion* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Experts/GetVersion", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
@@ -66,6 +72,9 @@ grpc::ServerUnaryReactor* ExpertsService::GetVersion(grpc::CallbackServerContext
 
 grpc::ServerWriteReactor<v1::ExportChunk>* ExpertsService::ExportVersion(grpc::CallbackServerContext* ctx,
                                                                          const v1::ExportVersionRequest* req) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return new ThreadedWriter<v1::ExportChunk>(env_, "Experts/ExportVersion", [bad](ThreadedWriter<v1::ExportChunk>*) { return bad; });
+  }
   const ServiceEnv& env = env_;
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::ExportChunk>(

@@ -176,6 +176,9 @@ absl::Status CancelJobFor(const ServiceEnv& env, const std::string& tenant_id, c
 
 grpc::ServerUnaryReactor* FineTuningService::CreateJob(grpc::CallbackServerContext* ctx,
                                                        const v1::CreateJobRequest* req, v1::Job* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "FineTuning/CreateJob", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   Mutation m{"job.create", req->tenant_id(), "tenant/" + req->tenant_id()};
   absl::StatusOr<storage::Principal> p = AuthorizeTenantMutation(env_, *ctx, storage::kScopeFineTune, m);
@@ -186,6 +189,9 @@ grpc::ServerUnaryReactor* FineTuningService::CreateJob(grpc::CallbackServerConte
 
 grpc::ServerUnaryReactor* FineTuningService::GetJob(grpc::CallbackServerContext* ctx,
                                                     const v1::GetJobRequest* req, v1::Job* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "FineTuning/GetJob", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
@@ -202,6 +208,9 @@ grpc::ServerUnaryReactor* FineTuningService::GetJob(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* FineTuningService::ListJobs(grpc::CallbackServerContext* ctx,
                                                       const v1::ListJobsRequest* req,
                                                       v1::ListJobsResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "FineTuning/ListJobs", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env_.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
@@ -213,6 +222,9 @@ grpc::ServerUnaryReactor* FineTuningService::ListJobs(grpc::CallbackServerContex
 
 grpc::ServerUnaryReactor* FineTuningService::CancelJob(grpc::CallbackServerContext* ctx,
                                                        const v1::CancelJobRequest* req, v1::Job* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "FineTuning/CancelJob", absl::Now(), bad);
+  }
   absl::Time start = absl::Now();
   auto run = [&]() -> absl::Status {
     Mutation m{"job.cancel", req->tenant_id(), "job/" + req->job_id()};
@@ -227,6 +239,9 @@ grpc::ServerUnaryReactor* FineTuningService::CancelJob(grpc::CallbackServerConte
 
 grpc::ServerWriteReactor<v1::JobEvent>* FineTuningService::WatchJob(grpc::CallbackServerContext* ctx,
                                                                     const v1::WatchJobRequest* req) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return new ThreadedWriter<v1::JobEvent>(env_, "FineTuning/WatchJob", [bad](ThreadedWriter<v1::JobEvent>*) { return bad; });
+  }
   const ServiceEnv& env = env_;
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::JobEvent>(

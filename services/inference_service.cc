@@ -150,6 +150,9 @@ void RecordGeneration(const ServiceEnv& env, const std::string& tenant, const Ge
 grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* ctx,
                                                      const v1::GenerateRequest* req,
                                                      v1::GenerateResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Inference/Generate", absl::Now(), bad);
+  }
   const ServiceEnv& env = env_;
   return RunOnPool(env_, ctx, "Inference/Generate", [&env, ctx, req, resp]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
@@ -176,6 +179,9 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
 
 grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return new ThreadedWriter<v1::GenerateChunk>(env_, "Inference/GenerateStream", [bad](ThreadedWriter<v1::GenerateChunk>*) { return bad; });
+  }
   const ServiceEnv& env = env_;
   return new ThreadedWriter<v1::GenerateChunk>(
       env_, "Inference/GenerateStream",
@@ -222,6 +228,9 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
 
 grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* ctx,
                                                   const v1::ScoreRequest* req, v1::ScoreResponse* resp) {
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
+    return FinishUnary(env_, ctx, "Inference/Score", absl::Now(), bad);
+  }
   const ServiceEnv& env = env_;
   return RunOnPool(env_, ctx, "Inference/Score", [&env, ctx, req, resp]() -> absl::Status {
     absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);

@@ -5,6 +5,9 @@
 #pragma once
 
 #include "services/service_env.h"
+// First: the callback handlers this service's base class instantiates parse requests through
+// proto/request_parse.h (invalid UTF-8 -> INVALID_ARGUMENT naming the field, not UNIMPLEMENTED).
+#include "tessera/v1/request_traits.h"
 #include "tessera/v1/inference.grpc.pb.h"
 
 namespace tessera::services {

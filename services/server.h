@@ -112,6 +112,8 @@ class TesseraServer {
   const BootstrapInfo& bootstrap() const { return bootstrap_; }
   // What is served (the engine's view once it is built: dtype, context, tokenizer; else the config's).
   const BackboneInfo& backbone() const { return env_.backbone; }
+  // What the handlers share (the HTTP fuzz target serves requests over it without a listener).
+  const ServiceEnv& env() const { return env_; }
   storage::Registry& registry() { return *registry_; }
   Metrics& metrics() { return metrics_; }
   // Null when the server has no engine (nothing to keep in step).

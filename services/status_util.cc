@@ -1,5 +1,9 @@
 #include "services/status_util.h"
 
+#include <limits>
+
+#include "proto/request_parse.h"
+
 namespace tessera::services {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -15,6 +19,12 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
+absl::Status RequestUtf8Status(const google::protobuf::Message& request) {
+  std::string path = proto::Utf8ErrorPath(request);
+  if (path.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(path + ": must be valid UTF-8");
+}
+
 void SetTimestamp(int64_t unix_micros, google::protobuf::Timestamp* out) {
   if (unix_micros == 0) {
     out->Clear();
@@ -25,6 +35,10 @@ void SetTimestamp(int64_t unix_micros, google::protobuf::Timestamp* out) {
 }
 
 int64_t TimestampMicros(const google::protobuf::Timestamp& ts) {
+  // Saturates: a client's Timestamp may hold any int64 seconds (the product would overflow).
+  constexpr int64_t kMaxSeconds = std::numeric_limits<int64_t>::max() / 1000000 - 1;
+  if (ts.seconds() > kMaxSeconds) return std::numeric_limits<int64_t>::max();
+  if (ts.seconds() < -kMaxSeconds) return std::numeric_limits<int64_t>::min();
   return ts.seconds() * 1000000 + ts.nanos() / 1000;
 }
 

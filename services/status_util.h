@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "google/protobuf/message.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "grpcpp/support/status.h"
 
@@ -12,6 +13,11 @@ namespace tessera::services {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// INVALID_ARGUMENT "<field>: must be valid UTF-8" when gRPC parsed `request` with invalid UTF-8 in a
+// string field (proto/request_parse.h: the text was sanitized, so the request must not be acted on);
+// OK otherwise. Every handler checks it before anything else.
+absl::Status RequestUtf8Status(const google::protobuf::Message& request);
 
 // 0 ("not set" in storage) leaves the timestamp cleared.
 void SetTimestamp(int64_t unix_micros, google::protobuf::Timestamp* out);

@@ -43,6 +43,9 @@ struct Expr {
   // kCall/kFilter/kTest: f(..., *star_args, **star_kwargs) (either may be null).
   std::unique_ptr<Expr> star_args;
   std::unique_ptr<Expr> star_kwargs;
+  // 1 + the tallest child: the parser keeps it below its limit, so evaluating or freeing any expression
+  // recurses boundedly whatever the template ("((((..." 100k deep overflowed the stack before).
+  int height = 1;
 };
 using ExprPtr = std::unique_ptr<Expr>;
 

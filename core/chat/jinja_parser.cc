@@ -1,6 +1,7 @@
 // Recursive-descent parser of chat templates; grammar and refusals in jinja_parser.h.
 #include "core/chat/jinja_parser.h"
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -13,6 +14,11 @@
 namespace tessera::chat::jinja {
 namespace {
 
+// Templates never come near these (transformers' run under Python's recursion limit of 1000 frames);
+// they bound the recursion of parsing, evaluating and freeing a template on an 8 MB stack.
+constexpr int kMaxParseDepth = 400;  // guarded frames: about 4 per level of parentheses
+constexpr int kMaxExprHeight = 200;
+
 class Parser {
  public:
   explicit Parser(std::vector<Token> tokens) : t_(std::move(tokens)) {}
@@ -21,6 +27,9 @@ class Parser {
     auto program = std::make_unique<Program>();
     std::string end;
     RETURN_IF_ERROR(ParseBody({}, &program->body, &end));
+    if (too_tall_line_ > 0) {
+      return Error(too_tall_line_, absl::StrCat("expression nested too deeply (more than ", kMaxExprHeight, " levels)"));
+    }
     for (const auto& [name, line] : called_) {
       if (IsSupportedGlobal(name) || defined_.count(name)) continue;
       if (name == "caller") continue;  // bound inside macros called from {% call %}; else Undefined
@@ -87,6 +96,28 @@ class Parser {
     return e;
   }
 
+  // Appends `child` to parent->children, keeping every expression below kMaxExprHeight: a taller child
+  // is replaced by a literal and remembered (Run fails), so no tree built here recurses deeply when it
+  // is evaluated or freed, even after an error part-way ("1+1+...+1 +").
+  void Attach(Expr* parent, ExprPtr child) {
+    if (child && child->height >= kMaxExprHeight) {
+      if (too_tall_line_ == 0) too_tall_line_ = std::max(1, parent->line);
+      child = Node(ExprKind::kLiteral, parent->line);
+    }
+    if (child) parent->height = std::max(parent->height, child->height + 1);
+    parent->children.push_back(std::move(child));
+  }
+
+  // Bounds the parser's own recursion (nested parentheses, "not not ...", "- - ...", nested blocks).
+  struct DepthGuard {
+    explicit DepthGuard(int* depth) : depth(depth) { ++*depth; }
+    ~DepthGuard() { --*depth; }
+    int* depth;
+  };
+  absl::Status TooDeep() const {
+    return ErrorHere(absl::StrCat("template nested too deeply (more than ", kMaxParseDepth, " levels)"));
+  }
+
   // Parses statements until one of `ends` (a tag name) opens a block tag; consumes that tag's name and
   // stores it in *end (the caller parses the rest of that tag). With no ends, runs to the end of input.
   absl::Status ParseBody(const std::vector<std::string>& ends, Body* body, std::string* end) {
@@ -133,6 +164,8 @@ class Parser {
   }
 
   absl::StatusOr<std::unique_ptr<Stmt>> ParseStatement(const std::vector<std::string>& enclosing_ends) {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxParseDepth) return TooDeep();
     const Token& tok = Cur();
     std::string tag = tok.text;
     int line = tok.line;
@@ -312,21 +345,25 @@ class Parser {
     ASSIGN_OR_RETURN(ExprPtr first, ParseExpression(with_condexpr));
     if (!IsOp(",")) return first;
     auto tuple = Node(ExprKind::kTuple, line);
-    tuple->children.push_back(std::move(first));
+    Attach(tuple.get(), std::move(first));
     while (SkipOp(",")) {
       if (Cur().type == Tok::kBlockEnd || Cur().type == Tok::kVarEnd || IsName("if")) break;
       ASSIGN_OR_RETURN(ExprPtr e, ParseExpression(with_condexpr));
-      tuple->children.push_back(std::move(e));
+      Attach(tuple.get(), std::move(e));
     }
     return tuple;
   }
 
   absl::StatusOr<ExprPtr> ParseExpression(bool with_condexpr) {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxParseDepth) return TooDeep();
     if (with_condexpr) return ParseCondExpr();
     return ParseOr();
   }
 
   absl::StatusOr<ExprPtr> ParseCondExpr() {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxParseDepth) return TooDeep();
     int line = Cur().line;
     ASSIGN_OR_RETURN(ExprPtr expr, ParseOr());
     while (SkipName("if")) {
@@ -336,9 +373,9 @@ class Parser {
         ASSIGN_OR_RETURN(else_expr, ParseCondExpr());
       }
       auto node = Node(ExprKind::kCond, line);
-      node->children.push_back(std::move(expr));
-      node->children.push_back(std::move(cond));
-      node->children.push_back(std::move(else_expr));
+      Attach(node.get(), std::move(expr));
+      Attach(node.get(), std::move(cond));
+      Attach(node.get(), std::move(else_expr));
       expr = std::move(node);
     }
     return expr;
@@ -347,8 +384,8 @@ class Parser {
   ExprPtr Binary(std::string op, ExprPtr l, ExprPtr r, int line) {
     auto node = Node(ExprKind::kBinary, line);
     node->name = std::move(op);
-    node->children.push_back(std::move(l));
-    node->children.push_back(std::move(r));
+    Attach(node.get(), std::move(l));
+    Attach(node.get(), std::move(r));
     return node;
   }
 
@@ -375,13 +412,15 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParseNot() {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxParseDepth) return TooDeep();
     if (IsName("not")) {
       int line = Cur().line;
       ++pos_;
       ASSIGN_OR_RETURN(ExprPtr operand, ParseNot());
       auto node = Node(ExprKind::kUnary, line);
       node->name = "not";
-      node->children.push_back(std::move(operand));
+      Attach(node.get(), std::move(operand));
       return node;
     }
     return ParseCompare();
@@ -408,11 +447,11 @@ class Parser {
       }
       if (!node) {
         node = Node(ExprKind::kCompare, line);
-        node->children.push_back(std::move(expr));
+        Attach(node.get(), std::move(expr));
       }
       ASSIGN_OR_RETURN(ExprPtr rhs, ParseMath1());
       node->ops.push_back(op);
-      node->children.push_back(std::move(rhs));
+      Attach(node.get(), std::move(rhs));
     }
     if (node) return node;
     return expr;
@@ -465,13 +504,15 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxParseDepth) return TooDeep();
     ExprPtr node;
     if (IsOp("-") || IsOp("+")) {
       auto u = Node(ExprKind::kUnary, Cur().line);
       u->name = Cur().text;
       ++pos_;
       ASSIGN_OR_RETURN(ExprPtr operand, ParseUnary(false));
-      u->children.push_back(std::move(operand));
+      Attach(u.get(), std::move(operand));
       node = std::move(u);
     } else {
       ASSIGN_OR_RETURN(node, ParsePrimary());
@@ -533,11 +574,11 @@ class Parser {
           ASSIGN_OR_RETURN(ExprPtr first, ParseExpression(true));
           if (SkipOp(")")) return first;
           auto tuple = Node(ExprKind::kTuple, line);
-          tuple->children.push_back(std::move(first));
+          Attach(tuple.get(), std::move(first));
           while (SkipOp(",")) {
             if (IsOp(")")) break;
             ASSIGN_OR_RETURN(ExprPtr e, ParseExpression(true));
-            tuple->children.push_back(std::move(e));
+            Attach(tuple.get(), std::move(e));
           }
           RETURN_IF_ERROR(ExpectOp(")"));
           return tuple;
@@ -549,7 +590,7 @@ class Parser {
             if (!list->children.empty()) RETURN_IF_ERROR(ExpectOp(","));
             if (IsOp("]")) break;
             ASSIGN_OR_RETURN(ExprPtr e, ParseExpression(true));
-            list->children.push_back(std::move(e));
+            Attach(list.get(), std::move(e));
           }
           ++pos_;
           return list;
@@ -563,8 +604,8 @@ class Parser {
             ASSIGN_OR_RETURN(ExprPtr k, ParseExpression(true));
             RETURN_IF_ERROR(ExpectOp(":"));
             ASSIGN_OR_RETURN(ExprPtr v, ParseExpression(true));
-            dict->children.push_back(std::move(k));
-            dict->children.push_back(std::move(v));
+            Attach(dict.get(), std::move(k));
+            Attach(dict.get(), std::move(v));
           }
           ++pos_;
           return dict;
@@ -586,15 +627,15 @@ class Parser {
           auto idx = Node(ExprKind::kLiteral, line);
           idx->literal = Value::Int(Cur().ival);
           ++pos_;
-          item->children.push_back(std::move(node));
-          item->children.push_back(std::move(idx));
+          Attach(item.get(), std::move(node));
+          Attach(item.get(), std::move(idx));
           node = std::move(item);
           continue;
         }
         ASSIGN_OR_RETURN(std::string name, ExpectName());
         auto attr = Node(ExprKind::kAttr, line);
         attr->name = name;
-        attr->children.push_back(std::move(node));
+        Attach(attr.get(), std::move(node));
         node = std::move(attr);
       } else if (IsOp("[")) {
         ASSIGN_OR_RETURN(node, ParseSubscript(std::move(node)));
@@ -626,13 +667,13 @@ class Parser {
     if (!is_slice) {
       if (!parts[0]) return Error(line, "empty subscript");
       auto item = Node(ExprKind::kItem, line);
-      item->children.push_back(std::move(obj));
-      item->children.push_back(std::move(parts[0]));
+      Attach(item.get(), std::move(obj));
+      Attach(item.get(), std::move(parts[0]));
       return item;
     }
     auto slice = Node(ExprKind::kSlice, line);
-    slice->children.push_back(std::move(obj));
-    for (auto& p : parts) slice->children.push_back(std::move(p));
+    Attach(slice.get(), std::move(obj));
+    for (auto& p : parts) Attach(slice.get(), std::move(p));
     return slice;
   }
 
@@ -665,7 +706,7 @@ class Parser {
       } else {
         if (!node->kwargs.empty()) return ErrorHere("positional argument after keyword argument");
         ASSIGN_OR_RETURN(ExprPtr v, ParseExpression(true));
-        node->children.push_back(std::move(v));
+        Attach(node, std::move(v));
       }
     }
     ++pos_;
@@ -685,7 +726,7 @@ class Parser {
       called_.emplace_back(callee->name, line);
     }
     auto call = Node(ExprKind::kCall, line);
-    call->children.push_back(std::move(callee));
+    Attach(call.get(), std::move(callee));
     RETURN_IF_ERROR(ParseCallArgs(call.get()));
     return call;
   }
@@ -704,7 +745,7 @@ class Parser {
         if (!IsSupportedFilter(name)) return Error(line, absl::StrCat("unsupported filter '", name, "'"));
         auto f = Node(ExprKind::kFilter, line);
         f->name = name;
-        f->children.push_back(std::move(node));
+        Attach(f.get(), std::move(node));
         if (IsOp("(")) RETURN_IF_ERROR(ParseCallArgs(f.get()));
         RETURN_IF_ERROR(CheckFilterNameArgs(*f));
         node = std::move(f);
@@ -716,7 +757,7 @@ class Parser {
         ASSIGN_OR_RETURN(std::string name, ExpectName());
         if (!IsSupportedTest(name)) return Error(line, absl::StrCat("unsupported test '", name, "'"));
         t->name = name;
-        t->children.push_back(std::move(node));
+        Attach(t.get(), std::move(node));
         if (IsOp("(")) {
           RETURN_IF_ERROR(ParseCallArgs(t.get()));
         } else if ((Cur().type == Tok::kName || Cur().type == Tok::kString || Cur().type == Tok::kInt ||
@@ -725,7 +766,7 @@ class Parser {
           if (IsName("is")) return ErrorHere("cannot chain tests with 'is'");
           ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());
           ASSIGN_OR_RETURN(arg, ParsePostfix(std::move(arg)));
-          t->children.push_back(std::move(arg));
+          Attach(t.get(), std::move(arg));
         }
         node = std::move(t);
       } else if (IsOp("(")) {
@@ -774,6 +815,8 @@ class Parser {
   size_t pos_ = 0;
   int loop_depth_ = 0;
   int macro_depth_ = 0;
+  int depth_ = 0;          // DepthGuard
+  int too_tall_line_ = 0;  // Attach: the line of the first expression over kMaxExprHeight
   bool current_macro_uses_caller_ = false;
   std::set<std::string> defined_;
   std::vector<std::pair<std::string, int>> called_;

@@ -39,10 +39,14 @@ absl::StatusOr<TokenizedExample> ParseLine(std::string_view line, int64_t line_n
   json obj;
   try {
     obj = json::parse(line.begin(), line.end());
-  } catch (const json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 5: ...".
+  } catch (const json::exception& e) {
+    // Any parser exception, not only parse_error: a number beyond double ("-1e999") throws out_of_range
+    // (it escaped here and terminated the server on an upload). e.what() is
+    // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." or
+    // "[json.exception.out_of_range.406] number overflow parsing '-1e999'".
     std::string what = e.what();
     size_t pos = what.find("column");
+    if (pos == std::string::npos && what.find("] ") != std::string::npos) pos = what.find("] ") + 2;
     return LineError(line_no, absl::StrCat("invalid JSON (", pos == std::string::npos ? what
                                                                                        : what.substr(pos),
                                            ")"));

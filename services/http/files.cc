@@ -33,7 +33,8 @@ absl::Status Upload(Call& call) {
     if (c < 0x20 || c == 0x7f) return FieldError("file", "filename: control characters are not allowed");
   }
   if (static_cast<int64_t>(file.content.size()) > call.env.max_dataset_bytes) {
-    return absl::ResourceExhaustedError(
+    // A 400 (OUT_OF_RANGE), not a 429: no retry of the same file can succeed.
+    return absl::OutOfRangeError(
         absl::StrCat("file: exceeds the server's size limit of ", call.env.max_dataset_bytes, " bytes"));
   }
   absl::StatusOr<storage::Dataset> d = StoreDataset(call.env, *tenant, name, "jsonl", file.content, Actor(call.principal));

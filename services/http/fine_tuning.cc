@@ -163,7 +163,10 @@ absl::Status Create(Call& call) {
     if (!spec.ok()) return spec.status();
     if (*epochs) {
       h->set_batch_size(static_cast<int32_t>(spec->batch_size));
-      int64_t steps = (**epochs * d->num_examples + spec->batch_size - 1) / spec->batch_size;
+      // More epochs than kMaxSteps cannot change the clamped result (each epoch is >= 1 step); capping
+      // first keeps the product far from overflow for any n_epochs a client sends.
+      int64_t epochs_capped = std::min<int64_t>(**epochs, kMaxSteps);
+      int64_t steps = (epochs_capped * d->num_examples + spec->batch_size - 1) / spec->batch_size;
       h->set_max_steps(std::clamp<int64_t>(steps, 1, kMaxSteps));
     }
     if (*lr_mult) h->set_learning_rate(std::min(1.0, **lr_mult * spec->learning_rate));

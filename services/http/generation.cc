@@ -1,5 +1,6 @@
 #include "services/http/generation.h"
 
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -101,7 +102,9 @@ absl::StatusOr<CompletionRequest> ReadCompletionRequest(const Call& call, const 
 
   absl::StatusOr<std::optional<int64_t>> top_k = GetInt(body, "top_k");
   if (!top_k.ok()) return top_k.status();
-  if (top_k->value_or(0) < 0) return FieldError("top_k", absl::StrCat("must be >= 0, got ", **top_k));
+  if (top_k->value_or(0) < 0 || top_k->value_or(0) > std::numeric_limits<int32_t>::max()) {
+    return FieldError("top_k", absl::StrCat("must be in [0, 2^31 - 1] (0 = no top-k cut), got ", **top_k));
+  }
   p.top_k = static_cast<int>(top_k->value_or(0));
 
   absl::StatusOr<std::optional<int64_t>> seed = GetInt(body, "seed");

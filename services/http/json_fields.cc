@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+#include "core/util/utf8_sanitize.h"
 #include "services/http/errors.h"
 
 namespace tessera::services::http {
@@ -33,9 +35,44 @@ const char* JsonTypeName(const Json& v) {
   }
 }
 
+namespace {
+
+constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
+
+// The path ("messages[0].content", or a key's path + " (key)") of the first string in document order
+// that holds U+FFFD, or "".
+std::string FirstReplaced(const nlohmann::ordered_json& j, const std::string& path) {
+  if (j.is_string()) return j.get_ref<const std::string&>().find(kReplacement) != std::string::npos ? path : "";
+  if (j.is_array()) {
+    for (size_t i = 0; i < j.size(); ++i) {
+      std::string p = FirstReplaced(j[i], absl::StrCat(path, "[", i, "]"));
+      if (!p.empty()) return p;
+    }
+  }
+  if (j.is_object()) {
+    for (const auto& [key, value] : j.items()) {
+      std::string child = path.empty() ? key : absl::StrCat(path, ".", key);
+      if (key.find(kReplacement) != std::string::npos) return child;
+      std::string p = FirstReplaced(value, child);
+      if (!p.empty()) return p;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 absl::StatusOr<Json> ParseObject(const std::string& body) {
   Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
+    // JSON text is UTF-8: a body that is JSON once its invalid bytes are replaced gets an error naming the
+    // field that held them (exact when the body had no U+FFFD of its own).
+    std::string sanitized = Utf8Sanitize(body);
+    if (sanitized != body && body.find(kReplacement) == std::string::npos) {
+      nlohmann::ordered_json fixed = nlohmann::ordered_json::parse(sanitized, nullptr, /*allow_exceptions=*/false);
+      std::string path = fixed.is_discarded() ? "" : FirstReplaced(fixed, "");
+      if (!path.empty()) return FieldError(path, "must be valid UTF-8");
+    }
     return absl::InvalidArgumentError(
         "We could not parse the JSON body of your request. The body must be a JSON object.");
   }

@@ -14,6 +14,31 @@
 
 namespace tessera::services::http {
 
+void ConfigureRoutes(httplib::Server& svr, const ServiceEnv* env) {
+  svr.set_payload_max_length(static_cast<size_t>(env->max_dataset_bytes) + (1 << 20));
+  // Unknown routes: OpenAI's error object rather than httplib's empty 404.
+  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    absl::Status st = res.status == 404
+                          ? absl::NotFoundError(absl::StrCat("Unknown request URL: ", req.method, " ", req.path))
+                          : absl::Status(res.status == 413 ? absl::StatusCode::kResourceExhausted
+                                                           : absl::StatusCode::kInvalidArgument,
+                                         absl::StrCat("HTTP ", res.status, " for ", req.method, " ", req.path));
+    int code = res.status;
+    SendError(res, st);
+    res.status = code;
+  });
+
+  Router router(&svr, env);
+  RegisterModels(router);
+  RegisterCompletions(router);
+  RegisterChat(router);
+  RegisterFiles(router);
+  RegisterFineTuning(router);
+  RegisterConsoleApi(router);
+  RegisterConsolePage(router);
+}
+
 absl::StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const HttpOptions& options,
                                                                    const ServiceEnv* env) {
   size_t colon = options.listen.rfind(':');
@@ -47,34 +72,13 @@ absl::StatusOr<std::unique_ptr<HttpApiServer>> HttpApiServer::Start(const HttpOp
   httplib::Server& svr = *s->server_;
   int threads = options.threads;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  svr.set_payload_max_length(static_cast<size_t>(env->max_dataset_bytes) + (1 << 20));
   svr.set_keep_alive_timeout(5);
   // Headers and body leave in separate writes: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms
   // per keep-alive request (wrk: ~500 -> see RESULTS.md).
   svr.set_tcp_nodelay(true);
   svr.set_read_timeout(30);
   svr.set_write_timeout(30);
-  // Unknown routes: OpenAI's error object rather than httplib's empty 404.
-  svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    absl::Status st = res.status == 404
-                          ? absl::NotFoundError(absl::StrCat("Unknown request URL: ", req.method, " ", req.path))
-                          : absl::Status(res.status == 413 ? absl::StatusCode::kResourceExhausted
-                                                           : absl::StatusCode::kInvalidArgument,
-                                         absl::StrCat("HTTP ", res.status, " for ", req.method, " ", req.path));
-    int code = res.status;
-    SendError(res, st);
-    res.status = code;
-  });
-
-  Router router(&svr, env);
-  RegisterModels(router);
-  RegisterCompletions(router);
-  RegisterChat(router);
-  RegisterFiles(router);
-  RegisterFineTuning(router);
-  RegisterConsoleApi(router);
-  RegisterConsolePage(router);
+  ConfigureRoutes(svr, env);
 
   if (port == 0) {
     s->port_ = svr.bind_to_any_port(host);

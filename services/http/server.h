@@ -39,6 +39,11 @@ struct HttpOptions {
   int threads = 32;
 };
 
+// Everything a request meets below the socket: the payload limit, the error handler (OpenAI's error
+// object for unknown routes and httplib's own refusals) and every route. Start uses it; the HTTP fuzz
+// target (ops/fuzz/http_fuzz.cc) feeds requests through it without a socket.
+void ConfigureRoutes(httplib::Server& svr, const ServiceEnv* env);
+
 class HttpApiServer {
  public:
   static absl::StatusOr<std::unique_ptr<HttpApiServer>> Start(const HttpOptions& options, const ServiceEnv* env);

@@ -187,6 +187,34 @@ TEST(JinjaRenderTest, MacroRecursionIsBounded) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+// Found probing the chat-template fuzz target with deep inputs: 100k nested parentheses overflowed the
+// stack in the recursive parser. Nesting and expression height are bounded at parse time (so evaluation
+// and freeing are too), with an error naming the line; ordinary depth still renders.
+TEST(JinjaParseTest, DeepNestingIsRefusedNotAStackOverflow) {
+  const int n = 100000;
+  std::string nots, chain, blocks_open, blocks_close;
+  for (int i = 0; i < n; ++i) {
+    nots += "not ";
+    chain += "1+";
+    blocks_open += "{% if true %}";
+    blocks_close += "{% endif %}";
+  }
+  for (const std::string& src :
+       {"{{ " + std::string(n, '(') + "1" + std::string(n, ')') + " }}", "{{ " + std::string(n, '[') + std::string(n, ']') + " }}",
+        "{{ " + nots + "1 }}", "{{ " + std::string(n, '-') + "1 }}", "{{ " + chain + "1 }}", "{{ " + chain + " }}",
+        blocks_open + blocks_close, "{{ x" + std::string(n / 5, '|') + " }}"}) {
+    absl::StatusOr<std::unique_ptr<ChatTemplate>> t = ChatTemplate::Create(src);
+    ASSERT_FALSE(t.ok()) << src.substr(0, 40);
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr("line 1: ")) << t.status();
+  }
+  EXPECT_THAT(std::string(ChatTemplate::Create("{{ " + chain + "1 }}").status().message()),
+              HasSubstr("nested too deeply"));
+  auto ok = RenderWith("{{ " + std::string(40, '(') + "1 + 2" + std::string(40, ')') + " }}", {});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, "3");
+}
+
 TEST(JinjaRenderTest, IntegerOverflowIsRefusedNotWrapped) {
   for (const char* src : {"{{ 2 ** 70 }}", "{{ 9223372036854775807 + 1 }}", "{{ 4294967296 * 4294967296 }}"}) {
     auto out = RenderWith(src, {});

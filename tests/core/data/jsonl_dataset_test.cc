@@ -2,6 +2,7 @@
 
 #include "core/tokenizer/byte_tokenizer.h"
 #include "core/tokenizer/hf_tokenizer.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace tessera::data {
@@ -59,6 +60,19 @@ TEST(JsonlDatasetTest, ErrorsNameTheLineAndTheReason) {
   ExpectLineError("{\"prompt\":\"a\",\"completion\":\"\"}", 1, "\"completion\" is empty");
   ExpectLineError("{\"text\":\"a\"} trailing", 1, "invalid JSON");
   ExpectLineError(std::string("{\"text\":\"\xff\xfe\"}"), 1, "invalid JSON");  // not UTF-8
+}
+
+// Found by tests/services/malformed_input_test (an upload with "weight": -1e999): nlohmann throws
+// out_of_range, not parse_error, for a number beyond double, and it escaped the parser and terminated
+// the server. Now a line error like any invalid JSON.
+TEST(JsonlDatasetTest, NumberOverflowIsALineErrorNotAnException) {
+  for (const char* line : {"{\"text\": \"a\", \"weight\": -1e999}\n", "{\"text\": 1e400}\n",
+                           "{\"prompt\": \"a\", \"completion\": \"b\"}\n[1e999]\n"}) {
+    absl::StatusOr<ParsedDataset> ds = ParseJsonlDataset(line, kTok);
+    ASSERT_FALSE(ds.ok()) << line;
+    EXPECT_EQ(ds.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(ds.status().message()), ::testing::HasSubstr("invalid JSON (number overflow")) << line;
+  }
 }
 
 TEST(JsonlDatasetTest, Limits) {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets of ops/fuzz/ with clang-14 (ASan + UBSan, UB aborts) into build-fuzz/ (only
+# the libraries they need; no CUDA) and runs each for TESSERA_FUZZ_SECONDS (default 15) from its
+# committed seed corpus (ops/fuzz/corpus/<target>/, read-only: new inputs go to build-fuzz/corpus/) with
+# its dictionary (ops/fuzz/dicts/<target>.dict) when there is one. Exits non-zero when a target finds a
+# crash, leak, UB or timeout; the input is left in build-fuzz/artifacts/ (add it as a regression test).
+# Usage: ops/fuzz.sh [target...]   (default: every target). TESSERA_FUZZ_BUILD_ONLY=1 only builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${TESSERA_FUZZ_BUILD_DIR:-build-fuzz}
+JOBS=${TESSERA_JOBS:-$(nproc)}
+SECONDS_EACH=${TESSERA_FUZZ_SECONDS:-15}
+export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
+TARGETS=(safetensors_fuzz config_fuzz tokenizer_fuzz jsonl_fuzz chat_template_fuzz http_fuzz grpc_fuzz)
+(($# > 0)) && TARGETS=("$@")
+
+GEN=()
+command -v ninja >/dev/null && [[ ! -f "$BUILD_DIR/CMakeCache.txt" || -f "$BUILD_DIR/build.ninja" ]] && GEN=(-G Ninja)
+cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
+  -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
+  -DTESSERA_FUZZ=ON -DTESSERA_ENABLE_CUDA=OFF >/dev/null
+cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}"
+[[ "${TESSERA_FUZZ_BUILD_ONLY:-0}" == 1 ]] && exit 0
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+mkdir -p "$BUILD_DIR/artifacts"
+failed=()
+for t in "${TARGETS[@]}"; do
+  work="$BUILD_DIR/corpus/$t"
+  mkdir -p "$work"
+  args=(-max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=3072 -max_len=65536 -print_final_stats=1
+        -artifact_prefix="$BUILD_DIR/artifacts/$t-")
+  [[ -f ops/fuzz/dicts/$t.dict ]] && args+=(-dict=ops/fuzz/dicts/$t.dict)
+  log="$BUILD_DIR/$t.log"
+  if "$BUILD_DIR/ops/fuzz/$t" "${args[@]}" "$work" "ops/fuzz/corpus/$t" >"$log" 2>&1; then
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
+    echo "fuzz: $t ok: ${SECONDS_EACH}s, $execs executions, $cov"
+  else
+    echo "fuzz: $t FAILED (log: $log, input: $BUILD_DIR/artifacts/$t-*)"
+    tail -40 "$log"
+    failed+=("$t")
+  fi
+done
+((${#failed[@]} == 0)) || { echo "fuzz: failures: ${failed[*]}"; exit 1; }
