@@ -180,7 +180,7 @@ grpc::ServerUnaryReactor* AdminService::DeleteTenant(grpc::CallbackServerContext
   }
   const ServiceEnv& env = env_;
   // May wait for a cancelled job to stop: off the callback threads.
-  return RunOnPool(env_, ctx, "Admin/DeleteTenant", [&env, ctx, req, resp]() -> absl::Status {
+  return RunOnControlPool(env_, ctx, "Admin/DeleteTenant", [&env, ctx, req, resp]() -> absl::Status {
     Mutation m{"tenant.delete", req->tenant_id(), "tenant/" + req->tenant_id()};
     absl::StatusOr<storage::Principal> p = AuthorizeAdminMutation(env, *ctx, m);
     if (!p.ok()) return p.status();
@@ -317,7 +317,7 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* ctx
   }
   const ServiceEnv& env = env_;
   // Waits for the runtime to load the version: off the callback threads.
-  return RunOnPool(env_, ctx, "Admin/Promote", [&env, ctx, req, resp]() -> absl::Status {
+  return RunOnControlPool(env_, ctx, "Admin/Promote", [&env, ctx, req, resp]() -> absl::Status {
     Mutation m{"version.promote", req->tenant_id(), absl::StrCat("tenant/", req->tenant_id(), "/version/", req->version())};
     absl::StatusOr<storage::Principal> p = AuthorizeAdminMutation(env, *ctx, m);
     if (!p.ok()) return p.status();
@@ -342,7 +342,7 @@ grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* ct
     return FinishUnary(env_, ctx, "Admin/Rollback", absl::Now(), bad);
   }
   const ServiceEnv& env = env_;
-  return RunOnPool(env_, ctx, "Admin/Rollback", [&env, ctx, req, resp]() -> absl::Status {
+  return RunOnControlPool(env_, ctx, "Admin/Rollback", [&env, ctx, req, resp]() -> absl::Status {
     Mutation m{"version.rollback", req->tenant_id(), "tenant/" + req->tenant_id()};
     absl::StatusOr<storage::Principal> p = AuthorizeAdminMutation(env, *ctx, m);
     if (!p.ok()) return p.status();
@@ -414,6 +414,19 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
       pc->set_evictions(es.prefix_cache_evictions);
       pc->set_lookups(es.prefix_cache_lookups);
       pc->set_hit_lookups(es.prefix_cache_hit_lookups);
+      auto& pending = *resp->mutable_inference_pending_by_tenant();
+      for (const auto& [tenant, n] : es.pending_by_tenant) pending[tenant] += n;
+    }
+    if (env_.pool != nullptr) {
+      auto& pending = *resp->mutable_inference_pending_by_tenant();
+      for (const auto& [tenant, n] : env_.pool->Waiting()) {
+        if (!tenant.empty()) pending[tenant] += n;
+      }
+    }
+    if (env_.streams != nullptr) {
+      StreamCounts sc = env_.streams->Counts();
+      resp->set_open_streams(sc.total);
+      for (const auto& [tenant, n] : sc.by_tenant) (*resp->mutable_open_streams_by_tenant())[tenant] = n;
     }
     absl::StatusOr<int64_t> queued = env_.registry->CountJobs("", storage::JobState::kQueued);
     if (!queued.ok()) return queued.status();

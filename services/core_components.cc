@@ -148,6 +148,9 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       ro.kv_capacity_hint = plan->RaiseHint();
       ro.overlay_cache_bytes = options.expert_cache_bytes;
       ro.max_batch = options.max_batch;
+      ro.admission = options.admission;
+      ro.tenant_weights = options.tenant_weights;
+      ro.max_queue_per_tenant = static_cast<int>(options.max_queued_per_tenant);
       ro.always_collect_routing = true;  // per-tenant expert utilization metrics for every request
       ro.decode_routing = options.decode_routing == "device" ? MoeRouting::kOnDevice : MoeRouting::kHostPlan;
       ro.prefix_cache_bytes = options.prefix_cache_bytes;

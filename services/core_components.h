@@ -3,12 +3,14 @@
 // factories of the InferenceEngine (RuntimeEngine over core/runtime) and the JobRunner (CoreJobRunner).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "core/data/tokenized_example.h"
 #include "core/runtime/context_plan.h"
+#include "core/runtime/fair_queue.h"
 #include "services/server.h"
 #include "services/text_codec.h"
 
@@ -20,6 +22,10 @@ struct CoreOptions {
   std::string dtype = "auto";             // "auto" | "f32" | "bf16": the backbone's weight matrices
   int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
   int max_batch = 16;                     // sequences per decode step (continuous batching)
+  // Who gets a free batch slot (--admission, --tenant-weight, --max-queued-per-tenant; RuntimeOptions).
+  runtime::AdmissionPolicy admission = runtime::AdmissionPolicy::kFair;
+  std::map<std::string, int64_t> tenant_weights;
+  int64_t max_queued_per_tenant = 64;
   // Context sizing (runtime::PlanContext): positions per request = min(max_position_embeddings,
   // max_context when > 0, what fits max_batch caches in kv_memory_bytes).
   int64_t max_context = 0;                                        // --max-context (0: the model's)

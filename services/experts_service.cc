@@ -76,11 +76,19 @@ grpc::ServerWriteReactor<v1::ExportChunk>* ExpertsService::ExportVersion(grpc::C
     return new ThreadedWriter<v1::ExportChunk>(env_, "Experts/ExportVersion", [bad](ThreadedWriter<v1::ExportChunk>*) { return bad; });
   }
   const ServiceEnv& env = env_;
+  constexpr char kMethod[] = "Experts/ExportVersion";
+  // Authorized and counted against the stream limits before a thread is made for it.
+  absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
+  if (!p.ok()) return new RejectedWriter<v1::ExportChunk>(env, kMethod, p.status());
+  std::shared_ptr<StreamSlot> slot;
+  if (env.streams != nullptr) {
+    absl::StatusOr<StreamSlot> s = env.streams->Acquire(req->tenant_id(), "ExportVersion");
+    if (!s.ok()) return new RejectedWriter<v1::ExportChunk>(env, kMethod, s.status());
+    slot = std::make_shared<StreamSlot>(*std::move(s));
+  }
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::ExportChunk>(
-      env_, "Experts/ExportVersion", [&env, ctx, req](ThreadedWriter<v1::ExportChunk>* w) -> absl::Status {
-        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
-        if (!p.ok()) return p.status();
+      env_, kMethod, [&env, req, slot](ThreadedWriter<v1::ExportChunk>* w) -> absl::Status {
         if (env.exporter == nullptr) return absl::UnavailableError("this server cannot export versions");
         ExportRequest r;
         r.tenant_id = req->tenant_id();

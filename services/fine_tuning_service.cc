@@ -243,11 +243,19 @@ grpc::ServerWriteReactor<v1::JobEvent>* FineTuningService::WatchJob(grpc::Callba
     return new ThreadedWriter<v1::JobEvent>(env_, "FineTuning/WatchJob", [bad](ThreadedWriter<v1::JobEvent>*) { return bad; });
   }
   const ServiceEnv& env = env_;
+  constexpr char kMethod[] = "FineTuning/WatchJob";
+  // Authorized and counted against the stream limits before a thread is made for it.
+  absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
+  if (!p.ok()) return new RejectedWriter<v1::JobEvent>(env, kMethod, p.status());
+  std::shared_ptr<StreamSlot> slot;
+  if (env.streams != nullptr) {
+    absl::StatusOr<StreamSlot> s = env.streams->Acquire(req->tenant_id(), "WatchJob");
+    if (!s.ok()) return new RejectedWriter<v1::JobEvent>(env, kMethod, s.status());
+    slot = std::make_shared<StreamSlot>(*std::move(s));
+  }
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::JobEvent>(
-      env_, "FineTuning/WatchJob", [&env, ctx, req](ThreadedWriter<v1::JobEvent>* w) -> absl::Status {
-        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
-        if (!p.ok()) return p.status();
+      env_, kMethod, [&env, req, slot](ThreadedWriter<v1::JobEvent>* w) -> absl::Status {
         if (req->job_id().empty()) return absl::InvalidArgumentError("job_id is required");
         if (req->after_seq() < 0) {
           return absl::InvalidArgumentError(absl::StrCat("after_seq: must be >= 0, got ", req->after_seq()));

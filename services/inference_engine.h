@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "services/backbone_info.h"
 
 namespace tessera::services {
@@ -60,6 +62,10 @@ struct GenerateParams {
   bool logprobs = false;
   int top_logprobs = 0;
   std::function<void(std::vector<TokenLogprob>)> on_logprobs;
+  // The caller's client is gone / its deadline: polled while the request waits or decodes; either ends
+  // it (it leaves the batch, its KV cache is freed) with CANCELLED / DEADLINE_EXCEEDED.
+  std::function<bool()> cancelled;
+  absl::Time deadline = absl::InfiniteFuture();
 };
 
 enum class FinishReason { kLength, kStop, kEos };
@@ -101,6 +107,7 @@ struct EngineStatus {
   int64_t resident_bytes = 0;
   int64_t resident_bytes_limit = 0;
   int64_t pending_requests = 0;  // waiting for a batch slot
+  std::map<std::string, int64_t> pending_by_tenant;  // the same by tenant
   int64_t active_requests = 0;   // in the running batch
   double tokens_generated = 0;   // since start (for tokens/s)
   int64_t steps = 0;             // batched forward steps run

@@ -1,5 +1,6 @@
 #include "services/inference_service.h"
 
+#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -147,6 +148,19 @@ void RecordGeneration(const ServiceEnv& env, const std::string& tenant, const Ge
   }
 }
 
+namespace {
+
+// The deadline the client set (none: InfiniteFuture), for the runtime to stop at.
+absl::Time DeadlineOf(const grpc::CallbackServerContext& ctx) {
+  const std::chrono::system_clock::time_point d = ctx.deadline();
+  if (d >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+}  // namespace
+
+// Authorizes on the callback thread (a registry lookup, as the quick RPCs do) so that the work is queued
+// under the caller's real tenant, never under a tenant id it merely claims.
 grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext* ctx,
                                                      const v1::GenerateRequest* req,
                                                      v1::GenerateResponse* resp) {
@@ -154,14 +168,17 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     return FinishUnary(env_, ctx, "Inference/Generate", absl::Now(), bad);
   }
   const ServiceEnv& env = env_;
+  absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
+  if (!p.ok()) return FinishUnary(env, ctx, "Inference/Generate", absl::Now(), p.status());
   return RunOnPool(env_, ctx, "Inference/Generate", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
-    if (!p.ok()) return p.status();
     absl::StatusOr<GenerateParams> params = ParamsFromProto(env, *req);
     if (!params.ok()) return params.status();
     absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
     if (!version.ok()) return version.status();
     if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+    // A client that cancels or whose deadline passes stops the generation (it leaves the batch).
+    params->cancelled = [ctx] { return ctx->IsCancelled(); };
+    params->deadline = DeadlineOf(*ctx);
     absl::StatusOr<GenerateOutput> out = env.engine->Generate(
         req->tenant_id(), *version, *params, [ctx](std::string_view) { return !ctx->IsCancelled(); });
     if (!out.ok()) return out.status();
@@ -174,7 +191,7 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     LogprobsToProto(out->logprobs, resp->mutable_logprobs());
     RecordGeneration(env, req->tenant_id(), *out);
     return absl::OkStatus();
-  });
+  }, env.pool, req->tenant_id());
 }
 
 grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
@@ -183,11 +200,19 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
     return new ThreadedWriter<v1::GenerateChunk>(env_, "Inference/GenerateStream", [bad](ThreadedWriter<v1::GenerateChunk>*) { return bad; });
   }
   const ServiceEnv& env = env_;
+  constexpr char kMethod[] = "Inference/GenerateStream";
+  absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
+  if (!p.ok()) return new RejectedWriter<v1::GenerateChunk>(env, kMethod, p.status());
+  // Bounded before a thread is made for it (stream_limiter.h).
+  std::shared_ptr<StreamSlot> slot;
+  if (env.streams != nullptr) {
+    absl::StatusOr<StreamSlot> s = env.streams->Acquire(req->tenant_id(), "GenerateStream");
+    if (!s.ok()) return new RejectedWriter<v1::GenerateChunk>(env, kMethod, s.status());
+    slot = std::make_shared<StreamSlot>(*std::move(s));
+  }
   return new ThreadedWriter<v1::GenerateChunk>(
-      env_, "Inference/GenerateStream",
-      [&env, ctx, req](ThreadedWriter<v1::GenerateChunk>* w) -> absl::Status {
-        absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
-        if (!p.ok()) return p.status();
+      env_, kMethod,
+      [&env, ctx, req, slot](ThreadedWriter<v1::GenerateChunk>* w) -> absl::Status {
         absl::StatusOr<GenerateParams> params = ParamsFromProto(env, *req);
         if (!params.ok()) return params.status();
         absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
@@ -201,6 +226,8 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
             pending.insert(pending.end(), std::make_move_iterator(lp.begin()), std::make_move_iterator(lp.end()));
           };
         }
+        params->cancelled = [w] { return w->cancelled(); };
+        params->deadline = DeadlineOf(*ctx);
         // Deltas arrive before the engine knows the version only in name: it is fixed at admission, so
         // the final chunk's expert_version is the one that served every delta.
         absl::StatusOr<GenerateOutput> out = env.engine->Generate(
@@ -232,9 +259,9 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
     return FinishUnary(env_, ctx, "Inference/Score", absl::Now(), bad);
   }
   const ServiceEnv& env = env_;
-  return RunOnPool(env_, ctx, "Inference/Score", [&env, ctx, req, resp]() -> absl::Status {
-    absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
-    if (!p.ok()) return p.status();
+  absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
+  if (!p.ok()) return FinishUnary(env, ctx, "Inference/Score", absl::Now(), p.status());
+  return RunOnPool(env_, ctx, "Inference/Score", [&env, req, resp]() -> absl::Status {
     absl::StatusOr<TextInput> input = InputFromProto(req->text(), "text", req->messages());
     if (!input.ok()) return input.status();
     absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
@@ -249,7 +276,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
     resp->set_expert_version(out->version);
     if (req->return_routing()) RoutingToProto(out->routing, resp->mutable_routing());
     return absl::OkStatus();
-  });
+  }, env.pool, req->tenant_id());
 }
 
 }  // namespace tessera::services

@@ -105,6 +105,8 @@ absl::StatusOr<GenerateOutput> RuntimeEngine::Generate(const std::string& tenant
   if (params.on_logprobs) {
     p.on_logprobs = [&tok, &params](std::vector<runtime::TokenLogprob> lp) { params.on_logprobs(Convert(tok, lp)); };
   }
+  p.cancelled = params.cancelled;
+  p.deadline = params.deadline;
   absl::StatusOr<runtime::GenerateResult> r = runtime_->Generate(tenant_id, version, p, on_delta);
   if (!r.ok()) return r.status();
   GenerateOutput out;
@@ -148,6 +150,7 @@ EngineStatus RuntimeEngine::Status() {
   s.resident_bytes = rs.resident_bytes;
   s.resident_bytes_limit = rs.resident_bytes_limit;
   s.pending_requests = rs.pending_requests;
+  s.pending_by_tenant = rs.pending_by_tenant;
   s.active_requests = rs.active_requests;
   s.tokens_generated = static_cast<double>(rs.tokens_generated);
   s.steps = rs.steps;

@@ -34,6 +34,7 @@
 #include "services/metrics_http.h"
 #include "services/service_env.h"
 #include "services/version_exporter.h"
+#include "services/stream_limiter.h"
 #include "services/work_pool.h"
 #include "storage/registry.h"
 
@@ -58,7 +59,18 @@ struct ServerOptions {
   int64_t max_dataset_bytes = 64 << 20;
   absl::Duration job_lease = absl::Seconds(30);
   absl::Duration job_heartbeat = absl::Seconds(5);
+  // Executors (work_pool.h): `work_threads` run inference (Generate, Score) and dataset stores, taking
+  // waiting work round-robin across tenants (`admission` kFifo: arrival order), at most
+  // `max_queued_per_tenant` waiting per tenant (more: RESOURCE_EXHAUSTED); `control_threads` run
+  // Promote, Rollback and DeleteTenant, so those never wait behind inference.
   int work_threads = 16;
+  int control_threads = 4;
+  int64_t max_queued_per_tenant = 64;
+  runtime::AdmissionPolicy admission = runtime::AdmissionPolicy::kFair;
+  // Open streams (GenerateStream, WatchJob, ExportVersion, HTTP SSE completions): per tenant and in
+  // total; beyond -> RESOURCE_EXHAUSTED (stream_limiter.h). <= 0: unbounded.
+  int64_t max_streams = 256;
+  int64_t max_streams_per_tenant = 32;
   bool run_jobs = true;  // false: jobs are accepted and queued but never claimed by this process
   absl::Duration gc_interval = absl::Minutes(5);  // <= 0: no periodic blob GC
   absl::Duration gc_grace = absl::Minutes(10);    // unreferenced blobs younger than this are kept
@@ -136,6 +148,8 @@ class TesseraServer {
   std::unique_ptr<storage::Registry> registry_;
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<WorkPool> pool_;
+  std::unique_ptr<WorkPool> control_pool_;
+  std::unique_ptr<StreamLimiter> streams_;
   std::unique_ptr<InferenceEngine> engine_;
   std::unique_ptr<JobRunner> runner_;
   std::unique_ptr<VersionExporter> exporter_;

@@ -87,6 +87,23 @@ Options:
   --export-shard-bytes N      Experts.ExportVersion's safetensors shard size when the request names
                               none (default 2147483648); exports are written under DIR/export first
   --max-batch N               sequences per decode step of the continuous batch (default 16)
+  --admission fair|fifo       which waiting generation request gets the next free batch slot and the
+                              next inference thread (default fair): fair = deficit round-robin across
+                              tenants (a request costs its prompt + max_tokens positions; each tenant is
+                              credited 64 x its weight per turn), so a tenant flooding the server delays
+                              another's request by about one slot's turnover instead of its whole
+                              backlog; fifo = arrival order (one flooding tenant delays everyone)
+  --tenant-weight TENANT=W    fair share weight of a tenant (integer >= 1, default 1; repeatable): a
+                              backlogged tenant of weight 3 gets 3x the batch positions of one of weight 1
+  --max-queued-per-tenant N   generation requests of one tenant waiting for a thread, and for a batch
+                              slot (default 64); one more -> RESOURCE_EXHAUSTED, so one tenant cannot fill
+                              the server's queue (256 requests) and lock the others out
+  --inference-threads N       threads running Generate/Score (default 16); admin work (Promote,
+                              Rollback, DeleteTenant) has its own 4 threads and never waits behind them
+  --max-streams N             open streams at once (GenerateStream, WatchJob, ExportVersion and HTTP SSE
+                              completions; each holds a thread): default 256; one more ->
+                              RESOURCE_EXHAUSTED (HTTP 429). 0: unbounded
+  --max-streams-per-tenant N  the same per tenant (default 32)
   --max-context N             positions (prompt + completion) per request, at most the model's
                               max_position_embeddings (default: the model's). A prompt longer than the
                               context is refused (INVALID_ARGUMENT, with the numbers and the flag that
@@ -229,6 +246,34 @@ int main(int argc, char** argv) {
       int64_t n;
       if (!next_int(&n, 1)) return Fail("--max-batch needs an integer >= 1");
       core.max_batch = static_cast<int>(n);
+    } else if (arg == "--admission") {
+      std::string v;
+      if (!next(&v) || (v != "fair" && v != "fifo")) return Fail("--admission needs fair or fifo");
+      options.admission = core.admission =
+          v == "fifo" ? tessera::runtime::AdmissionPolicy::kFifo : tessera::runtime::AdmissionPolicy::kFair;
+    } else if (arg == "--tenant-weight") {
+      std::string v;
+      int64_t w = 0;
+      size_t eq = std::string::npos;
+      if (!next(&v) || (eq = v.rfind('=')) == std::string::npos || eq == 0 ||
+          !absl::SimpleAtoi(v.substr(eq + 1), &w) || w < 1) {
+        return Fail("--tenant-weight needs TENANT=W with an integer weight >= 1, e.g. --tenant-weight acme=3");
+      }
+      core.tenant_weights[v.substr(0, eq)] = w;
+    } else if (arg == "--max-queued-per-tenant") {
+      int64_t n;
+      if (!next_int(&n, 1)) return Fail("--max-queued-per-tenant needs an integer >= 1");
+      options.max_queued_per_tenant = core.max_queued_per_tenant = n;
+    } else if (arg == "--inference-threads") {
+      int64_t n;
+      if (!next_int(&n, 1)) return Fail("--inference-threads needs an integer >= 1");
+      options.work_threads = static_cast<int>(n);
+    } else if (arg == "--max-streams") {
+      if (!next_int(&options.max_streams, 0)) return Fail("--max-streams needs an integer >= 0 (0: unbounded)");
+    } else if (arg == "--max-streams-per-tenant") {
+      if (!next_int(&options.max_streams_per_tenant, 0)) {
+        return Fail("--max-streams-per-tenant needs an integer >= 0 (0: unbounded)");
+      }
     } else if (arg == "--max-context") {
       if (!next_int(&core.max_context, 2)) return Fail("--max-context needs an integer >= 2");
     } else if (arg == "--kv-memory-bytes") {

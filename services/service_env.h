@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
@@ -23,6 +24,7 @@
 #include "services/live_control.h"
 #include "services/metrics.h"
 #include "services/status_util.h"
+#include "services/stream_limiter.h"
 #include "services/version_exporter.h"
 #include "services/work_pool.h"
 #include "storage/registry.h"
@@ -43,7 +45,9 @@ struct ServiceEnv {
   storage::Registry* registry = nullptr;
   Authenticator* auth = nullptr;
   Metrics* metrics = nullptr;
-  WorkPool* pool = nullptr;
+  WorkPool* pool = nullptr;          // inference and other long handler work, fair across tenants
+  WorkPool* control_pool = nullptr;  // Promote, Rollback, DeleteTenant: never behind inference
+  StreamLimiter* streams = nullptr;  // open streams per tenant and in total (null: unbounded)
   LiveControl* live = nullptr;
   InferenceEngine* engine = nullptr;    // null: the server runs without inference (UNAVAILABLE)
   JobScheduler* scheduler = nullptr;    // null: jobs queue but are not run here
@@ -70,22 +74,51 @@ inline grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::Callba
   return r;
 }
 
-// Runs `work` (returning absl::Status; it fills the response) on the work pool and finishes the call
-// from there. For handlers that may block for long.
+// Runs `work` (returning absl::Status; it fills the response) on `pool` (default: the inference pool)
+// under `key` (the tenant: the pool takes keys round-robin) and finishes the call from there. For
+// handlers that may block for long. A key whose queue is full finishes RESOURCE_EXHAUSTED at once.
 template <typename Work>
 grpc::ServerUnaryReactor* RunOnPool(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
-                                    std::string_view method, Work work) {
+                                    std::string_view method, Work work, WorkPool* pool = nullptr,
+                                    const std::string& key = "") {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   absl::Time start = absl::Now();
   const ServiceEnv* e = &env;
   std::string m(method);
-  env.pool->Submit([e, r, m, start, work = std::move(work)]() mutable {
+  if (pool == nullptr) pool = env.pool;
+  bool queued = pool->TrySubmit(key, [e, r, m, start, work = std::move(work)]() mutable {
     absl::Status s = work();
     RecordCall(*e, m, start, s);
     r->Finish(ToGrpcStatus(s));
   });
+  if (!queued) {
+    absl::Status s = absl::ResourceExhaustedError(absl::StrCat(
+        m, ": tenant '", key, "' already has the most requests waiting for a server thread "
+        "(--max-queued-per-tenant); retry when some have finished"));
+    RecordCall(env, m, start, s);
+    r->Finish(ToGrpcStatus(s));
+  }
   return r;
 }
+
+// The same on the control pool (admin work that must not wait behind inference).
+template <typename Work>
+grpc::ServerUnaryReactor* RunOnControlPool(const ServiceEnv& env, grpc::CallbackServerContext* ctx,
+                                           std::string_view method, Work work) {
+  return RunOnPool(env, ctx, method, std::move(work), env.control_pool != nullptr ? env.control_pool : env.pool);
+}
+
+// A server-streaming reactor that finishes at once with an error (refused before any thread is made:
+// unauthenticated, or over the stream limits).
+template <typename Message>
+class RejectedWriter : public grpc::ServerWriteReactor<Message> {
+ public:
+  RejectedWriter(const ServiceEnv& env, std::string_view method, const absl::Status& s) {
+    RecordCall(env, method, absl::Now(), s);
+    this->Finish(ToGrpcStatus(s));
+  }
+  void OnDone() override { delete this; }
+};
 
 // A server-streaming reactor whose body runs on its own thread and writes synchronously:
 // Write() blocks until the message is sent and returns false once the client is gone. The body's
@@ -99,9 +132,10 @@ class ThreadedWriter : public grpc::ServerWriteReactor<Message> {
       : env_(env), method_(std::move(method)), start_(absl::Now()) {
     // Held until thread_ is assigned, so OnDone never sees an unassigned thread_.
     std::lock_guard<std::mutex> lock(mu_);
-    thread_ = std::thread([this, body = std::move(body)] {
+    thread_ = std::thread([this, body = std::move(body)]() mutable {
       { std::lock_guard<std::mutex> wait_for_constructor(mu_); }
       absl::Status s = body(this);
+      body = nullptr;  // what it held (a stream slot) is released before the client sees the end
       if (cancelled()) s = absl::CancelledError("the client cancelled the call");
       RecordCall(env_, method_, start_, s);
       this->Finish(ToGrpcStatus(s));

@@ -40,6 +40,20 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   if (options.max_queue < 1) {
     return absl::InvalidArgumentError(absl::StrCat("Runtime: max_queue must be >= 1, got ", options.max_queue));
   }
+  if (options.max_queue_per_tenant < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Runtime: max_queue_per_tenant must be >= 1, got ", options.max_queue_per_tenant));
+  }
+  if (options.admission_quantum < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Runtime: admission_quantum must be >= 1, got ", options.admission_quantum));
+  }
+  for (const auto& [tenant, weight] : options.tenant_weights) {
+    if (weight < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Runtime: tenant_weights[", tenant, "] must be >= 1, got ", weight));
+    }
+  }
   if (options.overlay_cache_bytes < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("Runtime: overlay_cache_bytes must be >= 0, got ", options.overlay_cache_bytes));
@@ -87,7 +101,8 @@ Runtime::Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* 
       options_(options),
       device_mu_(options.device_mutex != nullptr ? options.device_mutex : &own_device_mu_),
       cache_(model->config(), model->backend(), source, options.overlay_cache_bytes, device_mu_,
-             model->weights().matrix_dtype(), &model->weights()) {}
+             model->weights().matrix_dtype(), &model->weights()),
+      queue_(FairQueueOptions{options.admission, options.admission_quantum, options.tenant_weights, 1}) {}
 
 Runtime::~Runtime() { Shutdown(); }
 
@@ -99,10 +114,10 @@ void Runtime::Shutdown() {
   cv_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
   // The scheduler failed its active requests on the way out; nothing is admitted any more.
-  std::deque<std::shared_ptr<Request>> left;
+  std::vector<std::shared_ptr<Request>> left;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    left.swap(queue_);
+    queue_.RemoveIf([](const std::shared_ptr<Request>&) { return true; }, &left);
   }
   for (auto& r : left) Finish(*r, absl::UnavailableError("the runtime is shutting down"));
 }
@@ -218,6 +233,7 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the runtime is shutting down");
   }
+  if (absl::Now() >= params.deadline) return absl::DeadlineExceededError("the deadline passed before generation started");
   ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
   std::vector<int32_t> prompt = params.prompt_ids.empty() ? PromptTokens(params.prompt) : params.prompt_ids;
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty: it encodes to no tokens");
@@ -246,31 +262,65 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
       return absl::UnavailableError(absl::StrCat("the server is overloaded: ", queue_.size(),
                                                  " requests are waiting; retry later"));
     }
-    queue_.push_back(r);
+    if (static_cast<int64_t>(queue_.size(tenant)) >= options_.max_queue_per_tenant) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant '", tenant, "' already has ", queue_.size(tenant), " generation requests waiting for a batch slot (",
+          "the per-tenant limit, --max-queued-per-tenant); retry when some have finished"));
+    }
+    queue_.Push(tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
   }
   cv_.notify_all();
 
+  const bool watch = static_cast<bool>(params.cancelled) || params.deadline != absl::InfiniteFuture();
   for (;;) {
     std::string delta;
     std::vector<TokenLogprob> logprobs;
     bool done = false;
     {
       std::unique_lock<std::mutex> lock(r->mu);
-      r->cv.wait(lock, [&] { return r->done || !r->pending_delta.empty() || !r->pending_logprobs.empty(); });
+      auto ready = [&] { return r->done || !r->pending_delta.empty() || !r->pending_logprobs.empty(); };
+      if (!watch) {
+        r->cv.wait(lock, ready);
+      } else {
+        const absl::Time wake = std::min(absl::Now() + kCancelPollInterval, params.deadline);
+        r->cv.wait_until(lock, absl::ToChronoTime(wake), ready);
+      }
       delta.swap(r->pending_delta);
       logprobs.swap(r->pending_logprobs);
       done = r->done;
     }
     if (!logprobs.empty() && params.on_logprobs) params.on_logprobs(std::move(logprobs));
     if (!delta.empty() && on_delta && !on_delta(delta)) {
-      r->cancelled.store(true);
-      cv_.notify_all();
+      Abandon(r);
       return absl::CancelledError("generation cancelled by the caller");
     }
     if (done) break;
+    if (watch) {
+      if (params.cancelled && params.cancelled()) {
+        Abandon(r);
+        return absl::CancelledError("generation cancelled by the caller");
+      }
+      if (absl::Now() >= params.deadline) {
+        Abandon(r);
+        return absl::DeadlineExceededError("the deadline passed before the generation finished");
+      }
+    }
   }
   if (!r->status.ok()) return r->status;
   return std::move(r->result);
+}
+
+void Runtime::Abandon(const std::shared_ptr<Request>& r) {
+  r->cancelled.store(true);
+  std::vector<std::shared_ptr<Request>> removed;
+  {
+    // Still waiting: leave the queue now (its place counts against the limits); in the batch: the
+    // scheduler drops it before its next step.
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.RemoveIf([&](const std::shared_ptr<Request>& q) { return q == r; }, &removed);
+  }
+  for (auto& q : removed) Finish(*q, absl::CancelledError("generation cancelled by the caller"));
+  cv_.notify_all();
 }
 
 absl::StatusOr<ScoreResult> Runtime::Score(const std::string& tenant, std::optional<int64_t> version,
@@ -328,7 +378,9 @@ RuntimeStatus Runtime::Status() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     s.pending_requests = static_cast<int64_t>(queue_.size());
+    s.pending_by_tenant = queue_.Depths();
   }
+  s.kv_caches_free = kv_pool_ ? kv_pool_->available() : 0;
   s.active_requests = active_count_.load();
   s.tokens_generated = tokens_generated_.load();
   s.steps = steps_.load();

@@ -11,7 +11,11 @@
 // Request lifecycle (Generate, on the caller's thread):
 //   resolve the version: pinned, or the table's live entry, or (tenant not seen yet) the source's
 //   live pointer -> acquire its overlay from the cache (loading it here, off the decode loop) ->
-//   tokenize (BOS + prompt) -> enqueue (queue full: UNAVAILABLE) -> wait for deltas / completion.
+//   tokenize (BOS + prompt) -> enqueue (queue full: UNAVAILABLE; the tenant's share full:
+//   RESOURCE_EXHAUSTED) -> wait for deltas / completion, or cancellation / the deadline.
+// Admission: the queue is per tenant; a free batch slot goes to the next request under
+// options.admission (deficit round-robin across tenants by default, fair_queue.h), so a tenant flooding
+// the server delays another's request by about one slot's turnover, not by the whole backlog.
 // The request keeps the table snapshot and its overlay's shared_ptr until it finishes, so a SetLive
 // or an eviction meanwhile never changes what serves it.
 //
@@ -70,8 +74,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/model/model.h"
 #include "core/runtime/expert_table.h"
+#include "core/runtime/fair_queue.h"
 #include "core/runtime/kv_cache_pool.h"
 #include "core/runtime/logprobs.h"
 #include "core/runtime/overlay_cache.h"
@@ -100,6 +106,15 @@ struct RuntimeOptions {
   // (ContextPlan::RaiseHint, naming the server flag). Empty: the error says only the numbers.
   std::string kv_capacity_hint;
   int max_queue = 256;             // waiting requests; one more -> UNAVAILABLE
+  // Waiting requests of one tenant; one more -> RESOURCE_EXHAUSTED (so one tenant cannot fill max_queue
+  // and lock the others out).
+  int max_queue_per_tenant = 64;
+  // Which waiting request takes a free batch slot (fair_queue.h): kFair = deficit round-robin across
+  // tenants, each request costing prompt + max_tokens positions and each tenant credited
+  // admission_quantum * weight per turn; kFifo = arrival order. tenant_weights: absent tenants weigh 1.
+  AdmissionPolicy admission = AdmissionPolicy::kFair;
+  int64_t admission_quantum = 64;
+  std::map<std::string, int64_t> tenant_weights;
   int64_t overlay_cache_bytes = int64_t{256} << 20;
   // Tenant overlays live in a slab pool allocated at start-up (OverlaySlabPool): one slab per expert slot,
   // enough for overlay_cache_bytes plus `max_batch` slots of headroom for overlays that in-flight requests
@@ -159,7 +174,16 @@ struct GenerateParams {
   // still held back by the stop matcher come with a later delta). The last tokens may come after the
   // last delta, with no delta of their own (their text was cut by a stop string).
   std::function<void(std::vector<TokenLogprob>)> on_logprobs;
+  // Cancellation and deadline (the caller's client went away / its RPC deadline): while the request
+  // waits or decodes, `cancelled` is polled every few milliseconds (kCancelPollInterval) and `deadline`
+  // watched; either ends it -- it leaves the queue or the batch before the next step, its KV cache goes
+  // back to the pool -- and Generate returns CANCELLED / DEADLINE_EXCEEDED.
+  std::function<bool()> cancelled;
+  absl::Time deadline = absl::InfiniteFuture();
 };
+
+// How often a waiting Generate polls GenerateParams::cancelled.
+inline constexpr absl::Duration kCancelPollInterval = absl::Milliseconds(10);
 
 enum class FinishReason { kLength, kStop, kEos };
 const char* FinishReasonName(FinishReason r);  // "length", "stop", "eos"
@@ -193,6 +217,8 @@ struct RuntimeStatus {
   int64_t resident_bytes_limit = 0;
   std::map<std::string, int64_t> live;  // tenant -> version served by default
   int64_t pending_requests = 0;  // queued, waiting for a batch slot
+  std::map<std::string, int64_t> pending_by_tenant;  // the same by tenant (tenants with none absent)
+  int64_t kv_caches_free = 0;    // pooled KV caches not held by a request (= max_batch when idle)
   int64_t active_requests = 0;   // in the running batch
   int64_t tokens_generated = 0;  // since start
   int64_t steps = 0;             // forward steps run
@@ -225,7 +251,8 @@ class Runtime {
   // `version`: nullopt = the tenant's live version (see file comment); 0 = base; N = pinned.
   // Errors: INVALID_ARGUMENT (tenant empty, bad params, prompt longer than kv_capacity - with the prompt's
   // tokens, the capacity and kv_capacity_hint), NOT_FOUND (unknown tenant or version, from the source), UNAVAILABLE (queue full or
-  // shutting down), CANCELLED (on_delta returned false).
+  // shutting down), RESOURCE_EXHAUSTED (the tenant's max_queue_per_tenant requests already wait), CANCELLED
+  // (on_delta returned false or params.cancelled said so), DEADLINE_EXCEEDED (params.deadline passed).
   absl::StatusOr<GenerateResult> Generate(const std::string& tenant, std::optional<int64_t> version,
                                           const GenerateParams& params, const DeltaCallback& on_delta = nullptr);
 
@@ -281,6 +308,10 @@ class Runtime {
   // The INVALID_ARGUMENT message for a prompt/text of `tokens` tokens that exceeds kv_capacity.
   std::string TooLong(const char* what, size_t tokens) const;
 
+  // Marks a request the caller gave up on: removed from the queue at once if still there (finished
+  // here), else dropped from the batch by the scheduler before its next step.
+  void Abandon(const std::shared_ptr<Request>& r);
+
   // scheduler.cc
   void SchedulerLoop();
   void Step(std::vector<std::shared_ptr<Request>>& active);
@@ -308,7 +339,7 @@ class Runtime {
 
   std::mutex mu_;  // guards queue_ and stopping_
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<Request>> queue_;
+  FairQueue<std::shared_ptr<Request>> queue_;  // waiting for a batch slot (options_.admission)
   bool stopping_ = false;
   bool paused_ = false;
   std::thread scheduler_;

@@ -1,7 +1,9 @@
 // The scheduler thread: continuous batching over the active requests (see runtime.h).
 //
-// Each iteration: admit queued requests (FIFO) while a batch slot (and so a pooled KV cache) is free
-// and the step's prefill budget allows (the first one always), drop cancelled ones, run ONE
+// Each iteration: drop cancelled requests from the queue, admit queued ones in the admission policy's
+// order (deficit round-robin across tenants, or FIFO; fair_queue.h) while a batch slot (and so a pooled
+// KV cache) is free and the step's prefill budget allows (the first one always), drop cancelled active
+// ones (their KV caches go back to the pool), run ONE
 // Model::Forward over every active request (a joining request contributes its whole prompt, the others
 // their last sampled token), then sample each request's next token and retire the finished ones.
 // With a prefix cache, a joining request first gets the cached blocks of its prompt copied into its KV
@@ -40,16 +42,13 @@ void Runtime::SchedulerLoop() {
       if (stopping_) break;
       int64_t budget = options_.max_prefill_tokens_per_step;
       bool admitted = false;
+      queue_.RemoveIf([](const std::shared_ptr<Request>& r) { return r->cancelled.load(); }, &dropped);
       while (!queue_.empty() && static_cast<int>(active.size()) < options_.max_batch) {
-        std::shared_ptr<Request> r = queue_.front();
-        if (r->cancelled.load()) {
-          queue_.pop_front();
-          dropped.push_back(std::move(r));
-          continue;
-        }
-        const int64_t n = static_cast<int64_t>(r->prompt.size());
+        // The admission policy's pick (fair_queue.h); when its prompt does not fit this step's prefill
+        // budget it stays first in line for the next step.
+        const int64_t n = static_cast<int64_t>((*queue_.Peek())->prompt.size());
         if (admitted && n > budget) break;
-        queue_.pop_front();
+        std::shared_ptr<Request> r = queue_.Pop();
         budget -= n;
         admitted = true;
         r->cache = kv_pool_->Acquire();  // never null: the pool has max_batch caches

@@ -226,9 +226,19 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
     if (request.include_usage) c["usage"] = nullptr;
     return c;
   };
+  // A stream holds this HTTP worker until it ends: bounded per tenant and in total like gRPC's streams
+  // (over the limit: 429 before anything is streamed). The slot lives as long as the provider.
+  std::shared_ptr<StreamSlot> slot;
+  if (env->streams != nullptr) {
+    absl::StatusOr<StreamSlot> s = env->streams->Acquire(request.model.tenant, "SSE stream");
+    if (!s.ok()) return s.status();
+    slot = std::make_shared<StreamSlot>(*std::move(s));
+  }
   // Runs on the connection's thread once the headers are out; everything it uses is captured by value.
+  // A client that disconnects fails the next delta's write, which cancels the generation (it leaves the
+  // batch).
   call.res.set_chunked_content_provider(
-      kEventStreamType, [env, request, shape, base_chunk, usage_json, logprobs_json](size_t, httplib::DataSink& sink) {
+      kEventStreamType, [env, request, shape, base_chunk, usage_json, logprobs_json, slot](size_t, httplib::DataSink& sink) {
         SseWriter sse(sink);
         bool first = true;
         // Logprobs come just before the delta that carries their text (inference_engine.h); what is left
@@ -253,6 +263,7 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
         if (!out.ok()) {
           if (out.status().code() != absl::StatusCode::kCancelled) sse.Send(ErrorObject(out.status()));
           sink.done();
+          if (slot) slot->Release();
           return true;
         }
         RecordGeneration(*env, request.model.tenant, *out);
@@ -265,6 +276,7 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
           sse.Send(last);
         }
         sse.Done();
+        if (slot) slot->Release();
         return true;
       });
   call.res.set_header("Cache-Control", "no-cache");

@@ -39,7 +39,10 @@ void TestServer::Start() {
   so.max_concurrent_jobs = options_.max_concurrent_jobs;
   so.max_joint_jobs = options_.max_joint_jobs;
   so.max_general_regression = options_.max_general_regression;
-  so.work_threads = 24;
+  so.work_threads = options_.work_threads;
+  so.max_queued_per_tenant = options_.max_queued_per_tenant;
+  so.max_streams = options_.max_streams;
+  so.max_streams_per_tenant = options_.max_streams_per_tenant;
   so.run_jobs = options_.training || options_.make_runner != nullptr;
   so.gc_interval = options_.gc_interval;
   so.gc_grace = options_.gc_grace;
@@ -64,6 +67,7 @@ void TestServer::Start() {
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);
   ASSERT_TRUE(c.ok()) << c.status();
   if (options_.make_runner) c->make_runner = options_.make_runner;
+  if (options_.make_engine) c->make_engine = options_.make_engine;
   absl::StatusOr<std::unique_ptr<TesseraServer>> s = TesseraServer::Start(so, *std::move(c));
   ASSERT_TRUE(s.ok()) << s.status();
   server_ = *std::move(s);

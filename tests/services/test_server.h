@@ -44,6 +44,12 @@ struct TestServerOptions {
   // the CA it trusts (set: a TLS channel) and a client certificate for mutual TLS.
   std::string tls_cert, tls_key, tls_client_ca;
   std::string tls_ca_for_clients, tls_client_cert, tls_client_key;
+  // Set: this engine serves inference instead of the model (for admission/executor tests).
+  std::function<absl::StatusOr<std::unique_ptr<InferenceEngine>>(storage::Registry*)> make_engine;
+  int work_threads = 24;              // tessera-server --inference-threads
+  int64_t max_queued_per_tenant = 64; // tessera-server --max-queued-per-tenant
+  int64_t max_streams = 256;          // tessera-server --max-streams
+  int64_t max_streams_per_tenant = 32;  // tessera-server --max-streams-per-tenant
   // Set: jobs run on this runner instead of the real trainer (for scheduler behaviour tests).
   std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
 };
