@@ -21,6 +21,7 @@
 #include "core/util/sha256.h"
 #include "core/util/status_macros.h"
 #include "storage/blob_store.h"
+#include "storage/fs_util.h"
 #include "storage/random_id.h"
 
 namespace tessera::storage {
@@ -30,30 +31,13 @@ namespace fs = std::filesystem;
 
 constexpr char kStagingDir[] = "backup-staging";
 
-absl::Status ErrnoError(const std::string& what, const std::string& path) {
-  const int e = errno;
-  const std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(e));
-  if (e == ENOENT) return absl::NotFoundError(msg);
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoError("open for fsync", path);
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) return ErrnoError("fsync", path);
-  return absl::OkStatus();
-}
-
 // Copies src to dst (created, must not exist) and fsyncs dst.
 absl::Status CopyFileSynced(const std::string& src, const std::string& dst) {
   const int in = ::open(src.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) return ErrnoError("open", src);
+  if (in < 0) return ErrnoStatus("open", src);
   const int out = ::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (out < 0) {
-    absl::Status s = ErrnoError("create", dst);
+    absl::Status s = ErrnoStatus("create", dst);
     ::close(in);
     return s;
   }
@@ -63,18 +47,18 @@ absl::Status CopyFileSynced(const std::string& src, const std::string& dst) {
     const ssize_t r = ::read(in, buf, sizeof(buf));
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      s = ErrnoError("read", src);
+      s = ErrnoStatus("read", src);
       break;
     }
     if (r == 0) break;
     for (ssize_t off = 0; off < r && s.ok();) {
       const ssize_t w = ::write(out, buf + off, static_cast<size_t>(r - off));
       if (w < 0 && errno == EINTR) continue;
-      if (w < 0) s = ErrnoError("write", dst);
+      if (w < 0) s = ErrnoStatus("write", dst);
       if (w > 0) off += w;
     }
   }
-  if (s.ok() && ::fsync(out) != 0) s = ErrnoError("fsync", dst);
+  if (s.ok() && ::fsync(out) != 0) s = ErrnoStatus("fsync", dst);
   ::close(in);
   ::close(out);
   return s;
@@ -84,7 +68,7 @@ absl::Status CopyFileSynced(const std::string& src, const std::string& dst) {
 absl::Status LinkOrCopy(const std::string& src, const std::string& dst) {
   if (::link(src.c_str(), dst.c_str()) == 0) return absl::OkStatus();
   if (errno == EXDEV || errno == EPERM || errno == EMLINK) return CopyFileSynced(src, dst);
-  return ErrnoError("link", src);
+  return ErrnoStatus("link", src);
 }
 
 absl::Status MakeDirs(const std::string& path) {
@@ -308,7 +292,7 @@ absl::StatusOr<std::unique_ptr<RegistrySnapshot>> RegistrySnapshot::Take(const s
   BackupFile reg;
   reg.path = kBackupRegistryFile;
   ASSIGN_OR_RETURN(reg.sha256, Sha256FileHex(copy_path));
-  if (::stat(copy_path.c_str(), &st) != 0) return ErrnoError("stat", copy_path);
+  if (::stat(copy_path.c_str(), &st) != 0) return ErrnoStatus("stat", copy_path);
   reg.size_bytes = st.st_size;
   snap->files_.push_back(reg);
   for (const std::string& digest : info.referenced_blobs) {  // sorted by the query
@@ -316,7 +300,7 @@ absl::StatusOr<std::unique_ptr<RegistrySnapshot>> RegistrySnapshot::Take(const s
     f.path = BlobRelPath(digest);
     f.sha256 = digest;
     const std::string p = absl::StrCat(snap->dir_, "/", f.path);
-    if (::stat(p.c_str(), &st) != 0) return ErrnoError("stat", p);
+    if (::stat(p.c_str(), &st) != 0) return ErrnoStatus("stat", p);
     f.size_bytes = st.st_size;
     snap->files_.push_back(f);
   }
@@ -392,7 +376,7 @@ absl::Status InstallBackup(const std::string& backup_dir, const std::vector<Back
   RETURN_IF_ERROR(FsyncPath(tmp, true));
   // rename(2) replaces an empty directory atomically; re-checked emptiness above.
   if (::rename(tmp.c_str(), target.c_str()) != 0) {
-    return ErrnoError(absl::StrCat("rename ", tmp, " to"), target.string());
+    return ErrnoStatus(absl::StrCat("rename ", tmp, " to"), target.string());
   }
   cleanup.dir.clear();
   return FsyncPath(target.parent_path().string(), true);

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "storage/fs_util.h"
 #include "storage/sv.h"
 #include "storage/random_id.h"
 #include "core/util/crash_point.h"
@@ -18,23 +19,6 @@
 
 namespace tessera::storage {
 namespace {
-
-absl::Status ErrnoStatus(const std::string& what, const std::string& path) {
-  const int e = errno;
-  const std::string msg = absl::StrCat(what, " ", path, ": ", std::strerror(e));
-  if (e == ENOENT) return absl::NotFoundError(msg);
-  if (e == ENOSPC || e == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
-absl::Status FsyncPath(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open for fsync", path);
-  const int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) return ErrnoStatus("fsync", path);
-  return absl::OkStatus();
-}
 
 absl::Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return ErrnoStatus("mkdir", path);
