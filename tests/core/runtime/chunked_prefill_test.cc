@@ -77,35 +77,45 @@ TEST(ChunkedPrefillTest, OutputsEqualTheSingleRequestReference) {
 
 // Three requests decode; a 200-token prompt joins. With a budget of 32 tokens a step, every step runs all
 // decodes plus at most what is left of the budget (>= 8), the prompt is split over several steps, and
-// the decodes advance in each of them.
+// the decodes advance in each of them. The scheduler is paused at the first all-decode step until the
+// prompt is queued, so the decoders (60 tokens each) cannot finish first however the threads are
+// scheduled.
 TEST(ChunkedPrefillTest, StepBudgetDecodesFirstAndLongPromptsSplit) {
   World w;
   StepLog log;
-  auto rt = w.MakeRuntime(Options(32, &log));
+  RuntimeOptions o = Options(32, &log);
+  std::atomic<Runtime*> self{nullptr};
+  std::atomic<bool> paused{false};
+  o.on_step = [&](const StepInfo& s) {
+    log.Add(s);
+    if (!paused.load() && s.sequences == 3 && s.prefill_sequences == 0) {
+      paused.store(true);
+      self.load()->Pause();
+    }
+  };
+  auto rt = w.MakeRuntime(o);
+  self.store(rt.get());
   std::vector<std::thread> decoders;
-  std::atomic<int> finished{0};
   for (int i = 0; i < 3; ++i) {
     decoders.emplace_back([&, i] {
       absl::StatusOr<GenerateResult> r = rt->Generate("delta", std::nullopt, Greedy(Text(6, static_cast<char>(i)), 60));
       EXPECT_TRUE(r.ok()) << r.status();
-      finished.fetch_add(1);
     });
   }
-  // Wait until all three decode (steps with 3 sequences and no prompt).
-  for (int i = 0; i < 5000; ++i) {
-    {
-      std::lock_guard<std::mutex> lock(log.mu);
-      if (!log.steps.empty() && log.steps.back().sequences == 3 && log.steps.back().prefill_sequences == 0) break;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
+  for (int i = 0; i < 10000 && !paused.load(); ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(paused.load()) << "the three decoders never decoded together";
   size_t before;
   {
     std::lock_guard<std::mutex> lock(log.mu);
     before = log.steps.size();
   }
   const GenerateParams long_prompt = Greedy(Text(199, 5), 4);  // BOS + 199 = 200 tokens
-  absl::StatusOr<GenerateResult> r = rt->Generate("delta", std::nullopt, long_prompt);
+  absl::StatusOr<GenerateResult> r = absl::UnknownError("not run");
+  std::thread prompter([&] { r = rt->Generate("delta", std::nullopt, long_prompt); });
+  for (int i = 0; i < 10000 && rt->Status().pending_requests == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(rt->Status().pending_requests, 1);
+  rt->Resume();
+  prompter.join();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->tokens, w.Ref("delta", 0, long_prompt, 240).tokens);
   for (auto& t : decoders) t.join();
