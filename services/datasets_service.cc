@@ -47,6 +47,12 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
         Done(absl::InvalidArgumentError("empty upload: the first message must carry tenant_id and name"));
         return;
       }
+      if (data_.empty()) {
+        // Named here rather than left to the JSONL validator ("0 examples"): the client sent no bytes.
+        Done(absl::InvalidArgumentError(
+            "chunk: the upload is empty (no message carried any bytes); a dataset needs at least 1 example"));
+        return;
+      }
       env_.pool->Submit([this] { Done(Store()); });
       return;
     }
