@@ -13,13 +13,14 @@ ops/install-deps.sh
 ops/build.sh
 BUILD_DIR=${TESSERA_BUILD_DIR:-build}
 if [[ "${TESSERA_SKIP_COMPAT:-0}" != 1 ]]; then
-  echo "== compatibility checks (ops/check-{tokenizers,export,real-checkpoint,openai,console,metrics}.sh)"
+  echo "== compatibility checks (ops/check-{tokenizers,export,real-checkpoint,openai,console,metrics,k8s}.sh)"
   ops/check-tokenizers.sh "$BUILD_DIR"
   ops/check-export.sh "$BUILD_DIR"
   ops/check-real-checkpoint.sh "$BUILD_DIR"
   ops/check-openai.sh "$BUILD_DIR"
   ops/check-console.sh "$BUILD_DIR"
   ops/check-metrics.sh "$BUILD_DIR"
+  ops/check-k8s.sh "$BUILD_DIR"
 fi
 echo "== soak, shortened (ops/bench/soak: 45 s after its warm-up; the 10-minute figures are in ops/bench/RESULTS.md)"
 # --jobs 0: in a 45 s run the soak's own training jobs end just before the end sample, and the heap they
