@@ -84,13 +84,14 @@ TEST(ChunkedPrefillTest, StepBudgetDecodesFirstAndLongPromptsSplit) {
   World w;
   StepLog log;
   RuntimeOptions o = Options(32, &log);
+  o.start_paused = true;  // the three decoders join in the same step (none can finish before another starts)
   std::atomic<Runtime*> self{nullptr};
   std::atomic<bool> paused{false};
   o.on_step = [&](const StepInfo& s) {
     log.Add(s);
     if (!paused.load() && s.sequences == 3 && s.prefill_sequences == 0) {
-      paused.store(true);
       self.load()->Pause();
+      paused.store(true);  // after Pause(): the test's Resume() cannot come before it
     }
   };
   auto rt = w.MakeRuntime(o);
@@ -102,7 +103,10 @@ TEST(ChunkedPrefillTest, StepBudgetDecodesFirstAndLongPromptsSplit) {
       EXPECT_TRUE(r.ok()) << r.status();
     });
   }
-  for (int i = 0; i < 10000 && !paused.load(); ++i) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 30000 && rt->Status().pending_requests < 3; ++i) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(rt->Status().pending_requests, 3);
+  rt->Resume();
+  for (int i = 0; i < 30000 && !paused.load(); ++i) std::this_thread::sleep_for(1ms);
   ASSERT_TRUE(paused.load()) << "the three decoders never decoded together";
   size_t before;
   {
@@ -112,7 +116,7 @@ TEST(ChunkedPrefillTest, StepBudgetDecodesFirstAndLongPromptsSplit) {
   const GenerateParams long_prompt = Greedy(Text(199, 5), 4);  // BOS + 199 = 200 tokens
   absl::StatusOr<GenerateResult> r = absl::UnknownError("not run");
   std::thread prompter([&] { r = rt->Generate("delta", std::nullopt, long_prompt); });
-  for (int i = 0; i < 10000 && rt->Status().pending_requests == 0; ++i) std::this_thread::sleep_for(1ms);
+  for (int i = 0; i < 30000 && rt->Status().pending_requests == 0; ++i) std::this_thread::sleep_for(1ms);
   EXPECT_EQ(rt->Status().pending_requests, 1);
   rt->Resume();
   prompter.join();

@@ -41,7 +41,9 @@ void WaitFor(const std::function<bool()>& cond) {
 
 TEST(HotSwapTest, FlipsUnderLoadNeverFailAndServeTheNewVersion) {
   World w;
-  auto rt = w.MakeRuntime(Options());
+  RuntimeOptions ro = Options();
+  ro.start_paused = true;  // resumed once several clients wait, so requests surely share a batch
+  auto rt = w.MakeRuntime(ro);
   const std::vector<std::string> prompts = {"swap one", "second prompt", "x", "hot swap under load"};
   // Reference texts per (version, prompt); the two versions must be told apart by their text.
   std::map<std::pair<int64_t, size_t>, std::string> ref;
@@ -116,6 +118,8 @@ TEST(HotSwapTest, FlipsUnderLoadNeverFailAndServeTheNewVersion) {
     }
   });
 
+  WaitFor([&] { return rt->Status().pending_requests >= 2; });
+  rt->Resume();
   for (int flip = 1; flip <= kFlips; ++flip) {
     // Before each flip, wait until at least two requests ran entirely between the previous flip's
     // return and this one: those must be served by exactly the previous flip's version.
@@ -147,9 +151,15 @@ TEST(HotSwapTest, InFlightRequestFinishesOnItsVersion) {
   World w;
   RuntimeOptions o = Options();
   std::atomic<Runtime*> self{nullptr};
-  // Stop the scheduler right after the long request's 5th step: it is then mid-generation.
+  // Stop the scheduler right after the long request's 5th step: it is then mid-generation. `held` is
+  // set after Pause() (Status().steps counts the step before its tokens and the hook), so the test's
+  // checks and its Resume() come after the hook.
+  std::atomic<bool> held{false};
   o.on_step = [&](const StepInfo& info) {
-    if (info.step == 5) self.load()->Pause();
+    if (info.step == 5) {
+      self.load()->Pause();
+      held.store(true);
+    }
   };
   o.start_paused = true;
   auto rt = w.MakeRuntime(o);
@@ -165,7 +175,8 @@ TEST(HotSwapTest, InFlightRequestFinishesOnItsVersion) {
   std::thread u;
   WaitFor([&] { return rt->Status().pending_requests == 1; });
   rt->Resume();
-  WaitFor([&] { return rt->Status().steps == 5; });
+  WaitFor([&] { return held.load(); });
+  EXPECT_EQ(rt->Status().steps, 5);
   EXPECT_EQ(rt->Status().active_requests, 1);
   EXPECT_EQ(rt->Status().tokens_generated, 5);
   // SetLive loads version 2 (not resident yet) off the serving path and returns once published.

@@ -170,8 +170,14 @@ TEST(RuntimeTest, RequestsJoinAndLeaveBetweenSteps) {
   RuntimeOptions o = Options(4);
   o.start_paused = true;
   std::atomic<Runtime*> self{nullptr};
+  // Status().steps counts a step before on_step runs: the test waits for `paused_at` (stored after
+  // Pause()) so that its Resume() can never come before the hook's Pause().
+  std::atomic<int64_t> paused_at{0};
   o.on_step = [&](const StepInfo& info) {
-    if (info.step == 3 || info.step == 8) self.load()->Pause();
+    if (info.step == 3 || info.step == 8) {
+      self.load()->Pause();
+      paused_at.store(info.step);
+    }
   };
   auto rt = w.MakeRuntime(o);
   self.store(rt.get());
@@ -186,7 +192,8 @@ TEST(RuntimeTest, RequestsJoinAndLeaveBetweenSteps) {
   std::vector<absl::StatusOr<GenerateResult>> results(jobs.size(), absl::UnknownError("not run"));
   std::vector<std::thread> threads;
   auto wave = [&](size_t begin, size_t end, int64_t resume_after_steps) {
-    WaitFor([&] { return rt->Status().steps == resume_after_steps; });
+    WaitFor([&] { return paused_at.load() == resume_after_steps; });
+    ASSERT_EQ(rt->Status().steps, resume_after_steps);
     const int64_t waiting = rt->Status().pending_requests;  // earlier arrivals still without a slot
     for (size_t i = begin; i < end; ++i) {
       threads.emplace_back([&, i] { results[i] = rt->Generate(jobs[i].tenant, jobs[i].version, jobs[i].params); });
@@ -228,12 +235,16 @@ TEST(RuntimeTest, OutOfMemoryPrefillFailsOnlyTheNewPrompt) {
   std::atomic<Runtime*> self{nullptr};
   std::mutex mu;
   std::vector<StepInfo> steps;
+  std::atomic<bool> paused{false};  // set after Pause(): a Resume() after seeing it cannot precede it
   o.on_step = [&](const StepInfo& info) {
     {
       std::lock_guard<std::mutex> lock(mu);
       steps.push_back(info);
     }
-    if (info.step == 3) self.load()->Pause();
+    if (info.step == 3) {
+      self.load()->Pause();
+      paused.store(true);
+    }
   };
   std::unique_ptr<Runtime> rt = Runtime::Create(model.get(), &w.tokenizer, &w.source, o).value();
   self.store(rt.get());
@@ -247,7 +258,7 @@ TEST(RuntimeTest, OutOfMemoryPrefillFailsOnlyTheNewPrompt) {
   }
   WaitFor([&] { return rt->Status().pending_requests == 3; });
   rt->Resume();
-  WaitFor([&] { return rt->Status().steps == 3; });  // the shorts are decoding; the scheduler pauses
+  WaitFor([&] { return paused.load(); });  // the shorts are decoding; the scheduler paused after step 3
   absl::StatusOr<GenerateResult> long_result = absl::UnknownError("not run");
   threads.emplace_back([&] { long_result = rt->Generate(long_job.tenant, long_job.version, long_job.params); });
   WaitFor([&] { return rt->Status().pending_requests == 1; });
