@@ -14,6 +14,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "services/admin_service.h"
+#include "services/blob_service.h"
 #include "services/datasets_service.h"
 #include "services/experts_service.h"
 #include "services/fine_tuning_service.h"
@@ -326,6 +327,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   env.shutting_down = &s->shutting_down_;
 
   s->admin_ = std::make_unique<AdminService>(env);
+  s->blobs_service_ = std::make_unique<BlobService>(env, &s->registry_->blobs());
   s->datasets_ = std::make_unique<DatasetsService>(env);
   s->experts_ = std::make_unique<ExpertsService>(env);
   s->fine_tuning_ = std::make_unique<FineTuningService>(env);
@@ -338,6 +340,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   builder.AddListeningPort(options.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(s->admin_.get());
+  builder.RegisterService(s->blobs_service_.get());
   builder.RegisterService(s->datasets_.get());
   builder.RegisterService(s->experts_.get());
   builder.RegisterService(s->fine_tuning_.get());

@@ -11,6 +11,10 @@
 // Background work besides the scheduler: a LiveFollower (when there is an engine) serves live-pointer
 // moves that other processes make in the registry, following the change feed from the sequence the
 // registry had when this server opened it; a BlobGc deletes unreferenced blobs every gc_interval.
+//
+// Besides the public tessera.v1 services, the gRPC port serves tessera.internal.v1.Blobs
+// (services/blob_service.h, ADMIN keys only): the blob store, to replicas and trainers of the same
+// deployment whose data dirs hold only a cache (services/remote_blob_store.h).
 #pragma once
 
 #include <atomic>
@@ -41,6 +45,7 @@
 namespace tessera::services {
 
 class AdminService;
+class BlobService;
 class DatasetsService;
 class ExpertsService;
 class FineTuningService;
@@ -159,6 +164,7 @@ class TesseraServer {
   std::unique_ptr<BlobGc> gc_;
   ServiceEnv env_;
   std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<BlobService> blobs_service_;  // tessera.internal.v1.Blobs (services/blob_service.h)
   std::unique_ptr<DatasetsService> datasets_;
   std::unique_ptr<ExpertsService> experts_;
   std::unique_ptr<FineTuningService> fine_tuning_;
