@@ -43,7 +43,8 @@ K8S = os.path.join(ROOT, "ops", "k8s")
 # since 1.27) and the newest schemas the pinned kubernetes-validate ships.
 K8S_VERSIONS = ["1.29.0", "1.37.0"]
 # Flags the manifests use that the roles work adds to tessera-server (shared/API.md "Roles"); accepted
-# without the binary's --help listing them until it does. Anything else must be in --help.
+# without the binary's --help listing them only while it lists no --role (a server before the roles).
+# Once --role is there, every flag must be in --help, so a name the roles work spelled differently fails.
 PENDING_FLAGS = {"--role", "--control-plane", "--control-plane-key-file"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 GRPC_PORT = 7070
@@ -252,7 +253,7 @@ def problems_flags(obj, known):
     out = []
     for c in pod_spec(obj)["containers"]:
         for flag in arg_pairs(c.get("args", [])):
-            if flag not in known and flag not in PENDING_FLAGS:
+            if flag not in known and not (flag in PENDING_FLAGS and "--role" not in known):
                 out.append(f"{kn(obj)}: {flag} is not a tessera-server flag")
     return out
 
@@ -675,6 +676,8 @@ def main():
             cases.append(("a runtime stage without libpq5 is caught",
                           lambda: problems_runtime_packages(containerfile.replace(" libpq5 ", " "), needed)))
         if flags is not None:
+            cases.append(("a roles flag missing from a server that has --role is caught",
+                          lambda: problems_flags(wl(base, "inference"), flags | {"--role"})))
             cases.append(("unknown flag is caught",
                           lambda: problems_flags(wl(broken("inference", lambda o, c: c["args"].append("--no-such-flag")), "inference"), flags)))
         for name, fn in cases:
