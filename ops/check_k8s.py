@@ -381,8 +381,9 @@ def runtime_packages(text):
 
 def needed_packages(build):
     """{Debian package: sonames} for the libraries the three binaries link directly (DT_NEEDED), as this
-    Debian 12 host resolves them; CUDA's are left out (the image is built without CUDA). None when the
-    binaries, readelf or dpkg are missing."""
+    Debian 12 host resolves them; CUDA's (not Debian packages: the image copies them from its wheel-made
+    toolkit with TESSERA_CUDA=1) under the key "cuda". None when the binaries, readelf or dpkg are
+    missing."""
     exes = [os.path.join(build, "services", b) for b in BINARIES]
     if not all(os.access(e, os.X_OK) for e in exes) or not all(shutil.which(t) for t in ("readelf", "ldd", "dpkg")):
         return None
@@ -393,7 +394,10 @@ def needed_packages(build):
         paths = dict(re.findall(r"^\s*(\S+) => (/\S+)", subprocess.run(["ldd", exe], capture_output=True, text=True).stdout, re.M))
         for so in needed:
             path = paths.get(so)
-            if so.startswith("ld-linux") or (path and "cuda" in path) or so.startswith(("libcudart", "libcublas")):
+            if so.startswith("ld-linux"):
+                continue
+            if (path and "cuda" in path) or so.startswith(("libcudart", "libcublas")):
+                out.setdefault("cuda", set()).add(so)
                 continue
             pkg = None
             for cand in filter(None, (path, path and os.path.realpath(path), path and path.replace("/lib/", "/usr/lib/", 1))):
@@ -408,7 +412,11 @@ def needed_packages(build):
 def problems_runtime_packages(text, needed):
     have = runtime_packages(text) | SLIM_BASE_PACKAGES
     probs = [f"Containerfile runtime stage lacks {pkg} ({', '.join(sorted(sos))})"
-             for pkg, sos in sorted(needed.items()) if pkg not in have]
+             for pkg, sos in sorted(needed.items()) if pkg not in have and pkg != "cuda"]
+    # CUDA libraries: copied from the build stage's toolkit by name (libcublasLt: libcublas needs it).
+    for so in sorted(needed.get("cuda", set()) | ({"libcublasLt.so.13"} if needed.get("cuda") else set())):
+        if f"/usr/local/cuda/lib/{so}" not in text:
+            probs.append(f"Containerfile does not copy {so} into the CUDA image")
     # dlopen()ed, so not in DT_NEEDED: the CPU backend's OpenBLAS (core/backend/cpu/cpu_blas.cc).
     if "libopenblas0-pthread" not in have:
         probs.append("Containerfile runtime stage lacks libopenblas0-pthread (dlopened by the CPU backend)")
@@ -675,6 +683,9 @@ def main():
         if needed is not None:
             cases.append(("a runtime stage without libpq5 is caught",
                           lambda: problems_runtime_packages(containerfile.replace(" libpq5 ", " "), needed)))
+            cases.append(("a CUDA image without libcublasLt is caught",
+                          lambda: problems_runtime_packages(containerfile.replace("/usr/local/cuda/lib/libcublasLt.so.13", ""),
+                                                            dict(needed, cuda={"libcublas.so.13"}))))
         if flags is not None:
             cases.append(("a roles flag missing from a server that has --role is caught",
                           lambda: problems_flags(wl(base, "inference"), flags | {"--role"})))
