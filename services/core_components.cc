@@ -156,6 +156,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       ro.prefix_cache_bytes = options.prefix_cache_bytes;
       ro.max_step_tokens = options.max_step_tokens;
       ro.backbone_digest = (*m)->info.sha256;
+      ro.on_step = options.on_step;
       absl::StatusOr<std::unique_ptr<RuntimeEngine>> e = RuntimeEngine::Create(registry, *std::move(m), codec, ro);
       if (!e.ok()) return e.status();
       return std::unique_ptr<InferenceEngine>(*std::move(e));

@@ -3,6 +3,7 @@
 // factories of the InferenceEngine (RuntimeEngine over core/runtime) and the JobRunner (CoreJobRunner).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "core/data/tokenized_example.h"
 #include "core/runtime/context_plan.h"
 #include "core/runtime/fair_queue.h"
+#include "core/runtime/runtime.h"
 #include "services/server.h"
 #include "services/text_codec.h"
 
@@ -41,6 +43,8 @@ struct CoreOptions {
   // The promotion gate's general text (--general-eval-data): JSON Lines of {"text": ...}; empty: see
   // GeneralEvalText.
   std::string general_eval_data;
+  // The runtime's RuntimeOptions::on_step (tests: holding the scheduler at an exact step); null: none.
+  std::function<void(const runtime::StepInfo&)> on_step;
 };
 
 // The general-ability text jobs are measured on (the promotion gate, core/train/general_ability.h),

@@ -1,11 +1,13 @@
 #include "services/http/generation.h"
 
 #include <limits>
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/util/utf8_sanitize.h"
+#include "services/http/connection_watch.h"
 #include "services/http/errors.h"
 #include "services/http/json_fields.h"
 #include "services/http/sse.h"
@@ -204,8 +206,17 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
   if (!request.stream) {
     int64_t offset = 0;
     auto logprobs_json_at = [&](const std::vector<TokenLogprob>& t) { return logprobs_json(t, &offset); };
+    // Nothing is written before the generation ends, so a client that goes away is noticed by watching
+    // its connection: the runtime polls this while the request waits or decodes and drops it
+    // (connection_watch.h). The handler then answers 499 to nobody.
+    GenerateParams params = request.params;
+    if (std::optional<ConnectionWatch> watch = ConnectionWatch::ForRequest(call.req)) {
+      params.cancelled = [watch = *watch, outer = std::move(params.cancelled)] {
+        return watch.Closed() || (outer && outer());
+      };
+    }
     absl::StatusOr<GenerateOutput> out = env->engine->Generate(request.model.tenant, request.model.version,
-                                                               request.params, [](std::string_view) { return true; });
+                                                               params, [](std::string_view) { return true; });
     if (!out.ok()) return out.status();
     RecordGeneration(*env, request.model.tenant, *out);
     Json body = {{"id", id},

@@ -11,6 +11,11 @@
 #include <mutex>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "httplib.h"
 #include "tests/services/http/http_client.h"
 #include "tests/services/test_server.h"
@@ -371,6 +376,39 @@ TEST_F(ExecutorsTest, HttpStreamClientDisconnectEndsTheGeneration) {
     return server_->Admin()->GetRuntimeStatus(Ctx(server_->admin_key()).get(), v1::GetRuntimeStatusRequest(), &status).ok() &&
            status.open_streams() == 0;
   });
+}
+
+// A non-streamed HTTP completion writes nothing until the generation ends; a client that closes its
+// connection before that is noticed by watching the connection (services/http/connection_watch.h): the
+// engine's request is cancelled though nothing released it.
+TEST_F(ExecutorsTest, HttpNonStreamedClientDisconnectEndsTheGeneration) {
+  TestServerOptions o;
+  o.http = true;
+  Start(o);
+  const std::string key = server_->CreateTenant("acme");
+  for (const std::string path : {"/v1/completions", "/v1/chat/completions"}) {
+    SCOPED_TRACE(path);
+    const int stopped_before = engine_->stopped();
+    const std::string body = path == "/v1/completions"
+                                 ? R"({"model": "acme", "prompt": "x", "max_tokens": 100})"
+                                 : R"({"model": "acme", "messages": [{"role": "user", "content": "x"}], "max_tokens": 100})";
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(server_->server().http_port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string req = "POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key +
+                            "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                            "\r\n\r\n" + body;
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    WaitFor([&] { return engine_->running() == 1; });
+    ::close(fd);
+    WaitFor([&] { return engine_->stopped() == stopped_before + 1; });
+    EXPECT_EQ(engine_->running(), 0);
+  }
+  EXPECT_FALSE(engine_->released());
 }
 
 }  // namespace

@@ -64,6 +64,7 @@ void TestServer::Start() {
   co.general_eval_data = options_.general_eval_data;
   co.inference = options_.model;
   co.training = options_.training;
+  co.on_step = options_.runtime_on_step;
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);
   ASSERT_TRUE(c.ok()) << c.status();
   if (options_.make_runner) c->make_runner = options_.make_runner;

@@ -52,6 +52,9 @@ struct TestServerOptions {
   int64_t max_streams_per_tenant = 32;  // tessera-server --max-streams-per-tenant
   // Set: jobs run on this runner instead of the real trainer (for scheduler behaviour tests).
   std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
+  // The model's runtime calls this after every step (RuntimeOptions::on_step: a test may block in it to
+  // hold the scheduler at an exact step).
+  std::function<void(const runtime::StepInfo&)> runtime_on_step;
 };
 
 inline TestServerOptions WithModel() {
