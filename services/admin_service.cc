@@ -401,6 +401,18 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
       }
       resp->set_resident_bytes(es.resident_bytes);
       resp->set_resident_bytes_limit(es.resident_bytes_limit);
+      resp->set_overlay_host_bytes(es.overlay_host_bytes);
+      resp->set_overlay_host_bytes_limit(es.overlay_host_bytes_limit);
+      resp->set_overlay_device_hits(es.overlay_device_hits);
+      resp->set_overlay_device_misses(es.overlay_device_misses);
+      resp->set_overlay_host_hits(es.overlay_host_hits);
+      resp->set_overlay_host_misses(es.overlay_host_misses);
+      resp->set_overlay_promotions(es.overlay_promotions);
+      resp->set_overlay_demotions(es.overlay_demotions);
+      resp->set_overlay_loads_in_flight(es.overlay_loads_in_flight);
+      resp->set_overlay_waiting_requests(es.overlay_waiting_requests);
+      resp->set_overlay_held_bytes(es.overlay_held_bytes);
+      resp->set_overlay_host_evictions(es.overlay_host_evictions);
       resp->mutable_queues()->set_inference_pending(es.pending_requests);
       resp->set_prefix_cache_bytes(es.prefix_cache_bytes);
       resp->set_prefix_cache_bytes_limit(es.prefix_cache_bytes_limit);

@@ -147,6 +147,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       ro.kv_capacity = plan->capacity;
       ro.kv_capacity_hint = plan->RaiseHint();
       ro.overlay_cache_bytes = options.expert_cache_bytes;
+      ro.overlay_host_bytes = options.overlay_host_bytes;
       ro.max_batch = options.max_batch;
       ro.admission = options.admission;
       ro.tenant_weights = options.tenant_weights;

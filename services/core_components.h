@@ -22,7 +22,8 @@ struct CoreOptions {
   std::string backbone = "builtin:tiny";  // or a path to an HF model directory, or random:tiny
   std::string device = "cpu";             // "cpu" | "cuda"
   std::string dtype = "auto";             // "auto" | "f32" | "bf16": the backbone's weight matrices
-  int64_t expert_cache_bytes = 256 << 20; // resident tenant versions (LRU beyond)
+  int64_t expert_cache_bytes = 256 << 20; // overlay device tier (--overlay-device-bytes; LRU beyond)
+  int64_t overlay_host_bytes = int64_t{1} << 30;  // overlay host tier (--overlay-host-bytes; 0: none)
   int max_batch = 16;                     // sequences per decode step (continuous batching)
   // Who gets a free batch slot (--admission, --tenant-weight, --max-queued-per-tenant; RuntimeOptions).
   runtime::AdmissionPolicy admission = runtime::AdmissionPolicy::kFair;

@@ -116,6 +116,19 @@ struct EngineStatus {
   int64_t overlay_pool_slabs = 0;           // preallocated expert-slot slabs for tenant versions
   int64_t overlay_pool_slabs_in_use = 0;
   int64_t overlay_pool_overflow_slots = 0;  // slots loaded outside the full pool
+  // Overlay tiers (core/runtime/overlay_cache.h); resident_bytes(_limit) is the device tier.
+  int64_t overlay_held_bytes = 0;       // evicted from the device, still used by running requests
+  int64_t overlay_host_bytes = 0;
+  int64_t overlay_host_bytes_limit = 0;
+  int64_t overlay_device_hits = 0;
+  int64_t overlay_device_misses = 0;
+  int64_t overlay_host_hits = 0;
+  int64_t overlay_host_misses = 0;
+  int64_t overlay_promotions = 0;
+  int64_t overlay_demotions = 0;
+  int64_t overlay_host_evictions = 0;
+  int64_t overlay_loads_in_flight = 0;
+  int64_t overlay_waiting_requests = 0;  // generation requests waiting for their overlay's load
   // The prefix cache (--prefix-cache-bytes; all zero when off).
   int64_t prefix_cache_bytes = 0;          // held now
   int64_t prefix_cache_bytes_limit = 0;    // the budget, in whole blocks

@@ -182,7 +182,21 @@ void TesseraServer::RegisterMetrics() {
   metrics_.Describe("tessera_overlay_pool_slabs", "gauge",
                     "Preallocated expert-slot slabs for tenant versions (state=total|in_use).");
   metrics_.Describe("tessera_overlay_pool_overflow_slots_total", "counter",
-                    "Tenant-version slots loaded outside the full slab pool (raise --expert-cache-bytes).");
+                    "Tenant-version slots loaded outside the full slab pool (raise --overlay-device-bytes).");
+  metrics_.Describe("tessera_overlay_tier_bytes", "gauge",
+                    "Tenant-overlay bytes per tier (tier=device|host, state=used|limit; device held = evicted but "
+                    "still used by running requests).");
+  metrics_.Describe("tessera_overlay_tier_hits_total", "counter",
+                    "Overlay acquisitions served by a tier (tier=device: resident; tier=host: promoted).");
+  metrics_.Describe("tessera_overlay_tier_misses_total", "counter",
+                    "Overlay acquisitions a tier could not serve (tier=host misses are disk loads).");
+  metrics_.Describe("tessera_overlay_promotions_total", "counter", "Overlays moved host -> device.");
+  metrics_.Describe("tessera_overlay_demotions_total", "counter", "Overlays moved device -> host on eviction.");
+  metrics_.Describe("tessera_overlay_host_evictions_total", "counter",
+                    "Overlays dropped from the host tier to disk (least recently used).");
+  metrics_.Describe("tessera_overlay_loads_in_flight", "gauge", "Overlay promotions and disk loads running now.");
+  metrics_.Describe("tessera_overlay_waiting_requests", "gauge",
+                    "Generation requests waiting for their tenant overlay's load (not yet queued for a slot).");
   metrics_.Describe("tessera_prefix_cache_hits_total", "counter",
                     "Prompt blocks restored from the prefix cache instead of prefilled.");
   metrics_.Describe("tessera_prefix_cache_misses_total", "counter",
@@ -226,6 +240,23 @@ void TesseraServer::RegisterMetrics() {
       m.Set("tessera_overlay_pool_slabs", {{"state", "total"}}, static_cast<double>(es.overlay_pool_slabs));
       m.Set("tessera_overlay_pool_slabs", {{"state", "in_use"}}, static_cast<double>(es.overlay_pool_slabs_in_use));
       m.Set("tessera_overlay_pool_overflow_slots_total", {}, static_cast<double>(es.overlay_pool_overflow_slots));
+      m.Set("tessera_overlay_tier_bytes", {{"tier", "device"}, {"state", "used"}}, static_cast<double>(es.resident_bytes));
+      m.Set("tessera_overlay_tier_bytes", {{"tier", "device"}, {"state", "held"}},
+            static_cast<double>(es.overlay_held_bytes));
+      m.Set("tessera_overlay_tier_bytes", {{"tier", "device"}, {"state", "limit"}},
+            static_cast<double>(es.resident_bytes_limit));
+      m.Set("tessera_overlay_tier_bytes", {{"tier", "host"}, {"state", "used"}}, static_cast<double>(es.overlay_host_bytes));
+      m.Set("tessera_overlay_tier_bytes", {{"tier", "host"}, {"state", "limit"}},
+            static_cast<double>(es.overlay_host_bytes_limit));
+      m.Set("tessera_overlay_tier_hits_total", {{"tier", "device"}}, static_cast<double>(es.overlay_device_hits));
+      m.Set("tessera_overlay_tier_hits_total", {{"tier", "host"}}, static_cast<double>(es.overlay_host_hits));
+      m.Set("tessera_overlay_tier_misses_total", {{"tier", "device"}}, static_cast<double>(es.overlay_device_misses));
+      m.Set("tessera_overlay_tier_misses_total", {{"tier", "host"}}, static_cast<double>(es.overlay_host_misses));
+      m.Set("tessera_overlay_promotions_total", {}, static_cast<double>(es.overlay_promotions));
+      m.Set("tessera_overlay_demotions_total", {}, static_cast<double>(es.overlay_demotions));
+      m.Set("tessera_overlay_host_evictions_total", {}, static_cast<double>(es.overlay_host_evictions));
+      m.Set("tessera_overlay_loads_in_flight", {}, static_cast<double>(es.overlay_loads_in_flight));
+      m.Set("tessera_overlay_waiting_requests", {}, static_cast<double>(es.overlay_waiting_requests));
       m.Set("tessera_prefix_cache_hits_total", {}, static_cast<double>(es.prefix_cache_hit_blocks));
       m.Set("tessera_prefix_cache_misses_total", {}, static_cast<double>(es.prefix_cache_miss_blocks));
       m.Set("tessera_prefix_cache_hit_tokens_total", {}, static_cast<double>(es.prefix_cache_hit_tokens));

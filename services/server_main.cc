@@ -79,7 +79,15 @@ Options:
                               (default 30)
   --no-jobs                   accept and queue jobs but do not run them in this process
   --no-inference              do not load the model for serving (Inference answers UNAVAILABLE)
-  --expert-cache-bytes N      device memory for resident tenant versions (default 268435456)
+  --overlay-device-bytes N    tenant overlays kept on the device, least recently used out (default
+                              268435456; --expert-cache-bytes is the old name). Overlays live in three
+                              tiers: device, host memory (parsed copies ready to upload), disk (the
+                              registry); a request for a version not on the device waits for its own
+                              load (done off the decode loop) while other tenants keep decoding
+  --overlay-host-bytes N      tenant overlays kept in host memory after leaving the device, LRU to disk
+                              (default 1073741824; 0: none). A version larger than a tier's budget is
+                              not kept in that tier. On the CPU backend both tiers are host memory,
+                              accounted separately
   --train-memory-limit-bytes N  device memory each fine-tuning job may allocate beyond the shared
                               backbone (activations, gradients, optimizer state, its overlay copy); a job
                               that needs more fails with RESOURCE_EXHAUSTED and the server keeps serving
@@ -282,8 +290,10 @@ int main(int argc, char** argv) {
       if (!next_int(&core.max_step_tokens, 0)) return Fail("--max-step-tokens needs an integer >= 0 (0: off)");
     } else if (arg == "--prefix-cache-bytes") {
       if (!next_int(&core.prefix_cache_bytes, 0)) return Fail("--prefix-cache-bytes needs an integer >= 0 (0: off)");
-    } else if (arg == "--expert-cache-bytes") {
-      if (!next_int(&core.expert_cache_bytes, 1)) return Fail("--expert-cache-bytes needs an integer >= 1");
+    } else if (arg == "--expert-cache-bytes" || arg == "--overlay-device-bytes") {
+      if (!next_int(&core.expert_cache_bytes, 1)) return Fail(absl::StrCat(arg, " needs an integer >= 1"));
+    } else if (arg == "--overlay-host-bytes") {
+      if (!next_int(&core.overlay_host_bytes, 0)) return Fail("--overlay-host-bytes needs an integer >= 0 (0: none)");
     } else if (arg == "--train-memory-limit-bytes") {
       if (!next_int(&core.train_memory_limit_bytes, 0)) {
         return Fail("--train-memory-limit-bytes needs an integer >= 0 (0: no limit)");

@@ -25,7 +25,8 @@ namespace tessera::runtime {
 
 struct LiveEntry {
   int64_t version = 0;  // 0 = base experts
-  std::string sha256;   // "" for version 0
+  std::string sha256;   // "" for version 0, and for a version first published by a request's lookup
+                        // before its overlay was loaded (the request's result carries the digest)
   bool operator==(const LiveEntry&) const = default;
 };
 

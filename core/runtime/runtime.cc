@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "core/runtime/request.h"
 #include "core/sampling/sampler.h"
@@ -58,6 +59,14 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
     return absl::InvalidArgumentError(
         absl::StrCat("Runtime: overlay_cache_bytes must be >= 0, got ", options.overlay_cache_bytes));
   }
+  if (options.overlay_host_bytes < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--overlay-host-bytes must be >= 0 (0 = no host tier), got ", options.overlay_host_bytes));
+  }
+  if (options.overlay_loader_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Runtime: overlay_loader_threads must be >= 1, got ", options.overlay_loader_threads));
+  }
   if (options.max_prefill_tokens_per_step < 1) {
     return absl::InvalidArgumentError(absl::StrCat("Runtime: max_prefill_tokens_per_step must be >= 1, got ",
                                                    options.max_prefill_tokens_per_step));
@@ -91,6 +100,9 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
     }
   }
   rt->scheduler_ = std::thread([r = rt.get()] { r->SchedulerLoop(); });
+  for (int i = 0; i < options.overlay_loader_threads; ++i) {
+    rt->loaders_.emplace_back([r = rt.get()] { r->LoaderLoop(); });
+  }
   return rt;
 }
 
@@ -101,7 +113,7 @@ Runtime::Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* 
       options_(options),
       device_mu_(options.device_mutex != nullptr ? options.device_mutex : &own_device_mu_),
       cache_(model->config(), model->backend(), source, options.overlay_cache_bytes, device_mu_,
-             model->weights().matrix_dtype(), &model->weights()),
+             model->weights().matrix_dtype(), &model->weights(), options.overlay_host_bytes),
       queue_(FairQueueOptions{options.admission, options.admission_quantum, options.tenant_weights, 1}) {}
 
 Runtime::~Runtime() { Shutdown(); }
@@ -112,12 +124,23 @@ void Runtime::Shutdown() {
     stopping_ = true;
   }
   cv_.notify_all();
+  load_cv_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
+  // A loader finishing a load now fails its waiters (stopping_); one blocked in its VersionSource is
+  // waited for.
+  for (std::thread& t : loaders_) {
+    if (t.joinable()) t.join();
+  }
   // The scheduler failed its active requests on the way out; nothing is admitted any more.
   std::vector<std::shared_ptr<Request>> left;
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.RemoveIf([](const std::shared_ptr<Request>&) { return true; }, &left);
+    for (auto& [key, waiters] : awaiting_overlay_) left.insert(left.end(), waiters.begin(), waiters.end());
+    awaiting_overlay_.clear();
+    load_queue_.clear();
+    awaiting_by_tenant_.clear();
+    awaiting_count_ = 0;
   }
   for (auto& r : left) Finish(*r, absl::UnavailableError("the runtime is shutting down"));
 }
@@ -140,7 +163,57 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> Runtime::OverlayFor(const s
   return cache_.Acquire(tenant, version);
 }
 
-absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, std::optional<int64_t> version) {
+void Runtime::LoaderLoop() {
+  for (;;) {
+    std::pair<std::string, int64_t> key;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      load_cv_.wait(lock, [&] { return stopping_ || !load_queue_.empty(); });
+      if (stopping_) return;
+      key = std::move(load_queue_.front());
+      load_queue_.pop_front();
+    }
+    // Promotion or disk load (or a device hit, if another path brought it in meanwhile); the cache
+    // takes the device mutex only for its uploads.
+    absl::StatusOr<std::shared_ptr<const ExpertOverlay>> overlay = cache_.Acquire(key.first, key.second);
+    std::vector<std::shared_ptr<Request>> waiters;
+    absl::Status failed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = awaiting_overlay_.find(key); it != awaiting_overlay_.end()) {
+        waiters = std::move(it->second);
+        awaiting_overlay_.erase(it);
+      }
+      awaiting_count_ -= static_cast<int64_t>(waiters.size());
+      if (!waiters.empty()) {
+        auto t = awaiting_by_tenant_.find(key.first);
+        t->second -= static_cast<int64_t>(waiters.size());
+        if (t->second <= 0) awaiting_by_tenant_.erase(t);
+      }
+      if (stopping_) {
+        failed = absl::UnavailableError("the runtime is shutting down");
+      } else if (!overlay.ok()) {
+        failed = overlay.status();
+      } else {
+        // Cancelled ones too: the scheduler drops them from the queue (Abandon may have missed them
+        // while they were in this thread's hands).
+        for (auto& r : waiters) {
+          r->overlay = *overlay;
+          r->sha256 = (*overlay)->digest();
+          queue_.Push(r->tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
+        }
+      }
+    }
+    if (!failed.ok()) {
+      for (auto& r : waiters) Finish(*r, failed);
+    } else if (!waiters.empty()) {
+      cv_.notify_all();
+    }
+  }
+}
+
+absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, std::optional<int64_t> version,
+                                                   bool load) {
   if (tenant.empty()) return absl::InvalidArgumentError("tenant_id is empty");
   Resolved r;
   r.table = table_.Current();
@@ -154,7 +227,8 @@ absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, st
     ASSIGN_OR_RETURN(const int64_t live, source_->LiveVersion(tenant));
     if (live < 0) return absl::InternalError(absl::StrCat("version source: live version ", live, " is negative"));
     std::shared_ptr<const ExpertOverlay> overlay;
-    if (live > 0) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, live)); }
+    if (live > 0 && load) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, live)); }
+    if (live > 0 && !load) overlay = cache_.TryAcquireResident(tenant, live);
     const std::string sha = overlay ? overlay->digest() : "";
     LiveEntry now;
     {
@@ -170,10 +244,12 @@ absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, st
       return r;
     }
   }
-  if (r.version > 0) {
+  if (r.version > 0 && load) {
     ASSIGN_OR_RETURN(r.overlay, OverlayFor(tenant, r.version));
-    r.sha256 = r.overlay->digest();
+  } else if (r.version > 0) {
+    r.overlay = cache_.TryAcquireResident(tenant, r.version);
   }
+  if (r.overlay != nullptr) r.sha256 = r.overlay->digest();
   return r;
 }
 
@@ -234,7 +310,7 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
     if (stopping_) return absl::UnavailableError("the runtime is shutting down");
   }
   if (absl::Now() >= params.deadline) return absl::DeadlineExceededError("the deadline passed before generation started");
-  ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version));
+  ASSIGN_OR_RETURN(Resolved res, Resolve(tenant, version, /*load=*/false));
   std::vector<int32_t> prompt = params.prompt_ids.empty() ? PromptTokens(params.prompt) : params.prompt_ids;
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty: it encodes to no tokens");
   if (static_cast<int64_t>(prompt.size()) > options_.kv_capacity) {
@@ -255,21 +331,39 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   r->want_logprobs = params.logprobs;
   r->top_logprobs = params.top_logprobs;
   if (r->collect_routing) r->routing.Init(model_->config().num_layers, model_->config().num_experts);
+  // Not on the device tier: wait aside while a loader prefetches it (see the file comment).
+  const bool await_overlay = r->version > 0 && r->overlay == nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the runtime is shutting down");
-    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
-      return absl::UnavailableError(absl::StrCat("the server is overloaded: ", queue_.size(),
+    const int64_t waiting = static_cast<int64_t>(queue_.size()) + awaiting_count_;
+    if (waiting >= options_.max_queue) {
+      return absl::UnavailableError(absl::StrCat("the server is overloaded: ", waiting,
                                                  " requests are waiting; retry later"));
     }
-    if (static_cast<int64_t>(queue_.size(tenant)) >= options_.max_queue_per_tenant) {
+    auto aw = awaiting_by_tenant_.find(tenant);
+    const int64_t tenant_waiting =
+        static_cast<int64_t>(queue_.size(tenant)) + (aw != awaiting_by_tenant_.end() ? aw->second : 0);
+    if (tenant_waiting >= options_.max_queue_per_tenant) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "tenant '", tenant, "' already has ", queue_.size(tenant), " generation requests waiting for a batch slot (",
+          "tenant '", tenant, "' already has ", tenant_waiting, " generation requests waiting for a batch slot (",
           "the per-tenant limit, --max-queued-per-tenant); retry when some have finished"));
     }
-    queue_.Push(tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
+    if (await_overlay) {
+      auto [it, first] = awaiting_overlay_.try_emplace({tenant, r->version});
+      it->second.push_back(r);
+      if (first) load_queue_.emplace_back(tenant, r->version);
+      ++awaiting_count_;
+      ++awaiting_by_tenant_[tenant];
+    } else {
+      queue_.Push(tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
+    }
   }
-  cv_.notify_all();
+  if (await_overlay) {
+    load_cv_.notify_one();
+  } else {
+    cv_.notify_all();
+  }
 
   const bool watch = static_cast<bool>(params.cancelled) || params.deadline != absl::InfiniteFuture();
   for (;;) {
@@ -318,6 +412,15 @@ void Runtime::Abandon(const std::shared_ptr<Request>& r) {
     // scheduler drops it before its next step.
     std::lock_guard<std::mutex> lock(mu_);
     queue_.RemoveIf([&](const std::shared_ptr<Request>& q) { return q == r; }, &removed);
+    if (auto it = awaiting_overlay_.find({r->tenant, r->version}); it != awaiting_overlay_.end()) {
+      // Waiting for its overlay: leave the wait (the load itself goes on; its entry may stay empty).
+      if (auto w = absl::c_find(it->second, r); w != it->second.end()) {
+        it->second.erase(w);
+        removed.push_back(r);
+        --awaiting_count_;
+        if (--awaiting_by_tenant_[r->tenant] <= 0) awaiting_by_tenant_.erase(r->tenant);
+      }
+    }
   }
   for (auto& q : removed) Finish(*q, absl::CancelledError("generation cancelled by the caller"));
   cv_.notify_all();
@@ -374,11 +477,24 @@ RuntimeStatus Runtime::Status() {
   s.overlay_pool_slabs = cs.pool_slabs;
   s.overlay_pool_slabs_in_use = cs.pool_slabs_in_use;
   s.overlay_pool_overflow_slots = cs.pool_overflow_slots;
+  s.host_resident = std::move(cs.host);
+  s.overlay_host_bytes = cs.host_bytes;
+  s.overlay_host_bytes_limit = cs.host_capacity_bytes;
+  s.overlay_device_hits = cs.hits;
+  s.overlay_device_misses = cs.misses;
+  s.overlay_host_hits = cs.host_hits;
+  s.overlay_host_misses = cs.host_misses;
+  s.overlay_promotions = cs.promotions;
+  s.overlay_demotions = cs.demotions;
+  s.overlay_host_evictions = cs.host_evictions;
+  s.overlay_not_admitted = cs.not_admitted;
+  s.overlay_loads_in_flight = cs.loads_in_flight;
   for (const auto& [tenant, entry] : *table_.Current()) s.live[tenant] = entry.version;
   {
     std::lock_guard<std::mutex> lock(mu_);
     s.pending_requests = static_cast<int64_t>(queue_.size());
     s.pending_by_tenant = queue_.Depths();
+    s.requests_waiting_for_overlay = awaiting_count_;
   }
   s.kv_caches_free = kv_pool_ ? kv_pool_->available() : 0;
   s.active_requests = active_count_.load();

@@ -2,7 +2,8 @@
 // batching, per-tenant expert overlays and hot swap of live versions.
 //
 // Pieces (each in its own file): ExpertTable (tenant -> live version, published by RCU),
-// OverlayCache (resident versions, bounded by bytes, LRU), KvCachePool (KV caches allocated once),
+// OverlayCache (versions in a device tier, a host tier and on disk, each tier bounded by bytes, LRU),
+// KvCachePool (KV caches allocated once),
 // and the scheduler (scheduler.cc): one thread that repeatedly runs one Model::Forward over every
 // active request — prompts of requests that just joined (prefill) and the last token of the others
 // (decode) in the same batch, each with its own KV cache and its own tenant's overlay — samples each
@@ -10,9 +11,15 @@
 //
 // Request lifecycle (Generate, on the caller's thread):
 //   resolve the version: pinned, or the table's live entry, or (tenant not seen yet) the source's
-//   live pointer -> acquire its overlay from the cache (loading it here, off the decode loop) ->
-//   tokenize (BOS + prompt) -> enqueue (queue full: UNAVAILABLE; the tenant's share full:
-//   RESOURCE_EXHAUSTED) -> wait for deltas / completion, or cancellation / the deadline.
+//   live pointer -> tokenize (BOS + prompt) -> enqueue (queue full: UNAVAILABLE; the tenant's share
+//   full: RESOURCE_EXHAUSTED) -> wait for deltas / completion, or cancellation / the deadline.
+//   Enqueue: when the version's overlay is on the device tier the request goes straight into the
+//   admission queue; otherwise it waits aside while a loader thread (overlay_loader_threads of them)
+//   prefetches the overlay -- a promotion from the host tier or a load from disk (overlay_cache.h) --
+//   and joins the admission queue when the overlay is ready (or finishes with the load's error, e.g.
+//   NOT_FOUND). The scheduler never waits for a load: it keeps admitting and decoding the other
+//   tenants' requests meanwhile, so a cold tenant's first request waits for its own load only.
+//   Requests waiting for a load count against max_queue / max_queue_per_tenant like queued ones.
 // Admission: the queue is per tenant; a free batch slot goes to the next request under
 // options.admission (deficit round-robin across tenants by default, fair_queue.h), so a tenant flooding
 // the server delays another's request by about one slot's turnover, not by the whole backlog.
@@ -115,7 +122,14 @@ struct RuntimeOptions {
   AdmissionPolicy admission = AdmissionPolicy::kFair;
   int64_t admission_quantum = 64;
   std::map<std::string, int64_t> tenant_weights;
+  // The overlay tiers (overlay_cache.h): bytes of tenant overlays kept on the device (the server's
+  // --overlay-device-bytes, alias --expert-cache-bytes) and as host copies ready to upload
+  // (--overlay-host-bytes; 0 = no host tier: an overlay leaving the device is dropped to disk).
   int64_t overlay_cache_bytes = int64_t{256} << 20;
+  int64_t overlay_host_bytes = 0;
+  // Threads that prefetch overlays of queued requests (promotions and disk loads), >= 1: a slow load
+  // delays only the requests waiting for it and, beyond this many loads at once, later loads.
+  int overlay_loader_threads = 2;
   // Tenant overlays live in a slab pool allocated at start-up (OverlaySlabPool): one slab per expert slot,
   // enough for overlay_cache_bytes plus `max_batch` slots of headroom for overlays that in-flight requests
   // still hold after eviction. false: every load allocates from the backend.
@@ -211,12 +225,26 @@ struct ScoreResult {
 };
 
 struct RuntimeStatus {
-  std::vector<ResidentOverlay> resident;  // most recently used first
-  int64_t resident_bytes = 0;
+  std::vector<ResidentOverlay> resident;  // device tier, most recently used first
+  int64_t resident_bytes = 0;  // device tier (= overlay_device_bytes)
   int64_t held_bytes = 0;  // evicted overlays still held by requests
   int64_t resident_bytes_limit = 0;
+  // The overlay tiers (overlay_cache.h; OverlayCacheStats has the definitions).
+  std::vector<ResidentOverlay> host_resident;  // host tier, most recently used first
+  int64_t overlay_host_bytes = 0;
+  int64_t overlay_host_bytes_limit = 0;
+  int64_t overlay_device_hits = 0;
+  int64_t overlay_device_misses = 0;
+  int64_t overlay_host_hits = 0;
+  int64_t overlay_host_misses = 0;
+  int64_t overlay_promotions = 0;
+  int64_t overlay_demotions = 0;
+  int64_t overlay_host_evictions = 0;
+  int64_t overlay_not_admitted = 0;
+  int64_t overlay_loads_in_flight = 0;
+  int64_t requests_waiting_for_overlay = 0;  // not yet in the queue: their overlay is being loaded
   std::map<std::string, int64_t> live;  // tenant -> version served by default
-  int64_t pending_requests = 0;  // queued, waiting for a batch slot
+  int64_t pending_requests = 0;  // queued with their overlay ready, waiting for a batch slot
   std::map<std::string, int64_t> pending_by_tenant;  // the same by tenant (tenants with none absent)
   int64_t kv_caches_free = 0;    // pooled KV caches not held by a request (= max_batch when idle)
   int64_t active_requests = 0;   // in the running batch
@@ -302,7 +330,9 @@ class Runtime {
   };
 
   Runtime(const Model* model, const Tokenizer* tokenizer, VersionSource* source, RuntimeOptions options);
-  absl::StatusOr<Resolved> Resolve(const std::string& tenant, std::optional<int64_t> version);
+  // `load`: acquire the overlay here (blocking); false: only if it is on the device tier (Generate:
+  // a missing overlay is prefetched by a loader thread).
+  absl::StatusOr<Resolved> Resolve(const std::string& tenant, std::optional<int64_t> version, bool load = true);
   absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayFor(const std::string& tenant, int64_t version);
   std::vector<int32_t> PromptTokens(std::string_view text) const;
   // The INVALID_ARGUMENT message for a prompt/text of `tokens` tokens that exceeds kv_capacity.
@@ -311,6 +341,10 @@ class Runtime {
   // Marks a request the caller gave up on: removed from the queue at once if still there (finished
   // here), else dropped from the batch by the scheduler before its next step.
   void Abandon(const std::shared_ptr<Request>& r);
+
+  // A loader thread: takes (tenant, version) keys off load_queue_, acquires the overlay (promotion or
+  // disk load, without the runtime's locks) and moves the requests waiting for it into the queue.
+  void LoaderLoop();
 
   // scheduler.cc
   void SchedulerLoop();
@@ -337,9 +371,16 @@ class Runtime {
   std::unique_ptr<KvCachePool> kv_pool_;
   std::unique_ptr<PrefixCache> prefix_cache_;  // null when options_.prefix_cache_bytes == 0
 
-  std::mutex mu_;  // guards queue_ and stopping_
+  std::mutex mu_;  // guards queue_, stopping_ and the overlay-wait state below
   std::condition_variable cv_;
   FairQueue<std::shared_ptr<Request>> queue_;  // waiting for a batch slot (options_.admission)
+  // Requests waiting for their overlay, by (tenant, version); keys with a load to start, in order.
+  std::map<std::pair<std::string, int64_t>, std::vector<std::shared_ptr<Request>>> awaiting_overlay_;
+  std::deque<std::pair<std::string, int64_t>> load_queue_;
+  std::map<std::string, int64_t> awaiting_by_tenant_;
+  int64_t awaiting_count_ = 0;
+  std::condition_variable load_cv_;
+  std::vector<std::thread> loaders_;
   bool stopping_ = false;
   bool paused_ = false;
   std::thread scheduler_;

@@ -466,6 +466,13 @@ std::optional<CliError> Run(Ctx& c) {
       std::printf("  %s v%lld  %lld bytes  %s\n", r.tenant_id().c_str(), static_cast<long long>(r.version()),
                   static_cast<long long>(r.bytes()), r.sha256().substr(0, 12).c_str());
     }
+    std::printf("overlays:  host tier %lld bytes (limit %lld); device hits %lld misses %lld, host hits %lld "
+                "misses %lld; %lld promotions, %lld demotions; %lld loads in flight\n",
+                static_cast<long long>(resp.overlay_host_bytes()), static_cast<long long>(resp.overlay_host_bytes_limit()),
+                static_cast<long long>(resp.overlay_device_hits()), static_cast<long long>(resp.overlay_device_misses()),
+                static_cast<long long>(resp.overlay_host_hits()), static_cast<long long>(resp.overlay_host_misses()),
+                static_cast<long long>(resp.overlay_promotions()), static_cast<long long>(resp.overlay_demotions()),
+                static_cast<long long>(resp.overlay_loads_in_flight()));
   } else {
     return UnknownCommand(cmd, sub);
   }

@@ -109,6 +109,13 @@ TEST(MetricsTest, InferenceReportsTokensBatchesAndExpertUtilizationPerTenant) {
            std::string("tessera_runtime_max_batch_size 1"),
            std::string("tessera_overlay_pool_slabs{state=\"in_use\"} 0"),  // acme has no version yet
            std::string("tessera_overlay_pool_overflow_slots_total 0"),
+           // Overlay tiers: acme has no version, so nothing was acquired; the budgets are the defaults.
+           std::string("tessera_overlay_tier_bytes{tier=\"device\",state=\"limit\"} 268435456"),
+           std::string("tessera_overlay_tier_bytes{tier=\"host\",state=\"limit\"} 1073741824"),
+           std::string("tessera_overlay_tier_bytes{tier=\"host\",state=\"used\"} 0"),
+           std::string("tessera_overlay_tier_misses_total{tier=\"device\"} 0"),
+           std::string("tessera_overlay_loads_in_flight 0"),
+           std::string("tessera_overlay_waiting_requests 0"),
        }) {
     EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;
   }
