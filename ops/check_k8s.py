@@ -9,8 +9,9 @@
    StatefulSet has cpu/memory requests and limits, gRPC startup/liveness/readiness probes on its gRPC
    port, runs as non-root with a read-only root filesystem, no privilege escalation and all capabilities
    dropped; each role's arguments carry the right --role, inference and trainer ones --control-plane
-   and --control-plane-key-file naming the mounted admin-key Secret, the control plane --registry from
-   the tessera-postgres Secret; every $(VAR) in arguments is defined (an undefined one would reach the
+   and --control-plane-key-file naming the mounted admin-key Secret and --advertise $(POD_IP):PORT,
+   every role --registry and PGPASSWORD from the tessera-postgres Secret; the shared blob volume (when
+   rendered) ReadWriteMany and at every role's DATA_DIR/blobs; every $(VAR) in arguments is defined (an undefined one would reach the
    server literally); every flag is one tessera-server accepts (its --help, when a build is given);
    the cuda overlay requests nvidia.com/gpu for inference and trainers and no other overlay does;
    PodDisruptionBudgets cover inference and control; Services select pods and name ports they have;
@@ -45,7 +46,7 @@ K8S_VERSIONS = ["1.29.0", "1.37.0"]
 # Flags the manifests use that the roles work adds to tessera-server (shared/API.md "Roles"); accepted
 # without the binary's --help listing them only while it lists no --role (a server before the roles).
 # Once --role is there, every flag must be in --help, so a name the roles work spelled differently fails.
-PENDING_FLAGS = {"--role", "--control-plane", "--control-plane-key-file"}
+PENDING_FLAGS = {"--role", "--control-plane", "--control-plane-key-file", "--advertise"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 GRPC_PORT = 7070
 ADMIN_KEY_SECRET = "tessera-admin-key"
@@ -204,12 +205,16 @@ def problems_roles(obj):
             key = args.get("--control-plane-key-file")
             if key not in secret_file_mounts(ps, c, ADMIN_KEY_SECRET):
                 out.append(f"{kn(obj)}: --control-plane-key-file {key!r} is not a file of Secret {ADMIN_KEY_SECRET}")
-            if "--registry" in args:
-                out.append(f"{kn(obj)}: a {comp} pod talks to the control plane, not to the registry")
+            adv = args.get("--advertise") or ""
+            pod_ip = any(e["name"] == "POD_IP" and e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"
+                         for e in c.get("env", []))
+            if not (adv.startswith("$(POD_IP):") and pod_ip):
+                out.append(f"{kn(obj)}: --advertise must be $(POD_IP):PORT with POD_IP from status.podIP (a pod's host name does not resolve)")
         else:
             if "--control-plane" in args:
                 out.append(f"{kn(obj)}: --role {comp} takes no --control-plane")
-        if comp == "control":
+        # Every role of a split deployment shares the control plane's PostgreSQL registry.
+        if comp in ("control", "inference", "trainer"):
             if args.get("--registry") != "$(TESSERA_REGISTRY)" or not env_from_secret(c, "TESSERA_REGISTRY", POSTGRES_SECRET):
                 out.append(f"{kn(obj)}: --registry must be $(TESSERA_REGISTRY) from Secret {POSTGRES_SECRET}")
             if not env_from_secret(c, "PGPASSWORD", POSTGRES_SECRET):
@@ -283,6 +288,26 @@ def problems_gpu(objs, want_gpu):
 
 def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def problems_shared_blobs(objs):
+    """With the shared-blobs component: a ReadWriteMany claim that every role pod mounts at DATA_DIR/blobs."""
+    out = []
+    claims = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PersistentVolumeClaim"}
+    if "tessera-blobs" not in claims:
+        return out
+    if "ReadWriteMany" not in claims["tessera-blobs"]["spec"].get("accessModes", []):
+        out.append("persistentvolumeclaim/tessera-blobs is not ReadWriteMany")
+    for o in objs:
+        if o["kind"] not in WORKLOAD_KINDS or component(o) not in ("control", "inference", "trainer"):
+            continue
+        ps = pod_spec(o)
+        vols = {v["name"] for v in ps.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == "tessera-blobs"}
+        for c in ps["containers"]:
+            want = os.path.join(arg_pairs(c.get("args", [])).get("--data-dir") or "?", "blobs")
+            if not any(m["name"] in vols and m["mountPath"] == want for m in c.get("volumeMounts", [])):
+                out.append(f"{kn(o)}: does not mount tessera-blobs at {want}")
+    return out
 
 
 def problems_pdb(objs):
@@ -614,6 +639,9 @@ def main():
         probs = problems_gpu(objs, tg == "overlays/cuda")
         t.check(f"{tg}: nvidia.com/gpu {'on inference and trainers' if tg == 'overlays/cuda' else 'nowhere'}", not probs, "; ".join(probs))
         if tg != "overlays/dev":
+            probs = problems_shared_blobs(objs)
+            t.check(f"{tg}: the blob store is one ReadWriteMany volume at every role's DATA_DIR/blobs"
+                    if any(o["kind"] == "PersistentVolumeClaim" for o in objs) else f"{tg}: no shared blob volume", not probs, "; ".join(probs))
             probs = problems_pdb(objs)
             t.check(f"{tg}: PodDisruptionBudgets for inference and control", not probs, "; ".join(probs))
         probs = problems_services(objs)
@@ -672,6 +700,12 @@ def main():
             ("GPU request outside the cuda overlay is caught",
              lambda: problems_gpu(broken("inference", lambda o, c: c["resources"]["limits"].update({"nvidia.com/gpu": "1"})), False)),
             ("cuda overlay without GPUs is caught", lambda: problems_gpu(base, True)),
+            ("a trainer without the shared blob volume is caught",
+             lambda: problems_shared_blobs(broken("trainer", lambda o, c: c.update(volumeMounts=[m for m in c["volumeMounts"] if m["name"] != "blobs"])))),
+            ("a replica without --registry is caught",
+             lambda: problems_roles(wl(broken("inference", lambda o, c: c.update(args=[a for a in c["args"] if a not in ("--registry", "$(TESSERA_REGISTRY)")])), "inference"))),
+            ("a replica advertising its host name is caught",
+             lambda: problems_roles(wl(broken("inference", lambda o, c: c["args"].__setitem__(c["args"].index("$(POD_IP):7070"), "$(HOSTNAME):7070")), "inference"))),
             ("missing PodDisruptionBudget is caught",
              lambda: problems_pdb([o for o in base if o["kind"] != "PodDisruptionBudget"])),
             ("a real password in a Secret is caught",
