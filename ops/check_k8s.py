@@ -658,8 +658,8 @@ def smoke_roles(t, tg, objs, build, flags):
     pods, pg = [], None
     try:
         pg = Postgres(work)
-        pg.start()
-        secrets = {POSTGRES_SECRET: {"registry": f"postgres://tessera@127.0.0.1:{pg.port}/tessera", "password": "unused-trust-auth"}}
+        uri = pg.start()  # postgres://tessera@127.0.0.1:PORT/tessera, trust authentication
+        secrets = {POSTGRES_SECRET: {"registry": uri, "password": "unused-trust-auth"}}
         claims = {}
         control = LocalPod(by_role["control"], configmaps, build, work, secrets, claims)
         pods.append(control)
@@ -688,11 +688,8 @@ def smoke_roles(t, tg, objs, build, flags):
             if pod.proc is not None and pod.proc.poll() is None:
                 pod.proc.kill()
                 pod.proc.wait()
-        if pg is not None and pg.port is not None:
-            try:
-                pg._run("pg_ctl", "-D", os.path.join(pg.base, "data"), "-m", "immediate", "-w", "stop")
-            except RuntimeError:
-                pass
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
