@@ -30,6 +30,14 @@
 // Any failed RPC, failed job or wrongly versioned response ends the run with exit status 1 and a
 // one-line reason on stderr. The last stdout line is exactly
 //   gen_rps_1=<x> gen_rps_64=<x> ratio=<x> swap_p50_ms=<x> getjob_rps=<x>
+//
+// With --many-tenants LIST it runs only the overlay-tier benchmark instead (issue 20, section 3; see
+// RunManyTenants below): thousands of registered tenants, Zipf traffic, device and host overlay
+// budgets far below the total. Its last stdout line is exactly
+//   tiers_rps_1=<x> tiers_rps_1000=<x> hot_p99_alone_ms=<x> hot_p99_1000_ms=<x> hot_p99_ratio=<x>
+//   cpu_ratio_1000=<x> ratio_1000=<x>
+// (one line), ratio_1000 = req/s with 1,000 active tenants over req/s with one, cpu_ratio_1000 the same
+// from the server's CPU time per request (steadier on a shared machine).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -62,7 +70,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "core/model/config.h"
+#include "core/model/lora_overlay.h"
 #include "grpcpp/grpcpp.h"
+#include "storage/registry.h"
 #include "tessera/v1/admin.grpc.pb.h"
 #include "tessera/v1/datasets.grpc.pb.h"
 #include "tessera/v1/experts.grpc.pb.h"
@@ -110,6 +121,19 @@ Load:
                            the same load without it (default 0: skip the phase)
   --setup-timeout S        cap on tenant setup (jobs), seconds (default 600)
   --help                   this text
+
+Overlay tiers (--many-tenants LIST runs only this benchmark; it starts its own server):
+  --many-tenants LIST      active tenant counts, e.g. 1,64,1000,5000 (the largest are registered
+                           before the server starts, each with one live LoRA version; include 1 and 1000
+                           for the final line's ratios)
+  --zipf S                 Zipf exponent of the traffic over the active tenants (default 1.0)
+  --device-overlays N      overlay device tier, in tenants' overlays (default 32)
+  --host-overlays N        overlay host tier, in tenants' overlays (default 256)
+  --hot-tenants N          the hottest N tenants, whose p99 is reported; also a phase of their own
+                           (no cold loads) for comparison (default 4)
+  --lora-rank R            rank of the registered LoRA versions (default 4)
+  (--threads, --requests, --duration, --rounds, --max-tokens, --backbone apply; --requests default
+  2000 per tenant count)
 
 Exit status 0 when every request succeeded and was served by the expected version, 1 otherwise.
 )";
@@ -344,6 +368,9 @@ struct Options {
   int swap_load_threads = 0;
   int getjob_requests = 20000, getjob_duration_s = 8, train_steps = 2, setup_timeout_s = 600;
   int train_load_steps = 0;
+  std::vector<int> many_tenants;  // --many-tenants: the overlay-tier benchmark
+  double zipf_s = 1.0;
+  int device_overlays = 32, host_overlays = 256, hot_tenants = 4, lora_rank = 4;
 };
 
 Options ParseFlags(int argc, char** argv) {
@@ -417,6 +444,23 @@ Options ParseFlags(int argc, char** argv) {
       o.setup_timeout_s = num(1);
     } else if (arg == "--train-load-steps") {
       o.train_load_steps = num(0);
+    } else if (arg == "--many-tenants") {
+      for (absl::string_view part : absl::StrSplit(str(), ',')) {
+        int n = 0;
+        if (!absl::SimpleAtoi(part, &n) || n < 1) Die(absl::StrCat("--many-tenants: bad count \"", part, "\""));
+        o.many_tenants.push_back(n);
+      }
+    } else if (arg == "--zipf") {
+      std::string v = str();
+      if (!absl::SimpleAtod(v, &o.zipf_s) || o.zipf_s < 0) Die(absl::StrCat("--zipf: expected a number >= 0, got \"", v, "\""));
+    } else if (arg == "--device-overlays") {
+      o.device_overlays = num(1);
+    } else if (arg == "--host-overlays") {
+      o.host_overlays = num(0);
+    } else if (arg == "--hot-tenants") {
+      o.hot_tenants = num(1);
+    } else if (arg == "--lora-rank") {
+      o.lora_rank = num(1);
     } else {
       Die(absl::StrCat("unknown argument \"", argv[i], "\" (see --help)"));
     }
@@ -868,12 +912,389 @@ TrainLoadResult RunTrainLoad(const Options& o, const std::string& target, const 
   return r;
 }
 
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// --many-tenants: overlay tiers with many registered tenants (issue 20, section 3).
+//
+// Setup writes the tenants into the data dir BEFORE the server starts, through the registry library
+// (as a restore would): n tenants, each with one live LoRA version (rank --lora-rank on two expert
+// slots, random factors; a few KB on disk, merged into dense slot weights when loaded). Fine-tuning
+// thousands of versions through jobs would take hours on this machine; what is measured (serving)
+// then goes through the public API only, and every response's expert_version is checked.
+// The server runs with an overlay device tier of --device-overlays tenants' overlays and a host tier
+// of --host-overlays, far below the total, so requests to the long tail promote from the host or load
+// from disk on a loader thread while the batch keeps decoding.
+// Traffic: closed loop, --threads clients, each request's tenant drawn from a Zipf(--zipf) law over
+// the first n tenants (rank 1 = tenant 0, the hottest). Counts are interleaved over --rounds rounds.
+
+struct TierCounters {
+  int64_t device_hits = 0, device_misses = 0, host_hits = 0, host_misses = 0, promotions = 0, demotions = 0;
+  static TierCounters Of(const v1::RuntimeStatus& s) {
+    return {s.overlay_device_hits(), s.overlay_device_misses(), s.overlay_host_hits(), s.overlay_host_misses(),
+            s.overlay_promotions(),  s.overlay_demotions()};
+  }
+  TierCounters Minus(const TierCounters& b) const {
+    return {device_hits - b.device_hits, device_misses - b.device_misses, host_hits - b.host_hits,
+            host_misses - b.host_misses, promotions - b.promotions,       demotions - b.demotions};
+  }
+  void Add(const TierCounters& b) {
+    device_hits += b.device_hits, device_misses += b.device_misses, host_hits += b.host_hits;
+    host_misses += b.host_misses, promotions += b.promotions, demotions += b.demotions;
+  }
+};
+
+struct ZipfResult {
+  int tenants = 0;
+  int64_t requests = 0, tokens = 0;
+  double seconds = 0, server_cpu_s = 0;
+  std::vector<double> all_ms, hot_ms;  // hot: requests to the --hot-tenants hottest tenants
+  TierCounters tiers;
+  double rps() const { return seconds > 0 ? requests / seconds : 0; }
+  // Server CPU per request beyond what the idle server burns in the same time (`idle_cpu`: CPU seconds
+  // per second with no requests -- its background threads and this bench's status polling).
+  double cpu_ms_per_req(double idle_cpu) const {
+    return requests > 0 ? 1000 * std::max(0.0, server_cpu_s - idle_cpu * seconds) / requests : 0;
+  }
+};
+
+v1::RuntimeStatus GetStatus(const std::string& target, const std::string& admin_key) {
+  auto admin = v1::Admin::NewStub(NewChannel(target));
+  grpc::ClientContext ctx;
+  Prepare(&ctx, admin_key, 30);
+  v1::RuntimeStatus s;
+  Check(admin->GetRuntimeStatus(&ctx, v1::GetRuntimeStatusRequest(), &s), "Admin.GetRuntimeStatus");
+  return s;
+}
+
+// Tenants prefix-0 .. prefix-(n-1), each with live version 1: a LoRA version of two slots.
+std::vector<Tenant> PopulateRegistry(const std::string& data_dir, const std::string& prefix, int n, int rank,
+                                     const std::string& backbone) {
+  absl::StatusOr<tessera::ModelConfig> config =
+      tessera::ModelConfig::Builtin(absl::StrCat("builtin:", absl::StripPrefix(backbone, "random:")));
+  if (!absl::StartsWith(backbone, "random:") || !config.ok()) {
+    Die(absl::StrCat("--many-tenants needs a random:<builtin> backbone (its shapes are known before the server "
+                     "starts), got ", backbone));
+  }
+  const tessera::ModelConfig& c = *config;
+  auto registry = tessera::storage::Registry::Open(data_dir);
+  if (!registry.ok()) Die(absl::StrCat("opening the registry in ", data_dir, ": ", registry.status().ToString()));
+  std::vector<Tenant> tenants(n);
+  uint64_t s = 0x2545f4914f6cdd1dull;
+  auto uniform = [&] {
+    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+    return static_cast<float>(static_cast<double>(s >> 11) / 9007199254740992.0 - 0.5) * 0.1f;
+  };
+  for (int i = 0; i < n; ++i) {
+    Tenant& t = tenants[i];
+    t.id = absl::StrCat(prefix, "-", i);
+    t.live = 1;
+    if (auto st = (*registry)->CreateTenant(t.id, t.id, "bench_serve"); !st.ok()) {
+      Die(absl::StrCat("Registry::CreateTenant ", t.id, ": ", st.status().ToString()));
+    }
+    tessera::LoraAdapter a;
+    a.rank = rank;
+    a.alpha = rank;
+    std::vector<tessera::SlotId> slots = {{static_cast<int32_t>(i % c.num_layers), static_cast<int32_t>(i % c.num_experts)},
+                                          {static_cast<int32_t>((i + 1) % c.num_layers),
+                                           static_cast<int32_t>((i * 7 + 3) % c.num_experts)}};
+    if (slots[1] == slots[0]) slots.pop_back();
+    for (const tessera::SlotId& slot : slots) {
+      std::array<tessera::LoraFactors, 3>& f = a.factors[slot];
+      for (int part = 0; part < 3; ++part) {
+        const int64_t in = part == 2 ? c.expert_dim : c.hidden_size, out = part == 2 ? c.hidden_size : c.expert_dim;
+        f[part].a.resize(rank * in);
+        f[part].b.resize(out * rank);
+        for (float& x : f[part].a) x = uniform();
+        for (float& x : f[part].b) x = uniform();
+      }
+    }
+    absl::StatusOr<std::string> blob = a.Serialize(c);
+    if (!blob.ok()) Die(absl::StrCat("LoraAdapter::Serialize: ", blob.status().ToString()));
+    absl::StatusOr<std::string> digest = (*registry)->blobs().Put(*blob);
+    if (!digest.ok()) Die(absl::StrCat("BlobStore::Put: ", digest.status().ToString()));
+    tessera::storage::NewVersion nv;
+    nv.tenant_id = t.id;
+    std::string slots_json = "[";
+    for (size_t k = 0; k < slots.size(); ++k) {
+      absl::StrAppend(&slots_json, k ? "," : "", "{\"layer\":", slots[k].layer, ",\"expert\":", slots[k].expert, "}");
+    }
+    nv.slots_json = slots_json + "]";
+    nv.blob_digest = *digest;
+    nv.method = "lora";
+    nv.lora_rank = rank;
+    auto v = (*registry)->PublishVersion(nv, "bench_serve");
+    if (!v.ok()) Die(absl::StrCat("Registry::PublishVersion ", t.id, ": ", v.status().ToString()));
+    if (auto p = (*registry)->Promote(t.id, v->version, "bench_serve"); !p.ok()) {
+      Die(absl::StrCat("Registry::Promote ", t.id, ": ", p.status().ToString()));
+    }
+    t.live = v->version;
+    if ((i + 1) % 1000 == 0) {
+      std::printf("  setup: %d/%d tenants registered\n", i + 1, n);
+      std::fflush(stdout);
+    }
+  }
+  return tenants;
+}
+
+// Zipf(s) over ranks 1..n: P(k) ~ 1 / k^s. Sample() draws a 0-based rank.
+class Zipf {
+ public:
+  Zipf(int n, double s) : cdf_(n) {
+    double sum = 0;
+    for (int k = 0; k < n; ++k) cdf_[k] = (sum += 1.0 / std::pow(k + 1.0, s));
+    for (double& x : cdf_) x /= sum;
+  }
+  int Sample(uint64_t* state) const {
+    uint64_t& x = *state;
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const double u = static_cast<double>(x >> 11) / 9007199254740992.0;
+    return static_cast<int>(std::min<size_t>(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin(),
+                                             cdf_.size() - 1));
+  }
+
+ private:
+  std::vector<double> cdf_;
+};
+
+ZipfResult RunZipf(const Options& o, const std::string& target, const std::string& admin_key,
+                   const std::vector<Tenant>& tenants, int n, int total, int cap_s, uint64_t seed) {
+  const Zipf zipf(n, o.zipf_s);
+  std::atomic<int64_t> next{0};
+  std::mutex mu;
+  std::string first_error;
+  ZipfResult r;
+  r.tenants = n;
+  std::atomic<int64_t> tokens{0};
+  const TierCounters before = TierCounters::Of(GetStatus(target, admin_key));
+  const double cpu0 = ServerCpuSeconds();
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::seconds(cap_s);
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int w = 0; w < o.threads; ++w) channels.push_back(NewChannel(target));
+  std::vector<std::thread> workers;
+  for (int w = 0; w < o.threads; ++w) {
+    workers.emplace_back([&, w] {
+      auto stub = v1::Inference::NewStub(channels[w]);
+      uint64_t rng = (seed + 1) * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(w) * 0xbf58476d1ce4e5b9ull + 1;
+      std::vector<double> all, hot;
+      while (true) {
+        const int64_t i = next.fetch_add(1);
+        if (i >= total || Clock::now() > deadline) break;
+        const int rank = zipf.Sample(&rng);
+        const Tenant& t = tenants[rank];
+        v1::GenerateRequest req;
+        req.set_tenant_id(t.id);
+        req.set_prompt(kPrompts[i % 4]);
+        req.set_max_tokens(o.max_tokens);
+        req.set_temperature(0);
+        v1::GenerateResponse resp;
+        grpc::ClientContext ctx;
+        Prepare(&ctx, admin_key);
+        const auto t0 = Clock::now();
+        grpc::Status s = stub->Generate(&ctx, req, &resp);
+        const double ms = Millis(Clock::now() - t0);
+        std::string err;
+        if (!s.ok()) {
+          err = absl::StrCat("Inference.Generate for ", t.id, ": ", StatusText(s));
+        } else if (resp.expert_version() != t.live) {
+          err = absl::StrCat("Inference.Generate for ", t.id, " was served by version ", resp.expert_version(),
+                             ", but its live version is ", t.live);
+        }
+        if (!err.empty()) {
+          std::lock_guard<std::mutex> l(mu);
+          if (first_error.empty()) first_error = err;
+          break;
+        }
+        tokens += resp.usage().completion_tokens();
+        all.push_back(ms);
+        if (rank < o.hot_tenants) hot.push_back(ms);
+      }
+      std::lock_guard<std::mutex> l(mu);
+      r.all_ms.insert(r.all_ms.end(), all.begin(), all.end());
+      r.hot_ms.insert(r.hot_ms.end(), hot.begin(), hot.end());
+    });
+  }
+  for (auto& w : workers) w.join();
+  if (!first_error.empty()) Die(first_error);
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (double cpu1 = ServerCpuSeconds(); cpu0 >= 0 && cpu1 >= 0) r.server_cpu_s = cpu1 - cpu0;
+  r.requests = static_cast<int64_t>(r.all_ms.size());
+  r.tokens = tokens.load();
+  r.tiers = TierCounters::Of(GetStatus(target, admin_key)).Minus(before);
+  return r;
+}
+
+void AccumulateZipf(const ZipfResult& round, ZipfResult* total) {
+  total->tenants = round.tenants;
+  total->requests += round.requests;
+  total->tokens += round.tokens;
+  total->seconds += round.seconds;
+  total->server_cpu_s += round.server_cpu_s;
+  total->all_ms.insert(total->all_ms.end(), round.all_ms.begin(), round.all_ms.end());
+  total->hot_ms.insert(total->hot_ms.end(), round.hot_ms.begin(), round.hot_ms.end());
+  total->tiers.Add(round.tiers);
+}
+
+double Rate(int64_t hits, int64_t misses) { return hits + misses > 0 ? static_cast<double>(hits) / (hits + misses) : 0; }
+
+int RunManyTenants(const Options& o) {
+  if (!o.server.empty()) Die("--many-tenants starts its own server (it registers the tenants before the start)");
+  const int max_tenants = *std::max_element(o.many_tenants.begin(), o.many_tenants.end());
+  const auto bench_start = Clock::now();
+  std::string bin = FindServerBin(o.server_bin);
+  char tmpl[] = "/tmp/bench_serve.XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) Die(absl::StrCat("mkdtemp: ", std::strerror(errno)));
+  g_temp_root = tmpl;
+  g_keep_dir = o.keep;
+  const std::string data_dir = g_temp_root + "/data";
+  std::printf("bench_serve --many-tenants: registering %d tenants (one live LoRA version each, rank %d, 2 slots) in %s\n",
+              max_tenants, o.lora_rank, data_dir.c_str());
+  std::fflush(stdout);
+  const auto setup_start = Clock::now();
+  std::vector<Tenant> tenants = PopulateRegistry(data_dir, o.prefix, max_tenants, o.lora_rank, o.backbone);
+  const double setup_s = std::chrono::duration<double>(Clock::now() - setup_start).count();
+  // One tenant's overlay on the device: its slots merged to dense f32 (3 matrices of F x D per slot).
+  const tessera::ModelConfig c =
+      *tessera::ModelConfig::Builtin(absl::StrCat("builtin:", absl::StripPrefix(o.backbone, "random:")));
+  const int64_t overlay_bytes = 2 * 3 * c.expert_dim * c.hidden_size * 4;
+  const int64_t device_bytes = o.device_overlays * overlay_bytes, host_bytes = o.host_overlays * overlay_bytes;
+  const int port = StartServer(bin, data_dir,
+                               {"--backbone", o.backbone, "--device", o.device, "--dtype", "f32", "--no-jobs",
+                                "--overlay-device-bytes", std::to_string(device_bytes), "--overlay-host-bytes",
+                                std::to_string(host_bytes)});
+  const std::string target = absl::StrCat("127.0.0.1:", port);
+  const std::string admin_key = ReadKey(data_dir + "/admin.key");
+  std::printf("bench_serve: setup %.1f s; started %s on %s: overlay tiers device %lld bytes (%d overlays of %lld), "
+              "host %lld bytes (%d overlays); all %d overlays would take %lld bytes\n",
+              setup_s, bin.c_str(), target.c_str(), static_cast<long long>(device_bytes), o.device_overlays,
+              static_cast<long long>(overlay_bytes), static_cast<long long>(host_bytes), o.host_overlays, max_tenants,
+              static_cast<long long>(overlay_bytes) * max_tenants);
+  std::fflush(stdout);
+
+  // Budgets are checked from outside while the load runs: Admin.GetRuntimeStatus every 100 ms.
+  std::atomic<bool> stop_sampler{false};
+  std::atomic<int64_t> max_device{0}, max_host{0}, max_held{0}, samples{0};
+  int64_t device_limit = 0, host_limit = 0;
+  {
+    v1::RuntimeStatus s = GetStatus(target, admin_key);
+    device_limit = s.resident_bytes_limit();
+    host_limit = s.overlay_host_bytes_limit();
+  }
+  std::thread sampler([&] {
+    while (!stop_sampler.load()) {
+      v1::RuntimeStatus s = GetStatus(target, admin_key);
+      max_device = std::max(max_device.load(), s.resident_bytes());
+      max_host = std::max(max_host.load(), s.overlay_host_bytes());
+      max_held = std::max(max_held.load(), s.overlay_held_bytes());
+      samples.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+
+  // Phases: the hot tenants alone (no cold loads), then each tenant count; interleaved over rounds.
+  std::vector<int> counts = {o.hot_tenants};
+  counts.insert(counts.end(), o.many_tenants.begin(), o.many_tenants.end());
+  std::vector<ZipfResult> phases(counts.size());
+  RunZipf(o, target, admin_key, tenants, std::min(64, max_tenants), 4 * o.threads, 60, 999);  // warm-up, untimed
+  // The idle server's CPU rate (background threads, the status polling above), subtracted per phase.
+  double idle_cpu = 0;
+  {
+    const double c0 = ServerCpuSeconds();
+    const auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    const double c1 = ServerCpuSeconds();
+    idle_cpu = std::max(0.0, (c1 - c0) / std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::printf("bench_serve: idle server CPU %.1f ms/s (subtracted from each phase's CPU per request)\n", 1000 * idle_cpu);
+  for (int round = 0; round < o.rounds; ++round) {
+    for (size_t k = 0; k < counts.size(); ++k) {
+      const int n = counts[k];
+      const int requests = o.requests / o.rounds + (round < o.requests % o.rounds ? 1 : 0);
+      const int cap_s = std::max(1, o.duration_s / o.rounds);
+      RunZipf(o, target, admin_key, tenants, n, 2 * o.threads, 30, 1000 + round * 10 + k);  // re-warm this mix
+      ZipfResult r = RunZipf(o, target, admin_key, tenants, n, requests, cap_s, round * 10 + k);
+      std::printf("  round %d: %5d tenant(s): %lld requests in %.1f s (%.1f req/s, server CPU %.2f ms/req)\n",
+                  round + 1, n, static_cast<long long>(r.requests), r.seconds, r.rps(), r.cpu_ms_per_req(idle_cpu));
+      std::fflush(stdout);
+      AccumulateZipf(r, &phases[k]);
+    }
+  }
+  stop_sampler = true;
+  sampler.join();
+  v1::RuntimeStatus end = GetStatus(target, admin_key);
+
+  std::printf("\nMany tenants (Zipf s=%.2f over the first n of %d registered tenants; greedy, max_tokens=%d, %d client "
+              "threads; CPU ms/req = tessera-server's user+system CPU beyond its idle rate, per request; 'hot' = the %d "
+              "hottest tenants)\n",
+              o.zipf_s, max_tenants, o.max_tokens, o.threads, o.hot_tenants);
+  std::printf("  %-7s %8s %8s %9s %11s %8s %8s %9s %9s %9s %9s %6s %6s\n", "tenants", "requests", "seconds", "req/s",
+              "CPU ms/req", "p50 ms", "p99 ms", "hot p99", "dev hit", "host hit", "disk ld", "promo", "demo");
+  for (size_t k = 0; k < counts.size(); ++k) {
+    const ZipfResult& r = phases[k];
+    std::printf("  %-7s %8lld %8.2f %9.2f %11.2f %8.1f %8.1f %9.1f %8.1f%% %8.1f%% %9lld %6lld %6lld\n",
+                (k == 0 ? absl::StrCat(r.tenants, " hot") : absl::StrCat(r.tenants)).c_str(),
+                static_cast<long long>(r.requests), r.seconds, r.rps(), r.cpu_ms_per_req(idle_cpu), Percentile(r.all_ms, 50),
+                Percentile(r.all_ms, 99), Percentile(r.hot_ms, 99),
+                100 * Rate(r.tiers.device_hits, r.tiers.device_misses),
+                100 * Rate(r.tiers.host_hits, r.tiers.host_misses), static_cast<long long>(r.tiers.host_misses),
+                static_cast<long long>(r.tiers.promotions), static_cast<long long>(r.tiers.demotions));
+  }
+  std::printf("  (dev hit = acquisitions found on the device tier; host hit = device misses promoted from the host "
+              "tier; disk ld = device misses loaded from the registry)\n");
+  std::printf("\nOverlay tiers at the end: device %lld / %lld bytes (%d overlays), host %lld / %lld bytes (%d overlays)\n",
+              static_cast<long long>(end.resident_bytes()), static_cast<long long>(end.resident_bytes_limit()),
+              end.resident_versions_size(), static_cast<long long>(end.overlay_host_bytes()),
+              static_cast<long long>(end.overlay_host_bytes_limit()),
+              static_cast<int>(end.overlay_host_bytes() / std::max<int64_t>(1, overlay_bytes)));
+  std::printf("  max seen over %lld samples: device %lld (limit %lld), host %lld (limit %lld), held by running "
+              "requests beyond the device tier %lld\n",
+              static_cast<long long>(samples.load()), static_cast<long long>(max_device.load()),
+              static_cast<long long>(device_limit), static_cast<long long>(max_host.load()),
+              static_cast<long long>(host_limit), static_cast<long long>(max_held.load()));
+  std::printf("  totals: device hits %lld misses %lld (%.1f%%), host hits %lld misses %lld (%.1f%%), %lld promotions, "
+              "%lld demotions\n",
+              static_cast<long long>(end.overlay_device_hits()), static_cast<long long>(end.overlay_device_misses()),
+              100 * Rate(end.overlay_device_hits(), end.overlay_device_misses()),
+              static_cast<long long>(end.overlay_host_hits()), static_cast<long long>(end.overlay_host_misses()),
+              100 * Rate(end.overlay_host_hits(), end.overlay_host_misses()),
+              static_cast<long long>(end.overlay_promotions()), static_cast<long long>(end.overlay_demotions()));
+  std::printf("\nTotal %.1f s (setup %.1f s)\n\n", std::chrono::duration<double>(Clock::now() - bench_start).count(),
+              setup_s);
+  if (max_device.load() > device_limit || max_host.load() > host_limit) {
+    Die("an overlay tier exceeded its budget (see the max seen above)");
+  }
+  auto phase_for = [&](int n) -> const ZipfResult* {
+    for (size_t k = 1; k < counts.size(); ++k) {
+      if (phases[k].tenants == n) return &phases[k];
+    }
+    return nullptr;
+  };
+  const ZipfResult* one = phase_for(1);
+  const ZipfResult* many = phase_for(1000);
+  const double ratio = one && many && one->rps() > 0 ? many->rps() / one->rps() : 0;
+  const double cpu_ratio =
+      one && many && many->cpu_ms_per_req(idle_cpu) > 0 ? one->cpu_ms_per_req(idle_cpu) / many->cpu_ms_per_req(idle_cpu) : 0;
+  const double hot_alone = Percentile(phases[0].hot_ms, 99);
+  const double hot_mixed = many ? Percentile(many->hot_ms, 99) : 0;
+  std::printf("tiers_rps_1=%.2f tiers_rps_1000=%.2f hot_p99_alone_ms=%.1f hot_p99_1000_ms=%.1f hot_p99_ratio=%.3f "
+              "cpu_ratio_1000=%.3f ratio_1000=%.3f\n",
+              one ? one->rps() : 0.0, many ? many->rps() : 0.0, hot_alone, hot_mixed,
+              hot_alone > 0 ? hot_mixed / hot_alone : 0.0, cpu_ratio, ratio);
+  std::fflush(stdout);
+  Cleanup();
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   StartSignalThread();
   std::atexit(Cleanup);
 
   Options o = ParseFlags(argc, argv);
+  if (!o.many_tenants.empty()) return RunManyTenants(o);
   const int max_tenants = *std::max_element(o.tenants.begin(), o.tenants.end());
   const auto bench_start = Clock::now();
 
