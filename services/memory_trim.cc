@@ -26,12 +26,36 @@ long long ResidentBytes() {
 
 }  // namespace
 
+HeapStats CurrentHeapStats() {
+  HeapStats s;
+#if defined(__GLIBC__)
+  const struct mallinfo2 mi = mallinfo2();
+  s.in_use_bytes = static_cast<int64_t>(mi.uordblks + mi.hblkhd);
+  s.free_bytes = static_cast<int64_t>(mi.fordblks);
+  s.mmap_bytes = static_cast<int64_t>(mi.hblkhd);
+#endif
+  s.resident_bytes = ResidentBytes();
+  return s;
+}
+
+void UseMmapForLargeAllocations() {
+#if defined(__GLIBC__)
+  if (mallopt(M_MMAP_THRESHOLD, kMallocMmapThreshold) != 1) {
+    LogError("mallopt(M_MMAP_THRESHOLD) failed: large freed buffers may stay in malloc's arenas");
+  }
+#endif
+}
+
 void ReleaseFreeMemory() {
 #if defined(__GLIBC__)
-  const long long before = ResidentBytes();
+  const HeapStats before = CurrentHeapStats();
   malloc_trim(0);
-  const long long after = ResidentBytes();
-  LogInfo("released free memory to the OS", {{"rss_before_bytes", before}, {"rss_after_bytes", after}});
+  const HeapStats after = CurrentHeapStats();
+  LogInfo("released free memory to the OS", {{"rss_before_bytes", before.resident_bytes},
+                                              {"rss_after_bytes", after.resident_bytes},
+                                              {"heap_in_use_bytes", after.in_use_bytes},
+                                              {"heap_free_bytes_before", before.free_bytes},
+                                              {"heap_free_bytes_after", after.free_bytes}});
 #endif
 }
 

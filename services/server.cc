@@ -20,6 +20,7 @@
 #include "services/fine_tuning_service.h"
 #include "services/inference_service.h"
 #include "services/log.h"
+#include "services/memory_trim.h"
 
 namespace tessera::services {
 
@@ -209,8 +210,17 @@ void TesseraServer::RegisterMetrics() {
                     "Prefix-cache bytes (state=used|limit; limit 0: --prefix-cache-bytes off).");
   metrics_.Describe("tessera_live_follow_sequence", "gauge",
                     "Registry change sequence up to which live-pointer moves are served (vs. the registry's).");
+  metrics_.Describe("tessera_heap_bytes", "gauge",
+                    "malloc's heap (state=in_use: held by the program, mmap included; free: kept by malloc; "
+                    "mmap: of in_use, served by mmap). in_use flat across jobs = no leak (services/memory_trim.h).");
+  metrics_.Describe("tessera_process_resident_memory_bytes", "gauge", "Resident set size of the server.");
   metrics_.AddCollector([this](Metrics& m) {
     m.Set("tessera_up", {}, shutting_down_.load() ? 0 : 1);
+    const HeapStats heap = CurrentHeapStats();
+    m.Set("tessera_heap_bytes", {{"state", "in_use"}}, static_cast<double>(heap.in_use_bytes));
+    m.Set("tessera_heap_bytes", {{"state", "free"}}, static_cast<double>(heap.free_bytes));
+    m.Set("tessera_heap_bytes", {{"state", "mmap"}}, static_cast<double>(heap.mmap_bytes));
+    m.Set("tessera_process_resident_memory_bytes", {}, static_cast<double>(heap.resident_bytes));
     if (streams_) m.Set("tessera_open_streams", {}, static_cast<double>(streams_->Counts().total));
     if (follower_) m.Set("tessera_live_follow_sequence", {}, static_cast<double>(follower_->cursor()));
     for (storage::JobState st : {storage::JobState::kQueued, storage::JobState::kRunning,

@@ -13,6 +13,7 @@
 #include "core/backend/cpu/cpu_kernel_set.h"
 #include "services/core_components.h"
 #include "services/log.h"
+#include "services/memory_trim.h"
 #include "services/model_host.h"
 #include "services/restore.h"
 #include "services/server.h"
@@ -170,6 +171,7 @@ int Fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   using namespace tessera::services;
+  UseMmapForLargeAllocations();  // before any thread or large allocation (services/memory_trim.h)
   ServerOptions options;
   CoreOptions core;
   options.max_joint_jobs = core.max_joint_jobs = 4;  // --max-joint-jobs' default (see kUsage)

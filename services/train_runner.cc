@@ -125,6 +125,7 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     BackendOptions job_backend;
     job_backend.eager_index_checks = false;
     job_backend.memory_limit_bytes = memory_limit_bytes_;
+    job_backend.pool_host_buffers = true;  // the job's memory goes back to the OS when it ends (host_buffer_pool.h)
     absl::StatusOr<std::unique_ptr<LoadedModel>> loaded = ModelOn(*std::move(backbone), job_backend);
     if (!loaded.ok()) return loaded.status();
     state->model = *std::move(loaded);

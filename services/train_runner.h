@@ -65,6 +65,7 @@ class CoreJobRunner final : public JobRunner {
       BackendOptions per_job;
       per_job.eager_index_checks = false;
       per_job.memory_limit_bytes = memory_limit_bytes;
+      per_job.pool_host_buffers = true;  // a loop's memory goes back to the OS when it ends (host_buffer_pool.h)
       joint_ = std::make_unique<JointLoops>(max_joint_jobs, per_job);
     }
   }

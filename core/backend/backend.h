@@ -286,6 +286,11 @@ struct BackendOptions {
   // > 0: Alloc fails with RESOURCE_EXHAUSTED once the bytes this backend has allocated and not freed
   // would exceed it (memory_budget.h): a training job's cap on a device shared with serving. 0: no cap.
   int64_t memory_limit_bytes = 0;
+  // CPU: buffers of 128 KiB and up come from a pool of this backend's own (cpu/host_buffer_pool.h):
+  // mmapped, reused by size class by later Allocs, unmapped when the backend is destroyed. For a
+  // backend whose shapes repeat and whose life ends (a training job's): its memory goes back to the OS
+  // instead of fragmenting malloc's arenas. false: malloc. CUDA: no effect.
+  bool pool_host_buffers = false;
 };
 
 // The CPU backend (always available). Of the options it uses memory_limit_bytes.

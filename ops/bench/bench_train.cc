@@ -12,7 +12,9 @@
 // this bench creates under the build directory (pip install torch transformers) when none has torch.
 //
 //   bench_train [--threads N] [--batch B] [--seq S] [--steps N] [--configs tiny,small] [--python P]
-//               [--no-peer]
+//               [--no-peer] [--pool-host-buffers]
+// --pool-host-buffers: Tessera's backend allocates as the server's training jobs do
+// (BackendOptions::pool_host_buffers, core/backend/cpu/host_buffer_pool.h).
 // Memory note: the peer's 'small' run holds fused expert gradients and AdamW state for every layer with
 // a trainable slot (~15 GB RSS observed); run it on a machine with room for that.
 // Limits (issue 17): the BLAS's 1024^3 sgemm in this run is the GEMM peak; Tessera's step is also given as
@@ -59,7 +61,10 @@ double RssMb() {
 
 int Child(const std::string& dir, const std::string& slot_list, int64_t batch, int64_t seq,
           int64_t steps) {
-  auto be = MakeCpuBackend();
+  BackendOptions options;
+  // --pool-host-buffers (passed in the environment): as the server's training jobs allocate.
+  options.pool_host_buffers = std::getenv("TESSERA_BENCH_POOL_HOST_BUFFERS") != nullptr;
+  auto be = MakeCpuBackend(options);
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "bench_train child: %s\n", s.ToString().c_str());
     return 1;
@@ -197,7 +202,7 @@ double PeakSgemmGflops() {
 int main(int argc, char** argv) {
   int64_t threads = 2, batch = 4, seq = 128, steps = 3;
   std::string configs = "tiny,small", python;
-  bool no_peer = false;
+  bool no_peer = false, pool = false;
   if (argc > 1 && std::string(argv[1]) == "--child") {
     if (argc != 7) return 2;
     int64_t b = 0, s = 0, n = 0;
@@ -211,6 +216,10 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--no-peer") {
       no_peer = true;
+      continue;
+    }
+    if (a == "--pool-host-buffers") {
+      pool = true;
       continue;
     }
     std::string v = i + 1 < argc ? argv[++i] : "";
@@ -231,7 +240,8 @@ int main(int argc, char** argv) {
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   const std::string peer = std::string(TESSERA_SOURCE_DIR) + "/ops/bench/torch_train_peer.py";
   const std::string env = absl::StrCat("TESSERA_NUM_THREADS=", threads, " OPENBLAS_NUM_THREADS=", threads,
-                                       " OMP_NUM_THREADS=", threads, " ");
+                                       " OMP_NUM_THREADS=", threads, " ",
+                                       pool ? "TESSERA_BENCH_POOL_HOST_BUFFERS=1 " : "");
   std::printf("bench_train: %lld threads, batch %lld x seq %lld, %lld timed steps (+1 warm-up), peer %s\n",
               static_cast<long long>(threads), static_cast<long long>(batch),
               static_cast<long long>(seq), static_cast<long long>(steps),

@@ -54,6 +54,11 @@ absl::Status CheckAnyCpu(absl::string_view op, absl::string_view arg, const Tens
 CpuBackend::CpuBackend(const BackendOptions& options) {
   (void)Blas();  // load the BLAS with its core type now, before the caller starts threads (cpu_blas.h)
   if (options.memory_limit_bytes > 0) budget_ = std::make_shared<MemoryBudget>(options.memory_limit_bytes);
+  if (options.pool_host_buffers) pool_ = std::make_shared<HostBufferPool>();
+}
+
+CpuBackend::~CpuBackend() {
+  if (pool_) pool_->Close();  // tensors still alive unmap their buffers when they are freed
 }
 
 absl::StatusOr<Tensor> CpuBackend::Alloc(std::vector<int64_t> shape, DType dtype) {
@@ -70,6 +75,15 @@ absl::StatusOr<Tensor> CpuBackend::Alloc(std::vector<int64_t> shape, DType dtype
   if (bytes == 0) bytes = kAlignment;
   ASSIGN_OR_RETURN(std::shared_ptr<void> lease,
                    MemoryBudget::Lease(budget_, static_cast<int64_t>(bytes), absl::StrCat("Alloc ", ShapeString(shape))));
+  if (pool_ && bytes >= HostBufferPool::kMinBytes) {
+    void* p = pool_->Allocate(bytes);
+    if (p == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("Alloc: out of host memory mapping ", bytes, " bytes for ", ShapeString(shape)));
+    }
+    std::shared_ptr<void> owner(p, [pool = pool_, bytes, lease = std::move(lease)](void* q) { pool->Release(q, bytes); });
+    return Tensor(std::move(owner), p, std::move(shape), dtype, DeviceKind::kCpu);
+  }
   void* p = std::aligned_alloc(kAlignment, bytes);
   if (p == nullptr) {
     return absl::ResourceExhaustedError(

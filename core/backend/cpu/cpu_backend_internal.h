@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/backend/cpu/host_buffer_pool.h"
 #include "core/backend/memory_budget.h"
 
 namespace tessera::cpu {
@@ -20,6 +21,7 @@ class CpuBackend final : public Backend {
  public:
   // options.memory_limit_bytes > 0 caps Alloc (memory_budget.h); the other options do not apply.
   explicit CpuBackend(const BackendOptions& options = {});
+  ~CpuBackend() override;
   DeviceKind device() const override { return DeviceKind::kCpu; }
   std::string name() const override { return "cpu"; }
 
@@ -84,6 +86,7 @@ class CpuBackend final : public Backend {
 
  private:
   std::shared_ptr<MemoryBudget> budget_;  // null: no cap
+  std::shared_ptr<HostBufferPool> pool_;  // null: large buffers from malloc (BackendOptions::pool_host_buffers)
 };
 
 // bf16 operands with few rows (decode), read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For

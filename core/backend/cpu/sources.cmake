@@ -1,6 +1,7 @@
 # CPU backend sources (included from core/backend/CMakeLists.txt; paths relative to core/backend).
 set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_backend.cc
+  cpu/host_buffer_pool.cc
   cpu/cpu_bf16_gemm.cc
   cpu/cpu_blas.cc
   cpu/cpu_features.cc
