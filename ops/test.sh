@@ -27,6 +27,8 @@ echo "== soak, shortened (ops/bench/soak: 45 s after its warm-up, 2 training job
 "$BUILD_DIR"/ops/bench/soak --duration 45 --warmup 10 --swaps 20 --jobs 2
 echo "== chaos (ops/chaos.sh --kills 20: SIGKILLs of a real server under load, registry invariants checked)"
 ops/chaos.sh --kills 20 --max-run-ms 2500 --drain-seconds 90
+echo "== scale-out proof, shortened (ops/scale-out-proof.sh --short: PostgreSQL, a control plane, 2 inference replicas, 2 trainers; kills)"
+ops/scale-out-proof.sh "$BUILD_DIR" --short
 (cd "$BUILD_DIR" && ctest --output-on-failure -j "$(nproc)" --timeout 900)
 if [[ "${TESSERA_SKIP_FUZZ:-0}" != 1 ]]; then
   # http_fuzz and grpc_fuzz (ops/fuzz.sh's other two targets) are not run here yet: see README "Fuzzing".

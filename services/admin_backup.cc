@@ -95,6 +95,7 @@ grpc::ServerWriteReactor<v1::BackupChunk>* AdminService::Backup(grpc::CallbackSe
   const ServiceEnv& env = env_;
   return new ThreadedWriter<v1::BackupChunk>(
       env_, "Admin/Backup", [&env, ctx](ThreadedWriter<v1::BackupChunk>* w) -> absl::Status {
+        if (absl::Status s = RequireControlPlane(env, "backup.create"); !s.ok()) return s;
         absl::StatusOr<storage::Principal> p = env.auth->AuthorizeAdmin(*ctx);
         if (!p.ok()) return p.status();
         return StreamBackup(env, *p, w);

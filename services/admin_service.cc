@@ -10,6 +10,8 @@
 #include "services/experts_service.h"
 #include "services/fine_tuning_service.h"
 #include "services/job_scheduler.h"
+#include "services/live_follower.h"
+#include "services/replicas.h"
 #include "services/log.h"
 
 namespace tessera::services {
@@ -23,6 +25,11 @@ void MoveToProto(const storage::LiveMove& m, v1::LiveVersionResponse* out) {
   out->set_live_version(m.live_version);
   out->set_previous_version(m.previous_live);
   out->set_changed(m.changed);
+}
+
+void ReplicasToProto(const ReplicaWait& w, v1::LiveVersionResponse* out) {
+  out->set_replicas_applied(w.applied);
+  for (const std::string& id : w.lagging) out->add_lagging_replicas(id);
 }
 
 absl::Status CheckTenantId(const std::string& tenant_id) {
@@ -329,6 +336,7 @@ grpc::ServerUnaryReactor* AdminService::Promote(grpc::CallbackServerContext* ctx
     absl::StatusOr<storage::LiveMove> m = env.live->Promote(req->tenant_id(), req->version(), Actor(*p));
     if (!m.ok()) return m.status();
     MoveToProto(*m, resp);
+    ReplicasToProto(AwaitReplicas(env, *m), resp);
     return absl::OkStatus();
     }();
     AuditRefused(env, *p, m, s);
@@ -359,6 +367,7 @@ grpc::ServerUnaryReactor* AdminService::Rollback(grpc::CallbackServerContext* ct
     absl::StatusOr<storage::LiveMove> m = env.live->Rollback(req->tenant_id(), to, Actor(*p));
     if (!m.ok()) return m.status();
     MoveToProto(*m, resp);
+    ReplicasToProto(AwaitReplicas(env, *m), resp);
     return absl::OkStatus();
     }();
     AuditRefused(env, *p, m, s);
@@ -390,6 +399,10 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
     resp->set_kernel_set(cpu::CpuKernelSetString());
     resp->set_inference_available(env_.engine != nullptr);
     resp->set_training_available(env_.scheduler != nullptr);
+    resp->set_role(env_.role);
+    resp->set_control_plane(env_.control_plane);
+    resp->set_replica_id(env_.replica_id);
+    if (env_.follower != nullptr) resp->set_applied_change_seq(env_.follower->cursor());
     if (env_.engine != nullptr) {
       EngineStatus es = env_.engine->Status();
       for (const ResidentVersionInfo& r : es.resident) {

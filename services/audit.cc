@@ -19,6 +19,7 @@ void AuditRefused(const ServiceEnv& env, const storage::Principal& who, const Mu
 
 absl::StatusOr<storage::Principal> AuthorizeTenantMutation(const ServiceEnv& env, const grpc::ServerContextBase& ctx,
                                                            storage::Scope scope, const Mutation& m) {
+  if (absl::Status s = RequireControlPlane(env, m.action); !s.ok()) return s;
   absl::StatusOr<storage::Principal> p = env.auth->Authenticate(ctx);
   if (!p.ok()) return p.status();
   absl::Status s = Authenticator::CheckTenantScope(*p, m.tenant_id);
@@ -33,6 +34,7 @@ absl::StatusOr<storage::Principal> AuthorizeTenantMutation(const ServiceEnv& env
 
 absl::StatusOr<storage::Principal> AuthorizeAdminMutation(const ServiceEnv& env, const grpc::ServerContextBase& ctx,
                                                           const Mutation& m) {
+  if (absl::Status s = RequireControlPlane(env, m.action); !s.ok()) return s;
   absl::StatusOr<storage::Principal> p = env.auth->Authenticate(ctx);
   if (!p.ok()) return p.status();
   if (p->role != storage::Role::kAdmin) {

@@ -29,6 +29,8 @@ struct Mutation {
 // Records `s` (when not OK) as a refused `m` by `who`.
 void AuditRefused(const ServiceEnv& env, const storage::Principal& who, const Mutation& m, const absl::Status& s);
 
+// Both refuse first, before authenticating, on a process that does not make registry changes (an
+// inference replica or a trainer: RequireControlPlane in service_env.h).
 // Authenticator::AuthorizeTenant for a mutating RPC: a refusal after authentication is audited.
 absl::StatusOr<storage::Principal> AuthorizeTenantMutation(const ServiceEnv& env, const grpc::ServerContextBase& ctx,
                                                            storage::Scope scope, const Mutation& m);

@@ -28,6 +28,10 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadDatasetRequest> {
  public:
   UploadReactor(const ServiceEnv& env, grpc::CallbackServerContext* ctx, v1::Dataset* response)
       : env_(env), ctx_(ctx), response_(response), start_(absl::Now()) {
+    if (absl::Status s = RequireControlPlane(env_, "dataset.create"); !s.ok()) {
+      Done(s);
+      return;
+    }
     absl::StatusOr<storage::Principal> p = env_.auth->Authenticate(*ctx_);
     if (!p.ok()) {
       Done(p.status());

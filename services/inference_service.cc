@@ -16,9 +16,7 @@ constexpr int kMaxTopLogprobs = 20;  // OpenAI's chat limit
 constexpr int kDefaultMaxTokens = 64;
 
 absl::Status EngineAvailable(const ServiceEnv& env) {
-  if (env.engine == nullptr) {
-    return absl::UnavailableError("inference is not available on this server (no model runtime loaded)");
-  }
+  if (env.engine == nullptr) return InferenceUnavailable(env);
   return absl::OkStatus();
 }
 

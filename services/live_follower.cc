@@ -67,7 +67,8 @@ absl::Status LiveFollower::CatchUp() {
   }
   if (failed) next_retry_ = absl::Now() + options_.retry_interval;
   retry_pending_.store(!retry_.empty());
-  cursor_.store(seq);  // failed tenants are in retry_, so moving past their changes loses nothing
+  const int64_t before = cursor_.exchange(seq);  // failed tenants are in retry_: moving past loses nothing
+  if (seq > before && options_.on_applied) options_.on_applied(seq);
   return feed;
 }
 

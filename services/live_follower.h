@@ -17,6 +17,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -36,6 +37,9 @@ class LiveFollower {
     absl::Duration poll = absl::Milliseconds(250);
     absl::Duration retry_interval = absl::Seconds(5);
     int batch = 256;  // changes read per query
+    // Called (on the follower's thread) whenever the cursor advances, with the new cursor: a replica
+    // reports what it serves to the control plane (services/replicas.h).
+    std::function<void(int64_t)> on_applied;
   };
 
   // Follows changes with seq > from_seq.

@@ -15,6 +15,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "services/admin_service.h"
 #include "services/blob_service.h"
+#include "services/control_plane_client.h"
 #include "services/datasets_service.h"
 #include "services/experts_service.h"
 #include "services/fine_tuning_service.h"
@@ -39,6 +40,12 @@ void RecordCall(const ServiceEnv& env, std::string_view method, absl::Time start
 }
 
 namespace {
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
+  return buf;
+}
 
 absl::Status WriteSecretFile(const std::string& path, const std::string& secret) {
   std::string tmp = path + ".tmp";
@@ -280,6 +287,9 @@ void TesseraServer::RegisterMetrics() {
 absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const ServerOptions& options,
                                                                     ServerComponents components) {
   if (options.data_dir.empty()) return absl::InvalidArgumentError("--data-dir is required");
+  if (absl::Status st = CheckRoleOptions(options.role, options.registry.database, options.control_plane); !st.ok()) {
+    return st;
+  }
   if (absl::Status st = CheckTransportOptions(options); !st.ok()) return st;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (!options.tls_cert_file.empty()) {
@@ -298,6 +308,16 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     }
     credentials = grpc::SslServerCredentials(tls);
   }
+  if (!RoleIsControlPlane(options.role)) {
+    if (options.control_plane_key.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--role ", ServerRoleName(options.role),
+                                                     " needs --control-plane-key-file FILE (an ADMIN key of the "
+                                                     "control plane at ", options.control_plane, ")"));
+    }
+    absl::StatusOr<v1::RuntimeStatus> cp = ProbeControlPlane(options.control_plane, options.control_plane_key,
+                                                             options.control_plane_ca_file, options.control_plane_wait);
+    if (!cp.ok()) return cp.status();
+  }
   std::unique_ptr<TesseraServer> s(new TesseraServer());
   s->options_ = options;
   absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(options.data_dir, options.registry);
@@ -315,6 +335,9 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   s->pool_ = std::make_unique<WorkPool>(options.work_threads, options.max_queued_per_tenant, options.admission);
   s->control_pool_ = std::make_unique<WorkPool>(std::max(1, options.control_threads));
   s->streams_ = std::make_unique<StreamLimiter>(options.max_streams, options.max_streams_per_tenant);
+  // What the role leaves out is never built (a control plane loads no weights for serving).
+  if (!RoleServesInference(options.role)) components.make_engine = nullptr;
+  if (!RoleRunsJobs(options.role)) components.make_runner = nullptr;
   if (components.make_engine) {
     absl::StatusOr<std::unique_ptr<InferenceEngine>> e = components.make_engine(s->registry_.get());
     if (!e.ok()) return e.status();
@@ -335,6 +358,9 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (s->engine_) {
     LiveFollower::Options fo;
     fo.poll = options.live_follow_poll;
+    fo.on_applied = [srv = s.get()](int64_t) {
+      if (srv->presence_) srv->presence_->Notify();
+    };
     s->follower_ = std::make_unique<LiveFollower>(s->registry_.get(), s->live_.get(), *start_seq, fo);
   }
   s->gc_ = std::make_unique<BlobGc>(s->registry_.get(), &s->metrics_,
@@ -366,6 +392,13 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   env.started_at = absl::Now();
   env.server_version = "tessera 0.1.0 (API tessera.v1)";
   env.shutting_down = &s->shutting_down_;
+  env.role = ServerRoleName(options.role);
+  env.control_plane = options.control_plane;
+  env.follower = s->follower_.get();
+  if (RoleIsControlPlane(options.role) && s->registry_->on_postgres()) {
+    env.replica_wait = options.replica_wait;
+    env.replica_fresh = options.replica_fresh;
+  }
 
   s->admin_ = std::make_unique<AdminService>(env);
   s->blobs_service_ = std::make_unique<BlobService>(env, &s->registry_->blobs());
@@ -402,6 +435,15 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     }
     if (!s->engine_) health->SetServingStatus("tessera.v1.Inference", false);
   }
+  // An inference replica reports SERVING only once it serves every tenant's current live version.
+  if (options.role == ServerRole::kInference) {
+    auto* health = s->server_->GetHealthCheckService();
+    if (health != nullptr) health->SetServingStatus(false);
+    if (absl::Status st = s->PreloadLive(); !st.ok()) {
+      s->Shutdown();
+      return st;
+    }
+  }
   if (!options.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> m =
         MetricsHttpServer::Start(options.metrics_listen, &s->metrics_, [auth = s->auth_.get()](std::string_view secret) {
@@ -429,20 +471,69 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     }
     s->http_ = *std::move(h);
   }
-  // Last, so a start that fails (bad --device, port in use) does not create a key nobody saw.
-  if (absl::Status st = s->Bootstrap(); !st.ok()) {
-    s->Shutdown();
-    return st;
+  // Last, so a start that fails (bad --device, port in use) does not create a key nobody saw. Only the
+  // control plane bootstraps: replicas and trainers use the keys of the registry they share with it.
+  if (RoleIsControlPlane(options.role)) {
+    if (absl::Status st = s->Bootstrap(); !st.ok()) {
+      s->Shutdown();
+      return st;
+    }
+  }
+  if (!RoleIsControlPlane(options.role)) {
+    ReplicaPresence::Options po;
+    po.role = env.role;
+    po.interval = options.replica_heartbeat;
+    po.address = options.advertise;
+    if (po.address.empty()) {
+      std::string host = options.listen.substr(0, options.listen.rfind(':'));
+      if (host.empty() || host == "0.0.0.0" || host == "[::]") host = HostName();
+      po.address = absl::StrCat(host, ":", s->port_);
+    }
+    po.replica_id = options.replica_id.empty() ? absl::StrCat(HostName(), ":", s->port_) : options.replica_id;
+    LiveFollower* follower = s->follower_.get();
+    s->presence_ = std::make_unique<ReplicaPresence>(
+        s->registry_.get(), po, [follower]() -> int64_t { return follower ? follower->cursor() : 0; });
+    if (absl::Status st = s->presence_->Register(); !st.ok()) {
+      s->Shutdown();
+      return absl::Status(st.code(), absl::StrCat("registering in the registry's replica table: ", st.message()));
+    }
+    env.replica_id = po.replica_id;
+    s->presence_->Start();
+  }
+  if (s->server_) {
+    if (auto* health = s->server_->GetHealthCheckService(); health != nullptr && options.role == ServerRole::kInference) {
+      health->SetServingStatus(true);
+    }
   }
   if (s->scheduler_) s->scheduler_->Start();
   if (s->follower_) s->follower_->Start();
-  s->gc_->Start();
-  LogInfo("serving", {{"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
+  // Blob GC is the control plane's housekeeping (one collector per registry, beside the blob store
+  // that publishes write to).
+  if (RoleIsControlPlane(options.role)) s->gc_->Start();
+  LogInfo("serving", {{"role", env.role}, {"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
                       {"tls", options.tls_cert_file.empty() ? "off" : options.tls_client_ca_file.empty() ? "on" : "mutual"},
                       {"metrics_port", s->metrics_port()}, {"http_port", s->http_port()}, {"backbone", env.backbone.name},
                       {"inference", s->engine_ != nullptr}, {"training", s->scheduler_ != nullptr},
                       {"gc_interval_s", absl::ToDoubleSeconds(options.gc_interval)}});
   return s;
+}
+
+absl::Status TesseraServer::PreloadLive() {
+  absl::StatusOr<std::vector<storage::Tenant>> tenants = registry_->ListTenants();
+  if (!tenants.ok()) return tenants.status();
+  int loaded = 0;
+  for (const storage::Tenant& t : *tenants) {
+    // A tenant whose version cannot be loaded now is logged, not fatal: the replica serves the others,
+    // and that tenant's requests resolve its live version again when they come.
+    if (absl::Status st = live_->Resync(t.tenant_id); !st.ok()) {
+      LogError("replica start: could not load a tenant's live version",
+               {{"tenant_id", t.tenant_id}, {"error", st.ToString()}});
+      continue;
+    }
+    ++loaded;
+  }
+  LogInfo("replica start: live versions loaded", {{"tenants", loaded}});
+  return absl::OkStatus();
 }
 
 void TesseraServer::Shutdown() {
@@ -453,6 +544,7 @@ void TesseraServer::Shutdown() {
   }
   if (http_) http_->Stop();  // before the engine and pool its handlers use
   if (follower_) follower_->Stop();
+  if (presence_) presence_->Stop(/*deregister=*/true);
   if (gc_) gc_->Stop();
   if (scheduler_) scheduler_->Stop();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -33,9 +33,11 @@
 #include "services/job_scheduler.h"
 #include "services/live_control.h"
 #include "services/live_follower.h"
+#include "services/replicas.h"
 #include "services/metrics.h"
 #include "services/http/server.h"
 #include "services/metrics_http.h"
+#include "services/server_role.h"
 #include "services/service_env.h"
 #include "services/version_exporter.h"
 #include "services/stream_limiter.h"
@@ -53,6 +55,26 @@ class InferenceService;
 
 struct ServerOptions {
   std::string data_dir;
+  // Which part of the service this process runs (services/server_role.h). inference and trainer need
+  // `control_plane` (HOST:PORT) and a PostgreSQL registry shared with it (CheckRoleOptions).
+  ServerRole role = ServerRole::kAll;
+  std::string control_plane;
+  // inference/trainer: an ADMIN key of the control plane (--control-plane-key-file) and, when it serves
+  // TLS, the CA that signed its certificate (--control-plane-ca). Start checks that `control_plane`
+  // answers Admin.GetRuntimeStatus as --role control or all, retrying for control_plane_wait.
+  std::string control_plane_key;
+  std::string control_plane_ca_file;
+  absl::Duration control_plane_wait = absl::Seconds(60);
+  // inference/trainer: this process's row in the registry's replica table (services/replicas.h):
+  // its id (empty: HOSTNAME:PORT), the address written there (empty: the --listen host, or the host
+  // name for a wildcard host, with the bound port) and the heartbeat interval.
+  std::string replica_id;
+  std::string advertise;
+  absl::Duration replica_heartbeat = absl::Seconds(1);
+  // all/control on PostgreSQL: how long Promote/Rollback wait for the inference replicas, and how
+  // young a replica's heartbeat must be for it to count (ServiceEnv::replica_wait / replica_fresh).
+  absl::Duration replica_wait = absl::Seconds(10);
+  absl::Duration replica_fresh = absl::Seconds(5);
   std::string listen = "127.0.0.1:7070";  // port 0: pick a free one (see port())
   std::string metrics_listen;             // empty: no metrics endpoint
   std::string http_listen;                // empty: no HTTP API (OpenAI-compatible, services/http/)
@@ -135,6 +157,8 @@ class TesseraServer {
   Metrics& metrics() { return metrics_; }
   // Null when the server has no engine (nothing to keep in step).
   LiveFollower* live_follower() { return follower_.get(); }
+  // Null unless --role inference|trainer.
+  ReplicaPresence* presence() { return presence_.get(); }
   BlobGc& blob_gc() { return *gc_; }
 
   void Shutdown();
@@ -144,6 +168,8 @@ class TesseraServer {
  private:
   TesseraServer() = default;
   absl::Status Bootstrap();
+  // --role inference, before reporting SERVING: serve every tenant's current live version.
+  absl::Status PreloadLive();
   void RegisterMetrics();
 
   ServerOptions options_;
@@ -161,6 +187,7 @@ class TesseraServer {
   std::unique_ptr<LiveControl> live_;
   std::unique_ptr<JobScheduler> scheduler_;
   std::unique_ptr<LiveFollower> follower_;
+  std::unique_ptr<ReplicaPresence> presence_;
   std::unique_ptr<BlobGc> gc_;
   ServiceEnv env_;
   std::unique_ptr<AdminService> admin_;

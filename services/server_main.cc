@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <iostream>
 #include <string>
@@ -30,6 +31,35 @@ Required:
                               dir without an admin key, one is created, written to DIR/admin.key
                               (mode 0600) and printed once on stdout.
 Options:
+  --role all|control|inference|trainer
+                              which part of the service this process runs (default all: everything).
+                              control: the control-plane APIs (tenants, keys, datasets, jobs, versions,
+                              promote/rollback, audit, backup), the registry and the blob store; no
+                              model for serving, no training (Generate/Score answer UNAVAILABLE).
+                              inference: a replica serving Generate/GenerateStream/Score and the HTTP
+                              completions, following live-pointer moves through the shared registry;
+                              read-only control-plane APIs; registry changes answer UNAVAILABLE naming
+                              the control plane (they are not forwarded). trainer: claims jobs from the
+                              shared registry, trains, publishes versions; no public inference.
+                              inference and trainer need --control-plane, --control-plane-key-file and
+                              --registry postgres://... (the control plane's); they accept the same
+                              tenant and admin keys, checked against that registry, and register in its
+                              replica table (id, address, applied change sequence, heartbeat)
+  --control-plane HOST:PORT   (inference, trainer) the control plane's gRPC address; checked at start
+                              (Admin.GetRuntimeStatus must answer as --role control or all; retried for
+                              60 s while it starts)
+  --control-plane-key-file FILE  (inference, trainer) an ADMIN key of the control plane, for that check
+  --control-plane-ca PEM      (inference, trainer) the CA of the control plane's TLS certificate (default:
+                              plaintext)
+  --replica-id ID             (inference, trainer) this process's id in the replica table (default
+                              HOSTNAME:PORT)
+  --advertise HOST:PORT       (inference, trainer) the address written in the replica table (default: the
+                              --listen host, or the host name for 0.0.0.0, with the bound port)
+  --replica-wait-seconds S    (all, control on PostgreSQL) Promote/Rollback return once every inference
+                              replica with a fresh heartbeat serves the move, or after S seconds, naming
+                              the replicas that did not (LiveVersionResponse.lagging_replicas; default 10)
+  --replica-fresh-seconds S   a replica whose last heartbeat (every second) is older than S seconds is
+                              not waited for (default 5)
   --registry sqlite|postgres://USER@HOST:PORT/DB
                               where the registry's metadata lives: sqlite (default) = DIR/registry.db;
                               a PostgreSQL URI (libpq syntax, e.g. ?password=... or PGPASSWORD) = that
@@ -177,6 +207,7 @@ int main(int argc, char** argv) {
   options.max_joint_jobs = core.max_joint_jobs = 4;  // --max-joint-jobs' default (see kUsage)
   int64_t lease_seconds = 30;
   std::string restore_dir;
+  std::string control_plane_key_file;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -202,6 +233,30 @@ int main(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       return 0;
+    } else if (arg == "--role") {
+      std::string v;
+      if (!next(&v)) return Fail("--role needs all, control, inference or trainer");
+      absl::StatusOr<ServerRole> role = ParseServerRole(v);
+      if (!role.ok()) return Fail(std::string(role.status().message()));
+      options.role = *role;
+    } else if (arg == "--control-plane") {
+      if (!next(&options.control_plane)) return Fail("--control-plane needs HOST:PORT");
+    } else if (arg == "--control-plane-key-file") {
+      if (!next(&control_plane_key_file)) return Fail("--control-plane-key-file needs a file holding an ADMIN key");
+    } else if (arg == "--control-plane-ca") {
+      if (!next(&options.control_plane_ca_file)) return Fail("--control-plane-ca needs a PEM file");
+    } else if (arg == "--replica-id") {
+      if (!next(&options.replica_id) || options.replica_id.empty()) return Fail("--replica-id needs an id");
+    } else if (arg == "--advertise") {
+      if (!next(&options.advertise)) return Fail("--advertise needs HOST:PORT");
+    } else if (arg == "--replica-wait-seconds") {
+      int64_t n;
+      if (!next_int(&n, 0)) return Fail("--replica-wait-seconds needs an integer >= 0");
+      options.replica_wait = absl::Seconds(n);
+    } else if (arg == "--replica-fresh-seconds") {
+      int64_t n;
+      if (!next_int(&n, 1)) return Fail("--replica-fresh-seconds needs an integer >= 1");
+      options.replica_fresh = absl::Seconds(n);
     } else if (arg == "--data-dir") {
       if (!next(&options.data_dir)) return Fail("--data-dir needs a value");
     } else if (arg == "--registry") {
@@ -328,6 +383,32 @@ int main(int argc, char** argv) {
     }
   }
   if (options.data_dir.empty()) return Fail("--data-dir is required (see --help)");
+  if (absl::Status s = CheckRoleOptions(options.role, options.registry.database, options.control_plane); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+  if (!RoleIsControlPlane(options.role)) {
+    if (control_plane_key_file.empty()) {
+      return Fail(absl::StrCat("--role ", ServerRoleName(options.role),
+                               " needs --control-plane-key-file FILE (an ADMIN key of the control plane)"));
+    }
+    std::ifstream in(control_plane_key_file);
+    if (!in || !std::getline(in, options.control_plane_key) || options.control_plane_key.empty()) {
+      return Fail(absl::StrCat("--control-plane-key-file ", control_plane_key_file,
+                               ": cannot read a key from its first line"));
+    }
+    if (!restore_dir.empty()) return Fail("--restore is for the control plane (--role all or control)");
+  } else if (!control_plane_key_file.empty() || !options.control_plane_ca_file.empty()) {
+    return Fail("--control-plane-key-file and --control-plane-ca are for --role inference or trainer");
+  }
+  // What the role does not run is not built (no serving model on a control plane or trainer).
+  if (!RoleServesInference(options.role)) core.inference = false;
+  if (!RoleRunsJobs(options.role)) {
+    core.training = false;
+    options.run_jobs = false;
+  }
+  if (options.role == ServerRole::kInference && !core.inference) {
+    return Fail("--role inference with --no-inference would serve nothing");
+  }
   // Before the model loads (minutes for a large checkpoint): a transport mistake is reported at once.
   if (absl::Status s = CheckTransportOptions(options); !s.ok()) return Fail(std::string(s.message()));
   options.job_lease = absl::Seconds(lease_seconds);
@@ -394,6 +475,8 @@ int main(int argc, char** argv) {
   std::printf("cpu: %s\nkernels: %s\n", tessera::cpu::CpuFeaturesString().c_str(),
               tessera::cpu::CpuKernelSetString().c_str());
   if (!backbone.context_note.empty()) std::printf("%s\n", backbone.context_note.c_str());
+  std::printf("role: %s%s\n", ServerRoleName(options.role).c_str(),
+              options.control_plane.empty() ? "" : (" (control plane " + options.control_plane + ")").c_str());
   std::printf("tessera-server listening on port %d", (*server)->port());
   if ((*server)->metrics_port() != 0) std::printf(", metrics on port %d", (*server)->metrics_port());
   if ((*server)->http_port() != 0) std::printf(", HTTP API on port %d", (*server)->http_port());

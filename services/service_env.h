@@ -32,6 +32,7 @@
 namespace tessera::services {
 
 class JobScheduler;
+class LiveFollower;
 
 // Validates a whole dataset upload and counts it with the backbone's tokenizer.
 struct DatasetStats {
@@ -59,7 +60,37 @@ struct ServiceEnv {
   absl::Time started_at;
   std::string server_version;
   std::atomic<bool>* shutting_down = nullptr;
+  // tessera-server --role (services/server_role.h): "all", "control", "inference" or "trainer"; and,
+  // on inference and trainer processes, the control plane's HOST:PORT (--control-plane).
+  std::string role = "all";
+  std::string control_plane;
+  std::string replica_id;                // this process's row in the registry's replica table ("" = none)
+  LiveFollower* follower = nullptr;      // null: no engine to keep in step
+  // Control plane on a shared (PostgreSQL) registry: Promote/Rollback wait up to replica_wait for every
+  // inference replica with a heartbeat younger than replica_fresh to serve the move
+  // (services/replicas.h). Zero: no wait (SQLite: no replica can share the registry).
+  absl::Duration replica_wait = absl::ZeroDuration();
+  absl::Duration replica_fresh = absl::Seconds(5);
 };
+
+// Registry mutations (tenants, keys, datasets, jobs, live pointers, backups) are served by the control
+// plane only: on an inference replica or a trainer they are UNAVAILABLE naming the control plane's
+// address, so a client that reached the wrong process knows where to go (they are not forwarded: one
+// process answers for every mutation, and its audit trail shows which). OK on --role all|control.
+inline absl::Status RequireControlPlane(const ServiceEnv& env, std::string_view what) {
+  if (env.role == "all" || env.role == "control") return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(std::string(what), ": registry changes are made on the control plane at ",
+                                             env.control_plane, "; this process runs --role ", env.role));
+}
+
+// Why Generate/Score/the HTTP completions are UNAVAILABLE on a server without an engine.
+inline absl::Status InferenceUnavailable(const ServiceEnv& env) {
+  if (env.role == "control" || env.role == "trainer") {
+    return absl::UnavailableError(absl::StrCat("inference is not served by this --role ", env.role,
+                                               " process: send Generate/Score to an inference replica"));
+  }
+  return absl::UnavailableError("inference is not available on this server (no model runtime loaded)");
+}
 
 // Records one finished call: tessera_rpc_requests_total{method,code} and tessera_rpc_latency_seconds.
 void RecordCall(const ServiceEnv& env, std::string_view method, absl::Time start, const absl::Status& s);

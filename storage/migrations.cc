@@ -222,6 +222,20 @@ constexpr char kMigration10[] = R"sql(
 ALTER TABLE jobs ADD COLUMN suffix TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Migration 11: the processes that follow this registry (tessera-server --role inference|trainer), so
+// the control plane knows which change-feed sequence each inference replica serves (Promote waits for
+// them). A row is rewritten by its process every heartbeat and removed when it stops cleanly.
+constexpr char kMigration11[] = R"sql(
+CREATE TABLE replicas (
+  replica_id      TEXT PRIMARY KEY,
+  role            TEXT NOT NULL,
+  address         TEXT NOT NULL,
+  applied_seq     INTEGER NOT NULL DEFAULT 0,
+  started_at_us   INTEGER NOT NULL,
+  heartbeat_at_us INTEGER NOT NULL
+);
+)sql";
+
 // ---- PostgreSQL: the same numbered migrations, written for PostgreSQL -------------------------------
 // Types: INTEGER -> BIGINT (microsecond timestamps overflow int4), REAL -> DOUBLE PRECISION, rowid
 // aliases -> identity columns, triggers -> PL/pgSQL functions. The change feed's seq is not an identity:
@@ -430,6 +444,17 @@ constexpr char kPgMigration10[] = R"sql(
 ALTER TABLE jobs ADD COLUMN suffix TEXT NOT NULL DEFAULT '';
 )sql";
 
+constexpr char kPgMigration11[] = R"sql(
+CREATE TABLE replicas (
+  replica_id      TEXT PRIMARY KEY,
+  role            TEXT NOT NULL,
+  address         TEXT NOT NULL,
+  applied_seq     BIGINT NOT NULL DEFAULT 0,
+  started_at_us   BIGINT NOT NULL,
+  heartbeat_at_us BIGINT NOT NULL
+);
+)sql";
+
 struct Migration {
   const char* sqlite;
   const char* postgres;
@@ -441,7 +466,7 @@ const std::vector<Migration>& Migrations() {
       {kMigration1, kPgMigration1}, {kMigration2, kPgMigration2}, {kMigration3, kPgMigration3},
       {kMigration4, kPgMigration4}, {kMigration5, kPgMigration5}, {kMigration6, kPgMigration6},
       {kMigration7, kPgMigration7}, {kMigration8, kPgMigration8}, {kMigration9, kPgMigration9},
-      {kMigration10, kPgMigration10},
+      {kMigration10, kPgMigration10}, {kMigration11, kPgMigration11},
   };
   return kAll;
 }

@@ -256,6 +256,16 @@ class Registry {
   // Blocks until ChangeSequence() > after_seq (true) or timeout (false); in-process wake-ups plus polling.
   absl::StatusOr<bool> WaitForChange(int64_t after_seq, absl::Duration timeout);
 
+  // ---- Replicas (processes following this registry; migration 11) ------------------------------
+  // Inserts or rewrites the process's row with heartbeat_at_us = now (started_at_us kept from the first
+  // write of this replica_id by the same process: the caller passes it). INVALID_ARGUMENT for an empty
+  // replica_id or role. Not audited: a high-frequency worker call, like job heartbeats.
+  absl::Status HeartbeatReplica(const Replica& replica);
+  // Every registered replica, by replica_id (stale ones included: callers judge heartbeat_at_us).
+  absl::StatusOr<std::vector<Replica>> ListReplicas();
+  // Removes the row (a clean stop); OK when absent.
+  absl::Status RemoveReplica(const std::string& replica_id);
+
   // ---- Audit ----------------------------------------------------------------------------------
   // For mutations the registry cannot see (e.g. a services-level action). Registry methods audit
   // themselves; do not double-log them.

@@ -245,6 +245,16 @@ struct ExpertVersion {
   std::string promotion_reason;
 };
 
+// A process following the registry (tessera-server --role inference|trainer; Registry::HeartbeatReplica).
+struct Replica {
+  std::string replica_id;     // unique per process (by default its host name and port)
+  std::string role;           // "inference" | "trainer"
+  std::string address;        // where it serves gRPC (HOST:PORT), for operators
+  int64_t applied_seq = 0;    // change-feed sequence whose live-pointer moves it serves
+  int64_t started_at_us = 0;
+  int64_t heartbeat_at_us = 0;
+};
+
 enum class ChangeKind { kPublish, kPromote, kRollback };
 std::string_view ChangeKindName(ChangeKind kind);  // "publish" | "promote" | "rollback"
 

@@ -372,6 +372,13 @@ std::optional<CliError> Run(Ctx& c) {
       std::printf("tenant %s: live version is now %lld (unchanged)\n", tenant.c_str(),
                   static_cast<long long>(resp.live_version()));
     }
+    if (resp.replicas_applied() > 0 || resp.lagging_replicas_size() > 0) {
+      std::printf("  served by %lld inference replicas", static_cast<long long>(resp.replicas_applied()));
+      if (resp.lagging_replicas_size() > 0) {
+        std::printf("; NOT yet by: %s", absl::StrJoin(resp.lagging_replicas(), ", ").c_str());
+      }
+      std::printf("\n");
+    }
   } else if (cmd == "jobs" && sub == "list") {
     if (auto e = c.args.OnlyFlags({"--page-size", "--page-token"})) return e;
     v1::ListJobsRequest req;
@@ -454,6 +461,12 @@ std::optional<CliError> Run(Ctx& c) {
     std::printf("device:    %s\n", resp.device().c_str());
     if (!resp.cpu_features().empty()) std::printf("cpu:       %s\n", resp.cpu_features().c_str());
     if (!resp.kernel_set().empty()) std::printf("kernels:   %s\n", resp.kernel_set().c_str());
+    if (!resp.role().empty()) {
+      std::printf("role:      %s%s%s%s\n", resp.role().c_str(),
+                  resp.control_plane().empty() ? "" : ("  control plane " + resp.control_plane()).c_str(),
+                  resp.replica_id().empty() ? "" : ("  replica " + resp.replica_id()).c_str(),
+                  resp.inference_available() ? absl::StrCat("  applied change ", resp.applied_change_seq()).c_str() : "");
+    }
     std::printf("inference: %s   training: %s\n", resp.inference_available() ? "available" : "NOT AVAILABLE",
                 resp.training_available() ? "available" : "NOT AVAILABLE");
     std::printf("jobs:      %lld queued, %lld running\n", static_cast<long long>(resp.queues().jobs_queued()),

@@ -1,4 +1,5 @@
 #include "services/http/console_api.h"
+#include "services/replicas.h"
 
 #include <algorithm>
 
@@ -115,8 +116,10 @@ absl::Status Move(Call& call, bool promote) {
   absl::StatusOr<storage::LiveMove> move = promote ? call.env.live->Promote(*tenant, **version, Actor(call.principal))
                                                    : call.env.live->Rollback(*tenant, *version, Actor(call.principal));
   if (!move.ok()) return move.status();
+  ReplicaWait replicas = AwaitReplicas(call.env, *move);
   SendJson(call.res, Json{{"tenant_id", *tenant}, {"previous_live", move->previous_live},
-                          {"live_version", move->live_version}, {"changed", move->changed}});
+                          {"live_version", move->live_version}, {"changed", move->changed},
+                          {"replicas_applied", replicas.applied}, {"lagging_replicas", replicas.lagging}});
   return absl::OkStatus();
 }
 

@@ -185,9 +185,7 @@ absl::StatusOr<CompletionRequest> ReadCompletionRequest(const Call& call, const 
 
 absl::Status ServeCompletion(Call& call, CompletionRequest request, const ResponseShape& shape) {
   const ServiceEnv* env = &call.env;
-  if (env->engine == nullptr) {
-    return absl::UnavailableError("inference is not available on this server (no model runtime loaded)");
-  }
+  if (env->engine == nullptr) return InferenceUnavailable(*env);
   std::string id = RandomId(shape.id_prefix);
   int64_t created = absl::ToUnixSeconds(absl::Now());
   call.res.set_header(kExpertVersionHeader, std::to_string(request.model.version));

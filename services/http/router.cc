@@ -18,15 +18,17 @@ void SendError(httplib::Response& res, const absl::Status& status) {
   if (status.code() == absl::StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
 }
 
-httplib::Server::Handler Router::Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler) {
+httplib::Server::Handler Router::Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler,
+                                      bool mutates) {
   const ServiceEnv* env = env_;
-  return [env, method = "HTTP " + method, authenticate, scope, handler = std::move(handler)](
+  return [env, method = "HTTP " + method, authenticate, scope, handler = std::move(handler), mutates](
              const httplib::Request& req, httplib::Response& res) {
     absl::Time start = absl::Now();
     absl::Status status;
     try {
       Call call{*env, req, res, {}};
-      if (authenticate) {
+      if (mutates) status = RequireControlPlane(*env, method);
+      if (status.ok() && authenticate) {
         absl::StatusOr<storage::Principal> p = Authenticate(*env, req);
         if (p.ok()) call.principal = *std::move(p);
         status = p.status();

@@ -5,6 +5,8 @@
 // status into OpenAI's error object, catches any exception at this boundary (a 500, never a crash), and
 // records each call in the same metrics as gRPC (tessera_rpc_requests_total / latency, method
 // "HTTP <METHOD> <route>"). A streamed response is recorded when its handler returns (headers decided).
+// POST and DELETE routes outside the inference scope change the registry: on an inference replica or a
+// trainer (--role) they are 503 naming the control plane (RequireControlPlane), before authentication.
 #pragma once
 
 #include <functional>
@@ -35,10 +37,10 @@ class Router {
     server_->Get(pattern, Wrap("GET " + route, true, scope, std::move(handler)));
   }
   void Post(const std::string& pattern, const std::string& route, uint32_t scope, Handler handler) {
-    server_->Post(pattern, Wrap("POST " + route, true, scope, std::move(handler)));
+    server_->Post(pattern, Wrap("POST " + route, true, scope, std::move(handler), scope != storage::kScopeInference));
   }
   void Delete(const std::string& pattern, const std::string& route, uint32_t scope, Handler handler) {
-    server_->Delete(pattern, Wrap("DELETE " + route, true, scope, std::move(handler)));
+    server_->Delete(pattern, Wrap("DELETE " + route, true, scope, std::move(handler), true));
   }
   // Routes that check credentials themselves (the console's login page and static files).
   void GetPublic(const std::string& pattern, const std::string& route, Handler handler) {
@@ -46,7 +48,8 @@ class Router {
   }
 
  private:
-  httplib::Server::Handler Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler);
+  httplib::Server::Handler Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler,
+                                bool mutates = false);
   httplib::Server* server_;
   const ServiceEnv* env_;
 };

@@ -52,6 +52,19 @@ void TestServer::Start() {
   so.tls_cert_file = options_.tls_cert;
   so.tls_key_file = options_.tls_key;
   so.tls_client_ca_file = options_.tls_client_ca;
+  so.role = options_.role;
+  so.registry.database = options_.registry;
+  so.control_plane = options_.control_plane;
+  so.control_plane_key = options_.control_plane_key;
+  so.control_plane_wait = absl::Seconds(10);
+  so.replica_id = options_.replica_id;
+  so.replica_wait = options_.replica_wait;
+  so.replica_fresh = options_.replica_fresh;
+  so.replica_heartbeat = options_.replica_heartbeat;
+  if (!options_.share_blobs_with.empty() && !std::filesystem::exists(options_.data_dir + "/blobs")) {
+    std::filesystem::create_directories(options_.share_blobs_with + "/blobs");
+    std::filesystem::create_directory_symlink(options_.share_blobs_with + "/blobs", options_.data_dir + "/blobs");
+  }
   CoreOptions co;
   co.backbone = options_.backbone;
   co.dtype = options_.dtype;

@@ -50,6 +50,17 @@ struct TestServerOptions {
   int64_t max_queued_per_tenant = 64; // tessera-server --max-queued-per-tenant
   int64_t max_streams = 256;          // tessera-server --max-streams
   int64_t max_streams_per_tenant = 32;  // tessera-server --max-streams-per-tenant
+  // Scale-out (tessera-server --role, --registry, --control-plane; services/server_role.h).
+  ServerRole role = ServerRole::kAll;
+  std::string registry;  // Registry::Options::database ("" = SQLite in the data dir)
+  std::string control_plane, control_plane_key;
+  std::string replica_id;
+  absl::Duration replica_wait = absl::Seconds(10);
+  absl::Duration replica_fresh = absl::Seconds(5);
+  absl::Duration replica_heartbeat = absl::Seconds(1);
+  // Non-empty: this server's data_dir/blobs is a symlink to that data dir's blobs (processes sharing
+  // one blob store).
+  std::string share_blobs_with;
   // Set: jobs run on this runner instead of the real trainer (for scheduler behaviour tests).
   std::function<absl::StatusOr<std::unique_ptr<JobRunner>>(storage::Registry*)> make_runner;
   // The model's runtime calls this after every step (RuntimeOptions::on_step: a test may block in it to

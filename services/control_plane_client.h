@@ -1,0 +1,20 @@
+// The check an inference replica or trainer makes of its control plane at start (--control-plane):
+// Admin.GetRuntimeStatus with the given ADMIN key must answer, and as --role control or all, so a
+// typo in the address, a wrong key or pointing a replica at another replica fails the start with a
+// message naming the flag, instead of a replica that silently serves a registry nobody controls.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "tessera/v1/admin.pb.h"
+
+namespace tessera::services {
+
+// Retries UNAVAILABLE (the control plane still starting) until `wait` has passed. `ca_file` empty:
+// plaintext; else TLS trusting that PEM CA.
+absl::StatusOr<v1::RuntimeStatus> ProbeControlPlane(const std::string& address, const std::string& admin_key,
+                                                    const std::string& ca_file, absl::Duration wait);
+
+}  // namespace tessera::services
