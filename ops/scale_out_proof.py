@@ -291,7 +291,7 @@ def main():
     if pg_bindir() is None:
         print(f"{WHO}: SKIP: no PostgreSQL server binaries (initdb, pg_ctl); Debian: apt-get install postgresql")
         return 0
-    steps = 12 if a.short else 120
+    steps = 20 if a.short else 120
     load_seconds = 2 if a.short else 15
     load_threads = 2 if a.short else 4
     checks = Checks("scale-out proof")
@@ -338,7 +338,7 @@ def main():
             keys[tenant] = cli.admin(control, "tenants", "create", tenant)["api_key"]["secret"]
             path = os.path.join(work, f"{tenant}.jsonl")
             with open(path, "w") as f:
-                f.write(dataset(kind, 64, hash(tenant) & 0xffff))
+                f.write(dataset(kind, 64, 1 if tenant == "acme" else 2))
             ds = cli.tessera(control, keys[tenant], tenant, "datasets", "upload", path)
             job = cli.tessera(control, keys[tenant], tenant, "jobs", "create", "--dataset", ds["dataset_id"],
                               "--max-steps", str(steps), "--batch-size", "4")

@@ -401,7 +401,7 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
     resp->set_training_available(env_.scheduler != nullptr);
     resp->set_role(env_.role);
     resp->set_control_plane(env_.control_plane);
-    resp->set_replica_id(env_.replica_id);
+    if (env_.presence != nullptr) resp->set_replica_id(env_.presence->replica_id());
     if (env_.follower != nullptr) resp->set_applied_change_seq(env_.follower->cursor());
     if (env_.engine != nullptr) {
       EngineStatus es = env_.engine->Status();

@@ -14,11 +14,25 @@ ReplicaPresence::ReplicaPresence(storage::Registry* registry, Options options, s
 
 ReplicaPresence::~ReplicaPresence() { Stop(false); }
 
+void ReplicaPresence::SetIdentity(std::string replica_id, std::string address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  options_.replica_id = std::move(replica_id);
+  options_.address = std::move(address);
+}
+
+std::string ReplicaPresence::replica_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return options_.replica_id;
+}
+
 absl::Status ReplicaPresence::Beat() {
   storage::Replica r;
-  r.replica_id = options_.replica_id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    r.replica_id = options_.replica_id;
+    r.address = options_.address;
+  }
   r.role = options_.role;
-  r.address = options_.address;
   r.applied_seq = applied_ ? applied_() : 0;
   r.started_at_us = started_at_us_;
   return registry_->HeartbeatReplica(r);
@@ -52,7 +66,7 @@ void ReplicaPresence::Loop() {
     absl::Status s = Beat();
     // A registry outage is retried next beat; the control plane sees the row age meanwhile.
     if (!s.ok() && absl::Now() >= next_error_log) {
-      LogError("replica heartbeat failed", {{"replica_id", options_.replica_id}, {"error", s.ToString()}});
+      LogError("replica heartbeat failed", {{"replica_id", replica_id()}, {"error", s.ToString()}});
       next_error_log = absl::Now() + absl::Seconds(30);
     }
     lock.lock();
@@ -67,8 +81,9 @@ void ReplicaPresence::Stop(bool deregister) {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (deregister) {
-    if (absl::Status s = registry_->RemoveReplica(options_.replica_id); !s.ok()) {
-      LogWarn("could not deregister the replica", {{"replica_id", options_.replica_id}, {"error", s.ToString()}});
+    const std::string id = replica_id();
+    if (absl::Status s = registry_->RemoveReplica(id); !s.ok()) {
+      LogWarn("could not deregister the replica", {{"replica_id", id}, {"error", s.ToString()}});
     }
   }
 }

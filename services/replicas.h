@@ -46,6 +46,9 @@ class ReplicaPresence {
   ReplicaPresence(storage::Registry* registry, Options options, std::function<int64_t()> applied);
   ~ReplicaPresence();
 
+  // Where the process serves, once its port is bound (before Register); thread-safe with replica_id().
+  void SetIdentity(std::string replica_id, std::string address);
+  std::string replica_id() const;
   // The first heartbeat, synchronously: a registry that refuses it fails the process's start.
   absl::Status Register();
   void Start();
@@ -53,7 +56,6 @@ class ReplicaPresence {
   void Notify();
   // Stops the thread; deregister: remove the row.
   void Stop(bool deregister);
-  const Options& options() const { return options_; }
 
  private:
   absl::Status Beat();
@@ -63,7 +65,7 @@ class ReplicaPresence {
   Options options_;
   std::function<int64_t()> applied_;
   int64_t started_at_us_ = 0;
-  std::mutex mu_;
+  mutable std::mutex mu_;  // guards options_.replica_id/address, notified_, stopping_
   std::condition_variable cv_;
   bool notified_ = false;
   bool stopping_ = false;

@@ -395,6 +395,16 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   env.role = ServerRoleName(options.role);
   env.control_plane = options.control_plane;
   env.follower = s->follower_.get();
+  if (!RoleIsControlPlane(options.role)) {
+    // Its id and address are set once the port is bound (the default id names the port).
+    ReplicaPresence::Options po;
+    po.role = env.role;
+    po.interval = options.replica_heartbeat;
+    LiveFollower* follower = s->follower_.get();
+    s->presence_ = std::make_unique<ReplicaPresence>(
+        s->registry_.get(), po, [follower]() -> int64_t { return follower ? follower->cursor() : 0; });
+    env.presence = s->presence_.get();
+  }
   if (RoleIsControlPlane(options.role) && s->registry_->on_postgres()) {
     env.replica_wait = options.replica_wait;
     env.replica_fresh = options.replica_fresh;
@@ -479,25 +489,19 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
       return st;
     }
   }
-  if (!RoleIsControlPlane(options.role)) {
-    ReplicaPresence::Options po;
-    po.role = env.role;
-    po.interval = options.replica_heartbeat;
-    po.address = options.advertise;
-    if (po.address.empty()) {
+  if (s->presence_) {
+    std::string address = options.advertise;
+    if (address.empty()) {
       std::string host = options.listen.substr(0, options.listen.rfind(':'));
       if (host.empty() || host == "0.0.0.0" || host == "[::]") host = HostName();
-      po.address = absl::StrCat(host, ":", s->port_);
+      address = absl::StrCat(host, ":", s->port_);
     }
-    po.replica_id = options.replica_id.empty() ? absl::StrCat(HostName(), ":", s->port_) : options.replica_id;
-    LiveFollower* follower = s->follower_.get();
-    s->presence_ = std::make_unique<ReplicaPresence>(
-        s->registry_.get(), po, [follower]() -> int64_t { return follower ? follower->cursor() : 0; });
+    s->presence_->SetIdentity(
+        options.replica_id.empty() ? absl::StrCat(HostName(), ":", s->port_) : options.replica_id, address);
     if (absl::Status st = s->presence_->Register(); !st.ok()) {
       s->Shutdown();
       return absl::Status(st.code(), absl::StrCat("registering in the registry's replica table: ", st.message()));
     }
-    env.replica_id = po.replica_id;
     s->presence_->Start();
   }
   if (s->server_) {

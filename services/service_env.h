@@ -33,6 +33,7 @@ namespace tessera::services {
 
 class JobScheduler;
 class LiveFollower;
+class ReplicaPresence;
 
 // Validates a whole dataset upload and counts it with the backbone's tokenizer.
 struct DatasetStats {
@@ -64,7 +65,7 @@ struct ServiceEnv {
   // on inference and trainer processes, the control plane's HOST:PORT (--control-plane).
   std::string role = "all";
   std::string control_plane;
-  std::string replica_id;                // this process's row in the registry's replica table ("" = none)
+  ReplicaPresence* presence = nullptr;   // this process's row in the registry's replica table (null: none)
   LiveFollower* follower = nullptr;      // null: no engine to keep in step
   // Control plane on a shared (PostgreSQL) registry: Promote/Rollback wait up to replica_wait for every
   // inference replica with a heartbeat younger than replica_fresh to serve the move

@@ -191,6 +191,7 @@ class ScaleOutTest : public ::testing::Test {
     o.role = ServerRole::kControl;
     o.registry = db_.url();
     o.replica_wait = absl::Seconds(30);
+    o.replica_fresh = absl::Seconds(30);  // a replica's heartbeat never goes stale on a busy machine here
     control_ = std::make_unique<TestServer>(o);
     key_ = control_->CreateTenant("acme");
   }
@@ -401,6 +402,7 @@ TEST_F(ScaleOutTest, PromoteNamesAReplicaThatStoppedAsLaggingAndIgnoresStaleOnes
   o.role = ServerRole::kControl;
   o.registry = db_.url();
   o.replica_wait = absl::Seconds(1);
+  o.replica_fresh = absl::Seconds(30);
   o.share_blobs_with = control_->data_dir();
   TestServer impatient(o);
   const int64_t v = testing::PublishScaledVersion(impatient.registry(), "acme", {{0, 1}}, 1.5f);
