@@ -489,7 +489,11 @@ RuntimeStatus Runtime::Status() {
   s.overlay_host_evictions = cs.host_evictions;
   s.overlay_not_admitted = cs.not_admitted;
   s.overlay_loads_in_flight = cs.loads_in_flight;
-  for (const auto& [tenant, entry] : *table_.Current()) s.live[tenant] = entry.version;
+  // Held in a named variable: a range-for over `*table_.Current()` would drop the temporary shared_ptr
+  // before the loop runs, and a concurrent SetLive could free the snapshot being read (ThreadSanitizer
+  // found it with overlay_tiers_test's status poller).
+  const std::shared_ptr<const ExpertTable::Snapshot> table = table_.Current();
+  for (const auto& [tenant, entry] : *table) s.live[tenant] = entry.version;
   {
     std::lock_guard<std::mutex> lock(mu_);
     s.pending_requests = static_cast<int64_t>(queue_.size());
