@@ -61,10 +61,10 @@ TEST(LiveFollowerServerTest, MovesByAnotherProcessReachTheRunningServer) {
   std::unique_ptr<storage::Registry> other = OpenSecondRegistry(server.data_dir());
   ASSERT_NE(other, nullptr);
   ASSERT_TRUE(other->Promote("acme", 2, "other-process").ok());
-  EXPECT_TRUE(WaitFor([&] { return ServedVersion(server, key, "acme") == 2; }, absl::Seconds(20)));
+  EXPECT_TRUE(WaitFor([&] { return ServedVersion(server, key, "acme") == 2; }, absl::Seconds(60)));
 
   ASSERT_TRUE(other->Rollback("acme", std::nullopt, "other-process").ok());  // back to 0
-  EXPECT_TRUE(WaitFor([&] { return ServedVersion(server, key, "acme") == 0; }, absl::Seconds(20)));
+  EXPECT_TRUE(WaitFor([&] { return ServedVersion(server, key, "acme") == 0; }, absl::Seconds(60)));
 
   // A burst mixing the other process's moves with this server's own synchronous Promote: once the
   // follower has consumed the feed, the runtime serves the registry's final live version.
@@ -84,7 +84,7 @@ TEST(LiveFollowerServerTest, MovesByAnotherProcessReachTheRunningServer) {
   ASSERT_TRUE(final_seq.ok());
   ASSERT_NE(server.server().live_follower(), nullptr);
   ASSERT_TRUE(WaitFor([&] { return server.server().live_follower()->cursor() >= *final_seq; },
-                      absl::Seconds(20)));
+                      absl::Seconds(60)));
   EXPECT_EQ(*server.registry().GetLive("acme"), 1);
   EXPECT_EQ(ServedVersion(server, key, "acme"), 1);
   EXPECT_NE(server.server().metrics().Render().find("tessera_live_follow_sequence " +
@@ -207,7 +207,7 @@ TEST_F(LiveFollowerTest, TheThreadFollowsAndStopsCleanly) {
   // A second registry on the same dir, as another process: only the database tells the follower.
   std::unique_ptr<storage::Registry> other = OpenSecondRegistry(dir_);
   ASSERT_TRUE(other->Promote("beta", 1, "x").ok());
-  EXPECT_TRUE(WaitFor([&] { return !engine.Calls().empty(); }, absl::Seconds(20)));
+  EXPECT_TRUE(WaitFor([&] { return !engine.Calls().empty(); }, absl::Seconds(60)));
   follower->Stop();
   follower->Stop();  // idempotent
   follower.reset();
@@ -270,7 +270,7 @@ TEST(BlobGcTest, CollectsUnreferencedOldBlobsAndKeepsReferencedOnes) {
   }
 
   // The periodic collector removes the old unreferenced blobs on its own.
-  EXPECT_TRUE(WaitFor([&] { return !Exists(reg, stray) && !Exists(reg, ckpt_old); }, absl::Seconds(20)));
+  EXPECT_TRUE(WaitFor([&] { return !Exists(reg, stray) && !Exists(reg, ckpt_old); }, absl::Seconds(60)));
   // One more full round, so every decision below has been made at least once with these mtimes.
   absl::StatusOr<storage::GcStats> stats = server.server().blob_gc().RunOnce();
   ASSERT_TRUE(stats.ok()) << stats.status();
@@ -337,7 +337,7 @@ TEST(CancelTest, CancellingARunningJobStopsItWithoutWaitingForAHeartbeat) {
   req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(1);
   v1::Job first, second;
   ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &first).ok());
-  ASSERT_TRUE(WaitFor([&] { return runner->started.load() == 1; }, absl::Seconds(20)));
+  ASSERT_TRUE(WaitFor([&] { return runner->started.load() == 1; }, absl::Seconds(60)));
   ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &second).ok());  // waits for the worker
 
   auto running_here = [&] {

@@ -116,7 +116,7 @@ TEST(BackupCliTest, BackupThenRestoreWithTheRealBinaries) {
                             .c_str()),
             0);
   std::string port;
-  for (int i = 0; i < 600 && port.empty(); ++i) {
+  for (int i = 0; i < 3000 && port.empty(); ++i) {  // up to 300 s: a busy machine starts it slowly
     const std::string out = ReadAll(log);
     const size_t at = out.find("listening on port ");
     if (at != std::string::npos) {

@@ -13,6 +13,7 @@
 #include "services/cli/backup_client.h"
 #include "services/restore.h"
 #include "storage/backup.h"
+#include "tests/services/checkpoint_gate.h"
 #include "tests/services/test_server.h"
 
 namespace tessera::services::testing {
@@ -64,7 +65,9 @@ std::vector<std::string> Serialized(const google::protobuf::RepeatedPtrField<Msg
 }
 
 TEST(BackupRestoreTest, BackupWhileTrainingAndServingRestoresEverything) {
+  CheckpointGate gate;  // holds A's long job at its first checkpoint: running, with a checkpoint, throughout the backup
   TestServerOptions o = WithModel();
+  o.wrap_runner = gate.Wrapper();
   o.training = true;
   TestServer a(o);
   const std::string admin = a.admin_key();
@@ -112,7 +115,7 @@ TEST(BackupRestoreTest, BackupWhileTrainingAndServingRestoresEverything) {
   done_req.mutable_hyperparameters()->set_seq_len(32);
   v1::Job done_job;
   ASSERT_TRUE(a.FineTuning()->CreateJob(Ctx(beta_key).get(), done_req, &done_job).ok());
-  for (absl::Time deadline = absl::Now() + absl::Seconds(180);;) {
+  for (absl::Time deadline = absl::Now() + absl::Seconds(300);;) {
     auto j = a.registry().GetJob("beta", done_job.job_id());
     ASSERT_TRUE(j.ok());
     if (storage::IsTerminal(j->state)) {
@@ -131,13 +134,12 @@ TEST(BackupRestoreTest, BackupWhileTrainingAndServingRestoresEverything) {
   run_req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(2);
   v1::Job running;
   ASSERT_TRUE(a.FineTuning()->CreateJob(Ctx(acme_key).get(), run_req, &running).ok());
-  for (absl::Time deadline = absl::Now() + absl::Seconds(180);;) {
+  ASSERT_TRUE(gate.WaitHeld(absl::Seconds(300))) << "the job never reached its first checkpoint";
+  {
     auto j = a.registry().GetJob("acme", running.job_id());
     ASSERT_TRUE(j.ok());
-    ASSERT_FALSE(storage::IsTerminal(j->state)) << "finished before the backup; make it longer";
-    if (!j->checkpoint.empty() && j->progress.step > 15) break;
-    ASSERT_LT(absl::Now(), deadline);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(j->state, storage::JobState::kRunning);
+    ASSERT_FALSE(j->checkpoint.empty());
   }
 
   // Backup while two clients keep generating: none of their requests fails.
@@ -146,12 +148,12 @@ TEST(BackupRestoreTest, BackupWhileTrainingAndServingRestoresEverything) {
   std::vector<std::thread> clients;
   for (const auto& [tenant, key] : std::vector<std::pair<std::string, std::string>>{{"acme", acme_key}, {"beta", beta_key}}) {
     clients.emplace_back([&, tenant = tenant, key = key] {
-      while (!stop.load()) {
+      do {  // at least one request each, however late the thread starts
         int64_t v = -1;
         grpc::Status st;
         Generate(a, key, tenant, std::nullopt, &v, &st);
         (st.ok() ? served : failed).fetch_add(1);
-      }
+      } while (!stop.load());
     });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -167,7 +169,7 @@ TEST(BackupRestoreTest, BackupWhileTrainingAndServingRestoresEverything) {
   {
     auto j = a.registry().GetJob("acme", running.job_id());
     ASSERT_TRUE(j.ok());
-    ASSERT_EQ(j->state, storage::JobState::kRunning) << "the job finished during the backup; make it longer";
+    ASSERT_EQ(j->state, storage::JobState::kRunning);  // held by the gate
   }
   const BackupManifest& m = backup->manifest;
   EXPECT_EQ(m.counts.tenants, 2);

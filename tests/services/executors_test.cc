@@ -316,10 +316,11 @@ TEST_F(ExecutorsTest, ClientDeadlineAndCancellationReachTheEngine) {
   Start(TestServerOptions{});
   const std::string key = server_->CreateTenant("acme");
   // Unary Generate with a short deadline: the client sees DEADLINE_EXCEEDED and the engine's request
-  // ends (it would otherwise wait for Release forever).
+  // ends (it would otherwise wait for Release forever). 3 s, not less: the call must reach the server
+  // (which hands the engine the deadline) before it passes, also on a loaded machine.
   {
     auto ctx = Ctx(key);
-    ctx->set_deadline(std::chrono::system_clock::now() + 300ms);
+    ctx->set_deadline(std::chrono::system_clock::now() + 3s);
     v1::GenerateResponse resp;
     grpc::Status st = server_->Inference()->Generate(ctx.get(), Req("acme"), &resp);
     EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);

@@ -8,6 +8,7 @@
 #include "core/io/safetensors.h"
 #include "core/train/auto_hparams.h"
 #include "gtest/gtest.h"
+#include "tests/services/checkpoint_gate.h"
 #include "tests/services/test_server.h"
 
 namespace tessera::services::testing {
@@ -537,8 +538,10 @@ namespace tessera::services::testing {
 namespace {
 
 TEST(JobsRestartTest, RunningJobResumesFromItsCheckpointAfterAGracefulRestart) {
+  CheckpointGate gate;  // holds the job at its first checkpoint (step 15) until the restart stops it
   TestServerOptions o;
   o.training = true;
+  o.wrap_runner = gate.Wrapper();
   auto server = std::make_unique<TestServer>(o);
   std::string key = server->CreateTenant("acme");
   v1::Dataset ds;
@@ -552,15 +555,13 @@ TEST(JobsRestartTest, RunningJobResumesFromItsCheckpointAfterAGracefulRestart) {
   req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(2);
   v1::Job job;
   ASSERT_TRUE(server->FineTuning()->CreateJob(Ctx(key).get(), req, &job).ok());
-  // Wait until a checkpoint exists, then restart mid-run.
-  absl::Time deadline = absl::Now() + absl::Seconds(120);
-  for (;;) {
+  // Once a checkpoint exists (the job is held there), restart mid-run.
+  ASSERT_TRUE(gate.WaitHeld(absl::Seconds(300))) << "the job never reached its first checkpoint";
+  {
     absl::StatusOr<storage::Job> j = server->registry().GetJob("acme", job.job_id());
     ASSERT_TRUE(j.ok());
-    ASSERT_NE(j->state, storage::JobState::kSucceeded) << "finished before the restart; make it longer";
-    if (!j->checkpoint.empty() && j->progress.step > 15) break;
-    ASSERT_LT(absl::Now(), deadline);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(j->state, storage::JobState::kRunning);
+    ASSERT_FALSE(j->checkpoint.empty());
   }
   server->Restart();
   grpc::Status st;
@@ -606,7 +607,7 @@ TEST(JobsCancelTest, CancellingARunningJobStopsItAndFreesTheWorker) {
   req.mutable_expert_selection()->mutable_explicit_()->add_slots()->set_expert(1);
   v1::Job long_job;
   ASSERT_TRUE(server.FineTuning()->CreateJob(Ctx(key).get(), req, &long_job).ok());
-  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  absl::Time deadline = absl::Now() + absl::Seconds(300);
   for (;;) {
     absl::StatusOr<storage::Job> j = server.registry().GetJob("acme", long_job.job_id());
     ASSERT_TRUE(j.ok());

@@ -22,7 +22,7 @@ storage::Job Poll(TestServer& server, const std::string& tenant, const std::stri
 // Waits until `done(job)` (120 s at most).
 template <typename F>
 storage::Job WaitFor(TestServer& server, const std::string& tenant, const std::string& job_id, F done) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  const absl::Time deadline = absl::Now() + absl::Seconds(300);
   for (;;) {
     storage::Job j = Poll(server, tenant, job_id);
     if (done(j)) return j;
@@ -135,9 +135,12 @@ TEST(JointJobsTest, CancelledAndFailingJobsLeaveTheThirdTrainingToItsSoloResult)
   storage::Job failed = WaitFor(server, "gamma", fail_id, Ended);
   EXPECT_EQ(failed.state, storage::JobState::kFailed);
   EXPECT_NE(failed.error.find("target"), std::string::npos) << failed.error;
-  // acme trains while beta does (one loop: without joint training it would wait in the queue).
+  // acme trains while beta does (one loop: without joint training it would wait in the queue behind
+  // beta, which runs until cancelled below). On a slow poll acme may already have finished: either way
+  // it advanced while beta was still running (checked right after).
   storage::Job a = WaitFor(server, "acme", id, [](const storage::Job& j) { return j.progress.step >= 5 || Ended(j); });
-  EXPECT_EQ(a.state, storage::JobState::kRunning);
+  EXPECT_TRUE(a.state == storage::JobState::kRunning || a.state == storage::JobState::kSucceeded) << a.error;
+  EXPECT_GE(a.progress.step, 5);
   storage::Job b = Poll(server, "beta", long_id);
   EXPECT_EQ(b.state, storage::JobState::kRunning);
   const int64_t b_step = b.progress.step;

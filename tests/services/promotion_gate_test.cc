@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <unistd.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -195,7 +196,8 @@ TEST(PromotionGateTest, RealJobPromotedUnderALooseBoundKeptUnderATightOne) {
   TestServerOptions opts;
   opts.training = true;
   opts.model = true;
-  const std::string general_path = ::testing::TempDir() + "/promotion_gate_general.jsonl";
+  const std::string general_path =
+      ::testing::TempDir() + "/promotion_gate_general_" + std::to_string(::getpid()) + ".jsonl";
   {
     std::ofstream f(general_path);
     for (int i = 0; i < 48; ++i) {

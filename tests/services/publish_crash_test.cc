@@ -148,7 +148,7 @@ int RunChild(const std::string& dir, const std::string& job_id, const std::strin
     } else {
       util::ArmCrashPoint(point, hit);
     }
-    const std::string state = RunScheduler(dir, job_id, "crash-child", absl::Seconds(20));
+    const std::string state = RunScheduler(dir, job_id, "crash-child", absl::Seconds(120));
     if (point.empty()) {
       std::ofstream f(trace_path);
       f << absl::StrJoin(util::TracedCrashPoints(), "\n");
@@ -238,7 +238,7 @@ void CrashAtEveryPoint(bool auto_promote) {
     const std::string job_id = Prepare(dir, auto_promote);
     ASSERT_FALSE(job_id.empty());
     ASSERT_EQ(RunChild(dir, job_id, point, hit, ""), util::kCrashPointExitCode) << "the point was not reached";
-    EXPECT_EQ(RunScheduler(dir, job_id, "recovery", absl::Seconds(20)), "SUCCEEDED");
+    EXPECT_EQ(RunScheduler(dir, job_id, "recovery", absl::Seconds(120)), "SUCCEEDED");
     CheckRecovered(dir, job_id, auto_promote);
     std::filesystem::remove_all(dir);
   }
@@ -271,7 +271,7 @@ TEST(PublishCrashTest, VersionLeftBehindARunningJobIsReusedNotDuplicated) {
     nv.blob_digest = *blob;
     ASSERT_TRUE((*reg)->PublishVersion(nv, "system").ok());
   }
-  EXPECT_EQ(RunScheduler(dir, job_id, "recovery", absl::Seconds(20)), "SUCCEEDED");
+  EXPECT_EQ(RunScheduler(dir, job_id, "recovery", absl::Seconds(120)), "SUCCEEDED");
   absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(dir);
   ASSERT_TRUE(reg.ok());
   absl::StatusOr<std::vector<storage::ExpertVersion>> versions = (*reg)->ListVersions(kTenant);
@@ -312,7 +312,7 @@ TEST(PublishCrashTest, ARuntimeLoadFailureAfterTheCommitIsReportedNotUndone) {
   const std::string job_id = Prepare(dir, true);
   ASSERT_FALSE(job_id.empty());
   FailingEngine engine;
-  EXPECT_EQ(RunScheduler(dir, job_id, "w", absl::Seconds(20), &engine), "SUCCEEDED");
+  EXPECT_EQ(RunScheduler(dir, job_id, "w", absl::Seconds(120), &engine), "SUCCEEDED");
   EXPECT_GE(engine.calls.load(), 1);
   absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(dir);
   ASSERT_TRUE(reg.ok());

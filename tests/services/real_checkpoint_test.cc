@@ -187,7 +187,7 @@ TEST_F(RealCheckpointTest, FineTunesOnChatDatasetAndServesTheVersion) {
   v1::Job job;
   st = server_.FineTuning()->CreateJob(Ctx(key_).get(), req, &job);
   ASSERT_TRUE(st.ok()) << st.error_message();
-  for (int i = 0; i < 600; ++i) {
+  for (int i = 0; i < 3000; ++i) {  // up to 300 s: generous for a loaded machine
     v1::GetJobRequest g;
     g.set_tenant_id("acme");
     g.set_job_id(job.job_id());

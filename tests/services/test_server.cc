@@ -81,6 +81,14 @@ void TestServer::Start() {
   absl::StatusOr<ServerComponents> c = MakeCoreComponents(co);
   ASSERT_TRUE(c.ok()) << c.status();
   if (options_.make_runner) c->make_runner = options_.make_runner;
+  if (options_.wrap_runner && c->make_runner) {
+    c->make_runner = [inner = c->make_runner, wrap = options_.wrap_runner](
+                         storage::Registry* r) -> absl::StatusOr<std::unique_ptr<JobRunner>> {
+      absl::StatusOr<std::unique_ptr<JobRunner>> runner = inner(r);
+      if (!runner.ok()) return runner.status();
+      return wrap(*std::move(runner));
+    };
+  }
   if (options_.make_engine) c->make_engine = options_.make_engine;
   absl::StatusOr<std::unique_ptr<TesseraServer>> s = TesseraServer::Start(so, *std::move(c));
   ASSERT_TRUE(s.ok()) << s.status();
@@ -125,7 +133,7 @@ std::unique_ptr<v1::Inference::Stub> TestServer::Inference() { return v1::Infere
 std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   if (!key.empty()) ctx->AddMetadata("authorization", "Bearer " + key);
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
   return ctx;
 }
 

@@ -66,6 +66,9 @@ struct TestServerOptions {
   // The model's runtime calls this after every step (RuntimeOptions::on_step: a test may block in it to
   // hold the scheduler at an exact step).
   std::function<void(const runtime::StepInfo&)> runtime_on_step;
+  // Set: wraps the runner jobs run on (the real trainer or make_runner's), e.g. to hold a job at a point
+  // the test chooses (checkpoint_gate.h) instead of racing it.
+  std::function<std::unique_ptr<JobRunner>(std::unique_ptr<JobRunner>)> wrap_runner;
 };
 
 inline TestServerOptions WithModel() {
@@ -110,7 +113,8 @@ class TestServer {
   std::string admin_key_;
 };
 
-// A context with `authorization: Bearer <key>` (no metadata when key is empty) and a 60 s deadline.
+// A context with `authorization: Bearer <key>` (no metadata when key is empty) and a 300 s deadline
+// (generous: WatchJob waits for a whole training run, which a loaded 2-core machine makes slow).
 std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key);
 
 // n lines of {"prompt": "add(a,b)=", "completion": "<a+b>"} (deterministic).

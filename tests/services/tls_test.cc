@@ -47,7 +47,7 @@ std::shared_ptr<grpc::Channel> TlsChannel(const std::string& address, const Pki&
 grpc::Status ListTenants(const std::shared_ptr<grpc::Channel>& ch, const std::string& key) {
   v1::ListTenantsResponse resp;
   auto ctx = Ctx(key);
-  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   return v1::Admin::NewStub(ch)->ListTenants(ctx.get(), {}, &resp);
 }
 

@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/time/clock.h"
 #include "core/util/sha256.h"
 #include "tests/storage/registry_test_util.h"
 
@@ -93,7 +94,12 @@ TEST_F(BackupTest, SnapshotsWhileWritersRunAreEachOneConsistentCommit) {
   MakeTenant("acme");
   std::atomic<bool> stop{false};
   std::atomic<int> published{0};
+  std::atomic<bool> writer_done{false};
   std::thread writer([&] {
+    struct Done {
+      std::atomic<bool>& done;
+      ~Done() { done = true; }
+    } mark{writer_done};
     while (!stop.load()) {
       NewVersion v;
       v.tenant_id = "acme";
@@ -109,7 +115,10 @@ TEST_F(BackupTest, SnapshotsWhileWritersRunAreEachOneConsistentCommit) {
     }
   });
   int last_versions = -1;
-  for (int i = 0; i < 10; ++i) {
+  // At least 10 snapshots, and on until the writer committed twice (a busy machine may start it late),
+  // so some snapshots surely overlap writes.
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  for (int i = 0; i < 10 || (published.load() < 2 && !writer_done.load() && absl::Now() < deadline); ++i) {
     auto snap = RegistrySnapshot::Take(dir_.path());
     ASSERT_OK(snap);
     auto info = InspectRegistryFile((*snap)->dir() + "/registry.db");

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <unistd.h>
 
 #include "core/chat/chat_template_loader.h"
 #include "gmock/gmock.h"
@@ -113,7 +114,7 @@ TEST(LoaderTest, SpecialTokensBecomeVariables) {
 // added_tokens_decoder, in which case it is not read.
 TEST(LoaderTest, SpecialTokensMapOverridesOnlyWithoutAddedTokensDecoder) {
   for (bool with_decoder : {false, true}) {
-    std::string dir = ::testing::TempDir() + "/stm_" + (with_decoder ? "dec" : "nodec");
+    std::string dir = ::testing::TempDir() + "/stm_" + (with_decoder ? "dec_" : "nodec_") + std::to_string(::getpid());
     std::filesystem::create_directories(dir);
     nlohmann::ordered_json cfg = {{"bos_token", "<a>"}, {"chat_template", "{{ bos_token }}|{{ eos_token }}"}};
     if (with_decoder) cfg["added_tokens_decoder"] = {{"1", {{"content", "<a>"}, {"special", true}}}};
@@ -129,7 +130,7 @@ TEST(LoaderTest, SpecialTokensMapOverridesOnlyWithoutAddedTokensDecoder) {
 }
 
 TEST(LoaderTest, MalformedFilesNameThemselves) {
-  std::string dir = ::testing::TempDir() + "/bad_cfg";
+  std::string dir = ::testing::TempDir() + "/bad_cfg_" + std::to_string(::getpid());
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/tokenizer_config.json") << R"({"chat_template": "{% if x %}unclosed"})";
   auto loaded = LoadChatTemplate(dir);

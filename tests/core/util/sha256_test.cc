@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <string>
+#include <unistd.h>
 
 #include "gtest/gtest.h"
 
@@ -36,7 +37,7 @@ TEST(Sha256Test, IncrementalEqualsOneShotAtEveryBoundary) {
 }
 
 TEST(Sha256Test, FileHashEqualsOneShotAndMissingFileIsNotFound) {
-  const std::string path = ::testing::TempDir() + "/sha256_test_file";
+  const std::string path = ::testing::TempDir() + "/sha256_test_file_" + std::to_string(::getpid());
   std::string data(200000, 'x');
   for (size_t i = 0; i < data.size(); i += 7) data[i] = static_cast<char>(i);
   FILE* f = std::fopen(path.c_str(), "wb");

@@ -154,11 +154,13 @@ TEST(HttpFineTuningTest, UploadTrainPollAndServeTheFineTunedModel) {
   chat["model"] = "acme:0";
   EXPECT_EQ(api.Post("/v1/chat/completions", chat).header("X-Tessera-Expert-Version"), "0");
 
-  // n_epochs N: N passes over the file at the job's batch size; then cancel it.
-  HttpReply by_epochs = api.Post("/v1/fine_tuning/jobs", {{"model", "acme:1"}, {"training_file", file_id},
-                                                          {"hyperparameters", {{"n_epochs", 2}, {"batch_size", 4}}}});
+  // n_epochs N: N passes over the file (40 examples) at the job's batch size; then cancel it (2000 epochs:
+  // it cannot finish before the cancel arrives, however slowly this thread runs).
+  HttpReply by_epochs =
+      api.Post("/v1/fine_tuning/jobs", {{"model", "acme:1"}, {"training_file", file_id},
+                                        {"hyperparameters", {{"n_epochs", 2000}, {"batch_size", 4}}}});
   ASSERT_EQ(by_epochs.status, 200) << by_epochs.body;
-  EXPECT_EQ(by_epochs.json["hyperparameters"]["max_steps"], 20);
+  EXPECT_EQ(by_epochs.json["hyperparameters"]["max_steps"], 20000);
   EXPECT_EQ(by_epochs.json["model"], "acme:1");
   std::string second = by_epochs.json["id"];
   HttpReply cancelled = api.Post("/v1/fine_tuning/jobs/" + second + "/cancel", json::object());
