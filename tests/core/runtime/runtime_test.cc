@@ -438,12 +438,29 @@ TEST(RuntimeTest, QueueFullIsUnavailable) {
   EXPECT_TRUE(rt->Generate("beta", 1, p).ok());
 }
 
+// The scheduler is held after each request's first step (its prompt, which samples the first token), so
+// the callback's refusal is seen before a second step however the threads are scheduled.
 TEST(RuntimeTest, CancellationFromCallbackFreesTheSlot) {
   World w;
   RuntimeOptions o = Options(1);  // one slot: a leaked KV cache would stall every later request
   o.kv_capacity = w.config.max_position_embeddings;
+  std::atomic<Runtime*> self{nullptr};
+  std::atomic<bool> hold{true};
+  std::atomic<int> holds{0};  // counted after Pause(): a Resume() after seeing it cannot precede it
+  o.on_step = [&](const StepInfo& info) {
+    if (hold.load() && info.prefill_sequences > 0) {
+      self.load()->Pause();
+      holds.fetch_add(1);
+    }
+  };
   auto rt = w.MakeRuntime(o);
+  self.store(rt.get());
   GenerateParams p = Params("cancel me", 240);
+  // The first token is one ASCII byte, so the first step hands the caller a delta (a partial UTF-8
+  // character would be held back and the held scheduler would never produce one).
+  const RefOutput ref = w.Ref("acme", 1, p, o.kv_capacity);
+  ASSERT_FALSE(ref.text.empty());
+  ASSERT_LT(static_cast<unsigned char>(ref.text[0]), 0x80);
   for (int i = 0; i < 3; ++i) {
     int calls = 0;
     auto r = rt->Generate("acme", 1, p, [&](std::string_view) {
@@ -452,10 +469,13 @@ TEST(RuntimeTest, CancellationFromCallbackFreesTheSlot) {
     });
     EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
     EXPECT_EQ(calls, 1);
+    WaitFor([&] { return holds.load() == i + 1; });
+    rt->Resume();  // the request is marked cancelled: the scheduler drops it before another step
   }
   WaitFor([&] { return rt->Status().active_requests == 0 && rt->Status().pending_requests == 0; });
-  // The cancelled requests left the batch instead of running to max_tokens.
-  EXPECT_LT(rt->Status().tokens_generated, 3 * p.max_tokens);
+  // The cancelled requests left the batch after their first token instead of running to max_tokens.
+  EXPECT_EQ(rt->Status().tokens_generated, 3);
+  hold.store(false);
   p.max_tokens = 12;
   auto ok = rt->Generate("acme", 1, p);
   ASSERT_TRUE(ok.ok());
