@@ -27,6 +27,13 @@ cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 mkdir -p "$BUILD_DIR/artifacts"
+# The server targets (http_fuzz, grpc_fuzz) keep their registry under this dir (in memory where /dev/shm
+# exists); it goes when the script ends, also after a crash that skipped the targets' own cleanup.
+parent=/tmp
+[[ -d /dev/shm && -w /dev/shm ]] && parent=/dev/shm
+TESSERA_FUZZ_TMPDIR=$(mktemp -d "$parent/tessera_fuzz_run.XXXXXX")
+export TESSERA_FUZZ_TMPDIR
+trap 'rm -rf "$TESSERA_FUZZ_TMPDIR"' EXIT
 failed=()
 for t in "${TARGETS[@]}"; do
   work="$BUILD_DIR/corpus/$t"

@@ -5,7 +5,7 @@
 # (which needs no Python).
 # Exits non-zero on any failure. GPU tests skip (with a message) when no GPU is present.
 # TESSERA_SKIP_COMPAT=1 skips the Python compatibility checks (e.g. on a machine without PyPI access).
-# Then ops/fuzz.sh builds the core libFuzzer targets (clang, ASan+UBSan, build-fuzz/) and runs each for
+# Then ops/fuzz.sh builds the seven libFuzzer targets (clang, ASan+UBSan, build-fuzz/) and runs each for
 # TESSERA_FUZZ_SECONDS (default 15) from its committed seed corpus; TESSERA_SKIP_FUZZ=1 skips that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,6 @@ echo "== scale-out proof, shortened (ops/scale-out-proof.sh --short: PostgreSQL,
 ops/scale-out-proof.sh "$BUILD_DIR" --short
 (cd "$BUILD_DIR" && ctest --output-on-failure -j "$(nproc)" --timeout 900)
 if [[ "${TESSERA_SKIP_FUZZ:-0}" != 1 ]]; then
-  # http_fuzz and grpc_fuzz (ops/fuzz.sh's other two targets) are not run here yet: see README "Fuzzing".
-  echo "== fuzzing (ops/fuzz.sh: the core libFuzzer targets for ${TESSERA_FUZZ_SECONDS:-15} s each, ASan+UBSan)"
-  ops/fuzz.sh safetensors_fuzz config_fuzz tokenizer_fuzz jsonl_fuzz chat_template_fuzz
+  echo "== fuzzing (ops/fuzz.sh: every libFuzzer target for ${TESSERA_FUZZ_SECONDS:-15} s each, ASan+UBSan)"
+  ops/fuzz.sh safetensors_fuzz config_fuzz tokenizer_fuzz jsonl_fuzz chat_template_fuzz http_fuzz grpc_fuzz
 fi

@@ -68,10 +68,14 @@ std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
 
 FuzzServer* Start() {
   auto* fs = new FuzzServer();
-  // In memory when /dev/shm exists: registry writes fsync, and a fuzzer makes many.
-  std::string tmpl = std::filesystem::is_directory("/dev/shm") ? "/dev/shm/tessera_fuzz_XXXXXX"
-                                                               : "/tmp/tessera_fuzz_XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr) Die("mkdtemp failed");
+  // Under TESSERA_FUZZ_TMPDIR when set (ops/fuzz.sh makes one per run and removes it whatever happens: a
+  // crashing input ends the process by _Exit, past the atexit below); else in memory when /dev/shm exists:
+  // registry writes fsync, and a fuzzer makes many.
+  const char* parent = std::getenv("TESSERA_FUZZ_TMPDIR");
+  std::string tmpl = parent != nullptr && *parent != '\0'            ? std::string(parent) + "/tessera_fuzz_XXXXXX"
+                     : std::filesystem::is_directory("/dev/shm") ? "/dev/shm/tessera_fuzz_XXXXXX"
+                                                                 : "/tmp/tessera_fuzz_XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) Die("mkdtemp " + tmpl + " failed");
   fs->data_dir = tmpl;
   services::ServerOptions so;
   so.data_dir = fs->data_dir;

@@ -172,12 +172,16 @@ def seeds_grpc():
         "generate_chat": 'Inference/Generate $ACME\ntenant_id: "acme" messages { role: "user" content: "hi" } '
                          'return_routing: true',
         "generate_stream": 'Inference/GenerateStream $ACME\ntenant_id: "acme" prompt: "x"',
+        "generate_logprobs": 'Inference/Generate $ACME\ntenant_id: "acme" prompt: "x" logprobs: true top_logprobs: 5',
+        "backup": 'Admin/Backup $ADMIN\n',
+        "backup_denied": 'Admin/Backup $ACME\n',
         "score": 'Inference/Score $ACME\ntenant_id: "acme" text: "hello"',
         "upload": 'Datasets/UploadDataset $ACME\ntenant_id: "acme" name: "d" format: "jsonl"\n---\n'
                   'chunk: "{\\"text\\": \\"hi\\"}\\n"\n---\nchunk: "{\\"prompt\\": \\"a\\", \\"completion\\": \\"b\\"}\\n"',
         "get_dataset": 'Datasets/GetDataset $ACME\ntenant_id: "acme" dataset_id: "$DATASET"',
         "list_datasets": 'Datasets/ListDatasets $ACME\ntenant_id: "acme"',
-        "delete_dataset": 'Datasets/DeleteDataset $OTHER\ntenant_id: "acme" dataset_id: "$DATASET"',
+        "delete_dataset": 'Datasets/DeleteDataset $OTHER\ntenant_id: "acme" dataset_id: "ds_absent"',
+        "delete_dataset_own": 'Datasets/DeleteDataset $ACME\ntenant_id: "acme" dataset_id: "ds_absent"',
         "create_job": 'FineTuning/CreateJob $ACME\ntenant_id: "acme" training_dataset_id: "$DATASET" '
                       'hyperparameters { max_steps: 10 batch_size: 2 seq_len: 64 learning_rate: 0.001 } '
                       'expert_selection { auto { relevance_threshold: 0.5 max_experts: 2 } } idempotency_key: "k"',
@@ -185,7 +189,8 @@ def seeds_grpc():
                                'expert_selection { explicit { slots { layer: 0 expert: 3 } } } method: "lora" lora_rank: 4',
         "get_job": 'FineTuning/GetJob $ACME\ntenant_id: "acme" job_id: "$JOB"',
         "list_jobs": 'FineTuning/ListJobs $ACME\ntenant_id: "acme"',
-        "cancel_job": 'FineTuning/CancelJob $OTHER\ntenant_id: "acme" job_id: "$JOB"',
+        "cancel_job": 'FineTuning/CancelJob $OTHER\ntenant_id: "acme" job_id: "job_absent"',
+        "cancel_job_own": 'FineTuning/CancelJob $ACME\ntenant_id: "acme" job_id: "job_absent"',
         "watch_job": 'FineTuning/WatchJob $ACME\ntenant_id: "acme" job_id: "$JOB"',
         "list_versions": 'Experts/ListVersions $ACME\ntenant_id: "acme"',
         "get_version": 'Experts/GetVersion $ACME\ntenant_id: "acme" version: 1',
@@ -200,7 +205,7 @@ def seeds_grpc():
         "rollback": 'Admin/Rollback $ADMIN\ntenant_id: "acme"',
         "status": 'Admin/GetRuntimeStatus $ADMIN\n',
         "admin_jobs": 'Admin/ListJobs $ADMIN\n',
-        "admin_cancel": 'Admin/CancelJob $ADMIN\njob_id: "$JOB"',
+        "admin_cancel": 'Admin/CancelJob $ADMIN\njob_id: "job_absent"',
         "audit": 'Admin/ListAuditEvents $ADMIN\n',
         "delete_tenant": 'Admin/DeleteTenant $ADMIN\ntenant_id: "absent"',
         "no_key": 'Inference/Generate -\ntenant_id: "acme" prompt: "x"',

@@ -1,10 +1,11 @@
 # CPU backend sources (included from core/backend/CMakeLists.txt; paths relative to core/backend).
+# The CPU's features, the kernel choice and the OpenBLAS loader (what GetRuntimeStatus reports, so the
+# services link them without the kernels) are a library of their own: tessera_cpu_kernel_set.
+set(TESSERA_CPU_KERNEL_SET_SOURCES cpu/cpu_blas.cc cpu/cpu_features.cc)
 set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_backend.cc
   cpu/host_buffer_pool.cc
   cpu/cpu_bf16_gemm.cc
-  cpu/cpu_blas.cc
-  cpu/cpu_features.cc
   cpu/cpu_check.cc
   cpu/cpu_elementwise.cc
   cpu/cpu_matmul.cc
