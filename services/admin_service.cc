@@ -13,6 +13,7 @@
 #include "services/live_follower.h"
 #include "services/replicas.h"
 #include "services/log.h"
+#include "services/rate_limiter.h"
 
 namespace tessera::services {
 namespace {
@@ -38,6 +39,34 @@ absl::Status CheckTenantId(const std::string& tenant_id) {
     return absl::InvalidArgumentError(absl::StrCat("tenant_id: ", s.message()));
   }
   return absl::OkStatus();
+}
+
+// Quotas' fields in storage::Quota order (the proto's field numbers 1..6).
+const google::protobuf::FieldDescriptor* QuotaField(storage::Quota q) {
+  return v1::Quotas::descriptor()->FindFieldByName(storage::QuotaName(q));
+}
+
+void LimitsToProto(const storage::QuotaLimits& l, v1::Quotas* out) {
+  for (int i = 0; i < storage::kNumQuotas; ++i) {
+    out->GetReflection()->SetInt64(out, QuotaField(storage::QuotaAt(i)), l.value[i]);
+  }
+}
+
+void QuotasToProto(const storage::TenantQuotas& q, v1::TenantQuotas* out) {
+  out->set_tenant_id(q.tenant_id);
+  LimitsToProto(q.effective, out->mutable_effective());
+  LimitsToProto(q.defaults, out->mutable_defaults());
+  v1::Quotas* o = out->mutable_overrides();
+  for (int i = 0; i < storage::kNumQuotas; ++i) {
+    if (q.overrides.value[i].has_value()) o->GetReflection()->SetInt64(o, QuotaField(storage::QuotaAt(i)), *q.overrides.value[i]);
+  }
+  v1::QuotaUsage* u = out->mutable_usage();
+  u->set_storage_bytes(q.usage.storage_bytes());
+  u->set_dataset_bytes(q.usage.dataset_bytes);
+  u->set_version_bytes(q.usage.version_bytes);
+  u->set_versions(q.usage.versions);
+  u->set_running_jobs(q.usage.running_jobs);
+  u->set_queued_jobs(q.usage.queued_jobs);
 }
 
 }  // namespace
@@ -527,6 +556,45 @@ grpc::ServerUnaryReactor* AdminService::ListAuditEvents(grpc::CallbackServerCont
       out->set_detail(e.detail);
     }
     resp->set_next_page_token(page->next_page_token);
+    return absl::OkStatus();
+  });
+}
+
+// Quotas are the operator's: admin keys only, like the rest of this service. A tenant learns its limits
+// from the RESOURCE_EXHAUSTED refusals, which name the quota, its limit and when to retry.
+grpc::ServerUnaryReactor* AdminService::SetQuotas(grpc::CallbackServerContext* ctx, const v1::SetQuotasRequest* req,
+                                                  v1::SetQuotasResponse* resp) {
+  Mutation m{"tenant.quotas.set", req->tenant_id(), "tenant/" + req->tenant_id()};
+  return AdminMutationUnary(env_, ctx, "Admin/SetQuotas", m, [&](const storage::Principal& principal) -> absl::Status {
+    if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
+    storage::QuotaOverrides update;
+    const v1::Quotas& in = req->quotas();
+    for (int i = 0; i < storage::kNumQuotas; ++i) {
+      const google::protobuf::FieldDescriptor* f = QuotaField(storage::QuotaAt(i));
+      if (!in.GetReflection()->HasField(in, f)) continue;
+      const int64_t v = in.GetReflection()->GetInt64(in, f);
+      if (v < storage::kClearQuotaOverride) {
+        return absl::InvalidArgumentError(absl::StrCat("quotas.", f->name(), ": must be >= 0 (0 = unlimited) or -1 "
+                                                       "(back to the server default), got ", v));
+      }
+      update.value[i] = v;
+    }
+    absl::StatusOr<storage::TenantQuotas> q = env_.registry->SetQuotas(req->tenant_id(), update, Actor(principal));
+    if (!q.ok()) return q.status();
+    if (env_.rate_limiter != nullptr) env_.rate_limiter->Refresh(req->tenant_id());
+    QuotasToProto(*q, resp->mutable_quotas());
+    LogInfo("quotas set", {{"tenant_id", req->tenant_id()}, {"actor", Actor(principal)}});
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminService::GetQuotas(grpc::CallbackServerContext* ctx, const v1::GetQuotasRequest* req,
+                                                  v1::GetQuotasResponse* resp) {
+  return AdminUnary(env_, ctx, "Admin/GetQuotas", [&](const storage::Principal&) -> absl::Status {
+    if (absl::Status s = CheckTenantId(req->tenant_id()); !s.ok()) return s;
+    absl::StatusOr<storage::TenantQuotas> q = env_.registry->GetQuotas(req->tenant_id());
+    if (!q.ok()) return q.status();
+    QuotasToProto(*q, resp->mutable_quotas());
     return absl::OkStatus();
   });
 }

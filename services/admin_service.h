@@ -47,6 +47,10 @@ class AdminService final : public v1::Admin::CallbackService {
   // Implemented in admin_backup.cc.
   grpc::ServerWriteReactor<v1::BackupChunk>* Backup(grpc::CallbackServerContext* ctx,
                                                     const v1::BackupRequest* req) override;
+  grpc::ServerUnaryReactor* SetQuotas(grpc::CallbackServerContext* ctx, const v1::SetQuotasRequest* req,
+                                      v1::SetQuotasResponse* resp) override;
+  grpc::ServerUnaryReactor* GetQuotas(grpc::CallbackServerContext* ctx, const v1::GetQuotasRequest* req,
+                                      v1::GetQuotasResponse* resp) override;
 
  private:
   const ServiceEnv& env_;

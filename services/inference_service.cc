@@ -133,6 +133,18 @@ void RoutingToProto(const std::vector<LayerRoutingStats>& in, v1::Routing* out) 
 
 }  // namespace
 
+absl::StatusOr<RateTicket> AdmitInference(const ServiceEnv& env, const std::string& tenant, const TextInput& input,
+                                          int64_t max_tokens) {
+  if (env.rate_limiter == nullptr) return RateTicket{tenant, 0};
+  int64_t bytes = static_cast<int64_t>(input.text.size());
+  for (const ChatMessage& m : input.messages) bytes += static_cast<int64_t>(m.role.size() + m.content.size());
+  return env.rate_limiter->Admit(tenant, RateLimiter::Estimate(bytes, max_tokens));
+}
+
+void SettleInference(const ServiceEnv& env, const RateTicket& ticket, const absl::Status& s, int64_t tokens) {
+  if (env.rate_limiter != nullptr) env.rate_limiter->Settle(ticket, s, tokens);
+}
+
 void RecordGeneration(const ServiceEnv& env, const std::string& tenant, const GenerateOutput& out) {
   env.metrics->Add("tessera_generated_tokens_total", {{"tenant", tenant}}, out.completion_tokens);
   env.metrics->Add("tessera_prompt_tokens_total", {{"tenant", tenant}}, out.prompt_tokens);
@@ -177,8 +189,11 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
     // A client that cancels or whose deadline passes stops the generation (it leaves the batch).
     params->cancelled = [ctx] { return ctx->IsCancelled(); };
     params->deadline = DeadlineOf(*ctx);
+    absl::StatusOr<RateTicket> ticket = AdmitInference(env, req->tenant_id(), params->input, params->max_tokens);
+    if (!ticket.ok()) return ticket.status();
     absl::StatusOr<GenerateOutput> out = env.engine->Generate(
         req->tenant_id(), *version, *params, [ctx](std::string_view) { return !ctx->IsCancelled(); });
+    SettleInference(env, *ticket, out.status(), out.ok() ? out->prompt_tokens + out->completion_tokens : 0);
     if (!out.ok()) return out.status();
     resp->set_text(Utf8Sanitize(out->text));
     resp->set_finish_reason(ToProto(out->finish_reason));
@@ -216,6 +231,11 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
         absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
         if (!version.ok()) return version.status();
         if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+        absl::StatusOr<RateTicket> ticket = AdmitInference(env, req->tenant_id(), params->input, params->max_tokens);
+        if (!ticket.ok()) {
+          AddRetryAfterTrailer(*ctx, ticket.status());  // before the body's status finishes the stream
+          return ticket.status();
+        }
         // Logprobs arrive just before the delta that carries their text (inference_engine.h); those
         // left after the last delta go in the last chunk.
         std::vector<TokenLogprob> pending;
@@ -237,6 +257,7 @@ grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
               pending.clear();
               return w->Write(chunk);
             });
+        SettleInference(env, *ticket, out.status(), out.ok() ? out->prompt_tokens + out->completion_tokens : 0);
         if (!out.ok()) return out.status();
         v1::GenerateChunk last;
         LogprobsToProto(pending, last.mutable_logprobs());
@@ -265,8 +286,11 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
     absl::StatusOr<std::optional<int64_t>> version = VersionFromProto(req->has_version(), req->version());
     if (!version.ok()) return version.status();
     if (absl::Status s = EngineAvailable(env); !s.ok()) return s;
+    absl::StatusOr<RateTicket> ticket = AdmitInference(env, req->tenant_id(), *input, 0);
+    if (!ticket.ok()) return ticket.status();
     absl::StatusOr<ScoreOutput> out =
         env.engine->Score(req->tenant_id(), *version, *input, req->return_routing());
+    SettleInference(env, *ticket, out.status(), out.ok() ? out->num_tokens : 0);
     if (!out.ok()) return out.status();
     resp->set_total_logprob(out->total_logprob);
     resp->set_num_tokens(out->num_tokens);

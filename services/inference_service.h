@@ -4,6 +4,7 @@
 // Without an engine every RPC answers UNAVAILABLE saying so.
 #pragma once
 
+#include "services/rate_limiter.h"
 #include "services/service_env.h"
 // First: the callback handlers this service's base class instantiates parse requests through
 // proto/request_parse.h (invalid UTF-8 -> INVALID_ARGUMENT naming the field, not UNIMPLEMENTED).
@@ -29,5 +30,12 @@ class InferenceService final : public v1::Inference::CallbackService {
 // Counts a finished generation in the metrics (tokens by tenant, routed tokens per expert slot); shared
 // with the HTTP API's completions.
 void RecordGeneration(const ServiceEnv& env, const std::string& tenant, const GenerateOutput& out);
+
+// The tenant's requests/s and tokens/min quotas (services/rate_limiter.h) around one inference request,
+// shared with the HTTP API: Admit before the engine runs (RESOURCE_EXHAUSTED with retry-after when over;
+// an empty ticket when the server has no limiter), Settle with the outcome and the tokens it used.
+absl::StatusOr<RateTicket> AdmitInference(const ServiceEnv& env, const std::string& tenant, const TextInput& input,
+                                          int64_t max_tokens);
+void SettleInference(const ServiceEnv& env, const RateTicket& ticket, const absl::Status& s, int64_t tokens);
 
 }  // namespace tessera::services

@@ -272,6 +272,15 @@ void JobScheduler::RunJob(storage::Job job, std::shared_ptr<std::atomic<bool>> c
     }
   }
 
+  // Quotas (storage/quotas.h): a job whose version could not be published fails now, not after training.
+  if (absl::Status q = registry_->CheckPublishQuota(job.tenant_id, job.job_id); absl::IsResourceExhausted(q)) {
+    storage::JobResult r;
+    r.state = storage::JobState::kFailed;
+    r.error = std::string(q.message());
+    Finish(ctx, r);
+    return;
+  }
+
   // Lease heartbeat, independent of how long a training step takes.
   std::mutex hb_mu;
   std::condition_variable hb_cv;

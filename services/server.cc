@@ -22,6 +22,7 @@
 #include "services/inference_service.h"
 #include "services/log.h"
 #include "services/memory_trim.h"
+#include "storage/quota_refusal.h"
 
 namespace tessera::services {
 
@@ -30,6 +31,9 @@ void RecordCall(const ServiceEnv& env, std::string_view method, absl::Time start
   std::string m(method);
   env.metrics->Add(kRequestsMetric, {{"method", m}, {"code", code}});
   env.metrics->Observe(kLatencyMetric, {{"method", m}}, absl::ToDoubleSeconds(absl::Now() - start));
+  if (std::optional<storage::QuotaRefusalInfo> q = storage::QuotaRefusalOf(s)) {
+    env.metrics->Add(kQuotaRefusalsMetric, {{"tenant", q->tenant_id}, {"quota", q->quota}});
+  }
   if (!s.ok()) {
     // Client errors at debug level would hide abuse; keep them at info, server faults at error.
     bool server_fault = s.code() == absl::StatusCode::kInternal || s.code() == absl::StatusCode::kUnknown ||
@@ -167,6 +171,9 @@ absl::Status TesseraServer::Bootstrap() {
 void TesseraServer::RegisterMetrics() {
   metrics_.Describe(kRequestsMetric, "counter", "RPCs finished, by method and status code.");
   metrics_.Describe(kLatencyMetric, "histogram", "RPC latency in seconds, by method.");
+  metrics_.Describe(kQuotaRefusalsMetric, "counter",
+                    "Calls refused with RESOURCE_EXHAUSTED over a tenant's quota, by tenant and quota "
+                    "(requests_per_second, tokens_per_minute, max_queued_jobs, storage_bytes, max_versions).");
   metrics_.Describe("tessera_jobs", "gauge", "Fine-tuning jobs in the registry, by state.");
   metrics_.Describe("tessera_job_queue_depth", "gauge", "QUEUED fine-tuning jobs.");
   metrics_.Describe("tessera_jobs_running_here", "gauge", "Jobs this server's scheduler is running.");
@@ -332,6 +339,14 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (!start_seq.ok()) return start_seq.status();
 
   s->auth_ = std::make_unique<Authenticator>(s->registry_.get());
+  storage::Registry* registry = s->registry_.get();
+  s->rate_limiter_ = std::make_unique<RateLimiter>(
+      [registry](const std::string& tenant) -> absl::StatusOr<storage::QuotaLimits> {
+        absl::StatusOr<storage::TenantQuotas> q = registry->GetQuotas(tenant);
+        if (!q.ok()) return q.status();
+        return q->effective;
+      },
+      options.rate_limit_clock ? options.rate_limit_clock : RateLimiter::Clock([] { return absl::Now(); }));
   s->pool_ = std::make_unique<WorkPool>(options.work_threads, options.max_queued_per_tenant, options.admission);
   s->control_pool_ = std::make_unique<WorkPool>(std::max(1, options.control_threads));
   s->streams_ = std::make_unique<StreamLimiter>(options.max_streams, options.max_streams_per_tenant);
@@ -386,6 +401,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   env.engine = s->engine_.get();
   env.scheduler = s->scheduler_.get();
   env.exporter = s->exporter_.get();
+  env.rate_limiter = s->rate_limiter_.get();
   env.validate_dataset = std::move(components.validate_dataset);
   env.backbone = components.backbone;
   env.max_dataset_bytes = options.max_dataset_bytes;

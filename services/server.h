@@ -38,6 +38,7 @@
 #include "services/http/server.h"
 #include "services/metrics_http.h"
 #include "services/server_role.h"
+#include "services/rate_limiter.h"
 #include "services/service_env.h"
 #include "services/version_exporter.h"
 #include "services/stream_limiter.h"
@@ -110,6 +111,9 @@ struct ServerOptions {
   std::string tls_key_file;
   std::string tls_client_ca_file;
   bool allow_insecure = false;
+  // The clock of the requests/s and tokens/min buckets (services/rate_limiter.h); unset: absl::Now.
+  // Tests set a fake one so that no assertion depends on how fast the machine runs.
+  RateLimiter::Clock rate_limit_clock;
 };
 
 // OK when `address` (HOST:PORT, [V6]:PORT or unix:PATH) is only reachable from this machine (127/8,
@@ -178,6 +182,7 @@ class TesseraServer {
   Metrics metrics_;
   std::unique_ptr<storage::Registry> registry_;
   std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<RateLimiter> rate_limiter_;
   std::unique_ptr<WorkPool> pool_;
   std::unique_ptr<WorkPool> control_pool_;
   std::unique_ptr<StreamLimiter> streams_;
@@ -208,5 +213,7 @@ class TesseraServer {
 // Ends the calls' RecordCall metrics family names, for tests and dashboards.
 inline constexpr char kRequestsMetric[] = "tessera_rpc_requests_total";
 inline constexpr char kLatencyMetric[] = "tessera_rpc_latency_seconds";
+// Calls refused over a quota (storage/quota_refusal.h), by tenant and quota.
+inline constexpr char kQuotaRefusalsMetric[] = "tessera_quota_refusals_total";
 
 }  // namespace tessera::services

@@ -1,6 +1,7 @@
 // tessera-server: the Tessera gRPC server. See --help.
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -185,12 +186,56 @@ Options:
                               digests named, leaving --data-dir as it was. API keys (their hashes) come
                               back: the keys of the backed-up server, the admin key included, work here.
                               Jobs that were running resume from the checkpoint the backup holds
+Quota defaults, for every tenant without its own (tessera-admin quotas set; 0 = unlimited; over a quota
+a call fails with RESOURCE_EXHAUSTED, HTTP 429 with Retry-After for the rate limits):
+  --default-requests-per-second N  inference requests per second per tenant, bursts of one second's
+                              worth (default 0: fair admission already keeps one tenant's flood from
+                              delaying the others and --max-queued-per-tenant bounds its backlog, while
+                              what one server completes per second depends on the model and hardware:
+                              set it to cap or sell a rate)
+  --default-tokens-per-minute N  inference tokens (prompt + completion) per minute per tenant (default 0:
+                              tokens are what a contract sells and the right number depends on it and on
+                              the hardware; the batch and fair admission already bound a tenant's share)
+  --default-max-running-jobs N  a tenant's fine-tuning jobs training at once; more wait queued (default 0:
+                              the queue already starts the tenant with the fewest running jobs first, and
+                              a cap would leave training slots idle while nobody else has work)
+  --default-max-queued-jobs N  queued jobs per tenant; CreateJob is refused beyond (default 100: far above
+                              interactive use, low enough that a runaway script cannot fill the durable
+                              queue and pin its datasets)
+  --default-storage-bytes N   bytes of datasets + versions per tenant (default 107374182400 = 100 GiB:
+                              about 150 versions of 64 fine-tuned experts of a 30B MoE, ~0.6 GB each in
+                              bf16, plus datasets; a full disk stops every tenant, so size it as disk /
+                              tenants)
+  --default-max-versions N    versions a tenant may ever publish: they are immutable and never deleted
+                              (default 1000: years of daily fine-tunes, and ListVersions stays small)
   --log-level LEVEL           debug|info|warn|error (default info); logs are JSON lines on stderr
   --help                      this text
 
 Reflection and grpc.health.v1.Health are enabled. SIGINT/SIGTERM stop the server cleanly (running jobs
 are interrupted and resume from their last checkpoint at the next start).
 )";
+
+// "--default-requests-per-second" -> Quota::kRequestsPerSecond (the quota's name with dashes).
+std::optional<tessera::storage::Quota> QuotaFlag(const std::string& flag) {
+  for (int i = 0; i < tessera::storage::kNumQuotas; ++i) {
+    std::string name = tessera::storage::QuotaName(tessera::storage::QuotaAt(i));
+    std::replace(name.begin(), name.end(), '_', '-');
+    if (flag == "--default-" + name) return tessera::storage::QuotaAt(i);
+  }
+  return std::nullopt;
+}
+
+// The defaults of the --default-* quota flags (see kUsage for why each).
+tessera::storage::QuotaLimits DefaultQuotas() {
+  tessera::storage::QuotaLimits l;
+  l[tessera::storage::Quota::kRequestsPerSecond] = 0;
+  l[tessera::storage::Quota::kTokensPerMinute] = 0;
+  l[tessera::storage::Quota::kMaxRunningJobs] = 0;
+  l[tessera::storage::Quota::kMaxQueuedJobs] = 100;
+  l[tessera::storage::Quota::kStorageBytes] = int64_t{100} << 30;
+  l[tessera::storage::Quota::kMaxVersions] = 1000;
+  return l;
+}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "tessera-server: %s\n", msg.c_str());
@@ -208,6 +253,7 @@ int main(int argc, char** argv) {
   int64_t lease_seconds = 30;
   std::string restore_dir;
   std::string control_plane_key_file;
+  options.registry.default_quotas = DefaultQuotas();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     std::string value;
@@ -373,6 +419,10 @@ int main(int argc, char** argv) {
       options.gc_grace = absl::Seconds(n);
     } else if (arg == "--restore") {
       if (!next(&restore_dir)) return Fail("--restore needs the backup directory (tessera-admin backup --out DIR)");
+    } else if (arg.rfind("--default-", 0) == 0 && QuotaFlag(arg).has_value()) {
+      int64_t n;
+      if (!next_int(&n, 0)) return Fail(absl::StrCat(arg, " needs an integer >= 0 (0 = unlimited)"));
+      options.registry.default_quotas[*QuotaFlag(arg)] = n;
     } else if (arg == "--log-level") {
       std::string v;
       LogLevel level;

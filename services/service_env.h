@@ -34,6 +34,7 @@ namespace tessera::services {
 class JobScheduler;
 class LiveFollower;
 class ReplicaPresence;
+class RateLimiter;
 
 // Validates a whole dataset upload and counts it with the backbone's tokenizer.
 struct DatasetStats {
@@ -54,6 +55,7 @@ struct ServiceEnv {
   InferenceEngine* engine = nullptr;    // null: the server runs without inference (UNAVAILABLE)
   JobScheduler* scheduler = nullptr;    // null: jobs queue but are not run here
   VersionExporter* exporter = nullptr;  // null: ExportVersion is UNAVAILABLE
+  RateLimiter* rate_limiter = nullptr;  // null: no requests/s or tokens/min quotas (services/rate_limiter.h)
   DatasetValidator validate_dataset;
   BackboneInfo backbone;
   int64_t max_dataset_bytes = 64 << 20;
@@ -101,6 +103,7 @@ inline grpc::ServerUnaryReactor* FinishUnary(const ServiceEnv& env, grpc::Callba
                                              std::string_view method, absl::Time start,
                                              const absl::Status& s) {
   RecordCall(env, method, start, s);
+  AddRetryAfterTrailer(*ctx, s);
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   r->Finish(ToGrpcStatus(s));
   return r;
@@ -118,9 +121,10 @@ grpc::ServerUnaryReactor* RunOnPool(const ServiceEnv& env, grpc::CallbackServerC
   const ServiceEnv* e = &env;
   std::string m(method);
   if (pool == nullptr) pool = env.pool;
-  bool queued = pool->TrySubmit(key, [e, r, m, start, work = std::move(work)]() mutable {
+  bool queued = pool->TrySubmit(key, [e, r, ctx, m, start, work = std::move(work)]() mutable {
     absl::Status s = work();
     RecordCall(*e, m, start, s);
+    AddRetryAfterTrailer(*ctx, s);
     r->Finish(ToGrpcStatus(s));
   });
   if (!queued) {

@@ -1,7 +1,10 @@
 #include "services/status_util.h"
 
 #include <limits>
+#include <string>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "proto/request_parse.h"
 
 namespace tessera::services {
@@ -40,6 +43,22 @@ int64_t TimestampMicros(const google::protobuf::Timestamp& ts) {
   if (ts.seconds() > kMaxSeconds) return std::numeric_limits<int64_t>::max();
   if (ts.seconds() < -kMaxSeconds) return std::numeric_limits<int64_t>::min();
   return ts.seconds() * 1000000 + ts.nanos() / 1000;
+}
+
+absl::Status WithRetryAfter(absl::Status status, int64_t seconds) {
+  status.SetPayload(kRetryAfterPayload, absl::Cord(std::to_string(seconds)));
+  return status;
+}
+
+std::optional<int64_t> RetryAfterSeconds(const absl::Status& status) {
+  auto p = status.GetPayload(kRetryAfterPayload);  // absl::optional (not std:: in this Abseil)
+  int64_t seconds = 0;
+  if (!p.has_value() || !absl::SimpleAtoi(std::string(*p), &seconds)) return std::nullopt;
+  return seconds;
+}
+
+void AddRetryAfterTrailer(grpc::ServerContextBase& ctx, const absl::Status& status) {
+  if (std::optional<int64_t> s = RetryAfterSeconds(status)) ctx.AddTrailingMetadata(kRetryAfterMetadata, std::to_string(*s));
 }
 
 }  // namespace tessera::services

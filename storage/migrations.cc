@@ -236,6 +236,21 @@ CREATE TABLE replicas (
 );
 )sql";
 
+// Migration 12: per-tenant quota overrides (storage/quotas.h). NULL = the server's default applies;
+// 0 = unlimited. A tenant without a row uses every default.
+constexpr char kMigration12[] = R"sql(
+CREATE TABLE tenant_quotas (
+  tenant_id           TEXT PRIMARY KEY REFERENCES tenants(tenant_id),
+  requests_per_second INTEGER CHECK (requests_per_second >= 0),
+  tokens_per_minute   INTEGER CHECK (tokens_per_minute >= 0),
+  max_running_jobs    INTEGER CHECK (max_running_jobs >= 0),
+  max_queued_jobs     INTEGER CHECK (max_queued_jobs >= 0),
+  storage_bytes       INTEGER CHECK (storage_bytes >= 0),
+  max_versions        INTEGER CHECK (max_versions >= 0),
+  updated_at_us       INTEGER NOT NULL
+);
+)sql";
+
 // ---- PostgreSQL: the same numbered migrations, written for PostgreSQL -------------------------------
 // Types: INTEGER -> BIGINT (microsecond timestamps overflow int4), REAL -> DOUBLE PRECISION, rowid
 // aliases -> identity columns, triggers -> PL/pgSQL functions. The change feed's seq is not an identity:
@@ -455,6 +470,19 @@ CREATE TABLE replicas (
 );
 )sql";
 
+constexpr char kPgMigration12[] = R"sql(
+CREATE TABLE tenant_quotas (
+  tenant_id           TEXT PRIMARY KEY REFERENCES tenants(tenant_id),
+  requests_per_second BIGINT CHECK (requests_per_second >= 0),
+  tokens_per_minute   BIGINT CHECK (tokens_per_minute >= 0),
+  max_running_jobs    BIGINT CHECK (max_running_jobs >= 0),
+  max_queued_jobs     BIGINT CHECK (max_queued_jobs >= 0),
+  storage_bytes       BIGINT CHECK (storage_bytes >= 0),
+  max_versions        BIGINT CHECK (max_versions >= 0),
+  updated_at_us       BIGINT NOT NULL
+);
+)sql";
+
 struct Migration {
   const char* sqlite;
   const char* postgres;
@@ -466,7 +494,7 @@ const std::vector<Migration>& Migrations() {
       {kMigration1, kPgMigration1}, {kMigration2, kPgMigration2}, {kMigration3, kPgMigration3},
       {kMigration4, kPgMigration4}, {kMigration5, kPgMigration5}, {kMigration6, kPgMigration6},
       {kMigration7, kPgMigration7}, {kMigration8, kPgMigration8}, {kMigration9, kPgMigration9},
-      {kMigration10, kPgMigration10}, {kMigration11, kPgMigration11},
+      {kMigration10, kPgMigration10}, {kMigration11, kPgMigration11}, {kMigration12, kPgMigration12},
   };
   return kAll;
 }

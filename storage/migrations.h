@@ -12,6 +12,8 @@
 namespace tessera::storage {
 
 int LatestMigration();
+// The migration that adds tenant_quotas (per-tenant quota overrides, storage/quotas.h).
+inline constexpr int kQuotaMigration = 12;
 // Applies migrations up to `target` (-1 = latest). Never downgrades: a database newer than this binary
 // is FAILED_PRECONDITION.
 absl::Status Migrate(Database& db, int target);

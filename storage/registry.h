@@ -53,6 +53,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "storage/blob_store.h"
+#include "storage/quotas.h"
 #include "storage/types.h"
 
 namespace tessera::storage {
@@ -80,6 +81,8 @@ class Registry {
     // "postgres://USER@HOST:PORT/DB" (any libpq URI) = that PostgreSQL database, shared by every process
     // and host that opens it. The blob store stays in data_dir/blobs either way.
     std::string database;
+    // Server-wide quota defaults for tenants without an override (storage/quotas.h; 0 = unlimited).
+    QuotaLimits default_quotas;
   };
 
   // Opens (creating if needed) the database (Options::database) and data_dir/blobs, applies pending
@@ -145,6 +148,7 @@ class Registry {
 
   // ---- Datasets -------------------------------------------------------------------------------
   // The blob must already be stored (FAILED_PRECONDITION otherwise); the tenant must exist (NOT_FOUND).
+  // RESOURCE_EXHAUSTED when it would take the tenant over its storage_bytes quota.
   absl::StatusOr<Dataset> CreateDataset(const NewDataset& dataset, const std::string& actor);
   absl::StatusOr<Dataset> GetDataset(const std::string& tenant_id, const std::string& dataset_id);
   absl::StatusOr<std::vector<Dataset>> ListDatasets(const std::string& tenant_id);  // newest first
@@ -156,6 +160,7 @@ class Registry {
   // Creates a QUEUED job (and its first event, type "state"). Datasets must be the tenant's
   // (NOT_FOUND otherwise). If `idempotency_key` is set and the tenant already has a job with that key,
   // returns that existing job unchanged (whatever its state), without creating anything.
+  // RESOURCE_EXHAUSTED at the tenant's max_queued_jobs, max_versions or storage_bytes (storage/quotas.h).
   absl::StatusOr<Job> CreateJob(const NewJob& job, const std::string& actor);
   // The tenant's job created with `idempotency_key`, if any.
   absl::StatusOr<std::optional<Job>> FindJobByIdempotencyKey(const std::string& tenant_id,
@@ -179,6 +184,7 @@ class Registry {
   // `lease` (attempts incremented; started_at set on the first claim). Fairness: among tenants with
   // queued jobs, pick the one with the fewest RUNNING jobs, ties broken by the least recently served
   // tenant (round robin), then that tenant's oldest QUEUED job. nullopt when nothing is queued.
+  // A tenant running its max_running_jobs quota (storage/quotas.h) is skipped until one finishes.
   // A job whose `attempts` > 1 is a retry: its `checkpoint` (if any) tells where to resume.
   absl::StatusOr<std::optional<Job>> ClaimNextJob(const std::string& worker_id, absl::Duration lease);
   // Renews the lease to now + `lease`. FAILED_PRECONDITION if the job is not RUNNING or leased to
@@ -218,6 +224,7 @@ class Registry {
   // Assigns the tenant's next version number (max + 1) inside the write transaction. FAILED_PRECONDITION
   // if the blob is absent; NOT_FOUND for an unknown tenant, parent version or job (of that tenant).
   // size_bytes is taken from the blob. Appends a publish change (synchronous=FULL commit).
+  // RESOURCE_EXHAUSTED at the tenant's max_versions or past its storage_bytes (storage/quotas.h).
   absl::StatusOr<ExpertVersion> PublishVersion(const NewVersion& version, const std::string& actor);
   // The end of a successful job, in one transaction (synchronous=FULL; storage/registry_publish.cc):
   // PublishVersion(version) + (when `promote`) Promote to it + the job's "version" event
@@ -279,6 +286,18 @@ class Registry {
   // Filtered, newest first, paginated (INVALID_ARGUMENT for a malformed page_token or since > until).
   absl::StatusOr<AuditPage> QueryAudit(const AuditQuery& query);
 
+  // ---- Quotas (storage/quotas.h) ----------------------------------------------------------------
+  // Overrides, defaults, effective limits and usage. NOT_FOUND for an unknown tenant.
+  absl::StatusOr<TenantQuotas> GetQuotas(const std::string& tenant_id);
+  // Applies `update` (unset: unchanged; >= 0: stored, 0 = unlimited; -1: back to the default) and
+  // returns the result. INVALID_ARGUMENT (naming the quota) below -1. Audited ("tenant.quotas.set").
+  absl::StatusOr<TenantQuotas> SetQuotas(const std::string& tenant_id, const QuotaOverrides& update,
+                                         const std::string& actor);
+  // RESOURCE_EXHAUSTED (saying which limit) when job `job_id` of the tenant, about to train, could not
+  // publish its version: max_versions reached (counting the tenant's other running jobs) or storage_bytes
+  // used up. The scheduler fails such a job before training.
+  absl::Status CheckPublishQuota(const std::string& tenant_id, const std::string& job_id);
+
   // ---- Blob garbage collection ----------------------------------------------------------------
   // Deletes blobs referenced by no dataset or version row nor by the checkpoint of a QUEUED/RUNNING job,
   // whose last Put is older than `grace`, and
@@ -301,6 +320,7 @@ class Registry {
   Options options_;
   std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<Database> pool_;
+  QuotaPolicy quotas_;  // options_.default_quotas; overrides off below migration 12 (see Open)
 
   // In-process wake-up for WaitForJobEvents / WaitForChange: bumped on every append/change.
   std::mutex wait_mu_;

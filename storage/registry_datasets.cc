@@ -29,6 +29,7 @@ absl::StatusOr<Dataset> Registry::CreateDataset(const NewDataset& in, const std:
           absl::StrCat("dataset blob ", in.blob_digest, " is not in the blob store"));
     }
     if (!size.ok()) return size.status();
+    RETURN_IF_ERROR(internal::CheckDatasetQuota(c, in.tenant_id, quotas_, *size));
     d = Dataset{id,        in.tenant_id,    in.name,          in.format,  in.blob_digest,
                 *size,     in.num_examples, in.num_tokens,    NowMicros(), in.num_loss_tokens};
     RETURN_IF_ERROR(c.Exec("INSERT INTO datasets(dataset_id, tenant_id, name, format, blob_digest, "

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "storage/blob_store.h"
 #include "storage/database.h"
+#include "storage/quotas.h"
 #include "storage/types.h"
 
 namespace tessera::storage::internal {
@@ -73,8 +74,10 @@ absl::StatusOr<int64_t> AppendEvent(Conn& c, const std::string& job_id, std::str
 // in one transaction). Each must be called inside a write transaction.
 // PublishVersion's: validates, inserts the version row, its publish change and audit. Checks the blob
 // exists, so the transaction must have begun with LockBlobReferences.
+// Refused (RESOURCE_EXHAUSTED) past the tenant's max_versions / storage_bytes (`quotas`: the
+// registry's defaults and overrides).
 absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& version,
-                                            const std::string& actor);
+                                            const std::string& actor, const QuotaPolicy& quotas);
 // Promote's: moves the live pointer (change row, audit) unless `version` is already live.
 absl::StatusOr<LiveMove> PromoteInTxn(Conn& c, const std::string& tenant_id, int64_t version,
                                       const std::string& actor);
@@ -83,5 +86,18 @@ absl::StatusOr<Job> LoadLeasedJob(Conn& c, const std::string& job_id, const std:
 // FinishJob's (after its argument checks): result_version checked, state event, audit.
 absl::StatusOr<Job> FinishJobInTxn(Conn& c, const std::string& job_id, const std::string& worker_id,
                                    const JobResult& result);
+// Quotas (registry_quotas.cc, storage/quotas.h): the tenant's stored overrides and usage, and the
+// RESOURCE_EXHAUSTED checks run inside the write transaction of what they guard. `quotas`: the
+// registry's defaults and whether overrides are stored (none are read when not).
+absl::StatusOr<QuotaOverrides> LoadQuotaOverrides(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas);
+absl::StatusOr<QuotaUsage> LoadQuotaUsage(Conn& c, const std::string& tenant_id);
+// storage_bytes for a new dataset of `bytes`.
+absl::Status CheckDatasetQuota(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas, int64_t bytes);
+// max_queued_jobs, max_versions (versions + unfinished jobs) and storage_bytes (no room left) for a new job.
+absl::Status CheckJobQuota(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas);
+// max_versions and storage_bytes for publishing a version of `bytes`; bytes < 0: before job `job_id`
+// trains (its size unknown; the tenant's other running jobs count as publishing first).
+absl::Status CheckVersionQuota(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas, int64_t bytes,
+                               const std::string& job_id = "");
 
 }  // namespace tessera::storage::internal

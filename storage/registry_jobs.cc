@@ -84,6 +84,7 @@ absl::StatusOr<Job> Registry::CreateJob(const NewJob& in, const std::string& act
                                              0, *ds, in.tenant_id));
       if (n == 0) return internal::DatasetNotFound(*ds);
     }
+    RETURN_IF_ERROR(internal::CheckJobQuota(c, in.tenant_id, quotas_));
     std::optional<std::string> key;
     if (!in.idempotency_key.empty()) key = in.idempotency_key;
     RETURN_IF_ERROR(c.Exec("INSERT INTO jobs(job_id, tenant_id, spec, training_dataset_id, "
@@ -200,12 +201,19 @@ absl::StatusOr<std::optional<Job>> Registry::ClaimNextJob(const std::string& wor
   RETURN_IF_ERROR(pool_->Write(false, [&](Conn& c) -> absl::Status {
     claimed.reset();
     // Fairness: fewest RUNNING jobs first, then the tenant served longest ago (never served first).
-    ASSIGN_OR_RETURN(Stmt pick,
-                     c.Prepare("SELECT q.tenant_id FROM (SELECT DISTINCT tenant_id FROM jobs "
-                               "WHERE state = 'QUEUED') q LEFT JOIN queue_turns t ON t.tenant_id = "
-                               "q.tenant_id ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.state = "
-                               "'RUNNING' AND r.tenant_id = q.tenant_id), COALESCE(t.last_claim, 0), "
-                               "q.tenant_id LIMIT 1"));
+    // Tenants already running their max_running_jobs (override, else the default; 0 = unlimited) wait:
+    // the same order over the tenants still under their limit. (No overrides below migration 12.)
+    const char* limit = quotas_.overrides ? "COALESCE(l.max_running_jobs, ?1)" : "?1";
+    ASSIGN_OR_RETURN(
+        Stmt pick,
+        c.Prepare(absl::StrCat("SELECT q.tenant_id FROM (SELECT DISTINCT tenant_id FROM jobs WHERE state = 'QUEUED') q "
+                               "LEFT JOIN queue_turns t ON t.tenant_id = q.tenant_id ",
+                               quotas_.overrides ? "LEFT JOIN tenant_quotas l ON l.tenant_id = q.tenant_id " : "",
+                               "WHERE ", limit, " = 0 OR (SELECT COUNT(*) FROM jobs r WHERE r.state = 'RUNNING' AND "
+                               "r.tenant_id = q.tenant_id) < ", limit,
+                               " ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.state = 'RUNNING' AND r.tenant_id = "
+                               "q.tenant_id), COALESCE(t.last_claim, 0), q.tenant_id LIMIT 1"),
+                  quotas_.defaults[Quota::kMaxRunningJobs]));
     ASSIGN_OR_RETURN(bool any, pick.Step());
     if (!any) return absl::OkStatus();
     const std::string tenant = pick.Text(0);

@@ -46,7 +46,7 @@ absl::StatusOr<PublishedJob> Registry::PublishJobVersion(const std::string& work
       if (!row) return absl::InternalError("version vanished inside a write transaction");
       out.version = internal::ReadVersion(st);
     } else {
-      ASSIGN_OR_RETURN(out.version, internal::InsertVersion(c, *blobs_, version, actor));
+      ASSIGN_OR_RETURN(out.version, internal::InsertVersion(c, *blobs_, version, actor, quotas_));
     }
     util::CrashPoint("registry.publish_job.version_row");
     bool promoted = false;

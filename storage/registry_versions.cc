@@ -88,7 +88,7 @@ absl::StatusOr<int64_t> CurrentSeq(Conn& c) {
 namespace internal {
 
 absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& in,
-                                            const std::string& actor) {
+                                            const std::string& actor, const QuotaPolicy& quotas) {
   RETURN_IF_ERROR(ValidateTenantId(in.tenant_id));
   if (!BlobStore::IsValidDigest(in.blob_digest)) {
     return absl::InvalidArgumentError(
@@ -108,6 +108,7 @@ absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const New
         absl::StrCat("version blob ", in.blob_digest, " is not in the blob store"));
   }
   if (!size.ok()) return size.status();
+  RETURN_IF_ERROR(CheckVersionQuota(c, in.tenant_id, quotas, *size));
   ASSIGN_OR_RETURN(int64_t last, c.QueryInt("SELECT MAX(version) FROM versions WHERE tenant_id = ?1",
                                             0, in.tenant_id));
   ExpertVersion v{in.tenant_id, last + 1,     in.parent_version, in.job_id, in.slots_json,
@@ -157,7 +158,7 @@ absl::StatusOr<ExpertVersion> Registry::PublishVersion(const NewVersion& in,
   ExpertVersion v;
   RETURN_IF_ERROR(pool_->Write(true, [&](Conn& c) -> absl::Status {
     RETURN_IF_ERROR(internal::LockBlobReferences(c));  // first: InsertVersion's blob check races the GC
-    ASSIGN_OR_RETURN(v, internal::InsertVersion(c, *blobs_, in, actor));
+    ASSIGN_OR_RETURN(v, internal::InsertVersion(c, *blobs_, in, actor, quotas_));
     return absl::OkStatus();
   }));
   NotifyWaiters();

@@ -1,7 +1,9 @@
 // tessera-admin: the operator's command-line client of tessera.v1.Admin. See --help.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <set>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -55,6 +57,13 @@ Commands:
                                                 DIR.partial-PID, verified, then renamed to DIR (which must
                                                 not exist or be empty). Progress on stderr. Restore:
                                                 tessera-server --restore DIR --data-dir NEW
+  quotas get --tenant T                         T's quotas (effective limit, override or server default)
+                                                and what T uses of each
+  quotas set --tenant T [--requests-per-second N] [--tokens-per-minute N] [--max-running-jobs N]
+        [--max-queued-jobs N] [--storage-bytes N] [--max-versions N]
+                                                override T's quotas; N: an integer >= 0 (0 = unlimited)
+                                                or "default" (the server's --default-* value again).
+                                                Quotas not named stay as they are
   audit [--tenant T] [--actor KEY_ID] [--action A] [--since TIME] [--until TIME] [--page-size N]
         [--page-token TOKEN]                    the audit log, newest first: time, actor key, tenant,
                                                 action, object, result (OK or the refusal's code).
@@ -121,6 +130,38 @@ std::optional<CliError> ParseTimeFlag(const Args& a, const std::string& flag, go
   out->set_seconds(us / 1000000);
   out->set_nanos(static_cast<int32_t>(us % 1000000) * 1000);
   return std::nullopt;
+}
+
+// The Quotas field of "--requests-per-second" etc. (the proto field name with dashes).
+const google::protobuf::FieldDescriptor* QuotaFieldOfFlag(const std::string& flag) {
+  const google::protobuf::Descriptor* d = v1::Quotas::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    std::string name = d->field(i)->name();
+    std::replace(name.begin(), name.end(), '_', '-');
+    if (flag == "--" + name) return d->field(i);
+  }
+  return nullptr;
+}
+
+void PrintQuotas(const v1::TenantQuotas& q) {
+  const google::protobuf::Descriptor* d = v1::Quotas::descriptor();
+  const v1::QuotaUsage& u = q.usage();
+  std::printf("tenant %s\n%-21s %-14s %-9s %s\n", q.tenant_id().c_str(), "QUOTA", "LIMIT", "SOURCE", "USED");
+  for (int i = 0; i < d->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = d->field(i);
+    const int64_t limit = q.effective().GetReflection()->GetInt64(q.effective(), f);
+    const bool overridden = q.overrides().GetReflection()->HasField(q.overrides(), f);
+    std::string used = "-";
+    if (f->name() == "max_running_jobs") used = absl::StrCat(u.running_jobs());
+    if (f->name() == "max_queued_jobs") used = absl::StrCat(u.queued_jobs());
+    if (f->name() == "storage_bytes") {
+      used = absl::StrCat(u.storage_bytes(), " (datasets ", u.dataset_bytes(), ", versions ", u.version_bytes(), ")");
+    }
+    if (f->name() == "max_versions") used = absl::StrCat(u.versions());
+    const std::string shown = limit == 0 ? "unlimited" : absl::StrCat(limit);
+    std::printf("%-21s %-14s %-9s %s\n", f->name().c_str(), shown.c_str(), overridden ? "override" : "default",
+                used.c_str());
+  }
 }
 
 void PrintKeys(const v1::ListApiKeysResponse& r) {
@@ -430,6 +471,46 @@ std::optional<CliError> Run(Ctx& c) {
     if (!resp.next_page_token().empty()) std::printf("next page: --page-token %s\n", resp.next_page_token().c_str());
   } else if (cmd == "backup") {
     return Backup(c);
+  } else if (cmd == "quotas" && (sub == "get" || sub == "set")) {
+    if (p.size() != 2) return UsageError("usage: tessera-admin quotas get|set --tenant T ... (see --help)");
+    std::string tenant;
+    if (auto e = NeedTenant(c.args, &tenant)) return e;
+    v1::TenantQuotas result;
+    if (sub == "get") {
+      if (auto e = c.args.OnlyFlags({})) return e;
+      v1::GetQuotasRequest req;
+      req.set_tenant_id(tenant);
+      v1::GetQuotasResponse resp;
+      if (!(st = c.stub->GetQuotas(ctx.get(), req, &resp)).ok()) return RpcError(st);
+      if (c.json) return PrintJson(resp), std::nullopt;
+      result = resp.quotas();
+    } else {
+      std::set<std::string> allowed;
+      const google::protobuf::Descriptor* d = v1::Quotas::descriptor();
+      for (int i = 0; i < d->field_count(); ++i) {
+        std::string name = d->field(i)->name();
+        std::replace(name.begin(), name.end(), '_', '-');
+        allowed.insert("--" + name);
+      }
+      if (auto e = c.args.OnlyFlags(allowed)) return e;
+      v1::SetQuotasRequest req;
+      req.set_tenant_id(tenant);
+      v1::Quotas* q = req.mutable_quotas();
+      for (const std::string& flag : allowed) {
+        if (!c.args.Has(flag)) continue;
+        int64_t n = -1;
+        if (c.args.Get(flag) != "default" && (!absl::SimpleAtoi(c.args.Get(flag), &n) || n < 0)) {
+          return UsageError(flag + " needs an integer >= 0 (0 = unlimited) or \"default\", got \"" + c.args.Get(flag) + "\"");
+        }
+        q->GetReflection()->SetInt64(q, QuotaFieldOfFlag(flag), n);
+      }
+      if (q->ByteSizeLong() == 0) return UsageError("quotas set needs at least one quota flag (see --help)");
+      v1::SetQuotasResponse resp;
+      if (!(st = c.stub->SetQuotas(ctx.get(), req, &resp)).ok()) return RpcError(st);
+      if (c.json) return PrintJson(resp), std::nullopt;
+      result = resp.quotas();
+    }
+    PrintQuotas(result);
   } else if (cmd == "status") {
     if (auto e = c.args.OnlyFlags({})) return e;
     v1::RuntimeStatus resp;

@@ -200,6 +200,13 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
   auto logprobs_json = [want_logprobs, shape](const std::vector<TokenLogprob>& tokens, int64_t* offset) {
     return want_logprobs ? shape.logprobs(tokens, offset) : Json(nullptr);
   };
+  // The tenant's requests/s and tokens/min: a refusal is a 429 with Retry-After (router.cc).
+  absl::StatusOr<RateTicket> ticket =
+      AdmitInference(*env, request.model.tenant, request.params.input, request.params.max_tokens);
+  if (!ticket.ok()) return ticket.status();
+  auto tokens_of = [](const absl::StatusOr<GenerateOutput>& out) {
+    return out.ok() ? out->prompt_tokens + out->completion_tokens : 0;
+  };
 
   if (!request.stream) {
     int64_t offset = 0;
@@ -215,6 +222,7 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
     }
     absl::StatusOr<GenerateOutput> out = env->engine->Generate(request.model.tenant, request.model.version,
                                                                params, [](std::string_view) { return true; });
+    SettleInference(*env, *ticket, out.status(), tokens_of(out));
     if (!out.ok()) return out.status();
     RecordGeneration(*env, request.model.tenant, *out);
     Json body = {{"id", id},
@@ -240,14 +248,18 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
   std::shared_ptr<StreamSlot> slot;
   if (env->streams != nullptr) {
     absl::StatusOr<StreamSlot> s = env->streams->Acquire(request.model.tenant, "SSE stream");
-    if (!s.ok()) return s.status();
+    if (!s.ok()) {
+      SettleInference(*env, *ticket, s.status(), 0);  // refused: the rate quotas are refunded
+      return s.status();
+    }
     slot = std::make_shared<StreamSlot>(*std::move(s));
   }
   // Runs on the connection's thread once the headers are out; everything it uses is captured by value.
   // A client that disconnects fails the next delta's write, which cancels the generation (it leaves the
   // batch).
   call.res.set_chunked_content_provider(
-      kEventStreamType, [env, request, shape, base_chunk, usage_json, logprobs_json, slot](size_t, httplib::DataSink& sink) {
+      kEventStreamType, [env, request, shape, base_chunk, usage_json, logprobs_json, slot, ticket = *ticket,
+                         tokens_of](size_t, httplib::DataSink& sink) {
         SseWriter sse(sink);
         bool first = true;
         // Logprobs come just before the delta that carries their text (inference_engine.h); what is left
@@ -269,6 +281,7 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
               first = false;
               return ok;
             });
+        SettleInference(*env, ticket, out.status(), tokens_of(out));
         if (!out.ok()) {
           if (out.status().code() != absl::StatusCode::kCancelled) sse.Send(ErrorObject(out.status()));
           sink.done();

@@ -1,6 +1,8 @@
 #include "services/http/router.h"
 
 #include <exception>
+#include <optional>
+#include <string>
 
 #include "absl/time/clock.h"
 #include "services/http/auth.h"
@@ -16,6 +18,7 @@ void SendJson(httplib::Response& res, const nlohmann::json& body, int status) {
 void SendError(httplib::Response& res, const absl::Status& status) {
   SendJson(res, ErrorObject(status), HttpStatusFor(status.code()));
   if (status.code() == absl::StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
+  if (std::optional<int64_t> retry = RetryAfterSeconds(status)) res.set_header("Retry-After", std::to_string(*retry));
 }
 
 httplib::Server::Handler Router::Wrap(std::string method, bool authenticate, uint32_t scope, Handler handler,

@@ -47,6 +47,8 @@ void TestServer::Start() {
   so.gc_interval = options_.gc_interval;
   so.gc_grace = options_.gc_grace;
   so.live_follow_poll = options_.live_follow_poll;
+  so.registry.default_quotas = options_.default_quotas;
+  so.rate_limit_clock = options_.rate_limit_clock;
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   if (options_.http) so.http_listen = "127.0.0.1:0";
   so.tls_cert_file = options_.tls_cert;

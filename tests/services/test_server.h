@@ -30,6 +30,8 @@ struct TestServerOptions {
   std::string general_eval_data;         // tessera-server --general-eval-data
   double max_general_regression = -1;    // tessera-server --max-general-regression (< 0: none)
   std::string data_dir;   // empty: a fresh temp dir
+  storage::QuotaLimits default_quotas;  // tessera-server --default-* quota flags (here all 0 = unlimited)
+  std::function<absl::Time()> rate_limit_clock;  // ServerOptions::rate_limit_clock (unset: absl::Now)
   int64_t max_dataset_bytes = 1 << 20;
   absl::Duration job_lease = absl::Seconds(30);
   absl::Duration job_heartbeat = absl::Seconds(1);
