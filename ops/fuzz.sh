@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of ops/fuzz/ with clang-14 (ASan + UBSan, UB aborts) into build-fuzz/ (only
-# the libraries they need; no CUDA) and runs each for TESSERA_FUZZ_SECONDS (default 15) from its
-# committed seed corpus (ops/fuzz/corpus/<target>/, read-only: new inputs go to build-fuzz/corpus/) with
-# its dictionary (ops/fuzz/dicts/<target>.dict) when there is one. Exits non-zero when a target finds a
-# crash, leak, UB or timeout; the input is left in build-fuzz/artifacts/ (add it as a regression test).
+# the libraries they need; no CUDA) and runs each from its committed seed corpus (ops/fuzz/corpus/<target>/,
+# read-only) with its dictionary (ops/fuzz/dicts/<target>.dict) when there is one. Exits non-zero when a
+# target finds a crash, leak, UB or timeout; the input is left in build-fuzz/artifacts/ (add it to the seed
+# corpus and as a regression test).
+#
+# Two modes, because a gate must not fail on a bug it happened to find today in code nobody touched:
+#  - replay (default, what ops/test.sh and CI run): libFuzzer seed TESSERA_FUZZ_SEED (default 1), a fresh
+#    work corpus, and at most RUNS[target] executions (about 15 s of CI's machine) or TESSERA_FUZZ_SECONDS
+#    (default 30), whichever comes first. The input sequence is then a function of the commit (bar the
+#    server targets' thread scheduling): a run that passed here replays the same inputs, or a prefix of
+#    them, anywhere else.
+#  - explore (TESSERA_FUZZ_SEED=random): a random seed, no run cap, new inputs kept in build-fuzz/corpus/
+#    across runs. Use it to hunt: TESSERA_FUZZ_SEED=random TESSERA_FUZZ_SECONDS=600 ops/fuzz.sh config_fuzz
 # Usage: ops/fuzz.sh [target...]   (default: every target). TESSERA_FUZZ_BUILD_ONLY=1 only builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${TESSERA_FUZZ_BUILD_DIR:-build-fuzz}
 JOBS=${TESSERA_JOBS:-$(nproc)}
-SECONDS_EACH=${TESSERA_FUZZ_SECONDS:-15}
+SECONDS_EACH=${TESSERA_FUZZ_SECONDS:-30}
+SEED=${TESSERA_FUZZ_SEED:-1}
+# Replay-mode execution caps: about 15 s of each target on CI's 2-core machine (its logged rates).
+declare -A RUNS=([safetensors_fuzz]=300000 [config_fuzz]=120000 [tokenizer_fuzz]=8000 [jsonl_fuzz]=80000
+                 [chat_template_fuzz]=25000 [http_fuzz]=60000 [grpc_fuzz]=12000)
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 TARGETS=(safetensors_fuzz config_fuzz tokenizer_fuzz jsonl_fuzz chat_template_fuzz http_fuzz grpc_fuzz)
@@ -36,16 +49,24 @@ export TESSERA_FUZZ_TMPDIR
 trap 'rm -rf "$TESSERA_FUZZ_TMPDIR"' EXIT
 failed=()
 for t in "${TARGETS[@]}"; do
-  work="$BUILD_DIR/corpus/$t"
-  mkdir -p "$work"
   args=(-max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=3072 -max_len=65536 -print_final_stats=1
         -artifact_prefix="$BUILD_DIR/artifacts/$t-")
+  if [[ "$SEED" == random ]]; then
+    work="$BUILD_DIR/corpus/$t"
+  else
+    work="$TESSERA_FUZZ_TMPDIR/corpus/$t"
+    args+=(-seed="$SEED" -runs="${RUNS[$t]:-20000}")
+  fi
+  mkdir -p "$work"
   [[ -f ops/fuzz/dicts/$t.dict ]] && args+=(-dict=ops/fuzz/dicts/$t.dict)
   log="$BUILD_DIR/$t.log"
+  started=$SECONDS
   if "$BUILD_DIR/ops/fuzz/$t" "${args[@]}" "$work" "ops/fuzz/corpus/$t" >"$log" 2>&1; then
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
-    echo "fuzz: $t ok: ${SECONDS_EACH}s, $execs executions, $cov"
+    capped=""
+    [[ "$SEED" != random && "$execs" != "${RUNS[$t]:-20000}" ]] && capped=" (stopped by the ${SECONDS_EACH} s cap)"
+    echo "fuzz: $t ok: seed $SEED, $execs executions in $((SECONDS - started)) s$capped, $cov"
   else
     echo "fuzz: $t FAILED (log: $log, input: $BUILD_DIR/artifacts/$t-*)"
     tail -40 "$log"

@@ -17,10 +17,10 @@ namespace tessera {
 namespace {
 
 using families::BadType;
+using families::GetFloatOr;
 using families::GetBoolOr;
 using families::GetInt;
 using families::GetIntOr;
-using families::GetNumberOr;
 using families::Json;
 using families::Missing;
 using families::Present;
@@ -89,16 +89,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text) {
   ASSIGN_OR_RETURN(c.max_position_embeddings, GetIntOr(j, "max_position_embeddings", 4096));
   if (c.num_heads <= 0) return absl::InvalidArgumentError("config.json: 'num_attention_heads' must be > 0");
   ASSIGN_OR_RETURN(c.head_dim, GetIntOr(j, "head_dim", c.hidden_size / c.num_heads));
-  ASSIGN_OR_RETURN(double eps, GetNumberOr(j, "rms_norm_eps", 1e-6));
-  c.rms_norm_eps = static_cast<float>(eps);
+  ASSIGN_OR_RETURN(c.rms_norm_eps, GetFloatOr(j, "rms_norm_eps", 1e-6f));
   RETURN_IF_ERROR(families::ParseRopeScaling(j, c.max_position_embeddings, &c.rope_scaling));
-  double theta = 10000.0;
+  c.rope_theta = 10000.0f;
   if (Present(j, "rope_theta")) {
-    ASSIGN_OR_RETURN(theta, GetNumberOr(j, "rope_theta", theta));
+    ASSIGN_OR_RETURN(c.rope_theta, GetFloatOr(j, "rope_theta", c.rope_theta));
   } else if (Present(j, "rope_parameters") && Present(j["rope_parameters"], "rope_theta")) {
-    ASSIGN_OR_RETURN(theta, GetNumberOr(j["rope_parameters"], "rope_theta", theta));
+    ASSIGN_OR_RETURN(c.rope_theta, GetFloatOr(j["rope_parameters"], "rope_theta", c.rope_theta));
   }
-  c.rope_theta = static_cast<float>(theta);
   ASSIGN_OR_RETURN(c.tie_word_embeddings, GetBoolOr(j, "tie_word_embeddings", false));
 
   if (Present(j, "hidden_act") && j["hidden_act"] != "silu") {

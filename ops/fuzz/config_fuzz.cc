@@ -3,6 +3,7 @@
 // ToJson() parses back to an equal serialization (a round trip that loses or invents a field is a bug).
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 
@@ -15,8 +16,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!config->Validate().ok()) __builtin_trap();
   std::string json = config->ToJson();
   absl::StatusOr<tessera::ModelConfig> again = tessera::ModelConfig::FromJson(json);
-  if (!again.ok()) __builtin_trap();
-  if (again->ToJson() != json) __builtin_trap();
+  if (!again.ok()) {
+    std::fprintf(stderr, "ToJson() does not parse back: %s\n%s", again.status().ToString().c_str(), json.c_str());
+    __builtin_trap();
+  }
+  if (std::string json2 = again->ToJson(); json2 != json) {
+    std::fprintf(stderr, "round trip changed the config:\n--- first ToJson()\n%s--- after FromJson(ToJson())\n%s",
+                 json.c_str(), json2.c_str());
+    __builtin_trap();
+  }
   for (int64_t l = 0; l < config->num_layers && l < 64; ++l) {
     (void)config->AttentionWindow(l);
     (void)config->IsDenseLayer(l);

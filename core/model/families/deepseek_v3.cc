@@ -40,8 +40,7 @@ void WriteMla(const ModelConfig& c, Json* j) {
 }
 
 absl::Status ParseDeepseekMoeLayout(const Json& j, const DeepseekDefaults& def, ModelConfig* c) {
-  ASSIGN_OR_RETURN(double rsf, GetNumberOr(j, "routed_scaling_factor", def.routed_scaling_factor));
-  c->routed_scaling_factor = static_cast<float>(rsf);
+  ASSIGN_OR_RETURN(c->routed_scaling_factor, GetFloatOr(j, "routed_scaling_factor", static_cast<float>(def.routed_scaling_factor)));
   ASSIGN_OR_RETURN(int64_t shared, GetIntOr(j, "n_shared_experts", def.n_shared_experts));
   if (shared < 0) return BadType("n_shared_experts", ">= 0");
   c->shared_expert_dim = shared * c->expert_dim;

@@ -86,6 +86,9 @@ bool Present(const Json& j, const char* key);
 absl::StatusOr<int64_t> GetInt(const Json& j, const char* key);
 absl::StatusOr<int64_t> GetIntOr(const Json& j, const char* key, int64_t def);
 absl::StatusOr<double> GetNumberOr(const Json& j, const char* key, double def);
+// A number stored as float: refused (naming the field) when a float cannot hold it, e.g. 1e308, which
+// would become inf and be written back as null.
+absl::StatusOr<float> GetFloatOr(const Json& j, const char* key, float def);
 absl::StatusOr<bool> GetBoolOr(const Json& j, const char* key, bool def);
 // Refuses `key` when present and true (a boolean feature that is not supported).
 absl::Status RefuseTrue(const Json& j, const char* key, std::string_view what);

@@ -6,6 +6,8 @@
 // block_sparse_moe.input_linear.weight [E, 2F, D] (gate rows first), output_linear.weight [E, D, F];
 // router block_sparse_moe.router.layer.weight [E, D]. Refused: attention_bias (biases on all four
 // projections, o_proj's included).
+#include <cmath>
+
 #include "core/model/families/family.h"
 #include "core/util/status_macros.h"
 
@@ -15,16 +17,12 @@ namespace {
 absl::Status Parse(const Json& j, ModelConfig* c) {
   c->norm_topk_prob = true;
   c->qk_norm = QkNorm::kNone;
-  ASSIGN_OR_RETURN(double emb, GetNumberOr(j, "embedding_multiplier", 1.0));
-  ASSIGN_OR_RETURN(double attn, GetNumberOr(j, "attention_multiplier", 1.0));
-  ASSIGN_OR_RETURN(double res, GetNumberOr(j, "residual_multiplier", 1.0));
-  ASSIGN_OR_RETURN(double logits, GetNumberOr(j, "logits_scaling", 1.0));
-  if (!(attn > 0.0)) return BadType("attention_multiplier", "> 0");
-  if (!(logits > 0.0)) return BadType("logits_scaling", "> 0");
-  c->embedding_multiplier = static_cast<float>(emb);
-  c->attention_scale = static_cast<float>(attn);
-  c->residual_multiplier = static_cast<float>(res);
-  c->logits_scaling = static_cast<float>(logits);
+  ASSIGN_OR_RETURN(c->embedding_multiplier, GetFloatOr(j, "embedding_multiplier", 1.0f));
+  ASSIGN_OR_RETURN(c->attention_scale, GetFloatOr(j, "attention_multiplier", 1.0f));
+  ASSIGN_OR_RETURN(c->residual_multiplier, GetFloatOr(j, "residual_multiplier", 1.0f));
+  ASSIGN_OR_RETURN(c->logits_scaling, GetFloatOr(j, "logits_scaling", 1.0f));
+  if (!(c->attention_scale > 0.0f)) return BadType("attention_multiplier", "> 0");
+  if (!(c->logits_scaling > 0.0f)) return BadType("logits_scaling", "> 0");
   return absl::OkStatus();
 }
 
@@ -32,7 +30,10 @@ void Write(const ModelConfig& c, Json* j) {
   (*j)["num_local_experts"] = c.num_experts;
   (*j)["intermediate_size"] = c.expert_dim;
   (*j)["embedding_multiplier"] = static_cast<double>(c.embedding_multiplier);
-  (*j)["attention_multiplier"] = static_cast<double>(c.AttentionScale());
+  // The multiplier as config.json states it: AttentionScale() also folds in yarn's attention factor,
+  // which FromJson would apply a second time.
+  const float attn = c.attention_scale > 0.0f ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  (*j)["attention_multiplier"] = static_cast<double>(attn);
   (*j)["residual_multiplier"] = static_cast<double>(c.residual_multiplier);
   (*j)["logits_scaling"] = static_cast<double>(c.logits_scaling);
   (*j)["attention_bias"] = false;

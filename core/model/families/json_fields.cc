@@ -1,4 +1,7 @@
 // config.json field helpers for the family parsers (see family.h).
+#include <cmath>
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "core/model/families/family.h"
 #include "core/util/status_macros.h"
@@ -31,6 +34,13 @@ absl::StatusOr<double> GetNumberOr(const Json& j, const char* key, double def) {
   if (!Present(j, key)) return def;
   if (!j[key].is_number()) return BadType(key, "a number");
   return j[key].get<double>();
+}
+absl::StatusOr<float> GetFloatOr(const Json& j, const char* key, float def) {
+  ASSIGN_OR_RETURN(double v, GetNumberOr(j, key, def));
+  if (!(std::fabs(v) <= static_cast<double>(std::numeric_limits<float>::max()))) {
+    return BadType(key, "a number a float can hold (|x| <= 3.4e38)");
+  }
+  return static_cast<float>(v);
 }
 absl::StatusOr<bool> GetBoolOr(const Json& j, const char* key, bool def) {
   if (!Present(j, key)) return def;

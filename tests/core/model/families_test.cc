@@ -81,6 +81,36 @@ TEST(FamiliesTest, GraniteMoeFeatures) {
   EXPECT_EQ(slice->offset, (3 * 2 * c->expert_dim + c->expert_dim) * c->hidden_size);
 }
 
+// Regression (config_fuzz): with yarn rope scaling ToJson wrote the effective softmax scale (the
+// multiplier times yarn's attention factor squared) as attention_multiplier, so every save/export
+// shrank the scale again.
+TEST(FamiliesTest, GraniteMoeYarnKeepsAttentionMultiplier) {
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(FixtureDir("granitemoe_untied") / "config.json"));
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 16}};
+  auto c = ModelConfig::FromJson(j.dump());
+  ASSERT_TRUE(c.ok()) << c.status();
+  // yarn's attention factor 0.1 ln 4 + 1 multiplies q and k, so the softmax scale by its square.
+  EXPECT_NEAR(c->AttentionScale(), 0.2 * std::pow(0.1 * std::log(4.0) + 1.0, 2), 1e-6);
+  nlohmann::json written = nlohmann::json::parse(c->ToJson());
+  EXPECT_DOUBLE_EQ(written["attention_multiplier"].get<double>(), static_cast<double>(0.2f));
+  auto back = ModelConfig::FromJson(written.dump());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *c);
+  EXPECT_FLOAT_EQ(back->AttentionScale(), c->AttentionScale());
+}
+
+// Regression (config_fuzz): a float field beyond float's range became inf and was written back as null.
+TEST(FamiliesTest, FloatFieldsOutOfFloatRangeAreRefusedByName) {
+  for (const char* field : {"rms_norm_eps", "rope_theta", "attention_multiplier", "embedding_multiplier"}) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(FixtureDir("granitemoe_untied") / "config.json"));
+    j[field] = 1e308;
+    auto c = ModelConfig::FromJson(j.dump());
+    ASSERT_FALSE(c.ok()) << field;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+    EXPECT_NE(std::string(c.status().message()).find(field), std::string::npos) << c.status();
+  }
+}
+
 TEST(FamiliesTest, Dots1Features) {
   auto c = ModelConfig::FromFile(FixtureDir("dots1_grouped_norm_untied").string());
   ASSERT_TRUE(c.ok()) << c.status();
