@@ -428,7 +428,7 @@ grpc::ServerUnaryReactor* AdminService::GetRuntimeStatus(grpc::CallbackServerCon
     resp->set_kernel_set(cpu::CpuKernelSetString());
     resp->set_inference_available(env_.engine != nullptr);
     resp->set_training_available(env_.scheduler != nullptr);
-    resp->set_role(env_.role);
+    resp->set_role(ServerRoleName(env_.role));
     resp->set_control_plane(env_.control_plane);
     if (env_.presence != nullptr) resp->set_replica_id(env_.presence->replica_id());
     if (env_.follower != nullptr) resp->set_applied_change_seq(env_.follower->cursor());

@@ -239,20 +239,15 @@ grpc::ServerUnaryReactor* FineTuningService::CancelJob(grpc::CallbackServerConte
 
 grpc::ServerWriteReactor<v1::JobEvent>* FineTuningService::WatchJob(grpc::CallbackServerContext* ctx,
                                                                     const v1::WatchJobRequest* req) {
-  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
-    return new ThreadedWriter<v1::JobEvent>(env_, "FineTuning/WatchJob", [bad](ThreadedWriter<v1::JobEvent>*) { return bad; });
-  }
   const ServiceEnv& env = env_;
   constexpr char kMethod[] = "FineTuning/WatchJob";
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) return new RejectedWriter<v1::JobEvent>(env, kMethod, bad);
   // Authorized and counted against the stream limits before a thread is made for it.
   absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeRead);
   if (!p.ok()) return new RejectedWriter<v1::JobEvent>(env, kMethod, p.status());
-  std::shared_ptr<StreamSlot> slot;
-  if (env.streams != nullptr) {
-    absl::StatusOr<StreamSlot> s = env.streams->Acquire(req->tenant_id(), "WatchJob");
-    if (!s.ok()) return new RejectedWriter<v1::JobEvent>(env, kMethod, s.status());
-    slot = std::make_shared<StreamSlot>(*std::move(s));
-  }
+  absl::StatusOr<std::shared_ptr<StreamSlot>> acquired = AcquireStreamSlot(env, req->tenant_id(), "WatchJob");
+  if (!acquired.ok()) return new RejectedWriter<v1::JobEvent>(env, kMethod, acquired.status());
+  std::shared_ptr<StreamSlot> slot = *std::move(acquired);
   // The request and context outlive the reactor's body (gRPC keeps them until OnDone).
   return new ThreadedWriter<v1::JobEvent>(
       env_, kMethod, [&env, req, slot](ThreadedWriter<v1::JobEvent>* w) -> absl::Status {

@@ -209,20 +209,15 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
 
 grpc::ServerWriteReactor<v1::GenerateChunk>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req) {
-  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) {
-    return new ThreadedWriter<v1::GenerateChunk>(env_, "Inference/GenerateStream", [bad](ThreadedWriter<v1::GenerateChunk>*) { return bad; });
-  }
   const ServiceEnv& env = env_;
   constexpr char kMethod[] = "Inference/GenerateStream";
+  if (absl::Status bad = RequestUtf8Status(*req); !bad.ok()) return new RejectedWriter<v1::GenerateChunk>(env, kMethod, bad);
   absl::StatusOr<storage::Principal> p = env.auth->AuthorizeTenant(*ctx, req->tenant_id(), storage::kScopeInference);
   if (!p.ok()) return new RejectedWriter<v1::GenerateChunk>(env, kMethod, p.status());
   // Bounded before a thread is made for it (stream_limiter.h).
-  std::shared_ptr<StreamSlot> slot;
-  if (env.streams != nullptr) {
-    absl::StatusOr<StreamSlot> s = env.streams->Acquire(req->tenant_id(), "GenerateStream");
-    if (!s.ok()) return new RejectedWriter<v1::GenerateChunk>(env, kMethod, s.status());
-    slot = std::make_shared<StreamSlot>(*std::move(s));
-  }
+  absl::StatusOr<std::shared_ptr<StreamSlot>> acquired = AcquireStreamSlot(env, req->tenant_id(), "GenerateStream");
+  if (!acquired.ok()) return new RejectedWriter<v1::GenerateChunk>(env, kMethod, acquired.status());
+  std::shared_ptr<StreamSlot> slot = *std::move(acquired);
   return new ThreadedWriter<v1::GenerateChunk>(
       env_, kMethod,
       [&env, ctx, req, slot](ThreadedWriter<v1::GenerateChunk>* w) -> absl::Status {

@@ -341,11 +341,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   s->auth_ = std::make_unique<Authenticator>(s->registry_.get());
   storage::Registry* registry = s->registry_.get();
   s->rate_limiter_ = std::make_unique<RateLimiter>(
-      [registry](const std::string& tenant) -> absl::StatusOr<storage::QuotaLimits> {
-        absl::StatusOr<storage::TenantQuotas> q = registry->GetQuotas(tenant);
-        if (!q.ok()) return q.status();
-        return q->effective;
-      },
+      [registry](const std::string& tenant) { return registry->GetQuotaLimits(tenant); },
       options.rate_limit_clock ? options.rate_limit_clock : RateLimiter::Clock([] { return absl::Now(); }));
   s->pool_ = std::make_unique<WorkPool>(options.work_threads, options.max_queued_per_tenant, options.admission);
   s->control_pool_ = std::make_unique<WorkPool>(std::max(1, options.control_threads));
@@ -408,13 +404,13 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   env.started_at = absl::Now();
   env.server_version = "tessera 0.1.0 (API tessera.v1)";
   env.shutting_down = &s->shutting_down_;
-  env.role = ServerRoleName(options.role);
+  env.role = options.role;
   env.control_plane = options.control_plane;
   env.follower = s->follower_.get();
   if (!RoleIsControlPlane(options.role)) {
     // Its id and address are set once the port is bound (the default id names the port).
     ReplicaPresence::Options po;
-    po.role = env.role;
+    po.role = ServerRoleName(options.role);
     po.interval = options.replica_heartbeat;
     LiveFollower* follower = s->follower_.get();
     s->presence_ = std::make_unique<ReplicaPresence>(
@@ -530,7 +526,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   // Blob GC is the control plane's housekeeping (one collector per registry, beside the blob store
   // that publishes write to).
   if (RoleIsControlPlane(options.role)) s->gc_->Start();
-  LogInfo("serving", {{"role", env.role}, {"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
+  LogInfo("serving", {{"role", ServerRoleName(options.role)}, {"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
                       {"tls", options.tls_cert_file.empty() ? "off" : options.tls_client_ca_file.empty() ? "on" : "mutual"},
                       {"metrics_port", s->metrics_port()}, {"http_port", s->http_port()}, {"backbone", env.backbone.name},
                       {"inference", s->engine_ != nullptr}, {"training", s->scheduler_ != nullptr},

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -23,6 +24,7 @@
 #include "services/inference_engine.h"
 #include "services/live_control.h"
 #include "services/metrics.h"
+#include "services/server_role.h"
 #include "services/status_util.h"
 #include "services/stream_limiter.h"
 #include "services/version_exporter.h"
@@ -63,9 +65,9 @@ struct ServiceEnv {
   absl::Time started_at;
   std::string server_version;
   std::atomic<bool>* shutting_down = nullptr;
-  // tessera-server --role (services/server_role.h): "all", "control", "inference" or "trainer"; and,
-  // on inference and trainer processes, the control plane's HOST:PORT (--control-plane).
-  std::string role = "all";
+  // tessera-server --role (services/server_role.h); and, on inference and trainer processes, the control
+  // plane's HOST:PORT (--control-plane).
+  ServerRole role = ServerRole::kAll;
   std::string control_plane;
   ReplicaPresence* presence = nullptr;   // this process's row in the registry's replica table (null: none)
   LiveFollower* follower = nullptr;      // null: no engine to keep in step
@@ -81,15 +83,16 @@ struct ServiceEnv {
 // address, so a client that reached the wrong process knows where to go (they are not forwarded: one
 // process answers for every mutation, and its audit trail shows which). OK on --role all|control.
 inline absl::Status RequireControlPlane(const ServiceEnv& env, std::string_view what) {
-  if (env.role == "all" || env.role == "control") return absl::OkStatus();
+  if (RoleIsControlPlane(env.role)) return absl::OkStatus();
   return absl::UnavailableError(absl::StrCat(std::string(what), ": registry changes are made on the control plane at ",
-                                             env.control_plane, "; this process runs --role ", env.role));
+                                             env.control_plane, "; this process runs --role ",
+                                             ServerRoleName(env.role)));
 }
 
 // Why Generate/Score/the HTTP completions are UNAVAILABLE on a server without an engine.
 inline absl::Status InferenceUnavailable(const ServiceEnv& env) {
-  if (env.role == "control" || env.role == "trainer") {
-    return absl::UnavailableError(absl::StrCat("inference is not served by this --role ", env.role,
+  if (!RoleServesInference(env.role)) {
+    return absl::UnavailableError(absl::StrCat("inference is not served by this --role ", ServerRoleName(env.role),
                                                " process: send Generate/Score to an inference replica"));
   }
   return absl::UnavailableError("inference is not available on this server (no model runtime loaded)");
@@ -144,8 +147,18 @@ grpc::ServerUnaryReactor* RunOnControlPool(const ServiceEnv& env, grpc::Callback
   return RunOnPool(env, ctx, method, std::move(work), env.control_pool != nullptr ? env.control_pool : env.pool);
 }
 
+// A stream's place under the stream limits (stream_limiter.h), held until the last copy is destroyed;
+// null when the server sets no limits. RESOURCE_EXHAUSTED over a limit.
+inline absl::StatusOr<std::shared_ptr<StreamSlot>> AcquireStreamSlot(const ServiceEnv& env,
+                                                                     const std::string& tenant, const char* kind) {
+  if (env.streams == nullptr) return std::shared_ptr<StreamSlot>();
+  absl::StatusOr<StreamSlot> s = env.streams->Acquire(tenant, kind);
+  if (!s.ok()) return s.status();
+  return std::make_shared<StreamSlot>(*std::move(s));
+}
+
 // A server-streaming reactor that finishes at once with an error (refused before any thread is made:
-// unauthenticated, or over the stream limits).
+// malformed, unauthenticated, or over the stream limits).
 template <typename Message>
 class RejectedWriter : public grpc::ServerWriteReactor<Message> {
  public:

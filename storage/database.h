@@ -32,14 +32,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-struct sqlite3;
 
 namespace tessera::storage {
 
 enum class Dialect { kSqlite, kPostgres };
 
-// A bound parameter.
-using SqlValue = std::variant<std::monostate, int64_t, double, std::string>;
+// A bound parameter. Text is a view: Conn::Prepare's arguments outlive PrepareValues, and each engine
+// copies what it keeps (SQLite binds with SQLITE_TRANSIENT; libpq runs the statement before returning).
+using SqlValue = std::variant<std::monostate, int64_t, double, std::string_view>;
 
 // The rows of one executed statement (a cursor). Column accessors read the current row.
 class Rows {
@@ -110,8 +110,6 @@ class Conn {
   virtual absl::Status ExecScript(const std::string& sql) = 0;
   // Rows changed by the last INSERT/UPDATE/DELETE.
   virtual int64_t Changes() const = 0;
-  // The SQLite handle for SQLite-only features (online backup); nullptr on other engines.
-  virtual sqlite3* sqlite_handle() { return nullptr; }
 
   virtual absl::StatusOr<Stmt> PrepareValues(std::string_view sql, const std::vector<SqlValue>& args) = 0;
 
@@ -127,9 +125,9 @@ class Conn {
   static SqlValue ToValue(int v) { return static_cast<int64_t>(v); }
   static SqlValue ToValue(bool v) { return static_cast<int64_t>(v ? 1 : 0); }
   static SqlValue ToValue(double v) { return v; }
-  static SqlValue ToValue(std::string_view v) { return std::string(v); }
-  static SqlValue ToValue(const std::string& v) { return v; }
-  static SqlValue ToValue(const char* v) { return std::string(v); }
+  static SqlValue ToValue(std::string_view v) { return v; }
+  static SqlValue ToValue(const std::string& v) { return std::string_view(v); }
+  static SqlValue ToValue(const char* v) { return std::string_view(v); }
   static SqlValue ToValue(std::nullopt_t) { return std::monostate(); }
   template <typename T>
   static SqlValue ToValue(const std::optional<T>& v) {

@@ -87,8 +87,8 @@ class PgConn final : public Conn {
         std::snprintf(buf, sizeof(buf), "%.17g", *d);  // round-trips every double
         text[i] = buf;
         types[i] = kFloat8Oid;
-      } else if (const std::string* s = std::get_if<std::string>(&v)) {
-        text[i] = *s;
+      } else if (const std::string_view* s = std::get_if<std::string_view>(&v)) {
+        text[i] = std::string(*s);
         types[i] = kTextOid;
       } else {
         continue;  // NULL: values[i] stays nullptr, type inferred

@@ -18,18 +18,6 @@ const char* QuotaName(Quota q) {
   return "unknown";
 }
 
-const char* QuotaUnit(Quota q) {
-  switch (q) {
-    case Quota::kRequestsPerSecond: return "requests/s";
-    case Quota::kTokensPerMinute: return "tokens/min";
-    case Quota::kMaxRunningJobs:
-    case Quota::kMaxQueuedJobs: return "jobs";
-    case Quota::kStorageBytes: return "bytes";
-    case Quota::kMaxVersions: return "versions";
-  }
-  return "";
-}
-
 QuotaLimits ApplyOverrides(const QuotaLimits& defaults, const QuotaOverrides& overrides) {
   QuotaLimits out = defaults;
   for (int i = 0; i < kNumQuotas; ++i) {

@@ -44,8 +44,6 @@ inline constexpr int kNumQuotas = 6;
 
 // The API name of a quota ("requests_per_second", ...): the proto field and the registry column.
 const char* QuotaName(Quota q);
-// The unit shown in messages ("requests/s", "tokens/min", "jobs", "bytes", "versions").
-const char* QuotaUnit(Quota q);
 inline Quota QuotaAt(int i) { return static_cast<Quota>(i); }
 
 // One value per quota; 0 = unlimited.

@@ -289,6 +289,9 @@ class Registry {
   // ---- Quotas (storage/quotas.h) ----------------------------------------------------------------
   // Overrides, defaults, effective limits and usage. NOT_FOUND for an unknown tenant.
   absl::StatusOr<TenantQuotas> GetQuotas(const std::string& tenant_id);
+  // Only the effective limits (no usage query): what the request path's rate limiter reads.
+  // NOT_FOUND for an unknown tenant.
+  absl::StatusOr<QuotaLimits> GetQuotaLimits(const std::string& tenant_id);
   // Applies `update` (unset: unchanged; >= 0: stored, 0 = unlimited; -1: back to the default) and
   // returns the result. INVALID_ARGUMENT (naming the quota) below -1. Audited ("tenant.quotas.set").
   absl::StatusOr<TenantQuotas> SetQuotas(const std::string& tenant_id, const QuotaOverrides& update,

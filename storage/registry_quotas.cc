@@ -62,6 +62,10 @@ std::string RaiseHint(const std::string& tenant_id, const char* flag) {
   return absl::StrCat("an operator can raise it (tessera-admin quotas set --tenant ", tenant_id, " ", flag, " N)");
 }
 
+std::string StorageRetry(const std::string& tenant_id) {
+  return absl::StrCat("retry after deleting datasets, or ", RaiseHint(tenant_id, "--storage-bytes"));
+}
+
 std::string StorageWhat(const QuotaUsage& u, int64_t adding, int64_t limit, const std::string& what) {
   return absl::StrCat("storage_bytes limit ", limit, " bytes: the tenant stores ", u.storage_bytes(),
                       " bytes (datasets ", u.dataset_bytes, ", versions ", u.version_bytes, ")",
@@ -78,11 +82,14 @@ absl::Status CheckDatasetQuota(Conn& c, const std::string& tenant_id, const Quot
   ASSIGN_OR_RETURN(QuotaUsage u, LoadQuotaUsage(c, tenant_id));
   if (u.storage_bytes() + bytes <= limit) return absl::OkStatus();
   return Exceeded(tenant_id, Quota::kStorageBytes, StorageWhat(u, bytes, limit, "this dataset"),
-                  absl::StrCat("retry after deleting datasets, or ", RaiseHint(tenant_id, "--storage-bytes")));
+                  StorageRetry(tenant_id));
 }
 
 absl::Status CheckJobQuota(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas) {
   ASSIGN_OR_RETURN(QuotaLimits l, LoadLimits(c, tenant_id, quotas));
+  if (l[Quota::kMaxQueuedJobs] == 0 && l[Quota::kMaxVersions] == 0 && l[Quota::kStorageBytes] == 0) {
+    return absl::OkStatus();  // nothing to check: skip the usage query
+  }
   ASSIGN_OR_RETURN(QuotaUsage u, LoadQuotaUsage(c, tenant_id));
   if (int64_t limit = l[Quota::kMaxQueuedJobs]; limit > 0 && u.queued_jobs >= limit) {
     return Exceeded(tenant_id, Quota::kMaxQueuedJobs,
@@ -101,7 +108,7 @@ absl::Status CheckJobQuota(Conn& c, const std::string& tenant_id, const QuotaPol
   }
   if (int64_t limit = l[Quota::kStorageBytes]; limit > 0 && u.storage_bytes() >= limit) {
     return Exceeded(tenant_id, Quota::kStorageBytes, StorageWhat(u, 0, limit, "the version this job would publish"),
-                    absl::StrCat("retry after deleting datasets, or ", RaiseHint(tenant_id, "--storage-bytes")));
+                    StorageRetry(tenant_id));
   }
   return absl::OkStatus();
 }
@@ -109,10 +116,12 @@ absl::Status CheckJobQuota(Conn& c, const std::string& tenant_id, const QuotaPol
 absl::Status CheckVersionQuota(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas, int64_t bytes,
                                const std::string& job_id) {
   ASSIGN_OR_RETURN(QuotaLimits l, LoadLimits(c, tenant_id, quotas));
+  if (l[Quota::kMaxVersions] == 0 && l[Quota::kStorageBytes] == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(QuotaUsage u, LoadQuotaUsage(c, tenant_id));
-  // Before training (bytes < 0): the tenant's other running jobs publish first.
+  // Before training (bytes < 0): the tenant's other running jobs publish first (they matter only to
+  // max_versions).
   int64_t ahead = 0;
-  if (bytes < 0) {
+  if (bytes < 0 && l[Quota::kMaxVersions] > 0) {
     ASSIGN_OR_RETURN(ahead, c.QueryInt("SELECT COUNT(*) FROM jobs WHERE state = 'RUNNING' AND tenant_id = ?1 "
                                        "AND job_id != ?2",
                                        0, tenant_id, job_id));
@@ -128,7 +137,7 @@ absl::Status CheckVersionQuota(Conn& c, const std::string& tenant_id, const Quot
   if (int64_t limit = l[Quota::kStorageBytes];
       limit > 0 && (bytes < 0 ? u.storage_bytes() >= limit : u.storage_bytes() + bytes > limit)) {
     return Exceeded(tenant_id, Quota::kStorageBytes, StorageWhat(u, bytes < 0 ? 0 : bytes, limit, "the version"),
-                    absl::StrCat("retry after deleting datasets, or ", RaiseHint(tenant_id, "--storage-bytes")));
+                    StorageRetry(tenant_id));
   }
   return absl::OkStatus();
 }
@@ -148,6 +157,17 @@ absl::StatusOr<TenantQuotas> Registry::GetQuotas(const std::string& tenant_id) {
   out.defaults = quotas_.defaults;
   out.effective = ApplyOverrides(out.defaults, out.overrides);
   return out;
+}
+
+absl::StatusOr<QuotaLimits> Registry::GetQuotaLimits(const std::string& tenant_id) {
+  RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  QuotaOverrides overrides;
+  RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
+    RETURN_IF_ERROR(internal::RequireTenant(c, tenant_id));
+    ASSIGN_OR_RETURN(overrides, internal::LoadQuotaOverrides(c, tenant_id, quotas_));
+    return absl::OkStatus();
+  }));
+  return ApplyOverrides(quotas_.defaults, overrides);
 }
 
 absl::StatusOr<TenantQuotas> Registry::SetQuotas(const std::string& tenant_id, const QuotaOverrides& update,

@@ -76,7 +76,6 @@ class SqliteConn final : public Conn {
     sqlite3_close_v2(db_);
   }
   Dialect dialect() const override { return Dialect::kSqlite; }
-  sqlite3* sqlite_handle() override { return db_; }
   int64_t Changes() const override { return sqlite3_changes64(db_); }
 
   absl::StatusOr<Stmt> PrepareValues(std::string_view sql, const std::vector<SqlValue>& args) override {
@@ -101,7 +100,7 @@ class SqliteConn final : public Conn {
         sqlite3_bind_int64(st, n, *x);
       } else if (const double* d = std::get_if<double>(&v)) {
         sqlite3_bind_double(st, n, *d);
-      } else if (const std::string* s = std::get_if<std::string>(&v)) {
+      } else if (const std::string_view* s = std::get_if<std::string_view>(&v)) {
         sqlite3_bind_text(st, n, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
       } else {
         sqlite3_bind_null(st, n);

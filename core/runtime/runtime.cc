@@ -159,8 +159,20 @@ void Runtime::Resume() {
 }
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> Runtime::OverlayFor(const std::string& tenant,
-                                                                        int64_t version) {
-  return cache_.Acquire(tenant, version);
+                                                                        int64_t version, bool load) {
+  if (load) return cache_.Acquire(tenant, version);
+  return cache_.TryAcquireResident(tenant, version);
+}
+
+void Runtime::EnqueueLocked(const std::shared_ptr<Request>& r) {
+  queue_.Push(r->tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
+}
+
+void Runtime::AddAwaitingLocked(const std::string& tenant, int64_t n) {
+  awaiting_count_ += n;
+  auto it = awaiting_by_tenant_.try_emplace(tenant, 0).first;
+  it->second += n;
+  if (it->second <= 0) awaiting_by_tenant_.erase(it);
 }
 
 void Runtime::LoaderLoop() {
@@ -184,23 +196,18 @@ void Runtime::LoaderLoop() {
         waiters = std::move(it->second);
         awaiting_overlay_.erase(it);
       }
-      awaiting_count_ -= static_cast<int64_t>(waiters.size());
-      if (!waiters.empty()) {
-        auto t = awaiting_by_tenant_.find(key.first);
-        t->second -= static_cast<int64_t>(waiters.size());
-        if (t->second <= 0) awaiting_by_tenant_.erase(t);
-      }
+      if (!waiters.empty()) AddAwaitingLocked(key.first, -static_cast<int64_t>(waiters.size()));
       if (stopping_) {
         failed = absl::UnavailableError("the runtime is shutting down");
       } else if (!overlay.ok()) {
         failed = overlay.status();
       } else {
-        // Cancelled ones too: the scheduler drops them from the queue (Abandon may have missed them
-        // while they were in this thread's hands).
+        // Waiters move to the queue inside this critical section, so an Abandon (which takes mu_) finds
+        // each of them in one place or the other.
         for (auto& r : waiters) {
           r->overlay = *overlay;
           r->sha256 = (*overlay)->digest();
-          queue_.Push(r->tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
+          EnqueueLocked(r);
         }
       }
     }
@@ -227,8 +234,7 @@ absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, st
     ASSIGN_OR_RETURN(const int64_t live, source_->LiveVersion(tenant));
     if (live < 0) return absl::InternalError(absl::StrCat("version source: live version ", live, " is negative"));
     std::shared_ptr<const ExpertOverlay> overlay;
-    if (live > 0 && load) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, live)); }
-    if (live > 0 && !load) overlay = cache_.TryAcquireResident(tenant, live);
+    if (live > 0) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, live, load)); }
     const std::string sha = overlay ? overlay->digest() : "";
     LiveEntry now;
     {
@@ -244,11 +250,7 @@ absl::StatusOr<Runtime::Resolved> Runtime::Resolve(const std::string& tenant, st
       return r;
     }
   }
-  if (r.version > 0 && load) {
-    ASSIGN_OR_RETURN(r.overlay, OverlayFor(tenant, r.version));
-  } else if (r.version > 0) {
-    r.overlay = cache_.TryAcquireResident(tenant, r.version);
-  }
+  if (r.version > 0) { ASSIGN_OR_RETURN(r.overlay, OverlayFor(tenant, r.version, load)); }
   if (r.overlay != nullptr) r.sha256 = r.overlay->digest();
   return r;
 }
@@ -259,7 +261,7 @@ absl::Status Runtime::SetLive(const std::string& tenant, int64_t version) {
   std::lock_guard<std::mutex> order(set_live_mu_);
   // Load first (fresh buffers, this thread), publish second: the swap itself is one pointer store.
   std::shared_ptr<const ExpertOverlay> overlay;
-  if (version > 0) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, version)); }
+  if (version > 0) { ASSIGN_OR_RETURN(overlay, OverlayFor(tenant, version, /*load=*/true)); }
   std::lock_guard<std::mutex> lock(publish_mu_);
   table_.Set(tenant, LiveEntry{version, overlay ? overlay->digest() : ""});
   cache_.MarkLive(tenant, version);
@@ -353,10 +355,9 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
       auto [it, first] = awaiting_overlay_.try_emplace({tenant, r->version});
       it->second.push_back(r);
       if (first) load_queue_.emplace_back(tenant, r->version);
-      ++awaiting_count_;
-      ++awaiting_by_tenant_[tenant];
+      AddAwaitingLocked(tenant, 1);
     } else {
-      queue_.Push(tenant, static_cast<int64_t>(r->prompt.size()) + r->max_tokens, r);
+      EnqueueLocked(r);
     }
   }
   if (await_overlay) {
@@ -417,8 +418,7 @@ void Runtime::Abandon(const std::shared_ptr<Request>& r) {
       if (auto w = absl::c_find(it->second, r); w != it->second.end()) {
         it->second.erase(w);
         removed.push_back(r);
-        --awaiting_count_;
-        if (--awaiting_by_tenant_[r->tenant] <= 0) awaiting_by_tenant_.erase(r->tenant);
+        AddAwaitingLocked(r->tenant, -1);
       }
     }
   }

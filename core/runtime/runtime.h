@@ -333,7 +333,14 @@ class Runtime {
   // `load`: acquire the overlay here (blocking); false: only if it is on the device tier (Generate:
   // a missing overlay is prefetched by a loader thread).
   absl::StatusOr<Resolved> Resolve(const std::string& tenant, std::optional<int64_t> version, bool load = true);
-  absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayFor(const std::string& tenant, int64_t version);
+  // load: the version's overlay, loading or promoting it on this thread; !load: only if already on the
+  // device tier (nullptr otherwise).
+  absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayFor(const std::string& tenant, int64_t version,
+                                                                  bool load);
+  // With mu_ held: a request joins the admission queue (cost: prompt + max_tokens); `n` requests join
+  // (n > 0) or leave (n < 0) the tenant's wait for an overlay load.
+  void EnqueueLocked(const std::shared_ptr<Request>& r);
+  void AddAwaitingLocked(const std::string& tenant, int64_t n);
   std::vector<int32_t> PromptTokens(std::string_view text) const;
   // The INVALID_ARGUMENT message for a prompt/text of `tokens` tokens that exceeds kv_capacity.
   std::string TooLong(const char* what, size_t tokens) const;

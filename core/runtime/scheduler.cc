@@ -35,14 +35,12 @@ namespace tessera::runtime {
 void Runtime::SchedulerLoop() {
   std::vector<std::shared_ptr<Request>> active;
   for (;;) {
-    std::vector<std::shared_ptr<Request>> dropped;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || (!paused_ && (!queue_.empty() || !active.empty())); });
       if (stopping_) break;
       int64_t budget = options_.max_prefill_tokens_per_step;
       bool admitted = false;
-      queue_.RemoveIf([](const std::shared_ptr<Request>& r) { return r->cancelled.load(); }, &dropped);
       while (!queue_.empty() && static_cast<int>(active.size()) < options_.max_batch) {
         // The admission policy's pick (fair_queue.h); when its prompt does not fit this step's prefill
         // budget it stays first in line for the next step.
@@ -55,7 +53,6 @@ void Runtime::SchedulerLoop() {
         active.push_back(std::move(r));
       }
     }
-    for (auto& r : dropped) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
     for (auto& r : active) {
       if (r->cancelled.load()) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
     }

@@ -271,6 +271,24 @@ int64_t MetricValue(const std::string& text, const std::string& series) {
   return -1;
 }
 
+// Open fds by kind (socket, pipe, anon_inode, or a file's name: registry.db, registry.db-wal, ...).
+std::map<std::string, int> FdKinds(pid_t pid) {
+  std::map<std::string, int> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::error_code lec;
+    std::string target = std::filesystem::read_symlink(it->path(), lec).string();
+    if (size_t colon = target.find(':'); colon != std::string::npos && target[0] != '/') {
+      target.resize(colon);  // "socket:[123]" -> "socket"
+    } else {
+      target = std::filesystem::path(target).filename().string();
+    }
+    ++out[target];
+  }
+  return out;
+}
+
 ProcSample SampleProc(pid_t pid, int metrics_port, double t) {
   ProcSample s;
   s.t = t;
@@ -289,15 +307,11 @@ ProcSample SampleProc(pid_t pid, int metrics_port, double t) {
     field("VmRSS:", &s.rss_kb);
     field("Threads:", &s.threads);
   }
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::error_code lec;
-    const std::string name = std::filesystem::read_symlink(it->path(), lec).filename().string();
+  for (const auto& [name, n] : FdKinds(pid)) {
     if (name == "registry.db") {
-      ++s.db_conns;
+      s.db_conns += n;
     } else if (name.rfind("registry.db-", 0) != 0) {
-      ++s.fds;
+      s.fds += n;
     }
   }
   return s;
@@ -313,24 +327,6 @@ std::map<std::string, int> ThreadNames(pid_t pid) {
     std::string name;
     std::getline(comm, name);
     ++out[name];
-  }
-  return out;
-}
-
-// Open fds by kind (socket, pipe, anon_inode, or a file's name: registry.db, registry.db-wal, ...).
-std::map<std::string, int> FdKinds(pid_t pid) {
-  std::map<std::string, int> out;
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::error_code lec;
-    std::string target = std::filesystem::read_symlink(it->path(), lec).string();
-    if (size_t colon = target.find(':'); colon != std::string::npos && target[0] != '/') {
-      target.resize(colon);  // "socket:[123]" -> "socket"
-    } else {
-      target = std::filesystem::path(target).filename().string();
-    }
-    ++out[target];
   }
   return out;
 }

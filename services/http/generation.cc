@@ -245,15 +245,12 @@ absl::Status ServeCompletion(Call& call, CompletionRequest request, const Respon
   };
   // A stream holds this HTTP worker until it ends: bounded per tenant and in total like gRPC's streams
   // (over the limit: 429 before anything is streamed). The slot lives as long as the provider.
-  std::shared_ptr<StreamSlot> slot;
-  if (env->streams != nullptr) {
-    absl::StatusOr<StreamSlot> s = env->streams->Acquire(request.model.tenant, "SSE stream");
-    if (!s.ok()) {
-      SettleInference(*env, *ticket, s.status(), 0);  // refused: the rate quotas are refunded
-      return s.status();
-    }
-    slot = std::make_shared<StreamSlot>(*std::move(s));
+  absl::StatusOr<std::shared_ptr<StreamSlot>> acquired = AcquireStreamSlot(*env, request.model.tenant, "SSE stream");
+  if (!acquired.ok()) {
+    SettleInference(*env, *ticket, acquired.status(), 0);  // refused: the rate quotas are refunded
+    return acquired.status();
   }
+  std::shared_ptr<StreamSlot> slot = *std::move(acquired);
   // Runs on the connection's thread once the headers are out; everything it uses is captured by value.
   // A client that disconnects fails the next delta's write, which cancels the generation (it leaves the
   // batch).

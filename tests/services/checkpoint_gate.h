@@ -4,8 +4,8 @@
 // cannot advance until the test says so.
 //
 // Use: TestServerOptions::wrap_runner = gate.Wrapper(); the wrapped runner's JobContext stores the first
-// checkpoint (the job row names it when SaveCheckpoint returns) and then blocks until Release() or until
-// the job must stop (cancelled, lease lost, server stopping). Later checkpoints pass straight through.
+// checkpoint (the job row names it when SaveCheckpoint returns) and then blocks until the job must stop
+// (cancelled, lease lost, server stopping). Later checkpoints pass straight through.
 #pragma once
 
 #include <chrono>
@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/time/clock.h"
@@ -36,32 +37,18 @@ class CheckpointGate {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [this] { return held_; });
   }
-  bool held() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return held_;
-  }
-  void Release() {
-    std::lock_guard<std::mutex> lock(mu_);
-    released_ = true;
-    cv_.notify_all();
-  }
 
  private:
-  // Called after the first checkpoint was stored: blocks until released or told to stop.
+  // Called after the first checkpoint was stored: blocks until the job is told to stop.
   void Hold(JobContext& ctx) {
     std::unique_lock<std::mutex> lock(mu_);
     if (used_) return;
     used_ = true;
     held_ = true;
     cv_.notify_all();
-    for (;;) {
-      if (released_) break;
-      lock.unlock();
-      const bool stop = ctx.ShouldStop();
-      lock.lock();
-      if (stop || released_) break;
-      cv_.wait_for(lock, std::chrono::milliseconds(10));
-    }
+    lock.unlock();
+    while (!ctx.ShouldStop()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    lock.lock();
     held_ = false;
   }
 
@@ -118,7 +105,6 @@ class CheckpointGate {
   std::condition_variable cv_;
   bool used_ = false;      // only the first checkpoint holds
   bool held_ = false;
-  bool released_ = false;
 };
 
 }  // namespace tessera::services::testing

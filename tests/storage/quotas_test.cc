@@ -47,6 +47,11 @@ TEST_F(QuotasTest, OverridesApplyOverDefaultsPersistAndAreAudited) {
   EXPECT_EQ(q->effective[Quota::kStorageBytes], 1234);
   EXPECT_EQ(q->overrides[Quota::kMaxVersions], 0);
   EXPECT_FALSE(q->overrides[Quota::kTokensPerMinute].has_value());
+  // The rate limiter's read: the same effective limits, without the usage.
+  absl::StatusOr<QuotaLimits> limits = reg_->GetQuotaLimits("acme");
+  ASSERT_OK(limits);
+  EXPECT_EQ(*limits, q->effective);
+  EXPECT_EQ(reg_->GetQuotaLimits("nosuch").status().code(), absl::StatusCode::kNotFound);
 
   // Unset entries are left alone; -1 returns one to the default.
   q = reg_->SetQuotas("acme", Set(Quota::kRequestsPerSecond, kClearQuotaOverride), "admin-key");

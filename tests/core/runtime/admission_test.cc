@@ -16,12 +16,9 @@ namespace tessera::runtime {
 namespace {
 
 using testing::World;
+using testing::WaitFor;
 using namespace std::chrono_literals;
 
-void WaitFor(const std::function<bool()>& cond) {
-  for (int i = 0; i < 20000 && !cond(); ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_TRUE(cond());
-}
 
 GenerateParams Params(const std::string& prompt, int max_tokens) {
   GenerateParams p;

@@ -15,6 +15,7 @@ namespace tessera::runtime {
 namespace {
 
 using testing::World;
+using testing::WaitFor;
 using namespace std::chrono_literals;
 
 constexpr int64_t kCapacity = 96;
@@ -34,10 +35,6 @@ RuntimeOptions Options() {
   return o;
 }
 
-void WaitFor(const std::function<bool()>& cond) {
-  for (int i = 0; i < 20000 && !cond(); ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_TRUE(cond());
-}
 
 TEST(HotSwapTest, FlipsUnderLoadNeverFailAndServeTheNewVersion) {
   World w;

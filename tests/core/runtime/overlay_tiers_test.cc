@@ -29,13 +29,10 @@ using namespace std::chrono_literals;
 using testing::MemorySource;
 using testing::RefOutput;
 using testing::World;
+using testing::WaitFor;
 
 constexpr int64_t kCapacity = 128;
 
-void WaitFor(const std::function<bool()>& cond) {
-  for (int i = 0; i < 20000 && !cond(); ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_TRUE(cond());
-}
 
 GenerateParams Params(const std::string& prompt, int max_tokens) {
   GenerateParams p;

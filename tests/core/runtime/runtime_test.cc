@@ -18,6 +18,7 @@ namespace {
 
 using testing::RefOutput;
 using testing::World;
+using testing::WaitFor;
 using namespace std::chrono_literals;
 
 constexpr int64_t kCapacity = 96;
@@ -43,10 +44,6 @@ GenerateParams Params(std::string prompt, int max_tokens, float temperature = 0,
   return p;
 }
 
-void WaitFor(const std::function<bool()>& cond) {
-  for (int i = 0; i < 20000 && !cond(); ++i) std::this_thread::sleep_for(1ms);
-  ASSERT_TRUE(cond());
-}
 
 // Runs every job on its own thread against `rt` and returns the results in job order.
 std::vector<absl::StatusOr<GenerateResult>> RunConcurrently(Runtime& rt, const std::vector<Job>& jobs,

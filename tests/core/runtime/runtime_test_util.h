@@ -12,6 +12,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -28,9 +29,17 @@
 #include "core/sampling/sampler.h"
 #include "core/sampling/stop_matcher.h"
 #include "core/tokenizer/byte_tokenizer.h"
+#include "gtest/gtest.h"
 #include "tests/core/model/random_overlay.h"
 
 namespace tessera::runtime::testing {
+
+// Polls `cond` (1 ms apart, 20 s at most: generous for a loaded machine) and fails the test if it never
+// held. Tests wait for states this way, never for time.
+inline void WaitFor(const std::function<bool()>& cond) {
+  for (int i = 0; i < 20000 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(cond());
+}
 
 // Byte vocabulary padded to 264 rows like builtin:tiny, but much narrower so each test runs fast.
 inline ModelConfig SmallConfig() {
