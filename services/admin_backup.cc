@@ -29,6 +29,10 @@ absl::Status StreamBackup(const ServiceEnv& env, const storage::Principal& who,
         "the registry is in PostgreSQL (--registry postgres://...): back it up with pg_dump; Admin.Backup "
         "snapshots SQLite registries");
   }
+  if (env.registry->owned_blobs() == nullptr) {
+    return absl::FailedPreconditionError(
+        "this process does not own the blobs (--role inference or trainer): back up the control plane");
+  }
   absl::StatusOr<std::unique_ptr<storage::RegistrySnapshot>> snap =
       storage::RegistrySnapshot::Take(env.registry->data_dir());
   if (absl::IsNotFound(snap.status())) return absl::FailedPreconditionError(snap.status().message());

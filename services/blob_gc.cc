@@ -42,8 +42,12 @@ void BlobGc::Stop() {
 
 absl::StatusOr<storage::GcStats> BlobGc::RunOnce() {
   std::lock_guard<std::mutex> run(run_mu_);
+  // Only the process that owns the blobs collects them (role all or control); elsewhere CollectGarbage
+  // is FAILED_PRECONDITION and the server does not start this collector.
+  storage::BlobStore* owned = registry_->owned_blobs();
+  if (owned == nullptr) return registry_->CollectGarbage(options_.grace);
   // Listing before and after names what went, for the log (the registry reports only counts).
-  absl::StatusOr<std::vector<std::string>> before = registry_->blobs().ListDigests();
+  absl::StatusOr<std::vector<std::string>> before = owned->ListDigests();
   absl::StatusOr<storage::GcStats> stats = registry_->CollectGarbage(options_.grace);
   if (!stats.ok()) {
     metrics_->Add("tessera_gc_runs_total", {{"result", "error"}});
@@ -57,7 +61,7 @@ absl::StatusOr<storage::GcStats> BlobGc::RunOnce() {
                            {"bytes_freed", stats->bytes_freed},
                            {"kept_in_grace", stats->blobs_kept_grace}};
   if (stats->blobs_deleted > 0) {
-    absl::StatusOr<std::vector<std::string>> after = registry_->blobs().ListDigests();
+    absl::StatusOr<std::vector<std::string>> after = owned->ListDigests();
     if (before.ok() && after.ok()) {
       std::set<std::string> left(after->begin(), after->end());
       nlohmann::json removed = nlohmann::json::array();

@@ -423,7 +423,11 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   }
 
   s->admin_ = std::make_unique<AdminService>(env);
-  s->blobs_service_ = std::make_unique<BlobService>(env, &s->registry_->blobs());
+  // The blob service and the GC belong to the process that owns the blobs (role all or control); a
+  // replica or trainer (ServerOptions::registry.blob_backend set) reaches the control plane's instead.
+  if (storage::BlobStore* owned = s->registry_->owned_blobs(); owned != nullptr && RoleIsControlPlane(options.role)) {
+    s->blobs_service_ = std::make_unique<BlobService>(env, owned);
+  }
   s->datasets_ = std::make_unique<DatasetsService>(env);
   s->experts_ = std::make_unique<ExpertsService>(env);
   s->fine_tuning_ = std::make_unique<FineTuningService>(env);
@@ -436,7 +440,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   builder.AddListeningPort(options.listen, credentials, &s->port_);
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(s->admin_.get());
-  builder.RegisterService(s->blobs_service_.get());
+  if (s->blobs_service_) builder.RegisterService(s->blobs_service_.get());
   builder.RegisterService(s->datasets_.get());
   builder.RegisterService(s->experts_.get());
   builder.RegisterService(s->fine_tuning_.get());
@@ -524,8 +528,8 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (s->scheduler_) s->scheduler_->Start();
   if (s->follower_) s->follower_->Start();
   // Blob GC is the control plane's housekeeping (one collector per registry, beside the blob store
-  // that publishes write to).
-  if (RoleIsControlPlane(options.role)) s->gc_->Start();
+  // that publishes write to), and only where this process owns the blobs.
+  if (RoleIsControlPlane(options.role) && s->registry_->owned_blobs() != nullptr) s->gc_->Start();
   LogInfo("serving", {{"role", ServerRoleName(options.role)}, {"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
                       {"tls", options.tls_cert_file.empty() ? "off" : options.tls_client_ca_file.empty() ? "on" : "mutual"},
                       {"metrics_port", s->metrics_port()}, {"http_port", s->http_port()}, {"backbone", env.backbone.name},

@@ -14,7 +14,9 @@
 //
 // Besides the public tessera.v1 services, the gRPC port serves tessera.internal.v1.Blobs
 // (services/blob_service.h, ADMIN keys only): the blob store, to replicas and trainers of the same
-// deployment whose data dirs hold only a cache (services/remote_blob_store.h).
+// deployment whose data dirs hold only a cache (services/remote_blob_store.h). A server whose registry
+// reaches remote blobs (ServerOptions::registry.blob_backend: role inference or trainer) serves no blobs
+// and runs no blob GC: both belong to the owner.
 #pragma once
 
 #include <atomic>

@@ -58,13 +58,21 @@ bool ConstantTimeEqual(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-Registry::Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> blobs,
+Registry::Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> owned_blobs,
                    std::unique_ptr<Database> pool)
     : data_dir_(std::move(data_dir)),
-      options_(options),
-      blobs_(std::move(blobs)),
+      options_(std::move(options)),
+      owned_blobs_(std::move(owned_blobs)),
+      blobs_(owned_blobs_ != nullptr ? static_cast<BlobBackend*>(owned_blobs_.get()) : options_.blob_backend.get()),
       pool_(std::move(pool)) {
   quotas_.defaults = options_.default_quotas;
+}
+
+absl::Status Registry::RequireOwnedBlobs(std::string_view what) const {
+  if (owned_blobs_ != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      std::string(what), ": this process does not own the blobs (they live on the control plane, "
+      "Registry::Options::blob_backend); blob garbage collection runs only there (--role all or control)"));
 }
 
 Registry::~Registry() = default;
@@ -77,7 +85,11 @@ absl::StatusOr<std::unique_ptr<Registry>> Registry::Open(const std::string& data
   if (ec) {
     return absl::InternalError(absl::StrCat("cannot create data dir ", data_dir, ": ", ec.message()));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> blobs, BlobStore::Create(data_dir + "/blobs"));
+  // Owned blobs (data_dir/blobs) unless another process owns them (Options::blob_backend).
+  std::unique_ptr<BlobStore> blobs;
+  if (options.blob_backend == nullptr) {
+    ASSIGN_OR_RETURN(blobs, BlobStore::Create(data_dir + "/blobs"));
+  }
   std::string db_target;
   if (options.database.empty() || options.database == "sqlite") {
     db_target = data_dir + "/registry.db";

@@ -1,6 +1,7 @@
 // The registry: Tessera's system of record. Metadata in SQLite (data_dir/registry.db, the default) or
 // PostgreSQL (Options::database; storage/database.h is the seam, both run the same SQL and the same
-// numbered migrations) plus a content-addressed BlobStore (data_dir/blobs).
+// numbered migrations) plus content-addressed blobs: a BlobStore in data_dir/blobs owned by this process
+// (the default), or a BlobBackend owned by another (Options::blob_backend; issue 21, roles).
 //
 // Contract for every method:
 // - Returns absl::Status / StatusOr with canonical codes: INVALID_ARGUMENT (bad input, message names the
@@ -26,7 +27,8 @@
 // moments on power loss); PostgreSQL commits are always durable (synchronous_commit). A blob is always written (and fsync'ed) before the row naming it is committed,
 // and PublishVersion/CreateDataset refuse a digest whose blob is absent, so no row ever lacks its blob.
 //
-// Blob garbage collection (CollectGarbage) deletes blobs referenced by no dataset/version row and no
+// Blob garbage collection runs ONLY on the process that owns the blobs (role all or control; see
+// Options::blob_backend): elsewhere it is FAILED_PRECONDITION. It (CollectGarbage) deletes blobs referenced by no dataset/version row and no
 // unfinished (QUEUED/RUNNING) job's checkpoint, and whose last Put is older than a grace period. Safe against a concurrent publish because (1) BlobStore::Put
 // refreshes the blob's mtime, so a blob being published is young, and (2) each deletion happens inside a
 // write transaction that re-checks the references, so it serializes with PublishVersion/CreateDataset
@@ -47,6 +49,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -79,10 +82,19 @@ class Registry {
     absl::Duration wait_poll_interval = absl::Milliseconds(100);
     // Where the metadata lives: "" or "sqlite" = data_dir/registry.db (embedded, the default);
     // "postgres://USER@HOST:PORT/DB" (any libpq URI) = that PostgreSQL database, shared by every process
-    // and host that opens it. The blob store stays in data_dir/blobs either way.
+    // and host that opens it. The blobs are wherever blob_backend says, either way.
     std::string database;
     // Server-wide quota defaults for tenants without an override (storage/quotas.h; 0 = unlimited).
     QuotaLimits default_quotas;
+    // Where the blobs live. Null (the default): this process OWNS them, in data_dir/blobs
+    // (tessera-server --role all or control): it alone garbage-collects, backs up and serves them to the
+    // other processes (services/blob_service.h). Set: another process owns them and this backend reaches
+    // them (services::RemoteBlobStore on inference replicas and trainers, --role inference|trainer):
+    // data_dir/blobs is not opened, owned_blobs() is null, and CollectGarbage /
+    // DeleteBlobsIfUnreferenced are FAILED_PRECONDITION. Publish and CreateDataset still check, inside
+    // their write transactions, that the owner holds the blob (BlobBackend::Size): the shared database's
+    // write lock is what serializes them with the owner's garbage collector.
+    std::shared_ptr<BlobBackend> blob_backend;
   };
 
   // Opens (creating if needed) the database (Options::database) and data_dir/blobs, applies pending
@@ -97,7 +109,11 @@ class Registry {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  BlobStore& blobs() { return *blobs_; }
+  // Every blob read and write goes through blobs(): the owned store or Options::blob_backend.
+  BlobBackend& blobs() { return *blobs_; }
+  // The store in data_dir/blobs when this process owns the blobs; null when Options::blob_backend is set.
+  // For what only the owner does: garbage collection, backup, serving blobs to other processes.
+  BlobStore* owned_blobs() { return owned_blobs_.get(); }
   // true when the metadata is in PostgreSQL (Options::database).
   bool on_postgres() const;
   const std::string& data_dir() const { return data_dir_; }
@@ -313,15 +329,18 @@ class Registry {
                                                     absl::Time written_before);
 
  private:
-  Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> blobs,
+  Registry(std::string data_dir, Options options, std::unique_ptr<BlobStore> owned_blobs,
            std::unique_ptr<Database> pool);
+  // FAILED_PRECONDITION unless this process owns the blobs (the GC's guard).
+  absl::Status RequireOwnedBlobs(std::string_view what) const;
   void NotifyWaiters();
   // One guarded deletion (write transaction: references re-checked, then the mtime against `cutoff`).
   absl::Status DeleteBlobIfUnreferenced(const std::string& digest, absl::Time cutoff, GcStats* stats);
 
   std::string data_dir_;
   Options options_;
-  std::unique_ptr<BlobStore> blobs_;
+  std::unique_ptr<BlobStore> owned_blobs_;  // null when options_.blob_backend is set
+  BlobBackend* blobs_;                      // owned_blobs_ or options_.blob_backend
   std::unique_ptr<Database> pool_;
   QuotaPolicy quotas_;  // options_.default_quotas; overrides off below migration 12 (see Open)
 

@@ -1,4 +1,6 @@
-// Registry: garbage collection of unreferenced blobs.
+// Registry: garbage collection of unreferenced blobs -- only in the process that owns them (role all
+// or control: owned_blobs_ set). Replicas and trainers (Options::blob_backend) get FAILED_PRECONDITION:
+// their blobs are the control plane's, and it alone decides what is garbage.
 //
 // References: a blob is referenced when a dataset or version row names it, or when it is the checkpoint
 // of an unfinished (QUEUED or RUNNING) job, which a requeued job resumes from however long it waits.
@@ -35,15 +37,15 @@ absl::Status Registry::DeleteBlobIfUnreferenced(const std::string& digest, absl:
                                 "state IN ('QUEUED', 'RUNNING'))",
                                 0, digest));
     if (refs > 0) return absl::OkStatus();
-    absl::StatusOr<absl::Time> written = blobs_->LastWritten(digest);
+    absl::StatusOr<absl::Time> written = owned_blobs_->LastWritten(digest);
     if (absl::IsNotFound(written.status())) return absl::OkStatus();
     if (!written.ok()) return written.status();
     if (*written > cutoff) {
       young = true;
       return absl::OkStatus();
     }
-    size = blobs_->Size(digest).value_or(0);
-    RETURN_IF_ERROR(blobs_->Delete(digest));
+    size = owned_blobs_->Size(digest).value_or(0);
+    RETURN_IF_ERROR(owned_blobs_->Delete(digest));
     deleted = true;
     return internal::AppendAudit(c, "system", "blob.delete", absl::StrCat("blob/", digest),
                                  absl::StrCat("{\"size_bytes\":", size, "}"));
@@ -58,6 +60,7 @@ absl::Status Registry::DeleteBlobIfUnreferenced(const std::string& digest, absl:
 
 absl::StatusOr<GcStats> Registry::DeleteBlobsIfUnreferenced(const std::vector<std::string>& digests,
                                                             absl::Time written_before) {
+  RETURN_IF_ERROR(RequireOwnedBlobs("DeleteBlobsIfUnreferenced"));
   GcStats stats;
   std::set<std::string> unique(digests.begin(), digests.end());
   stats.blobs_scanned = static_cast<int64_t>(unique.size());
@@ -70,9 +73,10 @@ absl::StatusOr<GcStats> Registry::DeleteBlobsIfUnreferenced(const std::vector<st
 
 absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
   if (grace < absl::ZeroDuration()) return absl::InvalidArgumentError("grace must be >= 0");
+  RETURN_IF_ERROR(RequireOwnedBlobs("CollectGarbage"));
   GcStats stats;
-  RETURN_IF_ERROR(blobs_->CollectTemps(grace).status());
-  ASSIGN_OR_RETURN(std::vector<std::string> digests, blobs_->ListDigests());
+  RETURN_IF_ERROR(owned_blobs_->CollectTemps(grace).status());
+  ASSIGN_OR_RETURN(std::vector<std::string> digests, owned_blobs_->ListDigests());
   stats.blobs_scanned = static_cast<int64_t>(digests.size());
   // Cheap pre-filter in one read transaction; each candidate is re-checked under the write lock below.
   std::set<std::string> referenced;

@@ -76,7 +76,7 @@ absl::StatusOr<int64_t> AppendEvent(Conn& c, const std::string& job_id, std::str
 // exists, so the transaction must have begun with LockBlobReferences.
 // Refused (RESOURCE_EXHAUSTED) past the tenant's max_versions / storage_bytes (`quotas`: the
 // registry's defaults and overrides).
-absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& version,
+absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobBackend& blobs, const NewVersion& version,
                                             const std::string& actor, const QuotaPolicy& quotas);
 // Promote's: moves the live pointer (change row, audit) unless `version` is already live.
 absl::StatusOr<LiveMove> PromoteInTxn(Conn& c, const std::string& tenant_id, int64_t version,

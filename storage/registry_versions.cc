@@ -87,7 +87,7 @@ absl::StatusOr<int64_t> CurrentSeq(Conn& c) {
 
 namespace internal {
 
-absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobStore& blobs, const NewVersion& in,
+absl::StatusOr<ExpertVersion> InsertVersion(Conn& c, BlobBackend& blobs, const NewVersion& in,
                                             const std::string& actor, const QuotaPolicy& quotas) {
   RETURN_IF_ERROR(ValidateTenantId(in.tenant_id));
   if (!BlobStore::IsValidDigest(in.blob_digest)) {

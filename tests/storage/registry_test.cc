@@ -1072,7 +1072,7 @@ TEST_F(RegistryTest, MutationsAreAudited) {
 
 // ---- Blob GC --------------------------------------------------------------------------------------
 
-void AgeBlob(BlobStore& blobs, const std::string& digest) {
+void AgeBlob(BlobBackend& blobs, const std::string& digest) {
   struct timespec old_times[2] = {{1000, 0}, {1000, 0}};
   ASSERT_EQ(::utimensat(AT_FDCWD, blobs.Path(digest).value().c_str(), old_times, 0), 0);
 }
