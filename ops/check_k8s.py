@@ -10,8 +10,8 @@
    port, runs as non-root with a read-only root filesystem, no privilege escalation and all capabilities
    dropped; each role's arguments carry the right --role, inference and trainer ones --control-plane
    and --control-plane-key-file naming the mounted admin-key Secret and --advertise $(POD_IP):PORT,
-   every role --registry and PGPASSWORD from the tessera-postgres Secret; the shared blob volume (when
-   rendered) ReadWriteMany and at every role's DATA_DIR/blobs; every $(VAR) in arguments is defined (an undefined one would reach the
+   every role --registry and PGPASSWORD from the tessera-postgres Secret; no blob volume shared between
+   roles (followers cache blobs in their own writable data dir); every $(VAR) in arguments is defined (an undefined one would reach the
    server literally); every flag is one tessera-server accepts (its --help, when a build is given);
    the cuda overlay requests nvidia.com/gpu for inference and trainers and no other overlay does;
    PodDisruptionBudgets cover inference and control; Services select pods and name ports they have;
@@ -292,23 +292,38 @@ def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def problems_shared_blobs(objs):
-    """With the shared-blobs component: a ReadWriteMany claim that every role pod mounts at DATA_DIR/blobs."""
+def problems_blob_ownership(objs):
+    """The control plane alone owns the blobs (DATA_DIR/blobs on its own volume); inference replicas and
+    trainers fetch and upload them over its tessera.internal.v1.Blobs service into a cache in their own,
+    writable data dir (DATA_DIR/blob-cache). So: no PersistentVolumeClaim is shared between roles, no
+    follower mounts anything at DATA_DIR/blobs, and every follower's --data-dir is a writable volume."""
     out = []
-    claims = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PersistentVolumeClaim"}
-    if "tessera-blobs" not in claims:
-        return out
-    if "ReadWriteMany" not in claims["tessera-blobs"]["spec"].get("accessModes", []):
-        out.append("persistentvolumeclaim/tessera-blobs is not ReadWriteMany")
+    claimed_by = {}
     for o in objs:
         if o["kind"] not in WORKLOAD_KINDS or component(o) not in ("control", "inference", "trainer"):
             continue
         ps = pod_spec(o)
-        vols = {v["name"] for v in ps.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == "tessera-blobs"}
+        for v in ps.get("volumes", []):
+            claim = v.get("persistentVolumeClaim", {}).get("claimName")
+            if claim:
+                claimed_by.setdefault(claim, set()).add(component(o))
+        if component(o) == "control":
+            continue
+        vols = {v["name"]: v for v in ps.get("volumes", [])}
         for c in ps["containers"]:
-            want = os.path.join(arg_pairs(c.get("args", [])).get("--data-dir") or "?", "blobs")
-            if not any(m["name"] in vols and m["mountPath"] == want for m in c.get("volumeMounts", [])):
-                out.append(f"{kn(o)}: does not mount tessera-blobs at {want}")
+            data_dir = arg_pairs(c.get("args", [])).get("--data-dir") or "?"
+            mounts = c.get("volumeMounts", [])
+            if any(m["mountPath"].rstrip("/") == os.path.join(data_dir, "blobs") for m in mounts):
+                out.append(f"{kn(o)}: mounts a volume at {data_dir}/blobs (followers keep only a cache; the "
+                           "control plane serves the blobs)")
+            # The mount that holds the data dir: the deepest mountPath at or above it.
+            data = sorted((m for m in mounts if (data_dir.rstrip("/") + "/").startswith(m["mountPath"].rstrip("/") + "/")),
+                          key=lambda m: len(m["mountPath"]), reverse=True)
+            if not data or data[0].get("readOnly") or data[0]["name"] not in vols:
+                out.append(f"{kn(o)}: --data-dir {data_dir} is not a writable volume (the blob cache lives there)")
+    for claim, comps in claimed_by.items():
+        if len(comps) > 1:
+            out.append(f"persistentvolumeclaim/{claim} is mounted by several roles ({', '.join(sorted(comps))})")
     return out
 
 
@@ -639,7 +654,7 @@ def smoke_roles(t, tg, objs, build, flags):
     of each, against a throwaway PostgreSQL (ops/scale_out_proof.py's) standing in for the Secret's
     registry: the control plane first, then the admin-key Secret made from its admin.key as ../k8s/
     README.md says, then a replica and a trainer reaching it by the Service name tessera-control:7070
-    (mapped to its loopback port) and sharing its blob volume. Each must pass its three probes; the
+    (mapped to its loopback port), fetching blobs from it over gRPC. Each must pass its three probes; the
     replica must serve the OpenAI API with that key; all must stop cleanly on SIGTERM."""
     import tempfile
     import time
@@ -773,9 +788,9 @@ def main():
         probs = problems_gpu(objs, tg == "overlays/cuda")
         t.check(f"{tg}: nvidia.com/gpu {'on inference and trainers' if tg == 'overlays/cuda' else 'nowhere'}", not probs, "; ".join(probs))
         if tg != "overlays/dev":
-            probs = problems_shared_blobs(objs)
-            t.check(f"{tg}: the blob store is one ReadWriteMany volume at every role's DATA_DIR/blobs"
-                    if any(o["kind"] == "PersistentVolumeClaim" for o in objs) else f"{tg}: no shared blob volume", not probs, "; ".join(probs))
+            probs = problems_blob_ownership(objs)
+            t.check(f"{tg}: blobs only on the control plane's volume; followers cache them in their own data dir",
+                    not probs, "; ".join(probs))
             probs = problems_pdb(objs)
             t.check(f"{tg}: PodDisruptionBudgets for inference and control", not probs, "; ".join(probs))
         probs = problems_services(objs)
@@ -842,8 +857,11 @@ def main():
             ("GPU request outside the cuda overlay is caught",
              lambda: problems_gpu(broken("inference", lambda o, c: c["resources"]["limits"].update({"nvidia.com/gpu": "1"})), False)),
             ("cuda overlay without GPUs is caught", lambda: problems_gpu(base, True)),
-            ("a trainer without the shared blob volume is caught",
-             lambda: problems_shared_blobs(broken("trainer", lambda o, c: c.update(volumeMounts=[m for m in c["volumeMounts"] if m["name"] != "blobs"])))),
+            ("a trainer mounting a shared blob volume is caught",
+             lambda: problems_blob_ownership(broken("trainer", lambda o, c: (
+                 pod_spec(o)["volumes"].append({"name": "blobs", "persistentVolumeClaim": {"claimName": "tessera-blobs"}}),
+                 c["volumeMounts"].append({"name": "blobs", "mountPath": os.path.join(
+                     arg_pairs(c["args"]).get("--data-dir"), "blobs")}))))),
             ("a replica without --registry is caught",
              lambda: problems_roles(wl(broken("inference", lambda o, c: c.update(args=[a for a in c["args"] if a not in ("--registry", "$(TESSERA_REGISTRY)")])), "inference"))),
             ("a replica advertising its host name is caught",

@@ -18,6 +18,8 @@ What it does, in order (standard-library Python; the CLIs and the HTTP API are t
      with the new live version (the X-Tessera-Expert-Version header of a completion).
   5. A replica is SIGKILLed mid-load; the load carries on through the other; a promote afterwards
      returns and the surviving replica serves it.
+     Every follower has its own data dir: blobs move over the control plane's Blobs service (replicas'
+     caches must hold the promoted versions' blobs, byte-identical; no follower has data/blobs).
   6. PASS only when every check passed and no acknowledged request failed; prints the summary line
      "scale-out proof: PASS|FAIL (...)".
 
@@ -315,11 +317,9 @@ def main():
         def follower(name, role, extra):
             args = list(follow)
             args[1] = role
-            s = Server(bin_dir, work, name, common + args + ["--replica-id", name] + extra)
-            # Until the blob service lands, processes share the control plane's blob store directory.
-            os.makedirs(os.path.join(s.dir, "data"), exist_ok=True)
-            os.symlink(os.path.join(control.dir, "data", "blobs"), os.path.join(s.dir, "data", "blobs"))
-            return s
+            # Its own data dir, sharing nothing with the control plane's: blobs come and go over the
+            # control plane's tessera.internal.v1.Blobs service, into a verified cache (data/blob-cache).
+            return Server(bin_dir, work, name, common + args + ["--replica-id", name] + extra)
         replicas = [follower(f"replica-{i}", "inference", ["--http-listen", "127.0.0.1:0"]) for i in (1, 2)]
         trainers = [follower(f"trainer-{i}", "trainer", ["--job-lease-seconds", "3", "--max-joint-jobs", "1",
                                                          "--max-concurrent-jobs", "1"]) for i in (1, 2)]
@@ -394,6 +394,20 @@ def main():
                          json.dumps(res))
             checks.check(f"both replicas serve {tenant} v{v} right after the promote returned",
                          all(s == {v} for s in seen.values()) and len(seen) == 2, json.dumps({k: sorted(s) for k, s in seen.items()}))
+        # Nothing shared: no follower has a blob store of its own; each replica's cache holds the promoted
+        # versions' blobs, byte-identical to the control plane's (the trainers uploaded them).
+        for tenant in jobs:
+            v = int(done[tenant].get("result_version", 0))
+            listed = cli.tessera(control, keys[tenant], tenant, "versions", "list").get("versions", [])
+            digest = next((x.get("sha256", "") for x in listed if int(x.get("version", 0)) == v), "")
+            owned = os.path.join(control.dir, "data", "blobs", digest[:2], digest)
+            for r in replicas:
+                cached = os.path.join(r.dir, "data", "blob-cache", digest[:2], digest)
+                checks.check(f"{r.name} fetched {tenant} v{v}'s blob into its own cache, identical to the control plane's",
+                             len(digest) == 64 and os.path.isfile(cached) and os.path.isfile(owned) and
+                             open(cached, "rb").read() == open(owned, "rb").read(), cached)
+        checks.check("no follower has a blob store of its own (data/blobs)",
+                     not any(os.path.exists(os.path.join(s.dir, "data", "blobs")) for s in replicas + trainers))
         time.sleep(load_seconds)
         res, live, seen = move("acme", "rollback")
         checks.check("rollback acme under load returns with no lagging replica",

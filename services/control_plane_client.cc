@@ -11,19 +11,22 @@
 
 namespace tessera::services {
 
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(const std::string& ca_file) {
+  if (ca_file.empty()) return grpc::InsecureChannelCredentials();
+  std::ifstream in(ca_file);
+  if (!in) return absl::NotFoundError(absl::StrCat("--control-plane-ca ", ca_file, ": cannot read"));
+  std::stringstream pem;
+  pem << in.rdbuf();
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = pem.str();
+  return grpc::SslCredentials(tls);
+}
+
 absl::StatusOr<v1::RuntimeStatus> ProbeControlPlane(const std::string& address, const std::string& admin_key,
                                                     const std::string& ca_file, absl::Duration wait) {
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  if (!ca_file.empty()) {
-    std::ifstream in(ca_file);
-    if (!in) return absl::NotFoundError(absl::StrCat("--control-plane-ca ", ca_file, ": cannot read"));
-    std::stringstream pem;
-    pem << in.rdbuf();
-    grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = pem.str();
-    creds = grpc::SslCredentials(tls);
-  }
-  std::unique_ptr<v1::Admin::Stub> admin = v1::Admin::NewStub(grpc::CreateChannel(address, creds));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = ControlPlaneCredentials(ca_file);
+  if (!creds.ok()) return creds.status();
+  std::unique_ptr<v1::Admin::Stub> admin = v1::Admin::NewStub(grpc::CreateChannel(address, *creds));
   const absl::Time end = absl::Now() + wait;
   for (;;) {
     grpc::ClientContext ctx;

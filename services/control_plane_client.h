@@ -4,13 +4,19 @@
 // message naming the flag, instead of a replica that silently serves a registry nobody controls.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/credentials.h"
 #include "tessera/v1/admin.pb.h"
 
 namespace tessera::services {
+
+// The credentials for channels to the control plane: plaintext when `ca_file` is empty, else TLS
+// trusting that PEM CA (--control-plane-ca). NOT_FOUND naming the flag when the file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(const std::string& ca_file);
 
 // Retries UNAVAILABLE (the control plane still starting) until `wait` has passed. `ca_file` empty:
 // plaintext; else TLS trusting that PEM CA.

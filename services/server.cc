@@ -22,6 +22,7 @@
 #include "services/inference_service.h"
 #include "services/log.h"
 #include "services/memory_trim.h"
+#include "services/remote_blob_store.h"
 #include "storage/quota_refusal.h"
 
 namespace tessera::services {
@@ -228,7 +229,17 @@ void TesseraServer::RegisterMetrics() {
                     "malloc's heap (state=in_use: held by the program, mmap included; free: kept by malloc; "
                     "mmap: of in_use, served by mmap). in_use flat across jobs = no leak (services/memory_trim.h).");
   metrics_.Describe("tessera_process_resident_memory_bytes", "gauge", "Resident set size of the server.");
+  metrics_.Describe("tessera_remote_blob_operations_total", "counter",
+                    "Replicas and trainers: blob operations against the control plane's store "
+                    "(op=cache_hit|fetch|upload|corrupt_dropped; fetches and uploads are sha256-verified).");
   metrics_.AddCollector([this](Metrics& m) {
+    if (remote_blobs_) {
+      const RemoteBlobStore::Stats st = remote_blobs_->stats();
+      m.Set("tessera_remote_blob_operations_total", {{"op", "cache_hit"}}, static_cast<double>(st.cache_hits));
+      m.Set("tessera_remote_blob_operations_total", {{"op", "fetch"}}, static_cast<double>(st.fetches));
+      m.Set("tessera_remote_blob_operations_total", {{"op", "upload"}}, static_cast<double>(st.uploads));
+      m.Set("tessera_remote_blob_operations_total", {{"op", "corrupt_dropped"}}, static_cast<double>(st.corrupt_dropped));
+    }
     m.Set("tessera_up", {}, shutting_down_.load() ? 0 : 1);
     const HeapStats heap = CurrentHeapStats();
     m.Set("tessera_heap_bytes", {{"state", "in_use"}}, static_cast<double>(heap.in_use_bytes));
@@ -325,9 +336,21 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
                                                              options.control_plane_ca_file, options.control_plane_wait);
     if (!cp.ok()) return cp.status();
   }
+  // An inference replica or trainer does not own the blobs: it reads and writes the control plane's
+  // over tessera.internal.v1.Blobs, verified, through a cache in its own data dir (ARCHITECTURE.md,
+  // Scale-out: "fetch blobs by digest"; services/remote_blob_store.h), so no volume is shared.
+  storage::Registry::Options registry_options = options.registry;
+  if (!RoleIsControlPlane(options.role) && registry_options.blob_backend == nullptr) {
+    absl::StatusOr<std::unique_ptr<RemoteBlobStore>> remote = RemoteBlobStore::ConnectToControlPlane(
+        options.control_plane, options.control_plane_key, options.control_plane_ca_file,
+        options.data_dir + "/blob-cache");
+    if (!remote.ok()) return remote.status();
+    registry_options.blob_backend = *std::move(remote);
+  }
   std::unique_ptr<TesseraServer> s(new TesseraServer());
   s->options_ = options;
-  absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(options.data_dir, options.registry);
+  s->remote_blobs_ = std::dynamic_pointer_cast<RemoteBlobStore>(registry_options.blob_backend);
+  absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(options.data_dir, registry_options);
   if (!reg.ok()) {
     return absl::Status(reg.status().code(),
                         absl::StrCat("opening the registry in ", options.data_dir, ": ", reg.status().message()));

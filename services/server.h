@@ -51,6 +51,7 @@ namespace tessera::services {
 
 class AdminService;
 class BlobService;
+class RemoteBlobStore;
 class DatasetsService;
 class ExpertsService;
 class FineTuningService;
@@ -183,6 +184,7 @@ class TesseraServer {
   std::atomic<bool> shutting_down_{false};
   Metrics metrics_;
   std::unique_ptr<storage::Registry> registry_;
+  std::shared_ptr<RemoteBlobStore> remote_blobs_;  // the registry's blobs on a follower; null where owned
   std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<RateLimiter> rate_limiter_;
   std::unique_ptr<WorkPool> pool_;

@@ -35,7 +35,7 @@ class RemoteRegistryTest : public ::testing::Test {
   void SetUp() override {
     TESSERA_REQUIRE_DB(db_);
     TestServerOptions o;
-    o.registry_database = db_.url();
+    o.registry = db_.url();
     server_ = std::make_unique<TestServer>(o);
     server_->CreateTenant("acme");
   }
@@ -164,7 +164,7 @@ TEST_F(RemoteRegistryTest, AServerWithRemoteBlobsServesNoBlobsAndRunsNoGc) {
   std::shared_ptr<RemoteBlobStore> remote = Remote(replica_dir_);
   ASSERT_NE(remote, nullptr);
   TestServerOptions o;
-  o.registry_database = db_.url();
+  o.registry = db_.url();
   if (db_.url().empty()) o.data_dir = server_->data_dir();  // the shared registry.db
   o.blob_backend = remote;
   TestServer replica(o);

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "services/replicas.h"
 #include "services/server_role.h"
+#include "storage/blob_store.h"
 #include "tests/services/http/http_client.h"
 #include "tests/services/test_server.h"
 #include "tests/storage/test_database.h"
@@ -207,7 +208,7 @@ class ScaleOutTest : public ::testing::Test {
     o.control_plane_key = control_->admin_key();
     o.replica_id = id;
     o.live_follow_poll = absl::Milliseconds(50);
-    o.share_blobs_with = control_->data_dir();
+    // No shared blobs: the replica fetches them from the control plane (RemoteBlobStore).
     return std::make_unique<TestServer>(o);
   }
 
@@ -219,7 +220,7 @@ class ScaleOutTest : public ::testing::Test {
     o.control_plane = control_->address();
     o.control_plane_key = control_->admin_key();
     o.replica_id = id;
-    o.share_blobs_with = control_->data_dir();
+    // No shared blobs: the trainer fetches datasets and uploads results over the control plane's Blobs service.
     return std::make_unique<TestServer>(o);
   }
 
@@ -327,6 +328,15 @@ TEST_F(ScaleOutTest, ReplicaLoadsTheLiveVersionsBeforeReportingServingAndRegiste
   v1::RuntimeStatus st = StatusWithKey(*replica, control_->admin_key());
   EXPECT_TRUE(Resident(st, "acme", v)) << st.DebugString();
   EXPECT_GE(st.applied_change_seq(), seq);
+  // It shares no blob directory with the control plane: the version's blob came over the Blobs service
+  // into its own verified cache.
+  const std::string digest = control_->registry().GetVersion("acme", v).value().sha256;
+  EXPECT_FALSE(std::filesystem::exists(replica->data_dir() + "/blobs"));
+  EXPECT_TRUE(std::filesystem::exists(replica->data_dir() + "/blob-cache"));
+  EXPECT_TRUE(storage::BlobStore::Create(replica->data_dir() + "/blob-cache").value()->Verify(digest).ok());
+  const std::string scraped = replica->server().metrics().Render();
+  EXPECT_NE(scraped.find("tessera_remote_blob_operations_total{op=\"fetch\"} 1"), std::string::npos) << scraped;
+  EXPECT_EQ(control_->server().metrics().Render().find("tessera_remote_blob_operations_total{"), std::string::npos);
   absl::StatusOr<std::vector<storage::Replica>> rows = control_->registry().ListReplicas();
   ASSERT_TRUE(rows.ok()) << rows.status();
   ASSERT_EQ(rows->size(), 1u);
@@ -491,10 +501,13 @@ TEST_F(ScaleOutTest, TrainerCompletesAJobCreatedOnTheControlPlane) {
   ASSERT_TRUE(control_->FineTuning()->GetJob(Ctx(key_).get(), gj, &job).ok());
   ASSERT_EQ(job.state(), v1::SUCCEEDED) << job.error();
   EXPECT_GE(job.result_version(), 1);
-  // Its version's blob is in the shared store, readable by the control plane.
+  // The trainer uploaded its version's blob to the control plane (it has no blob directory of its own;
+  // the dataset came down into its cache).
   absl::StatusOr<storage::ExpertVersion> version = control_->registry().GetVersion("acme", job.result_version());
   ASSERT_TRUE(version.ok()) << version.status();
-  EXPECT_TRUE(control_->registry().blobs().Get(version->sha256).ok());
+  EXPECT_TRUE(control_->registry().owned_blobs()->Verify(version->sha256).ok());
+  EXPECT_FALSE(std::filesystem::exists(trainer->data_dir() + "/blobs"));
+  EXPECT_TRUE(storage::BlobStore::Create(trainer->data_dir() + "/blob-cache").value()->Verify(ds.sha256()).ok());
 }
 
 }  // namespace

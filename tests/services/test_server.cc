@@ -49,7 +49,6 @@ void TestServer::Start() {
   so.live_follow_poll = options_.live_follow_poll;
   so.registry.default_quotas = options_.default_quotas;
   so.rate_limit_clock = options_.rate_limit_clock;
-  so.registry.database = options_.registry_database;
   so.registry.blob_backend = options_.blob_backend;
   if (options_.metrics) so.metrics_listen = "127.0.0.1:0";
   if (options_.http) so.http_listen = "127.0.0.1:0";

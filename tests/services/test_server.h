@@ -32,7 +32,6 @@ struct TestServerOptions {
   std::string data_dir;   // empty: a fresh temp dir
   storage::QuotaLimits default_quotas;  // tessera-server --default-* quota flags (here all 0 = unlimited)
   std::function<absl::Time()> rate_limit_clock;  // ServerOptions::rate_limit_clock (unset: absl::Now)
-  std::string registry_database;  // tessera-server --registry ("": SQLite in the data dir)
   // Set: the server's blobs live elsewhere (a replica or trainer: storage::Registry::Options::blob_backend).
   std::shared_ptr<storage::BlobBackend> blob_backend;
   int64_t max_dataset_bytes = 1 << 20;
