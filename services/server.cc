@@ -229,10 +229,18 @@ void TesseraServer::RegisterMetrics() {
                     "malloc's heap (state=in_use: held by the program, mmap included; free: kept by malloc; "
                     "mmap: of in_use, served by mmap). in_use flat across jobs = no leak (services/memory_trim.h).");
   metrics_.Describe("tessera_process_resident_memory_bytes", "gauge", "Resident set size of the server.");
+  metrics_.Describe("tessera_tenant_deletions_followed_total", "counter",
+                    "Replicas and trainers: tenants deleted on the control plane and forgotten here.");
+  metrics_.Describe("tessera_blob_cache_pruned_total", "counter",
+                    "Replicas and trainers: cached blobs deleted because no registry row references them.");
   metrics_.Describe("tessera_remote_blob_operations_total", "counter",
                     "Replicas and trainers: blob operations against the control plane's store "
                     "(op=cache_hit|fetch|upload|corrupt_dropped; fetches and uploads are sha256-verified).");
   metrics_.AddCollector([this](Metrics& m) {
+    if (sweeper_) {
+      m.Set("tessera_tenant_deletions_followed_total", {}, static_cast<double>(sweeper_->tenants_forgotten()));
+      m.Set("tessera_blob_cache_pruned_total", {}, static_cast<double>(sweeper_->cache_pruned()));
+    }
     if (remote_blobs_) {
       const RemoteBlobStore::Stats st = remote_blobs_->stats();
       m.Set("tessera_remote_blob_operations_total", {{"op", "cache_hit"}}, static_cast<double>(st.cache_hits));
@@ -397,6 +405,18 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     };
     s->follower_ = std::make_unique<LiveFollower>(s->registry_.get(), s->live_.get(), *start_seq, fo);
   }
+  if (!RoleIsControlPlane(options.role)) {
+    // The control plane applies its own tenant deletions (Admin.DeleteTenant); a follower learns of them
+    // from the registry (services/tenant_sweeper.h).
+    TenantSweeper::Options to;
+    to.interval = options.tenant_sweep_interval;
+    to.cache = s->remote_blobs_ ? &s->remote_blobs_->cache() : nullptr;
+    to.on_deleted = [srv = s.get()](const std::string& tenant) {
+      srv->live_->ForgetTenant(tenant);
+      srv->auth_->ForgetTenant(tenant);
+    };
+    s->sweeper_ = std::make_unique<TenantSweeper>(s->registry_.get(), to);
+  }
   s->gc_ = std::make_unique<BlobGc>(s->registry_.get(), &s->metrics_,
                                     BlobGc::Options{options.gc_interval, options.gc_grace});
   if (s->runner_) {
@@ -550,6 +570,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   }
   if (s->scheduler_) s->scheduler_->Start();
   if (s->follower_) s->follower_->Start();
+  if (s->sweeper_) s->sweeper_->Start();
   // Blob GC is the control plane's housekeeping (one collector per registry, beside the blob store
   // that publishes write to), and only where this process owns the blobs.
   if (RoleIsControlPlane(options.role) && s->registry_->owned_blobs() != nullptr) s->gc_->Start();
@@ -587,6 +608,7 @@ void TesseraServer::Shutdown() {
   }
   if (http_) http_->Stop();  // before the engine and pool its handlers use
   if (follower_) follower_->Stop();
+  if (sweeper_) sweeper_->Stop();
   if (presence_) presence_->Stop(/*deregister=*/true);
   if (gc_) gc_->Stop();
   if (scheduler_) scheduler_->Stop();

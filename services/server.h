@@ -44,6 +44,7 @@
 #include "services/service_env.h"
 #include "services/version_exporter.h"
 #include "services/stream_limiter.h"
+#include "services/tenant_sweeper.h"
 #include "services/work_pool.h"
 #include "storage/registry.h"
 
@@ -106,6 +107,9 @@ struct ServerOptions {
   absl::Duration gc_interval = absl::Minutes(5);  // <= 0: no periodic blob GC
   absl::Duration gc_grace = absl::Minutes(10);    // unreferenced blobs younger than this are kept
   absl::Duration live_follow_poll = absl::Milliseconds(250);  // longest wait per change-feed round
+  // Followers (role inference|trainer): how often the registry's tenant list is checked for tenants
+  // deleted on the control plane (services/tenant_sweeper.h).
+  absl::Duration tenant_sweep_interval = absl::Seconds(2);
   storage::Registry::Options registry;
   // TLS for the gRPC and HTTP listeners (PEM files). With tls_client_ca_file: mutual TLS, a client must
   // present a certificate that CA signed. Without TLS the listeners must be loopback unless
@@ -196,6 +200,7 @@ class TesseraServer {
   std::unique_ptr<LiveControl> live_;
   std::unique_ptr<JobScheduler> scheduler_;
   std::unique_ptr<LiveFollower> follower_;
+  std::unique_ptr<TenantSweeper> sweeper_;  // followers (role inference|trainer) only
   std::unique_ptr<ReplicaPresence> presence_;
   std::unique_ptr<BlobGc> gc_;
   ServiceEnv env_;

@@ -48,6 +48,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -322,6 +323,9 @@ class Registry {
   // whose last Put is older than `grace`, and
   // temp files older than `grace`. See the top comment for why this is safe against a concurrent publish.
   absl::StatusOr<GcStats> CollectGarbage(absl::Duration grace = absl::Minutes(10));
+  // Of `digests`, those a row references as CollectGarbage decides it (a dataset or version, or an
+  // unfinished job's checkpoint). Read-only, on any process: a follower prunes its blob cache with it.
+  absl::StatusOr<std::set<std::string>> ReferencedBlobs(const std::vector<std::string>& digests);
   // Deletes each of `digests` that no row references (as CollectGarbage decides it) and whose last Put
   // is not after `written_before`: content-addressed blobs are shared, so another tenant's dataset or
   // version with the same bytes keeps it, and so does a Put made for a publish since then.

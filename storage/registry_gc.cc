@@ -71,14 +71,8 @@ absl::StatusOr<GcStats> Registry::DeleteBlobsIfUnreferenced(const std::vector<st
   return stats;
 }
 
-absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
-  if (grace < absl::ZeroDuration()) return absl::InvalidArgumentError("grace must be >= 0");
-  RETURN_IF_ERROR(RequireOwnedBlobs("CollectGarbage"));
-  GcStats stats;
-  RETURN_IF_ERROR(owned_blobs_->CollectTemps(grace).status());
-  ASSIGN_OR_RETURN(std::vector<std::string> digests, owned_blobs_->ListDigests());
-  stats.blobs_scanned = static_cast<int64_t>(digests.size());
-  // Cheap pre-filter in one read transaction; each candidate is re-checked under the write lock below.
+absl::StatusOr<std::set<std::string>> Registry::ReferencedBlobs(const std::vector<std::string>& digests) {
+  const std::set<std::string> wanted(digests.begin(), digests.end());
   std::set<std::string> referenced;
   RETURN_IF_ERROR(pool_->Read([&](Conn& c) -> absl::Status {
     referenced.clear();
@@ -89,10 +83,23 @@ absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
     while (true) {
       ASSIGN_OR_RETURN(bool row, st.Step());
       if (!row) break;
-      referenced.insert(st.Text(0));
+      std::string digest = st.Text(0);
+      if (wanted.count(digest)) referenced.insert(std::move(digest));
     }
     return absl::OkStatus();
   }));
+  return referenced;
+}
+
+absl::StatusOr<GcStats> Registry::CollectGarbage(absl::Duration grace) {
+  if (grace < absl::ZeroDuration()) return absl::InvalidArgumentError("grace must be >= 0");
+  RETURN_IF_ERROR(RequireOwnedBlobs("CollectGarbage"));
+  GcStats stats;
+  RETURN_IF_ERROR(owned_blobs_->CollectTemps(grace).status());
+  ASSIGN_OR_RETURN(std::vector<std::string> digests, owned_blobs_->ListDigests());
+  stats.blobs_scanned = static_cast<int64_t>(digests.size());
+  // Cheap pre-filter in one read transaction; each candidate is re-checked under the write lock below.
+  ASSIGN_OR_RETURN(std::set<std::string> referenced, ReferencedBlobs(digests));
   for (const std::string& digest : digests) {
     if (referenced.count(digest)) continue;
     RETURN_IF_ERROR(DeleteBlobIfUnreferenced(digest, absl::Now() - grace, &stats));

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -350,6 +351,48 @@ TEST_F(ScaleOutTest, ReplicaLoadsTheLiveVersionsBeforeReportingServingAndRegiste
   rows = control_->registry().ListReplicas();
   ASSERT_TRUE(rows.ok());
   EXPECT_TRUE(rows->empty());
+}
+
+// Admin.DeleteTenant on the control plane reaches a replica (services/tenant_sweeper.h): it forgets the
+// tenant's resident overlay and prunes the deleted version's blob from its cache; a tenant re-created
+// under the same id is served the base experts, never the deleted tenant's version.
+TEST_F(ScaleOutTest, ReplicaForgetsATenantDeletedOnTheControlPlane) {
+  const int64_t v = testing::PublishScaledVersion(control_->registry(), "acme", {{0, 1}}, 1.5f);
+  ASSERT_EQ(Promote(v).live_version(), v);
+  const std::string digest = control_->registry().GetVersion("acme", v).value().sha256;
+  std::unique_ptr<TestServer> replica = StartReplica("replica-a");
+  ASSERT_TRUE(Resident(StatusWithKey(*replica, control_->admin_key()), "acme", v));
+  const std::string cached = replica->data_dir() + "/blob-cache/" + digest.substr(0, 2) + "/" + digest;
+  ASSERT_TRUE(std::filesystem::exists(cached));
+  // Older than the sweeper's grace for fresh fetches (60 s).
+  std::filesystem::last_write_time(cached, std::filesystem::last_write_time(cached) - std::chrono::minutes(5));
+
+  v1::DeleteTenantRequest del;
+  del.set_tenant_id("acme");
+  del.set_force(true);
+  v1::DeleteTenantResponse gone;
+  ASSERT_TRUE(control_->Admin()->DeleteTenant(Ctx(control_->admin_key()).get(), del, &gone).ok());
+  EXPECT_EQ(gone.versions_deleted(), 1);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (absl::Now() < deadline && (Resident(StatusWithKey(*replica, control_->admin_key()), "acme", v) ||
+                                    std::filesystem::exists(cached))) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_FALSE(Resident(StatusWithKey(*replica, control_->admin_key()), "acme", v));
+  EXPECT_FALSE(std::filesystem::exists(cached)) << "the deleted version's weights are still on the replica's disk";
+  const std::string scraped = replica->server().metrics().Render();
+  EXPECT_NE(scraped.find("tessera_tenant_deletions_followed_total 1"), std::string::npos) << scraped;
+
+  // The same id again: a new tenant at the base experts.
+  const std::string key = control_->CreateTenant("acme");
+  v1::GenerateRequest g;
+  g.set_tenant_id("acme");
+  g.set_prompt("add(1,2)=");
+  g.set_max_tokens(2);
+  v1::GenerateResponse r;
+  grpc::Status s = replica->Inference()->Generate(Ctx(key).get(), g, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(r.expert_version(), 0);
 }
 
 TEST_F(ScaleOutTest, PromoteAndRollbackReturnOnceEveryReplicaServesTheMove) {

@@ -47,6 +47,7 @@ void TestServer::Start() {
   so.gc_interval = options_.gc_interval;
   so.gc_grace = options_.gc_grace;
   so.live_follow_poll = options_.live_follow_poll;
+  so.tenant_sweep_interval = options_.tenant_sweep_interval;
   so.registry.default_quotas = options_.default_quotas;
   so.rate_limit_clock = options_.rate_limit_clock;
   so.registry.blob_backend = options_.blob_backend;

@@ -44,6 +44,7 @@ struct TestServerOptions {
   absl::Duration gc_interval = absl::ZeroDuration();  // periodic blob GC off unless a test asks
   absl::Duration gc_grace = absl::Minutes(10);
   absl::Duration live_follow_poll = absl::Milliseconds(250);
+  absl::Duration tenant_sweep_interval = absl::Milliseconds(100);  // ServerOptions::tenant_sweep_interval
   // TLS (tessera-server --tls-cert/--tls-key/--tls-client-ca) and what the test's own channel presents:
   // the CA it trusts (set: a TLS channel) and a client certificate for mutual TLS.
   std::string tls_cert, tls_key, tls_client_ca;
