@@ -1,5 +1,6 @@
 #include "services/live_follower.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "services/log.h"
@@ -7,8 +8,12 @@
 namespace tessera::services {
 
 LiveFollower::LiveFollower(storage::Registry* registry, LiveControl* live, int64_t from_seq,
-                           Options options)
-    : registry_(registry), live_(live), options_(options), cursor_(from_seq) {
+                           Options options, ChangeFeed* feed)
+    : registry_feed_(registry),
+      feed_(feed != nullptr ? feed : &registry_feed_),
+      live_(live),
+      options_(options),
+      cursor_(from_seq) {
   if (options_.batch < 1) options_.batch = 1;
   if (options_.poll <= absl::ZeroDuration()) options_.poll = absl::Milliseconds(250);
 }
@@ -34,8 +39,11 @@ absl::Status LiveFollower::CatchUp() {
   // The cursor (what cursor() and the gauge report) moves only once this round's moves are applied,
   // so "cursor >= seq" means the runtime serves what the registry said at seq or later.
   int64_t seq = cursor_.load();
-  for (;;) {
-    absl::StatusOr<std::vector<storage::Change>> changes = registry_->ListChangesSince(seq, options_.batch);
+  // Read before listing: every change up to it is then listed below (or no longer exists).
+  absl::StatusOr<int64_t> head = feed_->Head();
+  if (!head.ok()) feed = head.status();
+  for (; feed.ok();) {
+    absl::StatusOr<std::vector<storage::Change>> changes = feed_->ListChangesSince(seq, options_.batch);
     if (!changes.ok()) {
       feed = changes.status();
       break;
@@ -49,6 +57,7 @@ absl::Status LiveFollower::CatchUp() {
     if (!changes->empty()) seq = changes->back().seq;
     if (static_cast<int>(changes->size()) < options_.batch) break;
   }
+  if (feed.ok()) seq = std::max(seq, *head);
   if (absl::Now() >= next_retry_) {
     for (const std::string& t : retry_) {
       if (seen.insert(t).second) order.push_back(t);
@@ -75,7 +84,7 @@ absl::Status LiveFollower::CatchUp() {
 void LiveFollower::Loop() {
   absl::Time next_error_log = absl::InfinitePast();
   while (!stopping_.load()) {
-    absl::StatusOr<bool> changed = registry_->WaitForChange(cursor_.load(), options_.poll);
+    absl::StatusOr<bool> changed = feed_->WaitForChange(cursor_.load(), options_.poll);
     if (stopping_.load()) break;
     absl::Status s = changed.ok() ? absl::OkStatus() : changed.status();
     if (s.ok() && (*changed || retry_pending_.load())) s = CatchUp();

@@ -10,6 +10,11 @@
 // only ever install the newest version. Moves made through this process's LiveControl were already
 // served synchronously; their Resync finds the same version and does nothing.
 //
+// The feed is the registry's (polled) or, on an inference replica, the control plane's watch stream
+// (services/change_watcher.h). Each round also reads the feed's head first and moves the cursor to it
+// once the round's changes are applied: changes of a deleted tenant are gone, and a cursor left below
+// the head would make every wait return at once.
+//
 // A tenant whose resync fails (its version's blob unreadable, say) is retried every retry_interval
 // until it succeeds or a newer move supersedes it.
 #pragma once
@@ -25,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "services/change_feed.h"
 #include "services/live_control.h"
 #include "storage/registry.h"
 
@@ -42,8 +48,9 @@ class LiveFollower {
     std::function<void(int64_t)> on_applied;
   };
 
-  // Follows changes with seq > from_seq.
-  LiveFollower(storage::Registry* registry, LiveControl* live, int64_t from_seq, Options options);
+  // Follows changes with seq > from_seq, read from `feed` (not owned; null: the registry itself).
+  LiveFollower(storage::Registry* registry, LiveControl* live, int64_t from_seq, Options options,
+               ChangeFeed* feed = nullptr);
   ~LiveFollower();
 
   void Start();
@@ -58,7 +65,8 @@ class LiveFollower {
  private:
   void Loop();
 
-  storage::Registry* registry_;
+  RegistryChangeFeed registry_feed_;
+  ChangeFeed* feed_;  // registry_feed_ or the caller's
   LiveControl* live_;
   Options options_;
   std::atomic<int64_t> cursor_;

@@ -15,6 +15,8 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "services/admin_service.h"
 #include "services/blob_service.h"
+#include "services/change_watcher.h"
+#include "services/changes_service.h"
 #include "services/control_plane_client.h"
 #include "services/datasets_service.h"
 #include "services/experts_service.h"
@@ -229,6 +231,11 @@ void TesseraServer::RegisterMetrics() {
                     "malloc's heap (state=in_use: held by the program, mmap included; free: kept by malloc; "
                     "mmap: of in_use, served by mmap). in_use flat across jobs = no leak (services/memory_trim.h).");
   metrics_.Describe("tessera_process_resident_memory_bytes", "gauge", "Resident set size of the server.");
+  metrics_.Describe("tessera_change_watch_connected", "gauge",
+                    "Inference replicas: 1 while the control plane's change-feed stream is open (0: reading the "
+                    "registry instead).");
+  metrics_.Describe("tessera_change_watch_connects_total", "counter",
+                    "Inference replicas: change-feed streams opened (1 + reconnections).");
   metrics_.Describe("tessera_tenant_deletions_followed_total", "counter",
                     "Replicas and trainers: tenants deleted on the control plane and forgotten here.");
   metrics_.Describe("tessera_blob_cache_pruned_total", "counter",
@@ -237,6 +244,10 @@ void TesseraServer::RegisterMetrics() {
                     "Replicas and trainers: blob operations against the control plane's store "
                     "(op=cache_hit|fetch|upload|corrupt_dropped; fetches and uploads are sha256-verified).");
   metrics_.AddCollector([this](Metrics& m) {
+    if (change_watcher_) {
+      m.Set("tessera_change_watch_connected", {}, change_watcher_->connected() ? 1 : 0);
+      m.Set("tessera_change_watch_connects_total", {}, static_cast<double>(change_watcher_->connects()));
+    }
     if (sweeper_) {
       m.Set("tessera_tenant_deletions_followed_total", {}, static_cast<double>(sweeper_->tenants_forgotten()));
       m.Set("tessera_blob_cache_pruned_total", {}, static_cast<double>(sweeper_->cache_pruned()));
@@ -403,7 +414,16 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     fo.on_applied = [srv = s.get()](int64_t) {
       if (srv->presence_) srv->presence_->Notify();
     };
-    s->follower_ = std::make_unique<LiveFollower>(s->registry_.get(), s->live_.get(), *start_seq, fo);
+    if (!RoleIsControlPlane(options.role)) {
+      // A replica follows the control plane's watch stream (the registry while it is down).
+      absl::StatusOr<std::unique_ptr<ChangeWatcher>> watcher = ChangeWatcher::Connect(
+          options.control_plane, options.control_plane_key, options.control_plane_ca_file, s->registry_.get(),
+          *start_seq);
+      if (!watcher.ok()) return watcher.status();
+      s->change_watcher_ = *std::move(watcher);
+    }
+    s->follower_ = std::make_unique<LiveFollower>(s->registry_.get(), s->live_.get(), *start_seq, fo,
+                                                  s->change_watcher_.get());
   }
   if (!RoleIsControlPlane(options.role)) {
     // The control plane applies its own tenant deletions (Admin.DeleteTenant); a follower learns of them
@@ -471,6 +491,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (storage::BlobStore* owned = s->registry_->owned_blobs(); owned != nullptr && RoleIsControlPlane(options.role)) {
     s->blobs_service_ = std::make_unique<BlobService>(env, owned);
   }
+  if (RoleIsControlPlane(options.role)) s->changes_service_ = std::make_unique<ChangesService>(env);
   s->datasets_ = std::make_unique<DatasetsService>(env);
   s->experts_ = std::make_unique<ExpertsService>(env);
   s->fine_tuning_ = std::make_unique<FineTuningService>(env);
@@ -484,6 +505,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   builder.SetMaxReceiveMessageSize(8 << 20);
   builder.RegisterService(s->admin_.get());
   if (s->blobs_service_) builder.RegisterService(s->blobs_service_.get());
+  if (s->changes_service_) builder.RegisterService(s->changes_service_.get());
   builder.RegisterService(s->datasets_.get());
   builder.RegisterService(s->experts_.get());
   builder.RegisterService(s->fine_tuning_.get());
@@ -569,6 +591,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     }
   }
   if (s->scheduler_) s->scheduler_->Start();
+  if (s->change_watcher_) s->change_watcher_->Start();
   if (s->follower_) s->follower_->Start();
   if (s->sweeper_) s->sweeper_->Start();
   // Blob GC is the control plane's housekeeping (one collector per registry, beside the blob store
@@ -608,10 +631,12 @@ void TesseraServer::Shutdown() {
   }
   if (http_) http_->Stop();  // before the engine and pool its handlers use
   if (follower_) follower_->Stop();
+  if (change_watcher_) change_watcher_->Stop();
   if (sweeper_) sweeper_->Stop();
   if (presence_) presence_->Stop(/*deregister=*/true);
   if (gc_) gc_->Stop();
   if (scheduler_) scheduler_->Stop();
+  if (changes_service_) changes_service_->Stop();  // wakes its watch streams, which then end (UNAVAILABLE)
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (pool_) pool_->Shutdown();
   if (control_pool_) control_pool_->Shutdown();

@@ -16,7 +16,9 @@
 // (services/blob_service.h, ADMIN keys only): the blob store, to replicas and trainers of the same
 // deployment whose data dirs hold only a cache (services/remote_blob_store.h). A server whose registry
 // reaches remote blobs (ServerOptions::registry.blob_backend: role inference or trainer) serves no blobs
-// and runs no blob GC: both belong to the owner.
+// and runs no blob GC: both belong to the owner. The control plane also serves tessera.internal.v1.Changes
+// (services/changes_service.h, ADMIN keys): the change feed pushed to its inference replicas, which
+// follow it with services/change_watcher.h (the registry directly while it is unreachable).
 #pragma once
 
 #include <atomic>
@@ -52,6 +54,8 @@ namespace tessera::services {
 
 class AdminService;
 class BlobService;
+class ChangesService;
+class ChangeWatcher;
 class RemoteBlobStore;
 class DatasetsService;
 class ExpertsService;
@@ -199,6 +203,7 @@ class TesseraServer {
   std::unique_ptr<VersionExporter> exporter_;
   std::unique_ptr<LiveControl> live_;
   std::unique_ptr<JobScheduler> scheduler_;
+  std::unique_ptr<ChangeWatcher> change_watcher_;  // inference replicas: the control plane's feed
   std::unique_ptr<LiveFollower> follower_;
   std::unique_ptr<TenantSweeper> sweeper_;  // followers (role inference|trainer) only
   std::unique_ptr<ReplicaPresence> presence_;
@@ -206,6 +211,7 @@ class TesseraServer {
   ServiceEnv env_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<BlobService> blobs_service_;  // tessera.internal.v1.Blobs (services/blob_service.h)
+  std::unique_ptr<ChangesService> changes_service_;  // tessera.internal.v1.Changes (control plane)
   std::unique_ptr<DatasetsService> datasets_;
   std::unique_ptr<ExpertsService> experts_;
   std::unique_ptr<FineTuningService> fine_tuning_;

@@ -32,7 +32,7 @@ TestServer::~TestServer() {
 void TestServer::Start() {
   ServerOptions so;
   so.data_dir = options_.data_dir;
-  so.listen = "127.0.0.1:0";
+  so.listen = "127.0.0.1:" + std::to_string(options_.port);
   so.max_dataset_bytes = options_.max_dataset_bytes;
   so.job_lease = options_.job_lease;
   so.job_heartbeat = options_.job_heartbeat;

@@ -30,6 +30,7 @@ struct TestServerOptions {
   std::string general_eval_data;         // tessera-server --general-eval-data
   double max_general_regression = -1;    // tessera-server --max-general-regression (< 0: none)
   std::string data_dir;   // empty: a fresh temp dir
+  int port = 0;           // 0: any free port
   storage::QuotaLimits default_quotas;  // tessera-server --default-* quota flags (here all 0 = unlimited)
   std::function<absl::Time()> rate_limit_clock;  // ServerOptions::rate_limit_clock (unset: absl::Now)
   // Set: the server's blobs live elsewhere (a replica or trainer: storage::Registry::Options::blob_backend).
