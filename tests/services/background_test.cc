@@ -92,6 +92,30 @@ TEST(LiveFollowerServerTest, MovesByAnotherProcessReachTheRunningServer) {
             std::string::npos);
 }
 
+// Regression: a deleted tenant's feed rows go with it, so the feed's head can pass the last row. The
+// follower's cursor must reach the head (it stayed at the last row, every wait on the feed returned at
+// once, and the follower spun until the next change).
+TEST(LiveFollowerServerTest, CursorReachesTheHeadPastADeletedTenantsRows) {
+  TestServer server(WithModel());
+  server.CreateTenant("acme");
+  server.CreateTenant("globex");
+  ASSERT_EQ(PublishScaledVersion(server.registry(), "globex", {{0, 1}}, 1.5f), 1);
+  std::unique_ptr<storage::Registry> other = OpenSecondRegistry(server.data_dir());
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->Promote("globex", 1, "other-process").ok());
+  ASSERT_TRUE(other->DeleteTenant("globex", "other-process").ok());  // the newest rows are globex's
+  const int64_t head = other->ChangeSequence().value();
+  ASSERT_TRUE(other->ListChangesSince(0).value().empty() ||
+              other->ListChangesSince(0).value().back().seq < head);
+  LiveFollower* follower = server.server().live_follower();
+  ASSERT_NE(follower, nullptr);
+  ASSERT_TRUE(follower->CatchUp().ok());
+  EXPECT_EQ(follower->cursor(), head);
+  // Nothing new: a wait from the cursor times out instead of returning at once.
+  RegistryChangeFeed feed(&server.registry());
+  EXPECT_FALSE(feed.WaitForChange(follower->cursor(), absl::Milliseconds(50)).value());
+}
+
 // Records what the follower asks the runtime to serve; fails the first `fail_first` calls.
 class RecordingEngine final : public InferenceEngine {
  public:
