@@ -17,7 +17,8 @@ What it does, in order (standard-library Python; the CLIs and the HTTP API are t
      return with no lagging replica, and right after it returns every replica must answer that tenant
      with the new live version (the X-Tessera-Expert-Version header of a completion).
   5. A replica is SIGKILLed mid-load; the load carries on through the other; a promote afterwards
-     returns and the surviving replica serves it.
+     returns and the surviving replica serves it; `tessera --server R1,R2 generate` (the CLI's
+     tenant-affinity router: rendezvous order, failover) serves each tenant its live version.
      Every follower has its own data dir: blobs move over the control plane's Blobs service (replicas'
      caches must hold the promoted versions' blobs, byte-identical; no follower has data/blobs).
   6. PASS only when every check passed and no acknowledged request failed; prints the summary line
@@ -190,7 +191,9 @@ class Cli:
         return self._run("tessera", server, dict(os.environ, TESSERA_API_KEY=key, TESSERA_TENANT=tenant), args)
 
     def _run(self, prog, server, env, args):
-        p = subprocess.run([os.path.join(self.bin_dir, prog), "--server", server.addr, "--json", *args], env=env,
+        """`server`: a Server, or an address list for the CLI's replica router ("HOST:PORT,HOST:PORT")."""
+        addr = server if isinstance(server, str) else server.addr
+        p = subprocess.run([os.path.join(self.bin_dir, prog), "--server", addr, "--json", *args], env=env,
                            capture_output=True, text=True)
         if p.returncode != 0:
             raise RuntimeError(f"{prog} {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
@@ -430,6 +433,15 @@ def main():
                      live == v and seen.get(replicas[0].name) == {v} and set(lagging) <= {dead.name},
                      json.dumps(res))
         log(f"lagging replicas reported for that promote: {lagging}")
+        # Client-side tenant affinity (services/cli/replica_router.h): `tessera --server R1,R2` sends each
+        # tenant to its rendezvous-first replica and fails over to the next; with one replica dead every
+        # tenant is still served, by the survivor, with its live version.
+        both = ",".join(r.addr for r in replicas)
+        for tenant in jobs:
+            out = cli.tessera(both, keys[tenant], tenant, "generate", "add(2,3)=", "--max-tokens", "2")
+            want = int(cli.tessera(control, keys[tenant], tenant, "versions", "list").get("live_version", 0))
+            checks.check(f"tessera --server R1,R2 generate for {tenant} is served (live v{want}) with one replica dead",
+                         int(out.get("expert_version", -1)) == want, json.dumps(out))
         time.sleep(load_seconds)
         load.stop()
         log(f"first-try failures retried on the other replica: {retried_before_kill} before the replica kill, "

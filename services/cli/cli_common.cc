@@ -88,7 +88,10 @@ std::optional<CliError> ReadPemFlag(const Args& args, const std::string& flag, s
 }  // namespace
 
 std::optional<CliError> MakeChannel(const Args& args, std::shared_ptr<grpc::Channel>* out) {
-  const std::string server = args.Get("--server", "127.0.0.1:7070");
+  return MakeChannelTo(args, args.Get("--server", "127.0.0.1:7070"), out);
+}
+
+std::optional<CliError> MakeChannelTo(const Args& args, const std::string& server, std::shared_ptr<grpc::Channel>* out) {
   if (!args.Has("--tls-ca") && !args.Has("--tls-cert") && !args.Has("--tls-key")) {
     *out = grpc::CreateChannel(server, grpc::InsecureChannelCredentials());
     return std::nullopt;

@@ -51,6 +51,8 @@ inline const std::set<std::string> kGlobalFlags = {"--server", "--json", "--quie
 // the system's roots verify the server) are given, else plaintext. A usage error names an unreadable
 // file or a certificate without its key.
 std::optional<CliError> MakeChannel(const Args& args, std::shared_ptr<grpc::Channel>* out);
+// The same (TLS flags included) to `server` instead of --server's value.
+std::optional<CliError> MakeChannelTo(const Args& args, const std::string& server, std::shared_ptr<grpc::Channel>* out);
 // A client context carrying `authorization: Bearer <key>` and a deadline (seconds; 0 = none).
 std::unique_ptr<grpc::ClientContext> MakeContext(const std::string& key, int deadline_seconds = 60);
 

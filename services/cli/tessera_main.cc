@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,6 +20,7 @@
 #include "core/util/sha256.h"
 #include "services/cli/cli_common.h"
 #include "services/cli/progress.h"
+#include "services/cli/replica_router.h"
 #include "tessera/v1/datasets.grpc.pb.h"
 #include "tessera/v1/experts.grpc.pb.h"
 #include "tessera/v1/fine_tuning.grpc.pb.h"
@@ -77,7 +79,11 @@ Commands:
                                              server's; nothing is left in DIR on failure
 
 Global options:
-  --server HOST:PORT   default 127.0.0.1:7070
+  --server HOST:PORT   default 127.0.0.1:7070. A comma-separated list of inference replicas
+                       (HOST:PORT,HOST:PORT,...): generate and score go to the tenant's replica by
+                       rendezvous hashing (the same on every client, so its overlays stay warm there),
+                       to the next when one is down or full; when all are full the request fails at
+                       once (RESOURCE_EXHAUSTED: shed, retry later). Other commands use the first.
   --tls-ca PEM         use TLS, trusting this CA for the server's certificate
   --tls-cert PEM --tls-key PEM  a client certificate for a server that requires mutual TLS
   --json               machine-readable output (the response message(s) as JSON, one per line)
@@ -93,8 +99,22 @@ struct Ctx {
   std::string key;
   std::string tenant;
   std::shared_ptr<grpc::Channel> channel;
+  // --server A,B,...: inference replicas; generate and score go to the tenant's replica in rendezvous
+  // order, the next when one is down or full (services/cli/replica_router.h); other commands use the
+  // first in that order.
+  std::optional<ReplicaRouter> router;
   bool json = false;
 };
+
+// Runs an inference call on c.channel, or through c.router on each replica's channel in turn.
+grpc::Status CallInference(const Ctx& c, const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&)>& call) {
+  if (!c.router) return call(c.channel);
+  return c.router->Route(c.tenant, [&](const std::string& replica) {
+    std::shared_ptr<grpc::Channel> channel;
+    if (MakeChannelTo(c.args, replica, &channel)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "TLS flags");
+    return call(channel);
+  });
+}
 
 std::string Eta(double seconds) {
   if (seconds <= 0 || !std::isfinite(seconds)) return "-";
@@ -574,24 +594,32 @@ std::optional<CliError> Run(Ctx& c) {
       req.set_logprobs(true);
       req.set_top_logprobs(static_cast<int32_t>(i));  // range checked by the server (top_logprobs)
     }
-    auto stub = v1::Inference::NewStub(c.channel);
-    auto ctx = MakeContext(c.key, 600);
     std::vector<v1::TokenLogprob> logprobs;
     if (c.args.Has("--stream")) {
-      auto reader = stub->GenerateStream(ctx.get(), req);
-      v1::GenerateChunk chunk;
       v1::GenerateChunk last;
-      while (reader->Read(&chunk)) {
-        if (c.json) {
-          PrintJson(chunk);
-        } else {
-          std::fputs(chunk.text().c_str(), stdout);
-          std::fflush(stdout);
+      st = CallInference(c, [&](const std::shared_ptr<grpc::Channel>& channel) {
+        auto stub = v1::Inference::NewStub(channel);
+        auto ctx = MakeContext(c.key, 600);
+        auto reader = stub->GenerateStream(ctx.get(), req);
+        v1::GenerateChunk chunk;
+        bool printed = false;
+        while (reader->Read(&chunk)) {
+          printed = true;
+          if (c.json) {
+            PrintJson(chunk);
+          } else {
+            std::fputs(chunk.text().c_str(), stdout);
+            std::fflush(stdout);
+          }
+          if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = chunk;
+          logprobs.insert(logprobs.end(), chunk.logprobs().begin(), chunk.logprobs().end());
         }
-        if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) last = chunk;
-        logprobs.insert(logprobs.end(), chunk.logprobs().begin(), chunk.logprobs().end());
-      }
-      if (!(st = reader->Finish()).ok()) return RpcError(st);
+        grpc::Status s = reader->Finish();
+        // Output already printed is not sent again by another replica.
+        if (printed && !s.ok()) return grpc::Status(grpc::StatusCode::ABORTED, "the stream broke: " + s.error_message());
+        return s;
+      });
+      if (!st.ok()) return RpcError(st);
       if (!c.json) {
         std::printf("\n[finish %s, version %lld, %d+%d tokens]\n", v1::FinishReason_Name(last.finish_reason()).c_str(),
                     static_cast<long long>(last.expert_version()), last.usage().prompt_tokens(),
@@ -600,7 +628,10 @@ std::optional<CliError> Run(Ctx& c) {
       }
     } else {
       v1::GenerateResponse resp;
-      if (!(st = stub->Generate(ctx.get(), req, &resp)).ok()) return RpcError(st);
+      st = CallInference(c, [&](const std::shared_ptr<grpc::Channel>& channel) {
+        return v1::Inference::NewStub(channel)->Generate(MakeContext(c.key, 600).get(), req, &resp);
+      });
+      if (!st.ok()) return RpcError(st);
       if (c.json) return PrintJson(resp), std::nullopt;
       std::printf("%s\n[finish %s, version %lld, %d+%d tokens]\n", resp.text().c_str(),
                   v1::FinishReason_Name(resp.finish_reason()).c_str(), static_cast<long long>(resp.expert_version()),
@@ -628,10 +659,11 @@ std::optional<CliError> Run(Ctx& c) {
     if (auto e = c.args.GetInt("--version", &i)) return e;
     if (c.args.Has("--version")) req.set_version(i);
     req.set_return_routing(c.args.Has("--routing"));
-    auto stub = v1::Inference::NewStub(c.channel);
-    auto ctx = MakeContext(c.key, 600);
     v1::ScoreResponse resp;
-    if (!(st = stub->Score(ctx.get(), req, &resp)).ok()) return RpcError(st);
+    st = CallInference(c, [&](const std::shared_ptr<grpc::Channel>& channel) {
+      return v1::Inference::NewStub(channel)->Score(MakeContext(c.key, 600).get(), req, &resp);
+    });
+    if (!st.ok()) return RpcError(st);
     if (c.json) return PrintJson(resp), std::nullopt;
     std::printf("total_logprob %.4f  tokens %lld  perplexity %.4f  version %lld\n", resp.total_logprob(),
                 static_cast<long long>(resp.num_tokens()), resp.perplexity(),
@@ -728,7 +760,17 @@ int main(int argc, char** argv) {
     if (c.tenant.empty() && std::getenv("TESSERA_TENANT") != nullptr) c.tenant = std::getenv("TESSERA_TENANT");
     if (c.tenant.empty()) err = UsageError("no tenant: pass --tenant T or set TESSERA_TENANT");
   }
-  if (!err) err = MakeChannel(c.args, &c.channel);
+  if (!err && c.args.Get("--server").find(',') != std::string::npos) {
+    absl::StatusOr<ReplicaRouter> router = ReplicaRouter::Parse(c.args.Get("--server"));
+    if (!router.ok()) {
+      err = UsageError(std::string(router.status().message()));
+    } else {
+      c.router = *std::move(router);
+      err = MakeChannelTo(c.args, c.router->Order(c.tenant).front(), &c.channel);
+    }
+  } else if (!err) {
+    err = MakeChannel(c.args, &c.channel);
+  }
   if (!err) err = Run(c);
   if (err) {
     std::fprintf(stderr, "tessera: %s\n", err->message.c_str());

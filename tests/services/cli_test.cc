@@ -374,6 +374,30 @@ TEST_F(CliTest, UploadAndExportShowProgressOnStderr) {
 
 // --json everywhere: every read command of both CLIs prints JSON a script can parse (one object per
 // line), and `generate --logprobs` carries the tokens' logprobs.
+// --server A,B: generate and score go through the replica router (services/cli/replica_router.h): with
+// one address dead (nothing listens on port 1) the call lands on the live one whichever order the
+// tenant's hash gives; with both dead it fails at once as UNAVAILABLE naming both.
+TEST_F(CliTest, ServerListFailsOverToALiveReplica) {
+  EnsureTenant();
+  const std::string dead = "127.0.0.1:1";
+  for (const std::string& list : {dead + "," + server_->address(), server_->address() + "," + dead}) {
+    CliResult g = Run("tessera", {"--server", list, "--tenant", "acme", "--json", "generate", "add(2,3)=",
+                                  "--max-tokens", "2"},
+                      {KeyEnv()});
+    EXPECT_EQ(g.exit_code, 0) << list << ": " << g.err;
+    EXPECT_NE(g.out.find("\"usage\""), std::string::npos) << g.out;
+    CliResult s = Run("tessera", {"--server", list, "--tenant", "acme", "score", "add(2,3)=5"}, {KeyEnv()});
+    EXPECT_EQ(s.exit_code, 0) << list << ": " << s.err;
+  }
+  CliResult none = Run("tessera", {"--server", dead + ",127.0.0.1:2", "--tenant", "acme", "generate", "x"}, {KeyEnv()});
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.err.find("127.0.0.1:1"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("127.0.0.1:2"), std::string::npos) << none.err;
+  CliResult bad = Run("tessera", {"--server", dead + ",," + server_->address(), "--tenant", "acme", "generate", "x"},
+                      {KeyEnv()});
+  EXPECT_EQ(bad.exit_code, 2) << bad.err;
+}
+
 TEST_F(CliTest, EveryReadCommandHasJson) {
   EnsureTenant();
   UploadDataset();
