@@ -29,6 +29,14 @@ void ConfigureRoutes(httplib::Server& svr, const ServiceEnv* env) {
     res.status = code;
   });
 
+  // Range headers are ignored (RFC 9110 14.2 lets a server ignore Range; no route serves partial content):
+  // httplib would otherwise slice any body, errors included -- http_fuzz found a 404 whose OpenAI error
+  // object went out as its first two bytes. The request is httplib's own, not const.
+  svr.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    const_cast<httplib::Request&>(req).ranges.clear();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
   Router router(&svr, env);
   RegisterModels(router);
   RegisterCompletions(router);

@@ -73,6 +73,23 @@ TEST_F(HttpApiTest, ModelsAreTheCallersTenantVersions) {
   EXPECT_EQ(other.error_field("code"), "model_not_found");
 }
 
+// Regression (http_fuzz): a Range header made httplib slice the body, so a 404's error object arrived
+// cut to its first bytes. Range is ignored: whole bodies, never 206.
+TEST_F(HttpApiTest, RangeHeadersAreIgnored) {
+  ApiClient client = Acme();
+  client.set_header("Range", "bytes=0-1");
+  HttpReply missing = client.Get("/v1/models/nobody");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.error_field("code"), "model_not_found") << missing.body;
+  HttpReply unknown = client.Get("/v1/no-such-route");
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_TRUE(unknown.json.contains("error")) << unknown.body;
+  HttpReply models = client.Get("/v1/models");
+  EXPECT_EQ(models.status, 200);
+  EXPECT_EQ(models.json["object"], "list") << models.body;
+  EXPECT_EQ(models.headers.count("Content-Range"), 0u);
+}
+
 TEST_F(HttpApiTest, MissingOrBadKeyIs401) {
   HttpReply none = ApiClient(port(), "").Get("/v1/models");
   EXPECT_EQ(none.status, 401);
