@@ -51,11 +51,12 @@ failed=()
 for t in "${TARGETS[@]}"; do
   args=(-max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=3072 -max_len=65536 -print_final_stats=1
         -artifact_prefix="$BUILD_DIR/artifacts/$t-")
+  runs=${RUNS[$t]:-20000}
   if [[ "$SEED" == random ]]; then
     work="$BUILD_DIR/corpus/$t"
   else
     work="$TESSERA_FUZZ_TMPDIR/corpus/$t"
-    args+=(-seed="$SEED" -runs="${RUNS[$t]:-20000}")
+    args+=(-seed="$SEED" -runs="$runs")
   fi
   mkdir -p "$work"
   [[ -f ops/fuzz/dicts/$t.dict ]] && args+=(-dict=ops/fuzz/dicts/$t.dict)
@@ -65,7 +66,7 @@ for t in "${TARGETS[@]}"; do
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
     capped=""
-    [[ "$SEED" != random && "$execs" != "${RUNS[$t]:-20000}" ]] && capped=" (stopped by the ${SECONDS_EACH} s cap)"
+    [[ "$SEED" != random && "$execs" != "$runs" ]] && capped=" (stopped by the ${SECONDS_EACH} s cap)"
     echo "fuzz: $t ok: seed $SEED, $execs executions in $((SECONDS - started)) s$capped, $cov"
   else
     echo "fuzz: $t FAILED (log: $log, input: $BUILD_DIR/artifacts/$t-*)"

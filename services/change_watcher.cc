@@ -5,29 +5,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "services/change_convert.h"
-#include "services/control_plane_client.h"
 #include "services/log.h"
 
 namespace tessera::services {
 
 ChangeWatcher::ChangeWatcher(std::shared_ptr<grpc::Channel> channel, std::string target, std::string admin_key,
-                             storage::Registry* fallback, int64_t from_seq, Options options)
+                             storage::Registry* registry, int64_t from_seq, Options options)
     : stub_(internal::v1::Changes::NewStub(std::move(channel))),
       target_(std::move(target)),
       admin_key_(std::move(admin_key)),
-      fallback_(fallback),
+      fallback_(registry),
       options_(options),
       head_(from_seq) {}
-
-absl::StatusOr<std::unique_ptr<ChangeWatcher>> ChangeWatcher::Connect(const std::string& control_plane,
-                                                                       const std::string& admin_key,
-                                                                       const std::string& ca_file,
-                                                                       storage::Registry* fallback, int64_t from_seq) {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ControlPlaneCredentials(ca_file);
-  if (!credentials.ok()) return credentials.status();
-  return std::make_unique<ChangeWatcher>(grpc::CreateChannel(control_plane, *credentials), control_plane, admin_key,
-                                         fallback, from_seq, Options());
-}
 
 ChangeWatcher::~ChangeWatcher() { Stop(); }
 
@@ -121,7 +110,7 @@ void ChangeWatcher::Loop() {
 absl::StatusOr<std::vector<storage::Change>> ChangeWatcher::ListChangesSince(int64_t after_seq, int limit) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (connected_ || fallback_ == nullptr) {
+    if (connected_) {
       // The consumer has applied everything up to after_seq: drop it.
       while (!buffer_.empty() && buffer_.front().seq <= after_seq) buffer_.pop_front();
       std::vector<storage::Change> out;
@@ -132,27 +121,27 @@ absl::StatusOr<std::vector<storage::Change>> ChangeWatcher::ListChangesSince(int
       return out;
     }
   }
-  return fallback_->ListChangesSince(after_seq, limit);
+  return fallback_.ListChangesSince(after_seq, limit);
 }
 
 absl::StatusOr<int64_t> ChangeWatcher::Head() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (connected_ || fallback_ == nullptr) return head_;
+    if (connected_) return head_;
   }
-  return fallback_->ChangeSequence();
+  return fallback_.Head();
 }
 
 absl::StatusOr<bool> ChangeWatcher::WaitForChange(int64_t after_seq, absl::Duration timeout) {
   {
     std::unique_lock<std::mutex> lock(mu_);
-    if (connected_ || fallback_ == nullptr) {
-      cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
-                   [&] { return stopping_ || head_ > after_seq || (!connected_ && fallback_ != nullptr); });
-      if (connected_ || fallback_ == nullptr || head_ > after_seq) return head_ > after_seq;
+    if (connected_) {
+      // Wakes early when the stream drops: the rest of the wait is the registry's.
+      cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return stopping_ || head_ > after_seq || !connected_; });
+      if (connected_ || head_ > after_seq) return head_ > after_seq;
     }
   }
-  return fallback_->WaitForChange(after_seq, timeout);
+  return fallback_.WaitForChange(after_seq, timeout);
 }
 
 }  // namespace tessera::services

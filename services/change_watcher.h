@@ -6,7 +6,7 @@
 // changes it receives; after a disconnect it reconnects with backoff (100 ms doubling to 2 s) and
 // resumes after the last head it received, so nothing is missed and nothing is applied twice (the
 // follower asks only for seq > its cursor). While the stream is down -- the control plane restarting,
-// say -- the feed reads the registry directly (`fallback`), so moves made meanwhile by other processes
+// say -- the feed reads the registry directly (RegistryChangeFeed), so moves made meanwhile by other processes
 // (a trainer's auto-promotion) still reach the replica.
 // Thread-safety: all methods are thread-safe; one consumer (the LiveFollower) is expected.
 #pragma once
@@ -36,15 +36,13 @@ class ChangeWatcher final : public ChangeFeed {
     absl::Duration reconnect_min = absl::Milliseconds(100);
     absl::Duration reconnect_max = absl::Seconds(2);
   };
-  // `channel` to the control plane's gRPC port; `fallback` (not owned) is read while the stream is down.
-  // Watches changes with seq > from_seq.
+  // `channel` to the control plane's gRPC port (`target` names it in logs); `registry` (not owned) is
+  // read while the stream is down. Watches changes with seq > from_seq.
   ChangeWatcher(std::shared_ptr<grpc::Channel> channel, std::string target, std::string admin_key,
-                storage::Registry* fallback, int64_t from_seq, Options options);
-  // What tessera-server --role inference does: plaintext, or TLS trusting `ca_file`.
-  static absl::StatusOr<std::unique_ptr<ChangeWatcher>> Connect(const std::string& control_plane,
-                                                                 const std::string& admin_key,
-                                                                 const std::string& ca_file,
-                                                                 storage::Registry* fallback, int64_t from_seq);
+                storage::Registry* registry, int64_t from_seq, Options options);
+  ChangeWatcher(std::shared_ptr<grpc::Channel> channel, std::string target, std::string admin_key,
+                storage::Registry* registry, int64_t from_seq)
+      : ChangeWatcher(std::move(channel), std::move(target), std::move(admin_key), registry, from_seq, Options()) {}
   ~ChangeWatcher() override;
 
   void Start();
@@ -63,7 +61,7 @@ class ChangeWatcher final : public ChangeFeed {
   std::unique_ptr<internal::v1::Changes::Stub> stub_;
   const std::string target_;
   const std::string admin_key_;
-  storage::Registry* fallback_;
+  RegistryChangeFeed fallback_;
   const Options options_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -14,12 +14,14 @@ ChangesService::ChangesService(const ServiceEnv& env, Options options) : env_(en
   if (options_.batch < 1) options_.batch = 1;
 }
 
-void ChangesService::StartHeadWatcher() {
+int64_t ChangesService::StartHeadWatcher() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (head_thread_.joinable() || stopping_) return;
-  absl::StatusOr<int64_t> head = env_.registry->ChangeSequence();
-  head_ = head.ok() ? *head : 0;
-  head_thread_ = std::thread([this] { WatchHead(); });
+  if (!head_thread_.joinable() && !stopping_) {
+    absl::StatusOr<int64_t> head = env_.registry->ChangeSequence();
+    head_ = head.ok() ? *head : 0;
+    head_thread_ = std::thread([this] { WatchHead(); });
+  }
+  return head_;
 }
 
 ChangesService::~ChangesService() { Stop(); }
@@ -90,23 +92,27 @@ grpc::ServerWriteReactor<internal::v1::ChangeBatch>* ChangesService::Watch(
   absl::StatusOr<std::shared_ptr<StreamSlot>> acquired = AcquireStreamSlot(env, "(replicas)", "Changes/Watch");
   if (!acquired.ok()) return new RejectedWriter<Batch>(env, kMethod, acquired.status());
   std::shared_ptr<StreamSlot> slot = *std::move(acquired);
-  StartHeadWatcher();
-  return new ThreadedWriter<Batch>(env, kMethod, [this, &env, req, slot](ThreadedWriter<Batch>* w) -> absl::Status {
+  const int64_t first_head = StartHeadWatcher();
+  return new ThreadedWriter<Batch>(env, kMethod, [this, &env, req, slot, first_head](ThreadedWriter<Batch>* w) -> absl::Status {
     int64_t after = req->after_seq();
+    // The head watcher's, read from the registry before the listing below: every change up to it is in
+    // that listing or no longer exists. Nothing is read while it has not moved past `after`.
+    int64_t head = first_head;
     absl::Time last_write = absl::InfinitePast();  // the first round always writes (the client learns the head)
     for (;;) {
       if (Stopping() || (env.shutting_down != nullptr && env.shutting_down->load())) {
         return absl::UnavailableError("the control plane is shutting down; watch again to resume (after_seq)");
       }
-      // The head before the listing: every change up to it is in the listing or no longer exists.
-      absl::StatusOr<int64_t> head = env.registry->ChangeSequence();
-      if (!head.ok()) return head.status();
-      absl::StatusOr<std::vector<storage::Change>> changes = env.registry->ListChangesSince(after, options_.batch);
-      if (!changes.ok()) return changes.status();
-      const bool full = static_cast<int>(changes->size()) == options_.batch;
       Batch batch;
-      for (const storage::Change& c : *changes) ToProto(c, batch.add_changes());
-      const int64_t reached = full ? changes->back().seq : std::max(after, std::max(*head, changes->empty() ? 0 : changes->back().seq));
+      int64_t reached = after;
+      bool full = false;
+      if (head > after) {
+        absl::StatusOr<std::vector<storage::Change>> changes = env.registry->ListChangesSince(after, options_.batch);
+        if (!changes.ok()) return changes.status();
+        full = static_cast<int>(changes->size()) == options_.batch;
+        for (const storage::Change& c : *changes) ToProto(c, batch.add_changes());
+        reached = full ? changes->back().seq : std::max(head, changes->empty() ? after : changes->back().seq);
+      }
       batch.set_head_seq(reached);
       if (reached > after || absl::Now() - last_write >= options_.keepalive) {
         if (!w->Write(batch)) return absl::CancelledError("the replica went away");
@@ -114,7 +120,7 @@ grpc::ServerWriteReactor<internal::v1::ChangeBatch>* ChangesService::Watch(
         after = reached;
       }
       if (full) continue;
-      WaitBeyond(after, absl::Seconds(1));
+      head = WaitBeyond(after, absl::Seconds(1));
       if (w->cancelled()) return absl::CancelledError("the replica went away");
     }
   });

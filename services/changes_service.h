@@ -42,8 +42,8 @@ class ChangesService final : public internal::v1::Changes::CallbackService {
                                                              const internal::v1::WatchChangesRequest* req) override;
 
  private:
-  // Started by the first Watch (a server nobody watches runs no extra thread or poll).
-  void StartHeadWatcher();
+  // Started by the first Watch (a server nobody watches runs no extra thread or poll); returns the head.
+  int64_t StartHeadWatcher();
   void WatchHead();
   bool Stopping();
   // Waits until the head exceeds `after`, the service stops, or `timeout`; returns the head.

@@ -11,22 +11,22 @@
 
 namespace tessera::services {
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(const std::string& ca_file) {
-  if (ca_file.empty()) return grpc::InsecureChannelCredentials();
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ControlPlaneChannel(const std::string& address,
+                                                                   const std::string& ca_file) {
+  if (ca_file.empty()) return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   std::ifstream in(ca_file);
   if (!in) return absl::NotFoundError(absl::StrCat("--control-plane-ca ", ca_file, ": cannot read"));
   std::stringstream pem;
   pem << in.rdbuf();
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = pem.str();
-  return grpc::SslCredentials(tls);
+  return grpc::CreateChannel(address, grpc::SslCredentials(tls));
 }
 
-absl::StatusOr<v1::RuntimeStatus> ProbeControlPlane(const std::string& address, const std::string& admin_key,
-                                                    const std::string& ca_file, absl::Duration wait) {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = ControlPlaneCredentials(ca_file);
-  if (!creds.ok()) return creds.status();
-  std::unique_ptr<v1::Admin::Stub> admin = v1::Admin::NewStub(grpc::CreateChannel(address, *creds));
+absl::StatusOr<v1::RuntimeStatus> ProbeControlPlane(const std::shared_ptr<grpc::Channel>& channel,
+                                                    const std::string& address, const std::string& admin_key,
+                                                    absl::Duration wait) {
+  std::unique_ptr<v1::Admin::Stub> admin = v1::Admin::NewStub(channel);
   const absl::Time end = absl::Now() + wait;
   for (;;) {
     grpc::ClientContext ctx;

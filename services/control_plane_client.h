@@ -9,18 +9,21 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "grpcpp/security/credentials.h"
+#include "grpcpp/channel.h"
 #include "tessera/v1/admin.pb.h"
 
 namespace tessera::services {
 
-// The credentials for channels to the control plane: plaintext when `ca_file` is empty, else TLS
-// trusting that PEM CA (--control-plane-ca). NOT_FOUND naming the flag when the file cannot be read.
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(const std::string& ca_file);
+// The one channel a replica or trainer keeps to its control plane (the probe below, blob transfer,
+// the change-feed watch): plaintext when `ca_file` is empty, else TLS trusting that PEM CA
+// (--control-plane-ca). NOT_FOUND naming the flag when the file cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ControlPlaneChannel(const std::string& address,
+                                                                   const std::string& ca_file);
 
-// Retries UNAVAILABLE (the control plane still starting) until `wait` has passed. `ca_file` empty:
-// plaintext; else TLS trusting that PEM CA.
-absl::StatusOr<v1::RuntimeStatus> ProbeControlPlane(const std::string& address, const std::string& admin_key,
-                                                    const std::string& ca_file, absl::Duration wait);
+// Over `channel` to `address`; retries UNAVAILABLE (the control plane still starting) until `wait` has
+// passed.
+absl::StatusOr<v1::RuntimeStatus> ProbeControlPlane(const std::shared_ptr<grpc::Channel>& channel,
+                                                    const std::string& address, const std::string& admin_key,
+                                                    absl::Duration wait);
 
 }  // namespace tessera::services

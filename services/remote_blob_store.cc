@@ -2,7 +2,6 @@
 #include "services/remote_blob_store.h"
 
 #include "absl/strings/str_cat.h"
-#include "services/control_plane_client.h"
 #include "services/log.h"
 
 namespace tessera::services {
@@ -13,21 +12,6 @@ absl::StatusOr<std::unique_ptr<RemoteBlobStore>> RemoteBlobStore::Create(std::un
   absl::StatusOr<std::unique_ptr<storage::BlobStore>> cache = storage::BlobStore::Create(cache_dir);
   if (!cache.ok()) return cache.status();
   return std::unique_ptr<RemoteBlobStore>(new RemoteBlobStore(std::move(client), *std::move(cache)));
-}
-
-absl::StatusOr<std::unique_ptr<RemoteBlobStore>> RemoteBlobStore::ConnectToControlPlane(
-    const std::string& control_plane, const std::string& admin_key, const std::string& ca_file,
-    const std::string& cache_dir) {
-  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials = ControlPlaneCredentials(ca_file);
-  if (!credentials.ok()) return credentials.status();
-  absl::StatusOr<std::unique_ptr<BlobClient>> client = BlobClient::Connect(control_plane, admin_key, *credentials);
-  if (!client.ok()) return client.status();
-  absl::StatusOr<std::unique_ptr<RemoteBlobStore>> store = Create(*std::move(client), cache_dir);
-  if (!store.ok()) {
-    return absl::Status(store.status().code(),
-                        absl::StrCat("the blob cache ", cache_dir, ": ", store.status().message()));
-  }
-  return store;
 }
 
 absl::StatusOr<std::string> RemoteBlobStore::Fetch(std::string_view digest) const {

@@ -17,9 +17,10 @@
 // Garbage collection, backup and restore of blobs happen only on the process that owns them (role all
 // or control, storage::BlobStore); this class has no deletion API on purpose.
 //
-// How a replica/trainer wires it (TesseraServer::Start, --role inference|trainer): ConnectToControlPlane
-// with --control-plane, its key and CA, caching in DATA_DIR/blob-cache, becomes the registry's
-// Options::blob_backend, so every registry->blobs() user reads and writes through it.
+// How a replica/trainer wires it (TesseraServer::Start, --role inference|trainer): a BlobClient on its
+// channel to --control-plane (services/control_plane_client.h) with the --control-plane-key-file key,
+// caching in DATA_DIR/blob-cache, becomes the registry's Options::blob_backend, so every
+// registry->blobs() user reads and writes through it.
 #pragma once
 
 #include <atomic>
@@ -48,12 +49,6 @@ class RemoteBlobStore final : public storage::BlobBackend {
   // Creates `cache_dir` if needed.
   static absl::StatusOr<std::unique_ptr<RemoteBlobStore>> Create(std::unique_ptr<BlobClient> client,
                                                                  const std::string& cache_dir);
-  // What tessera-server --role inference|trainer does: a client of `control_plane` (HOST:PORT) with
-  // its ADMIN key, plaintext or TLS trusting `ca_file` (--control-plane-ca), caching in `cache_dir`.
-  static absl::StatusOr<std::unique_ptr<RemoteBlobStore>> ConnectToControlPlane(const std::string& control_plane,
-                                                                                const std::string& admin_key,
-                                                                                const std::string& ca_file,
-                                                                                const std::string& cache_dir);
 
   absl::StatusOr<std::string> Put(std::string_view bytes) override;
   absl::StatusOr<std::string> Get(std::string_view digest) const override;

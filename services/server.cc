@@ -345,30 +345,43 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     }
     credentials = grpc::SslServerCredentials(tls);
   }
+  // A replica or trainer keeps one channel to its control plane: the probe, blob transfer, the watch.
+  std::shared_ptr<grpc::Channel> control_channel;
+  std::shared_ptr<RemoteBlobStore> remote_blobs;
+  storage::Registry::Options registry_options = options.registry;
   if (!RoleIsControlPlane(options.role)) {
     if (options.control_plane_key.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("--role ", ServerRoleName(options.role),
                                                      " needs --control-plane-key-file FILE (an ADMIN key of the "
                                                      "control plane at ", options.control_plane, ")"));
     }
-    absl::StatusOr<v1::RuntimeStatus> cp = ProbeControlPlane(options.control_plane, options.control_plane_key,
-                                                             options.control_plane_ca_file, options.control_plane_wait);
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        ControlPlaneChannel(options.control_plane, options.control_plane_ca_file);
+    if (!channel.ok()) return channel.status();
+    control_channel = *std::move(channel);
+    absl::StatusOr<v1::RuntimeStatus> cp = ProbeControlPlane(control_channel, options.control_plane,
+                                                             options.control_plane_key, options.control_plane_wait);
     if (!cp.ok()) return cp.status();
-  }
-  // An inference replica or trainer does not own the blobs: it reads and writes the control plane's
-  // over tessera.internal.v1.Blobs, verified, through a cache in its own data dir (ARCHITECTURE.md,
-  // Scale-out: "fetch blobs by digest"; services/remote_blob_store.h), so no volume is shared.
-  storage::Registry::Options registry_options = options.registry;
-  if (!RoleIsControlPlane(options.role) && registry_options.blob_backend == nullptr) {
-    absl::StatusOr<std::unique_ptr<RemoteBlobStore>> remote = RemoteBlobStore::ConnectToControlPlane(
-        options.control_plane, options.control_plane_key, options.control_plane_ca_file,
-        options.data_dir + "/blob-cache");
-    if (!remote.ok()) return remote.status();
-    registry_options.blob_backend = *std::move(remote);
+    // It does not own the blobs: it reads and writes the control plane's over tessera.internal.v1.Blobs,
+    // verified, through a cache in its own data dir (ARCHITECTURE.md, Scale-out: "fetch blobs by
+    // digest"; services/remote_blob_store.h), so no volume is shared.
+    if (registry_options.blob_backend == nullptr) {
+      absl::StatusOr<std::unique_ptr<BlobClient>> client =
+          BlobClient::Create(control_channel, options.control_plane, options.control_plane_key);
+      if (!client.ok()) return client.status();
+      const std::string cache_dir = options.data_dir + "/blob-cache";
+      absl::StatusOr<std::unique_ptr<RemoteBlobStore>> remote = RemoteBlobStore::Create(*std::move(client), cache_dir);
+      if (!remote.ok()) {
+        return absl::Status(remote.status().code(),
+                            absl::StrCat("the blob cache ", cache_dir, ": ", remote.status().message()));
+      }
+      remote_blobs = *std::move(remote);
+      registry_options.blob_backend = remote_blobs;
+    }
   }
   std::unique_ptr<TesseraServer> s(new TesseraServer());
   s->options_ = options;
-  s->remote_blobs_ = std::dynamic_pointer_cast<RemoteBlobStore>(registry_options.blob_backend);
+  s->remote_blobs_ = remote_blobs;
   absl::StatusOr<std::unique_ptr<storage::Registry>> reg = storage::Registry::Open(options.data_dir, registry_options);
   if (!reg.ok()) {
     return absl::Status(reg.status().code(),
@@ -416,11 +429,8 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
     };
     if (!RoleIsControlPlane(options.role)) {
       // A replica follows the control plane's watch stream (the registry while it is down).
-      absl::StatusOr<std::unique_ptr<ChangeWatcher>> watcher = ChangeWatcher::Connect(
-          options.control_plane, options.control_plane_key, options.control_plane_ca_file, s->registry_.get(),
-          *start_seq);
-      if (!watcher.ok()) return watcher.status();
-      s->change_watcher_ = *std::move(watcher);
+      s->change_watcher_ = std::make_unique<ChangeWatcher>(control_channel, options.control_plane,
+                                                           options.control_plane_key, s->registry_.get(), *start_seq);
     }
     s->follower_ = std::make_unique<LiveFollower>(s->registry_.get(), s->live_.get(), *start_seq, fo,
                                                   s->change_watcher_.get());
@@ -486,9 +496,9 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   }
 
   s->admin_ = std::make_unique<AdminService>(env);
-  // The blob service and the GC belong to the process that owns the blobs (role all or control); a
-  // replica or trainer (ServerOptions::registry.blob_backend set) reaches the control plane's instead.
-  if (storage::BlobStore* owned = s->registry_->owned_blobs(); owned != nullptr && RoleIsControlPlane(options.role)) {
+  // The blob service and the GC belong to the process that owns the blobs (role all or control: a
+  // replica or trainer always has a blob_backend, and reaches the control plane's instead).
+  if (storage::BlobStore* owned = s->registry_->owned_blobs(); owned != nullptr) {
     s->blobs_service_ = std::make_unique<BlobService>(env, owned);
   }
   if (RoleIsControlPlane(options.role)) s->changes_service_ = std::make_unique<ChangesService>(env);
@@ -596,7 +606,7 @@ absl::StatusOr<std::unique_ptr<TesseraServer>> TesseraServer::Start(const Server
   if (s->sweeper_) s->sweeper_->Start();
   // Blob GC is the control plane's housekeeping (one collector per registry, beside the blob store
   // that publishes write to), and only where this process owns the blobs.
-  if (RoleIsControlPlane(options.role) && s->registry_->owned_blobs() != nullptr) s->gc_->Start();
+  if (s->registry_->owned_blobs() != nullptr) s->gc_->Start();
   LogInfo("serving", {{"role", ServerRoleName(options.role)}, {"listen", options.listen}, {"port", s->port_}, {"data_dir", options.data_dir},
                       {"tls", options.tls_cert_file.empty() ? "off" : options.tls_client_ca_file.empty() ? "on" : "mutual"},
                       {"metrics_port", s->metrics_port()}, {"http_port", s->http_port()}, {"backbone", env.backbone.name},

@@ -54,10 +54,6 @@ absl::StatusOr<QuotaLimits> LoadLimits(Conn& c, const std::string& tenant_id, co
   return ApplyOverrides(quotas.defaults, o);
 }
 
-absl::Status Exceeded(const std::string& tenant_id, Quota quota, const std::string& what, const std::string& retry) {
-  return QuotaRefusal(tenant_id, quota, what, retry);
-}
-
 std::string RaiseHint(const std::string& tenant_id, const char* flag) {
   return absl::StrCat("an operator can raise it (tessera-admin quotas set --tenant ", tenant_id, " ", flag, " N)");
 }
@@ -81,8 +77,8 @@ absl::Status CheckDatasetQuota(Conn& c, const std::string& tenant_id, const Quot
   if (limit == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(QuotaUsage u, LoadQuotaUsage(c, tenant_id));
   if (u.storage_bytes() + bytes <= limit) return absl::OkStatus();
-  return Exceeded(tenant_id, Quota::kStorageBytes, StorageWhat(u, bytes, limit, "this dataset"),
-                  StorageRetry(tenant_id));
+  return QuotaRefusal(tenant_id, Quota::kStorageBytes, StorageWhat(u, bytes, limit, "this dataset"),
+                      StorageRetry(tenant_id));
 }
 
 absl::Status CheckJobQuota(Conn& c, const std::string& tenant_id, const QuotaPolicy& quotas) {
@@ -92,23 +88,23 @@ absl::Status CheckJobQuota(Conn& c, const std::string& tenant_id, const QuotaPol
   }
   ASSIGN_OR_RETURN(QuotaUsage u, LoadQuotaUsage(c, tenant_id));
   if (int64_t limit = l[Quota::kMaxQueuedJobs]; limit > 0 && u.queued_jobs >= limit) {
-    return Exceeded(tenant_id, Quota::kMaxQueuedJobs,
-                    absl::StrCat("max_queued_jobs limit ", limit, " jobs: ", u.queued_jobs, " of its jobs are queued"),
-                    "retry once one of them starts or is cancelled");
+    return QuotaRefusal(tenant_id, Quota::kMaxQueuedJobs,
+                        absl::StrCat("max_queued_jobs limit ", limit, " jobs: ", u.queued_jobs, " of its jobs are queued"),
+                        "retry once one of them starts or is cancelled");
   }
   if (int64_t limit = l[Quota::kMaxVersions]; limit > 0 && u.versions + u.queued_jobs + u.running_jobs >= limit) {
-    return Exceeded(tenant_id, Quota::kMaxVersions,
-                    absl::StrCat("max_versions limit ", limit, " versions: it has ", u.versions, " versions and ",
-                                 u.queued_jobs + u.running_jobs,
-                                 " unfinished jobs that may each publish one, so this job could not publish its "
-                                 "version"),
-                    absl::StrCat("versions are never deleted: retry after an unfinished job ends without "
-                                 "publishing, or ",
-                                 RaiseHint(tenant_id, "--max-versions")));
+    return QuotaRefusal(tenant_id, Quota::kMaxVersions,
+                        absl::StrCat("max_versions limit ", limit, " versions: it has ", u.versions, " versions and ",
+                                     u.queued_jobs + u.running_jobs,
+                                     " unfinished jobs that may each publish one, so this job could not publish its "
+                                     "version"),
+                        absl::StrCat("versions are never deleted: retry after an unfinished job ends without "
+                                     "publishing, or ",
+                                     RaiseHint(tenant_id, "--max-versions")));
   }
   if (int64_t limit = l[Quota::kStorageBytes]; limit > 0 && u.storage_bytes() >= limit) {
-    return Exceeded(tenant_id, Quota::kStorageBytes, StorageWhat(u, 0, limit, "the version this job would publish"),
-                    StorageRetry(tenant_id));
+    return QuotaRefusal(tenant_id, Quota::kStorageBytes, StorageWhat(u, 0, limit, "the version this job would publish"),
+                        StorageRetry(tenant_id));
   }
   return absl::OkStatus();
 }
@@ -127,17 +123,17 @@ absl::Status CheckVersionQuota(Conn& c, const std::string& tenant_id, const Quot
                                        0, tenant_id, job_id));
   }
   if (int64_t limit = l[Quota::kMaxVersions]; limit > 0 && u.versions + ahead >= limit) {
-    return Exceeded(tenant_id, Quota::kMaxVersions,
-                    absl::StrCat("max_versions limit ", limit, " versions: it has ", u.versions, " versions",
-                                 ahead > 0 ? absl::StrCat(" and ", ahead, " other running jobs publishing") : "",
-                                 ", so no further version can be published"),
-                    absl::StrCat("versions are never deleted: ", RaiseHint(tenant_id, "--max-versions"),
-                                 " and the job be created again"));
+    return QuotaRefusal(tenant_id, Quota::kMaxVersions,
+                        absl::StrCat("max_versions limit ", limit, " versions: it has ", u.versions, " versions",
+                                     ahead > 0 ? absl::StrCat(" and ", ahead, " other running jobs publishing") : "",
+                                     ", so no further version can be published"),
+                        absl::StrCat("versions are never deleted: ", RaiseHint(tenant_id, "--max-versions"),
+                                     " and the job be created again"));
   }
   if (int64_t limit = l[Quota::kStorageBytes];
       limit > 0 && (bytes < 0 ? u.storage_bytes() >= limit : u.storage_bytes() + bytes > limit)) {
-    return Exceeded(tenant_id, Quota::kStorageBytes, StorageWhat(u, bytes < 0 ? 0 : bytes, limit, "the version"),
-                    StorageRetry(tenant_id));
+    return QuotaRefusal(tenant_id, Quota::kStorageBytes, StorageWhat(u, bytes < 0 ? 0 : bytes, limit, "the version"),
+                        StorageRetry(tenant_id));
   }
   return absl::OkStatus();
 }

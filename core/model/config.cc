@@ -56,8 +56,12 @@ int64_t ModelConfig::AttentionWindow(int64_t layer) const {
   return std::binary_search(sliding_layers.begin(), sliding_layers.end(), layer) ? sliding_window : 0;
 }
 
+float ModelConfig::BaseAttentionScale() const {
+  return attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+}
+
 float ModelConfig::AttentionScale() const {
-  const float base = attention_scale > 0.0f ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float base = BaseAttentionScale();
   if (rope_scaling.type == RopeScaling::Type::kNone) return base;
   // MLA: the attention factor scales only the rope dims (folded into MLA's weights, mla_attention.h).
   if (mla()) return static_cast<float>(base * MlaSoftmaxFactor(rope_scaling));

@@ -139,6 +139,10 @@ struct ModelConfig {
   bool IsDenseLayer(int64_t layer) const;
   // The width of layer `layer`'s always-on MLP: dense_dim for a dense layer, else shared_expert_dim.
   int64_t MlpDim(int64_t layer) const { return IsDenseLayer(layer) ? dense_dim : shared_expert_dim; }
+  // The softmax scale before rope scaling: attention_scale (granitemoe's attention_multiplier) when set,
+  // else 1/sqrt(head_dim). What config.json states.
+  float BaseAttentionScale() const;
+  // The scale attention applies: BaseAttentionScale() times yarn's attention factor (see config.cc).
   float AttentionScale() const;
   // Whether routing runs on the host (host_router.h) rather than the backend's RouterForward.
   bool HostRouting() const { return router_scoring != RouterScoring::kSoftmax || n_group > 1; }

@@ -99,6 +99,7 @@ struct Ctx {
   std::string key;
   std::string tenant;
   std::shared_ptr<grpc::Channel> channel;
+  std::string channel_target;  // the address `channel` reaches
   // --server A,B,...: inference replicas; generate and score go to the tenant's replica in rendezvous
   // order, the next when one is down or full (services/cli/replica_router.h); other commands use the
   // first in that order.
@@ -110,8 +111,9 @@ struct Ctx {
 grpc::Status CallInference(const Ctx& c, const std::function<grpc::Status(const std::shared_ptr<grpc::Channel>&)>& call) {
   if (!c.router) return call(c.channel);
   return c.router->Route(c.tenant, [&](const std::string& replica) {
+    if (replica == c.channel_target) return call(c.channel);
     std::shared_ptr<grpc::Channel> channel;
-    if (MakeChannelTo(c.args, replica, &channel)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "TLS flags");
+    if (auto e = MakeChannelTo(c.args, replica, &channel)) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e->message);
     return call(channel);
   });
 }
@@ -766,7 +768,8 @@ int main(int argc, char** argv) {
       err = UsageError(std::string(router.status().message()));
     } else {
       c.router = *std::move(router);
-      err = MakeChannelTo(c.args, c.router->Order(c.tenant).front(), &c.channel);
+      c.channel_target = c.router->Order(c.tenant).front();
+      err = MakeChannelTo(c.args, c.channel_target, &c.channel);
     }
   } else if (!err) {
     err = MakeChannel(c.args, &c.channel);

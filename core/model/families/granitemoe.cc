@@ -6,8 +6,6 @@
 // block_sparse_moe.input_linear.weight [E, 2F, D] (gate rows first), output_linear.weight [E, D, F];
 // router block_sparse_moe.router.layer.weight [E, D]. Refused: attention_bias (biases on all four
 // projections, o_proj's included).
-#include <cmath>
-
 #include "core/model/families/family.h"
 #include "core/util/status_macros.h"
 
@@ -30,10 +28,9 @@ void Write(const ModelConfig& c, Json* j) {
   (*j)["num_local_experts"] = c.num_experts;
   (*j)["intermediate_size"] = c.expert_dim;
   (*j)["embedding_multiplier"] = static_cast<double>(c.embedding_multiplier);
-  // The multiplier as config.json states it: AttentionScale() also folds in yarn's attention factor,
-  // which FromJson would apply a second time.
-  const float attn = c.attention_scale > 0.0f ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  (*j)["attention_multiplier"] = static_cast<double>(attn);
+  // As config.json states it: AttentionScale() also folds in yarn's attention factor, which FromJson
+  // would apply a second time.
+  (*j)["attention_multiplier"] = static_cast<double>(c.BaseAttentionScale());
   (*j)["residual_multiplier"] = static_cast<double>(c.residual_multiplier);
   (*j)["logits_scaling"] = static_cast<double>(c.logits_scaling);
   (*j)["attention_bias"] = false;
