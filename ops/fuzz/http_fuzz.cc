@@ -111,8 +111,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     __builtin_trap();
   }
   // A HEAD answer has no body (RFC 9110 9.3.2; httplib sends the headers only, also when the rest of
-  // the request line is malformed).
-  const bool head = request_line.substr(0, request_line.find(' ')) == "HEAD";
+  // the request line is malformed, and it splits the line at tabs as at spaces).
+  const bool head = request_line.substr(0, request_line.find_first_of(" \t")) == "HEAD";
   if (status >= 400 && !head) {
     size_t body_at = out.find("\r\n\r\n");
     nlohmann::json j = nlohmann::json::parse(body_at == std::string::npos ? "" : out.substr(body_at + 4), nullptr,
