@@ -73,6 +73,9 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
     return absl::InvalidArgumentError(
         absl::StrCat("--max-context: expected >= 2 (or 0: the model's), got ", options.max_context));
   }
+  if (options.kv_block_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-block-tokens: expected >= 1, got ", options.kv_block_tokens));
+  }
   if (options.kv_memory_bytes <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-memory-bytes: expected > 0, got ", options.kv_memory_bytes));
   }
@@ -136,7 +139,7 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       if (!m.ok()) return m.status();
       absl::StatusOr<runtime::ContextPlan> plan =
           runtime::PlanContext((*m)->model->config(), (*m)->model->weights().matrix_dtype(), options.max_batch,
-                               options.max_context, options.kv_memory_bytes);
+                               options.max_context, options.kv_memory_bytes, options.kv_block_tokens);
       if (!plan.ok()) return plan.status();
       (*m)->info.tokenizer = codec->Describe();
       (*m)->info.context = plan->capacity;
@@ -145,6 +148,8 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       LogInfo("context", {{"capacity", plan->capacity}, {"plan", plan->Describe()}});
       runtime::RuntimeOptions ro;
       ro.kv_capacity = plan->capacity;
+      ro.kv_block_tokens = plan->block_tokens;
+      ro.kv_blocks = plan->num_blocks;
       ro.kv_capacity_hint = plan->RaiseHint();
       ro.overlay_cache_bytes = options.expert_cache_bytes;
       ro.overlay_host_bytes = options.overlay_host_bytes;

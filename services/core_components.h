@@ -29,10 +29,11 @@ struct CoreOptions {
   runtime::AdmissionPolicy admission = runtime::AdmissionPolicy::kFair;
   std::map<std::string, int64_t> tenant_weights;
   int64_t max_queued_per_tenant = 64;
-  // Context sizing (runtime::PlanContext): positions per request = min(max_position_embeddings,
-  // max_context when > 0, what fits max_batch caches in kv_memory_bytes).
+  // Context sizing and the paged KV pool (runtime::PlanContext): positions per request =
+  // min(max_position_embeddings, max_context when > 0, what the pool in kv_memory_bytes holds).
   int64_t max_context = 0;                                        // --max-context (0: the model's)
   int64_t kv_memory_bytes = runtime::kDefaultKvMemoryBytes;       // --kv-memory-bytes
+  int64_t kv_block_tokens = runtime::kDefaultKvBlockTokens;       // --kv-block-tokens
   int64_t prefix_cache_bytes = 0;  // --prefix-cache-bytes: KV blocks of computed prompts (0: off)
   int64_t max_step_tokens = 0;     // --max-step-tokens: chunked prefill's per-step token budget (0: off)
   std::string decode_routing = "host";    // "host" | "device": MoE grouping of decode steps (RuntimeOptions)

@@ -130,6 +130,12 @@ struct EngineStatus {
   int64_t overlay_loads_in_flight = 0;
   int64_t overlay_waiting_requests = 0;  // generation requests waiting for their overlay's load
   // The prefix cache (--prefix-cache-bytes; all zero when off).
+  // Paged KV pool (core/runtime/kv_cache_pool.h).
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_free = 0;
+  int64_t kv_block_tokens = 0;
+  int64_t kv_preemptions = 0;              // since start
+  int64_t kv_preempted_waiting = 0;        // preempted requests waiting to be readmitted
   int64_t prefix_cache_bytes = 0;          // held now
   int64_t prefix_cache_bytes_limit = 0;    // the budget, in whole blocks
   int64_t prefix_cache_block_tokens = 0;

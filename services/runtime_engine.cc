@@ -171,6 +171,11 @@ EngineStatus RuntimeEngine::Status() {
   s.overlay_host_evictions = rs.overlay_host_evictions;
   s.overlay_loads_in_flight = rs.overlay_loads_in_flight;
   s.overlay_waiting_requests = rs.requests_waiting_for_overlay;
+  s.kv_blocks_total = rs.kv_blocks_total;
+  s.kv_blocks_free = rs.kv_blocks_free;
+  s.kv_block_tokens = rs.kv_block_tokens;
+  s.kv_preemptions = rs.kv_preemptions;
+  s.kv_preempted_waiting = rs.preempted_requests;
   const runtime::PrefixCacheStats& pc = rs.prefix_cache;
   s.prefix_cache_bytes = pc.bytes;
   s.prefix_cache_bytes_limit = pc.capacity_bytes;

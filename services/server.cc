@@ -215,6 +215,12 @@ void TesseraServer::RegisterMetrics() {
   metrics_.Describe("tessera_overlay_loads_in_flight", "gauge", "Overlay promotions and disk loads running now.");
   metrics_.Describe("tessera_overlay_waiting_requests", "gauge",
                     "Generation requests waiting for their tenant overlay's load (not yet queued for a slot).");
+  metrics_.Describe("tessera_kv_blocks", "gauge",
+                    "Paged KV pool blocks (state=free|used), each of tessera_kv_block_tokens positions.");
+  metrics_.Describe("tessera_kv_block_tokens", "gauge", "Positions per paged KV block (--kv-block-tokens).");
+  metrics_.Describe("tessera_kv_preemptions_total", "counter",
+                    "Requests preempted because the KV pool ran out (their blocks freed; they recompute later).");
+  metrics_.Describe("tessera_kv_preempted_requests", "gauge", "Preempted requests waiting to be readmitted.");
   metrics_.Describe("tessera_prefix_cache_hits_total", "counter",
                     "Prompt blocks restored from the prefix cache instead of prefilled.");
   metrics_.Describe("tessera_prefix_cache_misses_total", "counter",
@@ -311,6 +317,11 @@ void TesseraServer::RegisterMetrics() {
       m.Set("tessera_overlay_host_evictions_total", {}, static_cast<double>(es.overlay_host_evictions));
       m.Set("tessera_overlay_loads_in_flight", {}, static_cast<double>(es.overlay_loads_in_flight));
       m.Set("tessera_overlay_waiting_requests", {}, static_cast<double>(es.overlay_waiting_requests));
+      m.Set("tessera_kv_blocks", {{"state", "free"}}, static_cast<double>(es.kv_blocks_free));
+      m.Set("tessera_kv_blocks", {{"state", "used"}}, static_cast<double>(es.kv_blocks_total - es.kv_blocks_free));
+      m.Set("tessera_kv_block_tokens", {}, static_cast<double>(es.kv_block_tokens));
+      m.Set("tessera_kv_preemptions_total", {}, static_cast<double>(es.kv_preemptions));
+      m.Set("tessera_kv_preempted_requests", {}, static_cast<double>(es.kv_preempted_waiting));
       m.Set("tessera_prefix_cache_hits_total", {}, static_cast<double>(es.prefix_cache_hit_blocks));
       m.Set("tessera_prefix_cache_misses_total", {}, static_cast<double>(es.prefix_cache_miss_blocks));
       m.Set("tessera_prefix_cache_hit_tokens_total", {}, static_cast<double>(es.prefix_cache_hit_tokens));

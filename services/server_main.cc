@@ -148,9 +148,14 @@ Options:
                               max_position_embeddings (default: the model's). A prompt longer than the
                               context is refused (INVALID_ARGUMENT, with the numbers and the flag that
                               raises it); a completion stops at the context (finish reason length)
-  --kv-memory-bytes N         memory for the KV caches, preallocated for --max-batch sequences of the full
-                              context (default 4294967296 = 4 GiB). When that many do not fit, the context
-                              is reduced to what does and the start-up log says so
+  --kv-memory-bytes N         memory for the paged KV pool, preallocated (default 4294967296 = 4 GiB, but
+                              never more than --max-batch sequences of the full context need). Sequences
+                              take blocks as they grow, so short and long ones share it; a request is
+                              admitted when the blocks it needs are free, and when decodes outgrow the
+                              pool the newest request is preempted (it recomputes later; nothing fails).
+                              When not even one full context fits, the context is reduced to what does
+                              and the start-up log says so
+  --kv-block-tokens N         positions per KV block (default 16)
   --prefix-cache-bytes N      memory for the prefix cache (default 0: off): KV of computed prompts in
                               16-token blocks, reused by later requests whose prompt starts with the
                               same tokens on the same version content (a shared system prompt, the
@@ -391,6 +396,8 @@ int main(int argc, char** argv) {
       if (!next_int(&core.kv_memory_bytes, 1)) return Fail("--kv-memory-bytes needs an integer >= 1");
     } else if (arg == "--max-step-tokens") {
       if (!next_int(&core.max_step_tokens, 0)) return Fail("--max-step-tokens needs an integer >= 0 (0: off)");
+    } else if (arg == "--kv-block-tokens") {
+      if (!next_int(&core.kv_block_tokens, 1)) return Fail("--kv-block-tokens needs an integer >= 1");
     } else if (arg == "--prefix-cache-bytes") {
       if (!next_int(&core.prefix_cache_bytes, 0)) return Fail("--prefix-cache-bytes needs an integer >= 0 (0: off)");
     } else if (arg == "--expert-cache-bytes" || arg == "--overlay-device-bytes") {

@@ -1,13 +1,21 @@
 // KvCache: one sequence's keys and values for every layer, for incremental decoding.
 //
-// Memory contract: Create() allocates, on the model's backend, K and V of [capacity, KVH, head_dim]
-// per layer up front in `dtype` (f32, or bf16 on the CUDA backend: 2 * layers * capacity * KVH *
-// head_dim * sizeof(dtype) bytes; see bytes()); nothing is allocated later. Positions [0, length()) hold valid keys/values (post-RoPE, post-norm).
+// Two layouts, one interface:
+//   contiguous (Create): K and V of [capacity, KVH, head_dim] per layer, allocated up front on the
+//     model's backend in `dtype` (f32, or bf16 on the CUDA backend: 2 * layers * capacity * KVH *
+//     head_dim * sizeof(dtype) bytes; see bytes()); nothing is allocated later. Position p is storage
+//     row p. The single-request paths (generate.h, tests, benchmarks) use it.
+//   paged (CreatePaged): positions live in blocks of a shared KvBlockPool (kv_block_pool.h), taken on
+//     demand by Reserve (Model::Forward reserves what it appends) and returned by Reset or destruction.
+//     Position p is storage row blocks()[p / B] * B + p % B of the pool's tensors, B = block_tokens().
+//     capacity() is only the sequence's maximum length; the pool's free blocks bound it in practice.
+// Positions [0, length()) hold valid keys/values (post-RoPE, post-norm); rows beyond are garbage.
 //
 // Model::Forward appends a sequence's new tokens at position length() and advances length() only
-// when the whole forward succeeds; a forward that would exceed capacity() fails with
-// RESOURCE_EXHAUSTED before touching the cache. One cache serves one sequence; a cache must not
-// appear twice in one batch, nor be used by two Forward calls at once.
+// when the whole forward succeeds; a forward that would exceed capacity(), or for which a paged
+// cache's pool has no blocks left, fails with RESOURCE_EXHAUSTED without writing the cache (a paged
+// cache may keep blocks reserved by such a call; the next Reserve counts them). One cache serves one
+// sequence; a cache must not appear twice in one batch, nor be used by two Forward calls at once.
 #pragma once
 
 #include <cstdint>
@@ -18,13 +26,26 @@
 #include "absl/status/statusor.h"
 #include "core/backend/backend.h"
 #include "core/model/config.h"
+#include "core/model/kv_block_pool.h"
 
 namespace tessera {
+
+// Positions [position, position + count) of a cache, stored in rows [row, row + count) of its k()/v().
+struct KvSegment {
+  int64_t position = 0;
+  int64_t row = 0;
+  int64_t count = 0;
+};
 
 class KvCache {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const ModelConfig& config, int64_t capacity,
                                                          Backend* backend, DType dtype = DType::kF32);
+  // A paged cache over `pool` (which must outlive it) holding no blocks yet; capacity >= 1 positions.
+  static absl::StatusOr<std::unique_ptr<KvCache>> CreatePaged(KvBlockPool* pool, int64_t capacity);
+  ~KvCache();
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
 
   // Bytes one position takes across every layer's K and V: what Create allocates per unit of capacity
   // (the KV memory budget divides by this; see core/runtime/context_plan.h).
@@ -32,17 +53,34 @@ class KvCache {
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
+  // Bytes this cache holds: its allocation (contiguous) or its blocks (paged).
   int64_t bytes() const;
-  // Forget every position (keeps the memory).
-  void Reset() { length_ = 0; }
-  // Keep positions [0, new_length); INVALID_ARGUMENT if new_length > length() or < 0.
+  // Forget every position; a contiguous cache keeps its memory, a paged one returns its blocks.
+  void Reset();
+  // Keep positions [0, new_length) (and every reserved block); INVALID_ARGUMENT if new_length > length()
+  // or < 0.
   absl::Status Truncate(int64_t new_length);
   // Prefix reuse (core/runtime/prefix_cache.h): marks positions [length(), new_length) valid after the
-  // caller wrote them through views of k()/v() (Tensor::Rows) with keys/values this model computed for
-  // the same tokens and overlay. INVALID_ARGUMENT if new_length < length() or > capacity().
+  // caller wrote them through Segments() views of k()/v() (Tensor::Rows) with keys/values this model
+  // computed for the same tokens and overlay. INVALID_ARGUMENT if new_length < length() or > reserved().
   absl::Status Extend(int64_t new_length);
 
-  // [capacity, KVH, head_dim] for `layer` (rows >= length() are garbage).
+  bool paged() const { return pool_ != nullptr; }
+  // Positions that have storage now: capacity() (contiguous) or blocks * block_tokens (paged).
+  int64_t reserved() const;
+  // Storage for positions [0, positions): a paged cache takes the blocks it lacks from its pool, all or
+  // none (RESOURCE_EXHAUSTED naming the numbers when the pool has too few free); INVALID_ARGUMENT beyond
+  // capacity(). A contiguous cache only checks capacity().
+  absl::Status Reserve(int64_t positions);
+  // The storage rows of positions [begin, end) (end <= reserved()), in position order, one segment per
+  // block touched (one in all for a contiguous cache).
+  std::vector<KvSegment> Segments(int64_t begin, int64_t end) const;
+  // Paged: the block table (block i holds positions [i * block_tokens, (i + 1) * block_tokens)).
+  absl::Span<const int32_t> blocks() const { return blocks_; }
+  int64_t block_tokens() const { return pool_ != nullptr ? pool_->block_tokens() : capacity_; }
+
+  // The storage of `layer`: [capacity, KVH, head_dim] (contiguous) or the pool's [blocks * block_tokens,
+  // KVH, head_dim] (paged; rows of other caches' blocks are not this cache's). Read through Segments().
   const Tensor& k(int64_t layer) const { return k_[layer]; }
   const Tensor& v(int64_t layer) const { return v_[layer]; }
 
@@ -57,6 +95,8 @@ class KvCache {
   int64_t length_ = 0;
   int64_t num_layers_ = 0;
   std::vector<Tensor> k_, v_;
+  KvBlockPool* pool_ = nullptr;  // paged only
+  std::vector<int32_t> blocks_;   // paged only
 };
 
 }  // namespace tessera

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -239,6 +240,10 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
                                                          " KV cache positions, capacity is ",
                                                          in.cache->capacity()));
       }
+      // A paged cache takes the blocks its new positions need now (kv_cache.h).
+      if (absl::Status reserved = in.cache->Reserve(start + n); !reserved.ok()) {
+        return absl::Status(reserved.code(), absl::StrCat("Forward: sequence ", s, ": ", reserved.message()));
+      }
     }
     if (in.overlay != nullptr && !(in.overlay->config() == c)) {
       return absl::InvalidArgumentError(absl::StrCat("Forward: sequence ", s, "'s overlay was built for another config"));
@@ -337,6 +342,20 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     ASSIGN_OR_RETURN(route_all, be->Alloc({c.num_layers * route_words}, DType::kI32));
   }
 
+  // Paged KV caches: attention reads each such sequence's keys/values from a contiguous copy, gathered
+  // per layer from its blocks (and this step's new rows) into these buffers, allocated once per forward
+  // and reused by every layer: [kv_len, KVH, head_dim] per paged sequence in its cache's dtype. The
+  // attention kernels stay those of contiguous caches on every backend; the copy costs one read and
+  // write of the sequence's KV per layer, the transient memory one layer's KV of the step's sequences.
+  std::vector<Tensor> paged_k(num_seqs), paged_v(num_seqs);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const KvCache* cache = batch[s].cache;
+    if (cache == nullptr || !cache->paged()) continue;
+    const int64_t kv_len = cache->length() + result.seq_len[s];
+    ASSIGN_OR_RETURN(paged_k[s], be->Alloc({kv_len, nkv, hd}, cache->k(0).dtype()));
+    ASSIGN_OR_RETURN(paged_v[s], be->Alloc({kv_len, nkv, hd}, cache->v(0).dtype()));
+  }
+
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     // ---- Attention block ----------------------------------------------------------------------
@@ -385,9 +404,16 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     Tensor v3 = vv.Reshape({n_tok, nkv, hd});
     RETURN_IF_ERROR(ApplyRope(q3, pos_t, false));
     RETURN_IF_ERROR(ApplyRope(k3, pos_t, false));
-    std::vector<Tensor> kv_views;
-    kv_views.reserve(4 * num_seqs);  // never reallocates: AttentionSeq and CopyPair point into it
-    std::vector<CopyPair> kv_appends;  // this step's keys/values into each sequence's cache, one launch
+    // This step's keys/values into each sequence's cache (and, for a paged one, its gathered copy),
+    // all in one CopyMany: the copies read cache rows below `start` and write rows from `start` on.
+    std::deque<Tensor> kv_views;  // stable addresses: AttentionSeq and CopyPair point into it
+    std::vector<CopyPair> kv_appends;
+    auto copy = [&](Tensor src, Tensor dst) {
+      kv_views.push_back(std::move(src));
+      const Tensor* from = &kv_views.back();
+      kv_views.push_back(std::move(dst));
+      kv_appends.push_back(CopyPair{from, &kv_views.back()});
+    };
     std::vector<AttentionSeq> seqs(num_seqs);
     for (int64_t s = 0; s < num_seqs; ++s) {
       const int64_t b = result.seq_row_begin[s], n = result.seq_len[s];
@@ -398,15 +424,25 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
       KvCache* cache = batch[s].cache;
       if (cache != nullptr) {
         const int64_t start = cache->length();
-        kv_views.push_back(k3.Rows(b, n));
-        kv_views.push_back(cache->mutable_k(l).Rows(start, n));
-        kv_appends.push_back(CopyPair{&kv_views[kv_views.size() - 2], &kv_views.back()});
-        kv_views.push_back(v3.Rows(b, n));
-        kv_views.push_back(cache->mutable_v(l).Rows(start, n));
-        kv_appends.push_back(CopyPair{&kv_views[kv_views.size() - 2], &kv_views.back()});
+        for (const KvSegment& seg : cache->Segments(start, start + n)) {
+          const int64_t from = b + seg.position - start;
+          copy(k3.Rows(from, seg.count), cache->mutable_k(l).Rows(seg.row, seg.count));
+          copy(v3.Rows(from, seg.count), cache->mutable_v(l).Rows(seg.row, seg.count));
+        }
         as.kv_len = start + n;
-        as.k = &cache->k(l);
-        as.v = &cache->v(l);
+        if (cache->paged()) {
+          for (const KvSegment& seg : cache->Segments(0, start)) {
+            copy(cache->k(l).Rows(seg.row, seg.count), paged_k[s].Rows(seg.position, seg.count));
+            copy(cache->v(l).Rows(seg.row, seg.count), paged_v[s].Rows(seg.position, seg.count));
+          }
+          copy(k3.Rows(b, n), paged_k[s].Rows(start, n));
+          copy(v3.Rows(b, n), paged_v[s].Rows(start, n));
+          as.k = &paged_k[s];
+          as.v = &paged_v[s];
+        } else {
+          as.k = &cache->k(l);
+          as.v = &cache->v(l);
+        }
       } else {
         kv_views.push_back(k3.Rows(b, n));
         as.k = &kv_views.back();

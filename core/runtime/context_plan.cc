@@ -19,7 +19,7 @@ std::string Bytes(int64_t n) {
 }  // namespace
 
 absl::StatusOr<ContextPlan> PlanContext(const ModelConfig& config, DType kv_dtype, int max_batch,
-                                        int64_t max_context, int64_t kv_memory_bytes) {
+                                        int64_t max_context, int64_t kv_memory_bytes, int64_t block_tokens) {
   if (max_batch < 1) return absl::InvalidArgumentError(absl::StrCat("max_batch must be >= 1, got ", max_batch));
   if (max_context < 0 || max_context == 1) {
     return absl::InvalidArgumentError(
@@ -28,11 +28,15 @@ absl::StatusOr<ContextPlan> PlanContext(const ModelConfig& config, DType kv_dtyp
   if (kv_memory_bytes <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-memory-bytes must be > 0, got ", kv_memory_bytes));
   }
+  if (block_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-block-tokens must be >= 1, got ", block_tokens));
+  }
   ContextPlan p;
   p.model_context = config.max_position_embeddings;
   p.max_batch = max_batch;
   p.kv_memory_bytes = kv_memory_bytes;
-  p.bytes_per_position = KvCache::BytesPerPosition(config, kv_dtype);
+  p.block_tokens = block_tokens;
+  p.bytes_per_position = std::max<int64_t>(1, KvCache::BytesPerPosition(config, kv_dtype));
   p.requested_context = p.model_context;
   p.limited_by = ContextPlan::Limit::kModel;
   if (max_context > 0 && max_context < p.model_context) {
@@ -40,20 +44,22 @@ absl::StatusOr<ContextPlan> PlanContext(const ModelConfig& config, DType kv_dtyp
     p.limited_by = ContextPlan::Limit::kMaxContext;
   }
   p.max_context_above_model = max_context > p.model_context;
-  const int64_t fits = kv_memory_bytes / (static_cast<int64_t>(max_batch) * std::max<int64_t>(1, p.bytes_per_position));
+  const int64_t budget_blocks = kv_memory_bytes / p.bytes_per_position / block_tokens;
+  const int64_t full_blocks = static_cast<int64_t>(max_batch) * ((p.requested_context + block_tokens - 1) / block_tokens);
+  p.num_blocks = std::min(budget_blocks, full_blocks);
   p.capacity = p.requested_context;
-  if (fits < p.capacity) {
-    p.capacity = fits;
+  if (p.num_blocks * block_tokens < p.capacity) {
+    p.capacity = p.num_blocks * block_tokens;
     p.limited_by = ContextPlan::Limit::kMemory;
   }
   if (p.capacity < 2) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "--kv-memory-bytes ", kv_memory_bytes, " holds ", fits, " KV positions for each of --max-batch ", max_batch,
-        " sequences (", p.bytes_per_position, " bytes a position); a context of ", p.requested_context, " needs ",
-        static_cast<int64_t>(max_batch) * p.requested_context * p.bytes_per_position,
-        " bytes: raise --kv-memory-bytes or lower --max-batch / --max-context"));
+        "--kv-memory-bytes ", kv_memory_bytes, " holds ", p.num_blocks * block_tokens, " KV positions (",
+        p.bytes_per_position, " bytes a position, blocks of --kv-block-tokens ", block_tokens, "); a context of ",
+        p.requested_context, " needs ", p.requested_context * p.bytes_per_position,
+        " bytes: raise --kv-memory-bytes or lower --max-context"));
   }
-  p.pool_bytes = static_cast<int64_t>(max_batch) * p.capacity * p.bytes_per_position;
+  p.pool_bytes = p.num_blocks * block_tokens * p.bytes_per_position;
   return p;
 }
 
@@ -63,13 +69,15 @@ std::string ContextPlan::Describe() const {
     case Limit::kModel: why = "the model's max_position_embeddings"; break;
     case Limit::kMaxContext: why = "--max-context"; break;
     case Limit::kMemory:
-      why = absl::StrCat("reduced from ", requested_context, " to fit --max-batch ", max_batch,
-                         " sequences in --kv-memory-bytes");
+      why = absl::StrCat("reduced from ", requested_context, " to what --kv-memory-bytes holds");
       break;
   }
-  std::string out = absl::StrCat("context ", capacity, " positions per request (", why, "); KV pool ", max_batch,
-                                 " x ", capacity, " x ", bytes_per_position, " B = ", Bytes(pool_bytes),
-                                 " of --kv-memory-bytes ", Bytes(kv_memory_bytes));
+  const int64_t full = num_blocks / std::max<int64_t>(1, (capacity + block_tokens - 1) / block_tokens);
+  std::string out = absl::StrCat("context ", capacity, " positions per request (", why, "); paged KV pool ",
+                                 num_blocks, " blocks of ", block_tokens, " positions x ", bytes_per_position,
+                                 " B = ", Bytes(pool_bytes), " of --kv-memory-bytes ", Bytes(kv_memory_bytes),
+                                 ", shared by --max-batch ", max_batch, " sequences (", std::min<int64_t>(full, max_batch),
+                                 " at full context)");
   if (max_context_above_model) {
     absl::StrAppend(&out, "; --max-context exceeds the model's max_position_embeddings ", model_context,
                     ", which is used instead");
@@ -85,8 +93,8 @@ std::string ContextPlan::RaiseHint() const {
       return absl::StrCat("raise it with --max-context (the model allows ", model_context, ")");
     case Limit::kMemory:
       return absl::StrCat("raise it with --kv-memory-bytes (now ", kv_memory_bytes, ", ", bytes_per_position,
-                          " bytes a position for each of --max-batch ", max_batch,
-                          " sequences) or lower --max-batch; the model allows ", requested_context);
+                          " bytes a position; the KV pool holds ", num_blocks * block_tokens,
+                          " positions shared by every request); the model allows ", requested_context);
   }
   return "";
 }

@@ -6,13 +6,15 @@
 
 namespace tessera::runtime {
 
-absl::StatusOr<std::unique_ptr<KvCachePool>> KvCachePool::Create(const ModelConfig& config, int64_t count,
-                                                                 int64_t capacity, Backend* backend, DType dtype) {
-  if (count < 1) return absl::InvalidArgumentError(absl::StrCat("KvCachePool: count must be >= 1, got ", count));
+absl::StatusOr<std::unique_ptr<KvCachePool>> KvCachePool::Create(const ModelConfig& config, int64_t slots,
+                                                                 int64_t capacity, int64_t num_blocks,
+                                                                 int64_t block_tokens, Backend* backend, DType dtype) {
+  if (slots < 1) return absl::InvalidArgumentError(absl::StrCat("KvCachePool: slots must be >= 1, got ", slots));
   std::unique_ptr<KvCachePool> pool(new KvCachePool());
   pool->capacity_ = capacity;
-  for (int64_t i = 0; i < count; ++i) {
-    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> c, KvCache::Create(config, capacity, backend, dtype));
+  ASSIGN_OR_RETURN(pool->blocks_, KvBlockPool::Create(config, num_blocks, block_tokens, backend, dtype));
+  for (int64_t i = 0; i < slots; ++i) {
+    ASSIGN_OR_RETURN(std::unique_ptr<KvCache> c, KvCache::CreatePaged(pool->blocks_.get(), capacity));
     pool->free_.push_back(c.get());
     pool->all_.push_back(std::move(c));
   }
@@ -37,12 +39,6 @@ void KvCachePool::Release(KvCache* cache) {
 int64_t KvCachePool::available() {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(free_.size());
-}
-
-int64_t KvCachePool::bytes() const {
-  int64_t n = 0;
-  for (const auto& c : all_) n += c->bytes();
-  return n;
 }
 
 }  // namespace tessera::runtime

@@ -146,14 +146,18 @@ absl::Status PrefixCache::CopyBlocks(absl::Span<const int32_t> slots, int64_t fi
     }
   }
   std::vector<Tensor> views;
-  views.reserve(runs.size() * static_cast<size_t>(num_layers_) * 4);
   for (const Run& r : runs) {
-    const int64_t rows = r.count * block_tokens_;
-    for (int64_t l = 0; l < num_layers_; ++l) {
-      views.push_back(k_[l].Rows(r.slot * block_tokens_, rows));
-      views.push_back(cache.k(l).Rows(r.block * block_tokens_, rows));
-      views.push_back(v_[l].Rows(r.slot * block_tokens_, rows));
-      views.push_back(cache.v(l).Rows(r.block * block_tokens_, rows));
+    // The cache's positions of these blocks, wherever its storage holds them (one segment when
+    // contiguous; one per KV block or run of adjacent blocks when paged).
+    const int64_t first = r.block * block_tokens_;
+    for (const KvSegment& seg : cache.Segments(first, first + r.count * block_tokens_)) {
+      const int64_t store_row = r.slot * block_tokens_ + (seg.position - first);
+      for (int64_t l = 0; l < num_layers_; ++l) {
+        views.push_back(k_[l].Rows(store_row, seg.count));
+        views.push_back(cache.k(l).Rows(seg.row, seg.count));
+        views.push_back(v_[l].Rows(store_row, seg.count));
+        views.push_back(cache.v(l).Rows(seg.row, seg.count));
+      }
     }
   }
   std::vector<CopyPair> pairs;
@@ -202,7 +206,9 @@ absl::StatusOr<int64_t> PrefixCache::Restore(const Hash& root, absl::Span<const 
     }
   }
   if (slots.empty()) return 0;
-  absl::Status copied = CopyBlocks(slots, 0, cache, /*to_cache=*/true);
+  // A paged cache takes the blocks the restored positions need first (none free: restored nothing).
+  absl::Status copied = cache.Reserve(static_cast<int64_t>(slots.size()) * block_tokens_);
+  if (copied.ok()) copied = CopyBlocks(slots, 0, cache, /*to_cache=*/true);
   int64_t length = 0;
   if (copied.ok()) {
     length = std::min<int64_t>(static_cast<int64_t>(slots.size()) * block_tokens_, max_tokens);

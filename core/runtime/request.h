@@ -49,9 +49,17 @@ struct Request {
   IncrementalDecoder detok;  // generated ids -> text (stop.text() is what it returned)
   KvCache* cache = nullptr;
   bool prefilled = false;
+  // The ids to prefill: the prompt; after a preemption, the prompt and every generated token but the
+  // last (what the KV cache held: the last is decoded next, as before the preemption).
+  std::vector<int32_t> input;
+  int64_t admission = -1;   // order of first admission (preempted requests keep theirs)
+  int64_t preemptions = 0;  // times this request was preempted
+  // Positions whose routing is in `routing`: a recompute after a preemption runs positions below it
+  // again and must not count them twice (its chunks end at this mark, scheduler.cc).
+  int64_t routed = 0;
   bool prefix_checked = false;  // the prefix cache was consulted (it is, once, before the prefill)
   int64_t cached_tokens = 0;    // prompt positions restored from the prefix cache (not prefilled)
-  int64_t prefill_pos = 0;      // prompt positions in the KV cache (restored, then prefilled chunks)
+  int64_t prefill_pos = 0;      // `input` positions in the KV cache (restored, then prefilled chunks)
   PrefixCache::Hash prefix_root{};  // the prefix cache's key root for (backbone, version content)
   bool finished = false;
   int32_t last_token = 0;

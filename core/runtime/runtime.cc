@@ -38,6 +38,17 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
     return absl::InvalidArgumentError(absl::StrCat("Runtime: kv_capacity must be in [2, ", c.max_position_embeddings,
                                                    "] (the model's context), got ", options.kv_capacity));
   }
+  if (options.kv_block_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Runtime: kv_block_tokens must be >= 1, got ", options.kv_block_tokens));
+  }
+  const int64_t context_blocks = (options.kv_capacity + options.kv_block_tokens - 1) / options.kv_block_tokens;
+  if (options.kv_blocks == 0) options.kv_blocks = options.max_batch * context_blocks;
+  if (options.kv_blocks < context_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Runtime: kv_blocks must hold one full context (", context_blocks, " blocks of ", options.kv_block_tokens,
+        " positions for kv_capacity ", options.kv_capacity, "), got ", options.kv_blocks));
+  }
   if (options.max_queue < 1) {
     return absl::InvalidArgumentError(absl::StrCat("Runtime: max_queue must be >= 1, got ", options.max_queue));
   }
@@ -84,8 +95,8 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   {
     std::lock_guard<std::mutex> lock(*rt->device_mu_);
     ASSIGN_OR_RETURN(rt->kv_pool_,
-                     KvCachePool::Create(c, options.max_batch, options.kv_capacity, model->backend(),
-                                         model->weights().matrix_dtype()));
+                     KvCachePool::Create(c, options.max_batch, options.kv_capacity, options.kv_blocks,
+                                         options.kv_block_tokens, model->backend(), model->weights().matrix_dtype()));
     if (options.prefix_cache_bytes > 0) {
       ASSIGN_OR_RETURN(rt->prefix_cache_,
                        PrefixCache::Create(c, model->backend(), model->weights().matrix_dtype(),
@@ -137,6 +148,8 @@ void Runtime::Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.RemoveIf([](const std::shared_ptr<Request>&) { return true; }, &left);
     for (auto& [key, waiters] : awaiting_overlay_) left.insert(left.end(), waiters.begin(), waiters.end());
+    left.insert(left.end(), preempted_.begin(), preempted_.end());
+    preempted_.clear();
     awaiting_overlay_.clear();
     load_queue_.clear();
     awaiting_by_tenant_.clear();
@@ -325,6 +338,7 @@ absl::StatusOr<GenerateResult> Runtime::Generate(const std::string& tenant, std:
   r->table = std::move(res.table);
   r->overlay = std::move(res.overlay);
   r->prompt = std::move(prompt);
+  r->input = r->prompt;
   r->max_tokens = params.max_tokens;
   r->end_ids = tokenizer_->eos_ids();
   r->end_ids.insert(r->end_ids.end(), params.end_ids.begin(), params.end_ids.end());
@@ -413,6 +427,10 @@ void Runtime::Abandon(const std::shared_ptr<Request>& r) {
     // scheduler drops it before its next step.
     std::lock_guard<std::mutex> lock(mu_);
     queue_.RemoveIf([&](const std::shared_ptr<Request>& q) { return q == r; }, &removed);
+    if (auto p = absl::c_find(preempted_, r); p != preempted_.end()) {
+      preempted_.erase(p);
+      removed.push_back(r);
+    }
     if (auto it = awaiting_overlay_.find({r->tenant, r->version}); it != awaiting_overlay_.end()) {
       // Waiting for its overlay: leave the wait (the load itself goes on; its entry may stay empty).
       if (auto w = absl::c_find(it->second, r); w != it->second.end()) {
@@ -499,8 +517,15 @@ RuntimeStatus Runtime::Status() {
     s.pending_requests = static_cast<int64_t>(queue_.size());
     s.pending_by_tenant = queue_.Depths();
     s.requests_waiting_for_overlay = awaiting_count_;
+    s.preempted_requests = static_cast<int64_t>(preempted_.size());
   }
   s.kv_caches_free = kv_pool_ ? kv_pool_->available() : 0;
+  if (kv_pool_) {
+    s.kv_blocks_total = kv_pool_->total_blocks();
+    s.kv_blocks_free = kv_pool_->free_blocks();
+    s.kv_block_tokens = kv_pool_->block_tokens();
+  }
+  s.kv_preemptions = preemptions_.load();
   s.active_requests = active_count_.load();
   s.tokens_generated = tokens_generated_.load();
   s.steps = steps_.load();

@@ -3,7 +3,7 @@
 //
 // Pieces (each in its own file): ExpertTable (tenant -> live version, published by RCU),
 // OverlayCache (versions in a device tier, a host tier and on disk, each tier bounded by bytes, LRU),
-// KvCachePool (KV caches allocated once),
+// KvCachePool (paged KV memory: one pool of blocks shared by the batch's sequences),
 // and the scheduler (scheduler.cc): one thread that repeatedly runs one Model::Forward over every
 // active request — prompts of requests that just joined (prefill) and the last token of the others
 // (decode) in the same batch, each with its own KV cache and its own tenant's overlay — samples each
@@ -44,6 +44,15 @@
 // which compare batched and solo runs token for token). The same holds for a prompt whose first
 // positions came from the prefix cache (prefix_cache.h): the restored keys/values are bit for bit
 // what was computed for those tokens, and the rest differs from a cold prefill only in that order.
+//
+// Paged KV memory (kv_cache_pool.h): a request's KV cache takes blocks of kv_block_tokens positions
+// from one pool of kv_blocks blocks as it grows and returns them when it ends, so short and long
+// requests share the memory instead of each holding a slab of the whole context. The scheduler admits
+// a request only when the blocks every running request needs for its next step, plus the new prompt's
+// (and its first token's), are free; when decodes outgrow the pool anyway it preempts (scheduler.cc):
+// the most recently admitted request gives its blocks back and waits, ahead of every new request, to
+// recompute its prompt and generated tokens -- its output is the same (up to the float caveat above:
+// the positions are recomputed as one prefill instead of one by one), its sampler state is kept.
 //
 // Prefix cache (RuntimeOptions::prefix_cache_bytes > 0): when a request joins the batch, the whole
 // blocks of its prompt found in the cache under (backbone digest, its version's content digest) are
@@ -101,6 +110,7 @@ struct StepInfo {
   int64_t sequences = 0;          // requests in the batch
   int64_t prefill_sequences = 0;  // of those, joining with their prompt
   int64_t tokens = 0;             // tokens run through the model
+  int64_t preempted = 0;          // requests preempted before this step for want of KV blocks
   bool ok = true;                 // false: the forward failed (its requests got the error; out of memory
                                   // with prompts joining: only those, see scheduler.cc)
 };
@@ -109,6 +119,11 @@ struct RuntimeOptions {
   int max_batch = 16;              // sequences in one step (= KV caches in the pool)
   int64_t kv_capacity = 1024;      // positions per request (prompt + completion); <= max_position_embeddings
                                    // (the server sizes it with PlanContext, context_plan.h)
+  // Paged KV memory (kv_cache_pool.h): positions per block, and blocks in the pool shared by every
+  // sequence (>= ceil(kv_capacity / kv_block_tokens), so a request alone always fits). 0 = max_batch *
+  // ceil(kv_capacity / kv_block_tokens): every slot at full context, no preemption ever needed.
+  int64_t kv_block_tokens = 16;
+  int64_t kv_blocks = 0;
   // Appended to the INVALID_ARGUMENT a prompt longer than kv_capacity gets: what raises the capacity
   // (ContextPlan::RaiseHint, naming the server flag). Empty: the error says only the numbers.
   std::string kv_capacity_hint;
@@ -247,6 +262,11 @@ struct RuntimeStatus {
   int64_t pending_requests = 0;  // queued with their overlay ready, waiting for a batch slot
   std::map<std::string, int64_t> pending_by_tenant;  // the same by tenant (tenants with none absent)
   int64_t kv_caches_free = 0;    // pooled KV caches not held by a request (= max_batch when idle)
+  int64_t kv_blocks_total = 0;   // paged KV pool (kv_cache_pool.h)
+  int64_t kv_blocks_free = 0;
+  int64_t kv_block_tokens = 0;
+  int64_t kv_preemptions = 0;    // since start: requests that gave their blocks back to wait and recompute
+  int64_t preempted_requests = 0;  // now waiting to be readmitted after a preemption
   int64_t active_requests = 0;   // in the running batch
   int64_t tokens_generated = 0;  // since start
   int64_t steps = 0;             // forward steps run
@@ -363,6 +383,11 @@ class Runtime {
   // whole blocks of a request's cache. Both take the device mutex.
   void RestorePrefixes(std::vector<std::shared_ptr<Request>>& active);
   void StorePrefix(Request& r);
+  // Paged KV (scheduler.cc): blocks `r` needs beyond those it holds for its next step; admission's test;
+  // preemption of `r` (its blocks go back to the pool, it waits in preempted_ to recompute).
+  int64_t BlocksNeededForNextStep(const Request& r) const;
+  bool AdmitByBlocks(const Request& r, const std::vector<std::shared_ptr<Request>>& active) const;
+  void Preempt(const std::shared_ptr<Request>& r);
 
   const Model* model_;
   const Tokenizer* tokenizer_;
@@ -381,6 +406,9 @@ class Runtime {
   std::mutex mu_;  // guards queue_, stopping_ and the overlay-wait state below
   std::condition_variable cv_;
   FairQueue<std::shared_ptr<Request>> queue_;  // waiting for a batch slot (options_.admission)
+  // Preempted requests waiting to be readmitted, oldest admission first; they go before queue_.
+  std::deque<std::shared_ptr<Request>> preempted_;
+  int64_t next_admission_ = 0;  // scheduler only: Request::admission of the next first admission
   // Requests waiting for their overlay, by (tenant, version); keys with a load to start, in order.
   std::map<std::pair<std::string, int64_t>, std::vector<std::shared_ptr<Request>>> awaiting_overlay_;
   std::deque<std::pair<std::string, int64_t>> load_queue_;
@@ -397,6 +425,7 @@ class Runtime {
   std::atomic<int64_t> steps_{0};
   std::atomic<int64_t> batched_sequences_{0};
   std::atomic<int64_t> max_batch_seen_{0};
+  std::atomic<int64_t> preemptions_{0};
 };
 
 }  // namespace tessera::runtime

@@ -17,6 +17,25 @@
 // until then its logits are discarded. So a step runs at most max(budget, decodes + budget / 4) tokens
 // and a long prompt no longer stalls the decodes beside it for its whole prefill. Without it (0), a
 // joining prompt runs whole in its first step.
+// Paged KV memory, the policy (kv_cache_pool.h): every request's KV cache takes blocks from one pool.
+//  - Admission by free blocks: a request joins only when the pool's free blocks cover what every
+//    running request needs for its next step (a decode: the block its next position may open; a
+//    prompt: the rest of it and its first token) plus the new request's prompt and first token. Until
+//    then it stays first in line (no smaller request overtakes it, so a long prompt is not starved).
+//    With an empty batch a request is always admitted (a full context always fits the pool).
+//  - Preemption instead of failure: before each step the requests reserve the blocks their positions
+//    of this step need, oldest admission first. When the pool runs out, the most recently admitted
+//    request is preempted (LIFO, as vLLM does: the oldest requests, closest to finishing, keep going
+//    and every request eventually runs alone if it must, so nothing livelocks): its blocks go back to
+//    the pool (with a prefix cache, its whole blocks are stored there first, so the recompute is mostly
+//    a copy) and it waits in preempted_, readmitted before any new request, oldest first. Recompute
+//    rather than swap to host: a recompute costs one prefill of positions already computed, while a
+//    swap would need host memory and two copies per block; on this runtime's scale (CPU, or a GPU
+//    with prefix-cache memory beside the pool) the prefill is the cheaper and simpler of the two.
+//    Readmitted, it prefills its prompt and every generated token but the last (what its cache held)
+//    and then decodes the last one, as it would have: its sampler, stop matcher and streamed text are
+//    untouched, so the client sees only a pause. Its routing statistics are not counted again for the
+//    recomputed positions (the recompute's chunks stop at the last position already counted).
 // Everything a request computes lives in its own KV cache, sampler and stop matcher, so its output
 // does not depend on who shares the step. A failed step fails its requests, except out of memory in a
 // step that admitted prompts: then only the new prompts fail and the decoding requests continue.
@@ -33,26 +52,54 @@
 namespace tessera::runtime {
 
 void Runtime::SchedulerLoop() {
-  std::vector<std::shared_ptr<Request>> active;
+  std::vector<std::shared_ptr<Request>> active;  // in admission order (Request::admission)
   for (;;) {
+    std::vector<std::shared_ptr<Request>> dropped;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || (!paused_ && (!queue_.empty() || !active.empty())); });
+      cv_.wait(lock, [&] {
+        return stopping_ || (!paused_ && (!queue_.empty() || !preempted_.empty() || !active.empty()));
+      });
       if (stopping_) break;
+      // Preempted requests whose caller gave up leave here (queued ones leave in Abandon).
+      for (auto it = preempted_.begin(); it != preempted_.end();) {
+        if ((*it)->cancelled.load()) {
+          dropped.push_back(std::move(*it));
+          it = preempted_.erase(it);
+        } else {
+          ++it;
+        }
+      }
       int64_t budget = options_.max_prefill_tokens_per_step;
       bool admitted = false;
-      while (!queue_.empty() && static_cast<int>(active.size()) < options_.max_batch) {
-        // The admission policy's pick (fair_queue.h); when its prompt does not fit this step's prefill
-        // budget it stays first in line for the next step.
-        const int64_t n = static_cast<int64_t>((*queue_.Peek())->prompt.size());
+      while ((!preempted_.empty() || !queue_.empty()) && static_cast<int>(active.size()) < options_.max_batch) {
+        // Preempted requests first (oldest first), then the admission policy's pick (fair_queue.h); when
+        // its prompt does not fit this step's prefill budget or the free KV blocks, it stays first in
+        // line for the next step.
+        const bool resumed = !preempted_.empty();
+        const Request& next = resumed ? *preempted_.front() : **queue_.Peek();
+        const int64_t n = static_cast<int64_t>(next.input.size());
         if (admitted && n > budget) break;
-        std::shared_ptr<Request> r = queue_.Pop();
+        if (!active.empty() && !AdmitByBlocks(next, active)) break;
+        std::shared_ptr<Request> r;
+        if (resumed) {
+          r = std::move(preempted_.front());
+          preempted_.pop_front();
+        } else {
+          r = queue_.Pop();
+          r->admission = next_admission_++;
+        }
         budget -= n;
         admitted = true;
         r->cache = kv_pool_->Acquire();  // never null: the pool has max_batch caches
-        active.push_back(std::move(r));
+        // Keep `active` in admission order: the reservation order and the preemption victim follow it.
+        auto at = absl::c_upper_bound(active, r->admission, [](int64_t a, const std::shared_ptr<Request>& q) {
+          return a < q->admission;
+        });
+        active.insert(at, std::move(r));
       }
     }
+    for (auto& r : dropped) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
     for (auto& r : active) {
       if (r->cancelled.load()) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
     }
@@ -60,11 +107,44 @@ void Runtime::SchedulerLoop() {
     active_count_.store(static_cast<int64_t>(active.size()));
     if (active.empty()) continue;
     Step(active);
-    std::erase_if(active, [](const std::shared_ptr<Request>& r) { return r->finished; });
+    std::erase_if(active, [](const std::shared_ptr<Request>& r) { return r->finished || r->cache == nullptr; });
     active_count_.store(static_cast<int64_t>(active.size()));
   }
   for (auto& r : active) Finish(*r, absl::UnavailableError("the runtime is shutting down"));
   active_count_.store(0);
+}
+
+int64_t Runtime::BlocksNeededForNextStep(const Request& r) const {
+  // A decode adds one position; a prompt (or the rest of it) is followed by its first token.
+  const int64_t next = r.prefilled || r.cache == nullptr ? (r.cache ? r.cache->length() : 0) + 1
+                                                         : static_cast<int64_t>(r.input.size()) + 1;
+  const int64_t held = r.cache ? static_cast<int64_t>(r.cache->blocks().size()) : 0;
+  return std::max<int64_t>(0, kv_pool_->BlocksFor(std::min(next, kv_pool_->capacity())) - held);
+}
+
+bool Runtime::AdmitByBlocks(const Request& r, const std::vector<std::shared_ptr<Request>>& active) const {
+  int64_t needed = kv_pool_->BlocksFor(std::min<int64_t>(static_cast<int64_t>(r.input.size()) + 1, kv_pool_->capacity()));
+  for (const auto& a : active) needed += BlocksNeededForNextStep(*a);
+  return needed <= kv_pool_->free_blocks();
+}
+
+void Runtime::Preempt(const std::shared_ptr<Request>& rp) {
+  Request& r = *rp;
+  // Its whole blocks into the prefix cache first: the recompute then restores most of them.
+  if (prefix_cache_ && r.prefix_checked) StorePrefix(r);
+  r.input = r.prompt;
+  if (r.tokens.size() > 1) r.input.insert(r.input.end(), r.tokens.begin(), r.tokens.end() - 1);
+  kv_pool_->Release(r.cache);
+  r.cache = nullptr;
+  r.prefilled = false;
+  r.prefix_checked = false;
+  r.prefill_pos = 0;
+  r.preemptions += 1;
+  preemptions_.fetch_add(1);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto at = std::upper_bound(preempted_.begin(), preempted_.end(), r.admission,
+                             [](int64_t a, const std::shared_ptr<Request>& q) { return a < q->admission; });
+  preempted_.insert(at, rp);
 }
 
 void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
@@ -84,7 +164,11 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   std::vector<size_t> in_step;  // indices into `active`, in batch order
   std::vector<int64_t> chunk;    // prompt positions each runs (0: decoding)
   std::vector<SequenceInput> batch;
-  for (size_t i = 0; i < active.size(); ++i) {
+  // Requests are visited in admission order and reserve their KV blocks for this step as they go; when
+  // the pool runs out, the youngest request still active is preempted (the policy: file comment), which
+  // is never one already placed in this step's batch.
+  size_t live = active.size();  // active[live..] were preempted in this step
+  for (size_t i = 0; i < live; ++i) {
     Request& r = *active[i];
     absl::Span<const int32_t> tokens;
     int64_t take = 0;
@@ -92,10 +176,31 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
       tokens = absl::MakeConstSpan(&r.last_token, 1);
     } else {
       // Positions already in the KV cache (restored from the prefix cache, earlier chunks) are skipped.
-      take = std::min(static_cast<int64_t>(r.prompt.size()) - r.prefill_pos, prefill_left);
+      take = std::min(static_cast<int64_t>(r.input.size()) - r.prefill_pos, prefill_left);
+      // A recompute's chunk ends where the routing already counted ends (Request::routed).
+      if (r.prefill_pos < r.routed) take = std::min(take, r.routed - r.prefill_pos);
       if (take <= 0) continue;  // the budget is spent: this prompt waits for the next step
+      tokens = absl::MakeConstSpan(r.input).subspan(r.prefill_pos, take);
+    }
+    const int64_t target = r.cache->length() + static_cast<int64_t>(tokens.size());
+    bool preempted_self = false;
+    while (!r.cache->Reserve(target).ok()) {
+      if (live - 1 == i) {  // nobody younger left: this one waits instead
+        preempted_self = true;
+        break;
+      }
+      Preempt(active[live - 1]);
+      --live;
+      info.preempted += 1;
+    }
+    if (preempted_self) {
+      Preempt(active[i]);
+      --live;
+      info.preempted += 1;
+      continue;
+    }
+    if (!r.prefilled) {
       prefill_left -= take;
-      tokens = absl::MakeConstSpan(r.prompt).subspan(r.prefill_pos, take);
       info.prefill_sequences += 1;
     }
     info.tokens += static_cast<int64_t>(tokens.size());
@@ -142,15 +247,23 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
   std::vector<bool> sample(in_step.size(), true);
   for (size_t b = 0; b < in_step.size(); ++b) {
     Request& r = *active[in_step[b]];
-    if (r.collect_routing) r.routing.Merge(fr->routing[b]);
+    // Positions [start, end) ran; those below `routed` were counted before a preemption.
+    const int64_t end = r.cache->length(), start = end - static_cast<int64_t>(batch[b].tokens.size());
+    if (start >= r.routed) {
+      if (r.collect_routing) r.routing.Merge(fr->routing[b]);
+      r.routed = end;
+    }
     if (r.prefilled) continue;
     r.prefill_pos += chunk[b];
-    if (r.prefill_pos < static_cast<int64_t>(r.prompt.size())) {
+    if (r.prefill_pos < static_cast<int64_t>(r.input.size())) {
       sample[b] = false;
       continue;
     }
     if (prefix_cache_) StorePrefix(r);  // the prompt's blocks, for the next request sharing them
     r.prefilled = true;
+    // A preempted request's recompute ends where its cache ended before: its last token, already
+    // sampled, is what it decodes next.
+    if (!r.tokens.empty()) sample[b] = false;
   }
   const int64_t vocab = c.vocab_size;
   const int64_t producible = std::min<int64_t>(vocab, tokenizer_->vocab_size());
@@ -204,11 +317,12 @@ void Runtime::RestorePrefixes(std::vector<std::shared_ptr<Request>>& active) {
     // Keyed by the content digest of the weights that will compute this request (see prefix_cache.h).
     r->prefix_root = prefix_cache_->Root(options_.backbone_digest, r->overlay ? r->overlay->digest() : "");
     // At most all but the last prompt token: its logits are what the prefill must produce.
-    absl::StatusOr<int64_t> n = prefix_cache_->Restore(r->prefix_root, r->prompt,
-                                                       static_cast<int64_t>(r->prompt.size()) - 1, *r->cache);
+    absl::StatusOr<int64_t> n = prefix_cache_->Restore(r->prefix_root, r->input,
+                                                       static_cast<int64_t>(r->input.size()) - 1, *r->cache);
     // A failed copy leaves the cache empty: the prompt is prefilled whole, as on a miss.
-    r->cached_tokens = n.ok() ? *n : 0;
-    r->prefill_pos = r->cached_tokens;
+    r->prefill_pos = n.ok() ? *n : 0;
+    // What the client is told counts the prompt's first admission (a recompute restores its own blocks).
+    if (r->preemptions == 0) r->cached_tokens = r->prefill_pos;
   }
 }
 

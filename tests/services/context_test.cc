@@ -122,7 +122,7 @@ TEST_F(ContextServerTest, APromptBeyondTheFlagsIsRefusedNamingTheFlag) {
     std::string flag;
   };
   for (const Case& c : {Case{1500, runtime::kDefaultKvMemoryBytes, 1500, "--max-context"},
-                        Case{0, 16 * 2000 * per, 2000, "--kv-memory-bytes"}}) {
+                        Case{0, 2000 * per, 2000, "--kv-memory-bytes"}}) {
     SCOPED_TRACE(c.flag);
     TestServerOptions o = Options();
     o.max_context = c.max_context;

@@ -6,6 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <thread>
+
+#include "core/model/config.h"
+#include "core/model/kv_cache.h"
 #include "gtest/gtest.h"
 #include "services/job_spec.h"
 #include "tests/services/test_server.h"
@@ -161,6 +165,53 @@ TEST(MetricsTest, PrefixCacheHitsMissesAndBytes) {
        }) {
     EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;
   }
+}
+
+// Paged KV through the server: a pool of one full context (--kv-memory-bytes, --max-context 64) and
+// four concurrent requests that each grow to ~60 positions. Every request succeeds with the text it has
+// alone (greedy), the pool runs out on the way (preemptions counted), and /metrics shows the pool
+// whole again afterwards.
+TEST(MetricsTest, PagedKvPoolPreemptsUnderPressureAndReportsIt) {
+  TestServerOptions o = WithModel();
+  o.metrics = true;
+  o.max_context = 64;
+  o.kv_memory_bytes = 64 * KvCache::BytesPerPosition(ModelConfig::BuiltinTiny(), DType::kF32);
+  TestServer server(o);
+  std::string key = server.CreateTenant("acme");
+  auto request = [](int i) {
+    v1::GenerateRequest r;
+    r.set_tenant_id("acme");
+    r.set_prompt(std::string("question ") + static_cast<char>('a' + i));
+    r.set_max_tokens(50);
+    return r;
+  };
+  std::vector<v1::GenerateResponse> together(4);
+  std::vector<grpc::Status> status(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] { status[i] = server.Inference()->Generate(Ctx(key).get(), request(i), &together[i]); });
+  }
+  for (auto& t : threads) t.join();
+  std::string page = HttpGet(server.server().metrics_port(), "/metrics");
+  const std::string counter = "\ntessera_kv_preemptions_total ";  // the sample, not its # HELP line
+  const size_t at = page.find(counter);
+  ASSERT_NE(at, std::string::npos) << page;
+  EXPECT_GT(std::stod(page.substr(at + counter.size())), 0.0) << "the pool never ran out: nothing was tested";
+  for (const std::string& needle : {std::string("tessera_kv_block_tokens 16"),
+                                    std::string("tessera_kv_blocks{state=\"free\"} 4"),
+                                    std::string("tessera_kv_blocks{state=\"used\"} 0"),
+                                    std::string("tessera_kv_preempted_requests 0")}) {
+    EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;
+  }
+  int64_t positions = 0;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(status[i].ok()) << i << ": " << status[i].error_message();
+    positions += together[i].usage().prompt_tokens() + together[i].usage().completion_tokens();
+    v1::GenerateResponse alone;
+    ASSERT_TRUE(server.Inference()->Generate(Ctx(key).get(), request(i), &alone).ok());
+    EXPECT_EQ(together[i].text(), alone.text()) << i;
+  }
+  EXPECT_GT(positions, 64);
 }
 
 TEST(JobSpecTest, JsonRoundTripAndDefaults) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/model/config.h"
+#include "core/model/kv_block_pool.h"
 #include "core/model/kv_cache.h"
 #include "core/model/model.h"
 #include "core/model/overlay.h"
@@ -82,8 +83,17 @@ inline ModelRun RunOn(Backend& b, const ModelConfig& c, Weights mode, const RunI
   auto host = [&b](const Tensor& t) { return Must(b.ToHostF32(t)); };
 
   // 1-2. Prefill into caches, then one decode step each.
+  // Sequence 0 in a contiguous cache, sequence 1 in a paged one whose blocks interleave with another
+  // cache's (so its gather crosses storage jumps): both layouts on every backend.
+  std::unique_ptr<KvBlockPool> pool = Must(KvBlockPool::Create(c, 16, 4, &b, mdt));  // outlives its caches
   std::vector<std::unique_ptr<KvCache>> caches;
-  for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(Must(KvCache::Create(c, 32, &b, mdt)));
+  caches.push_back(Must(KvCache::Create(c, 32, &b, mdt)));
+  caches.push_back(Must(KvCache::CreatePaged(pool.get(), 32)));
+  std::unique_ptr<KvCache> other = Must(KvCache::CreatePaged(pool.get(), 32));
+  for (int64_t n = 4; n <= 16; n += 4) {
+    EXPECT_TRUE(other->Reserve(n).ok());
+    EXPECT_TRUE(caches[1]->Reserve(n).ok());
+  }
   std::vector<SequenceInput> batch = {SequenceInput{prompts[0], tenant.get(), caches[0].get()},
                                       SequenceInput{prompts[1], nullptr, caches[1].get()}};
   ForwardOptions all;

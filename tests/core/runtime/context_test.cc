@@ -41,22 +41,36 @@ TEST(PlanContext, TheSmallestOfModelCapAndBudgetWins) {
   EXPECT_NE(above.Describe().find("exceeds the model's max_position_embeddings 4096"), std::string::npos)
       << above.Describe();
 
-  // A budget for 3000 positions of 4 sequences: the context is reduced to what fits, and said so.
-  ContextPlan memory = *PlanContext(c, DType::kF32, 4, 0, 4 * 3000 * per + per - 1);
-  EXPECT_EQ(memory.capacity, 3000);
+  // The pool is paged and shared: a budget of two full contexts keeps the whole context for each
+  // request, with 2 of the 16 slots at full length at once (shorter requests share the rest).
+  ContextPlan shared = *PlanContext(c, DType::kF32, 16, 0, 2 * 4096 * per);
+  EXPECT_EQ(shared.capacity, 4096);
+  EXPECT_EQ(shared.limited_by, ContextPlan::Limit::kModel);
+  EXPECT_EQ(shared.num_blocks, 2 * 4096 / kDefaultKvBlockTokens);
+  EXPECT_EQ(shared.pool_bytes, 2 * 4096 * per);
+  EXPECT_NE(shared.Describe().find("(2 at full context)"), std::string::npos) << shared.Describe();
+
+  // A budget for 3000 positions in all: the context is reduced to the whole blocks that fit, and said so.
+  ContextPlan memory = *PlanContext(c, DType::kF32, 4, 0, 3000 * per + per - 1);
+  EXPECT_EQ(memory.capacity, 3000 / 16 * 16);
   EXPECT_EQ(memory.limited_by, ContextPlan::Limit::kMemory);
-  EXPECT_LE(memory.pool_bytes, 4 * 3000 * per + per - 1);
-  EXPECT_NE(memory.Describe().find("reduced from 4096 to fit --max-batch 4"), std::string::npos) << memory.Describe();
+  EXPECT_LE(memory.pool_bytes, 3000 * per + per - 1);
+  EXPECT_NE(memory.Describe().find("reduced from 4096 to what --kv-memory-bytes holds"), std::string::npos)
+      << memory.Describe();
   EXPECT_NE(memory.RaiseHint().find("--kv-memory-bytes"), std::string::npos) << memory.RaiseHint();
 
   // bf16 caches take half the bytes, so the same budget holds twice the positions (up to the model's).
-  EXPECT_EQ(PlanContext(c, DType::kBF16, 4, 0, 4 * 1000 * per)->capacity, 2000);
+  EXPECT_EQ(PlanContext(c, DType::kBF16, 4, 0, 1000 * per)->capacity, 2000);
+  // Blocks of 64: the budget is counted in whole blocks.
+  EXPECT_EQ(PlanContext(c, DType::kF32, 4, 0, 1000 * per, 64)->capacity, 960);
 
-  // Not even two positions per sequence: refused with the numbers and the flags.
-  absl::StatusOr<ContextPlan> tiny = PlanContext(c, DType::kF32, 16, 0, 16 * per);
+  // Not even one block of two positions: refused with the numbers and the flags.
+  absl::StatusOr<ContextPlan> tiny = PlanContext(c, DType::kF32, 16, 0, per);
   EXPECT_EQ(tiny.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(tiny.status().message().find("--kv-memory-bytes"), std::string::npos) << tiny.status();
-  EXPECT_NE(tiny.status().message().find(std::to_string(16 * 4096 * per)), std::string::npos) << tiny.status();
+  EXPECT_NE(tiny.status().message().find(std::to_string(4096 * per)), std::string::npos) << tiny.status();
+  EXPECT_EQ(PlanContext(c, DType::kF32, 16, 0, kDefaultKvMemoryBytes, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 
   EXPECT_EQ(PlanContext(c, DType::kF32, 16, 1, kDefaultKvMemoryBytes).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -75,6 +89,8 @@ struct LongWorld {
     o.max_batch = max_batch;
     o.kv_capacity = plan.capacity;
     o.kv_capacity_hint = plan.RaiseHint();
+    o.kv_block_tokens = plan.block_tokens;
+    o.kv_blocks = plan.num_blocks;
     return Runtime::Create(model.get(), &tokenizer, &source, o).value();
   }
   std::unique_ptr<Backend> be = MakeCpuBackend();
@@ -119,7 +135,7 @@ TEST(RuntimeContext, APromptThatDoesNotFitIsRefusedWithTheNumbersAndTheFlag) {
   const int64_t per = KvCache::BytesPerPosition(w.config, DType::kF32);
   std::vector<Case> cases = {{*PlanContext(w.config, DType::kF32, 2, 0, kDefaultKvMemoryBytes), "max_position_embeddings"},
                              {*PlanContext(w.config, DType::kF32, 2, 1200, kDefaultKvMemoryBytes), "--max-context"},
-                             {*PlanContext(w.config, DType::kF32, 2, 0, 2 * 1200 * per), "--kv-memory-bytes"}};
+                             {*PlanContext(w.config, DType::kF32, 2, 0, 1200 * per), "--kv-memory-bytes"}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.flag);
     auto rt = w.Make(c.plan, 2);
