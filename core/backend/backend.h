@@ -61,6 +61,11 @@ struct AttentionSeq {
   Tensor* dk = nullptr;  // backward only: same shape as k; accumulates
   Tensor* dv = nullptr;  // backward only: same shape as v; accumulates
   int64_t window = 0;    // 0: full causal attention; > 0: sliding window of this many keys (see above)
+  // Paged keys/values (a paged KV cache, core/model/kv_block_pool.h), forward only and only on a backend
+  // whose SupportsPagedKv() is true: when block_tokens > 0, k/v are the block pool's storage and key j is
+  // storage row blocks[j / block_tokens] * block_tokens + j % block_tokens (blocks cover kv_len).
+  absl::Span<const int32_t> blocks;
+  int64_t block_tokens = 0;
 };
 
 struct AdamWParams {
@@ -210,6 +215,9 @@ class Backend {
   // Keys outside a query's window are never read, so a windowed call costs O(q_len * window) and a
   // backward adds nothing into dk/dv rows no query sees.
   // lse ([Nq, H] f32, may be nullptr) receives the log-sum-exp of each softmax row for backward.
+  // Whether AttentionForward accepts paged sequences (AttentionSeq::block_tokens > 0). Model::Forward
+  // gathers a paged cache into a contiguous copy for a backend that does not.
+  virtual bool SupportsPagedKv() const { return false; }
   virtual absl::Status AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs,
                                         float scale, Tensor& out, Tensor* lse) = 0;
   // dq overwrites; each sequence's dk/dv accumulate. Needs the forward's out and lse.
@@ -291,6 +299,10 @@ struct BackendOptions {
   // backend whose shapes repeat and whose life ends (a training job's): its memory goes back to the OS
   // instead of fragmenting malloc's arenas. false: malloc. CUDA: no effect.
   bool pool_host_buffers = false;
+  // CPU: attention reads paged KV caches through their block tables (SupportsPagedKv). false: the model
+  // gathers them into contiguous copies first, as it does for backends without paged attention (tests
+  // use it to run that path on the CPU). CUDA: no effect (its kernels read contiguous keys).
+  bool paged_kv_attention = true;
 };
 
 // The CPU backend (always available). Of the options it uses memory_limit_bytes.

@@ -71,6 +71,7 @@ class ProfilingBackend final : public Backend {
   absl::Status RmsNormBackward(const Tensor& x, const Tensor& weight, const Tensor& rstd, const Tensor& dout,
                                Tensor& dx, Tensor* dweight) override;
   absl::Status Rope(Tensor& x, const Tensor& positions, float theta, bool inverse) override;
+  bool SupportsPagedKv() const override { return inner_->SupportsPagedKv(); }
   absl::Status AttentionForward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale, Tensor& out,
                                 Tensor* lse) override;
   absl::Status AttentionBackward(const Tensor& q, absl::Span<const AttentionSeq> seqs, float scale,

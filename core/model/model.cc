@@ -342,15 +342,17 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
     ASSIGN_OR_RETURN(route_all, be->Alloc({c.num_layers * route_words}, DType::kI32));
   }
 
-  // Paged KV caches: attention reads each such sequence's keys/values from a contiguous copy, gathered
-  // per layer from its blocks (and this step's new rows) into these buffers, allocated once per forward
-  // and reused by every layer: [kv_len, KVH, head_dim] per paged sequence in its cache's dtype. The
-  // attention kernels stay those of contiguous caches on every backend; the copy costs one read and
-  // write of the sequence's KV per layer, the transient memory one layer's KV of the step's sequences.
+  // Paged KV caches: a backend with paged attention (SupportsPagedKv: the CPU) reads their blocks through
+  // the block table. For any other (CUDA, whose kernels read contiguous keys), each paged sequence's
+  // keys/values are gathered per layer from its blocks (and this step's new rows) into these buffers,
+  // allocated once per forward and reused by every layer: [kv_len, KVH, head_dim] per paged sequence in
+  // its cache's dtype. That copy costs one read and write of the sequence's KV per layer, its memory one
+  // layer's KV of the step's sequences.
+  const bool paged_attention = be->SupportsPagedKv();
   std::vector<Tensor> paged_k(num_seqs), paged_v(num_seqs);
   for (int64_t s = 0; s < num_seqs; ++s) {
     const KvCache* cache = batch[s].cache;
-    if (cache == nullptr || !cache->paged()) continue;
+    if (paged_attention || cache == nullptr || !cache->paged()) continue;
     const int64_t kv_len = cache->length() + result.seq_len[s];
     ASSIGN_OR_RETURN(paged_k[s], be->Alloc({kv_len, nkv, hd}, cache->k(0).dtype()));
     ASSIGN_OR_RETURN(paged_v[s], be->Alloc({kv_len, nkv, hd}, cache->v(0).dtype()));
@@ -430,7 +432,12 @@ absl::StatusOr<ForwardResult> Model::Forward(absl::Span<const SequenceInput> bat
           copy(v3.Rows(from, seg.count), cache->mutable_v(l).Rows(seg.row, seg.count));
         }
         as.kv_len = start + n;
-        if (cache->paged()) {
+        if (cache->paged() && paged_attention) {
+          as.k = &cache->k(l);
+          as.v = &cache->v(l);
+          as.blocks = cache->blocks();
+          as.block_tokens = cache->block_tokens();
+        } else if (cache->paged()) {
           for (const KvSegment& seg : cache->Segments(0, start)) {
             copy(cache->k(l).Rows(seg.row, seg.count), paged_k[s].Rows(seg.position, seg.count));
             copy(cache->v(l).Rows(seg.row, seg.count), paged_v[s].Rows(seg.position, seg.count));

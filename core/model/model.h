@@ -18,7 +18,10 @@
 // cache (nullptr = a standalone sequence starting at position 0). With a cache, the tokens are
 // appended after the cache's current length (prefill = many tokens, decode = one; a batch may mix
 // both, which is what continuous batching needs). A sequence's result does not depend on the other
-// sequences in the batch (up to float summation order inside BLAS: within 1e-5).
+// sequences in the batch (up to float summation order inside BLAS: within 1e-5). A cache may be
+// contiguous or paged (kv_cache.h): Forward reserves a paged cache's blocks for the new positions, and
+// its attention reads them through the block table (Backend::SupportsPagedKv) or from a contiguous copy
+// gathered per layer; either way the logits are those of a contiguous cache, bit for bit.
 //
 // Precision: with bf16 weight matrices (ModelWeights::WithMatrixDtype) every GEMM takes bf16 operands
 // (on CUDA: tensor cores with fp32 accumulation; on the CPU: the f32 kernels on widened copies, the

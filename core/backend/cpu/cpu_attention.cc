@@ -26,6 +26,13 @@
 // Short query runs (decode) use a per-row kernel (dot products over the keys), which avoids gemm call
 // overhead for one or a few rows.
 //
+// Paged keys/values (AttentionSeq::block_tokens > 0, forward only): the per-row kernel reads each key
+// through the block table, a block's run of rows at a time, so it reads exactly what it would read from
+// a contiguous copy, in the same order (bit-identical results, nothing copied: a decode step's attention
+// touches each key once). A blocked (prefill) sequence is first gathered into a contiguous copy, once per
+// call, and then runs the contiguous kernel: its copy costs O(kv_len) against the kernel's
+// O(q_len * kv_len), and its results are bit-identical too.
+//
 // Threading: forward parallelizes over (sequence, head, query block or row), all independent.
 // Backward parallelizes over (sequence, kv head): the query heads sharing a kv head run in the same
 // task, so every dk/dv row is written by exactly one thread. When different sequences' dk/dv overlap
@@ -64,6 +71,24 @@ absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const A
       return absl::InvalidArgumentError(
           absl::StrCat(op, ": ", name, ".kv_len = ", s.kv_len, " is less than q_len = ", s.q_len));
     }
+    const bool paged = s.block_tokens > 0;
+    if (paged && backward) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " is paged; backward reads contiguous keys"));
+    }
+    if (paged) {
+      const int64_t bt = s.block_tokens, need = (s.kv_len + bt - 1) / bt;
+      if (static_cast<int64_t>(s.blocks.size()) < need) {
+        return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, " has ", s.blocks.size(), " blocks of ", bt,
+                                                       " positions for kv_len ", s.kv_len));
+      }
+      const int64_t stored = s.k != nullptr && s.k->rank() == 3 ? s.k->dim(0) / bt : 0;
+      for (int64_t b = 0; b < need; ++b) {
+        if (s.blocks[b] < 0 || s.blocks[b] >= stored) {
+          return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, ".blocks[", b, "] = ", s.blocks[b],
+                                                         " is outside the ", stored, " blocks of its k/v"));
+        }
+      }
+    }
     const Tensor* tensors[4] = {s.k, s.v, s.dk, s.dv};
     const char* names[4] = {".k", ".v", ".dk", ".dv"};
     const int count = backward ? 4 : 2;
@@ -73,7 +98,7 @@ absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const A
       }
       RETURN_IF_ERROR(CheckF32(op, name + names[t], *tensors[t]));
       const Tensor& k = *tensors[t];
-      const bool ok = k.rank() == 3 && k.dim(0) >= s.kv_len && k.dim(1) > 0 && h % k.dim(1) == 0 &&
+      const bool ok = k.rank() == 3 && (paged || k.dim(0) >= s.kv_len) && k.dim(1) > 0 && h % k.dim(1) == 0 &&
                       k.dim(2) == hd && (t == 0 || k.shape() == s.k->shape());
       if (!ok) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -126,15 +151,24 @@ struct HeadView {
   int64_t hd, qstride, kstride, offset;  // offset: absolute position of query 0 = kv_len - q_len
   int64_t window;    // 0: causal; else the sliding window
   const float* q;    // row 0 of this head in the sequence
-  const float* k;    // key 0 of this head's kv head
+  const float* k;    // key 0 of this head's kv head (storage row 0 when paged)
   const float* v;
+  const int32_t* table = nullptr;  // paged: the block table (per-row kernel only)
+  int64_t bt = 0;                  // paged: positions per block
   HeadView(const AttentionSeq& seq, const float* pq, int64_t h, int64_t hd_, int64_t head)
       : hd(hd_), qstride(h * hd_), kstride(seq.k->dim(1) * hd_), offset(seq.kv_len - seq.q_len), window(seq.window) {
     const int64_t g = head / (h / seq.k->dim(1));
     q = pq + (seq.q_begin * h + head) * hd;
     k = seq.k->data<float>() + g * hd;
     v = seq.v->data<float>() + g * hd;
+    if (seq.block_tokens > 0) {
+      table = seq.blocks.data();
+      bt = seq.block_tokens;
+    }
   }
+  // The storage row of key j, and how many keys from j on (at most n) are stored in consecutive rows.
+  int64_t Row(int64_t j) const { return table != nullptr ? table[j / bt] * bt + j % bt : j; }
+  int64_t Run(int64_t j, int64_t n) const { return table != nullptr ? std::min(n, bt - j % bt) : n; }
   // The first key the query at absolute position p sees (it sees [First(p), p]).
   int64_t First(int64_t p) const { return window > 0 ? std::max<int64_t>(0, p - window + 1) : 0; }
   // The first key block a query block starting at query i0 needs (block-aligned).
@@ -158,21 +192,30 @@ struct Scratch {
 void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse, Scratch& sc) {
   const int64_t first = hv.First(hv.offset + i), keys = hv.offset + i + 1 - first, hd = hv.hd;
   const float* qv = hv.q + i * hv.qstride;
-  const float* k0 = hv.k + first * hv.kstride;
-  const float* v0 = hv.v + first * hv.kstride;
   float* scores = sc.s.data();
   float m = -INFINITY;
-  for (int64_t j = 0; j < keys; ++j) {
-    scores[j] = scale * Dot(qv, k0 + j * hv.kstride, hd);
-    m = std::max(m, scores[j]);
+  // Keys in runs of consecutive storage rows (one run unless paged).
+  for (int64_t j = 0; j < keys;) {
+    const int64_t run = hv.Run(first + j, keys - j);
+    const float* kr = hv.k + hv.Row(first + j) * hv.kstride;
+    for (int64_t r = 0; r < run; ++r) {
+      scores[j + r] = scale * Dot(qv, kr + r * hv.kstride, hd);
+      m = std::max(m, scores[j + r]);
+    }
+    j += run;
   }
   float* acc = sc.acc.data();
   std::fill_n(acc, hd, 0.0f);
   float l = 0.0f;
-  for (int64_t j = 0; j < keys; ++j) {
-    const float p = std::exp(scores[j] - m);
-    l += p;
-    AxpyRow(p, v0 + j * hv.kstride, acc, hd);
+  for (int64_t j = 0; j < keys;) {
+    const int64_t run = hv.Run(first + j, keys - j);
+    const float* vr = hv.v + hv.Row(first + j) * hv.kstride;
+    for (int64_t r = 0; r < run; ++r) {
+      const float p = std::exp(scores[j + r] - m);
+      l += p;
+      AxpyRow(p, vr + r * hv.kstride, acc, hd);
+    }
+    j += run;
   }
   const float inv = 1.0f / l;
   for (int64_t d = 0; d < hd; ++d) o[d] = acc[d] * inv;
@@ -319,6 +362,37 @@ absl::Status CpuBackend::AttentionForward(const Tensor& q, absl::Span<const Atte
   RETURN_IF_ERROR(CheckSeqs(kOp, q, seqs, false));
   if (Overlaps(q, out)) return absl::InvalidArgumentError("AttentionForward: out overlaps q");
   if (hd == 0) return absl::OkStatus();
+
+  // Paged sequences for the blocked kernel: their keys and values gathered into contiguous copies (see
+  // the file comment); the per-row kernel reads paged ones in place.
+  std::vector<AttentionSeq> gathered_seqs;
+  std::vector<Tensor> gathered;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (seqs[s].block_tokens > 0 && seqs[s].q_len >= kBlockedMinQ) {
+      if (gathered_seqs.empty()) {
+        gathered_seqs.assign(seqs.begin(), seqs.end());
+        gathered.reserve(2 * seqs.size());  // never reallocates: gathered_seqs point into it
+      }
+      const AttentionSeq& in = seqs[s];
+      const int64_t kvh = in.k->dim(1), row = kvh * hd, bt = in.block_tokens;
+      for (const Tensor* src : {in.k, in.v}) {
+        ASSIGN_OR_RETURN(Tensor dst, Alloc({in.kv_len, kvh, hd}, DType::kF32));
+        const float* from = src->data<float>();
+        float* to = dst.data<float>();
+        for (int64_t j = 0; j < in.kv_len; j += bt) {
+          const int64_t n = std::min(bt, in.kv_len - j);
+          std::copy_n(from + static_cast<int64_t>(in.blocks[j / bt]) * bt * row, n * row, to + j * row);
+        }
+        gathered.push_back(std::move(dst));
+      }
+      AttentionSeq& out_seq = gathered_seqs[s];
+      out_seq.k = &gathered[gathered.size() - 2];
+      out_seq.v = &gathered.back();
+      out_seq.blocks = {};
+      out_seq.block_tokens = 0;
+    }
+  }
+  if (!gathered_seqs.empty()) seqs = gathered_seqs;
 
   // Work items: (sequence, head, query rows [i0, i1)); a block for blocked sequences, one row otherwise.
   struct Item {

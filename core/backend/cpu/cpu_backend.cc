@@ -55,6 +55,7 @@ CpuBackend::CpuBackend(const BackendOptions& options) {
   (void)Blas();  // load the BLAS with its core type now, before the caller starts threads (cpu_blas.h)
   if (options.memory_limit_bytes > 0) budget_ = std::make_shared<MemoryBudget>(options.memory_limit_bytes);
   if (options.pool_host_buffers) pool_ = std::make_shared<HostBufferPool>();
+  paged_kv_ = options.paged_kv_attention;
 }
 
 CpuBackend::~CpuBackend() {

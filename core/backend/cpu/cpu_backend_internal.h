@@ -19,7 +19,8 @@ namespace tessera::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  // options.memory_limit_bytes > 0 caps Alloc (memory_budget.h); the other options do not apply.
+  // options.memory_limit_bytes > 0 caps Alloc (memory_budget.h); pool_host_buffers and paged_kv_attention
+  // apply as documented; the other options do not.
   explicit CpuBackend(const BackendOptions& options = {});
   ~CpuBackend() override;
   DeviceKind device() const override { return DeviceKind::kCpu; }
@@ -31,6 +32,7 @@ class CpuBackend final : public Backend {
   absl::Status CopyToHost(const Tensor& src, void* dst, size_t nbytes) override;
   absl::Status Copy(const Tensor& src, Tensor& dst) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
+  bool SupportsPagedKv() const override { return paged_kv_; }
 
   absl::Status Add(const Tensor& a, const Tensor& b, Tensor& out) override;
   absl::Status Axpy(float alpha, const Tensor& x, Tensor& y) override;
@@ -87,6 +89,7 @@ class CpuBackend final : public Backend {
  private:
   std::shared_ptr<MemoryBudget> budget_;  // null: no cap
   std::shared_ptr<HostBufferPool> pool_;  // null: large buffers from malloc (BackendOptions::pool_host_buffers)
+  bool paged_kv_ = true;                  // BackendOptions::paged_kv_attention
 };
 
 // bf16 operands with few rows (decode), read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For

@@ -303,7 +303,34 @@ absl::Status NarrowStorageBackend::AttentionForward(const Tensor& q, absl::Span<
     prefixes.push_back(t->Rows(0, kv_len));
     return &prefixes.back();
   };
+  // A narrow paged sequence: its blocks' rows widened into a contiguous f32 copy (staging the whole
+  // block pool would convert every other sequence's keys too).
+  std::deque<Tensor> widened;
   for (AttentionSeq& s : s2) {
+    if (s.block_tokens > 0 && s.k != nullptr && s.v != nullptr && (IsNarrow(*s.k) || IsNarrow(*s.v)) &&
+        s.k->rank() == 3 && static_cast<int64_t>(s.blocks.size()) * s.block_tokens >= s.kv_len) {
+      const int64_t bt = s.block_tokens;
+      std::deque<Tensor> views;
+      std::vector<CopyPair> pairs;
+      for (const Tensor** t : {&s.k, &s.v}) {
+        ASSIGN_OR_RETURN(Tensor wide, k_->Alloc({s.kv_len, (*t)->dim(1), (*t)->dim(2)}, DType::kF32));
+        widened.push_back(std::move(wide));
+        for (int64_t j = 0; j < s.kv_len; j += bt) {
+          const int64_t n = std::min(bt, s.kv_len - j);
+          views.push_back((*t)->Rows(static_cast<int64_t>(s.blocks[j / bt]) * bt, n));
+          const Tensor* from = &views.back();
+          views.push_back(widened.back().Rows(j, n));
+          pairs.push_back(CopyPair{from, &views.back()});
+        }
+        *t = &widened.back();
+      }
+      RETURN_IF_ERROR(k_->CopyMany(pairs));
+      s.blocks = {};
+      s.block_tokens = 0;
+    }
+  }
+  for (AttentionSeq& s : s2) {
+    if (s.block_tokens > 0) continue;  // f32 paged: the kernel reads it in place
     if (s.k != nullptr) { ASSIGN_OR_RETURN(s.k, st.In(*prefix(s.k, s.kv_len))); }
     if (s.v != nullptr) { ASSIGN_OR_RETURN(s.v, st.In(*prefix(s.v, s.kv_len))); }
   }

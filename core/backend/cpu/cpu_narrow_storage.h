@@ -33,6 +33,7 @@ class NarrowStorageBackend final : public Backend {
   explicit NarrowStorageBackend(std::unique_ptr<Backend> f32_kernels) : k_(std::move(f32_kernels)) {}
 
   DeviceKind device() const override { return k_->device(); }
+  bool SupportsPagedKv() const override { return k_->SupportsPagedKv(); }
   std::string name() const override { return k_->name(); }
 
   // Memory ops handle every dtype themselves.

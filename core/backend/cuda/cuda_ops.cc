@@ -365,6 +365,13 @@ absl::Status CudaBackend::AttentionForward(const Tensor& q, absl::Span<const Att
     RETURN_IF_ERROR(CheckNumel(*lse, q.rank() == 3 ? q.dim(0) * q.dim(1) : -1, "AttentionForward", "lse"));
   }
   if (Overlaps(q, out)) return absl::InvalidArgumentError("AttentionForward: out overlaps q");
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    // SupportsPagedKv() is false: Model::Forward gives this backend contiguous copies of paged caches.
+    if (seqs[i].block_tokens > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("AttentionForward: seqs[", i, "] is paged; the CUDA kernels read contiguous keys"));
+    }
+  }
   RETURN_IF_ERROR(Enter());
   if (seqs.empty() || q.numel() == 0) return absl::OkStatus();
   ASSIGN_OR_RETURN(AttnLaunch L, PrepareAttention("AttentionForward", q, seqs, false, *uploads_));

@@ -336,5 +336,60 @@ TEST_P(AttentionTest, RejectsBadArguments) {
   EXPECT_EQ(be().AttentionBackward(q, {good}, 0.3f, out, lse, out, dq).code(), absl::StatusCode::kOk);
 }
 
+// Paged keys/values (AttentionSeq::blocks): on a backend with paged attention the same problem with its
+// keys scattered over a block pool in scrambled order gives bit for bit the contiguous result -- decode
+// rows (the per-row kernel reads through the table), a few rows, and a prefill (the blocked kernel, on a
+// gathered copy), with and without a window; a table that does not cover kv_len or points outside the
+// pool is refused, and so is a paged backward. A backend without paged attention refuses paged sequences
+// (Model::Forward gives it contiguous copies).
+TEST_P(AttentionTest, PagedKeysGiveTheContiguousResultBitForBit) {
+  Backend& be = this->be();
+  const int64_t h = 4, kvh = 2, hd = 8, bt = 4, kv_len = 45, blocks = 16;
+  const std::vector<int32_t> table = {7, 2, 11, 0, 15, 5, 9, 1, 13, 3, 6, 12};  // 12 blocks: 48 positions
+  const std::vector<double> k = RandomValues(kv_len * kvh * hd, 5, -2, 2), v = RandomValues(kv_len * kvh * hd, 6);
+  std::vector<double> pk(blocks * bt * kvh * hd, 0.0), pv(pk.size(), 0.0);
+  const int64_t row = kvh * hd;
+  for (int64_t j = 0; j < kv_len; ++j) {
+    const int64_t r = table[j / bt] * bt + j % bt;
+    std::copy_n(k.begin() + j * row, row, pk.begin() + r * row);
+    std::copy_n(v.begin() + j * row, row, pv.begin() + r * row);
+  }
+  Tensor ck = Up(k, {kv_len, kvh, hd}), cv = Up(v, {kv_len, kvh, hd});
+  Tensor sk = Up(pk, {blocks * bt, kvh, hd}), sv = Up(pv, {blocks * bt, kvh, hd});
+  for (int64_t q_len : {1, 3, 20}) {
+    for (int64_t window : {0, 7}) {
+      SCOPED_TRACE(::testing::Message() << "q_len " << q_len << " window " << window);
+      Tensor q = Up(RandomValues(q_len * h * hd, 9 + q_len), {q_len, h, hd});
+      AttentionSeq flat{0, q_len, kv_len, &ck, &cv, nullptr, nullptr, window};
+      AttentionSeq paged{0, q_len, kv_len, &sk, &sv, nullptr, nullptr, window, table, bt};
+      Tensor want = Garbage({q_len, h, hd}), got = Garbage({q_len, h, hd});
+      Tensor want_lse = Garbage({q_len, h}), got_lse = Garbage({q_len, h});
+      ASSERT_TRUE(be.AttentionForward(q, {flat}, 0.35f, want, &want_lse).ok());
+      const absl::Status st = be.AttentionForward(q, {paged}, 0.35f, got, &got_lse);
+      if (!be.SupportsPagedKv()) {
+        EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+        continue;
+      }
+      ASSERT_TRUE(st.ok()) << st;
+      EXPECT_EQ(Down(got), Down(want));
+      EXPECT_EQ(Down(got_lse), Down(want_lse));
+    }
+  }
+  if (!be.SupportsPagedKv()) return;
+  Tensor q = Up(RandomValues(h * hd, 3), {1, h, hd}), out = Garbage({1, h, hd});
+  const std::vector<int32_t> short_table(table.begin(), table.begin() + 11);  // 44 positions < 45
+  AttentionSeq uncovered{0, 1, kv_len, &sk, &sv, nullptr, nullptr, 0, short_table, bt};
+  EXPECT_EQ(be.AttentionForward(q, {uncovered}, 0.35f, out, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int32_t> outside = table;
+  outside[3] = static_cast<int32_t>(blocks);
+  AttentionSeq beyond{0, 1, kv_len, &sk, &sv, nullptr, nullptr, 0, outside, bt};
+  EXPECT_EQ(be.AttentionForward(q, {beyond}, 0.35f, out, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  Tensor dk = Garbage({blocks * bt, kvh, hd}), dv = Garbage({blocks * bt, kvh, hd});
+  Tensor lse = Garbage({1, h}), dq = Garbage({1, h, hd});
+  AttentionSeq paged{0, 1, kv_len, &sk, &sv, &dk, &dv, 0, table, bt};
+  ASSERT_TRUE(be.AttentionForward(q, {paged}, 0.35f, out, &lse).ok());
+  EXPECT_EQ(be.AttentionBackward(q, {paged}, 0.35f, out, lse, out, dq).code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace tessera::testing

@@ -3,6 +3,7 @@
 // through its block table and gives the blocks back; and Model::Forward over paged caches -- block
 // tables deliberately fragmented -- produces exactly the logits of contiguous caches, step for step.
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "core/model/config.h"
@@ -108,16 +109,23 @@ TEST(PagedKvCache, ReservesOnDemandMapsPositionsAndGivesBlocksBack) {
   EXPECT_EQ(one[0].count, 6);
 }
 
-class PagedForward : public ::testing::TestWithParam<ModelFamily> {};
+// (family, whether the backend reads paged caches itself; false: Model::Forward's gathered copies, the
+// path of backends without paged attention).
+class PagedForward : public ::testing::TestWithParam<std::tuple<ModelFamily, bool>> {};
 
 // Three sequences (one with an overlay) through a schedule of prefill chunks and decodes, once into
 // contiguous caches and once into paged caches whose blocks interleave (block tables like 0,3,6 / 1,4,7 /
 // 2,5,8, so nearly every block boundary is a storage jump): the logits are identical, bit for bit -- the
-// attention kernels see the same keys and values in the same order either way.
+// attention kernels see the same keys and values in the same order either way, read through the block
+// table or from a gathered copy.
 TEST_P(PagedForward, LogitsEqualContiguousCachesBitForBit) {
-  std::unique_ptr<Backend> be = MakeCpuBackend();
-  ModelConfig c = SmallConfig(GetParam());
-  if (GetParam() == ModelFamily::kMixtral) c.sliding_window = 5;  // windows cross block boundaries too
+  const auto [family, paged_attention] = GetParam();
+  BackendOptions bo;
+  bo.paged_kv_attention = paged_attention;
+  std::unique_ptr<Backend> be = MakeCpuBackend(bo);
+  ASSERT_EQ(be->SupportsPagedKv(), paged_attention);
+  ModelConfig c = SmallConfig(family);
+  if (family == ModelFamily::kMixtral) c.sliding_window = 5;  // windows cross block boundaries too
   std::unique_ptr<Model> model =
       Model::Create(c, ModelWeights::RandomInit(c, 7, be.get()).value(), be.get()).value();
   std::shared_ptr<const ExpertOverlay> ov = RandomOverlay(c, be.get(), {{0, 2}, {1, 4}}, 9).value();
@@ -162,8 +170,13 @@ TEST_P(PagedForward, LogitsEqualContiguousCachesBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, PagedForward,
-                         ::testing::Values(ModelFamily::kQwen3Moe, ModelFamily::kMixtral, ModelFamily::kQwen2Moe),
-                         [](const auto& info) { return std::string(ModelFamilyName(info.param)); });
+                         ::testing::Combine(::testing::Values(ModelFamily::kQwen3Moe, ModelFamily::kMixtral,
+                                                              ModelFamily::kQwen2Moe),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(ModelFamilyName(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "_in_place" : "_gathered");
+                         });
 
 // A forward whose paged cache cannot get its blocks fails RESOURCE_EXHAUSTED naming the pool, and the
 // cache's length is unchanged (the positions it had are still valid).
