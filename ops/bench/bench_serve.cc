@@ -1141,6 +1141,11 @@ double Rate(int64_t hits, int64_t misses) { return hits + misses > 0 ? static_ca
 int RunManyTenants(const Options& o) {
   if (!o.server.empty()) Die("--many-tenants starts its own server (it registers the tenants before the start)");
   const int max_tenants = *std::max_element(o.many_tenants.begin(), o.many_tenants.end());
+  if (o.hot_tenants > max_tenants) {
+    // The hot phase draws from the registered tenants (the largest count); more would index past them.
+    Die(absl::StrCat("--hot-tenants ", o.hot_tenants, " exceeds the largest --many-tenants count ", max_tenants,
+                     ": register at least as many tenants as are hot"));
+  }
   const auto bench_start = Clock::now();
   std::string bin = FindServerBin(o.server_bin);
   char tmpl[] = "/tmp/bench_serve.XXXXXX";

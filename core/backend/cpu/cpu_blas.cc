@@ -16,6 +16,8 @@ namespace {
 // The runtime soname of Debian's libopenblas0 (the update-alternatives link to the pthread or openmp
 // build); the build's own path as a fallback.
 constexpr const char* kLibraries[] = {"libopenblas.so.0", TESSERA_OPENBLAS_LIBRARY};
+// OPENBLAS_THREAD_TIMEOUT: workers spin 2^4 cycles, then sleep (see cpu_blas.h).
+constexpr const char* kThreadTimeout = "4";
 
 [[noreturn]] void Fail(const std::string& what) {
   std::fprintf(stderr, "tessera: cannot load OpenBLAS for the CPU backend: %s (install libopenblas0, see ops/install-deps.sh)\n",
@@ -36,6 +38,11 @@ BlasInfo Load() {
   const char* user = std::getenv("OPENBLAS_CORETYPE");
   info.user_core = user != nullptr && *user != '\0';
   if (!info.user_core && !preloaded) setenv("OPENBLAS_CORETYPE", info.core_wanted.c_str(), 1);
+  // Idle workers sleep at once instead of spinning ~0.1 s (cpu_blas.h).
+  const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  info.user_thread_timeout = timeout != nullptr && *timeout != '\0';
+  if (!info.user_thread_timeout && !preloaded) setenv("OPENBLAS_THREAD_TIMEOUT", kThreadTimeout, 1);
+  if (!preloaded) info.thread_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
   void* handle = nullptr;
   std::string errors;
   for (const char* lib : kLibraries) {
@@ -77,6 +84,9 @@ std::string CpuKernelSetString() {
                                 : std::string(), ")");
   } else if (b.user_core) {
     absl::StrAppend(&blas, "(OPENBLAS_CORETYPE set by the user)");
+  }
+  if (!b.thread_timeout.empty()) {
+    absl::StrAppend(&blas, " blas_thread_timeout=", b.thread_timeout, b.user_thread_timeout ? "(set by the user)" : "");
   }
   return absl::StrCat("blas=", blas, " small_gemm=", IsaName(k.small_gemm), " bf16_gemm=", IsaName(k.bf16_gemm));
 }

@@ -11,6 +11,14 @@
 // Why this mechanism: ops/bench/RESULTS.md "CPU kernel choice" (bench_gemm_kernels: OpenBLAS forced from
 // the features vs BLIS 0.9 vs oneDNN 2.6 sgemm vs OpenBLAS forced to Prescott, same shapes, same run).
 //
+// Idle workers: OpenBLAS's worker threads spin on sched_yield for 2^28 cycles (~0.1 s) after each call
+// before they sleep. A server calls the BLAS every few milliseconds, so its workers never slept and burnt
+// a core between calls: in bench_serve's profile 36% of the server's CPU was sched_yield, and the CPU per
+// request fell from 5.5-5.9 to 3.8-4.1 ms with the spin cut (same throughput; bench_forward and
+// bench_train unchanged: ops/bench/RESULTS.md "Idle BLAS workers"). A training job sharing the cores
+// gets that core back. So Tessera also sets OPENBLAS_THREAD_TIMEOUT=4 (the library's minimum: workers
+// sleep at once and are woken per call) unless the user set it; the value in force is reported.
+//
 // Failure: without the library no GEMM can run; the first use prints what to install and aborts.
 #pragma once
 
@@ -28,6 +36,8 @@ struct BlasInfo {
   std::string core;         // what the library runs (openblas_get_corename)
   std::string config;       // openblas_get_config
   bool user_core = false;   // OPENBLAS_CORETYPE was set before Tessera looked (left as the user set it)
+  std::string thread_timeout;  // OPENBLAS_THREAD_TIMEOUT in force at load ("" when the library was preloaded)
+  bool user_thread_timeout = false;  // set by the user (left as set)
   bool degraded = false;    // core differs from core_wanted
   decltype(&cblas_sgemm) sgemm = nullptr;
 };

@@ -3,8 +3,12 @@
 // and the BLAS loaded with the chosen core type (cpu_features.h, cpu_blas.h).
 #include "core/backend/cpu/cpu_features.h"
 
+#include <time.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "core/backend/cpu/cpu_blas.h"
@@ -152,6 +156,31 @@ TEST(CpuFeaturesTest, ProbeAgreesWithTheCompilerOnThisCpu) {
   std::printf("this CPU: %s\nkernels: %s\n", CpuFeaturesString().c_str(), CpuKernelSetString().c_str());
 }
 
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// After a GEMM large enough for OpenBLAS to use its worker threads, the idle process burns no CPU: the
+// workers sleep (OPENBLAS_THREAD_TIMEOUT, cpu_blas.h) instead of spinning on sched_yield for ~0.1 s. With
+// the library's default the 200 ms below cost ~100 ms of CPU per worker; the bound allows for the
+// bookkeeping of a loaded machine. This measures CPU consumed, not elapsed time.
+TEST(CpuBlasTest, IdleWorkersSleepInsteadOfSpinning) {
+  const BlasInfo& b = Blas();
+  if (b.user_thread_timeout) GTEST_SKIP() << "OPENBLAS_THREAD_TIMEOUT was set by the user";
+  const int n = 512;
+  std::vector<float> a(n * n, 0.5f), bm(n * n, 0.25f), c(n * n, 0.0f);
+  for (int rep = 0; rep < 3; ++rep) {
+    Sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, bm.data(), n, 0.0f, c.data(), n);
+  }
+  EXPECT_FLOAT_EQ(c[0], 0.5f * 0.25f * n);
+  const double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const double idle_cpu = ProcessCpuSeconds() - before;
+  EXPECT_LT(idle_cpu, 0.04) << "the BLAS's idle workers used " << idle_cpu << " s of CPU in 0.2 s";
+}
+
 // The BLAS runs the core type the features call for (unless the user set OPENBLAS_CORETYPE), and its
 // sgemm is the one Sgemm calls.
 TEST(CpuBlasTest, LoadsTheCoreTypeOfTheFeatures) {
@@ -165,6 +194,10 @@ TEST(CpuBlasTest, LoadsTheCoreTypeOfTheFeatures) {
   } else if (b.degraded) {  // e.g. OPENBLAS_CORETYPE=Prescott in the environment: said loudly
     EXPECT_NE(CpuKernelSetString().find("DEGRADED: wanted " + b.core_wanted), std::string::npos)
         << CpuKernelSetString();
+  }
+  if (!b.user_thread_timeout) {
+    EXPECT_STREQ(std::getenv("OPENBLAS_THREAD_TIMEOUT"), "4");
+    EXPECT_NE(CpuKernelSetString().find("blas_thread_timeout=4"), std::string::npos) << CpuKernelSetString();
   }
   // c = a b^T for a [2,3], b [2,3].
   const std::vector<float> a = {1, 2, 3, 4, 5, 6}, bm = {1, 0, -1, 2, 1, 0};
