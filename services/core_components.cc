@@ -135,11 +135,6 @@ absl::StatusOr<ServerComponents> MakeCoreComponents(const CoreOptions& options) 
       // The model validates token ids on the host and makes every other index itself: no synchronizing
       // range check per gather/scatter (a bad index would still fail the step at its read-back).
       serving.eager_index_checks = false;
-      // CPU: a step's activation buffers (and overlays loaded or promoted into the tiers) come from the
-      // backend's own pool, reused step after step, instead of one mmap/munmap each (the process serves
-      // large allocations by mmap, memory_trim.h): a munmap costs a TLB shootdown on every core running
-      // the process. bench_serve: RESULTS.md "Idle BLAS workers and pooled serving buffers".
-      serving.pool_host_buffers = true;
       absl::StatusOr<std::unique_ptr<LoadedModel>> m = ModelOn(*std::move(b), serving);
       if (!m.ok()) return m.status();
       absl::StatusOr<runtime::ContextPlan> plan =

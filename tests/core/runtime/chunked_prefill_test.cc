@@ -11,6 +11,7 @@
 namespace tessera::runtime {
 namespace {
 
+using testing::StepLog;
 using testing::World;
 using namespace std::chrono_literals;
 
@@ -26,15 +27,6 @@ std::string Text(size_t n, char seed) {
   for (size_t i = 0; i < n; ++i) s += static_cast<char>('a' + (seed + i * 7 + i / 5) % 26);
   return s;
 }
-
-struct StepLog {
-  std::mutex mu;
-  std::vector<StepInfo> steps;
-  void Add(const StepInfo& s) {
-    std::lock_guard<std::mutex> lock(mu);
-    steps.push_back(s);
-  }
-};
 
 RuntimeOptions Options(int64_t max_step_tokens, StepLog* log = nullptr) {
   RuntimeOptions o;

@@ -13,6 +13,7 @@
 namespace tessera::runtime {
 namespace {
 
+using testing::StepLog;
 using testing::World;
 
 std::string Text(size_t n, char seed) {
@@ -27,27 +28,6 @@ GenerateParams Params(std::string prompt, int max_tokens) {
   p.max_tokens = max_tokens;
   return p;
 }
-
-struct StepLog {
-  std::mutex mu;
-  std::vector<StepInfo> steps;
-  void Add(const StepInfo& s) {
-    std::lock_guard<std::mutex> lock(mu);
-    steps.push_back(s);
-  }
-  int64_t MaxSequences() {
-    std::lock_guard<std::mutex> lock(mu);
-    int64_t m = 0;
-    for (const StepInfo& s : steps) m = std::max(m, s.sequences);
-    return m;
-  }
-  int64_t Preempted() {
-    std::lock_guard<std::mutex> lock(mu);
-    int64_t n = 0;
-    for (const StepInfo& s : steps) n += s.preempted;
-    return n;
-  }
-};
 
 // A pool of one full context (64 positions in blocks of `block`), four batch slots.
 RuntimeOptions OnePoolOfOneContext(int64_t block, StepLog* log) {

@@ -3,6 +3,7 @@
 // runtime must reproduce token for token).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -40,6 +41,28 @@ inline void WaitFor(const std::function<bool()>& cond) {
   for (int i = 0; i < 20000 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_TRUE(cond());
 }
+
+// Every StepInfo the runtime reports (RuntimeOptions::on_step), for tests that check what steps ran.
+struct StepLog {
+  std::mutex mu;
+  std::vector<StepInfo> steps;
+  void Add(const StepInfo& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    steps.push_back(s);
+  }
+  int64_t MaxSequences() {
+    std::lock_guard<std::mutex> lock(mu);
+    int64_t m = 0;
+    for (const StepInfo& s : steps) m = std::max(m, s.sequences);
+    return m;
+  }
+  int64_t Preempted() {
+    std::lock_guard<std::mutex> lock(mu);
+    int64_t n = 0;
+    for (const StepInfo& s : steps) n += s.preempted;
+    return n;
+  }
+};
 
 // Byte vocabulary padded to 264 rows like builtin:tiny, but much narrower so each test runs fast.
 inline ModelConfig SmallConfig() {
