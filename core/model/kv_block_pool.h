@@ -36,6 +36,11 @@ class KvBlockPool {
   bool Allocate(int64_t n, std::vector<int32_t>* out);
   void Free(absl::Span<const int32_t> blocks);
 
+  // Blocks of `block_tokens` positions that hold `positions` positions (ceil).
+  static int64_t BlocksFor(int64_t positions, int64_t block_tokens) {
+    return (positions + block_tokens - 1) / block_tokens;
+  }
+
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_tokens() const { return block_tokens_; }
   int64_t free_blocks() const;

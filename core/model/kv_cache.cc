@@ -65,8 +65,8 @@ absl::Status KvCache::Reserve(int64_t positions) {
         absl::StrCat("KvCache::Reserve: ", positions, " positions exceed the capacity ", capacity_));
   }
   if (pool_ == nullptr || positions <= reserved()) return absl::OkStatus();
-  const int64_t bt = pool_->block_tokens();
-  const int64_t need = (positions + bt - 1) / bt - static_cast<int64_t>(blocks_.size());
+  const int64_t need =
+      KvBlockPool::BlocksFor(positions, pool_->block_tokens()) - static_cast<int64_t>(blocks_.size());
   if (!pool_->Allocate(need, &blocks_)) {
     return absl::ResourceExhaustedError(absl::StrCat("the KV block pool has ", pool_->free_blocks(), " of ",
                                                      pool_->num_blocks(), " blocks free; ", need,

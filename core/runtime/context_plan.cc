@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/model/kv_block_pool.h"
 #include "core/model/kv_cache.h"
 
 namespace tessera::runtime {
@@ -45,7 +46,7 @@ absl::StatusOr<ContextPlan> PlanContext(const ModelConfig& config, DType kv_dtyp
   }
   p.max_context_above_model = max_context > p.model_context;
   const int64_t budget_blocks = kv_memory_bytes / p.bytes_per_position / block_tokens;
-  const int64_t full_blocks = static_cast<int64_t>(max_batch) * ((p.requested_context + block_tokens - 1) / block_tokens);
+  const int64_t full_blocks = static_cast<int64_t>(max_batch) * KvBlockPool::BlocksFor(p.requested_context, block_tokens);
   p.num_blocks = std::min(budget_blocks, full_blocks);
   p.capacity = p.requested_context;
   if (p.num_blocks * block_tokens < p.capacity) {
@@ -72,7 +73,7 @@ std::string ContextPlan::Describe() const {
       why = absl::StrCat("reduced from ", requested_context, " to what --kv-memory-bytes holds");
       break;
   }
-  const int64_t full = num_blocks / std::max<int64_t>(1, (capacity + block_tokens - 1) / block_tokens);
+  const int64_t full = num_blocks / std::max<int64_t>(1, KvBlockPool::BlocksFor(capacity, block_tokens));
   std::string out = absl::StrCat("context ", capacity, " positions per request (", why, "); paged KV pool ",
                                  num_blocks, " blocks of ", block_tokens, " positions x ", bytes_per_position,
                                  " B = ", Bytes(pool_bytes), " of --kv-memory-bytes ", Bytes(kv_memory_bytes),

@@ -47,9 +47,7 @@ class KvCachePool {
   int64_t total_blocks() const { return blocks_->num_blocks(); }
   int64_t free_blocks() const { return blocks_->free_blocks(); }
   // Blocks that hold `positions` positions.
-  int64_t BlocksFor(int64_t positions) const {
-    return (positions + blocks_->block_tokens() - 1) / blocks_->block_tokens();
-  }
+  int64_t BlocksFor(int64_t positions) const { return KvBlockPool::BlocksFor(positions, blocks_->block_tokens()); }
 
  private:
   KvCachePool() = default;

@@ -42,7 +42,7 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
     return absl::InvalidArgumentError(
         absl::StrCat("Runtime: kv_block_tokens must be >= 1, got ", options.kv_block_tokens));
   }
-  const int64_t context_blocks = (options.kv_capacity + options.kv_block_tokens - 1) / options.kv_block_tokens;
+  const int64_t context_blocks = KvBlockPool::BlocksFor(options.kv_capacity, options.kv_block_tokens);
   if (options.kv_blocks == 0) options.kv_blocks = options.max_batch * context_blocks;
   if (options.kv_blocks < context_blocks) {
     return absl::InvalidArgumentError(absl::StrCat(

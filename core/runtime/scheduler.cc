@@ -50,6 +50,18 @@
 #include "core/tokenizer/utf8.h"
 
 namespace tessera::runtime {
+namespace {
+
+// Inserts `r` into `requests` (a vector or deque kept in admission order) after every request admitted
+// before it.
+template <typename Container>
+void InsertByAdmission(Container& requests, std::shared_ptr<Request> r) {
+  auto at = std::upper_bound(requests.begin(), requests.end(), r->admission,
+                             [](int64_t a, const std::shared_ptr<Request>& q) { return a < q->admission; });
+  requests.insert(at, std::move(r));
+}
+
+}  // namespace
 
 void Runtime::SchedulerLoop() {
   std::vector<std::shared_ptr<Request>> active;  // in admission order (Request::admission)
@@ -93,10 +105,7 @@ void Runtime::SchedulerLoop() {
         admitted = true;
         r->cache = kv_pool_->Acquire();  // never null: the pool has max_batch caches
         // Keep `active` in admission order: the reservation order and the preemption victim follow it.
-        auto at = absl::c_upper_bound(active, r->admission, [](int64_t a, const std::shared_ptr<Request>& q) {
-          return a < q->admission;
-        });
-        active.insert(at, std::move(r));
+        InsertByAdmission(active, std::move(r));
       }
     }
     for (auto& r : dropped) Finish(*r, absl::CancelledError("generation cancelled by the caller"));
@@ -115,15 +124,15 @@ void Runtime::SchedulerLoop() {
 }
 
 int64_t Runtime::BlocksNeededForNextStep(const Request& r) const {
-  // A decode adds one position; a prompt (or the rest of it) is followed by its first token.
-  const int64_t next = r.prefilled || r.cache == nullptr ? (r.cache ? r.cache->length() : 0) + 1
-                                                         : static_cast<int64_t>(r.input.size()) + 1;
-  const int64_t held = r.cache ? static_cast<int64_t>(r.cache->blocks().size()) : 0;
+  // A decode adds one position; a prompt (or the rest of it) is followed by its first token. A request
+  // waiting for admission holds no cache (and is never `prefilled`).
+  const int64_t next = r.prefilled ? r.cache->length() + 1 : static_cast<int64_t>(r.input.size()) + 1;
+  const int64_t held = r.cache != nullptr ? static_cast<int64_t>(r.cache->blocks().size()) : 0;
   return std::max<int64_t>(0, kv_pool_->BlocksFor(std::min(next, kv_pool_->capacity())) - held);
 }
 
 bool Runtime::AdmitByBlocks(const Request& r, const std::vector<std::shared_ptr<Request>>& active) const {
-  int64_t needed = kv_pool_->BlocksFor(std::min<int64_t>(static_cast<int64_t>(r.input.size()) + 1, kv_pool_->capacity()));
+  int64_t needed = BlocksNeededForNextStep(r);
   for (const auto& a : active) needed += BlocksNeededForNextStep(*a);
   return needed <= kv_pool_->free_blocks();
 }
@@ -131,7 +140,7 @@ bool Runtime::AdmitByBlocks(const Request& r, const std::vector<std::shared_ptr<
 void Runtime::Preempt(const std::shared_ptr<Request>& rp) {
   Request& r = *rp;
   // Its whole blocks into the prefix cache first: the recompute then restores most of them.
-  if (prefix_cache_ && r.prefix_checked) StorePrefix(r);
+  if (prefix_cache_) StorePrefix(r);
   r.input = r.prompt;
   if (r.tokens.size() > 1) r.input.insert(r.input.end(), r.tokens.begin(), r.tokens.end() - 1);
   kv_pool_->Release(r.cache);
@@ -142,9 +151,7 @@ void Runtime::Preempt(const std::shared_ptr<Request>& rp) {
   r.preemptions += 1;
   preemptions_.fetch_add(1);
   std::lock_guard<std::mutex> lock(mu_);
-  auto at = std::upper_bound(preempted_.begin(), preempted_.end(), r.admission,
-                             [](int64_t a, const std::shared_ptr<Request>& q) { return a < q->admission; });
-  preempted_.insert(at, rp);
+  InsertByAdmission(preempted_, rp);
 }
 
 void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
@@ -184,21 +191,15 @@ void Runtime::Step(std::vector<std::shared_ptr<Request>>& active) {
     }
     const int64_t target = r.cache->length() + static_cast<int64_t>(tokens.size());
     bool preempted_self = false;
-    while (!r.cache->Reserve(target).ok()) {
-      if (live - 1 == i) {  // nobody younger left: this one waits instead
-        preempted_self = true;
-        break;
-      }
-      Preempt(active[live - 1]);
+    while (!preempted_self && !r.cache->Reserve(target).ok()) {
+      // The youngest still active; this one itself when nobody younger is left (it waits instead).
+      const size_t victim = live - 1;
+      Preempt(active[victim]);
       --live;
       info.preempted += 1;
+      preempted_self = victim == i;
     }
-    if (preempted_self) {
-      Preempt(active[i]);
-      --live;
-      info.preempted += 1;
-      continue;
-    }
+    if (preempted_self) continue;
     if (!r.prefilled) {
       prefill_left -= take;
       info.prefill_sequences += 1;
