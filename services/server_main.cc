@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_kernel_set.h"
+#include "core/util/thread_budget.h"
 #include "services/core_components.h"
 #include "services/log.h"
 #include "services/memory_trim.h"
@@ -138,6 +139,10 @@ Options:
   --max-queued-per-tenant N   generation requests of one tenant waiting for a thread, and for a batch
                               slot (default 64); one more -> RESOURCE_EXHAUSTED, so one tenant cannot fill
                               the server's queue (256 requests) and lock the others out
+  --threads N                 compute threads on the CPU (default: TESSERA_NUM_THREADS, else every CPU this
+                              process may run on): Tessera's own kernels and the BLAS share this one
+                              budget and take turns on it, so serving and training in one process never
+                              run more compute threads than N (it also sets OPENBLAS_NUM_THREADS)
   --inference-threads N       threads running Generate/Score (default 16); admin work (Promote,
                               Rollback, DeleteTenant) has its own 4 threads and never waits behind them
   --max-streams N             open streams at once (GenerateStream, WatchJob, ExportVersion and HTTP SSE
@@ -396,6 +401,12 @@ int main(int argc, char** argv) {
       if (!next_int(&core.kv_memory_bytes, 1)) return Fail("--kv-memory-bytes needs an integer >= 1");
     } else if (arg == "--max-step-tokens") {
       if (!next_int(&core.max_step_tokens, 0)) return Fail("--max-step-tokens needs an integer >= 0 (0: off)");
+    } else if (arg == "--threads") {
+      int64_t n = 0;
+      if (!next_int(&n, 1) || n > 4096) return Fail("--threads needs an integer from 1 to 4096");
+      if (absl::Status s = tessera::SetThreadBudget(static_cast<int>(n)); !s.ok()) {
+        return Fail(std::string(s.message()));
+      }
     } else if (arg == "--kv-block-tokens") {
       if (!next_int(&core.kv_block_tokens, 1)) return Fail("--kv-block-tokens needs an integer >= 1");
     } else if (arg == "--prefix-cache-bytes") {

@@ -3,7 +3,8 @@
 // ops/backbones/builtin-tiny was made by this command (its README gives the exact invocation).
 //
 //   tessera-pretrain --out DIR [--steps N] [--max-seconds S] [--seed N] [--batch N] [--lr X] [--f32]
-// Weights are stored as bf16 unless --f32.
+//                    [--threads N]
+// Weights are stored as bf16 unless --f32. --threads: the compute thread budget (core/util/thread_budget.h).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,13 +23,14 @@
 #include "core/train/exact_match.h"
 #include "core/train/pretrain.h"
 #include "core/util/parallel.h"
+#include "core/util/thread_budget.h"
 
 namespace {
 
 int Usage() {
   std::fprintf(stderr,
                "usage: tessera-pretrain --out DIR [--steps N] [--max-seconds S] [--seed N] "
-               "[--batch N] [--lr X] [--docs N] [--f32]\n");
+               "[--batch N] [--lr X] [--docs N] [--f32] [--threads N]\n");
   return 2;
 }
 
@@ -68,13 +70,16 @@ int main(int argc, char** argv) {
     else if (a == "--lr") ok = absl::SimpleAtod(next(), &opt.trainer.learning_rate);
     else if (a == "--docs") ok = absl::SimpleAtoi(next(), &opt.num_docs);
     else if (a == "--f32") f32 = true;
-    else return Usage();
+    else if (a == "--threads") {
+      int n = 0;
+      ok = absl::SimpleAtoi(next(), &n) && tessera::SetThreadBudget(n).ok();
+    } else return Usage();
     if (!ok) return Usage();
   }
   if (out_dir.empty()) return Usage();
   auto backend = tessera::MakeCpuBackend();
-  std::printf("tessera-pretrain: builtin:tiny, %lld parameters, %d threads, %lld steps x %lld docs\n",
-              static_cast<long long>(opt.config.NumParameters()), tessera::NumThreads(),
+  std::printf("tessera-pretrain: builtin:tiny, %lld parameters, %s threads, %lld steps x %lld docs\n",
+              static_cast<long long>(opt.config.NumParameters()), tessera::ThreadBudgetString().c_str(),
               static_cast<long long>(opt.trainer.max_steps),
               static_cast<long long>(opt.trainer.batch_size));
   const auto start = std::chrono::steady_clock::now();

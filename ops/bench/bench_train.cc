@@ -46,6 +46,7 @@
 #include "core/train/model_trainable.h"
 #include "core/train/pretrain.h"
 #include "core/util/parallel.h"
+#include "core/util/thread_budget.h"
 
 namespace {
 
@@ -246,9 +247,11 @@ int main(int argc, char** argv) {
               static_cast<long long>(threads), static_cast<long long>(batch),
               static_cast<long long>(seq), static_cast<long long>(steps),
               python.empty() ? "unavailable" : python.c_str());
-  // The GEMM peak at the bench's thread count (the BLAS reads OPENBLAS_NUM_THREADS when it loads, which
-  // CpuKernelSetString below does).
-  setenv("OPENBLAS_NUM_THREADS", std::to_string(threads).c_str(), 0);
+  // This process's pool and BLAS at the bench's thread count (before CpuKernelSetString loads the BLAS).
+  if (absl::Status s = SetThreadBudget(static_cast<int>(threads)); !s.ok()) {
+    std::fprintf(stderr, "bench_train: --threads: %s\n", s.ToString().c_str());
+    return 2;
+  }
   std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   const double peak_gflops = PeakSgemmGflops();
   std::printf("machine limit (this run): sgemm 1024^3 %.1f GFLOP/s with the BLAS above\n", peak_gflops);

@@ -92,10 +92,16 @@ class CpuBackend final : public Backend {
   bool paged_kv_ = true;                  // BackendOptions::paged_kv_attention
 };
 
-// bf16 operands with few rows (decode), read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For
-// NarrowStorageBackend: each returns true when it computed the call; false (nothing touched) when the
-// call is not one it takes (not bf16, more than 8 rows per product, invalid shapes or overlaps), and
-// the caller goes on with the staging path.
+// bf16 operands read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For NarrowStorageBackend:
+// each returns true when it computed the call; false (nothing touched) when the call is not one it takes
+// (not bf16, more than Bf16DirectMaxRows() rows per product, invalid shapes or overlaps), and the caller
+// goes on with the staging path.
+// Rows: with vdpbf16ps (AVX512_BF16) every product, prefill included: the staging path widens a copy of
+// every weight per call (a layer's 32 experts: 128 MB of f32 writes for one prefill), and a bf16 Mixtral-
+// shaped prefill ran 2.1-2.4x faster without it (313 -> 725-815 tok/s at B=1 and 8; ops/bench/RESULTS.md
+// "Decode against llama.cpp"). The other variants widen b per load, so only decode-sized products (<= 8
+// rows) use them; their prefill speed was not measured.
+int64_t Bf16DirectMaxRows();
 bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
                       float beta);
 bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y);

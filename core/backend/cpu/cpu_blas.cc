@@ -6,9 +6,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_features.h"
+#include "core/util/thread_budget.h"
 
 namespace tessera::cpu {
 namespace {
@@ -43,6 +45,12 @@ BlasInfo Load() {
   info.user_thread_timeout = timeout != nullptr && *timeout != '\0';
   if (!info.user_thread_timeout && !preloaded) setenv("OPENBLAS_THREAD_TIMEOUT", kThreadTimeout, 1);
   if (!preloaded) info.thread_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  // One thread budget for the BLAS and Tessera's pool (core/util/thread_budget.h).
+  const char* user_threads = std::getenv("OPENBLAS_NUM_THREADS");
+  info.user_threads = user_threads != nullptr && *user_threads != '\0' && !ThreadBudgetFromFlag();
+  if (!info.user_threads && !preloaded) {
+    setenv("OPENBLAS_NUM_THREADS", std::to_string(ThreadBudget()).c_str(), 1);
+  }
   void* handle = nullptr;
   std::string errors;
   for (const char* lib : kLibraries) {
@@ -60,6 +68,8 @@ BlasInfo Load() {
   using NameFn = char* (*)();
   if (auto corename = reinterpret_cast<NameFn>(dlsym(handle, "openblas_get_corename"))) info.core = corename();
   if (auto config = reinterpret_cast<NameFn>(dlsym(handle, "openblas_get_config"))) info.config = config();
+  using CountFn = int (*)();
+  if (auto count = reinterpret_cast<CountFn>(dlsym(handle, "openblas_get_num_threads"))) info.threads = count();
   info.degraded = strcasecmp(info.core.c_str(), info.core_wanted.c_str()) != 0;
   if (preloaded && info.degraded) info.config += " (library was loaded before Tessera set its core type)";
   return info;
@@ -88,6 +98,7 @@ std::string CpuKernelSetString() {
   if (!b.thread_timeout.empty()) {
     absl::StrAppend(&blas, " blas_thread_timeout=", b.thread_timeout, b.user_thread_timeout ? "(set by the user)" : "");
   }
+  absl::StrAppend(&blas, " pool_threads=", ThreadBudget(), " blas_threads=", b.threads, b.user_threads ? "(OPENBLAS_NUM_THREADS set by the user)" : "");
   return absl::StrCat("blas=", blas, " small_gemm=", IsaName(k.small_gemm), " bf16_gemm=", IsaName(k.bf16_gemm));
 }
 

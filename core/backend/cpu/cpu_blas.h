@@ -19,6 +19,11 @@
 // gets that core back. So Tessera also sets OPENBLAS_THREAD_TIMEOUT=4 (the library's minimum: workers
 // sleep at once and are woken per call) unless the user set it; the value in force is reported.
 //
+// Threads: the library is loaded with OPENBLAS_NUM_THREADS = the process's thread budget
+// (core/util/thread_budget.h) unless the user set that variable and no --threads was given, and a product
+// OpenBLAS threads (m*n*k above its single-thread limit) runs under RunExclusive (core/util/parallel.h), so
+// the BLAS's threads and Tessera's pool never run at once.
+//
 // Failure: without the library no GEMM can run; the first use prints what to install and aborts.
 #pragma once
 
@@ -27,6 +32,7 @@
 #include <string>
 
 #include "core/backend/cpu/cpu_kernel_set.h"  // CpuFeaturesString, CpuKernelSetString
+#include "core/util/parallel.h"
 
 namespace tessera::cpu {
 
@@ -38,6 +44,8 @@ struct BlasInfo {
   bool user_core = false;   // OPENBLAS_CORETYPE was set before Tessera looked (left as the user set it)
   std::string thread_timeout;  // OPENBLAS_THREAD_TIMEOUT in force at load ("" when the library was preloaded)
   bool user_thread_timeout = false;  // set by the user (left as set)
+  int threads = 0;              // openblas_get_num_threads after load
+  bool user_threads = false;    // OPENBLAS_NUM_THREADS set by the user (and no --threads): left as set
   bool degraded = false;    // core differs from core_wanted
   decltype(&cblas_sgemm) sgemm = nullptr;
 };
@@ -47,10 +55,19 @@ struct BlasInfo {
 const BlasInfo& Blas();
 
 // cblas_sgemm of the loaded library.
+// OpenBLAS runs products up to this m*n*k on the calling thread (65536 * GEMM_MULTITHREAD_THRESHOLD).
+constexpr double kBlasSingleThreadMnk = 65536.0 * 4;
+
+// cblas_sgemm of the loaded library; a product the library would thread runs under RunExclusive.
 inline void Sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
                   float alpha, const float* a, blasint lda, const float* b, blasint ldb, float beta, float* c,
                   blasint ldc) {
-  Blas().sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const BlasInfo& blas = Blas();
+  if (blas.threads > 1 && static_cast<double>(m) * n * k > kBlasSingleThreadMnk) {
+    RunExclusive([&] { blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
+    return;
+  }
+  blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace tessera::cpu

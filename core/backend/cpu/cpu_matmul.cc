@@ -38,6 +38,7 @@
 #include "core/backend/cpu/cpu_blas.h"
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -384,12 +385,16 @@ std::vector<float> WidenIfNeeded(Bf16GemmIsa isa, const Tensor& a) {
 
 }  // namespace
 
+int64_t Bf16DirectMaxRows() {
+  return Bf16GemmBestIsa() == Bf16GemmIsa::kAvx512Bf16 ? std::numeric_limits<int64_t>::max() : kSmallM;
+}
+
 bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
                       float beta) {
   if (trans_a || !trans_b || !IsBf16Cpu(a) || !IsBf16Cpu(b) || !IsFloatOut(c)) return false;
   if (a.rank() != 2 || b.rank() != 2 || c.rank() != 2) return false;
   const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(0);
-  if (m < 1 || m > kSmallM || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) return false;
+  if (m < 1 || m > Bf16DirectMaxRows() || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) return false;
   if (Overlaps(c, a) || Overlaps(c, b)) return false;
   const Bf16GemmIsa isa = Bf16GemmBestIsa();
   const std::vector<float> a32 = WidenIfNeeded(isa, a);
@@ -416,7 +421,7 @@ bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups
         g.weight->dim(1) != in || Overlaps(*g.weight, y)) {
       return false;
     }
-    if (g.row_begin < 0 || g.rows < 0 || g.rows > kSmallM || g.row_begin + g.rows > n_rows) return false;
+    if (g.row_begin < 0 || g.rows < 0 || g.rows > Bf16DirectMaxRows() || g.row_begin + g.rows > n_rows) return false;
     if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
   }
   if (ranges.empty()) return false;

@@ -110,10 +110,10 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
 
 TEST(Bf16DecodePathTest, MatmulMatchesTheF32Kernels) {
   auto be = MakeCpuBackend();
-  // A decode-sized projection and an LM-head-sized one (split over threads), 1..8 rows, and 9 rows (the
-  // staging path) for comparison.
+  // A decode-sized projection and an LM-head-sized one (split over threads), 1..8 rows, and 9 and 40 rows
+  // (prefill: the direct path's with AVX512_BF16, else the staging path's, compared all the same).
   for (auto [n, k] : {std::pair<int64_t, int64_t>{40, 33}, {4000, 256}}) {
-    for (int64_t m : {1, 3, 8, 9}) {
+    for (int64_t m : {1, 3, 8, 9, 40}) {
       const auto a = RandomBf16(m * k, 11 + m), b = RandomBf16(n * k, 12), c0 = RandomBf16(m * n, 13);
       for (DType cdt : {DType::kF32, DType::kBF16}) {
         for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f}, {0.5f, 1.0f}}) {
@@ -121,7 +121,7 @@ TEST(Bf16DecodePathTest, MatmulMatchesTheF32Kernels) {
                                    " beta=" + std::to_string(beta);
           Tensor a16 = Upload(*be, a, {m, k}, DType::kBF16), b16 = Upload(*be, b, {n, k}, DType::kBF16);
           Tensor c16 = Upload(*be, c0, {m, n}, cdt);
-          if (m <= 8) {  // the fast path takes it (called directly, so a silent fallback would fail here)
+          if (m <= Bf16DirectMaxRows()) {  // the fast path takes it (called directly: a silent fallback fails)
             ASSERT_TRUE(Bf16DirectMatmul(a16, false, b16, true, c16, alpha, beta)) << what;
           } else {  // more rows: not the fast path's; the backend stages it
             ASSERT_FALSE(Bf16DirectMatmul(a16, false, b16, true, c16, alpha, beta)) << what;
@@ -145,9 +145,11 @@ TEST(Bf16DecodePathTest, MatmulMatchesTheF32Kernels) {
 TEST(Bf16DecodePathTest, GroupedMatmulMatchesTheF32KernelsAndLeavesGapsAlone) {
   auto be = MakeCpuBackend();
   const int64_t in = 96, out = 200;
-  // Groups of 1..8 rows with gap rows between them, and an empty group.
-  const std::vector<std::pair<int64_t, int64_t>> spans = {{0, 1}, {2, 3}, {5, 0}, {6, 8}, {15, 2}};
-  const int64_t n_rows = 18;
+  // Groups of 1..8 rows with gap rows between them, an empty group, and (with AVX512_BF16, where the
+  // direct path takes prefill-sized groups) one of 23 rows.
+  std::vector<std::pair<int64_t, int64_t>> spans = {{0, 1}, {2, 3}, {5, 0}, {6, 8}, {15, 2}};
+  if (Bf16DirectMaxRows() >= 23) spans.push_back({18, 23});
+  const int64_t n_rows = 42;
   const auto x = RandomBf16(n_rows * in, 21), y0 = RandomBf16(n_rows * out, 22);
   std::vector<std::vector<uint16_t>> w;
   for (size_t g = 0; g < spans.size(); ++g) w.push_back(RandomBf16(out * in, 30 + g));
@@ -172,7 +174,7 @@ TEST(Bf16DecodePathTest, GroupedMatmulMatchesTheF32KernelsAndLeavesGapsAlone) {
     }
     const std::vector<float> got = Download(*be, y16);
     ExpectClose(got, want, ydt == DType::kBF16 ? 8e-3 : 1e-5, DTypeName(ydt));
-    for (int64_t gap : {1, 5, 14, 17}) {  // rows outside every group keep their values exactly
+    for (int64_t gap : {1, 5, 14, 17, 41}) {  // rows outside every group keep their values exactly
       for (int64_t j = 0; j < out; ++j) EXPECT_EQ(got[gap * out + j], Bf16ToF32(y0[gap * out + j]));
     }
   }

@@ -1,6 +1,9 @@
 #include "core/util/parallel.h"
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -58,6 +61,63 @@ TEST(ParallelForTest, ConcurrentCallersAndBackToBackRegionsStayExact) {
   }
   for (auto& c : callers) c.join();
   EXPECT_EQ(failures.load(), 0);
+}
+
+// A call that brings its own threads (a threaded BLAS product) must not run while a region of another
+// thread runs: together they would put 2N busy threads on the budget's N cores.
+TEST(RunExclusiveTest, NeverOverlapsARegionOfAnotherThread) {
+  if (NumThreads() < 2) GTEST_SKIP() << "one thread: no region runs beside a call";
+  std::atomic<int> in_region{0};
+  std::atomic<bool> stop{false};
+  std::thread regions([&] {
+    while (!stop.load()) {
+      ParallelFor(NumThreads(), 1, [&](int64_t, int64_t) {
+        in_region.fetch_add(1);
+        std::this_thread::sleep_for(std::chrono::microseconds(300));
+        in_region.fetch_sub(1);
+      });
+    }
+  });
+  int overlaps = 0, runs = 0;
+  for (int i = 0; i < 40; ++i) {
+    RunExclusive([&] {
+      ++runs;
+      for (int j = 0; j < 4; ++j) {
+        if (in_region.load() != 0) ++overlaps;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+    });
+  }
+  stop.store(true);
+  regions.join();
+  EXPECT_EQ(runs, 40);
+  EXPECT_EQ(overlaps, 0);
+}
+
+TEST(RunExclusiveTest, RunsInlineInsideARegion) {
+  std::atomic<int> ran{0};
+  ParallelFor(8, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) RunExclusive([&] { ran.fetch_add(1); });  // no self-deadlock
+  });
+  EXPECT_EQ(ran.load(), 8);
+}
+
+double ProcessCpuSeconds() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+// Workers spin briefly between regions (parallel.cc: a wake-up costs tens of microseconds), then sleep:
+// an idle process must not burn its cores.
+TEST(ParallelForTest, IdleWorkersSleepAfterTheirSpin) {
+  std::atomic<int64_t> sum{0};
+  for (int r = 0; r < 100; ++r) ParallelFor(64, 1, [&](int64_t b, int64_t e) { sum.fetch_add(e - b); });
+  EXPECT_EQ(sum.load(), 6400);
+  const double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const double idle_cpu = ProcessCpuSeconds() - before;
+  EXPECT_LT(idle_cpu, 0.04) << "idle pool workers used " << idle_cpu << " s of CPU in 0.2 s";
 }
 
 }  // namespace
