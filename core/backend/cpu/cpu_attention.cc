@@ -33,6 +33,12 @@
 // call, and then runs the contiguous kernel: its copy costs O(kv_len) against the kernel's
 // O(q_len * kv_len), and its results are bit-identical too.
 //
+// bf16 keys and values (forward, per-row sequences only; paged or not): the per-row kernel reads them in
+// bf16 and widens each element as it goes (exact), so a bf16 model's decode step does not first widen its
+// whole KV history into an f32 copy every step (NarrowStorageBackend passes such sequences through). That
+// copy was 10% of a bf16 Mixtral-shaped decode step at batch 1 (ops/bench/RESULTS.md "Decode against
+// llama.cpp"). Results equal the widened copy's up to the order the vector lanes are summed in.
+//
 // Threading: forward parallelizes over (sequence, head, query block or row), all independent.
 // Backward parallelizes over (sequence, kv head): the query heads sharing a kv head run in the same
 // task, so every dk/dv row is written by exactly one thread. When different sequences' dk/dv overlap
@@ -52,6 +58,10 @@
 
 namespace tessera::cpu {
 namespace {
+
+constexpr int64_t kBlockedMinQ = kAttentionBlockedMinQ;  // q_len from which a sequence uses the blocked kernel
+constexpr int64_t kBk = 64;           // keys per block
+constexpr double kSingleThreadGemmMnk = 262144.0;
 
 absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const AttentionSeq> seqs,
                        bool backward) {
@@ -96,7 +106,11 @@ absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const A
       if (tensors[t] == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, names[t], " is null"));
       }
-      RETURN_IF_ERROR(CheckF32(op, name + names[t], *tensors[t]));
+      // bf16 keys and values: forward, per-row sequences only (see the file comment).
+      const bool bf16_ok = !backward && s.q_len < kBlockedMinQ && tensors[t]->dtype() == DType::kBF16 &&
+                           tensors[t]->device() == DeviceKind::kCpu && s.v != nullptr &&
+                           s.k->dtype() == s.v->dtype();
+      if (!bf16_ok) RETURN_IF_ERROR(CheckF32(op, name + names[t], *tensors[t]));
       const Tensor& k = *tensors[t];
       const bool ok = k.rank() == 3 && (paged || k.dim(0) >= s.kv_len) && k.dim(1) > 0 && h % k.dim(1) == 0 &&
                       k.dim(2) == hd && (t == 0 || k.shape() == s.k->shape());
@@ -130,9 +144,6 @@ absl::Status CheckQ(absl::string_view op, absl::string_view arg, const Tensor& t
   return absl::OkStatus();
 }
 
-constexpr int64_t kBlockedMinQ = 16;  // q_len from which a sequence uses the blocked kernel
-constexpr int64_t kBk = 64;           // keys per block
-constexpr double kSingleThreadGemmMnk = 262144.0;
 
 int64_t QueryBlock(int64_t hd) {
   return std::clamp<int64_t>(static_cast<int64_t>(kSingleThreadGemmMnk / static_cast<double>(kBk * hd)), 1, 64);
@@ -151,16 +162,24 @@ struct HeadView {
   int64_t hd, qstride, kstride, offset;  // offset: absolute position of query 0 = kv_len - q_len
   int64_t window;    // 0: causal; else the sliding window
   const float* q;    // row 0 of this head in the sequence
-  const float* k;    // key 0 of this head's kv head (storage row 0 when paged)
+  const float* k;    // key 0 of this head's kv head (storage row 0 when paged); null when bf16
   const float* v;
+  const uint16_t* kb = nullptr;  // the same, for bf16 keys and values (per-row kernel only)
+  const uint16_t* vb = nullptr;
   const int32_t* table = nullptr;  // paged: the block table (per-row kernel only)
   int64_t bt = 0;                  // paged: positions per block
   HeadView(const AttentionSeq& seq, const float* pq, int64_t h, int64_t hd_, int64_t head)
       : hd(hd_), qstride(h * hd_), kstride(seq.k->dim(1) * hd_), offset(seq.kv_len - seq.q_len), window(seq.window) {
     const int64_t g = head / (h / seq.k->dim(1));
     q = pq + (seq.q_begin * h + head) * hd;
-    k = seq.k->data<float>() + g * hd;
-    v = seq.v->data<float>() + g * hd;
+    if (seq.k->dtype() == DType::kBF16) {
+      k = v = nullptr;
+      kb = seq.k->data<uint16_t>() + g * hd;
+      vb = seq.v->data<uint16_t>() + g * hd;
+    } else {
+      k = seq.k->data<float>() + g * hd;
+      v = seq.v->data<float>() + g * hd;
+    }
     if (seq.block_tokens > 0) {
       table = seq.blocks.data();
       bt = seq.block_tokens;
@@ -197,9 +216,10 @@ void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse
   // Keys in runs of consecutive storage rows (one run unless paged).
   for (int64_t j = 0; j < keys;) {
     const int64_t run = hv.Run(first + j, keys - j);
-    const float* kr = hv.k + hv.Row(first + j) * hv.kstride;
+    const int64_t row = hv.Row(first + j) * hv.kstride;
     for (int64_t r = 0; r < run; ++r) {
-      scores[j + r] = scale * Dot(qv, kr + r * hv.kstride, hd);
+      const int64_t at = row + r * hv.kstride;
+      scores[j + r] = scale * (hv.kb != nullptr ? DotBf16(qv, hv.kb + at, hd) : Dot(qv, hv.k + at, hd));
       m = std::max(m, scores[j + r]);
     }
     j += run;
@@ -209,11 +229,16 @@ void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse
   float l = 0.0f;
   for (int64_t j = 0; j < keys;) {
     const int64_t run = hv.Run(first + j, keys - j);
-    const float* vr = hv.v + hv.Row(first + j) * hv.kstride;
+    const int64_t row = hv.Row(first + j) * hv.kstride;
     for (int64_t r = 0; r < run; ++r) {
       const float p = std::exp(scores[j + r] - m);
       l += p;
-      AxpyRow(p, vr + r * hv.kstride, acc, hd);
+      const int64_t at = row + r * hv.kstride;
+      if (hv.vb != nullptr) {
+        AxpyRowBf16(p, hv.vb + at, acc, hd);
+      } else {
+        AxpyRow(p, hv.v + at, acc, hd);
+      }
     }
     j += run;
   }

@@ -92,6 +92,10 @@ class CpuBackend final : public Backend {
   bool paged_kv_ = true;                  // BackendOptions::paged_kv_attention
 };
 
+// AttentionForward: sequences with at least this many query rows use the blocked kernel; shorter ones the
+// per-row kernel, which also reads bf16 keys and values directly (cpu_attention.cc).
+constexpr int64_t kAttentionBlockedMinQ = 16;
+
 // bf16 operands read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For NarrowStorageBackend:
 // each returns true when it computed the call; false (nothing touched) when the call is not one it takes
 // (not bf16, more than Bf16DirectMaxRows() rows per product, invalid shapes or overlaps), and the caller

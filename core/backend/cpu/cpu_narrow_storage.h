@@ -18,6 +18,9 @@
 // skip the staging and run cpu_bf16_gemm.h's kernels on the bf16 weights directly (half the bytes of f32,
 // no per-call widening; vdpbf16ps where the CPU has AVX512_BF16), f32 accumulation, one rounding at a
 // bf16 store: the same contract up to summation order (Bf16DirectMatmul in cpu_backend_internal.h).
+// AttentionForward passes decode sequences (fewer than kAttentionBlockedMinQ query rows) with bf16 keys and
+// values to the kernel as they are: it reads them in bf16 (cpu_attention.cc), instead of a widened copy of
+// the whole KV history per step.
 // Aliasing: an argument passed twice (e.g. Add(x, y, x)) gets two stand-ins; the op reads the input's
 // and the output's is written back, which is the aliasing the interface allows.
 #pragma once
