@@ -13,8 +13,13 @@
 // Threads: --threads N (default: TESSERA_NUM_THREADS, else every core) sizes Tessera's pool and the
 // BLAS's threads (core/util/thread_budget.h) before either starts.
 //
-// Output: batched-bench's table columns per B, the peak RSS, and a last line
-//   decode_b1_tok_s=<x> decode_b8_tok_s=<x> prefill_tok_s=<x> rss_mb=<x>
+// Limits: decode is memory-bound, so each B's decode is also given as the weight bytes one step reads
+// (attention, router and LM head once, plus the distinct experts the step's B tokens route to, expected
+// under uniform routing: E (1 - (1 - k/E)^B) per layer) per step time, against the machine's read
+// bandwidth measured in the same run (ops/bench/memory_probe.h).
+//
+// Output: batched-bench's table columns per B, the limits, the peak RSS, and a last line
+//   decode_b1_tok_s=<x> decode_b8_tok_s=<x> prefill_tok_s=<x> rss_mb=<x> decode_b1_gbps=<x> mem_gbps=<x>
 // (b8: the largest B in --npl; prefill: the B=1 prefill).
 //
 // Usage: bench_decode --model DIR [--dtype f32|bf16] [--npp 128] [--ntg 64] [--npl 1,8] [--threads N]
@@ -25,6 +30,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,6 +50,7 @@
 #include "core/model/weights.h"
 #include "core/util/parallel.h"
 #include "core/util/thread_budget.h"
+#include "ops/bench/memory_probe.h"
 
 namespace tessera {
 namespace {
@@ -153,8 +160,11 @@ int Main(int argc, char** argv) {
     if (absl::Status s = SetThreadBudget(static_cast<int>(threads)); !s.ok()) Die("--threads", s);
   }
   const DType dtype = dtype_name == "bf16" ? DType::kBF16 : DType::kF32;
+  // Before anything starts threads (and in a child, off this process's peak RSS).
+  const double mem_gbps = bench::MemoryReadGbpsInChild();
 
   std::unique_ptr<Backend> be = MakeCpuBackend();
+  std::printf("memory read probe: %.1f GB/s\n", mem_gbps);
   std::printf("bench_decode: backend %s, %d threads (%s), dtype %s\ncpu: %s\nkernels: %s\n", be->name().c_str(),
               NumThreads(), ThreadBudgetString().c_str(), dtype_name.c_str(), cpu::CpuFeaturesString().c_str(),
               cpu::CpuKernelSetString().c_str());
@@ -205,6 +215,22 @@ int Main(int argc, char** argv) {
                 b * ntg / best.t_tg);
     rows.push_back(best);
   }
+  // Weight bytes one decode step of B tokens reads (see the file comment).
+  const double elem = dtype == DType::kBF16 ? 2.0 : 4.0, d = c.hidden_size;
+  auto step_bytes = [&](int64_t b) {
+    const double touched =
+        c.num_experts * (1.0 - std::pow(1.0 - static_cast<double>(c.top_k) / c.num_experts, static_cast<double>(b)));
+    return elem * (c.num_layers * (d * (c.q_dim() + 2 * c.kv_dim()) + c.q_dim() * d + d * c.num_experts +
+                                   touched * 3 * d * c.expert_dim) +
+                   d * c.vocab_size);
+  };
+  double b1_gbps = 0;
+  for (const Row& r : rows) {
+    const double gbps = step_bytes(r.b) * ntg / r.t_tg / 1e9;
+    if (r.b == 1) b1_gbps = gbps;
+    std::printf("decode B=%lld: %.0f MB of weights per step, %.1f GB/s = %.2f of the probe\n", (long long)r.b,
+                step_bytes(r.b) / 1e6, gbps, mem_gbps > 0 ? gbps / mem_gbps : 0.0);
+  }
   const double rss = PeakRssMb();
   std::printf("peak RSS %.0f MB (weights %.0f MB at %s)\n", rss,
               c.NumParameters() * (dtype == DType::kBF16 ? 2.0 : 4.0) / 1e6, dtype_name.c_str());
@@ -218,8 +244,9 @@ int Main(int argc, char** argv) {
   for (const Row& r : rows) {
     if (r.b == npl.front()) prefill = r.b * npp / r.t_pp;
   }
-  std::printf("decode_b1_tok_s=%.2f decode_b%lld_tok_s=%.2f prefill_tok_s=%.2f rss_mb=%.0f\n", tg(1),
-              (long long)max_b, tg(max_b), prefill, rss);
+  std::printf("decode_b1_tok_s=%.2f decode_b%lld_tok_s=%.2f prefill_tok_s=%.2f rss_mb=%.0f decode_b1_gbps=%.1f "
+              "mem_gbps=%.1f\n",
+              tg(1), (long long)max_b, tg(max_b), prefill, rss, b1_gbps, mem_gbps);
   return 0;
 }
 

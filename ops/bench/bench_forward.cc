@@ -14,8 +14,8 @@
 //
 // Limits and peer (issue 17), all measured in the same run:
 //   - peak GFLOP/s: the backend's BLAS (chosen from the CPU features, cpu_blas.h) on a 1024^3 sgemm;
-//   - memory bandwidth: a read-only sweep over a 512 MiB buffer with every thread (best of 3, at the
-//     start and again at the end; the larger counts);
+//   - memory bandwidth: ops/bench/memory_probe.h (a 512 MiB read sweep with every thread, scalar and
+//     AVX-512, at the start and again at the end; the larger counts);
 //   - decode bytes/s: the weight bytes one decode step reads (attention, router, LM head, and the
 //     expected number of distinct experts the batch routes to under uniform routing) per step time;
 //   - peer: PyTorch's own GEMM (its bundled MKL/oneDNN kernels, not our BLAS) on the same GEMM shapes
@@ -48,6 +48,7 @@
 #include "core/model/kv_cache.h"
 #include "core/model/model.h"
 #include "core/util/parallel.h"
+#include "ops/bench/memory_probe.h"
 
 namespace tessera {
 namespace {
@@ -91,35 +92,6 @@ struct Result {
   double prefill_tok_s = 0, decode_tok_s = 0, gflops = 0, sgemm_gflops = 0, decode_gflops = 0, decode_gbps = 0;
   std::vector<Shape> gemm_shapes;  // the prefill's GEMMs (for the peer)
 };
-
-// Read bandwidth (GB/s): a sweep over 512 MiB split over the threads, best of 3.
-double MemoryBandwidthGbps() {
-  const int64_t words = (512ll << 20) / 8;
-  std::vector<uint64_t> buf(words);
-  ParallelFor(words, 1 << 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) buf[i] = static_cast<uint64_t>(i);
-  });
-  double best = 1e30;
-  volatile uint64_t sink = 0;
-  for (int r = 0; r < 3; ++r) {
-    const double t0 = Now();
-    std::vector<uint64_t> partial(1024, 0);
-    ParallelFor(1024, 1, [&](int64_t b, int64_t e) {
-      for (int64_t chunk = b; chunk < e; ++chunk) {
-        const uint64_t* p = buf.data() + chunk * (words / 1024);
-        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
-        for (int64_t i = 0; i < words / 1024; i += 8) {
-          s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3];
-          s4 += p[i + 4]; s5 += p[i + 5]; s6 += p[i + 6]; s7 += p[i + 7];
-        }
-        partial[chunk] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
-      }
-    });
-    best = std::min(best, Now() - t0);
-    for (uint64_t v : partial) sink = sink + v;
-  }
-  return static_cast<double>(words * 8) / best / 1e9;
-}
 
 // A model after its prefill, ready to decode: every sequence one token per step, batched.
 struct DecodeState {
@@ -381,7 +353,7 @@ int main(int argc, char** argv) {
               cpu::Blas().config.c_str());
   std::printf("cpu: %s\nkernels: %s\n", cpu::CpuFeaturesString().c_str(), cpu::CpuKernelSetString().c_str());
   const double peak_gflops = PeakSgemmGflops();
-  double mem_gbps = MemoryBandwidthGbps();
+  double mem_gbps = bench::MemoryReadGbps();
   std::printf("machine limits (this run): sgemm 1024^3 %.1f GFLOP/s (the BLAS above), memory read %.1f GB/s\n",
               peak_gflops, mem_gbps);
   Run("builtin:tiny", ModelConfig::BuiltinTiny(), quick ? 2 : 8, quick ? 64 : 256, quick ? 8 : 32, be.get());
@@ -428,7 +400,7 @@ int main(int argc, char** argv) {
     else torch_gflops = TorchGemmGflops(python, small.gemm_shapes, NumThreads());
   }
   // The bandwidth probe again: on a shared machine the first one may have met other load.
-  const double mem_gbps_end = MemoryBandwidthGbps();
+  const double mem_gbps_end = bench::MemoryReadGbps();
   std::printf("memory read probe at the end: %.1f GB/s (start %.1f); the larger counts\n", mem_gbps_end, mem_gbps);
   mem_gbps = std::max(mem_gbps, mem_gbps_end);
   std::printf("small: prefill %.1f GFLOP/s = %.2f of peak sgemm, %.2f of torch's GEMM on the same shapes; decode f32 "
