@@ -65,7 +65,9 @@ class ThreadPool {
   void Exclusive(const std::function<void()>& fn) {
     std::lock_guard<std::mutex> run_lock(run_mu_);
     exclusive_.store(true, std::memory_order_relaxed);  // spinning workers yield their cores to fn's threads
+    tls_in_worker = true;  // a ParallelFor or RunExclusive inside fn runs inline (no self-deadlock)
     fn();
+    tls_in_worker = false;
     exclusive_.store(false, std::memory_order_relaxed);
   }
 

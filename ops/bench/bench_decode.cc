@@ -26,8 +26,6 @@
 //                     [--reps R] [--profile]
 //   R: each B is run R times, best kept (default 2); --profile: a per-op time table of the decode steps
 //   (ProfilingBackend, enabled only while decoding; it synchronizes per op, so its rows are not timings).
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -50,20 +48,14 @@
 #include "core/model/weights.h"
 #include "core/util/parallel.h"
 #include "core/util/thread_budget.h"
+#include "ops/bench/bench_clock.h"
 #include "ops/bench/memory_probe.h"
 
 namespace tessera {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double PeakRssMb() {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
+using bench::Now;
+using bench::PeakRssMb;
 
 [[noreturn]] void Die(const std::string& what, const absl::Status& s) {
   std::fprintf(stderr, "bench_decode: %s: %s\n", what.c_str(), s.ToString().c_str());

@@ -28,8 +28,6 @@
 // Last line (small config): prefill_tok_s=<x> decode_tok_s=<x> bf16_decode_tok_s=<x> bf16_speedup=<x>
 //   gflops=<x> sgemm_gflops=<x> peak_gflops=<x> mem_gbps=<x> decode_gbps=<x> torch_gflops=<x>
 //   ratio=<gflops / torch_gflops, or / sgemm_gflops without the peer>
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -48,20 +46,14 @@
 #include "core/model/kv_cache.h"
 #include "core/model/model.h"
 #include "core/util/parallel.h"
+#include "ops/bench/bench_clock.h"
 #include "ops/bench/memory_probe.h"
 
 namespace tessera {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double PeakRssMb() {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
+using bench::Now;
+using bench::PeakRssMb;
 
 struct Shape {
   int64_t m, n, k;

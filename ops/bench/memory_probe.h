@@ -13,19 +13,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <vector>
 
 #include "core/util/parallel.h"
+#include "ops/bench/bench_clock.h"
 
 namespace tessera::bench {
 
 namespace memory_probe_internal {
-
-inline double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 inline uint64_t SumScalar(const uint64_t* p, int64_t words) {
   uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;

@@ -94,6 +94,17 @@ TEST(RunExclusiveTest, NeverOverlapsARegionOfAnotherThread) {
   EXPECT_EQ(overlaps, 0);
 }
 
+TEST(RunExclusiveTest, NestedParallelWorkInsideItRunsInline) {
+  std::atomic<int64_t> sum{0};
+  int nested = 0;
+  RunExclusive([&] {
+    ParallelFor(100, 1, [&](int64_t b, int64_t e) { sum.fetch_add(e - b); });  // no self-deadlock
+    RunExclusive([&] { ++nested; });
+  });
+  EXPECT_EQ(sum.load(), 100);
+  EXPECT_EQ(nested, 1);
+}
+
 TEST(RunExclusiveTest, RunsInlineInsideARegion) {
   std::atomic<int> ran{0};
   ParallelFor(8, 1, [&](int64_t b, int64_t e) {
