@@ -125,12 +125,12 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
   const SlotAllocator allocate = Allocator();
   Result result = [&]() -> Result {
     if (promote != nullptr) {
-      std::lock_guard<std::mutex> device(*device_mu_);
+      std::unique_lock<std::mutex> device = DeviceLock();
       return promote->Upload(config_, backend_, allocate);
     }
     absl::StatusOr<VersionBlob> blob = source_->LoadVersion(tenant, version);
     if (!blob.ok()) return blob.status();
-    std::lock_guard<std::mutex> device(*device_mu_);
+    std::unique_lock<std::mutex> device = DeviceLock();
     // An expert-only version is parsed; a LoRA version is merged into dense slot weights once, here,
     // and then served like any other overlay (see core/model/lora_overlay.h for why).
     return LoadVersionOverlay(config_, std::move(blob->safetensors_bytes), base_, backend_,
@@ -150,6 +150,11 @@ absl::StatusOr<std::shared_ptr<const ExpertOverlay>> OverlayCache::Acquire(const
   promise.set_value(result);
   Demote(std::move(demote));
   return result;
+}
+
+std::unique_lock<std::mutex> OverlayCache::DeviceLock() const {
+  if (backend_->device() == DeviceKind::kCpu) return std::unique_lock<std::mutex>();
+  return std::unique_lock<std::mutex>(*device_mu_);
 }
 
 bool OverlayCache::IsLiveLocked(const Key& key) const {
@@ -233,7 +238,7 @@ void OverlayCache::Demote(std::vector<Demotion> demote) {
     }
     absl::StatusOr<std::shared_ptr<const HostOverlay>> copy;
     {
-      std::lock_guard<std::mutex> device(*device_mu_);
+      std::unique_lock<std::mutex> device = DeviceLock();
       copy = HostOverlay::FromDevice(*d.overlay, backend_);
     }
     d.overlay.reset();  // the device buffers go once no request holds them

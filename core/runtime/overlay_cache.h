@@ -32,8 +32,8 @@
 // Demotion: an overlay leaving the device tier is copied to the host tier (if it fits the host budget,
 // which then evicts its own LRU entries to disk, i.e. drops them); leaving the host tier = dropped.
 // The copies of a demotion run on the acquiring thread after the cache's lock is released, under
-// `device_mu`. Budgets hold at every instant: device tier bytes <= device_bytes, host tier bytes <=
-// host_bytes (asserted after every change in the tests).
+// `device_mu` (except on the CPU backend: see DeviceLock). Budgets hold at every instant: device tier
+// bytes <= device_bytes, host tier bytes <= host_bytes (asserted after every change in the tests).
 //
 // Memory accounting: `device_bytes` = overlays the device tier holds. Evicting from the device releases
 // only the cache's reference: a request that acquired the overlay keeps it alive until it finishes;
@@ -184,8 +184,13 @@ class OverlayCache {
   // host tier down to its budget.
   void AdmitHostLocked(const Key& key, std::shared_ptr<const HostOverlay> copy);
   void EraseHostLocked(std::map<Key, HostEntry>::iterator it);
-  // Copies each demoted overlay to the host and admits it there (takes device_mu_, then mu_).
+  // Copies each demoted overlay to the host and admits it there (takes DeviceLock(), then mu_).
   void Demote(std::vector<Demotion> demote);
+  // device_mu_ held, except on the CPU backend, whose ops are safe from several threads at once
+  // (stateless kernels; the thread pool and the BLAS take turns, core/util/thread_budget.h): there a
+  // disk load's parse and LoRA merge, a promotion's upload and a demotion's copy run beside the
+  // scheduler's steps instead of stalling every running request for their duration.
+  std::unique_lock<std::mutex> DeviceLock() const;
   void PruneHeldLocked();
   SlotAllocator Allocator();
 
