@@ -4,8 +4,11 @@
 #include "core/runtime/runtime.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -339,6 +342,22 @@ TEST(RuntimeTest, Errors) {
   auto bad_rt = Runtime::Create(w.model.get(), &w.tokenizer, &w.source, o);
   ASSERT_FALSE(bad_rt.ok());
   EXPECT_NE(bad_rt.status().message().find("kv_capacity"), std::string::npos);
+}
+
+// Loads are background work: a loader thread runs at nice +10 over the process (runtime.cc), so on a
+// saturated CPU it yields to the scheduler's steps.
+TEST(RuntimeTest, LoaderThreadsRunAtALowerPriority) {
+  World w;
+  errno = 0;
+  const int process_nice = getpriority(PRIO_PROCESS, 0);
+  ASSERT_EQ(errno, 0);
+  std::atomic<int> loader_nice{-100};
+  w.source.before_load = [&] { loader_nice = getpriority(PRIO_PROCESS, 0); };  // on the loader thread
+  auto rt = w.MakeRuntime(Options());
+  ASSERT_TRUE(rt->Generate("acme", 1, Params("nice", 2)).ok());
+  EXPECT_EQ(w.source.loads(), 1);
+  EXPECT_EQ(loader_nice.load(), std::min(process_nice + 10, 19));
+  EXPECT_EQ(getpriority(PRIO_PROCESS, 0), process_nice);  // the caller's own priority is untouched
 }
 
 TEST(RuntimeTest, LruEvictionByBytesAndReloadOnDemand) {
