@@ -22,7 +22,6 @@ class Sha256 {
   std::string FinishHex();           // lowercase hex, 64 characters
 
  private:
-  void Block(const uint8_t* p);
   uint32_t h_[8];
   uint8_t buf_[64];
   size_t buf_len_ = 0;
