@@ -46,7 +46,8 @@ absl::StatusOr<ContextPlan> PlanContext(const ModelConfig& config, DType kv_dtyp
   }
   p.max_context_above_model = max_context > p.model_context;
   const int64_t budget_blocks = kv_memory_bytes / p.bytes_per_position / block_tokens;
-  const int64_t full_blocks = static_cast<int64_t>(max_batch) * KvBlockPool::BlocksFor(p.requested_context, block_tokens);
+  const int64_t full_blocks =
+      static_cast<int64_t>(max_batch) * KvBlockPool::BlocksFor(p.requested_context, block_tokens);
   p.num_blocks = std::min(budget_blocks, full_blocks);
   p.capacity = p.requested_context;
   if (p.num_blocks * block_tokens < p.capacity) {

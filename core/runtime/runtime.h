@@ -68,8 +68,8 @@
 // Backend use is serialized by one mutex (the scheduler's steps, Score, and overlay uploads): backends
 // are not safe for concurrent calls (the CUDA one shares a stream and an upload ring). The exception is
 // the overlay tiers' loads and copies on the CPU backend, whose ops are safe from several threads: they
-// run beside the steps (OverlayCache::DeviceLock), so a cold tenant's load does not stall the batch. Other users of the same backend (a trainer) pass the same mutex
-// in RuntimeOptions::device_mutex.
+// run beside the steps (OverlayCache::DeviceLock), so a cold tenant's load does not stall the batch.
+// Other users of the same backend (a trainer) pass the same mutex in RuntimeOptions::device_mutex.
 //
 // Lifetime: the runtime must outlive every Generate/Score/SetLive call in flight (Shutdown first
 // makes pending calls return, then destroy).

@@ -1,7 +1,5 @@
 #include "core/util/parallel.h"
 
-#include "core/util/thread_budget.h"
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -10,6 +8,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "core/util/thread_budget.h"
 
 namespace tessera {
 namespace {
@@ -54,7 +54,6 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
-      stopping_ = true;
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -81,8 +80,7 @@ class ThreadPool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       region_ = &region;
-      ++generation_;
-      published_.store(generation_, std::memory_order_release);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     const bool was_in_worker = tls_in_worker;
@@ -128,7 +126,7 @@ class ThreadPool {
     for (;;) {
       Region* r = nullptr;
       SpinWhile([&] {
-        return published_.load(std::memory_order_acquire) == seen && !stopping_.load() &&
+        return generation_.load(std::memory_order_acquire) == seen && !stop_.load() &&
                !exclusive_.load(std::memory_order_relaxed);
       });
       {
@@ -151,10 +149,9 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   Region* region_ = nullptr;  // the running region, under mu_
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-  std::atomic<bool> stopping_{false};     // stop_, readable while spinning
-  std::atomic<uint64_t> published_{0};    // generation_, readable while spinning
+  // Written under mu_ (so a waiter on cv_ cannot miss them), atomic so that spinning workers read them too.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
   std::atomic<bool> exclusive_{false};    // an Exclusive call runs (its own threads need the cores)
   int64_t spin_ns_ = SpinNanos();
 };

@@ -2,9 +2,9 @@
 //
 // ParallelFor(n, grain, fn) splits [0, n) into contiguous chunks of at least `grain` items and runs
 // fn(begin, end) on them; it returns once every chunk is done. Work smaller than one grain runs inline,
-// so tiny ops pay no synchronization. The pool is process-wide and sized from TESSERA_NUM_THREADS or
-// the process's thread budget (core/util/thread_budget.h). Nested calls from inside a worker run inline (no
-// deadlock, no oversubscription).
+// so tiny ops pay no synchronization. The pool is process-wide and sized by the process's thread budget
+// (core/util/thread_budget.h). Nested calls from inside a worker run inline (no deadlock, no
+// oversubscription).
 //
 // Waiting: a worker that finished a region polls for the next one for up to 200 us (TESSERA_POOL_SPIN_US;
 // 0 turns it off) before it sleeps on the condition variable, and a region's caller polls the same way for

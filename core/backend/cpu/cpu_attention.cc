@@ -61,7 +61,6 @@ namespace {
 
 constexpr int64_t kBlockedMinQ = kAttentionBlockedMinQ;  // q_len from which a sequence uses the blocked kernel
 constexpr int64_t kBk = 64;           // keys per block
-constexpr double kSingleThreadGemmMnk = 262144.0;
 
 absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const AttentionSeq> seqs,
                        bool backward) {
@@ -107,9 +106,7 @@ absl::Status CheckSeqs(absl::string_view op, const Tensor& q, absl::Span<const A
         return absl::InvalidArgumentError(absl::StrCat(op, ": ", name, names[t], " is null"));
       }
       // bf16 keys and values: forward, per-row sequences only (see the file comment).
-      const bool bf16_ok = !backward && s.q_len < kBlockedMinQ && tensors[t]->dtype() == DType::kBF16 &&
-                           tensors[t]->device() == DeviceKind::kCpu && s.v != nullptr &&
-                           s.k->dtype() == s.v->dtype();
+      const bool bf16_ok = !backward && AttentionReadsBf16InPlace(s) && tensors[t]->device() == DeviceKind::kCpu;
       if (!bf16_ok) RETURN_IF_ERROR(CheckF32(op, name + names[t], *tensors[t]));
       const Tensor& k = *tensors[t];
       const bool ok = k.rank() == 3 && (paged || k.dim(0) >= s.kv_len) && k.dim(1) > 0 && h % k.dim(1) == 0 &&
@@ -146,7 +143,7 @@ absl::Status CheckQ(absl::string_view op, absl::string_view arg, const Tensor& t
 
 
 int64_t QueryBlock(int64_t hd) {
-  return std::clamp<int64_t>(static_cast<int64_t>(kSingleThreadGemmMnk / static_cast<double>(kBk * hd)), 1, 64);
+  return std::clamp<int64_t>(static_cast<int64_t>(kBlasSingleThreadMnk / static_cast<double>(kBk * hd)), 1, 64);
 }
 
 // Row-major C[m,n] = alpha * op(A) op(B) + beta * C with explicit leading dimensions.

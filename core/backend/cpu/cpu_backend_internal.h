@@ -95,6 +95,12 @@ class CpuBackend final : public Backend {
 // AttentionForward: sequences with at least this many query rows use the blocked kernel; shorter ones the
 // per-row kernel, which also reads bf16 keys and values directly (cpu_attention.cc).
 constexpr int64_t kAttentionBlockedMinQ = 16;
+// Whether AttentionForward reads this sequence's keys and values in bf16, in place: a per-row (decode)
+// sequence whose k and v are both bf16. NarrowStorageBackend passes such sequences through unwidened.
+inline bool AttentionReadsBf16InPlace(const AttentionSeq& s) {
+  return s.q_len < kAttentionBlockedMinQ && s.k != nullptr && s.v != nullptr && s.k->dtype() == DType::kBF16 &&
+         s.v->dtype() == DType::kBF16;
+}
 
 // bf16 operands read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For NarrowStorageBackend:
 // each returns true when it computed the call; false (nothing touched) when the call is not one it takes

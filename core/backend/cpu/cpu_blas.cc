@@ -98,7 +98,8 @@ std::string CpuKernelSetString() {
   if (!b.thread_timeout.empty()) {
     absl::StrAppend(&blas, " blas_thread_timeout=", b.thread_timeout, b.user_thread_timeout ? "(set by the user)" : "");
   }
-  absl::StrAppend(&blas, " pool_threads=", ThreadBudget(), " blas_threads=", b.threads, b.user_threads ? "(OPENBLAS_NUM_THREADS set by the user)" : "");
+  absl::StrAppend(&blas, " pool_threads=", ThreadBudget(), " blas_threads=", b.threads,
+                  b.user_threads ? "(OPENBLAS_NUM_THREADS set by the user)" : "");
   return absl::StrCat("blas=", blas, " small_gemm=", IsaName(k.small_gemm), " bf16_gemm=", IsaName(k.bf16_gemm));
 }
 

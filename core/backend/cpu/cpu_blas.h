@@ -54,7 +54,6 @@ struct BlasInfo {
 // threads that might read the environment start.
 const BlasInfo& Blas();
 
-// cblas_sgemm of the loaded library.
 // OpenBLAS runs products up to this m*n*k on the calling thread (65536 * GEMM_MULTITHREAD_THRESHOLD).
 constexpr double kBlasSingleThreadMnk = 65536.0 * 4;
 

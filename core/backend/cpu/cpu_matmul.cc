@@ -52,7 +52,7 @@
 namespace tessera::cpu {
 namespace {
 
-constexpr double kSmallGemmMnk = 65536.0 * 4;
+constexpr double kSmallGemmMnk = kBlasSingleThreadMnk;
 // Largest row count (of op(a), or of a group) that takes the direct kernels: NT (y = x W^T) and NN.
 constexpr int64_t kSmallM = 8;
 constexpr int64_t kSmallMNN = 4;
@@ -394,7 +394,9 @@ bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans
   if (trans_a || !trans_b || !IsBf16Cpu(a) || !IsBf16Cpu(b) || !IsFloatOut(c)) return false;
   if (a.rank() != 2 || b.rank() != 2 || c.rank() != 2) return false;
   const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(0);
-  if (m < 1 || m > Bf16DirectMaxRows() || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) return false;
+  if (m < 1 || m > Bf16DirectMaxRows() || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) {
+    return false;
+  }
   if (Overlaps(c, a) || Overlaps(c, b)) return false;
   const Bf16GemmIsa isa = Bf16GemmBestIsa();
   const std::vector<float> a32 = WidenIfNeeded(isa, a);
@@ -421,7 +423,9 @@ bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups
         g.weight->dim(1) != in || Overlaps(*g.weight, y)) {
       return false;
     }
-    if (g.row_begin < 0 || g.rows < 0 || g.rows > Bf16DirectMaxRows() || g.row_begin + g.rows > n_rows) return false;
+    if (g.row_begin < 0 || g.rows < 0 || g.rows > Bf16DirectMaxRows() || g.row_begin + g.rows > n_rows) {
+      return false;
+    }
     if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
   }
   if (ranges.empty()) return false;

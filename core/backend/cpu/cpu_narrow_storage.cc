@@ -308,12 +308,8 @@ absl::Status NarrowStorageBackend::AttentionForward(const Tensor& q, absl::Span<
   std::deque<Tensor> widened;
   // A per-row (decode) sequence with bf16 keys and values: the f32 kernel reads them in place
   // (cpu_attention.cc), so neither its blocks nor its prefix are widened.
-  auto read_in_place = [](const AttentionSeq& s) {
-    return s.q_len < kAttentionBlockedMinQ && s.k != nullptr && s.v != nullptr && s.k->dtype() == DType::kBF16 &&
-           s.v->dtype() == DType::kBF16;
-  };
   for (AttentionSeq& s : s2) {
-    if (read_in_place(s)) continue;
+    if (AttentionReadsBf16InPlace(s)) continue;
     if (s.block_tokens > 0 && s.k != nullptr && s.v != nullptr && (IsNarrow(*s.k) || IsNarrow(*s.v)) &&
         s.k->rank() == 3 && static_cast<int64_t>(s.blocks.size()) * s.block_tokens >= s.kv_len) {
       const int64_t bt = s.block_tokens;
@@ -337,7 +333,7 @@ absl::Status NarrowStorageBackend::AttentionForward(const Tensor& q, absl::Span<
     }
   }
   for (AttentionSeq& s : s2) {
-    if (s.block_tokens > 0 || read_in_place(s)) continue;  // f32 paged or bf16 per-row: read in place
+    if (s.block_tokens > 0 || AttentionReadsBf16InPlace(s)) continue;  // f32 paged or bf16 per-row: read in place
     if (s.k != nullptr) { ASSIGN_OR_RETURN(s.k, st.In(*prefix(s.k, s.kv_len))); }
     if (s.v != nullptr) { ASSIGN_OR_RETURN(s.v, st.In(*prefix(s.v, s.kv_len))); }
   }

@@ -68,7 +68,8 @@ TEST(Bf16AttentionTest, DecodeRowsReadBf16KeysAsTheWidenedCopyWould) {
       AttentionSeq ref{0, q_len, kv_len, &k32, &v32, nullptr, nullptr, window};
       AttentionSeq flat{0, q_len, kv_len, &k16, &v16, nullptr, nullptr, window};
       AttentionSeq paged{0, q_len, kv_len, &pk16, &pv16, nullptr, nullptr, window, table, bt};
-      Tensor want = be->Alloc({q_len, h, hd}, DType::kF32).value(), want_lse = be->Alloc({q_len, h}, DType::kF32).value();
+      Tensor want = be->Alloc({q_len, h, hd}, DType::kF32).value();
+      Tensor want_lse = be->Alloc({q_len, h}, DType::kF32).value();
       ASSERT_TRUE(be->AttentionForward(q, {ref}, 0.35f, want, &want_lse).ok()) << what;
       for (const AttentionSeq* s : {&flat, &paged}) {
         Tensor got = be->Alloc({q_len, h, hd}, DType::kF32).value(), lse = be->Alloc({q_len, h}, DType::kF32).value();
@@ -92,7 +93,8 @@ TEST(Bf16AttentionTest, TheKernelTakesBf16OnlyForDecodeRowsOfTheForward) {
   ASSERT_TRUE(kernels.CopyFromHost(quarters.data(), quarters.size() * 2, v16).ok());
   ASSERT_TRUE(kernels.Fill(v32, 0.25f).ok());
   for (int64_t q_len : {int64_t{1}, kAttentionBlockedMinQ}) {
-    Tensor q = kernels.Alloc({q_len, h, hd}, DType::kF32).value(), out = kernels.Alloc({q_len, h, hd}, DType::kF32).value();
+    Tensor q = kernels.Alloc({q_len, h, hd}, DType::kF32).value();
+    Tensor out = kernels.Alloc({q_len, h, hd}, DType::kF32).value();
     ASSERT_TRUE(kernels.Fill(q, 1.0f).ok());
     AttentionSeq s{0, q_len, kv_len, &k16, &v16, nullptr, nullptr, 0};
     const absl::Status st = kernels.AttentionForward(q, {s}, 0.5f, out, nullptr);
@@ -110,7 +112,8 @@ TEST(Bf16AttentionTest, TheKernelTakesBf16OnlyForDecodeRowsOfTheForward) {
   ASSERT_TRUE(kernels.Fill(q, 1.0f).ok());
   AttentionSeq mixed{0, 1, kv_len, &k16, &v32, nullptr, nullptr, 0};
   EXPECT_EQ(kernels.AttentionForward(q, {mixed}, 0.5f, out, nullptr).code(), absl::StatusCode::kInvalidArgument);
-  Tensor dk = kernels.Alloc({kv_len, kvh, hd}, DType::kBF16).value(), dv = kernels.Alloc({kv_len, kvh, hd}, DType::kBF16).value();
+  Tensor dk = kernels.Alloc({kv_len, kvh, hd}, DType::kBF16).value();
+  Tensor dv = kernels.Alloc({kv_len, kvh, hd}, DType::kBF16).value();
   Tensor lse = kernels.Alloc({1, h}, DType::kF32).value(), dq = kernels.Alloc({1, h, hd}, DType::kF32).value();
   AttentionSeq back{0, 1, kv_len, &k16, &v16, &dk, &dv, 0};
   ASSERT_TRUE(kernels.AttentionForward(q, {back}, 0.5f, out, &lse).ok());

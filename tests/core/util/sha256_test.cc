@@ -31,7 +31,8 @@ TEST(Sha256Test, ShaNiBlocksEqualThePortableOnes) {
     if (!sha256_internal::BlocksShaNi(b, data.data(), blocks)) {
       GTEST_SKIP() << "this CPU has no SHA extensions (SHA-NI): only the portable blocks run here";
     }
-    ASSERT_TRUE(std::equal(std::begin(a), std::end(a), std::begin(b))) << "round " << round << ", " << blocks << " blocks";
+    ASSERT_TRUE(std::equal(std::begin(a), std::end(a), std::begin(b)))
+        << "round " << round << ", " << blocks << " blocks";
   }
 }
 
