@@ -140,9 +140,9 @@ Options:
                               slot (default 64); one more -> RESOURCE_EXHAUSTED, so one tenant cannot fill
                               the server's queue (256 requests) and lock the others out
   --threads N                 compute threads on the CPU (default: TESSERA_NUM_THREADS, else every CPU this
-                              process may run on): Tessera's own kernels and the BLAS share this one
-                              budget and take turns on it, so serving and training in one process never
-                              run more compute threads than N (it also sets OPENBLAS_NUM_THREADS)
+                              process may run on): one pool of N threads runs Tessera's kernels and
+                              splits the BLAS's products (the BLAS itself is single-threaded), so
+                              serving and training in one process never run more compute threads than N
   --inference-threads N       threads running Generate/Score (default 16); admin work (Promote,
                               Rollback, DeleteTenant) has its own 4 threads and never waits behind them
   --max-streams N             open streams at once (GenerateStream, WatchJob, ExportVersion and HTTP SSE

@@ -4,12 +4,10 @@
 // tessera-pretrain and the benches), else TESSERA_NUM_THREADS, else the CPUs this process may run on
 // (sched_getaffinity, so a container's or taskset's CPU set counts, not the host's cores).
 //   - ParallelFor's pool runs N threads: N-1 workers and the calling thread (core/util/parallel.h).
-//   - OpenBLAS is loaded with OPENBLAS_NUM_THREADS=N (core/backend/cpu/cpu_blas.cc), unless the user set
-//     that variable and no --threads was given; the count in force is reported in the kernel set string.
-//   - The two never run at once: a BLAS call that OpenBLAS would thread takes the pool's region lock
-//     (RunExclusive in parallel.h), so when serving and training share a process their parallel work
-//     takes turns on the N threads instead of running 2N on N cores. (Before, TESSERA_NUM_THREADS=1 left
-//     the BLAS on every core, and a training job's ParallelFor could overlap a request's threaded sgemm.)
+//   - OpenBLAS is loaded single-threaded, and its products above its single-thread size are split over
+//     the same pool (Sgemm in core/backend/cpu/cpu_blas.h): there are no BLAS threads to oversubscribe
+//     the cores, so when serving and training share a process their parallel work takes turns on the N
+//     threads instead of running 2N on N cores.
 //
 // The budget is fixed by its first use (the pool's creation, or the BLAS's load); SetThreadBudget after
 // that is FAILED_PRECONDITION unless it asks for the number already in force.
@@ -25,7 +23,7 @@ namespace tessera {
 absl::Status SetThreadBudget(int n);
 // The budget (fixes it: later SetThreadBudget calls with another value fail).
 int ThreadBudget();
-// Whether SetThreadBudget chose it (a --threads flag), which then also overrides OPENBLAS_NUM_THREADS.
+// Whether SetThreadBudget chose it (a --threads flag).
 bool ThreadBudgetFromFlag();
 // "N (from --threads|TESSERA_NUM_THREADS|the CPU set)".
 std::string ThreadBudgetString();

@@ -12,9 +12,11 @@
 // this bench creates under the build directory (pip install torch transformers) when none has torch.
 //
 //   bench_train [--threads N] [--batch B] [--seq S] [--steps N] [--configs tiny,small] [--python P]
-//               [--no-peer] [--pool-host-buffers]
+//               [--no-peer] [--pool-host-buffers] [--profile]
 // --pool-host-buffers: Tessera's backend allocates as the server's training jobs do
 // (BackendOptions::pool_host_buffers, core/backend/cpu/host_buffer_pool.h).
+// --profile: Tessera's timed steps also print a per-op time table (ProfilingBackend; on the CPU its
+// per-op synchronization is free, so the table adds up to the step).
 // Memory note: the peer's 'small' run holds fused expert gradients and AdamW state for every layer with
 // a trainable slot (~15 GB RSS observed); run it on a machine with room for that.
 // Limits (issue 17): the BLAS's 1024^3 sgemm in this run is the GEMM peak; Tessera's step is also given as
@@ -37,6 +39,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/backend/cpu/cpu_blas.h"  // Sgemm, CpuKernelSetString
+#include "core/backend/profiling_backend.h"
 #include "core/data/rng.h"
 #include "core/model/model.h"
 #include "core/train/artifact.h"
@@ -65,14 +68,18 @@ int Child(const std::string& dir, const std::string& slot_list, int64_t batch, i
   BackendOptions options;
   // --pool-host-buffers (passed in the environment): as the server's training jobs allocate.
   options.pool_host_buffers = std::getenv("TESSERA_BENCH_POOL_HOST_BUFFERS") != nullptr;
-  auto be = MakeCpuBackend(options);
+  auto cpu = MakeCpuBackend(options);
+  // --profile (passed in the environment): the timed steps' per-op table (ProfilingBackend).
+  ProfilingBackend profiler(cpu.get());
+  const bool profile = std::getenv("TESSERA_BENCH_PROFILE") != nullptr;
+  Backend* be = profile ? static_cast<Backend*>(&profiler) : cpu.get();
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "bench_train child: %s\n", s.ToString().c_str());
     return 1;
   };
-  auto bb = LoadBackbone(dir, be.get());
+  auto bb = LoadBackbone(dir, be);
   if (!bb.ok()) return fail(bb.status());
-  auto model = Model::Create(bb->config, bb->weights, be.get());
+  auto model = Model::Create(bb->config, bb->weights, be);
   if (!model.ok()) return fail(model.status());
   auto slots = ParseSlotList(slot_list);
   if (!slots.ok()) return fail(slots.status());
@@ -103,7 +110,10 @@ int Child(const std::string& dir, const std::string& slot_list, int64_t batch, i
   std::chrono::steady_clock::time_point t_first, t_last;
   RunControls rc;
   rc.on_progress = [&](const TrainProgress& p) {
-    if (p.step == 1) t_first = std::chrono::steady_clock::now();
+    if (p.step == 1) {
+      t_first = std::chrono::steady_clock::now();
+      profiler.set_enabled(profile);
+    }
     t_last = std::chrono::steady_clock::now();
   };
   auto r = (*trainer)->Run(rc);
@@ -113,6 +123,7 @@ int Child(const std::string& dir, const std::string& slot_list, int64_t batch, i
   std::printf("tessera tok_s=%.1f rss_mb=%.1f step_ms=%.1f trainable_params=%lld\n",
               static_cast<double>(batch * seq * steps) / dt, RssMb(), 1000.0 * dt / steps,
               static_cast<long long>((*trainer)->trainable_parameters()));
+  if (profile) std::printf("per-op time of the timed steps:\n%s", profiler.Report(dt).c_str());
   return 0;
 }
 
@@ -203,7 +214,7 @@ double PeakSgemmGflops() {
 int main(int argc, char** argv) {
   int64_t threads = 2, batch = 4, seq = 128, steps = 3;
   std::string configs = "tiny,small", python;
-  bool no_peer = false, pool = false;
+  bool no_peer = false, pool = false, profile = false;
   if (argc > 1 && std::string(argv[1]) == "--child") {
     if (argc != 7) return 2;
     int64_t b = 0, s = 0, n = 0;
@@ -221,6 +232,10 @@ int main(int argc, char** argv) {
     }
     if (a == "--pool-host-buffers") {
       pool = true;
+      continue;
+    }
+    if (a == "--profile") {
+      profile = true;
       continue;
     }
     std::string v = i + 1 < argc ? argv[++i] : "";
@@ -242,7 +257,8 @@ int main(int argc, char** argv) {
   const std::string peer = std::string(TESSERA_SOURCE_DIR) + "/ops/bench/torch_train_peer.py";
   const std::string env = absl::StrCat("TESSERA_NUM_THREADS=", threads, " OPENBLAS_NUM_THREADS=", threads,
                                        " OMP_NUM_THREADS=", threads, " ",
-                                       pool ? "TESSERA_BENCH_POOL_HOST_BUFFERS=1 " : "");
+                                       pool ? "TESSERA_BENCH_POOL_HOST_BUFFERS=1 " : "",
+                                       profile ? "TESSERA_BENCH_PROFILE=1 " : "");
   std::printf("bench_train: %lld threads, batch %lld x seq %lld, %lld timed steps (+1 warm-up), peer %s\n",
               static_cast<long long>(threads), static_cast<long long>(batch),
               static_cast<long long>(seq), static_cast<long long>(steps),

@@ -4,12 +4,15 @@
 #include <dlfcn.h>
 #include <strings.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_features.h"
+#include "core/util/parallel.h"
 #include "core/util/thread_budget.h"
 
 namespace tessera::cpu {
@@ -45,12 +48,10 @@ BlasInfo Load() {
   info.user_thread_timeout = timeout != nullptr && *timeout != '\0';
   if (!info.user_thread_timeout && !preloaded) setenv("OPENBLAS_THREAD_TIMEOUT", kThreadTimeout, 1);
   if (!preloaded) info.thread_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
-  // One thread budget for the BLAS and Tessera's pool (core/util/thread_budget.h).
+  // Single-threaded: Tessera's pool splits the products (cpu_blas.h).
   const char* user_threads = std::getenv("OPENBLAS_NUM_THREADS");
-  info.user_threads = user_threads != nullptr && *user_threads != '\0' && !ThreadBudgetFromFlag();
-  if (!info.user_threads && !preloaded) {
-    setenv("OPENBLAS_NUM_THREADS", std::to_string(ThreadBudget()).c_str(), 1);
-  }
+  if (user_threads != nullptr && *user_threads != '\0') info.user_threads = user_threads;
+  if (!preloaded) setenv("OPENBLAS_NUM_THREADS", "1", 1);
   void* handle = nullptr;
   std::string errors;
   for (const char* lib : kLibraries) {
@@ -82,6 +83,41 @@ const BlasInfo& Blas() {
   return info;
 }
 
+void Sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
+           float alpha, const float* a, blasint lda, const float* b, blasint ldb, float beta, float* c,
+           blasint ldc) {
+  const BlasInfo& blas = Blas();
+  const int threads = NumThreads();
+  if (static_cast<double>(m) * n * k <= kBlasSingleThreadMnk || order != CblasRowMajor || threads == 1) {
+    blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  if (blas.threads > 1) {  // preloaded with its own threads (cpu_blas.h)
+    RunExclusive([&] { blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
+    return;
+  }
+  // Blocks of rows, or of whole 64-column panels. ParallelFor hands each thread one contiguous range
+  // of blocks (or, inside a region, all of them to the caller), which is then a single call.
+  const bool by_rows = m >= int64_t{kSgemmMinRowsPerThread} * threads;
+  constexpr int64_t kPanel = 64;
+  const int64_t units = by_rows ? m : (n + kPanel - 1) / kPanel;
+  const int64_t parts = std::min<int64_t>(threads, units);
+  const int64_t per_part = (units + parts - 1) / parts;
+  ParallelFor(parts, 1, [&](int64_t p0, int64_t p1) {
+    const int64_t u0 = p0 * per_part, u1 = std::min(units, p1 * per_part);
+    if (u0 >= u1) return;
+    if (by_rows) {
+      const float* pa = ta == CblasNoTrans ? a + u0 * lda : a + u0;
+      blas.sgemm(order, ta, tb, static_cast<blasint>(u1 - u0), n, k, alpha, pa, lda, b, ldb, beta, c + u0 * ldc,
+                 ldc);
+    } else {
+      const int64_t j0 = u0 * kPanel, j1 = std::min<int64_t>(n, u1 * kPanel);
+      const float* pb = tb == CblasNoTrans ? b + j0 : b + j0 * ldb;
+      blas.sgemm(order, ta, tb, m, static_cast<blasint>(j1 - j0), k, alpha, a, lda, pb, ldb, beta, c + j0, ldc);
+    }
+  });
+}
+
 std::string CpuFeaturesString() { return FeatureString(ProbeCpu()); }
 
 std::string CpuKernelSetString() {
@@ -99,7 +135,9 @@ std::string CpuKernelSetString() {
     absl::StrAppend(&blas, " blas_thread_timeout=", b.thread_timeout, b.user_thread_timeout ? "(set by the user)" : "");
   }
   absl::StrAppend(&blas, " pool_threads=", ThreadBudget(), " blas_threads=", b.threads,
-                  b.user_threads ? "(OPENBLAS_NUM_THREADS set by the user)" : "");
+                  b.user_threads.empty() || b.threads != 1
+                      ? std::string()
+                      : absl::StrCat("(OPENBLAS_NUM_THREADS=", b.user_threads, " overridden: the pool threads the BLAS)"));
   return absl::StrCat("blas=", blas, " small_gemm=", IsaName(k.small_gemm), " bf16_gemm=", IsaName(k.bf16_gemm));
 }
 

@@ -19,10 +19,17 @@
 // gets that core back. So Tessera also sets OPENBLAS_THREAD_TIMEOUT=4 (the library's minimum: workers
 // sleep at once and are woken per call) unless the user set it; the value in force is reported.
 //
-// Threads: the library is loaded with OPENBLAS_NUM_THREADS = the process's thread budget
-// (core/util/thread_budget.h) unless the user set that variable and no --threads was given, and a product
-// OpenBLAS threads (m*n*k above its single-thread limit) runs under RunExclusive (core/util/parallel.h), so
-// the BLAS's threads and Tessera's pool never run at once.
+// Threads: the library is loaded single-threaded (OPENBLAS_NUM_THREADS=1, over any value in the
+// environment), and Sgemm below splits a product above the library's own single-thread limit into
+// row or column blocks run by Tessera's pool (core/util/parallel.h). So there is one set of compute
+// threads, sized by the process's thread budget (core/util/thread_budget.h), and a product called from
+// inside a parallel region (an MoE layer's expert groups run concurrently, one per pool thread) runs on
+// its caller's thread instead of waking BLAS threads that compete with the region's. Measured on a
+// 2-core AMD EPYC (Zen 3) against OpenBLAS's own 2 threads (ops/bench/RESULTS.md "One pool for the BLAS",
+// alternating runs): bench_forward prefill of the 'small' config 716-765 vs 480-562 tok/s; bench_train's
+// expert products 18-20% less time, the dense ones within noise.
+// A library loaded before Tessera (linked by a tool) keeps its threads; its threaded products then run
+// under RunExclusive, so they and the pool take turns.
 //
 // Failure: without the library no GEMM can run; the first use prints what to install and aborts.
 #pragma once
@@ -44,8 +51,8 @@ struct BlasInfo {
   bool user_core = false;   // OPENBLAS_CORETYPE was set before Tessera looked (left as the user set it)
   std::string thread_timeout;  // OPENBLAS_THREAD_TIMEOUT in force at load ("" when the library was preloaded)
   bool user_thread_timeout = false;  // set by the user (left as set)
-  int threads = 0;              // openblas_get_num_threads after load
-  bool user_threads = false;    // OPENBLAS_NUM_THREADS set by the user (and no --threads): left as set
+  int threads = 0;              // openblas_get_num_threads after load (1 unless preloaded)
+  std::string user_threads;     // OPENBLAS_NUM_THREADS found in the environment (overridden with 1)
   bool degraded = false;    // core differs from core_wanted
   decltype(&cblas_sgemm) sgemm = nullptr;
 };
@@ -54,19 +61,19 @@ struct BlasInfo {
 // threads that might read the environment start.
 const BlasInfo& Blas();
 
-// OpenBLAS runs products up to this m*n*k on the calling thread (65536 * GEMM_MULTITHREAD_THRESHOLD).
+// OpenBLAS runs products up to this m*n*k on the calling thread (65536 * GEMM_MULTITHREAD_THRESHOLD);
+// Sgemm splits larger ones over the pool.
 constexpr double kBlasSingleThreadMnk = 65536.0 * 4;
+// Sgemm splits rows when each thread gets at least this many (one OpenBLAS M block's worth), else
+// columns: 2-core Zen 3, 512x1536x1024 NT: rows 155 GFLOP/s, columns 80; 128x512x1024 NT: columns 138,
+// rows 125.
+constexpr int kSgemmMinRowsPerThread = 64;
 
-// cblas_sgemm of the loaded library; a product the library would thread runs under RunExclusive.
-inline void Sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
-                  float alpha, const float* a, blasint lda, const float* b, blasint ldb, float beta, float* c,
-                  blasint ldc) {
-  const BlasInfo& blas = Blas();
-  if (blas.threads > 1 && static_cast<double>(m) * n * k > kBlasSingleThreadMnk) {
-    RunExclusive([&] { blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
-    return;
-  }
-  blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+// cblas_sgemm of the loaded library, row-major. A product above kBlasSingleThreadMnk is split over the
+// pool: into row blocks when every thread gets at least kSgemmMinRowsPerThread rows, else into column
+// blocks of whole 64-column panels; from inside a parallel region it runs on the calling thread.
+void Sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
+           float alpha, const float* a, blasint lda, const float* b, blasint ldb, float beta, float* c,
+           blasint ldc);
 
 }  // namespace tessera::cpu

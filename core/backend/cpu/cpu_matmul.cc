@@ -9,20 +9,16 @@
 // Rows outside every group are not touched. Groups must be disjoint, in range, and their weights f32
 // [out,in]; otherwise INVALID_ARGUMENT before anything is written.
 //
-// Threading choice for grouped calls. OpenBLAS (pthreads build) parallelizes one sgemm internally,
-// but it runs a gemm single-threaded whenever m*n*k <= 65536 * GEMM_MULTITHREAD_THRESHOLD (= 262144),
-// and a one-row-block gemm gains little from its threads anyway. Grouped calls in an MoE layer are
-// typically many such small gemms, so:
-//   - "small" groups (m*n*k <= kSmallGemmMnk) run concurrently, one sgemm per group inside ParallelFor;
-//     at this size OpenBLAS keeps each call on the calling thread, so there is no oversubscription;
-//   - "large" groups run one after another, each sgemm using OpenBLAS's own threads.
-// Measured (2 shared cores, OpenBLAS 0.3.21, 16 groups of in=256 out=128): 1-row groups take 41 us
-// concurrently vs 74-83 us serially; 4-row groups are equal within noise (47-51 us); from m*n*k
-// ~5e5 up, serial calls with OpenBLAS threads are as fast or faster (e.g. 32 groups of 64x1024x512:
-// 32.5 ms serial vs 33.3 ms concurrent), and concurrent calls of that size would oversubscribe.
-// openblas_set_num_threads is never called (it is process-global and would change every other
-// caller's gemms). Weight-grad groups that share a weight_grad tensor run serially (they accumulate
-// into the same memory).
+// Threading choice for grouped calls. The BLAS is single-threaded and Sgemm splits a large product over
+// the pool (cpu_blas.h). An MoE layer's groups are many products of tens of rows each (the 'small'
+// config's training step: 32 groups of ~64 rows x 1024 x 512); split one at a time, each gets a slice
+// too thin to run well, so the groups run concurrently instead, one whole single-threaded product per pool
+// thread at a time (bench_train --profile on a 2-core Zen 3: GroupedMatmul 1.66-1.85 s vs 2.03-2.30 s
+// and GroupedMatmulInputGrad 1.22-1.41 vs 1.46-1.74 s over 3 steps, against one group after another
+// with OpenBLAS's 2 threads; ops/bench/RESULTS.md "One pool for the BLAS"). A group holding more than
+// 1/threads of the call's rows would leave the other threads idle, so it runs alone, split by Sgemm.
+// Weight-grad groups that share a weight_grad tensor run one after another (they accumulate into the
+// same memory).
 //
 // Small-M path. Above m*n*k = 262144 OpenBLAS packs B (sgemm_incopy, ~26% of decode time) and hands
 // the gemm to its threads; with 1-8 rows of A that costs far more than the product itself (small
@@ -148,24 +144,30 @@ absl::Status CheckGroups(absl::string_view op, absl::Span<const GemmGroup> group
   return absl::OkStatus();
 }
 
-// Runs gemm(group index) for every group with rows > 0 (and accepted by `want`), small ones in
-// parallel and large ones serially (see the file comment).
+// Runs gemm(group) for every group with rows > 0 (and accepted by `want`): concurrently when allowed,
+// except a group with more than 1/threads of the rows (all groups of a call share in and out), which
+// runs alone (see the file comment).
 template <typename Gemm, typename Want>
-void RunGroups(absl::Span<const GemmGroup> groups, double mn_per_row_times_k, bool allow_parallel,
-               Want want, Gemm gemm) {
-  std::vector<int64_t> small, large;
+void RunGroups(absl::Span<const GemmGroup> groups, bool allow_parallel, Want want, Gemm gemm) {
+  std::vector<int64_t> wanted, together, alone;
+  int64_t total_rows = 0;
   for (size_t i = 0; i < groups.size(); ++i) {
     if (groups[i].rows == 0 || !want(groups[i])) continue;
-    const double mnk = static_cast<double>(groups[i].rows) * mn_per_row_times_k;
-    (mnk <= kSmallGemmMnk && allow_parallel ? small : large).push_back(static_cast<int64_t>(i));
+    wanted.push_back(static_cast<int64_t>(i));
+    total_rows += groups[i].rows;
   }
-  if (small.size() == 1) large.push_back(small[0]);
-  else if (!small.empty()) {
-    ParallelFor(static_cast<int64_t>(small.size()), 1, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) gemm(groups[small[i]]);
+  const int threads = NumThreads();
+  for (int64_t i : wanted) {
+    const bool dominant = groups[i].rows * threads > total_rows;
+    (allow_parallel && !dominant ? together : alone).push_back(i);
+  }
+  if (together.size() == 1) alone.push_back(together[0]);
+  else if (!together.empty()) {
+    ParallelFor(static_cast<int64_t>(together.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) gemm(groups[together[i]]);
     });
   }
-  for (int64_t i : large) gemm(groups[i]);
+  for (int64_t i : alone) gemm(groups[i]);
 }
 
 }  // namespace
@@ -247,7 +249,7 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
     SmallGemmNT(it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in, in, it.bf() + it.j0 * in, in, 0.0f,
                 py + it.row_begin * out + it.j0, out);
   });
-  RunGroups(groups, static_cast<double>(in) * out, true,
+  RunGroups(groups, true,
             [&](const GemmGroup& g) { return !UseDirectNT(g.rows, out, in); },
             [&](const GemmGroup& g) {
               Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(g.rows),
@@ -285,7 +287,7 @@ absl::Status CpuBackend::GroupedMatmulInputGrad(const Tensor& dy, absl::Span<con
     SmallGemmNN(it.rows, it.j1 - it.j0, out, 1.0f, pdy + it.row_begin * out, out, it.bf() + it.j0, in, 0.0f,
                 pdx + it.row_begin * in + it.j0, in);
   });
-  RunGroups(groups, static_cast<double>(in) * out, true,
+  RunGroups(groups, true,
             [&](const GemmGroup& g) { return !UseDirectNN(g.rows, in, out); },
             [&](const GemmGroup& g) {
               Sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(g.rows),
@@ -318,7 +320,7 @@ absl::Status CpuBackend::GroupedMatmulWeightGrad(const Tensor& x, const Tensor& 
   }
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();
-  RunGroups(groups, static_cast<double>(in) * out, !shared,
+  RunGroups(groups, !shared,
             [](const GemmGroup& g) { return g.weight_grad != nullptr; },
             [&](const GemmGroup& g) {
               Sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(out),

@@ -13,7 +13,10 @@ double MatTol(int64_t k) { return 1e-6 * static_cast<double>(k) + 1e-6; }
 
 TEST_P(MatmulTest, AllTransposesAlphaBeta) {
   struct Shape { int64_t m, n, k; };
-  for (Shape s : {Shape{1, 1, 1}, Shape{3, 7, 5}, Shape{33, 65, 17}, Shape{64, 48, 129}, Shape{1, 100, 300}}) {
+  // The last two are above the BLAS's single-thread size, so the CPU backend's Sgemm splits them over the
+  // pool: by rows (200 rows), by 64-column panels (40 rows, 300 columns).
+  for (Shape s : {Shape{1, 1, 1}, Shape{3, 7, 5}, Shape{33, 65, 17}, Shape{64, 48, 129}, Shape{1, 100, 300},
+                  Shape{200, 150, 40}, Shape{40, 300, 100}}) {
     for (int ta = 0; ta < 2; ++ta) {
       for (int tb = 0; tb < 2; ++tb) {
         for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f}, {0.5f, 1.0f}, {-2.0f, 0.25f}}) {
@@ -67,7 +70,7 @@ std::vector<GroupedCase> GroupedCases() {
   std::vector<GroupedCase> cases;
   cases.push_back({1, 1, 1, {{0, 1}}});
   cases.push_back({10, 7, 3, {{0, 3}, {3, 0}, {5, 4}}});  // rows 3,4 and 9 in no group
-  // Many small groups (the concurrent path) plus one big one (OpenBLAS-threaded path).
+  // Many small groups (run concurrently) plus one holding most rows (runs alone, split by Sgemm).
   GroupedCase many{200, 33, 65, {}};
   int64_t r = 0;
   for (int g = 0; g < 24 && r < 60; ++g) {
@@ -78,6 +81,8 @@ std::vector<GroupedCase> GroupedCases() {
   cases.push_back(many);
   GroupedCase big{300, 128, 96, {{0, 150}, {150, 1}, {160, 140}}};
   cases.push_back(big);
+  // Groups each above the BLAS's single-thread size, none dominant: concurrent, each Sgemm on its thread.
+  cases.push_back({400, 64, 80, {{0, 100}, {100, 90}, {190, 110}, {300, 100}}});
   return cases;
 }
 

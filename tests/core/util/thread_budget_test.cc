@@ -2,13 +2,9 @@
 // sets it, as tessera-server's --threads runs before any compute).
 #include "core/util/thread_budget.h"
 
-#include <unistd.h>
-
-#include <algorithm>
 #include <cstdlib>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "core/backend/cpu/cpu_blas.h"
 #include "core/util/parallel.h"
 #include "gtest/gtest.h"
@@ -30,15 +26,14 @@ TEST(ThreadBudgetTest, TheFlagSizesThePoolAndTheBlasAndIsFixedByFirstUse) {
   EXPECT_NE(late.message().find("already in use at 5 threads"), std::string::npos) << late;
   EXPECT_TRUE(SetThreadBudget(5).ok());  // the number in force is no change
 
-  // The BLAS loads with the same number, even over a user's OPENBLAS_NUM_THREADS: --threads is explicit.
-  // (OpenBLAS itself never runs more threads than the CPUs it sees.)
+  // The BLAS loads single-threaded, even over a user's OPENBLAS_NUM_THREADS: the pool threads it.
   setenv("OPENBLAS_NUM_THREADS", "7", 1);
   const cpu::BlasInfo& blas = cpu::Blas();
-  EXPECT_FALSE(blas.user_threads);
-  EXPECT_STREQ(std::getenv("OPENBLAS_NUM_THREADS"), "5");
-  const int cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
-  EXPECT_EQ(blas.threads, std::min(5, cpus));
-  EXPECT_NE(cpu::CpuKernelSetString().find(absl::StrCat("pool_threads=5 blas_threads=", std::min(5, cpus))),
+  EXPECT_EQ(blas.user_threads, "7");
+  EXPECT_STREQ(std::getenv("OPENBLAS_NUM_THREADS"), "1");
+  EXPECT_EQ(blas.threads, 1);
+  EXPECT_NE(cpu::CpuKernelSetString().find(
+                "pool_threads=5 blas_threads=1(OPENBLAS_NUM_THREADS=7 overridden: the pool threads the BLAS)"),
             std::string::npos)
       << cpu::CpuKernelSetString();
 }
