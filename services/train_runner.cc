@@ -110,9 +110,7 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
   // Joint mode: the job's turn in its loop, from here (every use of the loop's backend below runs in it)
   // until it returns; destroyed after the trainer (declared before it).
   std::unique_ptr<train::JointMember> member;
-  // A LoRA job trains alone: a joint loop's members train expert slots (JointMember::SetTrainable), and a
-  // member that computed on the loop's backend outside its rounds would stall the others' rounds.
-  if (joint_ != nullptr && spec.method != "lora") {
+  if (joint_ != nullptr) {
     absl::StatusOr<std::unique_ptr<JointLoops::Lease>> lease = joint_->Acquire(*std::move(backbone));
     if (!lease.ok()) return lease.status();
     state->loop = *std::move(lease);
@@ -199,8 +197,8 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     ctx.ReportSelection(FromCore(selected), {});
   }
   if (selected.empty()) return absl::FailedPreconditionError("expert selection chose no slots");
-  // The trainable model. LoRA (method "lora"): factors on the selected slots, alone. Else the selected
-  // slots' full weights: alone, the model trainable; joint, the job's member of its loop (the same
+  // The trainable model: LoRA (method "lora") factors on the selected slots, else the selected slots' full
+  // weights; alone, the trainable itself; joint, the job's member of its loop holding it (the same
   // parameters and gradients).
   std::unique_ptr<train::TrainableLm> solo;
   train::TrainableLm* trainable = member.get();
@@ -228,8 +226,12 @@ absl::StatusOr<JobOutput> CoreJobRunner::Train(JobContext& ctx) {
     lora_trainable = t->get();
     overlay = lora_trainable->MergedOverlay();
     if (!overlay.ok()) return overlay.status();
-    solo = *std::move(t);
-    trainable = solo.get();
+    if (member != nullptr) {
+      if (absl::Status s = member->SetLora(*std::move(t)); !s.ok()) return s;
+    } else {
+      solo = *std::move(t);
+      trainable = solo.get();
+    }
   } else {
     std::vector<tessera::SlotId> fresh;
     for (const tessera::SlotId& s : selected) {

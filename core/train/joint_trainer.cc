@@ -130,7 +130,7 @@ void JointGroup::RunForwards(std::vector<Slot*>& slots, bool training) {
   std::vector<std::pair<int64_t, int64_t>> rows;  // per slot: first row, row count
   int64_t row = 0;
   for (Slot* s : slots) {
-    const ExpertOverlay* overlay = s->member->inner_->overlay().get();
+    const ExpertOverlay* overlay = s->member->forward_overlay_;
     int64_t n = 0;
     for (const std::vector<int32_t>& seq : s->request->seqs) {
       batch.push_back({absl::MakeConstSpan(seq), overlay, nullptr});
@@ -234,7 +234,7 @@ void JointGroup::RunBackwards(std::vector<Slot*>& slots) {
     }
     if (status.ok()) {
       std::vector<Gradients*> grads;
-      for (Slot* s : ok) grads.push_back(s->member->inner_->mutable_gradients());
+      for (Slot* s : ok) grads.push_back(s->member->backward_gradients_);
       status = model_->BackwardFromLogits(rec->result, stacked, absl::MakeConstSpan(grads));
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.backward_passes;
@@ -248,21 +248,32 @@ JointMember::~JointMember() { group_->Leave(this); }
 
 absl::Status JointMember::SetTrainable(std::shared_ptr<const ExpertOverlay> overlay,
                                        std::vector<SlotId> trainable) {
-  if (inner_ != nullptr) return absl::FailedPreconditionError("JointMember: SetTrainable was already called");
+  if (has_trainable()) return absl::FailedPreconditionError("JointMember: the trainable part is already set");
   ASSIGN_OR_RETURN(inner_, ModelTrainable::ForExperts(group_->model_, std::move(overlay), std::move(trainable)));
   return absl::OkStatus();
 }
 
+absl::Status JointMember::SetLora(std::unique_ptr<LoraTrainable> lora) {
+  if (has_trainable()) return absl::FailedPreconditionError("JointMember: the trainable part is already set");
+  if (lora == nullptr) return absl::InvalidArgumentError("JointMember: SetLora(nullptr)");
+  lora_ = std::move(lora);
+  return absl::OkStatus();
+}
+
 std::vector<TrainParam> JointMember::Parameters() {
+  if (lora_ != nullptr) return lora_->Parameters();
   return inner_ != nullptr ? inner_->Parameters() : std::vector<TrainParam>();
 }
 
-Tensor JointMember::FlatGradients() { return inner_ != nullptr ? inner_->FlatGradients() : Tensor(); }
+Tensor JointMember::FlatGradients() {
+  if (lora_ != nullptr) return lora_->FlatGradients();
+  return inner_ != nullptr ? inner_->FlatGradients() : Tensor();
+}
 
 absl::StatusOr<Tensor> JointMember::Forward(absl::Span<const std::vector<int32_t>> seqs, bool training) {
   last_.reset();
   last_training_ = false;
-  if (inner_ == nullptr) return absl::FailedPreconditionError("JointMember: Forward before SetTrainable");
+  if (!has_trainable()) return absl::FailedPreconditionError("JointMember: Forward before SetTrainable");
   // This member's own input errors are its own: checked before its batch joins the others'.
   if (seqs.empty()) return absl::InvalidArgumentError("Forward: empty batch");
   const int64_t vocab = vocab_size();
@@ -274,6 +285,11 @@ absl::StatusOr<Tensor> JointMember::Forward(absl::Span<const std::vector<int32_t
             absl::StrCat("Forward: sequence ", i, " has token ", t, " outside the vocabulary [0, ", vocab, ")"));
       }
     }
+  }
+  if (lora_ != nullptr) {
+    ASSIGN_OR_RETURN(forward_overlay_, lora_->PrepareForward());  // W' from the current factors
+  } else {
+    forward_overlay_ = inner_->overlay().get();
   }
   JointGroup::Request r;
   r.training = training;
@@ -288,11 +304,17 @@ absl::Status JointMember::Backward(const Tensor& dlogits) {
   if (!last_training_ || last_ == nullptr) {
     return absl::FailedPreconditionError("Backward needs a preceding Forward with training = true");
   }
+  if (lora_ != nullptr) {
+    ASSIGN_OR_RETURN(backward_gradients_, lora_->PrepareBackward());  // dL/dW', zeroed
+  } else {
+    backward_gradients_ = inner_->mutable_gradients();
+  }
   JointGroup::Request r;
   r.backward = true;
   r.dlogits = &dlogits;
   r.record = last_;
-  return group_->Submit(this, &r);
+  RETURN_IF_ERROR(group_->Submit(this, &r));
+  return lora_ != nullptr ? lora_->FinishBackward() : absl::OkStatus();
 }
 
 }  // namespace tessera::train

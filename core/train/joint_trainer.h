@@ -1,6 +1,7 @@
-// JointGroup: several jobs' expert fine-tunes on one backbone, trained in one loop (mLoRA's idea, for
-// expert slots): each forward and backward of the backbone runs once over the union of the jobs' batches,
-// and every job's gradients come from its own rows only.
+// JointGroup: several jobs' expert fine-tunes (full slot weights, or LoRA factors on the slots) on one
+// backbone, trained in one loop (mLoRA's idea, for expert slots): each forward and backward of the
+// backbone runs once over the union of the jobs' batches, and every job's gradients come from its own rows
+// only.
 //
 // How: each job runs its own, unchanged Trainer (its options, schedule, data order, optimizer,
 // validation, early stopping, best checkpoint, checkpoints/resume and progress) on its own thread, over a
@@ -42,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "core/model/model.h"
 #include "core/model/overlay.h"
+#include "core/train/lora_trainable.h"
 #include "core/train/model_trainable.h"
 #include "core/train/trainable.h"
 
@@ -114,8 +116,10 @@ class JointGroup : public std::enable_shared_from_this<JointGroup> {
 };
 
 // One job in a JointGroup, as the TrainableLm its Trainer runs on. Parameters, gradients and the overlay
-// are those of a ModelTrainable::ForExperts over the same model (so checkpoints, names and sizes match a
-// solo run's). Destroying it leaves the group (and gives up the turn).
+// are those of a ModelTrainable::ForExperts over the same model (SetTrainable), or of a LoraTrainable
+// (SetLora: LoRA factors on the job's slots; the member merges W' before each of its forwards and turns
+// dL/dW' into the factors' gradients after each backward, both in its own turn), so checkpoints, names
+// and sizes match a solo run's. Destroying it leaves the group (and gives up the turn).
 class JointMember : public TrainableLm {
  public:
   ~JointMember() override;
@@ -124,6 +128,8 @@ class JointMember : public TrainableLm {
 
   // The job's training overlay and its trainable slots (ModelTrainable::ForExperts' rules); once.
   absl::Status SetTrainable(std::shared_ptr<const ExpertOverlay> overlay, std::vector<SlotId> trainable);
+  // Or the job's LoRA trainable, created over the group's model; once (either this or SetTrainable).
+  absl::Status SetLora(std::unique_ptr<LoraTrainable> lora);
 
   Backend& backend() override { return *group_->model_->backend(); }
   int64_t vocab_size() const override { return group_->model_->config().vocab_size; }
@@ -134,14 +140,20 @@ class JointMember : public TrainableLm {
   DType LogitsGradDtype() const override { return group_->model_->weights().matrix_dtype(); }
 
   const ModelTrainable* trainable() const { return inner_.get(); }
+  LoraTrainable* lora() { return lora_.get(); }
   JointGroup& group() { return *group_; }
 
  private:
   friend class JointGroup;
   explicit JointMember(std::shared_ptr<JointGroup> group) : group_(std::move(group)) {}
+  bool has_trainable() const { return inner_ != nullptr || lora_ != nullptr; }
 
   std::shared_ptr<JointGroup> group_;
-  std::unique_ptr<ModelTrainable> inner_;
+  std::unique_ptr<ModelTrainable> inner_;  // expert slots, or
+  std::unique_ptr<LoraTrainable> lora_;    // LoRA factors on them
+  // What the next round runs this member with: its overlay (forward), its gradients (backward).
+  const ExpertOverlay* forward_overlay_ = nullptr;
+  Gradients* backward_gradients_ = nullptr;
   std::shared_ptr<JointGroup::ForwardRecord> last_;
   bool last_training_ = false;
 };

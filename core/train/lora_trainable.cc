@@ -124,6 +124,7 @@ absl::StatusOr<std::unique_ptr<LoraTrainable>> LoraTrainable::Create(const Model
     }
   }
   ASSIGN_OR_RETURN(t->overlay_, ExpertOverlay::FromWeights(config, std::move(slots), be));
+  t->dense_.owner = t->overlay_.get();  // its own rows only, also in a batch shared with other jobs
   return t;
 }
 
@@ -141,11 +142,16 @@ absl::Status LoraTrainable::Merge() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Tensor> LoraTrainable::Forward(absl::Span<const std::vector<int32_t>> seqs, bool training) {
+absl::StatusOr<const ExpertOverlay*> LoraTrainable::PrepareForward() {
   RETURN_IF_ERROR(Merge());
+  return overlay_.get();
+}
+
+absl::StatusOr<Tensor> LoraTrainable::Forward(absl::Span<const std::vector<int32_t>> seqs, bool training) {
+  ASSIGN_OR_RETURN(const ExpertOverlay* overlay, PrepareForward());
   std::vector<SequenceInput> batch;
   batch.reserve(seqs.size());
-  for (const auto& s : seqs) batch.push_back({absl::MakeConstSpan(s), overlay_.get(), nullptr});
+  for (const auto& s : seqs) batch.push_back({absl::MakeConstSpan(s), overlay, nullptr});
   ForwardOptions opt;
   opt.logits = LogitsMode::kAll;
   opt.save_activations = training;
@@ -154,13 +160,13 @@ absl::StatusOr<Tensor> LoraTrainable::Forward(absl::Span<const std::vector<int32
   return last_.logits;
 }
 
-absl::Status LoraTrainable::Backward(const Tensor& dlogits) {
-  if (!last_training_) {
-    return absl::FailedPreconditionError("Backward needs a preceding Forward with training = true");
-  }
+absl::StatusOr<Gradients*> LoraTrainable::PrepareBackward() {
+  RETURN_IF_ERROR(dense_.Zero(model_->backend()));
+  return &dense_;
+}
+
+absl::Status LoraTrainable::FinishBackward() {
   Backend* be = model_->backend();
-  RETURN_IF_ERROR(dense_.Zero(be));
-  RETURN_IF_ERROR(model_->BackwardFromLogits(last_, dlogits, &dense_));
   const float s = scale();
   for (auto& [slot, st] : state_) {
     const ExpertWeights& dw = dense_.slots.at(slot);
@@ -171,6 +177,15 @@ absl::Status LoraTrainable::Backward(const Tensor& dlogits) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status LoraTrainable::Backward(const Tensor& dlogits) {
+  if (!last_training_) {
+    return absl::FailedPreconditionError("Backward needs a preceding Forward with training = true");
+  }
+  ASSIGN_OR_RETURN(Gradients* dense, PrepareBackward());
+  RETURN_IF_ERROR(model_->BackwardFromLogits(last_, dlogits, dense));
+  return FinishBackward();
 }
 
 absl::StatusOr<std::shared_ptr<const ExpertOverlay>> LoraTrainable::MergedOverlay() {

@@ -66,6 +66,16 @@ class LoraTrainable : public TrainableLm {
   // The working overlay with W' merged from the current A and B (carried slots as loaded): what the
   // version serves. Re-merges (the trainer may have changed A, B since the last Forward).
   absl::StatusOr<std::shared_ptr<const ExpertOverlay>> MergedOverlay();
+
+  // Forward and Backward in parts, for a caller that runs the model itself over a batch shared with
+  // other jobs (joint_trainer.h); Forward and Backward are these around the model's own passes.
+  // Before a forward: merges W' and returns the overlay to run this job's sequences with.
+  absl::StatusOr<const ExpertOverlay*> PrepareForward();
+  // Before a backward: dL/dW' buffers for the model's backward, zeroed; their owner is the working
+  // overlay, so in a shared batch they sum this job's rows only.
+  absl::StatusOr<Gradients*> PrepareBackward();
+  // After it: dA += s B^T dW', dB += s dW' A^T.
+  absl::Status FinishBackward();
   // The version's content: start's dense slots and carried factors, the trained slots' current A and B.
   absl::StatusOr<LoraAdapter> Adapter() const;
   const std::vector<SlotId>& trainable_slots() const { return trainable_; }

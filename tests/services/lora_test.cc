@@ -104,7 +104,7 @@ class LoraServiceTest : public ::testing::Test {
     o.model = true;
     o.training = true;
     o.backbone = "builtin:tiny";
-    o.max_joint_jobs = 4;  // as tessera-server by default: expert-only jobs join a loop, LoRA jobs train alone
+    o.max_joint_jobs = 4;  // as tessera-server by default: LoRA jobs, like expert-only ones, join a loop
     server_ = new TestServer(o);
     auto m = LoadModel("builtin:tiny", "cpu");
     ASSERT_TRUE(m.ok()) << m.status();

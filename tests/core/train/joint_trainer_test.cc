@@ -11,6 +11,7 @@
 
 #include "core/data/rng.h"
 #include "core/train/lm_batch.h"
+#include "core/train/lora_trainable.h"
 #include "core/train/model_trainable.h"
 #include "core/train/trainer.h"
 #include "gtest/gtest.h"
@@ -229,10 +230,11 @@ TEST(JointTrainerTest, SameSlotIdsWithDifferentWeightsGetOnlyTheirOwnJobsGradien
             absl::StatusCode::kInvalidArgument);
 }
 
-// A whole job: its own Trainer over a member (joint) or a ModelTrainable (solo).
+// A whole job: its own Trainer over a member (joint) or a ModelTrainable / LoraTrainable (solo).
 struct JobSpec {
   std::vector<SlotId> slots;
-  float scale = 1.0f;
+  float scale = 1.0f;  // expert jobs: the overlay's weights (Fixture::Overlay)
+  int64_t lora_rank = 0;  // > 0: LoRA factors of this rank on `slots` (over the base experts)
   std::vector<data::TokenizedExample> data;
   TrainerOptions options;
   int cancel_after = 0;  // > 0: cancelled after this step
@@ -269,8 +271,19 @@ void RunJob(Fixture& f, const JobSpec& spec, TrainableLm* m, JobRun* out) {
   }
 }
 
+std::unique_ptr<LoraTrainable> MakeLora(Fixture& f, const JobSpec& spec) {
+  LoraOptions lo;
+  lo.rank = spec.lora_rank;
+  lo.seed = spec.options.seed;
+  auto t = LoraTrainable::Create(f.model.get(), LoraAdapter(), spec.slots, lo);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *std::move(t) : nullptr;
+}
+
 JobRun Solo(Fixture& f, const JobSpec& spec) {
-  auto t = *ModelTrainable::ForExperts(f.model.get(), f.Overlay(spec.slots, spec.scale), spec.slots);
+  std::unique_ptr<TrainableLm> t;
+  if (spec.lora_rank > 0) t = MakeLora(f, spec);
+  else t = *ModelTrainable::ForExperts(f.model.get(), f.Overlay(spec.slots, spec.scale), spec.slots);
   JobRun out;
   RunJob(f, spec, t.get(), &out);
   return out;
@@ -283,7 +296,9 @@ std::vector<JobRun> Joint(Fixture& f, const std::vector<JobSpec>& specs, JointGr
   for (size_t i = 0; i < specs.size(); ++i) {
     threads.emplace_back([&, i] {
       auto m = group->Join();
-      absl::Status s = m->SetTrainable(f.Overlay(specs[i].slots, specs[i].scale), specs[i].slots);
+      absl::Status s = specs[i].lora_rank > 0
+                           ? m->SetLora(MakeLora(f, specs[i]))
+                           : m->SetTrainable(f.Overlay(specs[i].slots, specs[i].scale), specs[i].slots);
       ASSERT_TRUE(s.ok()) << s;
       while (group->stats().joined < static_cast<int64_t>(specs.size())) std::this_thread::yield();
       RunJob(f, specs[i], m.get(), &runs[i]);
@@ -370,6 +385,53 @@ TEST(JointTrainerTest, JobsWithDifferentOptionsTrainExactlyAsTheirSoloRuns) {
     ASSERT_TRUE(joint[i].status.ok()) << joint[i].status;
     ExpectSameRun(joint[i], solo[i]);
   }
+}
+
+// LoRA jobs in the loop (mLoRA's case) beside expert-slot jobs: two LoRA jobs on the same slot ids as an
+// expert job (so three jobs' copies of (0,1) and (1,2) serve rows of one pass), each trains exactly as alone:
+// its factors' gradients come from dL/dW' of its own rows only.
+TEST(JointTrainerTest, LoraJobsTrainBesideExpertJobsExactlyAsTheirSoloRuns) {
+  Fixture f;
+  std::vector<JobSpec> specs = ThreeJobs();
+  specs[1].lora_rank = 4;  // slots {(0,1), (1,2), (0,6)}, with gradient accumulation and warmup
+  JobSpec lora2 = specs[0];
+  lora2.lora_rank = 2;
+  lora2.data = TaskData(100, 9, 3, 4);
+  lora2.options.seed = 5;
+  lora2.options.learning_rate = 2e-2;
+  specs.push_back(lora2);
+  std::vector<JobRun> solo;
+  for (const JobSpec& s : specs) {
+    solo.push_back(Solo(f, s));
+    ASSERT_TRUE(solo.back().status.ok()) << solo.back().status;
+  }
+  // LoRA trains: the loss falls, and B (zero at the start) moved.
+  for (size_t i : {size_t{1}, size_t{3}}) {
+    EXPECT_LT(solo[i].losses.back(), solo[i].losses.front()) << i;
+    EXPECT_GT(AbsSum(solo[i].params), 0.0);
+  }
+  JointGroup::Stats st;
+  std::vector<JobRun> joint = Joint(f, specs, &st);
+  EXPECT_EQ(st.max_members_in_pass, 4);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(joint[i].status.ok()) << joint[i].status;
+    ExpectSameRun(joint[i], solo[i]);
+  }
+}
+
+TEST(JointTrainerTest, MemberTakesOneTrainablePart) {
+  Fixture f;
+  auto group = JointGroup::Create(f.model.get());
+  auto m = group->Join();
+  JobSpec spec;
+  spec.slots = {{0, 1}};
+  spec.lora_rank = 2;
+  ASSERT_TRUE(m->SetLora(MakeLora(f, spec)).ok());
+  EXPECT_EQ(m->SetTrainable(f.Overlay(spec.slots), spec.slots).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(m->SetLora(MakeLora(f, spec)).code(), absl::StatusCode::kFailedPrecondition);
+  m.reset();  // leaves, giving up the turn the next Join waits for
+  EXPECT_EQ(group->Join()->SetLora(nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(JointTrainerTest, CancelledOrFailingJobLeavesTheOthersTrainingToTheirSoloResult) {
