@@ -27,14 +27,23 @@
 // So products with few rows that OpenBLAS would thread use the direct kernels (no packing, B streamed
 // once per 4 rows of A), split into (group, column range) items run with ParallelFor: a big few-row
 // product (LM head) is split over its columns, many small groups share the threads. Below that size
-// OpenBLAS runs single-threaded through its small-matrix kernels, which measured as fast as or faster
-// than the direct kernels (builtin:tiny shapes, 192x96 at 1-3 rows: ~0.7-1 us per call either way),
-// so those stay on sgemm. The dx = dy W (NN) direct kernel streams B rows with a stride; it wins only
-// up to 4 rows and a moderate inner dim (at m=4, k=32000 it lost 0.75x), hence its tighter limits.
+// OpenBLAS's AVX-512 cores (SkylakeX, Cooperlake) run through their small-matrix kernels, which measured
+// as fast as or faster than the direct kernels (builtin:tiny shapes, 192x96 at 1-3 rows: ~0.7-1 us per
+// call either way), so there those stay on sgemm. OpenBLAS 0.3.21's other cores have no such kernels and
+// pack B even for one row of A: on a Zen 3 (Haswell kernels; bench_small_gemm, ops/bench/RESULTS.md "A
+// second CPU") a batch-1 k/v projection, 1x256x1024, took 128.6 us through sgemm vs 21.4 us direct, the
+// router's 1x32x1024 14.9 vs 2.5 us, builtin:tiny's products 1.3-5.6x faster direct at 1-4 rows and
+// 1.04-1.13x at 8; there every y = x W^T of up to kSmallM rows takes the direct kernels
+// (BlasHasSmallMatrixKernels). The dx = dy W (NN) direct kernel streams B
+// rows with a stride; it wins only up to 4 rows and a moderate inner dim (at m=4, k=32000 it lost
+// 0.75x), hence its tighter limits.
 #include "core/backend/cpu/cpu_blas.h"
+
+#include <strings.h>
 
 #include <algorithm>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -54,9 +63,21 @@ constexpr int64_t kSmallM = 8;
 constexpr int64_t kSmallMNN = 4;
 constexpr int64_t kMaxInnerNN = 4096;
 
+// Whether the loaded OpenBLAS core has small-matrix sgemm kernels (its AVX-512 ones; see the file comment).
+bool BlasHasSmallMatrixKernels() {
+  static const bool has = [] {
+    const std::string& core = Blas().core;
+    for (const char* c : {"SkylakeX", "Cooperlake", "SapphireRapids"}) {
+      if (strcasecmp(core.c_str(), c) == 0) return true;
+    }
+    return false;
+  }();
+  return has;
+}
+
 // Whether an m x n x k product goes to the direct kernels (see the file comment).
 bool UseDirectNT(int64_t m, int64_t n, int64_t k) {
-  return m <= kSmallM && static_cast<double>(m) * n * k > kSmallGemmMnk;
+  return m <= kSmallM && (static_cast<double>(m) * n * k > kSmallGemmMnk || !BlasHasSmallMatrixKernels());
 }
 bool UseDirectNN(int64_t m, int64_t n, int64_t k) {
   return m <= kSmallMNN && k <= kMaxInnerNN && static_cast<double>(m) * n * k > kSmallGemmMnk;
