@@ -20,11 +20,12 @@
 // Weight-grad groups that share a weight_grad tensor run one after another (they accumulate into the
 // same memory).
 //
-// Small-M path. Above m*n*k = 262144 OpenBLAS packs B (sgemm_incopy, ~26% of decode time) and hands
-// the gemm to its threads; with 1-8 rows of A that costs far more than the product itself (small
+// Small-M path. Above m*n*k = 262144 OpenBLAS packs B (sgemm_incopy, ~26% of decode time) and the
+// product is threaded (measured when OpenBLAS threaded it; Sgemm now splits it over the pool); with
+// 1-8 rows of A that costs far more than the product itself (small
 // config, bench_small_gemm: y = x W^T 1024x1024 at m=1..8: 920-940 us sgemm vs 75-180 us direct;
 // LM head 32000x1024 at m=1: 55 ms vs 10 ms; 8 expert groups of 1-3 rows, 512x1024: 4.9 ms vs 0.7 ms).
-// So products with few rows that OpenBLAS would thread use the direct kernels (no packing, B streamed
+// So products with few rows above that size use the direct kernels (no packing, B streamed
 // once per 4 rows of A), split into (group, column range) items run with ParallelFor: a big few-row
 // product (LM head) is split over its columns, many small groups share the threads. Below that size
 // OpenBLAS's AVX-512 cores (SkylakeX, Cooperlake) run through their small-matrix kernels, which measured
