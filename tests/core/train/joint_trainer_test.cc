@@ -101,7 +101,10 @@ StepOut SoloStep(Fixture& f, std::shared_ptr<const ExpertOverlay> overlay, std::
 }
 
 // Runs each job's step on its own thread in one group; every job joins before any submits, so the
-// forward and the backward are each one pooled pass.
+// forward and the backward are each one pooled pass. The jobs join in their order in `jobs`, so each
+// job's rows sit at the same place in the pooled batch on every run (a pooled pass stacks its members in
+// join order; a GEMM's summation order may depend on a row's place in it, and the bitwise checks below
+// compare two runs).
 struct JointJob {
   std::shared_ptr<const ExpertOverlay> overlay;
   std::vector<SlotId> slots;
@@ -113,8 +116,9 @@ struct JointJob {
 JointGroup::Stats JointSteps(Fixture& f, std::vector<JointJob>& jobs) {
   auto group = JointGroup::Create(f.model.get());
   std::vector<std::thread> threads;
-  for (JointJob& j : jobs) {
-    threads.emplace_back([&group, &j, n = static_cast<int>(jobs.size())] {
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    threads.emplace_back([&group, &j = jobs[i], i, n = static_cast<int>(jobs.size())] {
+      while (group->stats().joined < static_cast<int64_t>(i)) std::this_thread::yield();  // join in order
       auto m = group->Join();
       ASSERT_TRUE(m->SetTrainable(j.overlay, j.slots).ok());
       while (group->stats().joined < n) std::this_thread::yield();  // everyone in before the first request
