@@ -194,6 +194,11 @@ void JobScheduler::DispatchLoop() {
     }
     bool claimed = false;
     if (running < static_cast<size_t>(options_.max_concurrent_jobs)) {
+      // The claim (the registry marks the job RUNNING) and the worker's registration happen under mu_, so
+      // whoever saw the job running in the registry and then asks this scheduler (RunningJobIds: a forced
+      // tenant deletion waits for the job to stop; NotifyCancelled: a cancel) finds its worker. Before, a
+      // cancel or deletion in between found none, and the job started afterwards.
+      std::lock_guard<std::mutex> lock(mu_);
       absl::StatusOr<std::optional<storage::Job>> job =
           registry_->ClaimNextJob(options_.worker_id, options_.lease);
       if (!job.ok()) {
@@ -204,7 +209,6 @@ void JobScheduler::DispatchLoop() {
         LogInfo("job claimed", {{"job_id", j.job_id}, {"tenant_id", j.tenant_id}, {"attempt", j.attempts}});
         auto done = std::make_shared<std::atomic<bool>>(false);
         auto cancelled = std::make_shared<std::atomic<bool>>(false);
-        std::lock_guard<std::mutex> lock(mu_);
         Worker& w = workers_[j.job_id];
         w.done = done;
         w.cancelled = cancelled;

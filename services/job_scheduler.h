@@ -88,6 +88,8 @@ class JobScheduler {
   Metrics* metrics_;
   Options options_;
 
+  // Guards wake_ and workers_, and is held across a claim (DispatchLoop). Taken after no other lock of
+  // this process: the registry's own locks are taken inside it (ClaimNextJob), never the other way round.
   std::mutex mu_;
   std::condition_variable cv_;
   bool wake_ = false;
