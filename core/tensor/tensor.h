@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,9 +65,22 @@ class Tensor {
 // Shape formatting for error messages: "[4,128]".
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-// Host-side bf16/f16 <-> f32 conversion (round-to-nearest-even for f32 -> bf16).
-float Bf16ToF32(uint16_t v);
-uint16_t F32ToBf16(float f);
+// Host-side bf16/f16 <-> f32 conversion (round-to-nearest-even for f32 -> bf16; NaN stays a quiet NaN).
+// The bf16 pair is inline: the CPU backend converts whole tensors element by element, and a call per
+// element kept those loops from vectorizing (a bf16 prefill spent 9% of its time in the two calls).
+inline float Bf16ToF32(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline uint16_t F32ToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;  // NaN
+  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
 float F16ToF32(uint16_t v);
 uint16_t F32ToF16(float f);
 

@@ -163,6 +163,24 @@ absl::Status CpuBackend::Copy(const Tensor& src, Tensor& dst) {
   const void* s = src.raw();
   void* d = dst.raw();
   const DType sd = src.dtype(), dd = dst.dtype();
+  // bf16 <-> f32 (NarrowStorageBackend's staging, every op of a bf16 model) as typed loops the compiler
+  // vectorizes; the other pairs through the per-element dtype switch.
+  if (sd == DType::kBF16 && dd == DType::kF32) {
+    const uint16_t* ps = static_cast<const uint16_t*>(s);
+    float* pd = static_cast<float*>(d);
+    ParallelFor(src.numel(), 1 << 15, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) pd[i] = Bf16ToF32(ps[i]);
+    });
+    return absl::OkStatus();
+  }
+  if (sd == DType::kF32 && dd == DType::kBF16) {
+    const float* ps = static_cast<const float*>(s);
+    uint16_t* pd = static_cast<uint16_t*>(d);
+    ParallelFor(src.numel(), 1 << 15, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) pd[i] = F32ToBf16(ps[i]);
+    });
+    return absl::OkStatus();
+  }
   ParallelFor(src.numel(), 1 << 15, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) StoreFloat(d, dd, i, LoadFloat(s, sd, i));
   });

@@ -102,16 +102,16 @@ inline bool AttentionReadsBf16InPlace(const AttentionSeq& s) {
          s.v->dtype() == DType::kBF16;
 }
 
-// bf16 operands read in bf16 by cpu_bf16_gemm.h's kernels (cpu_matmul.cc). For NarrowStorageBackend:
-// each returns true when it computed the call; false (nothing touched) when the call is not one it takes
-// (not bf16, more than Bf16DirectMaxRows() rows per product, invalid shapes or overlaps), and the caller
-// goes on with the staging path.
-// Rows: with vdpbf16ps (AVX512_BF16) every product, prefill included: the staging path widens a copy of
-// every weight per call (a layer's 32 experts: 128 MB of f32 writes for one prefill), and a bf16 Mixtral-
-// shaped prefill ran 2.1-2.4x faster without it (313 -> 725-815 tok/s at B=1 and 8; ops/bench/RESULTS.md
-// "Decode against llama.cpp"). The other variants widen b per load, so only decode-sized products (<= 8
-// rows) use them; their prefill speed was not measured.
-int64_t Bf16DirectMaxRows();
+// bf16 weights read in bf16 (cpu_matmul.cc). For NarrowStorageBackend: each returns true when it computed
+// the call; false (nothing touched) when the call is not one it takes (not bf16 y = x W^T, invalid shapes
+// or overlaps), and the caller goes on with the staging path, which reports any error.
+// Products of up to Bf16KernelMaxRows() rows (every product with vdpbf16ps, AVX512_BF16; else decode-sized
+// ones, <= 8 rows) run cpu_bf16_gemm.h's kernels. Larger ones widen the weight one L2-sized panel at a time
+// into the thread's own buffer and run sgemm on it. Both replace the staging path's widened copy of every
+// weight per call (a layer's 32 experts: 128 MB of f32 writes for one prefill). A bf16 Mixtral-shaped
+// prefill of 128 tokens: on Zen 3 (AVX2) 97-116 tok/s staged, 318-415 with panels (f32: 406-410); with
+// vdpbf16ps (Intel) 313 staged, 725-815 (ops/bench/RESULTS.md).
+int64_t Bf16KernelMaxRows();
 bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, Tensor& c, float alpha,
                       float beta);
 bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups, Tensor& y);

@@ -3,7 +3,7 @@
 // Tiling (AVX-512 variants): R (1-3) rows of a times 8 rows of b keep R x 8 accumulators (+ R rows of a
 // + 1 of b <= 32 zmm registers); each b row is read once per R-row block, and the 8 accumulators of a row
 // are reduced together into 8 contiguous outputs (simd::HSum8x512). The k tail is a masked load in the
-// same loop shape. AVX2: R (1-4) rows x O (8/6/4/3) outputs of 8-lane accumulators, as cpu_small_gemm.cc.
+// same loop shape. AVX2: one b row at a time against R (1-4) rows of a (NtRowDot2: why).
 #include "core/backend/cpu/cpu_bf16_gemm.h"
 
 #include <immintrin.h>
@@ -50,49 +50,52 @@ TESSERA_AVX2 inline __m256 Load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-template <int R, int O>
-TESSERA_AVX2 inline void NtTile2(int64_t k, float alpha, const float* a, int64_t lda, const uint16_t* b,
-                                 int64_t ldb, float beta, float* c, int64_t ldc) {
-  __m256 acc[R][O];
+// One row of b (one output column) against R rows of a, U accumulators per row along k. The kernel
+// streams b one row at a time, as a dot product: on Zen 3 (2 threads, weights from DRAM) that read 9-12
+// GB/s of bf16 against 5.5-10.7 for the tile of 6-8 b rows at once that the f32 kernel uses (there the
+// tile wins: 12-19 vs 6-13 GB/s of f32). The measurements are in ops/bench/RESULTS.md.
+template <int R, int U>
+TESSERA_AVX2 inline void NtRowDot2(int64_t k, float alpha, const float* a, int64_t lda, const uint16_t* b,
+                                   float beta, float* c, int64_t ldc) {
+  __m256 acc[R][U];
   for (int r = 0; r < R; ++r) {
-    for (int o = 0; o < O; ++o) acc[r][o] = _mm256_setzero_ps();
+    for (int u = 0; u < U; ++u) acc[r][u] = _mm256_setzero_ps();
   }
   int64_t p = 0;
-  for (; p + 8 <= k; p += 8) {
-    __m256 av[R];
-    for (int r = 0; r < R; ++r) av[r] = _mm256_loadu_ps(a + r * lda + p);
-    for (int o = 0; o < O; ++o) {
-      const __m256 bv = Load8(b + o * ldb + p);
-      for (int r = 0; r < R; ++r) acc[r][o] = _mm256_fmadd_ps(av[r], bv, acc[r][o]);
+  for (; p + 8 * U <= k; p += 8 * U) {
+    for (int u = 0; u < U; ++u) {
+      const __m256 bv = Load8(b + p + 8 * u);
+      for (int r = 0; r < R; ++r) acc[r][u] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + p + 8 * u), bv, acc[r][u]);
     }
+  }
+  for (; p + 8 <= k; p += 8) {
+    const __m256 bv = Load8(b + p);
+    for (int r = 0; r < R; ++r) acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + p), bv, acc[r][0]);
   }
   for (int r = 0; r < R; ++r) {
-    for (int o = 0; o < O; ++o) {
-      float s = simd::HSum(acc[r][o]);
-      for (int64_t q = p; q < k; ++q) s += a[r * lda + q] * Widen(b[o * ldb + q]);
-      float* cj = c + r * ldc + o;
-      *cj = Finish(s, alpha, beta, cj);
-    }
+    __m256 sum = acc[r][0];
+    for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[r][u]);
+    float s = simd::HSum(sum);
+    for (int64_t q = p; q < k; ++q) s += a[r * lda + q] * Widen(b[q]);
+    float* cj = c + r * ldc;
+    *cj = Finish(s, alpha, beta, cj);
   }
 }
 
-template <int R, int O>
-TESSERA_AVX2 void NtRows2(int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const uint16_t* b,
-                          int64_t ldb, float beta, float* c, int64_t ldc) {
-  int64_t j = 0;
-  for (; j + O <= n; j += O) NtTile2<R, O>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
-  for (; j < n; ++j) NtTile2<R, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
-}
-
+// Columns outermost: each b row is read from memory once and stays in L1 for the row blocks after the
+// first (4 rows x 2 accumulators, then 3 x 2, 2 x 4 or 1 x 4).
 TESSERA_AVX2 void NtAvx2(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                          const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  int64_t r = 0;
-  for (; r + 4 <= m; r += 4) NtRows2<4, 3>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
-  switch (m - r) {
-    case 3: NtRows2<3, 4>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
-    case 2: NtRows2<2, 6>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
-    case 1: NtRows2<1, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
-    default: break;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* bj = b + j * ldb;
+    int64_t r = 0;
+    for (; r + 4 <= m; r += 4) NtRowDot2<4, 2>(k, alpha, a + r * lda, lda, bj, beta, c + r * ldc + j, ldc);
+    switch (m - r) {
+      case 3: NtRowDot2<3, 2>(k, alpha, a + r * lda, lda, bj, beta, c + r * ldc + j, ldc); break;
+      case 2: NtRowDot2<2, 4>(k, alpha, a + r * lda, lda, bj, beta, c + r * ldc + j, ldc); break;
+      case 1: NtRowDot2<1, 4>(k, alpha, a + r * lda, lda, bj, beta, c + r * ldc + j, ldc); break;
+      default: break;
+    }
   }
 }
 

@@ -107,16 +107,17 @@ void AddDirectItems(int64_t row_begin, int64_t rows, int64_t n, int64_t k, int64
   for (int64_t j = 0; j < n; j += cols) items.push_back({row_begin, rows, j, std::min(n, j + cols), b});
 }
 
-// Runs run(item) over all items, in parallel when there is more than one chunk of work.
-template <typename Run>
-void RunDirectItems(const std::vector<DirectItem>& items, int64_t k, Run run) {
+// Runs run(item) over all items (DirectItem or one derived from it), in parallel when there is more than
+// one chunk of work.
+template <typename Item, typename Run>
+void RunDirectItems(const std::vector<Item>& items, int64_t k, Run run) {
   if (items.empty()) return;
   int64_t macs = 0;
-  for (const DirectItem& it : items) macs += it.rows * (it.j1 - it.j0) * k;
+  for (const Item& it : items) macs += it.rows * (it.j1 - it.j0) * k;
   const int64_t avg = std::max<int64_t>(1, macs / static_cast<int64_t>(items.size()));
   const int64_t grain = std::max<int64_t>(1, kDirectChunkMacs / avg);
   if (static_cast<int64_t>(items.size()) <= grain) {
-    for (const DirectItem& it : items) run(it);
+    for (const Item& it : items) run(it);
     return;
   }
   ParallelFor(static_cast<int64_t>(items.size()), grain, [&](int64_t b, int64_t e) {
@@ -353,8 +354,8 @@ absl::Status CpuBackend::GroupedMatmulWeightGrad(const Tensor& x, const Tensor& 
   return absl::OkStatus();
 }
 
-// ---- bf16 weights, few rows (cpu_bf16_gemm.h) --------------------------------------------------------
-// For NarrowStorageBackend: a bf16 model's decode products read the bf16 weights directly instead of
+// ---- bf16 weights (cpu_bf16_gemm.h; widened panels beyond its rows) -----------------------------------
+// For NarrowStorageBackend: a bf16 model's y = x W^T products read the bf16 weights directly instead of
 // widening a copy of each weight per call. Only calls the f32 path would accept (valid shapes, disjoint
 // groups, no output overlapping an input) are taken; anything else returns false untouched and goes
 // through the staging path, which reports any error.
@@ -380,7 +381,8 @@ class Bf16Out {
     float* s = scratch_.data() + row_begin * n_;
     if (read) {
       const uint16_t* src = c_.data<uint16_t>() + row_begin * n_;
-      for (int64_t i = 0; i < rows * n_; ++i) s[i] = Bf16ToF32(src[i]);
+      const int64_t count = rows * n_;
+      for (int64_t i = 0; i < count; ++i) s[i] = Bf16ToF32(src[i]);
     }
     return s;
   }
@@ -388,7 +390,8 @@ class Bf16Out {
     if (c_.dtype() == DType::kF32) return;
     uint16_t* dst = c_.data<uint16_t>() + row_begin * n_;
     const float* s = scratch_.data() + row_begin * n_;
-    for (int64_t i = 0; i < rows * n_; ++i) dst[i] = F32ToBf16(s[i]);
+    const int64_t count = rows * n_;
+    for (int64_t i = 0; i < count; ++i) dst[i] = F32ToBf16(s[i]);
   }
 
  private:
@@ -397,19 +400,72 @@ class Bf16Out {
   std::vector<float> scratch_;
 };
 
-// a's rows as f32 when the chosen kernel reads f32 (all but vdpbf16ps).
+// a's rows as f32 when some product reads f32 (every one but vdpbf16ps's kernels).
 std::vector<float> WidenIfNeeded(Bf16GemmIsa isa, const Tensor& a) {
   std::vector<float> out;
   if (isa == Bf16GemmIsa::kAvx512Bf16) return out;
-  out.resize(static_cast<size_t>(a.numel()));
+  const int64_t n = a.numel();
+  out.resize(static_cast<size_t>(n));
   const uint16_t* p = a.data<uint16_t>();
-  for (int64_t i = 0; i < a.numel(); ++i) out[i] = Bf16ToF32(p[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = Bf16ToF32(p[i]);
   return out;
+}
+
+// Prefill-sized products (more rows than the bf16 kernels take): the weight is widened one panel of columns
+// at a time into the running thread's own f32 buffer, and a single-threaded sgemm reads the panel while it
+// is still in cache (one pool task per panel). Each weight then crosses memory once, in bf16; the staging
+// path instead wrote a whole f32 copy of it per call and read that back (2 + 4 + 4 bytes per weight).
+// A panel is about kWidenPanelFloats (256 KB: L2-sized), at least kWidenPanelMinCols columns so that
+// sgemm's repacking of a per panel stays a small share (1/cols) of the panel's work.
+constexpr int64_t kWidenPanelFloats = 1 << 16;
+constexpr int64_t kWidenPanelMinCols = 32;
+
+int64_t WidenPanelCols(int64_t k) {
+  return std::max<int64_t>(kWidenPanelMinCols, kWidenPanelFloats / std::max<int64_t>(1, k) / 8 * 8);
+}
+
+// Columns [j0, j1) of a product's rows, and which path computes them.
+struct Bf16Item : DirectItem {
+  bool widened;  // a widened panel through sgemm, else the bf16 kernel
+};
+
+// Appends a rows x n product's items: the bf16 kernel's column blocks, or widened panels.
+void AddBf16Items(int64_t row_begin, int64_t rows, int64_t n, int64_t k, const uint16_t* b,
+                  std::vector<Bf16Item>& items) {
+  if (rows <= Bf16KernelMaxRows()) {
+    std::vector<DirectItem> direct;
+    AddDirectItems(row_begin, rows, n, k, kAlignNT, b, direct);
+    for (const DirectItem& d : direct) items.push_back({d, false});
+    return;
+  }
+  const int64_t cols = WidenPanelCols(k);
+  for (int64_t j = 0; j < n; j += cols) items.push_back({{row_begin, rows, j, std::min(n, j + cols), b}, true});
+}
+
+// c[rows, j0:j1] = alpha * a[rows] @ b[j0:j1]^T + beta * c, for one item (single-threaded). a_bf16 / a_f32
+// point at the item's first row; c at its first row's column 0.
+void RunBf16Item(Bf16GemmIsa isa, const Bf16Item& item, int64_t k, float alpha, const uint16_t* a_bf16,
+                 const float* a_f32, float beta, float* c, int64_t ldc) {
+  const DirectItem& it = item;
+  const uint16_t* b = static_cast<const uint16_t*>(it.b) + it.j0 * k;
+  const int64_t cols = it.j1 - it.j0;
+  if (!item.widened) {
+    Bf16GemmNT(isa, it.rows, cols, k, alpha, a_bf16, a_f32, k, b, k, beta, c + it.j0, ldc);
+    return;
+  }
+  thread_local std::vector<float> panel;
+  panel.resize(static_cast<size_t>(cols * k));
+  float* pw = panel.data();
+  const int64_t count = cols * k;
+  for (int64_t i = 0; i < count; ++i) pw[i] = Bf16ToF32(b[i]);
+  Sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(it.rows), static_cast<blasint>(cols),
+        static_cast<blasint>(k), alpha, a_f32, static_cast<blasint>(k), pw, static_cast<blasint>(k), beta,
+        c + it.j0, static_cast<blasint>(ldc));
 }
 
 }  // namespace
 
-int64_t Bf16DirectMaxRows() {
+int64_t Bf16KernelMaxRows() {
   return Bf16GemmBestIsa() == Bf16GemmIsa::kAvx512Bf16 ? std::numeric_limits<int64_t>::max() : kSmallM;
 }
 
@@ -418,20 +474,16 @@ bool Bf16DirectMatmul(const Tensor& a, bool trans_a, const Tensor& b, bool trans
   if (trans_a || !trans_b || !IsBf16Cpu(a) || !IsBf16Cpu(b) || !IsFloatOut(c)) return false;
   if (a.rank() != 2 || b.rank() != 2 || c.rank() != 2) return false;
   const int64_t m = a.dim(0), k = a.dim(1), n = b.dim(0);
-  if (m < 1 || m > Bf16DirectMaxRows() || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) {
-    return false;
-  }
+  if (m < 1 || k < 1 || n < 1 || b.dim(1) != k || c.dim(0) != m || c.dim(1) != n) return false;
   if (Overlaps(c, a) || Overlaps(c, b)) return false;
   const Bf16GemmIsa isa = Bf16GemmBestIsa();
   const std::vector<float> a32 = WidenIfNeeded(isa, a);
   Bf16Out out(c, n);
   float* pc = out.Load(0, m, beta != 0.0f);
-  const uint16_t* pa = a.data<uint16_t>();
-  const uint16_t* pb = b.data<uint16_t>();
-  std::vector<DirectItem> items;
-  AddDirectItems(0, m, n, k, kAlignNT, pb, items);
-  RunDirectItems(items, k, [&](const DirectItem& it) {
-    Bf16GemmNT(isa, m, it.j1 - it.j0, k, alpha, pa, a32.data(), k, pb + it.j0 * k, k, beta, pc + it.j0, n);
+  std::vector<Bf16Item> items;
+  AddBf16Items(0, m, n, k, b.data<uint16_t>(), items);
+  RunDirectItems(items, k, [&](const Bf16Item& item) {
+    RunBf16Item(isa, item, k, alpha, a.data<uint16_t>(), a32.empty() ? nullptr : a32.data(), beta, pc, n);
   });
   out.Commit(0, m);
   return true;
@@ -447,9 +499,7 @@ bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups
         g.weight->dim(1) != in || Overlaps(*g.weight, y)) {
       return false;
     }
-    if (g.row_begin < 0 || g.rows < 0 || g.rows > Bf16DirectMaxRows() || g.row_begin + g.rows > n_rows) {
-      return false;
-    }
+    if (g.row_begin < 0 || g.rows < 0 || g.row_begin + g.rows > n_rows) return false;
     if (g.rows > 0) ranges.emplace_back(g.row_begin, g.row_begin + g.rows);
   }
   if (ranges.empty()) return false;
@@ -462,15 +512,14 @@ bool Bf16DirectGroupedMatmul(const Tensor& x, absl::Span<const GemmGroup> groups
   Bf16Out o(y, out);
   float* py = o.Base();  // y is write-only here (each group's rows are overwritten)
   const uint16_t* px = x.data<uint16_t>();
-  std::vector<DirectItem> items;
+  std::vector<Bf16Item> items;
   for (const GemmGroup& g : groups) {
-    if (g.rows > 0) AddDirectItems(g.row_begin, g.rows, out, in, kAlignNT, g.weight->data<uint16_t>(), items);
+    if (g.rows > 0) AddBf16Items(g.row_begin, g.rows, out, in, g.weight->data<uint16_t>(), items);
   }
-  RunDirectItems(items, in, [&](const DirectItem& it) {
-    const uint16_t* w = static_cast<const uint16_t*>(it.b);
-    Bf16GemmNT(isa, it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in,
-               x32.empty() ? nullptr : x32.data() + it.row_begin * in, in, w + it.j0 * in, in, 0.0f,
-               py + it.row_begin * out + it.j0, out);
+  RunDirectItems(items, in, [&](const Bf16Item& item) {
+    const int64_t r0 = item.row_begin;
+    RunBf16Item(isa, item, in, 1.0f, px + r0 * in, x32.empty() ? nullptr : x32.data() + r0 * in, 0.0f,
+                py + r0 * out, out);
   });
   for (const auto& [begin, end] : ranges) o.Commit(begin, end - begin);
   return true;

@@ -110,10 +110,11 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
 
 TEST(Bf16DecodePathTest, MatmulMatchesTheF32Kernels) {
   auto be = MakeCpuBackend();
-  // A decode-sized projection and an LM-head-sized one (split over threads), 1..8 rows, and 9 and 40 rows
-  // (prefill: the direct path's with AVX512_BF16, else the staging path's, compared all the same).
+  // A decode-sized projection and an LM-head-sized one (split over threads), 1..8 rows (the bf16 kernels'
+  // below AVX512_BF16), and 9, 40 and 130 rows (prefill: widened panels through sgemm there, 16 panels of
+  // 256 columns at k = 256).
   for (auto [n, k] : {std::pair<int64_t, int64_t>{40, 33}, {4000, 256}}) {
-    for (int64_t m : {1, 3, 8, 9, 40}) {
+    for (int64_t m : {1, 3, 8, 9, 40, 130}) {
       const auto a = RandomBf16(m * k, 11 + m), b = RandomBf16(n * k, 12), c0 = RandomBf16(m * n, 13);
       for (DType cdt : {DType::kF32, DType::kBF16}) {
         for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f}, {0.5f, 1.0f}}) {
@@ -121,12 +122,8 @@ TEST(Bf16DecodePathTest, MatmulMatchesTheF32Kernels) {
                                    " beta=" + std::to_string(beta);
           Tensor a16 = Upload(*be, a, {m, k}, DType::kBF16), b16 = Upload(*be, b, {n, k}, DType::kBF16);
           Tensor c16 = Upload(*be, c0, {m, n}, cdt);
-          if (m <= Bf16DirectMaxRows()) {  // the fast path takes it (called directly: a silent fallback fails)
-            ASSERT_TRUE(Bf16DirectMatmul(a16, false, b16, true, c16, alpha, beta)) << what;
-          } else {  // more rows: not the fast path's; the backend stages it
-            ASSERT_FALSE(Bf16DirectMatmul(a16, false, b16, true, c16, alpha, beta)) << what;
-            ASSERT_TRUE(be->Matmul(a16, false, b16, true, c16, alpha, beta).ok()) << what;
-          }
+          // Called directly: a silent fallback to the staging path would fail here.
+          ASSERT_TRUE(Bf16DirectMatmul(a16, false, b16, true, c16, alpha, beta)) << what;
           Tensor a32 = Upload(*be, a, {m, k}, DType::kF32), b32 = Upload(*be, b, {n, k}, DType::kF32);
           Tensor c32 = Upload(*be, c0, {m, n}, DType::kF32);
           ASSERT_TRUE(be->Matmul(a32, false, b32, true, c32, alpha, beta).ok()) << what;
@@ -144,38 +141,39 @@ TEST(Bf16DecodePathTest, MatmulMatchesTheF32Kernels) {
 
 TEST(Bf16DecodePathTest, GroupedMatmulMatchesTheF32KernelsAndLeavesGapsAlone) {
   auto be = MakeCpuBackend();
-  const int64_t in = 96, out = 200;
-  // Groups of 1..8 rows with gap rows between them, an empty group, and (with AVX512_BF16, where the
-  // direct path takes prefill-sized groups) one of 23 rows.
-  std::vector<std::pair<int64_t, int64_t>> spans = {{0, 1}, {2, 3}, {5, 0}, {6, 8}, {15, 2}};
-  if (Bf16DirectMaxRows() >= 23) spans.push_back({18, 23});
+  // Groups of 1..8 rows with gap rows between them, an empty group, and one of 23 rows (the bf16 kernel
+  // with AVX512_BF16, else widened panels: one at in = 96, four at in = 1024).
+  const std::vector<std::pair<int64_t, int64_t>> spans = {{0, 1}, {2, 3}, {5, 0}, {6, 8}, {15, 2}, {18, 23}};
   const int64_t n_rows = 42;
-  const auto x = RandomBf16(n_rows * in, 21), y0 = RandomBf16(n_rows * out, 22);
-  std::vector<std::vector<uint16_t>> w;
-  for (size_t g = 0; g < spans.size(); ++g) w.push_back(RandomBf16(out * in, 30 + g));
-  for (DType ydt : {DType::kF32, DType::kBF16}) {
-    std::vector<Tensor> w16, w32;
-    for (const auto& wi : w) {
-      w16.push_back(Upload(*be, wi, {out, in}, DType::kBF16));
-      w32.push_back(Upload(*be, wi, {out, in}, DType::kF32));
-    }
-    std::vector<GemmGroup> g16, g32;
-    for (size_t g = 0; g < spans.size(); ++g) {
-      g16.push_back({spans[g].first, spans[g].second, &w16[g], nullptr});
-      g32.push_back({spans[g].first, spans[g].second, &w32[g], nullptr});
-    }
-    Tensor x16 = Upload(*be, x, {n_rows, in}, DType::kBF16), y16 = Upload(*be, y0, {n_rows, out}, ydt);
-    Tensor x32 = Upload(*be, x, {n_rows, in}, DType::kF32), y32 = Upload(*be, y0, {n_rows, out}, DType::kF32);
-    ASSERT_TRUE(Bf16DirectGroupedMatmul(x16, g16, y16));
-    ASSERT_TRUE(be->GroupedMatmul(x32, g32, y32).ok());
-    std::vector<float> want = Download(*be, y32);
-    if (ydt == DType::kBF16) {
-      for (float& v : want) v = Bf16ToF32(F32ToBf16(v));
-    }
-    const std::vector<float> got = Download(*be, y16);
-    ExpectClose(got, want, ydt == DType::kBF16 ? 8e-3 : 1e-5, DTypeName(ydt));
-    for (int64_t gap : {1, 5, 14, 17, 41}) {  // rows outside every group keep their values exactly
-      for (int64_t j = 0; j < out; ++j) EXPECT_EQ(got[gap * out + j], Bf16ToF32(y0[gap * out + j]));
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{96, 200}, {1024, 230}}) {
+    const auto x = RandomBf16(n_rows * in, 21), y0 = RandomBf16(n_rows * out, 22);
+    std::vector<std::vector<uint16_t>> w;
+    for (size_t g = 0; g < spans.size(); ++g) w.push_back(RandomBf16(out * in, 30 + g));
+    for (DType ydt : {DType::kF32, DType::kBF16}) {
+      const std::string what = "in=" + std::to_string(in) + " y=" + DTypeName(ydt);
+      std::vector<Tensor> w16, w32;
+      for (const auto& wi : w) {
+        w16.push_back(Upload(*be, wi, {out, in}, DType::kBF16));
+        w32.push_back(Upload(*be, wi, {out, in}, DType::kF32));
+      }
+      std::vector<GemmGroup> g16, g32;
+      for (size_t g = 0; g < spans.size(); ++g) {
+        g16.push_back({spans[g].first, spans[g].second, &w16[g], nullptr});
+        g32.push_back({spans[g].first, spans[g].second, &w32[g], nullptr});
+      }
+      Tensor x16 = Upload(*be, x, {n_rows, in}, DType::kBF16), y16 = Upload(*be, y0, {n_rows, out}, ydt);
+      Tensor x32 = Upload(*be, x, {n_rows, in}, DType::kF32), y32 = Upload(*be, y0, {n_rows, out}, DType::kF32);
+      ASSERT_TRUE(Bf16DirectGroupedMatmul(x16, g16, y16)) << what;
+      ASSERT_TRUE(be->GroupedMatmul(x32, g32, y32).ok()) << what;
+      std::vector<float> want = Download(*be, y32);
+      if (ydt == DType::kBF16) {
+        for (float& v : want) v = Bf16ToF32(F32ToBf16(v));
+      }
+      const std::vector<float> got = Download(*be, y16);
+      ExpectClose(got, want, ydt == DType::kBF16 ? 8e-3 : 1e-5, what);
+      for (int64_t gap : {1, 5, 14, 17, 41}) {  // rows outside every group keep their values exactly
+        for (int64_t j = 0; j < out; ++j) EXPECT_EQ(got[gap * out + j], Bf16ToF32(y0[gap * out + j])) << what;
+      }
     }
   }
 }
