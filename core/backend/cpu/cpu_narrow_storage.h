@@ -14,10 +14,11 @@
 // argument). A narrow argument costs a conversion in (and, for outputs, one back) per op: this is a
 // reference path, not a fast one. Outputs are converted in as well, because several ops accumulate or
 // leave parts of their output untouched (grouped matmul rows outside every group).
-// Decode fast path: Matmul (a @ b^T) and GroupedMatmul with bf16 operands and at most 8 rows per product
-// skip the staging and run cpu_bf16_gemm.h's kernels on the bf16 weights directly (half the bytes of f32,
-// no per-call widening; vdpbf16ps where the CPU has AVX512_BF16), f32 accumulation, one rounding at a
-// bf16 store: the same contract up to summation order (Bf16DirectMatmul in cpu_backend_internal.h).
+// Fast path: Matmul (a @ b^T) and GroupedMatmul with bf16 operands skip the staging. Decode-sized
+// products (every one with AVX512_BF16) run cpu_bf16_gemm.h's kernels on the bf16 weights directly (half
+// the bytes of f32, no per-call widening; vdpbf16ps where the CPU has it); larger ones widen the weight one
+// cache-sized panel at a time for sgemm. f32 accumulation, one rounding at a bf16 store: the same contract
+// up to summation order (Bf16DirectMatmul in cpu_backend_internal.h).
 // AttentionForward passes decode sequences (fewer than kAttentionBlockedMinQ query rows) with bf16 keys and
 // values to the kernel as they are: it reads them in bf16 (cpu_attention.cc), instead of a widened copy of
 // the whole KV history per step.
