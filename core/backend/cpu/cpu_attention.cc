@@ -50,6 +50,7 @@
 #include "core/backend/cpu/cpu_blas.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/backend/cpu/cpu_attention_rows.h"
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
 #include "core/backend/cpu/cpu_kernels.h"
@@ -204,38 +205,39 @@ struct Scratch {
   }
 };
 
-// Forward of query row i (per-row kernel): two-pass softmax over its keys.
+// Forward of query row i (per-row kernel): two-pass softmax over its keys. The loops over a run of keys
+// are cpu_attention_rows.h's (AVX2 where the CPU has it).
 void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse, Scratch& sc) {
   const int64_t first = hv.First(hv.offset + i), keys = hv.offset + i + 1 - first, hd = hv.hd;
+  const SmallGemmIsa isa = AttnRowsBestIsa();
   const float* qv = hv.q + i * hv.qstride;
   float* scores = sc.s.data();
-  float m = -INFINITY;
   // Keys in runs of consecutive storage rows (one run unless paged).
   for (int64_t j = 0; j < keys;) {
     const int64_t run = hv.Run(first + j, keys - j);
-    const int64_t row = hv.Row(first + j) * hv.kstride;
-    for (int64_t r = 0; r < run; ++r) {
-      const int64_t at = row + r * hv.kstride;
-      scores[j + r] = scale * (hv.kb != nullptr ? DotBf16(qv, hv.kb + at, hd) : Dot(qv, hv.k + at, hd));
-      m = std::max(m, scores[j + r]);
+    const int64_t at = hv.Row(first + j) * hv.kstride;
+    if (hv.kb != nullptr) {
+      AttnDotRows(isa, qv, hv.kb + at, hv.kstride, run, hd, scale, scores + j);
+    } else {
+      AttnDotRows(isa, qv, hv.k + at, hv.kstride, run, hd, scale, scores + j);
     }
     j += run;
   }
+  const float m = MaxOf(scores, keys);
+  float l = 0.0f;
+  for (int64_t j = 0; j < keys; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    l += scores[j];
+  }
   float* acc = sc.acc.data();
   std::fill_n(acc, hd, 0.0f);
-  float l = 0.0f;
   for (int64_t j = 0; j < keys;) {
     const int64_t run = hv.Run(first + j, keys - j);
-    const int64_t row = hv.Row(first + j) * hv.kstride;
-    for (int64_t r = 0; r < run; ++r) {
-      const float p = std::exp(scores[j + r] - m);
-      l += p;
-      const int64_t at = row + r * hv.kstride;
-      if (hv.vb != nullptr) {
-        AxpyRowBf16(p, hv.vb + at, acc, hd);
-      } else {
-        AxpyRow(p, hv.v + at, acc, hd);
-      }
+    const int64_t at = hv.Row(first + j) * hv.kstride;
+    if (hv.vb != nullptr) {
+      AttnAxpyRows(isa, scores + j, hv.vb + at, hv.kstride, run, hd, acc);
+    } else {
+      AttnAxpyRows(isa, scores + j, hv.v + at, hv.kstride, run, hd, acc);
     }
     j += run;
   }

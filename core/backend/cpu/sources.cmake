@@ -13,6 +13,7 @@ set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_rows.cc
   cpu/cpu_norm_rope.cc
   cpu/cpu_attention.cc
+  cpu/cpu_attention_rows.cc
   cpu/cpu_router.cc
   cpu/cpu_vocab.cc
   cpu/cpu_optim.cc
