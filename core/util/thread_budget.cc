@@ -18,7 +18,6 @@ struct Budget {
   std::mutex mu;
   int threads = 0;      // 0 until chosen
   bool fixed = false;   // used by the pool or the BLAS: no longer changes
-  bool from_flag = false;
   const char* source = "";
 };
 
@@ -61,7 +60,6 @@ absl::Status SetThreadBudget(int n) {
                                                       " threads (from ", b.source, "); set it before any compute"));
   }
   b.threads = n;
-  b.from_flag = true;
   b.source = "--threads";
   return absl::OkStatus();
 }
@@ -72,12 +70,6 @@ int ThreadBudget() {
   ChooseLocked(b);
   b.fixed = true;
   return b.threads;
-}
-
-bool ThreadBudgetFromFlag() {
-  Budget& b = State();
-  std::lock_guard<std::mutex> lock(b.mu);
-  return b.from_flag;
 }
 
 std::string ThreadBudgetString() {

@@ -23,8 +23,6 @@ namespace tessera {
 absl::Status SetThreadBudget(int n);
 // The budget (fixes it: later SetThreadBudget calls with another value fail).
 int ThreadBudget();
-// Whether SetThreadBudget chose it (a --threads flag).
-bool ThreadBudgetFromFlag();
 // "N (from --threads|TESSERA_NUM_THREADS|the CPU set)".
 std::string ThreadBudgetString();
 
