@@ -145,6 +145,7 @@ void JobScheduler::Stop() {
 }
 
 void JobScheduler::NotifyCancelled(const std::string& job_id) {
+  std::lock_guard<std::mutex> claim_lock(claim_mu_);  // a claim in progress registers its worker first
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(job_id);
   if (it == workers_.end() || it->second.done->load()) return;
@@ -153,6 +154,7 @@ void JobScheduler::NotifyCancelled(const std::string& job_id) {
 }
 
 std::vector<std::string> JobScheduler::RunningJobIds() {
+  std::lock_guard<std::mutex> claim_lock(claim_mu_);  // a claim in progress registers its worker first
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> ids;
   for (const auto& [id, w] : workers_) {
@@ -194,11 +196,12 @@ void JobScheduler::DispatchLoop() {
     }
     bool claimed = false;
     if (running < static_cast<size_t>(options_.max_concurrent_jobs)) {
-      // The claim (the registry marks the job RUNNING) and the worker's registration happen under mu_, so
-      // whoever saw the job running in the registry and then asks this scheduler (RunningJobIds: a forced
-      // tenant deletion waits for the job to stop; NotifyCancelled: a cancel) finds its worker. Before, a
-      // cancel or deletion in between found none, and the job started afterwards.
-      std::lock_guard<std::mutex> lock(mu_);
+      // The claim (the registry marks the job RUNNING) and the worker's registration happen under
+      // claim_mu_, so whoever saw the job running in the registry and then asks this scheduler
+      // (RunningJobIds: a forced tenant deletion waits for the job to stop; NotifyCancelled: a cancel)
+      // finds its worker. Before, a cancel or deletion in between found none, and the job started
+      // afterwards. mu_ is not held across the registry call, so Wake never waits on the database.
+      std::lock_guard<std::mutex> claim_lock(claim_mu_);
       absl::StatusOr<std::optional<storage::Job>> job =
           registry_->ClaimNextJob(options_.worker_id, options_.lease);
       if (!job.ok()) {
@@ -209,6 +212,7 @@ void JobScheduler::DispatchLoop() {
         LogInfo("job claimed", {{"job_id", j.job_id}, {"tenant_id", j.tenant_id}, {"attempt", j.attempts}});
         auto done = std::make_shared<std::atomic<bool>>(false);
         auto cancelled = std::make_shared<std::atomic<bool>>(false);
+        std::lock_guard<std::mutex> lock(mu_);
         Worker& w = workers_[j.job_id];
         w.done = done;
         w.cancelled = cancelled;

@@ -88,8 +88,12 @@ class JobScheduler {
   Metrics* metrics_;
   Options options_;
 
-  // Guards wake_ and workers_, and is held across a claim (DispatchLoop). Taken after no other lock of
-  // this process: the registry's own locks are taken inside it (ClaimNextJob), never the other way round.
+  // Lock order: claim_mu_, then mu_; the registry's own locks are taken inside claim_mu_ (ClaimNextJob),
+  // never inside mu_, and neither is taken while holding a registry lock.
+  // claim_mu_: held across a claim and its worker's registration (DispatchLoop), and by RunningJobIds and
+  // NotifyCancelled, so they never miss a job the registry already marked RUNNING here.
+  std::mutex claim_mu_;
+  // mu_: guards wake_ and workers_.
   std::mutex mu_;
   std::condition_variable cv_;
   bool wake_ = false;
