@@ -41,12 +41,9 @@ void AxpyRowsPortable(const float* w, const T* v, int64_t stride, int64_t n, int
 #define TESSERA_AVX2 __attribute__((target("avx2,fma")))
 
 TESSERA_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-TESSERA_AVX2 inline __m256 Load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
+TESSERA_AVX2 inline __m256 Load8(const uint16_t* p) { return simd::Bf16x8ToF32(p); }
 inline float Load1(const float* p) { return *p; }
-inline float Load1(const uint16_t* p) { return WidenBf16(*p); }
+inline float Load1(const uint16_t* p) { return Bf16ToF32(*p); }
 
 template <typename T>
 TESSERA_AVX2 void DotRowsAvx2(const float* q, const T* k, int64_t stride, int64_t n, int64_t hd, float scale,

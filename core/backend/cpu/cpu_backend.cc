@@ -49,6 +49,16 @@ absl::Status CheckAnyCpu(absl::string_view op, absl::string_view arg, const Tens
   return CheckTensor(op, arg, t, t.dtype());  // device, definedness and shape only
 }
 
+// dst[i] = Convert(src[i]) for i in [0, n), as a typed loop the compiler vectorizes.
+template <typename From, typename To, To (*Convert)(From)>
+void ConvertElements(const void* src, void* dst, int64_t n) {
+  const From* ps = static_cast<const From*>(src);
+  To* pd = static_cast<To*>(dst);
+  ParallelFor(n, 1 << 15, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) pd[i] = Convert(ps[i]);
+  });
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const BackendOptions& options) {
@@ -166,19 +176,11 @@ absl::Status CpuBackend::Copy(const Tensor& src, Tensor& dst) {
   // bf16 <-> f32 (NarrowStorageBackend's staging, every op of a bf16 model) as typed loops the compiler
   // vectorizes; the other pairs through the per-element dtype switch.
   if (sd == DType::kBF16 && dd == DType::kF32) {
-    const uint16_t* ps = static_cast<const uint16_t*>(s);
-    float* pd = static_cast<float*>(d);
-    ParallelFor(src.numel(), 1 << 15, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) pd[i] = Bf16ToF32(ps[i]);
-    });
+    ConvertElements<uint16_t, float, Bf16ToF32>(s, d, src.numel());
     return absl::OkStatus();
   }
   if (sd == DType::kF32 && dd == DType::kBF16) {
-    const float* ps = static_cast<const float*>(s);
-    uint16_t* pd = static_cast<uint16_t*>(d);
-    ParallelFor(src.numel(), 1 << 15, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) pd[i] = F32ToBf16(ps[i]);
-    });
+    ConvertElements<float, uint16_t, F32ToBf16>(s, d, src.numel());
     return absl::OkStatus();
   }
   ParallelFor(src.numel(), 1 << 15, [&](int64_t b, int64_t e) {

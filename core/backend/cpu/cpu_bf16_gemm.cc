@@ -9,22 +9,15 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/backend/cpu/cpu_simd_reduce.h"
+#include "core/tensor/tensor.h"
 
 namespace tessera::cpu {
 namespace {
 
 inline float Finish(float acc, float alpha, float beta, const float* c) {
   return beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
-}
-
-inline float Widen(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
 }
 
 // ---- Portable ---------------------------------------------------------------------------------------
@@ -34,7 +27,7 @@ void NtPortable(int64_t m, int64_t n, int64_t k, float alpha, const float* a, in
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t j = 0; j < n; ++j) {
       float s = 0.0f;
-      for (int64_t p = 0; p < k; ++p) s += a[r * lda + p] * Widen(b[j * ldb + p]);
+      for (int64_t p = 0; p < k; ++p) s += a[r * lda + p] * Bf16ToF32(b[j * ldb + p]);
       float* cj = c + r * ldc + j;
       *cj = Finish(s, alpha, beta, cj);
     }
@@ -45,10 +38,7 @@ void NtPortable(int64_t m, int64_t n, int64_t k, float alpha, const float* a, in
 
 #define TESSERA_AVX2 __attribute__((target("avx2,fma")))
 
-TESSERA_AVX2 inline __m256 Load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
+using simd::Bf16x8ToF32;
 
 // One row of b (one output column) against R rows of a, U accumulators per row along k. The kernel
 // streams b one row at a time, as a dot product: on Zen 3 (2 threads, weights from DRAM) that read 9-12
@@ -64,19 +54,19 @@ TESSERA_AVX2 inline void NtRowDot2(int64_t k, float alpha, const float* a, int64
   int64_t p = 0;
   for (; p + 8 * U <= k; p += 8 * U) {
     for (int u = 0; u < U; ++u) {
-      const __m256 bv = Load8(b + p + 8 * u);
+      const __m256 bv = Bf16x8ToF32(b + p + 8 * u);
       for (int r = 0; r < R; ++r) acc[r][u] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + p + 8 * u), bv, acc[r][u]);
     }
   }
   for (; p + 8 <= k; p += 8) {
-    const __m256 bv = Load8(b + p);
+    const __m256 bv = Bf16x8ToF32(b + p);
     for (int r = 0; r < R; ++r) acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(a + r * lda + p), bv, acc[r][0]);
   }
   for (int r = 0; r < R; ++r) {
     __m256 sum = acc[r][0];
     for (int u = 1; u < U; ++u) sum = _mm256_add_ps(sum, acc[r][u]);
     float s = simd::HSum(sum);
-    for (int64_t q = p; q < k; ++q) s += a[r * lda + q] * Widen(b[q]);
+    for (int64_t q = p; q < k; ++q) s += a[r * lda + q] * Bf16ToF32(b[q]);
     float* cj = c + r * ldc;
     *cj = Finish(s, alpha, beta, cj);
   }

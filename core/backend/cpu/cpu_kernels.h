@@ -4,8 +4,9 @@
 // enabling -ffast-math globally. No OpenMP runtime is used; threads come from core/util/parallel.h.
 #pragma once
 
-#include <bit>
 #include <cstdint>
+
+#include "core/tensor/tensor.h"
 
 namespace tessera::cpu {
 
@@ -38,18 +39,16 @@ inline void AxpyRow(float alpha, const float* __restrict x, float* __restrict y,
 
 // bf16 -> f32 is exact (the bf16 bits are the f32's high half), so these equal Dot / AxpyRow on a widened
 // copy of b / x, up to the order GCC sums the lanes in.
-inline float WidenBf16(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
-
 inline float DotBf16(const float* __restrict a, const uint16_t* __restrict b, int64_t n) {
   float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += a[i] * WidenBf16(b[i]);
+  for (int64_t i = 0; i < n; ++i) s += a[i] * Bf16ToF32(b[i]);
   return s;
 }
 
 inline void AxpyRowBf16(float alpha, const uint16_t* __restrict x, float* __restrict y, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * WidenBf16(x[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * Bf16ToF32(x[i]);
 }
 
 // Rows-per-chunk for ParallelFor so that each chunk does roughly `target` elements of work.

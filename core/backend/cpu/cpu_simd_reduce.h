@@ -1,9 +1,12 @@
-// Horizontal sums for the CPU backend's SIMD kernels (cpu_small_gemm.cc, cpu_bf16_gemm.cc). Each function
+// Shared SIMD helpers of the CPU backend's kernels (cpu_small_gemm.cc, cpu_bf16_gemm.cc,
+// cpu_attention_rows.cc): bf16 widening and horizontal sums. Each function
 // carries its own target attribute, so including this header enables no instruction set elsewhere; call
 // them only from code compiled for (or dispatched to) that ISA.
 #pragma once
 
 #include <immintrin.h>
+
+#include <cstdint>
 
 namespace tessera::cpu::simd {
 
@@ -13,6 +16,12 @@ namespace tessera::cpu::simd {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// 8 bf16 -> 8 f32, exactly: zero-extend each to 32 bits and shift it into the high half.
+TESSERA_SIMD_AVX2 inline __m256 Bf16x8ToF32(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
 
 TESSERA_SIMD_AVX2 inline float HSum(__m256 v) {
   __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
