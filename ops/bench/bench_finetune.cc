@@ -34,8 +34,11 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "core/backend/cpu/cpu_kernel_set.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "core/data/jsonl_dataset.h"
 #include "core/data/tasks.h"
 #include "core/model/model.h"
@@ -330,8 +333,9 @@ int main(int argc, char** argv) {
     full.params = r.trainable_parameters;
     full.opt_bytes = 4 * r.trainable_parameters + trainer->optimizer_state_bytes();
     full.slots = total_slots;
-    const std::string path =
-        (std::filesystem::temp_directory_path() / "bench_finetune_full.safetensors").string();
+    const std::string path = (std::filesystem::temp_directory_path() /
+                              absl::StrCat("bench_finetune_full.", getpid(), ".safetensors"))
+                                 .string();
     auto st = full_model->weights().Save(c, be.get(), path);
     if (!st.ok()) Die("saving the full model", st);
     full.bytes = static_cast<int64_t>(std::filesystem::file_size(path));

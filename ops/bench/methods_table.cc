@@ -8,7 +8,10 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/data/jsonl_dataset.h"
@@ -36,8 +39,10 @@ double Now() {
 }
 
 int64_t SavedBytes(Model& m, const ModelConfig& c) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / "bench_methods_table_full.safetensors").string();
+  // The process id keeps concurrent runs (one per core) from sharing the file.
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            absl::StrCat("bench_methods_table_full.", getpid(), ".safetensors"))
+                               .string();
   auto st = m.weights().Save(c, m.backend(), path);
   if (!st.ok()) Die("saving the model", st);
   const int64_t bytes = static_cast<int64_t>(std::filesystem::file_size(path));
@@ -70,6 +75,7 @@ int RunMethodsTable(int argc, char** argv) {
     std::string v = i + 1 < argc ? argv[++i] : "";
     bool ok = true;
     int64_t iv = 0;
+    double dv = 0;
     if (a == "--tasks") tasks = absl::StrSplit(v, ',');
     else if (a == "--methods") methods = absl::StrSplit(v, ',');
     else if (a == "--train") ok = absl::SimpleAtoi(v, &n_train);
@@ -77,6 +83,7 @@ int RunMethodsTable(int argc, char** argv) {
     else if (a == "--test") ok = absl::SimpleAtoi(v, &n_test);
     else if (a == "--secret") ok = absl::SimpleAtoi(v, &secret);
     else if (a == "--steps" && (ok = absl::SimpleAtoi(v, &iv))) req.max_steps = iv;
+    else if (a == "--lr" && (ok = absl::SimpleAtod(v, &dv))) req.learning_rate = dv;
     else if (a == "--full-lr") ok = absl::SimpleAtod(v, &full_lr);
     else if (a == "--p-gate") ok = absl::SimpleAtod(v, &p_gate);
     else if (a == "--p-token") ok = absl::SimpleAtod(v, &p_token);

@@ -11,6 +11,8 @@
 //               auto rule's 1e-2 is for expert slots, not for every parameter)
 //   lora        LoRA (lora_finetune.h, rank --lora-rank 8, alpha --lora-alpha 16) on esft_token's slots:
 //               the same slots with low-rank deltas instead of their full weights
+// --lr X sets the learning rate of the expert methods (esft_*, lora) instead of the auto rule's 1e-2: the
+// general-ability change depends on it as much as on the method (ops/bench/RESULTS.md).
 // Columns: exact match on the test split before -> after (greedy), best validation loss, steps run,
 // wall time of the training, trainable parameters, version bytes (the stored overlay artifact; for full,
 // the whole model's f32 safetensors) and as % of the model's bytes, and the general-ability change
@@ -21,7 +23,7 @@
 // increase is below full's, and its version is <= 15% of the model's bytes; and LoRA vs esft_token.
 //
 //   bench_finetune --methods-table [--tasks a,b] [--methods esft_gate,esft_token,full,lora]
-//                  [--train N] [--val N] [--test N] [--secret N] [--steps N] [--full-lr X]
+//                  [--train N] [--val N] [--test N] [--secret N] [--steps N] [--lr X] [--full-lr X]
 //                  [--p-gate P] [--p-token P] [--lora-rank N] [--lora-alpha X]
 //                  [--general-docs N] [--skill-n N] [--other-n N]
 // Last line: methods_table tasks=<n> esft_gate_meets=<k> esft_token_meets=<k>
