@@ -137,6 +137,7 @@ struct EngineStatus {
   int64_t kv_preemptions = 0;              // since start
   int64_t kv_preempted_waiting = 0;        // preempted requests waiting to be readmitted
   int64_t prefix_cache_bytes = 0;          // held now
+  int64_t prefix_cache_shared_bytes = 0;   // of those, in blocks running sequences read too
   int64_t prefix_cache_bytes_limit = 0;    // the budget, in whole blocks
   int64_t prefix_cache_block_tokens = 0;
   int64_t prefix_cache_blocks = 0;

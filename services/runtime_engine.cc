@@ -178,6 +178,7 @@ EngineStatus RuntimeEngine::Status() {
   s.kv_preempted_waiting = rs.preempted_requests;
   const runtime::PrefixCacheStats& pc = rs.prefix_cache;
   s.prefix_cache_bytes = pc.bytes;
+  s.prefix_cache_shared_bytes = pc.shared_blocks * pc.block_bytes;
   s.prefix_cache_bytes_limit = pc.capacity_bytes;
   s.prefix_cache_block_tokens = pc.block_tokens;
   s.prefix_cache_blocks = pc.blocks;

@@ -230,7 +230,8 @@ void TesseraServer::RegisterMetrics() {
   metrics_.Describe("tessera_prefix_cache_evictions_total", "counter",
                     "Prefix-cache blocks evicted (least recently used) to make room.");
   metrics_.Describe("tessera_prefix_cache_bytes", "gauge",
-                    "Prefix-cache bytes (state=used|limit; limit 0: --prefix-cache-bytes off).");
+                    "Prefix-cache bytes (state=used|shared|limit; shared: of used, blocks running sequences "
+                    "read too, stored once; limit 0: --prefix-cache-bytes off).");
   metrics_.Describe("tessera_live_follow_sequence", "gauge",
                     "Registry change sequence up to which live-pointer moves are served (vs. the registry's).");
   metrics_.Describe("tessera_heap_bytes", "gauge",
@@ -327,6 +328,7 @@ void TesseraServer::RegisterMetrics() {
       m.Set("tessera_prefix_cache_hit_tokens_total", {}, static_cast<double>(es.prefix_cache_hit_tokens));
       m.Set("tessera_prefix_cache_evictions_total", {}, static_cast<double>(es.prefix_cache_evictions));
       m.Set("tessera_prefix_cache_bytes", {{"state", "used"}}, static_cast<double>(es.prefix_cache_bytes));
+      m.Set("tessera_prefix_cache_bytes", {{"state", "shared"}}, static_cast<double>(es.prefix_cache_shared_bytes));
       m.Set("tessera_prefix_cache_bytes", {{"state", "limit"}}, static_cast<double>(es.prefix_cache_bytes_limit));
     }
   });

@@ -162,10 +162,12 @@ Options:
                               and the start-up log says so
   --kv-block-tokens N         positions per KV block (default 16)
   --prefix-cache-bytes N      memory for the prefix cache (default 0: off): KV of computed prompts in
-                              16-token blocks, reused by later requests whose prompt starts with the
+                              KV blocks, reused by later requests whose prompt starts with the
                               same tokens on the same version content (a shared system prompt, the
-                              earlier turns of a chat), so only the rest is prefilled. Separate from
-                              --kv-memory-bytes; least recently used blocks are evicted
+                              earlier turns of a chat), so only the rest is prefilled. Added to the
+                              KV pool on top of --kv-memory-bytes; requests read cached blocks in
+                              place (one copy however many share them); least recently used blocks
+                              are evicted, and given to running requests when the pool runs short
   --max-step-tokens N         chunked prefill (default 0: off): at most N tokens per batching step;
                               decodes run every step, prompts share the rest (at least N/4) and long
                               ones are split over steps, so they do not stall the decodes beside them

@@ -24,6 +24,7 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(const ModelConf
   }
   RETURN_IF_ERROR(config.Validate());
   std::unique_ptr<KvBlockPool> pool(new KvBlockPool());
+  pool->backend_ = backend;
   pool->num_blocks_ = num_blocks;
   pool->block_tokens_ = block_tokens;
   pool->dtype_ = dtype;
@@ -39,30 +40,109 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(const ModelConf
   // Block 0 on top of the stack: a fresh pool hands out blocks in ascending order.
   pool->free_.resize(static_cast<size_t>(num_blocks));
   for (int64_t b = 0; b < num_blocks; ++b) pool->free_[static_cast<size_t>(b)] = static_cast<int32_t>(num_blocks - 1 - b);
+  pool->refs_.assign(static_cast<size_t>(num_blocks), 0);
   return pool;
+}
+
+bool KvBlockPool::TakeLocked(int64_t n, std::vector<int32_t>* out) {
+  if (static_cast<int64_t>(free_.size()) < n) return false;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t b = free_.back();
+    free_.pop_back();
+    refs_[static_cast<size_t>(b)] = 1;
+    out->push_back(b);
+  }
+  return true;
 }
 
 bool KvBlockPool::Allocate(int64_t n, std::vector<int32_t>* out) {
   if (n <= 0) return true;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (static_cast<int64_t>(free_.size()) < n) return false;
-  for (int64_t i = 0; i < n; ++i) {
-    out->push_back(free_.back());
-    free_.pop_back();
+  KvBlockReclaimer* reclaimer = nullptr;
+  int64_t missing = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (TakeLocked(n, out)) return true;
+    reclaimer = reclaimer_;
+    missing = n - static_cast<int64_t>(free_.size());
   }
-  return true;
+  if (reclaimer == nullptr) return false;
+  // Outside the lock: the reclaimer frees blocks through Free. Another thread may take them first; then
+  // this call fails like any allocation beyond the free blocks (the caller's policy handles it).
+  reclaimer->ReclaimBlocks(missing);
+  std::lock_guard<std::mutex> lock(mu_);
+  return TakeLocked(n, out);
+}
+
+void KvBlockPool::Share(absl::Span<const int32_t> blocks) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int32_t b : blocks) refs_[static_cast<size_t>(b)] += 1;
 }
 
 void KvBlockPool::Free(absl::Span<const int32_t> blocks) {
   if (blocks.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
   // Last block first, so a cache that gives back blocks 3,4,5 hands out 3,4,5 again in that order.
-  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) free_.push_back(*it);
+  for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
+    if (--refs_[static_cast<size_t>(*it)] == 0) free_.push_back(*it);
+  }
+}
+
+int32_t KvBlockPool::refs(int32_t block) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return refs_[static_cast<size_t>(block)];
+}
+
+int64_t KvBlockPool::CountUnshared(absl::Span<const int32_t> blocks) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (int32_t b : blocks) n += refs_[static_cast<size_t>(b)] == 1;
+  return n;
+}
+
+absl::StatusOr<int32_t> KvBlockPool::CopyOnWrite(int32_t block) {
+  if (refs(block) == 1) return block;
+  std::vector<int32_t> fresh;
+  if (!Allocate(1, &fresh)) {
+    return absl::ResourceExhaustedError(absl::StrCat("the KV block pool has no free block to copy shared block ",
+                                                     block, " into before writing (", num_blocks_, " blocks)"));
+  }
+  std::vector<Tensor> views;
+  views.reserve(4 * k_.size());
+  for (size_t l = 0; l < k_.size(); ++l) {
+    views.push_back(k_[l].Rows(static_cast<int64_t>(block) * block_tokens_, block_tokens_));
+    views.push_back(k_[l].Rows(static_cast<int64_t>(fresh[0]) * block_tokens_, block_tokens_));
+    views.push_back(v_[l].Rows(static_cast<int64_t>(block) * block_tokens_, block_tokens_));
+    views.push_back(v_[l].Rows(static_cast<int64_t>(fresh[0]) * block_tokens_, block_tokens_));
+  }
+  std::vector<CopyPair> pairs;
+  for (size_t i = 0; i < views.size(); i += 2) pairs.push_back(CopyPair{&views[i], &views[i + 1]});
+  if (absl::Status st = backend_->CopyMany(pairs); !st.ok()) {
+    Free(fresh);
+    return st;
+  }
+  Free({&block, 1});
+  return fresh[0];
+}
+
+void KvBlockPool::SetReclaimer(KvBlockReclaimer* reclaimer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reclaimer_ = reclaimer;
 }
 
 int64_t KvBlockPool::free_blocks() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(free_.size());
+}
+
+int64_t KvBlockPool::available_blocks() const {
+  KvBlockReclaimer* reclaimer = nullptr;
+  int64_t free = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    reclaimer = reclaimer_;
+    free = static_cast<int64_t>(free_.size());
+  }
+  return free + (reclaimer != nullptr ? reclaimer->ReclaimableBlocks() : 0);
 }
 
 }  // namespace tessera

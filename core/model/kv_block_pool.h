@@ -3,13 +3,25 @@
 // return them when reset, so long and short sequences share one budget instead of each holding a slab of
 // the maximum context.
 //
+// Sharing: a block is reference-counted. Allocate hands out blocks with one reference, Share adds one,
+// Free drops one, and a block is free again when its last reference goes. The prefix cache
+// (core/runtime/prefix_cache.h) keeps references to blocks of computed prompts and hands them to later
+// requests' caches, so one system prompt's KV is stored once however many sequences read it. A shared
+// block is read-only: a cache about to write into one copies it first (KvCache::Reserve, CopyOnWrite).
+// Reclaiming: a pool may have a KvBlockReclaimer (the prefix cache), which holds references it can drop
+// on demand. Allocate asks it for blocks when too few are free, and available_blocks() counts them, so
+// cached prompts use memory only while running sequences do not need it.
+//
 // Memory contract: Create allocates, on the backend, per layer one K and one V tensor of
 // [num_blocks * block_tokens, KVH, head_dim] in `dtype` (2 * layers * num_blocks * block_tokens * KVH *
 // head_dim * sizeof(dtype) bytes = num_blocks * block_bytes()); nothing is allocated afterwards. Block b
 // is storage rows [b * block_tokens, (b + 1) * block_tokens) of every layer's K and V. A freed block's
-// contents are garbage and never read: a cache reads only positions below its length, which it wrote.
-// Thread-safety: Allocate/Free/free_blocks are thread-safe; the tensors are written only through the
-// caches that own the blocks (one Forward at a time per cache, kv_cache.h).
+// contents are garbage and never read: a cache reads only positions below its length, which it wrote or
+// took from a shared block holding exactly those positions' keys/values.
+// Thread-safety: every method is thread-safe. The pool never calls its reclaimer while holding its own
+// lock, so the reclaimer may call Free (lock order: the reclaimer's lock, then the pool's). The tensors
+// are written only through the caches that hold the blocks (one Forward at a time per cache, kv_cache.h;
+// the runtime serializes backend use), and CopyOnWrite's copy runs on the caller's backend turn.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +36,16 @@
 
 namespace tessera {
 
+// Something holding pool blocks it can give back on demand (the prefix cache's cached prompts).
+class KvBlockReclaimer {
+ public:
+  virtual ~KvBlockReclaimer() = default;
+  // Blocks that ReclaimBlocks could free now (held by the reclaimer only).
+  virtual int64_t ReclaimableBlocks() const = 0;
+  // Drops references until `n` blocks became free or nothing more can be dropped; returns the blocks freed.
+  virtual int64_t ReclaimBlocks(int64_t n) = 0;
+};
+
 class KvBlockPool {
  public:
   // num_blocks >= 1, block_tokens >= 1; dtype f32 or bf16 (as KvCache::Create).
@@ -31,10 +53,25 @@ class KvBlockPool {
                                                              int64_t block_tokens, Backend* backend,
                                                              DType dtype = DType::kF32);
 
-  // Appends `n` free block ids to `out` and returns true, or takes none and returns false when fewer
-  // than `n` are free.
+  // Appends `n` free block ids (one reference each) to `out` and returns true, or takes none and returns
+  // false when fewer than `n` are free even after asking the reclaimer for the difference.
   bool Allocate(int64_t n, std::vector<int32_t>* out);
+  // One more reference to each of `blocks` (every one held by someone: allocated and not yet freed).
+  void Share(absl::Span<const int32_t> blocks);
+  // Drops one reference to each; a block whose last reference goes is free.
   void Free(absl::Span<const int32_t> blocks);
+  // References to `block` now (0: free).
+  int32_t refs(int32_t block) const;
+  // How many of `blocks` have exactly one reference (would be freed by dropping it).
+  int64_t CountUnshared(absl::Span<const int32_t> blocks) const;
+  // A block with the same rows as `block` that the caller holds alone: `block` itself when its only
+  // reference is the caller's; otherwise a newly allocated block into which every layer's K and V rows
+  // of `block` are copied (on the pool's backend; the caller's reference to `block` is dropped).
+  // RESOURCE_EXHAUSTED when no block can be allocated for the copy.
+  absl::StatusOr<int32_t> CopyOnWrite(int32_t block);
+
+  // The reclaimer (nullptr: none) must outlive the pool's use or be reset to nullptr first.
+  void SetReclaimer(KvBlockReclaimer* reclaimer);
 
   // Blocks of `block_tokens` positions that hold `positions` positions (ceil).
   static int64_t BlocksFor(int64_t positions, int64_t block_tokens) {
@@ -44,6 +81,8 @@ class KvBlockPool {
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_tokens() const { return block_tokens_; }
   int64_t free_blocks() const;
+  // Free blocks plus those the reclaimer could free now: what admission may count on.
+  int64_t available_blocks() const;
   int64_t num_layers() const { return static_cast<int64_t>(k_.size()); }
   // Every layer's K and V for one block.
   int64_t block_bytes() const { return block_bytes_; }
@@ -56,6 +95,9 @@ class KvBlockPool {
 
  private:
   KvBlockPool() = default;
+  bool TakeLocked(int64_t n, std::vector<int32_t>* out);
+
+  Backend* backend_ = nullptr;
   int64_t num_blocks_ = 0;
   int64_t block_tokens_ = 0;
   int64_t block_bytes_ = 0;
@@ -63,6 +105,8 @@ class KvBlockPool {
   std::vector<Tensor> k_, v_;
   mutable std::mutex mu_;
   std::vector<int32_t> free_;  // a stack: the most recently freed block is reused first
+  std::vector<int32_t> refs_;  // per block; 0 = free
+  KvBlockReclaimer* reclaimer_ = nullptr;
 };
 
 }  // namespace tessera

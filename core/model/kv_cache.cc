@@ -64,7 +64,13 @@ absl::Status KvCache::Reserve(int64_t positions) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvCache::Reserve: ", positions, " positions exceed the capacity ", capacity_));
   }
-  if (pool_ == nullptr || positions <= reserved()) return absl::OkStatus();
+  if (pool_ == nullptr) return absl::OkStatus();
+  // Blocks this call's writes may touch must be the cache's own (shared ones came from AdoptBlocks or were
+  // handed to the prefix cache; neither may change under their other holders).
+  for (size_t i = static_cast<size_t>(length_ / pool_->block_tokens()); i < blocks_.size(); ++i) {
+    ASSIGN_OR_RETURN(blocks_[i], pool_->CopyOnWrite(blocks_[i]));
+  }
+  if (positions <= reserved()) return absl::OkStatus();
   const int64_t need =
       KvBlockPool::BlocksFor(positions, pool_->block_tokens()) - static_cast<int64_t>(blocks_.size());
   if (!pool_->Allocate(need, &blocks_)) {
@@ -125,6 +131,29 @@ absl::Status KvCache::Extend(int64_t new_length) {
         absl::StrCat("KvCache::Extend: new_length ", new_length, " not in [", length_, ", ", reserved(), "]"));
   }
   length_ = new_length;
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::AdoptBlocks(std::vector<int32_t> blocks, int64_t length) {
+  absl::Status bad;
+  if (pool_ == nullptr) {
+    bad = absl::InvalidArgumentError("KvCache::AdoptBlocks: the cache is not paged");
+  } else if (length_ != 0 || !blocks_.empty()) {
+    bad = absl::InvalidArgumentError(absl::StrCat("KvCache::AdoptBlocks: the cache holds ", length_,
+                                                  " positions in ", blocks_.size(), " blocks, expected none"));
+  } else if (length < 0 || length > static_cast<int64_t>(blocks.size()) * pool_->block_tokens() ||
+             length > capacity_) {
+    bad = absl::InvalidArgumentError(absl::StrCat("KvCache::AdoptBlocks: length ", length, " not in [0, ",
+                                                  std::min<int64_t>(capacity_, static_cast<int64_t>(blocks.size()) *
+                                                                                   pool_->block_tokens()),
+                                                  "]"));
+  }
+  if (!bad.ok()) {
+    if (pool_ != nullptr) pool_->Free(blocks);
+    return bad;
+  }
+  blocks_ = std::move(blocks);
+  length_ = length;
   return absl::OkStatus();
 }
 

@@ -9,6 +9,9 @@
 //     demand by Reserve (Model::Forward reserves what it appends) and returned by Reset or destruction.
 //     Position p is storage row blocks()[p / B] * B + p % B of the pool's tensors, B = block_tokens().
 //     capacity() is only the sequence's maximum length; the pool's free blocks bound it in practice.
+//     Blocks may be shared with other caches and the prefix cache (AdoptBlocks; kv_block_pool.h): before
+//     positions are written, Reserve gives the cache its own copy of every shared block at or after
+//     length() (copy-on-write), so a shared block is never written.
 // Positions [0, length()) hold valid keys/values (post-RoPE, post-norm); rows beyond are garbage.
 //
 // Model::Forward appends a sequence's new tokens at position length() and advances length() only
@@ -60,17 +63,25 @@ class KvCache {
   // Keep positions [0, new_length) (and every reserved block); INVALID_ARGUMENT if new_length > length()
   // or < 0.
   absl::Status Truncate(int64_t new_length);
-  // Prefix reuse (core/runtime/prefix_cache.h): marks positions [length(), new_length) valid after the
-  // caller wrote them through Segments() views of k()/v() (Tensor::Rows) with keys/values this model
-  // computed for the same tokens and overlay. INVALID_ARGUMENT if new_length < length() or > reserved().
+  // Marks positions [length(), new_length) valid after the caller wrote them through Segments() views of
+  // k()/v() (Tensor::Rows) with keys/values this model computed for the same tokens and overlay (after
+  // Reserve, which makes those blocks the cache's own). INVALID_ARGUMENT if new_length < length() or >
+  // reserved().
   absl::Status Extend(int64_t new_length);
+  // Prefix reuse (core/runtime/prefix_cache.h): an empty paged cache (length 0, no blocks) takes over one
+  // reference to each of `blocks` (taken by the caller with KvBlockPool::Share), which hold this model's
+  // keys/values for positions [0, length) under the same tokens and overlay; length becomes `length`.
+  // INVALID_ARGUMENT (and the references are dropped) for a contiguous or non-empty cache, or a length
+  // beyond the blocks or the capacity.
+  absl::Status AdoptBlocks(std::vector<int32_t> blocks, int64_t length);
 
   bool paged() const { return pool_ != nullptr; }
   // Positions that have storage now: capacity() (contiguous) or blocks * block_tokens (paged).
   int64_t reserved() const;
-  // Storage for positions [0, positions): a paged cache takes the blocks it lacks from its pool, all or
-  // none (RESOURCE_EXHAUSTED naming the numbers when the pool has too few free); INVALID_ARGUMENT beyond
-  // capacity(). A contiguous cache only checks capacity().
+  // Storage for positions [0, positions), writable from length() on: a paged cache first replaces each
+  // shared block it holds at or after position length() by its own copy (KvBlockPool::CopyOnWrite), then
+  // takes the blocks it lacks from its pool, all or none (RESOURCE_EXHAUSTED naming the numbers when the
+  // pool has too few free); INVALID_ARGUMENT beyond capacity(). A contiguous cache only checks capacity().
   absl::Status Reserve(int64_t positions);
   // The storage rows of positions [begin, end) (end <= reserved()), in position order, one segment per
   // block touched (one in all for a contiguous cache).

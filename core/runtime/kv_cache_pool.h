@@ -46,6 +46,9 @@ class KvCachePool {
   int64_t block_tokens() const { return blocks_->block_tokens(); }
   int64_t total_blocks() const { return blocks_->num_blocks(); }
   int64_t free_blocks() const { return blocks_->free_blocks(); }
+  // Free plus reclaimable from the prefix cache (KvBlockPool::available_blocks).
+  int64_t available_blocks() const { return blocks_->available_blocks(); }
+  KvBlockPool* block_pool() { return blocks_.get(); }
   // Blocks that hold `positions` positions.
   int64_t BlocksFor(int64_t positions) const { return KvBlockPool::BlocksFor(positions, blocks_->block_tokens()); }
 

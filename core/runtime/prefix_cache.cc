@@ -37,19 +37,13 @@ size_t PrefixCache::HashOf::operator()(const Hash& h) const {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(const ModelConfig& config, Backend* backend,
-                                                                 DType kv_dtype, PrefixCacheOptions options) {
-  if (backend == nullptr) return absl::InvalidArgumentError("PrefixCache: backend is null");
-  if (options.block_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prefix cache: block_tokens must be >= 1, got ", options.block_tokens));
-  }
-  RETURN_IF_ERROR(config.Validate());
-  const int64_t block_bytes = options.block_tokens * KvCache::BytesPerPosition(config, kv_dtype);
+absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(KvBlockPool* pool, PrefixCacheOptions options) {
+  if (pool == nullptr) return absl::InvalidArgumentError("PrefixCache: the KV block pool is null");
+  const int64_t block_bytes = pool->block_bytes();
   const int64_t capacity_blocks = options.capacity_bytes / block_bytes;
   if (capacity_blocks < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--prefix-cache-bytes ", options.capacity_bytes, " holds no block: one block of ", options.block_tokens,
+        "--prefix-cache-bytes ", options.capacity_bytes, " holds no block: one block of ", pool->block_tokens(),
         " tokens takes ", block_bytes, " bytes on this model (0 turns the prefix cache off)"));
   }
   if (capacity_blocks > (int64_t{1} << 30)) {
@@ -57,25 +51,24 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(const ModelConf
                                                    " is more than 2^30 blocks of ", block_bytes, " bytes"));
   }
   std::unique_ptr<PrefixCache> pc(new PrefixCache());
-  pc->backend_ = backend;
-  pc->block_tokens_ = options.block_tokens;
+  pc->pool_ = pool;
+  pc->block_tokens_ = pool->block_tokens();
   pc->block_bytes_ = block_bytes;
-  pc->num_layers_ = config.num_layers;
-  pc->kv_dtype_ = DTypeName(kv_dtype);
-  const int64_t rows = capacity_blocks * options.block_tokens;
-  for (int64_t l = 0; l < config.num_layers; ++l) {
-    ASSIGN_OR_RETURN(Tensor k, backend->Alloc({rows, config.num_kv_heads, config.head_dim}, kv_dtype));
-    ASSIGN_OR_RETURN(Tensor v, backend->Alloc({rows, config.num_kv_heads, config.head_dim}, kv_dtype));
-    pc->k_.push_back(std::move(k));
-    pc->v_.push_back(std::move(v));
-  }
+  pc->kv_dtype_ = DTypeName(pool->dtype());
   pc->blocks_.resize(static_cast<size_t>(capacity_blocks));
   for (int64_t s = capacity_blocks - 1; s >= 0; --s) pc->free_.push_back(static_cast<int32_t>(s));
-  pc->stats_.block_tokens = options.block_tokens;
+  pc->stats_.block_tokens = pc->block_tokens_;
   pc->stats_.block_bytes = block_bytes;
   pc->stats_.capacity_blocks = capacity_blocks;
   pc->stats_.capacity_bytes = capacity_blocks * block_bytes;
+  pool->SetReclaimer(pc.get());
   return pc;
+}
+
+PrefixCache::~PrefixCache() {
+  pool_->SetReclaimer(nullptr);
+  std::lock_guard<std::mutex> lock(mu_);
+  pool_->Free(PoolBlocksLocked());
 }
 
 PrefixCache::Hash PrefixCache::Root(std::string_view backbone_digest, std::string_view version_digest) const {
@@ -108,84 +101,58 @@ void PrefixCache::TouchLocked(int32_t slot) {
   lru_.splice(lru_.end(), lru_, b.lru);
 }
 
-int32_t PrefixCache::TakeSlotLocked() {
-  if (!free_.empty()) {
-    const int32_t s = free_.back();
-    free_.pop_back();
-    return s;
-  }
-  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
-    Block& b = blocks_[*it];
-    if (b.pins > 0) continue;
-    const int32_t s = *it;
-    index_.erase(b.hash);
-    lru_.erase(it);
-    b.used = false;
-    b.ready = false;
-    stats_.evictions += 1;
-    stats_.blocks -= 1;
-    return s;
-  }
-  return -1;
+void PrefixCache::EvictLocked(int32_t slot) {
+  Block& b = blocks_[slot];
+  index_.erase(b.hash);
+  lru_.erase(b.lru);
+  pool_->Free({&b.pool_block, 1});
+  b.pool_block = -1;
+  b.tokens.clear();
+  free_.push_back(slot);
+  stats_.evictions += 1;
+  stats_.blocks -= 1;
 }
 
-absl::Status PrefixCache::CopyBlocks(absl::Span<const int32_t> slots, int64_t first_block, const KvCache& cache,
-                                     bool to_cache) {
-  // Runs of consecutive slots become one row-range copy per layer and tensor.
-  struct Run {
-    int64_t slot, block, count;
-  };
-  std::vector<Run> runs;
-  for (size_t j = 0; j < slots.size(); ++j) {
-    const int64_t block = first_block + static_cast<int64_t>(j);
-    if (!runs.empty() && runs.back().slot + runs.back().count == slots[j] &&
-        runs.back().block + runs.back().count == block) {
-      runs.back().count += 1;
-    } else {
-      runs.push_back({slots[j], block, 1});
-    }
+int32_t PrefixCache::TakeSlotLocked() {
+  if (free_.empty()) {
+    auto it = std::find_if(lru_.begin(), lru_.end(), [&](int32_t s) { return !blocks_[s].keep; });
+    if (it == lru_.end()) return -1;
+    EvictLocked(*it);
   }
-  std::vector<Tensor> views;
-  for (const Run& r : runs) {
-    // The cache's positions of these blocks, wherever its storage holds them (one segment when
-    // contiguous; one per KV block or run of adjacent blocks when paged).
-    const int64_t first = r.block * block_tokens_;
-    for (const KvSegment& seg : cache.Segments(first, first + r.count * block_tokens_)) {
-      const int64_t store_row = r.slot * block_tokens_ + (seg.position - first);
-      for (int64_t l = 0; l < num_layers_; ++l) {
-        views.push_back(k_[l].Rows(store_row, seg.count));
-        views.push_back(cache.k(l).Rows(seg.row, seg.count));
-        views.push_back(v_[l].Rows(store_row, seg.count));
-        views.push_back(cache.v(l).Rows(seg.row, seg.count));
-      }
-    }
-  }
-  std::vector<CopyPair> pairs;
-  pairs.reserve(views.size() / 2);
-  for (size_t i = 0; i < views.size(); i += 2) {
-    // views[i] is the store's rows, views[i + 1] the cache's.
-    pairs.push_back(to_cache ? CopyPair{&views[i], &views[i + 1]} : CopyPair{&views[i + 1], &views[i]});
-  }
-  return backend_->CopyMany(pairs);
+  const int32_t s = free_.back();
+  free_.pop_back();
+  return s;
+}
+
+std::vector<int32_t> PrefixCache::PoolBlocksLocked() const {
+  std::vector<int32_t> out;
+  out.reserve(lru_.size());
+  for (int32_t s : lru_) out.push_back(blocks_[s].pool_block);
+  return out;
 }
 
 absl::StatusOr<int64_t> PrefixCache::Restore(const Hash& root, absl::Span<const int32_t> tokens, int64_t max_tokens,
                                              KvCache& cache) {
-  if (cache.length() != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("PrefixCache::Restore: the KV cache holds ", cache.length(), " positions, expected none"));
+  if (cache.length() != 0 || !cache.blocks().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("PrefixCache::Restore: the KV cache holds ", cache.length(),
+                                                      " positions in ", cache.blocks().size(),
+                                                      " blocks, expected none"));
+  }
+  if (!cache.paged() || cache.k(0).raw() != pool_->k(0).raw()) {
+    return absl::FailedPreconditionError("PrefixCache::Restore: the KV cache is not paged over the cache's pool");
   }
   const std::vector<Hash> hashes = BlockHashes(root, tokens);
-  std::vector<int32_t> slots;
+  std::vector<int32_t> found;  // pool blocks, one reference each taken for `cache`
   {
     std::lock_guard<std::mutex> lock(mu_);
     stats_.lookups += 1;
+    std::vector<int32_t> slots;
     const Hash* parent = &root;
     for (size_t b = 0; b < hashes.size(); ++b) {
       auto it = index_.find(hashes[b]);
       if (it == index_.end()) break;
       const Block& blk = blocks_[it->second];
-      if (!blk.ready || blk.parent != *parent ||
+      if (blk.parent != *parent ||
           !std::equal(blk.tokens.begin(), blk.tokens.end(), tokens.begin() + b * block_tokens_)) {
         break;
       }
@@ -195,95 +162,86 @@ absl::StatusOr<int64_t> PrefixCache::Restore(const Hash& root, absl::Span<const 
     int64_t keep_blocks = static_cast<int64_t>(slots.size());
     // Blocks wholly beyond max_tokens are of no use.
     keep_blocks = std::min<int64_t>(keep_blocks, (std::max<int64_t>(max_tokens, 0) + block_tokens_ - 1) / block_tokens_);
-    keep_blocks = std::min<int64_t>(keep_blocks, cache.capacity() / block_tokens_);
+    keep_blocks = std::min<int64_t>(keep_blocks, (cache.capacity() + block_tokens_ - 1) / block_tokens_);
     slots.resize(static_cast<size_t>(keep_blocks));
     stats_.hit_blocks += keep_blocks;
     stats_.miss_blocks += static_cast<int64_t>(hashes.size()) - keep_blocks;
     if (keep_blocks > 0) stats_.hit_lookups += 1;
     for (auto s = slots.rbegin(); s != slots.rend(); ++s) {
-      blocks_[*s].pins += 1;
       TouchLocked(*s);  // last block first: the prefix ends up more recent than its extensions
     }
+    for (int32_t s : slots) found.push_back(blocks_[s].pool_block);
+    // Taken under the lock: an eviction right after this cannot free them.
+    pool_->Share(found);
   }
-  if (slots.empty()) return 0;
-  // A paged cache takes the blocks the restored positions need first (none free: restored nothing).
-  absl::Status copied = cache.Reserve(static_cast<int64_t>(slots.size()) * block_tokens_);
-  if (copied.ok()) copied = CopyBlocks(slots, 0, cache, /*to_cache=*/true);
-  int64_t length = 0;
-  if (copied.ok()) {
-    length = std::min<int64_t>(static_cast<int64_t>(slots.size()) * block_tokens_, max_tokens);
-    copied = cache.Extend(length);
-  }
+  if (found.empty()) return 0;
+  const int64_t length = std::min({static_cast<int64_t>(found.size()) * block_tokens_, max_tokens, cache.capacity()});
+  RETURN_IF_ERROR(cache.AdoptBlocks(std::move(found), length));
   std::lock_guard<std::mutex> lock(mu_);
-  for (int32_t s : slots) blocks_[s].pins -= 1;
-  if (!copied.ok()) return copied;
   stats_.hit_tokens += length;
   return length;
 }
 
 absl::Status PrefixCache::Store(const Hash& root, absl::Span<const int32_t> tokens, const KvCache& cache) {
+  if (!cache.paged() || cache.k(0).raw() != pool_->k(0).raw()) {
+    return absl::FailedPreconditionError("PrefixCache::Store: the KV cache is not paged over the cache's pool");
+  }
   tokens = tokens.subspan(0, std::min<size_t>(tokens.size(), static_cast<size_t>(cache.length())));
   const std::vector<Hash> hashes = BlockHashes(root, tokens);
   if (hashes.empty()) return absl::OkStatus();
-  std::vector<int32_t> chain;     // the chain's slots, block 0 first (pinned while this call runs)
-  std::vector<int32_t> fresh;     // of those, the new ones to copy into (consecutive blocks from first_new)
-  int64_t first_new = -1;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (size_t b = 0; b < hashes.size(); ++b) {
-      auto it = index_.find(hashes[b]);
-      if (it != index_.end()) {
-        if (first_new >= 0) break;  // cached again after a gap: keep the new run contiguous
-        const Block& blk = blocks_[it->second];
-        if (!blk.ready) break;      // another Store is filling it: that one finishes the chain
-        chain.push_back(it->second);
-        blocks_[it->second].pins += 1;
-        continue;
-      }
-      const int32_t s = TakeSlotLocked();
-      if (s < 0) break;  // every block is pinned by copies in flight
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int32_t> chain;  // the chain's entries, block 0 first (kept from eviction during this call)
+  for (size_t b = 0; b < hashes.size(); ++b) {
+    auto it = index_.find(hashes[b]);
+    int32_t s = -1;
+    if (it != index_.end()) {
+      s = it->second;
+    } else {
+      s = TakeSlotLocked();
+      if (s < 0) break;  // the whole capacity is this chain: the rest is not stored
       Block& blk = blocks_[s];
       blk.hash = hashes[b];
       blk.parent = b == 0 ? root : hashes[b - 1];
       blk.tokens.assign(tokens.begin() + b * block_tokens_, tokens.begin() + (b + 1) * block_tokens_);
-      blk.used = true;
-      blk.ready = false;
-      blk.pins = 1;
+      blk.pool_block = cache.blocks()[b];
+      pool_->Share({&blk.pool_block, 1});
       blk.lru = lru_.insert(lru_.end(), s);
       index_.emplace(hashes[b], s);
       stats_.blocks += 1;
-      if (first_new < 0) first_new = static_cast<int64_t>(b);
-      chain.push_back(s);
-      fresh.push_back(s);
-    }
-  }
-  const absl::Status copied =
-      fresh.empty() ? absl::OkStatus() : CopyBlocks(fresh, first_new, cache, /*to_cache=*/false);
-  std::lock_guard<std::mutex> lock(mu_);
-  for (int32_t s : fresh) {
-    Block& blk = blocks_[s];
-    if (copied.ok()) {
-      blk.ready = true;
       stats_.stored_blocks += 1;
-    } else {
-      index_.erase(blk.hash);
-      lru_.erase(blk.lru);
-      blk.used = false;
-      stats_.blocks -= 1;
-      free_.push_back(s);
     }
+    blocks_[s].keep = true;
+    chain.push_back(s);
   }
   for (auto s = chain.rbegin(); s != chain.rend(); ++s) {
-    blocks_[*s].pins -= 1;
-    if (blocks_[*s].used) TouchLocked(*s);
+    blocks_[*s].keep = false;
+    TouchLocked(*s);
   }
-  return copied;
+  return absl::OkStatus();
+}
+
+int64_t PrefixCache::ReclaimableBlocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pool_->CountUnshared(PoolBlocksLocked());
+}
+
+int64_t PrefixCache::ReclaimBlocks(int64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t freed = 0;
+  for (auto it = lru_.begin(); it != lru_.end() && freed < n;) {
+    const int32_t s = *it++;  // EvictLocked erases s from lru_
+    if (pool_->refs(blocks_[s].pool_block) != 1) continue;  // a running sequence holds it: freeing frees nothing
+    EvictLocked(s);
+    freed += 1;
+  }
+  return freed;
 }
 
 PrefixCacheStats PrefixCache::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   PrefixCacheStats s = stats_;
   s.bytes = s.blocks * block_bytes_;
+  s.shared_blocks = s.blocks - pool_->CountUnshared(PoolBlocksLocked());
   return s;
 }
 

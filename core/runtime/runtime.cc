@@ -99,13 +99,17 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const Model* model, con
   }
   {
     std::lock_guard<std::mutex> lock(*rt->device_mu_);
-    ASSIGN_OR_RETURN(rt->kv_pool_,
-                     KvCachePool::Create(c, options.max_batch, options.kv_capacity, options.kv_blocks,
-                                         options.kv_block_tokens, model->backend(), model->weights().matrix_dtype()));
+    // The prefix cache keeps its blocks in the KV pool (shared with the sequences that read them), so
+    // the pool grows by the cache's budget: KV memory + prefix cache bytes, as the two flags say.
+    const DType kv_dtype = model->weights().matrix_dtype();
+    const int64_t block_bytes = options.kv_block_tokens * KvCache::BytesPerPosition(c, kv_dtype);
+    const int64_t prefix_blocks = options.prefix_cache_bytes / block_bytes;
+    ASSIGN_OR_RETURN(rt->kv_pool_, KvCachePool::Create(c, options.max_batch, options.kv_capacity,
+                                                       options.kv_blocks + prefix_blocks, options.kv_block_tokens,
+                                                       model->backend(), kv_dtype));
     if (options.prefix_cache_bytes > 0) {
       ASSIGN_OR_RETURN(rt->prefix_cache_,
-                       PrefixCache::Create(c, model->backend(), model->weights().matrix_dtype(),
-                                           {options.prefix_cache_bytes, options.prefix_cache_block_tokens}));
+                       PrefixCache::Create(rt->kv_pool_->block_pool(), {options.prefix_cache_bytes}));
     }
     if (options.overlay_slab_pool) {
       const DType dtype = model->weights().matrix_dtype();

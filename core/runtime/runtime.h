@@ -49,14 +49,16 @@
 // from one pool of kv_blocks blocks as it grows and returns them when it ends, so short and long
 // requests share the memory instead of each holding a slab of the whole context. The scheduler admits
 // a request only when the blocks every running request needs for its next step, plus the new prompt's
-// (and its first token's), are free; when decodes outgrow the pool anyway it preempts (scheduler.cc):
+// (and its first token's), are free or held only by the prefix cache (which gives them back on demand);
+// when decodes outgrow the pool anyway it preempts (scheduler.cc):
 // the most recently admitted request gives its blocks back and waits, ahead of every new request, to
 // recompute its prompt and generated tokens -- its output is the same (up to the float caveat above:
 // the positions are recomputed as one prefill instead of one by one), its sampler state is kept.
 //
 // Prefix cache (RuntimeOptions::prefix_cache_bytes > 0): when a request joins the batch, the whole
-// blocks of its prompt found in the cache under (backbone digest, its version's content digest) are
-// copied into its KV cache (all but the last prompt token at most) and only the rest is prefilled;
+// blocks of its prompt found in the cache under (backbone digest, its version's content digest) become
+// the first blocks of its KV cache, shared, not copied (all but the last prompt token at most) and only
+// the rest is prefilled;
 // after the prefill, and when it finishes, its whole blocks are stored (a next turn of a conversation
 // finds the previous answer too). GenerateResult::cached_tokens says how many positions were restored.
 //
@@ -174,9 +176,10 @@ struct RuntimeOptions {
   std::mutex* device_mutex = nullptr;
   // Prefix cache (prefix_cache.h): bytes of device memory for KV blocks of computed prompts, reused by
   // later requests whose prompt starts with the same tokens under the same backbone and version content.
-  // 0 = off. Allocated at start-up, separately from the per-sequence KV pool.
+  // 0 = off. The KV pool grows by this many bytes of blocks at start-up; the cache references up to that
+  // many blocks of it, shared with the sequences reading them, and gives back the ones no sequence holds
+  // when sequences need blocks. Its blocks are the pool's (kv_block_tokens positions).
   int64_t prefix_cache_bytes = 0;
-  int64_t prefix_cache_block_tokens = 16;
   // The backbone's digest (the server's model sha256), part of every prefix-cache key.
   std::string backbone_digest;
 };
@@ -263,8 +266,8 @@ struct RuntimeStatus {
   int64_t pending_requests = 0;  // queued with their overlay ready, waiting for a batch slot
   std::map<std::string, int64_t> pending_by_tenant;  // the same by tenant (tenants with none absent)
   int64_t kv_caches_free = 0;    // pooled KV caches not held by a request (= max_batch when idle)
-  int64_t kv_blocks_total = 0;   // paged KV pool (kv_cache_pool.h)
-  int64_t kv_blocks_free = 0;
+  int64_t kv_blocks_total = 0;   // paged KV pool (kv_cache_pool.h): kv_blocks + the prefix cache's blocks
+  int64_t kv_blocks_free = 0;    // held by nobody (blocks only the prefix cache holds are not free)
   int64_t kv_block_tokens = 0;
   int64_t kv_preemptions = 0;    // since start: requests that gave their blocks back to wait and recompute
   int64_t preempted_requests = 0;  // now waiting to be readmitted after a preemption

@@ -10,7 +10,8 @@
 //      history (a 200-byte opening, earlier questions and the model's answers) plus a new question, one
 //      request at a time. With the cache on each turn restores what the previous turn computed (its
 //      prompt and its answer), so the hit grows with the history.
-//   3. throughput: workload 1's questions sent by --clients concurrent clients (continuous batching).
+//   3. throughput: workload 1's questions sent by --clients concurrent clients (continuous batching), and
+//      the peak KV blocks the running sequences hold (restored system prompts share one copy).
 // Time to first token (TTFT) = from the Generate call to the end of the scheduler step that prefilled the
 // request and sampled its first token (RuntimeOptions::on_step; the requests of 1 and 2 run alone).
 // Every request's generated token ids are compared between cache off and on (bit for bit: the same ids,
@@ -24,7 +25,8 @@
 //   sys_ttft_off_ms=<median wall> sys_ttft_hit_ms=<median wall> sys_wall_ratio=<off/hit>
 //   sys_ttft_cpu_off_ms=<median> sys_ttft_cpu_hit_ms=<median> chat_ttft_cpu_off_ms=<median>
 //   chat_ttft_cpu_on_ms=<median> chat_cpu_ratio=<off/on> rps_off=<x> rps_on=<x>
-//   cpu_per_req_ratio=<off/on> outputs_equal=<true|false> ratio=<sys_ttft_cpu_off / sys_ttft_cpu_hit>
+//   cpu_per_req_ratio=<off/on> kv_peak_blocks_off=<n> kv_peak_blocks_on=<n> outputs_equal=<true|false>
+//   ratio=<sys_ttft_cpu_off / sys_ttft_cpu_hit>
 // Medians; off and on measured in the same run.
 #include <time.h>
 
@@ -301,6 +303,7 @@ int Main(int argc, char** argv) {
 
   // ---- 3. throughput with concurrent clients ----
   double rps[2] = {0, 0}, tok_s[2] = {0, 0}, cpu_per_req[2] = {0, 0};
+  int64_t peak_blocks[2] = {0, 0};
   for (int on = 0; on < 2; ++on) {
     auto s = Start(model.get(), &tok, &src, digest, on ? a.prefix_cache_bytes : 0, a.clients);
     if (on) RunOne(*s, system + questions[0], 1);  // the system prompt is cached, as in steady state
@@ -309,6 +312,17 @@ int Main(int argc, char** argv) {
     std::vector<GenerateResult> outs(questions.size());
     const Clock::time_point t0 = Clock::now();
     const double c0 = CpuMs();
+    // KV memory of the running sequences: distinct pool blocks in use, less those only the prefix cache
+    // holds (it gives them back on demand). A system prompt restored by 8 sequences counts once.
+    std::atomic<bool> sampling{true};
+    std::thread sampler([&] {
+      while (sampling.load()) {
+        const runtime::RuntimeStatus st = s->rt->Status();
+        const int64_t cache_only = st.prefix_cache.blocks - st.prefix_cache.shared_blocks;
+        peak_blocks[on] = std::max(peak_blocks[on], st.kv_blocks_total - st.kv_blocks_free - cache_only);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
     std::vector<std::thread> clients;
     for (int c = 0; c < a.clients; ++c) {
       clients.emplace_back([&] {
@@ -323,6 +337,8 @@ int Main(int argc, char** argv) {
     }
     for (auto& t : clients) t.join();
     const double secs = Ms(Clock::now() - t0) / 1000.0;
+    sampling.store(false);
+    sampler.join();
     rps[on] = static_cast<double>(questions.size()) / secs;
     cpu_per_req[on] = (CpuMs() - c0) / static_cast<double>(questions.size());
     tok_s[on] = static_cast<double>(generated.load()) / secs;
@@ -334,13 +350,18 @@ int Main(int argc, char** argv) {
               tok_s[0], rps[1], tok_s[1], rps[1] / rps[0]);
   std::printf("  process CPU time per request: cache off %.2f ms | cache on %.2f ms -> %.2fx\n", cpu_per_req[0],
               cpu_per_req[1], cpu_per_req[0] / cpu_per_req[1]);
+  std::printf("  KV blocks (16 positions) held by the running sequences, peak: cache off %lld | cache on %lld "
+              "(restored prompts share their blocks) -> %.2fx less\n",
+              static_cast<long long>(peak_blocks[0]), static_cast<long long>(peak_blocks[1]),
+              static_cast<double>(peak_blocks[0]) / static_cast<double>(std::max<int64_t>(1, peak_blocks[1])));
   std::printf("outputs: %d mismatches between cache off and on\n", mismatches);
   std::printf(
       "sys_ttft_off_ms=%.3f sys_ttft_hit_ms=%.3f sys_wall_ratio=%.2f sys_ttft_cpu_off_ms=%.3f sys_ttft_cpu_hit_ms=%.3f "
       "chat_ttft_cpu_off_ms=%.3f chat_ttft_cpu_on_ms=%.3f chat_cpu_ratio=%.2f rps_off=%.2f rps_on=%.2f "
-      "cpu_per_req_ratio=%.2f outputs_equal=%s ratio=%.2f\n",
+      "cpu_per_req_ratio=%.2f kv_peak_blocks_off=%lld kv_peak_blocks_on=%lld outputs_equal=%s ratio=%.2f\n",
       sys_off, sys_hit, sys_off / sys_hit, cpu_off, cpu_hit, chat_cpu_off, chat_cpu_on, chat_cpu_off / chat_cpu_on,
-      rps[0], rps[1], cpu_per_req[0] / cpu_per_req[1], mismatches == 0 ? "true" : "false", cpu_off / cpu_hit);
+      rps[0], rps[1], cpu_per_req[0] / cpu_per_req[1], static_cast<long long>(peak_blocks[0]),
+      static_cast<long long>(peak_blocks[1]), mismatches == 0 ? "true" : "false", cpu_off / cpu_hit);
   return mismatches == 0 ? 0 : 1;
 }
 

@@ -161,6 +161,8 @@ TEST(MetricsTest, PrefixCacheHitsMissesAndBytes) {
            "tessera_prefix_cache_misses_total " + std::to_string(prompt_blocks),
            std::string("tessera_prefix_cache_evictions_total 0"),
            std::string("tessera_prefix_cache_bytes{state=\"used\"} "),
+           // Every request finished: no running sequence reads the cached blocks.
+           std::string("tessera_prefix_cache_bytes{state=\"shared\"} 0\n"),
            std::string("tessera_prefix_cache_hit_tokens_total "),
        }) {
     EXPECT_NE(page.find(needle), std::string::npos) << "missing: " << needle << "\n" << page;

@@ -1,5 +1,6 @@
 // Paged KV memory (core/model/kv_block_pool.h, KvCache::CreatePaged): the pool hands out blocks all or
-// none and reuses freed ones; a paged cache reserves blocks on demand, maps positions to storage rows
+// none and reuses freed ones, counts references to shared blocks, asks its reclaimer when short, and
+// copies a shared block before a cache writes into it; a paged cache reserves blocks on demand, maps positions to storage rows
 // through its block table and gives the blocks back; and Model::Forward over paged caches -- block
 // tables deliberately fragmented -- produces exactly the logits of contiguous caches, step for step.
 #include <memory>
@@ -47,6 +48,128 @@ TEST(KvBlockPool, AllocatesAllOrNothingAndReusesFreedBlocks) {
   EXPECT_EQ(KvBlockPool::Create(c, 0, 4, be.get()).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(KvBlockPool::Create(c, 4, 0, be.get()).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(KvBlockPool::Create(c, 4, 4, be.get(), DType::kI32).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvBlockPool, SharedBlocksAreFreedByTheirLastHolder) {
+  std::unique_ptr<Backend> be = MakeCpuBackend();
+  const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
+  std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 4, 4, be.get()).value();
+  std::vector<int32_t> a;
+  ASSERT_TRUE(pool->Allocate(2, &a));
+  EXPECT_EQ(pool->refs(a[0]), 1);
+  pool->Share(a);
+  pool->Share({&a[0], 1});
+  EXPECT_EQ(pool->refs(a[0]), 3);
+  EXPECT_EQ(pool->refs(a[1]), 2);
+  EXPECT_EQ(pool->CountUnshared(a), 0);
+  pool->Free(a);
+  EXPECT_EQ(pool->free_blocks(), 2);  // both still held
+  EXPECT_EQ(pool->CountUnshared(a), 1);
+  pool->Free(a);
+  EXPECT_EQ(pool->free_blocks(), 3);  // a[1]'s last reference went
+  EXPECT_EQ(pool->refs(a[1]), 0);
+  pool->Free({&a[0], 1});
+  EXPECT_EQ(pool->free_blocks(), 4);
+}
+
+// Holds blocks it gives back on demand, like the prefix cache.
+class HoldingReclaimer : public KvBlockReclaimer {
+ public:
+  explicit HoldingReclaimer(KvBlockPool* pool) : pool_(pool) {}
+  int64_t ReclaimableBlocks() const override { return static_cast<int64_t>(held.size()); }
+  int64_t ReclaimBlocks(int64_t n) override {
+    calls += 1;
+    int64_t freed = 0;
+    for (; freed < n && !held.empty(); ++freed) {
+      pool_->Free({&held.back(), 1});
+      held.pop_back();
+    }
+    return freed;
+  }
+  std::vector<int32_t> held;
+  int calls = 0;
+
+ private:
+  KvBlockPool* pool_;
+};
+
+TEST(KvBlockPool, AsksItsReclaimerForWhatIsMissing) {
+  std::unique_ptr<Backend> be = MakeCpuBackend();
+  const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
+  std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 5, 4, be.get()).value();
+  HoldingReclaimer r(pool.get());
+  ASSERT_TRUE(pool->Allocate(3, &r.held));
+  pool->SetReclaimer(&r);
+  EXPECT_EQ(pool->free_blocks(), 2);
+  EXPECT_EQ(pool->available_blocks(), 5);
+  std::vector<int32_t> got;
+  ASSERT_TRUE(pool->Allocate(2, &got));  // enough free: the reclaimer is not asked
+  EXPECT_EQ(r.calls, 0);
+  ASSERT_TRUE(pool->Allocate(2, &got));  // two short: it gives back exactly two
+  EXPECT_EQ(r.calls, 1);
+  EXPECT_EQ(r.held.size(), 1u);
+  EXPECT_FALSE(pool->Allocate(2, &got));  // it has one: still short, nothing taken
+  EXPECT_EQ(got.size(), 4u);
+  pool->SetReclaimer(nullptr);
+  EXPECT_EQ(pool->available_blocks(), pool->free_blocks());
+}
+
+// A cache that adopted shared blocks writes into its own copy of the block holding its next position; the
+// other holder's rows stay as they were, bit for bit.
+TEST(PagedKvCache, WritesCopySharedBlocksFirst) {
+  std::unique_ptr<Backend> be = MakeCpuBackend();
+  const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
+  std::unique_ptr<Model> m = Model::Create(c, ModelWeights::RandomInit(c, 11, be.get()).value(), be.get()).value();
+  std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 8, 4, be.get()).value();
+  std::unique_ptr<KvCache> a = KvCache::CreatePaged(pool.get(), 32).value();
+  const std::vector<int32_t> prompt = RandomTokens(8, c.vocab_size, 3);
+  SequenceInput in_a[1] = {{prompt, nullptr, a.get()}};
+  ASSERT_TRUE(m->Forward(in_a).ok());
+  ASSERT_EQ(a->blocks().size(), 2u);
+  auto rows = [&](const KvCache& kv, int64_t n) {
+    std::vector<float> out;
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      for (const Tensor* t : {&kv.k(l), &kv.v(l)}) {
+        for (const KvSegment& seg : kv.Segments(0, n)) {
+          std::vector<float> r = be->ToHostF32(t->Rows(seg.row, seg.count)).value();
+          out.insert(out.end(), r.begin(), r.end());
+        }
+      }
+    }
+    return out;
+  };
+  const std::vector<float> before = rows(*a, 8);
+
+  // b takes both blocks but keeps only 7 positions: its next write lands in the shared second block.
+  std::unique_ptr<KvCache> b = KvCache::CreatePaged(pool.get(), 32).value();
+  std::vector<int32_t> shared(a->blocks().begin(), a->blocks().end());
+  pool->Share(shared);
+  ASSERT_TRUE(b->AdoptBlocks(shared, 7).ok());
+  EXPECT_EQ(b->length(), 7);
+  EXPECT_EQ(pool->refs(shared[1]), 2);
+  const int64_t free_before = pool->free_blocks();
+  const std::vector<int32_t> other = RandomTokens(3, c.vocab_size, 4);
+  SequenceInput in_b[1] = {{other, nullptr, b.get()}};
+  ASSERT_TRUE(m->Forward(in_b).ok());
+  EXPECT_EQ(b->length(), 10);
+  EXPECT_EQ(b->blocks()[0], shared[0]);  // below the write: still shared
+  EXPECT_NE(b->blocks()[1], shared[1]);  // copied before the write
+  EXPECT_EQ(pool->refs(shared[0]), 2);
+  EXPECT_EQ(pool->refs(shared[1]), 1);
+  EXPECT_EQ(pool->free_blocks(), free_before - 2);  // the copy, and a third block for positions 8-9
+  EXPECT_EQ(rows(*a, 8), before);                   // a's rows untouched
+  // b's first 7 positions are a's.
+  const std::vector<float> b_rows = rows(*b, 7), a_rows = rows(*a, 7);
+  EXPECT_EQ(b_rows, a_rows);
+
+  // Adopting into a cache that is not empty, or beyond the blocks, is refused (and drops the references).
+  pool->Share({&shared[0], 1});
+  EXPECT_EQ(b->AdoptBlocks({shared[0]}, 4).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pool->refs(shared[0]), 2);
+  std::unique_ptr<KvCache> d = KvCache::CreatePaged(pool.get(), 32).value();
+  pool->Share({&shared[0], 1});
+  EXPECT_EQ(d->AdoptBlocks({shared[0]}, 5).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pool->refs(shared[0]), 2);
 }
 
 TEST(PagedKvCache, ReservesOnDemandMapsPositionsAndGivesBlocksBack) {

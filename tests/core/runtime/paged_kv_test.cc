@@ -114,7 +114,8 @@ TEST(PagedKvRuntime, PreemptsInsteadOfFailingAndOutputsEqualTheReference) {
     RuntimeOptions o = OnePoolOfOneContext(4, &log);
     o.start_paused = true;
     o.max_step_tokens = m.max_step_tokens;
-    o.prefix_cache_bytes = m.prefix_cache ? 32 * 16 * KvCache::BytesPerPosition(w.config, DType::kF32) : 0;
+    // The prefix cache's blocks are added to the pool: 4 of them keep the pool far below the requests' needs.
+    o.prefix_cache_bytes = m.prefix_cache ? 4 * 4 * KvCache::BytesPerPosition(w.config, DType::kF32) : 0;
     auto rt = w.MakeRuntime(o);
     std::vector<std::pair<std::string, GenerateParams>> jobs;
     for (int i = 0; i < 4; ++i) {
@@ -144,7 +145,10 @@ TEST(PagedKvRuntime, PreemptsInsteadOfFailingAndOutputsEqualTheReference) {
     const RuntimeStatus s = rt->Status();
     EXPECT_EQ(s.kv_preemptions, log.Preempted());
     EXPECT_EQ(s.preempted_requests, 0);
-    EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+    // Every block is free but those only the prefix cache holds.
+    EXPECT_EQ(s.prefix_cache.shared_blocks, 0);
+    EXPECT_EQ(s.kv_blocks_free + s.prefix_cache.blocks, s.kv_blocks_total);
+    EXPECT_EQ(s.kv_blocks_total, 16 + (m.prefix_cache ? 4 : 0));
   }
 }
 

@@ -1,5 +1,6 @@
-// PrefixCache: block chain hashing, exact reuse of stored KV, version awareness (content digest, never
-// names), LRU eviction by block, concurrency; and the runtime with the cache on against the cache off.
+// PrefixCache: block chain hashing, exact reuse of stored KV (shared pool blocks, copied only before a
+// write), version awareness (content digest, never names), LRU eviction by block, giving blocks back to
+// the pool, concurrency; and the runtime with the cache on against the cache off.
 #include "core/runtime/prefix_cache.h"
 
 #include <cmath>
@@ -28,14 +29,20 @@ std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& 
   return a;
 }
 
-std::unique_ptr<PrefixCache> MakeCache(const World& w, int64_t blocks) {
-  const int64_t bytes = blocks * kBlock * KvCache::BytesPerPosition(w.config, DType::kF32);
-  return PrefixCache::Create(w.config, w.be.get(), DType::kF32, {bytes, kBlock}).value();
-}
-
-std::unique_ptr<KvCache> NewKv(const World& w, int64_t capacity = 256) {
-  return KvCache::Create(w.config, capacity, w.be.get()).value();
-}
+// A paged KV pool, a prefix cache of `cache_blocks` blocks over it, and sequences' caches over the same
+// pool (what the runtime has). Caches a test creates are destroyed before this (declared after it).
+struct Paged {
+  Paged(const World& w, int64_t cache_blocks, int64_t pool_blocks = 256)
+      : world(&w), pool(KvBlockPool::Create(w.config, pool_blocks, kBlock, w.be.get()).value()) {
+    pc = PrefixCache::Create(pool.get(), {cache_blocks * pool->block_bytes()}).value();
+  }
+  std::unique_ptr<KvCache> NewKv(int64_t capacity = 256) const {
+    return KvCache::CreatePaged(pool.get(), capacity).value();
+  }
+  const World* world;
+  std::unique_ptr<KvBlockPool> pool;  // outlives the cache below
+  std::unique_ptr<PrefixCache> pc;
+};
 
 // Runs `tokens` through the model into `cache`; returns the last position's logits.
 std::vector<float> Prefill(const World& w, const ExpertOverlay* overlay, absl::Span<const int32_t> tokens,
@@ -45,13 +52,15 @@ std::vector<float> Prefill(const World& w, const ExpertOverlay* overlay, absl::S
   return w.be->ToHostF32(w.model->Forward(in, opt).value().logits).value();
 }
 
-// Rows [0, n) of every layer's K and V, as bytes.
+// Positions [0, n) of every layer's K and V, in position order wherever the blocks are.
 std::vector<float> KvRows(const World& w, const KvCache& cache, int64_t n) {
   std::vector<float> out;
   for (int64_t l = 0; l < w.config.num_layers; ++l) {
     for (const Tensor* t : {&cache.k(l), &cache.v(l)}) {
-      std::vector<float> rows = w.be->ToHostF32(t->Rows(0, n)).value();
-      out.insert(out.end(), rows.begin(), rows.end());
+      for (const KvSegment& seg : cache.Segments(0, n)) {
+        std::vector<float> rows = w.be->ToHostF32(t->Rows(seg.row, seg.count)).value();
+        out.insert(out.end(), rows.begin(), rows.end());
+      }
     }
   }
   return out;
@@ -69,7 +78,8 @@ double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
 
 TEST(PrefixCacheTest, BlockHashesChainEveryTokenBeforeAndTheRoot) {
   World w;
-  auto pc = MakeCache(w, 4);
+  Paged p(w, 4);
+  PrefixCache* pc = p.pc.get();
   const PrefixCache::Hash base = pc->Root("backbone-a", "");
   const std::vector<int32_t> t = Tokens(3 * kBlock + 5, 1);
   const std::vector<PrefixCache::Hash> h = pc->BlockHashes(base, t);
@@ -100,22 +110,32 @@ TEST(PrefixCacheTest, BlockHashesChainEveryTokenBeforeAndTheRoot) {
 
 TEST(PrefixCacheTest, CreateRejectsBadOptions) {
   World w;
-  auto tiny = PrefixCache::Create(w.config, w.be.get(), DType::kF32, {100, kBlock});
+  Paged p(w, 3);
+  auto tiny = PrefixCache::Create(p.pool.get(), {100});
   ASSERT_FALSE(tiny.ok());
   EXPECT_EQ(tiny.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(tiny.status().message().find("--prefix-cache-bytes"), std::string::npos) << tiny.status();
-  EXPECT_FALSE(PrefixCache::Create(w.config, w.be.get(), DType::kF32, {1 << 20, 0}).ok());
-  auto pc = MakeCache(w, 3);
-  EXPECT_EQ(pc->Stats().capacity_blocks, 3);
-  EXPECT_EQ(pc->Stats().capacity_bytes, 3 * kBlock * KvCache::BytesPerPosition(w.config, DType::kF32));
+  EXPECT_FALSE(PrefixCache::Create(nullptr, {1 << 20}).ok());
+  EXPECT_EQ(p.pc->Stats().capacity_blocks, 3);
+  EXPECT_EQ(p.pc->Stats().capacity_bytes, 3 * kBlock * KvCache::BytesPerPosition(w.config, DType::kF32));
+  EXPECT_EQ(p.pc->Stats().block_tokens, kBlock);
+  // A cache that is not paged over the pool is refused, not copied into.
+  auto flat = KvCache::Create(w.config, 64, w.be.get()).value();
+  EXPECT_EQ(p.pc->Store(p.pc->Root("bb", ""), Tokens(kBlock, 1), *flat).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(p.pc->Restore(p.pc->Root("bb", ""), Tokens(kBlock, 1), 8, *flat).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
-// A hit copies exactly the stored rows, and the suffix prefilled after them gives bit for bit what the
-// same two-part computation gives without the cache; against a cold one-piece prefill the logits agree
-// up to float summation order (the documented caveat) and the argmax is the same.
+// A hit hands over exactly the stored blocks (shared: no copy, no new block), and the suffix prefilled
+// after them gives bit for bit what the same two-part computation gives without the cache; against a
+// cold one-piece prefill the logits agree up to float summation order (the documented caveat) and the
+// argmax is the same.
 TEST(PrefixCacheTest, HitRestoresStoredRowsBitForBitAndPrefillsOnlyTheRest) {
   World w;
-  auto pc = MakeCache(w, 16);
+  Paged p(w, 16);
+  PrefixCache* pc = p.pc.get();
+  auto NewKv = [&](const World&) { return p.NewKv(); };
   const PrefixCache::Hash root = pc->Root("bb", "");
   const std::vector<int32_t> prefix = Tokens(3 * kBlock, 2);
   for (int suffix_len : {1, 7, 16, 40}) {
@@ -128,8 +148,17 @@ TEST(PrefixCacheTest, HitRestoresStoredRowsBitForBitAndPrefillsOnlyTheRest) {
     ASSERT_TRUE(pc->Store(root, prefix, *first).ok());
     // The second restores it and prefills the suffix.
     auto hit = NewKv(w);
+    const int64_t free_before = p.pool->free_blocks();
     ASSERT_EQ(pc->Restore(root, prompt, static_cast<int64_t>(prompt.size()) - 1, *hit).value(), 3 * kBlock);
     EXPECT_EQ(hit->length(), 3 * kBlock);
+    EXPECT_EQ(p.pool->free_blocks(), free_before);  // shared, not copied
+    ASSERT_EQ(hit->blocks().size(), 3u);
+    if (suffix_len == 1) {  // the first request's own blocks, held by it, the cache and the hit
+      for (int b = 0; b < 3; ++b) {
+        EXPECT_EQ(hit->blocks()[b], first->blocks()[b]);
+        EXPECT_EQ(p.pool->refs(hit->blocks()[b]), 3);
+      }
+    }
     EXPECT_TRUE(BitEqual(KvRows(w, *hit, 3 * kBlock), KvRows(w, *first, 3 * kBlock)));
     const std::vector<float> got = Prefill(w, nullptr, suffix, hit.get());
     // Without the cache, the same split: prefix, then suffix.
@@ -155,7 +184,9 @@ TEST(PrefixCacheTest, HitRestoresStoredRowsBitForBitAndPrefillsOnlyTheRest) {
 // logits the cache-less path gives when it does the same (truncate the cached prompt, run the token).
 TEST(PrefixCacheTest, FullPromptHitComputesTheLastToken) {
   World w;
-  auto pc = MakeCache(w, 8);
+  Paged p(w, 8);
+  PrefixCache* pc = p.pc.get();
+  auto NewKv = [&](const World&) { return p.NewKv(); };
   const PrefixCache::Hash root = pc->Root("bb", "");
   const std::vector<int32_t> prompt = Tokens(2 * kBlock, 3);
   auto first = NewKv(w);
@@ -164,9 +195,14 @@ TEST(PrefixCacheTest, FullPromptHitComputesTheLastToken) {
 
   auto hit = NewKv(w);
   const int64_t n = static_cast<int64_t>(prompt.size());
+  const std::vector<float> stored_rows = KvRows(w, *first, n);
   ASSERT_EQ(pc->Restore(root, prompt, n - 1, *hit).value(), n - 1);
   const std::vector<float> got = Prefill(w, nullptr, absl::MakeConstSpan(prompt).subspan(n - 1), hit.get());
   EXPECT_EQ(hit->length(), n);
+  // The last position was written into a copy of the shared last block; the stored block is unchanged.
+  EXPECT_EQ(hit->blocks()[0], first->blocks()[0]);
+  EXPECT_NE(hit->blocks()[1], first->blocks()[1]);
+  EXPECT_TRUE(BitEqual(KvRows(w, *first, n), stored_rows));
 
   auto split = NewKv(w);
   Prefill(w, nullptr, prompt, split.get());
@@ -186,7 +222,9 @@ TEST(PrefixCacheTest, FullPromptHitComputesTheLastToken) {
 // two versions with the same content share.
 TEST(PrefixCacheTest, VersionsWithDifferentContentNeverShareBlocks) {
   World w;
-  auto pc = MakeCache(w, 16);
+  Paged p(w, 16);
+  PrefixCache* pc = p.pc.get();
+  auto NewKv = [&](const World&) { return p.NewKv(); };
   const ExpertOverlay* v1 = w.Overlay("acme", 1);
   const ExpertOverlay* v2 = w.Overlay("acme", 2);
   ASSERT_NE(v1->digest(), v2->digest());
@@ -202,6 +240,7 @@ TEST(PrefixCacheTest, VersionsWithDifferentContentNeverShareBlocks) {
   ASSERT_TRUE(pc->Store(r1, prompt, *kv1).ok());
   auto miss = NewKv(w);
   EXPECT_EQ(pc->Restore(r2, prompt, 100, *miss).value(), 0);
+  EXPECT_TRUE(miss->blocks().empty());
   EXPECT_EQ(pc->Restore(pc->Root("bb", ""), prompt, 100, *miss).value(), 0);  // nor the base model
   EXPECT_EQ(pc->Restore(pc->Root("other-backbone", v1->digest()), prompt, 100, *miss).value(), 0);
   // A second copy of v1's content (another tenant's version of the same bytes) has the same digest.
@@ -214,21 +253,21 @@ TEST(PrefixCacheTest, VersionsWithDifferentContentNeverShareBlocks) {
   EXPECT_TRUE(BitEqual(KvRows(w, *hit, 2 * kBlock), KvRows(w, *kv1, 2 * kBlock)));
 }
 
-// Least recently used blocks go first, a chain's extensions before its prefix, and blocks being copied
-// are never taken.
+// Least recently used blocks go first, and a chain's extensions before its prefix.
 TEST(PrefixCacheTest, LruEvictionByBlock) {
   World w;
-  auto pc = MakeCache(w, 4);
+  Paged p(w, 4);
+  PrefixCache* pc = p.pc.get();
   const PrefixCache::Hash root = pc->Root("bb", "");
   const std::vector<int32_t> a = Tokens(2 * kBlock, 5), b = Tokens(2 * kBlock, 6), c = Tokens(2 * kBlock, 7);
-  auto kv = NewKv(w);
+  auto kv = p.NewKv();
   auto fill = [&](const std::vector<int32_t>& t) {
     kv->Reset();
     Prefill(w, nullptr, t, kv.get());
     ASSERT_TRUE(pc->Store(root, t, *kv).ok());
   };
   auto restored = [&](const std::vector<int32_t>& t) {
-    auto dst = NewKv(w);
+    auto dst = p.NewKv();
     return pc->Restore(root, t, 1000, *dst).value();
   };
   fill(a);
@@ -243,7 +282,10 @@ TEST(PrefixCacheTest, LruEvictionByBlock) {
   EXPECT_EQ(restored(b), 0);
 
   // A 3-block chain d and then one more block: the victim is the chain's last block, not its first.
-  auto pc3 = MakeCache(w, 3);
+  kv.reset();
+  Paged p3(w, 3);
+  PrefixCache* pc3 = p3.pc.get();
+  kv = p3.NewKv();
   const std::vector<int32_t> d = Tokens(3 * kBlock, 8), e = Tokens(kBlock, 9);
   kv->Reset();
   Prefill(w, nullptr, d, kv.get());
@@ -251,9 +293,45 @@ TEST(PrefixCacheTest, LruEvictionByBlock) {
   kv->Reset();
   Prefill(w, nullptr, e, kv.get());
   ASSERT_TRUE(pc3->Store(root, e, *kv).ok());
-  auto dst = NewKv(w);
+  auto dst = p3.NewKv();
   EXPECT_EQ(pc3->Restore(root, d, 1000, *dst).value(), 2 * kBlock);
   EXPECT_EQ(pc3->Stats().evictions, 1);
+}
+
+// The cache's blocks are the pool's: when sequences need blocks and too few are free, the pool takes back
+// the cache's least recently used blocks that no sequence holds, and never the ones a sequence holds.
+TEST(PrefixCacheTest, PoolReclaimsOnlyBlocksNoSequenceHolds) {
+  World w;
+  Paged p(w, /*cache_blocks=*/6, /*pool_blocks=*/8);
+  PrefixCache* pc = p.pc.get();
+  const PrefixCache::Hash root = pc->Root("bb", "");
+  const std::vector<int32_t> a = Tokens(2 * kBlock, 11), b = Tokens(2 * kBlock, 12), c = Tokens(2 * kBlock, 13);
+  for (const auto* t : {&a, &b, &c}) {  // three prompts computed, stored, their sequences gone
+    auto kv = p.NewKv();
+    Prefill(w, nullptr, *t, kv.get());
+    ASSERT_TRUE(pc->Store(root, *t, *kv).ok());
+  }
+  EXPECT_EQ(p.pool->free_blocks(), 2);
+  EXPECT_EQ(p.pool->available_blocks(), 8);
+  // A sequence reading a (the least recently stored) holds its two blocks.
+  auto reader = p.NewKv();
+  ASSERT_EQ(pc->Restore(root, a, 1000, *reader).value(), 2 * kBlock);
+  EXPECT_EQ(p.pool->available_blocks(), 6);
+  EXPECT_EQ(pc->Stats().shared_blocks, 2);
+  // Another sequence needs 5 blocks: 2 free + 3 reclaimed, b's (least recently used) then one of c's.
+  auto big = p.NewKv();
+  ASSERT_TRUE(big->Reserve(5 * kBlock).ok());
+  EXPECT_EQ(pc->Stats().evictions, 3);
+  EXPECT_EQ(pc->Stats().blocks, 3);
+  auto probe = p.NewKv();
+  EXPECT_EQ(pc->Restore(root, b, 1000, *probe).value(), 0);
+  probe = p.NewKv();
+  EXPECT_EQ(pc->Restore(root, c, 1000, *probe).value(), kBlock);  // its first block stayed (evicted last)
+  probe.reset();
+  // a's blocks are held by `reader`: not reclaimable, so one more block cannot be had.
+  EXPECT_FALSE(big->Reserve(8 * kBlock).ok());
+  auto again = p.NewKv();
+  EXPECT_EQ(pc->Restore(root, a, 1000, *again).value(), 2 * kBlock);
 }
 
 // Threads restore and store overlapping prefixes through a cache far smaller than their blocks (so
@@ -262,7 +340,8 @@ TEST(PrefixCacheTest, LruEvictionByBlock) {
 // another chain, a stale slot or a torn copy shows up as a mismatch.
 TEST(PrefixCacheTest, ConcurrentRestoreAndStoreServeOnlyTheirPrefixRows) {
   World w;
-  auto pc = MakeCache(w, 6);
+  Paged p(w, 6);
+  PrefixCache* pc = p.pc.get();
   const PrefixCache::Hash root = pc->Root("bb", "");
   const int64_t row = w.config.num_kv_heads * w.config.head_dim;
   auto row_value = [](absl::Span<const int32_t> t, int64_t p) {
@@ -280,7 +359,9 @@ TEST(PrefixCacheTest, ConcurrentRestoreAndStoreServeOnlyTheirPrefixRows) {
   std::atomic<int> bad{0}, hits{0};
   auto worker = [&](int id) {
     std::mt19937 rng(static_cast<uint32_t>(id));
-    auto kv = NewKv(w);
+    auto kv = p.NewKv();
+    // The storage row of position `pos` (through the block table).
+    auto row_of = [&](int64_t pos) { return kv->Segments(pos, pos + 1)[0].row; };
     for (int it = 0; it < 150; ++it) {
       const std::vector<int32_t>& t = prompts[rng() % prompts.size()];
       kv->Reset();
@@ -289,18 +370,21 @@ TEST(PrefixCacheTest, ConcurrentRestoreAndStoreServeOnlyTheirPrefixRows) {
       for (int64_t l = 0; l < w.config.num_layers; ++l) {
         const float* k = kv->k(l).data<float>();
         const float* v = kv->v(l).data<float>();
-        for (int64_t p = 0; p < n; ++p) {
-          const float want = row_value(t, p) + static_cast<float>(l);
-          if (k[p * row] != want || v[p * row + row - 1] != -want) bad.fetch_add(1);
+        for (int64_t pos = 0; pos < n; ++pos) {
+          const float want = row_value(t, pos) + static_cast<float>(l);
+          const int64_t r = row_of(pos);
+          if (k[r * row] != want || v[r * row + row - 1] != -want) bad.fetch_add(1);
         }
       }
-      // "Compute" the rest and store the whole prompt.
+      // "Compute" the rest (into blocks of its own: Reserve) and store the whole prompt.
+      ASSERT_TRUE(kv->Reserve(static_cast<int64_t>(t.size())).ok());
       for (int64_t l = 0; l < w.config.num_layers; ++l) {
         Tensor k = kv->k(l), v = kv->v(l);
-        for (int64_t p = n; p < static_cast<int64_t>(t.size()); ++p) {
-          const float want = row_value(t, p) + static_cast<float>(l);
-          std::fill_n(k.data<float>() + p * row, row, want);
-          std::fill_n(v.data<float>() + p * row, row, -want);
+        for (int64_t pos = n; pos < static_cast<int64_t>(t.size()); ++pos) {
+          const float want = row_value(t, pos) + static_cast<float>(l);
+          const int64_t r = row_of(pos);
+          std::fill_n(k.data<float>() + r * row, row, want);
+          std::fill_n(v.data<float>() + r * row, row, -want);
         }
       }
       ASSERT_TRUE(kv->Extend(static_cast<int64_t>(t.size())).ok());
