@@ -211,7 +211,28 @@ int RunSuite(int argc, char** argv) {
 
 }  // namespace
 
+constexpr char kUsage[] =
+    "bench_finetune: fine-tuning quality on builtin:tiny (see the top of ops/bench/bench_finetune.cc)\n"
+    "  bench_finetune [--tasks a,b] [--train N] [--val N] [--test N] [--secret N] [--steps N] [--batch N]\n"
+    "                 [--lr X] [--threshold P] [--max-experts N] [--score mixed|gate|token]\n"
+    "      the task suite at the service's auto hyperparameters (the flags override auto)\n"
+    "  bench_finetune --methods [--backbone SPEC] [--task NAME] [--steps N] [--batch N] [--lr X] [--full-lr X]\n"
+    "                 [--threshold P] [--max-experts N] [--train N] [--eval N] [--secret N]\n"
+    "      ESFT vs random slots vs full fine-tuning on one task\n"
+    "  bench_finetune --methods-table [--tasks a,b] [--methods esft_gate,esft_token,full,lora] [--train N]\n"
+    "                 [--val N] [--test N] [--secret N] [--steps N] [--lr X] [--full-lr X] [--p-gate P]\n"
+    "                 [--p-token P] [--lora-rank N] [--lora-alpha X] [--general-docs N] [--skill-n N]\n"
+    "                 [--other-n N]\n"
+    "      ESFT's method table with the general-ability change (ops/bench/methods_table.h)\n";
+
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
   // --methods-table: ops/bench/methods_table.h.
   if (argc >= 2 && std::string(argv[1]) == "--methods-table") return tessera::bench::RunMethodsTable(argc - 1, argv + 1);
   if (argc < 2 || std::string(argv[1]) != "--methods") return RunSuite(argc, argv);

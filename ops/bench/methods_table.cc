@@ -166,6 +166,8 @@ int RunMethodsTable(int argc, char** argv) {
     for (const auto& e : sp.train) {
       train.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
       stats.tokens += static_cast<int64_t>(train.back().tokens.size());
+      // The completion length enters the rule's epochs, as for a job (and the suite).
+      for (uint8_t m : train.back().loss_mask) stats.loss_tokens += m != 0;
     }
     stats.examples = static_cast<int64_t>(train.size());
     for (const auto& e : sp.validation) val.push_back(data::TokenizePromptCompletion(e.prompt, e.completion, tok));
