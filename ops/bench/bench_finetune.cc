@@ -52,6 +52,7 @@
 #include "core/train/model_trainable.h"
 #include "core/util/parallel.h"
 #include "ops/bench/bench_check.h"
+#include "ops/bench/decode_budget.h"
 #include "ops/bench/methods_table.h"
 
 namespace {
@@ -164,15 +165,7 @@ int RunSuite(int argc, char** argv) {
     o.selection.score = score;
     o.selection.threshold = h.relevance_threshold;
     o.selection.max_experts = h.max_experts;
-    // Room for the longest reference completion and its EOS, plus a margin (a fixed 24 cut longer
-    // completions, e.g. record_json's ~26 bytes, so they could never match).
-    int max_new = 8;
-    for (const auto& e : sp.test) {
-      const auto t = data::TokenizePromptCompletion(e.prompt, e.completion, tok);
-      int target = 0;
-      for (uint8_t m : t.loss_mask) target += m != 0;
-      max_new = std::max(max_new, target + 4);
-    }
+    const int max_new = bench::DecodeBudget(sp.test, tok);
     auto before = Must(EvaluateExactMatch(*model, nullptr, sp.test, tok, max_new), "base exact match");
     const double t0 = Now();
     auto ft = Must(FineTuneExperts(*model, bb.sha256, train, val, o), name.c_str());

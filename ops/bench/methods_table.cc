@@ -28,6 +28,7 @@
 #include "core/train/model_trainable.h"
 #include "core/util/parallel.h"
 #include "ops/bench/bench_check.h"
+#include "ops/bench/decode_budget.h"
 
 namespace tessera::bench {
 namespace {
@@ -184,7 +185,7 @@ int RunMethodsTable(int argc, char** argv) {
     to.early_stopping_patience = h.early_stopping_patience;
     to.early_stopping_min_delta = h.early_stopping_min_delta_ratio;
     to.restore_best = true;
-    const int max_new = 24;
+    const int max_new = DecodeBudget(sp.test, tok);
     const double em_before = Must(EvaluateExactMatch(*model, nullptr, sp.test, tok, max_new), "base em").accuracy;
     // ESFT's selections on the task's data (expert_selection.h: the per-layer cumulative score rule).
     auto select = [&](RelevanceScore score, double p) {
