@@ -282,17 +282,15 @@ TEST(PrefixCacheTest, LruEvictionByBlock) {
   EXPECT_EQ(restored(b), 0);
 
   // A 3-block chain d and then one more block: the victim is the chain's last block, not its first.
-  kv.reset();
   Paged p3(w, 3);
   PrefixCache* pc3 = p3.pc.get();
-  kv = p3.NewKv();
+  auto kv3 = p3.NewKv();  // declared after p3: destroyed before its pool
   const std::vector<int32_t> d = Tokens(3 * kBlock, 8), e = Tokens(kBlock, 9);
-  kv->Reset();
-  Prefill(w, nullptr, d, kv.get());
-  ASSERT_TRUE(pc3->Store(root, d, *kv).ok());
-  kv->Reset();
-  Prefill(w, nullptr, e, kv.get());
-  ASSERT_TRUE(pc3->Store(root, e, *kv).ok());
+  Prefill(w, nullptr, d, kv3.get());
+  ASSERT_TRUE(pc3->Store(root, d, *kv3).ok());
+  kv3->Reset();
+  Prefill(w, nullptr, e, kv3.get());
+  ASSERT_TRUE(pc3->Store(root, e, *kv3).ok());
   auto dst = p3.NewKv();
   EXPECT_EQ(pc3->Restore(root, d, 1000, *dst).value(), 2 * kBlock);
   EXPECT_EQ(pc3->Stats().evictions, 1);
