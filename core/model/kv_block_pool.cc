@@ -41,6 +41,7 @@ absl::StatusOr<std::unique_ptr<KvBlockPool>> KvBlockPool::Create(const ModelConf
   pool->free_.resize(static_cast<size_t>(num_blocks));
   for (int64_t b = 0; b < num_blocks; ++b) pool->free_[static_cast<size_t>(b)] = static_cast<int32_t>(num_blocks - 1 - b);
   pool->refs_.assign(static_cast<size_t>(num_blocks), 0);
+  pool->reclaimer_refs_.assign(static_cast<size_t>(num_blocks), 0);
   return pool;
 }
 
@@ -73,30 +74,31 @@ bool KvBlockPool::Allocate(int64_t n, std::vector<int32_t>* out) {
   return TakeLocked(n, out);
 }
 
-void KvBlockPool::Share(absl::Span<const int32_t> blocks) {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (int32_t b : blocks) refs_[static_cast<size_t>(b)] += 1;
+void KvBlockPool::ChangeRefsLocked(int32_t b, int32_t delta, KvBlockHolder holder) {
+  const bool was = ReclaimableLocked(b);
+  refs_[static_cast<size_t>(b)] += delta;
+  if (holder == KvBlockHolder::kReclaimer) reclaimer_refs_[static_cast<size_t>(b)] += delta;
+  reclaimable_ += static_cast<int64_t>(ReclaimableLocked(b)) - static_cast<int64_t>(was);
 }
 
-void KvBlockPool::Free(absl::Span<const int32_t> blocks) {
+void KvBlockPool::Share(absl::Span<const int32_t> blocks, KvBlockHolder holder) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int32_t b : blocks) ChangeRefsLocked(b, +1, holder);
+}
+
+void KvBlockPool::Free(absl::Span<const int32_t> blocks, KvBlockHolder holder) {
   if (blocks.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
   // Last block first, so a cache that gives back blocks 3,4,5 hands out 3,4,5 again in that order.
   for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
-    if (--refs_[static_cast<size_t>(*it)] == 0) free_.push_back(*it);
+    ChangeRefsLocked(*it, -1, holder);
+    if (refs_[static_cast<size_t>(*it)] == 0) free_.push_back(*it);
   }
 }
 
 int32_t KvBlockPool::refs(int32_t block) const {
   std::lock_guard<std::mutex> lock(mu_);
   return refs_[static_cast<size_t>(block)];
-}
-
-int64_t KvBlockPool::CountUnshared(absl::Span<const int32_t> blocks) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  int64_t n = 0;
-  for (int32_t b : blocks) n += refs_[static_cast<size_t>(b)] == 1;
-  return n;
 }
 
 absl::StatusOr<int32_t> KvBlockPool::CopyOnWrite(int32_t block) {
@@ -134,15 +136,14 @@ int64_t KvBlockPool::free_blocks() const {
   return static_cast<int64_t>(free_.size());
 }
 
+int64_t KvBlockPool::reclaimable_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reclaimable_;
+}
+
 int64_t KvBlockPool::available_blocks() const {
-  KvBlockReclaimer* reclaimer = nullptr;
-  int64_t free = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    reclaimer = reclaimer_;
-    free = static_cast<int64_t>(free_.size());
-  }
-  return free + (reclaimer != nullptr ? reclaimer->ReclaimableBlocks() : 0);
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(free_.size()) + (reclaimer_ != nullptr ? reclaimable_ : 0);
 }
 
 }  // namespace tessera

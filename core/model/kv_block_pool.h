@@ -10,7 +10,10 @@
 // block is read-only: a cache about to write into one copies it first (KvCache::Reserve, CopyOnWrite).
 // Reclaiming: a pool may have a KvBlockReclaimer (the prefix cache), which holds references it can drop
 // on demand. Allocate asks it for blocks when too few are free, and available_blocks() counts them, so
-// cached prompts use memory only while running sequences do not need it.
+// cached prompts use memory only while running sequences do not need it. The reclaimer takes and drops its
+// references as KvBlockHolder::kReclaimer, so the pool keeps the count of blocks only the reclaimer holds
+// up to date as references change: available_blocks() is O(1) (admission asks it for every waiting
+// request on every step).
 //
 // Memory contract: Create allocates, on the backend, per layer one K and one V tensor of
 // [num_blocks * block_tokens, KVH, head_dim] in `dtype` (2 * layers * num_blocks * block_tokens * KVH *
@@ -36,15 +39,17 @@
 
 namespace tessera {
 
-// Something holding pool blocks it can give back on demand (the prefix cache's cached prompts).
+// Something holding pool blocks it can give back on demand (the prefix cache's cached prompts). It holds
+// at most one reference per block, taken with Share(..., KvBlockHolder::kReclaimer).
 class KvBlockReclaimer {
  public:
   virtual ~KvBlockReclaimer() = default;
-  // Blocks that ReclaimBlocks could free now (held by the reclaimer only).
-  virtual int64_t ReclaimableBlocks() const = 0;
   // Drops references until `n` blocks became free or nothing more can be dropped; returns the blocks freed.
   virtual int64_t ReclaimBlocks(int64_t n) = 0;
 };
+
+// Who takes or drops a reference: a sequence's cache, or the pool's reclaimer.
+enum class KvBlockHolder { kSequence, kReclaimer };
 
 class KvBlockPool {
  public:
@@ -57,13 +62,11 @@ class KvBlockPool {
   // false when fewer than `n` are free even after asking the reclaimer for the difference.
   bool Allocate(int64_t n, std::vector<int32_t>* out);
   // One more reference to each of `blocks` (every one held by someone: allocated and not yet freed).
-  void Share(absl::Span<const int32_t> blocks);
-  // Drops one reference to each; a block whose last reference goes is free.
-  void Free(absl::Span<const int32_t> blocks);
+  void Share(absl::Span<const int32_t> blocks, KvBlockHolder holder = KvBlockHolder::kSequence);
+  // Drops one reference to each, taken by `holder`; a block whose last reference goes is free.
+  void Free(absl::Span<const int32_t> blocks, KvBlockHolder holder = KvBlockHolder::kSequence);
   // References to `block` now (0: free).
   int32_t refs(int32_t block) const;
-  // How many of `blocks` have exactly one reference (would be freed by dropping it).
-  int64_t CountUnshared(absl::Span<const int32_t> blocks) const;
   // A block with the same rows as `block` that the caller holds alone: `block` itself when its only
   // reference is the caller's; otherwise a newly allocated block into which every layer's K and V rows
   // of `block` are copied (on the pool's backend; the caller's reference to `block` is dropped).
@@ -81,7 +84,9 @@ class KvBlockPool {
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_tokens() const { return block_tokens_; }
   int64_t free_blocks() const;
-  // Free blocks plus those the reclaimer could free now: what admission may count on.
+  // Blocks whose only reference is the reclaimer's (freed by ReclaimBlocks); O(1).
+  int64_t reclaimable_blocks() const;
+  // free_blocks() + reclaimable_blocks() (0 reclaimable without a reclaimer): what admission may count on.
   int64_t available_blocks() const;
   int64_t num_layers() const { return static_cast<int64_t>(k_.size()); }
   // Every layer's K and V for one block.
@@ -96,6 +101,11 @@ class KvBlockPool {
  private:
   KvBlockPool() = default;
   bool TakeLocked(int64_t n, std::vector<int32_t>* out);
+  bool ReclaimableLocked(int32_t b) const {
+    return refs_[static_cast<size_t>(b)] == 1 && reclaimer_refs_[static_cast<size_t>(b)] == 1;
+  }
+  // Applies one reference change to block b, keeping reclaimable_ in step.
+  void ChangeRefsLocked(int32_t b, int32_t delta, KvBlockHolder holder);
 
   Backend* backend_ = nullptr;
   int64_t num_blocks_ = 0;
@@ -106,6 +116,8 @@ class KvBlockPool {
   mutable std::mutex mu_;
   std::vector<int32_t> free_;  // a stack: the most recently freed block is reused first
   std::vector<int32_t> refs_;  // per block; 0 = free
+  std::vector<int32_t> reclaimer_refs_;  // per block: of refs_, the reclaimer's (0 or 1)
+  int64_t reclaimable_ = 0;              // blocks with ReclaimableLocked
   KvBlockReclaimer* reclaimer_ = nullptr;
 };
 

@@ -67,7 +67,7 @@ absl::Status KvCache::Reserve(int64_t positions) {
   if (pool_ == nullptr) return absl::OkStatus();
   // Blocks this call's writes may touch must be the cache's own (shared ones came from AdoptBlocks or were
   // handed to the prefix cache; neither may change under their other holders).
-  for (size_t i = static_cast<size_t>(length_ / pool_->block_tokens()); i < blocks_.size(); ++i) {
+  for (size_t i = first_writable_block(); i < blocks_.size(); ++i) {
     ASSIGN_OR_RETURN(blocks_[i], pool_->CopyOnWrite(blocks_[i]));
   }
   if (positions <= reserved()) return absl::OkStatus();
@@ -79,6 +79,13 @@ absl::Status KvCache::Reserve(int64_t positions) {
                                                      " more are needed for ", positions, " positions"));
   }
   return absl::OkStatus();
+}
+
+int64_t KvCache::BlocksToCopyBeforeWrite() const {
+  if (pool_ == nullptr) return 0;
+  int64_t n = 0;
+  for (size_t i = first_writable_block(); i < blocks_.size(); ++i) n += pool_->refs(blocks_[i]) > 1;
+  return n;
 }
 
 std::vector<KvSegment> KvCache::Segments(int64_t begin, int64_t end) const {

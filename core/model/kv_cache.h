@@ -76,6 +76,8 @@ class KvCache {
   absl::Status AdoptBlocks(std::vector<int32_t> blocks, int64_t length);
 
   bool paged() const { return pool_ != nullptr; }
+  // The pool a paged cache takes its blocks from (nullptr: contiguous).
+  const KvBlockPool* pool() const { return pool_; }
   // Positions that have storage now: capacity() (contiguous) or blocks * block_tokens (paged).
   int64_t reserved() const;
   // Storage for positions [0, positions), writable from length() on: a paged cache first replaces each
@@ -83,6 +85,9 @@ class KvCache {
   // takes the blocks it lacks from its pool, all or none (RESOURCE_EXHAUSTED naming the numbers when the
   // pool has too few free); INVALID_ARGUMENT beyond capacity(). A contiguous cache only checks capacity().
   absl::Status Reserve(int64_t positions);
+  // The shared blocks the next Reserve copies before any write (0 for a contiguous cache): admission
+  // counts them as blocks the next step needs.
+  int64_t BlocksToCopyBeforeWrite() const;
   // The storage rows of positions [begin, end) (end <= reserved()), in position order, one segment per
   // block touched (one in all for a contiguous cache).
   std::vector<KvSegment> Segments(int64_t begin, int64_t end) const;
@@ -101,6 +106,9 @@ class KvCache {
   Tensor& mutable_k(int64_t layer) { return k_[layer]; }
   Tensor& mutable_v(int64_t layer) { return v_[layer]; }
   void set_length(int64_t n) { length_ = n; }
+  // Paged: the first block a write at length() lands in; it and every later block must be the cache's own
+  // (copy-on-write) before Reserve returns.
+  size_t first_writable_block() const { return static_cast<size_t>(length_ / pool_->block_tokens()); }
 
   int64_t capacity_ = 0;
   int64_t length_ = 0;

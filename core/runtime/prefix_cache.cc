@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(KvBlockPool* po
 PrefixCache::~PrefixCache() {
   pool_->SetReclaimer(nullptr);
   std::lock_guard<std::mutex> lock(mu_);
-  pool_->Free(PoolBlocksLocked());
+  pool_->Free(PoolBlocksLocked(), KvBlockHolder::kReclaimer);
 }
 
 PrefixCache::Hash PrefixCache::Root(std::string_view backbone_digest, std::string_view version_digest) const {
@@ -105,7 +105,7 @@ void PrefixCache::EvictLocked(int32_t slot) {
   Block& b = blocks_[slot];
   index_.erase(b.hash);
   lru_.erase(b.lru);
-  pool_->Free({&b.pool_block, 1});
+  pool_->Free({&b.pool_block, 1}, KvBlockHolder::kReclaimer);
   b.pool_block = -1;
   b.tokens.clear();
   free_.push_back(slot);
@@ -138,7 +138,7 @@ absl::StatusOr<int64_t> PrefixCache::Restore(const Hash& root, absl::Span<const 
                                                       " positions in ", cache.blocks().size(),
                                                       " blocks, expected none"));
   }
-  if (!cache.paged() || cache.k(0).raw() != pool_->k(0).raw()) {
+  if (cache.pool() != pool_) {
     return absl::FailedPreconditionError("PrefixCache::Restore: the KV cache is not paged over the cache's pool");
   }
   const std::vector<Hash> hashes = BlockHashes(root, tokens);
@@ -183,7 +183,7 @@ absl::StatusOr<int64_t> PrefixCache::Restore(const Hash& root, absl::Span<const 
 }
 
 absl::Status PrefixCache::Store(const Hash& root, absl::Span<const int32_t> tokens, const KvCache& cache) {
-  if (!cache.paged() || cache.k(0).raw() != pool_->k(0).raw()) {
+  if (cache.pool() != pool_) {
     return absl::FailedPreconditionError("PrefixCache::Store: the KV cache is not paged over the cache's pool");
   }
   tokens = tokens.subspan(0, std::min<size_t>(tokens.size(), static_cast<size_t>(cache.length())));
@@ -204,7 +204,7 @@ absl::Status PrefixCache::Store(const Hash& root, absl::Span<const int32_t> toke
       blk.parent = b == 0 ? root : hashes[b - 1];
       blk.tokens.assign(tokens.begin() + b * block_tokens_, tokens.begin() + (b + 1) * block_tokens_);
       blk.pool_block = cache.blocks()[b];
-      pool_->Share({&blk.pool_block, 1});
+      pool_->Share({&blk.pool_block, 1}, KvBlockHolder::kReclaimer);
       blk.lru = lru_.insert(lru_.end(), s);
       index_.emplace(hashes[b], s);
       stats_.blocks += 1;
@@ -218,11 +218,6 @@ absl::Status PrefixCache::Store(const Hash& root, absl::Span<const int32_t> toke
     TouchLocked(*s);
   }
   return absl::OkStatus();
-}
-
-int64_t PrefixCache::ReclaimableBlocks() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return pool_->CountUnshared(PoolBlocksLocked());
 }
 
 int64_t PrefixCache::ReclaimBlocks(int64_t n) {
@@ -241,7 +236,8 @@ PrefixCacheStats PrefixCache::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   PrefixCacheStats s = stats_;
   s.bytes = s.blocks * block_bytes_;
-  s.shared_blocks = s.blocks - pool_->CountUnshared(PoolBlocksLocked());
+  // The cache is its pool's only reclaimer: the blocks only it holds are the pool's reclaimable ones.
+  s.shared_blocks = s.blocks - pool_->reclaimable_blocks();
   return s;
 }
 

@@ -108,8 +108,8 @@ class PrefixCache : public KvBlockReclaimer {
   // cache not paged over the pool.
   absl::Status Store(const Hash& root, absl::Span<const int32_t> tokens, const KvCache& cache);
 
-  // KvBlockReclaimer: the cached blocks no sequence holds, least recently used first.
-  int64_t ReclaimableBlocks() const override;
+  // KvBlockReclaimer: drops cached blocks no sequence holds, least recently used first. (The pool counts
+  // those blocks itself: the cache's references are KvBlockHolder::kReclaimer ones.)
   int64_t ReclaimBlocks(int64_t n) override;
 
   PrefixCacheStats Stats() const;

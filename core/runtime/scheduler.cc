@@ -129,11 +129,7 @@ int64_t Runtime::BlocksNeededForNextStep(const Request& r) const {
   const int64_t next = r.prefilled ? r.cache->length() + 1 : static_cast<int64_t>(r.input.size()) + 1;
   const int64_t held = r.cache != nullptr ? static_cast<int64_t>(r.cache->blocks().size()) : 0;
   // A shared block the next write lands in (a prompt restored up to its last token) is copied first.
-  int64_t copy = 0;
-  if (r.cache != nullptr && r.cache->length() % kv_pool_->block_tokens() != 0) {
-    const size_t written = static_cast<size_t>(r.cache->length() / kv_pool_->block_tokens());
-    copy = written < r.cache->blocks().size() && kv_pool_->block_pool()->refs(r.cache->blocks()[written]) > 1;
-  }
+  const int64_t copy = r.cache != nullptr ? r.cache->BlocksToCopyBeforeWrite() : 0;
   return copy + std::max<int64_t>(0, kv_pool_->BlocksFor(std::min(next, kv_pool_->capacity())) - held);
 }
 

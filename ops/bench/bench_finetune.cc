@@ -214,8 +214,8 @@ constexpr char kUsage[] =
     "      ESFT vs random slots vs full fine-tuning on one task\n"
     "  bench_finetune --methods-table [--tasks a,b] [--methods esft_gate,esft_token,full,lora] [--train N]\n"
     "                 [--val N] [--test N] [--secret N] [--steps N] [--lr X] [--full-lr X] [--p-gate P]\n"
-    "                 [--p-token P] [--lora-rank N] [--lora-alpha X] [--general-docs N] [--skill-n N]\n"
-    "                 [--other-n N]\n"
+    "                 [--p-token P] [--max-slots N] [--lora-rank N] [--lora-alpha X] [--general-docs N]\n"
+    "                 [--skill-n N] [--other-n N]\n"
     "      ESFT's method table with the general-ability change (ops/bench/methods_table.h)\n";
 
 int main(int argc, char** argv) {

@@ -67,6 +67,7 @@ int RunMethodsTable(int argc, char** argv) {
   std::vector<std::string> methods = {"esft_gate", "esft_token", "full", "lora"};
   int64_t n_train = 1000, n_val = 200, n_test = 200, general_docs = 256, skill_n = 40, other_n = 40;
   uint64_t secret = 1234;
+  int64_t max_slots = 0;  // cap on an ESFT selection (SelectionOptions::max_experts); 0: none
   double full_lr = 1e-3, p_gate = DefaultThreshold(RelevanceScore::kGate),
          p_token = DefaultThreshold(RelevanceScore::kToken);
   LoraOptions lora;
@@ -88,6 +89,7 @@ int RunMethodsTable(int argc, char** argv) {
     else if (a == "--full-lr") ok = absl::SimpleAtod(v, &full_lr);
     else if (a == "--p-gate") ok = absl::SimpleAtod(v, &p_gate);
     else if (a == "--p-token") ok = absl::SimpleAtod(v, &p_token);
+    else if (a == "--max-slots") ok = absl::SimpleAtoi(v, &max_slots);
     else if (a == "--lora-rank") ok = absl::SimpleAtoi(v, &lora.rank);
     else if (a == "--lora-alpha") ok = absl::SimpleAtod(v, &lora.alpha);
     else if (a == "--general-docs") ok = absl::SimpleAtoi(v, &general_docs);
@@ -192,6 +194,7 @@ int RunMethodsTable(int argc, char** argv) {
       SelectionOptions so;
       so.score = score;
       so.threshold = p;
+      so.max_experts = max_slots;
       return Must(SelectExpertsAuto(*model, train, so), "expert selection").slots;
     };
     const std::vector<SlotId> gate_slots = select(RelevanceScore::kGate, p_gate);

@@ -11,6 +11,8 @@
 //               auto rule's 1e-2 is for expert slots, not for every parameter)
 //   lora        LoRA (lora_finetune.h, rank --lora-rank 8, alpha --lora-alpha 16) on esft_token's slots:
 //               the same slots with low-rank deltas instead of their full weights
+// --max-slots N caps each ESFT selection at the N highest-scoring slots (SelectionOptions::max_experts): a
+// larger p within the 15% byte bound. Default: no cap, as the paper.
 // --lr X sets the learning rate of the expert methods (esft_*, lora) instead of the auto rule's 1e-2: the
 // general-ability change depends on it as much as on the method (ops/bench/RESULTS.md).
 // Columns: exact match on the test split before -> after (greedy), best validation loss, steps run,
@@ -24,7 +26,7 @@
 //
 //   bench_finetune --methods-table [--tasks a,b] [--methods esft_gate,esft_token,full,lora]
 //                  [--train N] [--val N] [--test N] [--secret N] [--steps N] [--lr X] [--full-lr X]
-//                  [--p-gate P] [--p-token P] [--lora-rank N] [--lora-alpha X]
+//                  [--p-gate P] [--p-token P] [--max-slots N] [--lora-rank N] [--lora-alpha X]
 //                  [--general-docs N] [--skill-n N] [--other-n N]
 // Last line: methods_table tasks=<n> esft_gate_meets=<k> esft_token_meets=<k>
 #pragma once

@@ -61,10 +61,10 @@ TEST(KvBlockPool, SharedBlocksAreFreedByTheirLastHolder) {
   pool->Share({&a[0], 1});
   EXPECT_EQ(pool->refs(a[0]), 3);
   EXPECT_EQ(pool->refs(a[1]), 2);
-  EXPECT_EQ(pool->CountUnshared(a), 0);
   pool->Free(a);
   EXPECT_EQ(pool->free_blocks(), 2);  // both still held
-  EXPECT_EQ(pool->CountUnshared(a), 1);
+  EXPECT_EQ(pool->refs(a[0]), 2);
+  EXPECT_EQ(pool->refs(a[1]), 1);
   pool->Free(a);
   EXPECT_EQ(pool->free_blocks(), 3);  // a[1]'s last reference went
   EXPECT_EQ(pool->refs(a[1]), 0);
@@ -76,12 +76,17 @@ TEST(KvBlockPool, SharedBlocksAreFreedByTheirLastHolder) {
 class HoldingReclaimer : public KvBlockReclaimer {
  public:
   explicit HoldingReclaimer(KvBlockPool* pool) : pool_(pool) {}
-  int64_t ReclaimableBlocks() const override { return static_cast<int64_t>(held.size()); }
+  // Takes over the blocks the caller allocated: its own reference for the caller's.
+  void Hold(const std::vector<int32_t>& blocks) {
+    pool_->Share(blocks, KvBlockHolder::kReclaimer);
+    pool_->Free(blocks);
+    held.insert(held.end(), blocks.begin(), blocks.end());
+  }
   int64_t ReclaimBlocks(int64_t n) override {
     calls += 1;
     int64_t freed = 0;
     for (; freed < n && !held.empty(); ++freed) {
-      pool_->Free({&held.back(), 1});
+      pool_->Free({&held.back(), 1}, KvBlockHolder::kReclaimer);
       held.pop_back();
     }
     return freed;
@@ -98,7 +103,9 @@ TEST(KvBlockPool, AsksItsReclaimerForWhatIsMissing) {
   const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
   std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 5, 4, be.get()).value();
   HoldingReclaimer r(pool.get());
-  ASSERT_TRUE(pool->Allocate(3, &r.held));
+  std::vector<int32_t> cached;
+  ASSERT_TRUE(pool->Allocate(3, &cached));
+  r.Hold(cached);
   pool->SetReclaimer(&r);
   EXPECT_EQ(pool->free_blocks(), 2);
   EXPECT_EQ(pool->available_blocks(), 5);
@@ -112,6 +119,35 @@ TEST(KvBlockPool, AsksItsReclaimerForWhatIsMissing) {
   EXPECT_EQ(got.size(), 4u);
   pool->SetReclaimer(nullptr);
   EXPECT_EQ(pool->available_blocks(), pool->free_blocks());
+}
+
+// The pool counts the blocks only its reclaimer holds as references change, so admission's
+// available_blocks() never asks the reclaimer.
+TEST(KvBlockPool, CountsBlocksOnlyTheReclaimerHolds) {
+  std::unique_ptr<Backend> be = MakeCpuBackend();
+  const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
+  std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 6, 4, be.get()).value();
+  HoldingReclaimer r(pool.get());
+  std::vector<int32_t> seq;
+  ASSERT_TRUE(pool->Allocate(3, &seq));
+  pool->Share(seq, KvBlockHolder::kReclaimer);  // cached while the sequence still runs
+  EXPECT_EQ(pool->reclaimable_blocks(), 0);
+  EXPECT_EQ(pool->available_blocks(), 3);
+  pool->Free({&seq[0], 1});  // the sequence lets go of its first block: only the cache holds it
+  EXPECT_EQ(pool->reclaimable_blocks(), 1);
+  EXPECT_EQ(pool->available_blocks(), 3);  // no reclaimer set: cached blocks are not available
+  pool->SetReclaimer(&r);
+  EXPECT_EQ(pool->available_blocks(), 4);
+  pool->Share({&seq[0], 1});  // a new sequence adopts it
+  EXPECT_EQ(pool->reclaimable_blocks(), 0);
+  pool->Free(seq);  // both sequences are done with every block
+  EXPECT_EQ(pool->reclaimable_blocks(), 3);
+  EXPECT_EQ(pool->free_blocks(), 3);
+  EXPECT_EQ(pool->available_blocks(), 6);
+  pool->Free(seq, KvBlockHolder::kReclaimer);  // the cache evicts them
+  EXPECT_EQ(pool->reclaimable_blocks(), 0);
+  EXPECT_EQ(pool->free_blocks(), 6);
+  pool->SetReclaimer(nullptr);
 }
 
 // A cache that adopted shared blocks writes into its own copy of the block holding its next position; the
@@ -147,6 +183,9 @@ TEST(PagedKvCache, WritesCopySharedBlocksFirst) {
   ASSERT_TRUE(b->AdoptBlocks(shared, 7).ok());
   EXPECT_EQ(b->length(), 7);
   EXPECT_EQ(pool->refs(shared[1]), 2);
+  EXPECT_EQ(b->BlocksToCopyBeforeWrite(), 1);  // the second block; the first lies below the write
+  EXPECT_EQ(a->BlocksToCopyBeforeWrite(), 0);  // a's writes start at position 8, past both blocks
+  EXPECT_EQ(b->pool(), pool.get());
   const int64_t free_before = pool->free_blocks();
   const std::vector<int32_t> other = RandomTokens(3, c.vocab_size, 4);
   SequenceInput in_b[1] = {{other, nullptr, b.get()}};
@@ -156,6 +195,7 @@ TEST(PagedKvCache, WritesCopySharedBlocksFirst) {
   EXPECT_NE(b->blocks()[1], shared[1]);  // copied before the write
   EXPECT_EQ(pool->refs(shared[0]), 2);
   EXPECT_EQ(pool->refs(shared[1]), 1);
+  EXPECT_EQ(b->BlocksToCopyBeforeWrite(), 0);
   EXPECT_EQ(pool->free_blocks(), free_before - 2);  // the copy, and a third block for positions 8-9
   EXPECT_EQ(rows(*a, 8), before);                   // a's rows untouched
   // b's first 7 positions are a's.

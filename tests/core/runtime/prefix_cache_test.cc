@@ -125,6 +125,13 @@ TEST(PrefixCacheTest, CreateRejectsBadOptions) {
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(p.pc->Restore(p.pc->Root("bb", ""), Tokens(kBlock, 1), 8, *flat).status().code(),
             absl::StatusCode::kFailedPrecondition);
+  // Nor is one paged over another pool: its block ids mean other rows.
+  Paged other(w, 3);
+  auto foreign = other.NewKv();
+  EXPECT_EQ(p.pc->Store(p.pc->Root("bb", ""), Tokens(kBlock, 1), *foreign).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(p.pc->Restore(p.pc->Root("bb", ""), Tokens(kBlock, 1), 8, *foreign).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 // A hit hands over exactly the stored blocks (shared: no copy, no new block), and the suffix prefilled
