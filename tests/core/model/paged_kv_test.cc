@@ -98,11 +98,21 @@ class HoldingReclaimer : public KvBlockReclaimer {
   KvBlockPool* pool_;
 };
 
+// A pool of `num_blocks` blocks of 4 positions and a HoldingReclaimer over it (not yet the pool's).
+struct PoolAndReclaimer {
+  explicit PoolAndReclaimer(int64_t num_blocks)
+      : be(MakeCpuBackend()),
+        pool(KvBlockPool::Create(SmallConfig(ModelFamily::kMixtral), num_blocks, 4, be.get()).value()),
+        reclaimer(pool.get()) {}
+  std::unique_ptr<Backend> be;
+  std::unique_ptr<KvBlockPool> pool;
+  HoldingReclaimer reclaimer;
+};
+
 TEST(KvBlockPool, AsksItsReclaimerForWhatIsMissing) {
-  std::unique_ptr<Backend> be = MakeCpuBackend();
-  const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
-  std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 5, 4, be.get()).value();
-  HoldingReclaimer r(pool.get());
+  PoolAndReclaimer p(5);
+  KvBlockPool* pool = p.pool.get();
+  HoldingReclaimer& r = p.reclaimer;
   std::vector<int32_t> cached;
   ASSERT_TRUE(pool->Allocate(3, &cached));
   r.Hold(cached);
@@ -124,10 +134,8 @@ TEST(KvBlockPool, AsksItsReclaimerForWhatIsMissing) {
 // The pool counts the blocks only its reclaimer holds as references change, so admission's
 // available_blocks() never asks the reclaimer.
 TEST(KvBlockPool, CountsBlocksOnlyTheReclaimerHolds) {
-  std::unique_ptr<Backend> be = MakeCpuBackend();
-  const ModelConfig c = SmallConfig(ModelFamily::kMixtral);
-  std::unique_ptr<KvBlockPool> pool = KvBlockPool::Create(c, 6, 4, be.get()).value();
-  HoldingReclaimer r(pool.get());
+  PoolAndReclaimer p(6);
+  KvBlockPool* pool = p.pool.get();
   std::vector<int32_t> seq;
   ASSERT_TRUE(pool->Allocate(3, &seq));
   pool->Share(seq, KvBlockHolder::kReclaimer);  // cached while the sequence still runs
@@ -136,7 +144,7 @@ TEST(KvBlockPool, CountsBlocksOnlyTheReclaimerHolds) {
   pool->Free({&seq[0], 1});  // the sequence lets go of its first block: only the cache holds it
   EXPECT_EQ(pool->reclaimable_blocks(), 1);
   EXPECT_EQ(pool->available_blocks(), 3);  // no reclaimer set: cached blocks are not available
-  pool->SetReclaimer(&r);
+  pool->SetReclaimer(&p.reclaimer);
   EXPECT_EQ(pool->available_blocks(), 4);
   pool->Share({&seq[0], 1});  // a new sequence adopts it
   EXPECT_EQ(pool->reclaimable_blocks(), 0);
