@@ -40,7 +40,7 @@ ResolvedHparams ResolveHparams(const AutoDataStats& data, const AutoModelShape& 
     h.learning_rate = *r.learning_rate;
   } else {
     const double width = model.hidden_size > 0 ? std::min(1.0, std::sqrt(192.0 / model.hidden_size)) : 1.0;
-    h.learning_rate = 1e-2 * std::sqrt(static_cast<double>(h.batch_size) / 16.0) * width;
+    h.learning_rate = kAutoBaseLearningRate * std::sqrt(static_cast<double>(h.batch_size) / 16.0) * width;
     h.auto_fields.push_back("learning_rate");
   }
   if (r.warmup_steps) {

@@ -212,7 +212,7 @@ constexpr char kUsage[] =
     "  bench_finetune --methods [--backbone SPEC] [--task NAME] [--steps N] [--batch N] [--lr X] [--full-lr X]\n"
     "                 [--threshold P] [--max-experts N] [--train N] [--eval N] [--secret N]\n"
     "      ESFT vs random slots vs full fine-tuning on one task\n"
-    "  bench_finetune --methods-table [--tasks a,b] [--methods esft_gate,esft_token,full,lora] [--train N]\n"
+    "  bench_finetune --methods-table [--tasks a,b] [--methods esft_gate,esft_token,auto,full,lora] [--train N]\n"
     "                 [--val N] [--test N] [--secret N] [--steps N] [--lr X] [--full-lr X] [--p-gate P]\n"
     "                 [--p-token P] [--max-slots N] [--lora-rank N] [--lora-alpha X] [--general-docs N]\n"
     "                 [--skill-n N] [--other-n N]\n"

@@ -102,8 +102,8 @@ int RunMethodsTable(int argc, char** argv) {
     }
   }
   for (const std::string& m : methods) {
-    if (m != "esft_gate" && m != "esft_token" && m != "full" && m != "lora") {
-      std::fprintf(stderr, "bench_finetune --methods-table: unknown method %s (esft_gate, esft_token, full, lora)\n",
+    if (m != "esft_gate" && m != "esft_token" && m != "auto" && m != "full" && m != "lora") {
+      std::fprintf(stderr, "bench_finetune --methods-table: unknown method %s (esft_gate, esft_token, auto, full, lora)\n",
                    m.c_str());
       return 2;
     }
@@ -199,6 +199,13 @@ int RunMethodsTable(int argc, char** argv) {
     };
     const std::vector<SlotId> gate_slots = select(RelevanceScore::kGate, p_gate);
     const std::vector<SlotId> token_slots = select(RelevanceScore::kToken, p_token);
+    // What a job with every hyperparameter auto trains: the service's mixed score at the rule's p and
+    // expert budget (auto_hparams.h), as the suite runs it.
+    SelectionOptions auto_selection;
+    auto_selection.threshold = h.relevance_threshold;
+    auto_selection.max_experts = h.max_experts;
+    const std::vector<SlotId> auto_slots =
+        Must(SelectExpertsAuto(*model, train, auto_selection), "expert selection").slots;
 
     for (const std::string& method : methods) {
       Row r;
@@ -230,7 +237,7 @@ int RunMethodsTable(int argc, char** argv) {
         FineTuneOptions o;
         o.trainer = to;
         o.auto_select = false;
-        o.explicit_slots = method == "esft_gate" ? gate_slots : token_slots;
+        o.explicit_slots = method == "esft_gate" ? gate_slots : method == "auto" ? auto_slots : token_slots;
         const double t0 = Now();
         FineTuneResult ft;
         if (method == "lora") {

@@ -276,7 +276,7 @@ TEST(JobsTest, CreateGetListCancelIdempotency) {
   EXPECT_EQ(a.job_id().rfind("job_", 0), 0u);
   EXPECT_EQ(a.hyperparameters().max_steps(), 4);
   // Unset fields are chosen by the auto rule; the explicit ones are kept and drive it (batch 4).
-  EXPECT_DOUBLE_EQ(a.hyperparameters().learning_rate(), 5e-3);  // 1e-2 * sqrt(4 / 16)
+  EXPECT_DOUBLE_EQ(a.hyperparameters().learning_rate(), 1.5e-3);  // 3e-3 * sqrt(4 / 16)
   EXPECT_EQ(a.resolved_hyperparameters().hyperparameters().max_steps(), 4);
   EXPECT_EQ(std::vector<std::string>(a.resolved_hyperparameters().auto_fields().begin(),
                                      a.resolved_hyperparameters().auto_fields().end()),

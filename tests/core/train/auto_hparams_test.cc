@@ -13,7 +13,7 @@ TEST(AutoHparamsTest, SmallDatasetGetsSmallBatchesAndTheStepFloor) {
   ResolvedHparams h = ResolveHparams({100, 1500}, kTiny, {});
   EXPECT_EQ(h.batch_size, 4);     // pow2_floor(100 / 32) = 2 -> clamped to 4
   EXPECT_EQ(h.max_steps, 500);    // 12 epochs = 300 steps -> the floor
-  EXPECT_NEAR(h.learning_rate, 1e-2 * std::sqrt(4.0 / 16.0), 1e-12);
+  EXPECT_NEAR(h.learning_rate, 3e-3 * std::sqrt(4.0 / 16.0), 1e-12);
   EXPECT_EQ(h.warmup_steps, 25);  // ceil(500 / 20)
   EXPECT_DOUBLE_EQ(h.relevance_threshold, 0.4);  // few tokens: the floor
   EXPECT_EQ(h.max_experts, 13);   // ceil(0.4 * 64 / 2)
@@ -26,7 +26,7 @@ TEST(AutoHparamsTest, MediumDatasetScalesStepsWithEpochs) {
   ResolvedHparams h = ResolveHparams({1000, 20000}, kTiny, {});
   EXPECT_EQ(h.batch_size, 16);  // pow2_floor(31) = 16
   EXPECT_EQ(h.max_steps, 750);  // ceil(12 * 1000 / 16)
-  EXPECT_NEAR(h.learning_rate, 1e-2, 1e-12);
+  EXPECT_NEAR(h.learning_rate, 3e-3, 1e-12);
   EXPECT_EQ(h.warmup_steps, 38);
   EXPECT_NEAR(h.relevance_threshold, 0.4 + 0.1 * std::log2(20000.0 / 16384.0), 1e-12);
   EXPECT_EQ(h.max_experts, static_cast<int64_t>(std::ceil(h.relevance_threshold * 32)));
@@ -75,7 +75,7 @@ TEST(AutoHparamsTest, DatasetsOfEverySizeAndCompletionLength) {
     EXPECT_DOUBLE_EQ(h.epochs, c.epochs);
     EXPECT_EQ(h.max_steps, c.steps);
     EXPECT_EQ(h.warmup_steps, c.warmup);
-    EXPECT_NEAR(h.learning_rate, 1e-2 * std::sqrt(c.batch / 16.0), 1e-12);
+    EXPECT_NEAR(h.learning_rate, 3e-3 * std::sqrt(c.batch / 16.0), 1e-12);
     const double p = std::clamp(0.4 + 0.1 * std::log2(tokens / 16384.0), 0.4, 0.9);
     EXPECT_NEAR(h.relevance_threshold, p, 1e-12);
     EXPECT_EQ(h.max_experts, c.max_experts);
@@ -101,11 +101,11 @@ TEST(AutoHparamsTest, WiderModelsGetASmallerLearningRate) {
 TEST(AutoHparamsTest, ExplicitValuesOverrideAndFeedTheRest) {
   HparamRequest r;
   r.batch_size = 8;
-  r.learning_rate = 3e-3;
+  r.learning_rate = 7e-4;
   r.max_experts = 16;
   ResolvedHparams h = ResolveHparams({1000, 20000}, kTiny, r);
   EXPECT_EQ(h.batch_size, 8);
-  EXPECT_DOUBLE_EQ(h.learning_rate, 3e-3);
+  EXPECT_DOUBLE_EQ(h.learning_rate, 7e-4);
   EXPECT_EQ(h.max_experts, 16);
   EXPECT_EQ(h.max_steps, 1500);  // 12 epochs at the explicit batch size
   EXPECT_EQ(h.auto_fields, (std::vector<std::string>{"max_steps", "warmup_steps", "relevance_threshold"}));
