@@ -8,15 +8,13 @@ namespace tessera::runtime {
 namespace {
 
 // The tier's eviction victim: least recently used first, versions that are not live before live ones,
-// never `protect` (the entry just inserted). nullptr when only `protect` is left.
-template <typename IsLive>
-const std::pair<std::string, int64_t>* PickVictim(const std::list<std::pair<std::string, int64_t>>& lru,
-                                                  const std::pair<std::string, int64_t>& protect,
-                                                  const IsLive& is_live) {
+// never `protect` (the entry just inserted). nullptr when only `protect` is left. Node: LruNode.
+template <typename Node>
+const Node* PickVictim(const std::list<Node>& lru, const std::pair<std::string, int64_t>& protect) {
   for (int pass = 0; pass < 2; ++pass) {
     for (auto it = lru.rbegin(); it != lru.rend(); ++it) {
-      if (*it == protect) continue;
-      if (pass == 0 && is_live(*it)) continue;
+      if (it->key == protect) continue;
+      if (pass == 0 && it->live) continue;
       return &*it;
     }
   }
@@ -179,7 +177,7 @@ void OverlayCache::AdmitLocked(const Key& key, std::shared_ptr<const ExpertOverl
   e.bytes = bytes;
   e.overlay = std::move(overlay);
   e.sha256 = std::move(sha256);
-  lru_.push_front(key);
+  lru_.push_front(LruNode{key, IsLiveLocked(key)});
   e.lru = lru_.begin();
   resident_bytes_ += e.bytes;
   entries_.emplace(key, std::move(e));
@@ -188,9 +186,9 @@ void OverlayCache::AdmitLocked(const Key& key, std::shared_ptr<const ExpertOverl
 
 void OverlayCache::EvictLocked(const Key& protect, std::vector<Demotion>* demote) {
   while (resident_bytes_ > capacity_bytes_) {
-    const Key* victim = PickVictim(lru_, protect, [this](const Key& k) { return IsLiveLocked(k); });
+    const LruNode* victim = PickVictim(lru_, protect);
     if (victim == nullptr) break;  // unreachable: `protect` alone fits (AdmitLocked)
-    const Key key = *victim;
+    const Key key = victim->key;
     auto it = entries_.find(key);
     held_[key] = Held{it->second.overlay, it->second.sha256, it->second.bytes};
     demote->push_back(Demotion{key, std::move(it->second.overlay), tenant_epoch_[key.first]});
@@ -207,13 +205,13 @@ void OverlayCache::AdmitHostLocked(const Key& key, std::shared_ptr<const HostOve
     if (host_capacity_bytes_ > 0) ++not_admitted_;
     return;  // dropped: its next use reads the disk
   }
-  host_lru_.push_front(key);
+  host_lru_.push_front(LruNode{key, IsLiveLocked(key)});
   host_[key] = HostEntry{std::move(copy), bytes, host_lru_.begin()};
   host_bytes_ += bytes;
   while (host_bytes_ > host_capacity_bytes_) {
-    const Key* victim = PickVictim(host_lru_, key, [this](const Key& k) { return IsLiveLocked(k); });
+    const LruNode* victim = PickVictim(host_lru_, key);
     if (victim == nullptr) break;  // unreachable: `key` alone fits
-    EraseHostLocked(host_.find(*victim));
+    EraseHostLocked(host_.find(victim->key));
     ++host_evictions_;
   }
 }
@@ -258,11 +256,18 @@ void OverlayCache::PruneHeldLocked() {
 
 void OverlayCache::MarkLive(const std::string& tenant, int64_t version) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = live_.find(tenant); it != live_.end()) SetLiveFlagLocked({tenant, it->second}, false);
   if (version <= 0) {
     live_.erase(tenant);
   } else {
     live_[tenant] = version;
+    SetLiveFlagLocked({tenant, version}, true);
   }
+}
+
+void OverlayCache::SetLiveFlagLocked(const Key& key, bool live) {
+  if (auto it = entries_.find(key); it != entries_.end()) it->second.lru->live = live;
+  if (auto it = host_.find(key); it != host_.end()) it->second.lru->live = live;
 }
 
 void OverlayCache::ForgetTenant(const std::string& tenant) {
@@ -301,13 +306,13 @@ OverlayCacheStats OverlayCache::Stats() {
   std::lock_guard<std::mutex> lock(mu_);
   PruneHeldLocked();
   OverlayCacheStats s;
-  for (const Key& key : lru_) {
-    const Entry& e = entries_.at(key);
-    s.resident.push_back({key.first, key.second, e.sha256, e.bytes, IsLiveLocked(key)});
+  for (const LruNode& node : lru_) {
+    const Entry& e = entries_.at(node.key);
+    s.resident.push_back({node.key.first, node.key.second, e.sha256, e.bytes, node.live});
   }
-  for (const Key& key : host_lru_) {
-    const HostEntry& e = host_.at(key);
-    s.host.push_back({key.first, key.second, e.copy->digest(), e.bytes, IsLiveLocked(key)});
+  for (const LruNode& node : host_lru_) {
+    const HostEntry& e = host_.at(node.key);
+    s.host.push_back({node.key.first, node.key.second, e.copy->digest(), e.bytes, node.live});
   }
   s.resident_bytes = resident_bytes_;
   for (const auto& [key, h] : held_) s.held_bytes += h.bytes;

@@ -149,16 +149,23 @@ class OverlayCache {
  private:
   using Key = std::pair<std::string, int64_t>;
   using Result = absl::StatusOr<std::shared_ptr<const ExpertOverlay>>;
+  // A tier's LRU position. `live` mirrors live_ (MarkLive keeps it current), so choosing an eviction
+  // victim reads a flag per entry instead of looking the tenant up in live_ (with thousands of live
+  // tenants, every entry is live and each eviction used to do a map lookup per entry, under mu_).
+  struct LruNode {
+    Key key;
+    bool live = false;
+  };
   struct Entry {  // device tier
     std::shared_ptr<const ExpertOverlay> overlay;
     std::string sha256;
     int64_t bytes = 0;
-    std::list<Key>::iterator lru;  // position in lru_ (front = most recent)
+    std::list<LruNode>::iterator lru;  // position in lru_ (front = most recent)
   };
   struct HostEntry {  // host tier
     std::shared_ptr<const HostOverlay> copy;
     int64_t bytes = 0;
-    std::list<Key>::iterator lru;  // position in host_lru_
+    std::list<LruNode>::iterator lru;  // position in host_lru_
   };
   struct Held {
     std::weak_ptr<const ExpertOverlay> overlay;
@@ -173,6 +180,8 @@ class OverlayCache {
   };
 
   bool IsLiveLocked(const Key& key) const;
+  // Sets the `live` flag of key's LRU node in whichever tier holds it.
+  void SetLiveFlagLocked(const Key& key, bool live);
   // The device hit path of Acquire (resident or held); nullptr when neither.
   std::shared_ptr<const ExpertOverlay> ResidentLocked(const Key& key, std::vector<Demotion>* demote);
   // Inserts into the device tier as most recently used (unless larger than the budget), then evicts
@@ -205,9 +214,9 @@ class OverlayCache {
 
   std::mutex mu_;
   std::map<Key, Entry> entries_;
-  std::list<Key> lru_;
+  std::list<LruNode> lru_;
   std::map<Key, HostEntry> host_;
-  std::list<Key> host_lru_;
+  std::list<LruNode> host_lru_;
   std::map<Key, Held> held_;                           // evicted, maybe still referenced
   std::map<Key, std::shared_future<Result>> loading_;  // promotions and loads in flight
   std::map<std::string, int64_t> live_;                // tenant -> live version

@@ -153,6 +153,33 @@ TEST(OverlayTiersTest, LiveVersionsLeaveLast) {
   EXPECT_EQ(Tenants(s.host), (std::vector<std::string>{"t1"}));
 }
 
+// Marking a version live (or no longer live) after it is in a tier changes its place in that tier's
+// eviction order at once: a non-live version leaves before a less recently used live one.
+TEST(OverlayTiersTest, MarkLiveReordersVersionsAlreadyInATier) {
+  TierWorld w;
+  std::mutex device_mu;
+  OverlayCache cache(w.config, w.be.get(), &w.source, 2 * w.small(), &device_mu, DType::kF32, nullptr,
+                     2 * w.small());
+  ASSERT_TRUE(cache.Acquire("t2", 1).ok());
+  ASSERT_TRUE(cache.Acquire("t0", 1).ok());  // device: t0, t2 (t2 least recently used)
+  cache.MarkLive("t2", 1);
+  ASSERT_TRUE(cache.Acquire("t3", 1).ok());  // t0 leaves although t2 is older: t2 is live
+  OverlayCacheStats s = cache.Stats();
+  EXPECT_EQ(Tenants(s.resident), (std::vector<std::string>{"t3", "t2"}));
+  EXPECT_FALSE(s.resident.front().live);
+  EXPECT_TRUE(s.resident.back().live);
+  EXPECT_EQ(Tenants(s.host), (std::vector<std::string>{"t0"}));
+  ASSERT_TRUE(cache.Acquire("t1", 1).ok());  // t3 leaves the device; host: t3, t0
+  cache.MarkLive("t0", 1);                   // on the host tier now
+  cache.MarkLive("t2", 0);
+  EXPECT_TRUE(cache.Stats().host.back().live);
+  ASSERT_TRUE(cache.Acquire("t4", 1).ok());  // device: t2 (no longer live) leaves, to the host, where
+                                             // t3 leaves rather than the older, live t0
+  s = cache.Stats();
+  EXPECT_EQ(Tenants(s.resident), (std::vector<std::string>{"t4", "t1"}));
+  EXPECT_EQ(Tenants(s.host), (std::vector<std::string>{"t2", "t0"}));
+}
+
 TEST(OverlayTiersTest, SizeAwareAdmission) {
   TierWorld w;
   w.Add("big", 1, testing::SlotsFor(w.config, {0, 1, 2, 3, 4}), 77);  // 10 slots
