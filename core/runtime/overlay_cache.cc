@@ -13,8 +13,8 @@ template <typename Node>
 const Node* PickVictim(const std::list<Node>& lru, const std::pair<std::string, int64_t>& protect) {
   for (int pass = 0; pass < 2; ++pass) {
     for (auto it = lru.rbegin(); it != lru.rend(); ++it) {
+      if (pass == 0 && it->live) continue;  // first: a flag, where the key compare is a string compare
       if (it->key == protect) continue;
-      if (pass == 0 && it->live) continue;
       return &*it;
     }
   }
