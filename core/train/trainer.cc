@@ -162,10 +162,19 @@ int64_t Trainer::optimizer_state_bytes() const {
   return n;
 }
 
+int64_t Trainer::EvaluationRows(int64_t micro_batch, int64_t seq_len, int64_t vocab_size) {
+  const int64_t twice = 2 * std::max<int64_t>(1, micro_batch);
+  const int64_t row_bytes = std::max<int64_t>(1, seq_len) * std::max<int64_t>(1, vocab_size) *
+                            static_cast<int64_t>(sizeof(float));
+  const int64_t small_vocab_rows = std::min(kMaxEvalRows, kEvalLogitsBytes / row_bytes);
+  return std::max(twice, small_vocab_rows);
+}
+
 absl::StatusOr<double> Trainer::EvaluateLoss(const std::vector<data::TokenizedExample>& examples) {
   Backend& be = model_->backend();
   const int64_t n = std::min<int64_t>(options_.eval_max_examples, examples.size());
-  const int64_t chunk = std::max<int64_t>(1, options_.batch_size / options_.grad_accum_steps);
+  const int64_t chunk = EvaluationRows(options_.batch_size / options_.grad_accum_steps, options_.seq_len,
+                                       model_->vocab_size());
   double sum = 0.0;
   int64_t count = 0;
   for (int64_t b = 0; b < n; b += chunk) {

@@ -126,7 +126,7 @@ class Trainer {
   // naming the step (the parameters are left as they were after the previous step).
   absl::StatusOr<TrainResult> Run(const RunControls& controls = {});
 
-  // Mean CE over the targets of `examples` (no gradients).
+  // Mean CE over the targets of `examples` (no gradients), EvaluationRows() examples per forward.
   absl::StatusOr<double> EvaluateLoss(const std::vector<data::TokenizedExample>& examples);
   absl::StatusOr<double> ValidationLoss() { return EvaluateLoss(validation_); }
 
@@ -142,6 +142,16 @@ class Trainer {
   int64_t optimizer_state_bytes() const;
   const std::vector<data::TokenizedExample>& validation_set() const { return validation_; }
   const TrainerOptions& options() const { return options_; }
+
+  // Examples per evaluation forward for a training micro-batch of `micro_batch` examples. An evaluation
+  // forward keeps no activations for a backward, so it takes twice the micro-batch at no more memory than
+  // a training step (its logits are the size of the step's logits plus their gradient); and, where a
+  // whole chunk's logits stay under kEvalLogitsBytes (small vocabularies), up to kMaxEvalRows. On
+  // builtin:tiny at batch 2, validating 100 examples two at a time took longer than the training steps
+  // between validations; the loss is the same sum over the same targets whatever the chunk.
+  static constexpr int64_t kEvalLogitsBytes = int64_t{64} << 20;
+  static constexpr int64_t kMaxEvalRows = 32;
+  static int64_t EvaluationRows(int64_t micro_batch, int64_t seq_len, int64_t vocab_size);
 
  private:
   Trainer() = default;

@@ -24,6 +24,15 @@ constexpr int64_t kGrain = 1 << 15;
 
 inline float Sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
 
+// sum x^2 in double over n contiguous floats (a free function: the omp simd reduction over a lambda's
+// captured pointer stayed scalar).
+double SumSquaresF64(const float* __restrict x, int64_t n) {
+  double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += static_cast<double>(x[i]) * x[i];
+  return acc;
+}
+
 }  // namespace
 
 absl::Status CpuBackend::Add(const Tensor& a, const Tensor& b, Tensor& out) {
@@ -72,10 +81,7 @@ absl::StatusOr<double> CpuBackend::SumSquares(const Tensor& x) {
   ParallelFor(blocks, 4, [&](int64_t bs, int64_t be) {
     for (int64_t blk = bs; blk < be; ++blk) {
       const int64_t s = blk * kBlock, e = std::min(n, s + kBlock);
-      double acc = 0.0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t i = s; i < e; ++i) acc += static_cast<double>(px[i]) * px[i];
-      partial[blk] = acc;
+      partial[blk] = SumSquaresF64(px + s, e - s);
     }
   });
   double total = 0.0;

@@ -1,7 +1,9 @@
 // CPU AdamW (decoupled weight decay), in place on param, m, v (all f32, equal numel):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
 //   param -= lr * ( (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * param )
-// The bias corrections are computed once in double. Element-wise, parallel over flat chunks.
+// The bias corrections are computed once in double. Element-wise, parallel over flat chunks; each chunk
+// is a plain loop over __restrict pointers (a lambda's captured pointers lose __restrict, and GCC then
+// left the loop scalar: one sqrtss and divss per element, 13% of a batch-2 fine-tune step).
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,25 @@
 #include "core/util/status_macros.h"
 
 namespace tessera::cpu {
+namespace {
+
+struct AdamWConstants {
+  float b1, b2, lr, eps, wd, inv_bc1, inv_bc2;
+};
+
+void AdamWRange(float* __restrict w, const float* __restrict g, float* __restrict pm, float* __restrict pv,
+                int64_t n, const AdamWConstants c) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i];
+    const float mi = c.b1 * pm[i] + (1.0f - c.b1) * gi;
+    const float vi = c.b2 * pv[i] + (1.0f - c.b2) * gi * gi;
+    pm[i] = mi;
+    pv[i] = vi;
+    w[i] -= c.lr * ((mi * c.inv_bc1) / (std::sqrt(vi * c.inv_bc2) + c.eps) + c.wd * w[i]);
+  }
+}
+
+}  // namespace
 
 absl::Status CpuBackend::AdamW(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWParams& p) {
   constexpr char kOp[] = "AdamW";
@@ -29,20 +50,13 @@ absl::Status CpuBackend::AdamW(Tensor& param, const Tensor& grad, Tensor& m, Ten
   const double t = static_cast<double>(p.step);
   const float inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(p.beta1), t)));
   const float inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(p.beta2), t)));
-  const float b1 = p.beta1, b2 = p.beta2, lr = p.lr, eps = p.eps, wd = p.weight_decay;
-  float* __restrict w = param.data<float>();
-  const float* __restrict g = grad.data<float>();
-  float* __restrict pm = m.data<float>();
-  float* __restrict pv = v.data<float>();
+  const AdamWConstants c{p.beta1, p.beta2, p.lr, p.eps, p.weight_decay, inv_bc1, inv_bc2};
+  float* w = param.data<float>();
+  const float* g = grad.data<float>();
+  float* pm = m.data<float>();
+  float* pv = v.data<float>();
   ParallelFor(param.numel(), 1 << 14, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) {
-      const float gi = g[i];
-      const float mi = b1 * pm[i] + (1.0f - b1) * gi;
-      const float vi = b2 * pv[i] + (1.0f - b2) * gi * gi;
-      pm[i] = mi;
-      pv[i] = vi;
-      w[i] -= lr * ((mi * inv_bc1) / (std::sqrt(vi * inv_bc2) + eps) + wd * w[i]);
-    }
+    AdamWRange(w + s, g + s, pm + s, pv + s, e - s, c);
   });
   return absl::OkStatus();
 }

@@ -189,7 +189,7 @@ using OptimTest = BackendTest;
 TESSERA_INSTANTIATE_BACKEND_TEST(OptimTest);
 
 TEST_P(OptimTest, AdamWMatchesReferenceOverSteps) {
-  for (int64_t n : {1, 7, 65, 10007}) {
+  for (int64_t n : {1, 7, 65, 10007, 40009}) {  // 40009: several ParallelFor chunks (grain 2^14)
     AdamWParams p;
     p.lr = 1e-2f;
     p.beta1 = 0.9f;

@@ -106,9 +106,11 @@ TEST(TrainerTest, TrainingReducesLossAndMaskedRowsGetNoLoss) {
 TEST(TrainerTest, LossIsMeanOverUnmaskedTokensComputedByHand) {
   auto be = MakeCpuBackend();
   TinyLm lm(be.get(), 8, 4, 3);
-  auto data = RuleData(6, 8, 4);
+  // 70 examples: more than two evaluation forwards' worth (Trainer::kMaxEvalRows), the last one partial.
+  auto data = RuleData(70, 8, 4);
   TrainerOptions o = SmallOptions();
   o.batch_size = 6;
+  ASSERT_LT(Trainer::EvaluationRows(o.batch_size, o.seq_len, 8) * 2, 70);
   auto trainer = Trainer::Create(&lm, data, data, o);
   ASSERT_TRUE(trainer.ok());
   auto loss = (*trainer)->EvaluateLoss(data);
@@ -134,6 +136,18 @@ TEST(TrainerTest, LossIsMeanOverUnmaskedTokensComputedByHand) {
     }
   }
   EXPECT_NEAR(*loss, sum / count, 1e-5);
+}
+
+TEST(TrainerTest, EvaluationRowsStayWithinATrainingStepsLogitsOrASmallBudget) {
+  // A large vocabulary: twice the micro-batch (logits + their gradient in a training step).
+  EXPECT_EQ(Trainer::EvaluationRows(4, 256, 152000), 8);
+  EXPECT_EQ(Trainer::EvaluationRows(0, 256, 152000), 2);
+  // A small one: as many rows as kEvalLogitsBytes holds, at most kMaxEvalRows.
+  EXPECT_EQ(Trainer::EvaluationRows(2, 128, 256), Trainer::kMaxEvalRows);
+  const int64_t row_bytes = 256 * 4096 * 4;  // seq_len 256, vocab 4096: 4 MiB of logits per row
+  EXPECT_EQ(Trainer::EvaluationRows(1, 256, 4096), Trainer::kEvalLogitsBytes / row_bytes);
+  // Never fewer rows than the micro-batch's double, even past the budget.
+  EXPECT_EQ(Trainer::EvaluationRows(40, 256, 256), 80);
 }
 
 TEST(TrainerTest, GradientAccumulationMatchesOneBigBatch) {
