@@ -18,7 +18,7 @@
 //     /metrics (--metrics-listen on loopback) for malloc's heap: tessera_heap_bytes{state="in_use"|"free"}.
 // Checks (the contract of Promote/Rollback: a request that starts after the call returns is served by
 // the new live version; one in flight during the call by the old or the new one):
-//   failed       requests whose status was not OK (any code; deadline 120 s)
+//   failed       requests whose status was not OK (any code; deadline 120 s, waiting for a connection)
 //   wrong        live requests whose expert_version is neither the version live when the request
 //                started (per the swaps that had returned by then) nor the target of a swap that
 //                overlapped the request; pinned requests not served by the pinned version
@@ -359,7 +359,14 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target) {
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
+// wait_for_ready: a request waits (up to its deadline) for its channel to connect instead of failing at
+// once while the channel is in reconnect backoff. The soak measures the server's answers; without this,
+// one loopback connect that failed on a starved 2-core machine (a CI run beside another build) put a
+// client's channel in backoff, and its loop failed 15,929 requests at once (more than the run's 13,617
+// answered ones) that never reached the server. A server that stays unreachable still fails the soak, by
+// the deadline.
 void Prepare(grpc::ClientContext* ctx, const std::string& key, int seconds = 120) {
+  ctx->set_wait_for_ready(true);
   ctx->AddMetadata("authorization", "Bearer " + key);
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
 }
