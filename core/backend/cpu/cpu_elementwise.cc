@@ -6,7 +6,8 @@
 //   SumSquares: sum x^2, in double over fixed 8192-element blocks summed in block order, so the
 //     result does not depend on the thread count.
 //   SwiGLU: s = sigmoid(g), out = g * s * u;
-//     dgate = dout * u * s * (1 + g * (1 - s)),  dup = dout * g * s.
+//     dgate = dout * u * s * (1 + g * (1 - s)),  dup = dout * g * s  (the element loops and their
+//     AVX2 variant: cpu_swiglu_rows.h).
 // Memory: all tensors f32 with equal numel (shapes may differ; they are read flat). Loops are flat,
 // contiguous and split by ParallelFor.
 #include <cmath>
@@ -14,6 +15,7 @@
 
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
+#include "core/backend/cpu/cpu_swiglu_rows.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 
@@ -21,8 +23,6 @@ namespace tessera::cpu {
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;
-
-inline float Sigmoid(float g) { return 1.0f / (1.0f + std::exp(-g)); }
 
 // sum x^2 in double over n contiguous floats (a free function: the omp simd reduction over a lambda's
 // captured pointer stayed scalar).
@@ -98,9 +98,8 @@ absl::Status CpuBackend::SwiGluForward(const Tensor& gate, const Tensor& up, Ten
   const float* g = gate.data<float>();
   const float* u = up.data<float>();
   float* o = out.data<float>();
-  ParallelFor(gate.numel(), kGrain / 4, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) o[i] = g[i] * Sigmoid(g[i]) * u[i];
-  });
+  const SmallGemmIsa isa = SwiGluRowsBestIsa();
+  ParallelFor(gate.numel(), kGrain / 4, [&](int64_t s, int64_t e) { SwiGluRows(isa, g + s, u + s, o + s, e - s); });
   return absl::OkStatus();
 }
 
@@ -121,14 +120,9 @@ absl::Status CpuBackend::SwiGluBackward(const Tensor& gate, const Tensor& up, co
   const float* d = dout.data<float>();
   float* dg = dgate.data<float>();
   float* du = dup.data<float>();
+  const SmallGemmIsa isa = SwiGluRowsBestIsa();
   ParallelFor(gate.numel(), kGrain / 4, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) {
-      // Read everything first: dgate/dup may alias gate/up.
-      const float gi = g[i], ui = u[i], di = d[i];
-      const float sg = Sigmoid(gi);
-      dg[i] = di * ui * sg * (1.0f + gi * (1.0f - sg));
-      du[i] = di * gi * sg;
-    }
+    SwiGluBackwardRows(isa, g + s, u + s, d + s, dg + s, du + s, e - s);
   });
   return absl::OkStatus();
 }

@@ -8,6 +8,7 @@ set(TESSERA_CPU_BACKEND_SOURCES
   cpu/cpu_bf16_gemm.cc
   cpu/cpu_check.cc
   cpu/cpu_elementwise.cc
+  cpu/cpu_swiglu_rows.cc
   cpu/cpu_matmul.cc
   cpu/cpu_small_gemm.cc
   cpu/cpu_rows.cc
