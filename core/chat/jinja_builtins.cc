@@ -622,6 +622,16 @@ absl::StatusOr<Value> PyRound(const Value& v, int64_t precision, const std::stri
   return Value::Float((method == "ceil" ? std::ceil(x) : std::floor(x)) / p);
 }
 
+// A width in spaces that a template asks for (indent, tojson's indent): RESOURCE_EXHAUSTED past
+// kMaxStringBytes, before the string of that many spaces is allocated.
+absl::Status CheckWidth(int64_t w, const char* what) {
+  if (w > static_cast<int64_t>(kMaxStringBytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, " ", w, " is more than the ", kMaxStringBytes >> 20,
+                                                     " MiB a template may build"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Value> Indent(const Value& v, const std::vector<std::optional<Value>>& b) {
   ASSIGN_OR_RETURN(std::string s, PlainStr(v, "indent"));
   std::string ind = "    ";
@@ -630,6 +640,7 @@ absl::StatusOr<Value> Indent(const Value& v, const std::vector<std::optional<Val
       ind = b[0]->s;
     } else {
       ASSIGN_OR_RETURN(int64_t w, IntArg(*b[0], "indent width"));
+      RETURN_IF_ERROR(CheckWidth(w, "indent width"));
       ind = std::string(std::max<int64_t>(w, 0), ' ');
     }
   }
@@ -637,6 +648,10 @@ absl::StatusOr<Value> Indent(const Value& v, const std::vector<std::optional<Val
   bool blank = b[2] && Truthy(*b[2]);
   s += "\n";
   std::vector<std::string> lines = SplitLines(s);
+  if (static_cast<double>(s.size()) + static_cast<double>(lines.size() + 1) * static_cast<double>(ind.size()) >
+      static_cast<double>(kMaxStringBytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat("indent: the result would pass ", kMaxStringBytes >> 20, " MiB"));
+  }
   std::string rv;
   if (blank) {
     for (size_t k = 0; k < lines.size(); ++k) {
@@ -667,6 +682,7 @@ absl::StatusOr<Value> ToJson(const Value& v, const CallArgs& a) {
       o.indent = b[1]->s;
     } else {
       ASSIGN_OR_RETURN(int64_t n, IntArg(*b[1], "tojson indent"));
+      RETURN_IF_ERROR(CheckWidth(n, "tojson indent"));
       o.indent = std::string(std::max<int64_t>(n, 0), ' ');
     }
   }

@@ -12,7 +12,7 @@
 namespace tessera::chat::jinja {
 namespace {
 
-constexpr size_t kMaxOutputBytes = 64u << 20;
+constexpr size_t kMaxOutputBytes = kMaxStringBytes;
 constexpr int kMaxMacroDepth = 64;
 constexpr char kLocatedPayload[] = "tessera.chat/located";
 

@@ -402,13 +402,31 @@ absl::StatusOr<std::string> JsonKey(const Value& k) {
   }
 }
 
+// RESOURCE_EXHAUSTED when `out` would grow past kMaxStringBytes by `more` bytes (checked before each
+// separator and indentation, which a template sizes: tojson(indent=10**9) must not allocate a gigabyte).
+absl::Status Room(const std::string& out, double more) {
+  if (static_cast<double>(out.size()) + more > static_cast<double>(kMaxStringBytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tojson: the result would pass ", kMaxStringBytes >> 20, " MiB (indent or separators too large)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Dump(std::string& out, const Value& v, const JsonDumpOptions& o, int level) {
+  RETURN_IF_ERROR(Room(out, 0));
   std::string item_sep = o.has_separators ? o.item_sep : (o.has_indent ? "," : ", ");
   std::string key_sep = o.has_separators ? o.key_sep : ": ";
-  auto newline = [&](int lvl) {
-    if (!o.has_indent) return;
+  auto newline = [&](int lvl) -> absl::Status {
+    if (!o.has_indent) return absl::OkStatus();
+    RETURN_IF_ERROR(Room(out, 1.0 + static_cast<double>(lvl) * static_cast<double>(o.indent.size())));
     out.push_back('\n');
     for (int k = 0; k < lvl; ++k) out += o.indent;
+    return absl::OkStatus();
+  };
+  auto separator = [&](const std::string& sep) -> absl::Status {
+    RETURN_IF_ERROR(Room(out, static_cast<double>(sep.size())));
+    out += sep;
+    return absl::OkStatus();
   };
   switch (v.kind) {
     case Kind::kNone: out += "null"; return absl::OkStatus();
@@ -427,11 +445,11 @@ absl::Status Dump(std::string& out, const Value& v, const JsonDumpOptions& o, in
       }
       out.push_back('[');
       for (size_t k = 0; k < v.list->size(); ++k) {
-        if (k) out += item_sep;
-        newline(level + 1);
+        if (k) RETURN_IF_ERROR(separator(item_sep));
+        RETURN_IF_ERROR(newline(level + 1));
         RETURN_IF_ERROR(Dump(out, (*v.list)[k], o, level + 1));
       }
-      newline(level);
+      RETURN_IF_ERROR(newline(level));
       out.push_back(']');
       return absl::OkStatus();
     }
@@ -451,13 +469,13 @@ absl::Status Dump(std::string& out, const Value& v, const JsonDumpOptions& o, in
       }
       out.push_back('{');
       for (size_t k = 0; k < entries.size(); ++k) {
-        if (k) out += item_sep;
-        newline(level + 1);
+        if (k) RETURN_IF_ERROR(separator(item_sep));
+        RETURN_IF_ERROR(newline(level + 1));
         JsonString(out, entries[k].first, o.ensure_ascii);
-        out += key_sep;
+        RETURN_IF_ERROR(separator(key_sep));
         RETURN_IF_ERROR(Dump(out, *entries[k].second, o, level + 1));
       }
-      newline(level);
+      RETURN_IF_ERROR(newline(level));
       out.push_back('}');
       return absl::OkStatus();
     }

@@ -117,7 +117,12 @@ absl::StatusOr<std::string> Repr(const Value& v);
 std::string PyRepr(std::string_view s);  // repr() of a str
 std::string FloatRepr(double d);         // repr() of a float
 
-// json.dumps(v, ensure_ascii, indent, separators, sort_keys). `indent` < 0 means None; `indent_str`
+// The most bytes a render builds in one string (its output, a concatenation, tojson's result, an
+// indentation): past it, RESOURCE_EXHAUSTED instead of an allocation the size a template asks for.
+inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
+
+// json.dumps(v, ensure_ascii, indent, separators, sort_keys). RESOURCE_EXHAUSTED when the result would
+// pass kMaxStringBytes. `indent` < 0 means None; `indent_str`
 // (when set) is a string indent. Separators default as json.dumps: (", ", ": ") without indent,
 // (",", ": ") with one.
 struct JsonDumpOptions {

@@ -232,5 +232,28 @@ TEST(JinjaRenderTest, RangeIsCappedAsInTheSandbox) {
   EXPECT_THAT(std::string(out.status().message()), HasSubstr("MAX_RANGE"));
 }
 
+// Found by the chat-template fuzz target: tojson(indent=277...7) allocated a string of that many
+// spaces and threw std::bad_alloc out of Render. Widths and the results they multiply into are bounded
+// (RESOURCE_EXHAUSTED naming the limit), and ordinary indents still render as json.dumps does.
+TEST(JinjaRenderTest, HugeIndentsAreRefusedNotAllocated) {
+  const std::string huge = "27777777777777777";
+  const std::vector<std::string> sources = {
+      "{{ d | tojson(indent=" + huge + ") }}",
+      "{{ 'a\nb' | indent(" + huge + ") }}",
+      // Each width is allowed alone; what they build is not: 50 MB of indentation per level, 3 levels deep.
+      "{{ [[[1]]] | tojson(indent=50000000) }}",
+      "{{ [1, 2, 3] | tojson(separators=['" + std::string(1000, ',') + "' * 40000, ': ']) }}",
+      "{{ ('x\n' * 100) | indent(1000000) }}"};
+  for (const std::string& src : sources) {
+    auto out = RenderWith(src, {{"d", {{"a", 1}}}});
+    ASSERT_FALSE(out.ok()) << src.substr(0, 60);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted) << out.status();
+    EXPECT_THAT(std::string(out.status().message()), HasSubstr("MiB")) << out.status();
+  }
+  auto ok = RenderWith("{{ d | tojson(indent=2) }}|{{ 'a\nb' | indent(3) }}", {{"d", {{"a", 1}}}});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, "{\n  \"a\": 1\n}|a\n   b");
+}
+
 }  // namespace
 }  // namespace tessera::chat
