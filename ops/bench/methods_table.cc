@@ -1,6 +1,7 @@
 #include "ops/bench/methods_table.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -189,7 +190,12 @@ int RunMethodsTable(int argc, char** argv) {
     to.restore_best = true;
     const int max_new = DecodeBudget(sp.test, tok);
     const double em_before = Must(EvaluateExactMatch(*model, nullptr, sp.test, tok, max_new), "base em").accuracy;
-    // ESFT's selections on the task's data (expert_selection.h: the per-layer cumulative score rule).
+    // ESFT's selections on the task's data (expert_selection.h: the per-layer cumulative score rule), each
+    // computed only when a requested method trains its slots (a selection is a forward over the data).
+    auto wanted = [&](std::initializer_list<const char*> users) {
+      return std::any_of(users.begin(), users.end(),
+                         [&](const char* m) { return std::find(methods.begin(), methods.end(), m) != methods.end(); });
+    };
     auto select = [&](RelevanceScore score, double p) {
       SelectionOptions so;
       so.score = score;
@@ -197,15 +203,19 @@ int RunMethodsTable(int argc, char** argv) {
       so.max_experts = max_slots;
       return Must(SelectExpertsAuto(*model, train, so), "expert selection").slots;
     };
-    const std::vector<SlotId> gate_slots = select(RelevanceScore::kGate, p_gate);
-    const std::vector<SlotId> token_slots = select(RelevanceScore::kToken, p_token);
+    const std::vector<SlotId> gate_slots =
+        wanted({"esft_gate"}) ? select(RelevanceScore::kGate, p_gate) : std::vector<SlotId>{};
+    const std::vector<SlotId> token_slots =
+        wanted({"esft_token", "lora"}) ? select(RelevanceScore::kToken, p_token) : std::vector<SlotId>{};
     // What a job with every hyperparameter auto trains: the service's mixed score at the rule's p and
     // expert budget (auto_hparams.h), as the suite runs it.
-    SelectionOptions auto_selection;
-    auto_selection.threshold = h.relevance_threshold;
-    auto_selection.max_experts = h.max_experts;
-    const std::vector<SlotId> auto_slots =
-        Must(SelectExpertsAuto(*model, train, auto_selection), "expert selection").slots;
+    std::vector<SlotId> auto_slots;
+    if (wanted({"auto"})) {
+      SelectionOptions auto_selection;
+      auto_selection.threshold = h.relevance_threshold;
+      auto_selection.max_experts = h.max_experts;
+      auto_slots = Must(SelectExpertsAuto(*model, train, auto_selection), "expert selection").slots;
+    }
 
     for (const std::string& method : methods) {
       Row r;

@@ -15,6 +15,7 @@
 
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
+#include "core/backend/cpu/cpu_small_gemm.h"
 #include "core/backend/cpu/cpu_swiglu_rows.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
@@ -98,7 +99,7 @@ absl::Status CpuBackend::SwiGluForward(const Tensor& gate, const Tensor& up, Ten
   const float* g = gate.data<float>();
   const float* u = up.data<float>();
   float* o = out.data<float>();
-  const SmallGemmIsa isa = SwiGluRowsBestIsa();
+  const SmallGemmIsa isa = SmallGemmBestIsa();
   ParallelFor(gate.numel(), kGrain / 4, [&](int64_t s, int64_t e) { SwiGluRows(isa, g + s, u + s, o + s, e - s); });
   return absl::OkStatus();
 }
@@ -120,7 +121,7 @@ absl::Status CpuBackend::SwiGluBackward(const Tensor& gate, const Tensor& up, co
   const float* d = dout.data<float>();
   float* dg = dgate.data<float>();
   float* du = dup.data<float>();
-  const SmallGemmIsa isa = SwiGluRowsBestIsa();
+  const SmallGemmIsa isa = SmallGemmBestIsa();
   ParallelFor(gate.numel(), kGrain / 4, [&](int64_t s, int64_t e) {
     SwiGluBackwardRows(isa, g + s, u + s, d + s, dg + s, du + s, e - s);
   });

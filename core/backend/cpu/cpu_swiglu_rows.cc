@@ -97,13 +97,6 @@ TESSERA_AVX2 void BackwardAvx2(const float* g, const float* u, const float* d, f
 
 }  // namespace
 
-SmallGemmIsa SwiGluRowsBestIsa() {
-  static const SmallGemmIsa isa = ChooseKernelSet(ProbeCpu()).small_gemm;
-  return isa;
-}
-
-bool SwiGluRowsSupports(SmallGemmIsa isa) { return static_cast<int>(isa) <= static_cast<int>(SwiGluRowsBestIsa()); }
-
 void SwiGluRows(SmallGemmIsa isa, const float* g, const float* u, float* out, int64_t n) {
   if (isa == SmallGemmIsa::kPortable) {
     ForwardPortable(g, u, out, n);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/cpu/cpu_small_gemm.h"
 #include "gtest/gtest.h"
 
 namespace tessera::cpu {
@@ -29,9 +30,9 @@ double SigmoidRef(double g) { return 1.0 / (1.0 + std::exp(-g)); }
 class SwiGluRowsVariantTest : public ::testing::TestWithParam<SmallGemmIsa> {
  protected:
   void SetUp() override {
-    if (!SwiGluRowsSupports(GetParam())) {
+    if (!SmallGemmSupports(GetParam())) {
       GTEST_SKIP() << "this CPU lacks the features of the " << IsaName(GetParam()) << " variant (best here: "
-                   << IsaName(SwiGluRowsBestIsa()) << ")";
+                   << IsaName(SmallGemmBestIsa()) << ")";
     }
   }
 };
