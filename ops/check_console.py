@@ -91,6 +91,9 @@ def main():
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                   "--window-size=1280,1600"):
             opts.add_argument(a)
+        # The browser's profile lives in the check's work directory, removed with it (without this
+        # chromium leaves an org.chromium.Chromium.* directory in /tmp on every run).
+        opts.add_argument("--user-data-dir=" + os.path.join(srv.work, "chromium-profile"))
         driver = webdriver.Chrome(service=Service(args.chromedriver), options=opts)
         # The page re-renders its panels on every poll, so an element found by one lookup can be
         # replaced before its text is read: such a read is retried, not a failure.

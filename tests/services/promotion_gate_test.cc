@@ -198,6 +198,10 @@ TEST(PromotionGateTest, RealJobPromotedUnderALooseBoundKeptUnderATightOne) {
   opts.model = true;
   const std::string general_path =
       ::testing::TempDir() + "/promotion_gate_general_" + std::to_string(::getpid()) + ".jsonl";
+  struct RemovedAtEnd {  // declared before the server, so removed after it stops
+    std::string path;
+    ~RemovedAtEnd() { std::remove(path.c_str()); }
+  } general_file{general_path};
   {
     std::ofstream f(general_path);
     for (int i = 0; i < 48; ++i) {

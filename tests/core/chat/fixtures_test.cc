@@ -126,6 +126,7 @@ TEST(LoaderTest, SpecialTokensMapOverridesOnlyWithoutAddedTokensDecoder) {
                                                  (*loaded)->defaults);
     ASSERT_TRUE(text.ok()) << text.status();
     EXPECT_EQ(*text, with_decoder ? "<a>|" : "<b>|<e>");
+    std::filesystem::remove_all(dir);
   }
 }
 
@@ -144,6 +145,7 @@ TEST(LoaderTest, MalformedFilesNameThemselves) {
   loaded = LoadChatTemplate(dir);
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(std::string(loaded.status().message()), ::testing::HasSubstr("invalid JSON"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(LoaderTest, NoTemplateIsNullopt) {

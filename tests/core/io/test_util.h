@@ -7,17 +7,32 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <system_error>
 
 #include "gtest/gtest.h"
 
 namespace tessera::io::testing {
 
-// A fresh empty directory under the gtest temp dir, unique per test.
+// One directory per test process under the gtest temp dir, removed (with every scratch directory in
+// it) when the process exits, so runs of the suite leave nothing behind in /tmp.
+inline const std::filesystem::path& ProcessScratchRoot() {
+  struct Root {
+    std::filesystem::path path = std::filesystem::path(::testing::TempDir()) /
+                                 ("tessera_io_" + std::to_string(::getpid()));
+    ~Root() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Root root;
+  return root.path;
+}
+
+// A fresh empty directory, unique per test.
 inline std::filesystem::path ScratchDir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
-                              (std::string("tessera_io_") + info->test_suite_name() + "_" +
-                               info->name() + "_" + std::to_string(::getpid()));
+  std::filesystem::path dir =
+      ProcessScratchRoot() / (std::string(info->test_suite_name()) + "_" + info->name());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
