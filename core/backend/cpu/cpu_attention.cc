@@ -54,6 +54,7 @@
 #include "core/backend/cpu/cpu_backend_internal.h"
 #include "core/backend/cpu/cpu_check.h"
 #include "core/backend/cpu/cpu_kernels.h"
+#include "core/backend/cpu/cpu_small_gemm.h"
 #include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 
@@ -209,7 +210,7 @@ struct Scratch {
 // are cpu_attention_rows.h's (AVX2 where the CPU has it).
 void ForwardRow(const HeadView& hv, int64_t i, float scale, float* o, float* lse, Scratch& sc) {
   const int64_t first = hv.First(hv.offset + i), keys = hv.offset + i + 1 - first, hd = hv.hd;
-  const SmallGemmIsa isa = AttnRowsBestIsa();
+  const SmallGemmIsa isa = SmallGemmBestIsa();
   const float* qv = hv.q + i * hv.qstride;
   float* scores = sc.s.data();
   // Keys in runs of consecutive storage rows (one run unless paged).

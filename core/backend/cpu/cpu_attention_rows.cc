@@ -115,13 +115,6 @@ void AxpyRowsAny(SmallGemmIsa isa, const float* w, const T* v, int64_t stride, i
 
 }  // namespace
 
-SmallGemmIsa AttnRowsBestIsa() {
-  static const SmallGemmIsa isa = ChooseKernelSet(ProbeCpu()).small_gemm;
-  return isa;
-}
-
-bool AttnRowsSupports(SmallGemmIsa isa) { return static_cast<int>(isa) <= static_cast<int>(AttnRowsBestIsa()); }
-
 void AttnDotRows(SmallGemmIsa isa, const float* q, const float* k, int64_t stride, int64_t n, int64_t hd,
                  float scale, float* s) {
   DotRowsAny(isa, q, k, stride, n, hd, scale, s);

@@ -11,7 +11,8 @@
 // elements of acc in registers across the whole run: the portable loop loaded and stored acc once per
 // row, a store-to-load chain that made a batch-8 f32 decode step's attention 10% of the step on Zen 3.
 // The file is compiled without -march; the AVX2 code carries its target attribute and runs only where
-// the CPU has the features (AttnRowsSupports).
+// the CPU has the features (SmallGemmSupports: these loops follow the small-GEMM kernels' choice,
+// SmallGemmBestIsa).
 #pragma once
 
 #include <cstdint>
@@ -19,9 +20,6 @@
 #include "core/backend/cpu/cpu_features.h"
 
 namespace tessera::cpu {
-
-SmallGemmIsa AttnRowsBestIsa();          // ChooseKernelSet(ProbeCpu()).small_gemm
-bool AttnRowsSupports(SmallGemmIsa isa);  // isa <= the best one
 
 void AttnDotRows(SmallGemmIsa isa, const float* q, const float* k, int64_t stride, int64_t n, int64_t hd,
                  float scale, float* s);

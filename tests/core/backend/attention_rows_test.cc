@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/cpu/cpu_small_gemm.h"
 #include "core/tensor/tensor.h"
 #include "gtest/gtest.h"
 
@@ -39,9 +40,9 @@ class AttnRowsVariantTest : public ::testing::TestWithParam<SmallGemmIsa> {};
 
 TEST_P(AttnRowsVariantTest, MatchesTheReference) {
   const SmallGemmIsa isa = GetParam();
-  if (!AttnRowsSupports(isa)) {
+  if (!SmallGemmSupports(isa)) {
     GTEST_SKIP() << "this CPU lacks the features of the " << IsaName(isa) << " variant (best here: "
-                 << IsaName(AttnRowsBestIsa()) << ")";
+                 << IsaName(SmallGemmBestIsa()) << ")";
   }
   for (int64_t hd : {1, 7, 8, 16, 24, 64, 72, 128, 136}) {
     for (int64_t n : {1, 5, 16}) {
