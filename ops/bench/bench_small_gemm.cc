@@ -174,8 +174,13 @@ int Main(int argc, char** argv) {
                   },
                   [=, &be] { (void)be->Matmul(*a, false, w, tb, *c, 1.0f, 0.0f); },
                   [=] {
-                    (tb ? cpu::SmallGemmNT : cpu::SmallGemmNN)(m, n, k, 1.0f, a->data<float>(), k, w.data<float>(),
-                                                                in, 0.0f, c->data<float>(), n);
+                    if (tb) {
+                      cpu::SmallGemmNT(m, n, k, 1.0f, a->data<float>(), k, w.data<float>(), in, 0.0f,
+                                       c->data<float>(), n, cpu::SmallGemmBFor(n, k, sizeof(float)));
+                    } else {
+                      cpu::SmallGemmNN(m, n, k, 1.0f, a->data<float>(), k, w.data<float>(), in, 0.0f,
+                                       c->data<float>(), n);
+                    }
                   }};
           RunCase(cs, o);
         }

@@ -232,7 +232,8 @@ absl::Status CpuBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, 
     AddDirectItems(0, m, n, k, trans_b ? kAlignNT : kAlignNN, pb, items);
     RunDirectItems(items, k, [&](const DirectItem& it) {
       if (trans_b) {
-        SmallGemmNT(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0 * ldb, ldb, beta, pc + it.j0, n);
+        SmallGemmNT(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0 * ldb, ldb, beta, pc + it.j0, n,
+                    SmallGemmBFor(n, k, sizeof(float)));
       } else {
         SmallGemmNN(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0, ldb, beta, pc + it.j0, n);
       }
@@ -270,7 +271,7 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
   }
   RunDirectItems(items, in, [&](const DirectItem& it) {
     SmallGemmNT(it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in, in, it.bf() + it.j0 * in, in, 0.0f,
-                py + it.row_begin * out + it.j0, out);
+                py + it.row_begin * out + it.j0, out, SmallGemmBFor(out, in, sizeof(float)));
   });
   RunGroups(groups, true,
             [&](const GemmGroup& g) { return !UseDirectNT(g.rows, out, in); },

@@ -2,7 +2,14 @@
 //
 // Tiling. NT (AVX2): a tile of R rows of a times O rows of b keeps R*O 8-lane accumulators (R*O + 2 <=
 // 16 ymm registers) and reads each b row once per R-row block; one horizontal sum per output at the
-// end. NT (AVX-512): R <= 3 rows x 8 outputs, reduced jointly (see the AVX-512 section).
+// end. When b streams from memory (SmallGemmB::kStreamed: decode's weights) two things change. Each
+// 4-row tile prefetches the next tile's rows of b: with rows of 4 KiB (k = 1024) every row is its own
+// page, where the hardware prefetcher stops, and a 4 x 3 tile keeps only 3 streams in flight. And 5-8
+// rows read each tile of b once, for both row blocks (NtRowsPairedStreamed). On a 2-core Zen 3
+// (bench_small_gemm, LM head 32000 x 1024): 8 rows 8.5-10.3 ms vs 11.6-13.3, 4 rows 7.1-8.1 vs
+// 7.7-8.5. Where b is already in L2 or L3 the same prefetches cost 15-30% (a 1024 x 1024 matrix read
+// back from L3: 58 vs 50 GB/s), so the cached path (NtAvx2Cached) has none; hence
+// the caller's hint. NT (AVX-512): R <= 3 rows x 8 outputs, reduced jointly (see the AVX-512 section).
 // NN: a tile of R rows of c times 8*V columns keeps R*V accumulators; for each k it broadcasts a[r,k]
 // and streams row k of b (contiguous), so b is read once per R-row block. Tiles are chosen so that
 // every tile has >= 8 independent FMA chains where the shape allows (FMA latency 4, 2 per cycle).
@@ -55,16 +62,26 @@ void NnPortable(int64_t m, int64_t n, int64_t k, float alpha, const float* a, in
 
 #define TESSERA_AVX2 __attribute__((target("avx2,fma")))
 
-// c[0:R, 0:O] from rows a[0:R] and b[0:O].
-template <int R, int O>
+// c[0:R, 0:O] from rows a[0:R] and b[0:O]. While it runs it prefetches the same columns of the `npf`
+// rows at `next` (the next tile's rows of b), one cache line per row every 16 floats: decode's weights
+// stream from DRAM, and a tile of 3 rows of b alone keeps too few misses in flight (see the file comment).
+// kPrefetch is a template argument so that the cached path's loop is exactly the plain one (a run-time
+// check in the loop slowed builtin:tiny's cache-resident products by up to 2x).
+template <int R, int O, bool kPrefetch = false>
 TESSERA_AVX2 inline void NtTile(int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-                                int64_t ldb, float beta, float* c, int64_t ldc) {
+                                int64_t ldb, float beta, float* c, int64_t ldc, const float* next = nullptr,
+                                int npf = 0) {
   __m256 acc[R][O];
   for (int r = 0; r < R; ++r) {
     for (int o = 0; o < O; ++o) acc[r][o] = _mm256_setzero_ps();
   }
   int64_t p = 0;
   for (; p + 8 <= k; p += 8) {
+    if constexpr (kPrefetch) {
+      if ((p & 15) == 0) {
+        for (int o = 0; o < npf; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * ldb + p), _MM_HINT_T0);
+      }
+    }
     for (int r = 0; r < R; ++r) {
       const __m256 av = _mm256_loadu_ps(a + r * lda + p);
       for (int o = 0; o < O; ++o) {
@@ -82,6 +99,12 @@ TESSERA_AVX2 inline void NtTile(int64_t k, float alpha, const float* a, int64_t 
   }
 }
 
+// How many rows of the tile after the one at column j (of width O) exist, for NtTile's prefetch.
+template <int O>
+inline int NextTileRows(int64_t j, int64_t n) {
+  return static_cast<int>(std::clamp<int64_t>(n - (j + O), 0, O));
+}
+
 template <int R, int O>
 TESSERA_AVX2 void NtRows(int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                          int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -90,8 +113,9 @@ TESSERA_AVX2 void NtRows(int64_t n, int64_t k, float alpha, const float* a, int6
   for (; j < n; ++j) NtTile<R, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
 }
 
-TESSERA_AVX2 void NtAvx2(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                         const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+// b cached: tiles of 4 rows of a, then one of the rest.
+TESSERA_AVX2 void NtAvx2Cached(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                               const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   int64_t r = 0;
   for (; r + 4 <= m; r += 4) NtRows<4, 3>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
   switch (m - r) {
@@ -99,6 +123,60 @@ TESSERA_AVX2 void NtAvx2(int64_t m, int64_t n, int64_t k, float alpha, const flo
     case 2: NtRows<2, 6>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
     case 1: NtRows<1, 8>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc); break;
     default: break;
+  }
+}
+
+// b streamed, 4 rows of a: every 4 x 3 tile prefetches the next one's rows of b.
+TESSERA_AVX2 void NtRows4Streamed(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 3 <= n; j += 3) {
+    NtTile<4, 3, true>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc, b + (j + 3) * ldb,
+                       NextTileRows<3>(j, n));
+  }
+  for (; j < n; ++j) NtTile<4, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+}
+
+// b streamed, 4 + R2 rows of a (R2 = 2..4): each tile of 3 rows of b serves rows 0-3 (prefetching the
+// next tile) and then rows 4.. while it is still in L1, so b streams from memory once and the second
+// block's FMAs overlap that stream (one 4-row pass after another read b back from L2).
+template <int R2>
+TESSERA_AVX2 void NtRowsPairedStreamed(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                                       const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const float* a2 = a + 4 * lda;
+  float* c2 = c + 4 * ldc;
+  int64_t j = 0;
+  for (; j + 3 <= n; j += 3) {
+    NtTile<4, 3, true>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc, b + (j + 3) * ldb,
+                       NextTileRows<3>(j, n));
+    NtTile<R2, 3>(k, alpha, a2, lda, b + j * ldb, ldb, beta, c2 + j, ldc);
+  }
+  for (; j < n; ++j) {
+    NtTile<4, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+    NtTile<R2, 1>(k, alpha, a2, lda, b + j * ldb, ldb, beta, c2 + j, ldc);
+  }
+}
+
+// b streamed. Only the 4-row tiles prefetch: the 1 x 8 tile already keeps 8 streams in flight and read
+// a 32000 x 1024 matrix slower with it (10.5 vs 13-14 GB/s on one Zen 3 core, 19 vs 24 on two); 2 x 6
+// and 3 x 4 measured the same either way. 5 rows: 4 + 1 (a 1 x 3 tile would be FMA-latency bound).
+TESSERA_AVX2 void NtAvx2Streamed(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t r = 0;
+  for (; m - r > 8 || m - r == 4; r += 4) {
+    NtRows4Streamed(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
+  }
+  const float* ar = a + r * lda;
+  float* cr = c + r * ldc;
+  switch (m - r) {
+    case 8: NtRowsPairedStreamed<4>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
+    case 7: NtRowsPairedStreamed<3>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
+    case 6: NtRowsPairedStreamed<2>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
+    case 5:
+      NtRows4Streamed(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc);
+      NtRows<1, 8>(n, k, alpha, ar + 4 * lda, lda, b, ldb, beta, cr + 4 * ldc, ldc);
+      break;
+    default: NtAvx2Cached(m - r, n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;  // 1-3 rows
   }
 }
 
@@ -258,10 +336,17 @@ bool SmallGemmSupports(SmallGemmIsa isa) {
 }
 
 void SmallGemmNTWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                        SmallGemmB b_from) {
   switch (isa) {
     case SmallGemmIsa::kAvx512: NtAvx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
-    case SmallGemmIsa::kAvx2: NtAvx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
+    case SmallGemmIsa::kAvx2:
+      if (b_from == SmallGemmB::kStreamed) {
+        NtAvx2Streamed(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      } else {
+        NtAvx2Cached(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      }
+      break;
     case SmallGemmIsa::kPortable: NtPortable(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); break;
   }
 }
@@ -276,8 +361,8 @@ void SmallGemmNNWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float
 }
 
 void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,
-                 int64_t ldb, float beta, float* c, int64_t ldc) {
-  SmallGemmNTWithIsa(SmallGemmBestIsa(), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+                 int64_t ldb, float beta, float* c, int64_t ldc, SmallGemmB b_from) {
+  SmallGemmNTWithIsa(SmallGemmBestIsa(), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, b_from);
 }
 
 void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda, const float* b,

@@ -18,8 +18,20 @@
 
 namespace tessera::cpu {
 
+// Where NT's b is expected to come from. kStreamed: a weight larger than a core's L2, read once per call
+// from memory (decode reads every weight once per step, and a real checkpoint is far larger than the
+// last-level cache): the AVX2 kernel then prefetches the next tile's rows of b. kCached: b is reused
+// from cache (small weights), where those prefetches cost 15-30% (see cpu_small_gemm.cc).
+enum class SmallGemmB { kCached, kStreamed };
+
+// kStreamed for b of n x k elements of `elem_bytes` each when it is at least 1 MiB, else kCached.
+inline SmallGemmB SmallGemmBFor(int64_t n, int64_t k, int64_t elem_bytes) {
+  return n * k * elem_bytes >= (int64_t{1} << 20) ? SmallGemmB::kStreamed : SmallGemmB::kCached;
+}
+
 void SmallGemmNT(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                 SmallGemmB b_from = SmallGemmB::kCached);
 void SmallGemmNN(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
@@ -31,7 +43,8 @@ bool SmallGemmSupports(SmallGemmIsa isa);
 // The same products with the kernels of `isa` (which this CPU must support): lets tests check every
 // variant the machine can run, not just the one dispatch picks.
 void SmallGemmNTWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc,
+                        SmallGemmB b_from = SmallGemmB::kCached);
 void SmallGemmNNWithIsa(SmallGemmIsa isa, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                         int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 

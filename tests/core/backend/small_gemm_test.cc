@@ -173,16 +173,19 @@ TEST_P(SmallGemmTest, GroupedMatmulWeightGradSmallGroups) {
 
 // Every kernel variant this CPU can run (portable, AVX2, AVX-512), called directly: the backend only
 // reaches the best one, and only above its size threshold. Strided operands (ld > width), every row
-// count 1..9 (tile blocks of 1-4 and their combinations), odd n and k (vector and tile tails), and
-// beta == 0 over a NaN-filled c (it must be ignored, as in BLAS).
+// count 1..13 (tile blocks of 1-4, the paired 5-8 rows, and their combinations), odd n and k (vector
+// and tile tails), NT with and without the streamed-b prefetches, and beta == 0 over a NaN-filled c (it
+// must be ignored, as in BLAS).
 TEST(SmallGemmKernelTest, EveryIsaMatchesReference) {
   using cpu::SmallGemmIsa;
   struct Shape { int64_t n, k; };
   for (SmallGemmIsa isa : {SmallGemmIsa::kPortable, SmallGemmIsa::kAvx2, SmallGemmIsa::kAvx512}) {
     if (!cpu::SmallGemmSupports(isa)) continue;
     for (Shape s : {Shape{1, 1}, Shape{9, 17}, Shape{31, 45}, Shape{100, 192}, Shape{67, 133}}) {
-      for (int64_t m = 1; m <= 9; ++m) {
-        for (int nt = 0; nt < 2; ++nt) {
+      for (int64_t m = 1; m <= 13; ++m) {
+        for (int mode = 0; mode < 3; ++mode) {  // NN; NT with b cached; NT with b streamed (prefetching)
+          const int nt = mode > 0;
+          const cpu::SmallGemmB b_from = mode == 2 ? cpu::SmallGemmB::kStreamed : cpu::SmallGemmB::kCached;
           for (auto [alpha, beta] : {std::pair<float, float>{1.0f, 0.0f}, {-0.5f, 0.75f}}) {
             const int64_t lda = s.k + 3, ldc = s.n + 5;
             const int64_t ldb = nt ? s.k + 2 : s.n + 2;  // NT: b is [n, k]; NN: b is [k, n]
@@ -191,8 +194,12 @@ TEST(SmallGemmKernelTest, EveryIsaMatchesReference) {
             std::vector<float> c0 = ToF32(RandomValues(m * ldc, 3));
             std::vector<float> c = c0;
             if (beta == 0.0f) std::fill(c.begin(), c.end(), std::nanf(""));
-            (nt ? cpu::SmallGemmNTWithIsa : cpu::SmallGemmNNWithIsa)(isa, m, s.n, s.k, alpha, a.data(), lda,
-                                                                     b.data(), ldb, beta, c.data(), ldc);
+            if (nt) {
+              cpu::SmallGemmNTWithIsa(isa, m, s.n, s.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc,
+                                      b_from);
+            } else {
+              cpu::SmallGemmNNWithIsa(isa, m, s.n, s.k, alpha, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+            }
             std::vector<float> got;
             std::vector<double> want;
             for (int64_t i = 0; i < m; ++i) {
@@ -206,7 +213,7 @@ TEST(SmallGemmKernelTest, EveryIsaMatchesReference) {
               }
             }
             ExpectClose(got, want, Tol(s.k) * 2, 1e-5,
-                        "isa=" + std::to_string(static_cast<int>(isa)) + " nt=" + std::to_string(nt) +
+                        "isa=" + std::to_string(static_cast<int>(isa)) + " mode=" + std::to_string(mode) +
                             " m=" + std::to_string(m) + " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k));
             // Padding columns of c (between n and ldc) are not written.
             for (int64_t i = 0; i < m; ++i) {
