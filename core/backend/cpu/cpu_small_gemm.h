@@ -18,13 +18,17 @@
 
 namespace tessera::cpu {
 
-// Where NT's b is expected to come from. kStreamed: a weight larger than a core's L2, read once per call
-// from memory (decode reads every weight once per step, and a real checkpoint is far larger than the
-// last-level cache): the AVX2 kernel then prefetches the next tile's rows of b. kCached: b is reused
-// from cache (small weights), where those prefetches cost 15-30% (see cpu_small_gemm.cc).
+// Where NT's b is expected to come from. kStreamed: a weight read once per call from memory (decode
+// reads every weight once per step, and a real checkpoint is far larger than the last-level cache): the
+// AVX2 kernel then prefetches the next tile's rows of b and reads b once for up to 8 rows. kCached: b is
+// reused from cache (small weights), where those prefetches cost 15-30% (see cpu_small_gemm.cc). The
+// portable and AVX-512 kernels take the same path either way.
 enum class SmallGemmB { kCached, kStreamed };
 
-// kStreamed for b of n x k elements of `elem_bytes` each when it is at least 1 MiB, else kCached.
+// kStreamed for b of n x k elements of `elem_bytes` each when it is at least 1 MiB (twice a Zen 3 core's
+// L2; builtin:tiny's largest weight is 0.2 MB, a real checkpoint's smallest expert several MB), else
+// kCached. A size rule cannot see a large weight that happens to be cache-resident (a model that fits
+// in L3); there the prefetches cost what the comment above says.
 inline SmallGemmB SmallGemmBFor(int64_t n, int64_t k, int64_t elem_bytes) {
   return n * k * elem_bytes >= (int64_t{1} << 20) ? SmallGemmB::kStreamed : SmallGemmB::kCached;
 }
