@@ -12,7 +12,6 @@
 namespace tessera::chat::jinja {
 namespace {
 
-constexpr size_t kMaxOutputBytes = kMaxStringBytes;
 constexpr int kMaxMacroDepth = 64;
 constexpr char kLocatedPayload[] = "tessera.chat/located";
 
@@ -78,7 +77,7 @@ absl::StatusOr<Value> Arith(const std::string& op, const Value& l, const Value& 
         out.markup = true;
         return out;
       }
-      if (l.s.size() + r.s.size() > kMaxOutputBytes) return absl::ResourceExhaustedError("string too long");
+      if (l.s.size() + r.s.size() > kMaxStringBytes) return absl::ResourceExhaustedError("string too long");
       return Value::Str(l.s + r.s);
     }
     if (l.is_list() && r.is_list() && l.flavor == r.flavor &&
@@ -108,7 +107,7 @@ absl::StatusOr<Value> Arith(const std::string& op, const Value& l, const Value& 
       int64_t n = std::max<int64_t>(cnt->AsInt(), 0);
       if (seq->is_string()) {
         RETURN_IF_ERROR(seq->markup ? Err("repeating a |safe string is not supported") : absl::OkStatus());
-        if (static_cast<double>(seq->s.size()) * n > kMaxOutputBytes) return absl::ResourceExhaustedError("string too long");
+        if (static_cast<double>(seq->s.size()) * n > kMaxStringBytes) return absl::ResourceExhaustedError("string too long");
         std::string out;
         for (int64_t k = 0; k < n; ++k) out += seq->s;
         return Value::Str(std::move(out));
@@ -206,7 +205,7 @@ class Interpreter {
   enum class Flow { kNormal, kBreak, kContinue };
 
   absl::Status Append(std::string& out, std::string_view s) {
-    if (out.size() + s.size() > kMaxOutputBytes) {
+    if (out.size() + s.size() > kMaxStringBytes) {
       return absl::ResourceExhaustedError("rendered chat template exceeds 64 MiB");
     }
     out += s;
@@ -544,7 +543,7 @@ class Interpreter {
         if (e.name == "~") {
           ASSIGN_OR_RETURN(std::string ls, ToStr(l));
           ASSIGN_OR_RETURN(std::string rs, ToStr(r));
-          if (ls.size() + rs.size() > kMaxOutputBytes) return absl::ResourceExhaustedError("string too long");
+          if (ls.size() + rs.size() > kMaxStringBytes) return absl::ResourceExhaustedError("string too long");
           return Value::Str(ls + rs);
         }
         return Arith(e.name, l, r);

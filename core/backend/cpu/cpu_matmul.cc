@@ -230,10 +230,10 @@ absl::Status CpuBackend::Matmul(const Tensor& a, bool trans_a, const Tensor& b, 
     const int64_t ldb = b.dim(1);
     std::vector<DirectItem> items;
     AddDirectItems(0, m, n, k, trans_b ? kAlignNT : kAlignNN, pb, items);
+    const SmallGemmB b_from = SmallGemmBFor(n, k, sizeof(float));
     RunDirectItems(items, k, [&](const DirectItem& it) {
       if (trans_b) {
-        SmallGemmNT(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0 * ldb, ldb, beta, pc + it.j0, n,
-                    SmallGemmBFor(n, k, sizeof(float)));
+        SmallGemmNT(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0 * ldb, ldb, beta, pc + it.j0, n, b_from);
       } else {
         SmallGemmNN(m, it.j1 - it.j0, k, alpha, pa, k, pb + it.j0, ldb, beta, pc + it.j0, n);
       }
@@ -269,9 +269,10 @@ absl::Status CpuBackend::GroupedMatmul(const Tensor& x, absl::Span<const GemmGro
       AddDirectItems(g.row_begin, g.rows, out, in, kAlignNT, g.weight->data<float>(), items);
     }
   }
+  const SmallGemmB b_from = SmallGemmBFor(out, in, sizeof(float));  // every group's weight is out x in
   RunDirectItems(items, in, [&](const DirectItem& it) {
     SmallGemmNT(it.rows, it.j1 - it.j0, in, 1.0f, px + it.row_begin * in, in, it.bf() + it.j0 * in, in, 0.0f,
-                py + it.row_begin * out + it.j0, out, SmallGemmBFor(out, in, sizeof(float)));
+                py + it.row_begin * out + it.j0, out, b_from);
   });
   RunGroups(groups, true,
             [&](const GemmGroup& g) { return !UseDirectNT(g.rows, out, in); },

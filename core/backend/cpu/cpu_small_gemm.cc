@@ -4,12 +4,12 @@
 // 16 ymm registers) and reads each b row once per R-row block; one horizontal sum per output at the
 // end. When b streams from memory (SmallGemmB::kStreamed: decode's weights) two things change. Each
 // 4-row tile prefetches the next tile's rows of b: with rows of 4 KiB (k = 1024) every row is its own
-// page, where the hardware prefetcher stops, and a 4 x 3 tile keeps only 3 streams in flight. And 5-8
-// rows read each tile of b once, for both row blocks (NtRowsPairedStreamed). On a 2-core Zen 3
+// page, where the hardware prefetcher stops, and a 4 x 3 tile keeps only 3 streams in flight. And 6-8
+// rows read each tile of b once, for both row blocks (NtRowsStreamed). On a 2-core Zen 3
 // (bench_small_gemm, LM head 32000 x 1024): 8 rows 8.5-10.3 ms vs 11.6-13.3, 4 rows 7.1-8.1 vs
 // 7.7-8.5. Where b is already in L2 or L3 the same prefetches cost 15-30% (a 1024 x 1024 matrix read
-// back from L3: 58 vs 50 GB/s), so the cached path (NtAvx2Cached) has none; hence
-// the caller's hint. NT (AVX-512): R <= 3 rows x 8 outputs, reduced jointly (see the AVX-512 section).
+// back from L3: 58 vs 50 GB/s), so the cached path (NtAvx2Cached) has none, and the caller says which
+// applies. NT (AVX-512): R <= 3 rows x 8 outputs, reduced jointly (see the AVX-512 section).
 // NN: a tile of R rows of c times 8*V columns keeps R*V accumulators; for each k it broadcasts a[r,k]
 // and streams row k of b (contiguous), so b is read once per R-row block. Tiles are chosen so that
 // every tile has >= 8 independent FMA chains where the shape allows (FMA latency 4, 2 per cycle).
@@ -126,34 +126,24 @@ TESSERA_AVX2 void NtAvx2Cached(int64_t m, int64_t n, int64_t k, float alpha, con
   }
 }
 
-// b streamed, 4 rows of a: every 4 x 3 tile prefetches the next one's rows of b.
-TESSERA_AVX2 void NtRows4Streamed(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  int64_t j = 0;
-  for (; j + 3 <= n; j += 3) {
-    NtTile<4, 3, true>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc, b + (j + 3) * ldb,
-                       NextTileRows<3>(j, n));
-  }
-  for (; j < n; ++j) NtTile<4, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
-}
-
-// b streamed, 4 + R2 rows of a (R2 = 2..4): each tile of 3 rows of b serves rows 0-3 (prefetching the
-// next tile) and then rows 4.. while it is still in L1, so b streams from memory once and the second
-// block's FMAs overlap that stream (one 4-row pass after another read b back from L2).
+// b streamed, 4 + R2 rows of a (R2 = 0 or 2..4): each 4 x 3 tile prefetches the next tile's rows of b,
+// and with R2 > 0 the same 3 rows of b then serve rows 4.. while they are still in L1, so b streams from
+// memory once and the second block's FMAs overlap that stream (one 4-row pass after another read b back
+// from L2).
 template <int R2>
-TESSERA_AVX2 void NtRowsPairedStreamed(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-                                       const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+TESSERA_AVX2 void NtRowsStreamed(int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const float* a2 = a + 4 * lda;
   float* c2 = c + 4 * ldc;
   int64_t j = 0;
   for (; j + 3 <= n; j += 3) {
     NtTile<4, 3, true>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc, b + (j + 3) * ldb,
                        NextTileRows<3>(j, n));
-    NtTile<R2, 3>(k, alpha, a2, lda, b + j * ldb, ldb, beta, c2 + j, ldc);
+    if constexpr (R2 > 0) NtTile<R2, 3>(k, alpha, a2, lda, b + j * ldb, ldb, beta, c2 + j, ldc);
   }
   for (; j < n; ++j) {
     NtTile<4, 1>(k, alpha, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
-    NtTile<R2, 1>(k, alpha, a2, lda, b + j * ldb, ldb, beta, c2 + j, ldc);
+    if constexpr (R2 > 0) NtTile<R2, 1>(k, alpha, a2, lda, b + j * ldb, ldb, beta, c2 + j, ldc);
   }
 }
 
@@ -164,16 +154,16 @@ TESSERA_AVX2 void NtAvx2Streamed(int64_t m, int64_t n, int64_t k, float alpha, c
                                  const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   int64_t r = 0;
   for (; m - r > 8 || m - r == 4; r += 4) {
-    NtRows4Streamed(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
+    NtRowsStreamed<0>(n, k, alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc);
   }
   const float* ar = a + r * lda;
   float* cr = c + r * ldc;
   switch (m - r) {
-    case 8: NtRowsPairedStreamed<4>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
-    case 7: NtRowsPairedStreamed<3>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
-    case 6: NtRowsPairedStreamed<2>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
+    case 8: NtRowsStreamed<4>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
+    case 7: NtRowsStreamed<3>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
+    case 6: NtRowsStreamed<2>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;
     case 5:
-      NtRows4Streamed(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc);
+      NtRowsStreamed<0>(n, k, alpha, ar, lda, b, ldb, beta, cr, ldc);
       NtRows<1, 8>(n, k, alpha, ar + 4 * lda, lda, b, ldb, beta, cr + 4 * ldc, ldc);
       break;
     default: NtAvx2Cached(m - r, n, k, alpha, ar, lda, b, ldb, beta, cr, ldc); break;  // 1-3 rows
